@@ -1,0 +1,588 @@
+"""Streamlit-free helpers for the app (``app.py``, ``pages/``): settings, workspace paths, uploads,
+the 3D preview (texture sampled to vertex colours, decimated) and plotly figures.
+
+No model logic lives here: the pages call :func:`affectvlm.predict.predict`, ``load_model`` and
+``render_views`` exactly as the CLI does. Settings come from environment variables:
+
+==============================  ==================================================================
+``AFFECTVLM_WORKSPACE_ROOTS``   folders (``os.pathsep``-separated) the Train page may read/write;
+                                default ``./workspace``. The first one holds the jobs database.
+``AFFECTVLM_DEFAULT_MODEL``     model spec used when the sidebar says "embedded default"
+                                (unset: the library's embedded ``weights/affectvlm-default``).
+``AFFECTVLM_PREVIEW_FACES``     most triangles sent to the browser for the 3D preview (30000).
+``AFFECTVLM_MAX_UPLOAD_MB``     upload limit shown in the app; keep it equal to Streamlit's
+                                ``server.maxUploadSize`` (``.streamlit/config.toml``).
+``AFFECTVLM_MAX_*``             the library's input limits (:mod:`affectvlm.limits`).
+==============================  ==================================================================
+"""
+from __future__ import annotations
+
+import io as _io
+import math
+import os
+import re
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from affectvlm.errors import ConfigError, InputError
+from affectvlm.limits import Limits, default_limits
+from affectvlm.mesh import Mesh
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SAMPLES_DIR = Path(__file__).resolve().parent / "data" / "samples"
+MESH_EXTENSIONS = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf", ".wrl", ".vrml", ".bnt")
+IMAGE_EXTENSIONS = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".mtl")
+UPLOAD_TYPES = [e.lstrip(".") for e in MESH_EXTENSIONS + IMAGE_EXTENSIONS] + ["zip"]
+
+
+def mesh_extensions() -> tuple[str, ...]:
+    """The mesh formats the library reads (``affectvlm.io.SUPPORTED_EXTENSIONS`` when importable)."""
+    try:
+        from affectvlm.io import SUPPORTED_EXTENSIONS
+
+        return tuple(sorted({e.lower() if e.startswith(".") else "." + e.lower() for e in SUPPORTED_EXTENSIONS}))
+    except Exception:  # noqa: BLE001 - io not importable yet: fall back to the documented list
+        return MESH_EXTENSIONS
+
+
+# ---------------------------------------------------------------------------------------------------
+# Settings and workspace paths
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    workspace_roots: tuple[Path, ...]
+    default_model: str | None = None
+    limits: Limits = field(default_factory=default_limits)
+    max_upload_mb: int = 1024
+    preview_max_faces: int = 30_000
+    job_refresh_s: float = 2.0
+
+    @property
+    def workspace(self) -> Path:
+        """The first workspace root: it holds the jobs database and default run folders."""
+        return self.workspace_roots[0]
+
+    @property
+    def jobs_db(self) -> Path:
+        return self.workspace / ".affectvlm" / "jobs.sqlite3"
+
+
+def _env_num(env: dict, name: str, default: float, lo: float, hi: float) -> float:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        v = float(raw)
+    except ValueError as e:
+        raise ConfigError(f"{name}={raw!r} is not a number") from e
+    if not lo <= v <= hi:
+        raise ConfigError(f"{name}={raw!r} must be between {lo:g} and {hi:g}")
+    return v
+
+
+def load_settings(env: dict[str, str] | None = None, *, cwd: str | os.PathLike | None = None) -> AppSettings:
+    """Settings from the environment (see the module docstring); workspace roots are created."""
+    env = dict(os.environ if env is None else env)
+    base = Path(cwd or os.getcwd())
+    raw = env.get("AFFECTVLM_WORKSPACE_ROOTS") or "workspace"
+    roots = []
+    for part in raw.split(os.pathsep):
+        part = part.strip()
+        if not part:
+            continue
+        p = Path(os.path.expanduser(part))
+        p = (p if p.is_absolute() else base / p)
+        p.mkdir(parents=True, exist_ok=True)
+        roots.append(p.resolve())
+    if not roots:
+        raise ConfigError(f"AFFECTVLM_WORKSPACE_ROOTS={raw!r} names no folder")
+    return AppSettings(
+        workspace_roots=tuple(roots),
+        default_model=env.get("AFFECTVLM_DEFAULT_MODEL") or None,
+        limits=default_limits(),
+        max_upload_mb=int(_env_num(env, "AFFECTVLM_MAX_UPLOAD_MB", 1024, 1, 1 << 20)),
+        preview_max_faces=int(_env_num(env, "AFFECTVLM_PREVIEW_FACES", 30_000, 100, 5_000_000)),
+        job_refresh_s=_env_num(env, "AFFECTVLM_JOB_REFRESH_S", 2.0, 0.2, 3600),
+    )
+
+
+def resolve_in_roots(path: str | os.PathLike, roots: Sequence[Path], *, what: str = "path",
+                     must_exist: bool = False, must_be_dir: bool = False) -> Path:
+    """Resolve ``path`` (relative paths are taken inside the first root; symlinks resolved) and check
+    that it lies inside one of ``roots``; ``ConfigError`` naming the path otherwise."""
+    text = str(path).strip()
+    if not text:
+        raise ConfigError(f"{what}: empty path")
+    if "\x00" in text:
+        raise ConfigError(f"{what}: {text!r} contains a NUL byte")
+    p = Path(os.path.expanduser(text))
+    if not p.is_absolute():
+        p = Path(roots[0]) / p
+    real = Path(os.path.realpath(p))
+    real_roots = [Path(os.path.realpath(r)) for r in roots]
+    if not any(real == r or r in real.parents for r in real_roots):
+        allowed = ", ".join(str(r) for r in real_roots)
+        raise ConfigError(f"{what}: {text} is outside the workspace roots ({allowed})")
+    if must_exist and not real.exists():
+        raise ConfigError(f"{what}: {text} does not exist")
+    if must_be_dir and real.exists() and not real.is_dir():
+        raise ConfigError(f"{what}: {text} is not a folder")
+    return real
+
+
+def unique_run_dir(parent: Path, stem: str) -> Path:
+    """``parent/stem``, or ``stem-2``, ``stem-3``… if taken."""
+    safe = safe_name(stem) or "run"
+    cand = parent / safe
+    i = 2
+    while cand.exists():
+        cand = parent / f"{safe}-{i}"
+        i += 1
+    return cand
+
+
+# ---------------------------------------------------------------------------------------------------
+# Uploads
+
+
+def safe_name(name: str) -> str:
+    """A file name stripped of folders and odd characters (uploads and zip members)."""
+    base = re.split(r"[\\/]", str(name))[-1]
+    base = re.sub(r"[^A-Za-z0-9._+-]", "_", base).lstrip(".")
+    return base[:200]
+
+
+def _ext(name: str) -> str:
+    n = name.lower()
+    return ".vrml" if n.endswith(".vrml") else os.path.splitext(n)[1]
+
+
+@dataclass
+class UploadPlan:
+    """What a set of uploaded files is: one ``scan`` or a ``sequence``; ``path`` is what to load."""
+
+    kind: str
+    path: Path
+    name: str
+    n_meshes: int
+
+
+def plan_upload(files: Sequence[tuple[str, bytes]], workdir: str | os.PathLike, *,
+                limits: Limits | None = None) -> UploadPlan:
+    """Write uploads into ``workdir`` (so textures beside a scan are found) and decide what they are.
+
+    One mesh file (plus its texture images) is a scan; a ``.zip`` or several mesh files are a 4D
+    sequence (frames ordered by the number in their names). Raises ``InputError`` naming the file.
+    """
+    limits = limits or default_limits()
+    if not files:
+        raise InputError("upload", "no file was uploaded")
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    exts = mesh_extensions()
+    meshes, zips, seen = [], [], set()
+    for name, data in files:
+        clean = safe_name(name)
+        if not clean:
+            raise InputError(str(name), "unusable file name")
+        if clean in seen:
+            raise InputError(clean, "uploaded twice")
+        seen.add(clean)
+        if len(data) > limits.max_file_bytes:
+            raise InputError(clean, f"{len(data) / 2**20:.1f} MB is over the {limits.max_file_bytes / 2**20:.0f} MB limit")
+        ext = _ext(clean)
+        if ext == ".zip":
+            zips.append(clean)
+        elif ext in exts:
+            meshes.append(clean)
+        elif ext not in IMAGE_EXTENSIONS:
+            raise InputError(clean, f"unsupported file type {ext or '(none)'}; "
+                                    f"expected one of {', '.join(exts)} or .zip")
+        (workdir / clean).write_bytes(data)
+    if zips:
+        if len(zips) > 1 or meshes:
+            raise InputError(zips[0], "upload one .zip of frames, or frame files, not both")
+        return UploadPlan("sequence", workdir / zips[0], zips[0], 0)
+    if not meshes:
+        raise InputError(files[0][0], "no mesh file in the upload (only images)")
+    if len(meshes) == 1:
+        return UploadPlan("scan", workdir / meshes[0], meshes[0], 1)
+    if len(meshes) > limits.max_frames:
+        raise InputError("upload", f"{len(meshes)} frames is over the limit of {limits.max_frames}")
+    return UploadPlan("sequence", workdir, f"{len(meshes)} frames", len(meshes))
+
+
+def new_upload_dir(root: str | os.PathLike | None = None) -> Path:
+    """A fresh private folder for one upload (under the system temp dir by default)."""
+    return Path(tempfile.mkdtemp(prefix="affectvlm-upload-", dir=root))
+
+
+def batch_members(zip_data: bytes, source: str, *, limits: Limits | None = None) -> list[tuple[str, bytes]]:
+    """The mesh members of a zip of many scans, read safely (``affectvlm.io.archive``)."""
+    from affectvlm.io.archive import safe_zip_members
+
+    limits = limits or default_limits()
+    exts = mesh_extensions()
+    members = safe_zip_members(zip_data, limits, source)
+    out = [(n, b) for n, b in members if _ext(n) in exts and not n.startswith("__MACOSX")]
+    if not out:
+        raise InputError(source, f"the zip holds no mesh file ({', '.join(exts)})")
+    return out
+
+
+def zip_bytes(files: Iterable[tuple[str, bytes]]) -> bytes:
+    """An in-memory zip of ``(name, bytes)`` pairs (tests, samples)."""
+    buf = _io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in files:
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def list_samples(samples_dir: Path = SAMPLES_DIR) -> dict[str, Path]:
+    """Bundled samples: display name -> path (a scan file, or a folder/zip for a sequence)."""
+    out: dict[str, Path] = {}
+    if not samples_dir.is_dir():
+        return out
+    exts = mesh_extensions()
+    for p in sorted(samples_dir.iterdir()):
+        if p.name.startswith("."):
+            continue
+        if p.is_file() and _ext(p.name) in exts:
+            out[f"scan: {p.name}"] = p
+        elif p.is_file() and p.suffix.lower() == ".zip":
+            out[f"4D sequence: {p.stem}"] = p
+        elif p.is_dir():
+            frames = [q for q in p.rglob("*") if q.is_file() and _ext(q.name) in exts]
+            if len(frames) > 1:
+                out[f"4D sequence: {p.name} ({len(frames)} frames)"] = p
+            elif len(frames) == 1:
+                out[f"scan: {p.name}/{frames[0].name}"] = frames[0]
+    return out
+
+
+def sample_kind(path: Path) -> str:
+    return "sequence" if path.is_dir() or path.suffix.lower() == ".zip" else "scan"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Sidebar values
+
+
+def parse_classes(text: str) -> list[str]:
+    """Class names from comma/newline separated text; at least two, no duplicates."""
+    names = [c.strip() for c in re.split(r"[,\n]", text or "") if c.strip()]
+    if len(names) < 2:
+        raise ConfigError("classes: give at least two class names, separated by commas")
+    dup = {c for c in names if names.count(c) > 1}
+    if dup:
+        raise ConfigError(f"classes: duplicated name(s) {', '.join(sorted(dup))}")
+    return names
+
+
+def parse_templates(text: str) -> list[str]:
+    """Prompt templates, one per line, each with a ``{}`` placeholder for the class name."""
+    lines = [t.strip() for t in (text or "").splitlines() if t.strip()]
+    if not lines:
+        return []
+    bad = [t for t in lines if t.count("{}") != 1 or re.search(r"\{[^}]", t)]
+    if bad:
+        raise ConfigError(f"prompt templates: each needs exactly one '{{}}' placeholder: {bad[0]!r}")
+    return lines
+
+
+def model_spec(kind: str, value: str, default: str | None = None) -> str | None:
+    """The model spec for the sidebar's choice (``ModelError``-free: loading reports bad specs)."""
+    value = (value or "").strip()
+    if kind == "default":
+        return default
+    if not value:
+        raise ConfigError(f"model: enter a value for '{kind}'")
+    if kind in ("pretrained", "checkpoint", "run"):
+        return value
+    raise ConfigError(f"model: unknown choice {kind!r}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# 3D preview
+
+
+def texture_vertex_colors(mesh: Mesh) -> np.ndarray | None:
+    """Per-vertex RGB (uint8): the mesh's own colours, or its texture sampled at the corners' UVs."""
+    if mesh.vertex_colors is not None:
+        return np.asarray(mesh.vertex_colors, dtype=np.uint8)[:, :3]
+    if not mesh.has_texture:
+        return None
+    tex = np.asarray(mesh.texture)
+    h, w = tex.shape[:2]
+    uv = np.asarray(mesh.face_uv, dtype=np.float64).reshape(-1, 2)
+    uv = np.nan_to_num(uv, nan=0.0)
+    px = np.clip(np.rint(np.mod(uv[:, 0], 1.0 + 1e-9) * (w - 1)), 0, w - 1).astype(np.int64)
+    py = np.clip(np.rint((1.0 - np.clip(uv[:, 1], 0, 1)) * (h - 1)), 0, h - 1).astype(np.int64)
+    corner = tex[py, px, :3].astype(np.float64)
+    idx = np.asarray(mesh.faces, dtype=np.int64).reshape(-1)
+    acc = np.zeros((mesh.n_vertices, 3))
+    cnt = np.zeros(mesh.n_vertices)
+    np.add.at(acc, idx, corner)
+    np.add.at(cnt, idx, 1.0)
+    out = np.full((mesh.n_vertices, 3), 180.0)
+    ok = cnt > 0
+    out[ok] = acc[ok] / cnt[ok, None]
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def decimate(vertices: np.ndarray, faces: np.ndarray, max_faces: int,
+             colors: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Vertex-clustering decimation to at most ``max_faces`` triangles (for display only)."""
+    v = np.asarray(vertices, dtype=np.float64)
+    f = np.asarray(faces, dtype=np.int64)
+    if len(f) <= max_faces:
+        return v.astype(np.float32), f, colors
+    lo, hi = v.min(0), v.max(0)
+    extent = np.maximum(hi - lo, 1e-12)
+    # a surface covering the box has ~2 * res^2 faces over its two largest extents
+    res = max(4.0, math.sqrt(max_faces / 2.0))
+    for _ in range(30):
+        cell = np.sort(extent)[-1] / res
+        key = np.floor((v - lo) / cell).astype(np.int64)
+        _, inv = np.unique(key, axis=0, return_inverse=True)
+        inv = inv.reshape(-1)
+        nf = inv[f]
+        keep = (nf[:, 0] != nf[:, 1]) & (nf[:, 1] != nf[:, 2]) & (nf[:, 0] != nf[:, 2])
+        nf = nf[keep]
+        _, first = np.unique(np.sort(nf, axis=1), axis=0, return_index=True)
+        nf = nf[np.sort(first)]
+        if len(nf) <= max_faces:
+            break
+        res *= 0.85
+    n = int(inv.max()) + 1
+    cnt = np.bincount(inv, minlength=n).astype(np.float64)
+    nv = np.stack([np.bincount(inv, weights=v[:, k], minlength=n) for k in range(3)], 1) / cnt[:, None]
+    nc = None
+    if colors is not None:
+        c = np.asarray(colors, dtype=np.float64)
+        nc = np.stack([np.bincount(inv, weights=c[:, k], minlength=n) for k in range(3)], 1) / cnt[:, None]
+        nc = np.clip(np.rint(nc), 0, 255).astype(np.uint8)
+    return nv.astype(np.float32), nf, nc
+
+
+@dataclass
+class Preview:
+    """Display arrays for plotly ``Mesh3d`` (canonical frame: +Y up, face looking at +Z)."""
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    colors: np.ndarray | None
+    n_faces_full: int
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def preview(mesh: Mesh, *, max_faces: int = 30_000, up: str | None = None, front: str | None = None,
+            canonical: bool = True) -> Preview:
+    """Canonicalise (with the user's axis overrides, as the renderer will) and decimate for display."""
+    m = mesh
+    if canonical:
+        from affectvlm.geometry import canonicalise
+
+        m = canonicalise(mesh, up=up or None, front=front or None)
+    colors = texture_vertex_colors(m)
+    v, f, c = decimate(m.vertices, m.faces, max_faces, colors)
+    return Preview(v, f, c, mesh.n_faces, dict(m.meta))
+
+
+def mesh3d_figure(pv: Preview, *, height: int = 420, title: str | None = None):
+    """A rotatable plotly figure of the preview, camera in front of the face (+Z), +Y up."""
+    import plotly.graph_objects as go
+
+    v, f = pv.vertices, pv.faces
+    kw: dict[str, Any] = {}
+    if pv.colors is not None:
+        kw["vertexcolor"] = [f"rgb({r},{g},{b})" for r, g, b in pv.colors.tolist()]
+    else:
+        kw["color"] = "rgb(205,185,170)"
+    trace = go.Mesh3d(x=v[:, 0], y=v[:, 1], z=v[:, 2], i=f[:, 0], j=f[:, 1], k=f[:, 2], flatshading=False,
+                      lighting=dict(ambient=0.45, diffuse=0.8, specular=0.1, roughness=0.8),
+                      lightposition=dict(x=0, y=0, z=1e5), hoverinfo="skip", name="scan", **kw)
+    fig = go.Figure(trace)
+    fig.update_layout(
+        height=height, margin=dict(l=0, r=0, t=30 if title else 0, b=0), title=title,
+        scene=dict(aspectmode="data", xaxis=dict(visible=False), yaxis=dict(visible=False),
+                   zaxis=dict(visible=False), dragmode="orbit",
+                   camera=dict(up=dict(x=0, y=1, z=0), eye=dict(x=0, y=0, z=1.9), projection=dict(type="orthographic"))),
+        uirevision="keep")
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------
+# Results
+
+
+def row_probs(row: dict[str, Any], classes: Sequence[str]) -> dict[str, float]:
+    return {c: float(row.get(c, float("nan"))) for c in classes}
+
+
+def classes_of_rows(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Class columns of ``predict`` rows (everything but the fixed columns)."""
+    fixed = {"file", "frame", "label", "confidence", "error"}
+    for r in rows:
+        cols = [k for k in r if k not in fixed and isinstance(r[k], (int, float))]
+        if cols:
+            return cols
+    return []
+
+
+def probability_figure(probs: dict[str, float], *, height: int = 320):
+    """Horizontal bar chart of class probabilities, top class highlighted."""
+    import plotly.graph_objects as go
+
+    names = list(probs)
+    vals = [probs[n] for n in names]
+    top = int(np.nanargmax(vals)) if vals else -1
+    colors = ["#e4572e" if i == top else "#4c78a8" for i in range(len(names))]
+    fig = go.Figure(go.Bar(x=vals, y=names, orientation="h", marker_color=colors,
+                           text=[f"{v:.1%}" for v in vals], textposition="auto"))
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=10, b=10), xaxis=dict(range=[0, 1], tickformat=".0%"),
+                      yaxis=dict(autorange="reversed"))
+    return fig
+
+
+def sequence_figure(frame_rows: Sequence[dict[str, Any]], classes: Sequence[str], *, n_total: int | None = None,
+                    current: int | None = None, height: int = 340):
+    """Per-frame probability lines (x = frame number); fills in as rows arrive."""
+    import plotly.graph_objects as go
+
+    xs = [r.get("frame") for r in frame_rows]
+    fig = go.Figure()
+    for c in classes:
+        fig.add_trace(go.Scatter(x=xs, y=[r.get(c) for r in frame_rows], mode="lines+markers", name=c,
+                                 marker=dict(size=4)))
+    layout: dict[str, Any] = dict(height=height, margin=dict(l=10, r=10, t=30, b=10), yaxis=dict(range=[0, 1], title="p"),
+                                  xaxis=dict(title="frame"), legend=dict(orientation="h", y=1.12), uirevision="seq")
+    if n_total:
+        layout["title"] = dict(text=f"{len(frame_rows)} / {n_total} frames scored", font=dict(size=13))
+    fig.update_layout(**layout)
+    if current is not None:
+        fig.add_vline(x=current, line_dash="dot", line_color="grey")
+    return fig
+
+
+def rows_frame(rows: Sequence[dict[str, Any]]):
+    import pandas as pd
+
+    return pd.DataFrame(list(rows))
+
+
+def rows_download(rows: Sequence[dict[str, Any]], fmt: str) -> bytes:
+    """CSV or JSON bytes in the same schema as ``affectvlm predict --out`` (via ``write_rows``)."""
+    from affectvlm.predict import write_rows
+
+    if fmt not in ("csv", "json"):
+        raise ConfigError(f"download format must be csv or json, got {fmt!r}")
+    with tempfile.TemporaryDirectory(prefix="affectvlm-dl-") as d:
+        out = Path(d) / f"results.{fmt}"
+        write_rows(list(rows), out)
+        return out.read_bytes()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Training metrics
+
+
+def _num(x: Any) -> float | None:
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    return float(x) if math.isfinite(x) else None
+
+
+def metric_series(records: Sequence[dict[str, Any]]) -> dict[str, tuple[list[float], list[float]]]:
+    """``name -> (x, y)`` for every numeric field of metrics.jsonl; x is the step, else the epoch, else index."""
+    out: dict[str, tuple[list[float], list[float]]] = {}
+    for i, rec in enumerate(records):
+        x = _num(rec.get("step", rec.get("global_step")))
+        if x is None:
+            x = _num(rec.get("epoch"))
+        if x is None:
+            x = float(i)
+        prefix = ""
+        kind = rec.get("split") or rec.get("phase") or rec.get("kind")
+        if isinstance(kind, str) and kind not in ("train",):
+            prefix = f"{kind}/"
+        for k, val in rec.items():
+            if k in ("step", "global_step", "epoch", "time", "timestamp", "rank", "world_size"):
+                continue
+            y = _num(val)
+            if y is None:
+                continue
+            name = k if k.startswith(prefix) else prefix + k
+            xs, ys = out.setdefault(name, ([], []))
+            xs.append(x)
+            ys.append(y)
+    return out
+
+
+_GROUPS = {
+    "loss": lambda n: "loss" in n.rsplit("/", 1)[-1] or n.rsplit("/", 1)[-1] in ("alpha", "margin"),
+    "accuracy": lambda n: any(t in n for t in ("acc", "f1")),
+    "learning rate": lambda n: n.rsplit("/", 1)[-1] in ("lr",) or n.endswith("_lr") or n.startswith("lr_"),
+    "samples/s": lambda n: "samples_per" in n or "samples/s" in n or "throughput" in n,
+}
+
+
+def metrics_figures(records: Sequence[dict[str, Any]], *, height: int = 260) -> dict[str, Any]:
+    """Plotly line charts grouped as loss terms, accuracy, learning rate and samples/s."""
+    import plotly.graph_objects as go
+
+    series = metric_series(records)
+    figs: dict[str, Any] = {}
+    for group, match in _GROUPS.items():
+        names = [n for n in series if match(n) and not n.startswith("per_class")]
+        if group == "accuracy":
+            names = [n for n in names if not _GROUPS["loss"](n)]
+        if not names:
+            continue
+        fig = go.Figure()
+        for n in names:
+            xs, ys = series[n]
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers" if len(xs) < 40 else "lines", name=n))
+        fig.update_layout(title=dict(text=group, font=dict(size=13)), height=height,
+                          margin=dict(l=10, r=10, t=35, b=10), legend=dict(orientation="h", y=-0.25))
+        if group == "learning rate":
+            fig.update_yaxes(exponentformat="e")
+        figs[group] = fig
+    return figs
+
+
+def eta_seconds(records: Sequence[dict[str, Any]], status: dict[str, Any] | None = None) -> float | None:
+    """Remaining time: the trainer's own ``eta``/``eta_s`` if it writes one, else extrapolated from
+    progress (``step``/``total_steps`` or ``epoch``/``epochs``) and elapsed ``time``."""
+    for src in ([status] if status else []) + list(reversed(records[-5:])):
+        for key in ("eta_s", "eta", "eta_seconds"):
+            v = _num((src or {}).get(key))
+            if v is not None:
+                return max(0.0, v)
+    timed = [r for r in records if _num(r.get("time")) is not None]
+    if len(timed) < 2:
+        return None
+    first, last = timed[0], timed[-1]
+    for done_k, total_k in (("step", "total_steps"), ("epoch", "epochs")):
+        done, total = _num(last.get(done_k)), _num(last.get(total_k) or (status or {}).get(total_k))
+        d0 = _num(first.get(done_k))
+        if done is not None and total and d0 is not None and done > d0:
+            rate = (last["time"] - first["time"]) / (done - d0)
+            return max(0.0, (total - done) * rate)
+    return None
+
+
+def fmt_duration(s: float | None) -> str:
+    if s is None:
+        return "–"
+    s = int(round(s))
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h}h {m:02d}m" if h else (f"{m}m {sec:02d}s" if m else f"{sec}s")
