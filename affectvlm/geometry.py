@@ -1,0 +1,288 @@
+"""Geometry helpers: put a face scan in the canonical frame, and vertex normals.
+
+Canonical frame (what :func:`canonicalise` returns and what the renderer's camera expects):
+the face looks toward **+Z** (the camera sits on +Z), **+Y** is up, **+X** is the viewer's right
+(= the face's own left). The mesh is centred on its bounding-box centre and scaled so that every
+vertex used by a face lies within ``target_scale`` of the origin (so any yaw/pitch stays in view).
+
+Orientation detection (each step can be overridden with an axis string ``"+x" ... "-z"``):
+
+* depth axis: smallest principal axis of the surface (area-weighted PCA of face centroids); a
+  cropped face is wider and taller than it is deep. When that axis is within 30 degrees of a file
+  axis, the whole frame snaps to the file's axes (so an already canonical, Y-up or Z-up scan gets
+  an exact signed axis permutation, never a small tilt).
+* front sign: scans are open surfaces whose rim lies behind the face, so the front is the side of
+  the depth axis away from the boundary vertices; closed meshes fall back to where the most
+  protruding point (nose tip) sits, then to the mean normal.
+* up axis: the longer of the two remaining axes (faces are taller than wide).
+* up sign: a vote of two asymmetries: the forehead is wider than the chin, and the deepest
+  concavities (eye sockets) lie above the face centre. When both are weak, the file's positive
+  axis direction wins (scanners rarely store faces upside down).
+
+The transform is recorded in ``mesh.meta["canonical"]`` (JSON-serialisable): new = scale * R @ (v - centre).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from affectvlm.errors import ConfigError, InputError
+from affectvlm.mesh import Mesh
+
+__all__ = ["canonicalise", "vertex_normals", "parse_axis", "axis_name", "face_areas"]
+
+_AXES = {"x": 0, "y": 1, "z": 2}
+_SNAP_COS = float(np.cos(np.deg2rad(30.0)))
+
+
+def parse_axis(name: str, what: str = "axis") -> np.ndarray:
+    """``"+y"``/``"-z"``/``"x"`` -> unit vector (float64). Raises ConfigError for anything else."""
+    s = str(name).strip().lower()
+    sign = 1.0
+    if s[:1] in "+-" and len(s) == 2:
+        sign, s = (1.0 if s[0] == "+" else -1.0), s[1:]
+    if s not in _AXES:
+        raise ConfigError(f"{what} must be one of +x, -x, +y, -y, +z, -z (got {name!r})")
+    v = np.zeros(3)
+    v[_AXES[s]] = sign
+    return v
+
+
+def axis_name(v: np.ndarray) -> str | list[float]:
+    """Name of a (near) coordinate-axis unit vector, e.g. ``"-z"``; other vectors as a rounded list."""
+    v = np.asarray(v, dtype=np.float64)
+    i = int(np.argmax(np.abs(v)))
+    if abs(abs(v[i]) - 1.0) < 1e-6:
+        return ("+" if v[i] > 0 else "-") + "xyz"[i]
+    return [round(float(c), 6) for c in v]
+
+
+def vertex_normals(vertices, faces):
+    """Area-weighted unit vertex normals (sum of the faces' cross products, then normalised).
+
+    Accepts numpy arrays (returns float32 numpy) or torch tensors (returns a tensor on the same
+    device, float32). Vertices used by no face (or only degenerate ones) get a zero normal.
+    """
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a hard dependency, numpy path still works
+        torch = None
+    if torch is not None and isinstance(vertices, torch.Tensor):
+        v = vertices.to(torch.float32)
+        f = torch.as_tensor(faces, device=v.device, dtype=torch.int64)
+        tri = v[f]
+        fn = torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], dim=1)
+        n = torch.zeros_like(v)
+        n.index_add_(0, f.reshape(-1), fn.repeat_interleave(3, dim=0))
+        return n / n.norm(dim=1, keepdim=True).clamp_min(1e-20)
+    v = np.asarray(vertices, dtype=np.float64)
+    f = np.asarray(faces, dtype=np.int64)
+    tri = v[f]
+    fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    n = np.zeros_like(v)
+    for k in range(3):
+        np.add.at(n, f[:, k], fn) if f.shape[0] < 64 else _bincount_add(n, f[:, k], fn)
+    norm = np.linalg.norm(n, axis=1, keepdims=True)
+    return (n / np.maximum(norm, 1e-300)).astype(np.float32)
+
+
+def _bincount_add(out: np.ndarray, idx: np.ndarray, vals: np.ndarray) -> None:
+    for c in range(out.shape[1]):
+        out[:, c] += np.bincount(idx, weights=vals[:, c], minlength=out.shape[0])
+
+
+def face_areas(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Triangle areas (float64)."""
+    tri = np.asarray(vertices, dtype=np.float64)[faces]
+    return 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+
+
+def _validate(mesh: Mesh) -> tuple[np.ndarray, np.ndarray]:
+    v = np.asarray(mesh.vertices)
+    f = np.asarray(mesh.faces)
+    src = mesh.source
+    if v.ndim != 2 or v.shape[1] != 3 or v.shape[0] == 0:
+        raise InputError(src, f"vertices must be a non-empty (N, 3) array, got shape {v.shape}")
+    if f.ndim != 2 or f.shape[1] != 3 or f.shape[0] == 0:
+        raise InputError(src, f"faces must be a non-empty (F, 3) array of triangles, got shape {f.shape}")
+    if not np.issubdtype(f.dtype, np.integer):
+        raise InputError(src, f"face indices must be integers, got {f.dtype}")
+    if f.min() < 0 or f.max() >= v.shape[0]:
+        raise InputError(src, f"face indices out of range [0, {v.shape[0]}): min {f.min()}, max {f.max()}")
+    v = v.astype(np.float64)
+    finite = np.isfinite(v).all(axis=1)
+    if not finite[np.unique(f)].all():
+        raise InputError(src, "vertex coordinates contain NaN or infinity")
+    v[~finite] = 0.0  # unused vertices: harmless placeholder
+    return v, f.astype(np.int64)
+
+
+def _boundary_vertices(faces: np.ndarray) -> np.ndarray:
+    """Indices of vertices on edges used by exactly one face (the rim of an open scan)."""
+    e = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
+    uniq, counts = np.unique(e, axis=0, return_counts=True)
+    return np.unique(uniq[counts == 1])
+
+
+def _front_sign(P: np.ndarray, d: np.ndarray, faces: np.ndarray, fnormals: np.ndarray,
+                used: np.ndarray) -> tuple[float, str, float]:
+    """Sign (+1/-1) along depth axis ``d`` of the face's front; also the cue used and its strength."""
+    t_all = P @ d
+    t = t_all[used]
+    span = float(t.max() - t.min()) or 1.0
+    rim = _boundary_vertices(faces)
+    if rim.size >= 3:
+        mean_t = float(t.mean())
+        diff = (mean_t - float(t_all[rim].mean())) / span
+        if abs(diff) > 0.02:
+            return (1.0 if diff > 0 else -1.0), "rim_behind", abs(diff)
+    med = float(np.median(t))
+    prot = (float(t.max()) - med) - (med - float(t.min()))
+    if abs(prot) / span > 0.05:
+        return (1.0 if prot > 0 else -1.0), "protrusion", abs(prot) / span
+    mn = float((fnormals @ d).sum() / max(np.linalg.norm(fnormals, axis=1).sum(), 1e-300))
+    return (1.0 if mn >= 0 else -1.0), "mean_normal", abs(mn)
+
+
+def _up_sign(P: np.ndarray, up: np.ndarray, side: np.ndarray, front: np.ndarray,
+             prior: float) -> tuple[float, dict[str, float]]:
+    """Sign along ``up``: +1 keeps it. Votes from width asymmetry and concavity position."""
+    u, s, t = P @ up, P @ side, P @ front
+    lo, hi = float(u.min()), float(u.max())
+    rng = (hi - lo) or 1.0
+    top, bot = u > hi - 0.25 * rng, u < lo + 0.25 * rng
+
+    def width(m: np.ndarray) -> float:
+        if m.sum() < 4:
+            return 0.0
+        q = np.quantile(s[m], [0.02, 0.98])
+        return float(q[1] - q[0])
+
+    wt, wb = width(top), width(bot)
+    width_cue = float(np.log((wt + 1e-9) / (wb + 1e-9))) if wt > 0 and wb > 0 else 0.0
+
+    # concavities (eye sockets, mouth): grey closing of a height map minus the map, inner part only
+    srng = (float(s.max() - s.min()) or 1.0) / 2
+    uc = (u - (lo + hi) / 2) / (rng / 2)
+    sc = (s - (float(s.max()) + float(s.min())) / 2) / srng
+    conc_cue = _pit_centroid(uc, sc, t)
+    score = float(np.clip(width_cue / 0.08, -3, 3) + np.clip(conc_cue / 0.08, -2, 2))
+    cues = {"width_log_ratio": round(width_cue, 4), "concavity_centroid": round(conc_cue, 4), "score": round(score, 4)}
+    if abs(score) < 0.5:
+        return prior, cues
+    return (1.0 if score > 0 else -1.0), cues
+
+
+def _pit_centroid(uc: np.ndarray, sc: np.ndarray, t: np.ndarray, G: int = 48, k: int = 11) -> float:
+    """Centroid along ``uc`` (in [-1, 1]) of depressions of the height field ``t(uc, sc)``.
+
+    Depressions = morphological closing (flat k x k window) minus the surface: convex parts (dome,
+    nose) are left unchanged by a closing, pits narrower than the window are filled.
+    """
+    from numpy.lib.stride_tricks import sliding_window_view as swv
+
+    iu = np.clip(((uc + 1) / 2 * G).astype(np.int64), 0, G - 1)
+    js = np.clip(((sc + 1) / 2 * G).astype(np.int64), 0, G - 1)
+    H = np.full((G, G), -np.inf)
+    np.maximum.at(H, (iu, js), t)
+    inside = np.isfinite(H)
+    p = k // 2
+    dil = swv(np.pad(H, p, constant_values=-np.inf), (k, k)).max(axis=(-1, -2))
+    dil = np.where(np.isfinite(dil), dil, np.inf)  # windows with no surface do not constrain
+    ero = swv(np.pad(dil, p, constant_values=np.inf), (k, k)).min(axis=(-1, -2))
+    cell = (np.arange(G) + 0.5) / G * 2 - 1
+    UU, SS = np.meshgrid(cell, cell, indexing="ij")
+    D = np.where(inside & (UU**2 + SS**2 < 0.8**2), np.clip(ero - H, 0.0, None), 0.0)
+    D = np.nan_to_num(D, nan=0.0, posinf=0.0)
+    tot = float(D.sum())
+    return float((D.sum(axis=1) * cell).sum() / tot) if tot > 0 else 0.0
+
+
+def canonicalise(mesh: Mesh, *, up: str | None = None, front: str | None = None,
+                 target_scale: float = 1.0) -> Mesh:
+    """Return a new Mesh centred, scaled to radius ``target_scale`` and rotated to the canonical frame.
+
+    ``up``/``front`` name the file axes (``"+y"``, ``"-z"``, ...) that point up / toward the viewer,
+    overriding detection. Faces, uv, texture and colours are shared (not copied); vertices are new.
+    ``meta["canonical"]`` records the axes, which were detected, the cues, centre, scale and rotation.
+    """
+    if not (np.isfinite(target_scale) and target_scale > 0):
+        raise ConfigError(f"target_scale must be a positive number, got {target_scale!r}")
+    v, f = _validate(mesh)
+    tri = v[f]
+    fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    w = 0.5 * np.linalg.norm(fn, axis=1)
+    if w.sum() <= 0:
+        raise InputError(mesh.source, "all triangles are degenerate (zero area)")
+    cent = tri.mean(axis=1)
+    mu = np.sum(w[:, None] * cent, 0) / w.sum()
+    C = cent - mu
+    cov = (w[:, None] * C).T @ C / w.sum()
+    evals, evecs = np.linalg.eigh(cov)  # ascending
+    used = np.unique(f)
+    Pv = v[used] - mu
+    info: dict[str, Any] = {"detected": []}
+
+    up_v = parse_axis(up, "up") if up is not None else None
+    front_v = parse_axis(front, "front") if front is not None else None
+    if up_v is not None and front_v is not None and abs(up_v @ front_v) > 0.5:
+        raise ConfigError(f"up ({up}) and front ({front}) must be different axes")
+
+    def var_along(a: np.ndarray) -> float:
+        return float(a @ cov @ a)
+
+    snapped = False
+    if front_v is None:
+        if up_v is not None:
+            # depth = the smaller-extent file axis perpendicular to up
+            cands = [e for e in np.eye(3) if abs(e @ up_v) < 0.5]
+            d = min(cands, key=var_along)
+            snapped = True
+        else:
+            d = evecs[:, 0]
+            i = int(np.argmax(np.abs(d)))
+            if abs(d[i]) >= _SNAP_COS:
+                d = np.eye(3)[i]
+                snapped = True
+        vd = v - mu
+        vd[np.setdiff1d(np.arange(len(v)), used)] = 0.0  # unused vertices may hold anything
+        sign, how, strength = _front_sign(vd, d, f, fn, used)
+        front_v = sign * d
+        info["detected"].append("front")
+        info["front_cue"] = {"method": how, "strength": round(float(strength), 4)}
+    if up_v is None:
+        if snapped or (np.abs(front_v).max() > 1 - 1e-9):
+            cands = [e for e in np.eye(3) if abs(e @ front_v) < 0.5]
+            u = max(cands, key=var_along)
+            snapped = True
+        else:
+            u = evecs[:, 2] - (evecs[:, 2] @ front_v) * front_v
+            u /= np.linalg.norm(u)
+        side = np.cross(u, front_v)
+        sign, cues = _up_sign(Pv, u, side, front_v, 1.0)
+        up_v = sign * u
+        info["detected"].append("up")
+        info["up_cue"] = cues
+    up_v = up_v - (up_v @ front_v) * front_v
+    up_v /= np.linalg.norm(up_v)
+    x_v = np.cross(up_v, front_v)
+    R = np.stack([x_v, up_v, front_v])  # rows: file vectors mapped to canonical x, y, z
+    Q = v @ R.T
+    Qu = Q[used]
+    centre_c = (Qu.min(0) + Qu.max(0)) / 2
+    radius = float(np.linalg.norm(Qu - centre_c, axis=1).max())
+    if not radius > 0:
+        raise InputError(mesh.source, "mesh has zero extent (all vertices coincide)")
+    scale = target_scale / radius
+    new_v = ((Q - centre_c) * scale).astype(np.float32)
+    centre_file = R.T @ centre_c
+    info.update({
+        "up": axis_name(up_v), "front": axis_name(front_v), "snapped": bool(snapped),
+        "centre": [float(c) for c in centre_file], "scale": float(scale),
+        "rotation": [[float(c) for c in row] for row in R], "radius": float(target_scale),
+    })
+    meta = dict(mesh.meta)
+    meta["canonical"] = info
+    return Mesh(vertices=new_v, faces=mesh.faces, face_uv=mesh.face_uv, texture=mesh.texture,
+                vertex_colors=mesh.vertex_colors, source=mesh.source, meta=meta)
