@@ -1,0 +1,418 @@
+"""Dataset readers and subject-independent splits (library level; used by the trainer and the app).
+
+Every reader returns a :class:`Dataset`: a list of :class:`Sample` records plus the class list, in the
+style of CLIP_benchmark. Layouts (see ``docs/data-formats`` in the shared docs):
+
+- ``bu3dfe``: ``F0001/F0001_AN01WH_F3D.wrl`` -> label, intensity (1-4, neutral 0), sex, ethnicity.
+  Only ``_F3D.wrl`` scans are read (``_RAW`` scans are not aligned with the cropped faces).
+- ``bu4dfe``: ``F001/Angry/000.wrl ...`` -> one sequence sample per (subject, expression) folder with
+  its sorted ``frame_ids``; :func:`expand_frames` turns sequences into per-frame samples. Folders that
+  are not subject folders (``BU_WrlViewer_V2`` ...) are skipped; male ``M###`` subjects are kept.
+- ``bp4d``: ``F001/T1/<frames>`` -> task -> emotion (T1 happiness, T2 sadness, T3 surprise,
+  T4 embarrassment, T5 fear, T6 pain, T7 anger, T8 disgust). The per-frame format (OBJ or VRML) is
+  detected from each file's header, not its extension.
+- ``bosphorus``: ``bs000_E_ANGER_0.bnt`` (anywhere below the root), neutral ``bs000_N_N_0``; action-unit,
+  pose and occlusion variants are skipped unless ``include_variants=True`` (then labelled by their code).
+- ``folders``: ``ROOT/<class>/**/<mesh>``; subject = first ``_``/``-`` separated token of the file stem
+  (or a BU-3DFE/Bosphorus id when the name has one), override with ``subject_regex``.
+- ``manifest``: a CSV (``ROOT`` is the CSV or a folder holding ``manifest.csv``) with columns ``path,
+  label, subject`` and optional ``intensity, sex, age, ethnicity, split``; paths relative to the CSV.
+
+Labels are mapped to the library's class names (``neutral happiness sadness surprise fear disgust
+anger``) where a synonym or dataset code is known; other labels are kept, lower-cased.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import re
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from affectvlm.errors import ConfigError, InputError
+
+LIBRARY_CLASSES = ("neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger")
+LAYOUTS = ("bu3dfe", "bu4dfe", "bp4d", "bosphorus", "folders", "manifest")
+MESH_EXTENSIONS = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf", ".wrl", ".vrml", ".bnt")
+
+_SYNONYMS = {
+    "neutral": "neutral", "ne": "neutral", "n": "neutral",
+    "happiness": "happiness", "happy": "happiness", "ha": "happiness", "joy": "happiness",
+    "sadness": "sadness", "sad": "sadness", "sa": "sadness",
+    "surprise": "surprise", "surprised": "surprise", "su": "surprise",
+    "fear": "fear", "fearful": "fear", "afraid": "fear", "fe": "fear", "scared": "fear",
+    "disgust": "disgust", "disgusted": "disgust", "di": "disgust",
+    "anger": "anger", "angry": "anger", "an": "anger",
+}
+BU3DFE_ETHNICITY = {"WH": "white", "BL": "black", "AE": "east-asian", "AM": "middle-east-asian",
+                    "IN": "indian", "LA": "latino"}
+BP4D_TASKS = {"T1": "happiness", "T2": "sadness", "T3": "surprise", "T4": "embarrassment", "T5": "fear",
+              "T6": "pain", "T7": "anger", "T8": "disgust"}
+_BU3DFE_RE = re.compile(r"^([FM])(\d{4})_([A-Z]{2})(\d{2})([A-Z]{2})_F3D$", re.IGNORECASE)
+_BOS_RE = re.compile(r"^(bs\d{3})_([A-Z]+)_([A-Z0-9]+)_(\d+)$", re.IGNORECASE)
+_SUBJ4D_RE = re.compile(r"^[FM]\d{3,4}$", re.IGNORECASE)
+_FRAME_RE = re.compile(r"(\d+)(?!.*\d)")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One labelled scan (``frame_ids is None``) or sequence (``path`` is a folder, ``frame_ids`` sorted).
+
+    ``frame_paths`` lists the frame files of a sequence in the same order as ``frame_ids``.
+    """
+
+    path: str
+    label: str
+    subject: str
+    intensity: int | None = None
+    sex: str | None = None
+    age: float | None = None
+    ethnicity: str | None = None
+    frame_ids: tuple[int, ...] | None = None
+    frame_paths: tuple[str, ...] | None = None
+    split: str | None = None
+    source_label: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Dataset:
+    samples: list[Sample]
+    classes: list[str]
+    layout: str
+    root: str
+    skipped: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+
+def canonical_class(name: str) -> str:
+    """Map a dataset label (``Angry``, ``AN``, ``HAPPY``, ``fearful``) to a library class name."""
+    key = name.strip().lower().replace("_", " ").strip()
+    return _SYNONYMS.get(key, key)
+
+
+def order_classes(labels: Iterable[str]) -> list[str]:
+    """Library classes first in their canonical order, then any others sorted."""
+    present = set(labels)
+    return [c for c in LIBRARY_CLASSES if c in present] + sorted(present - set(LIBRARY_CLASSES))
+
+
+def _check_root(root: str | os.PathLike, layout: str) -> Path:
+    p = Path(root)
+    if not p.exists():
+        raise InputError(str(root), f"dataset root does not exist (layout {layout})")
+    return p
+
+
+def _frame_number(path: Path) -> int | None:
+    m = _FRAME_RE.search(path.stem)
+    return int(m.group(1)) if m else None
+
+
+def _sniff_mesh(path: Path) -> bool:
+    """True when the file's header looks like VRML or OBJ (BP4D frame format is not confirmed)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return False
+    if head.startswith(b"#VRML"):
+        return True
+    for line in head.splitlines():
+        s = line.strip()
+        if s.startswith((b"v ", b"f ", b"vt ", b"vn ", b"o ", b"g ", b"mtllib")):
+            return True
+    return head.startswith((b"ply", b"OFF", b"solid", b"glTF"))
+
+
+def load_bu3dfe(root: str | os.PathLike) -> Dataset:
+    r = _check_root(root, "bu3dfe")
+    samples, skipped = [], []
+    for p in sorted(r.rglob("*")):
+        if p.suffix.lower() not in (".wrl", ".vrml") or not p.is_file():
+            continue
+        m = _BU3DFE_RE.match(p.stem)
+        if not m:
+            skipped.append(str(p))
+            continue
+        sex, num, expr, inten, eth = m.groups()
+        samples.append(Sample(
+            path=str(p), label=canonical_class(expr), subject=f"{sex.upper()}{num}", intensity=int(inten),
+            sex="female" if sex.upper() == "F" else "male", ethnicity=BU3DFE_ETHNICITY.get(eth.upper(), eth.lower()),
+            source_label=expr.upper()))
+    return _finish(samples, "bu3dfe", r, skipped)
+
+
+def _frames_in(folder: Path, sniff: bool) -> list[tuple[int, Path]]:
+    out = []
+    for f in folder.iterdir():
+        if not f.is_file():
+            continue
+        ok = f.suffix.lower() in MESH_EXTENSIONS if not sniff else (
+            f.suffix.lower() in MESH_EXTENSIONS or f.suffix == "") and _sniff_mesh(f)
+        if ok:
+            n = _frame_number(f)
+            if n is not None:
+                out.append((n, f))
+    return sorted(out)
+
+
+def load_bu4dfe(root: str | os.PathLike) -> Dataset:
+    r = _check_root(root, "bu4dfe")
+    samples, skipped = [], []
+    for subj in sorted(d for d in r.iterdir() if d.is_dir()):
+        if not _SUBJ4D_RE.match(subj.name):
+            skipped.append(str(subj))  # tool folders like BU_WrlViewer_V2
+            continue
+        for expr in sorted(d for d in subj.iterdir() if d.is_dir()):
+            frames = _frames_in(expr, sniff=False)
+            if not frames:
+                skipped.append(str(expr))
+                continue
+            samples.append(Sample(
+                path=str(expr), label=canonical_class(expr.name), subject=subj.name.upper(),
+                sex="female" if subj.name[0].upper() == "F" else "male",
+                frame_ids=tuple(n for n, _ in frames), frame_paths=tuple(str(f) for _, f in frames),
+                source_label=expr.name))
+    return _finish(samples, "bu4dfe", r, skipped)
+
+
+def load_bp4d(root: str | os.PathLike, tasks: Sequence[str] | None = None) -> Dataset:
+    r = _check_root(root, "bp4d")
+    want = {t.upper() for t in tasks} if tasks else set(BP4D_TASKS)
+    samples, skipped = [], []
+    for subj in sorted(d for d in r.iterdir() if d.is_dir()):
+        tdirs = [d for d in subj.iterdir() if d.is_dir() and d.name.upper() in BP4D_TASKS]
+        if not tdirs:
+            skipped.append(str(subj))
+            continue
+        for t in sorted(tdirs):
+            if t.name.upper() not in want:
+                continue
+            frames = _frames_in(t, sniff=True)
+            if not frames:
+                skipped.append(str(t))
+                continue
+            samples.append(Sample(
+                path=str(t), label=BP4D_TASKS[t.name.upper()], subject=subj.name,
+                sex={"F": "female", "M": "male"}.get(subj.name[:1].upper()),
+                frame_ids=tuple(n for n, _ in frames), frame_paths=tuple(str(f) for _, f in frames),
+                source_label=t.name.upper()))
+    return _finish(samples, "bp4d", r, skipped)
+
+
+def load_bosphorus(root: str | os.PathLike, include_variants: bool = False) -> Dataset:
+    r = _check_root(root, "bosphorus")
+    samples, skipped = [], []
+    for p in sorted(r.rglob("*.bnt")):
+        m = _BOS_RE.match(p.stem)
+        if not m:
+            skipped.append(str(p))
+            continue
+        subj, kind, code, _ = m.groups()
+        kind, code = kind.upper(), code.upper()
+        if kind == "E":
+            label = canonical_class(code)
+        elif kind == "N" and code == "N":
+            label = "neutral"
+        elif include_variants:
+            label = f"{kind}_{code}".lower()
+        else:
+            skipped.append(str(p))
+            continue
+        samples.append(Sample(path=str(p), label=label, subject=subj.lower(), source_label=f"{kind}_{code}"))
+    return _finish(samples, "bosphorus", r, skipped)
+
+
+def _guess_subject(stem: str, subject_regex: str | None) -> str:
+    if subject_regex:
+        m = re.search(subject_regex, stem)
+        if not m:
+            raise InputError(stem, f"subject_regex {subject_regex!r} does not match the file name")
+        return m.group(1) if m.groups() else m.group(0)
+    m = _BU3DFE_RE.match(stem)
+    if m:
+        return f"{m.group(1).upper()}{m.group(2)}"
+    m = _BOS_RE.match(stem)
+    if m:
+        return m.group(1).lower()
+    return re.split(r"[_\-]", stem, maxsplit=1)[0]
+
+
+def load_folders(root: str | os.PathLike, subject_regex: str | None = None) -> Dataset:
+    r = _check_root(root, "folders")
+    samples, skipped = [], []
+    for cdir in sorted(d for d in r.iterdir() if d.is_dir() and not d.name.startswith(".")):
+        for p in sorted(cdir.rglob("*")):
+            if p.is_file() and p.suffix.lower() in MESH_EXTENSIONS:
+                samples.append(Sample(path=str(p), label=canonical_class(cdir.name),
+                                      subject=_guess_subject(p.stem, subject_regex), source_label=cdir.name))
+    return _finish(samples, "folders", r, skipped)
+
+
+def _opt(row: dict, key: str) -> str | None:
+    v = (row.get(key) or "").strip()
+    return v or None
+
+
+def load_manifest(root: str | os.PathLike) -> Dataset:
+    r = _check_root(root, "manifest")
+    csv_path = r / "manifest.csv" if r.is_dir() else r
+    if not csv_path.is_file():
+        raise InputError(str(csv_path), "manifest CSV not found (give the CSV or a folder with manifest.csv)")
+    samples = []
+    with open(csv_path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        cols = {c.strip().lower() for c in (reader.fieldnames or [])}
+        missing = {"path", "label", "subject"} - cols
+        if missing:
+            raise InputError(str(csv_path), f"manifest lacks column(s) {sorted(missing)}")
+        for i, raw in enumerate(reader, start=2):
+            row = {k.strip().lower(): v for k, v in raw.items() if k}
+            path, label, subject = _opt(row, "path"), _opt(row, "label"), _opt(row, "subject")
+            if not (path and label and subject):
+                raise InputError(str(csv_path), f"line {i}: path, label and subject must not be empty")
+            p = Path(path)
+            if not p.is_absolute():
+                p = csv_path.parent / p
+            try:
+                inten = int(float(row["intensity"])) if _opt(row, "intensity") else None
+                age = float(row["age"]) if _opt(row, "age") else None
+            except ValueError as e:
+                raise InputError(str(csv_path), f"line {i}: bad number ({e})") from None
+            split = _opt(row, "split")
+            frame_ids = frame_paths = None
+            if p.is_dir():
+                frames = _frames_in(p, sniff=False)
+                frame_ids = tuple(n for n, _ in frames)
+                frame_paths = tuple(str(f) for _, f in frames)
+            samples.append(Sample(
+                path=str(p), label=canonical_class(label), subject=subject, intensity=inten,
+                sex=_opt(row, "sex"), age=age, ethnicity=_opt(row, "ethnicity"),
+                frame_ids=frame_ids, frame_paths=frame_paths, split=split.lower() if split else None,
+                source_label=label))
+    return _finish(samples, "manifest", csv_path, [])
+
+
+def _finish(samples: list[Sample], layout: str, root: Path, skipped: list[str]) -> Dataset:
+    if not samples:
+        raise InputError(str(root), f"no samples found for layout {layout!r}")
+    return Dataset(samples=samples, classes=order_classes(s.label for s in samples), layout=layout,
+                   root=str(root), skipped=skipped)
+
+
+def load_dataset(root: str | os.PathLike, layout: str, **kw) -> Dataset:
+    """Read a dataset in one of :data:`LAYOUTS`; keyword options go to the layout's reader."""
+    readers = {"bu3dfe": load_bu3dfe, "bu4dfe": load_bu4dfe, "bp4d": load_bp4d, "bosphorus": load_bosphorus,
+               "folders": load_folders, "manifest": load_manifest}
+    if layout not in readers:
+        raise ConfigError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+    return readers[layout](root, **kw)
+
+
+# ---------------------------------------------------------------- filtering, sequences and splits
+
+def filter_samples(samples: Sequence[Sample], *, intensities: Iterable[int] | None = None,
+                   classes: Iterable[str] | None = None, include_neutral: bool = True) -> list[Sample]:
+    """Keep samples whose intensity is in ``intensities`` (samples without intensity are kept) and label
+    in ``classes``. Neutral scans have intensity 0 in BU-3DFE, so ``intensities=[3, 4]`` drops them."""
+    ints = set(intensities) if intensities is not None else None
+    cls = {canonical_class(c) for c in classes} if classes is not None else None
+    out = []
+    for s in samples:
+        if ints is not None and s.intensity is not None and s.intensity not in ints:
+            continue
+        if cls is not None and s.label not in cls:
+            continue
+        if not include_neutral and s.label == "neutral":
+            continue
+        out.append(s)
+    return out
+
+
+def expand_frames(samples: Sequence[Sample], *, n_frames: int = 5, window: tuple[float, float] = (0.3, 0.7)
+                  ) -> list[Sample]:
+    """Replace each sequence by ``n_frames`` evenly spaced frame samples from the ``window`` fraction of the
+    sequence (default: the middle, where BU-4DFE's neutral-onset-apex-offset-neutral sequences peak).
+    Static samples pass through."""
+    out = []
+    for s in samples:
+        if not s.frame_paths:
+            out.append(s)
+            continue
+        n = len(s.frame_paths)
+        lo, hi = int(window[0] * (n - 1)), max(int(window[0] * (n - 1)), int(round(window[1] * (n - 1))))
+        k = min(n_frames, hi - lo + 1)
+        idx = sorted({lo + round(i * (hi - lo) / max(k - 1, 1)) for i in range(k)})
+        for i in idx:
+            out.append(replace(s, path=s.frame_paths[i], frame_ids=(s.frame_ids[i],), frame_paths=None))
+    return out
+
+
+def subject_folds(subjects: Iterable[str], k: int = 10, seed: int = 0) -> dict[str, int]:
+    """Deterministic subject -> fold: a seeded permutation of the sorted subject ids, dealt round-robin.
+
+    The same subjects and seed always give the same folds, on every machine and rank."""
+    subs = sorted(set(subjects))
+    if k < 2:
+        raise ConfigError(f"folds must be >= 2 (got {k})")
+    if len(subs) < k:
+        raise ConfigError(f"{len(subs)} subjects cannot fill {k} folds; use fewer folds")
+    # sha256 of (seed, subject) gives a platform-independent permutation
+    order = sorted(subs, key=lambda s: hashlib.sha256(f"{seed}:{s}".encode()).hexdigest())
+    return {s: i % k for i, s in enumerate(order)}
+
+
+def kfold_split(samples: Sequence[Sample], k: int = 10, fold: int = 0, seed: int = 0
+                ) -> tuple[list[Sample], list[Sample]]:
+    """(train, test) for ``fold`` of a subject-independent k-fold split: no subject is in both."""
+    if not 0 <= fold < k:
+        raise ConfigError(f"fold must be in [0, {k - 1}] (got {fold})")
+    folds = subject_folds((s.subject for s in samples), k, seed)
+    train = [s for s in samples if folds[s.subject] != fold]
+    test = [s for s in samples if folds[s.subject] == fold]
+    return train, test
+
+
+def manifest_split(samples: Sequence[Sample]) -> tuple[list[Sample], list[Sample]]:
+    """(train, test) from the manifest's ``split`` column (``val``/``valid``/``test`` count as test)."""
+    if any(s.split is None for s in samples):
+        raise ConfigError("some manifest rows have no split value; use --fold/--folds instead")
+    train = [s for s in samples if s.split == "train"]
+    test = [s for s in samples if s.split in ("val", "valid", "validation", "test")]
+    leak = {s.subject for s in train} & {s.subject for s in test}
+    if leak:
+        raise ConfigError(f"manifest split puts subject(s) {sorted(leak)[:5]} in both train and test")
+    return train, test
+
+
+def summarise(samples: Sequence[Sample]) -> dict:
+    """Counts the app shows before a launch: per class, per subject, per intensity, and warnings."""
+    per_class = Counter(s.label for s in samples)
+    per_subject = Counter(s.subject for s in samples)
+    per_int = Counter(str(s.intensity) for s in samples if s.intensity is not None)
+    subj_per_class: dict[str, set] = defaultdict(set)
+    for s in samples:
+        subj_per_class[s.label].add(s.subject)
+    warnings = []
+    if len(per_subject) < 2:
+        warnings.append("fewer than 2 subjects: a subject-independent split is impossible")
+    for c, subs in sorted(subj_per_class.items()):
+        if len(subs) < 2:
+            warnings.append(f"class {c!r} has samples from only {len(subs)} subject")
+    if per_class and max(per_class.values()) > 5 * min(per_class.values()):
+        warnings.append("classes are unbalanced by more than 5x")
+    return {
+        "n_samples": len(samples), "n_subjects": len(per_subject),
+        "n_sequences": sum(1 for s in samples if s.frame_paths),
+        "classes": order_classes(per_class), "per_class": dict(per_class),
+        "per_subject": dict(sorted(per_subject.items())), "per_intensity": dict(sorted(per_int.items())),
+        "subjects_per_class": {c: len(v) for c, v in subj_per_class.items()}, "warnings": warnings,
+    }

@@ -1,0 +1,160 @@
+"""Render cache: each scan's views are rendered once per (file content, render settings) and reused across
+epochs, runs and ranks.
+
+- Key: sha256 of the mesh file's bytes, of image files beside it with the same stem (textures such as
+  BU-3DFE's ``_F3D.bmp``), and of the render settings (views, size, texture, canonicalisation, background,
+  extra jitter angles, cache format version).
+- Entry: ``ROOT/<k[:2]>/<key>.npy``, uint8 array (V, 3, H, W). Written to a unique temporary file then
+  ``os.replace``d into place: several ranks rendering the same scan at once each write a complete file and
+  the last rename wins, so no lock is needed for correctness. :meth:`RenderCache.warm` shards the missing
+  entries over ranks (rank r renders items r, r+W, ...) so that work is not duplicated in the first place.
+- View-angle jitter: with ``angle_jitter = j > 0`` the cache also renders every view at yaw - j and
+  yaw + j; entries then hold 3V views ordered [base views, yaw - j views, yaw + j views] and the augmenter
+  picks one of the three per view. Image-space rotation cannot fake an out-of-plane yaw change.
+- Only canonical, un-augmented renders are stored; every other augmentation is applied on the fly.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+CACHE_VERSION = 1
+_IMAGE_EXT = (".bmp", ".png", ".jpg", ".jpeg")
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """sha256 of the file and of same-stem image files beside it (textures)."""
+    p = Path(path)
+    h = hashlib.sha256()
+    with open(p, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    for ext in _IMAGE_EXT:
+        for q in (p.with_suffix(ext), p.with_suffix(ext.upper())):
+            if q.is_file():
+                h.update(q.name.encode())
+                h.update(q.read_bytes())
+                break
+    return h.hexdigest()
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("AFFECTVLM_CACHE")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "affectvlm" / "renders"
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    render_s: float = 0.0
+
+    @property
+    def hit_rate(self) -> float:
+        n = self.hits + self.misses
+        return self.hits / n if n else 0.0
+
+
+class RenderCache:
+    """``get(path) -> uint8 (V,3,H,W)``; ``warm(paths, rank, world)`` fills missing entries in batches."""
+
+    def __init__(self, root: str | os.PathLike, settings, angle_jitter: float = 0.0, device: str = "cpu",
+                 batch: int = 16):
+        from affectvlm.render import View
+
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.settings = settings
+        self.angle_jitter = float(angle_jitter)
+        base = tuple(settings.views)
+        if self.angle_jitter > 0:
+            j = self.angle_jitter
+            base = base + tuple(View(v.yaw - j, v.pitch) for v in settings.views) + tuple(
+                View(v.yaw + j, v.pitch) for v in settings.views)
+        self.render_views_list = base
+        self.n_base = len(settings.views)
+        self.device = device
+        self.batch = batch
+        self.stats = CacheStats()
+        sd = settings.to_dict() if hasattr(settings, "to_dict") else dict(settings)
+        self._settings_key = json.dumps({"v": CACHE_VERSION, "settings": sd, "jitter": self.angle_jitter},
+                                        sort_keys=True, default=str)
+        self._digests: dict[tuple[str, int, int], str] = {}
+
+    def key(self, path: str | os.PathLike) -> str:
+        st = os.stat(path)
+        memo = (str(path), st.st_mtime_ns, st.st_size)
+        if memo not in self._digests:
+            self._digests[memo] = file_digest(path)
+        return hashlib.sha256((self._digests[memo] + self._settings_key).encode()).hexdigest()
+
+    def entry(self, path: str | os.PathLike) -> Path:
+        k = self.key(path)
+        return self.root / k[:2] / f"{k}.npy"
+
+    def _write(self, target: Path, arr: np.ndarray) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.npy")
+        np.save(tmp, arr)
+        os.replace(tmp, target)
+
+    def _render(self, paths: Sequence[str]) -> list[np.ndarray]:
+        import time
+
+        from affectvlm.io import load_mesh
+        from affectvlm.render import render_views
+
+        t0 = time.perf_counter()
+        s = self.settings
+        meshes = [load_mesh(p, texture=s.texture) for p in paths]
+        imgs = render_views(meshes, self.render_views_list, s.size, texture=s.texture, canonical=s.canonical,
+                            device=self.device)
+        out = (imgs.clamp(0, 1) * 255 + 0.5).to("cpu").numpy().astype(np.uint8)
+        self.stats.render_s += time.perf_counter() - t0
+        return [out[i] for i in range(len(paths))]
+
+    def get(self, path: str | os.PathLike) -> np.ndarray:
+        target = self.entry(path)
+        if target.is_file():
+            try:
+                arr = np.load(target, allow_pickle=False)
+                self.stats.hits += 1
+                return arr
+            except (ValueError, OSError):  # a corrupt entry (disk full): re-render it
+                pass
+        self.stats.misses += 1
+        arr = self._render([str(path)])[0]
+        self._write(target, arr)
+        return arr
+
+    def missing(self, paths: Sequence[str]) -> list[str]:
+        return [p for p in dict.fromkeys(map(str, paths)) if not self.entry(p).is_file()]
+
+    def warm(self, paths: Sequence[str], rank: int = 0, world: int = 1, progress=None) -> int:
+        """Render this rank's share of the missing entries, in batches. Returns how many it rendered."""
+        todo = self.missing(paths)[rank::world]
+        for i in range(0, len(todo), self.batch):
+            chunk = todo[i:i + self.batch]
+            for p, arr in zip(chunk, self._render(chunk)):
+                self._write(self.entry(p), arr)
+            self.stats.misses += len(chunk)
+            if progress is not None:
+                progress(len(chunk))
+        return len(todo)
+
+    def size_bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.root.rglob("*.npy") if not f.name.startswith("."))
+
+    def report(self) -> dict:
+        return {"cache_dir": str(self.root), "hits": self.stats.hits, "misses": self.stats.misses,
+                "hit_rate": round(self.stats.hit_rate, 4), "render_s": round(self.stats.render_s, 3),
+                "size_mb": round(self.size_bytes() / 2**20, 2)}

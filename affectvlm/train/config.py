@@ -1,0 +1,196 @@
+"""Training configuration: defaults < YAML file (``--config``) < command-line options.
+
+The resolved configuration is written to ``RUN_DIR/config.yaml`` and reloaded by ``--resume``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from affectvlm.datasets import LAYOUTS
+from affectvlm.errors import ConfigError
+
+
+@dataclass
+class TrainConfig:
+    data: str = ""
+    layout: str = "bu3dfe"
+    out: str = ""
+    model: str = "AffectVLM-Tiny"
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 5e-4
+    lr_text: float | None = None
+    lr_vision: float | None = None
+    lr_head: float | None = None
+    wd: float = 0.05
+    warmup: int = 20  # optimizer steps
+    accum: int = 1
+    clip_grad: float = 1.0
+    amp: bool = False
+    losses: str = "mc=1,mt=1,clip=1,ce=0"
+    margin_init: float = 0.3
+    margin_min: float = 0.05
+    margin_max: float = 0.8
+    freeze: str = "none"  # text | vision | none
+    unlock_last: int = 0  # with --freeze: leave the last N blocks of the frozen tower trainable
+    views: str | None = None  # e.g. "0,-30,30"; default: the model's render settings
+    image_size: int | None = None  # render size; default: the model's image size
+    fold: int = 0
+    folds: int = 10
+    split_seed: int = 0
+    split: str = "kfold"  # kfold | manifest
+    intensities: list[int] | None = None
+    include_neutral: bool = True
+    classes: list[str] | None = None
+    frames_per_sequence: int = 5
+    workers: int = 0
+    seed: int = 0
+    resume: bool = False
+    cache_dir: str | None = None  # default: RUN_DIR/../.render-cache shared by runs, or $AFFECTVLM_CACHE
+    # augmentation (see affectvlm/train/augment.py)
+    aug: bool = True
+    aug_flip: float = 0.5
+    aug_rotate: float = 8.0
+    aug_scale: float = 0.1
+    aug_shift: float = 0.05
+    aug_shade: float = 0.15
+    aug_swap: float = 0.1
+    angle_jitter: float = 0.0  # degrees; > 0 renders extra yaw angles into the cache
+    prompt_aug: bool = True
+    eval_every: int = 1
+    tensorboard: bool = False
+    progress: bool = True
+    max_steps: int | None = None  # stop early (tests, benchmarks)
+    device: str = "auto"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+_CHOICES = {"layout": LAYOUTS, "freeze": ("text", "vision", "none"), "split": ("kfold", "manifest")}
+
+
+def _int_list(s: str) -> list[int]:
+    try:
+        return [int(x) for x in s.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}") from None
+
+
+def _str_list(s: str) -> list[str]:
+    return [x.strip() for x in s.split(",") if x.strip()]
+
+
+def build_parser(prog: str = "affectvlm train") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="Fine-tune AffectVLM on 3D/4D facial-expression data.",
+                                argument_default=argparse.SUPPRESS)
+    p.add_argument("--config", help="YAML file with any of the options below (command line wins)")
+    p.add_argument("--data", help="dataset root (or manifest CSV)")
+    p.add_argument("--layout", choices=LAYOUTS)
+    p.add_argument("--out", help="run folder")
+    p.add_argument("--model", help="model spec to start from (default AffectVLM-Tiny, random init)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int, help="global batch size (split over ranks)")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--lr-text", type=float)
+    p.add_argument("--lr-vision", type=float)
+    p.add_argument("--lr-head", type=float)
+    p.add_argument("--wd", type=float)
+    p.add_argument("--warmup", type=int, help="warm-up optimizer steps before the cosine decay")
+    p.add_argument("--accum", type=int, help="gradient accumulation steps")
+    p.add_argument("--clip-grad", type=float, help="max gradient norm (0 = off)")
+    p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
+    p.add_argument("--losses", help="weights, e.g. mc=1,mt=1,clip=1,ce=0")
+    p.add_argument("--margin-init", type=float)
+    p.add_argument("--margin-min", type=float)
+    p.add_argument("--margin-max", type=float)
+    p.add_argument("--freeze", choices=_CHOICES["freeze"])
+    p.add_argument("--unlock-last", type=int)
+    p.add_argument("--views", help='view angles, e.g. "0,-30,30" (yaw) or "0:10,30:0" (yaw:pitch)')
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--fold", type=int)
+    p.add_argument("--folds", type=int)
+    p.add_argument("--split-seed", type=int)
+    p.add_argument("--split", choices=_CHOICES["split"])
+    p.add_argument("--intensities", type=_int_list, help="e.g. 3,4")
+    p.add_argument("--no-neutral", dest="include_neutral", action="store_false")
+    p.add_argument("--classes", type=_str_list)
+    p.add_argument("--frames-per-sequence", type=int)
+    p.add_argument("--workers", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--cache-dir")
+    p.add_argument("--no-aug", dest="aug", action="store_false")
+    for k in ("flip", "rotate", "scale", "shift", "shade", "swap"):
+        p.add_argument(f"--aug-{k}", type=float)
+    p.add_argument("--angle-jitter", type=float)
+    p.add_argument("--no-prompt-aug", dest="prompt_aug", action="store_false")
+    p.add_argument("--eval-every", type=int)
+    p.add_argument("--tensorboard", action="store_true")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--device")
+    return p
+
+
+def _coerce(cfg: TrainConfig) -> TrainConfig:
+    for k, choices in _CHOICES.items():
+        if getattr(cfg, k) not in choices:
+            raise ConfigError(f"{k} must be one of {', '.join(choices)} (got {getattr(cfg, k)!r})")
+    if isinstance(cfg.intensities, str):
+        cfg.intensities = _int_list(cfg.intensities)
+    if isinstance(cfg.classes, str):
+        cfg.classes = _str_list(cfg.classes)
+    for k in ("epochs", "batch_size", "accum", "folds", "eval_every"):
+        if int(getattr(cfg, k)) < 1:
+            raise ConfigError(f"{k} must be >= 1 (got {getattr(cfg, k)})")
+    if cfg.lr <= 0:
+        raise ConfigError(f"lr must be > 0 (got {cfg.lr})")
+    if not cfg.data:
+        raise ConfigError("--data is required")
+    if not cfg.out:
+        raise ConfigError("--out is required")
+    return cfg
+
+
+def load_yaml(path: str | os.PathLike) -> dict:
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML ({e})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of option: value")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def resolve_config(argv: Sequence[str] | None = None) -> TrainConfig:
+    """Defaults, then ``--config`` YAML, then explicit command-line options; with ``--resume`` and no
+    ``--config``, the run folder's saved ``config.yaml`` is the base."""
+    ns = vars(build_parser().parse_args(argv))
+    known = {f.name for f in fields(TrainConfig)}
+    merged: dict[str, Any] = {}
+    if ns.get("resume") and "config" not in ns and ns.get("out") and (Path(ns["out"]) / "config.yaml").exists():
+        merged.update(load_yaml(Path(ns["out"]) / "config.yaml"))
+    if "config" in ns:
+        merged.update(load_yaml(ns.pop("config")))
+    merged.update(ns)
+    unknown = set(merged) - known
+    if unknown:
+        raise ConfigError(f"unknown config option(s): {', '.join(sorted(unknown))}")
+    return _coerce(TrainConfig(**merged))
+
+
+def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+    os.replace(tmp, path)

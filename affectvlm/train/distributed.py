@@ -1,0 +1,92 @@
+"""Process-group set-up for torchrun (RANK/WORLD_SIZE/LOCAL_RANK) and SLURM (SLURM_PROCID/SLURM_NTASKS/
+SLURM_LOCALID/SLURM_NODELIST), in the spirit of torchvision's references/classification/utils.py.
+
+gloo on CPU, nccl when CUDA is used. Without any of those variables the run is a single process.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class DistInfo:
+    distributed: bool = False
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    backend: str | None = None
+    device: str = "cpu"
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def first_slurm_host(nodelist: str) -> str:
+    """``node[01-04,07],other`` -> ``node01`` (what ``scontrol show hostnames | head -1`` gives)."""
+    m = re.match(r"^([^\[,]+)(?:\[([^\]]+)\])?", nodelist.strip())
+    if not m:
+        return nodelist
+    prefix, rng = m.group(1), m.group(2)
+    if not rng:
+        return prefix
+    first = rng.split(",")[0].split("-")[0]
+    return prefix + first
+
+
+def init_distributed_mode(device: str = "auto", timeout_s: int = 1800) -> DistInfo:
+    """Initialise the default process group from the environment; returns who we are."""
+    import datetime
+
+    env = os.environ
+    if "RANK" in env and "WORLD_SIZE" in env:
+        rank, world, local = int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0))
+    elif "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", "1")) > 1:
+        rank, world, local = int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0))
+        env.setdefault("MASTER_ADDR", first_slurm_host(env.get("SLURM_NODELIST", "127.0.0.1")))
+        env.setdefault("MASTER_PORT", "29500")
+        env["RANK"], env["WORLD_SIZE"], env["LOCAL_RANK"] = str(rank), str(world), str(local)
+    else:
+        rank, world, local = 0, 1, 0
+    use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
+    dev = f"cuda:{local}" if use_cuda else "cpu"
+    if use_cuda:
+        torch.cuda.set_device(local)
+    if world <= 1:
+        return DistInfo(device=dev)
+    backend = "nccl" if use_cuda else "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world,
+                                timeout=datetime.timedelta(seconds=timeout_s))
+    return DistInfo(True, rank, world, local, backend, dev)
+
+
+def barrier(info: DistInfo) -> None:
+    if info.distributed:
+        dist.barrier()
+
+
+def all_reduce_mean(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    if info.distributed:
+        x = x.clone()
+        dist.all_reduce(x)
+        x /= info.world_size
+    return x
+
+
+def broadcast_object(obj, info: DistInfo):
+    if not info.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def cleanup(info: DistInfo) -> None:
+    if info.distributed and dist.is_initialized():
+        dist.destroy_process_group()

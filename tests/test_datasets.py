@@ -1,0 +1,146 @@
+"""Dataset readers on tiny fake trees in the real layouts, and subject-independent splits."""
+import struct
+
+import pytest
+
+from affectvlm.datasets import (expand_frames, filter_samples, kfold_split, load_dataset, manifest_split,
+                                subject_folds, summarise)
+from affectvlm.errors import ConfigError, InputError
+
+EXPR = ["AN", "DI", "FE", "HA", "SA", "SU"]
+
+
+def make_bu3dfe(root, subjects=("F0001", "M0002", "F0003")):
+    for s in subjects:
+        d = root / s
+        d.mkdir(parents=True)
+        (d / f"{s}_NE00WH_F3D.wrl").write_text("#VRML V2.0 utf8\n")
+        for e in EXPR:
+            for i in range(1, 5):
+                (d / f"{s}_{e}0{i}BL_F3D.wrl").write_text("#VRML V2.0 utf8\n")
+                (d / f"{s}_{e}0{i}BL_RAW.wrl").write_text("#VRML V2.0 utf8\n")
+                (d / f"{s}_{e}0{i}BL_F3D.bmp").write_bytes(b"BM")
+    return root
+
+
+def test_bu3dfe(tmp_path):
+    ds = load_dataset(make_bu3dfe(tmp_path), "bu3dfe")
+    assert len(ds) == 3 * 25  # _F3D only, neutral included
+    assert ds.classes == ["neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger"]
+    s = next(x for x in ds.samples if x.path.endswith("M0002_FE03BL_F3D.wrl"))
+    assert (s.label, s.subject, s.intensity, s.sex, s.ethnicity) == ("fear", "M0002", 3, "male", "black")
+    neu = [x for x in ds.samples if x.label == "neutral"]
+    assert len(neu) == 3 and all(x.intensity == 0 for x in neu)
+    kept = filter_samples(ds.samples, intensities=[3, 4])
+    assert len(kept) == 3 * 12 and {x.intensity for x in kept} == {3, 4}
+
+
+def test_bu4dfe_keeps_males_skips_tools(tmp_path):
+    for subj in ("F001", "M002"):
+        for e in ("Angry", "Happy"):
+            d = tmp_path / subj / e
+            d.mkdir(parents=True)
+            for i in (2, 0, 10, 1):
+                (d / f"{i:03d}.wrl").write_text("#VRML V2.0 utf8\n")
+            (d / "000.bmp").write_bytes(b"BM")
+    (tmp_path / "BU_WrlViewer_V2").mkdir()
+    (tmp_path / "BU_WrlViewer_V2" / "viewer.wrl").write_text("x")
+    ds = load_dataset(tmp_path, "bu4dfe")
+    assert {s.subject for s in ds.samples} == {"F001", "M002"}
+    assert ds.classes == ["happiness", "anger"]
+    s = ds.samples[0]
+    assert s.frame_ids == (0, 1, 2, 10) and s.frame_paths[-1].endswith("010.wrl")
+    frames = expand_frames(ds.samples, n_frames=2, window=(0.0, 1.0))
+    assert len(frames) == 8 and frames[0].path.endswith("000.wrl") and frames[1].path.endswith("010.wrl")
+
+
+def test_bp4d_task_mapping_and_header_sniffing(tmp_path):
+    for subj in ("F001", "M003"):
+        for t in ("T1", "T4", "T8"):
+            d = tmp_path / subj / t
+            d.mkdir(parents=True)
+            (d / "0001.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
+            (d / "0002.wrl").write_text("#VRML V2.0 utf8\n")
+            (d / "0003.dat").write_text("#VRML V2.0 utf8\n")  # unknown extension: skipped
+            (d / "0004.txt").write_text("AU labels")
+    ds = load_dataset(tmp_path, "bp4d")
+    assert {s.label for s in ds.samples} == {"happiness", "embarrassment", "disgust"}
+    assert ds.classes == ["happiness", "disgust", "embarrassment"]
+    assert all(s.frame_ids == (1, 2) for s in ds.samples)
+    assert len(load_dataset(tmp_path, "bp4d", tasks=["T1"]).samples) == 2
+
+
+def _bnt(path):
+    name = b"x.png"
+    path.write_bytes(struct.pack("<HHdH", 1, 1, -1e9, len(name)) + name + struct.pack("<I", 5) + b"\0" * 40)
+
+
+def test_bosphorus(tmp_path):
+    for s in ("bs000", "bs001"):
+        d = tmp_path / s
+        d.mkdir()
+        for n in ("E_ANGER_0", "E_HAPPY_0", "N_N_0", "N_N_1", "LFAU_9_0", "YR_R10_0", "O_GLASSES_0"):
+            _bnt(d / f"{s}_{n}.bnt")
+    ds = load_dataset(tmp_path, "bosphorus")
+    assert sorted({s.label for s in ds.samples}) == ["anger", "happiness", "neutral"]
+    assert len(ds) == 8 and len(ds.skipped) == 6
+    assert len(load_dataset(tmp_path, "bosphorus", include_variants=True)) == 14
+
+
+def test_folders_and_manifest(tmp_path):
+    for c in ("Happy", "sad"):
+        (tmp_path / "f" / c).mkdir(parents=True)
+        for subj in ("s1", "s2"):
+            (tmp_path / "f" / c / f"{subj}_{c}.obj").write_text("v 0 0 0\n")
+    ds = load_dataset(tmp_path / "f", "folders")
+    assert ds.classes == ["happiness", "sadness"] and {s.subject for s in ds.samples} == {"s1", "s2"}
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "a.obj").write_text("v 0 0 0\n")
+    (tmp_path / "m" / "manifest.csv").write_text(
+        "path,label,subject,intensity,sex,age,split\n"
+        "a.obj,Angry,p1,3,female,31,train\na.obj,HA,p2,,male,,test\n")
+    ds = load_dataset(tmp_path / "m", "manifest")
+    assert [s.label for s in ds.samples] == ["anger", "happiness"]
+    assert ds.samples[0].age == 31.0 and ds.samples[0].intensity == 3 and ds.samples[1].intensity is None
+    tr, te = manifest_split(ds.samples)
+    assert [s.subject for s in tr] == ["p1"] and [s.subject for s in te] == ["p2"]
+    (tmp_path / "m" / "manifest.csv").write_text("path,label\na.obj,Angry\n")
+    with pytest.raises(InputError, match="subject"):
+        load_dataset(tmp_path / "m", "manifest")
+    (tmp_path / "m" / "manifest.csv").write_text("path,label,subject,split\na.obj,HA,p1,train\na.obj,HA,p1,test\n")
+    with pytest.raises(ConfigError, match="both"):
+        manifest_split(load_dataset(tmp_path / "m", "manifest").samples)
+
+
+def test_bad_layout_and_root(tmp_path):
+    with pytest.raises(ConfigError):
+        load_dataset(tmp_path, "nope")
+    with pytest.raises(InputError, match="does not exist"):
+        load_dataset(tmp_path / "missing", "bu3dfe")
+    with pytest.raises(InputError, match="no samples"):
+        load_dataset(tmp_path, "bu3dfe")
+
+
+def test_kfold_subject_independent_and_deterministic(tmp_path):
+    subs = [f"{'F' if i % 2 else 'M'}{i:04d}" for i in range(23)]
+    ds = load_dataset(make_bu3dfe(tmp_path, subs), "bu3dfe")
+    seen_test = set()
+    for fold in range(10):
+        tr, te = kfold_split(ds.samples, 10, fold, seed=1)
+        assert not ({s.subject for s in tr} & {s.subject for s in te})  # no subject in both
+        assert len(tr) + len(te) == len(ds)
+        seen_test |= {s.subject for s in te}
+    assert seen_test == set(subs)  # every subject is tested exactly in one fold
+    assert subject_folds(subs, 10, 1) == subject_folds(list(reversed(subs)), 10, 1)
+    assert subject_folds(subs, 10, 1) != subject_folds(subs, 10, 2)
+    with pytest.raises(ConfigError):
+        kfold_split(ds.samples, 10, 10)
+    with pytest.raises(ConfigError):
+        subject_folds(["a", "b"], 10)
+
+
+def test_summarise(tmp_path):
+    ds = load_dataset(make_bu3dfe(tmp_path, ["F0001"]), "bu3dfe")
+    s = summarise(ds.samples)
+    assert s["n_samples"] == 25 and s["n_subjects"] == 1 and s["per_class"]["anger"] == 4
+    assert s["per_intensity"]["0"] == 1 and any("subject-independent" in w for w in s["warnings"])

@@ -1,0 +1,82 @@
+"""Hand-computed small cases for the training losses."""
+import math
+
+import pytest
+import torch
+
+from affectvlm.errors import ConfigError
+from affectvlm.train.losses import (LearnableMargin, MultiLoss, clip_infonce_loss, multiview_contrastive_loss,
+                                    multiview_triplet_loss, parse_loss_weights, zeroshot_ce_loss)
+
+Z = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+LAB = torch.tensor([0, 0, 1])
+
+
+def test_mc_hand_computed():
+    # positives (0,1),(1,0): 1 - cos = 1 -> mean 1; negatives (0,2),(2,0): 1-0.5; (1,2),(2,1): 0 -> mean 0.25
+    assert multiview_contrastive_loss(Z, LAB, 0.5).item() == pytest.approx(1.25)
+
+
+def test_mc_views_are_flattened_with_labels():
+    z = Z.reshape(3, 1, 2)
+    assert multiview_contrastive_loss(z, LAB, 0.5).item() == pytest.approx(1.25)
+    # one sample with two identical views: perfect positive, no negatives -> 0
+    z2 = torch.tensor([[[1.0, 0.0], [1.0, 0.0]]])
+    assert multiview_contrastive_loss(z2, torch.tensor([3]), 0.2).item() == pytest.approx(0.0)
+
+
+def test_mt_batch_hard_hand_computed():
+    # anchor0: d(0,1)=2, d(0,2)=0 -> 2.5; anchor1: 2 - 2 + .5 = .5; anchor2 has no positive -> skipped
+    assert multiview_triplet_loss(Z, LAB, 0.5).item() == pytest.approx(1.5)
+
+
+def test_mt_zero_when_separated_by_margin():
+    z = torch.tensor([[1.0, 0.0], [1.0, 0.01], [-1.0, 0.0], [-1.0, 0.01]])
+    assert multiview_triplet_loss(z, torch.tensor([0, 0, 1, 1]), 0.5).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_clip_infonce_hand_computed():
+    img = torch.eye(2)
+    loss = clip_infonce_loss(img, img, torch.tensor([0, 1]), torch.tensor(1.0))
+    assert loss.item() == pytest.approx(math.log(1 + math.exp(-1)), rel=1e-5)
+    # same label -> both texts are positives: uniform target over 2 equal logits... loss = log 2 - 0 when equal
+    l2 = clip_infonce_loss(img, img, torch.tensor([0, 0]), torch.tensor(1.0))
+    expected = -(0.5 * math.log(math.e / (math.e + 1)) + 0.5 * math.log(1 / (math.e + 1)))
+    assert l2.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_ce():
+    img = torch.tensor([[1.0, 0.0]])
+    cls = torch.eye(2)
+    assert zeroshot_ce_loss(img, cls, torch.tensor([0]), torch.tensor(2.0)).item() == pytest.approx(
+        math.log(1 + math.exp(-2)), rel=1e-5)
+
+
+def test_margin_bounded_and_learnable():
+    m = LearnableMargin(0.3, 0.1, 0.5)
+    assert m().item() == pytest.approx(0.3, rel=1e-5)
+    opt = torch.optim.SGD(m.parameters(), lr=1000.0)
+    for _ in range(20):  # push alpha up hard: it must stay below the bound
+        opt.zero_grad()
+        (-m()).backward()
+        opt.step()
+    assert 0.3 < m().item() <= 0.5
+    with pytest.raises(ConfigError):
+        LearnableMargin(0.9, 0.1, 0.5)
+
+
+def test_parse_loss_weights():
+    assert parse_loss_weights("mc=1,mt=0.5") == {"mc": 1.0, "mt": 0.5, "clip": 0.0, "ce": 0.0}
+    for bad in ("xx=1", "mc", "mc=-1", "mc=0", "mc=abc"):
+        with pytest.raises(ConfigError):
+            parse_loss_weights(bad)
+
+
+def test_multiloss_gradients_reach_alpha():
+    crit = MultiLoss({"mc": 1.0, "mt": 1.0, "clip": 1.0, "ce": 1.0})
+    zv = torch.randn(4, 3, 8, requires_grad=True)
+    lab = torch.tensor([0, 1, 0, 2])
+    total, terms = crit(zv, zv.mean(1), lab, torch.randn(4, 8), torch.randn(3, 8), torch.tensor(10.0))
+    total.backward()
+    assert set(terms) == {"mc", "mt", "clip", "ce", "alpha"}
+    assert crit.margin.raw.grad is not None and zv.grad.abs().sum() > 0
