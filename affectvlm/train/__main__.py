@@ -1,0 +1,3 @@
+from affectvlm.train.train import main
+
+raise SystemExit(main())

@@ -1,0 +1,128 @@
+"""``affectvlm eval --model RUN_OR_CKPT --data ROOT --layout L --out metrics.json``.
+
+RUN_OR_CKPT is a run folder (its ``best/`` checkpoint is used and its ``config.yaml`` supplies defaults for
+data, layout, fold and filters) or any model spec ``load_model`` accepts. By default the held-out fold of
+the run's split is evaluated (``--subset test``); ``--subset all`` scores every sample. Writes the metrics
+JSON and a confusion-matrix PNG beside it (``metrics.png``).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from affectvlm.errors import AffectVLMError, ConfigError
+from affectvlm.train.checkpointing import atomic_write_json
+from affectvlm.train.config import TrainConfig, load_yaml
+from affectvlm.train.metrics import classification_metrics, save_confusion_png
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="affectvlm eval", description="Evaluate a model on a labelled dataset.")
+    p.add_argument("--model", required=True, help="run folder, checkpoint folder or model spec")
+    p.add_argument("--data")
+    p.add_argument("--layout")
+    p.add_argument("--out", default="metrics.json")
+    p.add_argument("--subset", choices=("test", "all"), default=None,
+                   help="held-out fold of the split (default when the run folder is given) or all samples")
+    p.add_argument("--fold", type=int)
+    p.add_argument("--folds", type=int)
+    p.add_argument("--split-seed", type=int)
+    p.add_argument("--intensities", help="e.g. 3,4")
+    p.add_argument("--views")
+    p.add_argument("--cache-dir")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--per-intensity", action="store_true", help="also report accuracy per intensity level")
+    p.add_argument("--device", default="cpu")
+    return p
+
+
+def resolve_model(spec: str) -> tuple[str, dict]:
+    """(model spec, run config dict or {}) for a run folder, a checkpoint folder or a plain spec."""
+    p = Path(spec)
+    if p.is_dir() and (p / "config.yaml").is_file() and (p / "best").is_dir():
+        return str(p / "best"), load_yaml(p / "config.yaml")
+    return spec, {}
+
+
+def run_eval(args: argparse.Namespace) -> dict:
+    from affectvlm.datasets import filter_samples, expand_frames, kfold_split, load_dataset, manifest_split
+    from affectvlm.model import load_model
+    from affectvlm.render import parse_views
+    from affectvlm.train.cache import RenderCache, default_cache_dir
+
+    spec, run_cfg = resolve_model(args.model)
+    base = TrainConfig(**{k: v for k, v in run_cfg.items() if k in TrainConfig.__dataclass_fields__})
+    data = args.data or base.data
+    layout = args.layout or base.layout
+    if not data:
+        raise ConfigError("--data is required (no run folder with a saved config was given)")
+    intens = [int(x) for x in args.intensities.split(",")] if args.intensities else base.intensities
+    subset = args.subset or ("test" if run_cfg else "all")
+    ds = load_dataset(data, layout)
+    model = load_model(spec, device=args.device)
+    classes = list(model.classes)
+    samples = filter_samples(ds.samples, intensities=intens, classes=classes)
+    if subset == "test":
+        if base.split == "manifest":
+            _, samples = manifest_split(samples)
+        else:
+            _, samples = kfold_split(samples, args.folds or base.folds,
+                                     base.fold if args.fold is None else args.fold,
+                                     base.split_seed if args.split_seed is None else args.split_seed)
+    samples = expand_frames(samples, n_frames=base.frames_per_sequence)
+    if not samples:
+        raise ConfigError(f"{data}: no samples to evaluate")
+    settings = model.render
+    if args.views:
+        from dataclasses import replace
+
+        settings = replace(settings, views=tuple(parse_views(args.views)))
+        model.render = settings
+    cache = RenderCache(args.cache_dir or default_cache_dir(), settings, device=args.device)
+    t0 = time.perf_counter()
+    cache.warm([s.path for s in samples])
+    cidx = {c: i for i, c in enumerate(classes)}
+    y_true, y_pred = [], []
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, len(samples), args.batch_size):
+            chunk = samples[i:i + args.batch_size]
+            x = torch.stack([torch.from_numpy(cache.get(s.path)) for s in chunk]).float().div_(255)
+            y_pred += model(x.to(args.device)).argmax(1).tolist()
+            y_true += [cidx[s.label] for s in chunk]
+    out = classification_metrics(y_true, y_pred, classes)
+    if args.per_intensity or any(s.intensity is not None for s in samples):
+        per = {}
+        for lvl in sorted({s.intensity for s in samples if s.intensity is not None}):
+            ii = [k for k, s in enumerate(samples) if s.intensity == lvl]
+            per[str(lvl)] = {"n": len(ii), "accuracy": sum(y_true[k] == y_pred[k] for k in ii) / len(ii)}
+        out["per_intensity"] = per
+    out.update({"model": spec, "data": str(data), "layout": layout, "subset": subset,
+                "n_subjects": len({s.subject for s in samples}), "seconds": round(time.perf_counter() - t0, 2),
+                "cache": cache.report()})
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        res = run_eval(args)
+    except AffectVLMError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out, res)
+    png = save_confusion_png(res["confusion_matrix"], res["classes"], out.with_suffix(".png"),
+                             title=f"accuracy {res['accuracy']:.3f} (n={res['n']})")
+    print(f"accuracy {res['accuracy']:.4f}  macro-F1 {res['macro_f1']:.4f}  n={res['n']}  -> {out}, {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

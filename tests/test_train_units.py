@@ -1,0 +1,116 @@
+"""Unit tests of the trainer's parts that need no model: config, SLURM parsing, metrics, augmentation,
+atomic checkpoints."""
+import json
+import os
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from affectvlm.errors import ConfigError
+from affectvlm.train import checkpointing as ck
+from affectvlm.train.augment import AugmentConfig, augment_views, mirror_permutation
+from affectvlm.train.config import resolve_config, save_config
+from affectvlm.train.distributed import first_slurm_host, init_distributed_mode
+from affectvlm.train.metrics import classification_metrics, read_jsonl
+from affectvlm.train.train import lr_factor
+
+
+def test_config_precedence(tmp_path):
+    y = tmp_path / "c.yaml"
+    y.write_text("epochs: 7\nlr: 0.01\nintensities: [3, 4]\nbatch-size: 8\n")
+    cfg = resolve_config(["--config", str(y), "--data", "d", "--out", str(tmp_path / "r"), "--lr", "0.5"])
+    assert (cfg.epochs, cfg.lr, cfg.intensities, cfg.batch_size) == (7, 0.5, [3, 4], 8)
+    save_config(cfg, tmp_path / "r.yaml")
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "config.yaml").write_text((tmp_path / "r.yaml").read_text())
+    again = resolve_config(["--out", str(tmp_path / "r"), "--resume", "--epochs", "9"])  # saved config is base
+    assert (again.lr, again.epochs, again.data) == (0.5, 9, "d")
+    y.write_text("nonsense_option: 1\n")
+    with pytest.raises(ConfigError, match="nonsense_option"):
+        resolve_config(["--config", str(y), "--data", "d", "--out", "o"])
+    with pytest.raises(ConfigError):
+        resolve_config(["--data", "d", "--out", "o", "--epochs", "0"])
+
+
+def test_slurm_env(monkeypatch):
+    assert first_slurm_host("gpu[03-05,09],cpu1") == "gpu03"
+    assert first_slurm_host("node7") == "node7"
+    for k in ("RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS"):
+        monkeypatch.delenv(k, raising=False)
+    info = init_distributed_mode("cpu")
+    assert not info.distributed and info.world_size == 1 and info.device == "cpu"
+
+
+def test_metrics():
+    m = classification_metrics([0, 0, 1, 1, 2], [0, 1, 1, 1, 0], ["a", "b", "c"])
+    assert m["accuracy"] == pytest.approx(0.6)
+    assert m["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
+    # F1: a: p=.5 r=.5 -> .5 ; b: p=2/3 r=1 -> .8 ; c: 0
+    assert m["macro_f1"] == pytest.approx((0.5 + 0.8 + 0.0) / 3)
+    assert m["per_class_accuracy"] == {"a": 0.5, "b": 1.0, "c": 0.0}
+
+
+def test_lr_schedule():
+    assert lr_factor(0, 10, 100) == pytest.approx(0.1)
+    assert lr_factor(9, 10, 100) == pytest.approx(1.0)
+    assert lr_factor(10, 10, 100) == pytest.approx(1.0)
+    assert lr_factor(55, 10, 100) == pytest.approx(0.5)
+    assert lr_factor(100, 10, 100) == pytest.approx(0.0, abs=1e-9)
+
+
+@dataclass
+class V:
+    yaw: float
+    pitch: float = 0.0
+
+
+def test_flip_swaps_left_and_right_views():
+    views = [V(0), V(-30), V(30)]
+    assert mirror_permutation(views) == [0, 2, 1]
+    assert mirror_permutation([V(0), V(30)]) is None
+    x = torch.zeros(1, 3, 3, 4, 4)
+    x[0, 1, :, :, 0] = 1.0  # left view: bright first column
+    cfg = AugmentConfig(flip=1.0, rotate=0, scale=0, shift=0, shade=0, swap=0)
+    out = augment_views(x, torch.tensor([0]), [0], views, cfg, epoch=0, seed=0)
+    # the flipped left view lands in the right slot with its bright column on the other side
+    assert out[0, 2, :, :, -1].min() > 0.99 and out[0, 1].abs().max() < 1e-6
+
+
+def test_augment_deterministic_per_sample_and_swap():
+    views = [V(0), V(-30), V(30)]
+    x = torch.rand(4, 3, 3, 16, 16)
+    cfg = AugmentConfig(swap=0.0)
+    a = augment_views(x, torch.tensor([0, 1, 0, 1]), [5, 6, 7, 8], views, cfg, epoch=1, seed=3)
+    b = augment_views(x[[2, 0]], torch.tensor([0, 0]), [7, 5], views, cfg, epoch=1, seed=3)
+    assert torch.allclose(a[[2, 0]], b)  # same sample index -> same transform, whatever the batch
+    c = augment_views(x, torch.tensor([0, 1, 0, 1]), [5, 6, 7, 8], views, cfg, epoch=2, seed=3)
+    assert not torch.allclose(a, c)
+    # swap with p=1 and no other transform: every view comes from the other same-label sample
+    plain = AugmentConfig(flip=0, rotate=0, scale=0, shift=0, shade=0, swap=1.0)
+    s = augment_views(x, torch.tensor([0, 1, 0, 1]), [0, 1, 2, 3], views, plain, epoch=0, seed=0)
+    assert torch.allclose(s[0], x[2].clamp(0, 1), atol=1e-5) and torch.allclose(s[1], x[3], atol=1e-5)
+    jit = torch.rand(2, 9, 3, 8, 8)
+    out = augment_views(jit, torch.tensor([0, 1]), [0, 1], views, AugmentConfig(angle_jitter=5.0), epoch=0, seed=0)
+    assert out.shape == (2, 3, 3, 8, 8)
+
+
+def test_replace_dir_and_listing(tmp_path):
+    d = tmp_path / "checkpoints"
+    for e in (0, 1, 2):
+        p = d / f"epoch_{e:04d}"
+        p.mkdir(parents=True)
+        if e != 2:  # epoch 2 is incomplete (no meta.json): ignored
+            (p / "meta.json").write_text(json.dumps({"epoch": e}))
+    (d / ".tmp-epoch_0003-1").mkdir()
+    assert [p.name for p in ck.list_checkpoints(tmp_path)] == ["epoch_0000", "epoch_0001"]
+    new = tmp_path / "new"
+    new.mkdir()
+    (new / "x").write_text("new")
+    ck.replace_dir(new, d / "epoch_0001")
+    assert (d / "epoch_0001" / "x").read_text() == "new" and not new.exists()
+    ck.atomic_write_json(tmp_path / "s.json", {"a": 1})
+    assert json.loads((tmp_path / "s.json").read_text()) == {"a": 1}
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+    (tmp_path / "m.jsonl").write_text('{"epoch": 0}\n{"epoch": 1}\n{"epo')
+    assert len(read_jsonl(tmp_path / "m.jsonl")) == 2
