@@ -1,0 +1,1 @@
+"""Reading what users bring (work in progress: see formats.py / sequence.py)."""
