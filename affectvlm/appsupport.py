@@ -512,14 +512,14 @@ def metric_series(records: Sequence[dict[str, Any]]) -> dict[str, tuple[list[flo
         prefix = ""
         kind = rec.get("split") or rec.get("phase") or rec.get("kind")
         if isinstance(kind, str) and kind not in ("train",):
-            prefix = f"{kind}/"
+            prefix = f"{kind} "
         for k, val in rec.items():
-            if k in ("step", "global_step", "epoch", "time", "timestamp", "rank", "world_size"):
+            if k in ("step", "global_step", "epoch", "epochs", "time", "timestamp", "rank", "world_size"):
                 continue
             y = _num(val)
             if y is None:
                 continue
-            name = k if k.startswith(prefix) else prefix + k
+            name = k if k.startswith(("val_", "best_", "test_")) else prefix + k
             xs, ys = out.setdefault(name, ([], []))
             xs.append(x)
             ys.append(y)
@@ -527,9 +527,9 @@ def metric_series(records: Sequence[dict[str, Any]]) -> dict[str, tuple[list[flo
 
 
 _GROUPS = {
-    "loss": lambda n: "loss" in n.rsplit("/", 1)[-1] or n.rsplit("/", 1)[-1] in ("alpha", "margin"),
+    "loss": lambda n: "loss" in n or n.split()[-1] in ("alpha", "margin", "mc", "mt", "clip", "ce"),
     "accuracy": lambda n: any(t in n for t in ("acc", "f1")),
-    "learning rate": lambda n: n.rsplit("/", 1)[-1] in ("lr",) or n.endswith("_lr") or n.startswith("lr_"),
+    "learning rate": lambda n: n.split()[-1] == "lr" or n.endswith("_lr") or n.split()[-1].startswith("lr_"),
     "samples/s": lambda n: "samples_per" in n or "samples/s" in n or "throughput" in n,
 }
 

@@ -1,0 +1,42 @@
+# AffectVLM app for GPU machines:
+#   docker build -t affectvlm .
+#   docker run --gpus all -p 8501:8501 -v affectvlm-work:/data/workspace -v affectvlm-weights:/data/weights affectvlm
+# The install steps are the same commands as .ci/run, so CI covers them.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    VTK_DEFAULT_OPENGL_WINDOW=vtkEGLRenderWindow \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility,graphics \
+    AFFECTVLM_WORKSPACE_ROOTS=/data/workspace \
+    HF_HOME=/data/weights/hf \
+    XDG_CACHE_HOME=/data/weights/cache
+
+# GL/EGL libraries that headless pyvista/VTK needs (same list as .ci/run), curl for the health check.
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri libglx-mesa0 libgomp1 libxrender1 curl \
+ && rm -rf /var/lib/apt/lists/*
+
+RUN useradd --create-home --uid 1000 affectvlm \
+ && mkdir -p /app /data/workspace /data/weights \
+ && chown -R affectvlm:affectvlm /app /data
+WORKDIR /app
+
+# Dependencies first (cached layer): pip resolves torch + torchvision together, i.e. the CUDA build.
+COPY requirements.txt ./
+RUN python -m pip install -r requirements.txt
+
+COPY --chown=affectvlm:affectvlm . .
+RUN python -m pip install --no-deps .
+
+USER affectvlm
+VOLUME ["/data/workspace", "/data/weights"]
+EXPOSE 8501
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+  CMD curl -fsS http://127.0.0.1:8501/_stcore/health || exit 1
+
+CMD ["streamlit", "run", "app.py", "--server.address=0.0.0.0", "--server.port=8501", \
+     "--server.headless=true", "--browser.gatherUsageStats=false", "--server.fileWatcherType=none"]
