@@ -64,6 +64,7 @@ class TrainConfig:
     angle_jitter: float = 0.0  # degrees; > 0 renders extra yaw angles into the cache
     prompt_aug: bool = True
     eval_every: int = 1
+    proto_eval: bool = False  # also report nearest-class-centroid accuracy (train-set embeddings)
     tensorboard: bool = False
     progress: bool = True
     max_steps: int | None = None  # stop early (tests, benchmarks)
@@ -133,6 +134,8 @@ def build_parser(prog: str = "affectvlm train") -> argparse.ArgumentParser:
     p.add_argument("--angle-jitter", type=float)
     p.add_argument("--no-prompt-aug", dest="prompt_aug", action="store_false")
     p.add_argument("--eval-every", type=int)
+    p.add_argument("--proto-eval", action="store_true",
+                   help="also report val accuracy of nearest class centroids of the training embeddings")
     p.add_argument("--tensorboard", action="store_true")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("--max-steps", type=int)
@@ -153,6 +156,9 @@ def _coerce(cfg: TrainConfig) -> TrainConfig:
             raise ConfigError(f"{k} must be >= 1 (got {getattr(cfg, k)})")
     if cfg.lr <= 0:
         raise ConfigError(f"lr must be > 0 (got {cfg.lr})")
+    from affectvlm.train.losses import parse_loss_weights
+
+    parse_loss_weights(cfg.losses)
     if not cfg.data:
         raise ConfigError("--data is required")
     if not cfg.out:

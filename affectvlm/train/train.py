@@ -196,29 +196,57 @@ def gather_labels(labels: torch.Tensor) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- evaluation
 
+def _gather_rows(idxs: list, rows: list, info: DistInfo) -> list:
+    """Rows from every rank ordered by dataset index, each index once (the sampler pads with repeats)."""
+    if not info.distributed:
+        return [r for _, r in sorted(zip(idxs, rows), key=lambda t: t[0])]
+    box = [None] * info.world_size
+    dist.all_gather_object(box, (idxs, rows))
+    seen = {}
+    for ii, rr in box:
+        seen.update(zip(ii, rr))
+    return [seen[k] for k in sorted(seen)]
+
+
 @torch.no_grad()
-def evaluate_model(model: nn.Module, loader, classes: Sequence[str], n_views: int, device: str, info: DistInfo,
-                   amp: bool = False) -> dict:
-    """Accuracy/macro-F1/per-class/confusion on the loader (sharded over ranks, gathered everywhere)."""
-    model.eval()
-    preds, trues, idxs = [], [], []
+def embed_loader(model: nn.Module, loader, n_views: int, device: str, amp: bool = False):
+    """(dataset indices, labels, fused embeddings, logits) over a loader, un-augmented base views."""
+    idxs, ys, zs, logits = [], [], [], []
     for x, y, i in loader:
         x = x[:, :n_views].to(device, non_blocking=True).float().div_(255)
         with autocast(device, amp):
-            logits = model(x)
-        preds += logits.argmax(1).tolist()
-        trues += y.tolist()
+            z = model.fuse(model.encode_views(x)).float()
+            lg = model(x).float()
         idxs += i.tolist()
-    if info.distributed:
-        box = [None] * info.world_size
-        dist.all_gather_object(box, (idxs, trues, preds))
-        seen: dict[int, tuple[int, int]] = {}
-        for ii, tt, pp in box:
-            for a, b, c in zip(ii, tt, pp):
-                seen[a] = (b, c)  # the sampler pads with repeats: count each sample once
-        trues = [seen[k][0] for k in sorted(seen)]
-        preds = [seen[k][1] for k in sorted(seen)]
-    return classification_metrics(trues, preds, list(classes))
+        ys += y.tolist()
+        zs.append(z.cpu())
+        logits.append(lg.cpu())
+    return idxs, ys, torch.cat(zs) if zs else torch.empty(0), torch.cat(logits) if logits else torch.empty(0)
+
+
+@torch.no_grad()
+def evaluate_model(model: nn.Module, loader, classes: Sequence[str], n_views: int, device: str, info: DistInfo,
+                   amp: bool = False, proto_loader=None) -> dict:
+    """Accuracy/macro-F1/per-class/confusion on the loader (sharded over ranks, gathered everywhere).
+
+    With ``proto_loader`` (the un-augmented training set) also ``proto_accuracy``: each test scan gets the
+    class whose mean training embedding is nearest in cosine (a classifier that needs no text tower)."""
+    model.eval()
+    idxs, ys, z, lg = embed_loader(model, loader, n_views, device, amp)
+    rows = _gather_rows(idxs, [(y, int(p), zz.tolist()) for y, p, zz in zip(ys, lg.argmax(1).tolist(), z)], info)
+    trues, preds = [r[0] for r in rows], [r[1] for r in rows]
+    out = classification_metrics(trues, preds, list(classes))
+    if proto_loader is not None:
+        ti, ty, tz, _ = embed_loader(model, proto_loader, n_views, device, amp)
+        trows = _gather_rows(ti, [(y, zz.tolist()) for y, zz in zip(ty, tz)], info)
+        tzs = torch.nn.functional.normalize(torch.tensor([r[1] for r in trows]), dim=-1)
+        tys = torch.tensor([r[0] for r in trows])
+        cent = torch.stack([tzs[tys == c].mean(0) if (tys == c).any() else torch.zeros(tzs.shape[1])
+                            for c in range(len(classes))])
+        vz = torch.nn.functional.normalize(torch.tensor([r[2] for r in rows]), dim=-1)
+        pp = (vz @ torch.nn.functional.normalize(cent, dim=-1).t()).argmax(1).tolist()
+        out["proto_accuracy"] = classification_metrics(trues, pp, list(classes))["accuracy"]
+    return out
 
 
 def autocast(device: str, amp: bool):
@@ -342,6 +370,10 @@ def train(cfg: TrainConfig, info: DistInfo) -> dict:
                                          num_workers=cfg.workers, persistent_workers=cfg.workers > 0)
     test_loader = torch.utils.data.DataLoader(test_ds, batch_size=max(local_bs, 16), sampler=test_sampler,
                                               num_workers=cfg.workers)
+    proto_loader = torch.utils.data.DataLoader(
+        train_ds, batch_size=max(local_bs, 16), num_workers=cfg.workers,
+        sampler=torch.utils.data.DistributedSampler(train_ds, num_replicas=info.world_size, rank=info.rank,
+                                                    shuffle=False))
     steps_per_epoch = len(loader) // cfg.accum
     if steps_per_epoch < 1:
         raise ConfigError(f"{len(train_s)} training samples give no full batch of {cfg.batch_size} x {cfg.accum}")
@@ -464,7 +496,8 @@ def train(cfg: TrainConfig, info: DistInfo) -> dict:
                "cache": cache.report() if epoch == start_epoch else None, "render_s": round(render_s, 3)}
         if (epoch + 1) % cfg.eval_every == 0 or epoch == cfg.epochs - 1 or done:
             model.set_classes(classes, prompts)
-            last_eval = evaluate_model(model, test_loader, classes, n_views, device, info, cfg.amp)
+            last_eval = evaluate_model(model, test_loader, classes, n_views, device, info, cfg.amp,
+                                       proto_loader=proto_loader if cfg.proto_eval else None)
             rec.update({"val_" + k: v for k, v in last_eval.items() if k != "classes"})
             rec["classes"] = classes
         if info.is_main:
@@ -493,8 +526,24 @@ def train(cfg: TrainConfig, info: DistInfo) -> dict:
         barrier(info)
     if tb:
         tb.close()
-    return {"best_val_accuracy": best_acc, "last": last_eval, "steps": step, "cache": cache.report(),
+    hashes = [param_hash(step_mod)]
+    if info.distributed:
+        box = [None] * info.world_size
+        dist.all_gather_object(box, hashes[0])
+        hashes = box
+    return {"best_val_accuracy": best_acc, "param_hashes": hashes, "last": last_eval, "steps": step, "cache": cache.report(),
             "render_s": render_s, "train_s": time.perf_counter() - run_t0}
+
+
+def param_hash(module: nn.Module) -> str:
+    """sha256 over every parameter's bytes (ranks in sync have identical hashes)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for n, p in sorted(module.named_parameters()):
+        h.update(n.encode())
+        h.update(p.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def _bcast_float(v: float, info: DistInfo) -> float:

@@ -1,0 +1,165 @@
+"""Real trainer processes on a tiny BU-3DFE-layout dataset (procedural faces written as Tricorder VRML):
+single process, torchrun with two gloo ranks, SIGKILL + --resume, eval, and the run-folder contract."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+
+def write_tiny_bu3dfe(root: Path, n_subjects: int = 6, intensities=(3, 4)) -> Path:
+    """Happiness (smile up) and sadness (smile down) scans in BU-3DFE naming, one folder per subject."""
+    from meshgen import face_like_mesh
+
+    from affectvlm.io.vrml import write_vrml
+
+    for s in range(n_subjects):
+        sid = f"{'F' if s % 2 == 0 else 'M'}{s + 1:04d}"
+        for code, sign in (("HA", 1.0), ("SA", -1.0)):
+            for lvl in intensities:
+                m = face_like_mesh(20, smile=sign * lvl, seed=s * 10 + lvl, textured=True)
+                write_vrml(root / sid / f"{sid}_{code}{lvl:02d}WH_F3D.wrl", m)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return write_tiny_bu3dfe(tmp_path_factory.mktemp("bu3dfe"))
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    return env
+
+
+def _args(data: Path, out: Path, cache: Path, *extra: str) -> list[str]:
+    return ["--data", str(data), "--layout", "bu3dfe", "--out", str(out), "--model", "AffectVLM-Test",
+            "--epochs", "2", "--batch-size", "8", "--folds", "3", "--fold", "0", "--image-size", "32",
+            "--lr", "0.002", "--warmup", "1", "--no-progress", "--cache-dir", str(cache), "--aug-swap", "0",
+            "--seed", "1", *extra]
+
+
+def run_train(args: list[str], nproc: int = 1, timeout: int = 300) -> subprocess.CompletedProcess:
+    if nproc == 1:
+        cmd = [sys.executable, "-m", "affectvlm.train", *args]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+               "-m", "affectvlm.train", *args]
+    p = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=timeout)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-5000:]
+    return p
+
+
+def epochs(run: Path) -> list[dict]:
+    return [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "epoch"]
+
+
+def final_weights(run: Path) -> dict:
+    from safetensors.torch import load_file
+
+    last = sorted((run / "checkpoints").glob("epoch_*"))[-1]
+    return load_file(str(last / "weights.safetensors"))
+
+
+def max_weight_diff(a: Path, b: Path) -> float:
+    wa, wb = final_weights(a), final_weights(b)
+    assert wa.keys() == wb.keys()
+    return max(float((wa[k].float() - wb[k].float()).abs().max()) for k in wa)
+
+
+def test_single_process_run_folder_contract(tiny, tmp_path):
+    run = tmp_path / "run"
+    run_train(_args(tiny, run, tmp_path / "cache", "--losses", "mc=1,mt=1,clip=1,ce=1"))
+    st = json.loads((run / "status.json").read_text())
+    assert st["status"] == "finished" and st["pid"] > 0
+    recs = epochs(run)
+    assert [r["epoch"] for r in recs] == [0, 1]
+    for k in ("mc", "mt", "clip", "ce", "alpha", "lr", "samples_per_s", "val_accuracy", "val_macro_f1",
+              "val_per_class_accuracy", "val_confusion_matrix", "eta_s"):
+        assert k in recs[-1], k
+    assert 0.05 <= recs[-1]["alpha"] <= 0.8
+    assert sum(map(sum, recs[-1]["val_confusion_matrix"])) == 8  # 2 held-out subjects x 4 scans
+    assert (run / "config.yaml").is_file() and (run / "train.log").is_file()
+    assert recs[0]["cache"]["misses"] == 24 and recs[0]["cache"]["size_mb"] > 0
+    from affectvlm.model import load_model
+
+    m = load_model(str(run / "best"))
+    assert list(m.classes) == ["happiness", "sadness"]
+    # a second run reuses the render cache: no misses
+    run2 = tmp_path / "run2"
+    run_train(_args(tiny, run2, tmp_path / "cache", "--epochs", "1"))
+    assert epochs(run2)[0]["cache"]["misses"] == 0 and epochs(run2)[0]["cache"]["hit_rate"] == 1.0
+    # eval on the run folder: held-out fold, metrics JSON + confusion PNG
+    out = tmp_path / "ev" / "metrics.json"
+    p = subprocess.run([sys.executable, "-m", "affectvlm.train.evaluate", "--model", str(run), "--out", str(out),
+                        "--cache-dir", str(tmp_path / "cache")], cwd=REPO, env=_env(), capture_output=True,
+                       text=True, timeout=200)
+    assert p.returncode == 0, p.stderr[-3000:]
+    ev = json.loads(out.read_text())
+    assert ev["n"] == 8 and ev["accuracy"] == pytest.approx(recs[-1]["val_accuracy"], abs=1e-6)
+    assert out.with_suffix(".png").stat().st_size > 1000
+
+
+def test_torchrun_two_ranks_match_single_process(tiny, tmp_path):
+    cache = tmp_path / "cache"
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    run_train(_args(tiny, single, cache))
+    run_train(_args(tiny, ddp, cache), nproc=2)
+    res = json.loads((ddp / "result.json").read_text())
+    assert len(res["param_hashes"]) == 2 and len(set(res["param_hashes"])) == 1  # ranks in sync
+    a, b = epochs(single), epochs(ddp)
+    assert b[-1]["world_size"] == 2
+    for k in ("loss", "mc", "mt", "clip"):
+        assert b[-1][k] == pytest.approx(a[-1][k], rel=1e-3, abs=1e-4), k
+    assert max_weight_diff(single, ddp) < 1e-3
+    assert b[-1]["val_accuracy"] == a[-1]["val_accuracy"]
+
+
+def test_sigkill_mid_epoch_then_resume_matches(tiny, tmp_path):
+    cache = tmp_path / "cache"
+    extra = ("--epochs", "3", "--batch-size", "4")
+    ref = tmp_path / "ref"
+    run_train(_args(tiny, ref, cache, *extra))
+    run = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "affectvlm.train", *_args(tiny, run, cache, *extra)]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while not (run / "checkpoints" / "epoch_0000" / "meta.json").exists():
+            assert proc.poll() is None and time.time() < deadline, "run ended before its first checkpoint"
+            time.sleep(0.05)
+        time.sleep(0.3)  # into epoch 1
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(30)
+    assert json.loads((run / "status.json").read_text())["status"] == "running"  # killed, never finished
+    run_train(["--out", str(run), "--resume"])
+    a, b = epochs(ref), epochs(run)
+    assert [r["epoch"] for r in b] == [0, 1, 2]  # no duplicated epoch records after the resume
+    assert b[-1]["loss"] == pytest.approx(a[-1]["loss"], rel=1e-4, abs=1e-5)
+    assert b[-1]["val_accuracy"] == a[-1]["val_accuracy"]
+    assert max_weight_diff(ref, run) < 1e-4
+    assert json.loads((run / "status.json").read_text())["status"] == "finished"
+
+
+def test_bad_options_fail_cleanly(tiny, tmp_path):
+    p = subprocess.run([sys.executable, "-m", "affectvlm.train", "--data", str(tmp_path / "nope"), "--layout",
+                        "bu3dfe", "--out", str(tmp_path / "r"), "--model", "AffectVLM-Test"],
+                       cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "does not exist" in p.stderr
+    assert json.loads((tmp_path / "r" / "status.json").read_text())["status"] == "failed"
+    p = subprocess.run([sys.executable, "-m", "affectvlm.train", "--data", str(tiny), "--layout", "bu3dfe",
+                        "--out", str(tmp_path / "r2"), "--losses", "mc=abc"],
+                       cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "mc" in p.stderr
