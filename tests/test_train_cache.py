@@ -1,0 +1,55 @@
+"""Render cache: keys, hits, sharded warm-up, and several processes filling the same entries at once."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from affectvlm.render import RenderSettings
+from affectvlm.train.cache import RenderCache
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+
+def _scans(root: Path, n: int = 4) -> list[str]:
+    from test_train import write_tiny_bu3dfe
+
+    write_tiny_bu3dfe(root, n_subjects=n, intensities=(4,))
+    return sorted(str(p) for p in root.rglob("*.wrl"))
+
+
+def test_cache_hits_keys_and_shards(tmp_path):
+    paths = _scans(tmp_path / "d", 2)
+    s = RenderSettings(size=32)
+    c = RenderCache(tmp_path / "c", s)
+    a = c.get(paths[0])
+    assert a.dtype == np.uint8 and a.shape == (3, 3, 32, 32) and a.max() > 0
+    assert np.array_equal(c.get(paths[0]), a) and (c.stats.hits, c.stats.misses) == (1, 1)
+    assert c.report()["hit_rate"] == 0.5 and c.size_bytes() > 3 * 3 * 32 * 32
+    # other settings, other key; a changed texture beside the scan, other key
+    assert RenderCache(tmp_path / "c", RenderSettings(size=40)).entry(paths[0]) != c.entry(paths[0])
+    k0 = c.entry(paths[1])
+    Path(paths[1]).with_suffix(".bmp").write_bytes(Path(paths[1]).with_suffix(".bmp").read_bytes() + b"\0")
+    assert RenderCache(tmp_path / "c", s).entry(paths[1]) != k0
+    # rank 1 of 2 renders every other missing entry
+    c2 = RenderCache(tmp_path / "c2", s)
+    assert c2.warm(paths, rank=1, world=2) == len(paths) // 2
+    assert len(c2.missing(paths)) == len(paths) - len(paths) // 2
+    # angle jitter renders 3x the views
+    j = RenderCache(tmp_path / "c3", s, angle_jitter=6.0)
+    assert j.get(paths[0]).shape == (9, 3, 32, 32)
+
+
+def test_concurrent_writers_leave_complete_entries(tmp_path):
+    paths = _scans(tmp_path / "d", 2)
+    code = ("import sys; from affectvlm.render import RenderSettings; from affectvlm.train.cache import RenderCache;"
+            "c = RenderCache(sys.argv[1], RenderSettings(size=32)); c.warm(sys.argv[2:])")
+    env = {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "c"), *paths], env=env) for _ in range(3)]
+    assert all(p.wait(120) == 0 for p in procs)
+    c = RenderCache(tmp_path / "c", RenderSettings(size=32))
+    assert c.missing(paths) == []
+    for p in paths:
+        assert c.get(p).shape == (3, 3, 32, 32)
+    assert not list((tmp_path / "c").rglob("*.tmp.npy"))  # no temp file left behind
