@@ -1,0 +1,179 @@
+"""Safe reading of user ``.zip`` files into memory (nothing is extracted to disk).
+
+    from affectvlm.io.archive import safe_zip_members
+    for name, data in safe_zip_members("seq.zip", limits, "seq.zip"):
+        ...
+
+Rejected with `InputError`: a corrupt or non-zip file, absolute member paths, ``..`` components
+(zip-slip), symlink members, encrypted members, more members than ``limits.max_zip_members``, a declared
+unpacked total over ``limits.max_unpacked_bytes``, a member whose compression ratio is over
+``limits.max_compression_ratio`` (zip bomb). The limits are enforced again while decompressing, in
+chunks, so lying headers do not help. Directories, ``__MACOSX/`` and hidden files are skipped.
+"""
+from __future__ import annotations
+
+import io
+import os
+import stat
+import zipfile
+from typing import Callable
+
+from affectvlm.errors import InputError
+from affectvlm.limits import Limits
+from affectvlm.io._common import check_size, get_limits
+
+__all__ = ["safe_zip_members", "SafeZip", "open_zip", "zip_member_names", "is_zip"]
+
+_CHUNK = 1 << 20
+
+
+def is_zip(head: bytes) -> bool:
+    return head[:4] in (b"PK\x03\x04", b"PK\x05\x06")
+
+
+def _skipped(name: str) -> bool:
+    parts = name.replace("\\", "/").split("/")
+    return name.endswith("/") or "__MACOSX" in parts or any(p.startswith(".") and p not in (".", "..") for p in parts)
+
+
+def _check_name(name: str, source: str) -> None:
+    norm = name.replace("\\", "/")
+    if norm.startswith("/") or (len(norm) > 1 and norm[1] == ":"):
+        raise InputError(source, f"zip member {name!r} has an absolute path (refused)")
+    if ".." in norm.split("/"):
+        raise InputError(source, f"zip member {name!r} climbs out of the archive with '..' (zip-slip, refused)")
+    if "\0" in norm:
+        raise InputError(source, f"zip member {name!r} has a NUL byte in its name")
+
+
+def open_zip(data_or_path: bytes | str | os.PathLike, limits: Limits | None, source: str) -> zipfile.ZipFile:
+    """Open a zip from bytes or a path after the file-size check; corrupt files raise `InputError`."""
+    limits = get_limits(limits)
+    if isinstance(data_or_path, (bytes, bytearray, memoryview)):
+        check_size(len(data_or_path), limits, source)
+        fh: io.BufferedIOBase | str = io.BytesIO(bytes(data_or_path))
+    else:
+        path = os.fspath(data_or_path)
+        try:
+            check_size(os.path.getsize(path), limits, source)
+        except OSError as e:
+            raise InputError(source, f"cannot read: {e.strerror or e}") from None
+        fh = path
+    try:
+        return zipfile.ZipFile(fh)
+    except zipfile.BadZipFile as e:
+        raise InputError(source, f"not a valid zip file ({e})") from None
+    except (OSError, EOFError, ValueError) as e:
+        raise InputError(source, f"cannot open zip: {e}") from None
+
+
+def _checked_infos(zf: zipfile.ZipFile, limits: Limits, source: str) -> list[zipfile.ZipInfo]:
+    infos = zf.infolist()
+    if len(infos) > limits.max_zip_members:
+        raise InputError(source, f"zip has {len(infos)} members, over the limit of {limits.max_zip_members}")
+    keep = []
+    total = 0
+    for info in infos:
+        _check_name(info.filename, source)
+        mode = info.external_attr >> 16
+        if mode and stat.S_ISLNK(mode):
+            raise InputError(source, f"zip member {info.filename!r} is a symbolic link (refused)")
+        if info.is_dir() or _skipped(info.filename):
+            continue
+        if info.flag_bits & 0x1:
+            raise InputError(source, f"zip member {info.filename!r} is encrypted")
+        total += info.file_size
+        if total > limits.max_unpacked_bytes:
+            raise InputError(source, f"zip would unpack to more than {limits.max_unpacked_bytes / 2**20:.0f} MiB "
+                                     "(AFFECTVLM_MAX_UNPACKED_MB)")
+        ratio = info.file_size / max(info.compress_size, 1)
+        if info.file_size > 1 << 16 and ratio > limits.max_compression_ratio:
+            raise InputError(source, f"zip member {info.filename!r} is compressed {ratio:.0f}:1, over the limit "
+                                     f"of {limits.max_compression_ratio:.0f}:1 (zip bomb?)")
+        keep.append(info)
+    return keep
+
+
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limits: Limits, source: str, budget: int) -> bytes:
+    """Decompress in chunks, stopping as soon as the real size passes what the header or limits allow."""
+    if info.file_size > limits.max_file_bytes:
+        raise InputError(source, f"zip member {info.filename!r} is {info.file_size / 2**20:.1f} MiB, over the "
+                                 f"limit of {limits.max_file_bytes / 2**20:.1f} MiB")
+    cap = min(budget, info.file_size)
+    out = bytearray()
+    try:
+        with zf.open(info) as fh:
+            while True:
+                chunk = fh.read(_CHUNK)
+                if not chunk:
+                    break
+                out += chunk
+                if len(out) > cap:
+                    raise InputError(source, f"zip member {info.filename!r} unpacks to more than its header "
+                                             "declares or the limits allow (zip bomb?)")
+    except InputError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError, NotImplementedError) as e:
+        raise InputError(source, f"zip member {info.filename!r} is corrupt ({e})") from None
+    except Exception as e:  # zlib.error and friends
+        raise InputError(source, f"zip member {info.filename!r} is corrupt ({type(e).__name__}: {e})") from None
+    return bytes(out)
+
+
+def zip_member_names(data_or_path: bytes | str | os.PathLike, limits: Limits | None, source: str) -> list[str]:
+    """Names of the (checked, non-skipped) members, without decompressing anything."""
+    limits = get_limits(limits)
+    with open_zip(data_or_path, limits, source) as zf:
+        return [i.filename for i in _checked_infos(zf, limits, source)]
+
+
+def safe_zip_members(data_or_path: bytes | str | os.PathLike, limits: Limits | None, source: str,
+                     select: Callable[[str], bool] | None = None) -> list[tuple[str, bytes]]:
+    """Read the members (optionally only those ``select(name)`` accepts) as ``(name, bytes)``, in zip order."""
+    limits = get_limits(limits)
+    out = []
+    with open_zip(data_or_path, limits, source) as zf:
+        infos = _checked_infos(zf, limits, source)
+        budget = limits.max_unpacked_bytes
+        for info in infos:
+            if select is not None and not select(info.filename):
+                continue
+            data = _read_member(zf, info, limits, source, budget)
+            budget -= len(data)
+            out.append((info.filename, data))
+    return out
+
+
+class SafeZip:
+    """A checked zip opened once; members are decompressed on demand within a shared unpacked budget.
+
+        with SafeZip(data_or_path, limits, source) as z:
+            for name in z.names: ...
+            data = z.read(name)
+    """
+
+    def __init__(self, data_or_path: bytes | str | os.PathLike, limits: Limits | None, source: str):
+        self.limits = get_limits(limits)
+        self.source = source
+        self._zf = open_zip(data_or_path, self.limits, source)
+        try:
+            self._infos = {i.filename: i for i in _checked_infos(self._zf, self.limits, source)}
+        except BaseException:
+            self._zf.close()
+            raise
+        self.names = list(self._infos)
+        self._budget = self.limits.max_unpacked_bytes
+
+    def read(self, name: str) -> bytes:
+        data = _read_member(self._zf, self._infos[name], self.limits, self.source, self._budget)
+        self._budget -= len(data)
+        return data
+
+    def close(self) -> None:
+        self._zf.close()
+
+    def __enter__(self) -> "SafeZip":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,359 @@
+"""`load_mesh`: one face scan from a path or from uploaded bytes, in any supported format.
+
+    from affectvlm.io import load_mesh
+    mesh = load_mesh("F0001_AN01WH_F3D.wrl")                  # texture F0001_AN01WH_F3D.bmp beside it loads too
+    mesh = load_mesh(upload_bytes, "scan.glb")                 # bytes: the name gives the format
+    mesh = load_mesh(path, limits=Limits(max_file_bytes=50 * 2**20), texture=False)
+
+Formats: ``.obj .ply .stl .off .glb .gltf`` through trimesh (scenes merged, polygons triangulated, UVs,
+texture images, vertex colours), ``.wrl/.vrml`` through `affectvlm.io.vrml`, ``.bnt`` through
+`affectvlm.io.bnt`. The content is sniffed as well: an image, zip or other non-mesh file under a mesh
+name is refused, and a mesh whose content is another mesh format than its name says is read by content.
+Every problem is an `InputError` naming the file; headers that claim counts over the limits or more
+data than the file holds are refused before anything large is allocated.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+import struct
+from pathlib import Path, PurePosixPath
+from typing import Callable
+
+import numpy as np
+
+from affectvlm.errors import InputError
+from affectvlm.limits import Limits
+from affectvlm.mesh import Mesh
+from affectvlm.io._common import check_counts, check_size, finish_mesh, get_limits
+from affectvlm.io.archive import is_zip
+
+__all__ = ["load_mesh", "load_mesh_bytes", "SUPPORTED_EXTENSIONS", "MESH_EXTENSIONS", "TEXTURE_EXTENSIONS",
+           "decode_texture", "sniff"]
+
+MESH_EXTENSIONS = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf", ".wrl", ".vrml", ".bnt")
+SUPPORTED_EXTENSIONS = MESH_EXTENSIONS
+TEXTURE_EXTENSIONS = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".webp")
+_TRIMESH_TYPES = {".obj": "obj", ".ply": "ply", ".stl": "stl", ".off": "off", ".glb": "glb", ".gltf": "gltf"}
+_IMAGE_MAGIC = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"BM": "a BMP image",
+                b"GIF8": "a GIF image", b"%PDF": "a PDF document", b"II*\x00": "a TIFF image",
+                b"MM\x00*": "a TIFF image", b"\x1f\x8b": "gzip-compressed data", b"7z\xbc\xaf": "a 7-zip archive",
+                b"Rar!": "a RAR archive"}
+_KIND_EXT = {"vrml": ".wrl", "glb": ".glb", "ply": ".ply", "off": ".off", "gltf": ".gltf"}
+
+Resolve = Callable[[str], "bytes | None"]
+log = logging.getLogger(__name__)
+
+
+def sniff(head: bytes) -> str | None:
+    """Format from the first bytes: a mesh kind (``vrml glb ply off gltf``), ``not:<what>`` for a known
+    non-mesh file, or None when the header proves nothing (OBJ, STL, BNT have no reliable magic)."""
+    h = head.lstrip(b"\xef\xbb\xbf")
+    hs = h.lstrip()
+    if hs.startswith((b"#VRML", b"#X3D")):
+        return "vrml"
+    if h[:4] == b"glTF":
+        return "glb"
+    if is_zip(h):
+        return "not:a zip archive (use load_sequence for a zip of frames)"
+    if h.startswith(b"BM") and len(h) >= 14 and struct.unpack_from("<I", h, 2)[0] > 14 and h[6:10] == b"\0\0\0\0":
+        return "not:a BMP image"
+    for magic, what in _IMAGE_MAGIC.items():
+        if magic != b"BM" and h.startswith(magic):
+            return "not:" + what
+    if h[:12].startswith(b"RIFF") and h[8:12] == b"WEBP":
+        return "not:a WebP image"
+    if re.match(rb"ply\r?\n", h):
+        return "ply"
+    if re.match(rb"[A-Z]*OFF\b", hs[:8]) and hs[:8].split()[0] in (b"OFF", b"COFF", b"NOFF", b"CNOFF", b"STOFF", b"4OFF"):
+        return "off"
+    if hs.startswith(b"{") and b'"asset"' in h[:65536]:
+        return "gltf"
+    return None
+
+
+def decode_texture(data: bytes, source: str) -> np.ndarray:
+    """Decode image bytes (BMP/PNG/JPEG/...) to an (H, W, 3) uint8 RGB array; `InputError` if unreadable."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    except Exception as e:  # PIL raises many types, DecompressionBombError included
+        raise InputError(source, f"cannot read texture image ({type(e).__name__}: {e})") from None
+
+
+def _dir_resolver(folder: Path, limits: Limits) -> Resolve:
+    """Files beside the mesh only: a url pointing elsewhere is reduced to its base name."""
+
+    def resolve(name: str) -> bytes | None:
+        base = PurePosixPath(name.replace("\\", "/")).name
+        if not base or base in (".", ".."):
+            return None
+        p = folder / base
+        try:
+            if not p.is_file() or p.stat().st_size > limits.max_file_bytes:
+                return None
+            return p.read_bytes()
+        except OSError:
+            return None
+
+    return resolve
+
+
+def _load_texture(mesh: Mesh, resolve: Resolve | None, want: bool) -> Mesh:
+    name = mesh.meta.get("texture_file")
+    if not want or not name or mesh.face_uv is None or mesh.texture is not None or resolve is None:
+        return mesh
+    data = resolve(name)
+    if data is None:
+        mesh.meta.setdefault("warnings", []).append(f"texture {name!r} not found beside the file")
+        return mesh
+    try:
+        mesh.texture = decode_texture(data, f"{mesh.source}: texture {name}")
+    except InputError as e:
+        mesh.meta.setdefault("warnings", []).append(str(e))
+    return mesh
+
+
+# --------------------------------------------------------------------------- header pre-checks
+def _precheck_ply(data: bytes, source: str, limits: Limits) -> None:
+    end = data.find(b"end_header")
+    if end < 0 or end > 65536:
+        raise InputError(source, "corrupt PLY: no 'end_header' line")
+    header = data[:end].decode("latin-1").splitlines()
+    fmt = next((ln.split()[1] for ln in header if ln.startswith("format")), "")
+    sizes = {"char": 1, "uchar": 1, "int8": 1, "uint8": 1, "short": 2, "ushort": 2, "int16": 2, "uint16": 2,
+             "int": 4, "uint": 4, "int32": 4, "uint32": 4, "float": 4, "float32": 4, "double": 8, "float64": 8}
+    counts: dict[str, int] = {}
+    min_bytes = 0
+    current = None
+    for ln in header:
+        parts = ln.split()
+        if not parts:
+            continue
+        if parts[0] == "element" and len(parts) >= 3:
+            try:
+                current = parts[1]
+                counts[current] = int(parts[2])
+            except ValueError:
+                raise InputError(source, f"corrupt PLY header line: {ln!r}") from None
+        elif parts[0] == "property" and current is not None and len(parts) >= 3:
+            n = counts[current]
+            if parts[1] == "list" and len(parts) >= 5:
+                min_bytes += n * sizes.get(parts[2], 1)
+            else:
+                min_bytes += n * sizes.get(parts[1], 1)
+    n_v, n_f = counts.get("vertex", 0), counts.get("face", 0)
+    if n_v < 0 or n_f < 0:
+        raise InputError(source, "corrupt PLY header: negative element count")
+    check_counts(n_v, n_f, limits, source)
+    body = len(data) - end - len("end_header")
+    if fmt.startswith("binary") and min_bytes > body:
+        raise InputError(source, f"truncated PLY: the header promises {n_v} vertices and {n_f} faces "
+                                 f"(at least {min_bytes} bytes) but only {body} bytes follow")
+    if fmt == "ascii" and data.count(b"\n", end) < n_v + n_f:
+        raise InputError(source, f"truncated PLY: the header promises {n_v} vertices and {n_f} faces "
+                                 "but there are fewer lines")
+
+
+def _precheck_off(data: bytes, source: str, limits: Limits) -> None:
+    toks = re.sub(rb"#[^\n]*", b"", data[:4096]).split()
+    try:
+        i = 1 if toks and not toks[0][:1].isdigit() else 0
+        n_v, n_f = int(toks[i]), int(toks[i + 1])
+    except (IndexError, ValueError):
+        raise InputError(source, "corrupt OFF header: expected 'OFF' and vertex/face counts") from None
+    if n_v < 0 or n_f < 0:
+        raise InputError(source, "corrupt OFF header: negative counts")
+    check_counts(n_v, n_f, limits, source)
+    if data.count(b"\n") + 1 < n_v + n_f:
+        raise InputError(source, f"truncated OFF: the header promises {n_v} vertices and {n_f} faces "
+                                 "but there are fewer lines")
+
+
+def _precheck_stl(data: bytes, source: str, limits: Limits) -> None:
+    if data.lstrip()[:5].lower() == b"solid" and b"facet" in data[:4096]:
+        return  # ascii
+    if data.lstrip()[:5].lower() == b"solid" and len(data) < 84:
+        raise InputError(source, "ASCII STL without facets: no faces")
+    if len(data) < 84:
+        raise InputError(source, f"too short for an STL file ({len(data)} bytes)")
+    (n,) = struct.unpack_from("<I", data, 80)
+    check_counts(0, n, limits, source)
+    if 84 + 50 * n > len(data):
+        raise InputError(source, f"truncated or corrupt binary STL: the header promises {n} triangles "
+                                 f"({84 + 50 * n} bytes) but the file has {len(data)} bytes")
+
+
+def _precheck_text(data: bytes, source: str, what: str) -> None:
+    if b"\0" in data[:65536]:
+        raise InputError(source, f"binary data, not a text {what} file")
+
+
+# --------------------------------------------------------------------------- trimesh formats
+def _trimesh_resolver(resolve: Resolve | None):
+    import trimesh
+
+    class _Res(trimesh.resolvers.Resolver):
+        def get(self, name: str) -> bytes:
+            data = resolve(name) if resolve is not None else None
+            if data is None:
+                raise FileNotFoundError(name)
+            return data
+
+        def namespaced(self, namespace: str):
+            return self
+
+        def keys(self):  # pragma: no cover - only some loaders list files
+            return iter(())
+
+        def write(self, name, data):  # pragma: no cover
+            raise NotImplementedError
+
+    return _Res()
+
+
+def _image_array(img) -> np.ndarray | None:
+    if img is None:
+        return None
+    try:
+        return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+    except Exception:
+        return None
+
+
+def _read_trimesh(data: bytes, ext: str, source: str, limits: Limits, resolve: Resolve | None, texture: bool) -> Mesh:
+    import trimesh
+
+    file_type = _TRIMESH_TYPES[ext]
+    if file_type == "ply":
+        _precheck_ply(data, source, limits)
+    elif file_type == "off":
+        _precheck_text(data, source, "OFF")
+        _precheck_off(data, source, limits)
+    elif file_type == "stl":
+        _precheck_stl(data, source, limits)
+    elif file_type == "obj":
+        _precheck_text(data, source, "OBJ")
+        if not re.search(rb"^\s*f\s", data, re.M):
+            raise InputError(source, "the OBJ file has no face ('f') lines: no faces" if
+                             re.search(rb"^\s*v\s", data, re.M) else "not an OBJ file (no 'v'/'f' lines)")
+    elif file_type == "glb" and data[:4] != b"glTF":
+        raise InputError(source, "not a binary glTF file (missing 'glTF' magic)")
+    elif file_type == "gltf" and not data.lstrip().startswith(b"{"):
+        raise InputError(source, "not a glTF JSON file")
+    kwargs = {"process": False}
+    if file_type == "obj":
+        kwargs.update(maintain_order=True, skip_materials=not texture)
+    try:
+        loaded = trimesh.load(io.BytesIO(data), file_type=file_type, resolver=_trimesh_resolver(resolve),
+                              force="mesh", **kwargs)
+    except InputError:
+        raise
+    except MemoryError:
+        raise InputError(source, "file is too large to load into memory") from None
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise InputError(source, f"cannot read as {file_type.upper()}: corrupt or truncated ({msg})") from None
+    if isinstance(loaded, (list, tuple)):
+        loaded = trimesh.util.concatenate([g for g in loaded if isinstance(g, trimesh.Trimesh)]) if loaded else None
+    if not isinstance(loaded, trimesh.Trimesh):
+        raise InputError(source, "the file holds no faces (a point cloud or an empty scene)")
+    verts = np.asarray(loaded.vertices)
+    faces = np.asarray(loaded.faces, dtype=np.int64)
+    face_uv = tex = colors = None
+    meta: dict = {"format": file_type}
+    visual = loaded.visual
+    kind = getattr(visual, "kind", None)
+    if kind == "texture":
+        uv = getattr(visual, "uv", None)
+        if uv is not None and len(uv) == len(verts) and len(faces):
+            face_uv = np.asarray(uv, np.float64)[faces]
+        mat = getattr(visual, "material", None)
+        if texture and mat is not None:
+            img = getattr(mat, "image", None) or getattr(mat, "baseColorTexture", None)
+            tex = _image_array(img)
+        if tex is None:
+            meta["texture_file"] = None
+    elif kind == "vertex":
+        vc = np.asarray(visual.vertex_colors)
+        if vc.ndim == 2 and len(vc) == len(verts):
+            colors = vc[:, :3]
+    if faces.size and faces.shape[1:] != (3,):
+        raise InputError(source, "faces are not triangles after loading")
+    if faces.size and (faces.min() < 0 or faces.max() >= len(verts)):
+        raise InputError(source, f"face index out of range: indices span {int(faces.min())}..{int(faces.max())} "
+                                 f"but there are {len(verts)} vertices")
+    meta = {k: v for k, v in meta.items() if v is not None}
+    return finish_mesh(verts, faces, source, limits, face_uv=face_uv, texture=tex, vertex_colors=colors, meta=meta)
+
+
+# --------------------------------------------------------------------------- entry points
+def load_mesh_bytes(data: bytes, name: str, *, source: str | None = None, limits: Limits | None = None,
+                    texture: bool = True, resolve: Resolve | None = None) -> Mesh:
+    """Read mesh bytes whose format is given by ``name``'s extension (sniffed as a fallback).
+
+    ``resolve(file_name) -> bytes | None`` supplies companion files (textures, OBJ ``.mtl``).
+    """
+    from affectvlm.io.bnt import read_bnt
+    from affectvlm.io.vrml import read_vrml
+
+    limits = get_limits(limits)
+    source = source or name
+    check_size(len(data), limits, source)
+    if not data.strip():
+        raise InputError(source, "file is empty (only whitespace)")
+    ext = Path(name).suffix.lower() if name else ""
+    kind = sniff(data[:65536])
+    if kind is not None and kind.startswith("not:"):
+        raise InputError(source, f"this is {kind[4:]}, not a 3D mesh" +
+                         (f" (despite the {ext} extension)" if ext else ""))
+    if ext not in MESH_EXTENSIONS:
+        if kind is None:
+            shown = ext or "no extension"
+            raise InputError(source, f"unsupported file type ({shown}); supported: {' '.join(MESH_EXTENSIONS)}")
+        ext = _KIND_EXT[kind]
+    elif kind is not None and _KIND_EXT.get(kind) != ext and not (kind == "vrml" and ext == ".vrml") \
+            and not (kind == "gltf" and ext == ".glb"):
+        log.info("%s: content is %s, not %s; reading by content", source, kind, ext)
+        ext = _KIND_EXT[kind]
+    if ext in (".wrl", ".vrml"):
+        mesh = read_vrml(data, source, limits=limits)
+    elif ext == ".bnt":
+        mesh = read_bnt(data, source, limits=limits)
+    else:
+        return _read_trimesh(data, ext, source, limits, resolve, texture)
+    return _load_texture(mesh, resolve, texture)
+
+
+def load_mesh(src: str | os.PathLike | bytes, name: str | None = None, *, limits: Limits | None = None,
+              texture: bool = True) -> Mesh:
+    """Load one scan from a path, or from ``bytes`` plus a file ``name`` (uploads).
+
+    For bytes there is no directory, so companion textures are absent unless embedded (GLB).
+    """
+    limits = get_limits(limits)
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        data = bytes(src)
+        return load_mesh_bytes(data, name or "", source=name or "<upload>", limits=limits, texture=texture)
+    if not isinstance(src, (str, os.PathLike)):
+        raise InputError(str(name or src), f"expected a path or bytes, got {type(src).__name__}")
+    path = Path(src)
+    source = str(name or path)
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise InputError(source, f"cannot read: {e.strerror or e}") from None
+    if path.is_dir():
+        raise InputError(source, "is a folder (use load_sequence for a folder of frames)")
+    check_size(st.st_size, limits, source)  # before reading anything
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise InputError(source, f"cannot read: {e.strerror or e}") from None
+    return load_mesh_bytes(data, path.name, source=source, limits=limits, texture=texture,
+                           resolve=_dir_resolver(path.parent, limits))

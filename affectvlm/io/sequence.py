@@ -1,0 +1,189 @@
+"""4D sequences: a folder, a ``.zip`` (path or bytes) or a list of per-frame mesh files.
+
+    from affectvlm.io import load_sequence, is_sequence
+    seq = load_sequence("F001/Angry")                    # 000.wrl, 001.wrl, ... (textures beside them load too)
+    seq = load_sequence(zip_bytes, "F001_Angry.zip", n_frames=8)   # 8 evenly spaced frames
+    seq = load_sequence(["a/frame_2.obj", "a/frame_10.obj"], every=2)
+    seq.frames, seq.frame_ids
+
+The frame number is the last integer in the file stem (``000.wrl``, ``frame_12.obj``,
+``F001_Happy_0045.ply``); frames are sorted by it. Non-mesh files (textures, ``.bnd`` landmarks, hidden
+files, ``__MACOSX``) are skipped; folders are not searched recursively. Sampling: ``every`` keeps every
+k-th frame, then ``n_frames`` keeps N evenly spaced ones (``np.linspace`` rounded). Only kept frames are
+read. Zips are read in memory through `affectvlm.io.archive` (zip-slip, bombs and limits checked).
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path, PurePosixPath
+from typing import Callable, Sequence
+
+import numpy as np
+
+from affectvlm.errors import ConfigError, InputError
+from affectvlm.limits import Limits
+from affectvlm.mesh import MeshSequence
+from affectvlm.io._common import get_limits
+from affectvlm.io.archive import SafeZip, is_zip
+from affectvlm.io.formats import MESH_EXTENSIONS, _dir_resolver, load_mesh, load_mesh_bytes
+
+__all__ = ["load_sequence", "is_sequence", "frame_number", "sample_indices"]
+
+_INT = re.compile(r"\d+")
+
+
+def frame_number(name: str) -> int | None:
+    """The last integer in the file stem, or None when the stem has no digits."""
+    found = _INT.findall(PurePosixPath(name.replace("\\", "/")).stem)
+    return int(found[-1]) if found else None
+
+
+def _is_mesh_name(name: str) -> bool:
+    p = PurePosixPath(name.replace("\\", "/"))
+    return (p.suffix.lower() in MESH_EXTENSIONS and not p.name.startswith(".")
+            and "__MACOSX" not in p.parts)
+
+
+def sample_indices(n: int, every: int = 1, n_frames: int | None = None) -> list[int]:
+    """Indices kept out of ``n`` frames: every ``every``-th, then ``n_frames`` evenly spaced among those."""
+    if not isinstance(every, (int, np.integer)) or every < 1:
+        raise ConfigError(f"every must be a positive integer, got {every!r}")
+    if n_frames is not None and (not isinstance(n_frames, (int, np.integer)) or n_frames < 1):
+        raise ConfigError(f"n_frames must be a positive integer or None, got {n_frames!r}")
+    idx = list(range(0, n, int(every)))
+    if n_frames is not None and n_frames < len(idx):
+        pick = np.unique(np.round(np.linspace(0, len(idx) - 1, int(n_frames))).astype(int))
+        idx = [idx[i] for i in pick]
+    return idx
+
+
+def _order(names: list[str], source: str) -> list[tuple[int, str]]:
+    """(frame number, name) sorted numerically; files without numbers only if none has one (then by name)."""
+    nums = [frame_number(n) for n in names]
+    if all(x is None for x in nums):
+        return list(enumerate(sorted(names)))
+    missing = [n for n, x in zip(names, nums) if x is None]
+    if missing:
+        raise InputError(source, f"cannot tell the frame number of {missing[0]!r} (no number in its name)")
+    pairs = sorted(zip(nums, names), key=lambda p: (p[0], p[1]))
+    for (a, na), (b, nb) in zip(pairs, pairs[1:]):
+        if a == b:
+            raise InputError(source, f"two files for frame {a}: {na!r} and {nb!r}")
+    return pairs
+
+
+def _zip_resolver(z: SafeZip, member: str) -> Callable[[str], bytes | None]:
+    folder = PurePosixPath(member).parent
+
+    def resolve(name: str) -> bytes | None:
+        base = PurePosixPath(name.replace("\\", "/")).name
+        want = str(folder / base) if str(folder) != "." else base
+        return z.read(want) if want in z.names else None
+
+    return resolve
+
+
+def _finish(frames, ids, source, kind, n_total, limits) -> MeshSequence:
+    return MeshSequence(frames=frames, frame_ids=ids, source=source,
+                        meta={"container": kind, "n_available": n_total})
+
+
+def _check_count(n_kept: int, limits: Limits, source: str) -> None:
+    if n_kept > limits.max_frames:
+        raise InputError(source, f"{n_kept} frames to load, over the limit of {limits.max_frames} "
+                                 "(AFFECTVLM_MAX_FRAMES); sample with every= or n_frames=")
+
+
+def _load_zip(src, source: str, every: int, n_frames: int | None, limits: Limits) -> MeshSequence:
+    with SafeZip(src, limits, source) as z:
+        names = [n for n in z.names if _is_mesh_name(n)]
+        if not names:
+            raise InputError(source, f"the zip holds no mesh files ({' '.join(MESH_EXTENSIONS)})")
+        order = _order(names, source)
+        keep = sample_indices(len(order), every, n_frames)
+        _check_count(len(keep), limits, source)
+        frames, ids = [], []
+        for i in keep:
+            num, member = order[i]
+            frames.append(load_mesh_bytes(z.read(member), member, source=f"{source}:{member}", limits=limits,
+                                          resolve=_zip_resolver(z, member)))
+            ids.append(num)
+    return _finish(frames, ids, source, "zip", len(order), limits)
+
+
+def load_sequence(src: str | os.PathLike | bytes | Sequence[str | os.PathLike], name: str | None = None, *,
+                  every: int = 1, n_frames: int | None = None, limits: Limits | None = None) -> MeshSequence:
+    """Load the frames of a 4D scan, ordered by frame number, keeping only the sampled ones."""
+    limits = get_limits(limits)
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        source = name or "<upload>"
+        if not is_zip(bytes(src[:4])):
+            raise InputError(source, "a sequence upload must be a .zip of per-frame meshes")
+        return _load_zip(bytes(src), source, every, n_frames, limits)
+    if isinstance(src, (list, tuple)):
+        source = name or "<file list>"
+        if not src:
+            raise InputError(source, "no frames: the file list is empty")
+        paths = [Path(p) for p in src]
+        meshes = [p for p in paths if _is_mesh_name(p.name)]
+        if not meshes:
+            raise InputError(source, "no mesh files among the listed files")
+        by_name = {str(p): p for p in meshes}
+        order = _order(list(by_name), source)
+        keep = sample_indices(len(order), every, n_frames)
+        _check_count(len(keep), limits, source)
+        frames = [load_mesh(by_name[order[i][1]], limits=limits) for i in keep]
+        return _finish(frames, [order[i][0] for i in keep], source, "list", len(order), limits)
+    if not isinstance(src, (str, os.PathLike)):
+        raise InputError(str(name or src), f"expected a folder, zip, bytes or list of files, got {type(src).__name__}")
+    path = Path(src)
+    source = name or str(path)
+    if path.is_dir():
+        try:
+            names = sorted(p.name for p in path.iterdir() if p.is_file() and _is_mesh_name(p.name))
+        except OSError as e:
+            raise InputError(source, f"cannot list folder: {e.strerror or e}") from None
+        if not names:
+            raise InputError(source, f"no frames: the folder holds no mesh files ({' '.join(MESH_EXTENSIONS)})")
+        order = _order(names, source)
+        keep = sample_indices(len(order), every, n_frames)
+        _check_count(len(keep), limits, source)
+        frames = [load_mesh(path / order[i][1], limits=limits) for i in keep]
+        return _finish(frames, [order[i][0] for i in keep], source, "folder", len(order), limits)
+    if not path.exists():
+        raise InputError(source, "no such file or folder")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError as e:
+        raise InputError(source, f"cannot read: {e.strerror or e}") from None
+    if is_zip(head):
+        return _load_zip(path, source, every, n_frames, limits)
+    raise InputError(source, "not a sequence: expected a folder, a .zip or a list of frame files")
+
+
+def is_sequence(src: object) -> bool:
+    """True for a list of files, a folder, or a zip (path or bytes) with more than one mesh member."""
+    if isinstance(src, (list, tuple)):
+        return True
+    try:
+        if isinstance(src, (bytes, bytearray, memoryview)):
+            data = bytes(src)
+            if not is_zip(data[:4]):
+                return False
+            with SafeZip(data, None, "<upload>") as z:
+                return sum(_is_mesh_name(n) for n in z.names) > 1
+        if isinstance(src, (str, os.PathLike)):
+            p = Path(src)
+            if p.is_dir():
+                return True
+            if p.is_file():
+                with open(p, "rb") as fh:
+                    if not is_zip(fh.read(4)):
+                        return False
+                with SafeZip(p, None, str(p)) as z:
+                    return sum(_is_mesh_name(n) for n in z.names) > 1
+    except (InputError, OSError):
+        return False
+    return False
