@@ -59,13 +59,33 @@ def _ellipse_mask(kit: FaceKit) -> np.ndarray:
         chin_y = lm[8, 1]
         brow_y = lm[_BROW_R + _BROW_L, 1].mean()
         height = brow_y - chin_y
-        cx, cy = lm[27:31, 0].mean(), chin_y + 0.62 * height
-        rx, ry = 1.12 * abs(lm[16, 0] - lm[0, 0]) / 2, 0.75 * height
+        # taller than wide, as BU-3DFE _F3D crops are (and as orientation detection expects)
+        cx, cy = lm[27:31, 0].mean(), chin_y + 0.6 * height
+        rx, ry = 0.95 * abs(lm[16, 0] - lm[0, 0]) / 2, 0.8 * height
     else:  # no landmarks (e.g. a test fixture): the central part of the face area's bounding box
         lo, hi = v.min(0), v.max(0)
         cx, cy = (lo[:2] + hi[:2]) / 2
-        rx, ry = 0.45 * (hi[0] - lo[0]), 0.45 * (hi[1] - lo[1])
+        rx, ry = 0.4 * (hi[0] - lo[0]), 0.48 * (hi[1] - lo[1])
     return ((v[:, 0] - cx) / rx) ** 2 + ((v[:, 1] - cy) / ry) ** 2 <= 1.0
+
+
+def _largest_component(faces: np.ndarray, n_vertices: int) -> np.ndarray:
+    """The faces of the largest edge-connected piece (a crop leaves small islands near the ears)."""
+    if len(faces) == 0:
+        return faces
+    label = np.arange(n_vertices)
+    while True:  # propagate the smallest vertex label through faces until stable
+        m = label[faces].min(1)
+        new = label.copy()
+        for k in range(3):
+            np.minimum.at(new, faces[:, k], m)
+        new = new[new]
+        if np.array_equal(new, label):
+            break
+        label = new
+    face_label = label[faces[:, 0]]
+    values, counts = np.unique(face_label, return_counts=True)
+    return faces[face_label == values[counts.argmax()]]
 
 
 def _nearest(points: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -151,9 +171,10 @@ class FaceRig:
         if not 0.0 < decimate <= 1.0:
             raise ConfigError(f"decimate must be a fraction in (0, 1], not {decimate}")
         self.kit = kit
+        self.crop = crop
         self.scale_mm = kit.units_to_mm
         keep = _ellipse_mask(kit) if crop == "ellipse" else np.ones(len(kit.neutral), bool)
-        faces = kit.polygons[keep[kit.polygons].all(1)]
+        faces = _largest_component(kit.polygons[keep[kit.polygons].all(1)], len(kit.neutral))
         if decimate < 1.0:
             faces = _decimate(kit.neutral, faces, decimate)
         vids = np.unique(faces)
