@@ -199,6 +199,9 @@ def _trimesh_resolver(resolve: Resolve | None):
     import trimesh
 
     class _Res(trimesh.resolvers.Resolver):
+        def __init__(self) -> None:
+            pass
+
         def get(self, name: str) -> bytes:
             data = resolve(name) if resolve is not None else None
             if data is None:
@@ -277,8 +280,9 @@ def _read_trimesh(data: bytes, ext: str, source: str, limits: Limits, resolve: R
         if texture and mat is not None:
             img = getattr(mat, "image", None) or getattr(mat, "baseColorTexture", None)
             tex = _image_array(img)
-        if tex is None:
-            meta["texture_file"] = None
+            # trimesh invents a 2x2 grey image for UVs without a material: that is no texture
+            if tex is not None and tex.shape[0] * tex.shape[1] <= 16 and (tex == tex.reshape(-1, 3)[0]).all():
+                tex = None
     elif kind == "vertex":
         vc = np.asarray(visual.vertex_colors)
         if vc.ndim == 2 and len(vc) == len(verts):
