@@ -265,7 +265,10 @@ def _numbers(text: str, nums: Any, source: str, what: str, dtype=np.float64) -> 
     n_tokens = int((~space[1:] & space[:-1]).sum()) + int(raw.size > 0 and not space[0])
     if n_tokens == 0:
         return np.zeros(0, dtype)
-    out = np.fromstring(block, dtype=dtype, sep=" ")  # noqa: NPY201 - text mode is the fast path
+    try:
+        out = np.fromstring(block, dtype=dtype, sep=" ")  # text mode: the fast path
+    except ValueError:  # numpy's "unmatched data" warning, when warnings are errors
+        out = np.zeros(0, dtype)
     if out.size != n_tokens:
         raise InputError(source, f"{what} holds something that is not a number near item {out.size}")
     return out
