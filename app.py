@@ -64,7 +64,7 @@ def home() -> None:
         cols = st.columns(min(4, len(samples)))
         for i, (label, path) in enumerate(samples.items()):
             if cols[i % len(cols)].button(f"▶ {label}", key=f"sample_btn_{i}", on_click=_try_sample, args=(str(path),),
-                                          use_container_width=True):
+                                          width="stretch"):
                 st.switch_page(ANALYSE)
 
 

@@ -101,7 +101,7 @@ def orientation_controls() -> tuple[str | None, str | None]:
 
 def show_preview(mesh, up, front, *, key: str, title: str | None = None) -> None:
     pv = preview(mesh, max_faces=S.preview_max_faces, up=up, front=front)
-    st.plotly_chart(mesh3d_figure(pv, title=title), use_container_width=True, key=key,
+    st.plotly_chart(mesh3d_figure(pv, title=title), width="stretch", key=key,
                     config={"displaylogo": False})
     note = f"{mesh.n_vertices:,} vertices, {mesh.n_faces:,} faces"
     if len(pv.faces) < mesh.n_faces:
@@ -115,7 +115,7 @@ def show_preview(mesh, up, front, *, key: str, title: str | None = None) -> None
 def show_probs(probs: dict[str, float], *, key: str, label: str = "Top emotion") -> None:
     top = max(probs, key=probs.get)
     st.metric(label, top, f"{probs[top]:.1%} confidence", delta_color="off")
-    st.plotly_chart(probability_figure(probs), use_container_width=True, key=key, config={"displaylogo": False})
+    st.plotly_chart(probability_figure(probs), width="stretch", key=key, config={"displaylogo": False})
 
 
 def analyse_scan(mesh, model, choice, sig: str) -> None:
@@ -143,7 +143,7 @@ def analyse_scan(mesh, model, choice, sig: str) -> None:
     if imgs:
         cols = st.columns(len(imgs))
         for col, (cap, img) in zip(cols, imgs):
-            col.image(img, caption=cap, use_container_width=True)
+            col.image(img, caption=cap, width="stretch")
 
 
 def analyse_sequence(seq, model, choice, sig: str) -> None:
@@ -168,7 +168,7 @@ def analyse_sequence(seq, model, choice, sig: str) -> None:
             rows.append(row)
             now = time.perf_counter()
             if now - last_draw > 0.25 or len(rows) == len(seq):
-                chart.plotly_chart(sequence_figure(rows, classes, n_total=len(seq)), use_container_width=True)
+                chart.plotly_chart(sequence_figure(rows, classes, n_total=len(seq)), width="stretch")
                 progress.progress(len(rows) / len(seq), text=f"Scoring frames… {len(rows)}/{len(seq)}")
                 last_draw = now
         progress.empty()
@@ -176,7 +176,7 @@ def analyse_sequence(seq, model, choice, sig: str) -> None:
     _, rows, seq_row, took = res
     ids = [r["frame"] for r in rows]
     idx = st.select_slider("Frame", options=list(range(len(ids))), format_func=lambda i: str(ids[i]), key="an_frame")
-    chart.plotly_chart(sequence_figure(rows, classes, n_total=len(seq), current=ids[idx]), use_container_width=True,
+    chart.plotly_chart(sequence_figure(rows, classes, n_total=len(seq), current=ids[idx]), width="stretch",
                        key="seq_chart")
     c1, c2 = st.columns([3, 2])
     with c1:

@@ -68,7 +68,7 @@ if files and choice is not None:
             for r in rows:
                 if r.get("error"):
                     st.error(f"{r['file']}: {r['error']}")
-            st.dataframe(rows_frame(rows), use_container_width=True, hide_index=True)
+            st.dataframe(rows_frame(rows), width="stretch", hide_index=True)
             c1, c2 = st.columns(2)
             c1.download_button("Download CSV", rows_download(rows, "csv"), "affectvlm_results.csv", "text/csv",
                                key="dl_csv")

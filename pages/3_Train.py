@@ -62,7 +62,7 @@ def show_summary(summary: dict) -> None:
 
     per_class = pd.DataFrame({"samples": summary["per_class"],
                               "subjects": summary.get("subjects_per_class", {})}).fillna(0).astype(int)
-    st.dataframe(per_class, use_container_width=True)
+    st.dataframe(per_class, width="stretch")
     if summary.get("per_intensity"):
         st.caption("Per intensity: " + ", ".join(f"{k}: {v}" for k, v in summary["per_intensity"].items()))
     for w in summary.get("warnings", []):
@@ -122,7 +122,10 @@ with st.container(border=True):
         if views.strip():
             from affectvlm.render import parse_views
 
-            parse_views(views)
+            try:
+                parse_views(views)
+            except ValueError as e:
+                raise ConfigError(f"views: {e}") from None
         extra = ["--no-progress"] + (["--max-steps", str(int(max_steps))] if max_steps else [])
         args = J.train_args(data=root, layout=layout, out=out, model=model_spec.strip() or None, epochs=epochs,
                             batch_size=batch, lr=lr, losses=losses, views=views.strip() or None, extra=extra)
@@ -207,7 +210,7 @@ def job_view(jid: int) -> None:
     if figs:
         cols = st.columns(2)
         for i, (name, fig) in enumerate(figs.items()):
-            cols[i % 2].plotly_chart(fig, use_container_width=True, key=f"fig_{jid}_{name}")
+            cols[i % 2].plotly_chart(fig, width="stretch", key=f"fig_{jid}_{name}")
     else:
         st.caption("No metrics yet (RUN_DIR/metrics.jsonl).")
     with st.expander("Log (last lines)", expanded=job.status == "failed"):

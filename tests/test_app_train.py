@@ -1,0 +1,167 @@
+"""AppTest of the Home navigation and the Train page: form validation, launch, job view, stop."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+APP = str(REPO / "app.py")
+
+
+@pytest.fixture()
+def workspace(tmp_path, monkeypatch):
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    monkeypatch.setenv("AFFECTVLM_WORKSPACE_ROOTS", str(ws))
+    monkeypatch.setenv("AFFECTVLM_DEFAULT_MODEL", "AffectVLM-Test")
+    monkeypatch.chdir(REPO)
+    import streamlit as st
+
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    return ws
+
+
+def folders_dataset(root: Path, classes=("happiness", "anger"), subjects=("s1", "s2", "s3")) -> Path:
+    for c in classes:
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for s in subjects:
+            (root / c / f"{s}_{c}.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
+    return root
+
+
+def train_page(ws: Path) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    at.switch_page("pages/3_Train.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def errors(at: AppTest) -> list[str]:
+    return [e.value for e in at.error]
+
+
+def test_train_form_rejects_bad_roots(workspace, tmp_path):
+    outside = folders_dataset(tmp_path / "outside")
+    (workspace / "escape").symlink_to(outside)
+    at = train_page(workspace)
+    for bad, msg in (("missing", "does not exist"), (str(outside), "outside the workspace"),
+                     ("escape", "outside the workspace")):
+        at.text_input(key="tr_data").input(bad).run()
+        at.button(key="tr_check").click().run()
+        assert any(msg in e for e in errors(at)), (bad, errors(at))
+    # launching with a bad root is refused the same way and starts nothing
+    at.button(key="tr_launch").click().run()
+    assert any("outside the workspace" in e for e in errors(at))
+    assert "No training job yet." in [i.value for i in at.info]
+
+
+def test_train_form_checks_dataset_and_options(workspace):
+    folders_dataset(workspace / "data")
+    at = train_page(workspace)
+    at.text_input(key="tr_data").input("data").run()
+    at.selectbox(key="tr_layout").set_value("folders").run()
+    at.button(key="tr_check").click().run()
+    assert not errors(at), errors(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Samples"] == "6" and metrics["Subjects"] == "3" and metrics["Classes"] == "2"
+    # all losses off -> one clear error, nothing launched
+    for k in ("mc", "mt", "clip", "ce"):
+        at.number_input(key=f"tr_loss_{k}").set_value(0.0)
+    at.button(key="tr_launch").click().run()
+    assert any("at least one loss" in e for e in errors(at))
+    at.number_input(key="tr_loss_ce").set_value(1.0)
+    # bad views
+    at.text_input(key="tr_views").input("left,right").run()
+    at.button(key="tr_launch").click().run()
+    assert any("views" in e for e in errors(at)), errors(at)
+    at.text_input(key="tr_views").input("0,-30,30").run()
+    # several nodes: endpoint required, then the other nodes' command is shown
+    at.number_input(key="tr_nnodes").set_value(2).run()
+    assert any("HOST:PORT" in w.value for w in at.warning)
+    at.text_input(key="tr_rdzv").input("node0:29400").run()
+    codes = [c.value for c in at.code]
+    assert any("--rdzv-endpoint node0:29400" in c and "--nnodes 2" in c and "affectvlm.train" in c for c in codes)
+    # output folder outside the roots is refused
+    at.number_input(key="tr_nnodes").set_value(1).run()
+    at.text_input(key="tr_out").input("/tmp/elsewhere").run()
+    at.button(key="tr_launch").click().run()
+    assert any("output folder" in e and "outside" in e for e in errors(at))
+    assert "No training job yet." in [i.value for i in at.info]
+
+
+FAKE = """
+import json, os, sys, time
+out = sys.argv[sys.argv.index('--out') + 1]
+os.makedirs(out, exist_ok=True)
+n = 3 if '--epochs' not in sys.argv else int(sys.argv[sys.argv.index('--epochs') + 1])
+for e in range(n):
+    time.sleep(0.05 if n < 100 else 0.2)
+    with open(os.path.join(out, 'metrics.jsonl'), 'a') as f:
+        f.write(json.dumps({'kind': 'epoch', 'epoch': e, 'step': e + 1, 'loss': 1 / (e + 1), 'mc': 0.3, 'lr': 1e-3,
+                            'samples_per_s': 10.0, 'val_accuracy': e / n, 'eta_s': n - e}) + '\\n')
+json.dump({'status': 'finished'}, open(os.path.join(out, 'status.json'), 'w'))
+"""
+
+
+def test_train_launch_view_and_stop(workspace, tmp_path, monkeypatch):
+    """Launch from the page (a stand-in trainer module replaces affectvlm.train), see it finish with
+    charts; launch a long one and stop it; a new app session (restart) still lists both."""
+    from affectvlm import jobs
+
+    pkg = tmp_path / "fakepkg"
+    pkg.mkdir()
+    (pkg / "fake_train.py").write_text(FAKE)
+    monkeypatch.setenv("PYTHONPATH", f"{pkg}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    orig = jobs.JobStore.launch
+
+    def launch(self, cfg, **kw):
+        kw.setdefault("module", "fake_train")
+        return orig(self, cfg, **kw)
+
+    monkeypatch.setattr(jobs.JobStore, "launch", launch)
+    folders_dataset(workspace / "data")
+    at = train_page(workspace)
+    at.text_input(key="tr_data").input("data").run()
+    at.selectbox(key="tr_layout").set_value("folders").run()
+    at.number_input(key="tr_epochs").set_value(3).run()
+    at.text_input(key="tr_name").input("tiny").run()
+    at.button(key="tr_launch").click().run()
+    assert not errors(at), errors(at)
+    assert any("Started job #1" in s.value for s in at.success)
+    store = jobs.JobStore(workspace / ".affectvlm" / "jobs.sqlite3")
+    deadline = time.monotonic() + 60
+    while store.get(1).active and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert store.get(1).status == "finished", jobs.tail(store.get(1).run_dir / "stdout.log")
+    at.run()
+    metrics = {m.label: m.value for m in at.metric}
+    assert "finished" in metrics["Status"]
+    charts = [c for c in at.get("plotly_chart")]
+    assert len(charts) >= 3  # loss, accuracy, lr, samples/s
+    cmd = store.get(1).command
+    assert cmd[1:3] == ["-m", "torch.distributed.run"] and "--standalone" in cmd and "fake_train" in cmd
+    assert cmd[cmd.index("--out") + 1] == str(workspace / "runs" / "tiny")
+
+    at.number_input(key="tr_epochs").set_value(1000).run()
+    at.button(key="tr_launch").click().run()
+    assert any("Started job #2" in s.value for s in at.success)
+    at.selectbox(key="tr_job").set_value(2).run()
+    time.sleep(1.0)
+    at.button(key="stop_2").click().run()
+    deadline = time.monotonic() + 30
+    while store.get(2).active and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert store.get(2).status == "stopped"
+
+    at2 = train_page(workspace)  # a fresh session: jobs survive
+    opts = at2.selectbox(key="tr_job").options
+    assert any("tiny" in o and "finished" in o for o in opts) and any("stopped" in o for o in opts)
