@@ -262,6 +262,15 @@ def _opt(row: dict, key: str) -> str | None:
     return v or None
 
 
+def _norm_sex(v: str | None) -> str | None:
+    return {"f": "female", "m": "male", "female": "female", "male": "male", "woman": "female", "man": "male"}.get(
+        v.strip().lower(), v) if v else None
+
+
+def _norm_eth(v: str | None) -> str | None:
+    return BU3DFE_ETHNICITY.get(v.strip().upper(), v) if v else None
+
+
 def load_manifest(root: str | os.PathLike) -> Dataset:
     r = _check_root(root, "manifest")
     csv_path = r / "manifest.csv" if r.is_dir() else r
@@ -295,7 +304,7 @@ def load_manifest(root: str | os.PathLike) -> Dataset:
                 frame_paths = tuple(str(f) for _, f in frames)
             samples.append(Sample(
                 path=str(p), label=canonical_class(label), subject=subject, intensity=inten,
-                sex=_opt(row, "sex"), age=age, ethnicity=_opt(row, "ethnicity"),
+                sex=_norm_sex(_opt(row, "sex")), age=age, ethnicity=_norm_eth(_opt(row, "ethnicity")),
                 frame_ids=frame_ids, frame_paths=frame_paths, split=split.lower() if split else None,
                 source_label=label))
     return _finish(samples, "manifest", csv_path, [])

@@ -98,10 +98,11 @@ def test_folders_and_manifest(tmp_path):
     (tmp_path / "m" / "a.obj").write_text("v 0 0 0\n")
     (tmp_path / "m" / "manifest.csv").write_text(
         "path,label,subject,intensity,sex,age,split\n"
-        "a.obj,Angry,p1,3,female,31,train\na.obj,HA,p2,,male,,test\n")
+        "a.obj,Angry,p1,3,F,31,train\na.obj,HA,p2,,male,,test\n")
     ds = load_dataset(tmp_path / "m", "manifest")
     assert [s.label for s in ds.samples] == ["anger", "happiness"]
     assert ds.samples[0].age == 31.0 and ds.samples[0].intensity == 3 and ds.samples[1].intensity is None
+    assert ds.samples[0].sex == "female" and ds.samples[1].sex == "male"
     tr, te = manifest_split(ds.samples)
     assert [s.subject for s in tr] == ["p1"] and [s.subject for s in te] == ["p2"]
     (tmp_path / "m" / "manifest.csv").write_text("path,label\na.obj,Angry\n")
