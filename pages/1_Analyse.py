@@ -11,7 +11,7 @@ import streamlit as st
 from affectvlm.appsupport import (UPLOAD_TYPES, list_samples, mesh3d_figure, new_upload_dir, plan_upload, preview,
                                   probability_figure, sample_kind, sequence_figure)
 from affectvlm.errors import AffectVLMError
-from pages._shared import AXES, get_model, settings, show_error
+from pages._shared import AXES, get_model, iter_sequence_rows, score_mesh, settings, show_error
 
 S = settings()
 ss = st.session_state
@@ -119,15 +119,14 @@ def show_probs(probs: dict[str, float], *, key: str, label: str = "Top emotion")
 
 
 def analyse_scan(mesh, model, choice, sig: str) -> None:
-    from affectvlm.predict import predict_mesh
-
     up, front = orientation_controls()
     rkey = (sig, choice.key, up, front)
     res = ss.get("an_scan_result")
     if not res or res[0] != rkey:
         t0 = time.perf_counter()
         with st.spinner("Rendering views and scoring…"):
-            out = predict_mesh(mesh, model, views=choice.views, up=up, front=front, return_images=True)
+            probs, images = score_mesh(mesh, model, choice.views, up, front)
+            out = {"probs": probs, "images": images}
         ss["an_scan_result"] = res = (rkey, out, time.perf_counter() - t0)
     out = res[1]
     c1, c2 = st.columns([3, 2])
@@ -147,8 +146,6 @@ def analyse_scan(mesh, model, choice, sig: str) -> None:
 
 
 def analyse_sequence(seq, model, choice, sig: str) -> None:
-    from affectvlm.predict import iter_sequence
-
     up, front = orientation_controls()
     classes = list(model.classes)
     rkey = (sig, choice.key, up, front, len(seq))
@@ -161,7 +158,7 @@ def analyse_sequence(seq, model, choice, sig: str) -> None:
         progress = st.progress(0.0, text="Scoring frames…")
         t0 = time.perf_counter()
         last_draw = 0.0
-        for row in iter_sequence(seq, model, views=choice.views, up=up, front=front):
+        for row in iter_sequence_rows(seq, model, choice.views, up, front):
             if row.get("frame") == "sequence":
                 seq_row = row
                 continue
