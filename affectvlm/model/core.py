@@ -1,0 +1,178 @@
+"""The AffectVLM module: one shared CLIP image encoder for every rendered view, view fusion, and a
+text classifier built from a prompt ensemble (mean of normalised text embeddings per class)."""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from affectvlm.errors import ConfigError, InputError
+from affectvlm.prompts import DEFAULT_CLASSES, PromptSet, as_prompt_set, parse_classes
+
+FUSIONS = ("mean", "attention")
+
+
+class AttentionFusion(nn.Module):
+    """Learned attention over views: a small MLP scores each view embedding, softmax over views.
+
+    The last layer starts at zero, so an untrained module is exactly the mean fusion.
+    """
+
+    def __init__(self, dim: int, hidden: int = 64):
+        super().__init__()
+        self.dim, self.hidden = int(dim), int(hidden)
+        self.score = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+        nn.init.zeros_(self.score[2].weight)
+        nn.init.zeros_(self.score[2].bias)
+
+    def weights(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, V, D) -> (B, V) attention weights summing to 1 over views."""
+        return torch.softmax(self.score(z).squeeze(-1), dim=1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return (self.weights(z).unsqueeze(-1) * z).sum(1)
+
+
+def _default_render() -> Any:
+    from affectvlm.render import RenderSettings
+
+    return RenderSettings()
+
+
+class AffectVLM(nn.Module):
+    """Multiview emotion classifier around an open_clip model.
+
+    ``encode_views((B, V, 3, H, W) in [0, 1]) -> (B, V, D)`` (the model's own resize and mean/std are
+    applied inside, so renderer output goes in directly); ``fuse -> (B, D)``; ``forward -> logits (B, C)``
+    = ``logit_scale.exp() * cos(fused, class text embedding)`` (+ bias for SigLIP-style models).
+    """
+
+    def __init__(self, clip: nn.Module, tokenizer: Callable[..., torch.Tensor], *, arch: str,
+                 model_cfg: Mapping[str, Any], preprocess_cfg: Mapping[str, Any] | None = None,
+                 classes: Sequence[str] | None = None, prompts: Any = None, render: Any = None,
+                 fusion: str = "mean", spec: str = "", provenance: Mapping[str, Any] | None = None):
+        super().__init__()
+        if fusion not in FUSIONS:
+            raise ConfigError(f"unknown fusion {fusion!r}; choose from {FUSIONS}")
+        self.clip = clip
+        self.tokenizer = tokenizer
+        self.arch = arch
+        self.model_cfg = dict(model_cfg)
+        import open_clip
+
+        self.preprocess_cfg = dict(preprocess_cfg or open_clip.get_model_preprocess_cfg(clip))
+        self.embed_dim = int(self.model_cfg.get("embed_dim") or clip.text_projection.shape[-1])
+        self.fusion = fusion
+        self.attention = AttentionFusion(self.embed_dim) if fusion == "attention" else None
+        size = getattr(clip.visual, "image_size", None) or self.preprocess_cfg.get("size", 224)
+        self.image_size = tuple(size) if isinstance(size, (tuple, list)) else (int(size), int(size))
+        mean = self.preprocess_cfg.get("mean") or open_clip.OPENAI_DATASET_MEAN
+        std = self.preprocess_cfg.get("std") or open_clip.OPENAI_DATASET_STD
+        self.register_buffer("pixel_mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("classifier", torch.zeros(0, self.embed_dim), persistent=False)
+        self.render = render if render is not None else _default_render()
+        self.spec = spec
+        self.provenance = dict(provenance or {})
+        self.classes: tuple[str, ...] = ()
+        self.prompts: PromptSet = as_prompt_set(prompts)
+        self.set_classes(classes or DEFAULT_CLASSES, self.prompts)
+
+    # ------------------------------------------------------------------ text side
+    @property
+    def device(self) -> torch.device:
+        return self.clip.logit_scale.device
+
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        return self.tokenizer(list(texts)).to(self.device)
+
+    def encode_texts(self, texts: Sequence[str], normalize: bool = True) -> torch.Tensor:
+        """(N, D) text embeddings (with gradients if enabled)."""
+        z = self.clip.encode_text(self.tokenize(texts))
+        return F.normalize(z, dim=-1) if normalize else z
+
+    def class_embeddings(self, classes: Sequence[str], prompts: PromptSet, batch: int = 256) -> torch.Tensor:
+        """(C, D): per class, the re-normalised mean of its normalised prompt embeddings."""
+        texts, owner = [], []
+        for i, c in enumerate(classes):
+            t = prompts.zeroshot_texts(c)
+            texts += t
+            owner += [i] * len(t)
+        z = torch.cat([self.encode_texts(texts[i:i + batch]) for i in range(0, len(texts), batch)])
+        own = torch.tensor(owner, device=z.device)
+        sums = torch.zeros(len(classes), z.shape[1], device=z.device, dtype=z.dtype).index_add_(0, own, z)
+        return F.normalize(sums, dim=-1)
+
+    def set_classes(self, classes: Sequence[str] | str, prompts: Any = None) -> None:
+        """Rebuild the text classifier for ``classes`` from the prompt ensemble (zero-shot)."""
+        names = parse_classes(classes)
+        ps = self.prompts if prompts is None else as_prompt_set(prompts)
+        was_training = self.training
+        self.eval()
+        with torch.no_grad():
+            self.classifier = self.class_embeddings(names, ps).float()
+        self.train(was_training)
+        self.classes, self.prompts = tuple(names), ps
+
+    def refresh_classifier(self) -> None:
+        """Recompute the classifier after the text tower changed (e.g. after training)."""
+        self.set_classes(self.classes, self.prompts)
+
+    # ------------------------------------------------------------------ image side
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) in [0, 1] -> resized to the model's image size and normalised."""
+        if images.shape[-2:] != self.image_size:
+            images = F.interpolate(images, size=self.image_size, mode="bilinear", align_corners=False,
+                                   antialias=images.shape[-1] > self.image_size[-1])
+        return (images - self.pixel_mean.to(images.dtype)) / self.pixel_std.to(images.dtype)
+
+    def encode_views(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, V, 3, H, W) in [0, 1] -> (B, V, D) unit-norm embeddings (one shared encoder)."""
+        if not isinstance(images, torch.Tensor):
+            raise InputError("images", f"expected a torch.Tensor, got {type(images).__name__}")
+        if images.ndim == 4:  # (B, 3, H, W): one view per scan
+            images = images.unsqueeze(1)
+        if images.ndim != 5 or images.shape[2] != 3:
+            raise InputError("images", f"expected shape (B, V, 3, H, W), got {tuple(images.shape)}")
+        b, v = images.shape[:2]
+        x = self.preprocess(images.reshape(b * v, *images.shape[2:]).to(self.device, torch.float32))
+        z = self.clip.encode_image(x.to(self._input_dtype()), normalize=True)
+        return z.reshape(b, v, -1)
+
+    def _input_dtype(self) -> torch.dtype:
+        return self.clip.logit_scale.dtype
+
+    def fuse(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, V, D) -> (B, D) unit-norm: mean of the view embeddings, or learned attention."""
+        if self.attention is not None:
+            fused = self.attention(z)
+        else:
+            fused = z.mean(1)
+        return F.normalize(fused, dim=-1)
+
+    def view_weights(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, V) weight of each view in the fusion (uniform for ``mean``)."""
+        if self.attention is not None:
+            return self.attention.weights(z)
+        return torch.full(z.shape[:2], 1.0 / z.shape[1], device=z.device)
+
+    def logits_from_embedding(self, fused: torch.Tensor) -> torch.Tensor:
+        if self.classifier.shape[0] == 0:
+            raise ConfigError("no classes set: call set_classes() first")
+        logits = self.clip.logit_scale.exp() * fused.float() @ self.classifier.to(fused.device).T
+        bias = getattr(self.clip, "logit_bias", None)
+        return logits + bias if bias is not None else logits
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, V, 3, H, W) -> logits (B, C)."""
+        return self.logits_from_embedding(self.fuse(self.encode_views(images)))
+
+    @torch.no_grad()
+    def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, V, 3, H, W) -> class probabilities (B, C), softmax over ``classes``."""
+        return torch.softmax(self.forward(images).float(), dim=-1)
+
+    def extra_repr(self) -> str:
+        return f"arch={self.arch!r}, classes={list(self.classes)}, fusion={self.fusion!r}, spec={self.spec!r}"

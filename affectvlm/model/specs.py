@@ -1,0 +1,414 @@
+"""Model specs: what ``--model`` / ``load_model(spec)`` accept, resolved to an AffectVLM.
+
+=========================================  =====================================================
+spec                                       meaning
+=========================================  =====================================================
+``None`` / ``"default"``                   the embedded checkpoint ``weights/affectvlm-default/``
+                                           (``AFFECTVLM_DEFAULT_MODEL`` overrides: any spec)
+``NAME:TAG`` (``ViT-B-32:openai``)         open_clip pretrained weights (downloaded once into
+                                           ``AFFECTVLM_CACHE`` or ``~/.cache/affectvlm``)
+``hf-hub:org/repo``                        an open_clip model on the Hugging Face Hub
+``NAME@/path/weights.safetensors|.bin``    architecture NAME with a local weights file
+``/path/weights.safetensors``              a weights file with ``open_clip_config.json`` beside it
+``local-dir:/dir`` or ``/dir``             a folder with ``open_clip_config.json`` + weights
+``/dir`` with ``affectvlm.json``           an AffectVLM checkpoint folder (``save_checkpoint``)
+``NAME`` (``AffectVLM-Test``)              random init (tests/experiments; provenance says untrained)
+=========================================  =====================================================
+
+``.bin``/``.pt`` files are read with ``torch.load(weights_only=True)``: pickled code is refused.
+Every failure is a ``ModelError`` with one readable line.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from affectvlm.errors import AffectVLMError, ConfigError, ModelError
+from affectvlm.model import checkpoint as ckpt
+from affectvlm.model.core import AffectVLM
+from affectvlm.prompts import PromptSet, as_prompt_set, parse_classes
+
+log = logging.getLogger(__name__)
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+DEFAULT_DIRNAME = "affectvlm-default"
+_registered = False
+
+
+def register_configs() -> None:
+    """Make our architectures (``AffectVLM-Test``, ``AffectVLM-Tiny``) known to open_clip (idempotent)."""
+    global _registered
+    if not _registered:
+        import open_clip
+
+        open_clip.add_model_config(CONFIG_DIR)
+        _registered = True
+
+
+def list_architectures() -> list[str]:
+    import open_clip
+
+    register_configs()
+    return open_clip.list_models()
+
+
+def cache_dir() -> Path:
+    """Where downloaded weights go: ``AFFECTVLM_CACHE``, else ``$XDG_CACHE_HOME/affectvlm`` or ``~/.cache/affectvlm``."""
+    if os.environ.get("AFFECTVLM_CACHE"):
+        return Path(os.environ["AFFECTVLM_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "affectvlm"
+
+
+def default_model_candidates() -> list[Path]:
+    here = Path(__file__).resolve()
+    return [here.parents[2] / "weights" / DEFAULT_DIRNAME, Path.cwd() / "weights" / DEFAULT_DIRNAME,
+            here.parents[1] / "weights" / DEFAULT_DIRNAME]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A parsed spec. kind: checkpoint | local-dir | file | pretrained | hf-hub | random."""
+
+    kind: str
+    text: str
+    name: str | None = None  # architecture
+    tag: str | None = None  # pretrained tag
+    path: str | None = None  # file or folder
+
+    def cache_key(self) -> tuple:
+        stamp = None
+        if self.path:
+            p = Path(self.path)
+            probe = p / ckpt.META_FILE if (p / ckpt.META_FILE).exists() else p
+            try:
+                stamp = probe.stat().st_mtime_ns
+            except OSError:
+                stamp = None
+        return (self.kind, self.name, self.tag, self.path, stamp)
+
+
+def _suggest(word: str) -> str:
+    close = difflib.get_close_matches(word, list_architectures(), n=3, cutoff=0.6)
+    return f" Did you mean {', '.join(close)}?" if close else ""
+
+
+def _dir_spec(p: Path, text: str) -> Spec:
+    if (p / ckpt.META_FILE).is_file():
+        return Spec("checkpoint", text, path=str(p.resolve()))
+    if (p / ckpt.CONFIG_FILE).is_file():
+        return Spec("local-dir", text, path=str(p.resolve()))
+    raise ModelError(f"{p}: folder is neither an AffectVLM checkpoint ({ckpt.META_FILE}) nor an open_clip "
+                     f"model folder ({ckpt.CONFIG_FILE} + weights)")
+
+
+def parse_spec(spec: str | os.PathLike | None) -> Spec:
+    """Classify a spec string (no loading). Raises ModelError for specs that cannot work."""
+    register_configs()
+    models = set(list_architectures())
+    if spec is None or (isinstance(spec, str) and spec.strip() in ("", "default")):
+        env = os.environ.get("AFFECTVLM_DEFAULT_MODEL", "").strip()
+        if env and env != "default":
+            try:
+                return parse_spec(env)
+            except ModelError as e:
+                raise ModelError(f"AFFECTVLM_DEFAULT_MODEL={env!r}: {e}") from None
+        for cand in default_model_candidates():
+            if (cand / ckpt.META_FILE).is_file():
+                return Spec("checkpoint", "default", path=str(cand.resolve()))
+        raise ModelError(
+            f"the default model is not installed (no AffectVLM checkpoint at {default_model_candidates()[0]}). "
+            "Put a checkpoint folder there (e.g. the 'best' folder of `affectvlm train`), set "
+            "AFFECTVLM_DEFAULT_MODEL to a model spec, or pass --model (e.g. ViT-B-32:openai, or "
+            "AffectVLM-Tiny for an untrained model)")
+    text = os.fspath(spec).strip()
+    if text.startswith("hf-hub:"):
+        if not text[len("hf-hub:"):].strip("/"):
+            raise ModelError(f"model spec {text!r}: give the repository as hf-hub:org/repo")
+        return Spec("hf-hub", text, name=text)
+    if text.startswith("local-dir:"):
+        p = Path(text[len("local-dir:"):]).expanduser()
+        if not p.is_dir():
+            raise ModelError(f"{p}: model folder not found (from spec {text!r})")
+        return _dir_spec(p, text)
+    if "@" in text:
+        name, _, path = text.partition("@")
+        if name in models:
+            p = Path(path).expanduser()
+            if not p.is_file():
+                raise ModelError(f"{p}: weights file not found (from spec {text!r})")
+            if p.suffix.lower() not in WEIGHT_SUFFIXES:
+                raise ModelError(f"{p}: weights must be {', '.join(WEIGHT_SUFFIXES)}")
+            return Spec("file", text, name=name, path=str(p.resolve()))
+    p = Path(text).expanduser()
+    if p.is_dir():
+        return _dir_spec(p, text)
+    if p.is_file():
+        if p.name == ckpt.META_FILE or (p.parent / ckpt.META_FILE).is_file():
+            return Spec("checkpoint", text, path=str(p.parent.resolve()))
+        if p.suffix.lower() not in WEIGHT_SUFFIXES:
+            raise ModelError(f"{p}: not a model file (expected {', '.join(WEIGHT_SUFFIXES)} or a folder)")
+        if (p.parent / ckpt.CONFIG_FILE).is_file():
+            return Spec("file", text, path=str(p.resolve()))
+        raise ModelError(f"{p}: weights file without {ckpt.CONFIG_FILE} beside it; name its architecture as "
+                         f"NAME@{p} (e.g. ViT-B-32@{p})")
+    if text in models:
+        return Spec("random", text, name=text)
+    if ":" in text and not text.startswith(("/", ".", "~")):
+        name, _, tag = text.partition(":")
+        if name in models:
+            import open_clip
+
+            tags = open_clip.list_pretrained_tags_by_model(name)
+            if tag not in tags:
+                raise ModelError(f"model spec {text!r}: unknown pretrained tag {tag!r} for {name}"
+                                 + (f" (known: {', '.join(tags)})" if tags else " (it has no pretrained weights)"))
+            return Spec("pretrained", text, name=name, tag=tag)
+        raise ModelError(f"model spec {text!r}: unknown architecture {name!r}.{_suggest(name)}")
+    if any(s in text for s in ("/", os.sep)) or p.suffix.lower() in WEIGHT_SUFFIXES:
+        raise ModelError(f"{text}: model file or folder not found")
+    raise ModelError(f"unknown model spec {text!r}: not a file or folder, not a known architecture "
+                     f"(e.g. AffectVLM-Tiny, ViT-B-32), nor NAME:TAG / hf-hub:org/repo / local-dir:/path."
+                     f"{_suggest(text)}")
+
+
+# ------------------------------------------------------------------------------------------------ loading
+
+def _is_offline_error(exc: BaseException) -> bool:
+    names = ("ConnectionError", "LocalEntryNotFoundError", "OfflineModeIsEnabled", "Timeout", "URLError",
+             "MaxRetryError", "NameResolutionError", "gaierror")
+    texts = ("offline", "connection", "resolve", "network", "max retries", "timed out", "name or service")
+    e: BaseException | None = exc
+    while e is not None:
+        if type(e).__name__ in names or any(t in str(e).lower() for t in texts):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def _download_error(spec: Spec, exc: BaseException) -> ModelError:
+    why = "HF_HUB_OFFLINE is set" if _hub_offline() else (
+        "no network connection" if _is_offline_error(exc) else f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
+    name = spec.name if spec.kind == "pretrained" else "NAME"
+    return ModelError(
+        f"cannot download the weights for {spec.text!r} ({why}). Place them by hand: copy the open_clip weights "
+        f"file (open_clip_model.safetensors or open_clip_pytorch_model.bin) to this machine and pass "
+        f"--model {name}@/path/to/weights.safetensors, or a folder with {ckpt.CONFIG_FILE} + weights as "
+        f"local-dir:/path/to/folder, or an AffectVLM checkpoint folder; downloads are cached in {cache_dir()} "
+        f"(set AFFECTVLM_CACHE to change it)")
+
+
+def _weights_error(path: str, exc: BaseException) -> ModelError:
+    msg = str(exc)
+    if "weights_only" in msg.lower() or "unpickl" in msg.lower():
+        return ModelError(f"{path}: not a plain weights file (it would need unpickling code, which is refused); "
+                          "convert it to .safetensors or a plain state dict")
+    first = msg.splitlines()[0][:300] if msg else type(exc).__name__
+    if "size mismatch" in msg or "Missing key" in msg or "Unexpected key" in msg:
+        return ModelError(f"{path}: weights do not match the architecture ({first})")
+    return ModelError(f"{path}: cannot load weights ({first})")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelError(f"{path}: unreadable ({e})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("model_cfg"), dict):
+        raise ModelError(f"{path}: missing 'model_cfg'")
+    return data
+
+
+def _check_device(device: str | torch.device) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ConfigError(f"bad device {device!r} ({e})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but CUDA is not available here (use --device cpu)")
+    return dev
+
+
+def _quiet_open_clip():
+    """open_clip logs a warning for every random init; we say it in provenance instead."""
+    class _Ctx:
+        def __enter__(self):
+            self.level = logging.getLogger().level
+            self.dis = logging.root.manager.disable
+            logging.disable(logging.WARNING)
+
+        def __exit__(self, *a):
+            logging.disable(self.dis)
+
+    return _Ctx()
+
+
+def _build(spec: Spec, device: torch.device, classes, prompts, fusion: str | None) -> AffectVLM:
+    import open_clip
+
+    from affectvlm.render import RenderSettings
+
+    meta: dict[str, Any] = {}
+    prov: dict[str, Any] = {"base_spec": spec.text, "kind": spec.kind}
+    render = None
+    if spec.kind == "checkpoint":
+        meta = ckpt.read_meta(spec.path)
+        ref = "local-dir:" + spec.path
+        cfg = _read_json(Path(spec.path) / ckpt.CONFIG_FILE)
+        try:
+            clip = open_clip.create_model(ref, device="cpu", weights_only=True)
+            tok = open_clip.get_tokenizer(ref)
+        except Exception as e:
+            raise _weights_error(spec.path, e) from None
+        arch = meta.get("arch") or "custom"
+        prov = dict(meta.get("provenance") or {})
+        prov["loaded_from"] = spec.path
+        try:
+            render = RenderSettings.from_dict(meta["render"]) if meta.get("render") else None
+            if classes is None:
+                classes = parse_classes(meta["classes"])
+            if prompts is None and meta.get("prompts"):
+                prompts = PromptSet.from_dict(meta["prompts"], source=f"{spec.path}/{ckpt.META_FILE}")
+        except AffectVLMError as e:
+            raise ModelError(f"{spec.path}/{ckpt.META_FILE}: {e}") from None
+    elif spec.kind == "local-dir" or (spec.kind == "file" and spec.name is None):
+        folder = Path(spec.path) if spec.kind == "local-dir" else Path(spec.path).parent
+        cfg = _read_json(folder / ckpt.CONFIG_FILE)
+        ref = "local-dir:" + str(folder)
+        try:
+            with _quiet_open_clip():
+                clip = open_clip.create_model(ref, device="cpu", weights_only=True,
+                                              load_weights=spec.kind == "local-dir")
+            if spec.kind == "file":
+                open_clip.load_checkpoint(clip, spec.path, weights_only=True)
+            tok = open_clip.get_tokenizer(ref)
+        except AffectVLMError:
+            raise
+        except Exception as e:
+            raise _weights_error(spec.path, e) from None
+        arch = folder.name
+        prov["trained"] = True
+    elif spec.kind == "hf-hub":
+        try:
+            clip = open_clip.create_model(spec.text, device="cpu", cache_dir=str(cache_dir()), weights_only=True)
+            tok = open_clip.get_tokenizer(spec.text, cache_dir=str(cache_dir()))
+            from open_clip.factory import _get_hf_config
+
+            cfg = _get_hf_config(spec.text[len("hf-hub:"):], cache_dir=str(cache_dir()))
+        except Exception as e:
+            raise _download_error(spec, e) from None
+        arch = spec.text
+        prov["trained"] = True
+    else:  # pretrained, file with architecture, random
+        cfg = {"model_cfg": open_clip.get_model_config(spec.name), "preprocess_cfg": {}}
+        kw: dict[str, Any] = {"device": "cpu", "weights_only": True, "cache_dir": str(cache_dir())}
+        if spec.kind == "pretrained":
+            pcfg = open_clip.get_pretrained_cfg(spec.name, spec.tag)
+            if pcfg.get("quick_gelu") and not cfg["model_cfg"].get("quick_gelu"):
+                kw["force_quick_gelu"] = True  # the weights were trained with QuickGELU
+                cfg["model_cfg"]["quick_gelu"] = True
+            try:
+                clip = open_clip.create_model(spec.name, pretrained=spec.tag, **kw)
+            except Exception as e:
+                raise _download_error(spec, e) from None
+            prov["trained"] = True
+        elif spec.kind == "file":
+            try:
+                clip = open_clip.create_model(spec.name, pretrained=spec.path, **kw)
+            except Exception as e:
+                raise _weights_error(spec.path, e) from None
+            prov["trained"] = True
+        else:
+            with torch.random.fork_rng(devices=[]), _quiet_open_clip():
+                torch.manual_seed(0)  # the same untrained model every time
+                clip = open_clip.create_model(spec.name, **kw)
+            prov["trained"] = False
+            prov["note"] = "random init (untrained): scores are meaningless"
+        try:
+            tok = open_clip.get_tokenizer(spec.name, cache_dir=str(cache_dir()))
+        except Exception as e:
+            raise _download_error(spec, e) from None
+        arch = spec.name
+    fusion = fusion or meta.get("fusion") or "mean"
+    clip = clip.to(device).eval()
+    model = AffectVLM(clip, tok, arch=arch, model_cfg=cfg["model_cfg"],
+                      preprocess_cfg=open_clip.get_model_preprocess_cfg(clip), classes=classes, prompts=prompts,
+                      render=render, fusion=fusion, spec=spec.text, provenance=prov)
+    if model.attention is not None and meta.get("fusion_weights"):
+        from safetensors.torch import load_file
+
+        fpath = Path(spec.path) / meta["fusion_weights"]
+        try:
+            model.attention.load_state_dict(load_file(str(fpath)))
+        except Exception as e:
+            raise _weights_error(str(fpath), e) from None
+    return model.to(device).eval()
+
+
+_CACHE: "OrderedDict[tuple, AffectVLM]" = OrderedDict()
+_CACHE_SIZE = 4
+_LOCK = threading.Lock()
+
+
+def load_model(spec: str | os.PathLike | None = None, *, device: str | torch.device = "cpu",
+               classes: Sequence[str] | str | None = None, prompts: Any = None, fusion: str | None = None,
+               cache: bool = True) -> AffectVLM:
+    """Resolve ``spec`` (see the module docstring) and return an AffectVLM in eval mode on ``device``.
+
+    ``classes`` / ``prompts`` (PromptSet, YAML/JSON path, or a list of templates with ``{}``) override
+    the checkpoint's. Results are cached per (spec, device, classes, prompts) in this process
+    (the same object is returned; pass ``cache=False`` for a private copy, e.g. to train it).
+    """
+    dev = _check_device(device)
+    parsed = parse_spec(spec)
+    names = parse_classes(classes)
+    ps: PromptSet | None = _prompt_arg(prompts)
+    key = (parsed.cache_key(), str(dev), names, ps, fusion)
+    if cache:
+        with _LOCK:
+            if key in _CACHE:
+                _CACHE.move_to_end(key)
+                return _CACHE[key]
+    try:
+        model = _build(parsed, dev, names, ps, fusion)
+    except AffectVLMError:
+        raise
+    except (OSError, RuntimeError, ValueError, KeyError, TypeError) as e:
+        first = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+        raise ModelError(f"cannot load model {parsed.text!r}: {first}") from None
+    if cache:
+        with _LOCK:
+            _CACHE[key] = model
+            while len(_CACHE) > _CACHE_SIZE:
+                _CACHE.popitem(last=False)
+    return model
+
+
+def clear_cache() -> None:
+    with _LOCK:
+        _CACHE.clear()
+
+
+def _prompt_arg(prompts: Any) -> PromptSet | None:
+    """None, a PromptSet, a path, a dict, or a list of zero-shot templates (each with one ``{}``)."""
+    if prompts is None:
+        return None
+    if isinstance(prompts, (list, tuple)) and all(isinstance(t, str) for t in prompts):
+        base = as_prompt_set(None).to_dict()
+        base["templates"] = {"adjective": list(prompts), "noun": []}
+        return PromptSet.from_dict(base, source="templates")
+    return as_prompt_set(prompts)
