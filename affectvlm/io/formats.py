@@ -177,7 +177,9 @@ def _precheck_off(data: bytes, source: str, limits: Limits) -> None:
 
 def _precheck_stl(data: bytes, source: str, limits: Limits) -> None:
     if data.lstrip()[:5].lower() == b"solid" and b"facet" in data[:4096]:
-        return  # ascii
+        if b"endsolid" not in data[-4096:]:
+            raise InputError(source, "truncated ASCII STL: no closing 'endsolid'")
+        return
     if data.lstrip()[:5].lower() == b"solid" and len(data) < 84:
         raise InputError(source, "ASCII STL without facets: no faces")
     if len(data) < 84:

@@ -1,0 +1,156 @@
+"""Every kind of bad input gives one clear `InputError` naming the file and the problem."""
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+from fixtures_formats import bnt_face_grid, write_format
+from meshgen import face_like_mesh
+
+from affectvlm.errors import InputError
+from affectvlm.io import load_mesh
+from affectvlm.io.bnt import write_bnt
+from affectvlm.limits import Limits
+from affectvlm.mesh import Mesh
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
+
+
+@pytest.fixture(scope="module")
+def face() -> Mesh:
+    return face_like_mesh(12, textured=False)
+
+
+def _raises(data: bytes, name: str, problem: str, **kw) -> InputError:
+    with pytest.raises(InputError, match=problem) as err:
+        load_mesh(data, name, **kw)
+    assert err.value.source == name
+    return err.value
+
+
+def test_size_limit_checked_before_reading(tmp_path, monkeypatch):
+    path = tmp_path / "big.obj"
+    path.write_bytes(b"v 0 0 0\n" * 200)
+    read = []
+    monkeypatch.setattr(type(path), "read_bytes", lambda self: read.append(self) or b"")
+    with pytest.raises(InputError, match="over the limit") as err:
+        load_mesh(path, limits=Limits(max_file_bytes=100))
+    assert not read and str(path) in str(err.value)
+
+
+def test_size_limit_on_bytes():
+    _raises(b"x" * 2000, "up.obj", "over the limit", limits=Limits(max_file_bytes=1000))
+
+
+@pytest.mark.parametrize("name", ["e.obj", "e.ply", "e.stl", "e.off", "e.glb", "e.wrl", "e.bnt"])
+def test_empty_file(tmp_path, name):
+    (tmp_path / name).write_bytes(b"")
+    with pytest.raises(InputError, match="empty"):
+        load_mesh(tmp_path / name)
+    _raises(b"  \n\t", name, "empty")
+
+
+def test_missing_file_and_folder(tmp_path):
+    with pytest.raises(InputError, match="cannot read"):
+        load_mesh(tmp_path / "nope.obj")
+    with pytest.raises(InputError, match="folder"):
+        load_mesh(tmp_path)
+
+
+@pytest.mark.parametrize("data,name,problem", [
+    (PNG, "face.obj", "PNG image"),
+    (PNG, "face.wrl", "PNG image"),
+    (b"PK\x03\x04" + b"\0" * 40, "face.ply", "zip archive"),
+    (b"hello, this is just a text file\n" * 4, "face.glb", "missing 'glTF' magic"),
+    (b"hello, this is just a text file\n" * 4, "face.obj", "not an OBJ"),
+    (b"hello\n", "face.xyz", "unsupported file type"),
+    (b"hello\n", "README", "unsupported file type"),
+    (bytes(range(256)) * 4, "face.off", "binary data"),
+])
+def test_wrong_type(data, name, problem):
+    _raises(data, name, problem)
+
+
+def test_truncated_files(tmp_path, face):
+    for name, kw in [("t.ply", {"binary": True}), ("t.stl", {"binary": True}), ("t.glb", {})]:
+        data = write_format(tmp_path / name, face, **kw).read_bytes()
+        _raises(data[: len(data) // 2], name, "truncated|corrupt")
+    ascii_ply = write_format(tmp_path / "a.ply", face, binary=False).read_bytes()
+    _raises(ascii_ply[: len(ascii_ply) // 2], "a.ply", "truncated|corrupt")
+    wrl = write_format(tmp_path / "t.wrl", face).read_bytes()
+    _raises(wrl[: len(wrl) // 2], "t.wrl", "truncated|never closed")
+    xyz, bg = bnt_face_grid(10, 8)
+    bnt = write_bnt(tmp_path / "t.bnt", xyz, background=bg).read_bytes()
+    _raises(bnt[:-100], "t.bnt", "truncated")
+
+
+def test_hostile_headers_claiming_huge_counts():
+    ply = b"ply\nformat binary_little_endian 1.0\nelement vertex 4000000000\nproperty float x\n" \
+          b"property float y\nproperty float z\nelement face 1\nproperty list uchar int vertex_indices\nend_header\n"
+    _raises(ply + b"\0" * 100, "huge.ply", "over the limit")
+    ply_small = ply.replace(b"4000000000", b"4000000")
+    _raises(ply_small + b"\0" * 100, "huge.ply", "truncated")
+    stl = b"\0" * 80 + struct.pack("<I", 0xFFFFFFF0) + b"\0" * 100
+    _raises(stl, "huge.stl", "over the limit")
+    stl2 = b"\0" * 80 + struct.pack("<I", 1000) + b"\0" * 100
+    _raises(stl2, "huge.stl", "truncated")
+    off = b"OFF\n900000000 900000000 0\n0 0 0\n"
+    _raises(off, "huge.off", "over the limit")
+    bnt = struct.pack("<HHdH", 20000, 20000, -1e9, 0) + struct.pack("<I", 20000 * 20000 * 5) + b"\0" * 64
+    _raises(bnt, "huge.bnt", "over the limit")
+    bnt_lie = struct.pack("<HHdH", 10, 10, -1e9, 0) + struct.pack("<I", 0xFFFFFFFF) + b"\0" * 64
+    _raises(bnt_lie, "lie.bnt", "corrupt")
+
+
+def test_limits_on_counts(tmp_path, face):
+    path = write_format(tmp_path / "f.ply", face)
+    with pytest.raises(InputError, match="vertices, over the limit"):
+        load_mesh(path, limits=Limits(max_vertices=10))
+    with pytest.raises(InputError, match="faces, over the limit"):
+        load_mesh(path, limits=Limits(max_faces=10))
+    wrl = write_format(tmp_path / "f.wrl", face)
+    with pytest.raises(InputError, match="over the limit"):
+        load_mesh(wrl, limits=Limits(max_faces=10))
+
+
+def test_non_finite_coordinates():
+    obj = b"v 0 0 0\nv 1 0 0\nv 0 nan 0\nv 1 1 1\nf 1 2 3\nf 1 2 4\n"
+    _raises(obj, "nan.obj", "non-finite")
+    ply = b"ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\nproperty float z\n" \
+          b"element face 1\nproperty list uchar int vertex_indices\nend_header\n0 0 0\n1 inf 0\n0 1 0\n3 0 1 2\n"
+    _raises(ply, "inf.ply", "non-finite")
+
+
+def test_face_index_out_of_range():
+    off = b"OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 9\n"
+    _raises(off, "oob.off", "out of range|corrupt")
+    ply = b"ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\nproperty float z\n" \
+          b"element face 1\nproperty list uchar int vertex_indices\nend_header\n0 0 0\n1 0 0\n0 1 0\n3 0 1 5\n"
+    _raises(ply, "oob.ply", "out of range|corrupt")
+
+
+def test_no_faces():
+    _raises(b"v 0 0 0\nv 1 0 0\nv 0 1 0\n", "cloud.obj", "no faces")
+    ply = b"ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\nproperty float z\n" \
+          b"end_header\n0 0 0\n1 0 0\n0 1 0\n"
+    _raises(ply, "cloud.ply", "no faces")
+    xyz, _ = bnt_face_grid(6, 5)
+    import io
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        data = write_bnt(f"{d}/bg.bnt", xyz, background=np.ones(xyz.shape[:2], bool)).read_bytes()
+    _raises(data, "bg.bnt", "no faces")
+
+
+def test_degenerate_meshes():
+    _raises(b"v 1 1 1\nv 1 1 1\nv 1 1 1\nf 1 2 3\n", "point.obj", "zero extent")
+    _raises(b"v 0 0 0\nv 1 1 1\nv 2 2 2\nv 3 3 3\nf 1 2 3\nf 2 3 4\n", "line.obj", "one line")
+
+
+def test_corrupt_glb_json():
+    body = b'{"asset": {"version": "2.0"}, "meshes": [{"primitives": [{"attributes": {"POSITION": 7}}]}]}'
+    body += b" " * (-len(body) % 4)
+    glb = b"glTF" + struct.pack("<II", 2, 12 + 8 + len(body)) + struct.pack("<I4s", len(body), b"JSON") + body
+    _raises(glb, "bad.glb", "GLB|no faces")

@@ -1,0 +1,185 @@
+"""Sequences from folders, zips (path and bytes) and file lists; safe zip reading against hostile archives."""
+from __future__ import annotations
+
+import io
+import stat
+import zipfile
+
+import numpy as np
+import pytest
+from fixtures_formats import write_format, write_zip, zip_bomb
+from meshgen import face_like_mesh
+
+from affectvlm.errors import ConfigError, InputError
+from affectvlm.io import frame_number, is_sequence, load_sequence
+from affectvlm.io.archive import safe_zip_members
+from affectvlm.io.sequence import sample_indices
+from affectvlm.io.vrml import write_vrml
+from affectvlm.limits import Limits
+
+
+@pytest.fixture(scope="module")
+def frames():
+    """Five distinct small frames (the smile grows), textured."""
+    return [face_like_mesh(10, smile=i / 4, seed=i) for i in range(5)]
+
+
+def _ply_bytes(tmp_path, mesh, name="x.ply") -> bytes:
+    return write_format(tmp_path / name, mesh, textured=False).read_bytes()
+
+
+def test_frame_number():
+    assert frame_number("000.wrl") == 0
+    assert frame_number("frame_12.obj") == 12
+    assert frame_number("F001_Happy_0045.ply") == 45
+    assert frame_number("a/b7/x.obj") is None
+
+
+def test_sample_indices():
+    assert sample_indices(10, every=3) == [0, 3, 6, 9]
+    assert sample_indices(10, n_frames=4) == [0, 3, 6, 9]
+    assert sample_indices(101, n_frames=3) == [0, 50, 100]
+    assert sample_indices(3, n_frames=10) == [0, 1, 2]
+    assert sample_indices(10, every=2, n_frames=3) == [0, 4, 8]
+    with pytest.raises(ConfigError):
+        sample_indices(5, every=0)
+    with pytest.raises(ConfigError):
+        sample_indices(5, n_frames=0)
+
+
+def test_folder_bu4dfe_layout_numeric_order_and_textures(tmp_path, frames):
+    seq_dir = tmp_path / "F001" / "Angry"
+    seq_dir.mkdir(parents=True)
+    order = [0, 1, 2, 10, 100]  # 100 sorts before 2 as text
+    for num, m in zip(order, frames):
+        write_vrml(seq_dir / f"{num:03d}.wrl", m)  # writes NNN.bmp beside it
+    (seq_dir / "000.bnd").write_text("1\t0\t0\t0\n")
+    (seq_dir / ".DS_Store").write_bytes(b"junk")
+    seq = load_sequence(seq_dir)
+    assert seq.frame_ids == order
+    assert all(f.has_texture for f in seq.frames)
+    for f, m in zip(seq.frames, frames):
+        np.testing.assert_allclose(f.vertices, m.vertices, atol=1e-3)
+    assert seq.source == str(seq_dir) and seq.frames[3].source.endswith("010.wrl")
+    assert is_sequence(seq_dir)
+
+
+def test_sampling_reads_only_kept_frames(tmp_path, frames, monkeypatch):
+    for i, m in enumerate(frames):
+        (tmp_path / f"frame_{i}.ply").write_bytes(_ply_bytes(tmp_path, m, "tmp.ply"))
+    (tmp_path / "tmp.ply").unlink()
+    import affectvlm.io.sequence as sequence
+
+    loaded = []
+    real = sequence.load_mesh
+    monkeypatch.setattr(sequence, "load_mesh", lambda p, **kw: loaded.append(p.name) or real(p, **kw))
+    seq = load_sequence(tmp_path, n_frames=3)
+    assert seq.frame_ids == [0, 2, 4] and loaded == ["frame_0.ply", "frame_2.ply", "frame_4.ply"]
+    assert load_sequence(tmp_path, every=2).frame_ids == [0, 2, 4]
+    assert seq.meta["n_available"] == 5
+
+
+def test_zip_path_and_bytes_with_textures(tmp_path, frames):
+    members = {}
+    for i, m in enumerate(frames):
+        p = write_vrml(tmp_path / "w" / f"{i:03d}.wrl", m)
+        members[f"M002/Happy/{p.name}"] = p.read_bytes()
+        members[f"M002/Happy/{p.stem}.bmp"] = p.with_suffix(".bmp").read_bytes()
+    members["__MACOSX/M002/Happy/._000.wrl"] = b"junk"
+    members["M002/Happy/readme.txt"] = b"hello"
+    data = write_zip(tmp_path / "seq.zip", members)
+    seq = load_sequence(tmp_path / "seq.zip", every=2)
+    assert seq.frame_ids == [0, 2, 4] and all(f.has_texture for f in seq.frames)
+    assert seq.frames[0].source == f"{tmp_path / 'seq.zip'}:M002/Happy/000.wrl"
+    seq2 = load_sequence(data, "upload.zip")
+    assert seq2.frame_ids == [0, 1, 2, 3, 4] and seq2.source == "upload.zip"
+    assert is_sequence(data) and is_sequence(tmp_path / "seq.zip")
+    one = write_zip(None, {"000.wrl": members["M002/Happy/000.wrl"]})
+    assert not is_sequence(one)
+
+
+def test_file_list(tmp_path, frames):
+    paths = []
+    for i, m in zip([12, 3, 7], frames):
+        paths.append(tmp_path / f"F001_Happy_{i:04d}.ply")
+        paths[-1].write_bytes(_ply_bytes(tmp_path, m))
+    paths.append(tmp_path / "tex.bmp")
+    seq = load_sequence(paths)
+    assert seq.frame_ids == [3, 7, 12]
+
+
+def test_sequence_errors(tmp_path, frames):
+    with pytest.raises(InputError, match="no frames"):
+        load_sequence(tmp_path)
+    (tmp_path / "a.txt").write_text("x")
+    with pytest.raises(InputError, match="no frames"):
+        load_sequence(tmp_path)
+    with pytest.raises(InputError, match="no mesh files"):
+        load_sequence(write_zip(None, {"a.txt": b"x"}), "z.zip")
+    with pytest.raises(InputError, match="must be a .zip"):
+        load_sequence(b"hello", "x.bin")
+    with pytest.raises(InputError, match="no such"):
+        load_sequence(tmp_path / "missing")
+    ply = _ply_bytes(tmp_path, frames[0])
+    with pytest.raises(InputError, match="two files for frame 1"):
+        load_sequence(write_zip(None, {"1.ply": ply, "001.ply": ply}), "dup.zip")
+    with pytest.raises(InputError, match="over the limit"):
+        load_sequence(write_zip(None, {f"{i}.ply": ply for i in range(4)}), "many.zip", limits=Limits(max_frames=3))
+    with pytest.raises(InputError, match="many.zip:1.ply: file is empty"):
+        load_sequence(write_zip(None, {"0.ply": ply, "1.ply": b""}), "many.zip")
+
+
+def test_zip_slip_absolute_and_symlink_refused():
+    with pytest.raises(InputError, match="zip-slip"):
+        safe_zip_members(write_zip(None, {"../../etc/evil.obj": b"v 0 0 0"}), None, "slip.zip")
+    with pytest.raises(InputError, match="zip-slip"):
+        load_sequence(write_zip(None, {"ok/000.obj": b"v", "ok/../../x.obj": b"v"}), "slip.zip")
+    with pytest.raises(InputError, match="absolute"):
+        safe_zip_members(write_zip(None, {"/tmp/abs.obj": b"v 0 0 0"}), None, "abs.zip")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        info = zipfile.ZipInfo("link.obj")
+        info.create_system = 3
+        info.external_attr = (stat.S_IFLNK | 0o777) << 16
+        zf.writestr(info, "/etc/passwd")
+    with pytest.raises(InputError, match="symbolic link"):
+        safe_zip_members(buf.getvalue(), None, "link.zip")
+
+
+def test_zip_member_count_and_unpacked_size_limits():
+    many = write_zip(None, {f"{i}.obj": b"v" for i in range(20)})
+    with pytest.raises(InputError, match="20 members"):
+        safe_zip_members(many, Limits(max_zip_members=10), "many.zip")
+    big = write_zip(None, {"a.obj": b"v 1 2 3\n" * 5000, "b.obj": b"v 1 2 3\n" * 5000}, compression=zipfile.ZIP_STORED)
+    with pytest.raises(InputError, match="unpack to more than"):
+        safe_zip_members(big, Limits(max_unpacked_bytes=50_000), "big.zip")
+
+
+def test_real_zip_bomb_is_refused():
+    bomb = zip_bomb(50 * 2**20)
+    assert len(bomb) < 100_000
+    with pytest.raises(InputError, match="zip bomb"):
+        load_sequence(bomb, "bomb.zip")
+
+
+def test_lying_header_caught_while_decompressing():
+    """Declared sizes patched down to look harmless (ratio 1:1): decompression itself must stop it."""
+    real = 4 * 2**20
+    data = write_zip(None, {"000.obj": b"\0" * real})
+    csize = zipfile.ZipFile(io.BytesIO(data)).infolist()[0].compress_size
+    old, new = np.uint32(real).tobytes(), np.uint32(csize).tobytes()
+    assert data.count(old) == 2  # local header and central directory
+    liar = data.replace(old, new)
+    assert zipfile.ZipFile(io.BytesIO(liar)).infolist()[0].file_size == csize
+    with pytest.raises(InputError, match="more than its header|corrupt") as err:
+        safe_zip_members(liar, None, "liar.zip")
+    assert "liar.zip" in str(err.value)
+
+
+def test_corrupt_zip():
+    with pytest.raises(InputError, match="not a valid zip"):
+        load_sequence(b"PK\x03\x04" + b"\0" * 100, "bad.zip")
+    good = bytearray(write_zip(None, {"0.obj": b"v 0 0 0\n" * 1000, "1.obj": b"v 0 0 0\n" * 1000}))
+    good[60:200] = b"\xff" * 140  # damage the compressed data of the first member
+    with pytest.raises(InputError, match="corrupt|not a valid zip"):
+        load_sequence(bytes(good), "bad.zip")
