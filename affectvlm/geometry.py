@@ -112,7 +112,7 @@ def _validate(mesh: Mesh) -> tuple[np.ndarray, np.ndarray]:
         raise InputError(src, f"face indices out of range [0, {v.shape[0]}): min {f.min()}, max {f.max()}")
     v = v.astype(np.float64)
     finite = np.isfinite(v).all(axis=1)
-    if not finite[np.unique(f)].all():
+    if not finite[f.reshape(-1)].all():
         raise InputError(src, "vertex coordinates contain NaN or infinity")
     v[~finite] = 0.0  # unused vertices: harmless placeholder
     return v, f.astype(np.int64)
@@ -120,9 +120,12 @@ def _validate(mesh: Mesh) -> tuple[np.ndarray, np.ndarray]:
 
 def _boundary_vertices(faces: np.ndarray) -> np.ndarray:
     """Indices of vertices on edges used by exactly one face (the rim of an open scan)."""
-    e = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
-    uniq, counts = np.unique(e, axis=0, return_counts=True)
-    return np.unique(uniq[counts == 1])
+    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    lo, hi = e.min(1), e.max(1)
+    n = int(hi.max()) + 1
+    uniq, counts = np.unique(lo * n + hi, return_counts=True)
+    single = uniq[counts == 1]
+    return np.unique(np.concatenate([single // n, single % n]))
 
 
 def _front_sign(P: np.ndarray, d: np.ndarray, faces: np.ndarray, fnormals: np.ndarray,
@@ -220,7 +223,9 @@ def canonicalise(mesh: Mesh, *, up: str | None = None, front: str | None = None,
     C = cent - mu
     cov = (w[:, None] * C).T @ C / w.sum()
     evals, evecs = np.linalg.eigh(cov)  # ascending
-    used = np.unique(f)
+    used_mask = np.zeros(len(v), dtype=bool)
+    used_mask[f.reshape(-1)] = True
+    used = np.flatnonzero(used_mask)
     Pv = v[used] - mu
     info: dict[str, Any] = {"detected": []}
 
@@ -246,7 +251,7 @@ def canonicalise(mesh: Mesh, *, up: str | None = None, front: str | None = None,
                 d = np.eye(3)[i]
                 snapped = True
         vd = v - mu
-        vd[np.setdiff1d(np.arange(len(v)), used)] = 0.0  # unused vertices may hold anything
+        vd[~used_mask] = 0.0  # unused vertices may hold anything
         sign, how, strength = _front_sign(vd, d, f, fn, used)
         front_v = sign * d
         info["detected"].append("front")

@@ -1,0 +1,172 @@
+"""Canonicalisation (centre, scale, axis detection) and vertex normals."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from affectvlm.errors import ConfigError, InputError
+from affectvlm.geometry import canonicalise, parse_axis, vertex_normals
+from affectvlm.mesh import Mesh
+from meshgen import face_like_mesh
+
+
+def _signed_permutations():
+    """The 24 proper rotations that map coordinate axes onto coordinate axes."""
+    for perm in itertools.permutations(range(3)):
+        for signs in itertools.product((1.0, -1.0), repeat=3):
+            R = np.zeros((3, 3))
+            for i, (p, s) in enumerate(zip(perm, signs)):
+                R[i, p] = s
+            if np.linalg.det(R) > 0:
+                yield R
+
+
+def _rotated(mesh: Mesh, R: np.ndarray) -> Mesh:
+    return Mesh(vertices=(mesh.vertices.astype(np.float64) @ R.T).astype(np.float32), faces=mesh.faces,
+                face_uv=mesh.face_uv, texture=mesh.texture, source="rotated")
+
+
+def test_canonical_input_is_only_centred_and_scaled():
+    m = face_like_mesh(40)
+    c = canonicalise(m)
+    info = c.meta["canonical"]
+    assert info["up"] == "+y" and info["front"] == "+z" and info["snapped"]
+    np.testing.assert_allclose(np.array(info["rotation"]), np.eye(3), atol=1e-12)
+    expected = (m.vertices.astype(np.float64) - np.array(info["centre"])) * info["scale"]
+    np.testing.assert_allclose(c.vertices, expected, atol=1e-5)
+    # unit radius around the bounding-box centre
+    assert np.linalg.norm(c.vertices, axis=1).max() == pytest.approx(1.0, abs=1e-5)
+    np.testing.assert_allclose((c.vertices.min(0) + c.vertices.max(0)) / 2, 0.0, atol=1e-5)
+    assert c.faces is m.faces and c.texture is m.texture  # shared, not copied
+    assert "canonical" not in m.meta  # input untouched
+
+
+def test_target_scale():
+    c = canonicalise(face_like_mesh(24), target_scale=2.5)
+    assert np.linalg.norm(c.vertices, axis=1).max() == pytest.approx(2.5, rel=1e-5)
+
+
+@pytest.mark.parametrize("n,smile", [(40, 0.0), (28, 1.0)])
+def test_all_axis_swaps_are_undone(n, smile):
+    m = face_like_mesh(n, smile=smile, seed=3)
+    ref = canonicalise(m).vertices
+    for R in _signed_permutations():
+        c = canonicalise(_rotated(m, R))
+        np.testing.assert_allclose(c.vertices, ref, atol=1e-4,
+                                   err_msg=f"rotation {R.tolist()} -> {c.meta['canonical']}")
+        assert set(c.meta["canonical"]["detected"]) == {"up", "front"}
+
+
+def test_z_up_file_detected_and_recorded():
+    m = face_like_mesh(32)
+    zup = _rotated(m, np.array([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]]))  # y -> z, z -> -y
+    info = canonicalise(zup).meta["canonical"]
+    assert info["up"] == "+z" and info["front"] == "-y"
+
+
+def test_overrides_win_over_detection():
+    m = face_like_mesh(32)
+    zup = _rotated(m, np.array([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]]))
+    c = canonicalise(zup, up="+z", front="-y")
+    assert c.meta["canonical"]["detected"] == []
+    np.testing.assert_allclose(c.vertices, canonicalise(m).vertices, atol=1e-4)
+    # a deliberately wrong override is obeyed: upside down
+    flipped = canonicalise(m, up="-y", front="+z")
+    np.testing.assert_allclose(flipped.vertices[:, 1], -canonicalise(m).vertices[:, 1], atol=1e-4)
+    # one override, the other axis detected
+    c2 = canonicalise(zup, up="+z")
+    assert c2.meta["canonical"]["front"] == "-y" and c2.meta["canonical"]["detected"] == ["front"]
+
+
+def test_wide_forehead_decides_up_sign():
+    """Width asymmetry alone (no facial pits) decides the up sign, for both signs of the file axis."""
+    m = face_like_mesh(40, textured=False)
+    v = m.vertices.astype(np.float64)
+    c = (v.min(0) + v.max(0)) / 2
+    y = (v[:, 1] - c[1]) / 50.0
+    v[:, 0] = c[0] + (v[:, 0] - c[0]) * (1.0 + 0.35 * y)  # forehead wider than chin
+    wide = Mesh(vertices=v.astype(np.float32), faces=m.faces, source="wide")
+    for R in (np.eye(3), np.diag([-1.0, -1.0, 1.0]), np.array([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]])):
+        info = canonicalise(_rotated(wide, R)).meta["canonical"]
+        up_file = R @ np.array([0.0, 1.0, 0.0])
+        assert np.allclose(parse_axis(info["up"]), up_file), (R.tolist(), info)
+        assert abs(info["up_cue"]["width_log_ratio"]) > 0.1
+
+
+def test_oblique_rotation_recovers_axes_roughly():
+    m = face_like_mesh(40)
+    a, b = np.deg2rad(50.0), np.deg2rad(40.0)
+    Rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    Rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+    R = Rx @ Rz
+    info = canonicalise(_rotated(m, R)).meta["canonical"]
+    assert not info["snapped"]
+    rot = np.array(info["rotation"])  # rows = file directions of canonical x, y, z
+    true_up, true_front = R @ [0, 1, 0], R @ [0, 0, 1]
+    assert np.degrees(np.arccos(np.clip(rot[1] @ true_up, -1, 1))) < 12
+    assert np.degrees(np.arccos(np.clip(rot[2] @ true_front, -1, 1))) < 12
+
+
+@pytest.mark.parametrize("bad", ["y", "+w", "", "up", "++y", 3])
+def test_bad_axis_names(bad):
+    if bad == "y":  # a bare axis name means +
+        assert parse_axis(bad).tolist() == [0, 1, 0]
+        return
+    with pytest.raises(ConfigError):
+        canonicalise(face_like_mesh(16), up=bad)
+
+
+def test_parallel_overrides_rejected():
+    with pytest.raises(ConfigError, match="different axes"):
+        canonicalise(face_like_mesh(16), up="+z", front="-z")
+    with pytest.raises(ConfigError):
+        canonicalise(face_like_mesh(16), target_scale=0)
+
+
+def test_bad_meshes_raise_input_error_naming_source():
+    good = face_like_mesh(16)
+    v = good.vertices.copy()
+    v[good.faces[0, 0]] = np.nan
+    cases = [
+        Mesh(vertices=v, faces=good.faces, source="nan.obj"),
+        Mesh(vertices=good.vertices, faces=good.faces + 10_000, source="range.obj"),
+        Mesh(vertices=np.zeros((0, 3), np.float32), faces=np.zeros((0, 3), np.int64), source="empty.obj"),
+        Mesh(vertices=np.ones((5, 3), np.float32), faces=np.array([[0, 1, 2]]), source="point.obj"),
+        Mesh(vertices=good.vertices, faces=good.faces.astype(np.float32), source="float.obj"),
+    ]
+    for m in cases:
+        with pytest.raises(InputError, match=m.source.replace(".", r"\.")):
+            canonicalise(m)
+
+
+def test_unused_nan_vertices_are_tolerated():
+    m = face_like_mesh(16)
+    v = np.concatenate([m.vertices, np.full((2, 3), np.nan, np.float32)])
+    c = canonicalise(Mesh(vertices=v, faces=m.faces, source="x"))
+    assert np.isfinite(c.vertices[: m.n_vertices]).all()
+
+
+def test_vertex_normals_flat_grid_and_torch_agree():
+    m = face_like_mesh(24, textured=False)
+    flat = m.vertices.copy()
+    flat[:, 2] = 7.0
+    n = vertex_normals(flat, m.faces)
+    np.testing.assert_allclose(n, np.tile([0, 0, 1.0], (len(n), 1)), atol=1e-6)  # ccw from +z
+    n_np = vertex_normals(m.vertices, m.faces)
+    n_t = vertex_normals(torch.as_tensor(m.vertices), torch.as_tensor(m.faces))
+    assert isinstance(n_t, torch.Tensor)
+    np.testing.assert_allclose(n_t.numpy(), n_np, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(n_np, axis=1), 1.0, atol=1e-5)
+
+
+def test_vertex_normals_are_area_weighted():
+    # vertex 0 shared by a big triangle in the xy plane and a small one in the xz plane
+    v = np.array([[0, 0, 0], [4, 0, 0], [0, 4, 0], [0, 0, -1], [1, 0, 0]], np.float64)
+    f = np.array([[0, 1, 2], [0, 3, 4]])
+    n0 = vertex_normals(v, f)[0]
+    big, small = np.array([0, 0, 16.0]), np.cross(v[3] - v[0], v[4] - v[0])
+    expect = (big + small) / np.linalg.norm(big + small)
+    np.testing.assert_allclose(n0, expect, atol=1e-6)
