@@ -169,3 +169,20 @@ def test_reads_vrml_written_by_vtk_exporter(tmp_path):
     m = load_mesh(path)
     assert m.n_faces == poly.n_cells
     assert _rows(m.vertices) == _rows(poly.points)
+
+
+def test_hostile_nesting_and_cycles_are_input_errors():
+    deep = "#VRML V2.0 utf8\n" + "Group { children [ " * 5000 + "]}" * 5000
+    with pytest.raises(InputError, match="nested more than 100"):
+        read_vrml(deep, "deep.wrl")
+    cyclic = "#VRML V2.0 utf8\nDEF A Group { children [ Shape { } ] }\nGroup { children [ USE A ] }\n"
+    with pytest.raises(InputError, match="no IndexedFaceSet"):
+        read_vrml(cyclic, "c.wrl")
+
+
+def test_utf8_texture_name(tmp_path):
+    verts, polys = polygon_grid(pentagons=False)
+    text = scanner_vrml_text(verts, polys, uv=verts[:, :2] / 100, texture="visage_é.bmp")
+    (tmp_path / "s.wrl").write_bytes(text.encode("utf-8"))
+    bmp_texture(tmp_path / "visage_é.bmp")
+    assert load_mesh(tmp_path / "s.wrl").has_texture

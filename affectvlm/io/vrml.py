@@ -63,6 +63,7 @@ class _Parser:
         self.source = source
         self.pos = 0
         self.defs: dict[str, _Node] = {}
+        self.depth = 0
 
     def error(self, problem: str) -> InputError:
         line = self.text.count("\n", 0, self.pos) + 1
@@ -139,7 +140,11 @@ class _Parser:
         if name is not None:
             self.defs[name] = node
         self.expect("{")
+        self.depth += 1
+        if self.depth > 100:
+            raise self.error("nodes nested more than 100 deep")
         self.body(node)
+        self.depth -= 1
         return node
 
     def body(self, node: _Node) -> None:
@@ -260,7 +265,7 @@ def _numbers(text: str, nums: Any, source: str, what: str, dtype=np.float64) -> 
     if "#" in block:
         block = _COMMENT.sub(" ", block)
     block = block.replace(",", " ")
-    raw = np.frombuffer(block.encode("latin-1"), np.uint8)
+    raw = np.frombuffer(block.encode("latin-1", "replace"), np.uint8)
     space = (raw == 32) | ((raw >= 9) & (raw <= 13))
     n_tokens = int((~space[1:] & space[:-1]).sum()) + int(raw.size > 0 and not space[0])
     if n_tokens == 0:
@@ -387,8 +392,8 @@ def _shape_part(shape: _Node, matrix: np.ndarray, text: str, source: str, warnin
 
 def _walk(nodes: list[Any], matrix: np.ndarray, text: str, source: str, parts: list[_Part],
           warnings: list[str], depth: int = 0) -> None:
-    if depth > 200:
-        raise InputError(source, "VRML nodes nested more than 200 deep")
+    if depth > 100:
+        raise InputError(source, "VRML nodes nested more than 100 deep")
     for node in nodes:
         if not isinstance(node, _Node):
             continue
@@ -426,7 +431,13 @@ def is_vrml(head: bytes) -> bool:
 
 def read_vrml(data: bytes | str, source: str, *, limits: Limits | None = None) -> Mesh:
     """Parse VRML 2.0 text into a validated `Mesh` (texture not loaded: see ``meta['texture_file']``)."""
-    text = data.decode("latin-1") if isinstance(data, (bytes, bytearray, memoryview)) else data
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        try:
+            text = bytes(data).decode("utf-8")
+        except UnicodeDecodeError:
+            text = bytes(data).decode("latin-1")
+    else:
+        text = data
     head = text[:4096].lstrip("\ufeff\xef\xbb\xbf \t\r\n")[:32]
     if not head and not text.strip():
         raise InputError(source, "file is empty")
