@@ -1,0 +1,231 @@
+"""Renderer: shapes, conventions, batching, texture, maps, settings, and agreement with pyvista."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import affectvlm.render as R
+from affectvlm.errors import ConfigError, InputError
+from affectvlm.geometry import canonicalise
+from affectvlm.mesh import Mesh
+from affectvlm.render import (DEFAULT_VIEWS, RenderSettings, View, parse_views, render_maps, render_views,
+                              save_views, to_pil)
+from meshgen import face_like_mesh
+
+S = 96  # small images keep the default run fast; the pyvista comparison uses 224
+
+
+@pytest.fixture(scope="module")
+def face():
+    return face_like_mesh(40)
+
+
+def test_shapes_ranges_and_background(face):
+    img = render_views(face, size=S)
+    assert img.shape == (1, 3, 3, S, S) and img.dtype == torch.float32
+    assert float(img.min()) >= 0.0 and float(img.max()) <= 1.0
+    assert float(img[0, 0, :, 0, 0].abs().sum()) == 0.0  # corner is background
+    mask = render_maps(face, size=S, maps=("mask",))["mask"]
+    cover = float(mask.mean())
+    assert 0.3 < cover < 0.95
+    two = render_views([face, face_like_mesh(20)], [View(0), View(10, 5)], size=48, background=0.5)
+    assert two.shape == (2, 2, 3, 48, 48)
+    assert float(two[1, 1, :, 0, 0].mean()) == pytest.approx(0.5)
+
+
+def test_batch_of_different_meshes_equals_individual_renders():
+    meshes = [face_like_mesh(40, seed=1), face_like_mesh(17, smile=1.0, seed=2, textured=False),
+              face_like_mesh(29, seed=3)]
+    views = [View(0), View(-25), View(20, 10)]
+    batch = render_maps(meshes, views, S, maps=("shade", "depth"))
+    for i, m in enumerate(meshes):
+        one = render_maps(m, views, S, maps=("shade", "depth"))
+        for k in ("shade", "depth"):
+            diff = (batch[k][i] - one[k][0]).abs()
+            # identical up to which of two equal-depth triangles wins on a shared edge
+            assert float((diff > 1e-4).float().mean()) < 1e-3, k
+            assert float(diff.max()) < 0.1
+
+
+def test_chunking_gives_the_same_image(face, monkeypatch):
+    ref = render_maps(face, [View(0), View(30)], S, maps=("shade", "mask"))
+    monkeypatch.setattr(R, "_FACE_CHUNK", 997)
+    monkeypatch.setattr(R, "_CAND_CHUNK", 1500)
+    monkeypatch.setattr(R, "_DENSE_MAX", 2)  # push most faces through the explicit-expansion path
+    got = render_maps(face, [View(0), View(30)], S, maps=("shade", "mask"))
+    assert torch.equal(got["mask"], ref["mask"])
+    assert float((got["shade"] - ref["shade"]).abs().max()) < 1e-4
+
+
+def test_large_triangles_fill_exactly():
+    # a square of two triangles spanning [-0.5, 0.5]^2 -> after unit scaling it spans [-1/sqrt2, 1/sqrt2]
+    v = np.array([[-1, -1, 0], [1, -1, 0], [1, 1, 0], [-1, 1, 0]], np.float32)
+    quad = Mesh(vertices=v, faces=np.array([[0, 1, 2], [0, 2, 3]]), source="quad")
+    mask = render_maps(quad, [View(0)], 100, canonical=False, maps=("mask",))["mask"][0, 0, 0]
+    half = 1 / math.sqrt(2)
+    expected = 0
+    centres = (np.arange(100) + 0.5) / 100 * 2 - 1
+    inside = np.abs(centres) <= half
+    expected = int(inside.sum()) ** 2
+    assert int(mask.sum()) == expected  # no cracks along the diagonal, nothing outside
+
+
+def test_texture_changes_pixels_and_lands_where_uv_says(face):
+    tex_on = render_views(face, [View(0)], S)
+    tex_off = render_views(face, [View(0)], S, texture=False)
+    assert float((tex_on - tex_off).abs().mean()) > 0.05
+    # red left half / blue right half of the texture: u < 0.5 is the face's -x side = image left
+    m = face_like_mesh(40)
+    tex = np.zeros((8, 8, 3), np.uint8)
+    tex[:, :4, 0] = 255
+    tex[:, 4:, 2] = 255
+    m.texture = tex
+    img = render_views(m, [View(0)], S)[0, 0]
+    left, right = img[:, :, : S // 2 - 4], img[:, :, S // 2 + 4:]
+    assert float(left[0].sum()) > 10 * float(left[2].sum())
+    assert float(right[2].sum()) > 10 * float(right[0].sum())
+
+
+def test_vertex_colours_used_when_no_texture():
+    m = face_like_mesh(30, textured=False)
+    m.vertex_colors = np.tile(np.array([[0, 255, 0]], np.uint8), (m.n_vertices, 1))
+    img = render_views(m, [View(0)], S)[0, 0]
+    assert float(img[1].sum()) > 0 and float(img[0].sum()) == 0 and float(img[2].sum()) == 0
+    grey = render_views(m, [View(0)], S, texture=False)[0, 0]
+    assert torch.allclose(grey[0], grey[1]) and float(grey[0].sum()) > 0
+
+
+def _centroid_col_row(weights: torch.Tensor) -> tuple[float, float]:
+    h, w = weights.shape
+    tot = float(weights.sum())
+    cols = float((weights.sum(0) * torch.arange(w)).sum()) / tot
+    rows = float((weights.sum(1) * torch.arange(h)).sum()) / tot
+    return cols, rows
+
+
+def test_yaw_and_pitch_sign_conventions():
+    """yaw > 0: nose tip moves to image left and the face's left cheek (+x) becomes more visible;
+    pitch > 0: camera moves up, the forehead becomes more visible."""
+    m = face_like_mesh(40, textured=False)
+    c = canonicalise(m)
+    left_cheek = c.vertices[:, 0] > 0.35  # the face's own left = viewer's right in the frontal view
+    forehead = c.vertices[:, 1] > 0.55
+    col = np.full((m.n_vertices, 3), 255, np.uint8)
+    col[left_cheek] = [255, 0, 0]
+    col[forehead] = [0, 255, 0]
+    m.vertex_colors = col
+    views = [View(0), View(30), View(-30), View(0, 25), View(0, -25)]
+    maps = render_maps(m, views, S, maps=("shade", "depth"))
+    depth = maps["depth"][0, :, 0]
+    tips = [np.unravel_index(int(d.argmax()), d.shape) for d in depth]  # (row, col) of the nose tip
+    assert tips[1][1] < tips[0][1] - 3 < tips[2][1] - 6  # yaw +30: tip left; yaw -30: tip right
+    shade = maps["shade"][0]
+    red = [float(((s[0] > 0.2) & (s[1] < 0.05)).sum()) for s in shade]
+    green = [float(((s[1] > 0.2) & (s[0] < 0.05)).sum()) for s in shade]
+    assert red[1] > 1.05 * red[0] > 1.1 * red[2]  # more left cheek at yaw +30, less at -30
+    assert green[3] > 1.05 * green[0] > 1.1 * green[4]  # more forehead from above
+    assert _centroid_col_row(shade[0, 0] * (shade[0, 1] < 0.05))[0] > S / 2  # cheek on image right
+    assert _centroid_col_row(shade[0, 1] * (shade[0, 0] < 0.05))[1] < S / 3  # forehead on top
+
+
+def test_depth_normal_and_mask_maps_are_consistent(face):
+    maps = render_maps(face, [View(0)], S)
+    assert set(maps) == {"shade", "depth", "normal", "mask"}
+    mask = maps["mask"][0, 0, 0] > 0.5
+    depth, normal = maps["depth"][0, 0, 0], maps["normal"][0, 0]
+    assert maps["depth"].shape == (1, 1, 1, S, S) and maps["normal"].shape == (1, 1, 3, S, S)
+    assert float(depth[~mask].abs().max()) == 0.0 and float(depth[mask].min()) > 0.0
+    assert float(depth.max()) <= 1.0
+    n = normal[:, mask] * 2 - 1
+    np.testing.assert_allclose(n.norm(dim=0).numpy(), 1.0, atol=1e-3)
+    assert float(n[2].min()) >= -1e-6  # turned toward the camera
+    # the nose tip (depth max) faces the camera: normal ~ (0, 0, 1)
+    r, cidx = np.unravel_index(int(depth.argmax()), depth.shape)
+    assert float(n[2].mean()) > 0.6 and float(normal[2, r, cidx]) * 2 - 1 > 0.8
+    # the right half of the face (image right) has normals pointing right (+x)
+    right = mask.clone()
+    right[:, : S // 2 + S // 8] = False
+    assert float((normal[0][right] * 2 - 1).mean()) > 0.2
+    # shade is exactly background where the mask is 0
+    assert float(maps["shade"][0, 0][:, ~mask].abs().max()) == 0.0
+    # single map through render_views: 3 channels
+    d3 = render_views(face, [View(0)], S, maps=("depth",))
+    assert d3.shape == (1, 1, 3, S, S) and torch.equal(d3[0, 0, 0], d3[0, 0, 2])
+
+
+def test_back_faces_render_like_front_faces():
+    m = face_like_mesh(30, textured=False)
+    flipped = Mesh(vertices=m.vertices, faces=m.faces[:, ::-1].copy(), source="flipped")
+    a = render_views(m, [View(0), View(40)], S, canonical=False)
+    b = render_views(flipped, [View(0), View(40)], S, canonical=False)
+    assert float((a - b).abs().max()) < 1e-4
+    # seen from behind, the open surface still renders (both sides)
+    back = render_maps(m, [View(180)], S, canonical=False, maps=("mask",))["mask"]
+    assert float(back.mean()) > 0.2
+
+
+def test_parse_views_and_settings_round_trip():
+    assert parse_views("0,-30,30") == DEFAULT_VIEWS
+    assert parse_views(" 0:10 , 30:0") == (View(0, 10), View(30, 0))
+    for bad in ("", "a", "0:1:2", "0,,3", "nan", ":5"):
+        with pytest.raises(ConfigError):
+            parse_views(bad)
+    st = RenderSettings(size=128, views="0,15:-10", texture=False, up="+z", background=0.25)
+    d = json.loads(json.dumps(st.to_dict()))
+    assert RenderSettings.from_dict(d) == st
+    assert RenderSettings.from_dict({}) == RenderSettings()
+    for bad in ({"size": 3}, {"size": "224"}, {"views": []}, {"up": "sideways"}, {"background": 2},
+                {"colour": 1}, {"texture": "yes"}):
+        with pytest.raises(ConfigError):
+            RenderSettings.from_dict(bad)
+    with pytest.raises(ConfigError):
+        render_views(face_like_mesh(12), maps=("albedo",))
+    with pytest.raises(ConfigError):
+        render_views([], size=S)
+
+
+def test_settings_render_matches_render_views(face):
+    st = RenderSettings(size=S, views=(View(0), View(20)))
+    assert torch.equal(st.render(face), render_views(face, st.views, S))
+
+
+def test_bad_texture_raises_input_error():
+    m = face_like_mesh(12)
+    m.face_uv = m.face_uv[:-1]
+    with pytest.raises(InputError, match="face_uv"):
+        render_views(m, size=32)
+
+
+def test_to_pil_and_save_views(tmp_path, face):
+    img = render_views([face, face], [View(0), View(30)], 32)
+    pics = to_pil(img)
+    assert len(pics) == 4 and pics[0].size == (32, 32) and pics[0].mode == "RGB"
+    assert np.array_equal(np.asarray(pics[1]), (img[0, 1].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8))
+    paths = save_views(img, tmp_path / "out", "scan")
+    assert [p.name for p in paths] == ["scan_0_v0.png", "scan_0_v1.png", "scan_1_v0.png", "scan_1_v1.png"]
+    assert all(p.stat().st_size > 0 for p in paths)
+    single = save_views(img[:1], tmp_path, "one")
+    assert [p.name for p in single] == ["one_v0.png", "one_v1.png"]
+    assert to_pil(render_maps(face, [View(0)], 32, maps=("mask",))["mask"])[0].mode == "L"
+    with pytest.raises(ConfigError):
+        save_views(img, tmp_path, "../evil")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_matches_cpu(face):
+    cpu = render_views(face, size=S)
+    gpu = render_views(face, size=S, device="cuda")
+    assert gpu.device.type == "cuda"
+    assert float(((gpu.cpu() - cpu).abs() > 1e-3).float().mean()) < 2e-3
+
+
+@pytest.mark.slow
+def test_100k_face_mesh_renders():
+    big = face_like_mesh(250, textured=True)
+    assert big.n_faces > 90_000
+    img = render_views(big, [View(y) for y in (0, -30, 30, -15, 15, 0)], 224)
+    assert img.shape == (1, 6, 3, 224, 224) and float(img.mean()) > 0.05
