@@ -113,3 +113,13 @@ def test_supported_extensions_and_is_sequence(tmp_path, face):
     p = write_format(tmp_path / "f.ply", face)
     assert not is_sequence(p) and not is_sequence(p.read_bytes())
     assert is_sequence(tmp_path) and is_sequence([p, p])
+
+
+def test_gltf_with_external_buffer_beside_it(tmp_path, face):
+    from fixtures_formats import to_trimesh
+
+    files = to_trimesh(face, textured=False).export(file_type="gltf")
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    m = load_mesh(tmp_path / "model.gltf")
+    np.testing.assert_allclose(_corners(m), _corners(face), atol=1e-5)
