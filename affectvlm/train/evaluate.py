@@ -64,7 +64,7 @@ def run_eval(args: argparse.Namespace) -> dict:
     intens = [int(x) for x in args.intensities.split(",")] if args.intensities else base.intensities
     subset = args.subset or ("test" if run_cfg else "all")
     ds = load_dataset(data, layout)
-    model = load_model(spec, device=args.device)
+    model = load_model(spec, device=args.device, cache=False)
     classes = list(model.classes)
     samples = filter_samples(ds.samples, intensities=intens, classes=classes)
     if subset == "test":

@@ -316,7 +316,7 @@ def train(cfg: TrainConfig, info: DistInfo) -> dict:
     train_s, test_s, classes = build_splits(cfg)
     cidx = {c: i for i, c in enumerate(classes)}
     prompts = PromptSet.load(None)
-    model = load_model(cfg.model, device="cpu", classes=classes, prompts=prompts)
+    model = load_model(cfg.model, device="cpu", classes=classes, prompts=prompts, cache=False)
     settings = model.render
     if cfg.views:
         from dataclasses import replace as dc_replace
@@ -460,8 +460,8 @@ def train(cfg: TrainConfig, info: DistInfo) -> dict:
                         total, terms = ddp(x, y, tokens, class_tokens, len(classes))
                     (total / cfg.accum).backward()
                 for k, v in terms.items():
-                    terms_acc[k] = terms_acc.get(k, 0.0) + float(v) / cfg.accum
-                terms_acc["loss"] = terms_acc.get("loss", 0.0) + float(total) / cfg.accum
+                    terms_acc[k] = terms_acc.get(k, 0.0) + float(v.detach()) / cfg.accum
+                terms_acc["loss"] = terms_acc.get("loss", 0.0) + float(total.detach()) / cfg.accum
                 n_seen += x.shape[0] * info.world_size
             if cfg.clip_grad and cfg.clip_grad > 0:
                 torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
