@@ -136,7 +136,6 @@ def test_no_faces():
           b"end_header\n0 0 0\n1 0 0\n0 1 0\n"
     _raises(ply, "cloud.ply", "no faces")
     xyz, _ = bnt_face_grid(6, 5)
-    import io
     import tempfile
 
     with tempfile.TemporaryDirectory() as d:

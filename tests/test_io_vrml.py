@@ -9,7 +9,6 @@ from meshgen import face_like_mesh
 from affectvlm.errors import InputError
 from affectvlm.io import load_mesh
 from affectvlm.io.vrml import read_vrml, write_vrml
-from affectvlm.mesh import Mesh
 
 
 def _fan(polys):

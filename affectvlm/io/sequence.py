@@ -26,7 +26,7 @@ from affectvlm.limits import Limits
 from affectvlm.mesh import MeshSequence
 from affectvlm.io._common import get_limits
 from affectvlm.io.archive import SafeZip, is_zip
-from affectvlm.io.formats import MESH_EXTENSIONS, _dir_resolver, load_mesh, load_mesh_bytes
+from affectvlm.io.formats import MESH_EXTENSIONS, load_mesh, load_mesh_bytes
 
 __all__ = ["load_sequence", "is_sequence", "frame_number", "sample_indices"]
 
