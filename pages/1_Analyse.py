@@ -125,8 +125,7 @@ def analyse_scan(mesh, model, choice, sig: str) -> None:
     if not res or res[0] != rkey:
         t0 = time.perf_counter()
         with st.spinner("Rendering views and scoring…"):
-            probs, images = score_mesh(mesh, model, choice.views, up, front)
-            out = {"probs": probs, "images": images}
+            out = score_mesh(mesh, model, choice.views, up, front)
         ss["an_scan_result"] = res = (rkey, out, time.perf_counter() - t0)
     out = res[1]
     c1, c2 = st.columns([3, 2])
@@ -139,10 +138,13 @@ def analyse_scan(mesh, model, choice, sig: str) -> None:
         st.caption(f"Scored in {res[2]:.2f} s")
     st.subheader("What the model sees")
     imgs = out.get("images") or []
+    weights = out.get("view_weights") or {}
     if imgs:
         cols = st.columns(len(imgs))
         for col, (cap, img) in zip(cols, imgs):
-            col.image(img, caption=cap, width="stretch")
+            w = weights.get(cap)
+            col.image(img, caption=cap + (f" · weight {w:.2f}" if w is not None and len(imgs) > 1 else ""),
+                      width="stretch")
 
 
 def analyse_sequence(seq, model, choice, sig: str) -> None:

@@ -163,60 +163,18 @@ def model_caption(model) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Scoring: thin wiring of library calls (render_views + the model), as the CLI does.
+# Scoring: the library's own entry points, exactly as the CLI uses them.
 
 
-def render_for(model, meshes, views: str | None, up: str | None, front: str | None):
-    """The images the model sees, with the model's render settings and the user's overrides."""
-    from affectvlm.render import as_views, render_views
+def score_mesh(mesh, model, views: str | None, up: str | None, front: str | None) -> dict:
+    """``affectvlm.predict.predict_mesh``: probs, label, confidence, images the model saw, view weights."""
+    from affectvlm.predict import predict_mesh
 
-    rs = model.render
-    v = as_views(views) if views else rs.views
-    return render_views(meshes, v, rs.size, texture=rs.texture, canonical=rs.canonical, device=str(model.device),
-                        up=up or rs.up, front=front or rs.front, background=rs.background), v
+    return predict_mesh(mesh, model, views=views, up=up, front=front, return_images=True)
 
 
-def score_mesh(mesh, model, views: str | None, up: str | None, front: str | None):
-    """(probabilities by class, [(caption, PIL image)]) for one scan."""
-    import torch
+def iter_sequence_rows(seq, model, views: str | None, up: str | None, front: str | None):
+    """``affectvlm.predict.iter_sequence``: per-frame rows as they are scored, then the pooled row."""
+    from affectvlm.predict import iter_sequence
 
-    from affectvlm.render import to_pil
-
-    images, v = render_for(model, mesh, views, up, front)
-    with torch.inference_mode():
-        p = model.predict_proba(images)[0].float().cpu().tolist()
-    caps = [f"yaw {x.yaw:g}°, pitch {x.pitch:g}°" for x in v]
-    return dict(zip(model.classes, p)), list(zip(caps, to_pil(images[0])))
-
-
-def iter_sequence_rows(seq, model, views: str | None, up: str | None, front: str | None, batch: int = 8):
-    """Per-frame rows (``predict`` schema) as they are scored, then the ``frame="sequence"`` row.
-
-    Uses ``affectvlm.predict.iter_sequence`` when the library provides it (same temporal pooling as
-    the CLI); otherwise scores frames in small batches and pools by mean probability.
-    """
-    try:
-        from affectvlm.predict import iter_sequence
-    except ImportError:
-        iter_sequence = None
-    if iter_sequence is not None:
-        yield from iter_sequence(seq, model, views=views, up=up, front=front)
-        return
-    import torch
-
-    classes = list(model.classes)
-    all_p = []
-    for i in range(0, len(seq), batch):
-        frames = seq.frames[i:i + batch]
-        images, _ = render_for(model, frames, views, up, front)
-        with torch.inference_mode():
-            p = model.predict_proba(images).float().cpu()
-        for j, row_p in enumerate(p.tolist()):
-            all_p.append(row_p)
-            k = max(range(len(classes)), key=row_p.__getitem__)
-            yield {"file": seq.source, "frame": seq.frame_ids[i + j], "label": classes[k],
-                   "confidence": row_p[k], **dict(zip(classes, row_p)), "error": ""}
-    mean = torch.tensor(all_p).mean(0).tolist()
-    k = max(range(len(classes)), key=mean.__getitem__)
-    yield {"file": seq.source, "frame": "sequence", "label": classes[k], "confidence": mean[k],
-           **dict(zip(classes, mean)), "error": ""}
+    yield from iter_sequence(seq, model, views=views, up=up, front=front)

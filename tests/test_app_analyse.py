@@ -44,7 +44,8 @@ def _trimesh_bytes(mesh, ext: str) -> bytes:
     import trimesh
 
     tm = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
-    return tm.export(file_type=ext)
+    out = tm.export(file_type=ext)
+    return out.encode() if isinstance(out, str) else out
 
 
 def _vrml_bytes(mesh, tmp: Path, name: str = "F0001_HA04WH_F3D.wrl") -> bytes:
@@ -100,15 +101,17 @@ def test_upload_each_scan_format(ext, face, tmp_path):
     assert {"mesh3d", "bar"} <= kinds
     bar = next(d for s in specs for d in s["data"] if d["type"] == "bar")
     assert abs(sum(bar["x"]) - 1.0) < 1e-3 and len(bar["y"]) == 7
-    assert len(at.get("imgs")) >= 1  # the rendered views
+    assert len(at.get("image")) == 3  # the rendered views (default yaw 0, -30, 30)
 
 
 def test_bad_file_shows_one_error_and_app_keeps_working(face):
     at = upload(analyse(), [("broken.obj", b"v 1 2\nf 9 9 9\nthis is not a mesh")])
     errs = [e.value for e in at.error]
     assert len(errs) == 1 and "broken.obj" in errs[0]
-    upload(at, [("notes.txt", b"hello")])  # blocked by type in the browser; still a clean message here
-    assert len(at.error) == 1 and "notes.txt" in at.error[0].value
+    upload(at, [("empty.stl", b"")])
+    assert len(at.error) == 1 and "empty.stl" in at.error[0].value
+    upload(at, [("frames.zip", A.zip_bytes([("../../evil/000.obj", b"v 0 0 0")]))])  # zip-slip name
+    assert len(at.error) == 1 and "frames.zip" in at.error[0].value
     upload(at, [("ok.ply", _trimesh_bytes(face, "ply"))])
     assert not at.error and top(at)[0]
 
@@ -145,22 +148,31 @@ def test_sample_from_home_and_orientation_override():
 
 
 def test_model_and_class_changes(face):
-    at = upload(analyse(), [("face.obj", _trimesh_bytes(face, "obj"))])
-    at.sidebar.checkbox(key="custom_classes").check().run()
-    at.sidebar.text_area(key="classes_text").input("joy, boredom, rage").run()
+    """Sidebar choices (set on Home: AppTest runs a switched-to page without the entrypoint's sidebar)."""
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    at.checkbox(key="custom_classes").check().run()
+    at.text_area(key="classes_text").input("only-one").run()
+    assert any("at least two" in e.value for e in at.sidebar.error)
+    at.text_area(key="classes_text").input("joy, boredom, rage").run()
+    at.text_area(key="templates_text").input("a 3D scan of a {} face\na {} person").run()
+    assert not at.sidebar.error
+    at = upload(analyse(at), [("face.obj", _trimesh_bytes(face, "obj"))])
     label, _ = top(at)
     assert label in ("joy", "boredom", "rage")
     bar = next(d for c in at.get("plotly_chart") for d in json.loads(c.proto.spec)["data"] if d["type"] == "bar")
     assert list(bar["y"]) == ["joy", "boredom", "rage"]
-    at.sidebar.text_area(key="classes_text").input("only-one").run()
-    assert any("at least two" in e.value for e in at.sidebar.error)
-    # a pretrained tag that cannot be downloaded offline: one clear message, the page still renders
-    at.sidebar.text_area(key="classes_text").input("joy, rage").run()
-    at.sidebar.radio(key="model_kind").set_value("pretrained").run()
-    at.sidebar.text_input(key="model_pretrained").input("ViT-B-32:openai").run()
-    assert len(at.error) >= 1 and not at.exception
-    at.sidebar.radio(key="model_kind").set_value("default").run()
-    assert top(at)[0] in ("joy", "rage")
+
+    # a pretrained tag that cannot be downloaded offline: one clear message, the app keeps running
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    at.radio(key="model_kind").set_value("pretrained").run()
+    at.text_input(key="model_pretrained").input("ViT-B-32:openai").run()
+    assert len(at.error) == 1 and not at.exception
+    assert "ViT-B-32" in at.error[0].value
+    at.radio(key="model_kind").set_value("checkpoint").run()
+    at.text_input(key="model_checkpoint").input("/nonexistent/ckpt").run()
+    assert len(at.error) == 1 and "/nonexistent/ckpt" in at.error[0].value
+    at.radio(key="model_kind").set_value("default").run()
+    assert not at.error and any(MODEL in m.value for m in at.metric)
 
 
 def test_batch_zip_table_and_downloads(face, tmp_path):
