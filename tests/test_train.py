@@ -78,6 +78,7 @@ def max_weight_diff(a: Path, b: Path) -> float:
     return max(float((wa[k].float() - wb[k].float()).abs().max()) for k in wa)
 
 
+@pytest.mark.slow
 def test_single_process_run_folder_contract(tiny, tmp_path):
     run = tmp_path / "run"
     run_train(_args(tiny, run, tmp_path / "cache", "--losses", "mc=1,mt=1,clip=1,ce=1"))
@@ -126,6 +127,7 @@ def test_torchrun_two_ranks_match_single_process(tiny, tmp_path):
     assert b[-1]["val_accuracy"] == a[-1]["val_accuracy"]
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_matches(tiny, tmp_path):
     cache = tmp_path / "cache"
     extra = ("--epochs", "3", "--batch-size", "4")

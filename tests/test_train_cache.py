@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from affectvlm.render import RenderSettings
 from affectvlm.train.cache import RenderCache
@@ -41,6 +42,7 @@ def test_cache_hits_keys_and_shards(tmp_path):
     assert j.get(paths[0]).shape == (9, 3, 32, 32)
 
 
+@pytest.mark.slow
 def test_concurrent_writers_leave_complete_entries(tmp_path):
     paths = _scans(tmp_path / "d", 2)
     code = ("import sys; from affectvlm.render import RenderSettings; from affectvlm.train.cache import RenderCache;"
