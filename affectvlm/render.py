@@ -314,7 +314,8 @@ def _rasterize(b: _Batch, rots: torch.Tensor, n_meshes: int, S: int) -> _ZBuffer
     for start in range(0, total, _FACE_CHUNK):
         inst = torch.arange(start, min(start + _FACE_CHUNK, total), device=dev)
         view, face = inst // F, inst % F
-        tri = xv[(view * N).unsqueeze(1) + b.faces[face]]  # (C, 3, 3)
+        idx = (view * N).unsqueeze(1) + b.faces.index_select(0, face)
+        tri = xv.index_select(0, idx.view(-1)).view(-1, 3, 3)
         x = (tri[..., 0] + 1.0) * half  # pixel units, pixel centres at i + 0.5
         y = (1.0 - tri[..., 1]) * half
         x0, x1, x2 = x.unbind(1)
@@ -330,61 +331,63 @@ def _rasterize(b: _Batch, rots: torch.Tensor, n_meshes: int, S: int) -> _ZBuffer
         if keep.numel() == 0:
             continue
         # barycentric b_i(p) = A_i px + B_i py + C_i (already divided by the signed area), edge (j, k)
-        xs, ys = x[keep], y[keep]
-        xj, yj = xs[:, [1, 2, 0]], ys[:, [1, 2, 0]]
-        xk, yk = xs[:, [2, 0, 1]], ys[:, [2, 0, 1]]
-        inv = (1.0 / area[keep]).unsqueeze(1)
+        xs, ys = x.index_select(0, keep), y.index_select(0, keep)
+        xj, yj = xs.roll(-1, 1), ys.roll(-1, 1)  # vertices (1, 2, 0)
+        xk, yk = xs.roll(1, 1), ys.roll(1, 1)  # vertices (2, 0, 1)
+        inv = (1.0 / area.index_select(0, keep)).unsqueeze(1)
         A = -(yk - yj) * inv
         Bc = (xk - xj) * inv
         Cc = ((yk - yj) * xj - (xk - xj) * yj) * inv
-        zk = tri[keep][..., 2]
-        plane = torch.stack([(A * zk).sum(1), (Bc * zk).sum(1), (Cc * zk).sum(1)], 1)  # depth = plane . (px, py, 1)
-        fk = face[keep]
-        item = (b.face_mesh[fk] * Vn + view[keep]) * (S * S)
-        faces = _Faces(torch.cat([A, Bc, Cc, plane], 1).contiguous(), xmin[keep], ymin[keep], w[keep], h[keep],
-                       item, fk)
+        zk = tri[..., 2].index_select(0, keep)
+        box = torch.stack([xmin, ymin, w, h], 1).index_select(0, keep)
+        fpk = torch.cat([A, Bc, Cc, (A * zk).sum(1, keepdim=True), (Bc * zk).sum(1, keepdim=True),
+                         (Cc * zk).sum(1, keepdim=True), box], 1)  # (G, 16), see _Faces
+        fk = face.index_select(0, keep)
+        item = (b.face_mesh.index_select(0, fk) * Vn + view.index_select(0, keep)) * (S * S)
+        ipk = torch.stack([item, fk], 1)
         # bucket by power-of-two bounding box so most faces use dense broadcast templates
-        kw = torch.ceil(torch.log2(faces.w)).long()
-        kh = torch.ceil(torch.log2(faces.h)).long()
-        big = (faces.w > _DENSE_MAX) | (faces.h > _DENSE_MAX)
-        bucket = torch.where(big, torch.full_like(kw, 99), kw * 8 + kh)
-        order = torch.argsort(bucket)
-        ub, counts = torch.unique_consecutive(bucket[order], return_counts=True)
+        bw, bh = box[:, 2], box[:, 3]
+        bucket = torch.ceil(torch.log2(bw)).long() * 8 + torch.ceil(torch.log2(bh)).long()
+        bucket = torch.where((bw > _DENSE_MAX) | (bh > _DENSE_MAX), torch.full_like(bucket, 99), bucket)
+        bucket, order = torch.sort(bucket)
+        faces = _Faces(fpk.index_select(0, order), ipk.index_select(0, order))
+        ub, counts = torch.unique_consecutive(bucket, return_counts=True)
         lo = 0
         for bk, c in zip(ub.tolist(), counts.tolist()):
-            sel = order[lo:lo + c]
+            part = faces.slice(lo, lo + c)
             lo += c
             if bk == 99:
-                _raster_big(faces.take(sel), S, zb)
+                _raster_big(part, S, zb)
             else:
-                _raster_dense(faces.take(sel), 1 << (bk // 8), 1 << (bk % 8), S, zb)
+                _raster_dense(part, 1 << (bk // 8), 1 << (bk % 8), S, zb)
     return zb
 
 
 @dataclass
 class _Faces:
-    coef: torch.Tensor  # (G, 12): A(3) B(3) C(3) of the barycentrics, then the depth plane (3)
-    xmin: torch.Tensor  # float pixel index of the bbox's first column
-    ymin: torch.Tensor
-    w: torch.Tensor  # float bbox width/height in pixels (>= 1)
-    h: torch.Tensor
-    item: torch.Tensor  # (G,) flat offset of the face's image
-    face: torch.Tensor  # (G,) global face index
+    """Faces set up for one view: ``f`` (G, 16) float = barycentric A(3) B(3) C(3), depth plane (3),
+    bbox xmin, ymin, w, h (pixels); ``i`` (G, 2) int64 = flat image offset, global face index."""
 
-    def take(self, idx: torch.Tensor) -> "_Faces":
-        return _Faces(*(getattr(self, f).index_select(0, idx) for f in self.__dataclass_fields__))
+    f: torch.Tensor
+    i: torch.Tensor
+
+    coef = property(lambda self: self.f[:, :12])
+    xmin = property(lambda self: self.f[:, 12])
+    ymin = property(lambda self: self.f[:, 13])
+    w = property(lambda self: self.f[:, 14])
+    h = property(lambda self: self.f[:, 15])
 
     def slice(self, lo: int, hi: int) -> "_Faces":
-        return _Faces(*(getattr(self, f)[lo:hi] for f in self.__dataclass_fields__))
+        return _Faces(self.f[lo:hi], self.i[lo:hi])
 
     def __len__(self) -> int:
-        return self.coef.shape[0]
+        return self.f.shape[0]
 
 
 def _emit(fc: _Faces, fi: torch.Tensor, px: torch.Tensor, py: torch.Tensor, S: int, zb: _ZBuffer,
           inside_known: bool = False) -> None:
-    """Evaluate candidates (face index ``fi`` into ``fc``, integer pixel px/py) and depth-test the inside ones."""
-    co = fc.coef.index_select(0, fi)
+    """Evaluate candidates (face index ``fi`` into ``fc``, pixel px/py) and depth-test the inside ones."""
+    co = fc.f.index_select(0, fi)
     pxc = (px.to(torch.float32) + 0.5).unsqueeze(1)
     pyc = (py.to(torch.float32) + 0.5).unsqueeze(1)
     bc = co[:, 0:3] * pxc + co[:, 3:6] * pyc + co[:, 6:9]
@@ -393,14 +396,16 @@ def _emit(fc: _Faces, fi: torch.Tensor, px: torch.Tensor, py: torch.Tensor, S: i
         ins = (bc >= _EPS_IN).all(1).nonzero().squeeze(1)
         if ins.numel() == 0:
             return
-        fi, px, py, bc, d = fi[ins], px[ins], py[ins], bc[ins], d[ins]
-    key = fc.item.index_select(0, fi) + py.long() * S + px.long()
-    zb.add(key, d, bc, fc.face.index_select(0, fi))
+        fi, px, py = fi.index_select(0, ins), px.index_select(0, ins), py.index_select(0, ins)
+        bc, d = bc.index_select(0, ins), d.index_select(0, ins)
+    ii = fc.i.index_select(0, fi)
+    key = ii[:, 0] + py.long() * S + px.long()
+    zb.add(key, d, bc, ii[:, 1])
 
 
 def _raster_dense(fc: _Faces, kw: int, kh: int, S: int, zb: _ZBuffer) -> None:
     """Faces whose bbox fits in kw x kh pixels: test a fixed template of offsets by broadcasting."""
-    dev = fc.coef.device
+    dev = fc.f.device
     oy, ox = torch.meshgrid(torch.arange(kh, device=dev, dtype=torch.float32),
                             torch.arange(kw, device=dev, dtype=torch.float32), indexing="ij")
     ox, oy = ox.reshape(1, -1), oy.reshape(1, -1)
@@ -410,7 +415,7 @@ def _raster_dense(fc: _Faces, kw: int, kh: int, S: int, zb: _ZBuffer) -> None:
         pxc = g.xmin.unsqueeze(1) + ox + 0.5  # (G, T)
         pyc = g.ymin.unsqueeze(1) + oy + 0.5
         ok = (ox < g.w.unsqueeze(1)) & (oy < g.h.unsqueeze(1))
-        co = g.coef
+        co = g.f
         for i in range(3):
             ok &= (co[:, i:i + 1] * pxc + co[:, 3 + i:4 + i] * pyc + co[:, 6 + i:7 + i]) >= _EPS_IN
         fi, ti = ok.nonzero().unbind(1)
@@ -422,7 +427,7 @@ def _raster_dense(fc: _Faces, kw: int, kh: int, S: int, zb: _ZBuffer) -> None:
 
 def _raster_big(fc: _Faces, S: int, zb: _ZBuffer) -> None:
     """Faces with large bounding boxes: expand their pixels explicitly, in bounded groups."""
-    dev = fc.coef.device
+    dev = fc.f.device
     cnt = (fc.w * fc.h).long()
     csum = torch.cumsum(cnt, 0).cpu()
     lo, base, G = 0, 0, len(csum)
@@ -432,8 +437,8 @@ def _raster_big(fc: _Faces, S: int, zb: _ZBuffer) -> None:
         c = cnt[lo:hi]
         fi = torch.repeat_interleave(torch.arange(lo, hi, device=dev), c)
         offs = torch.arange(fi.numel(), device=dev) - (torch.cumsum(c, 0) - c)[fi - lo]
-        wr = fc.w.long()[fi]
-        _emit(fc, fi, fc.xmin.long()[fi] + offs % wr, fc.ymin.long()[fi] + offs // wr, S, zb)
+        box = fc.f[:, 12:16].long().index_select(0, fi)
+        _emit(fc, fi, box[:, 0] + offs % box[:, 2], box[:, 1] + offs // box[:, 2], S, zb)
         base, lo = int(csum[hi - 1]), hi
 
 
