@@ -13,7 +13,7 @@ import hashlib
 import json
 import re
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -77,7 +77,7 @@ class PromptSet:
     ethnicity: tuple[tuple[str, str], ...]
     default_subject: str
     augmented_templates: tuple[str, ...]
-    source: str = "<default>"
+    source: str = field(default="<default>", compare=False)
 
     # ------------------------------------------------------------------ loading
     @classmethod

@@ -20,6 +20,7 @@ Every failure is a ``ModelError`` with one readable line.
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import logging
@@ -28,7 +29,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 
@@ -200,8 +201,59 @@ def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
 
-def _download_error(spec: Spec, exc: BaseException) -> ModelError:
-    why = "HF_HUB_OFFLINE is set" if _hub_offline() else (
+def _host_unreachable(timeout: float = 3.0) -> bool:
+    """True when the Hub's host name cannot be resolved (no network): answered in milliseconds here,
+    where the Hub client would otherwise retry for about a minute. Proxies are trusted as they are."""
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")):
+        return False
+    import socket
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or "huggingface.co"
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.getaddrinfo(host, 443)
+            result.append(False)
+        except OSError:
+            result.append(True)
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout)
+    return bool(result and result[0])
+
+
+class _HubAccess:
+    """Around downloads: quiet the Hub client's retry logging and, when the network is plainly absent,
+    switch it to offline mode so cached files still load and missing ones fail in seconds."""
+
+    def __enter__(self) -> "_HubAccess":
+        self.patched = False
+        self.offline = _hub_offline()
+        if not self.offline and _host_unreachable():
+            try:
+                import huggingface_hub.constants as hc
+
+                self.saved, hc.HF_HUB_OFFLINE, self.patched = hc.HF_HUB_OFFLINE, True, True
+            except (ImportError, AttributeError):
+                pass
+            self.offline = True
+        self.disabled = logging.root.manager.disable
+        logging.disable(logging.ERROR)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        logging.disable(self.disabled)
+        if self.patched:
+            import huggingface_hub.constants as hc
+
+            hc.HF_HUB_OFFLINE = self.saved
+
+
+def _download_error(spec: Spec, exc: BaseException, offline: bool = False) -> ModelError:
+    why = "HF_HUB_OFFLINE is set" if _hub_offline() else "no network connection" if offline else (
         "no network connection" if _is_offline_error(exc) else f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
     name = spec.name if spec.kind == "pretrained" else "NAME"
     return ModelError(
@@ -243,18 +295,15 @@ def _check_device(device: str | torch.device) -> torch.device:
     return dev
 
 
-def _quiet_open_clip():
+@contextlib.contextmanager
+def _quiet_open_clip() -> Iterator[None]:
     """open_clip logs a warning for every random init; we say it in provenance instead."""
-    class _Ctx:
-        def __enter__(self):
-            self.level = logging.getLogger().level
-            self.dis = logging.root.manager.disable
-            logging.disable(logging.WARNING)
-
-        def __exit__(self, *a):
-            logging.disable(self.dis)
-
-    return _Ctx()
+    saved = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(saved)
 
 
 def _build(spec: Spec, device: torch.device, classes, prompts, fusion: str | None) -> AffectVLM:
@@ -303,14 +352,16 @@ def _build(spec: Spec, device: torch.device, classes, prompts, fusion: str | Non
         arch = folder.name
         prov["trained"] = True
     elif spec.kind == "hf-hub":
+        hub = _HubAccess()
         try:
-            clip = open_clip.create_model(spec.text, device="cpu", cache_dir=str(cache_dir()), weights_only=True)
-            tok = open_clip.get_tokenizer(spec.text, cache_dir=str(cache_dir()))
-            from open_clip.factory import _get_hf_config
+            with hub:
+                clip = open_clip.create_model(spec.text, device="cpu", cache_dir=str(cache_dir()), weights_only=True)
+                tok = open_clip.get_tokenizer(spec.text, cache_dir=str(cache_dir()))
+                from open_clip.factory import _get_hf_config
 
-            cfg = _get_hf_config(spec.text[len("hf-hub:"):], cache_dir=str(cache_dir()))
+                cfg = _get_hf_config(spec.text[len("hf-hub:"):], cache_dir=str(cache_dir()))
         except Exception as e:
-            raise _download_error(spec, e) from None
+            raise _download_error(spec, e, hub.offline) from None
         arch = spec.text
         prov["trained"] = True
     else:  # pretrained, file with architecture, random
@@ -321,10 +372,12 @@ def _build(spec: Spec, device: torch.device, classes, prompts, fusion: str | Non
             if pcfg.get("quick_gelu") and not cfg["model_cfg"].get("quick_gelu"):
                 kw["force_quick_gelu"] = True  # the weights were trained with QuickGELU
                 cfg["model_cfg"]["quick_gelu"] = True
+            hub = _HubAccess()
             try:
-                clip = open_clip.create_model(spec.name, pretrained=spec.tag, **kw)
+                with hub:
+                    clip = open_clip.create_model(spec.name, pretrained=spec.tag, **kw)
             except Exception as e:
-                raise _download_error(spec, e) from None
+                raise _download_error(spec, e, hub.offline) from None
             prov["trained"] = True
         elif spec.kind == "file":
             try:
@@ -338,10 +391,12 @@ def _build(spec: Spec, device: torch.device, classes, prompts, fusion: str | Non
                 clip = open_clip.create_model(spec.name, **kw)
             prov["trained"] = False
             prov["note"] = "random init (untrained): scores are meaningless"
+        hub = _HubAccess()
         try:
-            tok = open_clip.get_tokenizer(spec.name, cache_dir=str(cache_dir()))
+            with hub:
+                tok = open_clip.get_tokenizer(spec.name, cache_dir=str(cache_dir()))
         except Exception as e:
-            raise _download_error(spec, e) from None
+            raise _download_error(spec, e, hub.offline) from None
         arch = spec.name
     fusion = fusion or meta.get("fusion") or "mean"
     clip = clip.to(device).eval()

@@ -1,0 +1,184 @@
+"""The ``affectvlm`` command (also ``python -m affectvlm``).
+
+    affectvlm predict scan.wrl F001/Angry/ batch.zip --out results.csv
+    affectvlm render scan.obj --out views/ --views 0,-30,30 --maps shade,depth,normal
+    affectvlm synth ... | train ... | eval ...      (forwarded to their own parsers)
+
+User errors print one line ``affectvlm: error: ...`` and exit 2; ``predict`` exits 1 when any input
+failed (each failure is on its row and on one stderr line).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from affectvlm.errors import AffectVLMError, ConfigError
+
+_FORWARDED = {
+    "synth": ("affectvlm.synth.cli", "make synthetic BU-3DFE/BU-4DFE-style data"),
+    "train": ("affectvlm.train.train", "fine-tune a model (also under torchrun)"),
+    "eval": ("affectvlm.train.evaluate", "evaluate a model on a dataset"),
+}
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from affectvlm import __version__
+
+    p = argparse.ArgumentParser(prog="affectvlm", description="Facial emotion recognition from 3D face scans "
+                                "and 4D scan sequences with multiview CLIP models.")
+    p.add_argument("--version", action="version", version=f"affectvlm {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    pr = sub.add_parser("predict", help="emotion probabilities for scans, folders, zips and 4D sequences",
+                        description="Score 3D scans (.wrl .obj .ply .stl .off .glb .gltf .bnt), folders of scans, "
+                        "4D sequences (a folder or .zip of numbered frames) and zips of scans.")
+    pr.add_argument("inputs", nargs="+", metavar="INPUT", help="scan file, folder or .zip")
+    pr.add_argument("--model", default=None, help="model spec: default (embedded), NAME:TAG (ViT-B-32:openai), "
+                    "hf-hub:org/repo, NAME@weights.safetensors, local-dir:/dir, a checkpoint folder, or NAME "
+                    "(random init)")
+    pr.add_argument("--views", default=None, help="camera views as yaws, e.g. 0,-30,30, or yaw:pitch pairs "
+                    "(default: the model's)")
+    g = pr.add_mutually_exclusive_group()
+    g.add_argument("--frames", type=_positive_int, default=None, help="sample N evenly spaced frames per sequence")
+    g.add_argument("--every", type=_positive_int, default=1, help="keep every K-th frame of a sequence")
+    pr.add_argument("--classes", default=None, help="comma-separated class names (default: the model's)")
+    pr.add_argument("--prompts", default=None, help="prompt template file (YAML/JSON, see data/prompts/default.yaml)")
+    pr.add_argument("--out", default=None, help="write results to a .csv or .json file (default: print)")
+    pr.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                    help="stdout format when --out is not given")
+    pr.add_argument("--up", default=None, help="the scan's up axis, e.g. +y (default: detected)")
+    pr.add_argument("--front", default=None, help="the axis the face looks along, e.g. +z (default: detected)")
+    pr.add_argument("--pooling", choices=("peak", "mean"), default="peak",
+                    help="how a sequence's frames are pooled (peak: most expressive 30%% of frames)")
+    pr.add_argument("--batch-size", type=_positive_int, default=8, help="scans rendered and scored together")
+    pr.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    pr.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    rd = sub.add_parser("render", help="write the views a model sees as PNGs",
+                        description="Render a scan (or every frame of a sequence) to PNG images.")
+    rd.add_argument("input", metavar="INPUT", help="scan file, or a folder/.zip of frames")
+    rd.add_argument("--out", required=True, help="output folder")
+    rd.add_argument("--views", default="0,-30,30", help="camera views, e.g. 0,-30,30 or 0:10,30:0")
+    rd.add_argument("--size", type=_positive_int, default=224, help="image size in pixels")
+    rd.add_argument("--maps", default="shade", help="comma-separated maps: shade,depth,normal,mask")
+    rd.add_argument("--up", default=None, help="the scan's up axis, e.g. +y")
+    rd.add_argument("--front", default=None, help="the axis the face looks along, e.g. +z")
+    rd.add_argument("--no-texture", action="store_true", help="shade in grey, ignoring texture and colours")
+    g = rd.add_mutually_exclusive_group()
+    g.add_argument("--frames", type=_positive_int, default=None, help="sequence: N evenly spaced frames")
+    g.add_argument("--every", type=_positive_int, default=1, help="sequence: every K-th frame")
+    rd.add_argument("--device", default="cpu", help="torch device")
+
+    for name, (_, help_) in _FORWARDED.items():
+        sub.add_parser(name, help=help_ + f" (see `affectvlm {name} --help`)", add_help=False)
+    return p
+
+
+def _err(msg: str) -> None:
+    print(f"affectvlm: {msg}", file=sys.stderr)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from affectvlm.model import load_model
+    from affectvlm.predict import format_table, predict, rows_to_csv, rows_to_json, write_rows
+    from affectvlm.prompts import parse_classes
+
+    if args.out and Path(args.out).suffix.lower() not in (".csv", ".json"):
+        raise ConfigError(f"--out {args.out}: must end in .csv or .json")
+    model = load_model(args.model, device=args.device, classes=parse_classes(args.classes), prompts=args.prompts)
+    if not model.provenance.get("trained", True):
+        _err(f"warning: model {model.spec!r} is untrained (random init): scores are meaningless")
+    progress = not args.no_progress and sys.stderr.isatty()
+
+    def on_row(row: dict) -> None:
+        if row.get("error"):
+            where = row["file"] + (f" (frame {row['frame']})" if row.get("frame") not in ("", None) else "")
+            _err(f"{where}: {row['error']}")
+
+    rows = predict(args.inputs, model, views=args.views, frames=args.frames, every=args.every,
+                   batch_size=args.batch_size, progress=progress, on_row=on_row, up=args.up, front=args.front,
+                   pooling=args.pooling)
+    if args.out:
+        path = write_rows(rows, args.out)
+        n_err = sum(1 for r in rows if r["error"])
+        print(f"wrote {len(rows)} rows to {path}" + (f" ({n_err} with errors)" if n_err else ""), file=sys.stderr)
+    elif args.format == "json":
+        sys.stdout.write(rows_to_json(rows))
+    elif args.format == "csv":
+        sys.stdout.write(rows_to_csv(rows))
+    else:
+        sys.stdout.write(format_table(rows, model.classes))
+    return 1 if any(r["error"] for r in rows) else 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from affectvlm.io import is_sequence, load_mesh, load_sequence
+    from affectvlm.predict import looks_like_sequence
+    from affectvlm.render import MAPS, parse_views, render_maps, save_views
+
+    views = parse_views(args.views)
+    maps = tuple(m.strip() for m in args.maps.split(",") if m.strip())
+    bad = [m for m in maps if m not in MAPS]
+    if bad or not maps:
+        raise ConfigError(f"--maps {args.maps!r}: choose from {', '.join(MAPS)}")
+    src = Path(args.input)
+    if not src.exists():
+        raise ConfigError(f"{src}: file not found")
+    stem = src.stem if src.is_file() else src.name
+    if src.is_dir() or (is_sequence(src) and src.suffix.lower() == ".zip"):
+        seq = load_sequence(src, every=args.every, n_frames=args.frames)
+        meshes, stems = seq.frames, [f"{stem}_f{fid:04d}" for fid in seq.frame_ids]
+    else:
+        meshes, stems = [load_mesh(src)], [stem]
+    written = []
+    for mesh, s in zip(meshes, stems):
+        out = render_maps([mesh], views, args.size, texture=not args.no_texture, device=args.device, maps=maps,
+                          up=args.up, front=args.front)
+        for name, img in out.items():
+            written += save_views(img[0], args.out, f"{s}_{name}" if len(maps) > 1 or name != "shade" else s)
+    print(f"wrote {len(written)} images to {args.out}", file=sys.stderr)
+    _ = looks_like_sequence  # same notion of a sequence as predict
+    return 0
+
+
+def _forward(command: str, argv: list[str]) -> int:
+    import importlib
+
+    module = importlib.import_module(_FORWARDED[command][0])
+    rc = module.main(argv)
+    return int(rc or 0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
+    try:
+        if argv and argv[0] in _FORWARDED:
+            return _forward(argv[0], argv[1:])
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help(sys.stderr)
+            return 2
+        return cmd_predict(args) if args.command == "predict" else cmd_render(args)
+    except AffectVLMError as e:
+        _err(f"error: {e}")
+        return 2
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except BrokenPipeError:  # `affectvlm predict ... | head`
+        return 0

@@ -1,0 +1,250 @@
+"""AffectVLM model: zero-shot scoring, fusion, checkpoints and model specs (offline, tiny random-init model)."""
+import json
+import os
+import time
+
+import pytest
+import torch
+
+from affectvlm.errors import ConfigError, InputError, ModelError
+from affectvlm.model import AffectVLM, load_model, parse_spec, save_checkpoint
+from affectvlm.model import specs as S
+from affectvlm.prompts import DEFAULT_CLASSES
+
+ARCH = "AffectVLM-Test"
+
+
+@pytest.fixture(scope="module")
+def model() -> AffectVLM:
+    return load_model(ARCH, cache=False)
+
+
+@pytest.fixture(scope="module")
+def images() -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(2, 3, 3, 224, 224, generator=g)
+
+
+def test_zero_shot_probabilities(model, images):
+    p = model.predict_proba(images)
+    assert p.shape == (2, len(DEFAULT_CLASSES))
+    assert torch.allclose(p.sum(1), torch.ones(2), atol=1e-5) and (p > 0).all()
+    assert model.classes == DEFAULT_CLASSES
+    assert model.provenance["trained"] is False and model.spec == ARCH
+    z = model.encode_views(images)
+    assert z.shape == (2, 3, model.embed_dim)
+    assert torch.allclose(z.norm(dim=-1), torch.ones(2, 3), atol=1e-5)
+    # renderer output of another size is resized inside
+    small = torch.nn.functional.interpolate(images.flatten(0, 1), size=112).view(2, 3, 3, 112, 112)
+    assert model.predict_proba(small).shape == (2, 7)
+    with pytest.raises(InputError, match="shape"):
+        model.encode_views(torch.rand(2, 3, 1, 224, 224))
+
+
+def test_mean_fusion_is_the_normalised_mean_and_view_order_free(model, images):
+    z = model.encode_views(images)
+    fused = model.fuse(z)
+    ref = torch.nn.functional.normalize(z.mean(1), dim=-1)
+    assert torch.allclose(fused, ref, atol=1e-6)
+    perm = model.predict_proba(images[:, [2, 0, 1]])
+    assert torch.allclose(perm, model.predict_proba(images), atol=1e-5)
+    logits = model(images)
+    cos = fused @ model.classifier.T
+    assert torch.allclose(logits, model.clip.logit_scale.exp() * cos, atol=1e-4)
+
+
+def test_classes_can_be_changed(images):
+    m = load_model(ARCH, cache=False)
+    before = m.classifier.clone()
+    m.set_classes(["pain", "happy", "calm"])
+    assert m.classes == ("pain", "happy", "calm")
+    assert m.predict_proba(images).shape == (2, 3)
+    assert m.classifier.shape[0] == 3 and not torch.equal(m.classifier[1], before[0])
+    # "happy" borrows happiness' synonyms, so it matches the default happiness embedding
+    assert torch.allclose(m.classifier[1], before[1], atol=1e-6)
+    with pytest.raises(ConfigError):
+        m.set_classes(["only-one"])
+    m2 = load_model(ARCH, cache=False, classes="a,b", prompts=["a 3D scan of a {} face"])
+    assert m2.classes == ("a", "b") and m2.prompts.noun_templates == ()
+
+
+def test_attention_fusion_starts_as_mean_and_gets_gradients(images):
+    m = load_model(ARCH, fusion="attention", cache=False)
+    assert m.attention is not None
+    z = m.encode_views(images)
+    assert torch.allclose(m.fuse(z), torch.nn.functional.normalize(z.mean(1), dim=-1), atol=1e-6)
+    m.train()
+    loss = torch.nn.functional.cross_entropy(m(images), torch.tensor([1, 4]))
+    loss.backward()
+    grads = [p.grad for p in m.attention.parameters()]
+    assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
+    assert m.clip.visual.conv1.weight.grad is not None and m.clip.visual.conv1.weight.grad.abs().sum() > 0
+    with pytest.raises(ConfigError, match="fusion"):
+        load_model(ARCH, fusion="max", cache=False)
+
+
+def _states_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_checkpoint_round_trip_is_bit_identical(tmp_path, images):
+    import open_clip
+
+    m = load_model(ARCH, fusion="attention", cache=False, classes=["x", "y", "z"])
+    with torch.no_grad():  # make the attention non-trivial so its file matters
+        for p in m.attention.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+        m.clip.logit_scale.fill_(2.0)
+    folder = save_checkpoint(m, tmp_path / "ck", extra={"epoch": 3, "val_accuracy": 0.5})
+    files = sorted(p.name for p in folder.iterdir())
+    assert files == ["affectvlm.json", "fusion.safetensors", "open_clip_config.json", "open_clip_model.safetensors"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folders left
+    meta = json.loads((folder / "affectvlm.json").read_text())
+    assert meta["classes"] == ["x", "y", "z"] and meta["fusion"] == "attention"
+    assert meta["provenance"]["extra"]["epoch"] == 3 and meta["provenance"]["trained"] is True
+    back = load_model(str(folder), cache=False)
+    assert _states_equal(back, m) and back.classes == m.classes and back.fusion == "attention"
+    assert torch.equal(back.predict_proba(images), m.predict_proba(images))
+    assert back.render.to_dict() == m.render.to_dict() and back.prompts == m.prompts
+    # plain open_clip loads the folder too
+    oc, _, _ = open_clip.create_model_and_transforms("local-dir:" + str(folder))
+    assert _states_equal(oc, m.clip)
+    # saving again over it replaces the folder atomically
+    m.set_classes(["x", "y"])
+    save_checkpoint(m, folder)
+    assert load_model(str(folder), cache=False).classes == ("x", "y")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_fp16_checkpoint_is_smaller_and_close(tmp_path, model, images):
+    f32 = save_checkpoint(model, tmp_path / "a")
+    f16 = save_checkpoint(model, tmp_path / "b", dtype="fp16")
+    s32 = (f32 / "open_clip_model.safetensors").stat().st_size
+    s16 = (f16 / "open_clip_model.safetensors").stat().st_size
+    assert s16 < 0.6 * s32
+    back = load_model(str(f16), cache=False)
+    assert torch.allclose(back.predict_proba(images), model.predict_proba(images), atol=2e-3)
+
+
+def test_weight_file_specs(tmp_path, model, images):
+    from safetensors.torch import save_file
+
+    w = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in model.clip.state_dict().items()}, str(w))
+    m = load_model(f"{ARCH}@{w}", cache=False)
+    assert _states_equal(m.clip, model.clip)
+    # a weights file with open_clip_config.json beside it (but no affectvlm.json)
+    folder = save_checkpoint(model, tmp_path / "ck")
+    (folder / "affectvlm.json").unlink()
+    assert parse_spec(str(folder / "open_clip_model.safetensors")).kind == "file"
+    assert parse_spec(str(folder)).kind == "local-dir"
+    assert parse_spec("local-dir:" + str(folder)).kind == "local-dir"
+    for spec in (str(folder / "open_clip_model.safetensors"), "local-dir:" + str(folder)):
+        assert _states_equal(load_model(spec, cache=False).clip, model.clip)
+
+
+def test_pickled_weights_are_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    p = tmp_path / "evil.bin"
+    torch.save({"x": Evil()}, p)
+    with pytest.raises(ModelError, match="unpickling|refused|cannot load"):
+        load_model(f"{ARCH}@{p}", cache=False)
+
+
+@pytest.mark.parametrize("spec,match", [
+    ("NoSuchNet", "unknown model spec"),
+    ("ViT-B-32:nope", "unknown pretrained tag"),
+    ("NoSuchNet:openai", "unknown architecture"),
+    ("/no/such/file.safetensors", "not found"),
+    (f"{ARCH}@/no/such/w.safetensors", "not found"),
+    ("local-dir:/no/such/dir", "not found"),
+    ("hf-hub:", "hf-hub:org/repo"),
+])
+def test_bad_specs(spec, match):
+    with pytest.raises(ModelError, match=match):
+        load_model(spec)
+
+
+def test_bad_files_and_folders(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelError, match="neither"):
+        load_model(str(tmp_path / "empty"))
+    lone = tmp_path / "lone.safetensors"
+    lone.write_bytes(b"not really")
+    with pytest.raises(ModelError, match="NAME@"):
+        load_model(str(lone))
+    with pytest.raises(ModelError, match="cannot load|weights"):
+        load_model(f"{ARCH}@{lone}")
+    txt = tmp_path / "notes.txt"
+    txt.write_text("x")
+    with pytest.raises(ModelError, match="not a model file"):
+        load_model(str(txt))
+    bad = tmp_path / "badck"
+    bad.mkdir()
+    (bad / "affectvlm.json").write_text("{")
+    with pytest.raises(ModelError, match="unreadable"):
+        load_model(str(bad))
+
+
+def test_default_model_missing_says_how_to_get_one(monkeypatch, tmp_path):
+    monkeypatch.delenv("AFFECTVLM_DEFAULT_MODEL", raising=False)
+    monkeypatch.setattr(S, "default_model_candidates", lambda: [tmp_path / "weights" / "affectvlm-default"])
+    with pytest.raises(ModelError, match="default model is not installed") as e:
+        load_model(None)
+    assert "AFFECTVLM_DEFAULT_MODEL" in str(e.value) and "--model" in str(e.value)
+    monkeypatch.setenv("AFFECTVLM_DEFAULT_MODEL", ARCH)
+    assert load_model("default").arch == ARCH
+    monkeypatch.setenv("AFFECTVLM_DEFAULT_MODEL", str(tmp_path / "gone"))
+    with pytest.raises(ModelError, match="AFFECTVLM_DEFAULT_MODEL"):
+        load_model(None)
+
+
+def test_default_model_folder_is_found(monkeypatch, tmp_path, model):
+    monkeypatch.delenv("AFFECTVLM_DEFAULT_MODEL", raising=False)
+    target = tmp_path / "weights" / "affectvlm-default"
+    save_checkpoint(model, target)
+    monkeypatch.setattr(S, "default_model_candidates", lambda: [target])
+    m = load_model(None, cache=False)
+    assert m.spec == "default" and _states_equal(m.clip, model.clip)
+
+
+def test_offline_pretrained_fails_fast_with_hint(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("AFFECTVLM_CACHE", str(tmp_path / "cache"))
+    t0 = time.perf_counter()
+    with pytest.raises(ModelError) as e:
+        load_model("ViT-B-32:openai", cache=False)
+    assert time.perf_counter() - t0 < 30
+    msg = str(e.value)
+    assert "HF_HUB_OFFLINE" in msg and "by hand" in msg and "ViT-B-32@" in msg and "local-dir:" in msg
+    assert "\n" not in msg
+
+
+def test_cache_and_deterministic_random_init(images):
+    a = load_model(ARCH)
+    assert load_model(ARCH) is a
+    assert load_model(ARCH, classes=["p", "q"]) is not a
+    b = load_model(ARCH, cache=False)
+    assert b is not a and _states_equal(a, b)  # random init is seeded: the same model every time
+
+
+def test_device_errors():
+    with pytest.raises(ConfigError, match="device"):
+        load_model(ARCH, device="gpu-ish")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA"):
+            load_model(ARCH, device="cuda")
+
+
+def test_tiny_config_size():
+    import open_clip
+
+    S.register_configs()
+    cfg = open_clip.get_model_config("AffectVLM-Tiny")
+    m = open_clip.create_model("AffectVLM-Tiny")
+    n = sum(p.numel() for p in m.parameters())
+    assert cfg["embed_dim"] > 0 and n * 4 <= 25e6  # fits in 25 MB even as float32
