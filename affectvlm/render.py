@@ -406,23 +406,32 @@ def _emit(fc: _Faces, fi: torch.Tensor, px: torch.Tensor, py: torch.Tensor, S: i
 def _raster_dense(fc: _Faces, kw: int, kh: int, S: int, zb: _ZBuffer) -> None:
     """Faces whose bbox fits in kw x kh pixels: test a fixed template of offsets by broadcasting."""
     dev = fc.f.device
-    oy, ox = torch.meshgrid(torch.arange(kh, device=dev, dtype=torch.float32),
-                            torch.arange(kw, device=dev, dtype=torch.float32), indexing="ij")
-    ox, oy = ox.reshape(1, -1), oy.reshape(1, -1)
-    step = max(1, _CAND_CHUNK // (kw * kh))
+    oy, ox = torch.meshgrid(torch.arange(kh, device=dev), torch.arange(kw, device=dev), indexing="ij")
+    toff = (oy * S + ox).reshape(-1)  # flat pixel offset of each template cell
+    oxf = ox.reshape(1, -1).to(torch.float32)
+    oyf = oy.reshape(1, -1).to(torch.float32)
+    T = kw * kh
+    step = max(1, _CAND_CHUNK // T)
     for s in range(0, len(fc), step):
         g = fc.slice(s, s + step)
-        pxc = g.xmin.unsqueeze(1) + ox + 0.5  # (G, T)
-        pyc = g.ymin.unsqueeze(1) + oy + 0.5
-        ok = (ox < g.w.unsqueeze(1)) & (oy < g.h.unsqueeze(1))
         co = g.f
+        pxc = co[:, 12:13] + (oxf + 0.5)  # (G, T) pixel centres
+        pyc = co[:, 13:14] + (oyf + 0.5)
+        ok = (oxf < co[:, 14:15]) & (oyf < co[:, 15:16])
+        bcs = []
         for i in range(3):
-            ok &= (co[:, i:i + 1] * pxc + co[:, 3 + i:4 + i] * pyc + co[:, 6 + i:7 + i]) >= _EPS_IN
-        fi, ti = ok.nonzero().unbind(1)
-        if fi.numel() == 0:
+            bi = co[:, i:i + 1] * pxc + co[:, 3 + i:4 + i] * pyc + co[:, 6 + i:7 + i]
+            ok &= bi >= _EPS_IN
+            bcs.append(bi)
+        flat = ok.view(-1).nonzero().squeeze(1)
+        if flat.numel() == 0:
             continue
-        _emit(g, fi, g.xmin.index_select(0, fi) + ox[0].index_select(0, ti),
-              g.ymin.index_select(0, fi) + oy[0].index_select(0, ti), S, zb, inside_known=True)
+        fi = flat // T
+        bc = torch.stack([b.view(-1).index_select(0, flat) for b in bcs], 1)
+        d = -(co[:, 9:10] * pxc + co[:, 10:11] * pyc + co[:, 11:12]).view(-1).index_select(0, flat)
+        base = g.i[:, 0] + co[:, 13].long() * S + co[:, 12].long()  # image offset + bbox corner
+        key = base.index_select(0, fi) + toff.index_select(0, flat % T)
+        zb.add(key, d, bc, g.i[:, 1].index_select(0, fi))
 
 
 def _raster_big(fc: _Faces, S: int, zb: _ZBuffer) -> None:
