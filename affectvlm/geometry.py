@@ -82,7 +82,7 @@ def vertex_normals(vertices, faces):
     fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
     n = np.zeros_like(v)
     for k in range(3):
-        np.add.at(n, f[:, k], fn) if f.shape[0] < 64 else _bincount_add(n, f[:, k], fn)
+        _bincount_add(n, f[:, k], fn)
     norm = np.linalg.norm(n, axis=1, keepdims=True)
     return (n / np.maximum(norm, 1e-300)).astype(np.float32)
 
