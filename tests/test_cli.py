@@ -1,0 +1,112 @@
+"""The affectvlm command as a real subprocess on real files (plus cheap in-process checks)."""
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trimesh
+
+from affectvlm import cli
+from affectvlm.io.vrml import write_vrml
+from meshgen import face_like_mesh
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = ["--model", "AffectVLM-Test"]
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    return subprocess.run([sys.executable, "-m", "affectvlm", *args], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def scans(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    m = face_like_mesh(32)
+    trimesh.Trimesh(m.vertices, m.faces, process=False).export(d / "face.obj")
+    write_vrml(d / "F0001_HA04WH_F3D.wrl", face_like_mesh(32, smile=1.0))
+    (d / "broken.ply").write_text("ply\nformat ascii 1.0\nelement vertex 3\nend_header\n1 2\n")
+    seq = d / "seq"
+    seq.mkdir()
+    for i in range(3):
+        write_vrml(seq / f"{i:03d}.wrl", face_like_mesh(20, smile=i / 2), write_texture=False)
+    return d
+
+
+def test_predict_csv_with_a_bad_file(scans, tmp_path):
+    out = tmp_path / "res.csv"
+    r = run("predict", str(scans / "face.obj"), str(scans / "F0001_HA04WH_F3D.wrl"), str(scans / "broken.ply"),
+            *MODEL, "--out", str(out))
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    bad_lines = [ln for ln in r.stderr.splitlines() if "broken.ply" in ln]
+    assert len(bad_lines) == 1 and bad_lines[0].startswith("affectvlm: ")
+    rows = list(csv.DictReader(out.open()))
+    assert [Path(x["file"]).name for x in rows] == ["face.obj", "F0001_HA04WH_F3D.wrl", "broken.ply"]
+    for row in rows[:2]:
+        assert row["error"] == "" and row["label"] in row
+        assert abs(sum(float(row[c]) for c in ("neutral", "happiness", "sadness", "surprise", "fear", "disgust",
+                                                "anger")) - 1) < 1e-4
+    assert rows[2]["error"] and rows[2]["label"] == ""
+
+
+def test_predict_json_sequence_and_classes(scans, tmp_path):
+    out = tmp_path / "res.json"
+    r = run("predict", str(scans / "seq"), *MODEL, "--out", str(out), "--classes", "calm,joy,pain",
+            "--views", "0,25", "--pooling", "mean")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(out.read_text())
+    assert [x["frame"] for x in rows] == [0, 1, 2, "sequence"]
+    assert set(rows[0]) == {"file", "frame", "label", "confidence", "calm", "joy", "pain", "error"}
+    mean_joy = sum(x["joy"] for x in rows[:3]) / 3
+    assert abs(rows[3]["joy"] - mean_joy) < 1e-6
+
+
+def test_render_writes_pngs(scans, tmp_path):
+    r = run("render", str(scans / "F0001_HA04WH_F3D.wrl"), "--out", str(tmp_path / "png"), "--views", "0,-30",
+            "--maps", "shade,depth", "--size", "64")
+    assert r.returncode == 0, r.stderr
+    pngs = sorted(p.name for p in (tmp_path / "png").glob("*.png"))
+    assert pngs == ["F0001_HA04WH_F3D_depth_v0.png", "F0001_HA04WH_F3D_depth_v1.png",
+                    "F0001_HA04WH_F3D_shade_v0.png", "F0001_HA04WH_F3D_shade_v1.png"]
+    from PIL import Image
+
+    assert Image.open(tmp_path / "png" / pngs[0]).size == (64, 64)
+
+
+def test_help_and_user_errors_are_one_line():
+    r = run("--help")
+    assert r.returncode == 0 and all(c in r.stdout for c in ("predict", "render", "synth", "train", "eval"))
+
+
+def test_in_process_output_and_errors(capsys, scans, tmp_path):
+    assert cli.main(["predict", str(scans / "face.obj"), *MODEL, "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["file"].endswith("face.obj")
+    assert cli.main(["predict", str(scans / "face.obj"), *MODEL]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:4] == ["file", "frame", "label", "confidence"] and "face.obj" in table[1]
+    assert cli.main(["predict", "x.obj", "--model", "NoSuchNet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("affectvlm: error: unknown model spec") and "\n" not in err
+    assert cli.main(["predict", str(scans / "face.obj"), *MODEL, "--out", str(tmp_path / "r.txt")]) == 2
+    assert "csv or .json" in capsys.readouterr().err
+    assert cli.main(["render", str(scans / "face.obj"), "--out", str(tmp_path), "--maps", "bogus"]) == 2
+    assert "--maps" in capsys.readouterr().err
+    assert cli.main(["render", str(tmp_path / "none.obj"), "--out", str(tmp_path)]) == 2
+    assert cli.main([]) == 2
+    with pytest.raises(SystemExit):
+        cli.main(["predict", "x.obj", "--frames", "0"])
+
+
+def test_forwarded_subcommands(monkeypatch):
+    import types
+
+    got = {}
+    fake = types.SimpleNamespace(main=lambda argv: got.setdefault("argv", argv) and 0)
+    monkeypatch.setitem(sys.modules, "affectvlm.synth.cli", fake)
+    assert cli.main(["synth", "--n", "3", "out"]) == 0
+    assert got["argv"] == ["--n", "3", "out"]

@@ -1,0 +1,165 @@
+"""predict(): files, bytes, meshes, folders, zips and 4D sequences; pooling; output files."""
+import csv
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+import trimesh
+
+from affectvlm.errors import ConfigError
+from affectvlm.io.vrml import write_vrml
+from affectvlm.mesh import MeshSequence
+from affectvlm.model import load_model
+from affectvlm.predict import (iter_sequence, looks_like_sequence, pool_probabilities, predict, predict_mesh,
+                               rows_to_csv, write_rows)
+from meshgen import face_like_mesh
+
+CLASSES = ("neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model("AffectVLM-Test")
+
+
+def _obj_bytes(mesh) -> bytes:
+    return trimesh.Trimesh(mesh.vertices, mesh.faces, process=False).export(file_type="obj").encode()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("scans")
+    m = face_like_mesh(32)
+    (d / "a.obj").write_bytes(_obj_bytes(m))
+    write_vrml(d / "b.wrl", face_like_mesh(32, smile=1.0))
+    (d / "bad.obj").write_text("v 1 2\nf 1 2 3\n")
+    seq = d / "F001" / "Happy"
+    seq.mkdir(parents=True)
+    for i in range(4):
+        (seq / f"{i:03d}.obj").write_bytes(_obj_bytes(face_like_mesh(24, smile=i / 3)))
+    return d
+
+
+def _check_ok(row, classes=CLASSES):
+    assert row["error"] == ""
+    p = np.array([row[c] for c in classes])
+    assert abs(p.sum() - 1) < 1e-4 and row["label"] == classes[int(p.argmax())]
+    assert row["confidence"] == pytest.approx(p.max())
+
+
+def test_files_bytes_meshes_and_bad_inputs(model, files):
+    mesh = face_like_mesh(24)
+    seen = []
+    rows = predict([str(files / "a.obj"), files / "b.wrl", str(files / "bad.obj"), str(files / "missing.ply"),
+                    ("upload.obj", (files / "a.obj").read_bytes()), mesh, 42], model, on_row=seen.append,
+                   batch_size=2)
+    assert [r["file"] for r in rows][:6] == [str(files / "a.obj"), str(files / "b.wrl"), str(files / "bad.obj"),
+                                             str(files / "missing.ply"), "upload.obj", mesh.source]
+    assert seen == rows and len(rows) == 7
+    for i in (0, 1, 4, 5):
+        _check_ok(rows[i])
+        assert rows[i]["frame"] == ""
+    assert "OBJ" in rows[2]["error"] and rows[2]["label"] == "" and rows[2]["neutral"] is None
+    assert rows[3]["error"] == "file not found"
+    assert rows[6]["error"]
+    # the same file scored from a path and from bytes gives the same probabilities
+    assert rows[0]["happiness"] == pytest.approx(rows[4]["happiness"], abs=1e-6)
+
+
+def test_sequence_folder_gives_frame_rows_and_pooled_row(model, files):
+    rows = predict(str(files / "F001"), model)  # a subject folder: one sequence per expression folder
+    assert [r["frame"] for r in rows] == [0, 1, 2, 3, "sequence"]
+    for r in rows:
+        _check_ok(r)
+    rows2 = predict(str(files / "F001" / "Happy"), model, frames=2)
+    assert [r["frame"] for r in rows2] == [0, 3, "sequence"]
+    rows3 = predict(str(files / "F001" / "Happy"), model, every=2)
+    assert [r["frame"] for r in rows3] == [0, 2, "sequence"]
+
+
+def test_folder_of_scans_is_a_batch_and_zips(model, files, tmp_path):
+    rows = predict(str(files), model)
+    names = [r["file"] for r in rows if r["frame"] == ""]
+    assert any(n.endswith("a.obj") for n in names) and any(n.endswith("b.wrl") for n in names)
+    assert [r["frame"] for r in rows if "Happy" in r["file"]] == [0, 1, 2, 3, "sequence"]
+    # a zip of frames is a sequence, a zip of differently named scans is a batch
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for i in range(3):
+            z.writestr(f"seq/frame_{i:03d}.obj", _obj_bytes(face_like_mesh(20, smile=i / 2)))
+    rows = predict([("frames.zip", buf.getvalue())], model)
+    assert [r["frame"] for r in rows] == [0, 1, 2, "sequence"]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("F0001_HA04WH_F3D.obj", _obj_bytes(face_like_mesh(20)))
+        z.writestr("F0001_SA04WH_F3D.obj", _obj_bytes(face_like_mesh(20, smile=1)))
+        z.writestr("broken.obj", b"v 1\n")
+    (tmp_path / "batch.zip").write_bytes(buf.getvalue())
+    rows = predict(str(tmp_path / "batch.zip"), model)
+    assert len(rows) == 3 and [r["frame"] for r in rows] == ["", "", ""]
+    assert sum(bool(r["error"]) for r in rows) == 1 and rows[0]["file"].startswith(str(tmp_path / "batch.zip"))
+    (tmp_path / "junk.zip").write_bytes(b"PK\x03\x04 not really a zip")
+    assert predict(str(tmp_path / "junk.zip"), model)[0]["error"]
+
+
+def test_looks_like_sequence():
+    assert looks_like_sequence(["000.wrl", "001.wrl", "002.wrl"])
+    assert looks_like_sequence(["frame_1.obj", "frame_2.obj"])
+    assert not looks_like_sequence(["F0001_AN01WH_F3D.wrl", "F0001_HA02WH_F3D.wrl"])
+    assert not looks_like_sequence(["000.wrl"]) and not looks_like_sequence(["a.obj", "b.obj"])
+
+
+def test_pooling_peak_finds_the_apex():
+    # neutral -> happiness apex -> neutral: the mean is dominated by neutral frames, the peak is not
+    frames = [[0.9, 0.1], [0.8, 0.2], [0.2, 0.8], [0.1, 0.9], [0.8, 0.2], [0.9, 0.1], [0.95, 0.05]]
+    P = np.array([[f[0], f[1], 0, 0, 0, 0, 0] for f in frames])
+    mean = pool_probabilities(P, CLASSES, "mean")
+    peak = pool_probabilities(P, CLASSES, "peak")
+    assert CLASSES[int(mean.argmax())] == "neutral" and CLASSES[int(peak.argmax())] == "happiness"
+    assert peak.sum() == pytest.approx(1.0)
+    # without a neutral class, expressiveness = distance from the first frame
+    Q = np.array([[0.9, 0.1], [0.85, 0.15], [0.1, 0.9], [0.8, 0.2]])
+    assert pool_probabilities(Q, ("a", "b"), "peak").argmax() == 1
+    with pytest.raises(ConfigError):
+        pool_probabilities(Q, ("a", "b"), "max")
+
+
+def test_iter_sequence_and_predict_mesh(model):
+    seq = MeshSequence([face_like_mesh(20, smile=s) for s in (0, 0.5, 1)], [10, 11, 12], source="mem")
+    it = iter_sequence(seq, model, batch_size=1)
+    first = next(it)
+    assert first["frame"] == 10 and first["file"] == "mem"
+    rest = list(it)
+    assert [r["frame"] for r in rest] == [11, 12, "sequence"]
+    out = predict_mesh(face_like_mesh(24), model, views="0,20")
+    assert set(out["probs"]) == set(CLASSES) and sum(out["probs"].values()) == pytest.approx(1, abs=1e-5)
+    assert [c for c, _ in out["images"]] == ["yaw 0°", "yaw 20°"] and out["images"][0][1].size == (224, 224)
+    assert tuple(out["tensor"].shape) == (2, 3, 224, 224) and out["label"] in CLASSES
+    so = predict_mesh(seq, model)
+    assert len(so["rows"]) == 4 and so["rows"][-1]["frame"] == "sequence"
+
+
+def test_write_rows(tmp_path, model):
+    rows = predict([face_like_mesh(20), ("x.obj", b"garbage")], model)
+    write_rows(rows, tmp_path / "r.csv")
+    write_rows(rows, tmp_path / "sub" / "r.json")
+    got = list(csv.DictReader((tmp_path / "r.csv").open()))
+    assert list(got[0]) == ["file", "frame", "label", "confidence", *CLASSES, "error"]
+    assert float(got[0]["happiness"]) == pytest.approx(rows[0]["happiness"], abs=1e-6)
+    assert got[1]["error"] and got[1]["label"] == ""
+    js = json.loads((tmp_path / "sub" / "r.json").read_text())
+    assert js[0]["happiness"] == rows[0]["happiness"] and js[1]["confidence"] is None
+    assert rows_to_csv(rows).splitlines()[0].startswith("file,frame,label,confidence")
+    with pytest.raises(ConfigError, match="csv or .json"):
+        write_rows(rows, tmp_path / "r.txt")
+
+
+def test_bad_options(model):
+    for kw in ({"frames": 0}, {"every": 0}, {"batch_size": 0}, {"pooling": "max"}, {"views": "a,b"}):
+        with pytest.raises(ConfigError):
+            predict([face_like_mesh(16)], model, **kw)
+    bad = load_model("AffectVLM-Test", classes=["label", "other"])
+    with pytest.raises(ConfigError, match="clash"):
+        predict([face_like_mesh(16)], bad)
