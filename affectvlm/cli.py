@@ -126,7 +126,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_render(args: argparse.Namespace) -> int:
     from affectvlm.io import is_sequence, load_mesh, load_sequence
-    from affectvlm.predict import looks_like_sequence
     from affectvlm.render import MAPS, parse_views, render_maps, save_views
 
     views = parse_views(args.views)
@@ -150,7 +149,6 @@ def cmd_render(args: argparse.Namespace) -> int:
         for name, img in out.items():
             written += save_views(img[0], args.out, f"{s}_{name}" if len(maps) > 1 or name != "shade" else s)
     print(f"wrote {len(written)} images to {args.out}", file=sys.stderr)
-    _ = looks_like_sequence  # same notion of a sequence as predict
     return 0
 
 
