@@ -1,7 +1,8 @@
 """AffectVLM Streamlit app: ``streamlit run app.py``.
 
-Home page plus navigation; the sidebar (model, views, classes) lives here so that its state is kept
-across pages. Pages: Analyse (one scan or a 4D sequence), Batch (a zip of scans), Train (jobs).
+This is the home page; Streamlit lists the pages in ``pages/`` beside it: Analyse (one scan or a 4D
+sequence), Batch (a zip of scans), Train (jobs). Every page draws the same sidebar (model, views,
+classes) from ``pages/__init__.py``.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ _HERE = Path(__file__).resolve().parent
 if str(_HERE) not in sys.path:  # `pages._shared` and the library from a source checkout
     sys.path.insert(0, str(_HERE))
 
-from pages._shared import get_model, model_caption, show_error, sidebar  # noqa: E402
+from pages import get_model, model_caption, show_error, sidebar  # noqa: E402
 
 st.set_page_config(page_title="AffectVLM", page_icon="🙂", layout="wide")
 
@@ -68,15 +69,5 @@ def home() -> None:
                 st.switch_page(ANALYSE)
 
 
-def main() -> None:
-    st.session_state["_model_choice"] = sidebar()
-    pg = st.navigation([
-        st.Page(home, title="Home", icon="🏠", default=True),
-        st.Page(ANALYSE, title="Analyse", icon="🔍"),
-        st.Page("pages/2_Batch.py", title="Batch", icon="🗂️"),
-        st.Page("pages/3_Train.py", title="Train", icon="🏋️"),
-    ])
-    pg.run()
-
-
-main()
+st.session_state["_model_choice"] = sidebar()
+home()

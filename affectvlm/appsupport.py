@@ -400,15 +400,16 @@ def mesh3d_figure(pv: Preview, *, height: int = 420, title: str | None = None):
     """A rotatable plotly figure of the preview, camera in front of the face (+Z), +Y up."""
     import plotly.graph_objects as go
 
-    v, f = pv.vertices, pv.faces
+    v, f = pv.vertices * 100.0, pv.faces  # plotly drops normals of tiny faces (facenormalsepsilon)
     kw: dict[str, Any] = {}
     if pv.colors is not None:
         kw["vertexcolor"] = [f"rgb({r},{g},{b})" for r, g, b in pv.colors.tolist()]
     else:
         kw["color"] = "rgb(205,185,170)"
     trace = go.Mesh3d(x=v[:, 0], y=v[:, 1], z=v[:, 2], i=f[:, 0], j=f[:, 1], k=f[:, 2], flatshading=False,
-                      lighting=dict(ambient=0.45, diffuse=0.8, specular=0.1, roughness=0.8),
-                      lightposition=dict(x=0, y=0, z=1e5), hoverinfo="skip", name="scan", **kw)
+                      lighting=dict(ambient=0.35, diffuse=0.9, specular=0.15, roughness=0.6, fresnel=0.1,
+                                    facenormalsepsilon=0, vertexnormalsepsilon=0),
+                      lightposition=dict(x=300, y=500, z=1000), hoverinfo="skip", name="scan", **kw)
     fig = go.Figure(trace)
     fig.update_layout(
         height=height, margin=dict(l=0, r=0, t=30 if title else 0, b=0), title=title,

@@ -11,10 +11,12 @@ import streamlit as st
 from affectvlm.appsupport import (UPLOAD_TYPES, list_samples, mesh3d_figure, new_upload_dir, plan_upload, preview,
                                   probability_figure, sample_kind, sequence_figure)
 from affectvlm.errors import AffectVLMError
-from pages._shared import AXES, get_model, iter_sequence_rows, score_mesh, settings, show_error
+from pages import AXES, get_model, iter_sequence_rows, score_mesh, settings, show_error, sidebar
 
+st.set_page_config(page_title="AffectVLM · Analyse", page_icon="🙂", layout="wide")
 S = settings()
 ss = st.session_state
+ss["_model_choice"] = sidebar()
 
 st.title("Analyse a scan or a 4D sequence")
 

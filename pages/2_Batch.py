@@ -12,10 +12,12 @@ import streamlit as st
 
 from affectvlm.appsupport import UPLOAD_TYPES, batch_members, rows_download, rows_frame, safe_name
 from affectvlm.errors import AffectVLMError, InputError
-from pages._shared import get_model, settings, show_error
+from pages import get_model, settings, show_error, sidebar
 
+st.set_page_config(page_title="AffectVLM · Batch", page_icon="🙂", layout="wide")
 S = settings()
 ss = st.session_state
+ss["_model_choice"] = sidebar()
 
 st.title("Batch: score many scans")
 st.markdown("Upload a **.zip of scans** (any folder structure) or select several scan files. Each scan gets "

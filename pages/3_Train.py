@@ -12,11 +12,13 @@ from affectvlm import jobs as J
 from affectvlm.appsupport import (eta_seconds, fmt_duration, metrics_figures, resolve_in_roots, safe_name,
                                   unique_run_dir)
 from affectvlm.errors import AffectVLMError, ConfigError
-from pages._shared import job_store, settings, show_error, use_run_callback
+from pages import job_store, settings, show_error, sidebar, use_run_callback
 
+st.set_page_config(page_title="AffectVLM · Train", page_icon="🙂", layout="wide")
 S = settings()
 store = job_store()
 ss = st.session_state
+sidebar()
 
 st.title("Train a model")
 st.caption("Workspace roots (all paths below must lie inside one of them): "
@@ -107,8 +109,11 @@ with st.container(border=True):
     rdzv = c3.text_input("Rendezvous endpoint (HOST:PORT)", key="tr_rdzv", disabled=nnodes == 1,
                          placeholder="node0.cluster:29400")
     max_steps = c4.number_input("Max steps (0 = no limit)", 0, 10_000_000, 0, key="tr_max_steps")
-    out_text = st.text_input("Output folder", key="tr_out", placeholder="runs/<name> (default)")
-    run_name = st.text_input("Run name", key="tr_name", value="run")
+    c1, c2, c3 = st.columns([2, 1, 2])
+    out_text = c1.text_input("Output folder", key="tr_out", placeholder="runs/<name> (default)")
+    run_name = c2.text_input("Run name", key="tr_name", value="run")
+    extra_text = c3.text_input("Extra trainer options", key="tr_extra", placeholder="--folds 5 --freeze text",
+                               help="Any other `affectvlm train` option, e.g. --folds, --freeze, --intensities 3,4")
 
     def build_launch() -> tuple[J.TrainLaunch, dict]:
         root, summary = check_dataset(data_root, layout)
@@ -126,7 +131,13 @@ with st.container(border=True):
                 parse_views(views)
             except ValueError as e:
                 raise ConfigError(f"views: {e}") from None
-        extra = ["--no-progress"] + (["--max-steps", str(int(max_steps))] if max_steps else [])
+        try:
+            user_extra = shlex.split(extra_text)
+        except ValueError as e:
+            raise ConfigError(f"extra trainer options: {e}") from None
+        if any(a in ("--data", "--out", "--layout", "--resume") for a in user_extra):
+            raise ConfigError("extra trainer options: set the dataset, layout and output with the fields above")
+        extra = ["--no-progress"] + (["--max-steps", str(int(max_steps))] if max_steps else []) + user_extra
         args = J.train_args(data=root, layout=layout, out=out, model=model_spec.strip() or None, epochs=epochs,
                             batch_size=batch, lr=lr, losses=losses, views=views.strip() or None, extra=extra)
         cfg = J.TrainLaunch(run_dir=out, train_args=args, nproc_per_node=int(nproc), nnodes=int(nnodes),

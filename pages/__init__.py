@@ -1,6 +1,6 @@
 """Streamlit pieces shared by the app's pages: settings, the shared model cache, the sidebar.
 
-Not a page (the leading underscore keeps it out of navigation). Model logic stays in the library:
+Not a page: Streamlit's multipage navigation skips ``pages/__init__.py``. Model logic stays in the library:
 this module only calls ``affectvlm.model.load_model`` and passes the sidebar's choices on.
 """
 from __future__ import annotations
@@ -20,6 +20,8 @@ MODEL_KINDS = {
     "checkpoint": "Checkpoint folder / weights",
     "run": "Finished training run",
 }
+SIDEBAR_KEYS = ("model_kind", "model_pretrained", "model_checkpoint", "model_run", "views_text", "custom_classes",
+                "classes_text", "templates_text")
 AXES = ["auto", "+x", "-x", "+y", "-y", "+z", "-z"]
 
 
@@ -107,8 +109,13 @@ def sidebar() -> ModelChoice | None:
     """Model, views, classes and prompt templates (shown on every page, so their state persists)."""
     s = settings()
     sb = st.sidebar
-    sb.header("Model")
     ss = st.session_state
+    # keep the sidebar's widget values when the user moves to another page (Streamlit drops the state
+    # of widgets that a page run did not draw; re-assigning it marks it as the user's)
+    for k in SIDEBAR_KEYS:
+        if k in ss:
+            ss[k] = ss[k]
+    sb.header("Model")
     ss.setdefault("model_kind", "default")
     kind = sb.radio("Model source", list(MODEL_KINDS), format_func=MODEL_KINDS.get, key="model_kind")
     value = ""
