@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,8 @@ from affectvlm.errors import ConfigError, InputError
 from affectvlm.geometry import canonicalise, parse_axis, vertex_normals
 from affectvlm.mesh import Mesh
 from meshgen import face_like_mesh
+
+REAL_FACEKIT = Path(__file__).resolve().parents[1].parent / "shared" / "ict-facekit" / "FaceXModel"
 
 
 def _signed_permutations():
@@ -170,3 +173,60 @@ def test_vertex_normals_are_area_weighted():
     big, small = np.array([0, 0, 16.0]), np.cross(v[3] - v[0], v[4] - v[0])
     expect = (big + small) / np.linalg.norm(big + small)
     np.testing.assert_allclose(n0, expect, atol=1e-6)
+
+
+def _open_mouth_pitched(pitch_deg: float) -> Mesh:
+    """face_like_mesh with the mouth cut open (a hole) and the face pitched about X inside its file."""
+    m = face_like_mesh(48, textured=False, seed=5)
+    v = m.vertices.astype(np.float64)
+    c = (v.min(0) + v.max(0)) / 2
+    rel = (v - c) / 40.0  # back to the generator's unit grid (scale_mm / 2)
+    mouth = (np.abs(rel[:, 0]) < 0.35) & (np.abs(rel[:, 1] + 0.55) < 0.07)
+    faces = m.faces[~mouth[m.faces].any(1)]
+    b = np.deg2rad(pitch_deg)
+    Rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+    return Mesh(vertices=((v - c) @ Rx.T + c).astype(np.float32), faces=faces, source="open_mouth")
+
+
+@pytest.mark.parametrize("pitch", [0.0, 34.0, -34.0])
+def test_open_mouth_and_tilted_depth_axis_snap_to_file_axes(pitch):
+    """A hole below the nose and a depth axis tilted past 30 deg (deep crops) still give the file axes."""
+    m = _open_mouth_pitched(pitch)
+    for R in _signed_permutations():
+        info = canonicalise(_rotated(m, R)).meta["canonical"]
+        assert info["snapped"], (pitch, R.tolist())
+        assert np.allclose(parse_axis(info["up"]), R @ [0, 1, 0]), (pitch, R.tolist(), info["up_cue"])
+        assert np.allclose(parse_axis(info["front"]), R @ [0, 0, 1]), (pitch, R.tolist())
+        assert 0.0 <= info["confidence"]["up"] <= 1.0 and info["confidence"]["front"] > 0.2
+
+
+def test_featureless_dome_is_flagged_low_confidence():
+    """No eyes, nose or mouth: the up sign is a guess and the metadata says so."""
+    xs, ys = np.meshgrid(np.linspace(-1, 1, 30), np.linspace(-1.3, 1.3, 36))
+    z = np.sqrt(np.clip(1.0 - 0.5 * xs**2 - 0.3 * ys**2, 0.0, None))
+    idx = np.arange(xs.size).reshape(xs.shape)
+    a, b, c, d = idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel()
+    faces = np.concatenate([np.stack([a, b, d], 1), np.stack([a, d, c], 1)])
+    dome = Mesh(vertices=np.stack([xs.ravel(), ys.ravel(), z.ravel()], 1).astype(np.float32), faces=faces, source="dome")
+    info = canonicalise(dome).meta["canonical"]
+    assert info["low_confidence"] and info["confidence"]["up"] < 0.3
+    assert info["up"] == "+y"  # weak vote: the file's positive axis
+    assert "confidence" not in canonicalise(dome, up="+y", front="+z").meta["canonical"]
+
+
+@pytest.mark.skipif(not (REAL_FACEKIT / "generic_neutral_mesh.obj").is_file(), reason="ICT-FaceKit subset not present")
+def test_synthetic_ict_scans_with_open_mouths():
+    """Regression: BU-3DFE-like synthetic scans (+Y up, +Z front, few degrees of pose jitter) were
+    sometimes detected upside down (open mouths, deep crops); check them, also with axes swapped."""
+    from affectvlm.synth import SynthConfig, Synthesizer, load_facekit
+
+    syn = Synthesizer(load_facekit(REAL_FACEKIT), SynthConfig(subjects=2, seed=3, texture_size=0))
+    swaps = list(_signed_permutations())[::5]
+    for sub in syn.subjects():
+        data = syn.subject_data(sub)
+        for emotion in ("surprise", "fear", "disgust", "happiness"):
+            mesh, _ = syn.scan(sub, data, emotion, 4)
+            for R in [np.eye(3)] + swaps:
+                info = canonicalise(_rotated(mesh, R)).meta["canonical"]
+                assert np.allclose(parse_axis(info["up"]), R @ [0, 1, 0]), (emotion, R.tolist(), info["up_cue"])
+                assert np.allclose(parse_axis(info["front"]), R @ [0, 0, 1]), (emotion, R.tolist())
