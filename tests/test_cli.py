@@ -40,7 +40,7 @@ def scans(tmp_path_factory):
 def test_predict_csv_with_a_bad_file(scans, tmp_path):
     out = tmp_path / "res.csv"
     r = run("predict", str(scans / "face.obj"), str(scans / "F0001_HA04WH_F3D.wrl"), str(scans / "broken.ply"),
-            *MODEL, "--out", str(out))
+            *MODEL, "--out", str(out), "--views", "0,30")
     assert r.returncode == 1, r.stderr
     assert "Traceback" not in r.stderr
     bad_lines = [ln for ln in r.stderr.splitlines() if "broken.ply" in ln]
@@ -54,6 +54,7 @@ def test_predict_csv_with_a_bad_file(scans, tmp_path):
     assert rows[2]["error"] and rows[2]["label"] == ""
 
 
+@pytest.mark.slow
 def test_predict_json_sequence_and_classes(scans, tmp_path):
     out = tmp_path / "res.json"
     r = run("predict", str(scans / "seq"), *MODEL, "--out", str(out), "--classes", "calm,joy,pain",

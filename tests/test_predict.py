@@ -21,7 +21,11 @@ CLASSES = ("neutral", "happiness", "sadness", "surprise", "fear", "disgust", "an
 
 @pytest.fixture(scope="module")
 def model():
-    return load_model("AffectVLM-Test")
+    from affectvlm.render import RenderSettings
+
+    m = load_model("AffectVLM-Test", cache=False)
+    m.render = RenderSettings(size=64)  # small renders keep the tests quick; encode_views resizes
+    return m
 
 
 def _obj_bytes(mesh) -> bytes:
@@ -135,8 +139,8 @@ def test_iter_sequence_and_predict_mesh(model):
     assert [r["frame"] for r in rest] == [11, 12, "sequence"]
     out = predict_mesh(face_like_mesh(24), model, views="0,20")
     assert set(out["probs"]) == set(CLASSES) and sum(out["probs"].values()) == pytest.approx(1, abs=1e-5)
-    assert [c for c, _ in out["images"]] == ["yaw 0°", "yaw 20°"] and out["images"][0][1].size == (224, 224)
-    assert tuple(out["tensor"].shape) == (2, 3, 224, 224) and out["label"] in CLASSES
+    assert [c for c, _ in out["images"]] == ["yaw 0°", "yaw 20°"] and out["images"][0][1].size == (64, 64)
+    assert tuple(out["tensor"].shape) == (2, 3, 64, 64) and out["label"] in CLASSES
     so = predict_mesh(seq, model)
     assert len(so["rows"]) == 4 and so["rows"][-1]["frame"] == "sequence"
 
@@ -160,6 +164,6 @@ def test_bad_options(model):
     for kw in ({"frames": 0}, {"every": 0}, {"batch_size": 0}, {"pooling": "max"}, {"views": "a,b"}):
         with pytest.raises(ConfigError):
             predict([face_like_mesh(16)], model, **kw)
-    bad = load_model("AffectVLM-Test", classes=["label", "other"])
+    bad = load_model("AffectVLM-Test", classes=["label", "other"], cache=False)
     with pytest.raises(ConfigError, match="clash"):
         predict([face_like_mesh(16)], bad)
