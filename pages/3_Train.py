@@ -196,11 +196,10 @@ def _resume(jid: int) -> None:
 @st.fragment(run_every=S.job_refresh_s)
 def job_view(jid: int) -> None:
     job = store.get(jid)
-    status_icon = {"running": "🟢", "finished": "✅", "failed": "❌", "stopped": "⏹️"}.get(job.status, "")
     records = J.read_metrics(job.run_dir)
     st_file = J.read_status_file(job.run_dir)
     c1, c2, c3, c4 = st.columns(4)
-    c1.metric("Status", f"{status_icon} {job.status}")
+    c1.metric("Status", job.status)
     c2.metric("Elapsed", fmt_duration(job.elapsed))
     c3.metric("ETA", fmt_duration(eta_seconds(records, st_file)) if job.active else "–")
     last_epoch = next((r.get("epoch") for r in reversed(records) if "epoch" in r), None)

@@ -1,0 +1,248 @@
+"""Real-browser tests: `streamlit run app.py` on 127.0.0.1 driven by Debian's chromium (Playwright).
+
+Run with ``pytest -m browser tests/test_browser.py``. Screenshots of each page go to docs/img/.
+Never ``playwright install``: the system chromium is used (offline).
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
+
+REPO = Path(__file__).resolve().parent.parent
+IMG = REPO / "docs" / "img"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+if CHROMIUM is None:
+    pytest.skip("Debian chromium is not installed (apt-get install chromium)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api")
+
+from meshgen import face_like_mesh  # noqa: E402
+
+CLASSES = ("neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _obj_bytes(mesh) -> bytes:
+    import trimesh
+
+    out = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False).export(file_type="obj")
+    return out.encode() if isinstance(out, str) else out
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    ws = tmp_path_factory.mktemp("browser") / "ws"
+    for c, smile in (("happiness", 1.0), ("anger", -1.0)):
+        (ws / "data" / c).mkdir(parents=True)
+        for s in range(4):
+            (ws / "data" / c / f"s{s}_{c}.obj").write_bytes(_obj_bytes(face_like_mesh(24, smile=smile, seed=s,
+                                                                                      textured=False)))
+    return ws
+
+
+@pytest.fixture(scope="module")
+def server(workspace, tmp_path_factory):
+    port = _free_port()
+    env = dict(os.environ, AFFECTVLM_WORKSPACE_ROOTS=str(workspace), HF_HUB_OFFLINE="1",
+               AFFECTVLM_JOB_REFRESH_S="1", AFFECTVLM_CACHE=str(tmp_path_factory.mktemp("cache")))
+    if not (REPO / "weights" / "affectvlm-default" / "affectvlm.json").exists():
+        env["AFFECTVLM_DEFAULT_MODEL"] = "AffectVLM-Test"
+    log = open(workspace.parent / "streamlit.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.headless", "true",
+         "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
+         "--server.fileWatcherType", "none"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("streamlit did not start: " + (workspace.parent / "streamlit.log").read_text()[-2000:])
+        time.sleep(0.5)
+    yield url
+    os.killpg(proc.pid, 15)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync"])
+        yield b
+        b.close()
+
+
+@pytest.fixture()
+def page(browser):
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = ctx.new_page()
+    pg.set_default_timeout(120_000)
+    yield pg
+    ctx.close()
+
+
+def _goto(page, url: str, nav: str | None = None) -> None:
+    page.goto(url)
+    page.wait_for_selector('[data-testid="stSidebar"]')
+    if nav:
+        page.locator('[data-testid="stSidebarNav"] a', has_text=nav).first.click()
+        title = {"Analyse": "Analyse a scan", "Batch": "Batch: score", "Train": "Train a model"}[nav]
+        page.wait_for_selector(f'h1:has-text("{title}")')
+
+
+def _idle(page, timeout: float = 120) -> None:
+    """Wait until Streamlit finished the current run (no 'Running…' status widget)."""
+    page.wait_for_timeout(300)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if page.locator('[data-testid="stStatusWidget"]').count() == 0:
+            return
+        page.wait_for_timeout(200)
+
+
+def _shot(page, name: str) -> None:
+    IMG.mkdir(parents=True, exist_ok=True)
+    page.locator('[data-testid="stMain"]').first.screenshot(path=str(IMG / f"screenshot_{name}.png"))
+
+
+def test_home_page(page, server):
+    _goto(page, server)
+    page.wait_for_selector('[data-testid="stMetricValue"]')
+    assert "AffectVLM" in page.locator("h1").first.inner_text()
+    _idle(page)
+    _shot(page, "home")
+
+
+def test_upload_scan_read_top_emotion_and_drag_preview(page, server, tmp_path):
+    scan = tmp_path / "smile.obj"
+    scan.write_bytes(_obj_bytes(face_like_mesh(48, smile=1.0, textured=False)))
+    _goto(page, server, "Analyse")
+    page.locator('input[type="file"]').first.set_input_files(str(scan))
+    metric = page.locator('[data-testid="stMetricValue"]').first
+    try:
+        metric.wait_for(timeout=60_000)
+    except Exception:
+        page.screenshot(path=str(tmp_path / "fail.png"))
+        shutil.copy(tmp_path / "fail.png", "/tmp/fail_scan.png")
+        raise
+    assert metric.inner_text().strip() in CLASSES
+    page.wait_for_selector('[data-testid="stImage"] img')
+    plot = page.locator(".js-plotly-plot").first
+    plot.wait_for()
+    _idle(page)
+    page.wait_for_timeout(1500)  # WebGL scene drawn
+
+    def camera() -> str:
+        return page.evaluate("""() => { const g = document.querySelector('.js-plotly-plot');
+            const s = g._fullLayout.scene._scene; return JSON.stringify(s.getCamera ? s.getCamera().eye : g._fullLayout.scene.camera.eye); }""")
+
+    before = camera()
+    box = plot.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx, cy)
+    page.mouse.down()
+    for i in range(1, 11):
+        page.mouse.move(cx + 18 * i, cy + 4 * i)
+        page.wait_for_timeout(30)
+    page.mouse.up()
+    page.wait_for_timeout(500)
+    after = camera()
+    assert after != before, "dragging did not rotate the 3D preview"
+    _shot(page, "analyse")
+
+
+def test_sequence_zip_chart_fills_in(page, server, tmp_path):
+    from affectvlm.appsupport import zip_bytes
+
+    n = 40
+    frames = [(f"F001/Happy/{i:03d}.obj", _obj_bytes(face_like_mesh(40, smile=min(1.0, i / 20), seed=i, textured=False)))
+              for i in range(n)]
+    z = tmp_path / "seq.zip"
+    z.write_bytes(zip_bytes(frames))
+    _goto(page, server, "Analyse")
+    page.evaluate("""() => { window.__seen = new Set();
+        new MutationObserver(() => { for (const t of document.querySelectorAll('.gtitle'))
+            window.__seen.add(t.textContent); }).observe(document.body, {subtree: true, childList: true, characterData: true}); }""")
+    page.locator('input[type="file"]').first.set_input_files(str(z))
+    page.wait_for_selector('[data-testid="stMetricLabel"]:has-text("Sequence emotion")')
+    seen = page.evaluate("() => Array.from(window.__seen)")
+    counts = sorted({int(m.group(1)) for t in seen if (m := re.match(rf"(\d+) / {n} frames scored", t))})
+    assert counts and counts[-1] == n, seen
+    assert any(0 < c < n for c in counts), f"the chart never showed a partial state: {counts}"
+    _idle(page)
+    _shot(page, "sequence")
+
+
+def _fill(page, label: str, value: str) -> None:
+    box = page.get_by_label(label, exact=True)
+    box.fill(value)
+    box.press("Enter")
+    _idle(page)
+
+
+def _launch(page, name: str, epochs: int) -> None:
+    _fill(page, "Run name", name)
+    _fill(page, "Epochs", str(epochs))
+    page.get_by_role("button", name="Launch training").click()
+    page.wait_for_selector(f'[data-testid="stAlertContentSuccess"]:has-text("runs/{name}")')
+
+
+def test_train_launch_finish_and_stop(page, server, workspace):
+    _goto(page, server, "Train")
+    _fill(page, "Dataset root (relative paths are inside the first workspace root)", "data")
+    page.locator('[data-testid="stSelectbox"]', has_text="Layout").click()
+    page.get_by_role("option", name="folders").click()
+    _idle(page)
+    page.get_by_role("button", name="Check dataset").click()
+    page.wait_for_selector('[data-testid="stMetricLabel"]:has-text("Subjects")')
+    _fill(page, "Start from model", "AffectVLM-Test")
+    _fill(page, "Batch size (global)", "4")
+    _fill(page, "Extra trainer options", "--folds 2")
+    _launch(page, "tiny", 2)
+    status = page.locator('[data-testid="stMetric"]', has_text="Status").locator('[data-testid="stMetricValue"]')
+    deadline = time.monotonic() + 240
+    while "finished" not in status.inner_text() and time.monotonic() < deadline:
+        assert "failed" not in status.inner_text(), (workspace / "runs" / "tiny" / "stdout.log").read_text()[-3000:]
+        page.wait_for_timeout(1000)
+    assert "finished" in status.inner_text()
+    page.wait_for_timeout(2500)  # one more refresh of the job view
+    assert page.locator(".js-plotly-plot").count() >= 3  # loss, accuracy, lr, samples/s
+    _shot(page, "train")
+
+    _launch(page, "long", 1000)
+    deadline = time.monotonic() + 120
+    while not (workspace / "runs" / "long" / "metrics.jsonl").exists() and time.monotonic() < deadline:
+        page.wait_for_timeout(500)
+    assert "running" in status.inner_text()
+    page.get_by_role("button", name="Stop").click()
+    deadline = time.monotonic() + 60
+    while "stopped" not in status.inner_text() and time.monotonic() < deadline:
+        page.wait_for_timeout(500)
+    assert "stopped" in status.inner_text()
