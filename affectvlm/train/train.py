@@ -561,6 +561,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AffectVLMError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    import signal
+
+    def _on_term(signum, frame):  # SIGTERM (app's Stop button, SLURM pre-emption) -> status "stopped"
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _on_term)
     info = init_distributed_mode(cfg.device)
     run_dir = Path(cfg.out)
     try:
