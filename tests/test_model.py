@@ -248,3 +248,13 @@ def test_tiny_config_size():
     m = open_clip.create_model("AffectVLM-Tiny")
     n = sum(p.numel() for p in m.parameters())
     assert cfg["embed_dim"] > 0 and n * 4 <= 25e6  # fits in 25 MB even as float32
+
+
+def test_training_run_folder_resolves_to_its_best_checkpoint(tmp_path, model):
+    run = tmp_path / "run"
+    save_checkpoint(model, run / "best", extra={"epoch": 1})
+    spec = parse_spec(str(run))
+    assert spec.kind == "checkpoint" and spec.path == str((run / "best").resolve())
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelError, match="training run"):
+        parse_spec(str(tmp_path / "empty"))

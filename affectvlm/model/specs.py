@@ -109,8 +109,10 @@ def _dir_spec(p: Path, text: str) -> Spec:
         return Spec("checkpoint", text, path=str(p.resolve()))
     if (p / ckpt.CONFIG_FILE).is_file():
         return Spec("local-dir", text, path=str(p.resolve()))
-    raise ModelError(f"{p}: folder is neither an AffectVLM checkpoint ({ckpt.META_FILE}) nor an open_clip "
-                     f"model folder ({ckpt.CONFIG_FILE} + weights)")
+    if (p / "best" / ckpt.META_FILE).is_file():  # a training run folder: use its best checkpoint
+        return Spec("checkpoint", text, path=str((p / "best").resolve()))
+    raise ModelError(f"{p}: folder is neither an AffectVLM checkpoint ({ckpt.META_FILE}), a training run "
+                     f"(best/{ckpt.META_FILE}) nor an open_clip model folder ({ckpt.CONFIG_FILE} + weights)")
 
 
 def parse_spec(spec: str | os.PathLike | None) -> Spec:
