@@ -2,14 +2,18 @@
 
 Why our own: a vectorised torch rasteriser renders all views of many faces in one call on CPU or
 CUDA with no GL context, and the output is a tensor ready for the CLIP encoder. On a shared 2-core
-CPU with one thread each it measured 1.4-2.9x the views/second of a reused pyvista off-screen
-plotter (``python bench/bench_render.py --threads 1``), and it needs no GL/EGL at all.
+CPU (load average 3-4) with one thread each it measured 1.3-3.6x the views/second of a reused
+pyvista off-screen plotter (``python bench/bench_render.py --threads 1``); it needs no GL/EGL.
+Per 224-px view of a 10k-triangle face it costs about 12-14 ms of CPU, alone or in a batch.
 
 How: faces of all meshes are concatenated and set up for every view at once (edge functions as
-per-face affine coefficients). Faces whose pixel bounding box fits in 8 x 8 are bucketed by
-power-of-two box size and tested against a fixed template of pixel offsets by broadcasting; larger
-faces expand their boxes explicitly. Depth test: ``scatter_reduce(amin)`` into a z-buffer, then
-one winner per pixel. Work is chunked (faces x views, candidate pixels) to bound memory.
+per-face affine coefficients); faces covering no pixel centre are dropped. Faces whose pixel
+bounding box is at most 8 x 8 are bucketed by exact box size and tested against a fixed template of
+pixel offsets by broadcasting (1 x 1 boxes: one pixel test); larger faces expand their boxes
+explicitly. Depth test: one ``scatter_reduce(amin)`` of ``quantised depth << 32 | face row`` into an
+int64 z-buffer (8 bytes per pixel; ties go to the lower row, deterministically); barycentrics and
+depth are recomputed for the winning face of each covered pixel only, and shading is done for those
+pixels only. Work is chunked (faces x views, candidate pixels) to bound memory.
 
 Camera and conventions
 ----------------------
@@ -281,36 +285,44 @@ def _batch(meshes: list[Mesh], device: torch.device, texture: bool) -> _Batch:
 # rasterisation
 
 
-class _ZBuffer:
-    """Per-pixel nearest candidate over all (mesh, view) images, flattened ``(k * S + row) * S + col``."""
-
-    def __init__(self, n_pixels: int, device: torch.device):
-        self.z = torch.full((n_pixels,), float("inf"), device=device)  # -z_view: nearest = smallest
-        self.face = torch.full((n_pixels,), -1, dtype=torch.int64, device=device)  # global face index
-        self.bary = torch.zeros((n_pixels, 3), device=device)
-        self._scratch = torch.empty((n_pixels,), dtype=torch.int64, device=device)
-
-    def add(self, key: torch.Tensor, d: torch.Tensor, bc: torch.Tensor, face: torch.Tensor) -> None:
-        """Depth-test candidates (pixel key, depth -z, barycentrics, global face index)."""
-        if key.numel() == 0:
-            return
-        self.z.scatter_reduce_(0, key, d, reduce="amin")
-        front = (d <= self.z.index_select(0, key)).nonzero().squeeze(1)
-        key = key.index_select(0, front)
-        ids = torch.arange(front.numel(), device=key.device)
-        self._scratch.index_put_((key,), ids)  # equal depths (shared edges): one arbitrary writer wins
-        ok = (self._scratch.index_select(0, key) == ids).nonzero().squeeze(1)
-        sel = front.index_select(0, ok)
-        key = key.index_select(0, ok)
-        self.face.index_put_((key,), face.index_select(0, sel))
-        self.bary.index_put_((key,), bc.index_select(0, sel).clamp_(0.0, 1.0))
-
-
 _EPS_IN = -1e-5  # inside test tolerance on barycentrics: closes hairline cracks between triangles
 _DENSE_MAX = 8  # faces whose pixel bounding box fits in 8 x 8 use fixed templates (no gathers)
+_ROW_BITS = 32  # packed candidate = quantised depth << 32 | face-row id (one int64 scatter_reduce)
+_DEPTH_Q = float(1 << 30) / 4.0  # depth units per step: depths (-z in [-1, 1]) +2 -> [1, 3] * 2^28
+_EMPTY = torch.iinfo(torch.int64).max
+_BIG = 1 << 10  # bucket id of faces too big for a template
 
 
-def _rasterize(b: _Batch, rots: torch.Tensor, n_meshes: int, S: int) -> _ZBuffer:
+class _ZBuffer:
+    """Per-pixel nearest candidate over all (mesh, view) images, flattened ``(k * S + row) * S + col``.
+
+    One int64 per pixel holds ``quantised depth << 32 | row`` where ``row`` indexes the set-up faces
+    (:class:`_Faces`); a single ``scatter_reduce(amin)`` per pass is the depth test, and equal depths
+    resolve deterministically to the lower row. Barycentrics are recomputed for winners only.
+    """
+
+    def __init__(self, n_pixels: int, device: torch.device):
+        self.best = torch.full((n_pixels,), _EMPTY, dtype=torch.int64, device=device)
+
+    def add(self, key: torch.Tensor, d: torch.Tensor, row: torch.Tensor) -> None:
+        """Depth-test candidates: pixel ``key``, depth ``d`` (-z, nearest = smallest), face ``row``."""
+        if key.numel() == 0:
+            return
+        q = ((d.clamp(-1.9, 1.9) + 2.0) * _DEPTH_Q).to(torch.int64)
+        self.best.scatter_reduce_(0, key, (q << _ROW_BITS) | row, reduce="amin")
+
+
+@dataclass
+class _Raster:
+    """Covered pixels only: flat pixel index (sorted), global face, barycentrics, depth -z."""
+
+    pix: torch.Tensor
+    face: torch.Tensor
+    bary: torch.Tensor
+    depth: torch.Tensor
+
+
+def _rasterize(b: _Batch, rots: torch.Tensor, n_meshes: int, S: int) -> _Raster:
     """Z-buffer every face of every mesh in every view (face instances ``view * F + face``)."""
     dev = b.verts.device
     Vn, F, N = rots.shape[0], b.faces.shape[0], b.verts.shape[0]
@@ -318,6 +330,7 @@ def _rasterize(b: _Batch, rots: torch.Tensor, n_meshes: int, S: int) -> _ZBuffer
     zb = _ZBuffer(n_meshes * Vn * S * S, dev)
     half = S / 2.0
     total = Vn * F
+    all_f, all_i, row0 = [], [], 0
     for start in range(0, total, _FACE_CHUNK):
         inst = torch.arange(start, min(start + _FACE_CHUNK, total), device=dev)
         view, face = inst // F, inst % F
@@ -334,6 +347,7 @@ def _rasterize(b: _Batch, rots: torch.Tensor, n_meshes: int, S: int) -> _ZBuffer
         ymax = torch.floor(y.amax(1) - 0.5).clamp_(-1, S - 1)
         w = (xmax - xmin + 1).clamp_(min=0)
         h = (ymax - ymin + 1).clamp_(min=0)
+        # faces covering no pixel centre (most sub-pixel scan triangles) are dropped here
         keep = ((w > 0) & (h > 0) & (area.abs() > 1e-9)).nonzero().squeeze(1)
         if keep.numel() == 0:
             continue
@@ -352,66 +366,97 @@ def _rasterize(b: _Batch, rots: torch.Tensor, n_meshes: int, S: int) -> _ZBuffer
         fk = face.index_select(0, keep)
         item = (b.face_mesh.index_select(0, fk) * Vn + view.index_select(0, keep)) * (S * S)
         ipk = torch.stack([item, fk], 1)
-        # bucket by power-of-two bounding box so most faces use dense broadcast templates
-        bw, bh = box[:, 2], box[:, 3]
-        bucket = torch.ceil(torch.log2(bw)).long() * 8 + torch.ceil(torch.log2(bh)).long()
-        bucket = torch.where((bw > _DENSE_MAX) | (bh > _DENSE_MAX), torch.full_like(bucket, 99), bucket)
+        # bucket by exact bounding-box size so most faces use dense broadcast templates with no
+        # wasted cells (scan triangles at 224 px mostly have 1x1 to 3x3 boxes)
+        bw, bh = box[:, 2].long(), box[:, 3].long()
+        bucket = bw * 16 + bh
+        bucket = torch.where((bw > _DENSE_MAX) | (bh > _DENSE_MAX), torch.full_like(bucket, _BIG), bucket)
         bucket, order = torch.sort(bucket)
-        faces = _Faces(fpk.index_select(0, order), ipk.index_select(0, order))
+        faces = _Faces(_rows(fpk, order), ipk.index_select(0, order), row0)
+        all_f.append(faces.f)
+        all_i.append(faces.i)
+        row0 += len(faces)
         ub, counts = torch.unique_consecutive(bucket, return_counts=True)
         lo = 0
         for bk, c in zip(ub.tolist(), counts.tolist()):
             part = faces.slice(lo, lo + c)
             lo += c
-            if bk == 99:
+            if bk == _BIG:
                 _raster_big(part, S, zb)
+            elif bk == 17:
+                _raster_single(part, S, zb)
             else:
-                _raster_dense(part, 1 << (bk // 8), 1 << (bk % 8), S, zb)
-    return zb
+                _raster_dense(part, bk // 16, bk % 16, S, zb)
+    return _resolve(zb, all_f, all_i, S, dev)
+
+
+def _rows(table: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``table[idx]`` for a 2-D float table with wide rows: embedding's row gather is ~4x faster
+    than index_select on CPU for 16-float rows (measured, torch 2.x)."""
+    return Fnn.embedding(idx, table)
+
+
+def _resolve(zb: _ZBuffer, all_f: list[torch.Tensor], all_i: list[torch.Tensor], S: int,
+             dev: torch.device) -> _Raster:
+    """Winners of the z-buffer -> covered pixels with face, barycentrics (recomputed) and depth."""
+    pix = (zb.best != _EMPTY).nonzero().squeeze(1)
+    if pix.numel() == 0 or not all_f:
+        z = torch.zeros((0,), device=dev)
+        return _Raster(pix, pix.clone(), torch.zeros((0, 3), device=dev), z)
+    fall = torch.cat(all_f) if len(all_f) > 1 else all_f[0]
+    iall = torch.cat(all_i) if len(all_i) > 1 else all_i[0]
+    row = zb.best.index_select(0, pix) & ((1 << _ROW_BITS) - 1)
+    co = _rows(fall, row)
+    rc = pix % (S * S)
+    pxc = (rc % S).to(torch.float32).add_(0.5).unsqueeze(1)
+    pyc = (rc // S).to(torch.float32).add_(0.5).unsqueeze(1)
+    bc = (co[:, 0:3] * pxc + co[:, 3:6] * pyc + co[:, 6:9]).clamp_(0.0, 1.0)
+    d = -(co[:, 9:10] * pxc + co[:, 10:11] * pyc + co[:, 11:12]).squeeze(1)
+    return _Raster(pix, iall[:, 1].index_select(0, row), bc, d)
 
 
 @dataclass
 class _Faces:
     """Faces set up for one view: ``f`` (G, 16) float = barycentric A(3) B(3) C(3), depth plane (3),
-    bbox xmin, ymin, w, h (pixels); ``i`` (G, 2) int64 = flat image offset, global face index."""
+    bbox xmin, ymin, w, h (pixels); ``i`` (G, 2) int64 = flat image offset, global face index;
+    ``row0`` = row id of the first face in the z-buffer's packed candidates."""
 
     f: torch.Tensor
     i: torch.Tensor
+    row0: int = 0
 
-    coef = property(lambda self: self.f[:, :12])
     xmin = property(lambda self: self.f[:, 12])
     ymin = property(lambda self: self.f[:, 13])
     w = property(lambda self: self.f[:, 14])
     h = property(lambda self: self.f[:, 15])
 
     def slice(self, lo: int, hi: int) -> "_Faces":
-        return _Faces(self.f[lo:hi], self.i[lo:hi])
+        return _Faces(self.f[lo:hi], self.i[lo:hi], self.row0 + lo)
 
     def __len__(self) -> int:
         return self.f.shape[0]
 
 
-def _emit(fc: _Faces, fi: torch.Tensor, px: torch.Tensor, py: torch.Tensor, S: int, zb: _ZBuffer,
-          inside_known: bool = False) -> None:
-    """Evaluate candidates (face index ``fi`` into ``fc``, pixel px/py) and depth-test the inside ones."""
-    co = fc.f.index_select(0, fi)
-    pxc = (px.to(torch.float32) + 0.5).unsqueeze(1)
-    pyc = (py.to(torch.float32) + 0.5).unsqueeze(1)
-    bc = co[:, 0:3] * pxc + co[:, 3:6] * pyc + co[:, 6:9]
-    d = -(co[:, 9:10] * pxc + co[:, 10:11] * pyc + co[:, 11:12]).squeeze(1)
-    if not inside_known:
-        ins = (bc >= _EPS_IN).all(1).nonzero().squeeze(1)
-        if ins.numel() == 0:
-            return
-        fi, px, py = fi.index_select(0, ins), px.index_select(0, ins), py.index_select(0, ins)
-        bc, d = bc.index_select(0, ins), d.index_select(0, ins)
-    ii = fc.i.index_select(0, fi)
-    key = ii[:, 0] + py.long() * S + px.long()
-    zb.add(key, d, bc, ii[:, 1])
+def _raster_single(fc: _Faces, S: int, zb: _ZBuffer) -> None:
+    """Faces whose bbox holds one pixel centre (the common case for scans): test just that pixel."""
+    co = fc.f
+    pxc = co[:, 12] + 0.5
+    pyc = co[:, 13] + 0.5
+    ok = None
+    for i in range(3):
+        bi = co[:, i] * pxc + co[:, 3 + i] * pyc + co[:, 6 + i]
+        ok = bi >= _EPS_IN if ok is None else ok & (bi >= _EPS_IN)
+    sel = ok.nonzero().squeeze(1)
+    if sel.numel() == 0:
+        return
+    c = co.index_select(0, sel)
+    d = -(c[:, 9] * (c[:, 12] + 0.5) + c[:, 10] * (c[:, 13] + 0.5) + c[:, 11])
+    key = fc.i[:, 0].index_select(0, sel) + c[:, 13].long() * S + c[:, 12].long()
+    zb.add(key, d, sel + fc.row0)
 
 
 def _raster_dense(fc: _Faces, kw: int, kh: int, S: int, zb: _ZBuffer) -> None:
-    """Faces whose bbox fits in kw x kh pixels: test a fixed template of offsets by broadcasting."""
+    """Faces whose bbox is exactly kw x kh pixels: test a fixed template of offsets by broadcasting."""
     dev = fc.f.device
     oy, ox = torch.meshgrid(torch.arange(kh, device=dev), torch.arange(kw, device=dev), indexing="ij")
     toff = (oy * S + ox).reshape(-1)  # flat pixel offset of each template cell
@@ -424,21 +469,17 @@ def _raster_dense(fc: _Faces, kw: int, kh: int, S: int, zb: _ZBuffer) -> None:
         co = g.f
         pxc = co[:, 12:13] + (oxf + 0.5)  # (G, T) pixel centres
         pyc = co[:, 13:14] + (oyf + 0.5)
-        ok = (oxf < co[:, 14:15]) & (oyf < co[:, 15:16])
-        bcs = []
-        for i in range(3):
-            bi = co[:, i:i + 1] * pxc + co[:, 3 + i:4 + i] * pyc + co[:, 6 + i:7 + i]
-            ok &= bi >= _EPS_IN
-            bcs.append(bi)
+        ok = (co[:, 0:1] * pxc + co[:, 3:4] * pyc + co[:, 6:7]) >= _EPS_IN  # template = exact bbox
+        for i in (1, 2):
+            ok &= (co[:, i:i + 1] * pxc + co[:, 3 + i:4 + i] * pyc + co[:, 6 + i:7 + i]) >= _EPS_IN
         flat = ok.view(-1).nonzero().squeeze(1)
         if flat.numel() == 0:
             continue
         fi = flat // T
-        bc = torch.stack([b.view(-1).index_select(0, flat) for b in bcs], 1)
         d = -(co[:, 9:10] * pxc + co[:, 10:11] * pyc + co[:, 11:12]).view(-1).index_select(0, flat)
         base = g.i[:, 0] + co[:, 13].long() * S + co[:, 12].long()  # image offset + bbox corner
         key = base.index_select(0, fi) + toff.index_select(0, flat % T)
-        zb.add(key, d, bc, g.i[:, 1].index_select(0, fi))
+        zb.add(key, d, fi + g.row0)
 
 
 def _raster_big(fc: _Faces, S: int, zb: _ZBuffer) -> None:
@@ -454,7 +495,17 @@ def _raster_big(fc: _Faces, S: int, zb: _ZBuffer) -> None:
         fi = torch.repeat_interleave(torch.arange(lo, hi, device=dev), c)
         offs = torch.arange(fi.numel(), device=dev) - (torch.cumsum(c, 0) - c)[fi - lo]
         box = fc.f[:, 12:16].long().index_select(0, fi)
-        _emit(fc, fi, box[:, 0] + offs % box[:, 2], box[:, 1] + offs // box[:, 2], S, zb)
+        px, py = box[:, 0] + offs % box[:, 2], box[:, 1] + offs // box[:, 2]
+        co = _rows(fc.f, fi)
+        pxc = (px.to(torch.float32) + 0.5).unsqueeze(1)
+        pyc = (py.to(torch.float32) + 0.5).unsqueeze(1)
+        bc = co[:, 0:3] * pxc + co[:, 3:6] * pyc + co[:, 6:9]
+        ins = (bc >= _EPS_IN).all(1).nonzero().squeeze(1)
+        if ins.numel():
+            d = -(co[:, 9:10] * pxc + co[:, 10:11] * pyc + co[:, 11:12]).squeeze(1).index_select(0, ins)
+            fi_in = fi.index_select(0, ins)
+            key = fc.i[:, 0].index_select(0, fi_in) + py.index_select(0, ins) * S + px.index_select(0, ins)
+            zb.add(key, d, fi_in + fc.row0)
         base, lo = int(csum[hi - 1]), hi
 
 
@@ -501,16 +552,16 @@ def render_maps(meshes: Mesh | Sequence[Mesh], views: Any = DEFAULT_VIEWS, size:
     else:
         prepared = [_fit_unit(m) for m in mesh_list]
     B, Vn, S = len(prepared), len(st.views), st.size
+    # no_grad, not inference_mode: inference tensors cannot be saved for backward when a trainer
+    # feeds the images to a model that requires grad
     with torch.no_grad():
         batch = _batch(prepared, dev, st.texture)
         rots = torch.as_tensor(np.stack([v.rotation() for v in st.views]), dtype=torch.float32, device=dev)
-        zb = _rasterize(batch, rots, B, S)
+        ras = _rasterize(batch, rots, B, S)
         SS = S * S
-        pix = (zb.face >= 0).nonzero().squeeze(1)  # sorted, so each mesh's pixels are contiguous
-        face = zb.face.index_select(0, pix)
+        pix, face, bc = ras.pix, ras.face, ras.bary  # pix sorted: each mesh's pixels are contiguous
         k = pix // SS  # image index = mesh * Vn + view
         view = k % Vn
-        bc = zb.bary.index_select(0, pix)
         vid = batch.faces.index_select(0, face)  # (n, 3)
         N = batch.verts.shape[0]
         nrm = torch.einsum("vij,nj->vni", rots, batch.normals).reshape(Vn * N, 3)  # per-view normals
@@ -527,7 +578,7 @@ def render_maps(meshes: Mesh | Sequence[Mesh], views: Any = DEFAULT_VIEWS, size:
                 lam = AMBIENT + (1.0 - AMBIENT) * n_view[:, 2].abs()
                 vals = (lam.unsqueeze(1) * _albedo(batch, face, vid, bc, mesh_start)).clamp_(0.0, 1.0)
             elif name == "depth":
-                vals = ((1.0 - zb.z.index_select(0, pix)) / 2.0).clamp_(0.0, 1.0).unsqueeze(1)
+                vals = ((1.0 - ras.depth) / 2.0).clamp_(0.0, 1.0).unsqueeze(1)
             elif name == "normal":
                 vals = ((torch.where(n_view[:, 2:3] < 0, -n_view, n_view) + 1.0) / 2.0).clamp_(0.0, 1.0)
             else:
@@ -542,7 +593,7 @@ def render_maps(meshes: Mesh | Sequence[Mesh], views: Any = DEFAULT_VIEWS, size:
 
 def _interp(bc: torch.Tensor, corner: torch.Tensor) -> torch.Tensor:
     """Barycentric interpolation: bc (n, 3), corner values (n, 3, C) -> (n, C)."""
-    return corner[:, 0] * bc[:, 0:1] + corner[:, 1] * bc[:, 1:2] + corner[:, 2] * bc[:, 2:3]
+    return torch.bmm(bc.unsqueeze(1), corner).squeeze(1)  # ~2.5x faster than three fused multiply-adds on CPU
 
 
 def _albedo(batch: _Batch, face: torch.Tensor, vid: torch.Tensor, bc: torch.Tensor,

@@ -8,6 +8,13 @@ Meshes are canonicalised once beforehand for both renderers (same unit-radius fr
 
     python bench/bench_render.py            # full run (about 2-3 minutes on 2 CPU cores)
     python bench/bench_render.py --quick    # smaller, for a smoke test
+    python bench/bench_render.py --render-module /tmp/render_old.py   # time another render.py (before/after)
+
+Threads: by default (``--threads 0``) both renderers get ``max(1, cpu_count - round(load1))`` threads,
+where load1 is the 1-minute load average: on a shared, busy machine extra threads only fight over the
+same cores (oversubscription makes torch's intra-op parallel loops slower, not faster), on an idle one
+all cores are used. The JSON reports the thread count and the load averages before and after the run,
+because ratios measured under load are noisy: compare versions back to back in one session.
 """
 from __future__ import annotations
 
@@ -21,15 +28,29 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
-if "--threads" in sys.argv:  # Mesa's llvmpipe reads this when the GL context is created
-    os.environ["LP_NUM_THREADS"] = sys.argv[sys.argv.index("--threads") + 1]
+
+
+def _auto_threads() -> int:
+    """CPU threads that are actually free: cpu_count minus the 1-minute load average, at least 1."""
+    n = os.cpu_count() or 1
+    try:
+        load1 = os.getloadavg()[0]
+    except (OSError, AttributeError):  # not available on this platform
+        return n
+    return max(1, min(n, n - int(round(load1))))
+
+
+_THREADS = int(sys.argv[sys.argv.index("--threads") + 1]) if "--threads" in sys.argv else 0
+_THREADS = _THREADS if _THREADS > 0 else _auto_threads()
+os.environ["LP_NUM_THREADS"] = str(_THREADS)  # Mesa's llvmpipe reads this when the GL context is created
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # meshgen
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from affectvlm.geometry import canonicalise  # noqa: E402
-from affectvlm.render import AMBIENT, View, render_views  # noqa: E402
+from affectvlm.render import AMBIENT, View  # noqa: E402
+from affectvlm.render import render_views as _render_views  # noqa: E402
 from meshgen import face_like_mesh  # noqa: E402
 
 VIEWS6 = (View(0), View(-30), View(30), View(-15), View(15), View(0, 15))
@@ -45,12 +66,30 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+render_views = _render_views
+
+
+def _load_render_module(path: str):
+    """Import another copy of render.py (e.g. the previous version) to time it in the same run."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("render_under_test", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["render_under_test"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _as_pairs(views) -> list[tuple[float, float]]:
+    return [(v.yaw, v.pitch) for v in views]
+
+
 def time_ours(meshes, views, device: str, repeats: int) -> float:
     best = float("inf")
     for _ in range(repeats):
         _sync(device)
         t = time.perf_counter()
-        render_views(meshes, views, 224, canonical=False, device=device)
+        render_views(meshes, _as_pairs(views), 224, canonical=False, device=device)
         _sync(device)
         best = min(best, time.perf_counter() - t)
     return best
@@ -101,19 +140,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--pv-faces", type=int, default=4, help="faces pyvista renders in batch cases (scaled up)")
     ap.add_argument("--threads", type=int, default=0,
-                    help="CPU threads for both renderers (torch and Mesa llvmpipe); 0 = library defaults")
+                    help="CPU threads for both renderers (torch and Mesa llvmpipe); 0 = cpu_count - load")
+    ap.add_argument("--render-module", default=None, help="path of a render.py to time instead of ours")
     ap.add_argument("--no-pyvista", action="store_true", help="time ours only")
     args = ap.parse_args(argv)
 
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    global render_views
+    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
+    torch.set_num_threads(_THREADS)
+    if args.render_module:
+        render_views = _load_render_module(args.render_module).render_views
     sizes = (2_000, 10_000) if args.quick else (10_000, 100_000)
     batch = 4 if args.quick else args.batch
     meshes = {}
     for target in sizes:
         n = _grid_n(target)
         meshes[target] = [canonicalise(face_like_mesh(n, seed=i, smile=(i % 3) / 2)) for i in range(batch)]
-    render_views(meshes[sizes[0]][:2], VIEWS6[:3], 224, canonical=False, device=args.device)  # warm-up
+    render_views(meshes[sizes[0]][:2], _as_pairs(VIEWS6[:3]), 224, canonical=False, device=args.device)  # warm-up
 
     pvr = None
     if not args.no_pyvista:
@@ -152,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
         "device": args.device, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
         "llvmpipe_threads": os.environ.get("LP_NUM_THREADS", "default"),
         "cpu_count": os.cpu_count(), "platform": platform.platform(), "quick": args.quick,
+        "render_module": args.render_module or "affectvlm.render",
+        "loadavg_before": [round(x, 2) for x in load_before] if load_before else None,
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()] if load_before else None,
         "pyvista_plotter_setup_s": round(pvr.setup_s, 3) if pvr else None,
         "canonicalise_s_largest_mesh": round(t_canon, 4),
         "note": "pyvista times exclude its one-off plotter set-up (reported separately); ours exclude canonicalise",
