@@ -25,7 +25,8 @@ from typing import Sequence
 
 import numpy as np
 
-CACHE_VERSION = 1
+# Bump whenever the renderer or canonicalisation changes what a view looks like (2: new up/front vote).
+CACHE_VERSION = 2
 _IMAGE_EXT = (".bmp", ".png", ".jpg", ".jpeg")
 
 
