@@ -42,7 +42,8 @@ def _jsonable(obj: Any) -> Any:
     return str(obj)
 
 
-def _plain_state(sd: Mapping[str, torch.Tensor], dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+def plain_state(sd: Mapping[str, torch.Tensor], dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """CPU, contiguous, unshared copies of a state dict (what safetensors accepts), optionally cast."""
     out = {}
     for k, v in sd.items():
         t = v.detach().to("cpu")
@@ -52,7 +53,8 @@ def _plain_state(sd: Mapping[str, torch.Tensor], dtype: torch.dtype | None) -> d
     return out
 
 
-def _replace_dir(tmp: Path, final: Path) -> None:
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Move a finished temp folder into place; an older folder of the same name is moved aside first."""
     if final.exists():
         trash = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
         os.replace(final, trash)
@@ -86,11 +88,11 @@ def save_checkpoint(model: Any, folder: str | os.PathLike, extra: Mapping[str, A
     try:
         cfg = {"model_cfg": _jsonable(model.model_cfg), "preprocess_cfg": _jsonable(model.preprocess_cfg)}
         (tmp / CONFIG_FILE).write_text(json.dumps(cfg, indent=2), encoding="utf-8")
-        save_file(_plain_state(model.clip.state_dict(), dtype), str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+        save_file(plain_state(model.clip.state_dict(), dtype), str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         fusion_file = None
         if getattr(model, "attention", None) is not None:
             fusion_file = FUSION_FILE
-            save_file(_plain_state(model.attention.state_dict(), None), str(tmp / FUSION_FILE),
+            save_file(plain_state(model.attention.state_dict(), None), str(tmp / FUSION_FILE),
                       metadata={"format": "pt", "hidden": str(model.attention.hidden)})
         prov = {k: v for k, v in dict(model.provenance).items() if k not in ("extra", "loaded_from")}
         prov.update({
@@ -126,7 +128,7 @@ def save_checkpoint(model: Any, folder: str | os.PathLike, extra: Mapping[str, A
             "provenance": _jsonable(prov),
         }
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
-        _replace_dir(tmp, final)
+        replace_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from affectvlm.model.checkpoint import plain_state, replace_dir  # noqa: F401  (replace_dir is re-exported)
+
 _EPOCH_RE = re.compile(r"^epoch_(\d{4,})$")
 
 
@@ -37,21 +39,6 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, default=float))
 
 
-def _state_for_safetensors(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu").contiguous().clone() for k, v in sd.items()}
-
-
-def replace_dir(tmp: Path, final: Path) -> None:
-    """Move a finished temp folder into place; an older folder of the same name is moved aside first."""
-    if final.exists():
-        trash = final.with_name(f".trash-{final.name}-{uuid.uuid4().hex[:6]}")
-        os.replace(final, trash)
-        os.replace(tmp, final)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-
-
 def save_run_checkpoint(run_dir: str | os.PathLike, epoch: int, *, model, trainable: dict[str, torch.Tensor],
                         train_state: dict, meta: dict, keep: int = 2) -> Path:
     """Write ``checkpoints/epoch_{epoch}``, atomically; keep the newest ``keep`` checkpoints."""
@@ -63,7 +50,7 @@ def save_run_checkpoint(run_dir: str | os.PathLike, epoch: int, *, model, traina
     tmp = ck / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     tmp.mkdir()
     save_checkpoint(model, tmp / "model", extra={"epoch": epoch, **meta.get("model_extra", {})})
-    save_file(_state_for_safetensors(trainable), str(tmp / "weights.safetensors"))
+    save_file(plain_state(trainable), str(tmp / "weights.safetensors"))
     torch.save(train_state, tmp / "train_state.pt")
     atomic_write_json(tmp / "meta.json", {k: v for k, v in meta.items() if k != "model_extra"} | {"epoch": epoch})
     replace_dir(tmp, final)
