@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from affectvlm.errors import ConfigError, InputError
+from affectvlm.errors import InputError
 from affectvlm.synth import RecipeBook, SynthConfig, Synthesizer, activation_curve, generate, load_facekit
 from affectvlm.synth.recipes import DEFAULT_RECIPES
 from affectvlm.synth.sequence import Timing
