@@ -372,6 +372,9 @@ def decimate(vertices: np.ndarray, faces: np.ndarray, max_faces: int,
     return nv.astype(np.float32), nf, nc
 
 
+PREVIEW_COLOR = "rgb(214,196,182)"  # light skin tone for untextured scans
+
+
 @dataclass
 class Preview:
     """Display arrays for plotly ``Mesh3d`` (canonical frame: +Y up, face looking at +Z)."""
@@ -397,7 +400,13 @@ def preview(mesh: Mesh, *, max_faces: int = 30_000, up: str | None = None, front
 
 
 def mesh3d_figure(pv: Preview, *, height: int = 420, title: str | None = None):
-    """A rotatable plotly figure of the preview, camera in front of the face (+Z), +Y up."""
+    """A rotatable, shaded plotly figure of the preview: camera in front of the face (+Z), +Y up.
+
+    Smooth (vertex-normal) shading with a key light above-right of the viewer. The camera uses a
+    perspective projection on purpose: with plotly's orthographic projection the WebGL mesh shader
+    lights the back side of the surface, and the face shows as a flat dark silhouette (seen in
+    headless chromium and desktop browsers alike).
+    """
     import plotly.graph_objects as go
 
     v, f = pv.vertices * 100.0, pv.faces  # plotly drops normals of tiny faces (facenormalsepsilon)
@@ -405,17 +414,18 @@ def mesh3d_figure(pv: Preview, *, height: int = 420, title: str | None = None):
     if pv.colors is not None:
         kw["vertexcolor"] = [f"rgb({r},{g},{b})" for r, g, b in pv.colors.tolist()]
     else:
-        kw["color"] = "rgb(205,185,170)"
+        kw["color"] = PREVIEW_COLOR
     trace = go.Mesh3d(x=v[:, 0], y=v[:, 1], z=v[:, 2], i=f[:, 0], j=f[:, 1], k=f[:, 2], flatshading=False,
-                      lighting=dict(ambient=0.35, diffuse=0.9, specular=0.15, roughness=0.6, fresnel=0.1,
+                      lighting=dict(ambient=0.3, diffuse=0.7, specular=0.2, roughness=0.5, fresnel=0.1,
                                     facenormalsepsilon=0, vertexnormalsepsilon=0),
-                      lightposition=dict(x=300, y=500, z=1000), hoverinfo="skip", name="scan", **kw)
+                      lightposition=dict(x=1e5, y=1e5, z=1e5), hoverinfo="skip", name="scan", **kw)
     fig = go.Figure(trace)
     fig.update_layout(
         height=height, margin=dict(l=0, r=0, t=30 if title else 0, b=0), title=title,
         scene=dict(aspectmode="data", xaxis=dict(visible=False), yaxis=dict(visible=False),
                    zaxis=dict(visible=False), dragmode="orbit",
-                   camera=dict(up=dict(x=0, y=1, z=0), eye=dict(x=0, y=0, z=1.9), projection=dict(type="orthographic"))),
+                   camera=dict(up=dict(x=0, y=1, z=0), center=dict(x=0, y=0, z=0), eye=dict(x=0, y=0, z=1.9),
+                               projection=dict(type="perspective"))),
         uirevision="keep")
     return fig
 

@@ -91,6 +91,14 @@ def test_preview_and_figures():
     assert abs(float(np.linalg.norm(pv.vertices, axis=1).max()) - 1.0) < 0.3  # canonical unit scale
     fig = A.mesh3d_figure(pv)
     assert fig.data[0].type == "mesh3d" and len(fig.data[0].vertexcolor) == len(pv.vertices)
+    # shaded, not a flat silhouette: smooth normals, diffuse light, and a perspective camera (plotly's
+    # orthographic WebGL path lights the back side: the face drew as a dark blob in chromium)
+    tr, scene = fig.data[0], fig.layout.scene
+    assert tr.flatshading is False and tr.lighting.diffuse > tr.lighting.ambient
+    assert scene.camera.projection.type == "perspective" and scene.aspectmode == "data"
+    assert scene.camera.eye.z > 0 and scene.camera.up.y == 1  # in front of the face (+Z), +Y up
+    plain = A.mesh3d_figure(A.preview(face_like_mesh(20, textured=False)))
+    assert plain.data[0].vertexcolor is None and plain.data[0].color == A.PREVIEW_COLOR
     bar = A.probability_figure({"happiness": 0.7, "anger": 0.3})
     assert list(bar.data[0].y) == ["happiness", "anger"] and bar.data[0].marker.color[0] != bar.data[0].marker.color[1]
     rows = [{"frame": i, "happiness": 0.1 * i, "anger": 1 - 0.1 * i} for i in range(5)]
