@@ -1,7 +1,16 @@
 """Real-browser tests: `streamlit run app.py` on 127.0.0.1 driven by Debian's chromium (Playwright).
 
-Run with ``pytest -m browser tests/test_browser.py``. Screenshots of each page go to docs/img/.
-Never ``playwright install``: the system chromium is used (offline).
+Run with ``pytest -m browser tests/test_browser.py``. Never ``playwright install``: the system
+chromium is used (offline).
+
+Screenshots of each page go to pytest's temporary folder, so a normal run leaves the checkout
+untouched. To refresh the README's images, name the folder::
+
+    AFFECTVLM_SCREENSHOT_DIR=docs/img pytest -m browser tests/test_browser.py
+
+(a relative path is taken from the repository root). The README images should show the real default
+model: the tests use ``weights/affectvlm-default`` when it exists and the tiny ``AffectVLM-Test``
+model otherwise.
 """
 from __future__ import annotations
 
@@ -20,7 +29,6 @@ import pytest
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
 
 REPO = Path(__file__).resolve().parent.parent
-IMG = REPO / "docs" / "img"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None:
     pytest.skip("Debian chromium is not installed (apt-get install chromium)", allow_module_level=True)
@@ -127,20 +135,30 @@ def _idle(page, timeout: float = 120) -> None:
         page.wait_for_timeout(200)
 
 
-def _shot(page, name: str) -> None:
-    IMG.mkdir(parents=True, exist_ok=True)
-    page.locator('[data-testid="stMain"]').first.screenshot(path=str(IMG / f"screenshot_{name}.png"))
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    """Where screenshots go: ``$AFFECTVLM_SCREENSHOT_DIR`` (e.g. docs/img) or a pytest temp folder."""
+    raw = os.environ.get("AFFECTVLM_SCREENSHOT_DIR", "").strip()
+    out = (REPO / raw if not Path(raw).is_absolute() else Path(raw)) if raw else tmp_path_factory.mktemp("shots")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
 
 
-def test_home_page(page, server):
+def _shot(page, shots: Path, name: str) -> Path:
+    path = shots / f"screenshot_{name}.png"
+    page.locator('[data-testid="stMain"]').first.screenshot(path=str(path))
+    return path
+
+
+def test_home_page(page, server, shots):
     _goto(page, server)
     page.wait_for_selector('[data-testid="stMetricValue"]')
     assert "AffectVLM" in page.locator("h1").first.inner_text()
     _idle(page)
-    _shot(page, "home")
+    _shot(page, shots, "home")
 
 
-def test_upload_scan_read_top_emotion_and_drag_preview(page, server, tmp_path):
+def test_upload_scan_read_top_emotion_and_drag_preview(page, server, shots, tmp_path):
     scan = tmp_path / "smile.obj"
     scan.write_bytes(_obj_bytes(face_like_mesh(48, smile=1.0, textured=False)))
     _goto(page, server, "Analyse")
@@ -149,8 +167,7 @@ def test_upload_scan_read_top_emotion_and_drag_preview(page, server, tmp_path):
     try:
         metric.wait_for(timeout=60_000)
     except Exception:
-        page.screenshot(path=str(tmp_path / "fail.png"))
-        shutil.copy(tmp_path / "fail.png", "/tmp/fail_scan.png")
+        page.screenshot(path=str(tmp_path / "fail.png"))  # kept in pytest's temp folder
         raise
     assert metric.inner_text().strip() in CLASSES
     page.wait_for_selector('[data-testid="stImage"] img')
@@ -175,10 +192,10 @@ def test_upload_scan_read_top_emotion_and_drag_preview(page, server, tmp_path):
     page.wait_for_timeout(500)
     after = camera()
     assert after != before, "dragging did not rotate the 3D preview"
-    _shot(page, "analyse")
+    _shot(page, shots, "analyse")
 
 
-def test_sequence_zip_chart_fills_in(page, server, tmp_path):
+def test_sequence_zip_chart_fills_in(page, server, shots, tmp_path):
     from affectvlm.appsupport import zip_bytes
 
     n = 40
@@ -197,7 +214,7 @@ def test_sequence_zip_chart_fills_in(page, server, tmp_path):
     assert counts and counts[-1] == n, seen
     assert any(0 < c < n for c in counts), f"the chart never showed a partial state: {counts}"
     _idle(page)
-    _shot(page, "sequence")
+    _shot(page, shots, "sequence")
 
 
 def _fill(page, label: str, value: str) -> None:
@@ -214,7 +231,7 @@ def _launch(page, name: str, epochs: int) -> None:
     page.wait_for_selector(f'[data-testid="stAlertContentSuccess"]:has-text("runs/{name}")')
 
 
-def test_train_launch_finish_and_stop(page, server, workspace):
+def test_train_launch_finish_and_stop(page, server, shots, workspace):
     _goto(page, server, "Train")
     _fill(page, "Dataset root (relative paths are inside the first workspace root)", "data")
     page.locator('[data-testid="stSelectbox"]', has_text="Layout").click()
@@ -234,7 +251,7 @@ def test_train_launch_finish_and_stop(page, server, workspace):
     assert "finished" in status.inner_text()
     page.wait_for_timeout(2500)  # one more refresh of the job view
     assert page.locator(".js-plotly-plot").count() >= 3  # loss, accuracy, lr, samples/s
-    _shot(page, "train")
+    _shot(page, shots, "train")
 
     _launch(page, "long", 1000)
     deadline = time.monotonic() + 120
