@@ -49,6 +49,7 @@ import numpy as np
 import torch
 import torch.nn.functional as Fnn
 
+from affectvlm import _render_kernels as _kernels
 from affectvlm.errors import ConfigError, InputError
 from affectvlm.geometry import canonicalise
 from affectvlm.mesh import Mesh
@@ -204,11 +205,12 @@ def _fit_unit(mesh: Mesh) -> Mesh:
         raise InputError(mesh.source, f"need (N, 3) vertices and (F, 3) faces, got {v.shape} and {f.shape}")
     if f.min() < 0 or f.max() >= len(v):
         raise InputError(mesh.source, f"face indices out of range [0, {len(v)})")
-    used = v[f.reshape(-1)]
+    used = v[np.bincount(f.reshape(-1), minlength=len(v)) > 0]  # each used vertex once (cheap reductions)
     if not np.isfinite(used).all():
         raise InputError(mesh.source, "vertex coordinates contain NaN or infinity")
     c = (used.min(0) + used.max(0)) / 2
-    r = float(np.linalg.norm(used - c, axis=1).max())
+    d = used - c
+    r = float(np.sqrt(np.einsum("ij,ij->i", d, d).max()))
     if not r > 0:
         raise InputError(mesh.source, "mesh has zero extent (all vertices coincide)")
     out = Mesh(vertices=((v - c) / r).astype(np.float32), faces=mesh.faces, face_uv=mesh.face_uv,
@@ -242,13 +244,16 @@ class _Batch:
     face_uv: torch.Tensor | None  # (F, 3, 2) (zeros where a mesh has none)
     colors: torch.Tensor | None  # (N, 3) in [0, 1] (ones where a mesh has none)
     textures: list[torch.Tensor | None] = field(default_factory=list)
+    vstart: list[int] = field(default_factory=list)  # first vertex of each mesh, then the total
+    fstart: list[int] = field(default_factory=list)  # first face of each mesh, then the total
 
 
-def _batch(meshes: list[Mesh], device: torch.device, texture: bool) -> _Batch:
+def _batch(meshes: list[Mesh], device: torch.device, texture: bool, normals: bool = True) -> _Batch:
     from affectvlm.geometry import vertex_normals
 
     vs, fs, fm, uvs, cols, texs = [], [], [], [], [], []
     off = 0
+    vstart, fstart = [0], [0]
     any_uv = any_col = False
     for i, m in enumerate(meshes):
         v = torch.as_tensor(np.ascontiguousarray(m.vertices, dtype=np.float32), device=device)
@@ -274,11 +279,14 @@ def _batch(meshes: list[Mesh], device: torch.device, texture: bool) -> _Batch:
         else:
             cols.append(torch.ones((len(v), 3), device=device))
         off += len(v)
+        vstart.append(off)
+        fstart.append(fstart[-1] + len(f))
     verts = torch.cat(vs)
     faces = torch.cat(fs)
-    return _Batch(verts=verts, faces=faces, face_mesh=torch.cat(fm), normals=vertex_normals(verts, faces),
+    return _Batch(verts=verts, faces=faces, face_mesh=torch.cat(fm),
+                  normals=vertex_normals(verts, faces) if normals else verts,
                   face_uv=torch.cat(uvs) if any_uv else None, colors=torch.cat(cols) if any_col else None,
-                  textures=texs)
+                  textures=texs, vstart=vstart, fstart=fstart)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -510,6 +518,55 @@ def _raster_big(fc: _Faces, S: int, zb: _ZBuffer) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
+# CPU kernel path (numba, optional)
+
+_USE_NUMBA = _kernels.AVAILABLE  # CPU only; tests switch it off to exercise the torch path
+
+
+def _render_numba(prepared: list[Mesh], st: RenderSettings, maps: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """All maps of all meshes and views with the compiled kernels (same rules as the torch path)."""
+    import numba
+
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    b = _batch(prepared, torch.device("cpu"), st.texture, normals=False)
+    B, Vn, S = len(prepared), len(st.views), st.size
+    K, SS = B * Vn, S * S
+    verts = b.verts.numpy()
+    faces = b.faces.numpy()
+    rot = np.stack([v.rotation() for v in st.views]).astype(np.float32).astype(np.float64)
+    best = np.full((K, SS), _EMPTY, dtype=np.int64)
+    _kernels.raster(verts, faces, np.asarray(b.vstart, np.int64), np.asarray(b.fstart, np.int64), rot, S,
+                    _EPS_IN, _DEPTH_Q, best)
+    normals = np.empty_like(verts)
+    _kernels.vertex_normals(verts, faces, normals)
+    slots = np.full(B, -1, np.int64)
+    texs, offs, hws, off = [], [], [], 0
+    for i, t in enumerate(b.textures):
+        if t is not None:
+            slots[i] = len(texs)
+            hwc = t[0].permute(1, 2, 0).contiguous().numpy().reshape(-1)
+            texs.append(hwc)
+            offs.append(off)
+            hws.append(t.shape[2:])
+            off += hwc.size
+    tex = np.concatenate(texs) if texs else np.zeros(1, np.float32)
+    tex_off = np.asarray(offs or [0], np.int64)
+    tex_hw = np.asarray(hws or [(1, 1)], np.int64).reshape(-1, 2)
+    colors = b.colors.numpy() if b.colors is not None else np.zeros((0, 3), np.float32)
+    face_uv = b.face_uv.numpy() if b.face_uv is not None else np.zeros((0, 3, 2), np.float32)
+    out, arrs = {}, {}
+    for name in MAPS:
+        if name in maps:
+            fill = st.background if name == "shade" else 0.0
+            out[name] = torch.full((K, _CHANNELS[name], SS), fill, dtype=torch.float32)
+            arrs[name] = out[name].numpy()
+        else:
+            arrs[name] = np.zeros((0, _CHANNELS[name], 0), np.float32)
+    _kernels.shade(verts, faces, normals, rot, S, best, slots, colors, face_uv, tex, tex_off, tex_hw, AMBIENT,
+                   arrs["shade"], arrs["depth"], arrs["normal"], arrs["mask"])
+    return {name: out[name].view(B, Vn, _CHANNELS[name], S, S) for name in maps}
+
+# ----------------------------------------------------------------------------------------------
 # public rendering API
 
 
@@ -554,6 +611,8 @@ def render_maps(meshes: Mesh | Sequence[Mesh], views: Any = DEFAULT_VIEWS, size:
     B, Vn, S = len(prepared), len(st.views), st.size
     # no_grad, not inference_mode: inference tensors cannot be saved for backward when a trainer
     # feeds the images to a model that requires grad
+    if _USE_NUMBA and dev.type == "cpu":
+        return _render_numba(prepared, st, maps)
     with torch.no_grad():
         batch = _batch(prepared, dev, st.texture)
         rots = torch.as_tensor(np.stack([v.rotation() for v in st.views]), dtype=torch.float32, device=dev)

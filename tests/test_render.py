@@ -52,6 +52,7 @@ def test_batch_of_different_meshes_equals_individual_renders():
 
 
 def test_chunking_gives_the_same_image(face, monkeypatch):
+    monkeypatch.setattr(R, "_USE_NUMBA", False)  # chunking only exists in the torch path
     ref = render_maps(face, [View(0), View(30)], S, maps=("shade", "mask"))
     monkeypatch.setattr(R, "_FACE_CHUNK", 997)
     monkeypatch.setattr(R, "_CAND_CHUNK", 1500)
@@ -229,3 +230,22 @@ def test_100k_face_mesh_renders():
     assert big.n_faces > 90_000
     img = render_views(big, [View(y) for y in (0, -30, 30, -15, 15, 0)], 224)
     assert img.shape == (1, 6, 3, 224, 224) and float(img.mean()) > 0.05
+
+
+@pytest.mark.skipif(not R._kernels.AVAILABLE, reason="numba not installed")
+def test_numba_kernel_matches_torch_path(monkeypatch):
+    """The compiled CPU kernel and the torch path follow the same rules: same coverage, same values
+    (texture, vertex colours, plain), up to float rounding and equal-depth ties on shared edges."""
+    col = face_like_mesh(30, seed=4, textured=False)
+    col.vertex_colors = (np.random.default_rng(0).random((col.n_vertices, 3)) * 255).astype(np.uint8)
+    meshes = [face_like_mesh(60, seed=1), face_like_mesh(25, seed=2, textured=False, smile=1.0), col]
+    views = [View(0), View(-30), View(20, 15)]
+    fast = render_maps(meshes, views, 128, background=0.25)
+    monkeypatch.setattr(R, "_USE_NUMBA", False)
+    ref = render_maps(meshes, views, 128, background=0.25)
+    assert torch.equal(fast["mask"], ref["mask"])
+    for k in ("shade", "depth", "normal"):
+        diff = (fast[k] - ref[k]).abs()
+        assert float(diff.max()) < 0.02, k
+        assert float((diff > 1e-3).float().mean()) < 1e-3, k
+    assert float(fast["shade"][1, 0, :, 0, 0].mean()) == pytest.approx(0.25)
