@@ -399,6 +399,28 @@ def preview(mesh: Mesh, *, max_faces: int = 30_000, up: str | None = None, front
     return Preview(v, f, c, mesh.n_faces, dict(m.meta))
 
 
+ORIENTATION_WARNING = ("Orientation was guessed with low confidence; check the views and fix up/front in the "
+                       "Orientation box")
+
+
+def orientation_summary(meta: dict[str, Any] | None) -> dict[str, Any]:
+    """What :func:`affectvlm.geometry.canonicalise` recorded in ``meta["canonical"]``: the file's
+    ``up``/``front`` axes, which of them were ``detected`` (not given), their ``confidence`` and
+    ``low_confidence``; ``warning`` is :data:`ORIENTATION_WARNING` when the guess is unsure, else None."""
+    c = (meta or {}).get("canonical") or {}
+    conf = {k: float(v) for k, v in (c.get("confidence") or {}).items()}
+    low = bool(c.get("low_confidence"))
+    parts = []
+    for axis in ("up", "front"):
+        if c.get(axis):
+            how = f"guessed, confidence {conf[axis]:.2f}" if axis in conf else (
+                "guessed" if axis in (c.get("detected") or []) else "set")
+            parts.append(f"{axis} {c[axis]} ({how})")
+    return {"up": c.get("up"), "front": c.get("front"), "detected": list(c.get("detected") or []),
+            "confidence": conf, "low_confidence": low, "caption": ", ".join(parts),
+            "warning": ORIENTATION_WARNING if low else None}
+
+
 def mesh3d_figure(pv: Preview, *, height: int = 420, title: str | None = None):
     """A rotatable, shaded plotly figure of the preview: camera in front of the face (+Z), +Y up.
 

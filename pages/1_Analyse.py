@@ -8,8 +8,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from affectvlm.appsupport import (UPLOAD_TYPES, list_samples, mesh3d_figure, new_upload_dir, plan_upload, preview,
-                                  probability_figure, sample_kind, sequence_figure)
+from affectvlm.appsupport import (UPLOAD_TYPES, Preview, list_samples, mesh3d_figure, new_upload_dir,
+                                  orientation_summary, plan_upload, preview, probability_figure, sample_kind,
+                                  sequence_figure)
 from affectvlm.errors import AffectVLMError
 from pages import AXES, get_model, iter_sequence_rows, score_mesh, settings, show_error, sidebar
 
@@ -101,16 +102,27 @@ def orientation_controls() -> tuple[str | None, str | None]:
     return (None if up == "auto" else up), (None if front == "auto" else front)
 
 
-def show_preview(mesh, up, front, *, key: str, title: str | None = None) -> None:
-    pv = preview(mesh, max_faces=S.preview_max_faces, up=up, front=front)
+def make_preview(mesh, up, front) -> Preview:
+    """The display mesh, canonicalised with the user's overrides exactly as the renderer does."""
+    return preview(mesh, max_faces=S.preview_max_faces, up=up, front=front)
+
+
+def orientation_warning(pv: Preview, slot) -> None:
+    """Say so when the automatic up/front guess is unsure (``meta["canonical"]["low_confidence"]``)."""
+    msg = orientation_summary(pv.meta)["warning"]
+    if msg:
+        slot.warning(msg, icon=":material/screen_rotation:")
+
+
+def show_preview(mesh, pv: Preview, *, key: str, title: str | None = None) -> None:
     st.plotly_chart(mesh3d_figure(pv, title=title), width="stretch", key=key,
                     config={"displaylogo": False})
     note = f"{mesh.n_vertices:,} vertices, {mesh.n_faces:,} faces"
     if len(pv.faces) < mesh.n_faces:
         note += f" (preview decimated to {len(pv.faces):,})"
-    detected = {k: v for k, v in pv.meta.items() if k in ("up", "front", "detected_up", "detected_front")}
-    if detected:
-        note += " · axes: " + ", ".join(f"{k}={v}" for k, v in detected.items())
+    axes = orientation_summary(pv.meta)["caption"]
+    if axes:
+        note += " · file axes: " + axes
     st.caption(note)
 
 
@@ -122,6 +134,8 @@ def show_probs(probs: dict[str, float], *, key: str, label: str = "Top emotion")
 
 def analyse_scan(mesh, model, choice, sig: str) -> None:
     up, front = orientation_controls()
+    pv = make_preview(mesh, up, front)
+    orientation_warning(pv, st)
     rkey = (sig, choice.key, up, front)
     res = ss.get("an_scan_result")
     if not res or res[0] != rkey:
@@ -133,7 +147,7 @@ def analyse_scan(mesh, model, choice, sig: str) -> None:
     c1, c2 = st.columns([3, 2])
     with c1:
         st.subheader("3D preview")
-        show_preview(mesh, up, front, key="preview3d")
+        show_preview(mesh, pv, key="preview3d")
     with c2:
         st.subheader("Result")
         show_probs(out["probs"], key="probs_bar")
@@ -151,6 +165,7 @@ def analyse_scan(mesh, model, choice, sig: str) -> None:
 
 def analyse_sequence(seq, model, choice, sig: str) -> None:
     up, front = orientation_controls()
+    warn_slot = st.empty()
     classes = list(model.classes)
     rkey = (sig, choice.key, up, front, len(seq))
     res = ss.get("an_seq_result")
@@ -182,7 +197,9 @@ def analyse_sequence(seq, model, choice, sig: str) -> None:
     c1, c2 = st.columns([3, 2])
     with c1:
         st.subheader(f"Frame {ids[idx]}")
-        show_preview(seq.frames[idx], up, front, key="preview3d", title=None)
+        pv = make_preview(seq.frames[idx], up, front)
+        orientation_warning(pv, warn_slot)
+        show_preview(seq.frames[idx], pv, key="preview3d", title=None)
     with c2:
         st.subheader("Sequence result")
         if seq_row:

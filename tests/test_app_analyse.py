@@ -134,6 +134,11 @@ def test_sequence_zip_and_frame_files(face, tmp_path):
     assert top(at2)[0] == label
 
 
+def _view_urls(at: AppTest) -> list[str]:
+    """The rendered views' media URLs (they name a hash of the image bytes)."""
+    return [img.url for el in at.get("image") for img in el.proto.imgs]
+
+
 def test_sample_from_home_and_orientation_override():
     samples = A.list_samples()
     if not samples:
@@ -142,9 +147,22 @@ def test_sample_from_home_and_orientation_override():
     at.button(key="sample_btn_0").click().run()
     at = analyse(at) if not at.metric or "Top emotion" not in [m.label for m in at.metric] else at
     assert top(at)[0]
-    if at.selectbox(key="an_up").value == "auto":
-        at.selectbox(key="an_up").set_value("+z").run()
-        assert not at.exception
+    path = samples[at.selectbox(key="an_sample").value]
+    from affectvlm.io import load_mesh
+
+    guess = A.orientation_summary(A.preview(load_mesh(path), max_faces=3000).meta)
+    warned = [w.value for w in at.warning if "Orientation was guessed" in w.value]
+    assert warned == ([A.ORIENTATION_WARNING] if guess["low_confidence"] else []), warned
+    before = _view_urls(at)
+    assert len(before) == 3
+    # turn the file upside down relative to the guess: the views must change, and nothing is guessed
+    flipped = {"+y": "-y", "-y": "+y"}.get(guess["up"], "+y")
+    at.selectbox(key="an_up").set_value(flipped).run()
+    at.selectbox(key="an_front").set_value(guess["front"]).run()
+    assert not at.exception and not [w for w in at.warning if "Orientation was guessed" in w.value]
+    after = _view_urls(at)
+    assert len(after) == 3 and set(after).isdisjoint(before)
+    assert f"up {flipped} (set)" in " ".join(c.value for c in at.caption)
 
 
 def test_model_and_class_changes(face):

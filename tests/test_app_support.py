@@ -145,3 +145,19 @@ def test_list_samples(tmp_path):
     s = A.list_samples(tmp_path)
     assert set(s) == {"scan: a.wrl", "4D sequence: seq (3 frames)"}
     assert A.sample_kind(s["4D sequence: seq (3 frames)"]) == "sequence"
+
+
+def test_orientation_summary_flags_low_confidence():
+    low = {"canonical": {"up": "-y", "front": "+z", "detected": ["front", "up"],
+                         "confidence": {"front": 1.0, "up": 0.06}, "low_confidence": True}}
+    o = A.orientation_summary(low)
+    assert o["low_confidence"] and o["warning"] == A.ORIENTATION_WARNING
+    assert o["caption"] == "up -y (guessed, confidence 0.06), front +z (guessed, confidence 1.00)"
+    sure = {"canonical": {"up": "+y", "front": "+z", "detected": ["front"], "confidence": {"front": 0.9},
+                          "low_confidence": False}}
+    o = A.orientation_summary(sure)
+    assert o["warning"] is None and "up +y (set)" in o["caption"]
+    assert A.orientation_summary({})["warning"] is None  # a mesh that was not canonicalised
+    # the flag comes from the library: the preview canonicalises like the renderer does
+    pv = A.preview(face_like_mesh(24, textured=False), up="+y", front="+z")
+    assert A.orientation_summary(pv.meta)["warning"] is None
