@@ -17,7 +17,7 @@ if str(_HERE) not in sys.path:  # `pages._shared` and the library from a source 
 
 from pages import get_model, model_caption, show_error, sidebar  # noqa: E402
 
-st.set_page_config(page_title="AffectVLM", page_icon="🙂", layout="wide")
+st.set_page_config(page_title="AffectVLM", page_icon=":material/sentiment_satisfied:", layout="wide")
 
 ANALYSE = "pages/1_Analyse.py"
 
@@ -64,8 +64,8 @@ def home() -> None:
     else:
         cols = st.columns(min(4, len(samples)))
         for i, (label, path) in enumerate(samples.items()):
-            if cols[i % len(cols)].button(f"▶ {label}", key=f"sample_btn_{i}", on_click=_try_sample, args=(str(path),),
-                                          width="stretch"):
+            if cols[i % len(cols)].button(label, icon=":material/play_arrow:", key=f"sample_btn_{i}",
+                                          on_click=_try_sample, args=(str(path),), width="stretch"):
                 st.switch_page(ANALYSE)
 
 

@@ -14,7 +14,7 @@ from affectvlm.appsupport import (UPLOAD_TYPES, Preview, list_samples, mesh3d_fi
 from affectvlm.errors import AffectVLMError
 from pages import AXES, get_model, iter_sequence_rows, score_mesh, settings, show_error, sidebar
 
-st.set_page_config(page_title="AffectVLM · Analyse", page_icon="🙂", layout="wide")
+st.set_page_config(page_title="AffectVLM · Analyse", page_icon=":material/sentiment_satisfied:", layout="wide")
 S = settings()
 ss = st.session_state
 ss["_model_choice"] = sidebar()

@@ -14,7 +14,7 @@ from affectvlm.appsupport import UPLOAD_TYPES, batch_members, rows_download, row
 from affectvlm.errors import AffectVLMError, InputError
 from pages import get_model, settings, show_error, sidebar
 
-st.set_page_config(page_title="AffectVLM · Batch", page_icon="🙂", layout="wide")
+st.set_page_config(page_title="AffectVLM · Batch", page_icon=":material/sentiment_satisfied:", layout="wide")
 S = settings()
 ss = st.session_state
 ss["_model_choice"] = sidebar()

@@ -14,7 +14,7 @@ from affectvlm.appsupport import (eta_seconds, fmt_duration, metrics_figures, re
 from affectvlm.errors import AffectVLMError, ConfigError
 from pages import job_store, settings, show_error, sidebar, use_run_callback
 
-st.set_page_config(page_title="AffectVLM · Train", page_icon="🙂", layout="wide")
+st.set_page_config(page_title="AffectVLM · Train", page_icon=":material/sentiment_satisfied:", layout="wide")
 S = settings()
 store = job_store()
 ss = st.session_state

@@ -78,9 +78,9 @@ def get_model(choice: ModelChoice):
 def show_error(e: BaseException) -> None:
     """One clear message for a library error; anything else is shown with its type."""
     if isinstance(e, AffectVLMError):
-        st.error(str(e), icon="⚠️")
+        st.error(str(e), icon=":material/error:")
     else:
-        st.error(f"{type(e).__name__}: {e}", icon="⚠️")
+        st.error(f"{type(e).__name__}: {e}", icon=":material/error:")
 
 
 def _use_run(path: str) -> None:
