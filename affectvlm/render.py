@@ -199,27 +199,44 @@ class RenderSettings:
 
 def _fit_unit(mesh: Mesh) -> Mesh:
     """Centre (bounding box) and scale to unit radius, no rotation (``canonical=False``)."""
-    v = np.asarray(mesh.vertices, dtype=np.float64)
+    v = np.asarray(mesh.vertices)
     f = np.asarray(mesh.faces)
     if v.ndim != 2 or v.shape[1] != 3 or len(v) == 0 or f.ndim != 2 or f.shape[1] != 3 or len(f) == 0:
         raise InputError(mesh.source, f"need (N, 3) vertices and (F, 3) faces, got {v.shape} and {f.shape}")
-    if f.min() < 0 or f.max() >= len(v):
+    if _kernels.AVAILABLE:
+        vout = np.empty(v.shape, np.float32)
+        vk = v if v.dtype in (np.float32, np.float64) else v.astype(np.float64)  # few compiled variants
+        fk = f if f.dtype in (np.int32, np.int64) else f.astype(np.int64)
+        status, cx, cy, cz, r = _kernels.fit_unit(vk, fk, vout)
+        c = np.array([cx, cy, cz])
+    else:
+        status, vout = 0, None
+        if f.min() < 0 or f.max() >= len(v):
+            status = 1
+        else:
+            used = v[np.bincount(f.reshape(-1), minlength=len(v)) > 0]  # each used vertex once
+            if not np.isfinite(used).all():
+                status = 2
+            else:
+                c = (used.min(0) + used.max(0)) / 2
+                d = used - c
+                r = float(np.sqrt(np.einsum("ij,ij->i", d, d).max()))
+    if status == 1:
         raise InputError(mesh.source, f"face indices out of range [0, {len(v)})")
-    used = v[np.bincount(f.reshape(-1), minlength=len(v)) > 0]  # each used vertex once (cheap reductions)
-    if not np.isfinite(used).all():
+    if status == 2:
         raise InputError(mesh.source, "vertex coordinates contain NaN or infinity")
-    c = (used.min(0) + used.max(0)) / 2
-    d = used - c
-    r = float(np.sqrt(np.einsum("ij,ij->i", d, d).max()))
     if not r > 0:
         raise InputError(mesh.source, "mesh has zero extent (all vertices coincide)")
-    out = Mesh(vertices=((v - c) / r).astype(np.float32), faces=mesh.faces, face_uv=mesh.face_uv,
+    if vout is None:
+        vout = ((v - c) / r).astype(np.float32)
+    out = Mesh(vertices=vout, faces=mesh.faces, face_uv=mesh.face_uv,
                texture=mesh.texture, vertex_colors=mesh.vertex_colors, source=mesh.source, meta=dict(mesh.meta))
     out.meta["canonical"] = {"up": "+y", "front": "+z", "detected": [], "centre": c.tolist(), "scale": 1.0 / r}
     return out
 
 
-def _texture_tensor(mesh: Mesh, device: torch.device) -> torch.Tensor | None:
+def _texture_array(mesh: Mesh) -> np.ndarray | None:
+    """The mesh's texture as an (H, W, 3) array (uint8 or float in [0, 1]), validated; None if untextured."""
     if mesh.texture is None or mesh.face_uv is None:
         return None
     tex = np.asarray(mesh.texture)
@@ -230,9 +247,32 @@ def _texture_tensor(mesh: Mesh, device: torch.device) -> torch.Tensor | None:
     uv = np.asarray(mesh.face_uv)
     if uv.shape != (mesh.n_faces, 3, 2):
         raise InputError(mesh.source, f"face_uv must have shape ({mesh.n_faces}, 3, 2), got {uv.shape}")
-    t = torch.as_tensor(np.ascontiguousarray(tex[..., :3]), device=device)
+    return np.ascontiguousarray(tex[..., :3])
+
+
+def _texture_tensor(mesh: Mesh, device: torch.device) -> torch.Tensor | None:
+    tex = _texture_array(mesh)
+    if tex is None:
+        return None
+    t = torch.as_tensor(tex, device=device)
     t = t.float() / 255.0 if tex.dtype == np.uint8 else t.float().clamp(0, 1)
     return t.permute(2, 0, 1).unsqueeze(0)
+
+
+def _face_uv_array(mesh: Mesh) -> np.ndarray:
+    uv = np.asarray(mesh.face_uv, dtype=np.float32)
+    return np.nan_to_num(uv) if not np.isfinite(uv.sum()) else uv  # one cheap pass in the common case
+
+
+def _color_array(mesh: Mesh) -> np.ndarray | None:
+    """Vertex colours as (N, 3) float32 in [0, 1], validated; None if the mesh has none."""
+    if mesh.vertex_colors is None:
+        return None
+    c = np.asarray(mesh.vertex_colors)
+    if c.ndim != 2 or c.shape[0] != mesh.n_vertices or c.shape[1] < 3:
+        raise InputError(mesh.source, f"vertex_colors must have shape ({mesh.n_vertices}, 3), got {c.shape}")
+    c = c[:, :3].astype(np.float32) / (255.0 if c.dtype == np.uint8 else 1.0)
+    return np.clip(c, 0, 1)
 
 
 @dataclass
@@ -244,16 +284,13 @@ class _Batch:
     face_uv: torch.Tensor | None  # (F, 3, 2) (zeros where a mesh has none)
     colors: torch.Tensor | None  # (N, 3) in [0, 1] (ones where a mesh has none)
     textures: list[torch.Tensor | None] = field(default_factory=list)
-    vstart: list[int] = field(default_factory=list)  # first vertex of each mesh, then the total
-    fstart: list[int] = field(default_factory=list)  # first face of each mesh, then the total
 
 
-def _batch(meshes: list[Mesh], device: torch.device, texture: bool, normals: bool = True) -> _Batch:
+def _batch(meshes: list[Mesh], device: torch.device, texture: bool) -> _Batch:
     from affectvlm.geometry import vertex_normals
 
     vs, fs, fm, uvs, cols, texs = [], [], [], [], [], []
     off = 0
-    vstart, fstart = [0], [0]
     any_uv = any_col = False
     for i, m in enumerate(meshes):
         v = torch.as_tensor(np.ascontiguousarray(m.vertices, dtype=np.float32), device=device)
@@ -265,28 +302,20 @@ def _batch(meshes: list[Mesh], device: torch.device, texture: bool, normals: boo
         texs.append(tex)
         if tex is not None:
             any_uv = True
-            uv = np.nan_to_num(np.asarray(m.face_uv, dtype=np.float32))
-            uvs.append(torch.as_tensor(uv, device=device))
+            uvs.append(torch.as_tensor(_face_uv_array(m), device=device))
         else:
             uvs.append(torch.zeros((len(f), 3, 2), device=device))
         if texture and tex is None and m.vertex_colors is not None:
-            c = np.asarray(m.vertex_colors)
-            if c.ndim != 2 or c.shape[0] != m.n_vertices or c.shape[1] < 3:
-                raise InputError(m.source, f"vertex_colors must have shape ({m.n_vertices}, 3), got {c.shape}")
-            c = c[:, :3].astype(np.float32) / (255.0 if c.dtype == np.uint8 else 1.0)
-            cols.append(torch.as_tensor(np.clip(c, 0, 1), device=device))
+            cols.append(torch.as_tensor(_color_array(m), device=device))
             any_col = True
         else:
             cols.append(torch.ones((len(v), 3), device=device))
         off += len(v)
-        vstart.append(off)
-        fstart.append(fstart[-1] + len(f))
     verts = torch.cat(vs)
     faces = torch.cat(fs)
-    return _Batch(verts=verts, faces=faces, face_mesh=torch.cat(fm),
-                  normals=vertex_normals(verts, faces) if normals else verts,
+    return _Batch(verts=verts, faces=faces, face_mesh=torch.cat(fm), normals=vertex_normals(verts, faces),
                   face_uv=torch.cat(uvs) if any_uv else None, colors=torch.cat(cols) if any_col else None,
-                  textures=texs, vstart=vstart, fstart=fstart)
+                  textures=texs)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -524,46 +553,35 @@ _USE_NUMBA = _kernels.AVAILABLE  # CPU only; tests switch it off to exercise the
 
 
 def _render_numba(prepared: list[Mesh], st: RenderSettings, maps: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    """All maps of all meshes and views with the compiled kernels (same rules as the torch path)."""
-    import numba
-
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-    b = _batch(prepared, torch.device("cpu"), st.texture, normals=False)
+    """All maps of all meshes and views with the compiled kernel, mesh by mesh (no concatenation);
+    same rules as the torch path. Meshes (or, for one mesh, views) are spread over torch's threads."""
     B, Vn, S = len(prepared), len(st.views), st.size
-    K, SS = B * Vn, S * S
-    verts = b.verts.numpy()
-    faces = b.faces.numpy()
+    threads = torch.get_num_threads()
     rot = np.stack([v.rotation() for v in st.views]).astype(np.float32).astype(np.float64)
-    best = np.full((K, SS), _EMPTY, dtype=np.int64)
-    _kernels.raster(verts, faces, np.asarray(b.vstart, np.int64), np.asarray(b.fstart, np.int64), rot, S,
-                    _EPS_IN, _DEPTH_Q, best)
-    normals = np.empty_like(verts)
-    _kernels.vertex_normals(verts, faces, normals)
-    slots = np.full(B, -1, np.int64)
-    texs, offs, hws, off = [], [], [], 0
-    for i, t in enumerate(b.textures):
-        if t is not None:
-            slots[i] = len(texs)
-            hwc = t[0].permute(1, 2, 0).contiguous().numpy().reshape(-1)
-            texs.append(hwc)
-            offs.append(off)
-            hws.append(t.shape[2:])
-            off += hwc.size
-    tex = np.concatenate(texs) if texs else np.zeros(1, np.float32)
-    tex_off = np.asarray(offs or [0], np.int64)
-    tex_hw = np.asarray(hws or [(1, 1)], np.int64).reshape(-1, 2)
-    colors = b.colors.numpy() if b.colors is not None else np.zeros((0, 3), np.float32)
-    face_uv = b.face_uv.numpy() if b.face_uv is not None else np.zeros((0, 3, 2), np.float32)
-    out, arrs = {}, {}
-    for name in MAPS:
-        if name in maps:
-            fill = st.background if name == "shade" else 0.0
-            out[name] = torch.full((K, _CHANNELS[name], SS), fill, dtype=torch.float32)
-            arrs[name] = out[name].numpy()
-        else:
-            arrs[name] = np.zeros((0, _CHANNELS[name], 0), np.float32)
-    _kernels.shade(verts, faces, normals, rot, S, best, slots, colors, face_uv, tex, tex_off, tex_hw, AMBIENT,
-                   arrs["shade"], arrs["depth"], arrs["normal"], arrs["mask"])
+    out = {name: torch.empty((B, Vn, _CHANNELS[name], S * S), dtype=torch.float32) for name in maps}
+    none = {name: np.zeros((0, _CHANNELS[name], 0), np.float32) for name in MAPS}
+    empty_col, empty_uv = np.zeros((0, 3), np.float32), np.zeros((0, 3, 2), np.float32)
+    tasks = []
+    for i, m in enumerate(prepared):
+        verts = np.ascontiguousarray(m.vertices, dtype=np.float32)
+        faces = np.asarray(m.faces)
+        faces = np.ascontiguousarray(faces if faces.dtype in (np.int32, np.int64) else faces.astype(np.int64))
+        tex = _texture_array(m) if st.texture else None
+        col = _color_array(m) if st.texture and tex is None else None
+        if tex is not None and tex.dtype != np.uint8:
+            tex = np.clip(tex.astype(np.float32), 0.0, 1.0)
+        normals = np.empty_like(verts)
+        _kernels.vertex_normals(verts, faces, normals)
+        arrs = [out[name][i].numpy() if name in out else none[name] for name in MAPS]
+        args = (verts, faces, normals, rot, S, _EPS_IN, _DEPTH_Q, empty_col if col is None else col,
+                empty_uv if tex is None else _face_uv_array(m),
+                np.zeros((0, 0, 3), np.uint8) if tex is None else tex,
+                1.0 / 255.0 if tex is None or tex.dtype == np.uint8 else 1.0, AMBIENT, st.background, *arrs)
+        # one task per mesh; a single mesh's views are split over the threads instead
+        n_split = max(1, min(Vn, threads)) if B == 1 else 1
+        cuts = [Vn * j // n_split for j in range(n_split + 1)]
+        tasks += [(_kernels.render, args + (cuts[j], cuts[j + 1])) for j in range(n_split)]
+    _kernels.run_tasks(tasks, threads)
     return {name: out[name].view(B, Vn, _CHANNELS[name], S, S) for name in maps}
 
 # ----------------------------------------------------------------------------------------------

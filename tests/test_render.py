@@ -249,3 +249,24 @@ def test_numba_kernel_matches_torch_path(monkeypatch):
         assert float(diff.max()) < 0.02, k
         assert float((diff > 1e-3).float().mean()) < 1e-3, k
     assert float(fast["shade"][1, 0, :, 0, 0].mean()) == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("use_numba", [False, True])
+def test_bad_geometry_raises_input_error_naming_the_file(monkeypatch, use_numba):
+    if use_numba and not R._kernels.AVAILABLE:
+        pytest.skip("numba not installed")
+    monkeypatch.setattr(R, "_USE_NUMBA", use_numba)
+    v = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], np.float32)
+    bad_index = Mesh(vertices=v, faces=np.array([[0, 1, 3]]), source="bad_index.obj")
+    with pytest.raises(InputError, match="bad_index.obj.*out of range"):
+        render_views(bad_index, canonical=False, size=16)
+    nan = Mesh(vertices=np.where(np.arange(9).reshape(3, 3) == 4, np.nan, v).astype(np.float32),
+               faces=np.array([[0, 1, 2]]), source="nan.obj")
+    with pytest.raises(InputError, match="nan.obj.*NaN"):
+        render_views(nan, canonical=False, size=16)
+    flat = Mesh(vertices=np.ones((3, 3), np.float32), faces=np.array([[0, 1, 2]]), source="point.obj")
+    with pytest.raises(InputError, match="point.obj.*zero extent"):
+        render_views(flat, canonical=False, size=16)
+    ok = render_maps(Mesh(vertices=v.astype(np.float64), faces=np.array([[0, 1, 2]], np.int32), source="tri"),
+                     [View(0)], 32, canonical=False, maps=("mask",))["mask"]
+    assert 0 < float(ok.sum()) < 32 * 32
