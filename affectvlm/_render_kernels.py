@@ -80,9 +80,9 @@ def _fit_unit(v, f, out_v):
 
 
 def _image(verts, faces, normals, rots, S, eps, depth_q, colors, face_uv, tex, tex_scale, ambient, background,
-           shade, depth, normal, mask, k, zb, xy, nr, coef):
+           shade, depth, normal, mask, k, zb, xy, nr, coef, pb):
     """Render view k of one mesh into row k of the output maps (0-sized maps are skipped; every
-    pixel of the others is written). ``zb``, ``xy``, ``nr``, ``coef`` are scratch."""
+    pixel of the others is written). ``zb``, ``xy``, ``nr``, ``coef``, ``pb`` are scratch."""
     half = S / 2.0
     r = rots[k]
     v0, f0, f1 = 0, 0, faces.shape[0]
@@ -95,20 +95,26 @@ def _image(verts, faces, normals, rots, S, eps, depth_q, colors, face_uv, tex, t
         nr[i, 0] = r[0, 0] * q0 + r[0, 1] * q1 + r[0, 2] * q2
         nr[i, 1] = r[1, 0] * q0 + r[1, 1] * q1 + r[1, 2] * q2
         nr[i, 2] = r[2, 0] * q0 + r[2, 1] * q1 + r[2, 2] * q2
+        # first / last pixel column and row whose centre (c + 0.5) is >= / <= this vertex: a face's
+        # pixel box is then integer min / max over its corners (ceil(min) = min(ceil), floor(max) = ...)
+        pb[i, 0] = int(math.ceil(xy[i, 0] - 0.5))
+        pb[i, 1] = int(math.floor(xy[i, 0] - 0.5))
+        pb[i, 2] = int(math.ceil(xy[i, 1] - 0.5))
+        pb[i, 3] = int(math.floor(xy[i, 1] - 0.5))
     zb[:] = EMPTY
     for f in range(f0, f1):
         ia, ib, ic = faces[f, 0] - v0, faces[f, 1] - v0, faces[f, 2] - v0
+        c0 = max(0, min(pb[ia, 0], pb[ib, 0], pb[ic, 0]))
+        c1 = min(S - 1, max(pb[ia, 1], pb[ib, 1], pb[ic, 1]))
+        if c1 < c0:
+            continue  # covers no pixel centre (most sub-pixel scan triangles)
+        r0 = max(0, min(pb[ia, 2], pb[ib, 2], pb[ic, 2]))
+        r1 = min(S - 1, max(pb[ia, 3], pb[ib, 3], pb[ic, 3]))
+        if r1 < r0:
+            continue
         x0, y0, z0 = xy[ia, 0], xy[ia, 1], xy[ia, 2]
         x1, y1, z1 = xy[ib, 0], xy[ib, 1], xy[ib, 2]
         x2, y2, z2 = xy[ic, 0], xy[ic, 1], xy[ic, 2]
-        c0 = max(0, int(math.ceil(min(x0, x1, x2) - 0.5)))
-        c1 = min(S - 1, int(math.floor(max(x0, x1, x2) - 0.5)))
-        if c1 < c0:
-            continue  # covers no pixel centre (most sub-pixel scan triangles)
-        r0 = max(0, int(math.ceil(min(y0, y1, y2) - 0.5)))
-        r1 = min(S - 1, int(math.floor(max(y0, y1, y2) - 0.5)))
-        if r1 < r0:
-            continue
         area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
         if abs(area) <= 1e-9:
             continue
@@ -211,9 +217,10 @@ def _render(verts, faces, normals, rots, S, eps, depth_q, colors, face_uv, tex, 
     xy = np.empty((verts.shape[0], 3), np.float64)
     nr = np.empty((verts.shape[0], 3), np.float64)
     coef = np.empty((faces.shape[0], 12), np.float64)
+    pb = np.empty((verts.shape[0], 4), np.int32)
     for k in range(k0, k1):
         _image(verts, faces, normals, rots, S, eps, depth_q, colors, face_uv, tex, tex_scale, ambient, background,
-               shade, depth, normal, mask, k, zb, xy, nr, coef)
+               shade, depth, normal, mask, k, zb, xy, nr, coef, pb)
 
 
 if numba is not None:

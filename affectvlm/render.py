@@ -1,19 +1,30 @@
-"""Batched multiview rendering of face meshes with our own vectorised torch z-buffer rasteriser.
+"""Batched multiview rendering of face meshes with our own z-buffer rasteriser (no GL context).
 
-Why our own: a vectorised torch rasteriser renders all views of many faces in one call on CPU or
-CUDA with no GL context, and the output is a tensor ready for the CLIP encoder. On a shared 2-core
-CPU (load average 3-4) with one thread each it measured 1.3-3.6x the views/second of a reused
-pyvista off-screen plotter (``python bench/bench_render.py --threads 1``); it needs no GL/EGL.
-Per 224-px view of a 10k-triangle face it costs about 12-14 ms of CPU, alone or in a batch.
+Why our own: it renders all views of many faces in one call on CPU or CUDA with no GL/EGL, and the
+output is a tensor ready for the CLIP encoder.
 
-How: faces of all meshes are concatenated and set up for every view at once (edge functions as
-per-face affine coefficients); faces covering no pixel centre are dropped. Faces whose pixel
-bounding box is at most 8 x 8 are bucketed by exact box size and tested against a fixed template of
-pixel offsets by broadcasting (1 x 1 boxes: one pixel test); larger faces expand their boxes
-explicitly. Depth test: one ``scatter_reduce(amin)`` of ``quantised depth << 32 | face row`` into an
-int64 z-buffer (8 bytes per pixel; ties go to the lower row, deterministically); barycentrics and
-depth are recomputed for the winning face of each covered pixel only, and shading is done for those
-pixels only. Work is chunked (faces x views, candidate pixels) to bound memory.
+Two implementations of the same rules:
+
+* CPU with numba installed (the default on CPU): compiled kernels in
+  :mod:`affectvlm._render_kernels` render mesh by mesh, one image at a time: project the vertices,
+  z-buffer the faces (pixel box from per-vertex integer bounds, barycentric test of each pixel
+  centre in the box), then shade every pixel of that image while its z-buffer is still in cache.
+  Meshes of a batch (or the views of a single mesh) are spread over ``torch.get_num_threads()``
+  threads; the kernels release the GIL. Measured with ``python bench/bench_render.py`` (one thread,
+  shared 2-core CPU under load 3-4): about 1.6-2 ms per 224-px view of a 10k-triangle face and
+  4-6 ms for a 100k-triangle face, alone or in a batch of 32: 10-14x (10k) and 18-20x (100k) the
+  views/second of a reused pyvista off-screen plotter, and 7-10x the previous pure-torch path.
+* torch (CUDA, or CPU without numba): a vectorised version (about 12-14 ms of CPU per 10k-face view).
+  Faces of all meshes are concatenated and set up for every view at once (edge functions as
+  per-face affine coefficients); faces covering no pixel centre are dropped. Faces whose pixel
+  bounding box is at most 8 x 8 are bucketed by exact box size and tested against a fixed template
+  of pixel offsets by broadcasting (1 x 1 boxes: one pixel test); larger faces expand their boxes
+  explicitly. Work is chunked (faces x views, candidate pixels) to bound memory.
+
+Shared rules: a pixel centre is covered when its three barycentrics are >= -1e-5 (closes hairline
+cracks). Depth test: the smallest ``quantised depth << 32 | face`` per pixel wins (an int64
+``scatter_reduce(amin)`` in torch; ties go to the lower face, deterministically); barycentrics and
+depth are those of the winning face at the pixel centre, and only covered pixels are shaded.
 
 Camera and conventions
 ----------------------
