@@ -51,6 +51,7 @@ normal turned toward the camera, mapped (n + 1) / 2; background 0) and ``mask`` 
 """
 from __future__ import annotations
 
+import importlib.util
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +61,6 @@ import numpy as np
 import torch
 import torch.nn.functional as Fnn
 
-from affectvlm import _render_kernels as _kernels
 from affectvlm.errors import ConfigError, InputError
 from affectvlm.geometry import canonicalise
 from affectvlm.mesh import Mesh
@@ -214,7 +214,8 @@ def _fit_unit(mesh: Mesh) -> Mesh:
     f = np.asarray(mesh.faces)
     if v.ndim != 2 or v.shape[1] != 3 or len(v) == 0 or f.ndim != 2 or f.shape[1] != 3 or len(f) == 0:
         raise InputError(mesh.source, f"need (N, 3) vertices and (F, 3) faces, got {v.shape} and {f.shape}")
-    if _kernels.AVAILABLE:
+    if _numba_ready():
+        _kernels = _numba_kernels()
         vout = np.empty(v.shape, np.float32)
         vk = v if v.dtype in (np.float32, np.float64) else v.astype(np.float64)  # few compiled variants
         fk = f if f.dtype in (np.int32, np.int64) else f.astype(np.int64)
@@ -560,12 +561,25 @@ def _raster_big(fc: _Faces, S: int, zb: _ZBuffer) -> None:
 # ----------------------------------------------------------------------------------------------
 # CPU kernel path (numba, optional)
 
-_USE_NUMBA = _kernels.AVAILABLE  # CPU only; tests switch it off to exercise the torch path
+# CPU only; tests switch it off to exercise the torch path. numba is imported on first use (~0.6 s).
+_USE_NUMBA = importlib.util.find_spec("numba") is not None
+
+
+def _numba_kernels():
+    from affectvlm import _render_kernels
+
+    return _render_kernels
+
+
+def _numba_ready() -> bool:
+    """Whether the compiled CPU path is on and numba imports (a broken install falls back to torch)."""
+    return _USE_NUMBA and _numba_kernels().AVAILABLE
 
 
 def _render_numba(prepared: list[Mesh], st: RenderSettings, maps: tuple[str, ...]) -> dict[str, torch.Tensor]:
     """All maps of all meshes and views with the compiled kernel, mesh by mesh (no concatenation);
     same rules as the torch path. Meshes (or, for one mesh, views) are spread over torch's threads."""
+    _kernels = _numba_kernels()
     B, Vn, S = len(prepared), len(st.views), st.size
     threads = torch.get_num_threads()
     rot = np.stack([v.rotation() for v in st.views]).astype(np.float32).astype(np.float64)
@@ -640,7 +654,7 @@ def render_maps(meshes: Mesh | Sequence[Mesh], views: Any = DEFAULT_VIEWS, size:
     B, Vn, S = len(prepared), len(st.views), st.size
     # no_grad, not inference_mode: inference tensors cannot be saved for backward when a trainer
     # feeds the images to a model that requires grad
-    if _USE_NUMBA and dev.type == "cpu":
+    if dev.type == "cpu" and _numba_ready():
         return _render_numba(prepared, st, maps)
     with torch.no_grad():
         batch = _batch(prepared, dev, st.texture)

@@ -10,6 +10,9 @@ Meshes are canonicalised once beforehand for both renderers (same unit-radius fr
     python bench/bench_render.py --quick    # smaller, for a smoke test
     python bench/bench_render.py --render-module /tmp/render_old.py   # time another render.py (before/after)
 
+On CPU ours uses the compiled numba kernels when numba is installed (``backend`` in the JSON), else
+the vectorised torch path.
+
 Threads: by default (``--threads 0``) both renderers get ``max(1, cpu_count - round(load1))`` threads,
 where load1 is the 1-minute load average: on a shared, busy machine extra threads only fight over the
 same cores (oversubscription makes torch's intra-op parallel loops slower, not faster), on an idle one
@@ -67,6 +70,12 @@ def _sync(device: str) -> None:
 
 
 render_views = _render_views
+
+
+def _backend(mod) -> str:
+    """Which path the module renders with on CPU: numba kernels (when installed) or torch."""
+    ready = getattr(mod, "_numba_ready", None)
+    return "numba" if ready is not None and ready() else "torch"
 
 
 def _load_render_module(path: str):
@@ -148,8 +157,12 @@ def main(argv: list[str] | None = None) -> int:
     global render_views
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     torch.set_num_threads(_THREADS)
+    import affectvlm.render as render_mod
+
     if args.render_module:
-        render_views = _load_render_module(args.render_module).render_views
+        render_mod = _load_render_module(args.render_module)
+        render_views = render_mod.render_views
+    backend = _backend(render_mod) if args.device == "cpu" else "torch"
     sizes = (2_000, 10_000) if args.quick else (10_000, 100_000)
     batch = 4 if args.quick else args.batch
     meshes = {}
@@ -195,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         "device": args.device, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
         "llvmpipe_threads": os.environ.get("LP_NUM_THREADS", "default"),
         "cpu_count": os.cpu_count(), "platform": platform.platform(), "quick": args.quick,
-        "render_module": args.render_module or "affectvlm.render",
+        "render_module": args.render_module or "affectvlm.render", "backend": backend,
         "loadavg_before": [round(x, 2) for x in load_before] if load_before else None,
         "loadavg_after": [round(x, 2) for x in os.getloadavg()] if load_before else None,
         "pyvista_plotter_setup_s": round(pvr.setup_s, 3) if pvr else None,

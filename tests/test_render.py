@@ -232,7 +232,7 @@ def test_100k_face_mesh_renders():
     assert img.shape == (1, 6, 3, 224, 224) and float(img.mean()) > 0.05
 
 
-@pytest.mark.skipif(not R._kernels.AVAILABLE, reason="numba not installed")
+@pytest.mark.skipif(not R._numba_ready(), reason="numba not installed")
 def test_numba_kernel_matches_torch_path(monkeypatch):
     """The compiled CPU kernel and the torch path follow the same rules: same coverage, same values
     (texture, vertex colours, plain), up to float rounding and equal-depth ties on shared edges."""
@@ -253,7 +253,7 @@ def test_numba_kernel_matches_torch_path(monkeypatch):
 
 @pytest.mark.parametrize("use_numba", [False, True])
 def test_bad_geometry_raises_input_error_naming_the_file(monkeypatch, use_numba):
-    if use_numba and not R._kernels.AVAILABLE:
+    if use_numba and not R._numba_ready():
         pytest.skip("numba not installed")
     monkeypatch.setattr(R, "_USE_NUMBA", use_numba)
     v = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], np.float32)
@@ -270,3 +270,18 @@ def test_bad_geometry_raises_input_error_naming_the_file(monkeypatch, use_numba)
     ok = render_maps(Mesh(vertices=v.astype(np.float64), faces=np.array([[0, 1, 2]], np.int32), source="tri"),
                      [View(0)], 32, canonical=False, maps=("mask",))["mask"]
     assert 0 < float(ok.sum()) < 32 * 32
+
+
+@pytest.mark.skipif(not R._numba_ready(), reason="numba not installed")
+def test_numba_threads_give_identical_images():
+    meshes = [face_like_mesh(30, seed=i) for i in range(3)]
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = [render_maps(meshes, [0, -30, 30], 64), render_maps(meshes[0], [0, -30, 30], 64)]
+        torch.set_num_threads(2)  # batch: meshes split over threads; one mesh: its views are
+        two = [render_maps(meshes, [0, -30, 30], 64), render_maps(meshes[0], [0, -30, 30], 64)]
+    finally:
+        torch.set_num_threads(old)
+    for a, b in zip(one, two):
+        assert all(torch.equal(a[k], b[k]) for k in a)
