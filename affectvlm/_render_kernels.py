@@ -1,7 +1,8 @@
 """Optional numba CPU kernels for :mod:`affectvlm.render` (used when numba is installed).
 
 One compiled loop per (mesh, view) image replaces the many small torch ops of the vectorised path,
-which dominate on CPU when most scan triangles cover at most a pixel or two. Same rules as the
+which dominate on CPU when most scan triangles cover at most a pixel or two (about 7-10x faster per
+view; see render.py's docstring for figures). Same rules as the
 torch path: a pixel centre is covered when all three barycentrics are >= ``eps``; the depth test
 keeps the smallest ``quantised depth << 32 | face`` per pixel. Kept in their own module so numba's
 on-disk cache is keyed by a stable module name even when render.py is loaded under another name.
@@ -85,13 +86,12 @@ def _image(verts, faces, normals, rots, S, eps, depth_q, colors, face_uv, tex, t
     pixel of the others is written). ``zb``, ``xy``, ``nr``, ``coef``, ``pb`` are scratch."""
     half = S / 2.0
     r = rots[k]
-    v0, f0, f1 = 0, 0, faces.shape[0]
     for i in range(verts.shape[0]):  # projected vertices (pixels x, y; view z) and view-space normals
-        p0, p1, p2 = verts[v0 + i, 0], verts[v0 + i, 1], verts[v0 + i, 2]
+        p0, p1, p2 = verts[i, 0], verts[i, 1], verts[i, 2]
         xy[i, 0] = (r[0, 0] * p0 + r[0, 1] * p1 + r[0, 2] * p2 + 1.0) * half
         xy[i, 1] = (1.0 - (r[1, 0] * p0 + r[1, 1] * p1 + r[1, 2] * p2)) * half
         xy[i, 2] = r[2, 0] * p0 + r[2, 1] * p1 + r[2, 2] * p2
-        q0, q1, q2 = normals[v0 + i, 0], normals[v0 + i, 1], normals[v0 + i, 2]
+        q0, q1, q2 = normals[i, 0], normals[i, 1], normals[i, 2]
         nr[i, 0] = r[0, 0] * q0 + r[0, 1] * q1 + r[0, 2] * q2
         nr[i, 1] = r[1, 0] * q0 + r[1, 1] * q1 + r[1, 2] * q2
         nr[i, 2] = r[2, 0] * q0 + r[2, 1] * q1 + r[2, 2] * q2
@@ -102,8 +102,8 @@ def _image(verts, faces, normals, rots, S, eps, depth_q, colors, face_uv, tex, t
         pb[i, 2] = int(math.ceil(xy[i, 1] - 0.5))
         pb[i, 3] = int(math.floor(xy[i, 1] - 0.5))
     zb[:] = EMPTY
-    for f in range(f0, f1):
-        ia, ib, ic = faces[f, 0] - v0, faces[f, 1] - v0, faces[f, 2] - v0
+    for f in range(faces.shape[0]):
+        ia, ib, ic = faces[f, 0], faces[f, 1], faces[f, 2]
         c0 = max(0, min(pb[ia, 0], pb[ib, 0], pb[ic, 0]))
         c1 = min(S - 1, max(pb[ia, 1], pb[ib, 1], pb[ic, 1]))
         if c1 < c0:
@@ -126,7 +126,7 @@ def _image(verts, faces, normals, rots, S, eps, depth_q, colors, face_uv, tex, t
         az = a0 * z0 + a1 * z1 + a2 * z2
         bz = b0 * z0 + b1 * z1 + b2 * z2
         ez = e0 * z0 + e1 * z1 + e2 * z2
-        cf = coef[f - f0]
+        cf = coef[f]
         cf[0], cf[1], cf[2], cf[3], cf[4], cf[5] = a0, b0, e0, a1, b1, e1
         cf[6], cf[7], cf[8], cf[9], cf[10], cf[11] = a2, b2, e2, az, bz, ez
         for row in range(r0, r1 + 1):
@@ -136,7 +136,7 @@ def _image(verts, faces, normals, rots, S, eps, depth_q, colors, face_uv, tex, t
                 if (a0 * px + b0 * py + e0 >= eps and a1 * px + b1 * py + e1 >= eps
                         and a2 * px + b2 * py + e2 >= eps):
                     d = min(max(-(az * px + bz * py + ez), -1.9), 1.9)
-                    key = (np.int64((d + 2.0) * depth_q) << 32) | (f - f0)
+                    key = (np.int64((d + 2.0) * depth_q) << 32) | f
                     p = row * S + col
                     if key < zb[p]:
                         zb[p] = key
@@ -154,9 +154,8 @@ def _image(verts, faces, normals, rots, S, eps, depth_q, colors, face_uv, tex, t
             if do_mask:
                 mask[k, 0, p] = 0.0
             continue
-        lf = key & 0xFFFFFFFF
-        f = f0 + lf
-        cf = coef[lf]
+        f = key & 0xFFFFFFFF
+        cf = coef[f]
         row = p // S
         px = (p - row * S) + 0.5
         py = row + 0.5
@@ -169,8 +168,7 @@ def _image(verts, faces, normals, rots, S, eps, depth_q, colors, face_uv, tex, t
         w0 = min(max(cf[0] * px + cf[1] * py + cf[2], 0.0), 1.0)
         w1 = min(max(cf[3] * px + cf[4] * py + cf[5], 0.0), 1.0)
         w2 = min(max(cf[6] * px + cf[7] * py + cf[8], 0.0), 1.0)
-        ga, gb, gc = faces[f, 0], faces[f, 1], faces[f, 2]
-        ia, ib, ic = ga - v0, gb - v0, gc - v0
+        ia, ib, ic = faces[f, 0], faces[f, 1], faces[f, 2]
         m0 = w0 * nr[ia, 0] + w1 * nr[ib, 0] + w2 * nr[ic, 0]
         m1 = w0 * nr[ia, 1] + w1 * nr[ib, 1] + w2 * nr[ic, 1]
         m2 = w0 * nr[ia, 2] + w1 * nr[ib, 2] + w2 * nr[ic, 2]
@@ -201,9 +199,9 @@ def _image(verts, faces, normals, rots, S, eps, depth_q, colors, face_uv, tex, t
             c2 = g00 * tex[ya, xa, 2] + g01 * tex[ya, xb, 2] + g10 * tex[yb, xa, 2] + g11 * tex[yb, xb, 2]
             c0, c1, c2 = c0 * tex_scale, c1 * tex_scale, c2 * tex_scale  # uint8 textures: 1 / 255
         elif has_col:
-            c0 = w0 * colors[ga, 0] + w1 * colors[gb, 0] + w2 * colors[gc, 0]
-            c1 = w0 * colors[ga, 1] + w1 * colors[gb, 1] + w2 * colors[gc, 1]
-            c2 = w0 * colors[ga, 2] + w1 * colors[gb, 2] + w2 * colors[gc, 2]
+            c0 = w0 * colors[ia, 0] + w1 * colors[ib, 0] + w2 * colors[ic, 0]
+            c1 = w0 * colors[ia, 1] + w1 * colors[ib, 1] + w2 * colors[ic, 1]
+            c2 = w0 * colors[ia, 2] + w1 * colors[ib, 2] + w2 * colors[ic, 2]
         shade[k, 0, p] = min(max(lam * c0, 0.0), 1.0)
         shade[k, 1, p] = min(max(lam * c1, 0.0), 1.0)
         shade[k, 2, p] = min(max(lam * c2, 0.0), 1.0)
@@ -247,7 +245,11 @@ def run_tasks(tasks: list, n_threads: int) -> None:
         return
     from concurrent.futures import ThreadPoolExecutor
 
-    if not _POOL or _POOL[0]._max_workers < n:
-        _POOL[:] = [ThreadPoolExecutor(max_workers=n, thread_name_prefix="affectvlm-render")]
+    import os
+
+    # a new pool after fork (the parent's worker threads do not exist in the child) or when more
+    # threads are wanted
+    if not _POOL or _POOL[1] != os.getpid() or _POOL[0]._max_workers < n:
+        _POOL[:] = [ThreadPoolExecutor(max_workers=n, thread_name_prefix="affectvlm-render"), os.getpid()]
     for fut in [_POOL[0].submit(fn, *args) for fn, args in tasks]:
         fut.result()
