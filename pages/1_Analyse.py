@@ -96,8 +96,8 @@ def _load(kind: str, path: Path, sig: str, n_frames: int | None):
 def orientation_controls() -> tuple[str | None, str | None]:
     with st.expander("Orientation (if the automatic frontal guess is wrong)"):
         c1, c2 = st.columns(2)
-        up = c1.selectbox("Up axis of the file", AXES, key="an_up")
-        front = c2.selectbox("Front axis (the face looks along)", AXES, key="an_front")
+        up = c1.radio("Up axis of the file", AXES, key="an_up", horizontal=True)
+        front = c2.radio("Front axis (the face looks along)", AXES, key="an_front", horizontal=True)
         st.caption("The preview and the rendered views use these overrides; 'auto' detects them.")
     return (None if up == "auto" else up), (None if front == "auto" else front)
 

@@ -23,6 +23,11 @@ MODEL_KINDS = {
 SIDEBAR_KEYS = ("model_kind", "model_pretrained", "model_checkpoint", "model_run", "views_text", "custom_classes",
                 "classes_text", "templates_text")
 AXES = ["auto", "+x", "-x", "+y", "-y", "+z", "-z"]
+# The sidebar's page links. With a plain pages/ folder Streamlit names the home page after its file
+# ("app"), and st.navigation cannot be mixed with that folder; so its own navigation is hidden
+# (client.showSidebarNavigation = false in .streamlit/config.toml) and these links replace it.
+NAV = (("app.py", "Home", ":material/home:"), ("pages/1_Analyse.py", "Analyse", ":material/face:"),
+       ("pages/2_Batch.py", "Batch", ":material/table_view:"), ("pages/3_Train.py", "Train", ":material/model_training:"))
 
 
 @st.cache_resource
@@ -115,6 +120,9 @@ def sidebar() -> ModelChoice | None:
     for k in SIDEBAR_KEYS:
         if k in ss:
             ss[k] = ss[k]
+    for path, label, icon in NAV:
+        sb.page_link(path, label=label, icon=icon)
+    sb.divider()
     sb.header("Model")
     ss.setdefault("model_kind", "default")
     kind = sb.radio("Model source", list(MODEL_KINDS), format_func=MODEL_KINDS.get, key="model_kind")

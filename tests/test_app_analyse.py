@@ -157,8 +157,8 @@ def test_sample_from_home_and_orientation_override():
     assert len(before) == 3
     # turn the file upside down relative to the guess: the views must change, and nothing is guessed
     flipped = {"+y": "-y", "-y": "+y"}.get(guess["up"], "+y")
-    at.selectbox(key="an_up").set_value(flipped).run()
-    at.selectbox(key="an_front").set_value(guess["front"]).run()
+    at.radio(key="an_up").set_value(flipped).run()
+    at.radio(key="an_front").set_value(guess["front"]).run()
     assert not at.exception and not [w for w in at.warning if "Orientation was guessed" in w.value]
     after = _view_urls(at)
     assert len(after) == 3 and set(after).isdisjoint(before)
