@@ -41,6 +41,7 @@ class TrainConfig:
     unlock_last: int = 0  # with --freeze: leave the last N blocks of the frozen tower trainable
     views: str | None = None  # e.g. "0,-30,30"; default: the model's render settings
     image_size: int | None = None  # render size; default: the model's image size
+    texture: bool | None = None  # render with the scan's texture; default: the model's render settings
     fold: int = 0
     folds: int = 10
     split_seed: int = 0
@@ -116,6 +117,8 @@ def build_parser(prog: str = "affectvlm train") -> argparse.ArgumentParser:
     p.add_argument("--unlock-last", type=int)
     p.add_argument("--views", help='view angles, e.g. "0,-30,30" (yaw) or "0:10,30:0" (yaw:pitch)')
     p.add_argument("--image-size", type=int)
+    p.add_argument("--no-texture", dest="texture", action="store_false",
+                   help="render shaded geometry only (ignore textures)")
     p.add_argument("--fold", type=int)
     p.add_argument("--folds", type=int)
     p.add_argument("--split-seed", type=int)

@@ -326,6 +326,10 @@ def train(cfg: TrainConfig, info: DistInfo) -> dict:
         from dataclasses import replace as dc_replace
 
         settings = dc_replace(settings, size=int(cfg.image_size))
+    if cfg.texture is not None:
+        from dataclasses import replace as dc_replace
+
+        settings = dc_replace(settings, texture=bool(cfg.texture))
     model.render = settings
     views = tuple(settings.views)
     n_views = len(views)
