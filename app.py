@@ -49,7 +49,10 @@ def home() -> None:
                     "or a checkpoint folder.")
         else:
             c1, c2 = st.columns([1, 2])
-            c1.metric("Model", str(getattr(model, "spec", None) or choice.spec or "embedded default"))
+            name = str(getattr(model, "spec", None) or choice.spec or "default")
+            base = (getattr(model, "provenance", None) or {}).get("base_spec") if isinstance(
+                getattr(model, "provenance", None), dict) else None
+            c1.metric("Model", name, base if base and base != name else None, delta_color="off", delta_arrow="off")
             c2.markdown("**Classes:** " + ", ".join(getattr(model, "classes", []) or []))
             render = getattr(model, "render", None)
             if render is not None and getattr(render, "views", None):
@@ -62,7 +65,7 @@ def home() -> None:
     if not samples:
         st.info("No bundled samples found in affectvlm/data/samples/.")
     else:
-        cols = st.columns(min(4, len(samples)))
+        cols = st.columns(min(3, len(samples)))
         for i, (label, path) in enumerate(samples.items()):
             if cols[i % len(cols)].button(label, icon=":material/play_arrow:", key=f"sample_btn_{i}",
                                           on_click=_try_sample, args=(str(path),), width="stretch"):

@@ -12,7 +12,7 @@ import streamlit as st
 
 from affectvlm.appsupport import UPLOAD_TYPES, batch_members, rows_download, rows_frame, safe_name
 from affectvlm.errors import AffectVLMError, InputError
-from pages import get_model, settings, show_error, sidebar
+from pages import AXES, get_model, settings, show_error, sidebar
 
 st.set_page_config(page_title="AffectVLM · Batch", page_icon=":material/sentiment_satisfied:", layout="wide")
 S = settings()
@@ -26,6 +26,13 @@ st.markdown("Upload a **.zip of scans** (any folder structure) or select several
 files = st.file_uploader("Scans or a .zip of scans", type=UPLOAD_TYPES, accept_multiple_files=True,
                          key="batch_upload")
 choice = ss.get("_model_choice")
+with st.expander("Orientation of the files (if the automatic frontal guess is wrong)"):
+    c1, c2 = st.columns(2)
+    up = c1.radio("Up axis of the files", AXES, key="batch_up", horizontal=True)
+    front = c2.radio("Front axis (the faces look along)", AXES, key="batch_front", horizontal=True)
+    st.caption("Applied to every scan, as `affectvlm predict --up/--front`; 'auto' detects each scan's axes.")
+up = None if up == "auto" else up
+front = None if front == "auto" else front
 
 
 def collect(files) -> list[tuple[str, bytes]]:
@@ -44,7 +51,7 @@ def collect(files) -> list[tuple[str, bytes]]:
 
 
 if files and choice is not None:
-    sig = hashlib.sha1(repr([(f.name, f.size) for f in files]).encode() + choice.key.encode()).hexdigest()
+    sig = hashlib.sha1(repr(([(f.name, f.size) for f in files], up, front)).encode() + choice.key.encode()).hexdigest()
     try:
         items = collect(files)
         st.caption(f"{len(items)} scan(s) found.")
@@ -61,7 +68,7 @@ if files and choice is not None:
                     bar.progress(min(1.0, len(done) / len(items)), text=f"Scoring… {len(done)}/{len(items)}")
 
                 t0 = time.perf_counter()
-                rows = predict(items, model, views=choice.views, on_row=on_row)
+                rows = predict(items, model, views=choice.views, up=up, front=front, on_row=on_row)
                 bar.empty()
                 ss["batch_rows"], ss["batch_sig"], ss["batch_s"] = rows, sig, time.perf_counter() - t0
             rows = ss["batch_rows"]

@@ -174,7 +174,8 @@ if not all_jobs:
     st.info("No training job yet.")
     st.stop()
 
-labels = {j.id: f"#{j.id} {j.name} — {j.status}" for j in all_jobs}
+# no status in the label: the list is not redrawn by the job view's refresh (the metric shows it)
+labels = {j.id: f"#{j.id} {j.name}" for j in all_jobs}
 ids = list(labels)
 if ss.get("tr_job") not in ids:
     ss["tr_job"] = ids[0]

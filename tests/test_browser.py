@@ -10,7 +10,8 @@ untouched. To refresh the README's images, name the folder::
 
 (a relative path is taken from the repository root). The README images should show the real default
 model: the tests use ``weights/affectvlm-default`` when it exists and the tiny ``AffectVLM-Test``
-model otherwise.
+model otherwise. ``AFFECTVLM_SCREENSHOT_SAMPLE`` picks the bundled scan that the Analyse test uploads
+(default ``F0001_HA04WH_F3D``).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -37,6 +39,9 @@ sync_api = pytest.importorskip("playwright.sync_api")
 from meshgen import face_like_mesh  # noqa: E402
 
 CLASSES = ("neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger")
+SAMPLES = REPO / "affectvlm" / "data" / "samples"
+# the bundled scan shown on the Analyse screenshot (its .wrl and .bmp are uploaded together)
+SAMPLE = os.environ.get("AFFECTVLM_SCREENSHOT_SAMPLE", "F0001_HA04WH_F3D")
 
 
 def _free_port() -> int:
@@ -109,7 +114,7 @@ def browser():
 
 @pytest.fixture()
 def page(browser):
-    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1500})
     pg = ctx.new_page()
     pg.set_default_timeout(120_000)
     yield pg
@@ -120,9 +125,30 @@ def _goto(page, url: str, nav: str | None = None) -> None:
     page.goto(url)
     page.wait_for_selector('[data-testid="stSidebar"]')
     if nav:
-        page.locator('[data-testid="stSidebarNav"] a', has_text=nav).first.click()
+        page.locator('[data-testid="stSidebar"] [data-testid="stPageLink-NavLink"]', has_text=nav).first.click()
         title = {"Analyse": "Analyse a scan", "Batch": "Batch: score", "Train": "Train a model"}[nav]
         page.wait_for_selector(f'h1:has-text("{title}")')
+
+
+# emoji and symbol blocks that Debian's headless chromium (no emoji font) draws as empty boxes
+_TOFU = re.compile("[\u2190-\u21ff\u2300-\u23ff\u25a0-\u27bf\u2b00-\u2bff\ufe0f\U0001f000-\U0001faff]")
+
+
+def _no_tofu(page) -> None:
+    text = page.locator('[data-testid="stApp"]').first.inner_text()
+    assert not _TOFU.findall(text), f"glyphs without a font in headless chromium: {set(_TOFU.findall(text))}"
+
+
+def _pick(page, label: str, option: str) -> None:
+    """Choose ``option`` in the Streamlit radio group labelled ``label``."""
+    group = page.locator('[data-testid="stRadio"]', has_text=label).first
+    group.locator("label", has_text=option).filter(has_text=re.compile(rf"^\s*{re.escape(option)}\s*$")).click()
+    _idle(page)
+
+
+def _view_srcs(page) -> list[str]:
+    """The rendered views' media URLs (Streamlit names them by a hash of the image bytes)."""
+    return page.locator('[data-testid="stImage"] img').evaluate_all("els => els.map(e => e.src)")
 
 
 def _idle(page, timeout: float = 120) -> None:
@@ -154,15 +180,22 @@ def test_home_page(page, server, shots):
     _goto(page, server)
     page.wait_for_selector('[data-testid="stMetricValue"]')
     assert "AffectVLM" in page.locator("h1").first.inner_text()
+    links = page.locator('[data-testid="stSidebar"] [data-testid="stPageLink-NavLink"]')
+    for name in ("Home", "Analyse", "Batch", "Train"):
+        assert links.filter(has_text=name).count() == 1, links.all_inner_texts()
+    assert page.locator('[data-testid="stSidebarNav"]').count() == 0  # Streamlit's list would say "app"
     _idle(page)
+    _no_tofu(page)
     _shot(page, shots, "home")
 
 
 def test_upload_scan_read_top_emotion_and_drag_preview(page, server, shots, tmp_path):
-    scan = tmp_path / "smile.obj"
-    scan.write_bytes(_obj_bytes(face_like_mesh(48, smile=1.0, textured=False)))
+    from affectvlm.appsupport import orientation_summary, preview
+    from affectvlm.io import load_mesh
+
+    scan = SAMPLES / f"{SAMPLE}.wrl"
     _goto(page, server, "Analyse")
-    page.locator('input[type="file"]').first.set_input_files(str(scan))
+    page.locator('input[type="file"]').first.set_input_files([str(scan), str(scan.with_suffix(".bmp"))])
     metric = page.locator('[data-testid="stMetricValue"]').first
     try:
         metric.wait_for(timeout=60_000)
@@ -171,6 +204,24 @@ def test_upload_scan_read_top_emotion_and_drag_preview(page, server, shots, tmp_
         raise
     assert metric.inner_text().strip() in CLASSES
     page.wait_for_selector('[data-testid="stImage"] img')
+    _idle(page)
+
+    # the library's own guess: when it is unsure, the page says so; fixing up/front re-renders the views
+    guess = orientation_summary(preview(load_mesh(scan), max_faces=3000).meta)
+    warning = page.locator('[data-testid="stAlertContentWarning"]', has_text="Orientation was guessed")
+    assert warning.count() == (1 if guess["low_confidence"] else 0)
+    before = _view_srcs(page)
+    page.get_by_text("Orientation (if the automatic frontal guess is wrong)").click()
+    _pick(page, "Up axis of the file", "+y")  # the samples are BU-3DFE layout: +Y up, facing +Z
+    _pick(page, "Front axis", "+z")
+    page.wait_for_selector('[data-testid="stCaptionContainer"]:has-text("up +y (set)")')
+    assert warning.count() == 0
+    after = _view_srcs(page)
+    assert len(after) == len(before) == 3
+    assert (after != before) == (guess["up"] != "+y"), (guess, before, after)
+    page.get_by_text("Orientation (if the automatic frontal guess is wrong)").click()  # fold it again
+    assert page.locator('[data-testid="stMetricValue"]').first.inner_text().strip() in CLASSES
+
     plot = page.locator(".js-plotly-plot").first
     plot.wait_for()
     _idle(page)
@@ -185,19 +236,21 @@ def test_upload_scan_read_top_emotion_and_drag_preview(page, server, shots, tmp_
     cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     page.mouse.move(cx, cy)
     page.mouse.down()
-    for i in range(1, 11):
-        page.mouse.move(cx + 18 * i, cy + 4 * i)
+    for i in range(1, 6):
+        page.mouse.move(cx + 8 * i, cy + 2 * i)
         page.wait_for_timeout(30)
     page.mouse.up()
     page.wait_for_timeout(500)
     after = camera()
     assert after != before, "dragging did not rotate the 3D preview"
+    _no_tofu(page)
     _shot(page, shots, "analyse")
 
 
 def test_sequence_zip_chart_fills_in(page, server, shots, tmp_path):
     from affectvlm.appsupport import zip_bytes
 
+    # a long synthetic sequence, so the chart is seen part-filled
     n = 40
     frames = [(f"F001/Happy/{i:03d}.obj", _obj_bytes(face_like_mesh(40, smile=min(1.0, i / 20), seed=i, textured=False)))
               for i in range(n)]
@@ -209,16 +262,64 @@ def test_sequence_zip_chart_fills_in(page, server, shots, tmp_path):
             window.__seen.add(t.textContent); }).observe(document.body, {subtree: true, childList: true, characterData: true}); }""")
     page.locator('input[type="file"]').first.set_input_files(str(z))
     page.wait_for_selector('[data-testid="stMetricLabel"]:has-text("Sequence emotion")')
+    _idle(page)
     seen = page.evaluate("() => Array.from(window.__seen)")
     counts = sorted({int(m.group(1)) for t in seen if (m := re.match(rf"(\d+) / {n} frames scored", t))})
     assert counts and counts[-1] == n, seen
     assert any(0 < c < n for c in counts), f"the chart never showed a partial state: {counts}"
+
+    # the bundled 4D sample for the screenshot: +Y up, facing +Z (said in the Orientation box)
+    sample = SAMPLES / "F001_Surprise.zip"
+    m = sum(1 for name in zipfile.ZipFile(sample).namelist() if name.endswith(".wrl"))
+    _goto(page, server, "Analyse")  # a fresh session: the uploader would add the zip to the first one
+    page.locator('input[type="file"]').first.set_input_files(str(sample))
+    page.wait_for_selector(f'.gtitle:has-text("{m} / {m} frames scored")')
     _idle(page)
+    page.get_by_text("Orientation (if the automatic frontal guess is wrong)").click()
+    _pick(page, "Up axis of the file", "+y")
+    _pick(page, "Front axis", "+z")
+    page.get_by_text("Orientation (if the automatic frontal guess is wrong)").click()
+    page.wait_for_selector('[data-testid="stCaptionContainer"]:has-text("up +y (set)")')
+    page.wait_for_selector('[data-testid="stMetricLabel"]:has-text("Sequence emotion")')
+    assert page.locator('[data-testid="stAlertContentWarning"]', has_text="Orientation was guessed").count() == 0
+    _idle(page)
+    page.wait_for_timeout(1000)  # WebGL preview drawn
+    _no_tofu(page)
     _shot(page, shots, "sequence")
 
 
+def test_batch_zip_table_and_error_row(page, server, shots, tmp_path):
+    from affectvlm.appsupport import zip_bytes
+
+    members = [(f"scans/{p.name}", p.read_bytes()) for p in sorted(SAMPLES.glob("*.wrl"))]
+    members.append(("scans/broken.ply", b"ply\nformat ascii 1.0\nelement vertex 99\nend_header\n1 2 3\n"))
+    z = tmp_path / "scans.zip"
+    z.write_bytes(zip_bytes(members))
+    _goto(page, server, "Batch")
+    page.get_by_text("Orientation of the files").click()
+    _pick(page, "Up axis of the files", "+y")
+    _pick(page, "Front axis", "+z")
+    page.get_by_text("Orientation of the files").click()
+    page.locator('input[type="file"]').first.set_input_files(str(z))
+    page.get_by_role("button", name="Score all").click()
+    done = page.locator('[data-testid="stAlertContentSuccess"]', has_text="scored")
+    done.wait_for()
+    assert f"{len(members) - 1} scored, 1 failed" in done.inner_text()
+    assert page.locator('[data-testid="stAlertContentError"]', has_text="broken.ply").count() == 1
+    page.wait_for_selector('[data-testid="stDataFrame"]')
+    assert page.get_by_role("button", name="Download CSV").count() == 1
+    _idle(page)
+    _no_tofu(page)
+    _shot(page, shots, "batch")
+
+
 def _fill(page, label: str, value: str) -> None:
+    _idle(page)
     box = page.get_by_label(label, exact=True)
+    for _ in range(50):  # while a rerun replaces the form, the old inputs linger for a moment
+        if box.count() == 1:
+            break
+        page.wait_for_timeout(200)
     box.fill(value)
     box.press("Enter")
     _idle(page)
@@ -251,6 +352,9 @@ def test_train_launch_finish_and_stop(page, server, shots, workspace):
     assert "finished" in status.inner_text()
     page.wait_for_timeout(2500)  # one more refresh of the job view
     assert page.locator(".js-plotly-plot").count() >= 3  # loss, accuracy, lr, samples/s
+    _no_tofu(page)
+    page.locator("h3", has_text="Jobs").first.evaluate("e => e.scrollIntoView({block: 'start'})")
+    page.wait_for_timeout(500)
     _shot(page, shots, "train")
 
     _launch(page, "long", 1000)
