@@ -164,4 +164,9 @@ def test_train_launch_view_and_stop(workspace, tmp_path, monkeypatch):
 
     at2 = train_page(workspace)  # a fresh session: jobs survive
     opts = at2.selectbox(key="tr_job").options
-    assert any("tiny" in o and "finished" in o for o in opts) and any("stopped" in o for o in opts)
+    assert len(opts) == 2 and any("tiny" in o for o in opts)
+    seen = {}
+    for jid in (1, 2):  # each job's view shows its recorded status
+        at2.selectbox(key="tr_job").set_value(jid).run()
+        seen[jid] = {m.label: m.value for m in at2.metric}["Status"]
+    assert seen == {1: "finished", 2: "stopped"}
