@@ -258,3 +258,9 @@ def test_training_run_folder_resolves_to_its_best_checkpoint(tmp_path, model):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelError, match="training run"):
         parse_spec(str(tmp_path / "empty"))
+
+
+def test_checkpoint_files_are_readable_by_others(tmp_path, model):
+    folder = save_checkpoint(model, tmp_path / "ck")
+    for f in folder.iterdir():
+        assert f.stat().st_mode & 0o044 == 0o044, f

@@ -128,6 +128,8 @@ def save_checkpoint(model: Any, folder: str | os.PathLike, extra: Mapping[str, A
             "provenance": _jsonable(prov),
         }
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        for f in tmp.iterdir():  # safetensors writes 0600 files; a shared checkpoint must be readable by others
+            f.chmod(0o644)
         replace_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
