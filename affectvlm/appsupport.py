@@ -486,7 +486,7 @@ def probability_figure(probs: dict[str, float], *, height: int = 320):
 
 
 def sequence_figure(frame_rows: Sequence[dict[str, Any]], classes: Sequence[str], *, n_total: int | None = None,
-                    current: int | None = None, height: int = 340):
+                    current: int | None = None, height: int = 380):
     """Per-frame probability lines (x = frame number); fills in as rows arrive."""
     import plotly.graph_objects as go
 
@@ -495,8 +495,10 @@ def sequence_figure(frame_rows: Sequence[dict[str, Any]], classes: Sequence[str]
     for c in classes:
         fig.add_trace(go.Scatter(x=xs, y=[r.get(c) for r in frame_rows], mode="lines+markers", name=c,
                                  marker=dict(size=4)))
-    layout: dict[str, Any] = dict(height=height, margin=dict(l=10, r=10, t=30, b=10), yaxis=dict(range=[0, 1], title="p"),
-                                  xaxis=dict(title="frame"), legend=dict(orientation="h", y=1.12), uirevision="seq")
+    layout: dict[str, Any] = dict(height=height, margin=dict(l=10, r=10, t=30, b=40), yaxis=dict(range=[0, 1], title="p"),
+                                  xaxis=dict(title="frame"), uirevision="seq",
+                                  # legend under the axis: above it, it covered the "n / N frames scored" title
+                                  legend=dict(orientation="h", x=0, y=-0.22, yanchor="top"))
     if n_total:
         layout["title"] = dict(text=f"{len(frame_rows)} / {n_total} frames scored", font=dict(size=13))
     fig.update_layout(**layout)
