@@ -2,7 +2,7 @@
 
     python bench/make_samples.py --facekit ../shared/ict-facekit/FaceXModel
 
-Writes four decimated BU-3DFE-style scans of one synthetic subject (neutral, happiness, surprise, anger at
+Writes four full-resolution BU-3DFE-style scans (decimation weakens the automatic up/down cues) of one synthetic subject (neutral, happiness, surprise, anger at
 intensity 4, with texture and landmarks) and one short BU-4DFE-style sequence as a zip of VRML frames.
 Deterministic: the same model and seed give byte-identical files. Prints JSON with sizes and timings.
 """
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--facekit", default="../shared/ict-facekit/FaceXModel")
     ap.add_argument("--out", default=str(SAMPLES))
     ap.add_argument("--seed", type=int, default=3)
-    ap.add_argument("--decimate", type=float, default=0.3)
+    ap.add_argument("--decimate", type=float, default=1.0)
     ap.add_argument("--frames", type=int, default=12)
     ap.add_argument("--texture-size", type=int, default=128)
     args = ap.parse_args(argv)
