@@ -157,11 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     global render_views
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     torch.set_num_threads(_THREADS)
-    import affectvlm.render as render_mod
-
     if args.render_module:
         render_mod = _load_render_module(args.render_module)
         render_views = render_mod.render_views
+    else:
+        import affectvlm.render as render_mod
     backend = _backend(render_mod) if args.device == "cpu" else "torch"
     sizes = (2_000, 10_000) if args.quick else (10_000, 100_000)
     batch = 4 if args.quick else args.batch
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     canonicalise(meshes[sizes[-1]][0])
     t_canon = time.perf_counter() - t
     result = {
-        "benchmark": "render 224px views/second, ours (torch) vs pyvista off-screen (reused plotter)",
+        "benchmark": "render 224px views/second, ours vs pyvista off-screen (reused plotter)",
         "device": args.device, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
         "llvmpipe_threads": os.environ.get("LP_NUM_THREADS", "default"),
         "cpu_count": os.cpu_count(), "platform": platform.platform(), "quick": args.quick,

@@ -5,11 +5,9 @@ probabilities are meaningless, so tests check structure (classes, rows, sums) ra
 """
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 pytest.importorskip("streamlit")
@@ -18,10 +16,6 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 from affectvlm import appsupport as A  # noqa: E402
 from meshgen import face_like_mesh  # noqa: E402
 
-try:
-    from affectvlm.model import load_model  # noqa: F401
-except ImportError:  # the model module is written in parallel; these tests need it
-    pytest.skip("affectvlm.model.load_model not available yet", allow_module_level=True)
 
 REPO = Path(__file__).resolve().parent.parent
 APP = str(REPO / "app.py")

@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from affectvlm import appsupport as A
 from affectvlm.errors import ConfigError, InputError
-from affectvlm.mesh import Mesh
 from meshgen import face_like_mesh
 
 

@@ -1,10 +1,7 @@
 """Jobs store: real child processes (a stand-in trainer), stop/kill, reconcile, survive reopening."""
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import signal
 import sys
 import textwrap
 import time
