@@ -25,6 +25,7 @@ import difflib
 import json
 import logging
 import os
+import sys
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -74,7 +75,8 @@ def cache_dir() -> Path:
 def default_model_candidates() -> list[Path]:
     here = Path(__file__).resolve()
     return [here.parents[2] / "weights" / DEFAULT_DIRNAME, Path.cwd() / "weights" / DEFAULT_DIRNAME,
-            here.parents[1] / "weights" / DEFAULT_DIRNAME]
+            here.parents[1] / "weights" / DEFAULT_DIRNAME,
+            Path(sys.prefix) / "share" / "affectvlm" / "weights" / DEFAULT_DIRNAME]  # wheel installs
 
 
 @dataclass(frozen=True)
