@@ -169,12 +169,9 @@ def sidebar() -> ModelChoice | None:
 
 
 def model_caption(model) -> str:
-    prov = getattr(model, "provenance", None) or {}
-    if isinstance(prov, dict):
-        prov_txt = ", ".join(f"{k}: {v}" for k, v in prov.items() if isinstance(v, (str, int, float)))[:300]
-    else:
-        prov_txt = str(prov)[:300]
-    return prov_txt
+    from affectvlm.model import describe_provenance
+
+    return describe_provenance(getattr(model, "provenance", None))
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -264,3 +264,14 @@ def test_checkpoint_files_are_readable_by_others(tmp_path, model):
     folder = save_checkpoint(model, tmp_path / "ck")
     for f in folder.iterdir():
         assert f.stat().st_mode & 0o044 == 0o044, f
+
+
+def test_describe_provenance_says_trained_or_untrained(tmp_path, model):
+    from affectvlm.model import describe_provenance
+
+    assert "untrained" in describe_provenance(load_model("AffectVLM-Test").provenance)
+    folder = save_checkpoint(model, tmp_path / "ck", extra={"epoch": 3, "val_accuracy": 0.5,
+                                                           "data_note": "SYNTHETIC faces"})
+    text = describe_provenance(load_model(str(folder), cache=False).provenance)
+    assert "fine-tuned from" in text and "SYNTHETIC faces" in text and "0.500" in text
+    assert "untrained" not in text

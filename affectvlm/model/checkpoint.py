@@ -158,3 +158,25 @@ def read_meta(folder: str | os.PathLike) -> dict[str, Any]:
         if not (Path(folder) / name).is_file():
             raise ModelError(f"{folder}: checkpoint is incomplete ({name} is missing)")
     return meta
+
+
+def describe_provenance(prov: Mapping[str, Any] | None) -> str:
+    """Where a model came from, as one line of words (for the app and reports)."""
+    if not isinstance(prov, Mapping):
+        return str(prov or "")[:400]
+    extra = prov.get("extra") if isinstance(prov.get("extra"), Mapping) else {}
+    parts = []
+    if prov.get("trained"):
+        what = extra.get("data_note") or extra.get("trained_on")
+        parts.append(f"fine-tuned from {prov.get('base_spec', '?')}" + (f" on {what}" if what else ""))
+        if isinstance(extra.get("val_accuracy"), (int, float)):
+            parts.append(f"held-out accuracy {extra['val_accuracy']:.3f} at epoch {extra.get('epoch', '?')}")
+    elif prov.get("trained") is False or prov.get("kind") == "random":
+        parts.append("untrained (random init): scores are meaningless")
+    else:
+        parts.append(f"{prov.get('kind', 'model')} {prov.get('base_spec', '')}".strip())
+    if prov.get("saved_at"):
+        parts.append(f"saved {str(prov['saved_at'])[:10]}")
+    if prov.get("loaded_from"):
+        parts.append(f"from {prov['loaded_from']}")
+    return "; ".join(parts)[:400]
