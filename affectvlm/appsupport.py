@@ -30,12 +30,12 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from affectvlm.errors import ConfigError, InputError
+from affectvlm.io import MESH_EXTENSIONS
 from affectvlm.limits import Limits, default_limits
 from affectvlm.mesh import Mesh
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLES_DIR = Path(__file__).resolve().parent / "data" / "samples"
-MESH_EXTENSIONS = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf", ".wrl", ".vrml", ".bnt")
 IMAGE_EXTENSIONS = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".mtl")
 UPLOAD_TYPES = [e.lstrip(".") for e in MESH_EXTENSIONS + IMAGE_EXTENSIONS] + ["zip"]
 
@@ -277,13 +277,9 @@ def sample_kind(path: Path) -> str:
 
 def parse_classes(text: str) -> list[str]:
     """Class names from comma/newline separated text; at least two, no duplicates."""
-    names = [c.strip() for c in re.split(r"[,\n]", text or "") if c.strip()]
-    if len(names) < 2:
-        raise ConfigError("classes: give at least two class names, separated by commas")
-    dup = {c for c in names if names.count(c) > 1}
-    if dup:
-        raise ConfigError(f"classes: duplicated name(s) {', '.join(sorted(dup))}")
-    return names
+    from affectvlm.prompts import parse_classes as parse_class_list
+
+    return list(parse_class_list([c for c in re.split(r"[,\n]", text or "") if c.strip()]))
 
 
 def parse_templates(text: str) -> list[str]:

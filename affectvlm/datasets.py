@@ -33,10 +33,10 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from affectvlm.errors import ConfigError, InputError
+from affectvlm.io import MESH_EXTENSIONS, frame_number
 
 LIBRARY_CLASSES = ("neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger")
 LAYOUTS = ("bu3dfe", "bu4dfe", "bp4d", "bosphorus", "folders", "manifest")
-MESH_EXTENSIONS = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf", ".wrl", ".vrml", ".bnt")
 
 _SYNONYMS = {
     "neutral": "neutral", "ne": "neutral", "n": "neutral",
@@ -54,7 +54,6 @@ BP4D_TASKS = {"T1": "happiness", "T2": "sadness", "T3": "surprise", "T4": "embar
 _BU3DFE_RE = re.compile(r"^([FM])(\d{4})_([A-Z]{2})(\d{2})([A-Z]{2})_F3D$", re.IGNORECASE)
 _BOS_RE = re.compile(r"^(bs\d{3})_([A-Z]+)_([A-Z0-9]+)_(\d+)$", re.IGNORECASE)
 _SUBJ4D_RE = re.compile(r"^[FM]\d{3,4}$", re.IGNORECASE)
-_FRAME_RE = re.compile(r"(\d+)(?!.*\d)")
 
 
 @dataclass(frozen=True)
@@ -111,11 +110,6 @@ def _check_root(root: str | os.PathLike, layout: str) -> Path:
     return p
 
 
-def _frame_number(path: Path) -> int | None:
-    m = _FRAME_RE.search(path.stem)
-    return int(m.group(1)) if m else None
-
-
 def _sniff_mesh(path: Path) -> bool:
     """True when the file's header looks like VRML or OBJ (BP4D frame format is not confirmed)."""
     try:
@@ -158,7 +152,7 @@ def _frames_in(folder: Path, sniff: bool) -> list[tuple[int, Path]]:
         ok = f.suffix.lower() in MESH_EXTENSIONS if not sniff else (
             f.suffix.lower() in MESH_EXTENSIONS or f.suffix == "") and _sniff_mesh(f)
         if ok:
-            n = _frame_number(f)
+            n = frame_number(f.name)
             if n is not None:
                 out.append((n, f))
     return sorted(out)

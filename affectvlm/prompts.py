@@ -268,5 +268,5 @@ def parse_classes(value: "str | Sequence[str] | None") -> tuple[str, ...] | None
     if len(names) < 2 or any(not n for n in names):
         raise ConfigError(f"classes must be at least two non-empty names, got {value!r}")
     if len(set(names)) != len(names):
-        raise ConfigError(f"classes contain duplicates: {value!r}")
+        raise ConfigError(f"classes contain duplicated names: {value!r}")
     return names
