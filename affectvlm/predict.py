@@ -28,7 +28,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterator, Sequence
@@ -37,6 +36,7 @@ import numpy as np
 import torch
 
 from affectvlm.errors import AffectVLMError, ConfigError, InputError
+from affectvlm.fileio import atomic_write_text
 from affectvlm.limits import Limits, default_limits
 from affectvlm.mesh import Mesh, MeshSequence
 
@@ -496,10 +496,7 @@ def write_rows(rows: Sequence[Row], path: str | os.PathLike) -> Path:
     text = rows_to_csv(rows) if suffix == ".csv" else rows_to_json(rows)
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, p)
+        atomic_write_text(p, text)
     except OSError as e:
         raise ConfigError(f"{p}: cannot write results ({e.strerror or e})") from None
     return p

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from affectvlm.errors import InputError
+from affectvlm.fileio import atomic_write_bytes
 from affectvlm.limits import Limits
 from affectvlm.mesh import Mesh
 from affectvlm.io._common import check_counts, finish_mesh, get_limits
@@ -108,7 +109,5 @@ def write_bnt(path: str | os.PathLike, xyz: np.ndarray, uv: np.ndarray | None = 
     name = image_name.encode("latin-1")
     head = struct.pack("<HHdH", nrows, ncols, zmin, len(name)) + name + struct.pack("<I", pts.size)
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(head + np.ascontiguousarray(pts.T, "<f8").tobytes())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, head + np.ascontiguousarray(pts.T, "<f8").tobytes())
     return path

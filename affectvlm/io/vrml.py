@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from affectvlm.errors import InputError
+from affectvlm.fileio import atomic_write_text
 from affectvlm.limits import Limits
 from affectvlm.mesh import Mesh
 from affectvlm.io._common import fan_positions, finish_mesh
@@ -576,9 +577,7 @@ def write_vrml(path: str | os.PathLike, mesh: Mesh, texture_name: str | None = N
         out.append(f"DEF Tricorder_Camera_{name} Viewpoint {{\n  position {p[0]:.4f} {p[1]:.4f} {p[2]:.4f}\n"
                    f"  orientation {rot}\n  fieldOfView 0.785398\n  description \"{name}\"\n}}\n")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(out), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(out))
     if texture_name and write_texture and mesh.texture is not None:
         from PIL import Image
 

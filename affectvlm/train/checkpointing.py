@@ -24,15 +24,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from affectvlm.model.checkpoint import plain_state, replace_dir  # noqa: F401  (replace_dir is re-exported)
+from affectvlm.fileio import atomic_write_text  # noqa: F401  (re-exported for train.py)
 
 _EPOCH_RE = re.compile(r"^epoch_(\d{4,})$")
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -14,6 +14,7 @@ import yaml
 
 from affectvlm.datasets import LAYOUTS
 from affectvlm.errors import ConfigError
+from affectvlm.fileio import atomic_write_text
 
 
 @dataclass
@@ -199,7 +200,4 @@ def resolve_config(argv: Sequence[str] | None = None) -> TrainConfig:
 
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
