@@ -40,16 +40,6 @@ IMAGE_EXTENSIONS = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".mtl")
 UPLOAD_TYPES = [e.lstrip(".") for e in MESH_EXTENSIONS + IMAGE_EXTENSIONS] + ["zip"]
 
 
-def mesh_extensions() -> tuple[str, ...]:
-    """The mesh formats the library reads (``affectvlm.io.SUPPORTED_EXTENSIONS`` when importable)."""
-    try:
-        from affectvlm.io import SUPPORTED_EXTENSIONS
-
-        return tuple(sorted({e.lower() if e.startswith(".") else "." + e.lower() for e in SUPPORTED_EXTENSIONS}))
-    except Exception:  # noqa: BLE001 - io not importable yet: fall back to the documented list
-        return MESH_EXTENSIONS
-
-
 # ---------------------------------------------------------------------------------------------------
 # Settings and workspace paths
 
@@ -185,7 +175,7 @@ def plan_upload(files: Sequence[tuple[str, bytes]], workdir: str | os.PathLike, 
         raise InputError("upload", "no file was uploaded")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    exts = mesh_extensions()
+    exts = MESH_EXTENSIONS
     meshes, zips, seen = [], [], set()
     for name, data in files:
         clean = safe_name(name)
@@ -226,13 +216,12 @@ def new_upload_dir(root: str | os.PathLike | None = None) -> Path:
 def batch_members(zip_data: bytes, source: str, *, limits: Limits | None = None) -> list[tuple[str, bytes]]:
     """The mesh members of a zip of many scans, read safely (``affectvlm.io.archive``)."""
     from affectvlm.io.archive import safe_zip_members
+    from affectvlm.io.sequence import is_mesh_name
 
-    limits = limits or default_limits()
-    exts = mesh_extensions()
-    members = safe_zip_members(zip_data, limits, source)
-    out = [(n, b) for n, b in members if _ext(n) in exts and not n.startswith("__MACOSX")]
+    # only mesh members are decompressed (and counted against the limits' unpacked size)
+    out = safe_zip_members(zip_data, limits or default_limits(), source, select=is_mesh_name)
     if not out:
-        raise InputError(source, f"the zip holds no mesh file ({', '.join(exts)})")
+        raise InputError(source, f"the zip holds no mesh file ({', '.join(MESH_EXTENSIONS)})")
     return out
 
 
@@ -250,7 +239,7 @@ def list_samples(samples_dir: Path = SAMPLES_DIR) -> dict[str, Path]:
     out: dict[str, Path] = {}
     if not samples_dir.is_dir():
         return out
-    exts = mesh_extensions()
+    exts = MESH_EXTENSIONS
     for p in sorted(samples_dir.iterdir()):
         if p.name.startswith("."):
             continue

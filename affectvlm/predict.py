@@ -26,10 +26,9 @@ import io as _io
 import json
 import math
 import os
-import re
 import sys
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -37,6 +36,8 @@ import torch
 
 from affectvlm.errors import AffectVLMError, ConfigError, InputError
 from affectvlm.fileio import atomic_write_text
+from affectvlm.io import MESH_EXTENSIONS
+from affectvlm.io.sequence import is_mesh_name, looks_like_sequence  # noqa: F401  (re-exported)
 from affectvlm.limits import Limits, default_limits
 from affectvlm.mesh import Mesh, MeshSequence
 
@@ -46,26 +47,6 @@ FIXED_COLUMNS = ("file", "frame", "label", "confidence")
 Row = dict
 
 # ------------------------------------------------------------------------------------------------ inputs
-
-
-def _mesh_exts() -> tuple[str, ...]:
-    from affectvlm.io import MESH_EXTENSIONS
-
-    return tuple(MESH_EXTENSIONS)
-
-
-def _is_mesh_name(name: str) -> bool:
-    p = PurePosixPath(name.replace("\\", "/"))
-    return p.suffix.lower() in _mesh_exts() and not p.name.startswith(".") and "__MACOSX" not in p.parts
-
-
-def looks_like_sequence(names: Sequence[str]) -> bool:
-    """True when 2+ mesh files differ only by the digits in their names (frames of one 4D scan)."""
-    meshes = [PurePosixPath(n.replace("\\", "/")) for n in names if _is_mesh_name(n)]
-    if len(meshes) < 2:
-        return False
-    stems = {(str(p.parent), re.sub(r"\d+", "#", p.stem), p.suffix.lower()) for p in meshes}
-    return len(stems) == 1 and "#" in next(iter(stems))[1]
 
 
 @dataclass
@@ -95,19 +76,19 @@ def _expand(inputs: Any, *, limits: Limits, frames: int | None, every: int) -> l
         from affectvlm.io.archive import SafeZip
 
         with SafeZip(data, limits, source) as z:
-            names = [n for n in z.names if _is_mesh_name(n)]
+            names = [n for n in z.names if is_mesh_name(n)]
         if not names:
-            raise InputError(source, f"the zip holds no mesh file ({', '.join(_mesh_exts())})")
+            raise InputError(source, f"the zip holds no mesh file ({', '.join(MESH_EXTENSIONS)})")
         if looks_like_sequence(names):
             return [_Item(source, "sequence", seq_loader(data, source))]
-        members = safe_zip_members(data, limits, source, select=_is_mesh_name)
+        members = safe_zip_members(data, limits, source, select=is_mesh_name)
         return [_Item(f"{source}:{n}", "scan",
                       lambda b=b, n=n, s=f"{source}:{n}": _renamed(load_mesh(b, n, limits=limits), s))
                 for n, b in members]
 
     def from_path(p: Path, shown: str) -> list[_Item]:
         if p.is_dir():
-            files = sorted(f for f in p.iterdir() if f.is_file() and _is_mesh_name(f.name))
+            files = sorted(f for f in p.iterdir() if f.is_file() and is_mesh_name(f.name))
             dirs = sorted(d for d in p.iterdir() if d.is_dir() and not d.name.startswith((".", "__MACOSX")))
             if looks_like_sequence([f.name for f in files]):
                 return [_Item(shown, "sequence", seq_loader(p))]
@@ -116,7 +97,7 @@ def _expand(inputs: Any, *, limits: Limits, frames: int | None, every: int) -> l
             for d in dirs:
                 out += from_path(d, os.path.join(shown, d.name))
             if not out and shown == str(p):
-                return [_Item(shown, "error", error=f"folder holds no mesh file ({', '.join(_mesh_exts())})")]
+                return [_Item(shown, "error", error=f"folder holds no mesh file ({', '.join(MESH_EXTENSIONS)})")]
             return out
         if not p.exists():
             return [_Item(shown, "error", error="file not found")]

@@ -28,7 +28,7 @@ from affectvlm.io._common import get_limits
 from affectvlm.io.archive import SafeZip, is_zip
 from affectvlm.io.formats import MESH_EXTENSIONS, load_mesh, load_mesh_bytes
 
-__all__ = ["load_sequence", "is_sequence", "frame_number", "sample_indices"]
+__all__ = ["load_sequence", "is_sequence", "is_mesh_name", "looks_like_sequence", "frame_number", "sample_indices"]
 
 _INT = re.compile(r"\d+")
 
@@ -39,10 +39,20 @@ def frame_number(name: str) -> int | None:
     return int(found[-1]) if found else None
 
 
-def _is_mesh_name(name: str) -> bool:
+def is_mesh_name(name: str) -> bool:
+    """A mesh file by its extension, not hidden, not macOS zip litter."""
     p = PurePosixPath(name.replace("\\", "/"))
     return (p.suffix.lower() in MESH_EXTENSIONS and not p.name.startswith(".")
             and "__MACOSX" not in p.parts)
+
+
+def looks_like_sequence(names: Sequence[str]) -> bool:
+    """True when 2+ mesh files differ only by the digits in their names (frames of one 4D scan)."""
+    meshes = [PurePosixPath(n.replace("\\", "/")) for n in names if is_mesh_name(n)]
+    if len(meshes) < 2:
+        return False
+    stems = {(str(p.parent), re.sub(r"\d+", "#", p.stem), p.suffix.lower()) for p in meshes}
+    return len(stems) == 1 and "#" in next(iter(stems))[1]
 
 
 def sample_indices(n: int, every: int = 1, n_frames: int | None = None) -> list[int]:
@@ -97,7 +107,7 @@ def _check_count(n_kept: int, limits: Limits, source: str) -> None:
 
 def _load_zip(src, source: str, every: int, n_frames: int | None, limits: Limits) -> MeshSequence:
     with SafeZip(src, limits, source) as z:
-        names = [n for n in z.names if _is_mesh_name(n)]
+        names = [n for n in z.names if is_mesh_name(n)]
         if not names:
             raise InputError(source, f"the zip holds no mesh files ({' '.join(MESH_EXTENSIONS)})")
         order = _order(names, source)
@@ -126,7 +136,7 @@ def load_sequence(src: str | os.PathLike | bytes | Sequence[str | os.PathLike], 
         if not src:
             raise InputError(source, "no frames: the file list is empty")
         paths = [Path(p) for p in src]
-        meshes = [p for p in paths if _is_mesh_name(p.name)]
+        meshes = [p for p in paths if is_mesh_name(p.name)]
         if not meshes:
             raise InputError(source, "no mesh files among the listed files")
         by_name = {str(p): p for p in meshes}
@@ -141,7 +151,7 @@ def load_sequence(src: str | os.PathLike | bytes | Sequence[str | os.PathLike], 
     source = name or str(path)
     if path.is_dir():
         try:
-            names = sorted(p.name for p in path.iterdir() if p.is_file() and _is_mesh_name(p.name))
+            names = sorted(p.name for p in path.iterdir() if p.is_file() and is_mesh_name(p.name))
         except OSError as e:
             raise InputError(source, f"cannot list folder: {e.strerror or e}") from None
         if not names:
@@ -173,7 +183,7 @@ def is_sequence(src: object) -> bool:
             if not is_zip(data[:4]):
                 return False
             with SafeZip(data, None, "<upload>") as z:
-                return sum(_is_mesh_name(n) for n in z.names) > 1
+                return sum(is_mesh_name(n) for n in z.names) > 1
         if isinstance(src, (str, os.PathLike)):
             p = Path(src)
             if p.is_dir():
@@ -183,7 +193,7 @@ def is_sequence(src: object) -> bool:
                     if not is_zip(fh.read(4)):
                         return False
                 with SafeZip(p, None, str(p)) as z:
-                    return sum(_is_mesh_name(n) for n in z.names) > 1
+                    return sum(is_mesh_name(n) for n in z.names) > 1
     except (InputError, OSError):
         return False
     return False
