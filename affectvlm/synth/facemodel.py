@@ -1,0 +1,134 @@
+"""One contract for every morphable face the synthetic data draws from (ICT-FaceKit, MakeHuman + FACSHuman, ...).
+
+A :class:`FaceModel` is in millimetres, +Y up, +Z toward the viewer (the face looks along +Z), X = the viewer's
+right, origin near the face centre. Expressions are FACS action units, so one expression sampler
+(:mod:`affectvlm.synth.ausampler`) drives every face model, and a model with other people's sculpts of the same
+AUs shows the learner what survives a change of face model.
+
+AU target names: ``"AU12L"`` / ``"AU12R"`` for the subject's left / right half of a sided unit, ``"AU17"`` for a
+unit with one target. :func:`apply_aus` takes per-AU ``(left, right)`` intensities (0 = off, 1 = the target as
+sculpted) and uses whichever form the model has.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+
+__all__ = ["FaceModel", "apply_aus", "au_base", "ict_face_model"]
+
+_AU_KEY = re.compile(r"^(AU\d{1,2})([LR]?)$")
+
+
+def au_base(key: str) -> tuple[str, str]:
+    """``"AU12L"`` -> ``("AU12", "L")``; ``"AU17"`` -> ``("AU17", "")``."""
+    m = _AU_KEY.match(key)
+    if not m:
+        raise ValueError(f"not an AU target name: {key!r}")
+    return m.group(1), m.group(2)
+
+
+@dataclass
+class FaceModel:
+    """A morphable face (see the module docstring for axes and units).
+
+    neutral: (N, 3) float32 mm. faces: (F, 3) int64 triangles over everything the model has (face, and where
+    present forehead/scalp, ears, neck). identities: (K, N, 3) float32 mm deltas; an identity is
+    ``sum_k w_k identities[k]`` with ``w ~ N(0, 1)``. au_targets: AU name -> (N, 3) float32 mm delta at full
+    intensity. landmarks: (83,) vertex ids in BU-3DFE ``.bnd`` order, or an empty array when unknown.
+    face_mask: (N,) bool, the BU-3DFE ``_F3D``-like face crop (brows-to-chin and ear to ear, a forehead band);
+    vertices outside it are the extra a wider scan may show. depth_mm: nominal face size for scaling checks.
+    """
+
+    name: str
+    neutral: np.ndarray
+    faces: np.ndarray
+    identities: np.ndarray
+    au_targets: dict[str, np.ndarray]
+    landmarks: np.ndarray
+    face_mask: np.ndarray
+    source: str = ""
+    licence: str = ""
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def n_vertices(self) -> int:
+        return int(len(self.neutral))
+
+    @property
+    def action_units(self) -> tuple[str, ...]:
+        """AU bases this model can show (``"AU12"``...), sorted by number."""
+        return tuple(sorted({au_base(k)[0] for k in self.au_targets}, key=lambda s: int(s[2:])))
+
+    def identity(self, weights: np.ndarray) -> np.ndarray:
+        """Neutral + identity deltas for ``weights`` (extra weights beyond K are ignored)."""
+        v = self.neutral.astype(np.float64).copy()
+        w = np.asarray(weights, dtype=np.float64)[: len(self.identities)]
+        if len(w):
+            v += np.tensordot(w, self.identities[: len(w)], axes=1)
+        return v
+
+
+def apply_aus(model: FaceModel, base: np.ndarray, aus: Mapping[str, tuple[float, float]]) -> np.ndarray:
+    """``base`` (N, 3) plus the AU targets at per-side intensities ``{"AU12": (left, right), ...}``.
+
+    A sided model target gets its side's value; a one-target unit gets the mean of the two sides. AUs the model
+    lacks are skipped (a model without AU43, say, just does not close the eyes)."""
+    v = np.asarray(base, dtype=np.float64).copy()
+    t = model.au_targets
+    for au, (left, right) in aus.items():
+        if au + "L" in t or au + "R" in t:
+            if left and au + "L" in t:
+                v += float(left) * t[au + "L"]
+            if right and au + "R" in t:
+                v += float(right) * t[au + "R"]
+        elif au in t:
+            w = 0.5 * (float(left) + float(right))
+            if w:
+                v += w * t[au]
+    return v
+
+
+def ict_face_model(kit, recipes=None) -> FaceModel:
+    """ICT-FaceKit (:func:`affectvlm.synth.load_facekit`) as a :class:`FaceModel`.
+
+    The whole face area is kept (forehead, ears' front, jaw and neck); ``face_mask`` is the rig's
+    BU-3DFE-like ellipse crop. AU targets are composed from the ARKit blendshapes with the recipe book's
+    ``action_units`` map (``_L`` / ``_R`` blendshapes go to the AU's sides, the others half to each side)."""
+    from affectvlm.synth.recipes import RecipeBook
+    from affectvlm.synth.rig import FaceRig, _ellipse_mask
+
+    book = recipes or RecipeBook.load()
+    rig = FaceRig(kit, crop="none")
+    mm = float(kit.units_to_mm)
+    mask_all = _ellipse_mask(kit)
+    targets: dict[str, np.ndarray] = {}
+    for au, shapes in book.action_units.items():
+        left = np.zeros_like(rig.neutral)
+        right = np.zeros_like(rig.neutral)
+        for bs, w in shapes.items():
+            d = rig.expressions[kit.expression_index(bs)] * w
+            if bs.endswith("_L"):
+                left += d
+            elif bs.endswith("_R"):
+                right += d
+            else:
+                left += 0.5 * d
+                right += 0.5 * d
+        targets[au + "L"] = (left * mm).astype(np.float32)
+        targets[au + "R"] = (right * mm).astype(np.float32)
+    centre = rig.neutral[mask_all[rig.vertex_ids]].mean(0)
+    return FaceModel(
+        name="ict-facekit",
+        neutral=((rig.neutral - centre) * mm).astype(np.float32),
+        faces=rig.faces.astype(np.int64),
+        identities=(rig.identities * mm).astype(np.float32),
+        au_targets=targets,
+        landmarks=rig.landmark_ids.astype(np.int64),
+        face_mask=mask_all[rig.vertex_ids],
+        source=str(kit.folder),
+        licence="MIT (ICT-FaceKit)",
+        meta={"n_identity_modes": int(kit.n_identities)},
+    )
