@@ -7,11 +7,21 @@ Layout of ``RUN_DIR/checkpoints/epoch_NNNN/`` (written in a temporary sibling fo
 - ``weights.safetensors``: the exact trainable state (model + loss module, e.g. the margin alpha);
 - ``train_state.pt``: optimizer state, step, epoch, sampler epoch/seed, torch/python RNG states; only
   tensors and plain containers, read back with ``torch.load(weights_only=True)``;
-- ``meta.json``: epoch, step, metrics; written last, so its presence marks a complete checkpoint.
+- ``meta.json``: epoch, step, metrics and ``files`` (size and sha256 of every file above); written last, so
+  its presence marks a finished save and its manifest tells a complete checkpoint from a damaged one.
+
+Run-folder safety (called by the trainer at start): :func:`lock_run_dir` (one trainer per run folder),
+:func:`sweep_run_dir` (remove ``.tmp-*`` leftovers of a killed save, restore a ``best/`` moved aside by a
+kill inside ``replace_dir``), :func:`load_resume_checkpoint` (the newest *complete* checkpoint, skipping
+damaged ones with a warning) and :func:`truncate_metrics` (drop unreadable or foreign metric lines).
 """
 from __future__ import annotations
 
+import errno
+import fcntl
+import hashlib
 import json
+import logging
 import os
 import random
 import re
@@ -24,9 +34,19 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from affectvlm.model.checkpoint import plain_state, replace_dir  # noqa: F401  (replace_dir is re-exported)
+from affectvlm.errors import ConfigError
 from affectvlm.fileio import atomic_write_text  # noqa: F401  (re-exported for train.py)
 
+log = logging.getLogger("affectvlm.train")
 _EPOCH_RE = re.compile(r"^epoch_(\d{4,})$")
+_MANIFEST_FILES = ("weights.safetensors", "train_state.pt", "model/affectvlm.json")
+
+
+def hostname() -> str:
+    """This machine's name (recorded in ``status.json`` so readers only judge pids of their own host)."""
+    import socket
+
+    return socket.gethostname()
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -46,7 +66,9 @@ def save_run_checkpoint(run_dir: str | os.PathLike, epoch: int, *, model, traina
     save_checkpoint(model, tmp / "model", extra={"epoch": epoch, **meta.get("model_extra", {})})
     save_file(plain_state(trainable), str(tmp / "weights.safetensors"))
     torch.save(train_state, tmp / "train_state.pt")
-    atomic_write_json(tmp / "meta.json", {k: v for k, v in meta.items() if k != "model_extra"} | {"epoch": epoch})
+    files = {name: _file_digest(tmp / name) for name in _manifest_names(tmp)}
+    atomic_write_json(tmp / "meta.json",
+                      {k: v for k, v in meta.items() if k != "model_extra"} | {"epoch": epoch, "files": files})
     replace_dir(tmp, final)
     for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
@@ -68,13 +90,222 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     return cks[-1] if cks else None
 
 
+class DamagedCheckpoint(ConfigError):
+    """A checkpoint folder that cannot be resumed from (truncated, corrupted or foreign files)."""
+
+
 def load_run_checkpoint(ck: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict, dict]:
-    """(trainable weights, train_state, meta) of one checkpoint folder."""
+    """(trainable weights, train_state, meta) of one checkpoint folder, verified against its manifest.
+
+    Raises :class:`DamagedCheckpoint` (one line) when any part is missing, truncated or corrupted."""
     ck = Path(ck)
-    weights = load_file(str(ck / "weights.safetensors"))
-    state = torch.load(ck / "train_state.pt", map_location="cpu", weights_only=True)
-    meta = json.loads((ck / "meta.json").read_text(encoding="utf-8"))
+    try:
+        meta = json.loads((ck / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise DamagedCheckpoint(f"{ck}: meta.json is missing or unreadable ({type(e).__name__})") from None
+    if not isinstance(meta, dict):
+        raise DamagedCheckpoint(f"{ck}: meta.json is not an object")
+    files = meta.get("files")
+    if isinstance(files, dict):
+        for name, want in files.items():
+            got = _file_digest(ck / name) if (ck / name).is_file() else None
+            if got is None:
+                raise DamagedCheckpoint(f"{ck}: {name} is missing")
+            if got != want:
+                raise DamagedCheckpoint(f"{ck}: {name} does not match the manifest (size {got['size']}, "
+                                        f"expected {want.get('size') if isinstance(want, dict) else '?'})")
+    try:
+        weights = load_file(str(ck / "weights.safetensors"))
+    except Exception as e:  # noqa: BLE001 - safetensors raises several types for a bad file
+        raise DamagedCheckpoint(f"{ck}: weights.safetensors is unreadable ({type(e).__name__})") from None
+    try:
+        state = torch.load(ck / "train_state.pt", map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - a truncated zip, a pickle with code, ...
+        raise DamagedCheckpoint(f"{ck}: train_state.pt is unreadable ({type(e).__name__})") from None
+    missing = [k for k in ("optimizer", "epoch", "step", "rng") if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise DamagedCheckpoint(f"{ck}: train_state.pt lacks {', '.join(missing)}")
     return weights, state, meta
+
+
+def load_resume_checkpoint(run_dir: str | os.PathLike) -> tuple[Path, dict, dict, dict] | None:
+    """The newest checkpoint that loads completely, as (folder, weights, train_state, meta).
+
+    Damaged or unfinished newer checkpoints are skipped with a warning; None when the run has none at
+    all; ``ConfigError`` when every checkpoint is damaged (nothing safe to resume from)."""
+    ck = Path(run_dir) / "checkpoints"
+    found = sorted(((int(m.group(1)), d) for d in (ck.iterdir() if ck.is_dir() else ())
+                    if (m := _EPOCH_RE.match(d.name)) and d.is_dir()), reverse=True)
+    damaged: list[str] = []
+    for _, d in found:
+        try:
+            w, st, meta = load_run_checkpoint(d)
+        except DamagedCheckpoint as e:
+            log.warning("resume: skipping damaged checkpoint %s", e)
+            damaged.append(d.name)
+            continue
+        return d, w, st, meta
+    if damaged:
+        raise ConfigError(f"{run_dir}: no complete checkpoint to resume from ({', '.join(damaged)} damaged); "
+                          "move the checkpoints folder away to start again")
+    return None
+
+
+def _manifest_names(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                  if p.is_file() and p.name != "meta.json")
+
+
+def _file_digest(path: Path) -> dict:
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+            size += len(chunk)
+    return {"size": size, "sha256": h.hexdigest()}
+
+
+# ----------------------------------------------------------------------------- metrics
+
+def read_metric_records(path: str | os.PathLike) -> tuple[list[dict], int]:
+    """(records, bad line count) of a ``metrics.jsonl``: undecodable, non-JSON, non-object lines or lines
+    whose ``epoch`` is not an integer are skipped (a torn last line after a kill, a stray byte, a foreign line)."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        return [], 0
+    out, bad = [], 0
+    for line in raw.splitlines():
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line.decode("utf-8"))
+            if not isinstance(rec, dict):
+                raise ValueError("not an object")
+            if "epoch" in rec:
+                int(rec["epoch"])
+        except (UnicodeDecodeError, ValueError, TypeError):
+            bad += 1
+            continue
+        out.append(rec)
+    return out, bad
+
+
+def truncate_metrics(path: str | os.PathLike, last_epoch: int) -> None:
+    """On resume: keep the records up to ``last_epoch`` (later ones are produced again), drop bad lines."""
+    p = Path(path)
+    if not p.exists():
+        return
+    recs, bad = read_metric_records(p)
+    if bad:
+        log.warning("%s: skipped %d unreadable line(s)", p, bad)
+    keep = [r for r in recs if int(r.get("epoch", -1)) <= last_epoch]
+    atomic_write_text(p, "".join(json.dumps(r, default=float) + "\n" for r in keep))
+
+
+# ----------------------------------------------------------------------------- run-folder ownership
+
+LOCK_FILE = ".lock"
+_HELD_LOCKS: dict[str, int] = {}
+
+
+class RunFolderInUse(ConfigError):
+    """Another live trainer holds the run folder's lock."""
+
+
+def lock_run_dir(run_dir: str | os.PathLike) -> int:
+    """Take ``RUN_DIR/.lock`` (``flock``, exclusive, held until :func:`unlock_run_dir` or process exit).
+
+    Raises :class:`RunFolderInUse` naming the holder's pid when another process has it."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        holder = _lock_holder(fd)
+        os.close(fd)
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise RunFolderInUse(f"run folder {run_dir} is in use by pid {holder or '?'}") from None
+        raise ConfigError(f"{path}: cannot lock the run folder ({e.strerror})") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    _HELD_LOCKS[str(path)] = fd
+    return fd
+
+
+def unlock_run_dir(run_dir: str | os.PathLike) -> None:
+    fd = _HELD_LOCKS.pop(str(Path(run_dir) / LOCK_FILE), None)
+    if fd is not None:
+        os.close(fd)
+
+
+def _lock_holder(fd: int) -> int | None:
+    for _ in range(20):  # the holder may be between truncate and write
+        try:
+            text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        except OSError:
+            return None
+        if text.isdigit():
+            return int(text)
+        import time
+
+        time.sleep(0.01)
+    return None
+
+
+def run_dir_locked(run_dir: str | os.PathLike) -> bool | None:
+    """Whether some process holds the run folder's lock, read from ``/proc/locks`` (no lock is taken, so
+    a starting trainer is never disturbed); None when unknown (no lock file, no procfs)."""
+    try:
+        ino = (Path(run_dir) / LOCK_FILE).stat().st_ino
+        table = Path("/proc/locks").read_text()
+    except OSError:
+        return None
+    for line in table.splitlines():
+        parts = line.split()
+        if len(parts) > 5 and parts[1] == "FLOCK" and parts[5].rsplit(":", 1)[-1] == str(ino):
+            return True
+    return False
+
+
+# ----------------------------------------------------------------------------- leftovers of a kill
+
+_RUN_TMP = re.compile(r"^\.{1,2}tmp-")
+_FILE_TMP = re.compile(r"^\.[^/]+\.\d+\.[0-9a-f]{8}\.tmp$")
+_ASIDE = re.compile(r"^\.(best|epoch_\d{4,})\.old-[0-9a-f]{8}$")
+
+
+def sweep_run_dir(run_dir: str | os.PathLike) -> list[str]:
+    """Remove what a killed save left (``.tmp-*`` folders, temp files) and put back a ``best/`` or
+    checkpoint that a kill inside ``replace_dir`` left moved aside. Call only while holding the lock.
+    Returns one line per action."""
+    run_dir = Path(run_dir)
+    done: list[str] = []
+    for folder in (run_dir, run_dir / "checkpoints"):
+        if not folder.is_dir():
+            continue
+        asides: dict[str, list[Path]] = {}
+        for p in folder.iterdir():
+            if _RUN_TMP.match(p.name) or (_FILE_TMP.match(p.name) and p.is_file()):
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+                done.append(f"removed {p.name}")
+            elif (m := _ASIDE.match(p.name)) and p.is_dir():
+                asides.setdefault(m.group(1), []).append(p)
+        for name, olds in asides.items():
+            olds.sort(key=lambda q: q.stat().st_mtime, reverse=True)
+            final = folder / name
+            if not final.exists():
+                os.replace(olds[0], final)
+                done.append(f"restored {name} from {olds[0].name}")
+                olds = olds[1:]
+            for q in olds:
+                shutil.rmtree(q, ignore_errors=True)
+                done.append(f"removed {q.name}")
+    return done
 
 
 def rng_state() -> dict:

@@ -93,7 +93,7 @@ def _str_list(s: str) -> list[str]:
 
 def build_parser(prog: str = "affectvlm train") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description="Fine-tune AffectVLM on 3D/4D facial-expression data.",
-                                argument_default=argparse.SUPPRESS)
+                                argument_default=argparse.SUPPRESS, allow_abbrev=False)
     p.add_argument("--config", help="YAML file with any of the options below (command line wins)")
     p.add_argument("--data", help="dataset root (or manifest CSV)")
     p.add_argument("--layout", choices=LAYOUTS)

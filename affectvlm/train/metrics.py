@@ -47,17 +47,14 @@ class JsonlWriter:
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    out = []
-    p = Path(path)
-    if not p.exists():
-        return out
-    for line in p.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if line:
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:  # a torn last line after a kill
-                pass
+    """JSON-object lines; a torn last line, a stray byte or a foreign line is skipped with a warning."""
+    from affectvlm.train.checkpointing import read_metric_records
+
+    out, bad = read_metric_records(path)
+    if bad:
+        import logging
+
+        logging.getLogger("affectvlm.train").warning("%s: skipped %d unreadable line(s)", path, bad)
     return out
 
 

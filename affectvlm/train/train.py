@@ -258,7 +258,7 @@ def autocast(device: str, amp: bool):
 # ----------------------------------------------------------------------------- run-folder helpers
 
 def write_status(run_dir: Path, status: str, **kw) -> None:
-    rec = {"status": status, "pid": os.getpid(), "updated": time.time(), **kw}
+    rec = {"status": status, "pid": os.getpid(), "host": ckpt.hostname(), "updated": time.time(), **kw}
     ckpt.atomic_write_json(run_dir / "status.json", rec)
 
 
@@ -280,10 +280,7 @@ def setup_logging(run_dir: Path, is_main: bool) -> None:
 
 def truncate_metrics(path: Path, last_epoch: int) -> None:
     """On resume, drop records of epochs after the checkpoint (they will be produced again)."""
-    if not path.exists():
-        return
-    keep = [r for r in read_jsonl(path) if int(r.get("epoch", -1)) <= last_epoch]
-    ckpt.atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
+    ckpt.truncate_metrics(path, last_epoch)  # also drops unreadable lines, with a warning
 
 
 def export_best(model: nn.Module, run_dir: Path, extra: dict) -> None:
@@ -394,9 +391,9 @@ def train(cfg: TrainConfig, info: DistInfo) -> dict:
 
     start_epoch, step, best_acc = 0, 0, -1.0
     if cfg.resume:
-        last = ckpt.latest_checkpoint(run_dir)
-        if last is not None:
-            w, st, meta = ckpt.load_run_checkpoint(last)
+        found = ckpt.load_resume_checkpoint(run_dir)  # newest complete one; damaged ones skipped
+        if found is not None:
+            last, w, st, meta = found
             missing, unexpected = step_mod.load_state_dict(w, strict=False)
             if unexpected or missing:
                 raise ConfigError(f"{last}: checkpoint does not match the model ({missing[:3]} {unexpected[:3]})")
@@ -571,8 +568,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _on_term)
-    info = init_distributed_mode(cfg.device)
     run_dir = Path(cfg.out)
+    if int(os.environ.get("RANK", "0")) == 0:  # one trainer per run folder; then sweep a killed save's leftovers
+        try:
+            ckpt.lock_run_dir(run_dir)
+        except ckpt.RunFolderInUse as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 3
+        for line in ckpt.sweep_run_dir(run_dir):
+            print(f"{run_dir}: {line}", file=sys.stderr)
+    info = init_distributed_mode(cfg.device)
     try:
         result = train(cfg, info)
         if info.is_main:
@@ -598,6 +603,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise
     finally:
         cleanup(info)
+        ckpt.unlock_run_dir(run_dir)
 
 
 if __name__ == "__main__":
