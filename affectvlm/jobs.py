@@ -8,7 +8,11 @@ Library-level (no Streamlit), used by the app's Train page. A job is one trainin
   folder, command); the database is opened per call, so several app sessions and app restarts share it;
 * reconciled on read: a ``running`` job whose process is gone becomes ``finished`` or ``failed`` from
   the child's return code (when this process launched it) or the trainer's ``RUN_DIR/status.json``;
-* stopped with SIGTERM to the whole group, then SIGKILL after a grace period.
+* stopped with SIGTERM to the whole group, then SIGKILL after a grace period;
+* exclusive: a launch or resume claims its run folder in one ``BEGIN IMMEDIATE`` transaction (plus a
+  unique index on running rows), so a second launch into a folder whose job is alive is refused; the
+  trainer's own ``RUN_DIR/.lock`` guards the folder against launches from outside the store;
+* finished children are reaped by a background thread (no zombies while nobody reads the list).
 """
 from __future__ import annotations
 
@@ -36,6 +40,8 @@ TRAIN_MODULE = "affectvlm.train"
 # reaps zombies (a zombie still answers os.kill(pid, 0)).
 _CHILDREN: dict[int, subprocess.Popen] = {}
 _CHILDREN_LOCK = threading.Lock()
+_REAPER: threading.Thread | None = None
+STARTING_GRACE_S = 120.0  # a claimed row without a pid yet counts as alive this long
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -57,6 +63,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     message TEXT NOT NULL DEFAULT ''
 );
 """
+# at most one running row per run folder (the claim in JobStore._claim is the real check; this is the backstop)
+_UNIQUE_RUNNING = "CREATE UNIQUE INDEX IF NOT EXISTS one_running_job_per_run ON jobs(run_dir) WHERE status = 'running'"
 
 
 @dataclass
@@ -193,6 +201,34 @@ def other_node_command(cfg: TrainLaunch, *, module: str = TRAIN_MODULE) -> str:
 # Processes
 
 
+def reap_children() -> None:
+    """Collect the exit status of finished children launched here (``Popen.poll``: only our own pids,
+    so other code's ``subprocess`` calls keep their return codes). The Popen stays listed for reconcile."""
+    with _CHILDREN_LOCK:
+        children = list(_CHILDREN.values())
+    for child in children:
+        child.poll()
+
+
+def _reaper_loop(interval: float = 0.5) -> None:
+    global _REAPER
+    while True:
+        time.sleep(interval)
+        reap_children()
+        with _CHILDREN_LOCK:
+            if all(c.returncode is not None for c in _CHILDREN.values()):
+                _REAPER = None
+                return
+
+
+def _start_reaper() -> None:
+    global _REAPER
+    with _CHILDREN_LOCK:
+        if _REAPER is None or not _REAPER.is_alive():
+            _REAPER = threading.Thread(target=_reaper_loop, name="affectvlm-job-reaper", daemon=True)
+            _REAPER.start()
+
+
 def _proc_start_time(pid: int) -> str | None:
     """Start time of a process (Linux /proc, field 22) to tell a live job from a reused pid."""
     try:
@@ -257,16 +293,49 @@ def _group_alive(pgid: int | None) -> bool:
 
 
 def read_status_file(run_dir: Path) -> dict[str, Any]:
-    """The trainer's ``status.json`` (empty dict when missing or unreadable)."""
+    """The trainer's ``status.json`` (empty dict when missing or unreadable).
+
+    A ``running`` status whose trainer is gone (its run-folder lock is free, or without a lock its pid
+    is dead on this host) is reported as ``crashed`` with ``stale: True``: a kill leaves no final word."""
     try:
         data = json.loads((Path(run_dir) / "status.json").read_text())
-        return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
         return {}
+    if not isinstance(data, dict):
+        return {}
+    if str(data.get("status", "")).lower() == "running" and _trainer_gone(Path(run_dir), data):
+        pid = data.get("pid")
+        data = {**data, "status": "crashed", "stale": True,
+                "message": f"the trainer{f' (pid {pid})' if pid else ''} ended without a final status "
+                           "(crashed or killed); resume continues from the last complete checkpoint"}
+    return data
 
 
-def _status_from_file(run_dir: Path) -> str | None:
-    st = read_status_file(run_dir)
+def _trainer_gone(run_dir: Path, status: dict[str, Any]) -> bool:
+    from affectvlm.train.checkpointing import run_dir_locked
+
+    locked = run_dir_locked(run_dir)
+    if locked is not None:
+        return not locked
+    host = status.get("host")
+    if host and host != socket.gethostname():
+        return False  # another machine's trainer: its pid means nothing here
+    pid = status.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    return not _pid_alive(pid, None)
+
+
+def _last_error_line(run_dir: Path) -> str:
+    """The trainer's last ``error: ...`` line in ``stdout.log`` (its one-line reason for exiting)."""
+    for line in reversed(tail(Path(run_dir) / "stdout.log", 20).splitlines()):
+        if line.startswith("error: "):
+            return line[len("error: "):].strip()
+    return ""
+
+
+def _status_from_file(run_dir: Path, st: dict[str, Any] | None = None) -> str | None:
+    st = read_status_file(run_dir) if st is None else st
     word = str(st.get("status") or st.get("state") or "").lower()
     if word in ("finished", "done", "completed", "complete", "success", "succeeded"):
         return "finished"
@@ -289,6 +358,11 @@ class JobStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with closing(self._connect()) as con, con:
             con.executescript(_SCHEMA)
+        try:
+            with closing(self._connect()) as con, con:
+                con.execute(_UNIQUE_RUNNING)
+        except sqlite3.IntegrityError:
+            pass  # an old database with two running rows for one folder: the claim still checks
 
     @classmethod
     def in_workspace(cls, workspace: str | os.PathLike) -> "JobStore":
@@ -316,14 +390,54 @@ class JobStore:
         with closing(self._connect()) as con, con:
             con.execute(f"UPDATE jobs SET {cols} WHERE id = ?", (*values.values(), job_id))
 
-    def _insert(self, name: str, config: dict, run_dir: Path) -> int:
-        with closing(self._connect()) as con, con:
-            cur = con.execute(
-                "INSERT INTO jobs (name, status, config, command, run_dir, created, host) VALUES (?,?,?,?,?,?,?)",
-                (name, "running", json.dumps(config), "[]", str(run_dir), time.time(), socket.gethostname()))
-            return int(cur.lastrowid)
+    def _claim(self, run_dir: Path, name: str, config: dict, job_id: int | None) -> int:
+        """Atomically make ``job_id`` (or a new row) the one running job of ``run_dir``.
+
+        One ``BEGIN IMMEDIATE`` transaction: a live running row for the same folder (or the same job)
+        refuses the claim with ``ConfigError``; a dead one is settled first. The claimed row is
+        ``running`` without a pid until :meth:`launch` records the child."""
+        con = self._connect()
+        con.isolation_level = None
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            rows = con.execute("SELECT * FROM jobs WHERE status = 'running' AND (run_dir = ? OR id = ?)",
+                               (str(run_dir), -1 if job_id is None else int(job_id))).fetchall()
+            for r in rows:
+                other = self._row(r)
+                settled = self._settle(other)
+                if settled is None:
+                    if other.id == job_id:
+                        raise ConfigError(f"job {job_id} is already running")
+                    who = f"pid {other.pid}" if other.pid else "a launch in progress"
+                    raise ConfigError(f"run folder {run_dir} is in use by job {other.id} ({who}); stop it first")
+                status, rc, message = settled
+                con.execute("UPDATE jobs SET status = ?, returncode = ?, ended = ?, message = ? WHERE id = ?",
+                            (status, rc, time.time(), message, other.id))
+            now = time.time()
+            if job_id is None:
+                cur = con.execute(
+                    "INSERT INTO jobs (name, status, config, command, run_dir, created, started, host) "
+                    "VALUES (?,?,?,?,?,?,?,?)",
+                    (name, "running", json.dumps(config), "[]", str(run_dir), now, now, socket.gethostname()))
+                job_id = int(cur.lastrowid)
+            else:
+                cur = con.execute(
+                    "UPDATE jobs SET status = 'running', pid = NULL, pgid = NULL, proc_start = NULL, started = ?, "
+                    "ended = NULL, returncode = NULL, stop_requested = 0, message = '', host = ? WHERE id = ?",
+                    (now, socket.gethostname(), int(job_id)))
+                if cur.rowcount != 1:
+                    raise ConfigError(f"job {job_id}: no such job in {self.path}")
+            con.execute("COMMIT")
+            return job_id
+        except sqlite3.IntegrityError:
+            raise ConfigError(f"run folder {run_dir} is in use by another running job") from None
+        finally:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            con.close()
 
     def get(self, job_id: int, *, reconcile: bool = True) -> Job:
+        reap_children()
         with closing(self._connect()) as con:
             r = con.execute("SELECT * FROM jobs WHERE id = ?", (int(job_id),)).fetchone()
         if r is None:
@@ -333,6 +447,7 @@ class JobStore:
 
     def list(self, *, reconcile: bool = True) -> list[Job]:
         """All jobs, newest first."""
+        reap_children()
         with closing(self._connect()) as con:
             rows = con.execute("SELECT * FROM jobs ORDER BY id DESC").fetchall()
         jobs = [self._row(r) for r in rows]
@@ -357,13 +472,18 @@ class JobStore:
         run_dir = Path(cfg.run_dir)
         cmd = command or torchrun_command(cfg, module=module, script=script, resume=resume)
         run_dir.mkdir(parents=True, exist_ok=True)
+        run_dir = Path(os.path.realpath(run_dir))  # one key per real folder (symlinks, "..")
         name = cfg.name or run_dir.name
-        if job_id is None:
-            job_id = self._insert(name, cfg.to_dict(), run_dir)
+        job_id = self._claim(run_dir, name, cfg.to_dict(), job_id)
         child_env = dict(os.environ)
         child_env.setdefault("PYTHONUNBUFFERED", "1")
         child_env.update(env or {})
-        log = open(run_dir / "stdout.log", "ab")
+        try:
+            log = open(run_dir / "stdout.log", "ab")
+        except OSError as e:
+            self._update(job_id, status="failed", ended=time.time(), message=f"could not start: {e}",
+                         command=json.dumps(cmd))
+            raise ConfigError(f"job {job_id}: cannot write {run_dir / 'stdout.log'}: {e.strerror}") from None
         try:
             log.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} job {job_id}: {shlex.join(cmd)}\n".encode())
             log.flush()
@@ -377,6 +497,7 @@ class JobStore:
             log.close()
         with _CHILDREN_LOCK:
             _CHILDREN[proc.pid] = proc
+        _start_reaper()
         self._update(job_id, status="running", pid=proc.pid, pgid=proc.pid, proc_start=_proc_start_time(proc.pid),
                      command=json.dumps(cmd), started=time.time(), ended=None, returncode=None, stop_requested=0,
                      message="", host=socket.gethostname())
@@ -394,16 +515,33 @@ class JobStore:
         """Bring a ``running`` row up to date with reality (its process may have ended)."""
         if job.status != "running":
             return job
-        if job.host and job.host != socket.gethostname():
-            return job  # launched by another machine sharing the workspace; nothing to check here
-        if _pid_alive(job.pid, job.proc_start):
+        settled = self._settle(job)
+        if settled is None:
             return job
+        status, rc, message = settled
+        now = time.time()
+        self._update(job.id, status=status, returncode=rc, ended=now, message=message)
+        job.status, job.returncode, job.ended, job.message = status, rc, now, message
+        return job
+
+    @staticmethod
+    def _settle(job: Job) -> tuple[str, int | None, str] | None:
+        """(status, return code, message) of a ``running`` row whose process is gone; None while alive
+        (or unknowable: another host's job, a launch still starting)."""
+        if job.host and job.host != socket.gethostname():
+            return None  # launched by another machine sharing the workspace; nothing to check here
+        if job.pid is None:
+            if time.time() - (job.started or job.created) < STARTING_GRACE_S:
+                return None  # claimed; the child is being started
+        elif _pid_alive(job.pid, job.proc_start):
+            return None
         rc: int | None = None
         with _CHILDREN_LOCK:
             child = _CHILDREN.pop(job.pid, None) if job.pid else None
         if child is not None:
             rc = child.poll()
-        from_file = _status_from_file(job.run_dir)
+        st = read_status_file(job.run_dir)
+        from_file = _status_from_file(job.run_dir, st)
         if job.stop_requested:
             status = "stopped"
         elif rc is not None:
@@ -412,10 +550,12 @@ class JobStore:
             status = from_file or "failed"
         message = job.message
         if status == "failed" and not message:
-            message = f"exit code {rc}" if rc is not None else "process ended without a finished status.json"
-        self._update(job.id, status=status, returncode=rc, ended=time.time(), message=message)
-        job.status, job.returncode, job.ended, job.message = status, rc, time.time(), message
-        return job
+            if job.pid is None:
+                message = "the launch did not complete"
+            else:
+                message = (_last_error_line(job.run_dir) or (f"exit code {rc}" if rc is not None else "")
+                           or str(st.get("message") or "") or "process ended without a finished status.json")
+        return status, rc, message
 
     def stop(self, job_id: int, *, grace: float = 10.0, wait: bool = True) -> Job:
         """SIGTERM the job's process group; SIGKILL it if anything is left after ``grace`` seconds."""
