@@ -292,16 +292,54 @@ def _ridge_cue(uc: np.ndarray, sc: np.ndarray, t: np.ndarray, G: int = 64, k: in
     return float(np.mean(above) - np.mean(below))
 
 
+def _candidate_fronts(est) -> np.ndarray:
+    from affectvlm.faceframe import candidate_axes
+
+    return candidate_axes(est.meta["basis"])[0]
+
+
+def _net_frame(v: np.ndarray, f: np.ndarray, used: np.ndarray, evecs: np.ndarray, up_v, front_v):
+    """The face-frame network's choice among the 24 candidates of the file axes (or, for a scan tilted away
+    from them, of its principal axes), restricted to any axis the user fixed; (None, False) without weights."""
+    from affectvlm.faceframe import candidate_axes, estimate_frame
+
+    d = np.abs(evecs[:, 0]).max()
+    tight = np.abs(evecs).max(axis=0) >= _SNAP_COS_TIGHT
+    snapped = bool(d >= _SNAP_COS or (tight.any() and d >= _SNAP_COS_LOOSE)) or up_v is not None \
+        or front_v is not None
+    if snapped:
+        basis = np.eye(3)
+    else:
+        basis = evecs.T.copy()
+        if np.linalg.det(basis) < 0:
+            basis[0] *= -1
+    fronts, ups = candidate_axes(basis)
+    allowed = np.ones(24, dtype=bool)
+    if front_v is not None:
+        allowed &= np.isclose(fronts @ front_v, 1.0)
+    if up_v is not None:
+        allowed &= np.isclose(ups @ up_v, 1.0)
+    est = estimate_frame(v, f, basis, allowed=allowed)
+    if est is not None:
+        est.meta["basis"] = basis
+    return est, snapped
+
+
 def canonicalise(mesh: Mesh, *, up: str | None = None, front: str | None = None,
-                 target_scale: float = 1.0) -> Mesh:
+                 target_scale: float = 1.0, method: str = "auto") -> Mesh:
     """Return a new Mesh centred, scaled to radius ``target_scale`` and rotated to the canonical frame.
 
     ``up``/``front`` name the file axes (``"+y"``, ``"-z"``, ...) that point up / toward the viewer,
     overriding detection. Faces, uv, texture and colours are shared (not copied); vertices are new.
-    ``meta["canonical"]`` records the axes, which were detected, the cues, centre, scale and rotation.
+    ``method``: ``"net"`` (the embedded face-frame network, :mod:`affectvlm.faceframe`, which also gives
+    3D landmarks), ``"cues"`` (the geometric cues described in this module) or ``"auto"`` (the network when
+    its weights are installed). ``meta["canonical"]`` records the axes, which were detected, the cues or
+    the network's confidence and landmarks, centre, scale and rotation.
     """
     if not (np.isfinite(target_scale) and target_scale > 0):
         raise ConfigError(f"target_scale must be a positive number, got {target_scale!r}")
+    if method not in ("auto", "net", "cues"):
+        raise ConfigError(f"method must be 'auto', 'net' or 'cues', got {method!r}")
     v, f = _validate(mesh)
     tri = v[f]
     fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
@@ -329,7 +367,24 @@ def canonicalise(mesh: Mesh, *, up: str | None = None, front: str | None = None,
         return float(a @ cov @ a)
 
     snapped = False
-    if front_v is None:
+    est = None
+    if method != "cues" and (front_v is None or up_v is None):
+        est, snapped = _net_frame(v, f, used, evecs, up_v, front_v)
+        if est is None and method == "net":
+            raise ConfigError("the face-frame network's weights are not installed (use method='cues')")
+    if est is not None:
+        fronts_same = est.probabilities[np.isclose(_candidate_fronts(est) @ est.front, 1.0)].sum()
+        if front_v is None:
+            info["detected"].append("front")
+            conf["front"] = float(fronts_same)
+        if up_v is None:
+            info["detected"].append("up")
+            conf["up"] = float(est.confidence)
+        front_v, up_v = est.front, est.up
+        info["method"] = "frame-net"
+        if est.landmarks is not None:
+            info["landmarks"] = [[round(float(c), 4) for c in p] for p in est.landmarks]
+    elif front_v is None:
         if up_v is not None:
             # depth = the smaller-extent file axis perpendicular to up
             cands = [e for e in np.eye(3) if abs(e @ up_v) < 0.5]
@@ -384,7 +439,8 @@ def canonicalise(mesh: Mesh, *, up: str | None = None, front: str | None = None,
     })
     if conf:
         info["confidence"] = {k: round(float(c), 3) for k, c in conf.items()}
-        info["low_confidence"] = bool(min(conf.values()) < _LOW_CONFIDENCE)
+        info["low_confidence"] = bool(est.low_confidence if est is not None
+                                      else min(conf.values()) < _LOW_CONFIDENCE)
     meta = dict(mesh.meta)
     meta["canonical"] = info
     return Mesh(vertices=new_v, faces=mesh.faces, face_uv=mesh.face_uv, texture=mesh.texture,

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -103,21 +104,36 @@ class View:
 DEFAULT_VIEWS: tuple[View, ...] = (View(0), View(-30), View(30))
 
 
+_VIEW_SEP = re.compile(r"[,;\s]+")
+
+
 def parse_views(text: str) -> tuple[View, ...]:
-    """``"0,-30,30"`` (yaws) or ``"0:10,30:0"`` (yaw:pitch pairs) -> views. Raises ConfigError."""
+    """``"0,-30,30"`` (yaws) or ``"0:10,30:0"`` (yaw:pitch pairs) -> views. Raises ConfigError.
+
+    Also takes what people type or paste: spaces or semicolons between views (``"-30 0 30"``), spaces
+    around ``:``, a leading ``+``, a Unicode minus, degree signs, brackets and a trailing comma.
+    """
     if not isinstance(text, str) or not text.strip():
         raise ConfigError(f"views must be a non-empty string like '0,-30,30' or '0:10,30:0', got {text!r}")
+    clean = text.strip().translate(_VIEW_CHARS).strip("[]() \t")
+    clean = re.sub(r"\s*:\s*", ":", clean)
+    items = [i for i in _VIEW_SEP.split(clean) if i]
+    if not items:
+        raise ConfigError(f"views must be a non-empty string like '0,-30,30' or '0:10,30:0', got {text!r}")
     out = []
-    for item in text.split(","):
-        parts = [p.strip() for p in item.strip().split(":")]
-        if len(parts) > 2 or not parts[0]:
-            raise ConfigError(f"bad view {item.strip()!r} in {text!r}: use YAW or YAW:PITCH in degrees")
+    for item in items:
+        parts = item.split(":")
+        if len(parts) > 2 or not all(parts):
+            raise ConfigError(f"bad view {item!r} in {text!r}: use YAW or YAW:PITCH in degrees")
         try:
             nums = [float(p) for p in parts]
         except ValueError:
-            raise ConfigError(f"bad view {item.strip()!r} in {text!r}: not a number") from None
+            raise ConfigError(f"bad view {item!r} in {text!r}: not a number") from None
         out.append(View(*nums))
     return tuple(out)
+
+
+_VIEW_CHARS = str.maketrans({"\u2212": "-", "\u2013": "-", "\u00b0": None, "\uff0c": ","})
 
 
 def as_views(views: Any) -> tuple[View, ...]:
@@ -163,9 +179,12 @@ class RenderSettings:
     up: str | None = None
     front: str | None = None
     background: float = 0.0
+    map: str = "shade"
 
     def __post_init__(self) -> None:
         self.views = as_views(self.views)
+        if self.map not in ("shade", "normal", "depth"):
+            raise ConfigError(f"render map must be 'shade', 'normal' or 'depth', got {self.map!r}")
         if isinstance(self.size, bool) or not isinstance(self.size, (int, np.integer)) or not 8 <= self.size <= 4096:
             raise ConfigError(f"render size must be an integer in [8, 4096], got {self.size!r}")
         self.size = int(self.size)
@@ -184,24 +203,26 @@ class RenderSettings:
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict (views as ``[[yaw, pitch], ...]``)."""
         return {"size": self.size, "views": [[v.yaw, v.pitch] for v in self.views], "texture": self.texture,
-                "canonical": self.canonical, "up": self.up, "front": self.front, "background": self.background}
+                "canonical": self.canonical, "up": self.up, "front": self.front, "background": self.background,
+                "map": self.map}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RenderSettings":
         """Inverse of :meth:`to_dict`; missing keys take defaults, unknown keys raise ConfigError."""
         if not isinstance(d, dict):
             raise ConfigError(f"render settings must be a mapping, got {type(d).__name__}")
-        known = {"size", "views", "texture", "canonical", "up", "front", "background"}
+        known = {"size", "views", "texture", "canonical", "up", "front", "background", "map"}
         unknown = set(d) - known
         if unknown:
             raise ConfigError(f"unknown render settings {sorted(unknown)}; known: {sorted(known)}")
         return cls(**d)
 
     def render(self, meshes: Mesh | Sequence[Mesh], *, device: str | torch.device = "cpu",
-               maps: Sequence[str] = ("shade",)):
-        """``render_views`` with these settings."""
+               maps: Sequence[str] | None = None):
+        """``render_views`` with these settings (``maps`` defaults to the settings' one map)."""
         return render_views(meshes, self.views, self.size, texture=self.texture, canonical=self.canonical,
-                            device=device, maps=maps, up=self.up, front=self.front, background=self.background)
+                            device=device, maps=maps or (self.map,), up=self.up, front=self.front,
+                            background=self.background)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -19,6 +19,14 @@ import numpy as np
 
 __all__ = ["FaceModel", "apply_aus", "au_base", "ict_face_model"]
 
+# AU -> ARKit blendshapes for units the default recipe book leaves out (AU11 has no ARKit shape: a weak
+# upper-lip raise stands in for the nasolabial deepener)
+_ICT_EXTRA_AUS = {
+    "AU11": {"mouthUpperUp_L": 0.3, "mouthUpperUp_R": 0.3},
+    "AU28": {"mouthRollLower": 1.0, "mouthRollUpper": 1.0},
+    "AU45": {"eyeBlink_L": 1.0, "eyeBlink_R": 1.0},
+    "AU64": {"eyeLookDown_L": 1.0, "eyeLookDown_R": 1.0},
+}
 _AU_KEY = re.compile(r"^(AU\d{1,2})([LR]?)$")
 
 
@@ -117,6 +125,15 @@ def ict_face_model(kit, recipes=None) -> FaceModel:
             else:
                 left += 0.5 * d
                 right += 0.5 * d
+        targets[au + "L"] = (left * mm).astype(np.float32)
+        targets[au + "R"] = (right * mm).astype(np.float32)
+    for au, shapes in _ICT_EXTRA_AUS.items():  # units the recipe book does not map, for the AU sampler
+        if au + "L" in targets or not all(bs in kit.expression_names for bs in shapes):
+            continue
+        left = sum(rig.expressions[kit.expression_index(bs)] * w * (0.5 if not bs.endswith(("_L", "_R")) else 1.0)
+                   for bs, w in shapes.items() if not bs.endswith("_R"))
+        right = sum(rig.expressions[kit.expression_index(bs)] * w * (0.5 if not bs.endswith(("_L", "_R")) else 1.0)
+                    for bs, w in shapes.items() if not bs.endswith("_L"))
         targets[au + "L"] = (left * mm).astype(np.float32)
         targets[au + "R"] = (right * mm).astype(np.float32)
     centre = rig.neutral[mask_all[rig.vertex_ids]].mean(0)

@@ -118,7 +118,8 @@ class RenderCache:
         s = self.settings
         meshes = [load_mesh(p, texture=s.texture) for p in paths]
         imgs = render_views(meshes, self.render_views_list, s.size, texture=s.texture, canonical=s.canonical,
-                            device=self.device, up=s.up, front=s.front, background=s.background)
+                            device=self.device, up=s.up, front=s.front, background=s.background,
+                            maps=(s.map,))
         out = (imgs.clamp(0, 1) * 255 + 0.5).to("cpu").numpy().astype(np.uint8)
         self.stats.render_s += time.perf_counter() - t0
         return [out[i] for i in range(len(paths))]

@@ -1,0 +1,161 @@
+"""A labelled corpus of randomised scans from several face models and expression families, with a manifest.
+
+    from affectvlm.synth.corpus import CorpusConfig, write_corpus
+    write_corpus(CorpusConfig(subjects=200, families=("emfacs",)), {"ict-facekit": model}, "out/")
+
+Writes ``out/<face model>/<subject>/<EM><level>_<family>.ply`` (binary PLY) and ``out/manifest.csv`` with the
+columns of :data:`CORPUS_COLUMNS` (the trainer reads it with ``--layout manifest``; ``family`` and
+``face_model`` let an evaluation hold out whole expression families and face models). Subjects are split
+train/val/test by subject. Deterministic per seed.
+
+Expression families (:data:`FAMILIES`): ``emfacs`` and ``emfacs-alt`` (the AU sampler's distributions),
+``recipes`` (the fixed recipe book, one AU prototype per emotion) and ``sculpt`` (a face model's own sculpted
+emotion targets, e.g. FACSHuman's; only for models that have them).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from affectvlm.synth.facemodel import FaceModel
+from affectvlm.synth.randomised import Nuisance, RandomScan, sample_identity, sample_scan
+
+__all__ = ["CorpusConfig", "CORPUS_COLUMNS", "FAMILIES", "CODES", "write_corpus", "make_scan"]
+
+CODES = {"neutral": "NE", "happiness": "HA", "sadness": "SA", "surprise": "SU", "fear": "FE", "disgust": "DI",
+         "anger": "AN"}
+CORPUS_COLUMNS = ("path", "label", "subject", "intensity", "split", "family", "face_model")
+FAMILIES = ("emfacs", "emfacs-alt", "recipes", "sculpt")
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    subjects: int = 40
+    seed: int = 0
+    families: tuple[str, ...] = ("emfacs",)
+    levels: tuple[int, ...] = (1, 2, 3, 4)
+    emotions: tuple[str, ...] = tuple(CODES)
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    nuisance: Nuisance = field(default_factory=lambda: Nuisance(vertices=(3000, 20000)))
+
+
+def _expression_fn(family: str, model: FaceModel):
+    """(emotion, level, rng) -> ({AU: (l, r)}, extra_delta | None) for ``family`` on ``model``."""
+    if family in ("emfacs", "emfacs-alt", "recipes"):
+        from affectvlm.synth import ausampler
+
+        def fn(emotion, level, rng):  # neutral: the sampler's traces only (it has no level 0)
+            return dict(ausampler.sample_expression(family, emotion, max(int(level), 1), rng).aus), None
+        return fn
+    if family == "sculpt":
+        targets = model.meta.get("emotion_targets") or {}
+
+        def fn(emotion, level, rng):
+            if emotion == "neutral" or level == 0:
+                return {}, None
+            variants = targets.get(emotion)
+            if not variants:
+                raise KeyError(f"face model {model.name} has no sculpted target for {emotion}")
+            t = variants[int(rng.integers(len(variants)))]
+            scale = {1: 0.3, 2: 0.5, 3: 0.75, 4: 1.0}[int(level)] * float(np.exp(rng.normal(0, 0.08)))
+            return {}, scale * np.asarray(t, dtype=np.float64)
+        return fn
+    raise ValueError(f"unknown expression family {family!r} (have {', '.join(FAMILIES)})")
+
+
+def make_scan(model: FaceModel, family: str, emotion: str, level: int, rng: np.random.Generator, *,
+              identity: np.ndarray | None = None, nuisance: Nuisance = Nuisance()) -> RandomScan:
+    """One scan of ``emotion`` at ``level`` drawn from ``family`` on ``model`` (see the module doc)."""
+    fn = _expression_fn(family, model)
+    level = 0 if emotion == "neutral" else int(level)
+    aus, extra = fn(emotion, level, rng)
+    return sample_scan(model, emotion, level, rng, expression=lambda e, l, r: aus, family=family,
+                       identity=identity, nuisance=nuisance, extra_delta=extra)
+
+
+def _ply_bytes(v: np.ndarray, f: np.ndarray) -> bytes:
+    head = (f"ply\nformat binary_little_endian 1.0\nelement vertex {len(v)}\nproperty float x\n"
+            f"property float y\nproperty float z\nelement face {len(f)}\nproperty list uchar int vertex_indices\n"
+            "end_header\n").encode()
+    fr = np.empty(len(f), dtype=[("n", "u1"), ("i", "<i4", (3,))])
+    fr["n"] = 3
+    fr["i"] = f
+    return head + np.ascontiguousarray(v, dtype="<f4").tobytes() + fr.tobytes()
+
+
+def _split(i: int, n: int, cfg: CorpusConfig, rng: np.random.Generator) -> str:
+    order = rng.permutation(n)
+    rank = int(np.flatnonzero(order == i)[0])
+    n_test = int(round(cfg.test_fraction * n))
+    n_val = int(round(cfg.val_fraction * n))
+    return "test" if rank < n_test else ("val" if rank < n_test + n_val else "train")
+
+
+def write_corpus(cfg: CorpusConfig, models: Mapping[str, FaceModel], out_dir: str | os.PathLike, *,
+                 progress: bool = False) -> Path:
+    """Write the corpus (see the module doc); returns the manifest's path."""
+    from affectvlm.fileio import atomic_write_bytes, atomic_write_text
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for mi, name in enumerate(sorted(models)):
+        model = models[name]
+        fams = [f for f in cfg.families if f != "sculpt" or model.meta.get("emotion_targets")]
+        split_rng = np.random.default_rng([cfg.seed, mi, 1])
+        order = split_rng.permutation(cfg.subjects)
+        it = range(cfg.subjects)
+        if progress:
+            from tqdm import tqdm
+
+            it = tqdm(it, desc=name, unit="subject")
+        for s in it:
+            rng = np.random.default_rng([cfg.seed, mi, 2, s])
+            subject = f"{name[:2].upper()}{s:04d}"
+            rank = int(np.flatnonzero(order == s)[0])
+            n_test = int(round(cfg.test_fraction * cfg.subjects))
+            n_val = int(round(cfg.val_fraction * cfg.subjects))
+            split = "test" if rank < n_test else ("val" if rank < n_test + n_val else "train")
+            ident = sample_identity(model, rng, cfg.nuisance)
+            sub_dir = out / name / subject
+            sub_dir.mkdir(parents=True, exist_ok=True)
+            for family in fams:
+                for emotion in cfg.emotions:
+                    for level in ((0,) if emotion == "neutral" else cfg.levels):
+                        scan = make_scan(model, family, emotion, level, rng, identity=ident, nuisance=cfg.nuisance)
+                        rel = f"{name}/{subject}/{CODES[emotion]}{level}_{family}.ply"
+                        atomic_write_bytes(out / rel, _ply_bytes(scan.mesh.vertices, scan.mesh.faces))
+                        rows.append({"path": rel, "label": emotion, "subject": subject, "intensity": level,
+                                     "split": split, "family": family, "face_model": name})
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CORPUS_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(out / "manifest.csv", buf.getvalue())
+    return out / "manifest.csv"
+
+
+def read_corpus(manifest: str | os.PathLike) -> list[dict]:
+    """The manifest's rows (dicts of :data:`CORPUS_COLUMNS`), paths made absolute."""
+    p = Path(manifest)
+    p = p / "manifest.csv" if p.is_dir() else p
+    with open(p, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    for r in rows:
+        r["path"] = str(p.parent / r["path"])
+        r["intensity"] = int(r["intensity"])
+    return rows
+
+
+def select(rows: Sequence[dict], **want) -> list[dict]:
+    """Rows whose columns match (a value or a tuple of values), e.g. ``select(rows, family="recipes")``."""
+    def ok(r):
+        return all(r[k] in (v if isinstance(v, tuple) else (v,)) for k, v in want.items() if v is not None)
+    return [r for r in rows if ok(r)]

@@ -1,0 +1,241 @@
+"""Randomised labelled scans from any :class:`~affectvlm.synth.facemodel.FaceModel`: what real scans vary in.
+
+One call, :func:`sample_scan`, draws an identity (random mixture of the model's identity modes, mild
+extrapolation), an expression (a callable ``expression(emotion, level, rng) -> {AU: (left, right)}``, so whole
+expression families can be swapped or held out), and scanner nuisances (:class:`Nuisance`): crop extent
+(face only / with forehead and ears / with neck), resolution (decimated to a few thousand vertices or
+subdivided), noise along the normals, holes, units, a small head pose and, optionally, one of the 24
+axis-aligned orientations of the file. Deterministic for a given ``rng`` state.
+
+The result carries the truth a learner or a benchmark needs: label, intensity, the 83 landmarks (BU-3DFE
+order) in the scan's coordinates, and which file axes point up and to the front.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from affectvlm.mesh import Mesh
+from affectvlm.synth.facemodel import FaceModel, apply_aus
+
+__all__ = ["Nuisance", "RandomScan", "AXIS_ROTATIONS", "sample_scan", "crop_mask"]
+
+ExpressionFn = Callable[[str, int, np.random.Generator], Mapping[str, tuple[float, float]]]
+
+
+def _axis_rotations() -> np.ndarray:
+    """The 24 proper rotations that map coordinate axes to coordinate axes (rows: new x, y, z)."""
+    out = []
+    eye = np.eye(3)
+    for i in range(3):
+        for j in range(3):
+            if i == j:
+                continue
+            for si in (1, -1):
+                for sj in (1, -1):
+                    a, b = si * eye[i], sj * eye[j]
+                    out.append(np.stack([a, b, np.cross(a, b)]))
+    return np.asarray(out)
+
+
+AXIS_ROTATIONS = _axis_rotations()
+_UNITS = {"mm": 1.0, "cm": 0.1, "m": 0.001}
+
+
+@dataclass(frozen=True)
+class Nuisance:
+    """What a scanner and a lab change. Ranges are (low, high); probabilities in [0, 1]."""
+
+    crops: tuple[tuple[str, float], ...] = (("face", 0.45), ("wide", 0.35), ("full", 0.2))
+    vertices: tuple[int, int] = (3000, 40000)
+    noise_mm: tuple[float, float] = (0.0, 0.35)
+    hole_probability: float = 0.5
+    holes: tuple[int, int] = (1, 6)
+    hole_radius_mm: tuple[float, float] = (3.0, 14.0)
+    units: tuple[tuple[str, float], ...] = (("mm", 0.8), ("cm", 0.1), ("m", 0.1))
+    yaw_deg: float = 12.0
+    pitch_deg: float = 8.0
+    roll_deg: float = 6.0
+    axis_rotation: bool = False
+    identity_sd: tuple[float, float] = (0.7, 1.4)
+    mix_modes: tuple[int, int] = (3, 100)
+
+    @classmethod
+    def none(cls) -> "Nuisance":
+        """Clean scans: face crop, full resolution, no noise/holes, mm, no pose."""
+        return cls(crops=(("face", 1.0),), vertices=(0, 0), noise_mm=(0.0, 0.0), hole_probability=0.0,
+                   units=(("mm", 1.0),), yaw_deg=0.0, pitch_deg=0.0, roll_deg=0.0)
+
+
+@dataclass
+class RandomScan:
+    """One labelled scan and its truth (``up``/``front``: file axes such as ``"+y"``)."""
+
+    mesh: Mesh
+    emotion: str
+    level: int
+    model: str
+    family: str
+    identity: np.ndarray
+    landmarks: np.ndarray | None
+    up: str
+    front: str
+    rotation: np.ndarray
+    nuisance: dict = field(default_factory=dict)
+
+
+def _choice(rng: np.random.Generator, options: Sequence[tuple[str, float]]) -> str:
+    names = [n for n, _ in options]
+    p = np.asarray([w for _, w in options], dtype=np.float64)
+    return names[int(rng.choice(len(names), p=p / p.sum()))]
+
+
+def crop_mask(model: FaceModel, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """Vertices kept by a ``face`` / ``wide`` / ``full`` crop: ellipses around the model's face crop,
+    randomly sized; ``full`` keeps everything the model has (neck, ears, scalp)."""
+    v = model.neutral
+    if kind == "full" or not model.face_mask.any():
+        return np.ones(len(v), dtype=bool)
+    f = v[model.face_mask]
+    lo, hi = f.min(0), f.max(0)
+    c = (lo + hi) / 2
+    r = (hi - lo) / 2
+    if kind == "face":
+        sx, sy, dy = rng.uniform(0.85, 1.05), rng.uniform(0.85, 1.05), rng.uniform(-0.08, 0.05)
+    else:  # wide: forehead, ears, a little below the chin
+        sx, sy, dy = rng.uniform(1.05, 1.35), rng.uniform(1.05, 1.35), rng.uniform(-0.15, 0.1)
+    cy = c[1] + dy * r[1]
+    return ((v[:, 0] - c[0]) / (sx * r[0])) ** 2 + ((v[:, 1] - cy) / (sy * r[1])) ** 2 <= 1.0
+
+
+def _submesh(v: np.ndarray, f: np.ndarray, keep_v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    f = f[keep_v[f].all(1)]
+    used = np.unique(f)
+    remap = -np.ones(len(v), dtype=np.int64)
+    remap[used] = np.arange(len(used))
+    return v[used], remap[f]
+
+
+def _largest_piece(v: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import connected_components
+
+    n = len(v)
+    e = np.concatenate([f[:, [0, 1]], f[:, [1, 2]]])
+    g = sp.coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n, n))
+    _, lab = connected_components(g, directed=False)
+    flab = lab[f[:, 0]]
+    best = np.bincount(flab).argmax()
+    keep = np.zeros(n, dtype=bool)
+    keep[np.unique(f[flab == best])] = True
+    return _submesh(v, f, keep)
+
+
+def _resample(v: np.ndarray, f: np.ndarray, target: int) -> tuple[np.ndarray, np.ndarray]:
+    """Decimate (quadric, fast-simplification) or subdivide (midpoint) toward ``target`` vertices."""
+    if target <= 0:
+        return v, f
+    if target < 0.9 * len(v):
+        try:
+            import fast_simplification
+        except ImportError:
+            return v, f
+        pts, faces = fast_simplification.simplify(v.astype(np.float32), f.astype(np.int32),
+                                                  target_reduction=float(1.0 - target / len(v)))
+        return np.asarray(pts, np.float64), np.asarray(faces, np.int64)
+    import trimesh.remesh
+
+    while len(v) * 4 <= target * 1.3:
+        v, f = trimesh.remesh.subdivide(v, f)
+    return np.asarray(v, np.float64), np.asarray(f, np.int64)
+
+
+def _normals(v: np.ndarray, f: np.ndarray) -> np.ndarray:
+    from affectvlm.geometry import vertex_normals
+
+    return np.asarray(vertex_normals(v, f), dtype=np.float64)
+
+
+def _holes(v: np.ndarray, f: np.ndarray, rng: np.random.Generator, count: int,
+           radius: tuple[float, float]) -> np.ndarray:
+    cent = v[f].mean(1)
+    drop = np.zeros(len(f), dtype=bool)
+    for _ in range(count):
+        c = cent[int(rng.integers(len(cent)))]
+        drop |= ((cent - c) ** 2).sum(1) < rng.uniform(*radius) ** 2
+    return f[~drop] if (~drop).sum() > 0.5 * len(f) else f
+
+
+def _rot(yaw: float, pitch: float, roll: float) -> np.ndarray:
+    y, p, r = np.radians([yaw, pitch, roll])
+    ry = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
+    rx = np.array([[1, 0, 0], [0, np.cos(p), -np.sin(p)], [0, np.sin(p), np.cos(p)]])
+    rz = np.array([[np.cos(r), -np.sin(r), 0], [np.sin(r), np.cos(r), 0], [0, 0, 1]])
+    return rz @ rx @ ry
+
+
+def _axis_name(v: np.ndarray) -> str:
+    i = int(np.argmax(np.abs(v)))
+    return ("+" if v[i] > 0 else "-") + "xyz"[i]
+
+
+def sample_identity(model: FaceModel, rng: np.random.Generator, nuisance: Nuisance = Nuisance()) -> np.ndarray:
+    """Identity weights: a random subset of the modes (a mixture), N(0, sd) with sd drawn per subject."""
+    k = len(model.identities)
+    w = np.zeros(k)
+    if k:
+        n = int(rng.integers(min(nuisance.mix_modes[0], k), min(nuisance.mix_modes[1], k) + 1))
+        idx = rng.choice(k, size=n, replace=False)
+        w[idx] = rng.normal(0.0, rng.uniform(*nuisance.identity_sd), size=n)
+    return w
+
+
+def sample_scan(model: FaceModel, emotion: str, level: int, rng: np.random.Generator, *,
+                expression: ExpressionFn | None = None, family: str = "",
+                identity: np.ndarray | None = None, nuisance: Nuisance = Nuisance(),
+                source: str = "<synth>", extra_delta: np.ndarray | None = None) -> RandomScan:
+    """One labelled scan of ``emotion`` at ``level`` (0 = neutral, 1-4) with nuisances; see the module doc.
+
+    ``extra_delta`` (N, 3) mm is added after the AUs (e.g. a sculpted emotion target of the face model)."""
+    w = sample_identity(model, rng, nuisance) if identity is None else np.asarray(identity, np.float64)
+    v = model.identity(w)
+    aus = dict(expression(emotion, level, rng)) if expression is not None and level > 0 else {}
+    if expression is not None and level == 0:
+        aus = dict(expression(emotion, 0, rng))
+    v = apply_aus(model, v, aus)
+    if extra_delta is not None:
+        v = v + extra_delta
+    lm_ids = model.landmarks if len(model.landmarks) else None
+    lms = v[lm_ids] if lm_ids is not None else None
+    info: dict = {}
+    crop = _choice(rng, nuisance.crops)
+    keep = crop_mask(model, crop, rng)
+    vv, ff = _submesh(v, model.faces, keep)
+    vv, ff = _largest_piece(vv, ff)
+    target = int(np.exp(rng.uniform(*np.log(np.maximum(nuisance.vertices, 1))))) if nuisance.vertices[1] else 0
+    vv, ff = _resample(vv, ff, target)
+    if rng.random() < nuisance.hole_probability:
+        ff = _holes(vv, ff, rng, int(rng.integers(nuisance.holes[0], nuisance.holes[1] + 1)), nuisance.hole_radius_mm)
+        vv, ff = _submesh(vv, ff, np.ones(len(vv), dtype=bool))
+    noise = rng.uniform(*nuisance.noise_mm)
+    if noise > 0:
+        vv = vv + _normals(vv, ff) * rng.normal(0.0, noise, size=(len(vv), 1))
+    R = _rot(rng.normal(0, nuisance.yaw_deg / 2), rng.normal(0, nuisance.pitch_deg / 2),
+             rng.normal(0, nuisance.roll_deg / 2)) if (nuisance.yaw_deg or nuisance.pitch_deg or nuisance.roll_deg) \
+        else np.eye(3)
+    A = AXIS_ROTATIONS[int(rng.integers(24))] if nuisance.axis_rotation else np.eye(3)
+    M = A @ R
+    unit = _choice(rng, nuisance.units)
+    s = _UNITS[unit]
+    origin = rng.uniform(-100, 100, 3) if nuisance.units != (("mm", 1.0),) else np.zeros(3)
+    vv = (vv @ M.T + origin) * s
+    if lms is not None:
+        lms = (lms @ M.T + origin) * s
+    info.update(crop=crop, vertices=int(len(vv)), noise_mm=round(float(noise), 3), units=unit)
+    mesh = Mesh(vertices=vv.astype(np.float32), faces=ff.astype(np.int64), source=source,
+                meta={"units": unit, "synthetic": True})
+    return RandomScan(mesh=mesh, emotion=emotion, level=int(level), model=model.name, family=family, identity=w,
+                      landmarks=None if lms is None else lms.astype(np.float32),
+                      up=_axis_name(A[:, 1]), front=_axis_name(A[:, 2]), rotation=M, nuisance=info)
