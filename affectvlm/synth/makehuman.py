@@ -40,7 +40,7 @@ FACS_AU_DIRS = ("01 Upper Face AUs", "02 Lower Face AUs", "03 Lip Parting and Ja
                 "04 Eye Positions", "05 Head Positions", "06 Miscellaneous AUs")
 FACS_EMOTION_DIR = "00 Emotions"
 
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 _N_SAMPLES = 1200
 _MAX_MODES = 60
 _MIN_MODE_RMS_MM = 0.25
@@ -178,10 +178,12 @@ def _largest_piece(tris: np.ndarray, n: int) -> np.ndarray:
 def _head_points(v: np.ndarray, height: float) -> dict[str, float]:
     """Top of head, nose tip and chin (menton) of a body ``height`` tall, from the shape alone."""
     top = float(v[:, 1].max())
-    upper = v[v[:, 1] > top - 0.2 * height]
+    upper = v[v[:, 1] > top - 0.2 * height]  # head, neck and shoulders
     mid = upper[np.abs(upper[:, 0] - np.median(upper[:, 0])) < 0.05 * height]
-    nose = mid[mid[:, 2].argmax()]
+    face = mid[mid[:, 1] > top - 0.13 * height]  # a head is about 1/7.5 of a body
+    nose = face[face[:, 2].argmax()]
     front = mid[(np.abs(mid[:, 0] - nose[0]) < 0.01 * height) & (mid[:, 1] < nose[1])
+                & (mid[:, 1] > nose[1] - 0.06 * height)
                 & (mid[:, 2] > nose[2] - 0.03 * height)]
     chin = float(front[:, 1].min()) if len(front) else nose[1] - 0.35 * (top - nose[1])
     return {"top": top, "nose_x": float(nose[0]), "nose_y": float(nose[1]), "nose_z": float(nose[2]),
@@ -269,42 +271,49 @@ def _detail_sliders(targets: Path) -> list[tuple[str, Path | None, Path | None]]
 
 def _identity_basis(macro: dict[str, np.ndarray], details: list[tuple[str, np.ndarray | None, np.ndarray]],
                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Random faces from macro and detail sliders -> (mean (N, 3), modes (K, N, 3) scaled to 1 sd, explained)."""
-    n = next(iter(macro.values())).shape[0]
-    samples = np.zeros((_N_SAMPLES, n, 3), np.float32)
-    sides = {}
+    """Random faces from macro and detail sliders -> (mean (N, 3), modes (K, N, 3) scaled to 1 sd, explained).
+
+    A face is linear in the targets, so the samples are kept as target coefficients and the PCA runs in the
+    targets' span (QR), not on the dense samples."""
+    keys = list(macro)
+    mats = [macro[k] for k in keys]
+    col_neg, col_pos = [], []
+    for _, neg, pos in details:
+        col_pos.append(len(mats))
+        mats.append(pos)
+        col_neg.append(len(mats) if neg is not None else -1)
+        if neg is not None:
+            mats.append(neg)
+    n = mats[0].shape[0]
+    # macro targets change stature: keep the head's shape, not where it sits
+    t = np.stack([m - m.mean(0) for m in mats]).reshape(len(mats), -1)
+    sides: dict[str, list[int]] = {}
     for k, (name, _, _) in enumerate(details):
-        m = re.match(r"^([lr])-(.*)$", name)
+        m = re.match(r"^[lr]-(.*)$", name)
         if m:
-            sides.setdefault(m.group(2), []).append((k, m.group(1)))
+            sides.setdefault(m.group(1), []).append(k)
+    col = {k: i for i, k in enumerate(keys)}
+    coef = np.zeros((_N_SAMPLES, len(mats)))
     for s in range(_N_SAMPLES):
-        acc = np.zeros((n, 3))
         w = _macro_weights(rng.uniform(0, 1), rng.uniform(18, 80), float(np.clip(rng.normal(0.5, 0.17), 0, 1)),
                            float(np.clip(rng.normal(0.5, 0.17), 0, 1)), rng.dirichlet((1.0, 1.0, 1.0)))
         for key, wk in w.items():
-            acc += wk * macro[key]
-        values = np.zeros(len(details))
-        for k, (name, neg, _) in enumerate(details):
-            if not re.match(r"^[lr]-", name):
-                values[k] = np.clip(rng.normal(0, _DETAIL_SD), -1, 1) if neg is not None else \
-                    np.clip(abs(rng.normal(0, _DETAIL_SD)), 0, 1)
+            coef[s, col[key]] = wk
+        values = rng.normal(0, _DETAIL_SD, len(details))
         for pair in sides.values():  # left and right share most of a value: faces are near-symmetric
-            neg = details[pair[0][0]][1]
-            common = rng.normal(0, _DETAIL_SD)
-            for k, _ in pair:
-                x = common + rng.normal(0, 0.3 * _DETAIL_SD)
-                values[k] = np.clip(x, -1, 1) if neg is not None else np.clip(abs(x), 0, 1)
-        for (name, neg, pos), x in zip(details, values):
-            if x > 0:
-                acc += x * pos
-            elif x < 0 and neg is not None:
-                acc -= x * neg
-        samples[s] = acc - acc.mean(0)  # macro targets change stature: keep the head, not where it sits
-    mean = samples.mean(0)
-    x = (samples - mean).reshape(_N_SAMPLES, -1)
-    _, sv, vt = np.linalg.svd(x, full_matrices=False)
+            values[pair] = rng.normal(0, _DETAIL_SD) + rng.normal(0, 0.3 * _DETAIL_SD, len(pair))
+        for k, x in enumerate(np.clip(values, -1, 1)):
+            if col_neg[k] < 0:
+                coef[s, col_pos[k]] = abs(x)  # a one-sided slider (0..1)
+            elif x > 0:
+                coef[s, col_pos[k]] = x
+            else:
+                coef[s, col_neg[k]] = -x
+    mean = (coef.mean(0) @ t).reshape(n, 3)
+    q, r = np.linalg.qr(t.T)  # t.T = q r: the samples are (coef - mean) r.T q.T
+    _, sv, vt = np.linalg.svd((coef - coef.mean(0)) @ r.T, full_matrices=False)
     sd = sv / np.sqrt(_N_SAMPLES - 1)
-    modes = (vt * sd[:, None]).reshape(len(sd), n, 3)
+    modes = ((vt @ q.T) * sd[:, None]).reshape(len(sd), n, 3)
     rms = np.sqrt((modes ** 2).sum(2).mean(1))
     keep = min(_MAX_MODES, int((rms >= _MIN_MODE_RMS_MM).sum()))
     explained = np.cumsum(sd ** 2) / max((sd ** 2).sum(), 1e-12)
