@@ -47,7 +47,7 @@ def _args(data: Path, out: Path, cache: Path, *extra: str) -> list[str]:
     return ["--data", str(data), "--layout", "bu3dfe", "--out", str(out), "--model", "AffectVLM-Test",
             "--epochs", "2", "--batch-size", "8", "--folds", "3", "--fold", "0", "--image-size", "32",
             "--lr", "0.002", "--warmup", "1", "--no-progress", "--cache-dir", str(cache), "--aug-swap", "0",
-            "--seed", "1", *extra]
+            "--seed", "1", "--losses", "mc=1,mt=1,clip=1", *extra]
 
 
 def run_train(args: list[str], nproc: int = 1, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -90,7 +90,14 @@ def test_single_process_run_folder_contract(tiny, tmp_path):
               "val_per_class_accuracy", "val_confusion_matrix", "eta_s"):
         assert k in recs[-1], k
     assert 0.05 <= recs[-1]["alpha"] <= 0.8
-    assert sum(map(sum, recs[-1]["val_confusion_matrix"])) == 8  # 2 held-out subjects x 4 scans
+    # 6 subjects, 3 folds: 2 test subjects, 1 of the other 4 carved out for validation (x 4 scans each)
+    splits = json.loads((run / "splits.json").read_text())["subjects"]
+    assert (len(splits["train"]), len(splits["val"]), len(splits["test"])) == (3, 1, 2)
+    assert not set(splits["val"]) & (set(splits["train"]) | set(splits["test"]))
+    assert sum(map(sum, recs[-1]["val_confusion_matrix"])) == 4  # best/ is picked on these only
+    best_epoch = max(range(len(recs)), key=lambda i: (recs[i]["val_accuracy"], -i))
+    res = json.loads((run / "result.json").read_text())
+    assert res["test"]["n"] == 8 and res["best_val_accuracy"] == recs[best_epoch]["val_accuracy"]
     assert (run / "config.yaml").is_file() and (run / "train.log").is_file()
     assert recs[0]["cache"]["misses"] == 24 and recs[0]["cache"]["size_mb"] > 0
     from affectvlm.model import load_model
@@ -108,7 +115,7 @@ def test_single_process_run_folder_contract(tiny, tmp_path):
                        text=True, timeout=200)
     assert p.returncode == 0, p.stderr[-3000:]
     ev = json.loads(out.read_text())
-    assert ev["n"] == 8 and ev["accuracy"] == pytest.approx(recs[-1]["val_accuracy"], abs=1e-6)
+    assert ev["n"] == 8 and ev["accuracy"] == pytest.approx(res["test_accuracy"], abs=1e-6)
     assert out.with_suffix(".png").stat().st_size > 1000
 
 

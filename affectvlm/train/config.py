@@ -1,6 +1,8 @@
 """Training configuration: defaults < YAML file (``--config``) < command-line options.
 
-The resolved configuration is written to ``RUN_DIR/config.yaml`` and reloaded by ``--resume``.
+The defaults fine-tune the embedded default model (``--model default``) with ``ce`` + ``clip`` on a
+subject-independent train / val / test split, so ``affectvlm train --data D --out R`` learns without
+further options. The resolved configuration is written to ``RUN_DIR/config.yaml`` and reloaded by ``--resume``.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Any, Sequence
 
 import yaml
 
+from affectvlm.cli import allow_signed_values
 from affectvlm.datasets import LAYOUTS
 from affectvlm.errors import ConfigError
 from affectvlm.fileio import atomic_write_text
@@ -22,19 +25,21 @@ class TrainConfig:
     data: str = ""
     layout: str = "bu3dfe"
     out: str = ""
-    model: str = "AffectVLM-Tiny"
-    epochs: int = 10
-    batch_size: int = 32
+    # start point: the embedded default checkpoint (weights/affectvlm-default/, its render settings too);
+    # any load_model spec works, e.g. an open_clip arch name for random init ("AffectVLM-Tiny-RN")
+    model: str = "default"
+    epochs: int = 12
+    batch_size: int = 16
     lr: float = 5e-4
     lr_text: float | None = None
     lr_vision: float | None = None
     lr_head: float | None = None
     wd: float = 0.05
-    warmup: int = 20  # optimizer steps
+    warmup: int = 30  # optimizer steps
     accum: int = 1
     clip_grad: float = 1.0
     amp: bool = False
-    losses: str = "mc=1,mt=1,clip=1,ce=0"
+    losses: str = "ce=1,clip=1"
     margin_init: float = 0.3
     margin_min: float = 0.05
     margin_max: float = 0.8
@@ -44,9 +49,10 @@ class TrainConfig:
     image_size: int | None = None  # render size; default: the model's image size
     texture: bool | None = None  # render with the scan's texture; default: the model's render settings
     fold: int = 0
-    folds: int = 10
+    folds: int = 5
     split_seed: int = 0
     split: str = "kfold"  # kfold | manifest
+    val_fraction: float = 0.15  # share of the non-test subjects held out for model selection (0 = none)
     intensities: list[int] | None = None
     include_neutral: bool = True
     classes: list[str] | None = None
@@ -67,6 +73,11 @@ class TrainConfig:
     prompt_aug: bool = True
     eval_every: int = 1
     proto_eval: bool = False  # also report nearest-class-centroid accuracy (train-set embeddings)
+    # failure detection (see affectvlm/train/train.py: CollapseMonitor)
+    collapse_spread: float = 0.01  # embedding spread below this counts as collapsed (0 = off)
+    collapse_steps: int = 20  # ... for this many consecutive optimizer steps
+    collapse_grace: int = 100  # steps before the spread check starts (a random init starts collapsed)
+    chance_epochs: int = 5  # stop when val accuracy stays at chance this many evaluations running (0 = off)
     tensorboard: bool = False
     progress: bool = True
     max_steps: int | None = None  # stop early (tests, benchmarks)
@@ -98,7 +109,9 @@ def build_parser(prog: str = "affectvlm train") -> argparse.ArgumentParser:
     p.add_argument("--data", help="dataset root (or manifest CSV)")
     p.add_argument("--layout", choices=LAYOUTS)
     p.add_argument("--out", help="run folder")
-    p.add_argument("--model", help="model spec to start from (default AffectVLM-Tiny, random init)")
+    p.add_argument("--model", "--init", dest="model",
+                   help="model to start from: 'default' (the embedded checkpoint, the default), a checkpoint "
+                        "or run folder, or an open_clip arch name for random init (e.g. AffectVLM-Tiny-RN)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int, help="global batch size (split over ranks)")
     p.add_argument("--lr", type=float)
@@ -116,7 +129,7 @@ def build_parser(prog: str = "affectvlm train") -> argparse.ArgumentParser:
     p.add_argument("--margin-max", type=float)
     p.add_argument("--freeze", choices=_CHOICES["freeze"])
     p.add_argument("--unlock-last", type=int)
-    p.add_argument("--views", help='view angles, e.g. "0,-30,30" (yaw) or "0:10,30:0" (yaw:pitch)')
+    allow_signed_values(p).add_argument("--views", help='view angles, e.g. "-30,0,30" (yaw) or "0:10,30:0" (yaw:pitch)')
     p.add_argument("--image-size", type=int)
     p.add_argument("--no-texture", dest="texture", action="store_false",
                    help="render shaded geometry only (ignore textures)")
@@ -124,6 +137,8 @@ def build_parser(prog: str = "affectvlm train") -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int)
     p.add_argument("--split-seed", type=int)
     p.add_argument("--split", choices=_CHOICES["split"])
+    p.add_argument("--val-fraction", type=float,
+                   help="share of the non-test subjects used for validation / best-model selection (0.15)")
     p.add_argument("--intensities", type=_int_list, help="e.g. 3,4")
     p.add_argument("--no-neutral", dest="include_neutral", action="store_false")
     p.add_argument("--classes", type=_str_list)
@@ -140,6 +155,12 @@ def build_parser(prog: str = "affectvlm train") -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=int)
     p.add_argument("--proto-eval", action="store_true",
                    help="also report val accuracy of nearest class centroids of the training embeddings")
+    p.add_argument("--collapse-spread", type=float,
+                   help="stop when the batch embedding spread stays below this (0.01; 0 = off)")
+    p.add_argument("--collapse-steps", type=int, help="... for this many consecutive steps (20)")
+    p.add_argument("--collapse-grace", type=int, help="steps before the spread check starts (100)")
+    p.add_argument("--chance-epochs", type=int,
+                   help="stop when validation accuracy stays at chance this many evaluations running (5; 0 = off)")
     p.add_argument("--tensorboard", action="store_true")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("--max-steps", type=int)
@@ -158,6 +179,11 @@ def _coerce(cfg: TrainConfig) -> TrainConfig:
     for k in ("epochs", "batch_size", "accum", "folds", "eval_every"):
         if int(getattr(cfg, k)) < 1:
             raise ConfigError(f"{k} must be >= 1 (got {getattr(cfg, k)})")
+    if not 0.0 <= float(cfg.val_fraction) < 1.0:
+        raise ConfigError(f"val_fraction must be in [0, 1) (got {cfg.val_fraction})")
+    for k in ("collapse_steps", "collapse_grace", "chance_epochs"):
+        if int(getattr(cfg, k)) < 0:
+            raise ConfigError(f"{k} must be >= 0 (got {getattr(cfg, k)})")
     if cfg.lr <= 0:
         raise ConfigError(f"lr must be > 0 (got {cfg.lr})")
     from affectvlm.train.losses import parse_loss_weights

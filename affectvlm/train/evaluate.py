@@ -1,8 +1,9 @@
 """``affectvlm eval --model RUN_OR_CKPT --data ROOT --layout L --out metrics.json``.
 
 RUN_OR_CKPT is a run folder (its ``best/`` checkpoint is used and its ``config.yaml`` supplies defaults for
-data, layout, fold and filters) or any model spec ``load_model`` accepts. By default the held-out fold of
-the run's split is evaluated (``--subset test``); ``--subset all`` scores every sample. Writes the metrics
+data, layout, fold and filters) or any model spec ``load_model`` accepts. By default the run's test
+subjects are evaluated (``--subset test``: from its ``splits.json``, else the held-out fold); ``--subset all``
+scores every sample. Writes the metrics
 JSON and a confusion-matrix PNG beside it (``metrics.png``).
 """
 from __future__ import annotations
@@ -49,6 +50,17 @@ def resolve_model(spec: str) -> tuple[str, dict]:
     return spec, {}
 
 
+def _run_splits(run: str) -> dict | None:
+    """The run folder's ``splits.json`` (train / val / test subject lists), if it has one."""
+    import json
+
+    p = Path(run) / "splits.json"
+    try:
+        return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
 def run_eval(args: argparse.Namespace) -> dict:
     from affectvlm.datasets import filter_samples, expand_frames, kfold_split, load_dataset, manifest_split
     from affectvlm.model import load_model
@@ -67,7 +79,11 @@ def run_eval(args: argparse.Namespace) -> dict:
     model = load_model(spec, device=args.device, cache=False)
     classes = list(model.classes)
     samples = filter_samples(ds.samples, intensities=intens, classes=classes)
-    if subset == "test":
+    split_rec = _run_splits(args.model) if run_cfg else None
+    if subset == "test" and split_rec is not None:  # the run's own test subjects (never used for selection)
+        test_subjects = set(split_rec["subjects"]["test"])
+        samples = [s for s in samples if s.subject in test_subjects]
+    elif subset == "test":
         if base.split == "manifest":
             _, samples = manifest_split(samples)
         else:

@@ -3,9 +3,11 @@
     affectvlm train --data ROOT --layout bu3dfe --out runs/r1 [--config cfg.yaml] [options]
     torchrun --nproc_per_node 2 -m affectvlm.train --data ROOT --layout bu3dfe --out runs/r1
 
-Flow: config -> process group -> dataset + subject-independent split -> model -> render cache warmed
-(sharded over ranks) -> DDP training with a DistributedSampler (epoch-seeded) -> per-epoch validation,
-metrics.jsonl, atomic checkpoint, best export (RUN_DIR/best) -> status.json ``finished``.
+Flow: config -> process group -> dataset + subject-independent train / val / test split (splits.json) ->
+model -> render cache warmed (sharded over ranks) -> DDP training with a DistributedSampler (epoch-seeded),
+embedding-spread and chance-accuracy checks -> per-epoch validation, metrics.jsonl, atomic checkpoint,
+best export (RUN_DIR/best, chosen on val subjects only) -> test evaluation of best/ on subjects never used
+for selection -> status.json ``finished``.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import os
 import random
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -53,9 +56,78 @@ class CachedViews(torch.utils.data.Dataset):
         return torch.from_numpy(np.ascontiguousarray(self.cache.get(s.path))), self.class_index[s.label], i
 
 
-def build_splits(cfg: TrainConfig):
-    from affectvlm.datasets import (expand_frames, filter_samples, kfold_split, load_dataset, manifest_split,
-                                    order_classes)
+class TrainingFailed(AffectVLMError):
+    """The run stopped itself: embeddings collapsed or validation accuracy stayed at chance."""
+
+
+@dataclass
+class Splits:
+    """Subject-disjoint train / val / test samples; val picks ``best/``, test is only reported."""
+    train: list
+    val: list
+    test: list
+    classes: list[str]
+    source: str = ""
+
+    def subjects(self) -> dict[str, list[str]]:
+        return {k: sorted({s.subject for s in getattr(self, k)}) for k in ("train", "val", "test")}
+
+    def record(self) -> dict:
+        return {"source": self.source, "classes": self.classes, "subjects": self.subjects(),
+                "n_samples": {k: len(getattr(self, k)) for k in ("train", "val", "test")}}
+
+
+_VAL_NAMES = ("val", "valid", "validation")
+
+
+def carve_val_subjects(subjects, fraction: float, seed: int = 0) -> set[str]:
+    """A deterministic share of ``subjects`` (seeded hash order), at least one, never all of them."""
+    import hashlib
+
+    subs = sorted(set(subjects))
+    if fraction <= 0 or len(subs) < 2:
+        return set()
+    n = min(len(subs) - 1, max(1, round(fraction * len(subs))))
+    order = sorted(subs, key=lambda s: hashlib.sha256(f"{seed}:val:{s}".encode()).hexdigest())
+    return set(order[:n])
+
+
+def split_samples(samples, cfg: TrainConfig) -> tuple[list, list, list, str]:
+    """(train, val, test, description): k-fold test fold or the manifest's test rows; val from the
+    manifest's val rows or carved out of the training subjects (``cfg.val_fraction``)."""
+    from affectvlm.datasets import kfold_split
+
+    val: list = []
+    if cfg.split == "manifest":
+        if any(s.split is None for s in samples):
+            raise ConfigError("some manifest rows have no split value; use --fold/--folds instead")
+        train = [s for s in samples if s.split == "train"]
+        val = [s for s in samples if s.split in _VAL_NAMES]
+        test = [s for s in samples if s.split == "test"]
+        if not test:  # train/val manifests: their val rows are the held-out set
+            test, val = val, []
+        source = "manifest"
+    else:
+        train, test = kfold_split(samples, cfg.folds, cfg.fold, cfg.split_seed)
+        source = f"kfold fold {cfg.fold} of {cfg.folds}, split seed {cfg.split_seed}"
+    if not val:
+        carved = carve_val_subjects((s.subject for s in train), cfg.val_fraction, cfg.split_seed)
+        val = [s for s in train if s.subject in carved]
+        train = [s for s in train if s.subject not in carved]
+        if carved:
+            source += f"; val = {len(carved)} training subjects (val_fraction {cfg.val_fraction})"
+    else:
+        source += "; val from the manifest"
+    parts = {"train": train, "val": val, "test": test}
+    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+        leak = {s.subject for s in parts[a]} & {s.subject for s in parts[b]}
+        if leak:
+            raise ConfigError(f"split puts subject(s) {sorted(leak)[:5]} in both {a} and {b}")
+    return train, val, test, source
+
+
+def build_splits(cfg: TrainConfig) -> Splits:
+    from affectvlm.datasets import canonical_class, expand_frames, filter_samples, load_dataset, order_classes
 
     ds = load_dataset(cfg.data, cfg.layout)
     samples = filter_samples(ds.samples, intensities=cfg.intensities, classes=cfg.classes,
@@ -63,19 +135,84 @@ def build_splits(cfg: TrainConfig):
     if not samples:
         raise ConfigError(f"{cfg.data}: no samples left after filtering (intensities={cfg.intensities}, "
                           f"classes={cfg.classes}, neutral={cfg.include_neutral})")
-    if cfg.split == "manifest":
-        train, test = manifest_split(samples)
-    else:
-        train, test = kfold_split(samples, cfg.folds, cfg.fold, cfg.split_seed)
-    train = expand_frames(train, n_frames=cfg.frames_per_sequence)
-    test = expand_frames(test, n_frames=cfg.frames_per_sequence)
+    train, val, test, source = split_samples(samples, cfg)
+    train, val, test = (expand_frames(x, n_frames=cfg.frames_per_sequence) for x in (train, val, test))
     classes = list(cfg.classes) if cfg.classes else order_classes(s.label for s in samples)
-    from affectvlm.datasets import canonical_class
-
     classes = [canonical_class(c) for c in classes]
     if not train or not test:
         raise ConfigError(f"{cfg.data}: the split leaves {len(train)} training and {len(test)} test samples")
-    return train, test, classes
+    return Splits(train, val, test, classes, source)
+
+
+# ----------------------------------------------------------------------------- failure detection
+
+def embedding_spread(z: torch.Tensor) -> float:
+    """RMS distance of the L2-normalised rows of ``z`` to their mean: sqrt(1 - |mean|^2).
+
+    0 when every embedding is the same point, sqrt(1 - 1/n) for n orthogonal ones, 1 for a set whose
+    mean is the origin (e.g. two opposite vectors). Independent of the embedding dimension."""
+    if z.shape[0] < 2:
+        return float("nan")
+    u = torch.nn.functional.normalize(z.detach().float(), dim=-1)
+    return float((1.0 - u.mean(0).pow(2).sum()).clamp_min(0).sqrt())
+
+
+def chance_level(labels: Sequence[int]) -> float:
+    """Accuracy of always predicting the most frequent class."""
+    if not labels:
+        return 0.0
+    counts: dict[int, int] = {}
+    for y in labels:
+        counts[y] = counts.get(y, 0) + 1
+    return max(counts.values()) / len(labels)
+
+
+def failure_hint(cfg: TrainConfig, weights: dict[str, float], from_scratch: bool) -> str:
+    """The likely cause of a collapsed / non-learning run and the option to change."""
+    active = [k for k, w in weights.items() if w > 0]
+    if not ({"ce", "clip"} & set(active)):
+        return (f"the losses '{','.join(active)}' without 'ce' or 'clip' can collapse"
+                f"{' from scratch' if from_scratch else ''} — use --losses ce=1,clip=1 or lower --lr")
+    if cfg.lr > 2e-3:
+        return f"the learning rate {cfg.lr:g} is likely too high — lower --lr (e.g. {cfg.lr / 10:g})"
+    if from_scratch:
+        return (f"a random init ({cfg.model}) with --lr {cfg.lr:g} — lower --lr, train longer, or start from "
+                f"a trained model (--model default)")
+    return f"lower --lr (now {cfg.lr:g}) or check the labels and --losses"
+
+
+@dataclass
+class CollapseMonitor:
+    """Counts consecutive low-spread steps and at-chance evaluations; ``check_*`` raise TrainingFailed."""
+    spread_min: float = 0.01
+    steps: int = 20
+    grace: int = 100
+    chance_epochs: int = 5
+    hint: str = ""
+    low_run: int = 0
+    chance_run: int = 0
+    history: list = field(default_factory=list)
+
+    def check_step(self, step: int, spread: float) -> None:
+        if self.spread_min <= 0 or self.steps <= 0 or math.isnan(spread):
+            return
+        self.low_run = self.low_run + 1 if (step > self.grace and spread < self.spread_min) else 0
+        if self.low_run >= self.steps:
+            raise TrainingFailed(f"training collapsed: all image embeddings converged to one point at step "
+                                 f"{step} (spread {spread:.4f} < {self.spread_min:g} for {self.steps} steps); "
+                                 f"{self.hint}")
+
+    def check_eval(self, epoch: int, accuracy: float, chance: float, n_classes: int) -> None:
+        if self.chance_epochs <= 0:
+            return
+        # "at chance": no better than the majority class or uniform guessing, with one sample of slack
+        level = max(chance, 1.0 / max(n_classes, 1))
+        self.chance_run = self.chance_run + 1 if accuracy <= level + 0.02 else 0
+        self.history.append(accuracy)
+        if self.chance_run >= self.chance_epochs:
+            raise TrainingFailed(f"training is not learning: validation accuracy stayed at chance ({accuracy:.3f}, "
+                                 f"chance {level:.3f}) for {self.chance_epochs} evaluations up to epoch {epoch + 1}; "
+                                 f"{self.hint}")
 
 
 # ----------------------------------------------------------------------------- model helpers
@@ -183,7 +320,9 @@ class TrainStep(nn.Module):
         labels_all = gather_labels(labels)
         zv_all, zi_all = gather_with_grad(zv), gather_with_grad(zi)
         zt_all = gather_with_grad(zt) if zt is not None else None
-        return self.criterion(zv_all, zi_all, labels_all, zt_all, ct, clip.logit_scale.exp())
+        total, terms = self.criterion(zv_all, zi_all, labels_all, zt_all, ct, clip.logit_scale.exp())
+        terms["spread"] = torch.tensor(embedding_spread(zi_all))
+        return total, terms
 
 
 def gather_labels(labels: torch.Tensor) -> torch.Tensor:
@@ -226,7 +365,7 @@ def embed_loader(model: nn.Module, loader, n_views: int, device: str, amp: bool 
 
 @torch.no_grad()
 def evaluate_model(model: nn.Module, loader, classes: Sequence[str], n_views: int, device: str, info: DistInfo,
-                   amp: bool = False, proto_loader=None) -> dict:
+                   amp: bool = False, proto_loader=None, samples: Sequence | None = None) -> dict:
     """Accuracy/macro-F1/per-class/confusion on the loader (sharded over ranks, gathered everywhere).
 
     With ``proto_loader`` (the un-augmented training set) also ``proto_accuracy``: each test scan gets the
@@ -236,6 +375,17 @@ def evaluate_model(model: nn.Module, loader, classes: Sequence[str], n_views: in
     rows = _gather_rows(idxs, [(y, int(p), zz.tolist()) for y, p, zz in zip(ys, lg.argmax(1).tolist(), z)], info)
     trues, preds = [r[0] for r in rows], [r[1] for r in rows]
     out = classification_metrics(trues, preds, list(classes))
+    out["spread"] = round(embedding_spread(torch.tensor([r[2] for r in rows])), 6) if rows else float("nan")
+    if samples is not None and len(samples) == len(rows):
+        per: dict[str, dict] = {}
+        for lvl in sorted({s.intensity for s in samples if s.intensity is not None}):
+            ii = [k for k, s in enumerate(samples) if s.intensity == lvl]
+            per[str(lvl)] = {"n": len(ii), "accuracy": sum(trues[k] == preds[k] for k in ii) / len(ii)}
+        if per:
+            out["per_intensity"] = per
+            strong = [k for k, s in enumerate(samples) if s.intensity in (3, 4)]
+            if strong:
+                out["accuracy_intensity_3_4"] = sum(trues[k] == preds[k] for k in strong) / len(strong)
     if proto_loader is not None:
         ti, ty, tz, _ = embed_loader(model, proto_loader, n_views, device, amp)
         trows = _gather_rows(ti, [(y, zz.tolist()) for y, zz in zip(ty, tz)], info)
@@ -310,7 +460,8 @@ def train(cfg: TrainConfig, info: DistInfo) -> dict:
     random.seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
 
-    train_s, test_s, classes = build_splits(cfg)
+    splits = build_splits(cfg)
+    train_s, val_s, test_s, classes = splits.train, splits.val, splits.test, splits.classes
     cidx = {c: i for i, c in enumerate(classes)}
     prompts = PromptSet.load(None)
     model = load_model(cfg.model, device="cpu", classes=classes, prompts=prompts, cache=False)
@@ -332,9 +483,15 @@ def train(cfg: TrainConfig, info: DistInfo) -> dict:
     n_views = len(views)
     if info.is_main:
         save_config(cfg, run_dir / "config.yaml")
+        ckpt.atomic_write_json(run_dir / "splits.json", splits.record())
         write_status(run_dir, "running", epoch=0, step=0, phase="rendering")
-        log.info("data: %d train / %d test samples, classes %s; %d views at %d px; world %d",
-                 len(train_s), len(test_s), classes, n_views, settings.size, info.world_size)
+        subs = splits.subjects()
+        log.info("model %s (%s); data: %d train / %d val / %d test samples (%d / %d / %d subjects), classes %s; "
+                 "%d views at %d px%s; world %d", cfg.model, model.provenance.get("kind", "?"), len(train_s),
+                 len(val_s), len(test_s), len(subs["train"]), len(subs["val"]), len(subs["test"]), classes, n_views,
+                 settings.size, "" if settings.texture else " (no texture)", info.world_size)
+        if not val_s:
+            log.warning("no validation subjects (val_fraction %s): best/ is the last epoch", cfg.val_fraction)
 
     # render cache, warmed in shards over ranks
     from affectvlm.train.cache import RenderCache, default_cache_dir
@@ -343,7 +500,7 @@ def train(cfg: TrainConfig, info: DistInfo) -> dict:
     cache = RenderCache(cache_dir, settings, angle_jitter=cfg.angle_jitter if cfg.aug else 0.0,
                         device=device)
     t0 = time.perf_counter()
-    all_paths = [s.path for s in train_s + test_s]
+    all_paths = [s.path for s in train_s + val_s + test_s]
     rendered = cache.warm(all_paths, info.rank, info.world_size)
     barrier(info)
     render_s = time.perf_counter() - t0
@@ -362,15 +519,19 @@ def train(cfg: TrainConfig, info: DistInfo) -> dict:
     if local_bs < 1 or cfg.batch_size % info.world_size:
         raise ConfigError(f"--batch-size {cfg.batch_size} must be a multiple of the {info.world_size} processes")
     train_ds = CachedViews(train_s, cidx, cache)
+    val_ds = CachedViews(val_s, cidx, cache)
     test_ds = CachedViews(test_s, cidx, cache)
     sampler = torch.utils.data.DistributedSampler(train_ds, num_replicas=info.world_size, rank=info.rank,
                                                   shuffle=True, seed=cfg.seed, drop_last=False)
-    test_sampler = torch.utils.data.DistributedSampler(test_ds, num_replicas=info.world_size, rank=info.rank,
-                                                       shuffle=False)
+
+    def eval_loader(ds):
+        smp = torch.utils.data.DistributedSampler(ds, num_replicas=info.world_size, rank=info.rank, shuffle=False)
+        return torch.utils.data.DataLoader(ds, batch_size=max(local_bs, 16), sampler=smp, num_workers=cfg.workers)
+
     loader = torch.utils.data.DataLoader(train_ds, batch_size=local_bs, sampler=sampler, drop_last=True,
                                          num_workers=cfg.workers, persistent_workers=cfg.workers > 0)
-    test_loader = torch.utils.data.DataLoader(test_ds, batch_size=max(local_bs, 16), sampler=test_sampler,
-                                              num_workers=cfg.workers)
+    val_loader = eval_loader(val_ds) if val_s else None
+    test_loader = eval_loader(test_ds)
     proto_loader = torch.utils.data.DataLoader(
         train_ds, batch_size=max(local_bs, 16), num_workers=cfg.workers,
         sampler=torch.utils.data.DistributedSampler(train_ds, num_replicas=info.world_size, rank=info.rank,
@@ -413,6 +574,11 @@ def train(cfg: TrainConfig, info: DistInfo) -> dict:
     aug_cfg = AugmentConfig(cfg.aug_flip, cfg.aug_rotate, cfg.aug_scale, cfg.aug_shift, cfg.aug_shade,
                             cfg.aug_swap, cfg.angle_jitter, cfg.aug)
     metrics_out = JsonlWriter(run_dir / "metrics.jsonl") if info.is_main else None
+    prov = model.provenance
+    from_scratch = prov.get("kind") == "random" and not prov.get("trained")
+    monitor = CollapseMonitor(cfg.collapse_spread, cfg.collapse_steps, cfg.collapse_grace, cfg.chance_epochs,
+                              failure_hint(cfg, weights, from_scratch))
+    val_chance = chance_level([cidx[s.label] for s in val_s])
     tb = None
     if cfg.tensorboard and info.is_main:
         try:
@@ -475,6 +641,14 @@ def train(cfg: TrainConfig, info: DistInfo) -> dict:
                 sums[k] = sums.get(k, 0.0) + v
             bar.update(1)
             bar.set_postfix(loss=f"{terms_acc['loss']:.3f}")
+            try:
+                monitor.check_step(step, terms_acc.get("spread", float("nan")))
+            except TrainingFailed:
+                if metrics_out:
+                    metrics_out.write({"kind": "train", "epoch": epoch, "step": step,
+                                       **{k: round(v, 6) for k, v in terms_acc.items()}})
+                bar.close()
+                raise
             if metrics_out and (step % 10 == 0 or step == 1):
                 el = time.perf_counter() - ep_t0
                 rec = {"kind": "train", "epoch": epoch, "step": step, "lr": optimizer.param_groups[0]["lr"],
@@ -495,15 +669,18 @@ def train(cfg: TrainConfig, info: DistInfo) -> dict:
                "samples_per_s": round(n_seen / max(ep_s, 1e-9), 3), "epoch_s": round(ep_s, 3),
                "eta_s": round(ep_s * (cfg.epochs - epoch - 1), 1), "world_size": info.world_size,
                "cache": cache.report() if epoch == start_epoch else None, "render_s": round(render_s, 3)}
-        if (epoch + 1) % cfg.eval_every == 0 or epoch == cfg.epochs - 1 or done:
+        evaluated = False
+        if val_loader is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch == cfg.epochs - 1 or done):
             model.set_classes(classes, prompts)
-            last_eval = evaluate_model(model, test_loader, classes, n_views, device, info, cfg.amp,
+            last_eval = evaluate_model(model, val_loader, classes, n_views, device, info, cfg.amp,
                                        proto_loader=proto_loader if cfg.proto_eval else None)
             rec.update({"val_" + k: v for k, v in last_eval.items() if k != "classes"})
             rec["classes"] = classes
+            evaluated = True
+        # best/ is chosen on validation subjects only; without them it is the newest epoch
+        acc = last_eval.get("accuracy", -1.0) if evaluated else -1.0
+        improved = acc > best_acc if val_loader is not None else True
         if info.is_main:
-            acc = last_eval.get("accuracy", -1.0) if "val_accuracy" in rec else -1.0
-            improved = acc > best_acc
             if improved:
                 best_acc = acc
                 model.set_classes(classes, prompts)
@@ -511,6 +688,8 @@ def train(cfg: TrainConfig, info: DistInfo) -> dict:
                                              "trained_on": cfg.data, "layout": cfg.layout})
             rec["best_val_accuracy"] = best_acc
             metrics_out.write(rec)
+            if evaluated and not math.isnan(last_eval.get("spread", float("nan"))):
+                log.info("epoch %d: val spread %.4f", epoch + 1, last_eval["spread"])
             if tb and "val_accuracy" in rec:
                 tb.add_scalar("val/accuracy", rec["val_accuracy"], step)
                 tb.add_scalar("val/macro_f1", rec["val_macro_f1"], step)
@@ -525,15 +704,32 @@ def train(cfg: TrainConfig, info: DistInfo) -> dict:
                      rec.get("loss", float("nan")), rec.get("val_accuracy"), rec["samples_per_s"])
         best_acc = float(_bcast_float(best_acc, info))
         barrier(info)
+        if evaluated:
+            monitor.check_eval(epoch, acc, val_chance, len(classes))
     if tb:
         tb.close()
+    barrier(info)
+    # the reported held-out number: best/ on test subjects that played no part in training or selection
+    if (run_dir / "best").is_dir():
+        best_model = load_model(str(run_dir / "best"), device="cpu", classes=classes, prompts=prompts, cache=False)
+        best_model.to(device)
+    else:  # no epoch completed (e.g. --max-steps 0): the model as it is
+        best_model = model
+    test_eval = evaluate_model(best_model, test_loader, classes, n_views, device, info, cfg.amp, samples=test_s)
+    del best_model
+    if info.is_main:
+        log.info("test (%d subjects, never used for training or selection): accuracy %.4f%s, macro-F1 %.4f, n=%d",
+                 len(splits.subjects()["test"]), test_eval["accuracy"],
+                 f" (intensities 3-4: {test_eval['accuracy_intensity_3_4']:.4f})"
+                 if "accuracy_intensity_3_4" in test_eval else "", test_eval["macro_f1"], test_eval["n"])
     hashes = [param_hash(step_mod)]
     if info.distributed:
         box = [None] * info.world_size
         dist.all_gather_object(box, hashes[0])
         hashes = box
-    return {"best_val_accuracy": best_acc, "param_hashes": hashes, "last": last_eval, "steps": step, "cache": cache.report(),
-            "render_s": render_s, "train_s": time.perf_counter() - run_t0}
+    return {"best_val_accuracy": best_acc, "test": test_eval, "test_accuracy": test_eval["accuracy"],
+            "splits": splits.record(), "param_hashes": hashes, "last_val": last_eval, "steps": step,
+            "cache": cache.report(), "render_s": render_s, "train_s": time.perf_counter() - run_t0}
 
 
 def param_hash(module: nn.Module) -> str:
@@ -581,7 +777,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = train(cfg, info)
         if info.is_main:
-            write_status(run_dir, "finished", epoch=cfg.epochs, best_acc=result["best_val_accuracy"])
+            write_status(run_dir, "finished", epoch=cfg.epochs, best_acc=result["best_val_accuracy"],
+                         test_accuracy=result["test_accuracy"])
             ckpt.atomic_write_json(run_dir / "result.json", result)
         return 0
     except KeyboardInterrupt:
@@ -589,10 +786,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             write_status(run_dir, "stopped", message="interrupted")
         return 130
     except AffectVLMError as e:
-        log.error("%s", e)
+        for h in log.handlers:  # the log file gets it; the terminal gets the one "error:" line below
+            if isinstance(h, logging.FileHandler):
+                h.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s", (e,), None))
         if info.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
-            write_status(run_dir, "failed", message=str(e))
+            write_status(run_dir, "failed", message=str(e), reason=type(e).__name__)
         print(f"error: {e}", file=sys.stderr)
         return 2
     except Exception as e:  # noqa: BLE001 - the app needs the failure in status.json
