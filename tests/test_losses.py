@@ -14,20 +14,20 @@ LAB = torch.tensor([0, 0, 1])
 
 def test_mc_hand_computed():
     # positives (0,1),(1,0): 1 - cos = 1 -> mean 1; negatives (0,2),(2,0): 1-0.5; (1,2),(2,1): 0 -> mean 0.25
-    assert multiview_contrastive_loss(Z, LAB, 0.5).item() == pytest.approx(1.25)
+    assert multiview_contrastive_loss(Z, LAB, 0.5, center=False).item() == pytest.approx(1.25)
 
 
 def test_mc_views_are_flattened_with_labels():
     z = Z.reshape(3, 1, 2)
-    assert multiview_contrastive_loss(z, LAB, 0.5).item() == pytest.approx(1.25)
+    assert multiview_contrastive_loss(z, LAB, 0.5, center=False).item() == pytest.approx(1.25)
     # one sample with two identical views: perfect positive, no negatives -> 0
     z2 = torch.tensor([[[1.0, 0.0], [1.0, 0.0]]])
-    assert multiview_contrastive_loss(z2, torch.tensor([3]), 0.2).item() == pytest.approx(0.0)
+    assert multiview_contrastive_loss(z2, torch.tensor([3]), 0.2, center=False).item() == pytest.approx(0.0)
 
 
 def test_mt_batch_hard_hand_computed():
     # anchor0: d(0,1)=2, d(0,2)=0 -> 2.5; anchor1: 2 - 2 + .5 = .5; anchor2 has no positive -> skipped
-    assert multiview_triplet_loss(Z, LAB, 0.5).item() == pytest.approx(1.5)
+    assert multiview_triplet_loss(Z, LAB, 0.5, center=False).item() == pytest.approx(1.5)
 
 
 def test_mt_zero_when_separated_by_margin():
@@ -80,3 +80,43 @@ def test_multiloss_gradients_reach_alpha():
     total.backward()
     assert set(terms) == {"mc", "mt", "clip", "ce", "alpha"}
     assert crit.margin.raw.grad is not None and zv.grad.abs().sum() > 0
+
+
+def test_centering_removes_the_collapsed_fixed_point():
+    """All embeddings on nearly one point: the plain mc + mt sit at 1 - alpha + alpha with no gradient
+    worth the name; the centred losses see the residuals and push the classes apart."""
+    torch.manual_seed(0)
+    lab = torch.tensor([0, 0, 1, 1, 2, 2])
+    common = torch.tensor([5.0, 0, 0, 0, 0, 0, 0, 0])
+    resid = torch.randn(6, 3, 8) * 1e-3
+    z = (common + resid).requires_grad_(True)
+    plain = multiview_contrastive_loss(z, lab, 0.3, center=False) + multiview_triplet_loss(z, lab, 0.3, center=False)
+    assert plain.item() == pytest.approx(1.0, abs=1e-3)  # collapse costs a constant: no reason to leave
+    (g_plain,) = torch.autograd.grad(plain, z)
+    cen = multiview_contrastive_loss(z, lab, 0.3) + multiview_triplet_loss(z, lab, 0.3)
+    (g_cen,) = torch.autograd.grad(cen, z)
+    assert g_plain.norm() < 1e-2 * g_cen.norm()
+    # centring is invariant to a common offset and to scale
+    z2 = resid * 50 + torch.tensor([0, 3.0, 0, 0, 0, 0, 0, 0])
+    assert multiview_contrastive_loss(z2, lab, 0.3).item() == pytest.approx(
+        multiview_contrastive_loss(resid, lab, 0.3).item(), rel=1e-4)
+
+
+def test_centred_losses_spread_a_collapsed_batch():
+    """A few optimiser steps on free embeddings that start collapsed: the centred mc + mt leave the point,
+    the plain ones stay (their loss is flat there)."""
+    from affectvlm.train.train import embedding_spread
+
+    def run(center: bool) -> float:
+        torch.manual_seed(0)
+        lab = torch.arange(6).repeat_interleave(4)
+        z = (torch.tensor([4.0] + [0.0] * 15) + torch.randn(24, 2, 16) * 1e-3).requires_grad_(True)
+        opt = torch.optim.SGD([z], lr=0.5)
+        for _ in range(50):
+            loss = multiview_contrastive_loss(z, lab, 0.3, center) + multiview_triplet_loss(z, lab, 0.3, center)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return embedding_spread(z.detach().reshape(-1, 16))
+
+    assert run(False) < 0.01 and run(True) > 0.1

@@ -66,6 +66,8 @@ def test_failure_hint_names_the_option():
     w = {"mc": 1.0, "mt": 1.0, "clip": 0.0, "ce": 0.0}
     h = failure_hint(TrainConfig(losses="mc=1,mt=1"), w, from_scratch=True)
     assert "'mc,mt'" in h and "--losses ce=1,clip=1" in h and "from scratch" in h
+    h = failure_hint(TrainConfig(losses="mc=1,mt=1", loss_center=False), w, from_scratch=True)
+    assert "--no-loss-center" in h and "--losses ce=1,clip=1" in h
     h = failure_hint(TrainConfig(lr=5.0), {"mc": 0, "mt": 0, "clip": 1, "ce": 1}, from_scratch=False)
     assert "--lr" in h and "too high" in h
 
@@ -134,14 +136,15 @@ def test_defaults_fine_tune_the_embedded_model():
 
 
 def test_collapsing_run_stops_with_one_clear_line(tmp_path):
-    """mc + mt from a random init: the embeddings sit on one point; the run must say so and fail."""
+    """Plain (uncentred) mc + mt from a random init: the embeddings sit on one point; the run must say so
+    and fail."""
     from test_train import _env, write_tiny_bu3dfe
 
     data = write_tiny_bu3dfe(tmp_path / "d", n_subjects=6, intensities=(4,))
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "affectvlm.train", "--data", str(data), "--layout", "bu3dfe", "--out", str(run),
            "--model", "AffectVLM-Test", "--image-size", "32", "--batch-size", "4", "--epochs", "20", "--folds", "3",
-           "--losses", "mc=1,mt=1", "--lr", "1e-6", "--warmup", "1", "--collapse-grace", "0", "--collapse-steps", "3",
+           "--losses", "mc=1,mt=1", "--no-loss-center", "--lr", "2e-3", "--warmup", "1", "--collapse-grace", "0", "--collapse-steps", "3",
            "--collapse-spread", "0.05", "--no-progress", "--cache-dir", str(tmp_path / "cache")]
     p = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=240)
     assert p.returncode != 0, p.stderr[-2000:]

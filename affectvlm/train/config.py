@@ -43,6 +43,7 @@ class TrainConfig:
     margin_init: float = 0.3
     margin_min: float = 0.05
     margin_max: float = 0.8
+    loss_center: bool = True  # centre view embeddings on the batch mean in mc / mt (False: the plain formulas)
     freeze: str = "none"  # text | vision | none
     unlock_last: int = 0  # with --freeze: leave the last N blocks of the frozen tower trainable
     views: str | None = None  # e.g. "0,-30,30"; default: the model's render settings
@@ -127,6 +128,8 @@ def build_parser(prog: str = "affectvlm train") -> argparse.ArgumentParser:
     p.add_argument("--margin-init", type=float)
     p.add_argument("--margin-min", type=float)
     p.add_argument("--margin-max", type=float)
+    p.add_argument("--no-loss-center", dest="loss_center", action="store_false",
+                   help="plain mc / mt without batch centring (they can collapse from a random init)")
     p.add_argument("--freeze", choices=_CHOICES["freeze"])
     p.add_argument("--unlock-last", type=int)
     allow_signed_values(p).add_argument("--views", help='view angles, e.g. "-30,0,30" (yaw) or "0:10,30:0" (yaw:pitch)')

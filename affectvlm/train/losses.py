@@ -8,6 +8,12 @@
   with **batch-hard mining over all views in the batch**: every view is an anchor, its positive is the
   farthest view with the same emotion (other views of the same scan included), its negative the nearest
   view with another emotion; averaged over anchors that have both.
+- **Centering** (both mc and mt): the view embeddings are centred on their batch mean before the L2
+  normalisation. Without it, one point for every embedding is a stationary point of mc + mt (every cosine is
+  1, so both terms' gradients vanish; mc then costs ``1 - alpha`` and mt ``alpha``, together a constant 1,
+  lower than an uninformative spread-out start) and a random init, whose embeddings of similar faces all lie
+  on nearly one point, never leaves it. Centred embeddings cannot collapse (their mean is 0) and a common
+  offset cannot lower the loss, so only class structure can. ``center=False`` gives the plain formulas.
 - ``alpha`` is one learnable margin shared by mc and mt (:class:`LearnableMargin`), parametrised as
   ``alpha_min + (alpha_max - alpha_min) * sigmoid(raw)`` so it stays in a bounded range. mc pushes alpha
   up, mt pushes it down; the bound keeps either from running away.
@@ -87,11 +93,18 @@ def _flatten(z: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch
     return z, labels
 
 
-def multiview_contrastive_loss(z: torch.Tensor, labels: torch.Tensor, alpha: torch.Tensor | float
-                               ) -> torch.Tensor:
+def _center(z: torch.Tensor, center: bool) -> torch.Tensor:
+    """Subtract the batch mean (rows), then L2-normalise."""
+    if center and len(z) > 1:
+        z = z - z.mean(0, keepdim=True)
+    return F.normalize(z, dim=-1)
+
+
+def multiview_contrastive_loss(z: torch.Tensor, labels: torch.Tensor, alpha: torch.Tensor | float,
+                               center: bool = True) -> torch.Tensor:
     """L_mc over view embeddings ``z`` ((B, V, D) or (N, D)); see the module docstring."""
     z, labels = _flatten(z, labels)
-    z = F.normalize(z, dim=-1)
+    z = _center(z, center)
     cos = z @ z.t()
     same = labels[:, None] == labels[None, :]
     off = ~torch.eye(len(labels), dtype=torch.bool, device=z.device)
@@ -104,11 +117,12 @@ def multiview_contrastive_loss(z: torch.Tensor, labels: torch.Tensor, alpha: tor
     return loss
 
 
-def multiview_triplet_loss(z: torch.Tensor, labels: torch.Tensor, alpha: torch.Tensor | float
-                           ) -> torch.Tensor:
-    """L_mt with batch-hard mining over all views (see the module docstring). Embeddings are L2-normalised."""
+def multiview_triplet_loss(z: torch.Tensor, labels: torch.Tensor, alpha: torch.Tensor | float,
+                           center: bool = True) -> torch.Tensor:
+    """L_mt with batch-hard mining over all views (see the module docstring). Embeddings are centred
+    (``center``) and L2-normalised."""
     z, labels = _flatten(z, labels)
-    z = F.normalize(z, dim=-1)
+    z = _center(z, center)
     d2 = (2 - 2 * (z @ z.t())).clamp_min(0)  # squared distance of unit vectors
     same = labels[:, None] == labels[None, :]
     off = ~torch.eye(len(labels), dtype=torch.bool, device=z.device)
@@ -155,9 +169,10 @@ class MultiLoss(nn.Module):
     """Weighted sum of the selected terms; returns (total, {name: value}) including ``alpha``."""
 
     def __init__(self, weights: dict[str, float], margin_init: float = 0.3, margin_min: float = 0.05,
-                 margin_max: float = 0.8, learn_margin: bool = True):
+                 margin_max: float = 0.8, learn_margin: bool = True, center: bool = True):
         super().__init__()
         self.weights = dict(weights)
+        self.center = center
         self.margin = LearnableMargin(margin_init, margin_min, margin_max, learn_margin)
 
     def forward(self, z_views: torch.Tensor, z_img: torch.Tensor, labels: torch.Tensor,
@@ -167,9 +182,9 @@ class MultiLoss(nn.Module):
         terms: dict[str, torch.Tensor] = {}
         w = self.weights
         if w.get("mc", 0) > 0:
-            terms["mc"] = multiview_contrastive_loss(z_views, labels, alpha)
+            terms["mc"] = multiview_contrastive_loss(z_views, labels, alpha, self.center)
         if w.get("mt", 0) > 0:
-            terms["mt"] = multiview_triplet_loss(z_views, labels, alpha)
+            terms["mt"] = multiview_triplet_loss(z_views, labels, alpha, self.center)
         if w.get("clip", 0) > 0:
             terms["clip"] = clip_infonce_loss(z_img, z_txt, labels, logit_scale)
         if w.get("ce", 0) > 0:

@@ -170,6 +170,9 @@ def chance_level(labels: Sequence[int]) -> float:
 def failure_hint(cfg: TrainConfig, weights: dict[str, float], from_scratch: bool) -> str:
     """The likely cause of a collapsed / non-learning run and the option to change."""
     active = [k for k, w in weights.items() if w > 0]
+    if not ({"ce", "clip"} & set(active)) and not cfg.loss_center:
+        return (f"the losses '{','.join(active)}' without batch centring collapse"
+                f"{' from scratch' if from_scratch else ''} — drop --no-loss-center, or use --losses ce=1,clip=1")
     if not ({"ce", "clip"} & set(active)):
         return (f"the losses '{','.join(active)}' without 'ce' or 'clip' can collapse"
                 f"{' from scratch' if from_scratch else ''} — use --losses ce=1,clip=1 or lower --lr")
@@ -509,7 +512,8 @@ def train(cfg: TrainConfig, info: DistInfo) -> dict:
 
     model.to(device)
     weights = parse_loss_weights(cfg.losses)
-    criterion = MultiLoss(weights, cfg.margin_init, cfg.margin_min, cfg.margin_max).to(device)
+    criterion = MultiLoss(weights, cfg.margin_init, cfg.margin_min, cfg.margin_max,
+                          center=cfg.loss_center).to(device)
     groups = param_groups(model, criterion, cfg)
     text_trainable = any(g["name"].startswith("text") for g in groups)
     step_mod = TrainStep(model, criterion, text_trainable).to(device)
