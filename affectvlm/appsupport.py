@@ -13,15 +13,21 @@ No model logic lives here: the pages call :func:`affectvlm.predict.predict`, ``l
 ``AFFECTVLM_MAX_UPLOAD_MB``     upload limit shown in the app; keep it equal to Streamlit's
                                 ``server.maxUploadSize`` (``.streamlit/config.toml``).
 ``AFFECTVLM_MAX_*``             the library's input limits (:mod:`affectvlm.limits`).
+``AFFECTVLM_UPLOAD_MAX_AGE_H``  upload temp folders older than this are removed (6 hours).
 ==============================  ==================================================================
 """
 from __future__ import annotations
 
+import argparse
 import io as _io
 import math
 import os
 import re
+import shlex
+import shutil
 import tempfile
+import threading
+import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,6 +98,7 @@ def load_settings(env: dict[str, str] | None = None, *, cwd: str | os.PathLike |
         roots.append(p.resolve())
     if not roots:
         raise ConfigError(f"AFFECTVLM_WORKSPACE_ROOTS={raw!r} names no folder")
+    sweep_upload_dirs(max_age_s=3600 * _env_num(env, "AFFECTVLM_UPLOAD_MAX_AGE_H", 6, 0, 24 * 365))
     return AppSettings(
         workspace_roots=tuple(roots),
         default_model=env.get("AFFECTVLM_DEFAULT_MODEL") or None,
@@ -208,9 +215,189 @@ def plan_upload(files: Sequence[tuple[str, bytes]], workdir: str | os.PathLike, 
     return UploadPlan("sequence", workdir, f"{len(meshes)} frames", len(meshes))
 
 
-def new_upload_dir(root: str | os.PathLike | None = None) -> Path:
-    """A fresh private folder for one upload (under the system temp dir by default)."""
-    return Path(tempfile.mkdtemp(prefix="affectvlm-upload-", dir=root))
+UPLOAD_PREFIX = "affectvlm-upload-"
+_SWEEP_EVERY_S = 600.0
+_last_sweep = [0.0]
+_sweep_lock = threading.Lock()
+
+
+def new_upload_dir(root: str | os.PathLike | None = None, *, previous: str | os.PathLike | None = None) -> Path:
+    """A fresh private folder for one upload (under the system temp dir by default).
+
+    ``previous`` (the folder this upload replaces) is deleted; upload folders older than
+    ``AFFECTVLM_UPLOAD_MAX_AGE_H`` are swept at most every ten minutes."""
+    if previous is not None and Path(previous).name.startswith(UPLOAD_PREFIX):
+        shutil.rmtree(previous, ignore_errors=True)
+    now = time.time()
+    with _sweep_lock:
+        due = now - _last_sweep[0] > _SWEEP_EVERY_S
+        if due:
+            _last_sweep[0] = now
+    if due:
+        sweep_upload_dirs(root)
+    return Path(tempfile.mkdtemp(prefix=UPLOAD_PREFIX, dir=root))
+
+
+def sweep_upload_dirs(root: str | os.PathLike | None = None, *, max_age_s: float | None = None) -> int:
+    """Remove this app's upload folders (``affectvlm-upload-*``, owned by this user) untouched for longer
+    than ``max_age_s`` (default ``AFFECTVLM_UPLOAD_MAX_AGE_H`` hours); returns how many."""
+    if max_age_s is None:
+        try:
+            max_age_s = 3600 * float(os.environ.get("AFFECTVLM_UPLOAD_MAX_AGE_H") or 6)
+        except ValueError:
+            max_age_s = 6 * 3600
+    base = Path(root or tempfile.gettempdir())
+    cutoff = time.time() - max_age_s
+    n = 0
+    try:
+        entries = list(base.iterdir())
+    except OSError:
+        return 0
+    for p in entries:
+        if not p.name.startswith(UPLOAD_PREFIX):
+            continue
+        try:
+            st = p.lstat()
+        except OSError:
+            continue
+        if not p.is_dir() or p.is_symlink() or st.st_uid != os.getuid() or st.st_mtime > cutoff:
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+        n += 1
+    return n
+
+
+# ---------------------------------------------------------------------------------------------------
+# The Train page's trainer command: validated fields only
+
+FORM_OPTIONS = ("data", "out", "layout", "resume")  # set by the page's own fields, refused as extras
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def _trainer_parser() -> argparse.ArgumentParser:
+    """The trainer's own parser (no abbreviations), raising ``ConfigError`` instead of exiting."""
+    from affectvlm.train.config import build_parser
+
+    p = build_parser()
+    p.allow_abbrev = False
+
+    def _error(message: str):
+        raise ConfigError(f"extra trainer options: {message}")
+
+    p.error = _error  # type: ignore[method-assign]
+    p.exit = lambda status=0, message=None: _error((message or "").strip() or "not accepted here")  # type: ignore
+    return p
+
+
+def check_model_spec(spec: str, roots: Sequence[Path], *, what: str = "model") -> str:
+    """A model spec with any path it names resolved inside ``roots`` (names, ``NAME:TAG`` and ``hf-hub:``
+    pass unchanged); ``ConfigError`` for a path outside them."""
+    text = str(spec).strip()
+    if not text or text == "default" or text.startswith("hf-hub:"):
+        return text
+    if text.startswith("local-dir:"):
+        return "local-dir:" + str(resolve_in_roots(text[len("local-dir:"):], roots, what=what, must_exist=True))
+    name, at, path = text.partition("@")
+    if at and name and not re.search(r"[\\/]", name):
+        return f"{name}@{resolve_in_roots(path, roots, what=what, must_exist=True)}"
+    if text.startswith((".", "~")) or re.search(r"[\\/]", text) or Path(text).exists():
+        return str(resolve_in_roots(text, roots, what=what, must_exist=True))
+    return text
+
+
+def _option_tokens(parser: argparse.ArgumentParser, ns: dict[str, Any]) -> list[str]:
+    """``--option=value`` tokens that make ``parser`` produce ``ns`` again."""
+    out: list[str] = []
+    for dest, value in ns.items():
+        acts = [a for a in parser._actions if a.dest == dest and a.option_strings]
+        flag = next((a for a in acts if a.nargs == 0 and a.const == value), None)
+        if flag is not None:
+            out.append(flag.option_strings[-1])
+            continue
+        act = next((a for a in acts if a.nargs != 0), None)
+        if act is None:
+            raise ConfigError(f"extra trainer options: cannot pass {dest}={value!r}")
+        text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+        out.append(f"{act.option_strings[-1]}={text}")
+    return out
+
+
+def train_command_args(*, data: Path, layout: str, out: Path, roots: Sequence[Path], cache_dir: Path,
+                       model: str | None = None, epochs: int | None = None, batch_size: int | None = None,
+                       lr: float | None = None, losses: str | None = None, views: str | None = None,
+                       max_steps: int | None = None, extra_text: str = "") -> list[str]:
+    """The trainer's arguments from the Train form, confined to the workspace ``roots``.
+
+    Extra options are parsed with the trainer's own parser (no abbreviations) and rebuilt from the parsed
+    values; every path they or a ``--config`` file name (``--cache-dir``, ``--config``, ``--model``
+    paths) must resolve (symlinks, ``..``) inside ``roots``, and the page passes the resolved paths
+    explicitly, so the trainer sees exactly what was checked. ``ConfigError`` (one line) otherwise."""
+    from affectvlm.train.config import load_yaml, resolve_config
+
+    if "\x00" in extra_text:
+        raise ConfigError("extra trainer options: contain a NUL byte")
+    try:
+        tokens = shlex.split(extra_text)
+    except ValueError as e:
+        raise ConfigError(f"extra trainer options: {e}") from None
+    if any(t in ("-h", "--help") for t in tokens):
+        raise ConfigError("extra trainer options: --help is not an option here (see `affectvlm train --help`)")
+    parser = _trainer_parser()
+    ns = vars(parser.parse_args(tokens))
+    taken = [k for k in FORM_OPTIONS if k in ns]
+    if taken:
+        raise ConfigError(f"extra trainer options: --{taken[0].replace('_', '-')} is not allowed; set the dataset, "
+                          "layout and output folder with the fields above")
+    from_file: dict[str, Any] = {}
+    config_path: Path | None = None
+    if "config" in ns:
+        config_path = resolve_in_roots(ns.pop("config"), roots, what="--config", must_exist=True)
+        if not config_path.is_file():
+            raise ConfigError(f"--config: {config_path.name} is not a file")
+        if config_path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"--config: {config_path.name} is over {MAX_CONFIG_BYTES >> 10} KB")
+        from_file = load_yaml(config_path)
+        for key in ("data", "out", "cache_dir"):
+            if from_file.get(key):
+                resolve_in_roots(str(from_file[key]), roots, what=f"--config {config_path.name}: {key}")
+        if from_file.get("model"):
+            check_model_spec(str(from_file["model"]), roots, what=f"--config {config_path.name}: model")
+    spec = ns.pop("model", None) or model or from_file.get("model")
+    spec = check_model_spec(str(spec), roots) if spec else None
+    cache = resolve_in_roots(ns.pop("cache_dir", None) or from_file.get("cache_dir") or cache_dir, roots,
+                             what="--cache-dir", must_be_dir=True)
+    data = resolve_in_roots(data, roots, what="dataset root", must_exist=True)
+    out = resolve_in_roots(out, roots, what="output folder", must_be_dir=True)
+    args = ["--data", str(data), "--layout", str(layout), "--out", str(out)]
+    if epochs is not None:
+        args.append(f"--epochs={int(epochs)}")
+    if batch_size is not None:
+        args.append(f"--batch-size={int(batch_size)}")
+    if lr is not None:
+        args.append(f"--lr={float(lr)!r}")
+    if losses:
+        args.append(f"--losses={losses}")
+    if views:
+        args.append(f"--views={views}")
+    if max_steps:
+        args.append(f"--max-steps={int(max_steps)}")
+    args += ["--no-progress", *_option_tokens(parser, ns)]
+    if config_path is not None:
+        args += ["--config", str(config_path)]
+    if spec:
+        args += ["--model", spec]
+    args += ["--cache-dir", str(cache)]
+    # what the trainer will resolve from exactly these arguments must be what was checked
+    try:
+        cfg = resolve_config(args)
+    except SystemExit:
+        raise ConfigError("extra trainer options: not accepted by the trainer") from None
+    for key, want in (("data", data), ("out", out), ("cache_dir", cache)):
+        if Path(os.path.realpath(str(getattr(cfg, key)))) != want:
+            raise ConfigError(f"{key}: resolves outside the checked path")
+    if spec and cfg.model != spec:
+        raise ConfigError("model: resolves to another spec than the checked one")
+    return args
 
 
 def batch_members(zip_data: bytes, source: str, *, limits: Limits | None = None) -> list[tuple[str, bytes]]:

@@ -153,7 +153,7 @@ def train_args(*, data: str | os.PathLike, layout: str, out: str | os.PathLike, 
     if losses:
         args += ["--losses", str(losses)]
     if views:
-        args += ["--views", str(views)]
+        args.append(f"--views={views}")  # one token: a list may start with "-" ("-30,0,30")
     return args + list(extra or [])
 
 

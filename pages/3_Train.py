@@ -10,7 +10,7 @@ import streamlit as st
 
 from affectvlm import jobs as J
 from affectvlm.appsupport import (eta_seconds, fmt_duration, metrics_figures, resolve_in_roots, safe_name,
-                                  unique_run_dir)
+                                  train_command_args, unique_run_dir)
 from affectvlm.errors import AffectVLMError, ConfigError
 from pages import job_store, settings, show_error, sidebar, use_run_callback
 
@@ -131,15 +131,12 @@ with st.container(border=True):
                 parse_views(views)
             except ValueError as e:
                 raise ConfigError(f"views: {e}") from None
-        try:
-            user_extra = shlex.split(extra_text)
-        except ValueError as e:
-            raise ConfigError(f"extra trainer options: {e}") from None
-        if any(a in ("--data", "--out", "--layout", "--resume") for a in user_extra):
-            raise ConfigError("extra trainer options: set the dataset, layout and output with the fields above")
-        extra = ["--no-progress"] + (["--max-steps", str(int(max_steps))] if max_steps else []) + user_extra
-        args = J.train_args(data=root, layout=layout, out=out, model=model_spec.strip() or None, epochs=epochs,
-                            batch_size=batch, lr=lr, losses=losses, views=views.strip() or None, extra=extra)
+        # every path the trainer will use is checked against the roots, the extras with its own parser
+        args = train_command_args(data=root, layout=layout, out=out, roots=S.workspace_roots,
+                                  cache_dir=S.workspace / ".render-cache", model=model_spec.strip() or None,
+                                  epochs=epochs, batch_size=batch, lr=lr, losses=losses,
+                                  views=views.strip() or None, max_steps=int(max_steps) or None,
+                                  extra_text=extra_text)
         cfg = J.TrainLaunch(run_dir=out, train_args=args, nproc_per_node=int(nproc), nnodes=int(nnodes),
                             rdzv_endpoint=rdzv.strip(), rdzv_id=safe_name(out.name), name=run_name or out.name)
         J.torchrun_command(cfg)  # validates nodes / endpoint

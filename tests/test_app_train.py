@@ -101,7 +101,7 @@ FAKE = """
 import json, os, sys, time
 out = sys.argv[sys.argv.index('--out') + 1]
 os.makedirs(out, exist_ok=True)
-n = 3 if '--epochs' not in sys.argv else int(sys.argv[sys.argv.index('--epochs') + 1])
+n = int(next((a.split('=', 1)[1] for a in sys.argv if a.startswith('--epochs=')), 3))
 for e in range(n):
     time.sleep(0.05 if n < 100 else 0.2)
     with open(os.path.join(out, 'metrics.jsonl'), 'a') as f:
