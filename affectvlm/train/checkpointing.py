@@ -42,6 +42,16 @@ _EPOCH_RE = re.compile(r"^epoch_(\d{4,})$")
 _MANIFEST_FILES = ("weights.safetensors", "train_state.pt", "model/affectvlm.json")
 
 
+def launch_rank(env: dict[str, str] | None = None) -> int:
+    """This process's global rank before the process group exists (torchrun's RANK, SLURM's SLURM_PROCID)."""
+    env = os.environ if env is None else env
+    if "RANK" in env and "WORLD_SIZE" in env:
+        return int(env["RANK"])
+    if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", "1")) > 1:
+        return int(env["SLURM_PROCID"])
+    return 0
+
+
 def hostname() -> str:
     """This machine's name (recorded in ``status.json`` so readers only judge pids of their own host)."""
     import socket

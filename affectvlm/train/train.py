@@ -769,7 +769,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _on_term)
     run_dir = Path(cfg.out)
-    if int(os.environ.get("RANK", "0")) == 0:  # one trainer per run folder; then sweep a killed save's leftovers
+    if ckpt.launch_rank() == 0:  # one trainer per run folder; then sweep a killed save's leftovers
         try:
             ckpt.lock_run_dir(run_dir)
         except ckpt.RunFolderInUse as e:
