@@ -2,6 +2,8 @@
 
     affectvlm synth --facekit ICT-FaceKit/FaceXModel --out data/synth --subjects 40 --seed 0 --layout bu3dfe
     affectvlm synth --facekit ICT-FaceKit/FaceXModel --out data/synth4d --layout bu4dfe --frames 50
+    affectvlm synth --layout corpus --facekit DIR [--makehuman DIR --facshuman DIR] --families emfacs,recipes \
+        --subjects 200 --out data/corpus     # randomised scans (nuisances) + manifest.csv with family/face_model
 """
 from __future__ import annotations
 
@@ -32,10 +34,14 @@ def _fraction(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="affectvlm synth", description=__doc__.splitlines()[0])
-    ap.add_argument("--facekit", required=True, metavar="DIR",
+    ap.add_argument("--facekit", metavar="DIR",
                     help="ICT-FaceKit's FaceXModel/ folder (generic_neutral_mesh.obj, identityNNN.obj, blendshapes)")
+    ap.add_argument("--makehuman", metavar="DIR", help="corpus: MakeHuman data folder (3dobjs/base.obj, targets/)")
+    ap.add_argument("--facshuman", metavar="DIR", help="corpus: FACSHuman folder (AU and emotion targets)")
+    ap.add_argument("--families", default="emfacs",
+                    help="corpus: expression families, comma-separated (emfacs, emfacs-alt, recipes, sculpt)")
     ap.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
-    ap.add_argument("--layout", choices=("bu3dfe", "bu4dfe"), default="bu3dfe")
+    ap.add_argument("--layout", choices=("bu3dfe", "bu4dfe", "corpus"), default="bu3dfe")
     ap.add_argument("--subjects", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--intensities", type=_ints, default=(1, 2, 3, 4), help="BU-3DFE levels, e.g. 3,4")
@@ -59,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command; returns the exit status (0 ok, 2 bad input or options)."""
     args = build_parser().parse_args(argv)
+    if args.layout == "corpus":
+        return _corpus(args)
+    if not args.facekit:
+        print("affectvlm synth: error: --facekit DIR is required for the bu3dfe and bu4dfe layouts", file=sys.stderr)
+        return 2
     from affectvlm.synth.facekit import load_facekit
     from affectvlm.synth.writers import SynthConfig, generate
 
@@ -73,6 +84,39 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         kit = load_facekit(args.facekit, cache=not args.no_cache)
         manifest = generate(cfg, kit, args.out, progress=not args.quiet)
+    except (AffectVLMError, ConfigError) as exc:
+        print(f"affectvlm synth: error: {exc}", file=sys.stderr)
+        return 2
+    if not args.quiet:
+        print(f"wrote {manifest} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    return 0
+
+
+def _corpus(args: argparse.Namespace) -> int:
+    from affectvlm.synth.corpus import FAMILIES, CorpusConfig, write_corpus
+
+    try:
+        fams = tuple(f.strip() for f in args.families.split(",") if f.strip())
+        bad = [f for f in fams if f not in FAMILIES]
+        if bad or not fams:
+            raise ConfigError(f"unknown expression famil(ies) {bad}; choose from {', '.join(FAMILIES)}")
+        models = {}
+        if args.facekit:
+            from affectvlm.synth.facekit import load_facekit
+            from affectvlm.synth.facemodel import ict_face_model
+
+            models["ict-facekit"] = ict_face_model(load_facekit(args.facekit, cache=not args.no_cache))
+        if args.makehuman:
+            from affectvlm.synth.makehuman import load_makehuman
+
+            m = load_makehuman(args.makehuman, args.facshuman, cache=not args.no_cache)
+            models[m.name] = m
+        if not models:
+            raise ConfigError("name at least one face model: --facekit and/or --makehuman")
+        cfg = CorpusConfig(subjects=args.subjects, seed=args.seed, families=fams, levels=args.intensities,
+                           val_fraction=args.val_frac, test_fraction=args.test_frac)
+        t0 = time.perf_counter()
+        manifest = write_corpus(cfg, models, args.out, progress=not args.quiet)
     except (AffectVLMError, ConfigError) as exc:
         print(f"affectvlm synth: error: {exc}", file=sys.stderr)
         return 2

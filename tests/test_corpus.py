@@ -1,0 +1,110 @@
+"""Randomised scans (nuisances, truth) and the corpus writer (families, splits, determinism)."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from affectvlm.io import load_mesh
+from affectvlm.synth.corpus import CORPUS_COLUMNS, CorpusConfig, read_corpus, select, write_corpus
+from affectvlm.synth.facemodel import FaceModel, apply_aus
+from affectvlm.synth.randomised import AXIS_ROTATIONS, Nuisance, crop_mask, sample_scan
+
+
+def _toy_model(n: int = 40) -> FaceModel:
+    """A grid 'face' in mm (+z front) with an AU12 pair that lifts the mouth corners and an emotion sculpt."""
+    xs, ys = np.meshgrid(np.linspace(-70, 70, n), np.linspace(-110, 90, n))
+    z = 40 * np.sqrt(np.clip(1 - (xs / 80) ** 2 - (ys / 130) ** 2, 0, None))
+    v = np.stack([xs.ravel(), ys.ravel(), z.ravel()], 1).astype(np.float32)
+    idx = np.arange(n * n).reshape(n, n)
+    a, b, c, d = idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel()
+    faces = np.concatenate([np.stack([a, b, d], 1), np.stack([a, d, c], 1)]).astype(np.int64)
+    mouth = (np.abs(v[:, 1] + 50) < 12) & (np.abs(v[:, 0]) < 35)
+    left, right = mouth & (v[:, 0] > 0), mouth & (v[:, 0] < 0)
+    t_l = np.zeros_like(v)
+    t_l[left, 1] = 6.0
+    t_r = np.zeros_like(v)
+    t_r[right, 1] = 6.0
+    ident = np.zeros((2, len(v), 3), np.float32)
+    ident[0, :, 0] = v[:, 0] * 0.05
+    ident[1, :, 2] = 2.0
+    sculpt = np.zeros_like(v)
+    sculpt[mouth, 2] = -4.0
+    return FaceModel(name="toy", neutral=v, faces=faces, identities=ident,
+                     au_targets={"AU12L": t_l, "AU12R": t_r}, landmarks=np.arange(0, 83 * 3, 3, dtype=np.int64),
+                     face_mask=(np.abs(v[:, 1]) < 80) & (np.abs(v[:, 0]) < 60),
+                     meta={"emotion_targets": {e: [sculpt] for e in
+                                               ("happiness", "sadness", "surprise", "fear", "disgust", "anger")}})
+
+
+def test_apply_aus_sides_and_missing_units():
+    m = _toy_model()
+    v = apply_aus(m, m.neutral, {"AU12": (1.0, 0.0), "AU99": (1.0, 1.0)})
+    moved = np.abs(v - m.neutral).max(1) > 0
+    assert moved.any() and (m.neutral[moved, 0] > 0).all()  # left only; the unknown AU is skipped
+
+
+def test_axis_rotations_are_the_24_proper_ones():
+    dets = np.linalg.det(AXIS_ROTATIONS)
+    assert len(AXIS_ROTATIONS) == 24 and np.allclose(dets, 1)
+    assert len({tuple(r.ravel()) for r in AXIS_ROTATIONS}) == 24
+
+
+def test_scan_truth_follows_rotation_units_and_landmarks():
+    m = _toy_model()
+    rng = np.random.default_rng(4)
+    nu = Nuisance(axis_rotation=True, units=(("cm", 1.0),), yaw_deg=0, pitch_deg=0, roll_deg=0, hole_probability=0,
+                  noise_mm=(0, 0), vertices=(0, 0), crops=(("full", 1.0),))
+    s = sample_scan(m, "happiness", 3, rng, expression=lambda e, l, r: {"AU12": (1.0, 1.0)}, nuisance=nu,
+                    identity=np.zeros(2))
+    A = s.rotation
+    i = int(np.argmax(np.abs(A[:, 1])))
+    assert s.up == ("+" if A[i, 1] > 0 else "-") + "xyz"[i]
+    # cm: a 140 mm wide face is ~14 units wide along the axis the file's x went to
+    assert np.ptp(s.mesh.vertices @ A[:, 0]) == pytest.approx(14.0, rel=0.01)
+    # landmarks move with the scan
+    d = ((s.mesh.vertices[None] - s.landmarks[:, None]) ** 2).sum(-1).min(1)
+    assert d.max() < 1e-6
+
+
+def test_crops_are_nested_and_full_keeps_everything():
+    m = _toy_model()
+    rng = np.random.default_rng(0)
+    face, wide, full = (crop_mask(m, k, rng).sum() for k in ("face", "wide", "full"))
+    assert face < wide < full == m.n_vertices
+
+
+def test_nuisances_change_resolution_and_make_holes():
+    m = _toy_model(60)
+    rng = np.random.default_rng(1)
+    lo = sample_scan(m, "neutral", 0, rng, nuisance=Nuisance(vertices=(800, 800), hole_probability=0.0))
+    assert 600 < lo.mesh.n_vertices < 1000
+    holed = sample_scan(m, "neutral", 0, rng, nuisance=Nuisance(vertices=(0, 0), hole_probability=1.0, holes=(4, 4),
+                                                                  crops=(("full", 1.0),)))
+    assert holed.mesh.n_faces < len(m.faces)
+
+
+def test_corpus_families_splits_and_determinism(tmp_path: Path):
+    pytest.importorskip("yaml")
+    m = _toy_model(30)
+    cfg = CorpusConfig(subjects=10, seed=3, families=("emfacs", "recipes", "sculpt"), levels=(3,),
+                       nuisance=Nuisance(vertices=(0, 0)))
+    a = write_corpus(cfg, {"toy": m}, tmp_path / "a")
+    b = write_corpus(cfg, {"toy": m}, tmp_path / "b")
+    assert a.read_bytes() == b.read_bytes()
+    for rel in ("toy/TO0000/HA3_sculpt.ply", "toy/TO0004/AN3_emfacs.ply"):
+        assert hashlib.sha256((tmp_path / "a" / rel).read_bytes()).digest() == \
+            hashlib.sha256((tmp_path / "b" / rel).read_bytes()).digest()
+    rows = read_corpus(a)
+    assert tuple(rows[0]) == CORPUS_COLUMNS
+    assert {r["family"] for r in rows} == {"emfacs", "recipes", "sculpt"}
+    by_split = {s: {r["subject"] for r in rows if r["split"] == s} for s in ("train", "val", "test")}
+    assert all(by_split.values()) and not (by_split["train"] & by_split["test"]) \
+        and not (by_split["val"] & (by_split["train"] | by_split["test"]))
+    held = select(rows, family="recipes")
+    assert held and all(r["family"] == "recipes" for r in held)
+    assert not select(rows, family="recipes", face_model="other")
+    mesh = load_mesh(rows[0]["path"])
+    assert mesh.n_faces > 100
