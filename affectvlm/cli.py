@@ -11,17 +11,29 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Sequence
 
-from affectvlm.errors import AffectVLMError, ConfigError
+from affectvlm.errors import AffectVLMError, ConfigError, printable
 
 _FORWARDED = {
     "synth": ("affectvlm.synth.cli", "make synthetic BU-3DFE/BU-4DFE-style data"),
     "train": ("affectvlm.train.train", "fine-tune a model (also under torchrun)"),
     "eval": ("affectvlm.train.evaluate", "evaluate a model on a dataset"),
 }
+
+
+_SIGNED_VALUE = re.compile(r"^-\.?\d")
+
+
+def allow_signed_values(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Let ``parser``'s options take values that start with a minus and a digit, so ``--views -30,0,30``
+    works like ``--views=-30,0,30`` (argparse alone takes only a plain ``-30`` for a value, and reads
+    ``-30,0,30`` as an unknown option). Safe because no option of ours is spelt ``-<digit>``."""
+    parser._negative_number_matcher = _SIGNED_VALUE  # the hook argparse uses to tell values from options
+    return parser
 
 
 def _positive_int(text: str) -> int:
@@ -45,11 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("predict", help="emotion probabilities for scans, folders, zips and 4D sequences",
                         description="Score 3D scans (.wrl .obj .ply .stl .off .glb .gltf .bnt), folders of scans, "
                         "4D sequences (a folder or .zip of numbered frames) and zips of scans.")
+    allow_signed_values(pr)
     pr.add_argument("inputs", nargs="+", metavar="INPUT", help="scan file, folder or .zip")
     pr.add_argument("--model", default=None, help="model spec: default (embedded), NAME:TAG (ViT-B-32:openai), "
                     "hf-hub:org/repo, NAME@weights.safetensors, local-dir:/dir, a checkpoint folder, or NAME "
                     "(random init)")
-    pr.add_argument("--views", default=None, help="camera views as yaws, e.g. 0,-30,30, or yaw:pitch pairs "
+    pr.add_argument("--views", default=None, help="camera views as yaws, e.g. -30,0,30, or yaw:pitch pairs "
                     "(default: the model's)")
     g = pr.add_mutually_exclusive_group()
     g.add_argument("--frames", type=_positive_int, default=None, help="sample N evenly spaced frames per sequence")
@@ -69,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rd = sub.add_parser("render", help="write the views a model sees as PNGs",
                         description="Render a scan (or every frame of a sequence) to PNG images.")
+    allow_signed_values(rd)
     rd.add_argument("input", metavar="INPUT", help="scan file, or a folder/.zip of frames")
     rd.add_argument("--out", required=True, help="output folder")
     rd.add_argument("--views", default="0,-30,30", help="camera views, e.g. 0,-30,30 or 0:10,30:0")
@@ -88,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _err(msg: str) -> None:
-    print(f"affectvlm: {msg}", file=sys.stderr)
+    print(f"affectvlm: {printable(msg)}", file=sys.stderr)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

@@ -1,6 +1,8 @@
 """Input limits as settings. Defaults are sane for real scans; override per call or via environment
 variables ``AFFECTVLM_MAX_FILE_MB``, ``AFFECTVLM_MAX_VERTICES``, ``AFFECTVLM_MAX_FACES``,
-``AFFECTVLM_MAX_FRAMES``, ``AFFECTVLM_MAX_ZIP_MEMBERS``, ``AFFECTVLM_MAX_UNPACKED_MB``."""
+``AFFECTVLM_MAX_FRAMES``, ``AFFECTVLM_MAX_ZIP_MEMBERS``, ``AFFECTVLM_MAX_UNPACKED_MB``,
+``AFFECTVLM_MAX_SCENE_NODES``, ``AFFECTVLM_MAX_TEXTURE_MPX``, ``AFFECTVLM_MAX_FOLDER_FILES``,
+``AFFECTVLM_MIN_FACE_VERTICES``."""
 from __future__ import annotations
 
 import os
@@ -18,6 +20,10 @@ class Limits:
     max_zip_members: int = 10_000
     max_unpacked_bytes: int = 8 * 1024 * _MB
     max_compression_ratio: float = 200.0  # per zip member; zip bombs are far above this
+    max_scene_nodes: int = 100_000  # VRML nodes after DEF/USE expansion (instancing bombs)
+    max_texture_pixels: int = 8192 * 8192  # a bigger texture is dropped, the mesh kept
+    max_folder_files: int = 100_000  # entries visited in one folder walk
+    min_face_vertices: int = 100  # fewer is too small to be a face scan (predict refuses it)
 
     def with_(self, **kw) -> "Limits":
         return replace(self, **kw)
@@ -30,6 +36,10 @@ _ENV = {
     "max_frames": ("AFFECTVLM_MAX_FRAMES", 1),
     "max_zip_members": ("AFFECTVLM_MAX_ZIP_MEMBERS", 1),
     "max_unpacked_bytes": ("AFFECTVLM_MAX_UNPACKED_MB", _MB),
+    "max_scene_nodes": ("AFFECTVLM_MAX_SCENE_NODES", 1),
+    "max_texture_pixels": ("AFFECTVLM_MAX_TEXTURE_MPX", 1_000_000),
+    "max_folder_files": ("AFFECTVLM_MAX_FOLDER_FILES", 1),
+    "min_face_vertices": ("AFFECTVLM_MIN_FACE_VERTICES", 1),
 }
 
 

@@ -37,6 +37,7 @@ import torch
 from affectvlm.errors import AffectVLMError, ConfigError, InputError
 from affectvlm.fileio import atomic_write_text
 from affectvlm.io import MESH_EXTENSIONS
+from affectvlm.io._common import check_face
 from affectvlm.io.sequence import is_mesh_name, looks_like_sequence  # noqa: F401  (re-exported)
 from affectvlm.limits import Limits, default_limits
 from affectvlm.mesh import Mesh, MeshSequence
@@ -57,9 +58,12 @@ class _Item:
     error: str = ""
 
 
-def _error_text(exc: BaseException) -> str:
+def _error_text(exc: BaseException, source: str = "") -> str:
+    """The row's error: the problem (the row names the file), led by the member or frame file when the
+    error is about a file inside ``source`` (a sequence's frame, a folder's file)."""
     if isinstance(exc, InputError):
-        return exc.problem
+        inner = exc.source[len(source):].lstrip("/\\:") if source and exc.source.startswith(source) else ""
+        return f"{inner}: {exc.problem}" if inner else exc.problem
     if isinstance(exc, AffectVLMError):
         return str(exc)
     return f"unexpected {type(exc).__name__}: {exc}"
@@ -86,19 +90,59 @@ def _expand(inputs: Any, *, limits: Limits, frames: int | None, every: int) -> l
                       lambda b=b, n=n, s=f"{source}:{n}": _renamed(load_mesh(b, n, limits=limits), s))
                 for n, b in members]
 
+    def from_dir(top: Path, shown_top: str) -> list[_Item]:
+        """Walk a folder depth-first in name order, each real folder and file once (symlink loops end)."""
+        out: list[_Item] = []
+        seen: set[tuple[int, int]] = set()
+        stack: list[tuple[Path, str]] = [(top, shown_top)]
+        n_entries = 0
+        while stack:
+            d, shown = stack.pop()
+            try:
+                st = d.stat()
+                key = (st.st_dev, st.st_ino)
+                if key in seen:
+                    continue  # a symlink back into the walk, or a second link to a visited folder
+                seen.add(key)
+                with os.scandir(d) as it:
+                    entries = sorted(it, key=lambda e: e.name)
+            except OSError as e:
+                out.append(_Item(shown, "error", error=f"cannot list folder: {e.strerror or e}"))
+                continue
+            n_entries += len(entries)
+            if n_entries > limits.max_folder_files:
+                out.append(_Item(shown_top, "error", error=f"the folder walk passed {limits.max_folder_files} "
+                                 "entries and stopped there (AFFECTVLM_MAX_FOLDER_FILES)"))
+                break
+            files: list[tuple[str, Path]] = []
+            dirs: list[tuple[str, Path]] = []
+            for e in entries:
+                try:
+                    if e.is_dir():
+                        if not e.name.startswith((".", "__MACOSX")):
+                            dirs.append((e.name, Path(e.path)))
+                    elif e.is_file() and is_mesh_name(e.name):
+                        fst = e.stat()
+                        fkey = (fst.st_dev, fst.st_ino)
+                        if fkey not in seen:
+                            seen.add(fkey)
+                            files.append((e.name, Path(e.path)))
+                except OSError:
+                    continue  # a dangling link or an entry that vanished
+            if looks_like_sequence([n for n, _ in files]):
+                out.append(_Item(shown, "sequence", seq_loader(d, shown)))
+                continue  # a sequence folder is one input; its sub-folders are not searched
+            for n, f in files:
+                name = str(f) if shown == str(d) else os.path.join(shown, n)
+                out.append(_Item(name, "scan", lambda f=f, name=name: load_mesh(f, name, limits=limits)))
+            stack += [(sub, os.path.join(shown, n)) for n, sub in reversed(dirs)]
+        if not out:
+            return [_Item(shown_top, "error", error=f"folder holds no mesh file ({', '.join(MESH_EXTENSIONS)})")]
+        return out
+
     def from_path(p: Path, shown: str) -> list[_Item]:
         if p.is_dir():
-            files = sorted(f for f in p.iterdir() if f.is_file() and is_mesh_name(f.name))
-            dirs = sorted(d for d in p.iterdir() if d.is_dir() and not d.name.startswith((".", "__MACOSX")))
-            if looks_like_sequence([f.name for f in files]):
-                return [_Item(shown, "sequence", seq_loader(p))]
-            out = [_Item(str(f) if shown == str(p) else os.path.join(shown, f.name), "scan",
-                         lambda f=f: load_mesh(f, limits=limits)) for f in files]
-            for d in dirs:
-                out += from_path(d, os.path.join(shown, d.name))
-            if not out and shown == str(p):
-                return [_Item(shown, "error", error=f"folder holds no mesh file ({', '.join(MESH_EXTENSIONS)})")]
-            return out
+            return from_dir(p, shown)
         if not p.exists():
             return [_Item(shown, "error", error="file not found")]
         try:
@@ -108,7 +152,7 @@ def _expand(inputs: Any, *, limits: Limits, frames: int | None, every: int) -> l
             return [_Item(shown, "error", error=f"cannot read: {e.strerror or e}")]
         if is_zip(head):
             return from_zip(p, shown)
-        return [_Item(shown, "scan", lambda: load_mesh(p, limits=limits))]
+        return [_Item(shown, "scan", lambda: load_mesh(p, shown, limits=limits))]
 
     if isinstance(inputs, (str, os.PathLike, Mesh, MeshSequence)) or (
             isinstance(inputs, tuple) and len(inputs) == 2 and isinstance(inputs[1], (bytes, bytearray))):
@@ -128,6 +172,8 @@ def _expand(inputs: Any, *, limits: Limits, frames: int | None, every: int) -> l
                     items.append(_Item(name, "scan", lambda d=data, n=name: load_mesh(d, n, limits=limits)))
             elif isinstance(x, (str, os.PathLike)):
                 items += from_path(Path(x).expanduser(), os.fspath(x))
+            elif isinstance(x, (tuple, list)) and len(x) == 2 and isinstance(x[1], (str, os.PathLike)):
+                items += from_path(Path(x[1]), str(x[0]))  # (shown name, path): e.g. an upload saved to a temp file
             else:
                 items.append(_Item(repr(x)[:80], "error", error=f"cannot read a {type(x).__name__} "
                                    "(give a path, (name, bytes), a Mesh or a MeshSequence)"))
@@ -262,7 +308,15 @@ def iter_sequence(seq: Any, model: Any = None, *, views: Any = None, up: str | N
     bs = max(1, int(batch_size))
     for lo in range(0, len(seq.frames), bs):
         chunk, ids = seq.frames[lo:lo + bs], seq.frame_ids[lo:lo + bs]
-        rendered = _render(settings, chunk, model.device)
+        refused: dict[int, BaseException] = {}
+        for i, m in enumerate(chunk):
+            try:
+                check_face(m, limits)
+            except InputError as e:
+                refused[i] = e
+        good = [m for i, m in enumerate(chunk) if i not in refused]
+        it = iter(_render(settings, good, model.device) if good else [])
+        rendered = [refused[i] if i in refused else next(it) for i in range(len(chunk))]
         ok = [i for i, r in enumerate(rendered) if isinstance(r, torch.Tensor)]
         probs = _score(model, torch.stack([rendered[i] for i in ok])) if ok else np.zeros((0, len(classes)))
         pmap = dict(zip(ok, probs))
@@ -284,7 +338,10 @@ def predict(inputs: Any, model: Any = None, *, views: Any = None, frames: int | 
             pooling: str = "peak") -> list[Row]:
     """Score scans and 4D sequences; returns rows in input order (see the module docstring).
 
-    ``inputs``: a path (file, folder, zip), ``(name, bytes)``, a Mesh / MeshSequence, or a list of them.
+    ``inputs``: a path (file, folder, zip), ``(name, bytes)``, a Mesh / MeshSequence, or a list of them; in a
+    list, ``(name, path)`` reads ``path`` but shows ``name`` in the rows (uploads saved to temp files).
+    Folder walks visit each real file once (symlink loops end); an unreadable sub-folder is one error row.
+    Scans too small or flat to be a face (see `affectvlm.io._common.check_face`) get an error row.
     ``model``: an AffectVLM or a spec for ``load_model`` (None = the embedded default).
     ``views`` / ``up`` / ``front`` override the model's render settings; ``frames`` (N evenly spaced)
     and ``every`` (every k-th) sample sequence frames. ``on_row`` is called with each row as it is made.
@@ -334,7 +391,7 @@ def predict(inputs: Any, model: Any = None, *, views: Any = None, frames: int | 
         for item in items:
             if item.kind == "scan":
                 try:
-                    mesh = item.load()
+                    mesh = check_face(item.load(), limits)
                 except Exception as e:
                     flush()
                     emit(make_row(item.source, "", classes, error=_error_text(e)))
@@ -351,13 +408,14 @@ def predict(inputs: Any, model: Any = None, *, views: Any = None, frames: int | 
                 try:
                     seq = item.load()
                 except Exception as e:
-                    emit(make_row(item.source, "sequence", classes, error=_error_text(e)))
+                    emit(make_row(item.source, "sequence", classes, error=_error_text(e, item.source)))
                     bar.update(1)
                     continue
                 bar.total += len(seq) - 1
                 bar.refresh()
                 for row in iter_sequence(seq, model, views=settings.views, up=settings.up, front=settings.front,
-                                         batch_size=batch_size, pooling=pooling, source=item.source):
+                                         batch_size=batch_size, pooling=pooling, source=item.source,
+                                         limits=limits):
                     emit(row)
                     if row["frame"] != "sequence":
                         bar.update(1)
@@ -387,6 +445,8 @@ def predict_mesh(mesh: Mesh | MeshSequence, model: Any = None, *, views: Any = N
     _check_classes(classes)
     settings = _settings(model, views, up, front)
     captions = [_view_caption(v) for v in settings.views]
+    if not isinstance(mesh, MeshSequence):
+        check_face(mesh)
     if isinstance(mesh, MeshSequence):
         rows = list(iter_sequence(mesh, model, views=settings.views, up=settings.up, front=settings.front,
                                   batch_size=batch_size, pooling=pooling))

@@ -111,3 +111,24 @@ def finish_mesh(vertices: np.ndarray, faces: np.ndarray, source: str, limits: Li
             vertex_colors = np.ascontiguousarray(vertex_colors[:, :3], dtype=np.uint8)
     return Mesh(vertices=np.ascontiguousarray(v), faces=np.ascontiguousarray(f), face_uv=face_uv, texture=texture,
                 vertex_colors=vertex_colors, source=str(source), meta=dict(meta or {}))
+
+
+def check_face(mesh: Mesh, limits: Limits | None = None) -> Mesh:
+    """Refuse a mesh too small or too flat to be a face scan (`InputError`); scoring it would be noise.
+
+    Too small: fewer than ``limits.min_face_vertices`` vertices. Too flat or thin: the second or third
+    principal extent under 1/1000 of the largest (a plane, a strip, a line).
+    """
+    limits = get_limits(limits)
+    n = len(mesh.vertices)
+    if n < limits.min_face_vertices:
+        raise InputError(mesh.source, f"only {n} vertices and {len(mesh.faces)} faces: too small to be a face scan "
+                                      f"(at least {limits.min_face_vertices}, AFFECTVLM_MIN_FACE_VERTICES)")
+    v = np.asarray(mesh.vertices, np.float64)
+    p = v[:: max(1, n // 20000)]
+    sv = np.linalg.svd(p - p.mean(axis=0), compute_uv=False)
+    if not sv[0] > 0 or sv[1] < 1e-3 * sv[0]:
+        raise InputError(mesh.source, "degenerate extent: the vertices lie (nearly) on one line, not a face")
+    if sv[2] < 1e-3 * sv[0]:
+        raise InputError(mesh.source, "degenerate extent: the mesh is flat (all vertices in one plane), not a face")
+    return mesh

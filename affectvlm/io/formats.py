@@ -31,7 +31,7 @@ from affectvlm.io._common import check_counts, check_size, finish_mesh, get_limi
 from affectvlm.io.archive import is_zip
 
 __all__ = ["load_mesh", "load_mesh_bytes", "SUPPORTED_EXTENSIONS", "MESH_EXTENSIONS", "TEXTURE_EXTENSIONS",
-           "decode_texture", "sniff"]
+           "decode_texture", "image_size", "sniff"]
 
 MESH_EXTENSIONS = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf", ".wrl", ".vrml", ".bnt")
 SUPPORTED_EXTENSIONS = MESH_EXTENSIONS
@@ -74,16 +74,107 @@ def sniff(head: bytes) -> str | None:
     return None
 
 
-def decode_texture(data: bytes, source: str) -> np.ndarray:
-    """Decode image bytes (BMP/PNG/JPEG/...) to an (H, W, 3) uint8 RGB array; `InputError` if unreadable."""
+def image_size(head: bytes) -> tuple[int, int] | None:
+    """(width, height) an image header claims (PNG, JPEG, BMP, GIF read directly; others through PIL), or None."""
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) >= 24 and head[12:16] == b"IHDR":
+        w, h = struct.unpack(">II", head[16:24])
+        return w, h
+    if head[:2] == b"\xff\xd8":
+        i = 2
+        while i + 9 <= len(head):
+            if head[i] != 0xFF:
+                i += 1
+                continue
+            marker = head[i + 1]
+            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
+                i += 1 if marker == 0xFF else 2
+                continue
+            (seg,) = struct.unpack(">H", head[i + 2:i + 4])
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                h, w = struct.unpack(">HH", head[i + 5:i + 9])
+                return w, h
+            i += 2 + seg
+        return None
+    if head[:2] == b"BM" and len(head) >= 26:
+        w, h = struct.unpack("<ii", head[18:26])
+        return abs(w), abs(h)
+    if head[:4] == b"GIF8" and len(head) >= 10:
+        return struct.unpack("<HH", head[6:10])
+    import warnings
+
     from PIL import Image
 
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(head)) as im:
+                return im.size
+    except Exception:
+        return None
+
+
+def _texture_too_big(size: tuple[int, int] | None, limits: Limits) -> str | None:
+    if size is None or size[0] * size[1] <= limits.max_texture_pixels:
+        return None
+    return (f"{size[0]}x{size[1]} px, over the limit of {limits.max_texture_pixels} px "
+            "(AFFECTVLM_MAX_TEXTURE_MPX): loaded without texture")
+
+
+def decode_texture(data: bytes, source: str, limits: Limits | None = None) -> np.ndarray:
+    """Decode image bytes (BMP/PNG/JPEG/...) to an (H, W, 3) uint8 RGB array; `InputError` if unreadable
+    or over ``limits.max_texture_pixels`` (checked on the header, before decoding)."""
+    import warnings
+
+    from PIL import Image
+
+    too_big = _texture_too_big(image_size(data[:1 << 16]), get_limits(limits))
+    if too_big:
+        raise InputError(source, "the image is " + too_big)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                too_big = _texture_too_big(im.size, get_limits(limits))
+                if too_big:
+                    raise InputError(source, "the image is " + too_big)
+                im.load()
+                return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    except InputError:
+        raise
     except Exception as e:  # PIL raises many types, DecompressionBombError included
         raise InputError(source, f"cannot read texture image ({type(e).__name__}: {e})") from None
+
+
+def _gltf_images(data: bytes, file_type: str, resolve: Resolve | None) -> list[tuple[str, bytes]]:
+    """(name, first bytes) of each image a GLB/glTF file declares (for checking claimed sizes)."""
+    import base64
+    import json
+
+    try:
+        if file_type == "glb":
+            (n_json,) = struct.unpack_from("<I", data, 12)
+            header = json.loads(data[20:20 + n_json])
+            bin_at = 20 + n_json + (-n_json % 4)
+            binary = data[bin_at + 8:] if len(data) >= bin_at + 8 else b""
+        else:
+            header, binary = json.loads(data), b""
+        out = []
+        for i, img in enumerate(header.get("images") or []):
+            name = str(img.get("name") or img.get("uri", "")[:40] or f"image {i}")
+            if "bufferView" in img:
+                view = header["bufferViews"][img["bufferView"]]
+                start = int(view.get("byteOffset", 0))
+                out.append((name, binary[start:start + min(int(view.get("byteLength", 0)), 1 << 16)]))
+            elif str(img.get("uri", "")).startswith("data:"):
+                b64 = img["uri"].split(",", 1)[-1][:87384]
+                out.append((name, base64.b64decode(b64[: len(b64) // 4 * 4])))
+            elif img.get("uri") and resolve is not None:
+                blob = resolve(img["uri"])
+                if blob is not None:
+                    out.append((name, blob[:1 << 16]))
+        return out
+    except Exception:  # a malformed header: trimesh reports it, or there is simply no texture
+        return []
 
 
 def _dir_resolver(folder: Path, limits: Limits) -> Resolve:
@@ -104,7 +195,7 @@ def _dir_resolver(folder: Path, limits: Limits) -> Resolve:
     return resolve
 
 
-def _load_texture(mesh: Mesh, resolve: Resolve | None, want: bool) -> Mesh:
+def _load_texture(mesh: Mesh, resolve: Resolve | None, want: bool, limits: Limits) -> Mesh:
     name = mesh.meta.get("texture_file")
     if not want or not name or mesh.face_uv is None or mesh.texture is not None or resolve is None:
         return mesh
@@ -113,7 +204,7 @@ def _load_texture(mesh: Mesh, resolve: Resolve | None, want: bool) -> Mesh:
         mesh.meta.setdefault("warnings", []).append(f"texture {name!r} not found beside the file")
         return mesh
     try:
-        mesh.texture = decode_texture(data, f"{mesh.source}: texture {name}")
+        mesh.texture = decode_texture(data, f"texture {name}", limits)
     except InputError as e:
         mesh.meta.setdefault("warnings", []).append(str(e))
     return mesh
@@ -272,6 +363,7 @@ def _read_trimesh(data: bytes, ext: str, source: str, limits: Limits, resolve: R
     faces = np.asarray(loaded.faces, dtype=np.int64)
     face_uv = tex = colors = None
     meta: dict = {"format": file_type}
+    warnings: list[str] = []
     visual = loaded.visual
     kind = getattr(visual, "kind", None)
     if kind == "texture":
@@ -281,7 +373,13 @@ def _read_trimesh(data: bytes, ext: str, source: str, limits: Limits, resolve: R
         mat = getattr(visual, "material", None)
         if texture and mat is not None:
             img = getattr(mat, "image", None) or getattr(mat, "baseColorTexture", None)
+            too_big = _texture_too_big(getattr(img, "size", None), limits)
+            if too_big:  # decide by the limits on the header's size, before decoding
+                warnings.append("texture image is " + too_big)
+                img = None
             tex = _image_array(img)
+            if img is not None and tex is None:
+                warnings.append("texture image cannot be decoded (corrupt or truncated): loaded without texture")
             # trimesh invents a 2x2 grey image for UVs without a material: that is no texture
             if tex is not None and tex.shape[0] * tex.shape[1] <= 16 and (tex == tex.reshape(-1, 3)[0]).all():
                 tex = None
@@ -289,6 +387,14 @@ def _read_trimesh(data: bytes, ext: str, source: str, limits: Limits, resolve: R
         vc = np.asarray(visual.vertex_colors)
         if vc.ndim == 2 and len(vc) == len(verts):
             colors = vc[:, :3]
+    if texture and tex is None and face_uv is not None and not warnings and file_type in ("glb", "gltf"):
+        for name, head in _gltf_images(data, file_type, resolve):  # say why the texture is missing
+            size = image_size(head)
+            too_big = _texture_too_big(size, limits)
+            shown = f"texture {name!r}" + (f" ({size[0]}x{size[1]} px)" if size and not too_big else "")
+            warnings.append(f"{shown} is {too_big}" if too_big else f"{shown} cannot be decoded: loaded without texture")
+    if warnings:
+        meta["warnings"] = warnings
     if faces.size and faces.shape[1:] != (3,):
         raise InputError(source, "faces are not triangles after loading")
     if faces.size and (faces.min() < 0 or faces.max() >= len(verts)):
@@ -333,7 +439,7 @@ def load_mesh_bytes(data: bytes, name: str, *, source: str | None = None, limits
         mesh = read_bnt(data, source, limits=limits)
     else:
         return _read_trimesh(data, ext, source, limits, resolve, texture)
-    return _load_texture(mesh, resolve, texture)
+    return _load_texture(mesh, resolve, texture, limits)
 
 
 def load_mesh(src: str | os.PathLike | bytes, name: str | None = None, *, limits: Limits | None = None,

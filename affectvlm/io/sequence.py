@@ -159,7 +159,7 @@ def load_sequence(src: str | os.PathLike | bytes | Sequence[str | os.PathLike], 
         order = _order(names, source)
         keep = sample_indices(len(order), every, n_frames)
         _check_count(len(keep), limits, source)
-        frames = [load_mesh(path / order[i][1], limits=limits) for i in keep]
+        frames = [load_mesh(path / order[i][1], name=os.path.join(source, order[i][1]), limits=limits) for i in keep]
         return _finish(frames, [order[i][0] for i in keep], source, "folder", len(order), limits)
     if not path.exists():
         raise InputError(source, "no such file or folder")

@@ -26,7 +26,7 @@ from affectvlm.errors import InputError
 from affectvlm.fileio import atomic_write_text
 from affectvlm.limits import Limits
 from affectvlm.mesh import Mesh
-from affectvlm.io._common import fan_positions, finish_mesh
+from affectvlm.io._common import fan_positions, finish_mesh, get_limits
 
 __all__ = ["read_vrml", "write_vrml", "is_vrml"]
 
@@ -48,6 +48,7 @@ _GROUP_FIELDS = ("children", "level")
 class _Node:
     type: str
     fields: dict[str, Any] = field(default_factory=dict)
+    name: str | None = None  # the DEF name
 
 
 @dataclass
@@ -137,7 +138,7 @@ class _Parser:
             kind, tok = self.next()
             if kind != "i":
                 raise self.error(f"expected a node type after DEF {name}")
-        node = _Node(tok)
+        node = _Node(tok, name=name)
         if name is not None:
             self.defs[name] = node
         self.expect("{")
@@ -378,7 +379,8 @@ class _Part:
     texture_file: str | None
 
 
-def _shape_part(shape: _Node, matrix: np.ndarray, text: str, source: str, warnings: list[str]) -> _Part | None:
+def _shape_part(shape: _Node, text: str, source: str, warnings: list[str]) -> _Part | None:
+    """The untransformed geometry of one Shape node (read once, however often it is USEd)."""
     geom = shape.fields.get("geometry")
     if not isinstance(geom, _Node) or geom.type != "IndexedFaceSet":
         return None
@@ -390,8 +392,6 @@ def _shape_part(shape: _Node, matrix: np.ndarray, text: str, source: str, warnin
     if pts.size % 3:
         raise InputError(source, f"Coordinate point holds {pts.size} numbers, not a multiple of 3")
     verts = pts.reshape(-1, 3)
-    if not np.array_equal(matrix, np.eye(4)):
-        verts = verts @ matrix[:3, :3].T + matrix[:3, 3]
     index = _numbers(text, f.get("coordIndex"), source, "coordIndex", np.int64)
     tri_pos, index = fan_positions(index, source, "coordIndex")
     faces = index[tri_pos]
@@ -442,37 +442,103 @@ def _shape_part(shape: _Node, matrix: np.ndarray, text: str, source: str, warnin
     return _Part(verts, faces, face_uv, colors, texture_file)
 
 
-def _walk(nodes: list[Any], matrix: np.ndarray, text: str, source: str, parts: list[_Part],
-          warnings: list[str], depth: int = 0) -> None:
-    if depth > 100:
-        raise InputError(source, "VRML nodes nested more than 100 deep")
-    for node in nodes:
-        if not isinstance(node, _Node):
-            continue
+def _children(node: _Node) -> list[_Node]:
+    """The child nodes the scene walk descends into (Switch: the chosen one; LOD: the first level)."""
+    if node.type == "Switch":
+        which = node.fields.get("whichChoice", ["-1"])
+        choice = node.fields.get("choice", [])
+        try:
+            i = int(which[0]) if isinstance(which, list) else -1
+        except ValueError:
+            i = -1
+        kids = [choice[i]] if isinstance(choice, list) and 0 <= i < len(choice) else []
+        return [k for k in kids if isinstance(k, _Node)]
+    out: list[_Node] = []
+    for name in _GROUP_FIELDS:
+        kids = node.fields.get(name)
+        if isinstance(kids, _Node):
+            kids = [kids]
+        if isinstance(kids, list):
+            out += [k for k in kids if isinstance(k, _Node)]
+            if node.type == "LOD" and name == "level":
+                break
+    return out
+
+
+class _Scene:
+    """The scene graph after parsing: DEF/USE make it a DAG, so each node is counted and read once.
+
+    `count` gives what the expanded scene would hold (node instances, vertices, faces) without
+    expanding it, so an instancing bomb or a USE cycle is refused before any copy is made.
+    """
+
+    def __init__(self, text: str, source: str, limits: Limits):
+        self.text, self.source, self.limits = text, source, limits
+        self.parts: dict[int, _Part | None] = {}
+        self.counts: dict[int, tuple[int, int, int]] = {}
+        self.warnings: list[str] = []
+
+    def part(self, shape: _Node) -> _Part | None:
+        key = id(shape)
+        if key not in self.parts:
+            self.parts[key] = _shape_part(shape, self.text, self.source, self.warnings)
+        return self.parts[key]
+
+    def count(self, node: _Node, open_: set[int], depth: int = 0) -> tuple[int, int, int]:
+        """(node instances, vertices, faces) of ``node`` with every USE expanded."""
+        key = id(node)
+        if key in self.counts:
+            return self.counts[key]
+        if key in open_:
+            raise InputError(self.source, f"DEF {node.name} {node.type} contains itself through USE {node.name} "
+                                          "(a DEF/USE cycle)")
+        if depth > _MAX_DEPTH:
+            raise InputError(self.source, f"VRML nodes nested more than {_MAX_DEPTH} deep")
+        open_.add(key)
         if node.type == "Shape":
-            part = _shape_part(node, matrix, text, source, warnings)
-            if part is not None:
-                parts.append(part)
-            continue
-        m = matrix @ _transform_matrix(node, text, source) if node.type == "Transform" else matrix
-        if node.type == "Switch":
-            which = node.fields.get("whichChoice", ["-1"])
-            choice = node.fields.get("choice", [])
-            try:
-                i = int(which[0]) if isinstance(which, list) else -1
-            except ValueError:
-                i = -1
-            kids = [choice[i]] if isinstance(choice, list) and 0 <= i < len(choice) else []
-            _walk(kids, m, text, source, parts, warnings, depth + 1)
-            continue
-        for name in _GROUP_FIELDS:
-            kids = node.fields.get(name)
-            if isinstance(kids, _Node):
-                kids = [kids]
-            if isinstance(kids, list):
-                _walk(kids, m, text, source, parts, warnings, depth + 1)
-                if node.type == "LOD" and name == "level":
-                    break
+            p = self.part(node)
+            total = (1, len(p.vertices), len(p.faces)) if p is not None and len(p.faces) else (1, 0, 0)
+        else:
+            n, v, f = 1, 0, 0
+            for kid in _children(node):
+                kn, kv, kf = self.count(kid, open_, depth + 1)
+                n, v, f = n + kn, v + kv, f + kf
+            total = (n, v, f)
+        open_.discard(key)
+        self.counts[key] = total
+        return total
+
+    def check(self, nodes: list[_Node]) -> None:
+        """Refuse a scene whose expanded size is over the limits (nothing is copied yet)."""
+        n = v = f = 0
+        for node in nodes:
+            kn, kv, kf = self.count(node, set())
+            n, v, f = n + kn, v + kv, f + kf
+        lim = self.limits
+        if n > lim.max_scene_nodes:
+            raise InputError(self.source, f"DEF/USE copies expand to {n} nodes, over the limit of "
+                                          f"{lim.max_scene_nodes} (AFFECTVLM_MAX_SCENE_NODES)")
+        if v > lim.max_vertices or f > lim.max_faces:
+            what = "vertices" if v > lim.max_vertices else "faces"
+            got, cap = (v, lim.max_vertices) if what == "vertices" else (f, lim.max_faces)
+            env = "AFFECTVLM_MAX_VERTICES" if what == "vertices" else "AFFECTVLM_MAX_FACES"
+            raise InputError(self.source, f"DEF/USE copies expand to {got} {what}, over the limit of {cap} ({env})")
+
+    def walk(self, nodes: list[_Node], matrix: np.ndarray, parts: list[_Part]) -> None:
+        for node in nodes:
+            if node.type == "Shape":
+                p = self.part(node)
+                if p is not None and len(p.faces):
+                    if not np.array_equal(matrix, np.eye(4)):
+                        p = _Part(p.vertices @ matrix[:3, :3].T + matrix[:3, 3], p.faces, p.face_uv, p.colors,
+                                  p.texture_file)
+                    parts.append(p)
+                continue
+            m = matrix @ _transform_matrix(node, self.text, self.source) if node.type == "Transform" else matrix
+            self.walk(_children(node), m, parts)
+
+
+_MAX_DEPTH = 100
 
 
 def is_vrml(head: bytes) -> bool:
@@ -498,11 +564,12 @@ def read_vrml(data: bytes | str, source: str, *, limits: Limits | None = None) -
     if not (head.startswith("#VRML V2.0") or head.startswith("#X3D")):
         raise InputError(source, "not a VRML 2.0 file: it does not start with '#VRML V2.0 utf8'")
     parser = _Parser(text, source)
-    scene = parser.scene()
+    nodes = [n for n in parser.scene() if isinstance(n, _Node)]
+    scene = _Scene(text, source, get_limits(limits))
+    scene.check(nodes)  # DEF/USE expansion against the limits, before any copy is made
     parts: list[_Part] = []
-    warnings: list[str] = []
-    _walk(scene, np.eye(4), text, source, parts, warnings)
-    parts = [p for p in parts if len(p.faces)]
+    scene.walk(nodes, np.eye(4), parts)
+    warnings = scene.warnings
     if not parts:
         raise InputError(source, "the file holds no IndexedFaceSet faces")
     offsets = np.cumsum([0] + [len(p.vertices) for p in parts])
