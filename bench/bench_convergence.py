@@ -5,7 +5,10 @@ and the training seconds (rendering excluded: the cache is warmed once) at which
 reaches --target, plus the final accuracy, as mean and spread over seeds. Accuracy is the nearest
 class-centroid accuracy (``--proto-eval``), the one classifier every arm can use (L_mc + L_mt alone never
 trains the text side, so its zero-shot text accuracy would not be a fair measure); the zero-shot accuracy
-is reported too.
+is reported too, and so is the embedding spread (0 = collapsed to one point). Accuracy is measured on the
+run's validation subjects, which no arm selects on here (every arm runs all epochs; the trainer's collapse
+and chance stops are off so that a collapsing arm is measured, not aborted). ``mc+mt`` is the trainer's
+L_mc + L_mt (batch-centred), ``mc+mt-plain`` the uncentred formulas (``--no-loss-center``).
 
     python bench/bench_convergence.py --data /work/data/synth-bu3dfe-40 --seeds 0,1,2 --epochs 8
 """
@@ -23,7 +26,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-ARMS = {"mc+mt": "mc=1,mt=1", "infonce": "clip=1", "ce": "ce=1"}
+ARMS = {"mc+mt": "mc=1,mt=1", "mc+mt-plain": "mc=1,mt=1", "infonce": "clip=1", "ce": "ce=1"}
+ARM_OPTIONS = {"mc+mt-plain": ["--no-loss-center"]}
 
 
 def run(args: list[str]) -> list[dict]:
@@ -56,6 +60,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--subjects", type=int, default=10)
     ap.add_argument("--extra", default="", help="more trainer options, space separated")
+    ap.add_argument("--arms", default=",".join(ARMS), help="comma-separated subset of " + ",".join(ARMS))
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-conv-"))
     try:
@@ -69,13 +74,15 @@ def main() -> None:
         seeds = [int(s) for s in a.seeds.split(",")]
         res: dict = {"target": a.target, "epochs": a.epochs, "seeds": seeds, "data": str(data), "arms": {}}
         t_all = time.perf_counter()
-        for arm, losses in ARMS.items():
+        for arm in a.arms.split(","):
+            losses = ARMS[arm]
             per_seed = []
             for seed in seeds:
                 ep = run(["--data", str(data), "--layout", a.layout, "--model", a.model, "--epochs", str(a.epochs),
                           "--batch-size", str(a.batch_size), "--lr", str(a.lr), "--losses", losses,
                           "--seed", str(seed), "--intensities", a.intensities, "--no-neutral", "--proto-eval",
                           "--no-progress", "--cache-dir", str(tmp / "cache"), "--out", str(tmp / f"{arm}-{seed}"),
+                          "--collapse-spread", "0", "--chance-epochs", "0", *ARM_OPTIONS.get(arm, []),
                           *a.extra.split()])
                 secs, hit_ep, hit_s = 0.0, None, None
                 for e in ep:
@@ -85,6 +92,7 @@ def main() -> None:
                 per_seed.append({"seed": seed, "epochs_to_target": hit_ep, "seconds_to_target": hit_s,
                                  "final_proto_acc": ep[-1].get("val_proto_accuracy"),
                                  "final_zeroshot_acc": ep[-1].get("val_accuracy"),
+                                 "final_spread": ep[-1].get("spread"), "final_val_spread": ep[-1].get("val_spread"),
                                  "curve": [e.get("val_proto_accuracy") for e in ep]})
             res["arms"][arm] = {
                 "losses": losses, "runs": per_seed,
@@ -92,8 +100,9 @@ def main() -> None:
                 "seconds_to_target": stats([r["seconds_to_target"] for r in per_seed]),
                 "final_proto_acc": stats([r["final_proto_acc"] for r in per_seed]),
                 "final_zeroshot_acc": stats([r["final_zeroshot_acc"] for r in per_seed]),
+                "final_spread": stats([r["final_spread"] for r in per_seed]),
             }
-        base = res["arms"]["infonce"]["final_proto_acc"]["mean"] or 1e-9
+        base = (res["arms"].get("infonce", {}).get("final_proto_acc", {}).get("mean")) or 1e-9
         res["ratios_vs_infonce_final_acc"] = {k: round((v["final_proto_acc"]["mean"] or 0) / base, 3)
                                               for k, v in res["arms"].items()}
         res["wall_s"] = round(time.perf_counter() - t_all, 1)

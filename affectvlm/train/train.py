@@ -489,8 +489,10 @@ def train(cfg: TrainConfig, info: DistInfo) -> dict:
         ckpt.atomic_write_json(run_dir / "splits.json", splits.record())
         write_status(run_dir, "running", epoch=0, step=0, phase="rendering")
         subs = splits.subjects()
+        from affectvlm.model import describe_provenance
+
         log.info("model %s (%s); data: %d train / %d val / %d test samples (%d / %d / %d subjects), classes %s; "
-                 "%d views at %d px%s; world %d", cfg.model, model.provenance.get("kind", "?"), len(train_s),
+                 "%d views at %d px%s; world %d", cfg.model, describe_provenance(model.provenance), len(train_s),
                  len(val_s), len(test_s), len(subs["train"]), len(subs["val"]), len(subs["test"]), classes, n_views,
                  settings.size, "" if settings.texture else " (no texture)", info.world_size)
         if not val_s:
@@ -583,6 +585,9 @@ def train(cfg: TrainConfig, info: DistInfo) -> dict:
     monitor = CollapseMonitor(cfg.collapse_spread, cfg.collapse_steps, cfg.collapse_grace, cfg.chance_epochs,
                               failure_hint(cfg, weights, from_scratch))
     val_chance = chance_level([cidx[s.label] for s in val_s])
+    # without ce / clip nothing trains the text classifier: judge learning by nearest class centroids
+    text_trained = weights.get("ce", 0) > 0 or weights.get("clip", 0) > 0
+    use_proto = cfg.proto_eval or not text_trained
     tb = None
     if cfg.tensorboard and info.is_main:
         try:
@@ -677,7 +682,7 @@ def train(cfg: TrainConfig, info: DistInfo) -> dict:
         if val_loader is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch == cfg.epochs - 1 or done):
             model.set_classes(classes, prompts)
             last_eval = evaluate_model(model, val_loader, classes, n_views, device, info, cfg.amp,
-                                       proto_loader=proto_loader if cfg.proto_eval else None)
+                                       proto_loader=proto_loader if use_proto else None)
             rec.update({"val_" + k: v for k, v in last_eval.items() if k != "classes"})
             rec["classes"] = classes
             evaluated = True
@@ -709,7 +714,8 @@ def train(cfg: TrainConfig, info: DistInfo) -> dict:
         best_acc = float(_bcast_float(best_acc, info))
         barrier(info)
         if evaluated:
-            monitor.check_eval(epoch, acc, val_chance, len(classes))
+            monitor.check_eval(epoch, acc if text_trained else last_eval.get("proto_accuracy", acc), val_chance,
+                               len(classes))
     if tb:
         tb.close()
     barrier(info)
