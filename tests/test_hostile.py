@@ -225,10 +225,18 @@ def test_too_small_or_flat_to_be_a_face_is_refused(model, tmp_path):
     assert rows[0]["label"] == "" and rows[0]["surprise"] is None
     assert "flat" in rows[1]["error"]
     _ok(rows[2])
+    from affectvlm.mesh import MeshSequence
     from affectvlm.predict import predict_mesh
 
     with pytest.raises(InputError, match="too small"):
         predict_mesh(load_mesh(tmp_path / "tri.obj"), model)
+    # a tiny frame of a sequence is that frame's error row; the others and the pooled row are scored
+    frames = [face_like_mesh(20), load_mesh(tmp_path / "tri.obj"), face_like_mesh(20, smile=1)]
+    rows = predict(MeshSequence(frames=frames, frame_ids=[0, 1, 2], source="seq"), model)
+    assert [r["frame"] for r in rows] == [0, 1, 2, "sequence"]
+    assert "too small" in rows[1]["error"]
+    for i in (0, 2, 3):
+        _ok(rows[i])
 
 
 def _png_claiming(w: int, h: int) -> bytes:
@@ -250,8 +258,8 @@ def _png(w: int, h: int) -> bytes:
     return buf.getvalue()
 
 
-def _glb(mesh, image: bytes) -> bytes:
-    """A binary glTF 2.0 file: one textured triangle mesh with the given embedded PNG."""
+def _glb(mesh, image: bytes, gltf: bool = False) -> bytes:
+    """A binary glTF 2.0 file (``gltf``: a JSON one) of one textured triangle mesh with the given embedded PNG."""
     v = np.asarray(mesh.vertices, np.float32)
     uv = ((v[:, :2] - v[:, :2].min(0)) / np.ptp(v[:, :2], 0)).astype(np.float32)
     idx = np.asarray(mesh.faces, np.uint32).ravel()
@@ -272,6 +280,11 @@ def _glb(mesh, image: bytes) -> bytes:
             {"bufferView": 2, "componentType": 5125, "count": len(idx), "type": "SCALAR"}],
         "bufferViews": views, "buffers": [{"byteLength": len(binary)}],
     }
+    if gltf:  # the JSON flavour, its buffer inline as a data: URI
+        import base64
+
+        header["buffers"][0]["uri"] = "data:application/octet-stream;base64," + base64.b64encode(binary).decode()
+        return json.dumps(header).encode()
     js = json.dumps(header).encode()
     js += b" " * (-len(js) % 4)
     body = struct.pack("<I", len(js)) + b"JSON" + js + struct.pack("<I", len(binary)) + b"BIN\0" + binary
@@ -280,17 +293,18 @@ def _glb(mesh, image: bytes) -> bytes:
 
 @pytest.mark.timeout(30)
 def test_glb_texture_within_limits_loads(tmp_path):
-    mesh = load_mesh(_glb(face_like_mesh(20), _png(64, 48)), "ok.glb")
-    assert mesh.texture is not None and mesh.texture.shape == (48, 64, 3)
-    assert not mesh.meta.get("warnings")
+    for ext in (".glb", ".gltf"):
+        mesh = load_mesh(_glb(face_like_mesh(20), _png(64, 48), gltf=ext == ".gltf"), "ok" + ext)
+        assert mesh.texture is not None and mesh.texture.shape == (48, 64, 3)
+        assert not mesh.meta.get("warnings")
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize("side", [12000, 20000])
-def test_glb_huge_texture_keeps_the_mesh_with_a_note(model, tmp_path, side):
+@pytest.mark.parametrize("side, ext", [(12000, ".glb"), (20000, ".glb"), (20000, ".gltf")])
+def test_glb_huge_texture_keeps_the_mesh_with_a_note(model, tmp_path, side, ext):
     face = face_like_mesh(20)
-    path = tmp_path / f"huge{side}.glb"
-    path.write_bytes(_glb(face, _png_claiming(side, side)))
+    path = tmp_path / f"huge{side}{ext}"
+    path.write_bytes(_glb(face, _png_claiming(side, side), gltf=ext == ".gltf"))
     mesh = load_mesh(path)
     assert mesh.texture is None and len(mesh.faces) == len(face.faces)
     note = " ".join(mesh.meta["warnings"])
@@ -345,3 +359,21 @@ def test_rows_show_the_users_name_not_a_temp_path(model, tmp_path):
     for r in rows[1:]:
         assert r["error"] and str(tmp) not in r["error"] and "affectvlm-upload" not in r["error"]
     assert rows[2]["error"].startswith("002.obj: ")  # which frame of the sequence failed
+
+
+@pytest.mark.timeout(30)
+def test_obj_texture_over_the_limit_is_noted(tmp_path):
+    face = face_like_mesh(20)
+    uv = (face.vertices[:, :2] - face.vertices[:, :2].min(0)) / np.ptp(face.vertices[:, :2], 0)
+    lines = ["mtllib face.mtl"] + ["v %g %g %g" % tuple(v) for v in face.vertices]
+    lines += ["vt %g %g" % tuple(t) for t in uv] + ["usemtl skin"]
+    lines += ["f " + " ".join(f"{i + 1}/{i + 1}" for i in f) for f in face.faces]
+    (tmp_path / "face.obj").write_text("\n".join(lines) + "\n")
+    (tmp_path / "face.mtl").write_text("newmtl skin\nmap_Kd skin.png\n")
+    (tmp_path / "skin.png").write_bytes(_png(32, 32))
+    assert load_mesh(tmp_path / "face.obj").texture is not None
+    for side in (12000, 20000):
+        (tmp_path / "skin.png").write_bytes(_png_claiming(side, side))
+        mesh = load_mesh(tmp_path / "face.obj")
+        assert mesh.texture is None and len(mesh.faces) == len(face.faces)
+        assert any(f"{side}x{side}" in w and "AFFECTVLM_MAX_TEXTURE_MPX" in w for w in mesh.meta["warnings"])

@@ -158,6 +158,11 @@ def _gltf_images(data: bytes, file_type: str, resolve: Resolve | None) -> list[t
             binary = data[bin_at + 8:] if len(data) >= bin_at + 8 else b""
         else:
             header, binary = json.loads(data), b""
+            uri = str((header.get("buffers") or [{}])[0].get("uri", ""))
+            if uri.startswith("data:"):
+                binary = base64.b64decode(uri.split(",", 1)[-1])
+            elif uri and resolve is not None:
+                binary = resolve(uri) or b""
         out = []
         for i, img in enumerate(header.get("images") or []):
             name = str(img.get("name") or img.get("uri", "")[:40] or f"image {i}")
@@ -288,7 +293,8 @@ def _precheck_text(data: bytes, source: str, what: str) -> None:
 
 
 # --------------------------------------------------------------------------- trimesh formats
-def _trimesh_resolver(resolve: Resolve | None):
+def _trimesh_resolver(resolve: Resolve | None, fetched: list[tuple[str, bytes]] | None = None):
+    """A trimesh resolver over ``resolve``; the name and first bytes of each file served go to ``fetched``."""
     import trimesh
 
     class _Res(trimesh.resolvers.Resolver):
@@ -299,6 +305,8 @@ def _trimesh_resolver(resolve: Resolve | None):
             data = resolve(name) if resolve is not None else None
             if data is None:
                 raise FileNotFoundError(name)
+            if fetched is not None:
+                fetched.append((name, data[:1 << 16]))
             return data
 
         def namespaced(self, namespace: str):
@@ -343,10 +351,11 @@ def _read_trimesh(data: bytes, ext: str, source: str, limits: Limits, resolve: R
     elif file_type == "gltf" and not data.lstrip().startswith(b"{"):
         raise InputError(source, "not a glTF JSON file")
     kwargs = {"process": False}
+    fetched: list[tuple[str, bytes]] = []
     if file_type == "obj":
         kwargs.update(maintain_order=True, skip_materials=not texture)
     try:
-        loaded = trimesh.load(io.BytesIO(data), file_type=file_type, resolver=_trimesh_resolver(resolve),
+        loaded = trimesh.load(io.BytesIO(data), file_type=file_type, resolver=_trimesh_resolver(resolve, fetched),
                               force="mesh", **kwargs)
     except InputError:
         raise
@@ -387,8 +396,11 @@ def _read_trimesh(data: bytes, ext: str, source: str, limits: Limits, resolve: R
         vc = np.asarray(visual.vertex_colors)
         if vc.ndim == 2 and len(vc) == len(verts):
             colors = vc[:, :3]
-    if texture and tex is None and face_uv is not None and not warnings and file_type in ("glb", "gltf"):
-        for name, head in _gltf_images(data, file_type, resolve):  # say why the texture is missing
+    if texture and tex is None and face_uv is not None and not warnings:  # say why the texture is missing
+        images = _gltf_images(data, file_type, None) if file_type in ("glb", "gltf") else []
+        images += [(n, h) for n, h in fetched  # companion files: an OBJ's map_Kd, a glTF's image uri
+                   if Path(n).suffix.lower() in TEXTURE_EXTENSIONS or image_size(h) is not None]
+        for name, head in images:
             size = image_size(head)
             too_big = _texture_too_big(size, limits)
             shown = f"texture {name!r}" + (f" ({size[0]}x{size[1]} px)" if size and not too_big else "")
