@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from affectvlm.errors import AffectVLMError, ConfigError, InputError
+from affectvlm.errors import AffectVLMError, ConfigError, InputError, printable
 from affectvlm.fileio import atomic_write_text
 from affectvlm.io import MESH_EXTENSIONS
 from affectvlm.io._common import check_face
@@ -522,7 +522,7 @@ def format_table(rows: Sequence[Row], classes: Sequence[str] | None = None) -> s
     cols = columns(rows)
     if classes is not None:
         cols = list(FIXED_COLUMNS) + list(classes) + ["error"]
-    cells = [[c for c in cols]] + [[(f"{r.get(c):.3f}" if isinstance(r.get(c), float) else _cell(r.get(c)))
+    cells = [[c for c in cols]] + [[(f"{r.get(c):.3f}" if isinstance(r.get(c), float) else printable(_cell(r.get(c))))
                                     for c in cols] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells) + "\n"

@@ -122,7 +122,7 @@ def check_face(mesh: Mesh, limits: Limits | None = None) -> Mesh:
     limits = get_limits(limits)
     n = len(mesh.vertices)
     if n < limits.min_face_vertices:
-        raise InputError(mesh.source, f"only {n} vertices and {len(mesh.faces)} faces: too small to be a face scan "
+        raise InputError(mesh.source, f"only {n} vertices: too small to be a face scan "
                                       f"(at least {limits.min_face_vertices}, AFFECTVLM_MIN_FACE_VERTICES)")
     v = np.asarray(mesh.vertices, np.float64)
     p = v[:: max(1, n // 20000)]
