@@ -47,6 +47,7 @@ class AugmentConfig:
     swap: float = 0.1
     angle_jitter: float = 0.0
     enabled: bool = True
+    normal_map: bool = False  # images are camera-space normal maps: a mirror negates x, no shading jitter
 
 
 def _seed(*parts: int) -> int:
@@ -112,6 +113,9 @@ def augment_views(x: torch.Tensor, labels: torch.Tensor, indices: Sequence[int],
         for i, g in enumerate(gens):
             if torch.rand((), generator=g).item() < cfg.flip:
                 x[i] = torch.flip(x[i, perm], dims=[-1])
+                if cfg.normal_map:  # (n + 1) / 2 encoding, background 0 (covered pixels have n_z >= 0)
+                    covered = x[i, :, 2] > 0.25
+                    x[i, :, 0] = torch.where(covered, 1 - x[i, :, 0], x[i, :, 0])
     # 4. per-view affine
     h, w = x.shape[-2:]
     rnd = torch.stack([torch.rand(n_views, 6, generator=g) for g in gens]).reshape(b * n_views, 6)
@@ -124,6 +128,8 @@ def augment_views(x: torch.Tensor, labels: torch.Tensor, indices: Sequence[int],
     flat = x.reshape(b * n_views, 3, h, w)
     grid = F.affine_grid(theta.to(flat.dtype), list(flat.shape), align_corners=False)
     flat = F.grid_sample(flat, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if cfg.normal_map:
+        return flat.clamp(0, 1).reshape(b, n_views, 3, h, w)
     # 5. shading jitter
     gamma = torch.exp(u[:, 4] * cfg.shade)[:, None, None, None]
     bright = (1 + u[:, 5] * cfg.shade)[:, None, None, None]

@@ -49,6 +49,7 @@ class TrainConfig:
     views: str | None = None  # e.g. "0,-30,30"; default: the model's render settings
     image_size: int | None = None  # render size; default: the model's image size
     texture: bool | None = None  # render with the scan's texture; default: the model's render settings
+    render_map: str | None = None  # shade | normal | depth images; default: the model's render settings
     fold: int = 0
     folds: int = 5
     split_seed: int = 0
@@ -134,6 +135,8 @@ def build_parser(prog: str = "affectvlm train") -> argparse.ArgumentParser:
     p.add_argument("--unlock-last", type=int)
     allow_signed_values(p).add_argument("--views", help='view angles, e.g. "-30,0,30" (yaw) or "0:10,30:0" (yaw:pitch)')
     p.add_argument("--image-size", type=int)
+    p.add_argument("--render-map", choices=("shade", "normal", "depth"),
+                   help="what the views show: shading, camera-space normals or depth (default: the model's)")
     p.add_argument("--no-texture", dest="texture", action="store_false",
                    help="render shaded geometry only (ignore textures)")
     p.add_argument("--fold", type=int)

@@ -481,6 +481,10 @@ def train(cfg: TrainConfig, info: DistInfo) -> dict:
         from dataclasses import replace as dc_replace
 
         settings = dc_replace(settings, texture=bool(cfg.texture))
+    if cfg.render_map:
+        from dataclasses import replace as dc_replace
+
+        settings = dc_replace(settings, map=str(cfg.render_map))
     model.render = settings
     views = tuple(settings.views)
     n_views = len(views)
@@ -578,7 +582,7 @@ def train(cfg: TrainConfig, info: DistInfo) -> dict:
             step_mod, device_ids=[info.local_rank] if device.startswith("cuda") else None,
             find_unused_parameters=True)
     aug_cfg = AugmentConfig(cfg.aug_flip, cfg.aug_rotate, cfg.aug_scale, cfg.aug_shift, cfg.aug_shade,
-                            cfg.aug_swap, cfg.angle_jitter, cfg.aug)
+                            cfg.aug_swap, cfg.angle_jitter, cfg.aug, normal_map=settings.map == "normal")
     metrics_out = JsonlWriter(run_dir / "metrics.jsonl") if info.is_main else None
     prov = model.provenance
     from_scratch = prov.get("kind") == "random" and not prov.get("trained")
