@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--classes", default=None, help="comma-separated class names (default: the model's)")
     pr.add_argument("--prompts", default=None, help="prompt template file (YAML/JSON, see data/prompts/default.yaml)")
     pr.add_argument("--out", default=None, help="write results to a .csv or .json file (default: print)")
+    pr.add_argument("--landmarks", action="store_true",
+                    help="CSV: add the 83 face landmarks as lm01_x ... lm83_z columns (JSON always has them)")
     pr.add_argument("--format", choices=("table", "csv", "json"), default="table",
                     help="stdout format when --out is not given")
     pr.add_argument("--up", default=None, help="the scan's up axis, e.g. +y (default: detected)")
@@ -121,18 +123,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if row.get("error"):
             where = row["file"] + (f" (frame {row['frame']})" if row.get("frame") not in ("", None) else "")
             _err(f"{where}: {row['error']}")
+        elif row.get("orientation_flagged"):
+            _err(f"{row['file']}: face frame uncertain (up {row.get('orientation_up')}, front "
+                 f"{row.get('orientation_front')}, confidence {row.get('orientation_confidence')}); "
+                 "check it or pass --up/--front")
 
     rows = predict(args.inputs, model, views=args.views, frames=args.frames, every=args.every,
                    batch_size=args.batch_size, progress=progress, on_row=on_row, up=args.up, front=args.front,
                    pooling=args.pooling)
     if args.out:
-        path = write_rows(rows, args.out)
+        path = write_rows(rows, args.out, landmarks=args.landmarks)
         n_err = sum(1 for r in rows if r["error"])
         print(f"wrote {len(rows)} rows to {path}" + (f" ({n_err} with errors)" if n_err else ""), file=sys.stderr)
     elif args.format == "json":
         sys.stdout.write(rows_to_json(rows))
     elif args.format == "csv":
-        sys.stdout.write(rows_to_csv(rows))
+        sys.stdout.write(rows_to_csv(rows, landmarks=args.landmarks))
     else:
         sys.stdout.write(format_table(rows, model.classes))
     return 1 if any(r["error"] for r in rows) else 0

@@ -238,6 +238,42 @@ def _render(settings: Any, meshes: list[Mesh], device: Any) -> list[torch.Tensor
     return out
 
 
+FRAME_COLUMNS = ("orientation_up", "orientation_front", "orientation_confidence", "orientation_flagged")
+
+
+def _orient(settings: Any, meshes: list[Mesh]) -> tuple[Any, list[Mesh | BaseException], list[dict]]:
+    """Find each scan's face frame once (:func:`affectvlm.geometry.canonicalise`); returns settings that
+    render the canonical meshes as they are, the meshes (or the error of each), and the frame fields of
+    each row (axes, confidence, flag and the 83 landmarks in the scan's coordinates)."""
+    from dataclasses import replace
+
+    from affectvlm.geometry import canonicalise
+
+    if not settings.canonical:
+        return settings, list(meshes), [{} for _ in meshes]
+    out: list[Mesh | BaseException] = []
+    info: list[dict] = []
+    for m in meshes:
+        try:
+            c = canonicalise(m, up=settings.up, front=settings.front)
+        except Exception as e:  # the render step reports it in the row
+            out.append(e)
+            info.append({})
+            continue
+        out.append(c)
+        info.append(frame_fields(c.meta))
+    return replace(settings, up="+y", front="+z"), out, info
+
+
+def frame_fields(meta: dict) -> dict:
+    """Row fields of a canonicalised mesh's ``meta``: where up and front were, how sure, and landmarks."""
+    c = meta.get("canonical") or {}
+    conf = c.get("confidence") or {}
+    return {"orientation_up": c.get("up"), "orientation_front": c.get("front"),
+            "orientation_confidence": round(float(min(conf.values())), 4) if conf else None,
+            "orientation_flagged": bool(c.get("low_confidence", False)), "landmarks": c.get("landmarks")}
+
+
 def _check_classes(classes: Sequence[str]) -> None:
     clash = set(classes) & (set(FIXED_COLUMNS) | {"error"})
     if clash:
@@ -302,6 +338,16 @@ def iter_sequence(seq: Any, model: Any = None, *, views: Any = None, up: str | N
         seq = load_sequence(seq, source, every=every, n_frames=frames, limits=limits or default_limits())
     name = source or seq.source
     settings = _settings(model, views, up, front)
+    seq_frame: dict = {}
+    if settings.canonical and seq.frames:
+        # one face frame for the whole sequence, found on its middle frame (frames of a scan session share
+        # the file's axes; deciding per frame could flip single frames)
+        st, oriented, info = _orient(settings, [seq.frames[len(seq.frames) // 2]])
+        if isinstance(oriented[0], Mesh):
+            from dataclasses import replace
+
+            settings = replace(settings, up=info[0]["orientation_up"], front=info[0]["orientation_front"])
+            seq_frame = {k: v for k, v in info[0].items() if k != "landmarks"}
     classes = list(model.classes)
     model.eval()
     got: list[np.ndarray] = []
@@ -327,7 +373,8 @@ def iter_sequence(seq: Any, model: Any = None, *, views: Any = None, up: str | N
             else:
                 yield make_row(name, int(fid), classes, error=f"frame {fid}: {_error_text(rendered[i])}")
     if got:
-        yield make_row(name, "sequence", classes, pool_probabilities(np.stack(got), classes, pooling))
+        yield dict(make_row(name, "sequence", classes, pool_probabilities(np.stack(got), classes, pooling)),
+                   **seq_frame)
     else:
         yield make_row(name, "sequence", classes, error="no frame could be scored")
 
@@ -375,12 +422,15 @@ def predict(inputs: Any, model: Any = None, *, views: Any = None, frames: int | 
     def flush() -> None:
         if not pending:
             return
-        rendered = _render(settings, [m for _, m in pending], model.device)
+        st, oriented, frames_info = _orient(settings, [m for _, m in pending])
+        good = [m for m in oriented if isinstance(m, Mesh)]
+        it = iter(_render(st, good, model.device) if good else [])
+        rendered = [next(it) if isinstance(m, Mesh) else m for m in oriented]
         ok = [i for i, r in enumerate(rendered) if isinstance(r, torch.Tensor)]
         probs = dict(zip(ok, _score(model, torch.stack([rendered[i] for i in ok])))) if ok else {}
         for i, (item, _) in enumerate(pending):
             if i in probs:
-                emit(make_row(item.source, "", classes, probs[i]))
+                emit(dict(make_row(item.source, "", classes, probs[i]), **frames_info[i]))
             else:
                 emit(make_row(item.source, "", classes, error=_error_text(rendered[i])))
         bar.update(len(pending))
@@ -485,13 +535,23 @@ def predict_mesh(mesh: Mesh | MeshSequence, model: Any = None, *, views: Any = N
 
 
 def columns(rows: Sequence[Row]) -> list[str]:
-    """``file, frame, label, confidence, <classes in first-seen order>, error``."""
+    """``file, frame, label, confidence, <classes in first-seen order>, <orientation columns>, error``
+    (``landmarks`` is not a column: JSON rows carry it as a list, CSV spreads it on request)."""
     cols = list(FIXED_COLUMNS)
     for r in rows:
         for k in r:
-            if k not in cols and k != "error":
+            if k not in cols and k not in ("error", "landmarks") and k not in FRAME_COLUMNS:
                 cols.append(k)
+    if any(k in r for r in rows for k in FRAME_COLUMNS):
+        cols += list(FRAME_COLUMNS)
     return cols + ["error"]
+
+
+def _landmark_cells(r: Row, n: int) -> list[str]:
+    lm = r.get("landmarks")
+    if not lm:
+        return [""] * (3 * n)
+    return [f"{float(c):.4f}" for p in lm for c in p]
 
 
 def _cell(v: Any) -> str:
@@ -502,19 +562,28 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
-def rows_to_csv(rows: Sequence[Row]) -> str:
+def rows_to_csv(rows: Sequence[Row], *, landmarks: bool = False) -> str:
+    """CSV text; with ``landmarks`` the 83 landmarks follow as ``lm01_x, lm01_y, lm01_z, ...`` (scan units)."""
     buf = _io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     cols = columns(rows)
-    w.writerow(cols)
+    n = max((len(r.get("landmarks") or []) for r in rows), default=0) if landmarks else 0
+    w.writerow(cols + [f"lm{i + 1:02d}_{a}" for i in range(n) for a in "xyz"])
     for r in rows:
-        w.writerow([_cell(r.get(c)) for c in cols])
+        w.writerow([_cell(r.get(c)) for c in cols] + (_landmark_cells(r, n) if n else []))
     return buf.getvalue()
 
 
 def rows_to_json(rows: Sequence[Row]) -> str:
+    """JSON list of rows; rows of scans whose frame was found carry ``landmarks`` (83 x [x, y, z])."""
     cols = columns(rows)
-    return json.dumps([{c: r.get(c) for c in cols} for r in rows], indent=1, allow_nan=False) + "\n"
+    out = []
+    for r in rows:
+        d = {c: r.get(c) for c in cols}
+        if r.get("landmarks") is not None:
+            d["landmarks"] = r["landmarks"]
+        out.append(d)
+    return json.dumps(out, indent=1, allow_nan=False) + "\n"
 
 
 def format_table(rows: Sequence[Row], classes: Sequence[str] | None = None) -> str:
@@ -528,13 +597,14 @@ def format_table(rows: Sequence[Row], classes: Sequence[str] | None = None) -> s
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells) + "\n"
 
 
-def write_rows(rows: Sequence[Row], path: str | os.PathLike) -> Path:
-    """Write rows as ``.csv`` or ``.json`` (chosen by the suffix), atomically."""
+def write_rows(rows: Sequence[Row], path: str | os.PathLike, *, landmarks: bool = False) -> Path:
+    """Write rows as ``.csv`` or ``.json`` (chosen by the suffix), atomically; ``landmarks`` adds the
+    landmark columns to a CSV (JSON always has them)."""
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix not in (".csv", ".json"):
         raise ConfigError(f"{p}: output must end in .csv or .json")
-    text = rows_to_csv(rows) if suffix == ".csv" else rows_to_json(rows)
+    text = rows_to_csv(rows, landmarks=landmarks) if suffix == ".csv" else rows_to_json(rows)
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(p, text)

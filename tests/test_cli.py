@@ -62,7 +62,8 @@ def test_predict_json_sequence_and_classes(scans, tmp_path):
     assert r.returncode == 0, r.stderr
     rows = json.loads(out.read_text())
     assert [x["frame"] for x in rows] == [0, 1, 2, "sequence"]
-    assert set(rows[0]) == {"file", "frame", "label", "confidence", "calm", "joy", "pain", "error"}
+    assert set(rows[0]) == {"file", "frame", "label", "confidence", "calm", "joy", "pain", "error", "orientation_up",
+                            "orientation_front", "orientation_confidence", "orientation_flagged"}
     mean_joy = sum(x["joy"] for x in rows[:3]) / 3
     assert abs(rows[3]["joy"] - mean_joy) < 1e-6
 

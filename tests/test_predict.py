@@ -150,12 +150,18 @@ def test_write_rows(tmp_path, model):
     write_rows(rows, tmp_path / "r.csv")
     write_rows(rows, tmp_path / "sub" / "r.json")
     got = list(csv.DictReader((tmp_path / "r.csv").open()))
-    assert list(got[0]) == ["file", "frame", "label", "confidence", *CLASSES, "error"]
+    assert list(got[0]) == ["file", "frame", "label", "confidence", *CLASSES, "orientation_up", "orientation_front",
+                            "orientation_confidence", "orientation_flagged", "error"]
+    assert got[0]["orientation_up"] == "+y" and got[0]["orientation_front"] == "+z" and got[1]["orientation_up"] == ""
     assert float(got[0]["happiness"]) == pytest.approx(rows[0]["happiness"], abs=1e-6)
     assert got[1]["error"] and got[1]["label"] == ""
     js = json.loads((tmp_path / "sub" / "r.json").read_text())
     assert js[0]["happiness"] == rows[0]["happiness"] and js[1]["confidence"] is None
     assert rows_to_csv(rows).splitlines()[0].startswith("file,frame,label,confidence")
+    if rows[0]["landmarks"] is not None:  # the face-frame network is installed: 83 landmarks per scan
+        assert len(js[0]["landmarks"]) == 83 and "landmarks" not in js[1]
+        header = rows_to_csv(rows, landmarks=True).splitlines()[0].split(",")
+        assert header[-3:] == ["lm83_x", "lm83_y", "lm83_z"] and "lm01_x" in header
     with pytest.raises(ConfigError, match="csv or .json"):
         write_rows(rows, tmp_path / "r.txt")
 
