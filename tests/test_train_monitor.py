@@ -157,3 +157,34 @@ def test_collapsing_run_stops_with_one_clear_line(tmp_path):
     recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert recs and all("spread" in r for r in recs if r["kind"] == "train")
     assert recs[-1]["step"] == 3 and recs[-1]["spread"] < 0.05
+
+
+def test_best_is_chosen_on_val_and_test_is_reported_once(tmp_path):
+    """splits.json subjects are disjoint; val_* metrics count only val scans; best/ is the best val epoch;
+    result.json's test covers exactly the test subjects."""
+    from test_train import _env, write_tiny_bu3dfe
+
+    from affectvlm.model import read_meta
+
+    data = write_tiny_bu3dfe(tmp_path / "d", n_subjects=6, intensities=(4,))
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "affectvlm.train", "--data", str(data), "--layout", "bu3dfe", "--out", str(run),
+           "--model", "AffectVLM-Test", "--image-size", "32", "--batch-size", "2", "--epochs", "3", "--folds", "3",
+           "--val-fraction", "0.5", "--lr", "2e-3", "--warmup", "1", "--no-progress",
+           "--cache-dir", str(tmp_path / "cache")]
+    p = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=240)
+    assert p.returncode == 0, p.stderr[-3000:]
+    sp = json.loads((run / "splits.json").read_text())["subjects"]
+    tr, va, te = set(sp["train"]), set(sp["val"]), set(sp["test"])
+    assert (len(tr), len(va), len(te)) == (2, 2, 2) and not (tr & va) and not (tr & te) and not (va & te)
+    recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    ep = [r for r in recs if r["kind"] == "epoch"]
+    assert len(ep) == 3 and all(sum(map(sum, r["val_confusion_matrix"])) == 4 for r in ep)  # 2 val subjects x 2
+    assert all("spread" in r and 0 <= r["spread"] <= 1 for r in recs)
+    assert not any(k.startswith("test") for r in recs for k in r)  # nothing about test during training
+    best = max(range(3), key=lambda i: (ep[i]["val_accuracy"], -i))  # first epoch with the best val accuracy
+    extra = read_meta(run / "best")["provenance"]["extra"]
+    assert extra["epoch"] == best and extra["val_accuracy"] == ep[best]["val_accuracy"]
+    res = json.loads((run / "result.json").read_text())
+    assert res["test"]["n"] == 4 and res["splits"]["subjects"]["test"] == sorted(te)
+    assert json.loads((run / "status.json").read_text())["test_accuracy"] == res["test_accuracy"]
