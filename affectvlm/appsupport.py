@@ -593,6 +593,20 @@ def orientation_summary(meta: dict[str, Any] | None) -> dict[str, Any]:
             "warning": ORIENTATION_WARNING if low else None}
 
 
+LANDMARK_COLOR = "#d62728"
+
+
+def landmarks_canonical(meta: dict[str, Any] | None) -> np.ndarray | None:
+    """The face-frame network's landmarks (``meta["canonical"]["landmarks"]``, file coordinates) moved into
+    the canonical frame the preview shows; None when the scan has none."""
+    c = (meta or {}).get("canonical") or {}
+    if not c.get("landmarks") or "rotation" not in c:
+        return None
+    p = np.asarray(c["landmarks"], dtype=np.float64)
+    R = np.asarray(c["rotation"], dtype=np.float64)
+    return (p - np.asarray(c["centre"])) @ R.T * float(c["scale"])
+
+
 def mesh3d_figure(pv: Preview, *, height: int = 420, title: str | None = None):
     """A rotatable, shaded plotly figure of the preview: camera in front of the face (+Z), +Y up.
 
@@ -614,8 +628,13 @@ def mesh3d_figure(pv: Preview, *, height: int = 420, title: str | None = None):
                                     facenormalsepsilon=0, vertexnormalsepsilon=0),
                       lightposition=dict(x=1e5, y=1e5, z=1e5), hoverinfo="skip", name="scan", **kw)
     fig = go.Figure(trace)
+    lm = landmarks_canonical(pv.meta)
+    if lm is not None:
+        p = lm * 100.0 + np.array([0.0, 0.0, 0.5])  # just in front of the surface
+        fig.add_trace(go.Scatter3d(x=p[:, 0], y=p[:, 1], z=p[:, 2], mode="markers", name="landmarks",
+                                   marker=dict(size=2.5, color=LANDMARK_COLOR), hoverinfo="skip"))
     fig.update_layout(
-        height=height, margin=dict(l=0, r=0, t=30 if title else 0, b=0), title=title,
+        height=height, margin=dict(l=0, r=0, t=30 if title else 0, b=0), title=title, showlegend=False,
         scene=dict(aspectmode="data", xaxis=dict(visible=False), yaxis=dict(visible=False),
                    zaxis=dict(visible=False), dragmode="orbit",
                    camera=dict(up=dict(x=0, y=1, z=0), center=dict(x=0, y=0, z=0), eye=dict(x=0, y=0, z=1.9),
@@ -634,7 +653,9 @@ def row_probs(row: dict[str, Any], classes: Sequence[str]) -> dict[str, float]:
 
 def classes_of_rows(rows: Sequence[dict[str, Any]]) -> list[str]:
     """Class columns of ``predict`` rows (everything but the fixed columns)."""
-    fixed = {"file", "frame", "label", "confidence", "error"}
+    from affectvlm.predict import FIXED_COLUMNS, FRAME_COLUMNS
+
+    fixed = {*FIXED_COLUMNS, *FRAME_COLUMNS, "error", "landmarks"}
     for r in rows:
         cols = [k for k in r if k not in fixed and isinstance(r[k], (int, float))]
         if cols:

@@ -159,3 +159,20 @@ def test_orientation_summary_flags_low_confidence():
     # the flag comes from the library: the preview canonicalises like the renderer does
     pv = A.preview(face_like_mesh(24, textured=False), up="+y", front="+z")
     assert A.orientation_summary(pv.meta)["warning"] is None
+
+
+def test_landmarks_follow_the_preview_into_the_canonical_frame():
+    """Landmarks recorded in file coordinates land on the same surface points in the preview's frame."""
+    from affectvlm.geometry import canonicalise
+    from meshgen import face_like_mesh
+
+    m = face_like_mesh(24)
+    R = np.array([[0.0, 0, 1], [1, 0, 0], [0, 1, 0]])  # a Z-up, X-front file
+    rot = type(m)(vertices=(m.vertices.astype(np.float64) @ R.T).astype(np.float32), faces=m.faces, source="r")
+    c = canonicalise(rot, up="+z", front="+x")
+    c.meta["canonical"]["landmarks"] = rot.vertices[[3, 50, 100]].tolist()
+    got = A.landmarks_canonical(c.meta)
+    np.testing.assert_allclose(got, c.vertices[[3, 50, 100]], atol=1e-5)
+    assert A.landmarks_canonical({"canonical": {"up": "+y"}}) is None
+    fig = A.mesh3d_figure(A.Preview(c.vertices, c.faces, None, len(c.faces), dict(c.meta)))
+    assert [t.name for t in fig.data] == ["scan", "landmarks"]
