@@ -326,15 +326,17 @@ def _net_frame(v: np.ndarray, f: np.ndarray, used: np.ndarray, evecs: np.ndarray
 
 
 def canonicalise(mesh: Mesh, *, up: str | None = None, front: str | None = None,
-                 target_scale: float = 1.0, method: str = "auto") -> Mesh:
+                 target_scale: float = 1.0, method: str = "auto", crop: bool = False) -> Mesh:
     """Return a new Mesh centred, scaled to radius ``target_scale`` and rotated to the canonical frame.
 
     ``up``/``front`` name the file axes (``"+y"``, ``"-z"``, ...) that point up / toward the viewer,
     overriding detection. Faces, uv, texture and colours are shared (not copied); vertices are new.
     ``method``: ``"net"`` (the embedded face-frame network, :mod:`affectvlm.faceframe`, which also gives
     3D landmarks), ``"cues"`` (the geometric cues described in this module) or ``"auto"`` (the network when
-    its weights are installed). ``meta["canonical"]`` records the axes, which were detected, the cues or
-    the network's confidence and landmarks, centre, scale and rotation.
+    its weights are installed). ``crop``: keep only the face region around the network's landmarks (brows
+    to chin plus a forehead band, jaw to jaw; drops neck, scalp, ears and shoulders) as BU-3DFE's ``_F3D``
+    scans are cut; without landmarks nothing is cut. ``meta["canonical"]`` records the axes, which were
+    detected, the cues or the network's confidence and landmarks, the crop, centre, scale and rotation.
     """
     if not (np.isfinite(target_scale) and target_scale > 0):
         raise ConfigError(f"target_scale must be a positive number, got {target_scale!r}")
@@ -368,11 +370,16 @@ def canonicalise(mesh: Mesh, *, up: str | None = None, front: str | None = None,
 
     snapped = False
     est = None
-    if method != "cues" and (front_v is None or up_v is None):
+    already = bool((mesh.meta.get("canonical") or {}).get("cropped"))
+    if method != "cues" and (front_v is None or up_v is None or (crop and not already)):
         est, snapped = _net_frame(v, f, used, evecs, up_v, front_v)
         if est is None and method == "net":
             raise ConfigError("the face-frame network's weights are not installed (use method='cues')")
-    if est is not None:
+    if est is not None and front_v is not None and up_v is not None:
+        info["method"] = "frame-net (landmarks only)"
+        if est.landmarks is not None:
+            info["landmarks"] = [[round(float(c), 4) for c in p] for p in est.landmarks]
+    elif est is not None:
         fronts_same = est.probabilities[np.isclose(_candidate_fronts(est) @ est.front, 1.0)].sum()
         if front_v is None:
             info["detected"].append("front")
@@ -424,6 +431,17 @@ def canonicalise(mesh: Mesh, *, up: str | None = None, front: str | None = None,
     x_v = np.cross(up_v, front_v)
     R = np.stack([x_v, up_v, front_v])  # rows: file vectors mapped to canonical x, y, z
     Q = v @ R.T
+    faces_out, uv_out = mesh.faces, mesh.face_uv
+    if crop and est is not None and est.landmarks is not None:
+        keep = _face_region(Q, est.landmarks @ R.T)
+        fk = keep[f].all(1)
+        if fk.sum() >= 100 and w[fk].sum() >= 0.25 * w.sum():
+            faces_out = np.asarray(mesh.faces)[fk]
+            uv_out = None if mesh.face_uv is None else np.asarray(mesh.face_uv)[fk]
+            used = np.unique(f[fk])
+            info["cropped"] = True
+    elif already:
+        info["cropped"] = True
     Qu = Q[used]
     centre_c = (Qu.min(0) + Qu.max(0)) / 2
     radius = float(np.linalg.norm(Qu - centre_c, axis=1).max())
@@ -443,5 +461,19 @@ def canonicalise(mesh: Mesh, *, up: str | None = None, front: str | None = None,
                                       else min(conf.values()) < _LOW_CONFIDENCE)
     meta = dict(mesh.meta)
     meta["canonical"] = info
-    return Mesh(vertices=new_v, faces=mesh.faces, face_uv=mesh.face_uv, texture=mesh.texture,
+    return Mesh(vertices=new_v, faces=faces_out, face_uv=uv_out, texture=mesh.texture,
                 vertex_colors=mesh.vertex_colors, source=mesh.source, meta=meta)
+
+
+def _face_region(Q: np.ndarray, L: np.ndarray) -> np.ndarray:
+    """Vertices (canonical orientation, any scale) inside the BU-3DFE-like ellipse the 83 landmarks
+    (same frame) span: brows to chin, 0.4 face heights of forehead above the brows, jaw to jaw."""
+    brows, contour = L[16:36], L[68:83]
+    chin_y, brow_y = float(L[75, 1]), float(brows[:, 1].mean())
+    height = brow_y - chin_y
+    width = float(contour[:, 0].max() - contour[:, 0].min())
+    if not (height > 0 and width > 0):
+        return np.ones(len(Q), dtype=bool)
+    cx, cy = float(L[36:48, 0].mean()), chin_y + 0.6 * height
+    rx, ry = 0.55 * width, 0.8 * height
+    return ((Q[:, 0] - cx) / rx) ** 2 + ((Q[:, 1] - cy) / ry) ** 2 <= 1.0

@@ -180,6 +180,7 @@ class RenderSettings:
     front: str | None = None
     background: float = 0.0
     map: str = "shade"
+    crop: bool = False  # cut the face region around the detected landmarks (geometry.canonicalise(crop=True))
 
     def __post_init__(self) -> None:
         self.views = as_views(self.views)
@@ -191,7 +192,7 @@ class RenderSettings:
         if not isinstance(self.background, (int, float)) or not 0.0 <= float(self.background) <= 1.0:
             raise ConfigError(f"background must be a number in [0, 1], got {self.background!r}")
         self.background = float(self.background)
-        for name in ("texture", "canonical"):
+        for name in ("texture", "canonical", "crop"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         from affectvlm.geometry import parse_axis
@@ -204,14 +205,14 @@ class RenderSettings:
         """JSON-serialisable dict (views as ``[[yaw, pitch], ...]``)."""
         return {"size": self.size, "views": [[v.yaw, v.pitch] for v in self.views], "texture": self.texture,
                 "canonical": self.canonical, "up": self.up, "front": self.front, "background": self.background,
-                "map": self.map}
+                "map": self.map, "crop": self.crop}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RenderSettings":
         """Inverse of :meth:`to_dict`; missing keys take defaults, unknown keys raise ConfigError."""
         if not isinstance(d, dict):
             raise ConfigError(f"render settings must be a mapping, got {type(d).__name__}")
-        known = {"size", "views", "texture", "canonical", "up", "front", "background", "map"}
+        known = {"size", "views", "texture", "canonical", "up", "front", "background", "map", "crop"}
         unknown = set(d) - known
         if unknown:
             raise ConfigError(f"unknown render settings {sorted(unknown)}; known: {sorted(known)}")
@@ -222,7 +223,7 @@ class RenderSettings:
         """``render_views`` with these settings (``maps`` defaults to the settings' one map)."""
         return render_views(meshes, self.views, self.size, texture=self.texture, canonical=self.canonical,
                             device=device, maps=maps or (self.map,), up=self.up, front=self.front,
-                            background=self.background)
+                            background=self.background, crop=self.crop)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -652,7 +653,7 @@ def _as_mesh_list(meshes: Mesh | Sequence[Mesh]) -> list[Mesh]:
 def render_maps(meshes: Mesh | Sequence[Mesh], views: Any = DEFAULT_VIEWS, size: int = 224, *,
                 texture: bool = True, canonical: bool = True, device: str | torch.device = "cpu",
                 maps: Sequence[str] = MAPS, up: str | None = None, front: str | None = None,
-                background: float = 0.0) -> dict[str, torch.Tensor]:
+                background: float = 0.0, crop: bool = False) -> dict[str, torch.Tensor]:
     """Render ``maps`` of every mesh from every view in one batched pass.
 
     Returns ``{name: (B, V, C, size, size) float32 in [0, 1]}`` with C = 3 for shade/normal, 1 for
@@ -669,7 +670,7 @@ def render_maps(meshes: Mesh | Sequence[Mesh], views: Any = DEFAULT_VIEWS, size:
     dev = torch.device(device)
     mesh_list = _as_mesh_list(meshes)
     if canonical or up is not None or front is not None:
-        prepared = [canonicalise(m, up=up, front=front) for m in mesh_list]
+        prepared = [canonicalise(m, up=up, front=front, crop=crop) for m in mesh_list]
     else:
         prepared = [_fit_unit(m) for m in mesh_list]
     B, Vn, S = len(prepared), len(st.views), st.size
@@ -743,7 +744,7 @@ def _albedo(batch: _Batch, face: torch.Tensor, vid: torch.Tensor, bc: torch.Tens
 def render_views(meshes: Mesh | Sequence[Mesh], views: Any = DEFAULT_VIEWS, size: int = 224, *,
                  texture: bool = True, canonical: bool = True, device: str | torch.device = "cpu",
                  maps: Sequence[str] = ("shade",), up: str | None = None, front: str | None = None,
-                 background: float = 0.0) -> torch.Tensor | dict[str, torch.Tensor]:
+                 background: float = 0.0, crop: bool = False) -> torch.Tensor | dict[str, torch.Tensor]:
     """Render every mesh from every view: (B, V, 3, size, size) float32 in [0, 1].
 
     With one map the result is a tensor with 3 channels (1-channel maps are repeated so the images
@@ -752,7 +753,7 @@ def render_views(meshes: Mesh | Sequence[Mesh], views: Any = DEFAULT_VIEWS, size
     if isinstance(maps, str):
         maps = (maps,)
     out = render_maps(meshes, views, size, texture=texture, canonical=canonical, device=device, maps=maps,
-                      up=up, front=front, background=background)
+                      up=up, front=front, background=background, crop=crop)
     if len(out) > 1:
         return out
     img = next(iter(out.values()))

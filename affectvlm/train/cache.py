@@ -119,7 +119,7 @@ class RenderCache:
         meshes = [load_mesh(p, texture=s.texture) for p in paths]
         imgs = render_views(meshes, self.render_views_list, s.size, texture=s.texture, canonical=s.canonical,
                             device=self.device, up=s.up, front=s.front, background=s.background,
-                            maps=(s.map,))
+                            maps=(s.map,), crop=s.crop)
         out = (imgs.clamp(0, 1) * 255 + 0.5).to("cpu").numpy().astype(np.uint8)
         self.stats.render_s += time.perf_counter() - t0
         return [out[i] for i in range(len(paths))]

@@ -50,6 +50,7 @@ class TrainConfig:
     image_size: int | None = None  # render size; default: the model's image size
     texture: bool | None = None  # render with the scan's texture; default: the model's render settings
     render_map: str | None = None  # shade | normal | depth images; default: the model's render settings
+    render_crop: bool | None = None  # cut the face region around the landmarks; default: the model's
     fold: int = 0
     folds: int = 5
     split_seed: int = 0
@@ -137,6 +138,10 @@ def build_parser(prog: str = "affectvlm train") -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int)
     p.add_argument("--render-map", choices=("shade", "normal", "depth"),
                    help="what the views show: shading, camera-space normals or depth (default: the model's)")
+    p.add_argument("--crop", dest="render_crop", action="store_true", default=None,
+                   help="render only the face region around the detected landmarks (default: the model's)")
+    p.add_argument("--no-crop", dest="render_crop", action="store_false",
+                   help="render the whole scan")
     p.add_argument("--no-texture", dest="texture", action="store_false",
                    help="render shaded geometry only (ignore textures)")
     p.add_argument("--fold", type=int)

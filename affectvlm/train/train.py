@@ -485,6 +485,10 @@ def train(cfg: TrainConfig, info: DistInfo) -> dict:
         from dataclasses import replace as dc_replace
 
         settings = dc_replace(settings, map=str(cfg.render_map))
+    if cfg.render_crop is not None:
+        from dataclasses import replace as dc_replace
+
+        settings = dc_replace(settings, crop=bool(cfg.render_crop))
     model.render = settings
     views = tuple(settings.views)
     n_views = len(views)
