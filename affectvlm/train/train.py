@@ -170,8 +170,8 @@ def chance_level(labels: Sequence[int]) -> float:
 def failure_hint(cfg: TrainConfig, weights: dict[str, float], from_scratch: bool) -> str:
     """The likely cause of a collapsed / non-learning run and the option to change."""
     active = [k for k, w in weights.items() if w > 0]
-    if not ({"ce", "clip"} & set(active)) and not cfg.loss_center:
-        return (f"the losses '{','.join(active)}' without batch centring collapse"
+    if {"mc", "mt"} & set(active) and not cfg.loss_center:
+        return (f"the losses '{','.join(active)}' with uncentred mc/mt collapse"
                 f"{' from scratch' if from_scratch else ''} — drop --no-loss-center, or use --losses ce=1,clip=1")
     if not ({"ce", "clip"} & set(active)):
         return (f"the losses '{','.join(active)}' without 'ce' or 'clip' can collapse"
@@ -179,8 +179,8 @@ def failure_hint(cfg: TrainConfig, weights: dict[str, float], from_scratch: bool
     if cfg.lr > 2e-3:
         return f"the learning rate {cfg.lr:g} is likely too high — lower --lr (e.g. {cfg.lr / 10:g})"
     if from_scratch:
-        return (f"a random init ({cfg.model}) with --lr {cfg.lr:g} — lower --lr, train longer, or start from "
-                f"a trained model (--model default)")
+        return (f"a random init ({cfg.model}) with --losses {cfg.losses} at --lr {cfg.lr:g} — start from a trained "
+                f"model (--model default), use --losses ce=1,clip=1, or change --lr / --epochs")
     return f"lower --lr (now {cfg.lr:g}) or check the labels and --losses"
 
 
