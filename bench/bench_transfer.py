@@ -33,14 +33,14 @@ def _rows(datas: list[str]) -> list[dict]:
     return rows
 
 
-def _features(rows: list[dict], map_name: str, size: int, batch: int = 32) -> np.ndarray:
+def _features(rows: list[dict], map_name: str, size: int, batch: int = 32, crop: bool = False) -> np.ndarray:
     from affectvlm.io import load_mesh
     from affectvlm.render import View, render_views
 
     out = []
     for i in range(0, len(rows), batch):
         meshes = [load_mesh(r["path"], texture=False) for r in rows[i:i + batch]]
-        img = render_views(meshes, views=(View(0),), size=size, texture=False, maps=(map_name,))
+        img = render_views(meshes, views=(View(0),), size=size, texture=False, maps=(map_name,), crop=crop)
         img = img[:, 0]
         if map_name != "normal":
             img = img[:, :1]
@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--levels", default="3,4", help="levels in the headline accuracy (neutral always kept)")
     ap.add_argument("--train-levels", default="1,2,3,4")
     ap.add_argument("--size", type=int, default=48)
+    ap.add_argument("--crop", action="store_true", help="cut the face region around the landmarks first")
     ap.add_argument("--ridge", type=float, default=10.0)
     ap.add_argument("--model", action="append", default=[], help="checkpoint spec to score (repeatable)")
     ap.add_argument("--max-train", type=int, default=2500, help="cap on probe training scans per source")
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         report["chance"][s] = round(float((y[t] == counts.argmax()).mean()), 3) if t.any() else None
     for map_name in [m for m in args.maps.split(",") if m]:
         t0 = time.perf_counter()
-        X = _features(rows, map_name, args.size)
+        X = _features(rows, map_name, args.size, crop=args.crop)
         table = {}
         for s in sources:
             tr = np.flatnonzero((src == s) & (split == "train") & np.isin(lv, list(tr_levels)))

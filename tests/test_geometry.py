@@ -93,7 +93,7 @@ def test_wide_forehead_decides_up_sign():
     v[:, 0] = c[0] + (v[:, 0] - c[0]) * (1.0 + 0.35 * y)  # forehead wider than chin
     wide = Mesh(vertices=v.astype(np.float32), faces=m.faces, source="wide")
     for R in (np.eye(3), np.diag([-1.0, -1.0, 1.0]), np.array([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]])):
-        info = canonicalise(_rotated(wide, R)).meta["canonical"]
+        info = canonicalise(_rotated(wide, R), method="cues").meta["canonical"]
         up_file = R @ np.array([0.0, 1.0, 0.0])
         assert np.allclose(parse_axis(info["up"]), up_file), (R.tolist(), info)
         assert abs(info["up_cue"]["width_log_ratio"]) > 0.1
@@ -190,10 +190,11 @@ def _open_mouth_pitched(pitch_deg: float) -> Mesh:
 
 @pytest.mark.parametrize("pitch", [0.0, 34.0, -34.0])
 def test_open_mouth_and_tilted_depth_axis_snap_to_file_axes(pitch):
-    """A hole below the nose and a depth axis tilted past 30 deg (deep crops) still give the file axes."""
+    """Geometric cues: a hole below the nose and a depth axis tilted past 30 deg (deep crops) still give the
+    file axes (the network is tested on real face shapes in test_faceframe.py)."""
     m = _open_mouth_pitched(pitch)
     for R in _signed_permutations():
-        info = canonicalise(_rotated(m, R)).meta["canonical"]
+        info = canonicalise(_rotated(m, R), method="cues").meta["canonical"]
         assert info["snapped"], (pitch, R.tolist())
         assert np.allclose(parse_axis(info["up"]), R @ [0, 1, 0]), (pitch, R.tolist(), info["up_cue"])
         assert np.allclose(parse_axis(info["front"]), R @ [0, 0, 1]), (pitch, R.tolist())
@@ -208,9 +209,10 @@ def test_featureless_dome_is_flagged_low_confidence():
     a, b, c, d = idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel()
     faces = np.concatenate([np.stack([a, b, d], 1), np.stack([a, d, c], 1)])
     dome = Mesh(vertices=np.stack([xs.ravel(), ys.ravel(), z.ravel()], 1).astype(np.float32), faces=faces, source="dome")
-    info = canonicalise(dome).meta["canonical"]
+    info = canonicalise(dome, method="cues").meta["canonical"]
     assert info["low_confidence"] and info["confidence"]["up"] < 0.3
     assert info["up"] == "+y"  # weak vote: the file's positive axis
+    assert canonicalise(dome).meta["canonical"]["low_confidence"]  # the network is unsure too
     assert "confidence" not in canonicalise(dome, up="+y", front="+z").meta["canonical"]
 
 
