@@ -705,8 +705,6 @@ def train(cfg: TrainConfig, info: DistInfo) -> dict:
                                              "trained_on": cfg.data, "layout": cfg.layout})
             rec["best_val_accuracy"] = best_acc
             metrics_out.write(rec)
-            if evaluated and not math.isnan(last_eval.get("spread", float("nan"))):
-                log.info("epoch %d: val spread %.4f", epoch + 1, last_eval["spread"])
             if tb and "val_accuracy" in rec:
                 tb.add_scalar("val/accuracy", rec["val_accuracy"], step)
                 tb.add_scalar("val/macro_f1", rec["val_macro_f1"], step)
@@ -717,8 +715,9 @@ def train(cfg: TrainConfig, info: DistInfo) -> dict:
                                      train_state=train_state, meta={"step": step, "val": last_eval,
                                                                     "model_extra": {"classes": classes}})
             write_status(run_dir, "running", epoch=epoch + 1, epochs=cfg.epochs, step=step, best_acc=best_acc)
-            log.info("epoch %d/%d: loss %.4f, val acc %s, %.1f samples/s", epoch + 1, cfg.epochs,
-                     rec.get("loss", float("nan")), rec.get("val_accuracy"), rec["samples_per_s"])
+            log.info("epoch %d/%d: loss %.4f, spread %.3f, val acc %s, %.1f samples/s", epoch + 1, cfg.epochs,
+                     rec.get("loss", float("nan")), rec.get("spread", float("nan")), rec.get("val_accuracy"),
+                     rec["samples_per_s"])
         best_acc = float(_bcast_float(best_acc, info))
         barrier(info)
         if evaluated:
