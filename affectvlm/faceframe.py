@@ -197,4 +197,5 @@ def estimate_frame(vertices: np.ndarray, faces: np.ndarray, basis: np.ndarray = 
         lm3 = _lift(lms[best].double().numpy(), q, fronts[best], ups[best]) * s + c
     return FrameEstimate(front=fronts[best], up=ups[best], confidence=conf,
                          low_confidence=conf < float(cfg.get("threshold", 0.9)), probabilities=p,
-                         landmarks=lm3, meta={"method": "frame-net", "candidate": best})
+                         landmarks=lm3, meta={"method": "frame-net", "candidate": best,
+                                              "logit": float(logits[best])})

@@ -166,6 +166,7 @@ _CUE_CAP = 1.5
 _WIDTH_SCALE, _WIDTH_CAP = 0.15, 0.4  # crop-dependent (a crop may include a wide jaw/neck): weak vote
 _UP_MIN_SCORE = 0.5  # below this the file's positive axis wins
 _LOW_CONFIDENCE = 0.45
+_TILT_MARGIN = 3.0  # network logits: how much more upright a principal frame must look than the file's axes
 
 
 def _front_confidence(how: str, strength: float) -> float:
@@ -303,26 +304,30 @@ def _net_frame(v: np.ndarray, f: np.ndarray, used: np.ndarray, evecs: np.ndarray
     from them, of its principal axes), restricted to any axis the user fixed; (None, False) without weights."""
     from affectvlm.faceframe import candidate_axes, estimate_frame
 
-    d = np.abs(evecs[:, 0]).max()
-    tight = np.abs(evecs).max(axis=0) >= _SNAP_COS_TIGHT
-    snapped = bool(d >= _SNAP_COS or (tight.any() and d >= _SNAP_COS_LOOSE)) or up_v is not None \
-        or front_v is not None
-    if snapped:
-        basis = np.eye(3)
-    else:
-        basis = evecs.T.copy()
-        if np.linalg.det(basis) < 0:
-            basis[0] *= -1
-    fronts, ups = candidate_axes(basis)
-    allowed = np.ones(24, dtype=bool)
-    if front_v is not None:
-        allowed &= np.isclose(fronts @ front_v, 1.0)
-    if up_v is not None:
-        allowed &= np.isclose(ups @ up_v, 1.0)
-    est = estimate_frame(v, f, basis, allowed=allowed)
-    if est is not None:
-        est.meta["basis"] = basis
-    return est, snapped
+    def run(basis: np.ndarray):
+        fronts, ups = candidate_axes(basis)
+        allowed = np.ones(24, dtype=bool)
+        if front_v is not None:
+            allowed &= np.isclose(fronts @ front_v, 1.0)
+        if up_v is not None:
+            allowed &= np.isclose(ups @ up_v, 1.0)
+        est = estimate_frame(v, f, basis, allowed=allowed)
+        if est is not None:
+            est.meta["basis"] = basis
+        return est
+
+    est = run(np.eye(3))
+    if est is None or up_v is not None or front_v is not None:
+        return est, True
+    # a scan tilted away from its file's axes: its principal frame wins only when clearly more face-like
+    pca = evecs.T.copy()
+    if np.linalg.det(pca) < 0:
+        pca[0] *= -1
+    if np.abs(pca).max(axis=1).min() < _SNAP_COS:
+        alt = run(pca)
+        if alt is not None and alt.meta["logit"] > est.meta["logit"] + _TILT_MARGIN:
+            return alt, False
+    return est, True
 
 
 def canonicalise(mesh: Mesh, *, up: str | None = None, front: str | None = None,
