@@ -138,7 +138,7 @@ def build_parser(prog: str = "affectvlm train") -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int)
     p.add_argument("--render-map", choices=("shade", "normal", "depth"),
                    help="what the views show: shading, camera-space normals or depth (default: the model's)")
-    p.add_argument("--crop", dest="render_crop", action="store_true", default=None,
+    p.add_argument("--crop", dest="render_crop", action="store_true",
                    help="render only the face region around the detected landmarks (default: the model's)")
     p.add_argument("--no-crop", dest="render_crop", action="store_false",
                    help="render the whole scan")
