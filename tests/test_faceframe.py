@@ -102,3 +102,21 @@ def _toy_face() -> Mesh:
     from meshgen import face_like_mesh
 
     return face_like_mesh(40)
+
+
+@needs_facekit
+@needs_weights
+def test_crop_drops_neck_and_scalp_but_keeps_the_face():
+    s = _ict_scans(1, seed=4242, crops=(("full", 1.0),), hole_probability=0.0, vertices=(0, 0))[0]
+    whole = canonicalise(s.mesh)
+    cut = canonicalise(s.mesh, crop=True)
+    assert cut.meta["canonical"]["cropped"] and not whole.meta["canonical"].get("cropped")
+    assert 0.25 * whole.n_faces < cut.n_faces < 0.9 * whole.n_faces
+    # every landmark except the jaw contour lies on the kept surface (within 3 mm of a kept vertex)
+    kept = np.unique(cut.faces)
+    lm = s.landmarks[:68].astype(np.float64)
+    d = np.sqrt(((s.mesh.vertices[kept][None].astype(np.float64) - lm[:, None]) ** 2).sum(-1)).min(1)
+    assert np.median(d) < 3.0, np.median(d)
+    # the cropped mesh, canonicalised again with its axes given, is not cut twice
+    again = canonicalise(cut, up="+y", front="+z", crop=True)
+    assert again.n_faces == cut.n_faces
