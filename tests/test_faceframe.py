@@ -120,3 +120,34 @@ def test_crop_drops_neck_and_scalp_but_keeps_the_face():
     # the cropped mesh, canonicalised again with its axes given, is not cut twice
     again = canonicalise(cut, up="+y", front="+z", crop=True)
     assert again.n_faces == cut.n_faces
+
+
+def test_read_bnd_formats_and_errors(tmp_path):
+    from affectvlm.errors import InputError
+    from affectvlm.io.landmarks import read_bnd
+
+    p = tmp_path / "a.bnd"
+    p.write_text("1\t1.0\t2.0\t3.0\n2 4 5 6\n\n")
+    np.testing.assert_array_equal(read_bnd(p), [[1, 2, 3], [4, 5, 6]])
+    p.write_text("1 2 x 4\n")
+    with pytest.raises(InputError, match="a.bnd.*line 1"):
+        read_bnd(p)
+    p.write_text("")
+    with pytest.raises(InputError, match="no landmarks"):
+        read_bnd(p)
+
+
+@needs_facekit
+@needs_weights
+def test_eval_reports_landmark_error_against_bnd_files(tmp_path):
+    from affectvlm.datasets import load_dataset
+    from affectvlm.render import RenderSettings
+    from affectvlm.synth import SynthConfig, generate, load_facekit
+    from affectvlm.train.evaluate import landmark_error
+
+    generate(SynthConfig(subjects=1, seed=11, intensities=(4,), emotions=("happiness", "surprise"), texture_size=0),
+             load_facekit(REAL_FACEKIT), tmp_path / "ds")
+    samples = load_dataset(tmp_path / "ds", "bu3dfe").samples
+    res = landmark_error(samples, RenderSettings())
+    assert res["scans"] == len(samples) == 3
+    assert 0 < res["median"] < 8.0 and res["p95"] < 25.0, res

@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--per-intensity", action="store_true", help="also report accuracy per intensity level")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--no-landmarks", action="store_true",
+                   help="skip the landmark error against .bnd files beside the scans")
     return p
 
 
@@ -118,10 +120,42 @@ def run_eval(args: argparse.Namespace) -> dict:
             ii = [k for k, s in enumerate(samples) if s.intensity == lvl]
             per[str(lvl)] = {"n": len(ii), "accuracy": sum(y_true[k] == y_pred[k] for k in ii) / len(ii)}
         out["per_intensity"] = per
+    lm = landmark_error(samples, settings) if not args.no_landmarks else None
+    if lm is not None:
+        out["landmarks"] = lm
     out.update({"model": spec, "data": str(data), "layout": layout, "subset": subset,
                 "n_subjects": len({s.subject for s in samples}), "seconds": round(time.perf_counter() - t0, 2),
                 "cache": cache.report()})
     return out
+
+
+def landmark_error(samples: Sequence, settings) -> dict | None:
+    """Error (scan units, mm for BU-3DFE) of the face-frame network's 83 landmarks against the ``.bnd`` files
+    beside the scans; None when no scan has one. Scans are oriented as the model's render settings say."""
+    import numpy as np
+
+    from affectvlm.geometry import canonicalise
+    from affectvlm.io import load_mesh
+    from affectvlm.io.landmarks import bnd_beside, read_bnd
+
+    errs, per_scan = [], []
+    for s in samples:
+        bnd = bnd_beside(s.path) if s.frame_ids is None else None
+        if bnd is None:
+            continue
+        truth = read_bnd(bnd)
+        info = canonicalise(load_mesh(s.path, texture=False), up=settings.up, front=settings.front).meta["canonical"]
+        if not info.get("landmarks") or len(info["landmarks"]) != len(truth):
+            continue
+        e = np.linalg.norm(np.asarray(info["landmarks"]) - truth, axis=1)
+        errs.append(e)
+        per_scan.append(float(e.mean()))
+    if not errs:
+        return None
+    e = np.concatenate(errs)
+    return {"scans": len(errs), "mean": round(float(e.mean()), 3), "median": round(float(np.median(e)), 3),
+            "p95": round(float(np.quantile(e, 0.95)), 3), "worst_scan_mean": round(max(per_scan), 3),
+            "units": "scan units (mm for BU-3DFE)"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -137,6 +171,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     png = save_confusion_png(res["confusion_matrix"], res["classes"], out.with_suffix(".png"),
                              title=f"accuracy {res['accuracy']:.3f} (n={res['n']})")
     print(f"accuracy {res['accuracy']:.4f}  macro-F1 {res['macro_f1']:.4f}  n={res['n']}  -> {out}, {png}")
+    if res.get("landmarks"):
+        lm = res["landmarks"]
+        print(f"landmarks: mean {lm['mean']:.2f}, median {lm['median']:.2f}, p95 {lm['p95']:.2f} "
+              f"({lm['units']}) over {lm['scans']} scans with .bnd files")
     return 0
 
 
