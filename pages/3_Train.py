@@ -89,17 +89,18 @@ with st.container(border=True):
         show_summary(ss["tr_summary"][2])
 
     c1, c2, c3, c4 = st.columns(4)
-    model_spec = c1.text_input("Start from model", key="tr_model", value="AffectVLM-Tiny",
-                               help="open_clip NAME, NAME:TAG, hf-hub:…, a checkpoint folder or `default`")
-    epochs = c2.number_input("Epochs", 1, 10_000, 10, key="tr_epochs")
-    batch = c3.number_input("Batch size (global)", 1, 65_536, 32, key="tr_batch")
+    model_spec = c1.text_input("Start from model", key="tr_model", value="default",
+                               help="`default` (the embedded model: fine-tune it), open_clip NAME (from scratch), "
+                                    "NAME:TAG, hf-hub:…, or a checkpoint folder")
+    epochs = c2.number_input("Epochs", 1, 10_000, 12, key="tr_epochs")
+    batch = c3.number_input("Batch size (global)", 1, 65_536, 16, key="tr_batch")
     lr = c4.number_input("Learning rate", 1e-7, 1.0, 5e-4, format="%.1e", key="tr_lr")
     c1, c2 = st.columns([3, 1])
     weights = {}
     with c1:
         st.markdown("**Losses** (weight 0 = off)")
         lc = st.columns(4)
-        defaults = {"mc": 1.0, "mt": 1.0, "clip": 1.0, "ce": 0.0}
+        defaults = {"mc": 0.0, "mt": 0.0, "clip": 1.0, "ce": 1.0}  # the trainer's defaults (they learn)
         for col, (k, label) in zip(lc, LOSS_TERMS.items()):
             weights[k] = col.number_input(label, 0.0, 100.0, defaults[k], 0.1, key=f"tr_loss_{k}")
     views = c2.text_input("Views", key="tr_views", value="0,-30,30")
