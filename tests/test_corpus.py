@@ -108,3 +108,25 @@ def test_corpus_families_splits_and_determinism(tmp_path: Path):
     assert not select(rows, family="recipes", face_model="other")
     mesh = load_mesh(rows[0]["path"])
     assert mesh.n_faces > 100
+
+
+def test_held_out_families_never_reach_training_rows(tmp_path: Path):
+    """The default model's selection rules: emfacs families train/validate, recipes and sculpt only test."""
+    import csv
+    import runpy
+
+    m = _toy_model(24)
+    cfg = CorpusConfig(subjects=10, seed=5, families=("emfacs", "recipes", "sculpt"), levels=(3, 4),
+                       nuisance=Nuisance(vertices=(0, 0)))
+    write_corpus(cfg, {"toy": m}, tmp_path / "c")
+    out = tmp_path / "train.csv"
+    mod = runpy.run_path(str(Path(__file__).resolve().parents[1] / "bench" / "corpus_select.py"))
+    mod["main"](["--data", str(tmp_path / "c"), "--out", str(out),
+                 "--rule", "split=train,val family=emfacs level=0,3,4",
+                 "--rule", "split=test family=recipes,sculpt level=0,4"])
+    rows = list(csv.DictReader(out.open()))
+    assert rows and {r["family"] for r in rows if r["split"] in ("train", "val")} == {"emfacs"}
+    assert {r["family"] for r in rows if r["split"] == "test"} == {"recipes", "sculpt"}
+    assert {r["intensity"] for r in rows if r["split"] == "test"} == {"0", "4"}
+    train_subjects = {r["subject"] for r in rows if r["split"] == "train"}
+    assert not train_subjects & {r["subject"] for r in rows if r["split"] == "test"}
