@@ -154,8 +154,9 @@ def _files(folder: Path) -> tuple[Path, list[Path], list[tuple[str, Path]], dict
     return neutral, [p for _, p in ids], exprs, index
 
 
-def _cache_key(paths: list[Path]) -> str:
-    h = hashlib.sha1(f"v{_CACHE_VERSION}".encode())
+def _cache_key(paths: list[Path], salt: str = "") -> str:
+    """Key of a parsed-model cache: the files' paths, sizes and times (and ``salt``, e.g. settings)."""
+    h = hashlib.sha1((salt or f"v{_CACHE_VERSION}").encode())
     for p in paths:
         st = p.stat()
         h.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())

@@ -15,7 +15,6 @@ standard deviation, so ``w ~ N(0, 1)`` draws from that population. Parsed arrays
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from pathlib import Path
@@ -23,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from affectvlm.errors import InputError
-from affectvlm.synth.facekit import _cache_dir, _write_cache
+from affectvlm.synth.facekit import _cache_dir, _cache_key, _write_cache
+from affectvlm.synth.rig import largest_component
 from affectvlm.synth.facemodel import FaceModel
 
 __all__ = ["load_makehuman", "EMOTION_CLASSES"]
@@ -157,22 +157,6 @@ def _units_to_mm(body_height: float) -> float:
             return scale
     raise InputError("base.obj", f"the body group is {body_height:g} units tall: not a standing body "
                                  "in m, dm, cm or mm")
-
-
-def _largest_piece(tris: np.ndarray, n: int) -> np.ndarray:
-    label = np.arange(n)
-    while True:
-        m = label[tris].min(1)
-        new = label.copy()
-        for k in range(3):
-            np.minimum.at(new, tris[:, k], m)
-        new = new[new]
-        if np.array_equal(new, label):
-            break
-        label = new
-    fl = label[tris[:, 0]]
-    values, counts = np.unique(fl, return_counts=True)
-    return tris[fl == values[counts.argmax()]]
 
 
 def _head_points(v: np.ndarray, height: float) -> dict[str, float]:
@@ -340,14 +324,6 @@ def _emotion_class(stem: str) -> str | None:
 
 
 # ----------------------------------------------------------------------------------------------- loading
-def _cache_key(paths: list[Path]) -> str:
-    h = hashlib.sha1(f"mh{_CACHE_VERSION}|{_N_SAMPLES}|{_SEED}|{_DETAIL_SD}|{_MAX_MODES}".encode())
-    for p in paths:
-        st = p.stat()
-        h.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:20]
-
-
 def load_makehuman(makehuman_dir: str | os.PathLike, facshuman_dir: str | os.PathLike | None = None, *,
                    cache: bool = True) -> FaceModel:
     """The MakeHuman head (+ FACSHuman AU and emotion targets when ``facshuman_dir`` is given) as a FaceModel.
@@ -363,7 +339,7 @@ def load_makehuman(makehuman_dir: str | os.PathLike, facshuman_dir: str | os.Pat
     au_files, emo_files = _facs_files(fh) if fh is not None else ([], [])
     detail_paths = [p for _, a, b in sliders for p in (a, b) if p is not None]
     all_paths = [mh / BASE_OBJ, *macro_files.values(), *detail_paths, *au_files, *emo_files]
-    key = _cache_key(all_paths)
+    key = _cache_key(all_paths, f"mh{_CACHE_VERSION}|{_N_SAMPLES}|{_SEED}|{_DETAIL_SD}|{_MAX_MODES}")
     cache_file = _cache_dir() / f"makehuman-{key}.npz"
     if cache and cache_file.is_file():
         try:
@@ -393,7 +369,7 @@ def load_makehuman(makehuman_dir: str | os.PathLike, facshuman_dir: str | os.Pat
     tris = [(p[0], p[k], p[k + 1]) for p in body if keep_v[p].all() for k in range(1, len(p) - 1)]
     if not tris:
         raise InputError(str(obj), "the body group has no head above the neck")
-    tris = _largest_piece(np.asarray(tris, np.int64), len(v))
+    tris = largest_component(np.asarray(tris, np.int64), len(v))
     region = np.unique(tris)
     remap = -np.ones(len(v), np.int64)
     remap[region] = np.arange(len(region))

@@ -119,17 +119,10 @@ def _submesh(v: np.ndarray, f: np.ndarray, keep_v: np.ndarray) -> tuple[np.ndarr
 
 
 def _largest_piece(v: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    import scipy.sparse as sp
-    from scipy.sparse.csgraph import connected_components
+    from affectvlm.synth.rig import largest_component
 
-    n = len(v)
-    e = np.concatenate([f[:, [0, 1]], f[:, [1, 2]]])
-    g = sp.coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n, n))
-    _, lab = connected_components(g, directed=False)
-    flab = lab[f[:, 0]]
-    best = np.bincount(flab).argmax()
-    keep = np.zeros(n, dtype=bool)
-    keep[np.unique(f[flab == best])] = True
+    keep = np.zeros(len(v), dtype=bool)
+    keep[np.unique(largest_component(f, len(v)))] = True
     return _submesh(v, f, keep)
 
 

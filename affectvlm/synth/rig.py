@@ -69,23 +69,18 @@ def _ellipse_mask(kit: FaceKit) -> np.ndarray:
     return ((v[:, 0] - cx) / rx) ** 2 + ((v[:, 1] - cy) / ry) ** 2 <= 1.0
 
 
-def _largest_component(faces: np.ndarray, n_vertices: int) -> np.ndarray:
+def largest_component(faces: np.ndarray, n_vertices: int) -> np.ndarray:
     """The faces of the largest edge-connected piece (a crop leaves small islands near the ears)."""
     if len(faces) == 0:
         return faces
-    label = np.arange(n_vertices)
-    while True:  # propagate the smallest vertex label through faces until stable
-        m = label[faces].min(1)
-        new = label.copy()
-        for k in range(3):
-            np.minimum.at(new, faces[:, k], m)
-        new = new[new]
-        if np.array_equal(new, label):
-            break
-        label = new
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import connected_components
+
+    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]]])
+    g = sp.coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n_vertices, n_vertices))
+    _, label = connected_components(g, directed=False)
     face_label = label[faces[:, 0]]
-    values, counts = np.unique(face_label, return_counts=True)
-    return faces[face_label == values[counts.argmax()]]
+    return faces[face_label == np.bincount(face_label).argmax()]
 
 
 def _nearest(points: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -174,7 +169,7 @@ class FaceRig:
         self.crop = crop
         self.scale_mm = kit.units_to_mm
         keep = _ellipse_mask(kit) if crop == "ellipse" else np.ones(len(kit.neutral), bool)
-        faces = _largest_component(kit.polygons[keep[kit.polygons].all(1)], len(kit.neutral))
+        faces = largest_component(kit.polygons[keep[kit.polygons].all(1)], len(kit.neutral))
         if decimate < 1.0:
             faces = _decimate(kit.neutral, faces, decimate)
         vids = np.unique(faces)
