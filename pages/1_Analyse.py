@@ -74,20 +74,24 @@ def current_input() -> tuple[str, Path, str, str] | None:
     return plan.kind, plan.path, plan.name, sig
 
 
-def _load(kind: str, path: Path, sig: str, n_frames: int | None):
+def _load(kind: str, path: Path, sig: str, n_frames: int | None, name: str):
     key = (sig, n_frames)
     cached = ss.get("an_loaded")
     if cached and cached[0] == key:
         return cached[1]
     from affectvlm import io as aio
+    from affectvlm.errors import InputError
 
     t0 = time.perf_counter()
-    if kind == "scan":
-        obj = aio.load_mesh(path, limits=S.limits)
-    else:
-        obj = aio.load_sequence(path, n_frames=n_frames or None, limits=S.limits)
-        if len(obj) == 0:
-            raise AffectVLMError(f"{path.name}: the sequence has no frames")
+    try:
+        if kind == "scan":
+            obj = aio.load_mesh(path, limits=S.limits)
+        else:
+            obj = aio.load_sequence(path, n_frames=n_frames or None, limits=S.limits)
+    except InputError as e:  # name the user's file, not the server's upload folder
+        raise InputError(name, e.problem) from None
+    if kind != "scan" and len(obj) == 0:
+        raise AffectVLMError(f"{name}: the sequence has no frames")
     ss["an_loaded"] = (key, obj)
     ss["an_load_s"] = time.perf_counter() - t0
     return obj
@@ -225,7 +229,7 @@ n_frames = None
 if kind == "sequence":
     n_frames = st.number_input("Frames to score (evenly spaced; 0 = all)", 0, S.limits.max_frames, 0, key="an_nframes")
 try:
-    obj = _load(kind, path, sig, n_frames)
+    obj = _load(kind, path, sig, n_frames, name)
     model = get_model(choice)
     st.caption(f"**{name}** · model `{getattr(model, 'spec', None) or choice.spec or 'default'}`")
     if kind == "scan":

@@ -4,6 +4,8 @@ import io
 import json
 import zipfile
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import trimesh
@@ -152,7 +154,8 @@ def test_write_rows(tmp_path, model):
     got = list(csv.DictReader((tmp_path / "r.csv").open()))
     assert list(got[0]) == ["file", "frame", "label", "confidence", *CLASSES, "orientation_up", "orientation_front",
                             "orientation_confidence", "orientation_flagged", "error"]
-    assert got[0]["orientation_up"] == "+y" and got[0]["orientation_front"] == "+z" and got[1]["orientation_up"] == ""
+    assert got[0]["orientation_up"] and got[0]["orientation_flagged"] in ("True", "False")
+    assert got[1]["orientation_up"] == "" and got[1]["orientation_flagged"] == ""
     assert float(got[0]["happiness"]) == pytest.approx(rows[0]["happiness"], abs=1e-6)
     assert got[1]["error"] and got[1]["label"] == ""
     js = json.loads((tmp_path / "sub" / "r.json").read_text())
@@ -173,3 +176,24 @@ def test_bad_options(model):
     bad = load_model("AffectVLM-Test", classes=["label", "other"], cache=False)
     with pytest.raises(ConfigError, match="clash"):
         predict([face_like_mesh(16)], bad)
+
+
+SAMPLES = Path(__file__).resolve().parents[1] / "affectvlm" / "data" / "samples"
+
+
+def test_rows_report_the_face_frame_of_real_scans_in_any_axis_order(tmp_path, model):
+    """A bundled scan (+Y up, +Z front) written Z-up and facing +X: the row names the file's axes, unflagged,
+    with 83 landmarks in the file's coordinates."""
+    from affectvlm.io import load_mesh
+    from affectvlm.mesh import Mesh
+
+    m = load_mesh(SAMPLES / "F0001_HA04WH_F3D.wrl", texture=False)
+    R = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])  # new = R @ old: y -> z, z -> x
+    turned = Mesh(vertices=(m.vertices.astype(np.float64) @ R.T).astype(np.float32), faces=m.faces, source="t")
+    rows = predict([m, turned], model)
+    assert [r["orientation_up"] for r in rows] == ["+y", "+z"]
+    assert [r["orientation_front"] for r in rows] == ["+z", "+x"]
+    assert not any(r["orientation_flagged"] for r in rows)
+    if rows[0]["landmarks"] is not None:
+        a, b = np.asarray(rows[0]["landmarks"]), np.asarray(rows[1]["landmarks"])
+        assert a.shape == (83, 3) and np.allclose(a @ R.T, b, atol=1.0)

@@ -23,7 +23,10 @@ from affectvlm.train.metrics import classification_metrics, save_confusion_png
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="affectvlm eval", description="Evaluate a model on a labelled dataset.")
+    from affectvlm.cli import allow_signed_values
+
+    p = allow_signed_values(argparse.ArgumentParser(prog="affectvlm eval",
+                                                    description="Evaluate a model on a labelled dataset."))
     p.add_argument("--model", required=True, help="run folder, checkpoint folder or model spec")
     p.add_argument("--data")
     p.add_argument("--layout")
