@@ -116,7 +116,9 @@ def parse_views(text: str) -> tuple[View, ...]:
     if not isinstance(text, str) or not text.strip():
         raise ConfigError(f"views must be a non-empty string like '0,-30,30' or '0:10,30:0', got {text!r}")
     clean = text.strip().translate(_VIEW_CHARS).strip("[]() \t")
-    clean = re.sub(r"\s*:\s*", ":", clean)
+    clean = re.sub(r"\s*:\s*", ":", clean).rstrip(",; \t")
+    if re.search(r"[,;]\s*[,;]", clean):
+        raise ConfigError(f"empty view between separators in {text!r}: use YAW or YAW:PITCH in degrees")
     items = [i for i in _VIEW_SEP.split(clean) if i]
     if not items:
         raise ConfigError(f"views must be a non-empty string like '0,-30,30' or '0:10,30:0', got {text!r}")

@@ -341,7 +341,7 @@ def test_train_launch_finish_and_stop(page, server, shots, workspace):
     page.get_by_role("button", name="Check dataset").click()
     page.wait_for_selector('[data-testid="stMetricLabel"]:has-text("Subjects")')
     _fill(page, "Start from model", "AffectVLM-Test")
-    _fill(page, "Batch size (global)", "4")
+    _fill(page, "Batch size (global)", "2")  # 4 subjects: 2 test, 1 validation, 1 training (2 scans)
     _fill(page, "Extra trainer options", "--folds 2")
     _launch(page, "tiny", 2)
     status = page.locator('[data-testid="stMetric"]', has_text="Status").locator('[data-testid="stMetricValue"]')
