@@ -319,11 +319,13 @@ def _net_frame(v: np.ndarray, f: np.ndarray, used: np.ndarray, evecs: np.ndarray
     est = run(np.eye(3))
     if est is None or up_v is not None or front_v is not None:
         return est, True
-    # a scan tilted away from its file's axes: its principal frame wins only when clearly more face-like
+    # a scan tilted away from its file's axes: when no file-axis candidate is clearly upright, its principal
+    # frame wins if clearly more face-like (a confident file-axis answer is kept: a face seen 45 degrees
+    # from the side still scores high)
     pca = evecs.T.copy()
     if np.linalg.det(pca) < 0:
         pca[0] *= -1
-    if np.abs(pca).max(axis=1).min() < _SNAP_COS:
+    if est.low_confidence and np.abs(pca).max(axis=1).min() < _SNAP_COS:
         alt = run(pca)
         if alt is not None and alt.meta["logit"] > est.meta["logit"] + _TILT_MARGIN:
             return alt, False
