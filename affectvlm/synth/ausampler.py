@@ -13,7 +13,6 @@ Families (so whole families can be held out):
 from __future__ import annotations
 
 import functools
-import math
 import os
 import re
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ import numpy as np
 import yaml
 
 from affectvlm.errors import InputError
-from affectvlm.synth.recipes import MAX_WEIGHT, RecipeBook
+from affectvlm.synth.recipes import MAX_WEIGHT, RecipeBook, _number
 
 __all__ = ["AUExpression", "AUSampler", "Variant", "FAMILIES", "DEFAULT_EMFACS", "recipe_expression",
            "sample_expression"]
@@ -393,10 +392,4 @@ def _keys(d: dict, src: str, key: str, allowed: set[str]) -> None:
         raise InputError(src, f"{key}: unknown keys {', '.join(sorted(extra))}")
 
 
-def _num(value: Any, src: str, key: str, lo: float, hi: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InputError(src, f"{key}: must be a number, not {value!r}")
-    v = float(value)
-    if not math.isfinite(v) or not lo <= v <= hi:
-        raise InputError(src, f"{key}: {value!r} is outside [{lo}, {hi}]")
-    return v
+_num = _number

@@ -253,9 +253,10 @@ def _mapping(value: Any, src: str, key: str, *, required: bool = False) -> dict:
 
 
 def _number(value: Any, src: str, key: str, lo: float, hi: float) -> float:
+    """``value`` as a float in [lo, hi], else one InputError naming the file and ``key`` (shared with ausampler)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InputError(src, f"{key} must be a number, not {value!r}")
+        raise InputError(src, f"{key}: must be a number, not {value!r}")
     v = float(value)
     if not math.isfinite(v) or not lo <= v <= hi:
-        raise InputError(src, f"{key} = {value!r} is outside [{lo}, {hi}]")
+        raise InputError(src, f"{key}: {value!r} is outside [{lo}, {hi}]")
     return v

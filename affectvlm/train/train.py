@@ -12,7 +12,6 @@ for selection -> status.json ``finished``.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
@@ -34,7 +33,7 @@ from affectvlm.train.augment import AugmentConfig, augment_views, sample_prompts
 from affectvlm.train.config import TrainConfig, resolve_config, save_config
 from affectvlm.train.distributed import DistInfo, barrier, cleanup, init_distributed_mode
 from affectvlm.train.losses import MultiLoss, gather_with_grad, parse_loss_weights
-from affectvlm.train.metrics import JsonlWriter, classification_metrics, read_jsonl
+from affectvlm.train.metrics import JsonlWriter, classification_metrics
 
 log = logging.getLogger("affectvlm.train")
 MAX_CLASS_PROMPTS = 8  # class-prompt texts per class for the CE term and the eval classifier
