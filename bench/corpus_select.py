@@ -5,7 +5,8 @@
         --rule "split=test family=recipes,sculpt level=0,3,4"
 
 Each ``--rule`` keeps the rows matching all of its ``column=v1,v2`` terms (``level`` = intensity); a row is
-written when any rule keeps it. Paths are written absolute, so the CSV can live anywhere. Prints counts.
+written when any rule keeps it. Paths are written absolute, so the CSV can live anywhere; subjects are renamed
+``<corpus folder>-<subject>`` so that corpora made with other seeds never share an id. Prints counts.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import csv
 import io
 import json
 from collections import Counter
+from pathlib import Path
 
 
 def _rule(text: str) -> dict[str, set[str]]:
@@ -34,7 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     rules = [_rule(r) for r in args.rule]
-    rows = [r for d in args.data for r in read_corpus(d)]
+    rows = []
+    for d in args.data:  # subject ids are per corpus: name them after their corpus so they never collide
+        tag = Path(d).name
+        rows += [dict(r, subject=f"{tag}-{r['subject']}") for r in read_corpus(d)]
     keep = [r for r in rows if any(all(str(r[k]) in v for k, v in rule.items()) for rule in rules)]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=CORPUS_COLUMNS, lineterminator="\n")
