@@ -565,7 +565,7 @@ def preview(mesh: Mesh, *, max_faces: int = 30_000, up: str | None = None, front
     if canonical:
         from affectvlm.geometry import canonicalise
 
-        m = canonicalise(mesh, up=up or None, front=front or None)
+        m = canonicalise(mesh, up=up or None, front=front or None, landmarks=True)
     colors = texture_vertex_colors(m)
     v, f, c = decimate(m.vertices, m.faces, max_faces, colors)
     return Preview(v, f, c, mesh.n_faces, dict(m.meta))

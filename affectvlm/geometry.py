@@ -333,7 +333,8 @@ def _net_frame(v: np.ndarray, f: np.ndarray, used: np.ndarray, evecs: np.ndarray
 
 
 def canonicalise(mesh: Mesh, *, up: str | None = None, front: str | None = None,
-                 target_scale: float = 1.0, method: str = "auto", crop: bool = False) -> Mesh:
+                 target_scale: float = 1.0, method: str = "auto", crop: bool = False,
+                 landmarks: bool = False) -> Mesh:
     """Return a new Mesh centred, scaled to radius ``target_scale`` and rotated to the canonical frame.
 
     ``up``/``front`` name the file axes (``"+y"``, ``"-z"``, ...) that point up / toward the viewer,
@@ -342,7 +343,8 @@ def canonicalise(mesh: Mesh, *, up: str | None = None, front: str | None = None,
     3D landmarks), ``"cues"`` (the geometric cues described in this module) or ``"auto"`` (the network when
     its weights are installed). ``crop``: keep only the face region around the network's landmarks (brows
     to chin plus a forehead band, jaw to jaw; drops neck, scalp, ears and shoulders) as BU-3DFE's ``_F3D``
-    scans are cut; without landmarks nothing is cut. ``meta["canonical"]`` records the axes, which were
+    scans are cut; without landmarks nothing is cut. ``landmarks=True`` runs the network for its landmarks even
+    when ``up`` and ``front`` are both given (it always does when it detects). ``meta["canonical"]`` records the axes, which were
     detected, the cues or the network's confidence and landmarks, the crop, centre, scale and rotation.
     """
     if not (np.isfinite(target_scale) and target_scale > 0):
@@ -378,7 +380,7 @@ def canonicalise(mesh: Mesh, *, up: str | None = None, front: str | None = None,
     snapped = False
     est = None
     already = bool((mesh.meta.get("canonical") or {}).get("cropped"))
-    if method != "cues" and (front_v is None or up_v is None or (crop and not already)):
+    if method != "cues" and (front_v is None or up_v is None or ((crop or landmarks) and not already)):
         est, snapped = _net_frame(v, f, used, evecs, up_v, front_v)
         if est is None and method == "net":
             raise ConfigError("the face-frame network's weights are not installed (use method='cues')")

@@ -255,7 +255,7 @@ def _orient(settings: Any, meshes: list[Mesh]) -> tuple[Any, list[Mesh | BaseExc
     info: list[dict] = []
     for m in meshes:
         try:
-            c = canonicalise(m, up=settings.up, front=settings.front, crop=settings.crop)
+            c = canonicalise(m, up=settings.up, front=settings.front, crop=settings.crop, landmarks=True)
         except Exception as e:  # the render step reports it in the row
             out.append(e)
             info.append({})
