@@ -90,14 +90,6 @@ def _ply_bytes(v: np.ndarray, f: np.ndarray) -> bytes:
     return head + np.ascontiguousarray(v, dtype="<f4").tobytes() + fr.tobytes()
 
 
-def _split(i: int, n: int, cfg: CorpusConfig, rng: np.random.Generator) -> str:
-    order = rng.permutation(n)
-    rank = int(np.flatnonzero(order == i)[0])
-    n_test = int(round(cfg.test_fraction * n))
-    n_val = int(round(cfg.val_fraction * n))
-    return "test" if rank < n_test else ("val" if rank < n_test + n_val else "train")
-
-
 def write_corpus(cfg: CorpusConfig, models: Mapping[str, FaceModel], out_dir: str | os.PathLike, *,
                  progress: bool = False) -> Path:
     """Write the corpus (see the module doc); returns the manifest's path."""
@@ -109,8 +101,11 @@ def write_corpus(cfg: CorpusConfig, models: Mapping[str, FaceModel], out_dir: st
     for mi, name in enumerate(sorted(models)):
         model = models[name]
         fams = [f for f in cfg.families if f != "sculpt" or model.meta.get("emotion_targets")]
-        split_rng = np.random.default_rng([cfg.seed, mi, 1])
-        order = split_rng.permutation(cfg.subjects)
+        order = np.random.default_rng([cfg.seed, mi, 1]).permutation(cfg.subjects)
+        n_test = int(round(cfg.test_fraction * cfg.subjects))
+        n_val = int(round(cfg.val_fraction * cfg.subjects))
+        split_of = {int(s): "test" if k < n_test else ("val" if k < n_test + n_val else "train")
+                    for k, s in enumerate(order)}
         it = range(cfg.subjects)
         if progress:
             from tqdm import tqdm
@@ -119,10 +114,7 @@ def write_corpus(cfg: CorpusConfig, models: Mapping[str, FaceModel], out_dir: st
         for s in it:
             rng = np.random.default_rng([cfg.seed, mi, 2, s])
             subject = f"{name[:2].upper()}{s:04d}"
-            rank = int(np.flatnonzero(order == s)[0])
-            n_test = int(round(cfg.test_fraction * cfg.subjects))
-            n_val = int(round(cfg.val_fraction * cfg.subjects))
-            split = "test" if rank < n_test else ("val" if rank < n_test + n_val else "train")
+            split = split_of[s]
             ident = sample_identity(model, rng, cfg.nuisance)
             sub_dir = out / name / subject
             sub_dir.mkdir(parents=True, exist_ok=True)

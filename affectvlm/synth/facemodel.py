@@ -17,7 +17,7 @@ from typing import Mapping
 
 import numpy as np
 
-__all__ = ["FaceModel", "apply_aus", "au_base", "ict_face_model"]
+__all__ = ["FaceModel", "apply_aus", "au_base", "ict_face_model", "load_face_models"]
 
 # AU -> ARKit blendshapes for units the default recipe book leaves out (AU11 has no ARKit shape: a weak
 # upper-lip raise stands in for the nasolabial deepener)
@@ -112,8 +112,11 @@ def ict_face_model(kit, recipes=None) -> FaceModel:
     rig = FaceRig(kit, crop="none")
     mm = float(kit.units_to_mm)
     mask_all = _ellipse_mask(kit)
+    # units the recipe book does not map come from _ICT_EXTRA_AUS, when the model has their blendshapes
+    extra = {au: shapes for au, shapes in _ICT_EXTRA_AUS.items()
+             if au not in book.action_units and all(bs in kit.expression_names for bs in shapes)}
     targets: dict[str, np.ndarray] = {}
-    for au, shapes in book.action_units.items():
+    for au, shapes in {**book.action_units, **extra}.items():
         left = np.zeros_like(rig.neutral)
         right = np.zeros_like(rig.neutral)
         for bs, w in shapes.items():
@@ -125,15 +128,6 @@ def ict_face_model(kit, recipes=None) -> FaceModel:
             else:
                 left += 0.5 * d
                 right += 0.5 * d
-        targets[au + "L"] = (left * mm).astype(np.float32)
-        targets[au + "R"] = (right * mm).astype(np.float32)
-    for au, shapes in _ICT_EXTRA_AUS.items():  # units the recipe book does not map, for the AU sampler
-        if au + "L" in targets or not all(bs in kit.expression_names for bs in shapes):
-            continue
-        left = sum(rig.expressions[kit.expression_index(bs)] * w * (0.5 if not bs.endswith(("_L", "_R")) else 1.0)
-                   for bs, w in shapes.items() if not bs.endswith("_R"))
-        right = sum(rig.expressions[kit.expression_index(bs)] * w * (0.5 if not bs.endswith(("_L", "_R")) else 1.0)
-                    for bs, w in shapes.items() if not bs.endswith("_L"))
         targets[au + "L"] = (left * mm).astype(np.float32)
         targets[au + "R"] = (right * mm).astype(np.float32)
     centre = rig.neutral[mask_all[rig.vertex_ids]].mean(0)
@@ -149,3 +143,18 @@ def ict_face_model(kit, recipes=None) -> FaceModel:
         licence="MIT (ICT-FaceKit)",
         meta={"n_identity_modes": int(kit.n_identities)},
     )
+
+
+def load_face_models(facekit=None, makehuman=None, facshuman=None, *, cache: bool = True) -> dict[str, FaceModel]:
+    """The face models in the folders a user names, by model name (ICT-FaceKit; MakeHuman + FACSHuman)."""
+    models: dict[str, FaceModel] = {}
+    if facekit:
+        from affectvlm.synth.facekit import load_facekit
+
+        models["ict-facekit"] = ict_face_model(load_facekit(facekit, cache=cache))
+    if makehuman:
+        from affectvlm.synth.makehuman import load_makehuman
+
+        m = load_makehuman(makehuman, facshuman, cache=cache)
+        models[m.name] = m
+    return models

@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from affectvlm.geometry import axis_name
 from affectvlm.mesh import Mesh
 from affectvlm.synth.facemodel import FaceModel, apply_aus
+from affectvlm.synth.rig import Pose
 
 __all__ = ["Nuisance", "RandomScan", "AXIS_ROTATIONS", "sample_scan", "crop_mask"]
 
@@ -59,6 +61,7 @@ class Nuisance:
     pitch_deg: float = 8.0
     roll_deg: float = 6.0
     axis_rotation: bool = False
+    origin_mm: float = 100.0  # the scan's origin lands anywhere in this cube (scanners do not centre faces)
     identity_sd: tuple[float, float] = (0.7, 1.4)
     mix_modes: tuple[int, int] = (3, 100)
 
@@ -66,7 +69,7 @@ class Nuisance:
     def none(cls) -> "Nuisance":
         """Clean scans: face crop, full resolution, no noise/holes, mm, no pose."""
         return cls(crops=(("face", 1.0),), vertices=(0, 0), noise_mm=(0.0, 0.0), hole_probability=0.0,
-                   units=(("mm", 1.0),), yaw_deg=0.0, pitch_deg=0.0, roll_deg=0.0)
+                   units=(("mm", 1.0),), yaw_deg=0.0, pitch_deg=0.0, roll_deg=0.0, origin_mm=0.0)
 
 
 @dataclass
@@ -161,19 +164,6 @@ def _holes(v: np.ndarray, f: np.ndarray, rng: np.random.Generator, count: int,
     return f[~drop] if (~drop).sum() > 0.5 * len(f) else f
 
 
-def _rot(yaw: float, pitch: float, roll: float) -> np.ndarray:
-    y, p, r = np.radians([yaw, pitch, roll])
-    ry = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
-    rx = np.array([[1, 0, 0], [0, np.cos(p), -np.sin(p)], [0, np.sin(p), np.cos(p)]])
-    rz = np.array([[np.cos(r), -np.sin(r), 0], [np.sin(r), np.cos(r), 0], [0, 0, 1]])
-    return rz @ rx @ ry
-
-
-def _axis_name(v: np.ndarray) -> str:
-    i = int(np.argmax(np.abs(v)))
-    return ("+" if v[i] > 0 else "-") + "xyz"[i]
-
-
 def sample_identity(model: FaceModel, rng: np.random.Generator, nuisance: Nuisance = Nuisance()) -> np.ndarray:
     """Identity weights: a random subset of the modes (a mixture), N(0, sd) with sd drawn per subject."""
     k = len(model.identities)
@@ -194,9 +184,7 @@ def sample_scan(model: FaceModel, emotion: str, level: int, rng: np.random.Gener
     ``extra_delta`` (N, 3) mm is added after the AUs (e.g. a sculpted emotion target of the face model)."""
     w = sample_identity(model, rng, nuisance) if identity is None else np.asarray(identity, np.float64)
     v = model.identity(w)
-    aus = dict(expression(emotion, level, rng)) if expression is not None and level > 0 else {}
-    if expression is not None and level == 0:
-        aus = dict(expression(emotion, 0, rng))
+    aus = dict(expression(emotion, level, rng)) if expression is not None else {}
     v = apply_aus(model, v, aus)
     if extra_delta is not None:
         v = v + extra_delta
@@ -215,14 +203,15 @@ def sample_scan(model: FaceModel, emotion: str, level: int, rng: np.random.Gener
     noise = rng.uniform(*nuisance.noise_mm)
     if noise > 0:
         vv = vv + _normals(vv, ff) * rng.normal(0.0, noise, size=(len(vv), 1))
-    R = _rot(rng.normal(0, nuisance.yaw_deg / 2), rng.normal(0, nuisance.pitch_deg / 2),
-             rng.normal(0, nuisance.roll_deg / 2)) if (nuisance.yaw_deg or nuisance.pitch_deg or nuisance.roll_deg) \
-        else np.eye(3)
+    R = np.eye(3)
+    if nuisance.yaw_deg or nuisance.pitch_deg or nuisance.roll_deg:
+        R = Pose(rng.normal(0, nuisance.yaw_deg / 2), rng.normal(0, nuisance.pitch_deg / 2),
+                 rng.normal(0, nuisance.roll_deg / 2)).matrix()
     A = AXIS_ROTATIONS[int(rng.integers(24))] if nuisance.axis_rotation else np.eye(3)
     M = A @ R
     unit = _choice(rng, nuisance.units)
     s = _UNITS[unit]
-    origin = rng.uniform(-100, 100, 3) if nuisance.units != (("mm", 1.0),) else np.zeros(3)
+    origin = rng.uniform(-nuisance.origin_mm, nuisance.origin_mm, 3) if nuisance.origin_mm else np.zeros(3)
     vv = (vv @ M.T + origin) * s
     if lms is not None:
         lms = (lms @ M.T + origin) * s
@@ -231,4 +220,4 @@ def sample_scan(model: FaceModel, emotion: str, level: int, rng: np.random.Gener
                 meta={"units": unit, "synthetic": True})
     return RandomScan(mesh=mesh, emotion=emotion, level=int(level), model=model.name, family=family, identity=w,
                       landmarks=None if lms is None else lms.astype(np.float32),
-                      up=_axis_name(A[:, 1]), front=_axis_name(A[:, 2]), rotation=M, nuisance=info)
+                      up=axis_name(A[:, 1]), front=axis_name(A[:, 2]), rotation=M, nuisance=info)
