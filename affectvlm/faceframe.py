@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 __all__ = ["FrameNet", "FrameEstimate", "SIZE", "EXTENT", "N_POINTS", "surface_points", "direction_maps",
-           "candidate_images", "candidate_axes", "estimate_frame", "load_frame_net", "WEIGHTS_DIR", "N_LANDMARKS"]
+           "candidate_images", "candidate_axes", "estimate_frame", "normalise_points", "load_frame_net", "WEIGHTS_DIR", "N_LANDMARKS"]
 
 SIZE = 48
 EXTENT = 2.2
@@ -72,7 +72,8 @@ def surface_points(vertices: np.ndarray, faces: np.ndarray, n: int = N_POINTS, s
     return (tri[idx] * w[:, :, None]).sum(1)
 
 
-def _normalise(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+def normalise_points(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """(points centred on their mean and divided by their RMS radius, the mean, the radius)."""
     c = points.mean(0)
     q = points - c
     s = float(np.sqrt((q ** 2).sum(1).mean())) or 1.0
@@ -180,7 +181,7 @@ def estimate_frame(vertices: np.ndarray, faces: np.ndarray, basis: np.ndarray = 
         return None
     net, cfg = loaded
     basis = np.asarray(basis, dtype=np.float64)
-    q, c, s = _normalise(surface_points(vertices, faces, int(cfg.get("points", N_POINTS))))
+    q, c, s = normalise_points(surface_points(vertices, faces, int(cfg.get("points", N_POINTS))))
     maps = torch.from_numpy(direction_maps(q, basis, net.size))
     with torch.inference_mode():
         scores, lms = net(candidate_images(maps))

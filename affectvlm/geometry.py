@@ -299,7 +299,7 @@ def _candidate_fronts(est) -> np.ndarray:
     return candidate_axes(est.meta["basis"])[0]
 
 
-def _net_frame(v: np.ndarray, f: np.ndarray, used: np.ndarray, evecs: np.ndarray, up_v, front_v):
+def _net_frame(v: np.ndarray, f: np.ndarray, evecs: np.ndarray, up_v, front_v):
     """The face-frame network's choice among the 24 candidates of the file axes (or, for a scan tilted away
     from them, of its principal axes), restricted to any axis the user fixed; (None, False) without weights."""
     from affectvlm.faceframe import candidate_axes, estimate_frame
@@ -381,7 +381,7 @@ def canonicalise(mesh: Mesh, *, up: str | None = None, front: str | None = None,
     est = None
     already = bool((mesh.meta.get("canonical") or {}).get("cropped"))
     if method != "cues" and (front_v is None or up_v is None or ((crop or landmarks) and not already)):
-        est, snapped = _net_frame(v, f, used, evecs, up_v, front_v)
+        est, snapped = _net_frame(v, f, evecs, up_v, front_v)
         if est is None and method == "net":
             raise ConfigError("the face-frame network's weights are not installed (use method='cues')")
     if est is not None and front_v is not None and up_v is not None:

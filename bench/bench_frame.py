@@ -33,9 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     from affectvlm.geometry import canonicalise
     from affectvlm.mesh import Mesh
     from affectvlm.synth.randomised import AXIS_ROTATIONS, Nuisance, sample_scan
-    from affectvlm.train.frame import load_models, random_aus
+    from affectvlm.synth.facemodel import load_face_models
+    from affectvlm.train.frame import random_aus
 
-    models = load_models(args.facekit, args.makehuman, args.facshuman)
+    models = load_face_models(args.facekit, args.makehuman, args.facshuman)
     nuis = Nuisance(vertices=(args.min_vertices, 40000), yaw_deg=10.0, pitch_deg=8.0, roll_deg=6.0)
     report: dict = {"synthetic": True, "scans_per_model": args.scans, "orientations": 24, "models": {}}
     for mi, (name, model) in enumerate(sorted(models.items())):

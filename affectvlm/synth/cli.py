@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 from affectvlm.errors import AffectVLMError, ConfigError
 
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     from affectvlm.synth.facekit import load_facekit
     from affectvlm.synth.writers import SynthConfig, generate
 
-    try:
+    def work() -> Path:
         cfg = SynthConfig(subjects=args.subjects, seed=args.seed, layout=args.layout, intensities=args.intensities,
                           emotions=tuple(e.strip() for e in args.emotions.split(",") if e.strip())
                           if args.emotions else None,
@@ -81,46 +83,39 @@ def main(argv: list[str] | None = None) -> int:
                           crop=args.crop, texture_size=args.texture_size, test_frac=args.test_frac,
                           val_frac=args.val_frac, recipes=args.recipes, landmarks=not args.no_landmarks)
         cfg.validate()
-        t0 = time.perf_counter()
-        kit = load_facekit(args.facekit, cache=not args.no_cache)
-        manifest = generate(cfg, kit, args.out, progress=not args.quiet)
-    except (AffectVLMError, ConfigError) as exc:
-        print(f"affectvlm synth: error: {exc}", file=sys.stderr)
-        return 2
-    if not args.quiet:
-        print(f"wrote {manifest} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    return 0
+        return generate(cfg, load_facekit(args.facekit, cache=not args.no_cache), args.out, progress=not args.quiet)
+
+    return _run(work, args.quiet)
 
 
 def _corpus(args: argparse.Namespace) -> int:
     from affectvlm.synth.corpus import FAMILIES, CorpusConfig, write_corpus
+    from affectvlm.synth.facemodel import load_face_models
 
-    try:
+    def work() -> Path:
         fams = tuple(f.strip() for f in args.families.split(",") if f.strip())
         bad = [f for f in fams if f not in FAMILIES]
         if bad or not fams:
             raise ConfigError(f"unknown expression famil(ies) {bad}; choose from {', '.join(FAMILIES)}")
-        models = {}
-        if args.facekit:
-            from affectvlm.synth.facekit import load_facekit
-            from affectvlm.synth.facemodel import ict_face_model
-
-            models["ict-facekit"] = ict_face_model(load_facekit(args.facekit, cache=not args.no_cache))
-        if args.makehuman:
-            from affectvlm.synth.makehuman import load_makehuman
-
-            m = load_makehuman(args.makehuman, args.facshuman, cache=not args.no_cache)
-            models[m.name] = m
+        models = load_face_models(args.facekit, args.makehuman, args.facshuman, cache=not args.no_cache)
         if not models:
             raise ConfigError("name at least one face model: --facekit and/or --makehuman")
         cfg = CorpusConfig(subjects=args.subjects, seed=args.seed, families=fams, levels=args.intensities,
                            val_fraction=args.val_frac, test_fraction=args.test_frac)
-        t0 = time.perf_counter()
-        manifest = write_corpus(cfg, models, args.out, progress=not args.quiet)
+        return write_corpus(cfg, models, args.out, progress=not args.quiet)
+
+    return _run(work, args.quiet)
+
+
+def _run(work: Callable[[], Path], quiet: bool) -> int:
+    """Run a writer: 0 and a 'wrote' line, or one error line and 2 for a bad input or option."""
+    t0 = time.perf_counter()
+    try:
+        manifest = work()
     except (AffectVLMError, ConfigError) as exc:
         print(f"affectvlm synth: error: {exc}", file=sys.stderr)
         return 2
-    if not args.quiet:
+    if not quiet:
         print(f"wrote {manifest} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return 0
 

@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from affectvlm.faceframe import (EXTENT, N_LANDMARKS, N_POINTS, SIZE, FrameNet, candidate_axes, candidate_images,
-                                 direction_maps, surface_points)
+                                 direction_maps, normalise_points, surface_points)
+from affectvlm.synth.facemodel import load_face_models
 
 _MODELS: dict = {}
 
@@ -36,21 +37,6 @@ class FrameData:
     lm: np.ndarray
     has_lm: np.ndarray
     model: np.ndarray
-
-
-def load_models(facekit: str | None, makehuman: str | None, facshuman: str | None) -> dict:
-    models = {}
-    if facekit:
-        from affectvlm.synth import load_facekit
-        from affectvlm.synth.facemodel import ict_face_model
-
-        models["ict-facekit"] = ict_face_model(load_facekit(facekit))
-    if makehuman:
-        from affectvlm.synth.makehuman import load_makehuman
-
-        m = load_makehuman(makehuman, facshuman)
-        models[m.name] = m
-    return models
 
 
 def random_aus(model, rng: np.random.Generator) -> dict[str, tuple[float, float]]:
@@ -81,9 +67,8 @@ def _make(args: tuple) -> tuple:
         scan = sample_scan(model, "x", 1, rng, expression=lambda e, l, r: random_aus(model, r), nuisance=nuis)
         v, f = scan.mesh.vertices, scan.mesh.faces
         pts = surface_points(v, f, N_POINTS, seed=int(rng.integers(1 << 30)))
-        c = pts.mean(0)
-        s = float(np.sqrt(((pts - c) ** 2).sum(1).mean()))
-        maps = direction_maps((pts - c) / s, np.eye(3), SIZE)
+        q, c, s = normalise_points(pts)  # as estimate_frame does at inference
+        maps = direction_maps(q, np.eye(3), SIZE)
         idx = true_index(scan.rotation)
         fr, up = candidate_axes(np.eye(3))
         lm = np.zeros((N_LANDMARKS, 2), np.float32)
@@ -211,7 +196,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     t0 = time.time()
-    models = load_models(args.facekit, args.makehuman, args.facshuman)
+    models = load_face_models(args.facekit, args.makehuman, args.facshuman)
     if not models:
         raise SystemExit("name at least one face model (--facekit / --makehuman)")
     train_models = {k: v for k, v in models.items() if k != args.hold_out}
