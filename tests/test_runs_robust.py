@@ -120,7 +120,7 @@ def test_resume_choice_skips_truncated_weights(tiny_run, tmp_path):
 @pytest.mark.timeout(20)
 def test_stale_running_status_reported_crashed(tmp_path):
     from affectvlm import jobs
-    from affectvlm.train import checkpointing as ck
+    from affectvlm import runfolder as ck
 
     run = tmp_path / "run"
     run.mkdir()
@@ -238,7 +238,7 @@ def test_train_page_refuses_escaping_extras(tmp_path, monkeypatch):
 
 # ----------------------------------------------------------------------------- 6: one owner per run folder
 
-HOLDER = ("import sys, time; from affectvlm.train import checkpointing as c; c.lock_run_dir(sys.argv[1]); "
+HOLDER = ("import sys, time; from affectvlm import runfolder as c; c.lock_run_dir(sys.argv[1]); "
           "print('locked', flush=True); time.sleep(60)")
 
 

@@ -12,7 +12,8 @@ from affectvlm.train import checkpointing as ck
 from affectvlm.train.augment import AugmentConfig, augment_views, mirror_permutation
 from affectvlm.train.config import resolve_config, save_config
 from affectvlm.train.distributed import first_slurm_host, init_distributed_mode
-from affectvlm.train.metrics import classification_metrics, read_jsonl
+from affectvlm.runfolder import read_metrics, write_json
+from affectvlm.train.metrics import classification_metrics
 from affectvlm.train.train import lr_factor
 
 
@@ -109,8 +110,8 @@ def test_replace_dir_and_listing(tmp_path):
     (new / "x").write_text("new")
     ck.replace_dir(new, d / "epoch_0001")
     assert (d / "epoch_0001" / "x").read_text() == "new" and not new.exists()
-    ck.atomic_write_json(tmp_path / "s.json", {"a": 1})
+    write_json(tmp_path / "s.json", {"a": 1})
     assert json.loads((tmp_path / "s.json").read_text()) == {"a": 1}
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
-    (tmp_path / "m.jsonl").write_text('{"epoch": 0}\n{"epoch": 1}\n{"epo')
-    assert len(read_jsonl(tmp_path / "m.jsonl")) == 2
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 0}\n{"epoch": 1}\n{"epo')
+    assert len(read_metrics(tmp_path)) == 2

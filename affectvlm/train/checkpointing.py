@@ -10,15 +10,13 @@ Layout of ``RUN_DIR/checkpoints/epoch_NNNN/`` (written in a temporary sibling fo
 - ``meta.json``: epoch, step, metrics and ``files`` (size and sha256 of every file above); written last, so
   its presence marks a finished save and its manifest tells a complete checkpoint from a damaged one.
 
-Run-folder safety (called by the trainer at start): :func:`lock_run_dir` (one trainer per run folder),
+Run-folder safety (called by the trainer at start, beside ``affectvlm.runfolder.lock_run_dir``):
 :func:`sweep_run_dir` (remove ``.tmp-*`` leftovers of a killed save, restore a ``best/`` moved aside by a
-kill inside ``replace_dir``), :func:`load_resume_checkpoint` (the newest *complete* checkpoint, skipping
-damaged ones with a warning) and :func:`truncate_metrics` (drop unreadable or foreign metric lines).
+kill inside ``replace_dir``) and :func:`load_resume_checkpoint` (the newest *complete* checkpoint, skipping
+damaged ones with a warning).
 """
 from __future__ import annotations
 
-import errno
-import fcntl
 import hashlib
 import json
 import logging
@@ -28,14 +26,13 @@ import re
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from affectvlm.model.checkpoint import plain_state, replace_dir  # noqa: F401  (replace_dir is re-exported)
 from affectvlm.errors import ConfigError
-from affectvlm.fileio import atomic_write_text  # noqa: F401  (re-exported for train.py)
+from affectvlm.model.checkpoint import plain_state, replace_dir
+from affectvlm.runfolder import RunFolder, run_dir_locked, write_json  # noqa: F401  (run_dir_locked: jobs.py)
 
 log = logging.getLogger("affectvlm.train")
 _EPOCH_RE = re.compile(r"^epoch_(\d{4,})$")
@@ -52,23 +49,12 @@ def launch_rank(env: dict[str, str] | None = None) -> int:
     return 0
 
 
-def hostname() -> str:
-    """This machine's name (recorded in ``status.json`` so readers only judge pids of their own host)."""
-    import socket
-
-    return socket.gethostname()
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, default=float))
-
-
 def save_run_checkpoint(run_dir: str | os.PathLike, epoch: int, *, model, trainable: dict[str, torch.Tensor],
                         train_state: dict, meta: dict, keep: int = 2) -> Path:
     """Write ``checkpoints/epoch_{epoch}``, atomically; keep the newest ``keep`` checkpoints."""
     from affectvlm.model import save_checkpoint
 
-    ck = Path(run_dir) / "checkpoints"
+    ck = RunFolder(run_dir).checkpoints
     ck.mkdir(parents=True, exist_ok=True)
     final = ck / f"epoch_{epoch:04d}"
     tmp = ck / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -77,7 +63,7 @@ def save_run_checkpoint(run_dir: str | os.PathLike, epoch: int, *, model, traina
     save_file(plain_state(trainable), str(tmp / "weights.safetensors"))
     torch.save(train_state, tmp / "train_state.pt")
     files = {name: _file_digest(tmp / name) for name in _manifest_names(tmp)}
-    atomic_write_json(tmp / "meta.json",
+    write_json(tmp / "meta.json",
                       {k: v for k, v in meta.items() if k != "model_extra"} | {"epoch": epoch, "files": files})
     replace_dir(tmp, final)
     for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
@@ -87,7 +73,7 @@ def save_run_checkpoint(run_dir: str | os.PathLike, epoch: int, *, model, traina
 
 def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
     """Complete checkpoints (with ``meta.json``), oldest first."""
-    ck = Path(run_dir) / "checkpoints"
+    ck = RunFolder(run_dir).checkpoints
     if not ck.is_dir():
         return []
     found = [(int(m.group(1)), d) for d in ck.iterdir()
@@ -143,7 +129,7 @@ def load_resume_checkpoint(run_dir: str | os.PathLike) -> tuple[Path, dict, dict
 
     Damaged or unfinished newer checkpoints are skipped with a warning; None when the run has none at
     all; ``ConfigError`` when every checkpoint is damaged (nothing safe to resume from)."""
-    ck = Path(run_dir) / "checkpoints"
+    ck = RunFolder(run_dir).checkpoints
     found = sorted(((int(m.group(1)), d) for d in (ck.iterdir() if ck.is_dir() else ())
                     if (m := _EPOCH_RE.match(d.name)) and d.is_dir()), reverse=True)
     damaged: list[str] = []
@@ -176,112 +162,6 @@ def _file_digest(path: Path) -> dict:
     return {"size": size, "sha256": h.hexdigest()}
 
 
-# ----------------------------------------------------------------------------- metrics
-
-def read_metric_records(path: str | os.PathLike) -> tuple[list[dict], int]:
-    """(records, bad line count) of a ``metrics.jsonl``: undecodable, non-JSON, non-object lines or lines
-    whose ``epoch`` is not an integer are skipped (a torn last line after a kill, a stray byte, a foreign line)."""
-    p = Path(path)
-    try:
-        raw = p.read_bytes()
-    except FileNotFoundError:
-        return [], 0
-    out, bad = [], 0
-    for line in raw.splitlines():
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line.decode("utf-8"))
-            if not isinstance(rec, dict):
-                raise ValueError("not an object")
-            if "epoch" in rec:
-                int(rec["epoch"])
-        except (UnicodeDecodeError, ValueError, TypeError):
-            bad += 1
-            continue
-        out.append(rec)
-    return out, bad
-
-
-def truncate_metrics(path: str | os.PathLike, last_epoch: int) -> None:
-    """On resume: keep the records up to ``last_epoch`` (later ones are produced again), drop bad lines."""
-    p = Path(path)
-    if not p.exists():
-        return
-    recs, bad = read_metric_records(p)
-    if bad:
-        log.warning("%s: skipped %d unreadable line(s)", p, bad)
-    keep = [r for r in recs if int(r.get("epoch", -1)) <= last_epoch]
-    atomic_write_text(p, "".join(json.dumps(r, default=float) + "\n" for r in keep))
-
-
-# ----------------------------------------------------------------------------- run-folder ownership
-
-LOCK_FILE = ".lock"
-_HELD_LOCKS: dict[str, int] = {}
-
-
-class RunFolderInUse(ConfigError):
-    """Another live trainer holds the run folder's lock."""
-
-
-def lock_run_dir(run_dir: str | os.PathLike) -> int:
-    """Take ``RUN_DIR/.lock`` (``flock``, exclusive, held until :func:`unlock_run_dir` or process exit).
-
-    Raises :class:`RunFolderInUse` naming the holder's pid when another process has it."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as e:
-        holder = _lock_holder(fd)
-        os.close(fd)
-        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            raise RunFolderInUse(f"run folder {run_dir} is in use by pid {holder or '?'}") from None
-        raise ConfigError(f"{path}: cannot lock the run folder ({e.strerror})") from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    _HELD_LOCKS[str(path)] = fd
-    return fd
-
-
-def unlock_run_dir(run_dir: str | os.PathLike) -> None:
-    fd = _HELD_LOCKS.pop(str(Path(run_dir) / LOCK_FILE), None)
-    if fd is not None:
-        os.close(fd)
-
-
-def _lock_holder(fd: int) -> int | None:
-    for _ in range(20):  # the holder may be between truncate and write
-        try:
-            text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-        except OSError:
-            return None
-        if text.isdigit():
-            return int(text)
-        import time
-
-        time.sleep(0.01)
-    return None
-
-
-def run_dir_locked(run_dir: str | os.PathLike) -> bool | None:
-    """Whether some process holds the run folder's lock, read from ``/proc/locks`` (no lock is taken, so
-    a starting trainer is never disturbed); None when unknown (no lock file, no procfs)."""
-    try:
-        ino = (Path(run_dir) / LOCK_FILE).stat().st_ino
-        table = Path("/proc/locks").read_text()
-    except OSError:
-        return None
-    for line in table.splitlines():
-        parts = line.split()
-        if len(parts) > 5 and parts[1] == "FLOCK" and parts[5].rsplit(":", 1)[-1] == str(ino):
-            return True
-    return False
-
-
 # ----------------------------------------------------------------------------- leftovers of a kill
 
 _RUN_TMP = re.compile(r"^\.{1,2}tmp-")
@@ -295,7 +175,7 @@ def sweep_run_dir(run_dir: str | os.PathLike) -> list[str]:
     Returns one line per action."""
     run_dir = Path(run_dir)
     done: list[str] = []
-    for folder in (run_dir, run_dir / "checkpoints"):
+    for folder in (run_dir, RunFolder(run_dir).checkpoints):
         if not folder.is_dir():
             continue
         asides: dict[str, list[Path]] = {}

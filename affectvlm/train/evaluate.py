@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 
 from affectvlm.errors import AffectVLMError, ConfigError
-from affectvlm.train.checkpointing import atomic_write_json
+from affectvlm.runfolder import RunFolder, read_splits, write_json
 from affectvlm.train.config import TrainConfig, load_yaml
 from affectvlm.train.metrics import classification_metrics, save_confusion_png
 
@@ -49,21 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_model(spec: str) -> tuple[str, dict]:
     """(model spec, run config dict or {}) for a run folder, a checkpoint folder or a plain spec."""
-    p = Path(spec)
-    if p.is_dir() and (p / "config.yaml").is_file() and (p / "best").is_dir():
-        return str(p / "best"), load_yaml(p / "config.yaml")
+    run = RunFolder(spec)
+    if run.is_run():
+        return str(run.best), load_yaml(run.config)
     return spec, {}
-
-
-def _run_splits(run: str) -> dict | None:
-    """The run folder's ``splits.json`` (train / val / test subject lists), if it has one."""
-    import json
-
-    p = Path(run) / "splits.json"
-    try:
-        return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
-    except (OSError, ValueError):
-        return None
 
 
 def run_eval(args: argparse.Namespace) -> dict:
@@ -84,9 +73,9 @@ def run_eval(args: argparse.Namespace) -> dict:
     model = load_model(spec, device=args.device, cache=False)
     classes = list(model.classes)
     samples = filter_samples(ds.samples, intensities=intens, classes=classes)
-    split_rec = _run_splits(args.model) if run_cfg else None
+    split_rec = read_splits(args.model) if run_cfg else None
     if subset == "test" and split_rec is not None:  # the run's own test subjects (never used for selection)
-        test_subjects = set(split_rec["subjects"]["test"])
+        test_subjects = set(split_rec.subjects.get("test", []))
         samples = [s for s in samples if s.subject in test_subjects]
     elif subset == "test":
         if base.split == "manifest":
@@ -170,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out, res)
+    write_json(out, res)
     png = save_confusion_png(res["confusion_matrix"], res["classes"], out.with_suffix(".png"),
                              title=f"accuracy {res['accuracy']:.3f} (n={res['n']})")
     print(f"accuracy {res['accuracy']:.4f}  macro-F1 {res['macro_f1']:.4f}  n={res['n']}  -> {out}, {png}")

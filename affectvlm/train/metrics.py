@@ -1,7 +1,6 @@
-"""Classification metrics (accuracy, macro-F1, per-class accuracy, confusion matrix) and a JSONL writer."""
+"""Classification metrics (accuracy, macro-F1, per-class accuracy, confusion matrix) and their PNG."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Sequence
@@ -31,31 +30,6 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], classes
         "confusion_matrix": cm.tolist(),
         "classes": list(classes),
     }
-
-
-class JsonlWriter:
-    """Appends one JSON object per line and flushes (the app tails this file)."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-
-    def write(self, record: dict) -> None:
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, default=float) + "\n")
-            fh.flush()
-
-
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """JSON-object lines; a torn last line, a stray byte or a foreign line is skipped with a warning."""
-    from affectvlm.train.checkpointing import read_metric_records
-
-    out, bad = read_metric_records(path)
-    if bad:
-        import logging
-
-        logging.getLogger("affectvlm.train").warning("%s: skipped %d unreadable line(s)", path, bad)
-    return out
 
 
 def save_confusion_png(cm: Sequence[Sequence[int]], classes: Sequence[str], path: str | os.PathLike,

@@ -27,13 +27,15 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from affectvlm import runfolder
 from affectvlm.errors import AffectVLMError, ConfigError
+from affectvlm.runfolder import SplitsRecord, Status, write_status
 from affectvlm.train import checkpointing as ckpt
 from affectvlm.train.augment import AugmentConfig, augment_views, sample_prompts
 from affectvlm.train.config import TrainConfig, resolve_config, save_config
 from affectvlm.train.distributed import DistInfo, barrier, cleanup, init_distributed_mode
 from affectvlm.train.losses import MultiLoss, gather_with_grad, parse_loss_weights
-from affectvlm.train.metrics import JsonlWriter, classification_metrics
+from affectvlm.train.metrics import classification_metrics
 
 log = logging.getLogger("affectvlm.train")
 MAX_CLASS_PROMPTS = 8  # class-prompt texts per class for the CE term and the eval classifier
@@ -71,9 +73,9 @@ class Splits:
     def subjects(self) -> dict[str, list[str]]:
         return {k: sorted({s.subject for s in getattr(self, k)}) for k in ("train", "val", "test")}
 
-    def record(self) -> dict:
-        return {"source": self.source, "classes": self.classes, "subjects": self.subjects(),
-                "n_samples": {k: len(getattr(self, k)) for k in ("train", "val", "test")}}
+    def record(self) -> SplitsRecord:
+        return SplitsRecord(self.classes, self.subjects(),
+                            {k: len(getattr(self, k)) for k in ("train", "val", "test")}, self.source)
 
 
 _VAL_NAMES = ("val", "valid", "validation")
@@ -409,11 +411,6 @@ def autocast(device: str, amp: bool):
 
 # ----------------------------------------------------------------------------- run-folder helpers
 
-def write_status(run_dir: Path, status: str, **kw) -> None:
-    rec = {"status": status, "pid": os.getpid(), "host": ckpt.hostname(), "updated": time.time(), **kw}
-    ckpt.atomic_write_json(run_dir / "status.json", rec)
-
-
 def setup_logging(run_dir: Path, is_main: bool) -> None:
     log.handlers.clear()
     log.setLevel(logging.INFO)
@@ -428,11 +425,6 @@ def setup_logging(run_dir: Path, is_main: bool) -> None:
         log.addHandler(sh)
     else:
         log.addHandler(logging.NullHandler())
-
-
-def truncate_metrics(path: Path, last_epoch: int) -> None:
-    """On resume, drop records of epochs after the checkpoint (they will be produced again)."""
-    ckpt.truncate_metrics(path, last_epoch)  # also drops unreadable lines, with a warning
 
 
 def export_best(model: nn.Module, run_dir: Path, extra: dict) -> None:
@@ -493,8 +485,8 @@ def train(cfg: TrainConfig, info: DistInfo) -> dict:
     n_views = len(views)
     if info.is_main:
         save_config(cfg, run_dir / "config.yaml")
-        ckpt.atomic_write_json(run_dir / "splits.json", splits.record())
-        write_status(run_dir, "running", epoch=0, step=0, phase="rendering")
+        runfolder.write_splits(run_dir, splits.record())
+        write_status(run_dir, Status.RUNNING, epoch=0, step=0, phase="rendering")
         subs = splits.subjects()
         from affectvlm.model import describe_provenance
 
@@ -575,7 +567,7 @@ def train(cfg: TrainConfig, info: DistInfo) -> dict:
             ckpt.set_rng_state(st["rng"])
             start_epoch, step, best_acc = int(st["epoch"]) + 1, int(st["step"]), float(st.get("best_acc", -1))
             if info.is_main:
-                truncate_metrics(run_dir / "metrics.jsonl", start_epoch - 1)
+                runfolder.truncate_metrics(run_dir, start_epoch - 1)
                 log.info("resumed from %s (epoch %d, step %d)", last, start_epoch - 1, step)
     barrier(info)
 
@@ -586,7 +578,6 @@ def train(cfg: TrainConfig, info: DistInfo) -> dict:
             find_unused_parameters=True)
     aug_cfg = AugmentConfig(cfg.aug_flip, cfg.aug_rotate, cfg.aug_scale, cfg.aug_shift, cfg.aug_shade,
                             cfg.aug_swap, cfg.angle_jitter, cfg.aug, normal_map=settings.map == "normal")
-    metrics_out = JsonlWriter(run_dir / "metrics.jsonl") if info.is_main else None
     prov = model.provenance
     from_scratch = prov.get("kind") == "random" and not prov.get("trained")
     monitor = CollapseMonitor(cfg.collapse_spread, cfg.collapse_steps, cfg.collapse_grace, cfg.chance_epochs,
@@ -660,19 +651,19 @@ def train(cfg: TrainConfig, info: DistInfo) -> dict:
             try:
                 monitor.check_step(step, terms_acc.get("spread", float("nan")))
             except TrainingFailed:
-                if metrics_out:
-                    metrics_out.write({"kind": "train", "epoch": epoch, "step": step,
+                if info.is_main:
+                    runfolder.append_metric(run_dir, {"kind": "train", "epoch": epoch, "step": step,
                                        **{k: round(v, 6) for k, v in terms_acc.items()}})
                 bar.close()
                 raise
-            if metrics_out and (step % 10 == 0 or step == 1):
+            if info.is_main and (step % 10 == 0 or step == 1):
                 el = time.perf_counter() - ep_t0
                 rec = {"kind": "train", "epoch": epoch, "step": step, "lr": optimizer.param_groups[0]["lr"],
                        **{k: round(v, 6) for k, v in terms_acc.items()},
                        "samples_per_s": round(n_seen / max(el, 1e-9), 3),
                        "eta_s": round((time.perf_counter() - run_t0) / max(step - (start_epoch * steps_per_epoch), 1)
                                       * (total_steps - step), 1)}
-                metrics_out.write(rec)
+                runfolder.append_metric(run_dir, rec)
                 if tb:
                     for k, v in rec.items():
                         if isinstance(v, (int, float)) and k not in ("epoch", "step"):
@@ -703,7 +694,7 @@ def train(cfg: TrainConfig, info: DistInfo) -> dict:
                 export_best(model, run_dir, {"epoch": epoch, "val_accuracy": acc, "classes": classes,
                                              "trained_on": cfg.data, "layout": cfg.layout})
             rec["best_val_accuracy"] = best_acc
-            metrics_out.write(rec)
+            runfolder.append_metric(run_dir, rec)
             if tb and "val_accuracy" in rec:
                 tb.add_scalar("val/accuracy", rec["val_accuracy"], step)
                 tb.add_scalar("val/macro_f1", rec["val_macro_f1"], step)
@@ -713,7 +704,7 @@ def train(cfg: TrainConfig, info: DistInfo) -> dict:
             ckpt.save_run_checkpoint(run_dir, epoch, model=model, trainable=step_mod.state_dict(),
                                      train_state=train_state, meta={"step": step, "val": last_eval,
                                                                     "model_extra": {"classes": classes}})
-            write_status(run_dir, "running", epoch=epoch + 1, epochs=cfg.epochs, step=step, best_acc=best_acc)
+            write_status(run_dir, Status.RUNNING, epoch=epoch + 1, epochs=cfg.epochs, step=step, best_acc=best_acc)
             log.info("epoch %d/%d: loss %.4f, spread %.3f, val acc %s, %.1f samples/s", epoch + 1, cfg.epochs,
                      rec.get("loss", float("nan")), rec.get("spread", float("nan")), rec.get("val_accuracy"),
                      rec["samples_per_s"])
@@ -744,7 +735,7 @@ def train(cfg: TrainConfig, info: DistInfo) -> dict:
         dist.all_gather_object(box, hashes[0])
         hashes = box
     return {"best_val_accuracy": best_acc, "test": test_eval, "test_accuracy": test_eval["accuracy"],
-            "splits": splits.record(), "param_hashes": hashes, "last_val": last_eval, "steps": step,
+            "splits": splits.record().to_json(), "param_hashes": hashes, "last_val": last_eval, "steps": step,
             "cache": cache.report(), "render_s": render_s, "train_s": time.perf_counter() - run_t0}
 
 
@@ -783,8 +774,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_dir = Path(cfg.out)
     if ckpt.launch_rank() == 0:  # one trainer per run folder; then sweep a killed save's leftovers
         try:
-            ckpt.lock_run_dir(run_dir)
-        except ckpt.RunFolderInUse as e:
+            runfolder.lock_run_dir(run_dir)
+        except runfolder.RunFolderInUse as e:
             print(f"error: {e}", file=sys.stderr)
             return 3
         for line in ckpt.sweep_run_dir(run_dir):
@@ -793,13 +784,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = train(cfg, info)
         if info.is_main:
-            write_status(run_dir, "finished", epoch=cfg.epochs, best_acc=result["best_val_accuracy"],
+            write_status(run_dir, Status.FINISHED, epoch=cfg.epochs, best_acc=result["best_val_accuracy"],
                          test_accuracy=result["test_accuracy"])
-            ckpt.atomic_write_json(run_dir / "result.json", result)
+            runfolder.write_json(runfolder.RunFolder(run_dir).result, result)
         return 0
     except KeyboardInterrupt:
         if info.is_main:
-            write_status(run_dir, "stopped", message="interrupted")
+            write_status(run_dir, Status.STOPPED, message="interrupted")
         return 130
     except AffectVLMError as e:
         for h in log.handlers:  # the log file gets it; the terminal gets the one "error:" line below
@@ -807,18 +798,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 h.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s", (e,), None))
         if info.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
-            write_status(run_dir, "failed", message=str(e), reason=type(e).__name__)
+            write_status(run_dir, Status.FAILED, message=str(e), reason=type(e).__name__)
         print(f"error: {e}", file=sys.stderr)
         return 2
     except Exception as e:  # noqa: BLE001 - the app needs the failure in status.json
         log.exception("training failed")
         if info.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
-            write_status(run_dir, "failed", message=f"{type(e).__name__}: {e}")
+            write_status(run_dir, Status.FAILED, message=f"{type(e).__name__}: {e}")
         raise
     finally:
         cleanup(info)
-        ckpt.unlock_run_dir(run_dir)
+        runfolder.unlock_run_dir(run_dir)
 
 
 if __name__ == "__main__":
