@@ -1,11 +1,11 @@
-"""Optional numba CPU kernels for :mod:`affectvlm.render` (used when numba is installed).
+"""Optional numba CPU kernels for :mod:`affectvlm.render` (dispatched by :mod:`affectvlm.render.numba_backend`).
 
 One compiled loop per (mesh, view) image replaces the many small torch ops of the vectorised path,
-which dominate on CPU when most scan triangles cover at most a pixel or two (about 7-10x faster per
-view; see render.py's docstring for figures). Same rules as the
-torch path: a pixel centre is covered when all three barycentrics are >= ``eps``; the depth test
-keeps the smallest ``quantised depth << 32 | face`` per pixel. Kept in their own module so numba's
-on-disk cache is keyed by a stable module name even when render.py is loaded under another name.
+which dominate on CPU when most scan triangles cover at most a pixel or two. Same rules as the torch
+path: a pixel centre is covered when all three barycentrics are >= ``eps``; the depth test keeps the
+smallest ``quantised depth << 32 | face`` per pixel. Kept at this fixed place, outside the render
+package: numba's on-disk cache records the module name, so it stays valid when a copy of the render
+package is loaded under another name (``bench/bench_render.py --render-module``).
 """
 from __future__ import annotations
 
@@ -80,11 +80,11 @@ def _fit_unit(v, f, out_v):
     return 0, c0, c1, c2, r
 
 
-def _image(verts, faces, normals, rots, S, eps, depth_q, colors, face_uv, tex, tex_scale, ambient, background,
+def _image(verts, faces, normals, rots, size, eps, depth_q, colors, face_uv, tex, tex_scale, ambient, background,
            shade, depth, normal, mask, k, zb, xy, nr, coef, pb):
     """Render view k of one mesh into row k of the output maps (0-sized maps are skipped; every
     pixel of the others is written). ``zb``, ``xy``, ``nr``, ``coef``, ``pb`` are scratch."""
-    half = S / 2.0
+    half = size / 2.0
     r = rots[k]
     for i in range(verts.shape[0]):  # projected vertices (pixels x, y; view z) and view-space normals
         p0, p1, p2 = verts[i, 0], verts[i, 1], verts[i, 2]
@@ -105,11 +105,11 @@ def _image(verts, faces, normals, rots, S, eps, depth_q, colors, face_uv, tex, t
     for f in range(faces.shape[0]):
         ia, ib, ic = faces[f, 0], faces[f, 1], faces[f, 2]
         c0 = max(0, min(pb[ia, 0], pb[ib, 0], pb[ic, 0]))
-        c1 = min(S - 1, max(pb[ia, 1], pb[ib, 1], pb[ic, 1]))
+        c1 = min(size - 1, max(pb[ia, 1], pb[ib, 1], pb[ic, 1]))
         if c1 < c0:
             continue  # covers no pixel centre (most sub-pixel scan triangles)
         r0 = max(0, min(pb[ia, 2], pb[ib, 2], pb[ic, 2]))
-        r1 = min(S - 1, max(pb[ia, 3], pb[ib, 3], pb[ic, 3]))
+        r1 = min(size - 1, max(pb[ia, 3], pb[ib, 3], pb[ic, 3]))
         if r1 < r0:
             continue
         x0, y0, z0 = xy[ia, 0], xy[ia, 1], xy[ia, 2]
@@ -137,12 +137,12 @@ def _image(verts, faces, normals, rots, S, eps, depth_q, colors, face_uv, tex, t
                         and a2 * px + b2 * py + e2 >= eps):
                     d = min(max(-(az * px + bz * py + ez), -1.9), 1.9)
                     key = (np.int64((d + 2.0) * depth_q) << 32) | f
-                    p = row * S + col
+                    p = row * size + col
                     if key < zb[p]:
                         zb[p] = key
     do_shade, do_depth, do_normal = shade.shape[0] > 0, depth.shape[0] > 0, normal.shape[0] > 0
     do_mask, has_col, has_tex = mask.shape[0] > 0, colors.shape[0] > 0, tex.shape[0] > 0
-    for p in range(S * S):
+    for p in range(size * size):
         key = zb[p]
         if key == EMPTY:
             if do_shade:
@@ -156,8 +156,8 @@ def _image(verts, faces, normals, rots, S, eps, depth_q, colors, face_uv, tex, t
             continue
         f = key & 0xFFFFFFFF
         cf = coef[f]
-        row = p // S
-        px = (p - row * S) + 0.5
+        row = p // size
+        px = (p - row * size) + 0.5
         py = row + 0.5
         if do_depth:
             depth[k, 0, p] = min(max((1.0 + cf[9] * px + cf[10] * py + cf[11]) / 2.0, 0.0), 1.0)
@@ -207,22 +207,22 @@ def _image(verts, faces, normals, rots, S, eps, depth_q, colors, face_uv, tex, t
         shade[k, 2, p] = min(max(lam * c2, 0.0), 1.0)
 
 
-def _render(verts, faces, normals, rots, S, eps, depth_q, colors, face_uv, tex, tex_scale, ambient, background,
+def _render(verts, faces, normals, rots, size, eps, depth_q, colors, face_uv, tex, tex_scale, ambient, background,
             shade, depth, normal, mask, k0, k1):
     """Views k0..k1 of one mesh, one at a time, with scratch (z-buffer, per-vertex and per-face
     tables) that stays in cache."""
-    zb = np.empty(S * S, np.int64)
+    zb = np.empty(size * size, np.int64)
     xy = np.empty((verts.shape[0], 3), np.float64)
     nr = np.empty((verts.shape[0], 3), np.float64)
     coef = np.empty((faces.shape[0], 12), np.float64)
     pb = np.empty((verts.shape[0], 4), np.int32)
     for k in range(k0, k1):
-        _image(verts, faces, normals, rots, S, eps, depth_q, colors, face_uv, tex, tex_scale, ambient, background,
+        _image(verts, faces, normals, rots, size, eps, depth_q, colors, face_uv, tex, tex_scale, ambient, background,
                shade, depth, normal, mask, k, zb, xy, nr, coef, pb)
 
 
 if numba is not None:
-    # serial kernels that release the GIL; run_images() spreads images over Python threads. numba's
+    # serial kernels that release the GIL; run_tasks() spreads images over Python threads. numba's
     # own parallel=True was 4x slower here: its OpenMP workers spin after each call and starve torch
     # on a busy CPU, and its workqueue layer aborts when called from several threads (Streamlit).
     vertex_normals = numba.njit(cache=True, nogil=True)(_vertex_normals)

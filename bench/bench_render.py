@@ -1,4 +1,4 @@
-"""Rendering throughput: our batched torch rasteriser vs a reused pyvista (VTK) off-screen plotter.
+"""Rendering throughput: our batched rasteriser vs a reused pyvista (VTK) off-screen plotter.
 
 Prints one JSON document. Each case renders face_like_mesh faces of ~10k or ~100k triangles at
 224 px, 3 or 6 views, one face or a batch of 32, and reports views/second for both and their ratio
@@ -8,7 +8,10 @@ Meshes are canonicalised once beforehand for both renderers (same unit-radius fr
 
     python bench/bench_render.py            # full run (about 2-3 minutes on 2 CPU cores)
     python bench/bench_render.py --quick    # smaller, for a smoke test
-    python bench/bench_render.py --render-module /tmp/render_old.py   # time another render.py (before/after)
+    python bench/bench_render.py --render-module /tmp/render_old    # time another copy (before/after)
+
+``--render-module`` takes a copy of the ``affectvlm/render`` package folder, or a single-file render.py of
+older versions.
 
 On CPU ours uses the compiled numba kernels when numba is installed (``backend`` in the JSON), else
 the vectorised torch path.
@@ -74,15 +77,22 @@ render_views = _render_views
 
 def _backend(mod) -> str:
     """Which path the module renders with on CPU: numba kernels (when installed) or torch."""
-    ready = getattr(mod, "_numba_ready", None)
+    numba_backend = getattr(mod, "numba_backend", None)
+    ready = numba_backend.numba_ready if numba_backend is not None else getattr(mod, "_numba_ready", None)
     return "numba" if ready is not None and ready() else "torch"
 
 
 def _load_render_module(path: str):
-    """Import another copy of render.py (e.g. the previous version) to time it in the same run."""
+    """Import another copy of the render package (a folder) or of a single-file render.py (e.g. the
+    previous version) to time it in the same run."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("render_under_test", path)
+    src = Path(path)
+    if src.is_dir():
+        spec = importlib.util.spec_from_file_location("render_under_test", src / "__init__.py",
+                                                      submodule_search_locations=[str(src)])
+    else:
+        spec = importlib.util.spec_from_file_location("render_under_test", src)
     mod = importlib.util.module_from_spec(spec)
     sys.modules["render_under_test"] = mod
     spec.loader.exec_module(mod)
@@ -150,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pv-faces", type=int, default=4, help="faces pyvista renders in batch cases (scaled up)")
     ap.add_argument("--threads", type=int, default=0,
                     help="CPU threads for both renderers (torch and Mesa llvmpipe); 0 = cpu_count - load")
-    ap.add_argument("--render-module", default=None, help="path of a render.py to time instead of ours")
+    ap.add_argument("--render-module", default=None,
+                    help="path of a render package folder (or an old render.py) to time instead of ours")
     ap.add_argument("--no-pyvista", action="store_true", help="time ours only")
     args = ap.parse_args(argv)
 

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-import affectvlm.render as R
+import affectvlm.render.numba_backend as numba_backend
+import affectvlm.render.torch_backend as torch_backend
 from affectvlm.errors import ConfigError, InputError
 from affectvlm.geometry import canonicalise
 from affectvlm.mesh import Mesh
-from affectvlm.render import (DEFAULT_VIEWS, RenderSettings, View, parse_views, render_maps, render_views,
+from affectvlm.render import (DEFAULT_VIEWS, RenderSettings, View, parse_views, render, render_maps, render_views,
                               save_views, to_pil)
 from meshgen import face_like_mesh
 
@@ -52,11 +53,11 @@ def test_batch_of_different_meshes_equals_individual_renders():
 
 
 def test_chunking_gives_the_same_image(face, monkeypatch):
-    monkeypatch.setattr(R, "_USE_NUMBA", False)  # chunking only exists in the torch path
+    monkeypatch.setattr(numba_backend, "USE_NUMBA", False)  # chunking only exists in the torch path
     ref = render_maps(face, [View(0), View(30)], S, maps=("shade", "mask"))
-    monkeypatch.setattr(R, "_FACE_CHUNK", 997)
-    monkeypatch.setattr(R, "_CAND_CHUNK", 1500)
-    monkeypatch.setattr(R, "_DENSE_MAX", 2)  # push most faces through the explicit-expansion path
+    monkeypatch.setattr(torch_backend, "_FACE_CHUNK", 997)
+    monkeypatch.setattr(torch_backend, "_CAND_CHUNK", 1500)
+    monkeypatch.setattr(torch_backend, "_DENSE_MAX", 2)  # push most faces through the explicit-expansion path
     got = render_maps(face, [View(0), View(30)], S, maps=("shade", "mask"))
     assert torch.equal(got["mask"], ref["mask"])
     assert float((got["shade"] - ref["shade"]).abs().max()) < 1e-4
@@ -154,7 +155,7 @@ def test_depth_normal_and_mask_maps_are_consistent(face):
     # shade is exactly background where the mask is 0
     assert float(maps["shade"][0, 0][:, ~mask].abs().max()) == 0.0
     # single map through render_views: 3 channels
-    d3 = render_views(face, [View(0)], S, maps=("depth",))
+    d3 = render_views(face, [View(0)], S, map="depth")
     assert d3.shape == (1, 1, 3, S, S) and torch.equal(d3[0, 0, 0], d3[0, 0, 2])
 
 
@@ -184,14 +185,32 @@ def test_parse_views_and_settings_round_trip():
         with pytest.raises(ConfigError):
             RenderSettings.from_dict(bad)
     with pytest.raises(ConfigError):
-        render_views(face_like_mesh(12), maps=("albedo",))
+        render_views(face_like_mesh(12), map="albedo")
     with pytest.raises(ConfigError):
         render_views([], size=S)
 
 
 def test_settings_render_matches_render_views(face):
-    st = RenderSettings(size=S, views=(View(0), View(20)))
-    assert torch.equal(st.render(face), render_views(face, st.views, S))
+    settings = RenderSettings(size=S, views=(View(0), View(20)))
+    assert torch.equal(settings.render(face), render_views(face, settings.views, S))
+
+
+def test_one_settings_object_and_one_return_type_per_entry_point(face):
+    settings = RenderSettings(size=S, views=(View(0), View(20)), map="depth", background=0.5, texture=False)
+    one = render(face, settings)
+    assert list(one) == ["depth"] and one["depth"].shape == (1, 2, 1, S, S)
+    both = render([face, face], settings, maps=("shade", "mask"))
+    assert list(both) == ["shade", "mask"] and both["shade"].shape == (2, 2, 3, S, S)
+    shade = render(face, settings, maps="shade")["shade"]
+    assert torch.equal(shade, render_views(face, settings.views, S, texture=False, background=0.5))
+    images = settings.render(face)  # the model's input: its one map, 3 channels
+    assert images.shape == (1, 2, 3, S, S) and torch.equal(images[:, :, :1], one["depth"])
+    assert torch.equal(images, render_views(face, settings.views, S, map="depth", background=0.5, texture=False))
+    assert isinstance(render_maps(face, [View(0)], S, maps="mask"), dict)  # a single map is still a dict
+    with pytest.raises(ConfigError, match="render_maps"):
+        render_views(face, [View(0)], S, map=("shade", "depth"))
+    with pytest.raises(ConfigError):
+        render(face, settings, maps=("shade", "albedo"))
 
 
 def test_bad_texture_raises_input_error():
@@ -232,7 +251,7 @@ def test_100k_face_mesh_renders():
     assert img.shape == (1, 6, 3, 224, 224) and float(img.mean()) > 0.05
 
 
-@pytest.mark.skipif(not R._numba_ready(), reason="numba not installed")
+@pytest.mark.skipif(not numba_backend.numba_ready(), reason="numba not installed")
 def test_numba_kernel_matches_torch_path(monkeypatch):
     """The compiled CPU kernel and the torch path follow the same rules: same coverage, same values
     (texture, vertex colours, plain), up to float rounding and equal-depth ties on shared edges."""
@@ -241,7 +260,7 @@ def test_numba_kernel_matches_torch_path(monkeypatch):
     meshes = [face_like_mesh(60, seed=1), face_like_mesh(25, seed=2, textured=False, smile=1.0), col]
     views = [View(0), View(-30), View(20, 15)]
     fast = render_maps(meshes, views, 128, background=0.25)
-    monkeypatch.setattr(R, "_USE_NUMBA", False)
+    monkeypatch.setattr(numba_backend, "USE_NUMBA", False)
     ref = render_maps(meshes, views, 128, background=0.25)
     assert torch.equal(fast["mask"], ref["mask"])
     for k in ("shade", "depth", "normal"):
@@ -253,9 +272,9 @@ def test_numba_kernel_matches_torch_path(monkeypatch):
 
 @pytest.mark.parametrize("use_numba", [False, True])
 def test_bad_geometry_raises_input_error_naming_the_file(monkeypatch, use_numba):
-    if use_numba and not R._numba_ready():
+    if use_numba and not numba_backend.numba_ready():
         pytest.skip("numba not installed")
-    monkeypatch.setattr(R, "_USE_NUMBA", use_numba)
+    monkeypatch.setattr(numba_backend, "USE_NUMBA", use_numba)
     v = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], np.float32)
     bad_index = Mesh(vertices=v, faces=np.array([[0, 1, 3]]), source="bad_index.obj")
     with pytest.raises(InputError, match="bad_index.obj.*out of range"):
@@ -272,7 +291,7 @@ def test_bad_geometry_raises_input_error_naming_the_file(monkeypatch, use_numba)
     assert 0 < float(ok.sum()) < 32 * 32
 
 
-@pytest.mark.skipif(not R._numba_ready(), reason="numba not installed")
+@pytest.mark.skipif(not numba_backend.numba_ready(), reason="numba not installed")
 def test_numba_threads_give_identical_images():
     meshes = [face_like_mesh(30, seed=i) for i in range(3)]
     old = torch.get_num_threads()
