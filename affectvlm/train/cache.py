@@ -110,16 +110,14 @@ class RenderCache:
 
     def _render(self, paths: Sequence[str]) -> list[np.ndarray]:
         import time
+        from dataclasses import replace
 
         from affectvlm.io import load_mesh
-        from affectvlm.render import render_views
 
         t0 = time.perf_counter()
         s = self.settings
         meshes = [load_mesh(p, texture=s.texture) for p in paths]
-        imgs = render_views(meshes, self.render_views_list, s.size, texture=s.texture, canonical=s.canonical,
-                            device=self.device, up=s.up, front=s.front, background=s.background,
-                            maps=(s.map,), crop=s.crop)
+        imgs = replace(s, views=self.render_views_list).render(meshes, device=self.device)
         out = (imgs.clamp(0, 1) * 255 + 0.5).to("cpu").numpy().astype(np.uint8)
         self.stats.render_s += time.perf_counter() - t0
         return [out[i] for i in range(len(paths))]
