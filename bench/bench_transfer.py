@@ -39,7 +39,7 @@ def _features(rows: list[dict], map_name: str, size: int, batch: int = 32, crop:
     out = []
     for i in range(0, len(rows), batch):
         meshes = [load_mesh(r["path"], texture=False) for r in rows[i:i + batch]]
-        img = render_views(meshes, views=(View(0),), size=size, texture=False, maps=(map_name,), crop=crop)
+        img = render_views(meshes, views=(View(0),), size=size, texture=False, map=map_name, crop=crop)
         img = img[:, 0]
         if map_name != "normal":
             img = img[:, :1]
