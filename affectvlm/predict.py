@@ -1,15 +1,15 @@
-"""From scans to emotion probabilities: ``predict`` (files, folders, zips, uploads, meshes),
-``predict_mesh`` (one scan or sequence, with the rendered views, for the app), ``iter_sequence``
-(per-frame results as they are scored) and ``write_rows`` (CSV / JSON).
+"""From scans to emotion probabilities: ``predict`` (files, folders, zips, uploads, meshes -> rows),
+``prepare`` + ``predict_mesh`` (one scan or sequence with the views the model saw, for the app),
+``iter_sequence`` / ``iter_sequence_results`` (per-frame results as they are scored) and ``write_rows``.
 
-Rows: ``file, frame, label, confidence, <one column per class>, error``. ``frame`` is ``""`` for a
-scan, the frame number for a frame of a 4D sequence, and ``"sequence"`` for the pooled row of a
-sequence. A bad input gives a row with ``error`` set (the other columns empty) and the rest still run.
+The rows and the typed results they are made from are described in :mod:`affectvlm.results`; what counts as a
+scan, a folder or a sequence in :mod:`affectvlm.inputs`. A bad input gives a row with ``error`` set (the other
+columns empty) and the rest still run.
 
-What is a sequence: a folder or zip whose mesh files differ only by their numbers (``000.wrl``,
-``001.wrl`` ... or ``frame_0001.obj`` ...). A folder of differently named scans (a BU-3DFE subject
-folder) is a batch of scans; sub-folders are visited (so a BU-4DFE subject folder gives one
-sequence per expression).
+Inside ``predict``, scans are read, oriented (the face frame is found once per scan, and once per sequence on
+its middle frame) and rendered on worker threads (:mod:`affectvlm.pipeline`) while the calling thread encodes
+the previous batch. Batches are fixed by the inputs alone (``batch_size`` consecutive scans, a sequence's
+frames in chunks of ``batch_size``), so serial, pipelined and sharded runs encode the same batches.
 
 Temporal pooling (``pooling=``) of a sequence's frame probabilities into its ``"sequence"`` row:
 
@@ -21,184 +21,43 @@ Temporal pooling (``pooling=``) of a sequence's frame probabilities into its ``"
 """
 from __future__ import annotations
 
-import csv
-import io as _io
-import json
+import contextlib
 import math
 import os
 import sys
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Callable, ContextManager, Iterator, Sequence, Union
 
 import numpy as np
 import torch
 
-from affectvlm.errors import AffectVLMError, ConfigError, InputError, printable
-from affectvlm.fileio import atomic_write_text
-from affectvlm.io import MESH_EXTENSIONS
+from affectvlm.errors import ConfigError, InputError
+from affectvlm.inputs import Input, Item, error_text, expand
 from affectvlm.io._common import check_face
 from affectvlm.io.sequence import is_mesh_name, looks_like_sequence  # noqa: F401  (re-exported)
 from affectvlm.limits import Limits, default_limits
 from affectvlm.mesh import Mesh, MeshSequence
+from affectvlm.pipeline import Ahead, check_workers, executor
+from affectvlm.results import (FIXED_COLUMNS, FRAME_COLUMNS, Analysis, FaceFrame, FrameResult,  # noqa: F401
+                               Prepared, Row, ScanResult, SequenceResult, as_probs, check_classes, class_names,
+                               columns, error_row, format_table, frame_row, rows_to_csv, rows_to_json, write_rows)
+
+if TYPE_CHECKING:
+    from affectvlm.model import AffectVLM
+    from affectvlm.render import RenderSettings, View
 
 POOLINGS = ("peak", "mean")
 PEAK_FRACTION = 0.3
-FIXED_COLUMNS = ("file", "frame", "label", "confidence")
-Row = dict
+PRECISIONS = ("fp32", "fp16", "bf16")
+DEFAULT_FPS = 25.0  # BU-4DFE's frame rate
+ModelArg = Union["AffectVLM", str, os.PathLike, None]
+ViewsArg = Union[str, Sequence[float], Sequence["View"], None]
 
-# ------------------------------------------------------------------------------------------------ inputs
-
-
-@dataclass
-class _Item:
-    source: str
-    kind: str  # "scan" | "sequence" | "error"
-    load: Callable[[], Any] | None = None
-    error: str = ""
+# ------------------------------------------------------------------------------------------------ one scan
 
 
-def _error_text(exc: BaseException, source: str = "") -> str:
-    """The row's error: the problem (the row names the file), led by the member or frame file when the
-    error is about a file inside ``source`` (a sequence's frame, a folder's file)."""
-    if isinstance(exc, InputError):
-        inner = exc.source[len(source):].lstrip("/\\:") if source and exc.source.startswith(source) else ""
-        return f"{inner}: {exc.problem}" if inner else exc.problem
-    if isinstance(exc, AffectVLMError):
-        return str(exc)
-    return f"unexpected {type(exc).__name__}: {exc}"
-
-
-def _expand(inputs: Any, *, limits: Limits, frames: int | None, every: int) -> list[_Item]:
-    from affectvlm.io import load_mesh, load_sequence
-    from affectvlm.io.archive import is_zip, safe_zip_members
-
-    def seq_loader(src: Any, name: str | None = None) -> Callable[[], MeshSequence]:
-        return lambda: load_sequence(src, name, every=every, n_frames=frames, limits=limits)
-
-    def from_zip(data: Any, source: str) -> list[_Item]:
-        from affectvlm.io.archive import SafeZip
-
-        with SafeZip(data, limits, source) as z:
-            names = [n for n in z.names if is_mesh_name(n)]
-        if not names:
-            raise InputError(source, f"the zip holds no mesh file ({', '.join(MESH_EXTENSIONS)})")
-        if looks_like_sequence(names):
-            return [_Item(source, "sequence", seq_loader(data, source))]
-        members = safe_zip_members(data, limits, source, select=is_mesh_name)
-        return [_Item(f"{source}:{n}", "scan",
-                      lambda b=b, n=n, s=f"{source}:{n}": _renamed(load_mesh(b, n, limits=limits), s))
-                for n, b in members]
-
-    def from_dir(top: Path, shown_top: str) -> list[_Item]:
-        """Walk a folder depth-first in name order, each real folder and file once (symlink loops end)."""
-        out: list[_Item] = []
-        seen: set[tuple[int, int]] = set()
-        stack: list[tuple[Path, str]] = [(top, shown_top)]
-        n_entries = 0
-        while stack:
-            d, shown = stack.pop()
-            try:
-                st = d.stat()
-                key = (st.st_dev, st.st_ino)
-                if key in seen:
-                    continue  # a symlink back into the walk, or a second link to a visited folder
-                seen.add(key)
-                with os.scandir(d) as it:
-                    entries = sorted(it, key=lambda e: e.name)
-            except OSError as e:
-                out.append(_Item(shown, "error", error=f"cannot list folder: {e.strerror or e}"))
-                continue
-            n_entries += len(entries)
-            if n_entries > limits.max_folder_files:
-                out.append(_Item(shown_top, "error", error=f"the folder walk passed {limits.max_folder_files} "
-                                 "entries and stopped there (AFFECTVLM_MAX_FOLDER_FILES)"))
-                break
-            files: list[tuple[str, Path]] = []
-            dirs: list[tuple[str, Path]] = []
-            for e in entries:
-                try:
-                    if e.is_dir():
-                        if not e.name.startswith((".", "__MACOSX")):
-                            dirs.append((e.name, Path(e.path)))
-                    elif e.is_file() and is_mesh_name(e.name):
-                        fst = e.stat()
-                        fkey = (fst.st_dev, fst.st_ino)
-                        if fkey not in seen:
-                            seen.add(fkey)
-                            files.append((e.name, Path(e.path)))
-                except OSError:
-                    continue  # a dangling link or an entry that vanished
-            if looks_like_sequence([n for n, _ in files]):
-                out.append(_Item(shown, "sequence", seq_loader(d, shown)))
-                continue  # a sequence folder is one input; its sub-folders are not searched
-            for n, f in files:
-                name = str(f) if shown == str(d) else os.path.join(shown, n)
-                out.append(_Item(name, "scan", lambda f=f, name=name: load_mesh(f, name, limits=limits)))
-            stack += [(sub, os.path.join(shown, n)) for n, sub in reversed(dirs)]
-        if not out:
-            return [_Item(shown_top, "error", error=f"folder holds no mesh file ({', '.join(MESH_EXTENSIONS)})")]
-        return out
-
-    def from_path(p: Path, shown: str) -> list[_Item]:
-        if p.is_dir():
-            return from_dir(p, shown)
-        if not p.exists():
-            return [_Item(shown, "error", error="file not found")]
-        try:
-            with open(p, "rb") as fh:
-                head = fh.read(4)
-        except OSError as e:
-            return [_Item(shown, "error", error=f"cannot read: {e.strerror or e}")]
-        if is_zip(head):
-            return from_zip(p, shown)
-        return [_Item(shown, "scan", lambda: load_mesh(p, shown, limits=limits))]
-
-    if isinstance(inputs, (str, os.PathLike, Mesh, MeshSequence)) or (
-            isinstance(inputs, tuple) and len(inputs) == 2 and isinstance(inputs[1], (bytes, bytearray))):
-        inputs = [inputs]
-    items: list[_Item] = []
-    for x in inputs:
-        try:
-            if isinstance(x, Mesh):
-                items.append(_Item(x.source, "scan", lambda x=x: x))
-            elif isinstance(x, MeshSequence):
-                items.append(_Item(x.source, "sequence", lambda x=x: x))
-            elif isinstance(x, (tuple, list)) and len(x) == 2 and isinstance(x[1], (bytes, bytearray, memoryview)):
-                name, data = str(x[0]), bytes(x[1])
-                if is_zip(data[:4]):
-                    items += from_zip(data, name)
-                else:
-                    items.append(_Item(name, "scan", lambda d=data, n=name: load_mesh(d, n, limits=limits)))
-            elif isinstance(x, (str, os.PathLike)):
-                items += from_path(Path(x).expanduser(), os.fspath(x))
-            elif isinstance(x, (tuple, list)) and len(x) == 2 and isinstance(x[1], (str, os.PathLike)):
-                items += from_path(Path(x[1]), str(x[0]))  # (shown name, path): e.g. an upload saved to a temp file
-            else:
-                items.append(_Item(repr(x)[:80], "error", error=f"cannot read a {type(x).__name__} "
-                                   "(give a path, (name, bytes), a Mesh or a MeshSequence)"))
-        except Exception as e:  # a broken zip or folder is that input's row, not a crash
-            items.append(_Item(_display(x), "error", error=_error_text(e)))
-    return items
-
-
-def _display(x: Any) -> str:
-    if isinstance(x, (Mesh, MeshSequence)):
-        return x.source
-    if isinstance(x, (tuple, list)) and x:
-        return str(x[0])
-    return os.fspath(x) if isinstance(x, (str, os.PathLike)) else repr(x)[:80]
-
-
-def _renamed(mesh: Mesh, source: str) -> Mesh:
-    mesh.source = source
-    return mesh
-
-
-# ------------------------------------------------------------------------------------------------ scoring
-
-
-def _as_model(model: Any) -> Any:
+def _as_model(model: ModelArg) -> "AffectVLM":
     from affectvlm.model import AffectVLM, load_model
 
     if model is None or isinstance(model, (str, os.PathLike)):
@@ -208,91 +67,92 @@ def _as_model(model: Any) -> Any:
     raise ConfigError(f"model must be a spec string or an AffectVLM, got {type(model).__name__}")
 
 
-def _settings(model: Any, views: Any, up: str | None, front: str | None) -> Any:
-    from dataclasses import replace
-
+def render_settings(base: "RenderSettings", views: ViewsArg = None, up: str | None = None,
+                    front: str | None = None) -> "RenderSettings":
+    """``base`` (a model's render settings) with the user's view and axis overrides."""
     from affectvlm.render import as_views
 
-    st = model.render
-    kw: dict[str, Any] = {}
+    kw: dict[str, object] = {}
     if views is not None:
         kw["views"] = as_views(views)
     if up is not None:
         kw["up"] = up
     if front is not None:
         kw["front"] = front
-    return replace(st, **kw) if kw else st
+    return replace(base, **kw) if kw else base
 
 
-def _render(settings: Any, meshes: list[Mesh], device: Any) -> list[torch.Tensor | BaseException]:
-    """Render a batch; when the batch fails, render one by one so only the bad mesh fails."""
-    try:
-        imgs = settings.render(meshes, device=device)
-        return list(imgs.unbind(0))
-    except Exception as e:
-        if len(meshes) == 1:
-            return [e]
-    out: list[torch.Tensor | BaseException] = []
-    for m in meshes:
-        out += _render(settings, [m], device)
-    return out
-
-
-FRAME_COLUMNS = ("orientation_up", "orientation_front", "orientation_confidence", "orientation_flagged")
-
-
-def _orient(settings: Any, meshes: list[Mesh]) -> tuple[Any, list[Mesh | BaseException], list[dict]]:
-    """Find each scan's face frame once (:func:`affectvlm.geometry.canonicalise`); returns settings that
-    render the canonical meshes as they are, the meshes (or the error of each), and the frame fields of
-    each row (axes, confidence, flag and the 83 landmarks in the scan's coordinates)."""
-    from dataclasses import replace
-
+def _prepare(mesh: Mesh, settings: "RenderSettings") -> Prepared:
+    if not settings.canonical:
+        return Prepared(mesh, None, settings)
     from affectvlm.geometry import canonicalise
 
-    if not settings.canonical:
-        return settings, list(meshes), [{} for _ in meshes]
-    out: list[Mesh | BaseException] = []
-    info: list[dict] = []
-    for m in meshes:
-        try:
-            c = canonicalise(m, up=settings.up, front=settings.front, crop=settings.crop, landmarks=True)
-        except Exception as e:  # the render step reports it in the row
-            out.append(e)
-            info.append({})
-            continue
-        out.append(c)
-        info.append(frame_fields(c.meta))
-    return replace(settings, up="+y", front="+z"), out, info
+    c = canonicalise(mesh, up=settings.up, front=settings.front, crop=settings.crop, landmarks=True)
+    # the mesh is now centred, unit-sized and facing the camera: render it as it is
+    return Prepared(c, FaceFrame.from_meta(c.meta), replace(settings, canonical=False, up=None, front=None))
 
 
-def frame_fields(meta: dict) -> dict:
-    """Row fields of a canonicalised mesh's ``meta``: where up and front were, how sure, and landmarks."""
-    c = meta.get("canonical") or {}
-    conf = c.get("confidence") or {}
-    return {"orientation_up": c.get("up"), "orientation_front": c.get("front"),
-            "orientation_confidence": round(float(min(conf.values())), 4) if conf else None,
-            "orientation_flagged": bool(c.get("low_confidence", False)), "landmarks": c.get("landmarks")}
+def prepare(mesh: Mesh, model: "AffectVLM | RenderSettings | None" = None, *, views: ViewsArg = None,
+            up: str | None = None, front: str | None = None, limits: Limits | None = None) -> Prepared:
+    """Check that ``mesh`` is a face (:func:`affectvlm.io._common.check_face`) and put it in the canonical frame
+    once, with the model's render settings (or ``RenderSettings``) and the user's overrides; the result is
+    what the app previews and what :func:`predict_mesh` scores. Raises InputError naming the mesh."""
+    from affectvlm.render import RenderSettings
+
+    base = model if isinstance(model, RenderSettings) else _as_model(model).render
+    check_face(mesh, limits)
+    return _prepare(mesh, render_settings(base, views, up, front))
 
 
-def _check_classes(classes: Sequence[str]) -> None:
-    clash = set(classes) & (set(FIXED_COLUMNS) | {"error"})
-    if clash:
-        raise ConfigError(f"class names {sorted(clash)} clash with result columns {FIXED_COLUMNS + ('error',)}")
+def _render(prepared: Sequence[Prepared], device: torch.device) -> tuple[torch.Tensor | None,
+                                                                           list[BaseException | None]]:
+    """Render together: (n_rendered, V, 3, H, W) and each one's error (None when it is in the images).
+    Only when the batch fails are they rendered one by one, so only the bad mesh fails."""
+    st = prepared[0].settings
+    try:
+        return st.render([p.mesh for p in prepared], device=device), [None] * len(prepared)
+    except Exception as e:
+        if len(prepared) == 1:
+            return None, [e]
+    imgs: list[torch.Tensor] = []
+    errs: list[BaseException | None] = []
+    for p in prepared:
+        one, err = _render([p], device)
+        errs += err
+        if one is not None:
+            imgs.append(one)
+    return (torch.cat(imgs) if imgs else None), errs
 
 
-def make_row(file: str, frame: Any, classes: Sequence[str], probs: Sequence[float] | None = None,
-             error: str = "") -> Row:
-    """One result row (probabilities as floats; None everywhere when ``error``)."""
-    row: Row = {"file": file, "frame": frame, "label": "", "confidence": None}
-    for c in classes:
-        row[c] = None
-    if probs is not None:
-        p = [float(v) for v in probs]
-        k = int(np.argmax(p))
-        row["label"], row["confidence"] = classes[k], p[k]
-        row.update(zip(classes, p))
-    row["error"] = error
-    return row
+def inference_context(device: torch.device, precision: str) -> ContextManager[object]:
+    """Autocast for ``precision`` (``fp32``: none), as open_clip's ``precision=`` does at inference."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+    if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        raise ConfigError(f"precision bf16 is not supported by {torch.cuda.get_device_name(device)}; use fp16")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"precision {precision} works on cpu and cuda only, not {device.type}; use fp32")
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def _encode(model: "AffectVLM", images: torch.Tensor, precision: str) -> tuple[np.ndarray, torch.Tensor]:
+    """(B, V, 3, H, W) -> probabilities (B, C) and view embeddings (B, V, D), each image encoded once."""
+    try:
+        with torch.no_grad(), inference_context(model.device, precision):
+            z = model.encode_views(images)
+            logits = model.logits_from_embedding(model.fuse(z))
+        return torch.softmax(logits.float(), -1).cpu().numpy(), z
+    except RuntimeError as e:
+        if precision != "fp32" and ("Half" in str(e) or "BFloat16" in str(e)):
+            raise ConfigError(f"precision {precision} is not supported on {model.device} by this torch build "
+                              f"({str(e).splitlines()[0]}); use fp32") from None
+        raise
+
+
+# ------------------------------------------------------------------------------------------------ sequences
 
 
 def pool_probabilities(probs: np.ndarray, classes: Sequence[str], method: str = "peak",
@@ -315,84 +175,114 @@ def pool_probabilities(probs: np.ndarray, classes: Sequence[str], method: str = 
     return P[top].mean(0)
 
 
-def _score(model: Any, images: torch.Tensor) -> np.ndarray:
-    with torch.no_grad():
-        return model.predict_proba(images).float().cpu().numpy()
+def _expressiveness(probs: Sequence[float], classes: Sequence[str]) -> float:
+    """How far a frame is from neutral (its top probability without a neutral class): picks the frame to show."""
+    lower = [c.lower() for c in classes]
+    return 1.0 - probs[lower.index("neutral")] if "neutral" in lower else max(probs)
 
 
-def iter_sequence(seq: Any, model: Any = None, *, views: Any = None, up: str | None = None,
-                  front: str | None = None, frames: int | None = None, every: int = 1, batch_size: int = 8,
-                  pooling: str = "peak", limits: Limits | None = None, source: str | None = None) -> Iterator[Row]:
-    """Yield one row per frame as soon as it is scored, then the pooled ``frame="sequence"`` row.
+def _orient_sequence(seq: MeshSequence, settings: "RenderSettings") -> tuple["RenderSettings", FaceFrame | None]:
+    """One face frame for the whole sequence, found on its middle frame (frames of a scan session share the
+    file's axes; deciding per frame could flip single frames); settings that render every frame in it."""
+    if not (settings.canonical and seq.frames):
+        return settings, None
+    try:
+        frame = _prepare(seq.frames[len(seq.frames) // 2], settings).frame
+    except Exception:  # each frame's render reports its own problem
+        return settings, None
+    if frame is None:
+        return settings, None
+    return replace(settings, up=frame.up, front=frame.front), frame
 
-    ``seq``: a MeshSequence, or anything ``load_sequence`` reads (folder, zip path/bytes, list of files).
-    Frames that fail to render give rows with ``error``; the pooled row uses the others.
-    """
-    model = _as_model(model)
-    _check_classes(model.classes)
-    if pooling not in POOLINGS:
-        raise ConfigError(f"unknown pooling {pooling!r}; choose from {POOLINGS}")
-    if not isinstance(seq, MeshSequence):
-        from affectvlm.io import load_sequence
 
-        seq = load_sequence(seq, source, every=every, n_frames=frames, limits=limits or default_limits())
-    name = source or seq.source
-    settings = _settings(model, views, up, front)
-    seq_frame: dict = {}
-    if settings.canonical and seq.frames:
-        # one face frame for the whole sequence, found on its middle frame (frames of a scan session share
-        # the file's axes; deciding per frame could flip single frames)
-        st, oriented, info = _orient(settings, [seq.frames[len(seq.frames) // 2]])
-        if isinstance(oriented[0], Mesh):
-            from dataclasses import replace
+@dataclass
+class _Options:
+    """One scoring run: the model, its render settings and the run's options."""
 
-            settings = replace(settings, up=info[0]["orientation_up"], front=info[0]["orientation_front"])
-            seq_frame = {k: v for k, v in info[0].items() if k != "landmarks"}
-    classes = list(model.classes)
-    model.eval()
-    got: list[np.ndarray] = []
-    bs = max(1, int(batch_size))
-    for lo in range(0, len(seq.frames), bs):
-        chunk, ids = seq.frames[lo:lo + bs], seq.frame_ids[lo:lo + bs]
-        refused: dict[int, BaseException] = {}
-        for i, m in enumerate(chunk):
-            try:
-                check_face(m, limits)
-            except InputError as e:
-                refused[i] = e
-        good = [m for i, m in enumerate(chunk) if i not in refused]
-        it = iter(_render(settings, good, model.device) if good else [])
-        rendered = [refused[i] if i in refused else next(it) for i in range(len(chunk))]
-        ok = [i for i, r in enumerate(rendered) if isinstance(r, torch.Tensor)]
-        probs = _score(model, torch.stack([rendered[i] for i in ok])) if ok else np.zeros((0, len(classes)))
-        pmap = dict(zip(ok, probs))
-        for i, fid in enumerate(ids):
-            if i in pmap:
-                got.append(pmap[i])
-                yield make_row(name, int(fid), classes, pmap[i])
+    model: "AffectVLM"
+    settings: "RenderSettings"
+    limits: Limits
+    batch_size: int = 8
+    pooling: str = "peak"
+    precision: str = "fp32"
+    fps: float | None = None
+    workers: int = 0
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(self.model.classes)
+
+    def fps_of(self, seq: MeshSequence) -> float:
+        own = seq.meta.get("fps")
+        return float(self.fps or (own if isinstance(own, (int, float)) and own > 0 else DEFAULT_FPS))
+
+
+@dataclass
+class _Chunk:
+    """A scored chunk of a sequence's frames: per frame its probabilities or error; images and embeddings
+    of the frames that rendered (rows in order)."""
+
+    results: list[FrameResult]
+    images: torch.Tensor | None
+    z: torch.Tensor | None
+
+
+def _render_frames(frames: Sequence[Mesh], settings: "RenderSettings", o: _Options) -> tuple[
+        torch.Tensor | None, list[BaseException | None]]:
+    errs: list[BaseException | None] = [None] * len(frames)
+    good: list[Prepared] = []
+    for i, m in enumerate(frames):
+        try:
+            check_face(m, o.limits)
+            good.append(Prepared(m, None, settings))
+        except InputError as e:
+            errs[i] = e
+    imgs, rerr = _render(good, o.model.device) if good else (None, [])
+    it = iter(rerr)
+    return imgs, [e if e is not None else next(it) for e in errs]
+
+
+def _sequence_chunks(pool: Executor, seq: MeshSequence, settings: "RenderSettings",
+                     o: _Options) -> Iterator[_Chunk]:
+    """Render the next chunks on the workers while this one is encoded."""
+    bs = o.batch_size
+    starts = range(0, len(seq.frames), bs)
+    depth = 2 if o.workers else 0
+    for lo, fut in Ahead(pool, starts, lambda lo: pool.submit(_render_frames, seq.frames[lo:lo + bs], settings, o),
+                         depth):
+        imgs, errs = fut.result()
+        probs, z = _encode(o.model, imgs, o.precision) if imgs is not None else (np.zeros((0, 0)), None)
+        got = iter(probs)
+        results = []
+        for fid, err in zip(seq.frame_ids[lo:lo + bs], errs):
+            if err is None:
+                results.append(FrameResult(int(fid), as_probs(next(got))))
             else:
-                yield make_row(name, int(fid), classes, error=f"frame {fid}: {_error_text(rendered[i])}")
-    if got:
-        yield dict(make_row(name, "sequence", classes, pool_probabilities(np.stack(got), classes, pooling)),
-                   **seq_frame)
+                results.append(FrameResult(int(fid), None, f"frame {fid}: {error_text(err)}"))
+        yield _Chunk(results, imgs, z)
+
+
+def _score_sequence(pool: Executor, seq: MeshSequence, settings: "RenderSettings", frame: FaceFrame | None,
+                    o: _Options, name: str, on_chunk: Callable[[_Chunk], None] | None = None
+                    ) -> Iterator[tuple[SequenceResult, FrameResult | None]]:
+    """Yield ``(result so far, frame)`` as each frame is scored, then ``(result, None)`` once it is pooled."""
+    res = SequenceResult(name, o.classes, frame=frame, fps=o.fps_of(seq))
+    for chunk in _sequence_chunks(pool, seq, settings, o):
+        if on_chunk is not None:
+            on_chunk(chunk)
+        for fr in chunk.results:
+            res.frames.append(fr)
+            yield res, fr
+    scored = [f.probs for f in res.frames if f.probs is not None]
+    if scored:
+        res.pooled = as_probs(pool_probabilities(np.array(scored), o.classes, o.pooling))
     else:
-        yield make_row(name, "sequence", classes, error="no frame could be scored")
+        res.error = "no frame could be scored"
+    yield res, None
 
 
-def predict(inputs: Any, model: Any = None, *, views: Any = None, frames: int | None = None, every: int = 1,
-            batch_size: int = 8, progress: bool = False, on_row: Callable[[Row], None] | None = None,
-            limits: Limits | None = None, up: str | None = None, front: str | None = None,
-            pooling: str = "peak") -> list[Row]:
-    """Score scans and 4D sequences; returns rows in input order (see the module docstring).
-
-    ``inputs``: a path (file, folder, zip), ``(name, bytes)``, a Mesh / MeshSequence, or a list of them; in a
-    list, ``(name, path)`` reads ``path`` but shows ``name`` in the rows (uploads saved to temp files).
-    Folder walks visit each real file once (symlink loops end); an unreadable sub-folder is one error row.
-    Scans too small or flat to be a face (see `affectvlm.io._common.check_face`) get an error row.
-    ``model``: an AffectVLM or a spec for ``load_model`` (None = the embedded default).
-    ``views`` / ``up`` / ``front`` override the model's render settings; ``frames`` (N evenly spaced)
-    and ``every`` (every k-th) sample sequence frames. ``on_row`` is called with each row as it is made.
-    """
+def _check_options(*, frames: int | None = None, every: int = 1, batch_size: int = 8, pooling: str = "peak",
+                   precision: str = "fp32", fps: float | None = None) -> None:
     if frames is not None and (isinstance(frames, bool) or not isinstance(frames, int) or frames < 1):
         raise ConfigError(f"frames must be a positive integer, got {frames!r}")
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
@@ -401,213 +291,272 @@ def predict(inputs: Any, model: Any = None, *, views: Any = None, frames: int | 
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
     if pooling not in POOLINGS:
         raise ConfigError(f"unknown pooling {pooling!r}; choose from {POOLINGS}")
-    model = _as_model(model)
-    classes = list(model.classes)
-    _check_classes(classes)
-    settings = _settings(model, views, up, front)
-    limits = limits or default_limits()
-    items = _expand(inputs, limits=limits, frames=frames, every=every)
-    rows: list[Row] = []
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps < 1e6):
+        raise ConfigError(f"fps must be a positive number, got {fps!r}")
+
+
+def _options(model: ModelArg, views: ViewsArg, up: str | None, front: str | None, limits: Limits | None,
+             **kw: object) -> _Options:
+    m = _as_model(model)
+    check_classes(m.classes)
+    m.eval()
+    return _Options(m, render_settings(m.render, views, up, front), limits or default_limits(), **kw)
+
+
+def _iter_sequence(seq: MeshSequence | Input, model: ModelArg = None, *, views: ViewsArg = None,
+                   up: str | None = None, front: str | None = None, frames: int | None = None, every: int = 1,
+                   batch_size: int = 8, pooling: str = "peak", limits: Limits | None = None, source: str | None = None,
+                   fps: float | None = None, workers: int | None = None, precision: str = "fp32",
+                   ) -> Iterator[tuple[SequenceResult, FrameResult | None]]:
+    _check_options(frames=frames, every=every, batch_size=batch_size, pooling=pooling, precision=precision, fps=fps)
+    o = _options(model, views, up, front, limits, batch_size=batch_size, pooling=pooling, precision=precision,
+                 fps=fps, workers=check_workers(workers))
+    if not isinstance(seq, MeshSequence):
+        from affectvlm.io import load_sequence
+
+        seq = load_sequence(seq, source, every=every, n_frames=frames, limits=o.limits)
+    settings, frame = _orient_sequence(seq, o.settings)
+    with executor(o.workers) as pool:
+        yield from _score_sequence(pool, seq, settings, frame, o, source or seq.source)
+
+
+def iter_sequence_results(seq: MeshSequence | Input, model: ModelArg = None, **kw: object
+                          ) -> Iterator[FrameResult | SequenceResult]:
+    """Yield each frame's :class:`FrameResult` as soon as it is scored, then the whole :class:`SequenceResult`.
+
+    ``seq``: a MeshSequence, or anything ``load_sequence`` reads (folder, zip path/bytes, list of files).
+    Keywords: ``views``, ``up``, ``front`` (render overrides), ``frames`` / ``every`` (sampling when ``seq`` is
+    read here), ``batch_size``, ``pooling``, ``limits``, ``source`` (the name on the results), ``fps``
+    (timestamps; default the sequence's own, else 25), ``workers`` (render threads) and ``precision``.
+    Frames that fail to render give results with ``error``; the pooled result uses the others.
+    """
+    for res, fr in _iter_sequence(seq, model, **kw):  # type: ignore[arg-type]
+        yield res if fr is None else fr
+
+
+def iter_sequence(seq: MeshSequence | Input, model: ModelArg = None, **kw: object) -> Iterator[Row]:
+    """Rows of :func:`iter_sequence_results` (same arguments): one per frame as soon as it is scored, then the
+    pooled ``frame="sequence"`` row."""
+    for res, fr in _iter_sequence(seq, model, **kw):  # type: ignore[arg-type]
+        yield res.pooled_row() if fr is None else res.frame_row(fr)
+
+
+# ------------------------------------------------------------------------------------------------ many inputs
+
+
+def plan(items: Sequence[Item], batch_size: int) -> list[list[int]]:
+    """The work units of ``items`` (indices): runs of up to ``batch_size`` consecutive scans encoded together,
+    each sequence and each unreadable input alone. Fixed by the inputs, so any split of the units (threads,
+    ranks) encodes the same batches."""
+    units: list[list[int]] = []
+    for i, it in enumerate(items):
+        if it.kind == "scan" and units and items[units[-1][0]].kind == "scan" and len(units[-1]) < batch_size:
+            units[-1].append(i)
+        else:
+            units.append([i])
+    return units
+
+
+def _load_prepared(item: Item, o: _Options) -> Prepared:
+    mesh = item.load()
+    if not isinstance(mesh, Mesh):
+        raise ConfigError(f"{item.source}: expected a scan, got {type(mesh).__name__}")
+    return _prepare(check_face(mesh, o.limits), o.settings)
+
+
+@dataclass
+class _Scans:
+    """A unit of scans, rendered: per scan its Prepared scan or its error; the images of the rendered ones."""
+
+    outcomes: list[Prepared | BaseException]
+    images: torch.Tensor | None
+
+
+def _render_scans(preps: list["Future[Prepared]"], o: _Options) -> _Scans:
+    got: list[Prepared | BaseException] = []
+    for f in preps:
+        try:
+            got.append(f.result())
+        except Exception as e:
+            got.append(e)
+    ok = [p for p in got if isinstance(p, Prepared)]
+    imgs, errs = _render(ok, o.model.device) if ok else (None, [])
+    it = iter(errs)
+    return _Scans([p if not isinstance(p, Prepared) else (next(it) or p) for p in got], imgs)
+
+
+def _start(pool: Executor, items: Sequence[Item], unit: list[int], o: _Options) -> "Future[object]":
+    """Submit a unit's reading, orienting and rendering (a sequence: reading and orienting)."""
+    first = items[unit[0]]
+    if first.kind == "scan":
+        preps = [pool.submit(_load_prepared, items[i], o) for i in unit]
+        return pool.submit(_render_scans, preps, o)
+    if first.kind == "sequence":
+        def load_sequence() -> tuple[MeshSequence, "RenderSettings", FaceFrame | None]:
+            seq = first.load()
+            if not isinstance(seq, MeshSequence):
+                raise ConfigError(f"{first.source}: expected a sequence, got {type(seq).__name__}")
+            return (seq, *_orient_sequence(seq, o.settings))
+        return pool.submit(load_sequence)
+    done: Future[object] = Future()
+    done.set_result(None)
+    return done
+
+
+def _score_units(items: Sequence[Item], units: Sequence[list[int]], o: _Options,
+                 on_frames: Callable[[int], None] | None = None) -> Iterator[tuple[int, Row]]:
+    """``(item index, row)`` for every row of ``units``, in order; the next units are read and rendered on the
+    workers while one is encoded."""
+    classes = o.classes
+    with executor(o.workers) as pool:
+        ahead = Ahead(pool, units, lambda u: _start(pool, items, u, o), 1 if o.workers else 0)
+        for unit, fut in ahead:
+            first = items[unit[0]]
+            if first.kind == "error":
+                yield unit[0], error_row(first.source, classes, first.error)
+            elif first.kind == "scan":
+                scans = fut.result()
+                assert isinstance(scans, _Scans)
+                probs = iter(_encode(o.model, scans.images, o.precision)[0] if scans.images is not None else [])
+                for i, p in zip(unit, scans.outcomes):
+                    if isinstance(p, Prepared):
+                        yield i, ScanResult(items[i].source, classes, as_probs(next(probs)), p.frame).row()
+                    else:
+                        yield i, ScanResult(items[i].source, classes, error=error_text(p)).row()
+            else:
+                try:
+                    seq, settings, frame = fut.result()  # type: ignore[misc]
+                except Exception as e:
+                    yield unit[0], error_row(first.source, classes, error_text(e, first.source), frame="sequence")
+                    continue
+                if on_frames is not None:
+                    on_frames(len(seq))
+                for res, fr in _score_sequence(pool, seq, settings, frame, o, first.source):
+                    yield unit[0], res.pooled_row() if fr is None else res.frame_row(fr)
+
+
+def predict(inputs: Input | Sequence[Input], model: ModelArg = None, *, views: ViewsArg = None,
+            frames: int | None = None, every: int = 1, batch_size: int = 8, progress: bool = False,
+            on_row: Callable[[Row], None] | None = None, limits: Limits | None = None, up: str | None = None,
+            front: str | None = None, pooling: str = "peak", workers: int | None = None, precision: str = "fp32",
+            fps: float | None = None) -> list[Row]:
+    """Score scans and 4D sequences; returns rows in input order (see :mod:`affectvlm.results`).
+
+    ``inputs``: a path (file, folder, zip), ``(name, bytes)``, a Mesh / MeshSequence, or a list of them; in a
+    list, ``(name, path)`` reads ``path`` but shows ``name`` in the rows (uploads saved to temp files).
+    Scans too small or flat to be a face (see `affectvlm.io._common.check_face`) get an error row.
+    ``model``: an AffectVLM or a spec for ``load_model`` (None = the embedded default).
+    ``views`` / ``up`` / ``front`` override the model's render settings; ``frames`` (N evenly spaced)
+    and ``every`` (every k-th) sample sequence frames. ``on_row`` is called with each row as it is made.
+    ``workers``: threads that read, orient and render ahead (0: all in this thread; None: one per spare core);
+    ``precision``: ``fp32``, ``fp16`` or ``bf16`` (autocast) for the image encoder; ``fps``: the frame rate of
+    the sequences' ``timestamp`` column (default: a sequence's own, else 25, BU-4DFE's).
+    """
+    o, items = _setup(inputs, model, views=views, frames=frames, every=every, batch_size=batch_size,
+                      limits=limits, up=up, front=front, pooling=pooling, workers=workers, precision=precision, fps=fps)
+    return [row for _, row in score_items(items, o, plan(items, batch_size), progress=progress, on_row=on_row)]
+
+
+def _setup(inputs: Input | Sequence[Input], model: ModelArg, *, views: ViewsArg, frames: int | None, every: int,
+           batch_size: int, limits: Limits | None, up: str | None, front: str | None, pooling: str,
+           workers: int | None, precision: str, fps: float | None) -> tuple[_Options, list[Item]]:
+    """Check the options, load the model and expand the inputs (what ``predict`` and sharded runs share)."""
+    _check_options(frames=frames, every=every, batch_size=batch_size, pooling=pooling, precision=precision, fps=fps)
+    o = _options(model, views, up, front, limits, batch_size=batch_size, pooling=pooling, precision=precision,
+                 fps=fps, workers=check_workers(workers))
+    inference_context(o.model.device, precision)  # refuse an impossible precision before any work
+    return o, expand(inputs, limits=o.limits, frames=frames, every=every)
+
+
+def score_items(items: Sequence[Item], o: _Options, units: Sequence[list[int]], *, progress: bool = False,
+                on_row: Callable[[Row], None] | None = None) -> Iterator[tuple[int, Row]]:
+    """``(item index, row)`` of the given units, with a progress bar and ``on_row`` called on each row."""
     from tqdm import tqdm
 
-    bar = tqdm(total=len(items), disable=not progress, file=sys.stderr, unit="scan", dynamic_ncols=True)
+    bar = tqdm(total=sum(len(u) for u in units), disable=not progress, file=sys.stderr, unit="scan",
+               dynamic_ncols=True)
+    in_sequence = [False]
 
-    def emit(row: Row) -> None:
-        rows.append(row)
-        if on_row is not None:
-            on_row(row)
+    def more(n: int) -> None:  # a sequence counts as its frames
+        bar.total += n - 1
+        bar.refresh()
+        in_sequence[0] = True
 
-    pending: list[tuple[_Item, Mesh]] = []
-
-    def flush() -> None:
-        if not pending:
-            return
-        st, oriented, frames_info = _orient(settings, [m for _, m in pending])
-        good = [m for m in oriented if isinstance(m, Mesh)]
-        it = iter(_render(st, good, model.device) if good else [])
-        rendered = [next(it) if isinstance(m, Mesh) else m for m in oriented]
-        ok = [i for i, r in enumerate(rendered) if isinstance(r, torch.Tensor)]
-        probs = dict(zip(ok, _score(model, torch.stack([rendered[i] for i in ok])))) if ok else {}
-        for i, (item, _) in enumerate(pending):
-            if i in probs:
-                emit(dict(make_row(item.source, "", classes, probs[i]), **frames_info[i]))
-            else:
-                emit(make_row(item.source, "", classes, error=_error_text(rendered[i])))
-        bar.update(len(pending))
-        pending.clear()
-
-    model.eval()
     try:
-        for item in items:
-            if item.kind == "scan":
-                try:
-                    mesh = check_face(item.load(), limits)
-                except Exception as e:
-                    flush()
-                    emit(make_row(item.source, "", classes, error=_error_text(e)))
-                    bar.update(1)
-                    continue
-                pending.append((item, mesh))
-                if len(pending) >= batch_size:
-                    flush()
-                continue
-            flush()
-            if item.kind == "error":
-                emit(make_row(item.source, "", classes, error=item.error))
+        for i, row in _score_units(items, units, o, more):
+            if on_row is not None:
+                on_row(row)
+            if row["frame"] == "sequence" and in_sequence[0]:
+                in_sequence[0] = False
             else:
-                try:
-                    seq = item.load()
-                except Exception as e:
-                    emit(make_row(item.source, "sequence", classes, error=_error_text(e, item.source)))
-                    bar.update(1)
-                    continue
-                bar.total += len(seq) - 1
-                bar.refresh()
-                for row in iter_sequence(seq, model, views=settings.views, up=settings.up, front=settings.front,
-                                         batch_size=batch_size, pooling=pooling, source=item.source,
-                                         limits=limits):
-                    emit(row)
-                    if row["frame"] != "sequence":
-                        bar.update(1)
-                continue
-            bar.update(1)
-        flush()
+                bar.update(1)
+            yield i, row
     finally:
         bar.close()
-    return rows
 
 
-def _view_caption(v: Any) -> str:
+# ------------------------------------------------------------------------------------------------ the app
+
+
+def _view_caption(v: "View") -> str:
     return f"yaw {v.yaw:g}°" + (f", pitch {v.pitch:g}°" if v.pitch else "")
 
 
-def predict_mesh(mesh: Mesh | MeshSequence, model: Any = None, *, views: Any = None, up: str | None = None,
-                 front: str | None = None, pooling: str = "peak", batch_size: int = 8,
-                 return_images: bool = True) -> dict[str, Any]:
-    """Score one scan (or a sequence, pooled) and return what the app shows.
+def predict_mesh(mesh: Mesh | Prepared | MeshSequence, model: ModelArg = None, *, views: ViewsArg = None,
+                 up: str | None = None, front: str | None = None, pooling: str = "peak", batch_size: int = 8,
+                 return_images: bool = True, precision: str = "fp32", workers: int | None = None) -> Analysis:
+    """Score one scan (or a sequence, pooled) and return what the app shows (:class:`Analysis`): the result,
+    the views the model saw (for a sequence, of its most expressive frame) and each view's weight.
 
-    Returns ``{"probs": {class: p}, "label", "confidence", "classes", "rows"`` (per-frame rows of a
-    sequence, else one row), ``"view_weights": {caption: w}``, ``"images": [(caption, PIL image)]``
-    (the views the model saw; for a sequence, of its most expressive frame) and ``"tensor"`` (V, 3, H, W)}.
+    ``mesh`` may be a :class:`Prepared` scan from :func:`prepare` (then ``views``/``up``/``front`` were given
+    there): the app canonicalises once for its preview and for scoring. Every frame is rendered and encoded once.
     """
-    model = _as_model(model)
-    classes = list(model.classes)
-    _check_classes(classes)
-    settings = _settings(model, views, up, front)
-    captions = [_view_caption(v) for v in settings.views]
-    if not isinstance(mesh, MeshSequence):
-        check_face(mesh)
+    m = _as_model(model)
+    check_classes(m.classes)
+    m.eval()
+    classes = tuple(m.classes)
     if isinstance(mesh, MeshSequence):
-        rows = list(iter_sequence(mesh, model, views=settings.views, up=settings.up, front=settings.front,
-                                  batch_size=batch_size, pooling=pooling))
-        pooled = rows[-1]
-        if pooled["error"]:
-            raise InputError(mesh.source, pooled["error"])
-        frame_rows = [r for r in rows[:-1] if not r["error"]]
-        probs = np.array([pooled[c] for c in classes])
-        lower = [c.lower() for c in classes]
-        best = max(frame_rows, key=lambda r: 1 - r[classes[lower.index("neutral")]] if "neutral" in lower
-                   else r["confidence"])
-        show = mesh.frames[mesh.frame_ids.index(best["frame"])]
+        best: dict[str, object] = {}
+
+        def keep_best(chunk: _Chunk) -> None:
+            ok = [r for r in chunk.results if r.probs is not None]
+            for k, r in enumerate(ok):
+                e = _expressiveness(r.probs, classes)  # type: ignore[arg-type]
+                if not best or e > best["e"]:  # type: ignore[operator]
+                    assert chunk.images is not None and chunk.z is not None
+                    best.update(e=e, frame=r.frame_id, images=chunk.images[k], z=chunk.z[k:k + 1])
+
+        o = _Options(m, render_settings(m.render, views, up, front), default_limits(), batch_size=batch_size,
+                     pooling=pooling, precision=precision, workers=check_workers(workers))
+        _check_options(batch_size=batch_size, pooling=pooling, precision=precision)
+        settings, frame = _orient_sequence(mesh, o.settings)
+        with executor(o.workers) as pool:
+            res = [r for r, fr in _score_sequence(pool, mesh, settings, frame, o, mesh.source, keep_best)
+                   if fr is None][0]
+        if not res.ok:
+            raise InputError(mesh.source, res.error)
+        images, z, shown = best["images"], best["z"], best["frame"]
+        result: ScanResult | SequenceResult = res
+        prepared = None
     else:
-        rows, show = None, mesh
-    images = settings.render([show], device=model.device)
+        prepared = mesh if isinstance(mesh, Prepared) else prepare(mesh, m.render, views=views, up=up, front=front)
+        imgs, errs = _render([prepared], m.device)
+        if errs[0] is not None:
+            raise errs[0]
+        assert imgs is not None
+        probs, z = _encode(m, imgs, precision)
+        images, shown = imgs[0], None
+        result = ScanResult(prepared.mesh.source, classes, as_probs(probs[0]), prepared.frame)
+    assert isinstance(images, torch.Tensor) and isinstance(z, torch.Tensor)
+    settings_views = (prepared.settings if prepared is not None else render_settings(m.render, views)).views
+    captions = [_view_caption(v) for v in settings_views]
     with torch.no_grad():
-        z = model.encode_views(images)
-        weights = model.view_weights(z)[0].cpu().tolist()
-        if rows is None:
-            probs = torch.softmax(model.logits_from_embedding(model.fuse(z)).float(), -1)[0].cpu().numpy()
-            rows = [make_row(mesh.source, "", classes, probs)]
-    k = int(np.argmax(probs))
-    out: dict[str, Any] = {
-        "probs": {c: float(p) for c, p in zip(classes, probs)},
-        "label": classes[k], "confidence": float(probs[k]), "classes": classes, "rows": rows,
-        "view_weights": dict(zip(captions, weights)), "tensor": images[0].cpu(),
-    }
+        weights = m.view_weights(z)[0].float().cpu().tolist()
+    pics: list = []
     if return_images:
         from affectvlm.render import to_pil
 
-        out["images"] = list(zip(captions, to_pil(images[0])))
-    return out
-
-
-# ------------------------------------------------------------------------------------------------ output
-
-
-def columns(rows: Sequence[Row]) -> list[str]:
-    """``file, frame, label, confidence, <classes in first-seen order>, <orientation columns>, error``
-    (``landmarks`` is not a column: JSON rows carry it as a list, CSV spreads it on request)."""
-    cols = list(FIXED_COLUMNS)
-    for r in rows:
-        for k in r:
-            if k not in cols and k not in ("error", "landmarks") and k not in FRAME_COLUMNS:
-                cols.append(k)
-    if any(k in r for r in rows for k in FRAME_COLUMNS):
-        cols += list(FRAME_COLUMNS)
-    return cols + ["error"]
-
-
-def _landmark_cells(r: Row, n: int) -> list[str]:
-    lm = r.get("landmarks")
-    if not lm:
-        return [""] * (3 * n)
-    return [f"{float(c):.4f}" for p in lm for c in p]
-
-
-def _cell(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return f"{v:.6f}"
-    return str(v)
-
-
-def rows_to_csv(rows: Sequence[Row], *, landmarks: bool = False) -> str:
-    """CSV text; with ``landmarks`` the 83 landmarks follow as ``lm01_x, lm01_y, lm01_z, ...`` (scan units)."""
-    buf = _io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    cols = columns(rows)
-    n = max((len(r.get("landmarks") or []) for r in rows), default=0) if landmarks else 0
-    w.writerow(cols + [f"lm{i + 1:02d}_{a}" for i in range(n) for a in "xyz"])
-    for r in rows:
-        w.writerow([_cell(r.get(c)) for c in cols] + (_landmark_cells(r, n) if n else []))
-    return buf.getvalue()
-
-
-def rows_to_json(rows: Sequence[Row]) -> str:
-    """JSON list of rows; rows of scans whose frame was found carry ``landmarks`` (83 x [x, y, z])."""
-    cols = columns(rows)
-    out = []
-    for r in rows:
-        d = {c: r.get(c) for c in cols}
-        if r.get("landmarks") is not None:
-            d["landmarks"] = r["landmarks"]
-        out.append(d)
-    return json.dumps(out, indent=1, allow_nan=False) + "\n"
-
-
-def format_table(rows: Sequence[Row], classes: Sequence[str] | None = None) -> str:
-    """A plain-text table for the terminal."""
-    cols = columns(rows)
-    if classes is not None:
-        cols = list(FIXED_COLUMNS) + list(classes) + ["error"]
-    cells = [[c for c in cols]] + [[(f"{r.get(c):.3f}" if isinstance(r.get(c), float) else printable(_cell(r.get(c))))
-                                    for c in cols] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells) + "\n"
-
-
-def write_rows(rows: Sequence[Row], path: str | os.PathLike, *, landmarks: bool = False) -> Path:
-    """Write rows as ``.csv`` or ``.json`` (chosen by the suffix), atomically; ``landmarks`` adds the
-    landmark columns to a CSV (JSON always has them)."""
-    p = Path(path)
-    suffix = p.suffix.lower()
-    if suffix not in (".csv", ".json"):
-        raise ConfigError(f"{p}: output must end in .csv or .json")
-    text = rows_to_csv(rows, landmarks=landmarks) if suffix == ".csv" else rows_to_json(rows)
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(p, text)
-    except OSError as e:
-        raise ConfigError(f"{p}: cannot write results ({e.strerror or e})") from None
-    return p
+        pics = list(zip(captions, to_pil(images)))
+    return Analysis(result, pics, images.cpu(), dict(zip(captions, weights)), shown, prepared)

@@ -62,8 +62,11 @@ def test_predict_json_sequence_and_classes(scans, tmp_path):
     assert r.returncode == 0, r.stderr
     rows = json.loads(out.read_text())
     assert [x["frame"] for x in rows] == [0, 1, 2, "sequence"]
-    assert set(rows[0]) == {"file", "frame", "label", "confidence", "calm", "joy", "pain", "error", "orientation_up",
-                            "orientation_front", "orientation_confidence", "orientation_flagged"}
+    assert list(rows[0]) == ["file", "frame", "timestamp", "label", "confidence", "calm", "joy", "pain",
+                             "orientation_up", "orientation_front", "orientation_confidence", "orientation_flagged",
+                             "success", "error"]
+    assert [x["timestamp"] for x in rows] == [0.0, 0.04, 0.08, None]  # 25 frames per second by default
+    assert [x["success"] for x in rows] == [1, 1, 1, 1]
     mean_joy = sum(x["joy"] for x in rows[:3]) / 3
     assert abs(rows[3]["joy"] - mean_joy) < 1e-6
 

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import trimesh
 
-from affectvlm.errors import ConfigError
+from affectvlm.errors import ConfigError, InputError
 from affectvlm.io.vrml import write_vrml
 from affectvlm.mesh import MeshSequence
 from affectvlm.model import load_model
-from affectvlm.predict import (iter_sequence, looks_like_sequence, pool_probabilities, predict, predict_mesh,
-                               rows_to_csv, write_rows)
+from affectvlm.predict import (Prepared, ScanResult, SequenceResult, iter_sequence, looks_like_sequence,
+                               pool_probabilities, predict, predict_mesh, prepare, rows_to_csv, write_rows)
 from meshgen import face_like_mesh
 
 CLASSES = ("neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger")
@@ -140,11 +140,36 @@ def test_iter_sequence_and_predict_mesh(model):
     rest = list(it)
     assert [r["frame"] for r in rest] == [11, 12, "sequence"]
     out = predict_mesh(face_like_mesh(24), model, views="0,20")
-    assert set(out["probs"]) == set(CLASSES) and sum(out["probs"].values()) == pytest.approx(1, abs=1e-5)
-    assert [c for c, _ in out["images"]] == ["yaw 0°", "yaw 20°"] and out["images"][0][1].size == (64, 64)
-    assert tuple(out["tensor"].shape) == (2, 3, 64, 64) and out["label"] in CLASSES
+    assert isinstance(out.result, ScanResult) and out.result.ok
+    assert set(out.probabilities) == set(CLASSES) and sum(out.probabilities.values()) == pytest.approx(1, abs=1e-5)
+    assert [c for c, _ in out.images] == ["yaw 0°", "yaw 20°"] and out.images[0][1].size == (64, 64)
+    assert tuple(out.tensor.shape) == (2, 3, 64, 64) and out.label in CLASSES
+    assert sum(out.view_weights.values()) == pytest.approx(1, abs=1e-5)
     so = predict_mesh(seq, model)
-    assert len(so["rows"]) == 4 and so["rows"][-1]["frame"] == "sequence"
+    assert isinstance(so.result, SequenceResult) and len(so.rows) == 4 and so.rows[-1]["frame"] == "sequence"
+    assert so.shown_frame in (10, 11, 12) and tuple(so.tensor.shape[1:]) == (3, 64, 64)
+    # the shown frame is the most expressive one, and its images are the ones it was scored from
+    best = max(so.result.frames, key=lambda f: 1 - f.probs[0])
+    assert so.shown_frame == best.frame_id
+    alone = predict_mesh(seq.frames[seq.frame_ids.index(best.frame_id)], model, up=so.result.frame.up,
+                         front=so.result.frame.front)
+    assert np.allclose(alone.result.probs, best.probs, atol=1e-5)
+
+
+def test_prepare_once_then_score(model):
+    """prepare() canonicalises once; predict_mesh scores that object and agrees with predict()."""
+    mesh = face_like_mesh(24, smile=0.7)
+    p = prepare(mesh, model)
+    assert isinstance(p, Prepared) and p.frame is not None and p.frame.up and p.frame.front
+    assert not p.settings.canonical  # the prepared mesh is rendered as it is
+    r = np.abs(p.mesh.vertices).max()
+    assert 0.5 < r <= 1.0 + 1e-5  # centred and unit-sized
+    a = predict_mesh(p, model)
+    assert a.prepared is p and a.result.frame == p.frame
+    row = predict([mesh], model)[0]
+    assert a.result.probs == pytest.approx([row[c] for c in CLASSES], abs=1e-6)
+    with pytest.raises(InputError):
+        prepare(face_like_mesh(4), model)
 
 
 def test_write_rows(tmp_path, model):
@@ -152,15 +177,16 @@ def test_write_rows(tmp_path, model):
     write_rows(rows, tmp_path / "r.csv")
     write_rows(rows, tmp_path / "sub" / "r.json")
     got = list(csv.DictReader((tmp_path / "r.csv").open()))
-    assert list(got[0]) == ["file", "frame", "label", "confidence", *CLASSES, "orientation_up", "orientation_front",
-                            "orientation_confidence", "orientation_flagged", "error"]
+    assert list(got[0]) == ["file", "frame", "timestamp", "label", "confidence", *CLASSES, "orientation_up",
+                            "orientation_front", "orientation_confidence", "orientation_flagged", "success", "error"]
+    assert [g["success"] for g in got] == ["1", "0"] and got[0]["timestamp"] == ""
     assert got[0]["orientation_up"] and got[0]["orientation_flagged"] in ("True", "False")
     assert got[1]["orientation_up"] == "" and got[1]["orientation_flagged"] == ""
     assert float(got[0]["happiness"]) == pytest.approx(rows[0]["happiness"], abs=1e-6)
     assert got[1]["error"] and got[1]["label"] == ""
     js = json.loads((tmp_path / "sub" / "r.json").read_text())
     assert js[0]["happiness"] == rows[0]["happiness"] and js[1]["confidence"] is None
-    assert rows_to_csv(rows).splitlines()[0].startswith("file,frame,label,confidence")
+    assert rows_to_csv(rows).splitlines()[0].startswith("file,frame,timestamp,label,confidence")
     if rows[0]["landmarks"] is not None:  # the face-frame network is installed: 83 landmarks per scan
         assert len(js[0]["landmarks"]) == 83 and "landmarks" not in js[1]
         header = rows_to_csv(rows, landmarks=True).splitlines()[0].split(",")
