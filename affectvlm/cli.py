@@ -2,6 +2,8 @@
 
     affectvlm predict scan.wrl F001/Angry/ batch.zip --out results.csv
     affectvlm render scan.obj --out views/ --views 0,-30,30 --maps shade,depth,normal
+    affectvlm models [--json] [--available]       models on this machine and open_clip's pretrained tags
+    affectvlm download ViT-B-32:openai hf-hub:org/repo   fetch weights into their cache ahead of use
     affectvlm synth ... | train ... | eval ...      (forwarded to their own parsers)
 
 User errors print one line ``affectvlm: error: ...`` and exit 2; ``predict`` exits 1 when any input
@@ -17,6 +19,8 @@ from pathlib import Path
 from typing import Sequence
 
 from affectvlm.errors import AffectVLMError, ConfigError, printable
+
+DEVICE_HELP = "torch device: auto (CUDA when present, else cpu), cpu, cuda, cuda:N or mps"
 
 _FORWARDED = {
     "synth": ("affectvlm.synth.cli", "make synthetic BU-3DFE/BU-4DFE-style data"),
@@ -96,7 +100,20 @@ def build_parser() -> argparse.ArgumentParser:
     g = rd.add_mutually_exclusive_group()
     g.add_argument("--frames", type=_positive_int, default=None, help="sequence: N evenly spaced frames")
     g.add_argument("--every", type=_positive_int, default=1, help="sequence: every K-th frame")
-    rd.add_argument("--device", default="cpu", help="torch device")
+    rd.add_argument("--device", default="auto", help=DEVICE_HELP)
+
+    md = sub.add_parser("models", help="list the models this machine can use and whether each works offline",
+                        description="List the embedded model, checkpoints and training runs under the workspace "
+                        "(AFFECTVLM_WORKSPACE_ROOTS), open_clip models in the Hugging Face cache and open_clip's "
+                        "pretrained tags, each with whether it is usable offline (on disk or in its cache).")
+    md.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    md.add_argument("--available", action="store_true", help="only the models usable offline")
+    dl = sub.add_parser("download", help="fetch model weights into their cache ahead of use (offline nodes, Docker)",
+                        description="Fetch the weights (and tokenizer files) of model specs into the cache they "
+                        "load from: the Hugging Face cache (HF_HOME, HF_HUB_CACHE) for hf-hub:org/repo and "
+                        "open_clip pretrained tags, or AFFECTVLM_CACHE when set. Local specs are only checked.")
+    dl.add_argument("specs", nargs="+", metavar="SPEC", help="model spec, e.g. ViT-B-32:openai or hf-hub:org/repo")
+    dl.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     for name, (_, help_) in _FORWARDED.items():
         sub.add_parser(name, help=help_ + f" (see `affectvlm {name} --help`)", add_help=False)
@@ -146,9 +163,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_render(args: argparse.Namespace) -> int:
     from affectvlm.io import is_sequence, load_mesh, load_sequence
+    from affectvlm.model.devices import resolve_device
     from affectvlm.render import MAPS, parse_views, render_maps, save_views
 
     views = parse_views(args.views)
+    device = resolve_device(args.device)
     maps = tuple(m.strip() for m in args.maps.split(",") if m.strip())
     bad = [m for m in maps if m not in MAPS]
     if bad or not maps:
@@ -164,12 +183,47 @@ def cmd_render(args: argparse.Namespace) -> int:
         meshes, stems = [load_mesh(src)], [stem]
     written = []
     for mesh, s in zip(meshes, stems):
-        out = render_maps([mesh], views, args.size, texture=not args.no_texture, device=args.device, maps=maps,
+        out = render_maps([mesh], views, args.size, texture=not args.no_texture, device=device, maps=maps,
                           up=args.up, front=args.front)
         for name, img in out.items():
             written += save_views(img[0], args.out, f"{s}_{name}" if len(maps) > 1 or name != "shade" else s)
     print(f"wrote {len(written)} images to {args.out}", file=sys.stderr)
     return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    import json
+
+    from affectvlm.model import caches
+    from affectvlm.model.catalog import format_table, model_catalog
+
+    entries = [e for e in model_catalog() if e.offline or not args.available]
+    if args.json:
+        sys.stdout.write(json.dumps([e.to_dict() for e in entries], indent=1) + "\n")
+    else:
+        sys.stdout.write(format_table(entries))
+        print(f"downloads go to {caches.where_text()}; `affectvlm download SPEC` fetches ahead", file=sys.stderr)
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from affectvlm.model.catalog import download
+
+    failed = 0
+    for text in args.specs:
+        try:
+            done = download(text, progress=not args.no_progress)
+        except AffectVLMError as e:
+            _err(f"error: {e}")
+            failed += 1
+            continue
+        what = "downloaded" if done.fetched else "already here"
+        print(f"{done.spec}: {what}" + (f" ({done.paths[-1]})" if done.paths else " (nothing to fetch)"),
+              file=sys.stderr)
+    return 2 if failed else 0
+
+
+_COMMANDS = {"predict": cmd_predict, "render": cmd_render, "models": cmd_models, "download": cmd_download}
 
 
 def _forward(command: str, argv: list[str]) -> int:
@@ -191,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             parser.print_help(sys.stderr)
             return 2
-        return cmd_predict(args) if args.command == "predict" else cmd_render(args)
+        return _COMMANDS[args.command](args)
     except AffectVLMError as e:
         _err(f"error: {e}")
         return 2

@@ -275,3 +275,102 @@ def test_describe_provenance_says_trained_or_untrained(tmp_path, model):
     text = describe_provenance(load_model(str(folder), cache=False).provenance)
     assert "fine-tuned from" in text and "SYNTHETIC faces" in text and "0.500" in text
     assert "untrained" not in text
+
+
+# ------------------------------------------------------------------------------------------------ caches
+
+@pytest.fixture(scope="module")
+def trained() -> AffectVLM:
+    """AffectVLM-Test with weights no random init gives (so a load that skips the weights is caught)."""
+    m = load_model(ARCH, cache=False)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in m.clip.parameters():
+            p.add_(0.01 * torch.randn(p.shape, generator=g))
+    m.refresh_classifier()
+    return m
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache in use by this process (offline, as conftest sets)."""
+    import huggingface_hub.constants as hc
+
+    cache = tmp_path / "hf" / "hub"
+    cache.mkdir(parents=True)
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)
+    monkeypatch.delenv("AFFECTVLM_CACHE", raising=False)
+    return cache
+
+
+def test_hf_hub_spec_loads_from_the_hugging_face_cache_offline(hub_cache, trained, images):
+    from hubcache import add_hub_repo
+
+    add_hub_repo(hub_cache, "org/tiny", trained)
+    m = load_model("hf-hub:org/tiny", cache=False)
+    assert _states_equal(m.clip, trained.clip) and m.provenance["trained"]
+    assert torch.allclose(m.predict_proba(images), trained.predict_proba(images), atol=1e-5)
+    with pytest.raises(ModelError, match="HF_HUB_OFFLINE") as e:
+        load_model("hf-hub:org/absent", cache=False)
+    assert "\n" not in str(e.value) and "affectvlm download hf-hub:org/absent" in str(e.value)
+    add_hub_repo(hub_cache, "org/noweights", trained, weights=False)  # never a silent random init
+    with pytest.raises(ModelError, match="cannot download"):
+        load_model("hf-hub:org/noweights", cache=False)
+
+
+def test_pretrained_tag_loads_through_open_clips_cache(hub_cache, trained, monkeypatch, images):
+    """A pretrained tag hosted on the Hub (as nearly all of open_clip's are) is read from the HF cache."""
+    import open_clip.pretrained as op
+
+    from hubcache import add_hub_repo
+
+    monkeypatch.setitem(op._PRETRAINED, ARCH, {"fake": op._pcfg(hf_hub="org/tiny-tag/")})
+    with pytest.raises(ModelError, match="HF_HUB_OFFLINE"):
+        load_model(f"{ARCH}:fake", cache=False)
+    add_hub_repo(hub_cache, "org/tiny-tag", trained)
+    m = load_model(f"{ARCH}:fake", cache=False)
+    assert _states_equal(m.clip, trained.clip)
+
+
+def test_affectvlm_cache_is_only_an_explicit_override(hub_cache, tmp_path, trained, monkeypatch):
+    from hubcache import add_hub_repo
+
+    add_hub_repo(hub_cache, "org/tiny", trained)
+    own = tmp_path / "own"
+    monkeypatch.setenv("AFFECTVLM_CACHE", str(own))
+    with pytest.raises(ModelError, match="AFFECTVLM_CACHE"):  # the override is used, not the HF cache
+        load_model("hf-hub:org/tiny", cache=False)
+    add_hub_repo(own, "org/tiny", trained)
+    assert _states_equal(load_model("hf-hub:org/tiny", cache=False).clip, trained.clip)
+
+
+# ------------------------------------------------------------------------------------------------ devices
+
+def test_resolve_device_auto_picks_cuda_when_present(monkeypatch):
+    from affectvlm.model import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu") == resolve_device(None)
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("auto") == torch.device("cuda")
+    assert resolve_device("auto", local_rank=1) == torch.device("cuda", 1)
+    assert resolve_device("cuda:1") == torch.device("cuda", 1) == resolve_device("CUDA:1", local_rank=0)
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="no CUDA device 2"):
+        resolve_device("cuda:2")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="MPS"):
+        resolve_device("mps")
+    for bad in ("gpu-ish", "meta"):
+        with pytest.raises(ConfigError, match="device"):
+            resolve_device(bad)
+
+
+def test_load_model_device_auto(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert load_model(ARCH, device="auto").device == torch.device("cpu")
+    assert load_model(ARCH) is load_model(ARCH, device="cpu")  # "auto" resolves before the cache key

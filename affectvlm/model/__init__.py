@@ -6,10 +6,10 @@
 """
 from affectvlm.model.checkpoint import describe_provenance, read_meta, save_checkpoint
 from affectvlm.model.core import FUSIONS, AffectVLM, AttentionFusion
-from affectvlm.model.specs import (Spec, cache_dir, clear_cache, list_architectures, load_model, parse_spec,
-                                   register_configs)
+from affectvlm.model.devices import resolve_device
+from affectvlm.model.specs import Spec, clear_cache, list_architectures, load_model, parse_spec, register_configs
 
 register_configs()
 
 __all__ = ["describe_provenance", "AffectVLM", "AttentionFusion", "FUSIONS", "load_model", "save_checkpoint", "read_meta", "parse_spec",
-           "Spec", "list_architectures", "register_configs", "clear_cache", "cache_dir"]
+           "Spec", "list_architectures", "register_configs", "clear_cache", "resolve_device"]

@@ -5,9 +5,10 @@ spec                                       meaning
 =========================================  =====================================================
 ``None`` / ``"default"``                   the embedded checkpoint ``weights/affectvlm-default/``
                                            (``AFFECTVLM_DEFAULT_MODEL`` overrides: any spec)
-``NAME:TAG`` (``ViT-B-32:openai``)         open_clip pretrained weights (downloaded once into
-                                           ``AFFECTVLM_CACHE`` or ``~/.cache/affectvlm``)
-``hf-hub:org/repo``                        an open_clip model on the Hugging Face Hub
+``NAME:TAG`` (``ViT-B-32:openai``)         open_clip pretrained weights (open_clip's cache: the
+                                           Hugging Face cache for Hub-hosted tags)
+``hf-hub:org/repo``                        an open_clip model on the Hugging Face Hub (Hugging Face
+                                           cache; ``HF_HOME``, ``HF_HUB_CACHE``, ``HF_HUB_OFFLINE``)
 ``NAME@/path/weights.safetensors|.bin``    architecture NAME with a local weights file
 ``/path/weights.safetensors``              a weights file with ``open_clip_config.json`` beside it
 ``local-dir:/dir`` or ``/dir``             a folder with ``open_clip_config.json`` + weights
@@ -15,7 +16,8 @@ spec                                       meaning
 ``NAME`` (``AffectVLM-Test``)              random init (tests/experiments; provenance says untrained)
 =========================================  =====================================================
 
-``.bin``/``.pt`` files are read with ``torch.load(weights_only=True)``: pickled code is refused.
+Downloads go where :mod:`affectvlm.model.caches` says (``AFFECTVLM_CACHE`` overrides);
+``affectvlm download SPEC`` fetches ahead. ``.bin``/``.pt`` files are read with ``torch.load(weights_only=True)``: pickled code is refused.
 Every failure is a ``ModelError`` with one readable line.
 """
 from __future__ import annotations
@@ -34,9 +36,11 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from affectvlm.errors import AffectVLMError, ConfigError, ModelError
+from affectvlm.errors import AffectVLMError, ModelError
+from affectvlm.model import caches
 from affectvlm.model import checkpoint as ckpt
 from affectvlm.model.core import AffectVLM
+from affectvlm.model.devices import resolve_device
 from affectvlm.prompts import PromptSet, as_prompt_set, parse_classes
 
 log = logging.getLogger(__name__)
@@ -64,14 +68,6 @@ def list_architectures() -> list[str]:
     return open_clip.list_models()
 
 
-def cache_dir() -> Path:
-    """Where downloaded weights go: ``AFFECTVLM_CACHE``, else ``$XDG_CACHE_HOME/affectvlm`` or ``~/.cache/affectvlm``."""
-    if os.environ.get("AFFECTVLM_CACHE"):
-        return Path(os.environ["AFFECTVLM_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "affectvlm"
-
-
 def default_model_candidates() -> list[Path]:
     here = Path(__file__).resolve()
     return [here.parents[2] / "weights" / DEFAULT_DIRNAME, Path.cwd() / "weights" / DEFAULT_DIRNAME,
@@ -85,7 +81,7 @@ class Spec:
 
     kind: str
     text: str
-    name: str | None = None  # architecture
+    name: str | None = None  # architecture (hf-hub: the repository, org/repo)
     tag: str | None = None  # pretrained tag
     path: str | None = None  # file or folder
 
@@ -140,7 +136,7 @@ def parse_spec(spec: str | os.PathLike | None) -> Spec:
     if text.startswith("hf-hub:"):
         if not text[len("hf-hub:"):].strip("/"):
             raise ModelError(f"model spec {text!r}: give the repository as hf-hub:org/repo")
-        return Spec("hf-hub", text, name=text)
+        return Spec("hf-hub", text, name=text[len("hf-hub:"):].strip("/"))
     if text.startswith("local-dir:"):
         p = Path(text[len("local-dir:"):]).expanduser()
         if not p.is_dir():
@@ -189,85 +185,6 @@ def parse_spec(spec: str | os.PathLike | None) -> Spec:
 
 # ------------------------------------------------------------------------------------------------ loading
 
-def _is_offline_error(exc: BaseException) -> bool:
-    names = ("ConnectionError", "LocalEntryNotFoundError", "OfflineModeIsEnabled", "Timeout", "URLError",
-             "MaxRetryError", "NameResolutionError", "gaierror")
-    texts = ("offline", "connection", "resolve", "network", "max retries", "timed out", "name or service")
-    e: BaseException | None = exc
-    while e is not None:
-        if type(e).__name__ in names or any(t in str(e).lower() for t in texts):
-            return True
-        e = e.__cause__ or e.__context__
-    return False
-
-
-def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-
-
-def _host_unreachable(timeout: float = 3.0) -> bool:
-    """True when the Hub's host name cannot be resolved (no network): answered in milliseconds here,
-    where the Hub client would otherwise retry for about a minute. Proxies are trusted as they are."""
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")):
-        return False
-    import socket
-    from urllib.parse import urlparse
-
-    host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or "huggingface.co"
-    result: list[bool] = []
-
-    def probe() -> None:
-        try:
-            socket.getaddrinfo(host, 443)
-            result.append(False)
-        except OSError:
-            result.append(True)
-
-    t = threading.Thread(target=probe, daemon=True)
-    t.start()
-    t.join(timeout)
-    return bool(result and result[0])
-
-
-class _HubAccess:
-    """Around downloads: quiet the Hub client's retry logging and, when the network is plainly absent,
-    switch it to offline mode so cached files still load and missing ones fail in seconds."""
-
-    def __enter__(self) -> "_HubAccess":
-        self.patched = False
-        self.offline = _hub_offline()
-        if not self.offline and _host_unreachable():
-            try:
-                import huggingface_hub.constants as hc
-
-                self.saved, hc.HF_HUB_OFFLINE, self.patched = hc.HF_HUB_OFFLINE, True, True
-            except (ImportError, AttributeError):
-                pass
-            self.offline = True
-        self.disabled = logging.root.manager.disable
-        logging.disable(logging.ERROR)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        logging.disable(self.disabled)
-        if self.patched:
-            import huggingface_hub.constants as hc
-
-            hc.HF_HUB_OFFLINE = self.saved
-
-
-def _download_error(spec: Spec, exc: BaseException, offline: bool = False) -> ModelError:
-    why = "HF_HUB_OFFLINE is set" if _hub_offline() else "no network connection" if offline else (
-        "no network connection" if _is_offline_error(exc) else f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
-    name = spec.name if spec.kind == "pretrained" else "NAME"
-    return ModelError(
-        f"cannot download the weights for {spec.text!r} ({why}). Place them by hand: copy the open_clip weights "
-        f"file (open_clip_model.safetensors or open_clip_pytorch_model.bin) to this machine and pass "
-        f"--model {name}@/path/to/weights.safetensors, or a folder with {ckpt.CONFIG_FILE} + weights as "
-        f"local-dir:/path/to/folder, or an AffectVLM checkpoint folder; downloads are cached in {cache_dir()} "
-        f"(set AFFECTVLM_CACHE to change it)")
-
-
 def _weights_error(path: str, exc: BaseException) -> ModelError:
     msg = str(exc)
     if "weights_only" in msg.lower() or "unpickl" in msg.lower():
@@ -287,16 +204,6 @@ def _read_json(path: Path) -> dict:
     if not isinstance(data, dict) or not isinstance(data.get("model_cfg"), dict):
         raise ModelError(f"{path}: missing 'model_cfg'")
     return data
-
-
-def _check_device(device: str | torch.device) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise ConfigError(f"bad device {device!r} ({e})") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available here (use --device cpu)")
-    return dev
 
 
 @contextlib.contextmanager
@@ -356,32 +263,37 @@ def _build(spec: Spec, device: torch.device, classes, prompts, fusion: str | Non
         arch = folder.name
         prov["trained"] = True
     elif spec.kind == "hf-hub":
-        hub = _HubAccess()
+        hub = caches.HubAccess()
         try:
             with hub:
-                clip = open_clip.create_model(spec.text, device="cpu", cache_dir=str(cache_dir()), weights_only=True)
-                tok = open_clip.get_tokenizer(spec.text, cache_dir=str(cache_dir()))
-                from open_clip.factory import _get_hf_config
-
-                cfg = _get_hf_config(spec.text[len("hf-hub:"):], cache_dir=str(cache_dir()))
+                cfg_path, weights = caches.fetch(caches.hub_source(spec.name))
+                tok = open_clip.get_tokenizer(spec.text, cache_dir=caches.open_clip_cache_arg())
         except Exception as e:
-            raise _download_error(spec, e, hub.offline) from None
+            raise caches.download_error(spec.text, e, hub.offline) from None
+        cfg = _read_json(cfg_path)
+        try:
+            with _quiet_open_clip():
+                clip = open_clip.create_model("local-dir:" + str(cfg_path.parent), device="cpu", weights_only=True,
+                                              load_weights=False)
+            open_clip.load_checkpoint(clip, str(weights), weights_only=True)
+        except Exception as e:
+            raise _weights_error(str(weights), e) from None
         arch = spec.text
         prov["trained"] = True
     else:  # pretrained, file with architecture, random
         cfg = {"model_cfg": open_clip.get_model_config(spec.name), "preprocess_cfg": {}}
-        kw: dict[str, Any] = {"device": "cpu", "weights_only": True, "cache_dir": str(cache_dir())}
+        kw: dict[str, Any] = {"device": "cpu", "weights_only": True, "cache_dir": caches.open_clip_cache_arg()}
         if spec.kind == "pretrained":
             pcfg = open_clip.get_pretrained_cfg(spec.name, spec.tag)
             if pcfg.get("quick_gelu") and not cfg["model_cfg"].get("quick_gelu"):
                 kw["force_quick_gelu"] = True  # the weights were trained with QuickGELU
                 cfg["model_cfg"]["quick_gelu"] = True
-            hub = _HubAccess()
+            hub = caches.HubAccess()
             try:
                 with hub:
                     clip = open_clip.create_model(spec.name, pretrained=spec.tag, **kw)
             except Exception as e:
-                raise _download_error(spec, e, hub.offline) from None
+                raise caches.download_error(spec.text, e, hub.offline, spec.name) from None
             prov["trained"] = True
         elif spec.kind == "file":
             try:
@@ -395,12 +307,12 @@ def _build(spec: Spec, device: torch.device, classes, prompts, fusion: str | Non
                 clip = open_clip.create_model(spec.name, **kw)
             prov["trained"] = False
             prov["note"] = "random init (untrained): scores are meaningless"
-        hub = _HubAccess()
+        hub = caches.HubAccess()
         try:
             with hub:
-                tok = open_clip.get_tokenizer(spec.name, cache_dir=str(cache_dir()))
+                tok = open_clip.get_tokenizer(spec.name, cache_dir=caches.open_clip_cache_arg())
         except Exception as e:
-            raise _download_error(spec, e, hub.offline) from None
+            raise caches.download_error(spec.text, e, hub.offline, spec.name) from None
         arch = spec.name
     fusion = fusion or meta.get("fusion") or "mean"
     clip = clip.to(device).eval()
@@ -423,16 +335,17 @@ _CACHE_SIZE = 4
 _LOCK = threading.Lock()
 
 
-def load_model(spec: str | os.PathLike | None = None, *, device: str | torch.device = "cpu",
+def load_model(spec: str | os.PathLike | None = None, *, device: str | torch.device | None = "auto",
                classes: Sequence[str] | str | None = None, prompts: Any = None, fusion: str | None = None,
                cache: bool = True) -> AffectVLM:
-    """Resolve ``spec`` (see the module docstring) and return an AffectVLM in eval mode on ``device``.
+    """Resolve ``spec`` (see the module docstring) and return an AffectVLM in eval mode on ``device``
+    (``"auto"``: CUDA when present, see :func:`affectvlm.model.devices.resolve_device`).
 
     ``classes`` / ``prompts`` (PromptSet, YAML/JSON path, or a list of templates with ``{}``) override
     the checkpoint's. Results are cached per (spec, device, classes, prompts) in this process
     (the same object is returned; pass ``cache=False`` for a private copy, e.g. to train it).
     """
-    dev = _check_device(device)
+    dev = resolve_device(device)
     parsed = parse_spec(spec)
     names = parse_classes(classes)
     ps: PromptSet | None = _prompt_arg(prompts)
