@@ -1,6 +1,7 @@
 # AffectVLM app for GPU machines:
 #   docker build -t affectvlm .
 #   docker run --gpus all -p 8501:8501 -v affectvlm-work:/data/workspace -v affectvlm-weights:/data/weights affectvlm
+#   (--build-arg AFFECTVLM_MODELS="SPEC ..." bakes weights in: see below)
 # The install steps are the same commands as .ci/run, so CI covers them.
 FROM python:3.11-slim
 
@@ -33,6 +34,13 @@ COPY --chown=affectvlm:affectvlm . .
 RUN python -m pip install --no-deps .
 
 USER affectvlm
+# Weights baked in for offline use: model specs (space-separated) fetched at build time with
+# `affectvlm download` into the Hugging Face cache under HF_HOME, e.g.
+#   docker build --build-arg AFFECTVLM_MODELS="ViT-B-32:openai hf-hub:org/repo" -t affectvlm .
+#   docker run -e HF_HUB_OFFLINE=1 ... affectvlm        (`docker run ... affectvlm affectvlm models` lists them)
+# A new named volume on /data/weights starts with them; a bind mount there hides them.
+ARG AFFECTVLM_MODELS=""
+RUN if [ -n "$AFFECTVLM_MODELS" ]; then affectvlm download --no-progress $AFFECTVLM_MODELS; fi
 VOLUME ["/data/workspace", "/data/weights"]
 EXPOSE 8501
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
