@@ -374,3 +374,22 @@ def test_load_model_device_auto(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert load_model(ARCH, device="auto").device == torch.device("cpu")
     assert load_model(ARCH) is load_model(ARCH, device="cpu")  # "auto" resolves before the cache key
+
+
+def test_url_only_pretrained_tag_uses_open_clips_own_cache(hub_cache, trained, monkeypatch, tmp_path):
+    """A tag open_clip fetches from a plain URL is read from open_clip's cache (~/.cache/clip)."""
+    import open_clip.pretrained as op
+    from safetensors.torch import save_file
+
+    from affectvlm.model import caches, catalog
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setitem(op._PRETRAINED, ARCH, {"web": op._pcfg(url="https://example.org/w/tiny-web.safetensors")})
+    spec = parse_spec(f"{ARCH}:web")
+    assert not catalog.is_available(spec)
+    target = tmp_path / "home" / ".cache" / "clip" / "tiny-web.safetensors"
+    assert caches.url_cache_dir() == target.parent
+    target.parent.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in trained.clip.state_dict().items()}, str(target))
+    assert catalog.is_available(spec)
+    assert _states_equal(load_model(f"{ARCH}:web", cache=False).clip, trained.clip)

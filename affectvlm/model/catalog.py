@@ -174,9 +174,10 @@ def download(text: str, *, progress: bool = True) -> Download:
         return Download(spec.text, (spec.path,) if spec.path else (), False)
     before = caches.cached_paths(src)
     import open_clip
-    from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
+    from huggingface_hub.utils import disable_progress_bars
 
-    (enable_progress_bars if progress else disable_progress_bars)()
+    if not progress:  # huggingface_hub's own bars otherwise (HF_HUB_DISABLE_PROGRESS_BARS is honoured)
+        disable_progress_bars()
     hub = caches.HubAccess()
     try:
         with hub:
