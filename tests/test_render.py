@@ -17,7 +17,7 @@ from affectvlm.render import (DEFAULT_VIEWS, RenderSettings, View, parse_views, 
                               save_views, to_pil)
 from meshgen import face_like_mesh
 
-S = 96  # small images keep the default run fast; the pyvista comparison uses 224
+SIZE = 96  # small images keep the default run fast; the pyvista comparison uses 224
 
 
 @pytest.fixture(scope="module")
@@ -26,11 +26,11 @@ def face():
 
 
 def test_shapes_ranges_and_background(face):
-    img = render_views(face, size=S)
-    assert img.shape == (1, 3, 3, S, S) and img.dtype == torch.float32
+    img = render_views(face, size=SIZE)
+    assert img.shape == (1, 3, 3, SIZE, SIZE) and img.dtype == torch.float32
     assert float(img.min()) >= 0.0 and float(img.max()) <= 1.0
     assert float(img[0, 0, :, 0, 0].abs().sum()) == 0.0  # corner is background
-    mask = render_maps(face, size=S, maps=("mask",))["mask"]
+    mask = render_maps(face, size=SIZE, maps=("mask",))["mask"]
     cover = float(mask.mean())
     assert 0.3 < cover < 0.95
     two = render_views([face, face_like_mesh(20)], [View(0), View(10, 5)], size=48, background=0.5)
@@ -42,9 +42,9 @@ def test_batch_of_different_meshes_equals_individual_renders():
     meshes = [face_like_mesh(40, seed=1), face_like_mesh(17, smile=1.0, seed=2, textured=False),
               face_like_mesh(29, seed=3)]
     views = [View(0), View(-25), View(20, 10)]
-    batch = render_maps(meshes, views, S, maps=("shade", "depth"))
+    batch = render_maps(meshes, views, SIZE, maps=("shade", "depth"))
     for i, m in enumerate(meshes):
-        one = render_maps(m, views, S, maps=("shade", "depth"))
+        one = render_maps(m, views, SIZE, maps=("shade", "depth"))
         for k in ("shade", "depth"):
             diff = (batch[k][i] - one[k][0]).abs()
             # identical up to which of two equal-depth triangles wins on a shared edge
@@ -54,11 +54,11 @@ def test_batch_of_different_meshes_equals_individual_renders():
 
 def test_chunking_gives_the_same_image(face, monkeypatch):
     monkeypatch.setattr(numba_backend, "USE_NUMBA", False)  # chunking only exists in the torch path
-    ref = render_maps(face, [View(0), View(30)], S, maps=("shade", "mask"))
+    ref = render_maps(face, [View(0), View(30)], SIZE, maps=("shade", "mask"))
     monkeypatch.setattr(torch_backend, "_FACE_CHUNK", 997)
     monkeypatch.setattr(torch_backend, "_CAND_CHUNK", 1500)
     monkeypatch.setattr(torch_backend, "_DENSE_MAX", 2)  # push most faces through the explicit-expansion path
-    got = render_maps(face, [View(0), View(30)], S, maps=("shade", "mask"))
+    got = render_maps(face, [View(0), View(30)], SIZE, maps=("shade", "mask"))
     assert torch.equal(got["mask"], ref["mask"])
     assert float((got["shade"] - ref["shade"]).abs().max()) < 1e-4
 
@@ -77,8 +77,8 @@ def test_large_triangles_fill_exactly():
 
 
 def test_texture_changes_pixels_and_lands_where_uv_says(face):
-    tex_on = render_views(face, [View(0)], S)
-    tex_off = render_views(face, [View(0)], S, texture=False)
+    tex_on = render_views(face, [View(0)], SIZE)
+    tex_off = render_views(face, [View(0)], SIZE, texture=False)
     assert float((tex_on - tex_off).abs().mean()) > 0.05
     # red left half / blue right half of the texture: u < 0.5 is the face's -x side = image left
     m = face_like_mesh(40)
@@ -86,8 +86,8 @@ def test_texture_changes_pixels_and_lands_where_uv_says(face):
     tex[:, :4, 0] = 255
     tex[:, 4:, 2] = 255
     m.texture = tex
-    img = render_views(m, [View(0)], S)[0, 0]
-    left, right = img[:, :, : S // 2 - 4], img[:, :, S // 2 + 4:]
+    img = render_views(m, [View(0)], SIZE)[0, 0]
+    left, right = img[:, :, : SIZE // 2 - 4], img[:, :, SIZE // 2 + 4:]
     assert float(left[0].sum()) > 10 * float(left[2].sum())
     assert float(right[2].sum()) > 10 * float(right[0].sum())
 
@@ -95,9 +95,9 @@ def test_texture_changes_pixels_and_lands_where_uv_says(face):
 def test_vertex_colours_used_when_no_texture():
     m = face_like_mesh(30, textured=False)
     m.vertex_colors = np.tile(np.array([[0, 255, 0]], np.uint8), (m.n_vertices, 1))
-    img = render_views(m, [View(0)], S)[0, 0]
+    img = render_views(m, [View(0)], SIZE)[0, 0]
     assert float(img[1].sum()) > 0 and float(img[0].sum()) == 0 and float(img[2].sum()) == 0
-    grey = render_views(m, [View(0)], S, texture=False)[0, 0]
+    grey = render_views(m, [View(0)], SIZE, texture=False)[0, 0]
     assert torch.allclose(grey[0], grey[1]) and float(grey[0].sum()) > 0
 
 
@@ -121,7 +121,7 @@ def test_yaw_and_pitch_sign_conventions():
     col[forehead] = [0, 255, 0]
     m.vertex_colors = col
     views = [View(0), View(30), View(-30), View(0, 25), View(0, -25)]
-    maps = render_maps(m, views, S, maps=("shade", "depth"))
+    maps = render_maps(m, views, SIZE, maps=("shade", "depth"))
     depth = maps["depth"][0, :, 0]
     tips = [np.unravel_index(int(d.argmax()), d.shape) for d in depth]  # (row, col) of the nose tip
     assert tips[1][1] < tips[0][1] - 3 < tips[2][1] - 6  # yaw +30: tip left; yaw -30: tip right
@@ -130,16 +130,16 @@ def test_yaw_and_pitch_sign_conventions():
     green = [float(((s[1] > 0.2) & (s[0] < 0.05)).sum()) for s in shade]
     assert red[1] > 1.05 * red[0] > 1.1 * red[2]  # more left cheek at yaw +30, less at -30
     assert green[3] > 1.05 * green[0] > 1.1 * green[4]  # more forehead from above
-    assert _centroid_col_row(shade[0, 0] * (shade[0, 1] < 0.05))[0] > S / 2  # cheek on image right
-    assert _centroid_col_row(shade[0, 1] * (shade[0, 0] < 0.05))[1] < S / 3  # forehead on top
+    assert _centroid_col_row(shade[0, 0] * (shade[0, 1] < 0.05))[0] > SIZE / 2  # cheek on image right
+    assert _centroid_col_row(shade[0, 1] * (shade[0, 0] < 0.05))[1] < SIZE / 3  # forehead on top
 
 
 def test_depth_normal_and_mask_maps_are_consistent(face):
-    maps = render_maps(face, [View(0)], S)
+    maps = render_maps(face, [View(0)], SIZE)
     assert set(maps) == {"shade", "depth", "normal", "mask"}
     mask = maps["mask"][0, 0, 0] > 0.5
     depth, normal = maps["depth"][0, 0, 0], maps["normal"][0, 0]
-    assert maps["depth"].shape == (1, 1, 1, S, S) and maps["normal"].shape == (1, 1, 3, S, S)
+    assert maps["depth"].shape == (1, 1, 1, SIZE, SIZE) and maps["normal"].shape == (1, 1, 3, SIZE, SIZE)
     assert float(depth[~mask].abs().max()) == 0.0 and float(depth[mask].min()) > 0.0
     assert float(depth.max()) <= 1.0
     n = normal[:, mask] * 2 - 1
@@ -150,23 +150,23 @@ def test_depth_normal_and_mask_maps_are_consistent(face):
     assert float(n[2].mean()) > 0.6 and float(normal[2, r, cidx]) * 2 - 1 > 0.8
     # the right half of the face (image right) has normals pointing right (+x)
     right = mask.clone()
-    right[:, : S // 2 + S // 8] = False
+    right[:, : SIZE // 2 + SIZE // 8] = False
     assert float((normal[0][right] * 2 - 1).mean()) > 0.2
     # shade is exactly background where the mask is 0
     assert float(maps["shade"][0, 0][:, ~mask].abs().max()) == 0.0
     # single map through render_views: 3 channels
-    d3 = render_views(face, [View(0)], S, map="depth")
-    assert d3.shape == (1, 1, 3, S, S) and torch.equal(d3[0, 0, 0], d3[0, 0, 2])
+    d3 = render_views(face, [View(0)], SIZE, map="depth")
+    assert d3.shape == (1, 1, 3, SIZE, SIZE) and torch.equal(d3[0, 0, 0], d3[0, 0, 2])
 
 
 def test_back_faces_render_like_front_faces():
     m = face_like_mesh(30, textured=False)
     flipped = Mesh(vertices=m.vertices, faces=m.faces[:, ::-1].copy(), source="flipped")
-    a = render_views(m, [View(0), View(40)], S, canonical=False)
-    b = render_views(flipped, [View(0), View(40)], S, canonical=False)
+    a = render_views(m, [View(0), View(40)], SIZE, canonical=False)
+    b = render_views(flipped, [View(0), View(40)], SIZE, canonical=False)
     assert float((a - b).abs().max()) < 1e-4
     # seen from behind, the open surface still renders (both sides)
-    back = render_maps(m, [View(180)], S, canonical=False, maps=("mask",))["mask"]
+    back = render_maps(m, [View(180)], SIZE, canonical=False, maps=("mask",))["mask"]
     assert float(back.mean()) > 0.2
 
 
@@ -187,28 +187,28 @@ def test_parse_views_and_settings_round_trip():
     with pytest.raises(ConfigError):
         render_views(face_like_mesh(12), map="albedo")
     with pytest.raises(ConfigError):
-        render_views([], size=S)
+        render_views([], size=SIZE)
 
 
 def test_settings_render_matches_render_views(face):
-    settings = RenderSettings(size=S, views=(View(0), View(20)))
-    assert torch.equal(settings.render(face), render_views(face, settings.views, S))
+    settings = RenderSettings(size=SIZE, views=(View(0), View(20)))
+    assert torch.equal(settings.render(face), render_views(face, settings.views, SIZE))
 
 
 def test_one_settings_object_and_one_return_type_per_entry_point(face):
-    settings = RenderSettings(size=S, views=(View(0), View(20)), map="depth", background=0.5, texture=False)
+    settings = RenderSettings(size=SIZE, views=(View(0), View(20)), map="depth", background=0.5, texture=False)
     one = render(face, settings)
-    assert list(one) == ["depth"] and one["depth"].shape == (1, 2, 1, S, S)
+    assert list(one) == ["depth"] and one["depth"].shape == (1, 2, 1, SIZE, SIZE)
     both = render([face, face], settings, maps=("shade", "mask"))
-    assert list(both) == ["shade", "mask"] and both["shade"].shape == (2, 2, 3, S, S)
+    assert list(both) == ["shade", "mask"] and both["shade"].shape == (2, 2, 3, SIZE, SIZE)
     shade = render(face, settings, maps="shade")["shade"]
-    assert torch.equal(shade, render_views(face, settings.views, S, texture=False, background=0.5))
+    assert torch.equal(shade, render_views(face, settings.views, SIZE, texture=False, background=0.5))
     images = settings.render(face)  # the model's input: its one map, 3 channels
-    assert images.shape == (1, 2, 3, S, S) and torch.equal(images[:, :, :1], one["depth"])
-    assert torch.equal(images, render_views(face, settings.views, S, map="depth", background=0.5, texture=False))
-    assert isinstance(render_maps(face, [View(0)], S, maps="mask"), dict)  # a single map is still a dict
+    assert images.shape == (1, 2, 3, SIZE, SIZE) and torch.equal(images[:, :, :1], one["depth"])
+    assert torch.equal(images, render_views(face, settings.views, SIZE, map="depth", background=0.5, texture=False))
+    assert isinstance(render_maps(face, [View(0)], SIZE, maps="mask"), dict)  # a single map is still a dict
     with pytest.raises(ConfigError, match="render_maps"):
-        render_views(face, [View(0)], S, map=("shade", "depth"))
+        render_views(face, [View(0)], SIZE, map=("shade", "depth"))
     with pytest.raises(ConfigError):
         render(face, settings, maps=("shade", "albedo"))
 
@@ -237,8 +237,8 @@ def test_to_pil_and_save_views(tmp_path, face):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_cuda_matches_cpu(face):
-    cpu = render_views(face, size=S)
-    gpu = render_views(face, size=S, device="cuda")
+    cpu = render_views(face, size=SIZE)
+    gpu = render_views(face, size=SIZE, device="cuda")
     assert gpu.device.type == "cuda"
     assert float(((gpu.cpu() - cpu).abs() > 1e-3).float().mean()) < 2e-3
 
