@@ -1,4 +1,5 @@
-"""Geometry helpers: put a face scan in the canonical frame, and vertex normals.
+"""Geometry helpers: put a face scan in the canonical frame, vertex normals, and display helpers
+(texture sampled to vertex colours, decimation for a preview).
 
 Canonical frame (what :func:`canonicalise` returns and what the renderer's camera expects):
 the face looks toward **+Z** (the camera sits on +Z), **+Y** is up, **+X** is the viewer's right
@@ -38,7 +39,8 @@ import numpy as np
 from affectvlm.errors import ConfigError, InputError
 from affectvlm.mesh import Mesh
 
-__all__ = ["canonicalise", "vertex_normals", "parse_axis", "axis_name", "face_areas"]
+__all__ = ["canonicalise", "vertex_normals", "parse_axis", "axis_name", "face_areas", "texture_vertex_colors",
+           "decimate"]
 
 _AXES = {"x": 0, "y": 1, "z": 2}
 _SNAP_COS = float(np.cos(np.deg2rad(30.0)))
@@ -486,3 +488,66 @@ def _face_region(Q: np.ndarray, L: np.ndarray) -> np.ndarray:
     cx, cy = float(L[36:48, 0].mean()), chin_y + 0.6 * height
     rx, ry = 0.55 * width, 0.8 * height
     return ((Q[:, 0] - cx) / rx) ** 2 + ((Q[:, 1] - cy) / ry) ** 2 <= 1.0
+
+
+# ------------------------------------------------------------------------------------------------ display
+
+
+def texture_vertex_colors(mesh: Mesh) -> np.ndarray | None:
+    """Per-vertex RGB (uint8): the mesh's own colours, or its texture sampled at the corners' UVs
+    (a vertex shared by several corners gets their mean); None for a plain mesh."""
+    if mesh.vertex_colors is not None:
+        return np.asarray(mesh.vertex_colors, dtype=np.uint8)[:, :3]
+    if not mesh.has_texture:
+        return None
+    tex = np.asarray(mesh.texture)
+    h, w = tex.shape[:2]
+    uv = np.nan_to_num(np.asarray(mesh.face_uv, dtype=np.float64).reshape(-1, 2), nan=0.0)
+    px = np.clip(np.rint(np.mod(uv[:, 0], 1.0 + 1e-9) * (w - 1)), 0, w - 1).astype(np.int64)
+    py = np.clip(np.rint((1.0 - np.clip(uv[:, 1], 0, 1)) * (h - 1)), 0, h - 1).astype(np.int64)
+    corner = tex[py, px, :3].astype(np.float64)
+    idx = np.asarray(mesh.faces, dtype=np.int64).reshape(-1)
+    acc = np.zeros((mesh.n_vertices, 3))
+    cnt = np.zeros(mesh.n_vertices)
+    np.add.at(acc, idx, corner)
+    np.add.at(cnt, idx, 1.0)
+    out = np.full((mesh.n_vertices, 3), 180.0)
+    ok = cnt > 0
+    out[ok] = acc[ok] / cnt[ok, None]
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def decimate(vertices: np.ndarray, faces: np.ndarray, max_faces: int,
+             colors: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Vertex-clustering decimation to at most ``max_faces`` triangles (for display, not for scoring):
+    ``(vertices float32, faces, colours or None)``; colours are averaged per cluster."""
+    v = np.asarray(vertices, dtype=np.float64)
+    f = np.asarray(faces, dtype=np.int64)
+    if len(f) <= max_faces:
+        return v.astype(np.float32), f, colors
+    lo = v.min(0)
+    extent = np.maximum(v.max(0) - lo, 1e-12)
+    # a surface covering the box has ~2 * res^2 faces over its two largest extents
+    res = max(4.0, float(np.sqrt(max_faces / 2.0)))
+    for _ in range(30):
+        cell = np.sort(extent)[-1] / res
+        _, inv = np.unique(np.floor((v - lo) / cell).astype(np.int64), axis=0, return_inverse=True)
+        inv = inv.reshape(-1)
+        nf = inv[f]
+        nf = nf[(nf[:, 0] != nf[:, 1]) & (nf[:, 1] != nf[:, 2]) & (nf[:, 0] != nf[:, 2])]
+        _, first = np.unique(np.sort(nf, axis=1), axis=0, return_index=True)
+        nf = nf[np.sort(first)]
+        if len(nf) <= max_faces:
+            break
+        res *= 0.85
+    n = int(inv.max()) + 1
+    cnt = np.bincount(inv, minlength=n).astype(np.float64)
+
+    def mean_of(x: np.ndarray) -> np.ndarray:
+        return np.stack([np.bincount(inv, weights=x[:, k], minlength=n) for k in range(3)], 1) / cnt[:, None]
+
+    nc = None
+    if colors is not None:
+        nc = np.clip(np.rint(mean_of(np.asarray(colors, dtype=np.float64))), 0, 255).astype(np.uint8)
+    return mean_of(v).astype(np.float32), nf, nc
+

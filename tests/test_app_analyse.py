@@ -13,7 +13,10 @@ import pytest
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from affectvlm import appsupport as A  # noqa: E402
+from affectvlm.app.batch import zip_bytes  # noqa: E402
+from affectvlm.app.preview import ORIENTATION_WARNING, preview  # noqa: E402
+from affectvlm.app.uploads import list_samples  # noqa: E402
+from affectvlm.results import FaceFrame  # noqa: E402
 from meshgen import face_like_mesh  # noqa: E402
 
 
@@ -104,7 +107,7 @@ def test_bad_file_shows_one_error_and_app_keeps_working(face):
     assert len(errs) == 1 and "broken.obj" in errs[0]
     upload(at, [("empty.stl", b"")])
     assert len(at.error) == 1 and "empty.stl" in at.error[0].value
-    upload(at, [("frames.zip", A.zip_bytes([("../../evil/000.obj", b"v 0 0 0")]))])  # zip-slip name
+    upload(at, [("frames.zip", zip_bytes([("../../evil/000.obj", b"v 0 0 0")]))])  # zip-slip name
     assert len(at.error) == 1 and "frames.zip" in at.error[0].value
     upload(at, [("ok.ply", _trimesh_bytes(face, "ply"))])
     assert not at.error and top(at)[0]
@@ -115,7 +118,7 @@ def test_sequence_zip_and_frame_files(face, tmp_path):
     for i in range(4):
         m = face_like_mesh(24, smile=i / 3, textured=False, seed=i)
         frames.append((f"{i:03d}.obj", _trimesh_bytes(m, "obj")))
-    at = upload(analyse(), [("seq.zip", A.zip_bytes(frames))])
+    at = upload(analyse(), [("seq.zip", zip_bytes(frames))])
     label, _ = top(at)
     seq_chart = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
     lines = [s for s in seq_chart if s["data"] and s["data"][0]["type"] == "scatter"]
@@ -134,7 +137,7 @@ def _view_urls(at: AppTest) -> list[str]:
 
 
 def test_sample_from_home_and_orientation_override():
-    samples = A.list_samples()
+    samples = list_samples()
     if not samples:
         pytest.skip("no bundled samples yet")
     at = AppTest.from_file(APP, default_timeout=120).run()
@@ -144,15 +147,15 @@ def test_sample_from_home_and_orientation_override():
     path = samples[at.selectbox(key="an_sample").value]
     from affectvlm.io import load_mesh
 
-    guess = A.orientation_summary(A.preview(load_mesh(path), max_faces=3000).meta)
+    guess = FaceFrame.from_meta(preview(load_mesh(path), max_faces=3000).meta)
     warned = [w.value for w in at.warning if "Orientation was guessed" in w.value]
-    assert warned == ([A.ORIENTATION_WARNING] if guess["low_confidence"] else []), warned
+    assert warned == ([ORIENTATION_WARNING] if guess.low_confidence else []), warned
     before = _view_urls(at)
     assert len(before) == 3
     # turn the file upside down relative to the guess: the views must change, and nothing is guessed
-    flipped = {"+y": "-y", "-y": "+y"}.get(guess["up"], "+y")
+    flipped = {"+y": "-y", "-y": "+y"}.get(guess.up, "+y")
     at.radio(key="an_up").set_value(flipped).run()
-    at.radio(key="an_front").set_value(guess["front"]).run()
+    at.radio(key="an_front").set_value(guess.front).run()
     assert not at.exception and not [w for w in at.warning if "Orientation was guessed" in w.value]
     after = _view_urls(at)
     assert len(after) == 3 and set(after).isdisjoint(before)
@@ -192,7 +195,7 @@ def test_batch_zip_table_and_downloads(face, tmp_path):
     members.append(("scans/bad.ply", b"ply\nformat ascii 1.0\nelement vertex 99\nend_header\n1 2 3\n"))
     at = AppTest.from_file(APP, default_timeout=120).run()
     at.switch_page("pages/2_Batch.py").run()
-    upload(at, [("many.zip", A.zip_bytes(members))], key="batch_upload")
+    upload(at, [("many.zip", zip_bytes(members))], key="batch_upload")
     at.button(key="batch_run").click().run()
     assert not at.exception, at.exception
     df = at.dataframe[0].value

@@ -114,7 +114,8 @@ json.dump({'status': 'finished'}, open(os.path.join(out, 'status.json'), 'w'))
 def test_train_launch_view_and_stop(workspace, tmp_path, monkeypatch):
     """Launch from the page (a stand-in trainer module replaces affectvlm.train), see it finish with
     charts; launch a long one and stop it; a new app session (restart) still lists both."""
-    from affectvlm import jobs
+    from affectvlm.app import jobs
+    from affectvlm.app.runview import tail
 
     pkg = tmp_path / "fakepkg"
     pkg.mkdir()
@@ -140,7 +141,7 @@ def test_train_launch_view_and_stop(workspace, tmp_path, monkeypatch):
     deadline = time.monotonic() + 60
     while store.get(1).active and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert store.get(1).status == "finished", jobs.tail(store.get(1).run_dir / "stdout.log")
+    assert store.get(1).status == "finished", tail(store.get(1).run_dir / "stdout.log")
     at.run()
     metrics = {m.label: m.value for m in at.metric}
     assert "finished" in metrics["Status"]

@@ -190,8 +190,9 @@ def test_home_page(page, server, shots):
 
 
 def test_upload_scan_read_top_emotion_and_drag_preview(page, server, shots, tmp_path):
-    from affectvlm.appsupport import orientation_summary, preview
+    from affectvlm.app.preview import preview
     from affectvlm.io import load_mesh
+    from affectvlm.results import FaceFrame
 
     scan = SAMPLES / f"{SAMPLE}.wrl"
     _goto(page, server, "Analyse")
@@ -207,9 +208,9 @@ def test_upload_scan_read_top_emotion_and_drag_preview(page, server, shots, tmp_
     _idle(page)
 
     # the library's own guess: when it is unsure, the page says so; fixing up/front re-renders the views
-    guess = orientation_summary(preview(load_mesh(scan), max_faces=3000).meta)
+    guess = FaceFrame.from_meta(preview(load_mesh(scan), max_faces=3000).meta)
     warning = page.locator('[data-testid="stAlertContentWarning"]', has_text="Orientation was guessed")
-    assert warning.count() == (1 if guess["low_confidence"] else 0)
+    assert warning.count() == (1 if guess.low_confidence else 0)
     before = _view_srcs(page)
     page.get_by_text("Orientation (if the automatic frontal guess is wrong)").click()
     _pick(page, "Up axis of the file", "+y")  # the samples are BU-3DFE layout: +Y up, facing +Z
@@ -218,7 +219,7 @@ def test_upload_scan_read_top_emotion_and_drag_preview(page, server, shots, tmp_
     assert warning.count() == 0
     after = _view_srcs(page)
     assert len(after) == len(before) == 3
-    assert (after != before) == (guess["up"] != "+y"), (guess, before, after)
+    assert (after != before) == (guess.up != "+y"), (guess, before, after)
     page.get_by_text("Orientation (if the automatic frontal guess is wrong)").click()  # fold it again
     assert page.locator('[data-testid="stMetricValue"]').first.inner_text().strip() in CLASSES
 
@@ -248,7 +249,7 @@ def test_upload_scan_read_top_emotion_and_drag_preview(page, server, shots, tmp_
 
 
 def test_sequence_zip_chart_fills_in(page, server, shots, tmp_path):
-    from affectvlm.appsupport import zip_bytes
+    from affectvlm.app.batch import zip_bytes
 
     # a long synthetic sequence, so the chart is seen part-filled
     n = 40
@@ -289,7 +290,7 @@ def test_sequence_zip_chart_fills_in(page, server, shots, tmp_path):
 
 
 def test_batch_zip_table_and_error_row(page, server, shots, tmp_path):
-    from affectvlm.appsupport import zip_bytes
+    from affectvlm.app.batch import zip_bytes
 
     members = [(f"scans/{p.name}", p.read_bytes()) for p in sorted(SAMPLES.glob("*.wrl"))]
     members.append(("scans/broken.ply", b"ply\nformat ascii 1.0\nelement vertex 99\nend_header\n1 2 3\n"))

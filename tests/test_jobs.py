@@ -9,9 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from affectvlm import jobs
+from affectvlm.app import jobs, launch, processes
+from affectvlm.app.jobs import JobStore
+from affectvlm.app.launch import TrainLaunch
+from affectvlm.app.runview import tail
 from affectvlm.errors import ConfigError
-from affectvlm.jobs import JobStore, TrainLaunch
+from affectvlm.runfolder import read_metrics
 
 FAKE_TRAINER = textwrap.dedent(
     """
@@ -80,9 +83,9 @@ def test_launch_finish_and_metrics(tmp_path, fake_trainer):
     assert os.getpgid(job.pid) == job.pid  # its own process group
     job = _wait(store, job.id)
     assert job.status == "finished" and job.returncode == 0 and job.ended >= job.started
-    recs = jobs.read_metrics(run)
-    assert [r["epoch"] for r in recs] == [1, 2, 3]
-    assert "fake trainer start" in jobs.tail(run / "stdout.log")
+    recs = read_metrics(run)
+    assert [r.epoch for r in recs] == [1, 2, 3]
+    assert "fake trainer start" in tail(run / "stdout.log")
 
 
 def test_failed_job_records_exit_code(tmp_path, fake_trainer):
@@ -91,7 +94,7 @@ def test_failed_job_records_exit_code(tmp_path, fake_trainer):
     job = store.launch(TrainLaunch(run_dir=run), command=_cmd(fake_trainer, run, "--epochs", "1", "--fail"))
     job = _wait(store, job.id)
     assert job.status == "failed" and job.returncode == 3 and "exit code 3" in job.message
-    assert "boom" in jobs.tail(run / "stdout.log", 5)
+    assert "boom" in tail(run / "stdout.log", 5)
 
 
 def test_stop_terminates_group_and_survives_reopen(tmp_path, fake_trainer):
@@ -130,13 +133,13 @@ def test_reconcile_from_status_file_after_restart(tmp_path, fake_trainer):
     store = JobStore(db)
     run = tmp_path / "x"
     job = store.launch(TrainLaunch(run_dir=run), command=_cmd(fake_trainer, run, "--epochs", "2"))
-    proc = jobs._CHILDREN.pop(job.pid)  # forget the child, as a restarted app would
+    proc = processes._CHILDREN.pop(job.pid)  # forget the child, as a restarted app would
     proc.wait(30)
     assert JobStore(db).get(job.id).status == "finished"
 
     run2 = tmp_path / "y"
     job2 = store.launch(TrainLaunch(run_dir=run2), command=_cmd(fake_trainer, run2, "--epochs", "1", "--fail"))
-    jobs._CHILDREN.pop(job2.pid).wait(30)
+    processes._CHILDREN.pop(job2.pid).wait(30)
     j2 = JobStore(db).get(job2.id)
     assert j2.status == "failed" and j2.returncode is None
 
@@ -145,7 +148,7 @@ def test_dead_pid_with_reused_number_is_not_running(tmp_path):
     store = JobStore(tmp_path / "jobs.sqlite3")
     run = tmp_path / "z"
     job = store.launch(TrainLaunch(run_dir=run), command=[sys.executable, "-c", "pass"])
-    jobs._CHILDREN.pop(job.pid).wait(30)
+    processes._CHILDREN.pop(job.pid).wait(30)
     # pretend the pid now belongs to this very process (pid reuse): start time differs
     store._update(job.id, pid=os.getpid(), proc_start="1")
     assert store.get(job.id).status == "failed"
@@ -160,31 +163,31 @@ def test_resume_relaunches_same_row_with_flag(tmp_path, fake_trainer):
     resumed = store.resume(job.id, command=[sys.executable, str(fake_trainer), *cfg.train_args, "--resume"])
     assert resumed.id == job.id and resumed.status == "running"
     assert _wait(store, job.id).status == "finished"
-    assert "resume=True" in jobs.tail(run / "stdout.log")
+    assert "resume=True" in tail(run / "stdout.log")
     assert len(store.list()) == 1
     with pytest.raises(ConfigError):
         store.get(999)
 
 
 def test_torchrun_command_lists():
-    cfg = TrainLaunch(run_dir=Path("/w/r"), train_args=jobs.train_args(data="/w/d", layout="bu3dfe", out="/w/r",
+    cfg = TrainLaunch(run_dir=Path("/w/r"), train_args=launch.train_args(data="/w/d", layout="bu3dfe", out="/w/r",
                                                                       epochs=2, batch_size=8, lr=1e-4, views="0,-30,30"))
-    cmd = jobs.torchrun_command(cfg)
+    cmd = launch.torchrun_command(cfg)
     assert cmd[:3] == [sys.executable, "-m", "torch.distributed.run"] and "--standalone" in cmd
     assert cmd[cmd.index("-m", 3) + 1] == "affectvlm.train"
     assert cmd[cmd.index("--epochs") + 1] == "2" and cmd[cmd.index("--lr") + 1] == "0.0001"
-    assert "--resume" in jobs.torchrun_command(cfg, resume=True)
+    assert "--resume" in launch.torchrun_command(cfg, resume=True)
 
     multi = TrainLaunch(run_dir=Path("/w/r"), train_args=["--data", "/w/d ir"], nproc_per_node=4, nnodes=3,
                         rdzv_endpoint="node0:29400", rdzv_id="job7")
-    cmd = jobs.torchrun_command(multi)
+    cmd = launch.torchrun_command(multi)
     assert "--standalone" not in cmd and cmd[cmd.index("--rdzv-endpoint") + 1] == "node0:29400"
-    line = jobs.other_node_command(multi)
+    line = launch.other_node_command(multi)
     assert line.startswith("python -m torch.distributed.run --nnodes 3") and "'/w/d ir'" in line
     with pytest.raises(ConfigError, match="HOST:PORT"):
-        jobs.torchrun_command(TrainLaunch(run_dir=Path("/r"), nnodes=2, rdzv_endpoint="node0"))
+        launch.torchrun_command(TrainLaunch(run_dir=Path("/r"), nnodes=2, rdzv_endpoint="node0"))
     with pytest.raises(ConfigError):
-        jobs.torchrun_command(TrainLaunch(run_dir=Path("/r"), nproc_per_node=0))
+        launch.torchrun_command(TrainLaunch(run_dir=Path("/r"), nproc_per_node=0))
 
 
 def test_real_torchrun_two_ranks(tmp_path, fake_trainer):
@@ -196,13 +199,13 @@ def test_real_torchrun_two_ranks(tmp_path, fake_trainer):
     job = store.launch(cfg, script=str(fake_trainer))
     assert job.command[1:3] == ["-m", "torch.distributed.run"]
     job = _wait(store, job.id, timeout=90)
-    log = jobs.tail(run / "stdout.log", 200)
+    log = tail(run / "stdout.log", 200)
     assert job.status == "finished", log
     assert "rank=0 world=2" in log and "rank=1 world=2" in log
 
 
 def test_metrics_reader_skips_partial_lines(tmp_path):
     (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 2}\n\n{"step": 2, "loss": 1}\n{"step": 3, "lo')
-    assert [r["step"] for r in jobs.read_metrics(tmp_path)] == [1, 2]
-    assert jobs.read_metrics(tmp_path / "missing") == []
-    assert jobs.tail(tmp_path / "missing.log") == ""
+    assert [r.step for r in read_metrics(tmp_path)] == [1, 2]
+    assert read_metrics(tmp_path / "missing") == []
+    assert tail(tmp_path / "missing.log") == ""

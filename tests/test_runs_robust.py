@@ -119,25 +119,25 @@ def test_resume_choice_skips_truncated_weights(tiny_run, tmp_path):
 
 @pytest.mark.timeout(20)
 def test_stale_running_status_reported_crashed(tmp_path):
-    from affectvlm import jobs
+    from affectvlm.app import jobs, processes
     from affectvlm import runfolder as ck
 
     run = tmp_path / "run"
     run.mkdir()
     (run / "status.json").write_text(json.dumps({"status": "running", "pid": _dead_pid()}))
-    st = jobs.read_status_file(run)
-    assert st["status"] == "crashed" and st["stale"] and "crashed or killed" in st["message"]
+    st = ck.read_status(run)
+    assert st.status == "crashed" and st.stale and "crashed or killed" in st.message
     # a live lock holder wins over an old pid in the file
     ck.lock_run_dir(run)
     try:
-        assert jobs.read_status_file(run)["status"] == "running"
+        assert ck.read_status(run).status == "running"
     finally:
         ck.unlock_run_dir(run)
-    assert jobs.read_status_file(run)["status"] == "crashed"
+    assert ck.read_status(run).status == "crashed"
     # the store settles a dead job from it as failed with the reason
     store = jobs.JobStore(tmp_path / "jobs.sqlite3")
     job = store.launch(jobs.TrainLaunch(run_dir=run), command=[sys.executable, "-c", "import os; os._exit(0)"])
-    child = jobs._CHILDREN.pop(job.pid)  # as if another app process had launched it: only status.json is left
+    child = processes._CHILDREN.pop(job.pid)  # as if another app process had launched it: only status.json is left
     child.wait(10)
     got = store.get(job.id)
     assert got.status == "failed" and "crashed or killed" in got.message
@@ -159,7 +159,7 @@ def roots(tmp_path) -> tuple[Path, Path]:
 
 
 def _cmd(ws: Path, extra: str, **kw) -> list[str]:
-    from affectvlm.appsupport import train_command_args
+    from affectvlm.app.trainform import train_command_args
 
     return train_command_args(data=ws / "data", layout="folders", out=ws / "runs" / "r", roots=[ws],
                               cache_dir=ws / ".render-cache", model="AffectVLM-Test", extra_text=extra, **kw)
@@ -263,7 +263,7 @@ def test_second_trainer_in_a_locked_run_folder_exits_with_one_line(tmp_path):
 
 @pytest.mark.timeout(30)
 def test_job_store_claims_a_run_folder_once(tmp_path):
-    from affectvlm import jobs
+    from affectvlm.app import jobs
 
     store = jobs.JobStore(tmp_path / "jobs.sqlite3")
     run = tmp_path / "run"
@@ -305,7 +305,7 @@ def test_job_store_claims_a_run_folder_once(tmp_path):
 
 @pytest.mark.timeout(20)
 def test_finished_children_are_reaped_without_reading_the_list(tmp_path):
-    from affectvlm import jobs
+    from affectvlm.app import jobs
 
     store = jobs.JobStore(tmp_path / "jobs.sqlite3")
     job = store.launch(jobs.TrainLaunch(run_dir=tmp_path / "run"), command=[sys.executable, "-c", "pass"])
@@ -355,7 +355,7 @@ def test_kill_inside_replace_dir_and_killed_saves_are_recovered(tmp_path):
 
 @pytest.mark.timeout(20)
 def test_old_upload_folders_are_swept(tmp_path):
-    from affectvlm import appsupport as A
+    from affectvlm.app import uploads as A
 
     old = A.new_upload_dir(tmp_path)
     (old / "scan.obj").write_text("v 0 0 0\n")

@@ -1,0 +1,61 @@
+"""The Batch page: many scans from uploaded files and zips (each within the size limits), and the
+results as downloads in the same schema as ``affectvlm predict --out``."""
+from __future__ import annotations
+
+import io as _io
+import zipfile
+from typing import Any, Iterable, Sequence
+
+from affectvlm.errors import ConfigError, InputError
+from affectvlm.io import MESH_EXTENSIONS
+from affectvlm.limits import Limits, default_limits
+from affectvlm.app.uploads import safe_name
+
+
+def batch_members(zip_data: bytes, source: str, *, limits: Limits | None = None) -> list[tuple[str, bytes]]:
+    """The mesh members of a zip of many scans, read safely (``affectvlm.io.archive``)."""
+    from affectvlm.io.archive import safe_zip_members
+    from affectvlm.io.sequence import is_mesh_name
+
+    # only mesh members are decompressed (and counted against the limits' unpacked size)
+    out = safe_zip_members(zip_data, limits or default_limits(), source, select=is_mesh_name)
+    if not out:
+        raise InputError(source, f"the zip holds no mesh file ({', '.join(MESH_EXTENSIONS)})")
+    return out
+
+
+def collect_batch(files: Sequence[tuple[str, bytes]], *, limits: Limits | None = None) -> list[tuple[str, bytes]]:
+    """``(name, bytes)`` scans to score from uploaded ``(name, bytes)`` files: zips are opened (members
+    named ``zip:member``), anything over the size limit is refused with ``InputError`` naming it."""
+    limits = limits or default_limits()
+    items: list[tuple[str, bytes]] = []
+    for name, data in files:
+        if len(data) > limits.max_file_bytes:
+            raise InputError(name, f"over the {limits.max_file_bytes / 2**20:.0f} MB limit")
+        if name.lower().endswith(".zip"):
+            items += [(f"{safe_name(name)}:{n}", b) for n, b in batch_members(data, name, limits=limits)]
+        else:
+            items.append((safe_name(name), data))
+    if not items:
+        raise InputError("upload", "no scan in the upload")
+    return items
+
+
+def zip_bytes(files: Iterable[tuple[str, bytes]]) -> bytes:
+    """An in-memory zip of ``(name, bytes)`` pairs (tests, samples)."""
+    buf = _io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in files:
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def rows_download(rows: Sequence[dict[str, Any]], fmt: str) -> bytes:
+    """``predict`` rows as CSV or JSON bytes (:func:`affectvlm.predict.rows_to_csv` / ``rows_to_json``)."""
+    from affectvlm.predict import rows_to_csv, rows_to_json
+
+    if fmt == "csv":
+        return rows_to_csv(list(rows)).encode("utf-8")
+    if fmt == "json":
+        return rows_to_json(list(rows)).encode("utf-8")
+    raise ConfigError(f"download format must be csv or json, got {fmt!r}")

@@ -1,0 +1,113 @@
+"""The sidebar's values (model source, classes, prompt templates) and what keys the loaded model.
+
+Streamlit-free: :mod:`affectvlm.app.widgets` draws the widgets and passes their text here.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from affectvlm.errors import ConfigError, ModelError
+from affectvlm.prompts import DEFAULT_CLASSES
+
+MODEL_KINDS = {
+    "default": "Embedded default",
+    "pretrained": "open_clip pretrained tag",
+    "checkpoint": "Checkpoint folder / weights",
+    "run": "Finished training run",
+}
+AXES = ("auto", "+x", "-x", "+y", "-y", "+z", "-z")
+DEFAULT_CLASSES_TEXT = ", ".join(DEFAULT_CLASSES)
+DEFAULT_TEMPLATES_TEXT = "a 3D scan of a {} face\na rendering of a {} face\na 3D model of a {} person"
+
+
+def parse_classes(text: str) -> list[str]:
+    """Class names from comma/newline separated text; at least two, no duplicates."""
+    from affectvlm.prompts import parse_classes as parse_class_list
+
+    return list(parse_class_list([c for c in re.split(r"[,\n]", text or "") if c.strip()]))
+
+
+def parse_templates(text: str) -> list[str]:
+    """Prompt templates, one per line, each with a ``{}`` placeholder for the class name."""
+    lines = [t.strip() for t in (text or "").splitlines() if t.strip()]
+    if not lines:
+        return []
+    bad = [t for t in lines if t.count("{}") != 1 or re.search(r"\{[^}]", t)]
+    if bad:
+        raise ConfigError(f"prompt templates: each needs exactly one '{{}}' placeholder: {bad[0]!r}")
+    return lines
+
+
+def model_spec(kind: str, value: str, default: str | None = None) -> str | None:
+    """The model spec for the sidebar's choice (``ModelError``-free: loading reports bad specs)."""
+    value = (value or "").strip()
+    if kind == "default":
+        return default
+    if not value:
+        raise ConfigError(f"model: enter a value for '{kind}'")
+    if kind in ("pretrained", "checkpoint", "run"):
+        return value
+    raise ConfigError(f"model: unknown choice {kind!r}")
+
+
+def parse_axis_choice(value: str) -> str | None:
+    """An orientation radio's value: None for ``auto`` (detect), else the axis name."""
+    return None if value == "auto" else value
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """What the sidebar chose: a model spec (None = the embedded default), optional own classes and
+    prompt templates, and views (None = the model's own)."""
+
+    spec: str | None
+    classes: tuple[str, ...] | None = None
+    templates: tuple[str, ...] | None = None
+    views: str | None = None
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha1(repr((self.spec, self.classes, self.templates, self.views)).encode()).hexdigest()[:12]
+
+
+def choice_from_fields(kind: str, value: str, default: str | None, *, custom: bool, classes_text: str,
+                   templates_text: str, views_text: str) -> ModelChoice:
+    """The :class:`ModelChoice` of the sidebar's fields (views validated now: a clear message beats a
+    failure mid-analysis)."""
+    from affectvlm.render import parse_views
+
+    classes = templates = None
+    if custom:
+        classes = tuple(parse_classes(classes_text))
+        templates = tuple(parse_templates(templates_text)) or None
+    views = views_text.strip() or None
+    if views:
+        parse_views(views)
+    return ModelChoice(model_spec(kind, value, default=default), classes, templates, views)
+
+
+def weights_stamp(spec: str | None) -> tuple[tuple[str, int, int], ...]:
+    """``(file, mtime_ns, size)`` of every file of the local model ``spec`` names (a checkpoint folder, a run's
+    ``best/``, a weights file); ``()`` for downloads and architecture names. Part of the app's model cache
+    key, so a re-exported checkpoint is loaded again."""
+    from affectvlm.model import parse_spec
+
+    try:
+        path = parse_spec(spec).path
+    except ModelError:
+        return ()  # loading will say what is wrong
+    if not path:
+        return ()
+    root = Path(path)
+    files = sorted(p for p in root.iterdir() if p.is_file()) if root.is_dir() else [root]
+    out = []
+    for p in files:
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        out.append((p.name, st.st_mtime_ns, st.st_size))
+    return tuple(out)

@@ -1,0 +1,207 @@
+"""The Train page's form to a checked launch: every path inside the workspace roots, the extra options
+parsed by the trainer's own parser and rebuilt from the parsed values, one ``ConfigError`` line otherwise."""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from affectvlm.app.launch import TrainLaunch
+from affectvlm.app.settings import AppSettings, check_model_spec, resolve_in_roots, unique_run_dir
+from affectvlm.app.uploads import safe_name
+from affectvlm.errors import ConfigError
+
+FORM_OPTIONS = ("data", "out", "layout", "resume")  # set by the page's own fields, refused as extras
+MAX_CONFIG_BYTES = 1 << 20
+LOSS_TERMS = {"mc": "multiview contrastive", "mt": "multiview triplet", "clip": "image–text InfoNCE",
+              "ce": "cross-entropy (zero-shot logits)"}
+DEFAULT_LOSS_WEIGHTS = {"mc": 0.0, "mt": 0.0, "clip": 1.0, "ce": 1.0}  # the trainer's defaults
+
+
+@dataclass(frozen=True)
+class TrainForm:
+    """The Train form's fields as the user left them."""
+
+    data: str
+    layout: str
+    model: str = "default"
+    epochs: int = 12
+    batch_size: int = 16
+    lr: float = 5e-4
+    losses: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LOSS_WEIGHTS))
+    views: str = ""
+    nproc_per_node: int = 1
+    nnodes: int = 1
+    rdzv_endpoint: str = ""
+    max_steps: int = 0
+    out: str = ""
+    name: str = "run"
+    extra: str = ""
+
+
+def summarise_dataset(root: str, layout: str) -> dict:
+    """``affectvlm.datasets.summarise`` of a dataset root, plus how many files were ``skipped``."""
+    from affectvlm.datasets import load_dataset, summarise
+
+    ds = load_dataset(root, layout)
+    return {**summarise(ds.samples), "skipped": len(ds.skipped)}
+
+
+def check_dataset(root_text: str, layout: str, roots: Sequence[Path],
+                  summarise: Callable[[str, str], dict] = summarise_dataset) -> tuple[Path, dict]:
+    """The dataset root resolved inside ``roots`` and its summary; ``ConfigError`` with fewer than two classes."""
+    root = resolve_in_roots(root_text, roots, what="dataset root", must_exist=True)
+    summary = summarise(str(root), layout)
+    if len(summary.get("per_class", {})) < 2:
+        raise ConfigError(f"dataset root: {root_text} has fewer than two classes for layout {layout!r}")
+    return root, summary
+
+
+def build_launch(form: TrainForm, settings: AppSettings,
+                 summarise: Callable[[str, str], dict] = summarise_dataset) -> TrainLaunch:
+    """The checked :class:`TrainLaunch` for ``form`` (``ConfigError`` naming the field otherwise)."""
+    root, _ = check_dataset(form.data, form.layout, settings.workspace_roots, summarise)
+    if not any(w > 0 for w in form.losses.values()):
+        raise ConfigError("losses: give at least one loss a weight above 0")
+    if form.out.strip():
+        out = resolve_in_roots(form.out, settings.workspace_roots, what="output folder", must_be_dir=True)
+    else:
+        out = unique_run_dir(settings.workspace / "runs", form.name or "run")
+    views = form.views.strip()
+    if views:
+        from affectvlm.render import parse_views
+
+        try:
+            parse_views(views)
+        except ValueError as e:
+            raise ConfigError(f"views: {e}") from None
+    args = train_command_args(data=root, layout=form.layout, out=out, roots=settings.workspace_roots,
+                              cache_dir=settings.workspace / ".render-cache", model=form.model.strip() or None,
+                              epochs=form.epochs, batch_size=form.batch_size, lr=form.lr,
+                              losses=",".join(f"{k}={w:g}" for k, w in form.losses.items()),
+                              views=views or None, max_steps=int(form.max_steps) or None, extra_text=form.extra)
+    launch = TrainLaunch(run_dir=out, train_args=args, nproc_per_node=int(form.nproc_per_node),
+                         nnodes=int(form.nnodes), rdzv_endpoint=form.rdzv_endpoint.strip(),
+                         rdzv_id=safe_name(out.name), name=form.name or out.name)
+    launch.validate()
+    return launch
+
+
+def _trainer_parser() -> argparse.ArgumentParser:
+    """The trainer's own parser (no abbreviations), raising ``ConfigError`` instead of exiting."""
+    from affectvlm.train.config import build_parser
+
+    p = build_parser()
+    p.allow_abbrev = False
+
+    def _error(message: str):
+        raise ConfigError(f"extra trainer options: {message}")
+
+    p.error = _error  # type: ignore[method-assign]
+    p.exit = lambda status=0, message=None: _error((message or "").strip() or "not accepted here")  # type: ignore
+    return p
+
+
+def _option_tokens(parser: argparse.ArgumentParser, ns: dict[str, Any]) -> list[str]:
+    """``--option=value`` tokens that make ``parser`` produce ``ns`` again."""
+    out: list[str] = []
+    for dest, value in ns.items():
+        acts = [a for a in parser._actions if a.dest == dest and a.option_strings]
+        flag = next((a for a in acts if a.nargs == 0 and a.const == value), None)
+        if flag is not None:
+            out.append(flag.option_strings[-1])
+            continue
+        act = next((a for a in acts if a.nargs != 0), None)
+        if act is None:
+            raise ConfigError(f"extra trainer options: cannot pass {dest}={value!r}")
+        text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+        out.append(f"{act.option_strings[-1]}={text}")
+    return out
+
+
+def _config_file(ns: dict[str, Any], roots: Sequence[Path]) -> tuple[Path | None, dict[str, Any]]:
+    """The extras' ``--config`` file, inside ``roots`` and small, with every path it names checked too."""
+    from affectvlm.train.config import load_yaml
+
+    if "config" not in ns:
+        return None, {}
+    path = resolve_in_roots(ns.pop("config"), roots, what="--config", must_exist=True)
+    if not path.is_file():
+        raise ConfigError(f"--config: {path.name} is not a file")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"--config: {path.name} is over {MAX_CONFIG_BYTES >> 10} KB")
+    values = load_yaml(path)
+    for key in ("data", "out", "cache_dir"):
+        if values.get(key):
+            resolve_in_roots(str(values[key]), roots, what=f"--config {path.name}: {key}")
+    if values.get("model"):
+        check_model_spec(str(values["model"]), roots, what=f"--config {path.name}: model")
+    return path, values
+
+
+def train_command_args(*, data: Path, layout: str, out: Path, roots: Sequence[Path], cache_dir: Path,
+                       model: str | None = None, epochs: int | None = None, batch_size: int | None = None,
+                       lr: float | None = None, losses: str | None = None, views: str | None = None,
+                       max_steps: int | None = None, extra_text: str = "") -> list[str]:
+    """The trainer's arguments from the Train form, confined to the workspace ``roots``.
+
+    Extra options are parsed with the trainer's own parser (no abbreviations) and rebuilt from the parsed
+    values; every path they or a ``--config`` file name (``--cache-dir``, ``--config``, ``--model``
+    paths) must resolve (symlinks, ``..``) inside ``roots``, and the page passes the resolved paths
+    explicitly, so the trainer sees exactly what was checked. ``ConfigError`` (one line) otherwise."""
+    from affectvlm.train.config import resolve_config
+
+    if "\x00" in extra_text:
+        raise ConfigError("extra trainer options: contain a NUL byte")
+    try:
+        tokens = shlex.split(extra_text)
+    except ValueError as e:
+        raise ConfigError(f"extra trainer options: {e}") from None
+    if any(t in ("-h", "--help") for t in tokens):
+        raise ConfigError("extra trainer options: --help is not an option here (see `affectvlm train --help`)")
+    parser = _trainer_parser()
+    ns = vars(parser.parse_args(tokens))
+    taken = [k for k in FORM_OPTIONS if k in ns]
+    if taken:
+        raise ConfigError(f"extra trainer options: --{taken[0].replace('_', '-')} is not allowed; set the dataset, "
+                          "layout and output folder with the fields above")
+    config_path, from_file = _config_file(ns, roots)
+    spec = ns.pop("model", None) or model or from_file.get("model")
+    spec = check_model_spec(str(spec), roots) if spec else None
+    cache = resolve_in_roots(ns.pop("cache_dir", None) or from_file.get("cache_dir") or cache_dir, roots,
+                             what="--cache-dir", must_be_dir=True)
+    data = resolve_in_roots(data, roots, what="dataset root", must_exist=True)
+    out = resolve_in_roots(out, roots, what="output folder", must_be_dir=True)
+    args = ["--data", str(data), "--layout", str(layout), "--out", str(out)]
+    if epochs is not None:
+        args.append(f"--epochs={int(epochs)}")
+    if batch_size is not None:
+        args.append(f"--batch-size={int(batch_size)}")
+    if lr is not None:
+        args.append(f"--lr={float(lr)!r}")
+    if losses:
+        args.append(f"--losses={losses}")
+    if views:
+        args.append(f"--views={views}")  # one token: a list may start with "-" ("-30,0,30")
+    if max_steps:
+        args.append(f"--max-steps={int(max_steps)}")
+    args += ["--no-progress", *_option_tokens(parser, ns)]
+    if config_path is not None:
+        args += ["--config", str(config_path)]
+    if spec:
+        args += ["--model", spec]
+    args += ["--cache-dir", str(cache)]
+    # what the trainer will resolve from exactly these arguments must be what was checked
+    try:
+        cfg = resolve_config(args)
+    except SystemExit:
+        raise ConfigError("extra trainer options: not accepted by the trainer") from None
+    for key, want in (("data", data), ("out", out), ("cache_dir", cache)):
+        if Path(os.path.realpath(str(getattr(cfg, key)))) != want:
+            raise ConfigError(f"{key}: resolves outside the checked path")
+    if spec and cfg.model != spec:
+        raise ConfigError("model: resolves to another spec than the checked one")
+    return args
