@@ -24,6 +24,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import socket
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -305,16 +306,38 @@ def append_metric(run_dir: PathLike, record: MetricRecord | dict[str, Any]) -> N
         fh.flush()
 
 
-def truncate_metrics(run_dir: PathLike, last_epoch: int) -> None:
-    """On resume: keep the records up to ``last_epoch`` (later ones are produced again), drop bad lines."""
+def truncate_metrics(run_dir: PathLike, last_epoch: int, last_step: int | None = None) -> None:
+    """On resume: keep the records up to ``last_epoch`` (and with ``last_step``, up to that optimizer step:
+    a checkpoint taken inside an epoch); later ones are produced again. Bad lines are dropped."""
     path = RunFolder(run_dir).metrics
     if not path.exists():
         return
     recs, bad = read_metric_lines(path)
     if bad:
         log.warning("%s: skipped %d unreadable line(s)", path, bad)
-    keep = [r for r in recs if int(r.get("epoch", -1)) <= last_epoch]
+    keep = [r for r in recs if int(r.get("epoch", -1)) <= last_epoch
+            and (last_step is None or (_int_or_none(r.get("step")) or 0) <= last_step)]
     atomic_write_text(path, "".join(json.dumps(r, default=float) + "\n" for r in keep))
+
+
+# ----------------------------------------------------------------------------- checkpoints/
+
+CHECKPOINT_NAME = re.compile(r"^epoch_(\d{4,})$")  # checkpoints/epoch_0007: the state after (or within) epoch 7
+
+
+def checkpoint_name(epoch: int) -> str:
+    return f"epoch_{epoch:04d}"
+
+
+def list_checkpoints(run_dir: PathLike) -> list[Path]:
+    """Finished checkpoint folders (their ``meta.json`` is written last), oldest first. Whether one is
+    complete and undamaged is checked when it is loaded (affectvlm.train.checkpointing)."""
+    ck = RunFolder(run_dir).checkpoints
+    if not ck.is_dir():
+        return []
+    found = [(int(m.group(1)), d) for d in ck.iterdir()
+             if (m := CHECKPOINT_NAME.match(d.name)) and (d / "meta.json").is_file()]
+    return [d for _, d in sorted(found)]
 
 
 # ----------------------------------------------------------------------------- splits.json / result.json
@@ -435,9 +458,26 @@ def _float_or_none(v: Any) -> float | None:
         return None
 
 
+def main(argv: list[str] | None = None) -> int:
+    """``python -m affectvlm.runfolder RUN_DIR``: print the run's status word (``none`` without one)."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m affectvlm.runfolder RUN_DIR", file=sys.stderr)
+        return 2
+    st = read_status(args[0])
+    print(st.status.value if st else "none")
+    return 0
+
+
 __all__: Iterable[str] = (
     "RunFolder", "Status", "RunStatus", "MetricKind", "MetricRecord", "METRIC_KEYS", "SplitsRecord",
     "RunFolderInUse", "write_json", "write_status", "read_status", "trainer_gone", "pid_alive",
     "read_metric_lines", "read_metrics", "append_metric", "truncate_metrics", "write_splits", "read_splits",
-    "read_result", "lock_run_dir", "unlock_run_dir", "run_dir_locked",
+    "read_result", "CHECKPOINT_NAME", "checkpoint_name", "list_checkpoints", "lock_run_dir", "unlock_run_dir", "run_dir_locked",
 )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -32,10 +32,9 @@ from safetensors.torch import load_file, save_file
 
 from affectvlm.errors import ConfigError
 from affectvlm.model.checkpoint import plain_state, replace_dir
-from affectvlm.runfolder import RunFolder, run_dir_locked, write_json  # noqa: F401  (run_dir_locked: jobs.py)
+from affectvlm.runfolder import CHECKPOINT_NAME, RunFolder, checkpoint_name, list_checkpoints, write_json
 
 log = logging.getLogger("affectvlm.train")
-_EPOCH_RE = re.compile(r"^epoch_(\d{4,})$")
 _MANIFEST_FILES = ("weights.safetensors", "train_state.pt", "model/affectvlm.json")
 
 
@@ -56,7 +55,7 @@ def save_run_checkpoint(run_dir: str | os.PathLike, epoch: int, *, model, traina
 
     ck = RunFolder(run_dir).checkpoints
     ck.mkdir(parents=True, exist_ok=True)
-    final = ck / f"epoch_{epoch:04d}"
+    final = ck / checkpoint_name(epoch)
     tmp = ck / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     tmp.mkdir()
     save_checkpoint(model, tmp / "model", extra={"epoch": epoch, **meta.get("model_extra", {})})
@@ -69,16 +68,6 @@ def save_run_checkpoint(run_dir: str | os.PathLike, epoch: int, *, model, traina
     for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
-
-
-def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
-    """Complete checkpoints (with ``meta.json``), oldest first."""
-    ck = RunFolder(run_dir).checkpoints
-    if not ck.is_dir():
-        return []
-    found = [(int(m.group(1)), d) for d in ck.iterdir()
-             if (m := _EPOCH_RE.match(d.name)) and (d / "meta.json").is_file()]
-    return [d for _, d in sorted(found)]
 
 
 def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
@@ -131,7 +120,7 @@ def load_resume_checkpoint(run_dir: str | os.PathLike) -> tuple[Path, dict, dict
     all; ``ConfigError`` when every checkpoint is damaged (nothing safe to resume from)."""
     ck = RunFolder(run_dir).checkpoints
     found = sorted(((int(m.group(1)), d) for d in (ck.iterdir() if ck.is_dir() else ())
-                    if (m := _EPOCH_RE.match(d.name)) and d.is_dir()), reverse=True)
+                    if (m := CHECKPOINT_NAME.match(d.name)) and d.is_dir()), reverse=True)
     damaged: list[str] = []
     for _, d in found:
         try:

@@ -2,7 +2,13 @@
 
 The defaults fine-tune the embedded default model (``--model default``) with ``ce`` + ``clip`` on a
 subject-independent train / val / test split, so ``affectvlm train --data D --out R`` learns without
-further options. The resolved configuration is written to ``RUN_DIR/config.yaml`` and reloaded by ``--resume``.
+further options. The resolved configuration is written to ``RUN_DIR/config.yaml`` and reloaded when the run
+is resumed. :meth:`TrainConfig.to_argv` turns a validated configuration back into the trainer's arguments.
+
+Resume (``--resume auto``, the default): a run folder that holds a complete checkpoint is continued from it
+(its ``config.yaml`` under the command line's options), so a torchrun restart or a SLURM requeue running the
+same command picks up where the job stopped. ``--resume`` (= ``yes``) continues whatever the folder holds;
+``--no-resume`` refuses a folder that already holds checkpoints instead of overwriting them.
 """
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ from affectvlm.cli import allow_signed_values
 from affectvlm.datasets import LAYOUTS
 from affectvlm.errors import ConfigError
 from affectvlm.fileio import atomic_write_text
+from affectvlm.runfolder import RunFolder, list_checkpoints
 
 
 @dataclass
@@ -62,7 +69,7 @@ class TrainConfig:
     frames_per_sequence: int = 5
     workers: int = 0
     seed: int = 0
-    resume: bool = False
+    resume: str = "auto"  # auto | yes | no (see the module docstring)
     cache_dir: str | None = None  # default: RUN_DIR/../.render-cache shared by runs, or $AFFECTVLM_CACHE
     # augmentation (see affectvlm/train/augment.py)
     aug: bool = True
@@ -81,7 +88,8 @@ class TrainConfig:
     collapse_steps: int = 20  # ... for this many consecutive optimizer steps
     collapse_grace: int = 100  # steps before the spread check starts (a random init starts collapsed)
     chance_epochs: int = 5  # stop when val accuracy stays at chance this many evaluations running (0 = off)
-    tensorboard: bool = False
+    tensorboard: bool = False  # same as report_to including "tensorboard"
+    report_to: str = ""  # comma-separated: tensorboard, wandb
     progress: bool = True
     max_steps: int | None = None  # stop early (tests, benchmarks)
     device: str = "auto"
@@ -90,8 +98,41 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def to_argv(self) -> list[str]:
+        """The trainer's command-line arguments for this configuration (options left at their default are
+        omitted), so that ``resolve_config(cfg.to_argv())`` gives back an equal configuration."""
+        if self.extra:
+            raise ConfigError(f"extra options {sorted(self.extra)} have no command-line form")
+        actions: dict[str, list[argparse.Action]] = {}
+        for a in build_parser()._actions:
+            if a.option_strings:
+                actions.setdefault(a.dest, []).append(a)
+        defaults = TrainConfig()
+        argv: list[str] = []
+        for f in fields(self):
+            value, default = getattr(self, f.name), getattr(defaults, f.name)
+            if f.name == "extra" or value == default:
+                continue
+            if f.name == "resume":
+                argv.append("--no-resume" if value == "no" else f"--resume={value}")
+                continue
+            acts = actions[f.name]
+            flag = next((a for a in acts if a.const is value and a.nargs == 0), None)
+            if isinstance(value, bool) or value is None:
+                if flag is None:
+                    raise ConfigError(f"{f.name}={value!r} has no command-line form")
+                argv.append(flag.option_strings[0])
+                continue
+            opt = next(a for a in acts if a.nargs != 0).option_strings[0]
+            text = ",".join(str(x) for x in value) if isinstance(value, list) else (
+                repr(value) if isinstance(value, float) else str(value))
+            argv.append(f"{opt}={text}")  # one token: values may start with "-" ("-30,0,30")
+        return argv
 
-_CHOICES = {"layout": LAYOUTS, "freeze": ("text", "vision", "none"), "split": ("kfold", "manifest")}
+
+RESUME_MODES = ("auto", "yes", "no")
+_CHOICES = {"layout": LAYOUTS, "freeze": ("text", "vision", "none"), "split": ("kfold", "manifest"),
+            "resume": RESUME_MODES}
 
 
 def _int_list(s: str) -> list[int]:
@@ -142,6 +183,8 @@ def build_parser(prog: str = "affectvlm train") -> argparse.ArgumentParser:
                    help="render only the face region around the detected landmarks (default: the model's)")
     p.add_argument("--no-crop", dest="render_crop", action="store_false",
                    help="render the whole scan")
+    p.add_argument("--texture", dest="texture", action="store_true",
+                   help="render with the scans' textures (default: the model's render settings)")
     p.add_argument("--no-texture", dest="texture", action="store_false",
                    help="render shaded geometry only (ignore textures)")
     p.add_argument("--fold", type=int)
@@ -156,7 +199,11 @@ def build_parser(prog: str = "affectvlm train") -> argparse.ArgumentParser:
     p.add_argument("--frames-per-sequence", type=int)
     p.add_argument("--workers", type=int)
     p.add_argument("--seed", type=int)
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--resume", nargs="?", const="yes", choices=RESUME_MODES,
+                   help="auto (default): continue when --out holds a complete checkpoint, else start; "
+                        "yes (plain --resume): continue the run in --out with its saved config.yaml")
+    p.add_argument("--no-resume", dest="resume", action="store_const", const="no",
+                   help="never continue: refuse a --out that already holds checkpoints")
     p.add_argument("--cache-dir")
     p.add_argument("--no-aug", dest="aug", action="store_false")
     for k in ("flip", "rotate", "scale", "shift", "shade", "swap"):
@@ -172,7 +219,9 @@ def build_parser(prog: str = "affectvlm train") -> argparse.ArgumentParser:
     p.add_argument("--collapse-grace", type=int, help="steps before the spread check starts (100)")
     p.add_argument("--chance-epochs", type=int,
                    help="stop when validation accuracy stays at chance this many evaluations running (5; 0 = off)")
-    p.add_argument("--tensorboard", action="store_true")
+    p.add_argument("--tensorboard", action="store_true", help="same as --report-to tensorboard")
+    p.add_argument("--report-to", help="loggers beside metrics.jsonl: tensorboard, wandb or both "
+                                       "(comma-separated; WANDB_MODE=offline logs without a network)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("--max-steps", type=int)
     p.add_argument("--device")
@@ -180,6 +229,8 @@ def build_parser(prog: str = "affectvlm train") -> argparse.ArgumentParser:
 
 
 def _coerce(cfg: TrainConfig) -> TrainConfig:
+    if isinstance(cfg.resume, bool):  # config files before --resume auto: true = yes, false = the default
+        cfg.resume = "yes" if cfg.resume else "auto"
     for k, choices in _CHOICES.items():
         if getattr(cfg, k) not in choices:
             raise ConfigError(f"{k} must be one of {', '.join(choices)} (got {getattr(cfg, k)!r})")
@@ -200,6 +251,10 @@ def _coerce(cfg: TrainConfig) -> TrainConfig:
     from affectvlm.train.losses import parse_loss_weights
 
     parse_loss_weights(cfg.losses)
+    from affectvlm.train.report import parse_report_to
+
+    cfg.report_to = ",".join(parse_report_to(f"{cfg.report_to or ''},{'tensorboard' if cfg.tensorboard else ''}"))
+    cfg.tensorboard = False
     if not cfg.data:
         raise ConfigError("--data is required")
     if not cfg.out:
@@ -220,13 +275,18 @@ def load_yaml(path: str | os.PathLike) -> dict:
 
 
 def resolve_config(argv: Sequence[str] | None = None) -> TrainConfig:
-    """Defaults, then ``--config`` YAML, then explicit command-line options; with ``--resume`` and no
-    ``--config``, the run folder's saved ``config.yaml`` is the base."""
+    """Defaults, then ``--config`` YAML, then explicit command-line options; when the run folder is
+    resumed (``--resume``, or ``auto`` with a complete checkpoint there) and no ``--config`` is given,
+    its saved ``config.yaml`` is the base."""
     ns = vars(build_parser().parse_args(argv))
     known = {f.name for f in fields(TrainConfig)}
     merged: dict[str, Any] = {}
-    if ns.get("resume") and "config" not in ns and ns.get("out") and (Path(ns["out"]) / "config.yaml").exists():
-        merged.update(load_yaml(Path(ns["out"]) / "config.yaml"))
+    out, mode = ns.get("out"), ns.get("resume", "auto")
+    saved = RunFolder(out).config if out else None
+    continuing = mode == "yes" or (mode == "auto" and out and list_checkpoints(out))
+    if continuing and "config" not in ns and saved.exists():
+        merged.update(load_yaml(saved))
+        merged.pop("resume", None)  # how to start is this launch's choice, not the saved run's
     if "config" in ns:
         merged.update(load_yaml(ns.pop("config")))
     merged.update(ns)

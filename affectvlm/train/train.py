@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import random
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -29,13 +30,15 @@ import torch.nn as nn
 
 from affectvlm import runfolder
 from affectvlm.errors import AffectVLMError, ConfigError
-from affectvlm.runfolder import SplitsRecord, Status, write_status
-from affectvlm.train import checkpointing as ckpt
+from affectvlm.runfolder import MetricKind, MetricRecord, RunFolder, SplitsRecord, Status, write_status
+from affectvlm.train import checkpointing
 from affectvlm.train.augment import AugmentConfig, augment_views, sample_prompts
 from affectvlm.train.config import TrainConfig, resolve_config, save_config
 from affectvlm.train.distributed import DistInfo, barrier, cleanup, init_distributed_mode
 from affectvlm.train.losses import MultiLoss, gather_with_grad, parse_loss_weights
 from affectvlm.train.metrics import classification_metrics
+from affectvlm.train.report import Reporter, parse_report_to
+from affectvlm.train.stopping import PREEMPTED_EXIT, STOPPED_EXIT, StopSignals, StopTraining
 
 log = logging.getLogger("affectvlm.train")
 MAX_CLASS_PROMPTS = 8  # class-prompt texts per class for the CE term and the eval classifier
@@ -409,22 +412,24 @@ def autocast(device: str, amp: bool):
     return contextlib.nullcontext()
 
 
-# ----------------------------------------------------------------------------- run-folder helpers
+# ----------------------------------------------------------------------------- run-folder I/O
 
 def setup_logging(run_dir: Path, is_main: bool) -> None:
-    log.handlers.clear()
-    log.setLevel(logging.INFO)
-    log.propagate = False
+    """Rank 0 logs to ``train.log`` and stderr (the trainer's and the run-folder module's messages)."""
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
-    if is_main:
-        fh = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
+    for logger in (log, logging.getLogger(runfolder.log.name)):
+        logger.handlers.clear()
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+        if not is_main:
+            logger.addHandler(logging.NullHandler())
+            continue
+        fh = logging.FileHandler(RunFolder(run_dir).train_log, encoding="utf-8")
         fh.setFormatter(fmt)
-        log.addHandler(fh)
         sh = logging.StreamHandler(sys.stderr)
         sh.setFormatter(fmt)
-        log.addHandler(sh)
-    else:
-        log.addHandler(logging.NullHandler())
+        logger.addHandler(fh)
+        logger.addHandler(sh)
 
 
 def export_best(model: nn.Module, run_dir: Path, extra: dict) -> None:
@@ -436,16 +441,199 @@ def export_best(model: nn.Module, run_dir: Path, extra: dict) -> None:
 
         shutil.rmtree(tmp)
     save_checkpoint(model, tmp, extra=extra)
-    ckpt.replace_dir(tmp, run_dir / "best")
+    checkpointing.replace_dir(tmp, RunFolder(run_dir).best)
+
+
+@dataclass
+class Progress:
+    """Where training stands; saved in every checkpoint's ``train_state`` and restored on resume."""
+    epoch: int = 0               # the epoch being trained
+    step: int = 0                # optimizer steps completed
+    best_acc: float = -1.0
+    epoch_step: int = 0          # steps of ``epoch`` already done (> 0: resumed from a mid-epoch checkpoint)
+    sums: dict[str, float] = field(default_factory=dict)  # the epoch's running sums of the loss terms
+    n_seen: int = 0              # samples of the epoch so far
+
+
+def save_progress(run_dir: Path, loop: "Loop", progress: Progress, meta_val: dict, *, mid_epoch: bool) -> None:
+    """An atomic, resumable checkpoint of ``progress`` (rank 0). ``mid_epoch``: taken on a signal inside
+    an epoch; resume then replays the epoch's remaining steps exactly."""
+    train_state = {"optimizer": loop.optimizer.state_dict(), "epoch": progress.epoch, "step": progress.step,
+                   "sampler": {"epoch": progress.epoch, "seed": loop.cfg.seed}, "rng": checkpointing.rng_state(),
+                   "best_acc": progress.best_acc}
+    if mid_epoch:
+        train_state.update(epoch_step=progress.epoch_step, epoch_sums=dict(progress.sums), n_seen=progress.n_seen)
+    checkpointing.save_run_checkpoint(run_dir, progress.epoch, model=loop.model, trainable=loop.step_mod.state_dict(),
+                                      train_state=train_state,
+                                      meta={"step": progress.step, "val": meta_val, "mid_epoch": mid_epoch,
+                                            "model_extra": {"classes": loop.classes}})
+
+
+def restore_progress(run_dir: Path, loop: "Loop", info: DistInfo) -> Progress:
+    """The progress of the newest complete checkpoint in ``run_dir`` (loaded into the model, optimizer and
+    RNG), or a fresh start. Metric records after the checkpoint are dropped (they are produced again)."""
+    found = checkpointing.load_resume_checkpoint(run_dir)  # newest complete one; damaged ones skipped
+    if found is None:
+        if loop.cfg.resume == "yes" and info.is_main:
+            log.info("%s holds no checkpoint yet: starting from the beginning", run_dir)
+        return Progress()
+    last, weights, state, _ = found
+    missing, unexpected = loop.step_mod.load_state_dict(weights, strict=False)
+    if unexpected or missing:
+        raise ConfigError(f"{last}: checkpoint does not match the model ({missing[:3]} {unexpected[:3]})")
+    loop.optimizer.load_state_dict(state["optimizer"])
+    checkpointing.set_rng_state(state["rng"])
+    epoch, step = int(state["epoch"]), int(state["step"])
+    if int(state.get("epoch_step", 0)) > 0:  # a mid-epoch checkpoint: continue inside that epoch
+        progress = Progress(epoch, step, float(state.get("best_acc", -1)), int(state["epoch_step"]),
+                            {k: float(v) for k, v in state.get("epoch_sums", {}).items()}, int(state.get("n_seen", 0)))
+    else:
+        progress = Progress(epoch + 1, step, float(state.get("best_acc", -1)))
+    if info.is_main:
+        runfolder.truncate_metrics(run_dir, epoch, last_step=step if progress.epoch_step else None)
+        log.info("resumed from %s (epoch %d, step %d%s)", last, epoch, step,
+                 f", {progress.epoch_step} steps into the epoch" if progress.epoch_step else "")
+    return progress
+
+
+def refuse_existing_run(cfg: TrainConfig) -> None:
+    """``--no-resume``: a run folder that already holds checkpoints is not started over."""
+    if cfg.resume != "no":
+        return
+    ck = RunFolder(cfg.out).checkpoints
+    found = sorted(d.name for d in ck.iterdir() if runfolder.CHECKPOINT_NAME.match(d.name)) if ck.is_dir() else []
+    if found:
+        raise ConfigError(f"{cfg.out} already holds checkpoints ({found[-1]}); --no-resume does not start over "
+                          f"in it: choose another --out, or drop --no-resume to continue the run")
+
+
+# ----------------------------------------------------------------------------- the epoch loop
+
+@dataclass
+class Loop:
+    """What every step needs, set up once by :func:`train`."""
+    cfg: TrainConfig
+    info: DistInfo
+    run_dir: Path
+    model: nn.Module
+    step_mod: TrainStep
+    ddp: nn.Module
+    optimizer: torch.optim.Optimizer
+    loader: torch.utils.data.DataLoader
+    sampler: torch.utils.data.DistributedSampler
+    train_samples: list
+    classes: list[str]
+    prompts: object
+    tokenizer: object
+    class_tokens: torch.Tensor
+    views: tuple
+    aug_cfg: AugmentConfig
+    monitor: CollapseMonitor
+    reporter: Reporter | None
+    steps_per_epoch: int
+    total_steps: int
+    start_step: int = 0
+    run_t0: float = field(default_factory=time.perf_counter)
+
+
+def train_one_epoch(loop: Loop, progress: Progress, stop: StopSignals) -> bool:
+    """Optimizer steps of ``progress.epoch`` from ``progress.epoch_step`` on, updating ``progress``.
+
+    Returns False when it ended early on a stop signal (after the step every rank had reached)."""
+    from tqdm import tqdm
+
+    cfg, info = loop.cfg, loop.info
+    epoch = progress.epoch
+    loop.sampler.set_epoch(epoch)
+    loop.ddp.train()
+    ep_t0 = time.perf_counter()
+    show_bar = info.is_main and cfg.progress and sys.stderr.isatty()
+    bar = tqdm(total=loop.steps_per_epoch, initial=progress.epoch_step, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+               disable=not show_bar, leave=False)
+    batches = iter(loop.loader)
+    for _ in range(progress.epoch_step * cfg.accum):  # resumed mid-epoch: the sampler's order, batches done
+        next(batches)
+    try:
+        while progress.epoch_step < loop.steps_per_epoch and progress.step < loop.total_steps:
+            terms = train_step(loop, batches, progress)
+            progress.step += 1
+            progress.epoch_step += 1
+            for k, v in terms.items():
+                progress.sums[k] = progress.sums.get(k, 0.0) + v
+            bar.update(1)
+            bar.set_postfix(loss=f"{terms['loss']:.3f}")
+            try:
+                loop.monitor.check_step(progress.step, terms.get("spread", float("nan")))
+            except TrainingFailed:
+                if info.is_main:
+                    runfolder.append_metric(loop.run_dir, {"kind": "train", "epoch": epoch, "step": progress.step,
+                                                           **{k: round(v, 6) for k, v in terms.items()}})
+                raise
+            if info.is_main and (progress.step % 10 == 0 or progress.step == 1):
+                write_step_record(loop, progress, terms, time.perf_counter() - ep_t0)
+            if stop.agreed(info) is not None:
+                return False
+    finally:
+        bar.close()
+    return True
+
+
+def train_step(loop: Loop, batches, progress: Progress) -> dict[str, float]:
+    """One optimizer step over ``cfg.accum`` micro-batches; the loss terms, averaged over them."""
+    cfg, info, device = loop.cfg, loop.info, loop.info.device
+    f = lr_factor(progress.step, cfg.warmup, loop.total_steps)
+    for g in loop.optimizer.param_groups:
+        g["lr"] = g["base_lr"] * f
+    loop.optimizer.zero_grad(set_to_none=True)
+    terms_acc: dict[str, float] = {}
+    for micro in range(cfg.accum):
+        x, y, idx = next(batches)
+        x = x.float().div_(255)
+        x = augment_views(x, y, idx.tolist(), loop.views, loop.aug_cfg, epoch=progress.epoch, seed=cfg.seed,
+                          step=progress.step, rank=info.rank)
+        texts = sample_prompts(loop.prompts, loop.classes, [loop.train_samples[i] for i in idx.tolist()], y.tolist(),
+                               idx.tolist(), epoch=progress.epoch, seed=cfg.seed, augment=cfg.prompt_aug)
+        tokens = loop.tokenizer(texts).to(device)
+        x, y = x.to(device, non_blocking=True), y.to(device)
+        last_micro = micro == cfg.accum - 1 or not info.distributed
+        with contextlib.nullcontext() if last_micro else loop.ddp.no_sync():
+            with autocast(device, cfg.amp):
+                total, terms = loop.ddp(x, y, tokens, loop.class_tokens, len(loop.classes))
+            (total / cfg.accum).backward()
+        for k, v in terms.items():
+            terms_acc[k] = terms_acc.get(k, 0.0) + float(v.detach()) / cfg.accum
+        terms_acc["loss"] = terms_acc.get("loss", 0.0) + float(total.detach()) / cfg.accum
+        progress.n_seen += x.shape[0] * info.world_size
+    if cfg.clip_grad and cfg.clip_grad > 0:
+        torch.nn.utils.clip_grad_norm_([p for g in loop.optimizer.param_groups for p in g["params"]], cfg.clip_grad)
+    loop.optimizer.step()
+    with torch.no_grad():
+        clip_of(loop.model).logit_scale.clamp_(0, math.log(100))
+    return terms_acc
+
+
+def write_step_record(loop: Loop, progress: Progress, terms: dict[str, float], epoch_s: float) -> None:
+    steps_here = max(progress.step - loop.start_step, 1)
+    rec = MetricRecord(kind=MetricKind.TRAIN.value, epoch=progress.epoch, step=progress.step,
+                       lr=loop.optimizer.param_groups[0]["lr"], loss=round(terms["loss"], 6),
+                       samples_per_s=round(progress.n_seen / max(epoch_s, 1e-9), 3),
+                       eta_s=round((time.perf_counter() - loop.run_t0) / steps_here
+                                   * (loop.total_steps - progress.step), 1),
+                       values={k: round(v, 6) for k, v in terms.items() if k != "loss"})
+    runfolder.append_metric(loop.run_dir, rec)
+    if loop.reporter:
+        loop.reporter.scalars("train", {k: v for k, v in rec.to_json().items() if k not in ("epoch", "step")},
+                              progress.step)
 
 
 # ----------------------------------------------------------------------------- main
 
-def train(cfg: TrainConfig, info: DistInfo) -> dict:
+def train(cfg: TrainConfig, info: DistInfo, stop: StopSignals | None = None) -> dict:
     from affectvlm.model import load_model
     from affectvlm.prompts import PromptSet
     from affectvlm.render import parse_views
 
+    stop = stop or StopSignals()
     run_dir = Path(cfg.out)
     run_dir.mkdir(parents=True, exist_ok=True)
     setup_logging(run_dir, info.is_main)
@@ -459,32 +647,11 @@ def train(cfg: TrainConfig, info: DistInfo) -> dict:
     cidx = {c: i for i, c in enumerate(classes)}
     prompts = PromptSet.load(None)
     model = load_model(cfg.model, device="cpu", classes=classes, prompts=prompts, cache=False)
-    settings = model.render
-    if cfg.views:
-        from dataclasses import replace as dc_replace
-
-        settings = dc_replace(settings, views=tuple(parse_views(cfg.views)))
-    if cfg.image_size:
-        from dataclasses import replace as dc_replace
-
-        settings = dc_replace(settings, size=int(cfg.image_size))
-    if cfg.texture is not None:
-        from dataclasses import replace as dc_replace
-
-        settings = dc_replace(settings, texture=bool(cfg.texture))
-    if cfg.render_map:
-        from dataclasses import replace as dc_replace
-
-        settings = dc_replace(settings, map=str(cfg.render_map))
-    if cfg.render_crop is not None:
-        from dataclasses import replace as dc_replace
-
-        settings = dc_replace(settings, crop=bool(cfg.render_crop))
-    model.render = settings
+    model.render = settings = render_settings(model.render, cfg, parse_views)
     views = tuple(settings.views)
     n_views = len(views)
     if info.is_main:
-        save_config(cfg, run_dir / "config.yaml")
+        save_config(cfg, RunFolder(run_dir).config)
         runfolder.write_splits(run_dir, splits.record())
         write_status(run_dir, Status.RUNNING, epoch=0, step=0, phase="rendering")
         subs = splits.subjects()
@@ -553,172 +720,96 @@ def train(cfg: TrainConfig, info: DistInfo) -> dict:
     for c in classes:
         texts = prompts.zeroshot_texts(c)[:MAX_CLASS_PROMPTS]
         class_texts += (texts * MAX_CLASS_PROMPTS)[:MAX_CLASS_PROMPTS]
-    class_tokens = tokenizer(class_texts).to(device)
 
-    start_epoch, step, best_acc = 0, 0, -1.0
-    if cfg.resume:
-        found = ckpt.load_resume_checkpoint(run_dir)  # newest complete one; damaged ones skipped
-        if found is not None:
-            last, w, st, meta = found
-            missing, unexpected = step_mod.load_state_dict(w, strict=False)
-            if unexpected or missing:
-                raise ConfigError(f"{last}: checkpoint does not match the model ({missing[:3]} {unexpected[:3]})")
-            optimizer.load_state_dict(st["optimizer"])
-            ckpt.set_rng_state(st["rng"])
-            start_epoch, step, best_acc = int(st["epoch"]) + 1, int(st["step"]), float(st.get("best_acc", -1))
-            if info.is_main:
-                runfolder.truncate_metrics(run_dir, start_epoch - 1)
-                log.info("resumed from %s (epoch %d, step %d)", last, start_epoch - 1, step)
-    barrier(info)
-
-    ddp = step_mod
-    if info.distributed:
-        ddp = nn.parallel.DistributedDataParallel(
-            step_mod, device_ids=[info.local_rank] if device.startswith("cuda") else None,
-            find_unused_parameters=True)
-    aug_cfg = AugmentConfig(cfg.aug_flip, cfg.aug_rotate, cfg.aug_scale, cfg.aug_shift, cfg.aug_shade,
-                            cfg.aug_swap, cfg.angle_jitter, cfg.aug, normal_map=settings.map == "normal")
     prov = model.provenance
     from_scratch = prov.get("kind") == "random" and not prov.get("trained")
-    monitor = CollapseMonitor(cfg.collapse_spread, cfg.collapse_steps, cfg.collapse_grace, cfg.chance_epochs,
-                              failure_hint(cfg, weights, from_scratch))
+    loop = Loop(cfg=cfg, info=info, run_dir=run_dir, model=model, step_mod=step_mod, ddp=step_mod,
+                optimizer=optimizer, loader=loader, sampler=sampler, train_samples=train_s, classes=classes,
+                prompts=prompts, tokenizer=tokenizer, class_tokens=tokenizer(class_texts).to(device), views=views,
+                aug_cfg=AugmentConfig(cfg.aug_flip, cfg.aug_rotate, cfg.aug_scale, cfg.aug_shift, cfg.aug_shade,
+                                      cfg.aug_swap, cfg.angle_jitter, cfg.aug, normal_map=settings.map == "normal"),
+                monitor=CollapseMonitor(cfg.collapse_spread, cfg.collapse_steps, cfg.collapse_grace,
+                                        cfg.chance_epochs, failure_hint(cfg, weights, from_scratch)),
+                reporter=None, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+    progress = restore_progress(run_dir, loop, info) if cfg.resume != "no" else Progress()
+    loop.start_step = progress.step
+    barrier(info)
+    if info.distributed:
+        loop.ddp = nn.parallel.DistributedDataParallel(
+            step_mod, device_ids=[info.local_rank] if device.startswith("cuda") else None,
+            find_unused_parameters=True)
+    if info.is_main and cfg.report_to:
+        loop.reporter = Reporter(run_dir, parse_report_to(cfg.report_to), config=cfg.to_dict())
+
     val_chance = chance_level([cidx[s.label] for s in val_s])
     # without ce / clip nothing trains the text classifier: judge learning by nearest class centroids
     text_trained = weights.get("ce", 0) > 0 or weights.get("clip", 0) > 0
     use_proto = cfg.proto_eval or not text_trained
-    tb = None
-    if cfg.tensorboard and info.is_main:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            tb = SummaryWriter(str(run_dir / "tensorboard"))
-        except ImportError:
-            log.warning("tensorboard is not installed; --tensorboard ignored")
-    from tqdm import tqdm
-
-    show_bar = info.is_main and cfg.progress and sys.stderr.isatty()
-    run_t0 = time.perf_counter()
     last_eval: dict = {}
-    done = step >= total_steps
-    for epoch in range(start_epoch, cfg.epochs):
-        if done:
-            break
-        sampler.set_epoch(epoch)
-        ddp.train()
-        ep_t0, n_seen = time.perf_counter(), 0
-        sums: dict[str, float] = {}
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not show_bar,
-                   leave=False)
-        it = iter(loader)
-        for _ in range(steps_per_epoch):
-            if step >= total_steps:
-                done = True
-                break
-            f = lr_factor(step, cfg.warmup, total_steps)
-            for g in optimizer.param_groups:
-                g["lr"] = g["base_lr"] * f
-            optimizer.zero_grad(set_to_none=True)
-            terms_acc: dict[str, float] = {}
-            for micro in range(cfg.accum):
-                x, y, idx = next(it)
-                x = x.float().div_(255)
-                x = augment_views(x, y, idx.tolist(), views, aug_cfg, epoch=epoch, seed=cfg.seed, step=step,
-                                  rank=info.rank)
-                texts = sample_prompts(prompts, classes, [train_s[i] for i in idx.tolist()], y.tolist(),
-                                       idx.tolist(), epoch=epoch, seed=cfg.seed, augment=cfg.prompt_aug)
-                tokens = tokenizer(texts).to(device)
-                x, y = x.to(device, non_blocking=True), y.to(device)
-                sync = contextlib.nullcontext() if (micro == cfg.accum - 1 or not info.distributed) else ddp.no_sync()
-                with sync:
-                    with autocast(device, cfg.amp):
-                        total, terms = ddp(x, y, tokens, class_tokens, len(classes))
-                    (total / cfg.accum).backward()
-                for k, v in terms.items():
-                    terms_acc[k] = terms_acc.get(k, 0.0) + float(v.detach()) / cfg.accum
-                terms_acc["loss"] = terms_acc.get("loss", 0.0) + float(total.detach()) / cfg.accum
-                n_seen += x.shape[0] * info.world_size
-            if cfg.clip_grad and cfg.clip_grad > 0:
-                torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
-                                               cfg.clip_grad)
-            optimizer.step()
-            with torch.no_grad():
-                clip_of(model).logit_scale.clamp_(0, math.log(100))
-            step += 1
-            for k, v in terms_acc.items():
-                sums[k] = sums.get(k, 0.0) + v
-            bar.update(1)
-            bar.set_postfix(loss=f"{terms_acc['loss']:.3f}")
-            try:
-                monitor.check_step(step, terms_acc.get("spread", float("nan")))
-            except TrainingFailed:
+    loop.run_t0 = time.perf_counter()
+    first_epoch = progress.epoch
+    with stop.deferred():
+        while progress.epoch < cfg.epochs and progress.step < total_steps:
+            epoch = progress.epoch
+            ep_t0 = time.perf_counter()
+            if not train_one_epoch(loop, progress, stop):
                 if info.is_main:
-                    runfolder.append_metric(run_dir, {"kind": "train", "epoch": epoch, "step": step,
-                                       **{k: round(v, 6) for k, v in terms_acc.items()}})
-                bar.close()
-                raise
-            if info.is_main and (step % 10 == 0 or step == 1):
-                el = time.perf_counter() - ep_t0
-                rec = {"kind": "train", "epoch": epoch, "step": step, "lr": optimizer.param_groups[0]["lr"],
-                       **{k: round(v, 6) for k, v in terms_acc.items()},
-                       "samples_per_s": round(n_seen / max(el, 1e-9), 3),
-                       "eta_s": round((time.perf_counter() - run_t0) / max(step - (start_epoch * steps_per_epoch), 1)
-                                      * (total_steps - step), 1)}
-                runfolder.append_metric(run_dir, rec)
-                if tb:
-                    for k, v in rec.items():
-                        if isinstance(v, (int, float)) and k not in ("epoch", "step"):
-                            tb.add_scalar(f"train/{k}", v, step)
-        bar.close()
-        ep_s = time.perf_counter() - ep_t0
-        nb = max(1, steps_per_epoch)
-        rec = {"kind": "epoch", "epoch": epoch, "step": step, "lr": optimizer.param_groups[0]["lr"],
-               **{k: round(v / nb, 6) for k, v in sums.items()},
-               "samples_per_s": round(n_seen / max(ep_s, 1e-9), 3), "epoch_s": round(ep_s, 3),
-               "eta_s": round(ep_s * (cfg.epochs - epoch - 1), 1), "world_size": info.world_size,
-               "cache": cache.report() if epoch == start_epoch else None, "render_s": round(render_s, 3)}
-        evaluated = False
-        if val_loader is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch == cfg.epochs - 1 or done):
-            model.set_classes(classes, prompts)
-            last_eval = evaluate_model(model, val_loader, classes, n_views, device, info, cfg.amp,
-                                       proto_loader=proto_loader if use_proto else None)
-            rec.update({"val_" + k: v for k, v in last_eval.items() if k != "classes"})
-            rec["classes"] = classes
-            evaluated = True
-        # best/ is chosen on validation subjects only; without them it is the newest epoch
-        acc = last_eval.get("accuracy", -1.0) if evaluated else -1.0
-        improved = acc > best_acc if val_loader is not None else True
-        if info.is_main:
-            if improved:
-                best_acc = acc
+                    save_progress(run_dir, loop, progress, last_eval, mid_epoch=True)
+                    log.info("stopping on %s: checkpoint at epoch %d, step %d", stop.received.name if stop.received
+                             else "a signal on another rank", epoch + 1, progress.step)
+                barrier(info)
+                raise StopTraining(stop.agreed(info) or signal.SIGTERM)
+            done = progress.step >= total_steps
+            ep_s = time.perf_counter() - ep_t0
+            nb = max(1, steps_per_epoch)
+            rec = {"kind": "epoch", "epoch": epoch, "step": progress.step, "lr": optimizer.param_groups[0]["lr"],
+                   **{k: round(v / nb, 6) for k, v in progress.sums.items()},
+                   "samples_per_s": round(progress.n_seen / max(ep_s, 1e-9), 3), "epoch_s": round(ep_s, 3),
+                   "eta_s": round(ep_s * (cfg.epochs - epoch - 1), 1), "world_size": info.world_size,
+                   "cache": cache.report() if epoch == first_epoch else None, "render_s": round(render_s, 3)}
+            evaluated = False
+            if val_loader is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch == cfg.epochs - 1 or done):
                 model.set_classes(classes, prompts)
-                export_best(model, run_dir, {"epoch": epoch, "val_accuracy": acc, "classes": classes,
-                                             "trained_on": cfg.data, "layout": cfg.layout})
-            rec["best_val_accuracy"] = best_acc
-            runfolder.append_metric(run_dir, rec)
-            if tb and "val_accuracy" in rec:
-                tb.add_scalar("val/accuracy", rec["val_accuracy"], step)
-                tb.add_scalar("val/macro_f1", rec["val_macro_f1"], step)
-            train_state = {"optimizer": optimizer.state_dict(), "epoch": epoch, "step": step,
-                           "sampler": {"epoch": epoch, "seed": cfg.seed}, "rng": ckpt.rng_state(),
-                           "best_acc": best_acc}
-            ckpt.save_run_checkpoint(run_dir, epoch, model=model, trainable=step_mod.state_dict(),
-                                     train_state=train_state, meta={"step": step, "val": last_eval,
-                                                                    "model_extra": {"classes": classes}})
-            write_status(run_dir, Status.RUNNING, epoch=epoch + 1, epochs=cfg.epochs, step=step, best_acc=best_acc)
-            log.info("epoch %d/%d: loss %.4f, spread %.3f, val acc %s, %.1f samples/s", epoch + 1, cfg.epochs,
-                     rec.get("loss", float("nan")), rec.get("spread", float("nan")), rec.get("val_accuracy"),
-                     rec["samples_per_s"])
-        best_acc = float(_bcast_float(best_acc, info))
-        barrier(info)
-        if evaluated:
-            monitor.check_eval(epoch, acc if text_trained else last_eval.get("proto_accuracy", acc), val_chance,
-                               len(classes))
-    if tb:
-        tb.close()
+                last_eval = evaluate_model(model, val_loader, classes, n_views, device, info, cfg.amp,
+                                           proto_loader=proto_loader if use_proto else None)
+                rec.update({"val_" + k: v for k, v in last_eval.items() if k != "classes"})
+                rec["classes"] = classes
+                evaluated = True
+            # best/ is chosen on validation subjects only; without them it is the newest epoch
+            acc = last_eval.get("accuracy", -1.0) if evaluated else -1.0
+            improved = acc > progress.best_acc if val_loader is not None else True
+            if info.is_main:
+                if improved:
+                    progress.best_acc = acc
+                    model.set_classes(classes, prompts)
+                    export_best(model, run_dir, {"epoch": epoch, "val_accuracy": acc, "classes": classes,
+                                                 "trained_on": cfg.data, "layout": cfg.layout})
+                rec["best_val_accuracy"] = progress.best_acc
+                runfolder.append_metric(run_dir, rec)
+                if loop.reporter and "val_accuracy" in rec:
+                    loop.reporter.scalars("val", {"accuracy": rec["val_accuracy"], "macro_f1": rec["val_macro_f1"]},
+                                          progress.step)
+                save_progress(run_dir, loop, progress, last_eval, mid_epoch=False)
+                write_status(run_dir, Status.RUNNING, epoch=epoch + 1, epochs=cfg.epochs, step=progress.step,
+                             best_acc=progress.best_acc)
+                log.info("epoch %d/%d: loss %.4f, spread %.3f, val acc %s, %.1f samples/s", epoch + 1, cfg.epochs,
+                         rec.get("loss", float("nan")), rec.get("spread", float("nan")), rec.get("val_accuracy"),
+                         rec["samples_per_s"])
+            progress.best_acc = float(_bcast_float(progress.best_acc, info))
+            barrier(info)
+            if evaluated:
+                loop.monitor.check_eval(epoch, acc if text_trained else last_eval.get("proto_accuracy", acc),
+                                        val_chance, len(classes))
+            progress.epoch, progress.epoch_step, progress.sums, progress.n_seen = epoch + 1, 0, {}, 0
+            if (received := stop.agreed(info)) is not None:  # the epoch's checkpoint is the one to resume from
+                raise StopTraining(received)
+    if loop.reporter:
+        loop.reporter.close()
     barrier(info)
     # the reported held-out number: best/ on test subjects that played no part in training or selection
-    if (run_dir / "best").is_dir():
-        best_model = load_model(str(run_dir / "best"), device="cpu", classes=classes, prompts=prompts, cache=False)
+    best_dir = RunFolder(run_dir).best
+    if best_dir.is_dir():
+        best_model = load_model(str(best_dir), device="cpu", classes=classes, prompts=prompts, cache=False)
         best_model.to(device)
     else:  # no epoch completed (e.g. --max-steps 0): the model as it is
         best_model = model
@@ -734,9 +825,28 @@ def train(cfg: TrainConfig, info: DistInfo) -> dict:
         box = [None] * info.world_size
         dist.all_gather_object(box, hashes[0])
         hashes = box
-    return {"best_val_accuracy": best_acc, "test": test_eval, "test_accuracy": test_eval["accuracy"],
-            "splits": splits.record().to_json(), "param_hashes": hashes, "last_val": last_eval, "steps": step,
-            "cache": cache.report(), "render_s": render_s, "train_s": time.perf_counter() - run_t0}
+    return {"best_val_accuracy": progress.best_acc, "test": test_eval, "test_accuracy": test_eval["accuracy"],
+            "splits": splits.record().to_json(), "param_hashes": hashes, "last_val": last_eval,
+            "steps": progress.step, "cache": cache.report(), "render_s": render_s,
+            "train_s": time.perf_counter() - loop.run_t0}
+
+
+def render_settings(settings, cfg: TrainConfig, parse_views):
+    """The model's render settings with the run's overrides (views, size, texture, map, crop)."""
+    from dataclasses import replace
+
+    changes: dict = {}
+    if cfg.views:
+        changes["views"] = tuple(parse_views(cfg.views))
+    if cfg.image_size:
+        changes["size"] = int(cfg.image_size)
+    if cfg.texture is not None:
+        changes["texture"] = bool(cfg.texture)
+    if cfg.render_map:
+        changes["map"] = str(cfg.render_map)
+    if cfg.render_crop is not None:
+        changes["crop"] = bool(cfg.render_crop)
+    return replace(settings, **changes) if changes else settings
 
 
 def param_hash(module: nn.Module) -> str:
@@ -758,44 +868,47 @@ def _bcast_float(v: float, info: DistInfo) -> float:
     return float(t.item())
 
 
+def _log_error_to_file(e: Exception) -> None:
+    """The log file gets the error; the terminal gets the one ``error:`` line printed by :func:`main`."""
+    for h in log.handlers:
+        if isinstance(h, logging.FileHandler):
+            h.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s", (e,), None))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point for ``affectvlm train`` and ``python -m affectvlm.train`` (also under torchrun)."""
     try:
         cfg = resolve_config(argv)
+        refuse_existing_run(cfg)
     except AffectVLMError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    import signal
-
-    def _on_term(signum, frame):  # SIGTERM (app's Stop button, SLURM pre-emption) -> status "stopped"
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _on_term)
+    stop = StopSignals().install()
     run_dir = Path(cfg.out)
-    if ckpt.launch_rank() == 0:  # one trainer per run folder; then sweep a killed save's leftovers
+    if checkpointing.launch_rank() == 0:  # one trainer per run folder; then sweep a killed save's leftovers
         try:
             runfolder.lock_run_dir(run_dir)
         except runfolder.RunFolderInUse as e:
             print(f"error: {e}", file=sys.stderr)
             return 3
-        for line in ckpt.sweep_run_dir(run_dir):
+        for line in checkpointing.sweep_run_dir(run_dir):
             print(f"{run_dir}: {line}", file=sys.stderr)
     info = init_distributed_mode(cfg.device)
     try:
-        result = train(cfg, info)
+        result = train(cfg, info, stop)
         if info.is_main:
             write_status(run_dir, Status.FINISHED, epoch=cfg.epochs, best_acc=result["best_val_accuracy"],
                          test_accuracy=result["test_accuracy"])
-            runfolder.write_json(runfolder.RunFolder(run_dir).result, result)
+            runfolder.write_json(RunFolder(run_dir).result, result)
         return 0
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # Ctrl-C, SIGTERM (app's Stop, scancel), SIGUSR1 (SLURM pre-emption)
+        preempted = isinstance(e, StopTraining) and e.preempted
         if info.is_main:
-            write_status(run_dir, Status.STOPPED, message="interrupted")
-        return 130
+            write_status(run_dir, Status.PREEMPTED if preempted else Status.STOPPED,
+                         message="pre-empted: requeue to continue" if preempted else "interrupted")
+        return PREEMPTED_EXIT if preempted else STOPPED_EXIT
     except AffectVLMError as e:
-        for h in log.handlers:  # the log file gets it; the terminal gets the one "error:" line below
-            if isinstance(h, logging.FileHandler):
-                h.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s", (e,), None))
+        _log_error_to_file(e)
         if info.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             write_status(run_dir, Status.FAILED, message=str(e), reason=type(e).__name__)

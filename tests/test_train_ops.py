@@ -1,0 +1,270 @@
+"""Training operations (issue 12): resume by itself, torchrun restarts, SIGUSR1 pre-emption, --no-resume,
+TrainConfig -> argv, and the optional Weights & Biases logger. Real trainer processes on tiny data."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from affectvlm import runfolder
+from affectvlm.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from test_train import _env, epochs, max_weight_diff, write_tiny_bu3dfe  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return write_tiny_bu3dfe(tmp_path_factory.mktemp("ops-data"))
+
+
+def _args(data: Path, out: Path, cache: Path, *extra: str) -> list[str]:
+    """6 subjects x 4 scans, 3 folds: 12 training scans, batch 2 -> 6 optimizer steps per epoch."""
+    return ["--data", str(data), "--layout", "bu3dfe", "--out", str(out), "--model", "AffectVLM-Test",
+            "--epochs", "2", "--batch-size", "2", "--folds", "3", "--image-size", "32", "--views", "0",
+            "--lr", "0.002", "--warmup", "1", "--no-progress", "--cache-dir", str(cache), "--aug-swap", "0",
+            "--seed", "1", "--losses", "ce=1,clip=1", *extra]
+
+
+def _train(args: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "affectvlm.train", *args], cwd=REPO, env=_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _wait_for(pred, proc: subprocess.Popen, what: str, timeout: float = 240) -> None:
+    deadline = time.time() + timeout
+    while not pred():
+        assert proc.poll() is None, f"the run ended before {what}"
+        assert time.time() < deadline, f"no {what} after {timeout}s"
+        time.sleep(0.02)
+
+
+def _train_records(run: Path) -> list[dict]:
+    return [r.to_json() for r in runfolder.read_metrics(run) if r.kind == "train"]
+
+
+def test_relaunch_of_the_same_command_continues_from_the_last_checkpoint(tiny, tmp_path):
+    """SIGKILL after the first checkpoint, then the very same command (no resume flag) finishes the run:
+    the epoch counter continues, no metric record is duplicated, the steps keep counting."""
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    args = _args(tiny, run, cache, "--epochs", "3")
+    proc = subprocess.Popen([sys.executable, "-m", "affectvlm.train", *args], cwd=REPO, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: runfolder.list_checkpoints(run), proc, "a first checkpoint")
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(30)
+    done_before = [r["epoch"] for r in epochs(run)]
+    assert done_before and done_before[-1] < 2
+    assert runfolder.read_status(run).status is runfolder.Status.CRASHED  # killed: no final word
+    p = _train(args)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "resumed from" in p.stderr and "epoch_000" in p.stderr
+    recs = epochs(run)
+    assert [r["epoch"] for r in recs] == [0, 1, 2]
+    assert [r["step"] for r in recs] == [6, 12, 18]
+    steps = [r["step"] for r in _train_records(run)]
+    assert steps == sorted(set(steps))  # train records of the replayed part are not duplicated
+    assert runfolder.read_status(run).status is runfolder.Status.FINISHED
+
+
+def test_no_resume_refuses_a_run_folder_with_checkpoints(tiny, tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints" / "epoch_0003").mkdir(parents=True)
+    (run / "status.json").write_text('{"status": "stopped"}')
+    p = _train(_args(tiny, run, tmp_path / "cache", "--no-resume"), timeout=60)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1
+    assert "already holds checkpoints (epoch_0003)" in p.stderr and "--no-resume" in p.stderr
+    assert json.loads((run / "status.json").read_text()) == {"status": "stopped"}  # untouched
+
+
+def test_resume_modes_and_saved_config(tmp_path):
+    from affectvlm.train.config import resolve_config, save_config
+
+    run = tmp_path / "run"
+    base = ["--data", "d", "--out", str(run)]
+    assert resolve_config(base).resume == "auto"
+    assert resolve_config([*base, "--resume"]).resume == "yes"
+    assert resolve_config([*base, "--no-resume"]).resume == "no"
+    with pytest.raises(SystemExit):
+        resolve_config([*base, "--resume", "maybe"])
+    run.mkdir()
+    save_config(resolve_config([*base, "--epochs", "7", "--resume"]), run / "config.yaml")
+    # auto without a checkpoint: the command line alone; with one: the saved config.yaml is the base
+    assert resolve_config(base).epochs == 12
+    (run / "checkpoints" / "epoch_0000").mkdir(parents=True)
+    (run / "checkpoints" / "epoch_0000" / "meta.json").write_text("{}")
+    cfg = resolve_config(base)
+    assert cfg.epochs == 7 and cfg.resume == "auto"  # the saved "yes" is not carried over
+    assert resolve_config([*base, "--epochs", "9"]).epochs == 9
+    (run / "old.yaml").write_text("data: d\nout: x\nresume: true\ntensorboard: true\n")
+    old = resolve_config(["--config", str(run / "old.yaml")])  # config files from before --resume auto
+    assert old.resume == "yes" and old.report_to == "tensorboard"
+
+
+def test_train_config_to_argv_round_trip():
+    from affectvlm.train.config import TrainConfig, resolve_config
+
+    argv = ["--data", "/d", "--out", "/o", "--views", "-30,0,30", "--intensities", "3,4", "--classes",
+            "happiness,sadness", "--no-aug", "--texture", "--no-crop", "--lr", "2e-05", "--freeze", "text",
+            "--report-to", "wandb,tensorboard", "--no-resume", "--model", "AffectVLM-Test", "--max-steps", "5",
+            "--margin-min", "-0.5"]
+    cfg = resolve_config(argv)
+    back = resolve_config(cfg.to_argv())
+    assert back == cfg and back.views == "-30,0,30" and back.intensities == [3, 4] and back.texture is True
+    assert back.render_crop is False and back.resume == "no" and back.margin_min == -0.5
+    assert resolve_config(["--data", "/d", "--out", "/o"]).to_argv() == ["--data=/d", "--out=/o"]
+    with pytest.raises(ConfigError, match="no command-line form"):
+        TrainConfig(data="d", out="o", extra={"x": 1}).to_argv()
+
+
+def test_stop_signals_defer_inside_steps(monkeypatch):
+    from affectvlm.train.distributed import DistInfo
+    from affectvlm.train.stopping import StopSignals, StopTraining
+
+    old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
+    try:
+        stop = StopSignals().install()
+        with stop.deferred():
+            os.kill(os.getpid(), signal.SIGUSR1)  # only noted: the step finishes
+            os.kill(os.getpid(), signal.SIGTERM)  # forwarded again by torchrun: still one request
+            assert stop.received == signal.SIGUSR1 and stop.agreed(DistInfo()) == signal.SIGUSR1
+        with pytest.raises(StopTraining) as e:
+            with stop.deferred():  # a signal noted before: stops at the next safe point
+                pass
+        assert e.value.preempted
+        stop = StopSignals().install()
+        assert stop.agreed(DistInfo()) is None
+        with pytest.raises(StopTraining) as e:
+            os.kill(os.getpid(), signal.SIGUSR1)  # outside the steps: at once
+        assert e.value.preempted
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+@pytest.mark.slow
+def test_sigusr1_writes_a_complete_checkpoint_and_the_requeued_run_matches(tiny, tmp_path):
+    """SLURM's pre-emption warning: the trainer finishes its step, writes a complete checkpoint, exits 75
+    (the template requeues on it); the same command then continues inside the epoch, and the result is the
+    uninterrupted run's."""
+    from affectvlm.train import checkpointing
+    from affectvlm.train.stopping import PREEMPTED_EXIT
+
+    cache = tmp_path / "cache"
+    ref = tmp_path / "ref"
+    p = _train(_args(tiny, ref, cache))
+    assert p.returncode == 0, p.stderr[-3000:]
+    run = tmp_path / "run"
+    args = _args(tiny, run, cache)
+    proc = subprocess.Popen([sys.executable, "-m", "affectvlm.train", *args], cwd=REPO, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: any(r["step"] >= 1 for r in _train_records(run)), proc, "a first step")
+        proc.send_signal(signal.SIGUSR1)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == PREEMPTED_EXIT, err[-3000:]
+    assert runfolder.read_status(run).status is runfolder.Status.PREEMPTED
+    last = runfolder.list_checkpoints(run)[-1]
+    weights, state, meta = checkpointing.load_run_checkpoint(last)  # complete: the manifest checks out
+    assert meta["mid_epoch"] and 0 < state["epoch_step"] < 6 and state["step"] == state["epoch_step"]
+    p = _train(args)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "steps into the epoch" in p.stderr
+    a, b = epochs(ref), epochs(run)
+    assert [r["epoch"] for r in b] == [0, 1]
+    assert b[-1]["loss"] == pytest.approx(a[-1]["loss"], rel=1e-4, abs=1e-5)
+    assert max_weight_diff(ref, run) < 1e-4
+    assert [r["step"] for r in _train_records(run)] == [r["step"] for r in _train_records(ref)]
+
+
+@pytest.mark.slow
+def test_torchrun_restarts_a_killed_worker_and_the_run_continues_by_itself(tiny, tmp_path):
+    """torchrun --max-restarts 1 with two gloo ranks: rank 0 is SIGKILLed after the first checkpoint;
+    torchrun restarts the group with the same arguments and the trainer resumes on its own."""
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "--max-restarts", "1", "-m", "affectvlm.train", *_args(tiny, run, cache, "--epochs", "3",
+                                                                    "--batch-size", "4")]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for(lambda: runfolder.list_checkpoints(run), proc, "a first checkpoint", timeout=300)
+        rank0 = json.loads((run / "status.json").read_text())["pid"]
+        os.kill(rank0, signal.SIGKILL)
+        out, _ = proc.communicate(timeout=400)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out[-4000:]
+    assert "resumed from" in out
+    recs = epochs(run)
+    assert [r["epoch"] for r in recs] == [0, 1, 2] and recs[-1]["world_size"] == 2
+    assert [r["step"] for r in recs] == [3, 6, 9]
+    assert runfolder.read_status(run).status is runfolder.Status.FINISHED
+    res = runfolder.read_result(run)
+    assert len(set(res["param_hashes"])) == 1  # the restarted ranks are in sync
+
+
+def test_report_to_wandb_missing_package_is_one_clear_error(tmp_path, monkeypatch):
+    from affectvlm.train.report import Reporter, parse_report_to
+
+    monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb -> ImportError
+    with pytest.raises(ConfigError, match="needs the wandb package") as e:
+        Reporter(tmp_path, ["wandb"])
+    assert "\n" not in str(e.value) and "WANDB_MODE=offline" in str(e.value)
+    assert parse_report_to("TensorBoard, wandb,wandb") == ["tensorboard", "wandb"] and parse_report_to("none") == []
+    with pytest.raises(ConfigError, match="unknown logger"):
+        parse_report_to("mlflow")
+
+
+def test_report_to_wandb_logs_scalars_and_keeps_one_run_per_folder(tmp_path, monkeypatch):
+    import types
+
+    calls: list = []
+
+    class FakeRun:
+        def __init__(self, **kw):
+            self.id, self.kw = kw["id"], kw
+            calls.append(("init", kw))
+
+        def log(self, values, step):
+            calls.append(("log", values, step))
+
+        def finish(self):
+            calls.append(("finish",))
+
+    monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(init=lambda **kw: FakeRun(**kw)))
+    from affectvlm.train.report import Reporter
+
+    rep = Reporter(tmp_path / "run", ["wandb"], config={"lr": 0.1})
+    rep.scalars("train", {"loss": 0.5, "kind": "train", "flag": True, "n": 3}, step=10)
+    rep.close()
+    init = calls[0][1]
+    assert init["dir"] == str(tmp_path / "run") and init["config"] == {"lr": 0.1} and init["resume"] == "allow"
+    assert calls[1] == ("log", {"train/loss": 0.5, "train/n": 3.0}, 10) and calls[2] == ("finish",)
+    Reporter(tmp_path / "run", ["wandb"]).close()  # a resumed trainer continues the same W&B run
+    assert calls[3][1]["id"] == init["id"]
+
+
+@pytest.mark.slow
+def test_report_to_wandb_offline_writes_the_run_without_a_network(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    from affectvlm.train.report import Reporter
+
+    rep = Reporter(tmp_path / "run", ["wandb"], config={"lr": 0.1})
+    rep.scalars("train", {"loss": 0.5}, step=1)
+    rep.close()
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
