@@ -176,3 +176,22 @@ def test_train_form_to_launch(tmp_path):
     for change, msg in zip(bad, ("at least one loss", "views", "does not exist", "HOST:PORT", "outside")):
         with pytest.raises(ConfigError, match=msg):
             trainform.build_launch(trainform.TrainForm(**{**form.__dict__, **change}), s)
+
+
+def test_quiet_logs_only_this_thread(caplog):
+    """A model load in one app session quiets its own third-party logs, not every other session's."""
+    import logging
+    import threading
+
+    from affectvlm.logs import quiet
+
+    caplog.set_level(logging.INFO)
+    with quiet(logging.WARNING):
+        logging.warning("mine, dropped")
+        other = threading.Thread(target=lambda: logging.warning("another session's, kept"))
+        other.start()
+        other.join()
+        logging.error("mine, above the level, kept")
+    logging.warning("after the block, kept")
+    assert [r.getMessage() for r in caplog.records] == ["another session's, kept", "mine, above the level, kept",
+                                                        "after the block, kept"]

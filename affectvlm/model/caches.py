@@ -11,6 +11,7 @@ and downloads.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from affectvlm.errors import ModelError
+from affectvlm.logs import quiet
 
 OVERRIDE_ENV = "AFFECTVLM_CACHE"
 CONFIG_NAME = "open_clip_config.json"
@@ -214,13 +216,13 @@ class HubAccess:
             except (ImportError, AttributeError):
                 pass
             self.offline = True
-        self.disabled = logging.root.manager.disable
-        if self.quiet:
-            logging.disable(logging.ERROR)
+        self.quieted = contextlib.ExitStack()
+        if self.quiet:  # the Hub client's retry messages, in this thread only
+            self.quieted.enter_context(quiet(logging.ERROR))
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        logging.disable(self.disabled)
+        self.quieted.close()
         if self.patched:
             import huggingface_hub.constants as hc
 

@@ -37,6 +37,7 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from affectvlm.errors import AffectVLMError, ModelError
+from affectvlm.logs import quiet
 from affectvlm.model import caches
 from affectvlm.model import checkpoint as ckpt
 from affectvlm.model.core import AffectVLM
@@ -208,13 +209,9 @@ def _read_json(path: Path) -> dict:
 
 @contextlib.contextmanager
 def _quiet_open_clip() -> Iterator[None]:
-    """open_clip logs a warning for every random init; we say it in provenance instead."""
-    saved = logging.root.manager.disable
-    logging.disable(logging.WARNING)
-    try:
+    """open_clip logs a warning for every random init; we say it in provenance instead (this thread only)."""
+    with quiet(logging.WARNING):
         yield
-    finally:
-        logging.disable(saved)
 
 
 def _build(spec: Spec, device: torch.device, classes, prompts, fusion: str | None) -> AffectVLM:
