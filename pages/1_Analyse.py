@@ -9,7 +9,8 @@ from affectvlm.app.figures import sequence_figure
 from affectvlm.app.preview import Preview, mesh3d_figure, orientation_warning, preview, preview_note
 from affectvlm.app.state import kept
 from affectvlm.app.uploads import UPLOAD_TYPES, UploadPlan, list_samples, load_input, receive_upload, sample_kind, signature
-from affectvlm.app.widgets import get_model, orientation_box, page_header, settings, show_error, show_probabilities
+from affectvlm.app.widgets import (get_model, orientation_box, page_header, settings, show_error, show_probabilities,
+                                   show_views)
 from affectvlm.errors import AffectVLMError
 from affectvlm.predict import iter_sequence, predict_mesh, prepare
 from affectvlm.results import FaceFrame
@@ -74,11 +75,7 @@ def analyse_scan(mesh, model, sig: str) -> None:
         show_probabilities(res.value.probabilities, key="probs_bar")
         st.caption(f"Scored in {prepared.seconds + res.seconds:.2f} s")
     st.subheader("What the model sees")
-    images, weights = res.value.images, res.value.view_weights
-    for col, (cap, img) in zip(st.columns(len(images)) if images else [], images):
-        w = weights.get(cap)
-        col.image(img, caption=cap + (f" · weight {w:.2f}" if w is not None and len(images) > 1 else ""),
-                  width="stretch")
+    show_views(res.value.images, res.value.view_weights)
 
 
 def score_frames(seq, model, up, front, chart) -> tuple[list[dict], dict | None]:

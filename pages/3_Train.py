@@ -5,7 +5,6 @@ import shlex
 import threading
 import time
 
-import pandas as pd
 import streamlit as st
 
 from affectvlm.app.figures import metrics_figures
@@ -13,7 +12,7 @@ from affectvlm.app.launch import other_node_command
 from affectvlm.app.runview import eta_seconds, fmt_duration, tail
 from affectvlm.app.trainform import (DEFAULT_LOSS_WEIGHTS, LOSS_TERMS, TrainForm, build_launch, check_dataset,
                                      summarise_dataset)
-from affectvlm.app.widgets import job_store, page_header, settings, show_error, use_run_callback
+from affectvlm.app.widgets import job_store, page_header, settings, show_dataset_summary, show_error, use_run_callback
 from affectvlm.datasets import LAYOUTS
 from affectvlm.errors import AffectVLMError
 from affectvlm.runfolder import read_metrics, read_status
@@ -25,19 +24,6 @@ state = st.session_state
 st.caption("Workspace roots (all paths below must lie inside one of them): "
            + ", ".join(f"`{r}`" for r in S.workspace_roots))
 summarise = st.cache_data(ttl=30, show_spinner="Reading the dataset…")(summarise_dataset)
-
-
-def show_summary(summary: dict) -> None:
-    c1, c2, c3 = st.columns(3)
-    c1.metric("Samples", summary["n_samples"])
-    c2.metric("Subjects", summary["n_subjects"])
-    c3.metric("Classes", len(summary["per_class"]))
-    st.dataframe(pd.DataFrame({"samples": summary["per_class"], "subjects": summary["subjects_per_class"]})
-                 .fillna(0).astype(int), width="stretch")
-    if summary.get("per_intensity"):
-        st.caption("Per intensity: " + ", ".join(f"{k}: {v}" for k, v in summary["per_intensity"].items()))
-    for w in summary.get("warnings", []):
-        st.warning(w)
 
 
 def form() -> TrainForm:
@@ -52,7 +38,7 @@ def form() -> TrainForm:
             state.pop("tr_summary", None)
             show_error(e)
     if state.get("tr_summary") and state["tr_summary"][:2] == (data, layout):
-        show_summary(state["tr_summary"][2])
+        show_dataset_summary(state["tr_summary"][2])
     c1, c2, c3, c4 = st.columns(4)
     model = c1.text_input("Start from model", key="tr_model", value="default",
                           help="`default` (the embedded model: fine-tune it), open_clip NAME (from scratch), "

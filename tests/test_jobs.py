@@ -170,8 +170,9 @@ def test_resume_relaunches_same_row_with_flag(tmp_path, fake_trainer):
 
 
 def test_torchrun_command_lists():
-    cfg = TrainLaunch(run_dir=Path("/w/r"), train_args=launch.train_args(data="/w/d", layout="bu3dfe", out="/w/r",
-                                                                      epochs=2, batch_size=8, lr=1e-4, views="0,-30,30"))
+    cfg = TrainLaunch(run_dir=Path("/w/r"), train_args=["--data", "/w/d", "--layout", "bu3dfe", "--out", "/w/r",
+                                                        "--epochs", "2", "--batch-size", "8", "--lr", "0.0001",
+                                                        "--views=0,-30,30"])
     cmd = launch.torchrun_command(cfg)
     assert cmd[:3] == [sys.executable, "-m", "torch.distributed.run"] and "--standalone" in cmd
     assert cmd[cmd.index("-m", 3) + 1] == "affectvlm.train"

@@ -2,7 +2,6 @@
 (this node's, and the line to run on each other node of a multi-node run)."""
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 from dataclasses import asdict, dataclass, field
@@ -16,7 +15,8 @@ TRAIN_MODULE = "affectvlm.train"
 
 @dataclass
 class TrainLaunch:
-    """What the Train form collects. ``train_args`` are passed verbatim to ``affectvlm.train``."""
+    """How a job runs: its run folder, the trainer's arguments (``trainform.trainer_argv`` of the validated
+    ``TrainConfig``, passed verbatim), and the torchrun layout."""
 
     run_dir: Path
     train_args: list[str] = field(default_factory=list)
@@ -46,26 +46,6 @@ class TrainLaunch:
             host, sep, port = self.rdzv_endpoint.rpartition(":")
             if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
                 raise ConfigError(f"rendezvous endpoint must be HOST:PORT for several nodes, got {self.rdzv_endpoint!r}")
-
-
-def train_args(*, data: str | os.PathLike, layout: str, out: str | os.PathLike, model: str | None = None,
-               epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
-               losses: str | None = None, views: str | None = None, extra: list[str] | None = None) -> list[str]:
-    """The ``affectvlm train`` arguments for the form's fields (None = the trainer's default)."""
-    args = ["--data", str(data), "--layout", str(layout), "--out", str(out)]
-    if model:
-        args += ["--model", str(model)]
-    if epochs is not None:
-        args += ["--epochs", str(int(epochs))]
-    if batch_size is not None:
-        args += ["--batch-size", str(int(batch_size))]
-    if lr is not None:
-        args += ["--lr", repr(float(lr))]
-    if losses:
-        args += ["--losses", str(losses)]
-    if views:
-        args.append(f"--views={views}")  # one token: a list may start with "-" ("-30,0,30")
-    return args + list(extra or [])
 
 
 def torchrun_command(cfg: TrainLaunch, *, module: str = TRAIN_MODULE, script: str | None = None,

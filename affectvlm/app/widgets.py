@@ -69,6 +69,30 @@ def show_probabilities(probs: dict[str, float], *, key: str, label: str = "Top e
     st.plotly_chart(probability_figure(probs), width="stretch", key=key, config={"displaylogo": False})
 
 
+def show_views(images: list, weights: dict[str, float]) -> None:
+    """The rendered views the model saw, side by side, each with its weight in the fusion."""
+    for col, (cap, img) in zip(st.columns(len(images)) if images else [], images):
+        w = weights.get(cap)
+        col.image(img, caption=cap + (f" · weight {w:.2f}" if w is not None and len(images) > 1 else ""),
+                  width="stretch")
+
+
+def show_dataset_summary(summary: dict) -> None:
+    """Samples, subjects and classes of a dataset (``trainform.summarise_dataset``), per class, and its warnings."""
+    import pandas as pd
+
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Samples", summary["n_samples"])
+    c2.metric("Subjects", summary["n_subjects"])
+    c3.metric("Classes", len(summary["per_class"]))
+    st.dataframe(pd.DataFrame({"samples": summary["per_class"], "subjects": summary["subjects_per_class"]})
+                 .fillna(0).astype(int), width="stretch")
+    if summary.get("per_intensity"):
+        st.caption("Per intensity: " + ", ".join(f"{k}: {v}" for k, v in summary["per_intensity"].items()))
+    for w in summary.get("warnings", []):
+        st.warning(w)
+
+
 def page_header(title: str, page: str | None = None) -> ModelChoice | None:
     """Page config, the sidebar and the title; returns the sidebar's model choice (None while it is invalid)."""
     st.set_page_config(page_title=f"AffectVLM · {page}" if page else "AffectVLM", page_icon=ICON, layout="wide")
