@@ -3,16 +3,18 @@ parsed by the trainer's own parser and rebuilt from the parsed values, one ``Con
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from affectvlm.app.launch import TrainLaunch
 from affectvlm.app.settings import AppSettings, check_model_spec, resolve_in_roots, unique_run_dir
 from affectvlm.app.uploads import safe_name
 from affectvlm.errors import ConfigError
+
+if TYPE_CHECKING:
+    from affectvlm.train.config import TrainConfig
 
 FORM_OPTIONS = ("data", "out", "layout", "resume")  # set by the page's own fields, refused as extras
 MAX_CONFIG_BYTES = 1 << 20
@@ -122,12 +124,13 @@ def _option_tokens(parser: argparse.ArgumentParser, ns: dict[str, Any]) -> list[
     return out
 
 
-def _config_file(ns: dict[str, Any], roots: Sequence[Path]) -> tuple[Path | None, dict[str, Any]]:
-    """The extras' ``--config`` file, inside ``roots`` and small, with every path it names checked too."""
+def _config_file(ns: dict[str, Any], roots: Sequence[Path]) -> Path | None:
+    """The extras' ``--config`` file, inside ``roots`` and small; every path it names must lie inside them
+    too, even one the form's fields override."""
     from affectvlm.train.config import load_yaml
 
     if "config" not in ns:
-        return None, {}
+        return None
     path = resolve_in_roots(ns.pop("config"), roots, what="--config", must_exist=True)
     if not path.is_file():
         raise ConfigError(f"--config: {path.name} is not a file")
@@ -139,19 +142,19 @@ def _config_file(ns: dict[str, Any], roots: Sequence[Path]) -> tuple[Path | None
             resolve_in_roots(str(values[key]), roots, what=f"--config {path.name}: {key}")
     if values.get("model"):
         check_model_spec(str(values["model"]), roots, what=f"--config {path.name}: model")
-    return path, values
+    return path
 
 
-def train_command_args(*, data: Path, layout: str, out: Path, roots: Sequence[Path], cache_dir: Path,
-                       model: str | None = None, epochs: int | None = None, batch_size: int | None = None,
-                       lr: float | None = None, losses: str | None = None, views: str | None = None,
-                       max_steps: int | None = None, extra_text: str = "") -> list[str]:
-    """The trainer's arguments from the Train form, confined to the workspace ``roots``.
+def train_config(*, data: Path, layout: str, out: Path, roots: Sequence[Path], cache_dir: Path,
+                 model: str | None = None, epochs: int | None = None, batch_size: int | None = None,
+                 lr: float | None = None, losses: str | None = None, views: str | None = None,
+                 max_steps: int | None = None, extra_text: str = "") -> "TrainConfig":
+    """The trainer's validated ``TrainConfig`` for the Train form, confined to the workspace ``roots``.
 
-    Extra options are parsed with the trainer's own parser (no abbreviations) and rebuilt from the parsed
-    values; every path they or a ``--config`` file name (``--cache-dir``, ``--config``, ``--model``
-    paths) must resolve (symlinks, ``..``) inside ``roots``, and the page passes the resolved paths
-    explicitly, so the trainer sees exactly what was checked. ``ConfigError`` (one line) otherwise."""
+    Extra options are parsed with the trainer's own parser (no abbreviations); the configuration is resolved
+    as the trainer resolves it (defaults < ``--config`` file < options), and every path in the result
+    (``data``, ``out``, ``cache_dir``, a ``model`` path) must lie (symlinks and ``..`` resolved) inside
+    ``roots``; the result holds those resolved paths. ``ConfigError`` (one line) otherwise."""
     from affectvlm.train.config import resolve_config
 
     if "\x00" in extra_text:
@@ -168,40 +171,34 @@ def train_command_args(*, data: Path, layout: str, out: Path, roots: Sequence[Pa
     if taken:
         raise ConfigError(f"extra trainer options: --{taken[0].replace('_', '-')} is not allowed; set the dataset, "
                           "layout and output folder with the fields above")
-    config_path, from_file = _config_file(ns, roots)
-    spec = ns.pop("model", None) or model or from_file.get("model")
-    spec = check_model_spec(str(spec), roots) if spec else None
-    cache = resolve_in_roots(ns.pop("cache_dir", None) or from_file.get("cache_dir") or cache_dir, roots,
-                             what="--cache-dir", must_be_dir=True)
-    data = resolve_in_roots(data, roots, what="dataset root", must_exist=True)
-    out = resolve_in_roots(out, roots, what="output folder", must_be_dir=True)
-    args = ["--data", str(data), "--layout", str(layout), "--out", str(out)]
-    if epochs is not None:
-        args.append(f"--epochs={int(epochs)}")
-    if batch_size is not None:
-        args.append(f"--batch-size={int(batch_size)}")
-    if lr is not None:
-        args.append(f"--lr={float(lr)!r}")
-    if losses:
-        args.append(f"--losses={losses}")
-    if views:
-        args.append(f"--views={views}")  # one token: a list may start with "-" ("-30,0,30")
-    if max_steps:
-        args.append(f"--max-steps={int(max_steps)}")
-    args += ["--no-progress", *_option_tokens(parser, ns)]
-    if config_path is not None:
-        args += ["--config", str(config_path)]
-    if spec:
-        args += ["--model", spec]
-    args += ["--cache-dir", str(cache)]
-    # what the trainer will resolve from exactly these arguments must be what was checked
+    config_path = _config_file(ns, roots)
+    args = ["--data", str(resolve_in_roots(data, roots, what="dataset root", must_exist=True)), "--layout", layout,
+            "--out", str(resolve_in_roots(out, roots, what="output folder", must_be_dir=True))]
+    for flag, value in (("--model", model), ("--epochs", epochs), ("--batch-size", batch_size), ("--lr", lr),
+                        ("--losses", losses), ("--views", views), ("--max-steps", max_steps)):
+        if value not in (None, ""):
+            args.append(f"{flag}={value}")  # one token: a list may start with "-" ("-30,0,30")
+    args += ["--no-progress", *_option_tokens(parser, ns)] + (["--config", str(config_path)] if config_path else [])
     try:
         cfg = resolve_config(args)
     except SystemExit:
         raise ConfigError("extra trainer options: not accepted by the trainer") from None
-    for key, want in (("data", data), ("out", out), ("cache_dir", cache)):
-        if Path(os.path.realpath(str(getattr(cfg, key)))) != want:
-            raise ConfigError(f"{key}: resolves outside the checked path")
-    if spec and cfg.model != spec:
-        raise ConfigError("model: resolves to another spec than the checked one")
-    return args
+    return replace(cfg, data=str(resolve_in_roots(cfg.data, roots, what="dataset root", must_exist=True)),
+                   out=str(resolve_in_roots(cfg.out, roots, what="output folder", must_be_dir=True)),
+                   cache_dir=str(resolve_in_roots(cfg.cache_dir or cache_dir, roots, what="--cache-dir",
+                                                  must_be_dir=True)),
+                   model=check_model_spec(cfg.model, roots))
+
+
+def trainer_argv(cfg: "TrainConfig") -> list[str]:
+    """The trainer's arguments for ``cfg``: the form's dataset, layout and output folder first, then every
+    option that differs from the trainer's default (``TrainConfig.to_argv``)."""
+    from affectvlm.train.config import TrainConfig
+
+    rest = replace(cfg, data="", out="", layout=TrainConfig.layout).to_argv()
+    return ["--data", cfg.data, "--layout", cfg.layout, "--out", cfg.out, *rest]
+
+
+def train_command_args(**form: Any) -> list[str]:
+    """:func:`trainer_argv` of :func:`train_config` (same keywords)."""
+    return trainer_argv(train_config(**form))
