@@ -84,3 +84,15 @@ def test_splits_and_folder_names(tmp_path):
     run.config.write_text("data: x\n")
     run.best.mkdir()
     assert run.is_run() and not run.has_model()
+
+
+def test_status_word_on_the_command_line(tmp_path):
+    def word() -> str:
+        p = subprocess.run([sys.executable, "-m", "affectvlm.runfolder", str(tmp_path)], capture_output=True,
+                           text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        return p.stdout.strip()
+
+    assert word() == "none"
+    rf.write_status(tmp_path, rf.Status.PREEMPTED, epoch=1)
+    assert word() == "preempted"

@@ -14,8 +14,8 @@ import torch
 from affectvlm.datasets import Sample
 from affectvlm.errors import ConfigError
 from affectvlm.train.config import TrainConfig, resolve_config
-from affectvlm.train.train import (CollapseMonitor, TrainingFailed, carve_val_subjects, chance_level,
-                                   embedding_spread, failure_hint, split_samples)
+from affectvlm.train.monitor import CollapseMonitor, TrainingFailed, chance_level, embedding_spread, failure_hint
+from affectvlm.train.splits import carve_val_subjects, split_samples
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))

@@ -215,6 +215,38 @@ def test_torchrun_restarts_a_killed_worker_and_the_run_continues_by_itself(tiny,
     assert len(set(res["param_hashes"])) == 1  # the restarted ranks are in sync
 
 
+@pytest.mark.slow
+def test_preemption_signal_through_torchrun_then_the_same_command_continues(tiny, tmp_path):
+    """What the SLURM template does: SIGUSR1 to the whole job step (launcher and workers, as SLURM signals
+    it; torchrun forwards it again with --signals-to-handle): both ranks stop after the same step, rank 0
+    writes a complete checkpoint and the folder says ``preempted``; the same command then finishes the run."""
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "--max-restarts", "1", "-m", "affectvlm.train", *_args(tiny, run, cache, "--batch-size", "4")]
+    env = {**_env(), "PET_SIGNALS_TO_HANDLE": "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1",
+           "TORCH_ELASTIC_SHUTDOWN_TIMEOUT": "100"}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        _wait_for(lambda: _train_records(run), proc, "a first step", timeout=300)
+        os.killpg(proc.pid, signal.SIGUSR1)
+        out, _ = proc.communicate(timeout=200)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0, out[-3000:]  # torchrun reports the signal; the run folder says what happened
+    status = subprocess.run([sys.executable, "-m", "affectvlm.runfolder", str(run)], cwd=REPO, env=_env(),
+                            capture_output=True, text=True, timeout=60)
+    assert status.stdout.strip() == "preempted", out[-3000:]
+    from affectvlm.train import checkpointing
+
+    checkpointing.load_run_checkpoint(runfolder.list_checkpoints(run)[-1])  # complete
+    again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resumed from" in again.stderr
+    assert [r["epoch"] for r in epochs(run)] == [0, 1] and [r["step"] for r in epochs(run)] == [3, 6]
+    assert runfolder.read_status(run).status is runfolder.Status.FINISHED
+
+
 def test_report_to_wandb_missing_package_is_one_clear_error(tmp_path, monkeypatch):
     from affectvlm.train.report import Reporter, parse_report_to
 
@@ -256,7 +288,6 @@ def test_report_to_wandb_logs_scalars_and_keeps_one_run_per_folder(tmp_path, mon
     assert calls[3][1]["id"] == init["id"]
 
 
-@pytest.mark.slow
 def test_report_to_wandb_offline_writes_the_run_without_a_network(tmp_path, monkeypatch):
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -268,3 +299,17 @@ def test_report_to_wandb_offline_writes_the_run_without_a_network(tmp_path, monk
     rep.close()
     runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+
+
+def test_documented_launches_restart_workers():
+    from affectvlm.app.launch import TrainLaunch, torchrun_command
+
+    cmd = torchrun_command(TrainLaunch(run_dir=Path("/w/r"), train_args=["--out", "/w/r"]))
+    assert int(cmd[cmd.index("--max-restarts") + 1]) >= 1 and cmd.index("--max-restarts") < cmd.index("-m", 3)
+    sbatch = (REPO / "scripts" / "slurm" / "train.sbatch").read_text()
+    for line in ("#SBATCH --requeue", "#SBATCH --signal=USR1@120", "--max-restarts", "SIGUSR1",
+                 'scontrol requeue "$SLURM_JOB_ID"', "python -m affectvlm.runfolder"):
+        assert line in sbatch, line
+    assert subprocess.run(["bash", "-n", str(REPO / "scripts" / "slurm" / "train.sbatch")]).returncode == 0
+    readme = (REPO / "README.md").read_text()
+    assert readme.count("--max-restarts") >= 2

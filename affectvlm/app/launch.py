@@ -11,6 +11,7 @@ from typing import Any
 from affectvlm.errors import ConfigError
 
 TRAIN_MODULE = "affectvlm.train"
+MAX_RESTARTS = 3  # torchrun restarts a failed worker group; the trainer resumes from its last checkpoint
 
 
 @dataclass
@@ -63,7 +64,7 @@ def torchrun_command(cfg: TrainLaunch, *, module: str = TRAIN_MODULE, script: st
     else:
         cmd += ["--nnodes", str(cfg.nnodes), "--rdzv-backend", "c10d", "--rdzv-endpoint", cfg.rdzv_endpoint,
                 "--rdzv-id", cfg.rdzv_id or "affectvlm"]
-    cmd += ["--nproc-per-node", str(cfg.nproc_per_node)]
+    cmd += ["--nproc-per-node", str(cfg.nproc_per_node), "--max-restarts", str(MAX_RESTARTS)]
     cmd += [script] if script else ["-m", module]
     args = list(cfg.train_args)
     if resume and "--resume" not in args:

@@ -60,10 +60,6 @@ class Reporter:
                                         name=Path(run_dir).name, dir=str(folder.root), config=config or {},
                                         id=run_id, resume="allow")
 
-    @property
-    def wandb_id(self) -> str | None:
-        return getattr(self.wandb_run, "id", None)
-
     def scalars(self, prefix: str, values: dict[str, Any], step: int) -> None:
         """Every finite number of ``values`` as ``prefix/key`` at ``step``."""
         nums = {f"{prefix}/{k}": float(v) for k, v in values.items()

@@ -3,11 +3,13 @@
     affectvlm train --data ROOT --layout bu3dfe --out runs/r1 [--config cfg.yaml] [options]
     torchrun --nproc_per_node 2 -m affectvlm.train --data ROOT --layout bu3dfe --out runs/r1
 
-Flow: config -> process group -> dataset + subject-independent train / val / test split (splits.json) ->
-model -> render cache warmed (sharded over ranks) -> DDP training with a DistributedSampler (epoch-seeded),
-embedding-spread and chance-accuracy checks -> per-epoch validation, metrics.jsonl, atomic checkpoint,
-best export (RUN_DIR/best, chosen on val subjects only) -> test evaluation of best/ on subjects never used
-for selection -> status.json ``finished``.
+Flow (:func:`main` -> :func:`train` -> :func:`train_one_epoch` -> :func:`train_step`): config -> process group
+-> dataset + subject-independent train / val / test split (splits.json) -> model -> render cache warmed (sharded
+over ranks) -> resume from the run folder's newest complete checkpoint (``--resume auto``) -> DDP training with a
+DistributedSampler (epoch-seeded), embedding-spread and chance-accuracy checks -> per-epoch validation,
+metrics.jsonl, atomic checkpoint, best export (RUN_DIR/best, chosen on val subjects only) -> test evaluation of
+best/ on subjects never used for selection -> status.json ``finished``. Every file of the run folder is written
+through :mod:`affectvlm.runfolder`; SIGTERM / SIGUSR1 stop after a checkpoint (:mod:`affectvlm.train.stopping`).
 """
 from __future__ import annotations
 
@@ -30,13 +32,15 @@ import torch.nn as nn
 
 from affectvlm import runfolder
 from affectvlm.errors import AffectVLMError, ConfigError
-from affectvlm.runfolder import MetricKind, MetricRecord, RunFolder, SplitsRecord, Status, write_status
+from affectvlm.runfolder import MetricKind, MetricRecord, RunFolder, Status, write_status
 from affectvlm.train import checkpointing
 from affectvlm.train.augment import AugmentConfig, augment_views, sample_prompts
 from affectvlm.train.config import TrainConfig, resolve_config, save_config
 from affectvlm.train.distributed import DistInfo, barrier, cleanup, init_distributed_mode
 from affectvlm.train.losses import MultiLoss, gather_with_grad, parse_loss_weights
 from affectvlm.train.metrics import classification_metrics
+from affectvlm.train.monitor import CollapseMonitor, TrainingFailed, chance_level, embedding_spread, failure_hint
+from affectvlm.train.splits import build_splits
 from affectvlm.train.report import Reporter, parse_report_to
 from affectvlm.train.stopping import PREEMPTED_EXIT, STOPPED_EXIT, StopSignals, StopTraining
 
@@ -58,168 +62,6 @@ class CachedViews(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         s = self.samples[i]
         return torch.from_numpy(np.ascontiguousarray(self.cache.get(s.path))), self.class_index[s.label], i
-
-
-class TrainingFailed(AffectVLMError):
-    """The run stopped itself: embeddings collapsed or validation accuracy stayed at chance."""
-
-
-@dataclass
-class Splits:
-    """Subject-disjoint train / val / test samples; val picks ``best/``, test is only reported."""
-    train: list
-    val: list
-    test: list
-    classes: list[str]
-    source: str = ""
-
-    def subjects(self) -> dict[str, list[str]]:
-        return {k: sorted({s.subject for s in getattr(self, k)}) for k in ("train", "val", "test")}
-
-    def record(self) -> SplitsRecord:
-        return SplitsRecord(self.classes, self.subjects(),
-                            {k: len(getattr(self, k)) for k in ("train", "val", "test")}, self.source)
-
-
-_VAL_NAMES = ("val", "valid", "validation")
-
-
-def carve_val_subjects(subjects, fraction: float, seed: int = 0) -> set[str]:
-    """A deterministic share of ``subjects`` (seeded hash order), at least one, never all of them."""
-    import hashlib
-
-    subs = sorted(set(subjects))
-    if fraction <= 0 or len(subs) < 2:
-        return set()
-    n = min(len(subs) - 1, max(1, round(fraction * len(subs))))
-    order = sorted(subs, key=lambda s: hashlib.sha256(f"{seed}:val:{s}".encode()).hexdigest())
-    return set(order[:n])
-
-
-def split_samples(samples, cfg: TrainConfig) -> tuple[list, list, list, str]:
-    """(train, val, test, description): k-fold test fold or the manifest's test rows; val from the
-    manifest's val rows or carved out of the training subjects (``cfg.val_fraction``)."""
-    from affectvlm.datasets import kfold_split
-
-    val: list = []
-    if cfg.split == "manifest":
-        if any(s.split is None for s in samples):
-            raise ConfigError("some manifest rows have no split value; use --fold/--folds instead")
-        train = [s for s in samples if s.split == "train"]
-        val = [s for s in samples if s.split in _VAL_NAMES]
-        test = [s for s in samples if s.split == "test"]
-        if not test:  # train/val manifests: their val rows are the held-out set
-            test, val = val, []
-        source = "manifest"
-    else:
-        train, test = kfold_split(samples, cfg.folds, cfg.fold, cfg.split_seed)
-        source = f"kfold fold {cfg.fold} of {cfg.folds}, split seed {cfg.split_seed}"
-    if not val:
-        carved = carve_val_subjects((s.subject for s in train), cfg.val_fraction, cfg.split_seed)
-        val = [s for s in train if s.subject in carved]
-        train = [s for s in train if s.subject not in carved]
-        if carved:
-            source += f"; val = {len(carved)} training subjects (val_fraction {cfg.val_fraction})"
-    else:
-        source += "; val from the manifest"
-    parts = {"train": train, "val": val, "test": test}
-    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
-        leak = {s.subject for s in parts[a]} & {s.subject for s in parts[b]}
-        if leak:
-            raise ConfigError(f"split puts subject(s) {sorted(leak)[:5]} in both {a} and {b}")
-    return train, val, test, source
-
-
-def build_splits(cfg: TrainConfig) -> Splits:
-    from affectvlm.datasets import canonical_class, expand_frames, filter_samples, load_dataset, order_classes
-
-    ds = load_dataset(cfg.data, cfg.layout)
-    samples = filter_samples(ds.samples, intensities=cfg.intensities, classes=cfg.classes,
-                             include_neutral=cfg.include_neutral)
-    if not samples:
-        raise ConfigError(f"{cfg.data}: no samples left after filtering (intensities={cfg.intensities}, "
-                          f"classes={cfg.classes}, neutral={cfg.include_neutral})")
-    train, val, test, source = split_samples(samples, cfg)
-    train, val, test = (expand_frames(x, n_frames=cfg.frames_per_sequence) for x in (train, val, test))
-    classes = list(cfg.classes) if cfg.classes else order_classes(s.label for s in samples)
-    classes = [canonical_class(c) for c in classes]
-    if not train or not test:
-        raise ConfigError(f"{cfg.data}: the split leaves {len(train)} training and {len(test)} test samples")
-    return Splits(train, val, test, classes, source)
-
-
-# ----------------------------------------------------------------------------- failure detection
-
-def embedding_spread(z: torch.Tensor) -> float:
-    """RMS distance of the L2-normalised rows of ``z`` to their mean: sqrt(1 - |mean|^2).
-
-    0 when every embedding is the same point, sqrt(1 - 1/n) for n orthogonal ones, 1 for a set whose
-    mean is the origin (e.g. two opposite vectors). Independent of the embedding dimension."""
-    if z.shape[0] < 2:
-        return float("nan")
-    u = torch.nn.functional.normalize(z.detach().float(), dim=-1)
-    return float((1.0 - u.mean(0).pow(2).sum()).clamp_min(0).sqrt())
-
-
-def chance_level(labels: Sequence[int]) -> float:
-    """Accuracy of always predicting the most frequent class."""
-    if not labels:
-        return 0.0
-    counts: dict[int, int] = {}
-    for y in labels:
-        counts[y] = counts.get(y, 0) + 1
-    return max(counts.values()) / len(labels)
-
-
-def failure_hint(cfg: TrainConfig, weights: dict[str, float], from_scratch: bool) -> str:
-    """The likely cause of a collapsed / non-learning run and the option to change."""
-    active = [k for k, w in weights.items() if w > 0]
-    if {"mc", "mt"} & set(active) and not cfg.loss_center:
-        return (f"the losses '{','.join(active)}' with uncentred mc/mt collapse"
-                f"{' from scratch' if from_scratch else ''} — drop --no-loss-center, or use --losses ce=1,clip=1")
-    if not ({"ce", "clip"} & set(active)):
-        return (f"the losses '{','.join(active)}' without 'ce' or 'clip' can collapse"
-                f"{' from scratch' if from_scratch else ''} — use --losses ce=1,clip=1 or lower --lr")
-    if cfg.lr > 2e-3:
-        return f"the learning rate {cfg.lr:g} is likely too high — lower --lr (e.g. {cfg.lr / 10:g})"
-    if from_scratch:
-        return (f"a random init ({cfg.model}) with --losses {cfg.losses} at --lr {cfg.lr:g} — start from a trained "
-                f"model (--model default), use --losses ce=1,clip=1, or change --lr / --epochs")
-    return f"lower --lr (now {cfg.lr:g}) or check the labels and --losses"
-
-
-@dataclass
-class CollapseMonitor:
-    """Counts consecutive low-spread steps and at-chance evaluations; ``check_*`` raise TrainingFailed."""
-    spread_min: float = 0.01
-    steps: int = 20
-    grace: int = 100
-    chance_epochs: int = 5
-    hint: str = ""
-    low_run: int = 0
-    chance_run: int = 0
-    history: list = field(default_factory=list)
-
-    def check_step(self, step: int, spread: float) -> None:
-        if self.spread_min <= 0 or self.steps <= 0 or math.isnan(spread):
-            return
-        self.low_run = self.low_run + 1 if (step > self.grace and spread < self.spread_min) else 0
-        if self.low_run >= self.steps:
-            raise TrainingFailed(f"training collapsed: all image embeddings converged to one point at step "
-                                 f"{step} (spread {spread:.4f} < {self.spread_min:g} for {self.steps} steps); "
-                                 f"{self.hint}")
-
-    def check_eval(self, epoch: int, accuracy: float, chance: float, n_classes: int) -> None:
-        if self.chance_epochs <= 0:
-            return
-        # "at chance": no better than the majority class or uniform guessing, with one sample of slack
-        level = max(chance, 1.0 / max(n_classes, 1))
-        self.chance_run = self.chance_run + 1 if accuracy <= level + 0.02 else 0
-        self.history.append(accuracy)
-        if self.chance_run >= self.chance_epochs:
-            raise TrainingFailed(f"training is not learning: validation accuracy stayed at chance ({accuracy:.3f}, "
-                                 f"chance {level:.3f}) for {self.chance_epochs} evaluations up to epoch {epoch + 1}; "
-                                 f"{self.hint}")
 
 
 # ----------------------------------------------------------------------------- model helpers

@@ -1,0 +1,91 @@
+"""Subject-independent train / val / test splits of a dataset (``splits.json`` records them)."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from affectvlm.errors import ConfigError
+from affectvlm.runfolder import SplitsRecord
+from affectvlm.train.config import TrainConfig
+
+
+@dataclass
+class Splits:
+    """Subject-disjoint train / val / test samples; val picks ``best/``, test is only reported."""
+    train: list
+    val: list
+    test: list
+    classes: list[str]
+    source: str = ""
+
+    def subjects(self) -> dict[str, list[str]]:
+        return {k: sorted({s.subject for s in getattr(self, k)}) for k in ("train", "val", "test")}
+
+    def record(self) -> SplitsRecord:
+        return SplitsRecord(self.classes, self.subjects(),
+                            {k: len(getattr(self, k)) for k in ("train", "val", "test")}, self.source)
+
+
+_VAL_NAMES = ("val", "valid", "validation")
+
+
+def carve_val_subjects(subjects, fraction: float, seed: int = 0) -> set[str]:
+    """A deterministic share of ``subjects`` (seeded hash order), at least one, never all of them."""
+    subs = sorted(set(subjects))
+    if fraction <= 0 or len(subs) < 2:
+        return set()
+    n = min(len(subs) - 1, max(1, round(fraction * len(subs))))
+    order = sorted(subs, key=lambda s: hashlib.sha256(f"{seed}:val:{s}".encode()).hexdigest())
+    return set(order[:n])
+
+
+def split_samples(samples, cfg: TrainConfig) -> tuple[list, list, list, str]:
+    """(train, val, test, description): k-fold test fold or the manifest's test rows; val from the
+    manifest's val rows or carved out of the training subjects (``cfg.val_fraction``)."""
+    from affectvlm.datasets import kfold_split
+
+    val: list = []
+    if cfg.split == "manifest":
+        if any(s.split is None for s in samples):
+            raise ConfigError("some manifest rows have no split value; use --fold/--folds instead")
+        train = [s for s in samples if s.split == "train"]
+        val = [s for s in samples if s.split in _VAL_NAMES]
+        test = [s for s in samples if s.split == "test"]
+        if not test:  # train/val manifests: their val rows are the held-out set
+            test, val = val, []
+        source = "manifest"
+    else:
+        train, test = kfold_split(samples, cfg.folds, cfg.fold, cfg.split_seed)
+        source = f"kfold fold {cfg.fold} of {cfg.folds}, split seed {cfg.split_seed}"
+    if not val:
+        carved = carve_val_subjects((s.subject for s in train), cfg.val_fraction, cfg.split_seed)
+        val = [s for s in train if s.subject in carved]
+        train = [s for s in train if s.subject not in carved]
+        if carved:
+            source += f"; val = {len(carved)} training subjects (val_fraction {cfg.val_fraction})"
+    else:
+        source += "; val from the manifest"
+    parts = {"train": train, "val": val, "test": test}
+    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+        leak = {s.subject for s in parts[a]} & {s.subject for s in parts[b]}
+        if leak:
+            raise ConfigError(f"split puts subject(s) {sorted(leak)[:5]} in both {a} and {b}")
+    return train, val, test, source
+
+
+def build_splits(cfg: TrainConfig) -> Splits:
+    from affectvlm.datasets import canonical_class, expand_frames, filter_samples, load_dataset, order_classes
+
+    ds = load_dataset(cfg.data, cfg.layout)
+    samples = filter_samples(ds.samples, intensities=cfg.intensities, classes=cfg.classes,
+                             include_neutral=cfg.include_neutral)
+    if not samples:
+        raise ConfigError(f"{cfg.data}: no samples left after filtering (intensities={cfg.intensities}, "
+                          f"classes={cfg.classes}, neutral={cfg.include_neutral})")
+    train, val, test, source = split_samples(samples, cfg)
+    train, val, test = (expand_frames(x, n_frames=cfg.frames_per_sequence) for x in (train, val, test))
+    classes = list(cfg.classes) if cfg.classes else order_classes(s.label for s in samples)
+    classes = [canonical_class(c) for c in classes]
+    if not train or not test:
+        raise ConfigError(f"{cfg.data}: the split leaves {len(train)} training and {len(test)} test samples")
+    return Splits(train, val, test, classes, source)
