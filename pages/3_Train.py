@@ -40,12 +40,12 @@ def form() -> TrainForm:
     if state.get("tr_summary") and state["tr_summary"][:2] == (data, layout):
         show_dataset_summary(state["tr_summary"][2])
     c1, c2, c3, c4 = st.columns(4)
-    model = c1.text_input("Start from model", key="tr_model", value="default",
+    model = c1.text_input("Start from model", key="tr_model", value=TrainForm.model,
                           help="`default` (the embedded model: fine-tune it), open_clip NAME (from scratch), "
                                "NAME:TAG, hf-hub:…, or a checkpoint folder")
-    epochs = c2.number_input("Epochs", 1, 10_000, 12, key="tr_epochs")
-    batch = c3.number_input("Batch size (global)", 1, 65_536, 16, key="tr_batch")
-    lr = c4.number_input("Learning rate", 1e-7, 1.0, 5e-4, format="%.1e", key="tr_lr")
+    epochs = c2.number_input("Epochs", 1, 10_000, TrainForm.epochs, key="tr_epochs")
+    batch = c3.number_input("Batch size (global)", 1, 65_536, TrainForm.batch_size, key="tr_batch")
+    lr = c4.number_input("Learning rate", 1e-7, 1.0, TrainForm.lr, format="%.1e", key="tr_lr")
     c1, c2 = st.columns([3, 1])
     with c1:
         st.markdown("**Losses** (weight 0 = off)")

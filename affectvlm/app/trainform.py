@@ -6,33 +6,34 @@ import argparse
 import shlex
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from affectvlm.app.launch import TrainLaunch
 from affectvlm.app.settings import AppSettings, check_model_spec, resolve_in_roots, unique_run_dir
 from affectvlm.app.uploads import safe_name
+from affectvlm.datasets import load_dataset, summarise
 from affectvlm.errors import ConfigError
-
-if TYPE_CHECKING:
-    from affectvlm.train.config import TrainConfig
+from affectvlm.render import parse_views
+from affectvlm.train.config import TrainConfig, build_parser, load_yaml, resolve_config
+from affectvlm.train.losses import parse_loss_weights
 
 FORM_OPTIONS = ("data", "out", "layout", "resume")  # set by the page's own fields, refused as extras
 MAX_CONFIG_BYTES = 1 << 20
 LOSS_TERMS = {"mc": "multiview contrastive", "mt": "multiview triplet", "clip": "image–text InfoNCE",
               "ce": "cross-entropy (zero-shot logits)"}
-DEFAULT_LOSS_WEIGHTS = {"mc": 0.0, "mt": 0.0, "clip": 1.0, "ce": 1.0}  # the trainer's defaults
+DEFAULT_LOSS_WEIGHTS = {k: parse_loss_weights(TrainConfig.losses)[k] for k in LOSS_TERMS}
 
 
 @dataclass(frozen=True)
 class TrainForm:
-    """The Train form's fields as the user left them."""
+    """The Train form's fields as the user left them (defaults: the trainer's)."""
 
     data: str
     layout: str
-    model: str = "default"
-    epochs: int = 12
-    batch_size: int = 16
-    lr: float = 5e-4
+    model: str = TrainConfig.model
+    epochs: int = TrainConfig.epochs
+    batch_size: int = TrainConfig.batch_size
+    lr: float = TrainConfig.lr
     losses: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LOSS_WEIGHTS))
     views: str = ""
     nproc_per_node: int = 1
@@ -46,8 +47,6 @@ class TrainForm:
 
 def summarise_dataset(root: str, layout: str) -> dict:
     """``affectvlm.datasets.summarise`` of a dataset root, plus how many files were ``skipped``."""
-    from affectvlm.datasets import load_dataset, summarise
-
     ds = load_dataset(root, layout)
     return {**summarise(ds.samples), "skipped": len(ds.skipped)}
 
@@ -74,8 +73,6 @@ def build_launch(form: TrainForm, settings: AppSettings,
         out = unique_run_dir(settings.workspace / "runs", form.name or "run")
     views = form.views.strip()
     if views:
-        from affectvlm.render import parse_views
-
         try:
             parse_views(views)
         except ValueError as e:
@@ -94,8 +91,6 @@ def build_launch(form: TrainForm, settings: AppSettings,
 
 def _trainer_parser() -> argparse.ArgumentParser:
     """The trainer's own parser (no abbreviations), raising ``ConfigError`` instead of exiting."""
-    from affectvlm.train.config import build_parser
-
     p = build_parser()
     p.allow_abbrev = False
 
@@ -127,8 +122,6 @@ def _option_tokens(parser: argparse.ArgumentParser, ns: dict[str, Any]) -> list[
 def _config_file(ns: dict[str, Any], roots: Sequence[Path]) -> Path | None:
     """The extras' ``--config`` file, inside ``roots`` and small; every path it names must lie inside them
     too, even one the form's fields override."""
-    from affectvlm.train.config import load_yaml
-
     if "config" not in ns:
         return None
     path = resolve_in_roots(ns.pop("config"), roots, what="--config", must_exist=True)
@@ -148,15 +141,13 @@ def _config_file(ns: dict[str, Any], roots: Sequence[Path]) -> Path | None:
 def train_config(*, data: Path, layout: str, out: Path, roots: Sequence[Path], cache_dir: Path,
                  model: str | None = None, epochs: int | None = None, batch_size: int | None = None,
                  lr: float | None = None, losses: str | None = None, views: str | None = None,
-                 max_steps: int | None = None, extra_text: str = "") -> "TrainConfig":
+                 max_steps: int | None = None, extra_text: str = "") -> TrainConfig:
     """The trainer's validated ``TrainConfig`` for the Train form, confined to the workspace ``roots``.
 
     Extra options are parsed with the trainer's own parser (no abbreviations); the configuration is resolved
     as the trainer resolves it (defaults < ``--config`` file < options), and every path in the result
     (``data``, ``out``, ``cache_dir``, a ``model`` path) must lie (symlinks and ``..`` resolved) inside
     ``roots``; the result holds those resolved paths. ``ConfigError`` (one line) otherwise."""
-    from affectvlm.train.config import resolve_config
-
     if "\x00" in extra_text:
         raise ConfigError("extra trainer options: contain a NUL byte")
     try:
@@ -190,11 +181,9 @@ def train_config(*, data: Path, layout: str, out: Path, roots: Sequence[Path], c
                    model=check_model_spec(cfg.model, roots))
 
 
-def trainer_argv(cfg: "TrainConfig") -> list[str]:
+def trainer_argv(cfg: TrainConfig) -> list[str]:
     """The trainer's arguments for ``cfg``: the form's dataset, layout and output folder first, then every
     option that differs from the trainer's default (``TrainConfig.to_argv``)."""
-    from affectvlm.train.config import TrainConfig
-
     rest = replace(cfg, data="", out="", layout=TrainConfig.layout).to_argv()
     return ["--data", cfg.data, "--layout", cfg.layout, "--out", cfg.out, *rest]
 
