@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence
 from affectvlm.app.launch import TrainLaunch
 from affectvlm.app.settings import AppSettings, check_model_spec, resolve_in_roots, unique_run_dir
 from affectvlm.app.uploads import safe_name
-from affectvlm.datasets import load_dataset, summarise
+from affectvlm import datasets
 from affectvlm.errors import ConfigError
 from affectvlm.render import parse_views
 from affectvlm.train.config import TrainConfig, build_parser, load_yaml, resolve_config
@@ -47,8 +47,8 @@ class TrainForm:
 
 def summarise_dataset(root: str, layout: str) -> dict:
     """``affectvlm.datasets.summarise`` of a dataset root, plus how many files were ``skipped``."""
-    ds = load_dataset(root, layout)
-    return {**summarise(ds.samples), "skipped": len(ds.skipped)}
+    ds = datasets.load_dataset(root, layout)
+    return {**datasets.summarise(ds.samples), "skipped": len(ds.skipped)}
 
 
 def check_dataset(root_text: str, layout: str, roots: Sequence[Path],
