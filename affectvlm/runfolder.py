@@ -440,22 +440,22 @@ def run_dir_locked(run_dir: PathLike) -> bool | None:
 
 # ----------------------------------------------------------------------------- helpers
 
-def _int_or_none(v: Any) -> int | None:
+def _number(kind: type, v: Any) -> Any:
+    """``kind(v)`` (int or float), or None for a missing, boolean or non-numeric value."""
     if v is None or isinstance(v, bool):
         return None
     try:
-        return int(v)
+        return kind(v)
     except (TypeError, ValueError):
         return None
+
+
+def _int_or_none(v: Any) -> int | None:
+    return _number(int, v)
 
 
 def _float_or_none(v: Any) -> float | None:
-    if v is None or isinstance(v, bool):
-        return None
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return None
+    return _number(float, v)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--per-intensity", action="store_true", help="also report accuracy per intensity level")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present, the default), cpu, cuda, cuda:N")
     p.add_argument("--no-landmarks", action="store_true",
                    help="skip the landmark error against .bnd files beside the scans")
     return p
@@ -61,6 +61,9 @@ def run_eval(args: argparse.Namespace) -> dict:
     from affectvlm.render import parse_views
     from affectvlm.train.cache import RenderCache, default_cache_dir
 
+    from affectvlm.model import resolve_device
+
+    device = str(resolve_device(args.device))
     spec, run_cfg = resolve_model(args.model)
     base = TrainConfig(**{k: v for k, v in run_cfg.items() if k in TrainConfig.__dataclass_fields__})
     data = args.data or base.data
@@ -70,7 +73,7 @@ def run_eval(args: argparse.Namespace) -> dict:
     intens = [int(x) for x in args.intensities.split(",")] if args.intensities else base.intensities
     subset = args.subset or ("test" if run_cfg else "all")
     ds = load_dataset(data, layout)
-    model = load_model(spec, device=args.device, cache=False)
+    model = load_model(spec, device=device, cache=False)
     classes = list(model.classes)
     samples = filter_samples(ds.samples, intensities=intens, classes=classes)
     split_rec = read_splits(args.model) if run_cfg else None
@@ -93,7 +96,7 @@ def run_eval(args: argparse.Namespace) -> dict:
 
         settings = replace(settings, views=tuple(parse_views(args.views)))
         model.render = settings
-    cache = RenderCache(args.cache_dir or default_cache_dir(), settings, device=args.device)
+    cache = RenderCache(args.cache_dir or default_cache_dir(), settings, device=device)
     t0 = time.perf_counter()
     cache.warm([s.path for s in samples])
     cidx = {c: i for i, c in enumerate(classes)}
@@ -103,7 +106,7 @@ def run_eval(args: argparse.Namespace) -> dict:
         for i in range(0, len(samples), args.batch_size):
             chunk = samples[i:i + args.batch_size]
             x = torch.stack([torch.from_numpy(cache.get(s.path)) for s in chunk]).float().div_(255)
-            y_pred += model(x.to(args.device)).argmax(1).tolist()
+            y_pred += model(x.to(device)).argmax(1).tolist()
             y_true += [cidx[s.label] for s in chunk]
     out = classification_metrics(y_true, y_pred, classes)
     if args.per_intensity or any(s.intensity is not None for s in samples):
