@@ -50,6 +50,26 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not 0 < v < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return v
+
+
 def build_parser() -> argparse.ArgumentParser:
     from affectvlm import __version__
 
@@ -83,7 +103,15 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--pooling", choices=("peak", "mean"), default="peak",
                     help="how a sequence's frames are pooled (peak: most expressive 30%% of frames)")
     pr.add_argument("--batch-size", type=_positive_int, default=8, help="scans rendered and scored together")
-    pr.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    pr.add_argument("--device", default="auto", help=DEVICE_HELP)
+    pr.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32",
+                    help="image encoder precision (fp16/bf16: autocast; bf16 also on CPU)")
+    pr.add_argument("--workers", type=_non_negative_int, default=None,
+                    help="threads that read, orient and render the next scans while a batch is encoded "
+                    "(0: none; default: one per core, at most 4)")
+    pr.add_argument("--fps", type=_positive_float, default=None,
+                    help="frame rate of the sequences' timestamp column (default: a sequence's own, else 25, "
+                    "BU-4DFE's)")
     pr.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     rd = sub.add_parser("render", help="write the views a model sees as PNGs",
@@ -125,16 +153,23 @@ def _err(msg: str) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    """Score the inputs; under torchrun or SLURM each rank scores its share and rank 0 writes the one file."""
     from affectvlm.model import load_model
+    from affectvlm.model.devices import resolve_device
     from affectvlm.predict import format_table, predict, rows_to_csv, rows_to_json, write_rows
     from affectvlm.prompts import parse_classes
+    from affectvlm.shard import predict_sharded, shard_from_env
 
     if args.out and Path(args.out).suffix.lower() not in (".csv", ".json"):
         raise ConfigError(f"--out {args.out}: must end in .csv or .json")
-    model = load_model(args.model, device=args.device, classes=parse_classes(args.classes), prompts=args.prompts)
-    if not model.provenance.get("trained", True):
+    shard = shard_from_env()
+    if shard is not None and not args.out:
+        raise ConfigError(f"{shard.world} processes (torchrun/SLURM) need --out: rank 0 writes the merged file")
+    device = resolve_device(args.device, local_rank=shard.local_rank if shard else None)
+    model = load_model(args.model, device=device, classes=parse_classes(args.classes), prompts=args.prompts)
+    if not model.provenance.get("trained", True) and (shard is None or shard.rank == 0):
         _err(f"warning: model {model.spec!r} is untrained (random init): scores are meaningless")
-    progress = not args.no_progress and sys.stderr.isatty()
+    progress = not args.no_progress and sys.stderr.isatty() and (shard is None or shard.rank == 0)
 
     def on_row(row: dict) -> None:
         if row.get("error"):
@@ -145,13 +180,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
                  f"{row.get('orientation_front')}, confidence {row.get('orientation_confidence')}); "
                  "check it or pass --up/--front")
 
-    rows = predict(args.inputs, model, views=args.views, frames=args.frames, every=args.every,
-                   batch_size=args.batch_size, progress=progress, on_row=on_row, up=args.up, front=args.front,
-                   pooling=args.pooling)
+    kw = dict(views=args.views, frames=args.frames, every=args.every, batch_size=args.batch_size, up=args.up,
+              front=args.front, pooling=args.pooling, workers=args.workers, precision=args.precision, fps=args.fps)
+    if shard is not None:
+        rows = predict_sharded(args.inputs, model, args.out, shard, landmarks=args.landmarks, progress=progress,
+                               on_row=on_row, **kw)
+        if shard.rank != 0:
+            return 0  # rank 0 reports; a non-zero exit here would make torchrun stop the others
+    else:
+        rows = predict(args.inputs, model, progress=progress, on_row=on_row, **kw)
     if args.out:
-        path = write_rows(rows, args.out, landmarks=args.landmarks)
+        if shard is None:
+            write_rows(rows, args.out, landmarks=args.landmarks)
         n_err = sum(1 for r in rows if r["error"])
-        print(f"wrote {len(rows)} rows to {path}" + (f" ({n_err} with errors)" if n_err else ""), file=sys.stderr)
+        print(f"wrote {len(rows)} rows to {args.out}" + (f" ({n_err} with errors)" if n_err else ""),
+              file=sys.stderr)
     elif args.format == "json":
         sys.stdout.write(rows_to_json(rows))
     elif args.format == "csv":

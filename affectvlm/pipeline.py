@@ -18,20 +18,27 @@ R = TypeVar("R")
 
 
 class InlineExecutor(Executor):
-    """Runs each job when it is submitted (the serial path); its futures are already done."""
+    """Runs each job when it is submitted (the serial path), on one torch thread as a worker would (so both
+    paths give the same bits); its futures are already done."""
 
     def submit(self, fn: Callable[..., R], /, *args: object, **kwargs: object) -> "Future[R]":
+        import torch
+
         fut: Future[R] = Future()
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
         try:
             fut.set_result(fn(*args, **kwargs))
         except BaseException as e:  # delivered by .result(), as a thread pool would
             fut.set_exception(e)
+        finally:
+            torch.set_num_threads(threads)
         return fut
 
 
 def default_workers() -> int:
-    """Worker threads when none are asked for: one per core beyond the first, at least one, at most four."""
-    return max(1, min(4, (os.cpu_count() or 1) - 1))
+    """Worker threads when none are asked for: one per core (the encoding thread mostly waits), at most four."""
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 
 def check_workers(workers: int | None) -> int:
@@ -42,11 +49,20 @@ def check_workers(workers: int | None) -> int:
     return workers
 
 
+def _one_torch_thread() -> None:
+    # each worker is one of the parallel lanes: torch's own threads on top would oversubscribe the cores
+    # (OpenMP's thread count is per calling thread, so the encoding thread keeps its own)
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def executor(workers: int) -> Executor:
-    """A thread pool of ``workers`` threads, or the inline executor for 0."""
+    """A thread pool of ``workers`` threads (one torch thread each), or the inline executor for 0."""
     if workers == 0:
         return InlineExecutor()
-    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="affectvlm-predict")
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="affectvlm-predict",
+                              initializer=_one_torch_thread)
 
 
 class Ahead(Generic[T, R]):

@@ -459,9 +459,10 @@ def predict(inputs: Input | Sequence[Input], model: ModelArg = None, *, views: V
     return [row for _, row in score_items(items, o, plan(items, batch_size), progress=progress, on_row=on_row)]
 
 
-def _setup(inputs: Input | Sequence[Input], model: ModelArg, *, views: ViewsArg, frames: int | None, every: int,
-           batch_size: int, limits: Limits | None, up: str | None, front: str | None, pooling: str,
-           workers: int | None, precision: str, fps: float | None) -> tuple[_Options, list[Item]]:
+def _setup(inputs: Input | Sequence[Input], model: ModelArg, *, views: ViewsArg = None, frames: int | None = None,
+           every: int = 1, batch_size: int = 8, limits: Limits | None = None, up: str | None = None,
+           front: str | None = None, pooling: str = "peak", workers: int | None = None, precision: str = "fp32",
+           fps: float | None = None) -> tuple[_Options, list[Item]]:
     """Check the options, load the model and expand the inputs (what ``predict`` and sharded runs share)."""
     _check_options(frames=frames, every=every, batch_size=batch_size, pooling=pooling, precision=precision, fps=fps)
     o = _options(model, views, up, front, limits, batch_size=batch_size, pooling=pooling, precision=precision,

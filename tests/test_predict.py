@@ -223,3 +223,49 @@ def test_rows_report_the_face_frame_of_real_scans_in_any_axis_order(tmp_path, mo
     if rows[0]["landmarks"] is not None:
         a, b = np.asarray(rows[0]["landmarks"]), np.asarray(rows[1]["landmarks"])
         assert a.shape == (83, 3) and np.allclose(a @ R.T, b, atol=1.0)
+
+
+def test_pipelined_rows_equal_serial_rows_in_order(model, files, tmp_path):
+    """Worker threads change when things run, not what comes out: same rows, same order, errors in place."""
+    inputs = [str(files / "a.obj"), str(files / "bad.obj"), str(files / "F001"), ("x.obj", b"v 1\n"),
+              str(files / "b.wrl"), face_like_mesh(20, smile=0.3), str(tmp_path / "missing.obj")]
+    serial = predict(inputs, model, workers=0, batch_size=2)
+    for w in (1, 3):
+        seen = []
+        assert predict(inputs, model, workers=w, batch_size=2, on_row=seen.append) == serial
+        assert seen == serial
+    assert [r["success"] for r in serial] == [1, 0, 1, 1, 1, 1, 1, 0, 1, 1, 0]
+    assert [r["frame"] for r in serial][2:7] == [0, 1, 2, 3, "sequence"]
+
+
+def test_plan_fixes_the_batches():
+    from affectvlm.inputs import Item
+    from affectvlm.predict import plan
+
+    kinds = ["scan", "scan", "scan", "sequence", "scan", "error", "scan", "scan"]
+    items = [Item(str(i), k) for i, k in enumerate(kinds)]
+    assert plan(items, 2) == [[0, 1], [2], [3], [4], [5], [6, 7]]
+    assert plan(items, 8) == [[0, 1, 2], [3], [4], [5], [6, 7]]
+
+
+def test_timestamps_follow_the_frame_rate(model):
+    seq = MeshSequence([face_like_mesh(20, smile=s) for s in (0, 0.5, 1)], [0, 5, 10], source="mem")
+    rows = list(iter_sequence(seq, model))
+    assert [r["timestamp"] for r in rows] == [0.0, 0.2, 0.4, None]  # 25 fps, BU-4DFE's rate
+    rows = predict([seq], model, fps=10)
+    assert [r["timestamp"] for r in rows] == [0.0, 0.5, 1.0, None]
+    seq.meta["fps"] = 50
+    assert [r["timestamp"] for r in predict([seq], model)][:3] == [0.0, 0.1, 0.2]
+    with pytest.raises(ConfigError, match="fps"):
+        predict([seq], model, fps=0)
+
+
+def test_precision(model):
+    mesh = face_like_mesh(24, smile=0.5)
+    fp32 = predict([mesh], model)[0]
+    bf16 = predict([mesh], model, precision="bf16")[0]
+    assert bf16["success"] == 1
+    assert [bf16[c] for c in CLASSES] == pytest.approx([fp32[c] for c in CLASSES], abs=0.02)
+    assert [bf16[c] for c in CLASSES] != [fp32[c] for c in CLASSES]  # it did run in bfloat16
+    with pytest.raises(ConfigError, match="precision"):
+        predict([mesh], model, precision="fp8")

@@ -1,0 +1,146 @@
+"""``predict`` over many processes: under torchrun (``RANK``/``WORLD_SIZE``/``LOCAL_RANK``) or SLURM
+(``SLURM_PROCID``/``SLURM_NTASKS``/``SLURM_LOCALID``) each process scores every ``world``-th work unit of the
+expanded inputs (:func:`affectvlm.predict.plan`: the same batches a single process encodes), writes its rows
+to a part file atomically, and rank 0 waits for all parts and writes the one result file, in input order: the
+same bytes as a one-process run with the same torch thread count. Only files are shared (no NCCL, no
+rendezvous of our own); the output's folder must be visible to every rank.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+from affectvlm.errors import ConfigError
+from affectvlm.fileio import atomic_write_text
+from affectvlm.inputs import Input, Item
+from affectvlm.results import Row, write_rows
+
+WAIT_ENV = "AFFECTVLM_SHARD_TIMEOUT"  # seconds rank 0 waits for the other parts (default a day)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's place in a multi-process run."""
+
+    rank: int
+    world: int
+    local_rank: int
+    run_id: str
+
+
+def _int(env: Mapping[str, str], name: str) -> int | None:
+    text = env.get(name)
+    if text is None or text == "":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"environment variable {name}={text!r} is not a whole number") from None
+
+
+def shard_from_env(env: Mapping[str, str] | None = None) -> Shard | None:
+    """The torchrun or SLURM rank of this process, or None for a single process (world size 1)."""
+    env = os.environ if env is None else env
+    if _int(env, "WORLD_SIZE") is not None:
+        rank, world, local = _int(env, "RANK"), _int(env, "WORLD_SIZE"), _int(env, "LOCAL_RANK")
+        run = env.get("TORCHELASTIC_RUN_ID", "")
+    elif _int(env, "SLURM_NTASKS") is not None:
+        rank, world, local = _int(env, "SLURM_PROCID"), _int(env, "SLURM_NTASKS"), _int(env, "SLURM_LOCALID")
+        run = f"slurm-{env.get('SLURM_JOB_ID', '')}.{env.get('SLURM_STEP_ID', '')}"
+    else:
+        return None
+    assert world is not None
+    if world <= 1:
+        return None
+    if rank is None or not 0 <= rank < world:
+        raise ConfigError(f"rank {rank} is not in [0, {world}) (check RANK / SLURM_PROCID)")
+    if not run or run == "none":
+        run = f"ppid-{os.getppid()}"  # torchrun without a rendezvous id: the launcher is the ranks' parent
+    return Shard(rank, world, local or 0, run)
+
+
+def _fingerprint(items: Sequence[Item], extra: str) -> str:
+    h = hashlib.sha256(extra.encode())
+    for it in items:
+        h.update(f"\0{it.kind}\0{it.source}".encode())
+    return h.hexdigest()[:16]
+
+
+def parts_dir(out: Path) -> Path:
+    return out.parent / f".{out.name}.parts"
+
+
+def _part(folder: Path, rank: int) -> Path:
+    return folder / f"rank{rank:05d}.json"
+
+
+def predict_sharded(inputs: Input | Sequence[Input], model: object, out: str | os.PathLike, shard: Shard, *,
+                    landmarks: bool = False, progress: bool = False, on_row: Callable[[Row], None] | None = None,
+                    timeout_s: float | None = None, **kw: object) -> list[Row]:
+    """Score this rank's share of ``inputs`` (keywords as :func:`affectvlm.predict.predict`) and write its
+    part; rank 0 then writes ``out`` from all parts and returns every row, other ranks return their own."""
+    from affectvlm.predict import _setup, plan, score_items
+
+    out = Path(out)
+    if out.suffix.lower() not in (".csv", ".json"):
+        raise ConfigError(f"{out}: output must end in .csv or .json")
+    o, items = _setup(inputs, model, **kw)  # type: ignore[arg-type]
+    units = plan(items, o.batch_size)
+    folder = parts_dir(out)
+    fp = _fingerprint(items, f"{shard.run_id}|{shard.world}|{o.model.spec}|{len(units)}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{folder}: cannot write the ranks' parts ({e.strerror or e})") from None
+    mine: dict[int, list[Row]] = {}
+    part = {"fingerprint": fp, "rank": shard.rank, "world": shard.world}
+    try:
+        for i, row in score_items(items, o, units[shard.rank::shard.world], progress=progress, on_row=on_row):
+            mine.setdefault(i, []).append(row)
+    except BaseException as e:  # tell rank 0 instead of leaving it waiting
+        atomic_write_text(_part(folder, shard.rank), json.dumps({**part, "failed": f"{type(e).__name__}: {e}"}))
+        raise
+    atomic_write_text(_part(folder, shard.rank), json.dumps({**part, "rows": [[i, r] for i, r in mine.items()]}))
+    if shard.rank != 0:
+        return [r for rows in mine.values() for r in rows]
+    by_item = _gather(folder, shard.world, fp, timeout_s)
+    merged = [r for i in range(len(items)) for r in by_item.get(i, [])]
+    write_rows(merged, out, landmarks=landmarks)
+    shutil.rmtree(folder, ignore_errors=True)
+    return merged
+
+
+def _gather(folder: Path, world: int, fp: str, timeout_s: float | None) -> dict[int, list[Row]]:
+    """Wait for every rank's part of this run (older runs' parts are ignored) and read them."""
+    wait = float(timeout_s if timeout_s is not None else os.environ.get(WAIT_ENV, 86400))
+    deadline = time.monotonic() + wait
+    got: dict[int, dict] = {}
+    while len(got) < world:
+        for r in range(world):
+            if r in got:
+                continue
+            try:
+                data = json.loads(_part(folder, r).read_text("utf-8"))
+            except (OSError, ValueError):
+                continue  # not there yet (parts appear whole: they are renamed into place)
+            if data.get("fingerprint") != fp:
+                continue  # a part left by another run
+            if "failed" in data:
+                raise ConfigError(f"rank {r} failed: {data['failed']}")
+            got[r] = data
+        if len(got) < world:
+            if time.monotonic() > deadline:
+                missing = sorted(set(range(world)) - set(got))
+                raise ConfigError(f"waited {wait:g} s for the parts of ranks {missing} in {folder} ({WAIT_ENV})")
+            time.sleep(0.1)
+    by_item: dict[int, list[Row]] = {}
+    for data in got.values():
+        for i, rows in data["rows"]:
+            by_item.setdefault(int(i), []).extend(rows)
+    return by_item

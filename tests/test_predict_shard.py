@@ -1,0 +1,95 @@
+"""Sharded predict: ranks from torchrun / SLURM variables, parts merged by rank 0, and a real two-process
+torchrun run that writes the same bytes as one process."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trimesh
+
+from affectvlm.errors import ConfigError
+from affectvlm.io.vrml import write_vrml
+from affectvlm.shard import Shard, _gather, _part, shard_from_env
+from meshgen import face_like_mesh
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_shard_from_env():
+    assert shard_from_env({}) is None
+    assert shard_from_env({"WORLD_SIZE": "1", "RANK": "0"}) is None
+    s = shard_from_env({"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1", "TORCHELASTIC_RUN_ID": "abc"})
+    assert s == Shard(rank=3, world=4, local_rank=1, run_id="abc")
+    s = shard_from_env({"SLURM_NTASKS": "2", "SLURM_PROCID": "1", "SLURM_LOCALID": "0", "SLURM_JOB_ID": "77",
+                        "SLURM_STEP_ID": "0"})
+    assert s == Shard(rank=1, world=2, local_rank=0, run_id="slurm-77.0")
+    with pytest.raises(ConfigError, match="rank 5"):
+        shard_from_env({"WORLD_SIZE": "2", "RANK": "5"})
+    with pytest.raises(ConfigError, match="SLURM_NTASKS"):
+        shard_from_env({"SLURM_NTASKS": "two"})
+
+
+def test_gather_skips_other_runs_and_reports_a_failed_rank(tmp_path):
+    _part(tmp_path, 0).write_text(json.dumps({"fingerprint": "now", "rows": [[0, [{"file": "a"}]], [2, [{"file": "c"}]]]}))
+    _part(tmp_path, 1).write_text(json.dumps({"fingerprint": "old", "rows": [[1, [{"file": "stale"}]]]}))
+    with pytest.raises(ConfigError, match=r"ranks \[1\]"):
+        _gather(tmp_path, 2, "now", timeout_s=0.3)  # a part of an earlier run is not taken
+    _part(tmp_path, 1).write_text(json.dumps({"fingerprint": "now", "rows": [[1, [{"file": "b"}]]]}))
+    got = _gather(tmp_path, 2, "now", timeout_s=5)
+    assert [got[i][0]["file"] for i in range(3)] == ["a", "b", "c"]
+    _part(tmp_path, 1).write_text(json.dumps({"fingerprint": "now", "failed": "OSError: disk full"}))
+    with pytest.raises(ConfigError, match="rank 1 failed: OSError: disk full"):
+        _gather(tmp_path, 2, "now", timeout_s=5)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("shard")
+    for i, code in enumerate(("AN", "DI", "HA", "SA", "SU")):
+        m = face_like_mesh(24, smile=i / 4)
+        if i % 2:
+            write_vrml(d / f"F0001_{code}04WH_F3D.wrl", m, write_texture=False)
+        else:
+            trimesh.Trimesh(m.vertices, m.faces, process=False).export(d / f"F0001_{code}04WH_F3D.obj")
+    (d / "F0001_broken.ply").write_text("ply\nformat ascii 1.0\nelement vertex 3\nend_header\n1 2\n")
+    seq = d / "F0002" / "Happy"
+    seq.mkdir(parents=True)
+    for i in range(3):
+        write_vrml(seq / f"{i:03d}.wrl", face_like_mesh(20, smile=i / 2), write_texture=False)
+    return d
+
+
+def _env() -> dict:
+    # torchrun gives each of several ranks one OpenMP thread; the one-process run is given the same
+    return dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1",
+                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+
+
+@pytest.mark.parametrize("suffix", [".json", pytest.param(".csv", marks=pytest.mark.slow)])
+def test_torchrun_two_processes_write_the_single_process_bytes(inputs, tmp_path, suffix):
+    args = ["predict", str(inputs), "--model", "AffectVLM-Test", "--views", "0,30", "--batch-size", "2",
+            "--device", "cpu", "--no-progress", "--landmarks"]
+    one = subprocess.run([sys.executable, "-m", "affectvlm", *args, "--out", str(tmp_path / f"one{suffix}")],
+                         capture_output=True, text=True, env=_env(), timeout=600)
+    assert one.returncode == 1, one.stderr  # the broken file
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "affectvlm", *args, "--out", str(tmp_path / f"two{suffix}")],
+                         capture_output=True, text=True, env=_env(), timeout=600, cwd=tmp_path)
+    assert two.returncode == 1, two.stderr  # rank 0 reports the broken file like a single run
+    a, b = (tmp_path / f"one{suffix}").read_bytes(), (tmp_path / f"two{suffix}").read_bytes()
+    assert a == b
+    assert not (tmp_path / f".two{suffix}.parts").exists()  # the parts are removed after the merge
+    if suffix == ".json":
+        rows = json.loads(a)
+        assert len(rows) == 5 + 1 + 4 and sum(not r["success"] for r in rows) == 1
+        assert [r["frame"] for r in rows if "Happy" in r["file"]] == [0, 1, 2, "sequence"]
+    assert two.stderr.count("F0001_broken.ply") == 1  # reported once, by the rank that scored it
+
+
+def test_sharded_run_needs_out(inputs):
+    env = dict(_env(), WORLD_SIZE="2", RANK="1")
+    r = subprocess.run([sys.executable, "-m", "affectvlm", "predict", str(inputs), "--model", "AffectVLM-Test"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 2 and "need --out" in r.stderr
