@@ -12,7 +12,7 @@ from affectvlm.app.launch import other_node_command
 from affectvlm.app.runview import eta_seconds, fmt_duration, tail
 from affectvlm.app.trainform import (DEFAULT_LOSS_WEIGHTS, LOSS_TERMS, TrainForm, build_launch, check_dataset,
                                      summarise_dataset)
-from affectvlm.app.widgets import job_store, page_header, settings, show_dataset_summary, show_error, use_run_callback
+from affectvlm.app.widgets import job_store, page_header, settings, show_dataset_summary, show_error, use_run
 from affectvlm.datasets import LAYOUTS
 from affectvlm.errors import AffectVLMError
 from affectvlm.runfolder import read_metrics, read_status
@@ -127,8 +127,8 @@ def job_view(jid: int) -> None:
     stopping = job.active and state.get(f"stopping_{jid}")
     b1.button("Stop", key=f"stop_{jid}", disabled=not job.active or bool(stopping), on_click=stop_async, args=(jid,))
     b2.button("Resume", key=f"resume_{jid}", disabled=job.active, on_click=resume, args=(jid,))
-    cb, args = use_run_callback(str(job.best_dir))
-    b3.button("Use this model for analysis", key=f"use_{jid}", disabled=not job.has_model, on_click=cb, args=args)
+    b3.button("Use this model for analysis", key=f"use_{jid}", disabled=not job.has_model, on_click=use_run,
+              args=(str(job.best_dir),))
     if stopping:
         st.caption("Stopping… (SIGTERM sent to the process group; SIGKILL after 10 s)")
     if figs := metrics_figures(records):

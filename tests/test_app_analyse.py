@@ -16,6 +16,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 from affectvlm.app.batch import zip_bytes  # noqa: E402
 from affectvlm.app.preview import ORIENTATION_WARNING, preview  # noqa: E402
 from affectvlm.app.uploads import list_samples  # noqa: E402
+from affectvlm.prompts import DEFAULT_CLASSES  # noqa: E402
 from affectvlm.results import FaceFrame  # noqa: E402
 from meshgen import face_like_mesh  # noqa: E402
 
@@ -90,7 +91,7 @@ def test_upload_each_scan_format(ext, face, tmp_path):
     data = _vrml_bytes(face, tmp_path) if ext == "wrl" else _trimesh_bytes(face, ext)
     at = upload(analyse(), [(f"face.{ext}", data)])
     label, delta = top(at)
-    assert label in ("neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger")
+    assert label in DEFAULT_CLASSES
     assert delta.endswith("confidence")
     charts = at.get("plotly_chart")
     specs = [json.loads(c.proto.spec) for c in charts]

@@ -36,9 +36,10 @@ if CHROMIUM is None:
     pytest.skip("Debian chromium is not installed (apt-get install chromium)", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api")
 
+from affectvlm.prompts import DEFAULT_CLASSES  # noqa: E402
 from meshgen import face_like_mesh  # noqa: E402
 
-CLASSES = ("neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger")
+CLASSES = DEFAULT_CLASSES
 SAMPLES = REPO / "affectvlm" / "data" / "samples"
 # the bundled scan shown on the Analyse screenshot (its .wrl and .bmp are uploaded together)
 SAMPLE = os.environ.get("AFFECTVLM_SCREENSHOT_SAMPLE", "F0001_HA04WH_F3D")

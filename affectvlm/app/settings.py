@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from affectvlm.app.uploads import safe_name, sweep_upload_dirs
 from affectvlm.errors import ConfigError
 from affectvlm.limits import Limits, default_limits
 
@@ -62,8 +63,6 @@ def env_number(env: Mapping[str, str], name: str, default: float, lo: float, hi:
 def load_settings(env: Mapping[str, str] | None = None, *, cwd: str | os.PathLike | None = None) -> AppSettings:
     """Settings from the environment (see the module docstring); workspace roots are created and old
     upload folders swept."""
-    from affectvlm.app.uploads import sweep_upload_dirs
-
     env = dict(os.environ if env is None else env)
     base = Path(cwd or os.getcwd())
     raw = env.get("AFFECTVLM_WORKSPACE_ROOTS") or "workspace"
@@ -133,8 +132,6 @@ def check_model_spec(spec: str, roots: Sequence[Path], *, what: str = "model") -
 
 def unique_run_dir(parent: Path, stem: str) -> Path:
     """``parent/stem``, or ``stem-2``, ``stem-3``… if taken."""
-    from affectvlm.app.uploads import safe_name
-
     safe = safe_name(stem) or "run"
     cand = parent / safe
     i = 2

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from affectvlm.errors import ConfigError, ModelError
 from affectvlm.prompts import DEFAULT_CLASSES
+from affectvlm.prompts import parse_classes as parse_class_list
 
 MODEL_KINDS = {
     "default": "Embedded default",
@@ -25,8 +26,6 @@ DEFAULT_TEMPLATES_TEXT = "a 3D scan of a {} face\na rendering of a {} face\na 3D
 
 def parse_classes(text: str) -> list[str]:
     """Class names from comma/newline separated text; at least two, no duplicates."""
-    from affectvlm.prompts import parse_classes as parse_class_list
-
     return list(parse_class_list([c for c in re.split(r"[,\n]", text or "") if c.strip()]))
 
 
@@ -74,7 +73,7 @@ class ModelChoice:
 
 
 def choice_from_fields(kind: str, value: str, default: str | None, *, custom: bool, classes_text: str,
-                   templates_text: str, views_text: str) -> ModelChoice:
+                       templates_text: str, views_text: str) -> ModelChoice:
     """The :class:`ModelChoice` of the sidebar's fields (views validated now: a clear message beats a
     failure mid-analysis)."""
     from affectvlm.render import parse_views
@@ -102,12 +101,12 @@ def weights_stamp(spec: str | None) -> tuple[tuple[str, int, int], ...]:
     if not path:
         return ()
     root = Path(path)
-    files = sorted(p for p in root.iterdir() if p.is_file()) if root.is_dir() else [root]
     out = []
-    for p in files:
-        try:
+    try:
+        files = sorted(p for p in root.iterdir() if p.is_file()) if root.is_dir() else [root]
+        for p in files:
             st = p.stat()
-        except OSError:
-            continue
-        out.append((p.name, st.st_mtime_ns, st.st_size))
+            out.append((p.name, st.st_mtime_ns, st.st_size))
+    except OSError:
+        return tuple(out)  # replaced while we looked: the next rerun sees the new files
     return tuple(out)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from affectvlm.app.figures import probability_figure
 from affectvlm.app.jobs import JobStore
 from affectvlm.app.settings import AppSettings, load_settings
 from affectvlm.app.sidebar import (AXES, DEFAULT_CLASSES_TEXT, DEFAULT_TEMPLATES_TEXT, MODEL_KINDS, ModelChoice,
@@ -62,8 +63,6 @@ def show_error(e: BaseException) -> None:
 
 def show_probabilities(probs: dict[str, float], *, key: str, label: str = "Top emotion") -> None:
     """The top class as a metric and the bar chart of every class's probability."""
-    from affectvlm.app.figures import probability_figure
-
     top = max(probs, key=probs.get)
     st.metric(label, top, f"{probs[top]:.1%} confidence", delta_color="off")
     st.plotly_chart(probability_figure(probs), width="stretch", key=key, config={"displaylogo": False})
@@ -96,7 +95,7 @@ def show_dataset_summary(summary: dict) -> None:
 def page_header(title: str, page: str | None = None) -> ModelChoice | None:
     """Page config, the sidebar and the title; returns the sidebar's model choice (None while it is invalid)."""
     st.set_page_config(page_title=f"AffectVLM · {page}" if page else "AffectVLM", page_icon=ICON, layout="wide")
-    choice = st.session_state["_model_choice"] = sidebar()
+    choice = sidebar()
     st.title(title)
     return choice
 
@@ -114,14 +113,11 @@ def orientation_box(label: str, caption: str, *, key: str, many: bool = False) -
     return parse_axis_choice(up), parse_axis_choice(front)
 
 
-def _use_run(path: str) -> None:
-    """Callback for "use this model for analysis" (callbacks may set widget state)."""
+def use_run(path: str) -> None:
+    """Callback for "use this model for analysis": the sidebar's model becomes the run's ``best/``
+    (callbacks may set widget state)."""
     st.session_state["model_kind"] = "run"
     st.session_state["model_run"] = path
-
-
-def use_run_callback(path: str):
-    return _use_run, (path,)
 
 
 def finished_runs() -> dict[str, str]:
