@@ -50,9 +50,9 @@ def orientation() -> tuple[str | None, str | None]:
                            "The preview and the rendered views use these overrides; 'auto' detects them.", key="an")
 
 
-def show_preview(pv: Preview, mesh, frame: FaceFrame | None) -> None:
+def show_preview(pv: Preview, scan, shown, frame: FaceFrame | None) -> None:
     st.plotly_chart(mesh3d_figure(pv), width="stretch", key="preview3d", config={"displaylogo": False})
-    st.caption(preview_note(pv, mesh, frame))
+    st.caption(preview_note(pv, scan, shown, frame))
 
 
 def analyse_scan(mesh, model, sig: str) -> None:
@@ -68,8 +68,8 @@ def analyse_scan(mesh, model, sig: str) -> None:
     c1, c2 = st.columns([3, 2])
     with c1:
         st.subheader("3D preview")
-        pv = preview(prepared.value.mesh, max_faces=S.preview_max_faces, canonical=False)
-        show_preview(pv, mesh, frame)
+        shown = prepared.value.mesh
+        show_preview(preview(shown, max_faces=S.preview_max_faces, canonical=False), mesh, shown, frame)
     with c2:
         st.subheader("Result")
         show_probabilities(res.value.probabilities, key="probs_bar")
@@ -115,7 +115,7 @@ def analyse_sequence(seq, model, sig: str) -> None:
         frame = FaceFrame.from_meta(pv.meta)
         if warning := orientation_warning(frame):
             warn_slot.warning(warning, icon=":material/screen_rotation:")
-        show_preview(pv, mesh, frame)
+        show_preview(pv, mesh, mesh, frame)
     with c2:
         st.subheader("Sequence result")
         if pooled and not pooled["error"]:

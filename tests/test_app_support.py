@@ -180,3 +180,17 @@ def test_landmarks_follow_the_preview_into_the_canonical_frame():
     assert P.landmarks_canonical({"canonical": {"up": "+y"}}) is None
     fig = P.mesh3d_figure(P.Preview(c.vertices, c.faces, None, dict(c.meta)))
     assert [t.name for t in fig.data] == ["scan", "landmarks"]
+
+
+def test_preview_note_says_crop_decimation_and_axes():
+    scan = face_like_mesh(40, textured=False)
+    shown = type(scan)(vertices=scan.vertices, faces=scan.faces[: scan.n_faces // 2], source="s")
+    pv = P.preview(shown, max_faces=100, canonical=False)
+    frame = FaceFrame.from_meta({"canonical": {"up": "+y", "front": "+z", "detected": ["up"],
+                                               "confidence": {"up": 0.5}}})
+    note = P.preview_note(pv, scan, shown, frame)
+    assert note.startswith(f"{scan.n_vertices:,} vertices, {scan.n_faces:,} faces")
+    assert f"(face region: {shown.n_faces:,})" in note and f"(preview decimated to {len(pv.faces):,})" in note
+    assert note.endswith("file axes: up +y (guessed, confidence 0.50), front +z (set)")
+    plain = P.preview_note(P.preview(scan, max_faces=10**6, canonical=False), scan, scan, None)
+    assert plain == f"{scan.n_vertices:,} vertices, {scan.n_faces:,} faces"

@@ -50,10 +50,13 @@ def orientation_caption(frame: FaceFrame | None) -> str:
     return ", ".join(parts)
 
 
-def preview_note(pv: Preview, mesh: Mesh, frame: FaceFrame | None) -> str:
-    """The caption under a preview: the scan's size, the decimation, the file axes of its face frame."""
-    note = f"{mesh.n_vertices:,} vertices, {mesh.n_faces:,} faces"
-    if len(pv.faces) < mesh.n_faces:
+def preview_note(pv: Preview, scan: Mesh, shown: Mesh, frame: FaceFrame | None) -> str:
+    """The caption under a preview of ``shown`` (``scan`` canonicalised, maybe cut to the face region the model
+    renders): the scan's size, the crop, the decimation, the file axes of its face frame."""
+    note = f"{scan.n_vertices:,} vertices, {scan.n_faces:,} faces"
+    if shown.n_faces < scan.n_faces:
+        note += f" (face region: {shown.n_faces:,})"
+    if len(pv.faces) < shown.n_faces:
         note += f" (preview decimated to {len(pv.faces):,})"
     if axes := orientation_caption(frame):
         note += " · file axes: " + axes
