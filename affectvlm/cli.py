@@ -16,7 +16,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 from affectvlm.errors import AffectVLMError, ConfigError, printable
 
@@ -40,34 +40,26 @@ def allow_signed_values(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     return parser
 
 
-def _positive_int(text: str) -> int:
+def _number(text: str, cast: type, ok: Callable[[float], bool], what: str) -> Any:
     try:
-        v = int(text)
+        v = cast(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        v = None
+    if v is None or not ok(v):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
     return v
+
+
+def _positive_int(text: str) -> int:
+    return _number(text, int, lambda v: v >= 1, "a positive integer")
 
 
 def _non_negative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        v = -1
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
-    return v
+    return _number(text, int, lambda v: v >= 0, "a whole number >= 0")
 
 
 def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        v = float("nan")
-    if not 0 < v < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return v
+    return _number(text, float, lambda v: 0 < v < float("inf"), "a positive number")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -280,6 +272,10 @@ def _forward(command: str, argv: list[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
+    if argv[:1] == ["predict"]:
+        # before torch starts OpenMP: idle OpenMP threads sleep instead of spinning, so predict's worker
+        # threads and other processes on the cores are not starved (bench/bench_predict.py --throughput)
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         if argv and argv[0] in _FORWARDED:
             return _forward(argv[0], argv[1:])

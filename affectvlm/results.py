@@ -106,8 +106,35 @@ def _row(file: str, frame: int | str, classes: Sequence[str], probs: Probs | Non
     return row
 
 
+class _Scored:
+    """``ok``, ``probabilities``, ``label`` and ``confidence`` of a result's ``scores`` over its ``classes``."""
+
+    classes: tuple[str, ...]
+    error: str
+
+    @property
+    def scores(self) -> Probs | None:
+        raise NotImplementedError
+
+    @property
+    def ok(self) -> bool:
+        return not self.error and self.scores is not None
+
+    @property
+    def probabilities(self) -> dict[str, float]:
+        return dict(zip(self.classes, self.scores)) if self.scores is not None else {}
+
+    @property
+    def label(self) -> str:
+        return _top(self.classes, self.scores)[0]
+
+    @property
+    def confidence(self) -> float | None:
+        return _top(self.classes, self.scores)[1]
+
+
 @dataclass(frozen=True)
-class ScanResult:
+class ScanResult(_Scored):
     """One scan's result: ``probs`` over ``classes`` (None when ``error``) and the face frame it was seen in."""
 
     file: str
@@ -117,20 +144,8 @@ class ScanResult:
     error: str = ""
 
     @property
-    def ok(self) -> bool:
-        return not self.error and self.probs is not None
-
-    @property
-    def probabilities(self) -> dict[str, float]:
-        return dict(zip(self.classes, self.probs)) if self.probs is not None else {}
-
-    @property
-    def label(self) -> str:
-        return _top(self.classes, self.probs)[0]
-
-    @property
-    def confidence(self) -> float | None:
-        return _top(self.classes, self.probs)[1]
+    def scores(self) -> Probs | None:
+        return self.probs
 
     def row(self) -> Row:
         return _row(self.file, "", self.classes, self.probs, self.error, face=self.frame)
@@ -150,7 +165,7 @@ class FrameResult:
 
 
 @dataclass
-class SequenceResult:
+class SequenceResult(_Scored):
     """A 4D sequence's result: per-frame results in order, the pooled probabilities (None when no frame
     could be scored, then ``error`` says so) and the face frame found on its middle frame."""
 
@@ -163,20 +178,8 @@ class SequenceResult:
     fps: float | None = None
 
     @property
-    def ok(self) -> bool:
-        return not self.error and self.pooled is not None
-
-    @property
-    def probabilities(self) -> dict[str, float]:
-        return dict(zip(self.classes, self.pooled)) if self.pooled is not None else {}
-
-    @property
-    def label(self) -> str:
-        return _top(self.classes, self.pooled)[0]
-
-    @property
-    def confidence(self) -> float | None:
-        return _top(self.classes, self.pooled)[1]
+    def scores(self) -> Probs | None:
+        return self.pooled
 
     def frame_row(self, fr: FrameResult) -> Row:
         return frame_row(self.file, self.classes, fr, self.fps)

@@ -11,10 +11,12 @@ Prints JSON; ``ratio_to_goal`` is the end-to-end median over the 0.5 s goal (< 1
 serial path (``workers=0``) and the pipelined one (reading, orienting and rendering on worker threads while
 the batch before is encoded), alternately, after one warm-up call each; reports the marginal seconds per scan
 (wall time of the call / N, the model already loaded), scans per second, and ``ratio`` = pipelined / serial
-(<= 0.5 is the goal). The two paths must give the same rows.
+(<= 0.5 is the goal). The two paths must give the same rows. ``--baseline-rev REV`` also times ``predict`` as
+it was at git revision REV (its ``affectvlm/predict.py`` over today's library) in the same run:
+``ratio_to_baseline`` = pipelined / that.
 
     python bench/bench_predict.py [--runs 7] [--threads 2] [--models AffectVLM-Tiny,ViT-B-32]
-    python bench/bench_predict.py --throughput 100 [--models default] [--workers 1] [--repeats 2]
+    python bench/bench_predict.py --throughput 100 [--models default] [--workers 2] [--repeats 2] [--baseline-rev REV]
 """
 from __future__ import annotations
 
@@ -54,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=None, help="pipelined run's worker threads (default: predict's)")
     ap.add_argument("--repeats", type=int, default=2, help="throughput: timed calls of each path")
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--baseline-rev", default=None, help="throughput: also time predict.py of this git revision")
     args = ap.parse_args(argv)
     if args.throughput:
         return throughput(args)
@@ -103,7 +106,32 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def pytest_approx(x: float | None, tol: float = 1e-5):
+    """A value equal to anything within ``tol`` of ``x`` (the baseline renders a twice-canonicalised mesh)."""
+    class Near(float):
+        def __eq__(self, other: object) -> bool:
+            return isinstance(other, float) and abs(other - float(self)) <= tol
+    return None if x is None else Near(x)
+
+
+def _module_at(rev: str):
+    """``affectvlm/predict.py`` as it was at git revision ``rev``, imported over today's library."""
+    import importlib.util
+    import subprocess
+
+    src = subprocess.run(["git", "-C", str(REPO), "show", f"{rev}:affectvlm/predict.py"], check=True,
+                         capture_output=True, text=True).stdout
+    path = Path(tempfile.mkdtemp(prefix="bench_predict_rev_")) / "predict_baseline.py"
+    path.write_text(src)
+    spec = importlib.util.spec_from_file_location("predict_baseline", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["predict_baseline"] = mod  # dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def throughput(args: argparse.Namespace) -> int:
+    policy = os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # what `affectvlm predict` sets; empty: OpenMP's own
     import torch
 
     if args.threads:
@@ -120,7 +148,9 @@ def throughput(args: argparse.Namespace) -> int:
     for i in range(n):  # a BU-3DFE-like batch: different people's expressions, textured VRML
         write_vrml(tmp / f"F{i // 7:04d}_{codes[i % 7]}04WH_F3D.wrl", face_like_mesh(args.grid, smile=(i % 7) / 6))
     workers = default_workers() if args.workers is None else args.workers
+    baseline = _module_at(args.baseline_rev) if args.baseline_rev else None
     report: dict = {"scans": n, "threads": torch.get_num_threads(), "workers": workers, "cpus": os.cpu_count(),
+                    "omp_wait_policy": policy or "(OpenMP default)",
                     "load_avg_1min": round(os.getloadavg()[0], 2), "batch_size": args.batch_size,
                     "device": args.device, "models": {}}
     for name in args.models.split(","):
@@ -129,17 +159,22 @@ def throughput(args: argparse.Namespace) -> int:
         load_s = time.perf_counter() - t
 
         def run(w: int) -> list[dict]:
+            if w < 0:
+                return baseline.predict(str(tmp), model, batch_size=args.batch_size)
             return predict(str(tmp), model, workers=w, batch_size=args.batch_size)
 
-        times: dict[int, list[float]] = {0: [], workers: []}
+        modes = (0, workers) + ((-1,) if baseline else ())
+        times: dict[int, list[float]] = {w: [] for w in modes}
+        cpu: dict[int, list[float]] = {w: [] for w in modes}
         rows: dict[int, list[dict]] = {}
-        for w in (0, workers):
+        for w in modes:
             run(w)  # warm-up: compiled kernels, the face-frame network, allocator
         for _ in range(args.repeats):
-            for w in (0, workers):
-                t = time.perf_counter()
+            for w in modes:
+                t, c = time.perf_counter(), time.process_time()
                 rows[w] = run(w)
                 times[w].append(time.perf_counter() - t)
+                cpu[w].append(time.process_time() - c)
         assert len(rows[0]) == n and not any(r["error"] for r in rows[0])
         same = all(a == b for a, b in zip(rows[0], rows[workers]))
         serial, piped = min(times[0]), min(times[workers])
@@ -149,8 +184,18 @@ def throughput(args: argparse.Namespace) -> int:
             "serial_s_per_scan": round(serial / n, 4), "pipelined_s_per_scan": round(piped / n, 4),
             "serial_scans_per_s": round(n / serial, 2), "pipelined_scans_per_s": round(n / piped, 2),
             "ratio": round(piped / serial, 3), "same_rows": same,
+            # CPU seconds per scan (all threads): the work; wall above it means waiting, below it parallel cores
+            "serial_cpu_s_per_scan": round(min(cpu[0]) / n, 4), "pipelined_cpu_s_per_scan": round(min(cpu[workers]) / n, 4),
             "all_serial_s": [round(x, 3) for x in times[0]], "all_pipelined_s": [round(x, 3) for x in times[workers]],
         }
+        if baseline:
+            base = min(times[-1])
+            report["models"][name].update({
+                "baseline_rev": args.baseline_rev, "baseline_s": round(base, 3),
+                "baseline_s_per_scan": round(base / n, 4), "ratio_to_baseline": round(piped / base, 3),
+                "baseline_same_probabilities": all(
+                    a.get(c) == pytest_approx(b.get(c)) for a, b in zip(rows[-1], rows[0]) for c in model.classes),
+                "all_baseline_s": [round(x, 3) for x in times[-1]]})
     report["load_avg_1min_after"] = round(os.getloadavg()[0], 2)
     print(json.dumps(report, indent=2))
     return 0
