@@ -195,3 +195,20 @@ def test_quiet_logs_only_this_thread(caplog):
     logging.warning("after the block, kept")
     assert [r.getMessage() for r in caplog.records] == ["another session's, kept", "mine, above the level, kept",
                                                         "after the block, kept"]
+
+
+def test_job_status_from_the_trainers_words(tmp_path):
+    """The job store reads the trainer's status.json through affectvlm.runfolder: its six words, no guessing."""
+    from affectvlm.app.runview import job_status
+    from affectvlm.runfolder import Status, read_status, write_status
+
+    want = {Status.RUNNING: None, Status.FINISHED: Status.FINISHED, Status.FAILED: Status.FAILED,
+            Status.STOPPED: Status.STOPPED, Status.PREEMPTED: Status.STOPPED}
+    for word, job in want.items():
+        write_status(tmp_path, word)
+        assert job_status(read_status(tmp_path)) == job, word
+    (tmp_path / "status.json").write_text(json.dumps({"status": "running", "pid": 2**22 + 7, "host": "elsewhere"}))
+    assert job_status(read_status(tmp_path)) is None  # another host's trainer: unknowable here, still running
+    (tmp_path / "status.json").write_text(json.dumps({"status": "done"}))  # not a word of the contract
+    assert job_status(read_status(tmp_path)) is Status.FAILED
+    assert job_status(None) is None
