@@ -88,7 +88,7 @@ def _top(classes: Sequence[str], probs: Probs | None) -> tuple[str, float | None
     return classes[k], probs[k]
 
 
-def as_probs(p: Any) -> Probs:
+def as_probs(p: "np.ndarray | Sequence[float]") -> Probs:
     """Probabilities as a tuple of Python floats (what rows carry)."""
     return tuple(float(v) for v in np.asarray(p).reshape(-1))
 
@@ -290,7 +290,7 @@ def _landmark_cells(r: Row, n: int) -> list[str]:
     return [f"{float(c):.4f}" for p in lm for c in p]
 
 
-def _cell(v: Any) -> str:
+def _cell(v: object) -> str:
     if v is None:
         return ""
     if isinstance(v, float):

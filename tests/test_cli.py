@@ -115,3 +115,23 @@ def test_forwarded_subcommands(monkeypatch):
     monkeypatch.setitem(sys.modules, "affectvlm.synth.cli", fake)
     assert cli.main(["synth", "--n", "3", "out"]) == 0
     assert got["argv"] == ["--n", "3", "out"]
+
+
+def test_predict_options_precision_workers_fps(capsys, scans):
+    assert cli.build_parser().parse_args(["predict", "x.obj"]).device == "auto"
+    base = ["predict", str(scans / "seq"), *MODEL, "--format", "json", "--no-progress"]
+    assert cli.main([*base, "--workers", "0"]) == 0
+    serial = json.loads(capsys.readouterr().out)
+    assert cli.main([*base, "--workers", "2", "--fps", "10"]) == 0
+    piped = json.loads(capsys.readouterr().out)
+    assert [r["timestamp"] for r in serial] == [0.0, 0.04, 0.08, None]
+    assert [r["timestamp"] for r in piped] == [0.0, 0.1, 0.2, None]
+    assert [r["happiness"] for r in piped] == [r["happiness"] for r in serial]  # same numbers, threads or not
+    assert cli.main([*base, "--precision", "bf16"]) == 0
+    bf16 = json.loads(capsys.readouterr().out)
+    assert all(r["success"] == 1 for r in bf16)
+    assert abs(bf16[0]["happiness"] - serial[0]["happiness"]) < 0.02
+    for bad in (["--workers", "-1"], ["--fps", "0"], ["--precision", "fp8"]):
+        with pytest.raises(SystemExit):
+            cli.main([*base, *bad])
+        assert "--" in capsys.readouterr().err
