@@ -252,9 +252,10 @@ def test_upload_scan_read_top_emotion_and_drag_preview(page, server, shots, tmp_
 def test_sequence_zip_chart_fills_in(page, server, shots, tmp_path):
     from affectvlm.app.batch import zip_bytes
 
-    # a long synthetic sequence, so the chart is seen part-filled
-    n = 40
-    frames = [(f"F001/Happy/{i:03d}.obj", _obj_bytes(face_like_mesh(40, smile=min(1.0, i / 20), seed=i, textured=False)))
+    # a long synthetic sequence, so the chart is seen part-filled (frames are scored in batches of 8, and
+    # plotly.js must have loaded in the browser before a partial chart can show)
+    n = 160
+    frames = [(f"F001/Happy/{i:03d}.obj", _obj_bytes(face_like_mesh(40, smile=min(1.0, i / 80), seed=i, textured=False)))
               for i in range(n)]
     z = tmp_path / "seq.zip"
     z.write_bytes(zip_bytes(frames))
