@@ -36,7 +36,6 @@ from affectvlm.app.runview import job_status, last_error_line
 from affectvlm.errors import ConfigError
 from affectvlm.runfolder import RunFolder, Status, read_status
 
-STATUSES = tuple(s.value for s in (Status.RUNNING, Status.FINISHED, Status.FAILED, Status.STOPPED))
 STARTING_GRACE_S = 120.0  # a claimed row without a pid yet counts as alive this long
 
 _SCHEMA = """
