@@ -23,10 +23,9 @@ Orientation detection (each step can be overridden with an axis string ``"+x" ..
   forehead is wider than the chin. When the vote is weak the file's positive axis wins.
 * ``meta["canonical"]["confidence"]``: ``{"front": c, "up": c}`` in [0, 1] for the detected parts,
   and ``"low_confidence": True`` when either is below 0.45 (an app should say "orientation guessed;
-  fix it with up/front"). Measured on the 1000 synthetic BU-3DFE-layout scans of
-  /work/data/synth-bu3dfe-40 (ICT-FaceKit, +Y up; the cue scales were tuned on them): 0 wrong in
-  file orientation and 0 wrong under random axis swaps, 32 flagged. On 140 fresh scans (other
-  seeds) 2 were upside down, both flagged; with ``crop="none"`` (neck and jaw included) 8 of 84.
+  fix it with up/front"). The cue scales were tuned on synthetic BU-3DFE-layout scans (ICT-FaceKit,
+  +Y up); how often the cues and the face-frame network are right, wrong or flagged: ``bench/bench_frame.py``
+  and its table in the README.
 
 The transform is recorded in ``mesh.meta["canonical"]`` (JSON-serialisable): new = scale * R @ (v - centre).
 """
