@@ -17,6 +17,12 @@ it was at git revision REV (its ``affectvlm/predict.py`` over today's library) i
 
     python bench/bench_predict.py [--runs 7] [--threads 2] [--models AffectVLM-Tiny,ViT-B-32]
     python bench/bench_predict.py --throughput 100 [--models default] [--workers 2] [--repeats 2] [--baseline-rev REV]
+
+``--sharded N``: ``affectvlm predict`` on N scans as one process and under ``torchrun --nproc_per_node 2`` (real
+processes, whole commands timed, start-up included); ``ratio`` = two processes / one, ``same_bytes`` compares the
+two result files.
+
+    python bench/bench_predict.py --sharded 60 [--models default]
 """
 from __future__ import annotations
 
@@ -57,9 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=2, help="throughput: timed calls of each path")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--baseline-rev", default=None, help="throughput: also time predict.py of this git revision")
+    ap.add_argument("--sharded", type=int, default=0, help="N scans: one process against two torchrun ranks")
     args = ap.parse_args(argv)
     if args.throughput:
         return throughput(args)
+    if args.sharded:
+        return sharded(args)
 
     import torch
 
@@ -130,23 +139,54 @@ def _module_at(rev: str):
     return mod
 
 
+def _write_scans(folder: Path, n: int, grid: int) -> None:
+    from affectvlm.io.vrml import write_vrml
+    from meshgen import face_like_mesh
+
+    codes = ("AN", "DI", "FE", "HA", "NE", "SA", "SU")
+    for i in range(n):  # a BU-3DFE-like batch: different people's expressions, textured VRML
+        write_vrml(folder / f"F{i // 7:04d}_{codes[i % 7]}04WH_F3D.wrl", face_like_mesh(grid, smile=(i % 7) / 6))
+
+
+def sharded(args: argparse.Namespace) -> int:
+    import subprocess
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_shard_"))
+    (tmp / "scans").mkdir()
+    _write_scans(tmp / "scans", args.sharded, args.grid)
+    model = args.models.split(",")[0]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    cmd = ["-m", "affectvlm", "predict", str(tmp / "scans"), "--model", model, "--device", args.device,
+           "--no-progress"]
+    runs = {"one": [sys.executable, *cmd, "--out", str(tmp / "one.csv")],
+            "two": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *cmd,
+                    "--out", str(tmp / "two.csv")]}
+    report: dict = {"scans": args.sharded, "model": model, "cpus": os.cpu_count(),
+                    "load_avg_1min": round(os.getloadavg()[0], 2)}
+    for name, argv in runs.items():
+        t = time.perf_counter()
+        r = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=tmp)
+        report[f"{name}_process_s" if name == "one" else "two_processes_s"] = round(time.perf_counter() - t, 2)
+        assert r.returncode == 0, r.stderr[-2000:]
+    report["ratio"] = round(report["two_processes_s"] / report["one_process_s"], 3)
+    report["same_bytes"] = (tmp / "one.csv").read_bytes() == (tmp / "two.csv").read_bytes()
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def throughput(args: argparse.Namespace) -> int:
     policy = os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # what `affectvlm predict` sets; empty: OpenMP's own
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from affectvlm.io.vrml import write_vrml
     from affectvlm.model import load_model
     from affectvlm.pipeline import default_workers
     from affectvlm.predict import predict
-    from meshgen import face_like_mesh
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_predict_"))
     n = args.throughput
-    codes = ("AN", "DI", "FE", "HA", "NE", "SA", "SU")
-    for i in range(n):  # a BU-3DFE-like batch: different people's expressions, textured VRML
-        write_vrml(tmp / f"F{i // 7:04d}_{codes[i % 7]}04WH_F3D.wrl", face_like_mesh(args.grid, smile=(i % 7) / 6))
+    _write_scans(tmp, n, args.grid)
     workers = default_workers() if args.workers is None else args.workers
     baseline = _module_at(args.baseline_rev) if args.baseline_rev else None
     report: dict = {"scans": n, "threads": torch.get_num_threads(), "workers": workers, "cpus": os.cpu_count(),
@@ -193,6 +233,7 @@ def throughput(args: argparse.Namespace) -> int:
             report["models"][name].update({
                 "baseline_rev": args.baseline_rev, "baseline_s": round(base, 3),
                 "baseline_s_per_scan": round(base / n, 4), "ratio_to_baseline": round(piped / base, 3),
+                "baseline_cpu_s_per_scan": round(min(cpu[-1]) / n, 4),
                 "baseline_same_probabilities": all(
                     a.get(c) == pytest_approx(b.get(c)) for a, b in zip(rows[-1], rows[0]) for c in model.classes),
                 "all_baseline_s": [round(x, 3) for x in times[-1]]})
