@@ -35,18 +35,24 @@ import torch
 from affectvlm.errors import ConfigError, InputError
 from affectvlm.inputs import Input, Item, error_text, expand
 from affectvlm.io._common import check_face
-from affectvlm.io.sequence import is_mesh_name, looks_like_sequence  # noqa: F401  (re-exported)
+from affectvlm.io.sequence import is_mesh_name, looks_like_sequence
 from affectvlm.limits import Limits, default_limits
 from affectvlm.mesh import Mesh, MeshSequence
 from affectvlm.pipeline import Ahead, check_workers, executor
-from affectvlm.results import (FIXED_COLUMNS, FRAME_COLUMNS, Analysis, FaceFrame, FrameResult,  # noqa: F401
-                               Prepared, Row, ScanResult, SequenceResult, as_probs, check_classes, class_names,
-                               columns, error_row, format_table, frame_row, rows_to_csv, rows_to_json, write_rows)
+from affectvlm.results import (FIXED_COLUMNS, FRAME_COLUMNS, Analysis, FaceFrame, FrameResult, Prepared, Row,
+                               ScanResult, SequenceResult, as_probs, check_classes, class_names, columns, error_row,
+                               format_table, rows_to_csv, rows_to_json, write_rows)
 
 if TYPE_CHECKING:
     from affectvlm.model import AffectVLM
     from affectvlm.render import RenderSettings, View
 
+__all__ = [  # the scoring API, with the result types and writers of affectvlm.results for one import
+    "predict", "prepare", "predict_mesh", "iter_sequence", "iter_sequence_results", "plan", "score_items",
+    "pool_probabilities", "render_settings", "inference_context", "POOLINGS", "PRECISIONS", "DEFAULT_FPS",
+    "Analysis", "FaceFrame", "FrameResult", "Prepared", "Row", "ScanResult", "SequenceResult", "FIXED_COLUMNS",
+    "FRAME_COLUMNS", "class_names", "columns", "format_table", "rows_to_csv", "rows_to_json", "write_rows",
+    "is_mesh_name", "looks_like_sequence"]
 POOLINGS = ("peak", "mean")
 PEAK_FRACTION = 0.3
 PRECISIONS = ("fp32", "fp16", "bf16")
