@@ -269,3 +269,18 @@ def test_precision(model):
     assert [bf16[c] for c in CLASSES] != [fp32[c] for c in CLASSES]  # it did run in bfloat16
     with pytest.raises(ConfigError, match="precision"):
         predict([mesh], model, precision="fp8")
+
+
+def test_ahead_keeps_a_bounded_window_in_order():
+    from affectvlm.pipeline import Ahead, InlineExecutor, executor
+
+    for pool in (executor(2), InlineExecutor()):
+        started: list[int] = []
+        held = []
+        ahead = Ahead(pool, range(20), lambda x: (started.append(x), pool.submit(lambda: x * x))[1], depth=2)
+        out = []
+        for x, fut in ahead:
+            held.append(len(started) - len(out))  # started but not yet consumed, this one included
+            out.append((x, fut.result()))
+        assert out == [(x, x * x) for x in range(20)] and max(held) == 3
+        pool.shutdown()
