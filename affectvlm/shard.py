@@ -1,5 +1,6 @@
 """``predict`` over many processes: under torchrun (``RANK``/``WORLD_SIZE``/``LOCAL_RANK``) or SLURM
-(``SLURM_PROCID``/``SLURM_NTASKS``/``SLURM_LOCALID``) each process scores every ``world``-th work unit of the
+inside an ``srun`` step (``SLURM_PROCID``/``SLURM_STEP_NUM_TASKS``/``SLURM_LOCALID``; the batch shell of a
+multi-task allocation is one process, so ``SLURM_NTASKS`` alone does not shard) each process scores every ``world``-th work unit of the
 expanded inputs (:func:`affectvlm.predict.plan`: the same batches a single process encodes), writes its rows
 to a part file atomically, and rank 0 waits for all parts and writes the one result file, in input order: the
 same bytes as a one-process run with the same torch thread count. Only files are shared (no NCCL, no
@@ -50,8 +51,9 @@ def shard_from_env(env: Mapping[str, str] | None = None) -> Shard | None:
     if _int(env, "WORLD_SIZE") is not None:
         rank, world, local = _int(env, "RANK"), _int(env, "WORLD_SIZE"), _int(env, "LOCAL_RANK")
         run = env.get("TORCHELASTIC_RUN_ID", "")
-    elif _int(env, "SLURM_NTASKS") is not None:
-        rank, world, local = _int(env, "SLURM_PROCID"), _int(env, "SLURM_NTASKS"), _int(env, "SLURM_LOCALID")
+    elif _int(env, "SLURM_STEP_NUM_TASKS") is not None:
+        rank, world = _int(env, "SLURM_PROCID"), _int(env, "SLURM_STEP_NUM_TASKS")
+        local = _int(env, "SLURM_LOCALID")
         run = f"slurm-{env.get('SLURM_JOB_ID', '')}.{env.get('SLURM_STEP_ID', '')}"
     else:
         return None

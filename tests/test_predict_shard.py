@@ -22,13 +22,15 @@ def test_shard_from_env():
     assert shard_from_env({"WORLD_SIZE": "1", "RANK": "0"}) is None
     s = shard_from_env({"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1", "TORCHELASTIC_RUN_ID": "abc"})
     assert s == Shard(rank=3, world=4, local_rank=1, run_id="abc")
-    s = shard_from_env({"SLURM_NTASKS": "2", "SLURM_PROCID": "1", "SLURM_LOCALID": "0", "SLURM_JOB_ID": "77",
+    # the batch shell of a 4-task allocation is one process: it must not wait for three others
+    assert shard_from_env({"SLURM_NTASKS": "4", "SLURM_PROCID": "0", "SLURM_JOB_ID": "77"}) is None
+    s = shard_from_env({"SLURM_STEP_NUM_TASKS": "2", "SLURM_NTASKS": "2", "SLURM_PROCID": "1", "SLURM_LOCALID": "0", "SLURM_JOB_ID": "77",
                         "SLURM_STEP_ID": "0"})
     assert s == Shard(rank=1, world=2, local_rank=0, run_id="slurm-77.0")
     with pytest.raises(ConfigError, match="rank 5"):
         shard_from_env({"WORLD_SIZE": "2", "RANK": "5"})
-    with pytest.raises(ConfigError, match="SLURM_NTASKS"):
-        shard_from_env({"SLURM_NTASKS": "two"})
+    with pytest.raises(ConfigError, match="SLURM_STEP_NUM_TASKS"):
+        shard_from_env({"SLURM_STEP_NUM_TASKS": "two"})
 
 
 def test_gather_skips_other_runs_and_reports_a_failed_rank(tmp_path):
