@@ -44,9 +44,11 @@ def error_text(exc: BaseException, source: str = "") -> str:
     return f"unexpected {type(exc).__name__}: {exc}"
 
 
-def expand(inputs: Input | Sequence[Input], *, limits: Limits, frames: int | None, every: int) -> list[Item]:
+def expand(inputs: Input | Sequence[Input], *, limits: Limits, frames: int | None, every: int,
+           texture: bool = True) -> list[Item]:
     """The inputs as a flat list of items, in a fixed order: each path, folder (depth-first, names sorted) and
-    zip (member order) as it comes; nothing is read but folder listings and zip directories."""
+    zip (member order) as it comes; nothing is read but folder listings and zip directories. ``texture=False``:
+    scans are read without their texture images."""
     from affectvlm.io import load_mesh, load_sequence
     from affectvlm.io.archive import is_zip, safe_zip_members
 
@@ -64,7 +66,7 @@ def expand(inputs: Input | Sequence[Input], *, limits: Limits, frames: int | Non
             return [Item(source, "sequence", seq_loader(data, source))]
         members = safe_zip_members(data, limits, source, select=is_mesh_name)
         return [Item(f"{source}:{n}", "scan",
-                      lambda b=b, n=n, s=f"{source}:{n}": _renamed(load_mesh(b, n, limits=limits), s))
+                      lambda b=b, n=n, s=f"{source}:{n}": _renamed(load_mesh(b, n, limits=limits, texture=texture), s))
                 for n, b in members]
 
     def from_dir(top: Path, shown_top: str) -> list[Item]:
@@ -111,7 +113,7 @@ def expand(inputs: Input | Sequence[Input], *, limits: Limits, frames: int | Non
                 continue  # a sequence folder is one input; its sub-folders are not searched
             for n, f in files:
                 name = str(f) if shown == str(d) else os.path.join(shown, n)
-                out.append(Item(name, "scan", lambda f=f, name=name: load_mesh(f, name, limits=limits)))
+                out.append(Item(name, "scan", lambda f=f, name=name: load_mesh(f, name, limits=limits, texture=texture)))
             stack += [(sub, os.path.join(shown, n)) for n, sub in reversed(dirs)]
         if not out:
             return [Item(shown_top, "error", error=f"folder holds no mesh file ({', '.join(MESH_EXTENSIONS)})")]
@@ -129,7 +131,7 @@ def expand(inputs: Input | Sequence[Input], *, limits: Limits, frames: int | Non
             return [Item(shown, "error", error=f"cannot read: {e.strerror or e}")]
         if is_zip(head):
             return from_zip(p, shown)
-        return [Item(shown, "scan", lambda: load_mesh(p, shown, limits=limits))]
+        return [Item(shown, "scan", lambda: load_mesh(p, shown, limits=limits, texture=texture))]
 
     if isinstance(inputs, (str, os.PathLike, Mesh, MeshSequence)) or (
             isinstance(inputs, tuple) and len(inputs) == 2 and isinstance(inputs[1], (bytes, bytearray))):
@@ -146,7 +148,7 @@ def expand(inputs: Input | Sequence[Input], *, limits: Limits, frames: int | Non
                 if is_zip(data[:4]):
                     items += from_zip(data, name)
                 else:
-                    items.append(Item(name, "scan", lambda d=data, n=name: load_mesh(d, n, limits=limits)))
+                    items.append(Item(name, "scan", lambda d=data, n=name: load_mesh(d, n, limits=limits, texture=texture)))
             elif isinstance(x, (str, os.PathLike)):
                 items += from_path(Path(x).expanduser(), os.fspath(x))
             elif isinstance(x, (tuple, list)) and len(x) == 2 and isinstance(x[1], (str, os.PathLike)):

@@ -474,7 +474,8 @@ def _setup(inputs: Input | Sequence[Input], model: ModelArg, *, views: ViewsArg 
     o = _options(model, views, up, front, limits, batch_size=batch_size, pooling=pooling, precision=precision,
                  fps=fps, workers=check_workers(workers))
     inference_context(o.model.device, precision)  # refuse an impossible precision before any work
-    return o, expand(inputs, limits=o.limits, frames=frames, every=every)
+    # a model that renders geometry only never needs the scans' texture images: skip decoding them
+    return o, expand(inputs, limits=o.limits, frames=frames, every=every, texture=o.settings.texture)
 
 
 def score_items(items: Sequence[Item], o: _Options, units: Sequence[list[int]], *, progress: bool = False,

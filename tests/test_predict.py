@@ -284,3 +284,22 @@ def test_ahead_keeps_a_bounded_window_in_order():
             out.append((x, fut.result()))
         assert out == [(x, x * x) for x in range(20)] and max(held) == 3
         pool.shutdown()
+
+
+def test_texture_images_are_read_only_for_models_that_render_them(model, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    import affectvlm.io.formats as formats
+
+    write_vrml(tmp_path / "F0001_HA04WH_F3D.wrl", face_like_mesh(24))  # writes the .bmp beside it
+    assert (tmp_path / "F0001_HA04WH_F3D.bmp").exists()
+    decoded = []
+    real = formats.decode_texture
+    monkeypatch.setattr(formats, "decode_texture", lambda *a, **k: decoded.append(1) or real(*a, **k))
+    geometry_only = load_model("AffectVLM-Test", cache=False)
+    geometry_only.render = replace(model.render, texture=False)
+    rows = predict([tmp_path], geometry_only, workers=0)
+    assert rows[0]["success"] == 1 and decoded == []
+    textured = load_model("AffectVLM-Test", cache=False)
+    textured.render = replace(model.render, texture=True)
+    assert predict([tmp_path], textured, workers=0)[0]["success"] == 1 and decoded
