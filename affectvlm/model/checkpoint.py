@@ -170,7 +170,7 @@ def describe_provenance(prov: Mapping[str, Any] | None) -> str:
         what = extra.get("data_note") or extra.get("trained_on")
         parts.append(f"fine-tuned from {prov.get('base_spec', '?')}" + (f" on {what}" if what else ""))
         if isinstance(extra.get("val_accuracy"), (int, float)):
-            parts.append(f"held-out accuracy {extra['val_accuracy']:.3f} at epoch {extra.get('epoch', '?')}")
+            parts.append(f"validation accuracy {extra['val_accuracy']:.3f} at epoch {extra.get('epoch', '?')}")
     elif prov.get("trained") is False or prov.get("kind") == "random":
         parts.append("untrained (random init): scores are meaningless")
     else:
