@@ -18,11 +18,19 @@ from affectvlm.limits import default_limits
 REPO = Path(__file__).resolve().parent.parent
 CORE_CHECK = """
 import importlib, json, sys
-names = json.loads(sys.argv[1])
+names, forbidden = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 for name in names:
     importlib.import_module(name)
-print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] == 'streamlit' or m.startswith('affectvlm.app'))))
+print(json.dumps(sorted(m for m in sys.modules if any(m == f or m.startswith(f + '.') for f in forbidden))))
 """
+
+
+def imported(names: list[str], forbidden: list[str]) -> list[str]:
+    """The modules under ``forbidden`` that importing ``names`` in a fresh interpreter loads."""
+    p = subprocess.run([sys.executable, "-c", CORE_CHECK, json.dumps(names), json.dumps(forbidden)],
+                       capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    return json.loads(p.stdout.strip().splitlines()[-1])
 
 
 def core_modules() -> list[str]:
@@ -38,13 +46,17 @@ def core_modules() -> list[str]:
     return out
 
 
-def test_core_never_imports_the_app_or_streamlit():
+def test_core_never_imports_the_app_the_trainer_or_streamlit():
     names = core_modules()
-    assert "affectvlm.predict" in names and "affectvlm.geometry" in names and len(names) > 20
-    p = subprocess.run([sys.executable, "-c", CORE_CHECK, json.dumps(names)], capture_output=True, text=True,
-                       cwd=REPO, timeout=300)
-    assert p.returncode == 0, p.stderr[-2000:]
-    assert json.loads(p.stdout.strip().splitlines()[-1]) == []
+    assert "affectvlm.predict" in names and "affectvlm.trainconfig" in names and len(names) > 20
+    assert imported(names, ["streamlit", "affectvlm.app", "affectvlm.train"]) == []
+
+
+def test_the_app_package_only_calls_the_library():
+    names = [f"affectvlm.app.{p.stem}" for p in sorted((REPO / "affectvlm" / "app").glob("*.py"))
+             if p.stem not in ("__init__", "widgets")]  # widgets is the one module that uses Streamlit
+    assert "affectvlm.app.trainform" in names
+    assert imported(names, ["affectvlm.train"]) == []
 
 
 def test_receive_upload_reuses_and_cleans_its_folder(tmp_path):

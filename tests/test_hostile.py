@@ -179,7 +179,7 @@ def test_cli_takes_signed_view_lists(argv):
 
 
 def test_trainer_takes_signed_view_lists():
-    from affectvlm.train.config import build_parser
+    from affectvlm.trainconfig import build_parser
 
     assert build_parser().parse_args(["--views", "-30,0,30"]).views == "-30,0,30"
     assert build_parser().parse_args(["--views", "-10:5,20"]).views == "-10:5,20"

@@ -6,7 +6,8 @@ import torch
 
 from affectvlm.errors import ConfigError
 from affectvlm.train.losses import (LearnableMargin, MultiLoss, clip_infonce_loss, multiview_contrastive_loss,
-                                    multiview_triplet_loss, parse_loss_weights, zeroshot_ce_loss)
+                                    multiview_triplet_loss, zeroshot_ce_loss)
+from affectvlm.trainconfig import parse_loss_weights
 
 Z = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
 LAB = torch.tensor([0, 0, 1])

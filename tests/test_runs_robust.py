@@ -195,7 +195,7 @@ def test_extra_options_cannot_escape_roots(roots, extra, msg):
 
 @pytest.mark.timeout(30)
 def test_extra_options_are_rebuilt_inside_roots(roots):
-    from affectvlm.train.config import resolve_config
+    from affectvlm.trainconfig import resolve_config
 
     ws, _ = roots
     args = _cmd(ws, "--freeze text --intensities 3,4 --no-aug --config good.yaml", views="-30,0,30")

@@ -13,7 +13,7 @@ import torch
 
 from affectvlm.datasets import Sample
 from affectvlm.errors import ConfigError
-from affectvlm.train.config import TrainConfig, resolve_config
+from affectvlm.trainconfig import TrainConfig, resolve_config
 from affectvlm.train.monitor import CollapseMonitor, TrainingFailed, chance_level, embedding_spread, failure_hint
 from affectvlm.train.splits import carve_val_subjects, split_samples
 
@@ -121,7 +121,7 @@ def test_carve_val_never_takes_every_subject():
 def test_defaults_fine_tune_the_embedded_model():
     cfg = TrainConfig()
     assert cfg.model == "default"
-    from affectvlm.train.losses import parse_loss_weights
+    from affectvlm.trainconfig import parse_loss_weights
 
     w = parse_loss_weights(cfg.losses)
     assert w["ce"] > 0 and w["clip"] > 0 and w["mc"] == 0 and w["mt"] == 0

@@ -88,7 +88,7 @@ def test_no_resume_refuses_a_run_folder_with_checkpoints(tiny, tmp_path):
 
 
 def test_resume_modes_and_saved_config(tmp_path):
-    from affectvlm.train.config import resolve_config, save_config
+    from affectvlm.trainconfig import resolve_config, save_config
 
     run = tmp_path / "run"
     base = ["--data", "d", "--out", str(run)]
@@ -112,7 +112,7 @@ def test_resume_modes_and_saved_config(tmp_path):
 
 
 def test_train_config_to_argv_round_trip():
-    from affectvlm.train.config import TrainConfig, resolve_config
+    from affectvlm.trainconfig import TrainConfig, resolve_config
 
     argv = ["--data", "/d", "--out", "/o", "--views", "-30,0,30", "--intensities", "3,4", "--classes",
             "happiness,sadness", "--no-aug", "--texture", "--no-crop", "--lr", "2e-05", "--freeze", "text",
@@ -248,7 +248,8 @@ def test_preemption_signal_through_torchrun_then_the_same_command_continues(tiny
 
 
 def test_report_to_wandb_missing_package_is_one_clear_error(tmp_path, monkeypatch):
-    from affectvlm.train.report import Reporter, parse_report_to
+    from affectvlm.train.report import Reporter
+    from affectvlm.trainconfig import parse_report_to
 
     monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb -> ImportError
     with pytest.raises(ConfigError, match="needs the wandb package") as e:

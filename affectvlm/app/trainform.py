@@ -14,8 +14,7 @@ from affectvlm.app.uploads import safe_name
 from affectvlm import datasets
 from affectvlm.errors import ConfigError
 from affectvlm.render import parse_views
-from affectvlm.train.config import TrainConfig, build_parser, load_yaml, resolve_config
-from affectvlm.train.losses import parse_loss_weights
+from affectvlm.trainconfig import TrainConfig, build_parser, load_yaml, parse_loss_weights, resolve_config
 
 FORM_OPTIONS = ("data", "out", "layout", "resume")  # set by the page's own fields, refused as extras
 MAX_CONFIG_BYTES = 1 << 20

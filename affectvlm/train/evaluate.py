@@ -18,7 +18,7 @@ import torch
 
 from affectvlm.errors import AffectVLMError, ConfigError
 from affectvlm.runfolder import RunFolder, read_splits, write_json
-from affectvlm.train.config import TrainConfig, load_yaml
+from affectvlm.trainconfig import TrainConfig, load_yaml
 from affectvlm.train.metrics import classification_metrics, save_confusion_png
 
 

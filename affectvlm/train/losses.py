@@ -36,41 +36,6 @@ import torch.nn.functional as F
 
 from affectvlm.errors import ConfigError
 
-LOSS_NAMES = ("mc", "mt", "clip", "ce")
-
-
-def parse_loss_weights(spec: str | dict | None) -> dict[str, float]:
-    """``"mc=1,mt=1,clip=1,ce=0"`` -> dict; names not given get weight 0."""
-    if spec is None or spec == "":
-        spec = "mc=1,mt=1,clip=1,ce=0"
-    if isinstance(spec, dict):
-        items = list(spec.items())
-    else:
-        items = []
-        for part in str(spec).split(","):
-            if not part.strip():
-                continue
-            if "=" not in part:
-                raise ConfigError(f"--losses: {part!r} is not NAME=WEIGHT")
-            k, v = part.split("=", 1)
-            items.append((k, v))
-    out = {k: 0.0 for k in LOSS_NAMES}
-    for k, v in items:
-        k = str(k).strip()
-        if k not in LOSS_NAMES:
-            raise ConfigError(f"--losses: unknown loss {k!r}; choose from {', '.join(LOSS_NAMES)}")
-        try:
-            w = float(v)
-        except ValueError:
-            raise ConfigError(f"--losses: weight of {k} is not a number: {v!r}") from None
-        if not math.isfinite(w) or w < 0:
-            raise ConfigError(f"--losses: weight of {k} must be finite and >= 0")
-        out[k] = w
-    if not any(out.values()):
-        raise ConfigError("--losses: at least one loss needs a weight > 0")
-    return out
-
-
 class LearnableMargin(nn.Module):
     """alpha = lo + (hi - lo) * sigmoid(raw), initialised at ``init``."""
 

@@ -8,7 +8,7 @@ from typing import Sequence
 import torch
 
 from affectvlm.errors import AffectVLMError
-from affectvlm.train.config import TrainConfig
+from affectvlm.trainconfig import TrainConfig
 
 
 class TrainingFailed(AffectVLMError):

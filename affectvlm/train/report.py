@@ -16,19 +16,6 @@ from affectvlm.fileio import atomic_write_text
 from affectvlm.runfolder import RunFolder
 
 log = logging.getLogger("affectvlm.train")
-REPORTERS = ("tensorboard", "wandb")
-
-
-def parse_report_to(text: str | Sequence[str] | None) -> list[str]:
-    """``"tensorboard,wandb"`` -> ``["tensorboard", "wandb"]``; ``none`` or empty -> []."""
-    names = text.split(",") if isinstance(text, str) else list(text or [])
-    names = [n.strip().lower() for n in names if n.strip() and n.strip().lower() != "none"]
-    bad = [n for n in names if n not in REPORTERS]
-    if bad:
-        raise ConfigError(f"--report-to: unknown logger(s) {', '.join(bad)} (choose from {', '.join(REPORTERS)})")
-    return list(dict.fromkeys(names))
-
-
 class Reporter:
     """Scalars to the chosen loggers; rank 0 only (other ranks get an empty reporter)."""
 

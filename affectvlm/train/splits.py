@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from affectvlm.errors import ConfigError
 from affectvlm.runfolder import SplitsRecord
-from affectvlm.train.config import TrainConfig
+from affectvlm.trainconfig import TrainConfig
 
 
 @dataclass

@@ -35,13 +35,13 @@ from affectvlm.errors import AffectVLMError, ConfigError
 from affectvlm.runfolder import MetricKind, MetricRecord, RunFolder, Status, write_status
 from affectvlm.train import checkpointing
 from affectvlm.train.augment import AugmentConfig, augment_views, sample_prompts
-from affectvlm.train.config import TrainConfig, resolve_config, save_config
+from affectvlm.trainconfig import TrainConfig, parse_loss_weights, parse_report_to, resolve_config, save_config
 from affectvlm.train.distributed import DistInfo, barrier, cleanup, init_distributed_mode
-from affectvlm.train.losses import MultiLoss, gather_with_grad, parse_loss_weights
+from affectvlm.train.losses import MultiLoss, gather_with_grad
 from affectvlm.train.metrics import classification_metrics
 from affectvlm.train.monitor import CollapseMonitor, TrainingFailed, chance_level, embedding_spread, failure_hint
 from affectvlm.train.splits import build_splits
-from affectvlm.train.report import Reporter, parse_report_to
+from affectvlm.train.report import Reporter
 from affectvlm.train.stopping import PREEMPTED_EXIT, STOPPED_EXIT, StopSignals, StopTraining
 
 log = logging.getLogger("affectvlm.train")

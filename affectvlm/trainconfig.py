@@ -1,4 +1,5 @@
-"""Training configuration: defaults < YAML file (``--config``) < command-line options.
+"""Training configuration (the typed contract between the app, which validates and launches, and the trainer):
+defaults < YAML file (``--config``) < command-line options.
 
 The defaults fine-tune the embedded default model (``--model default``) with ``ce`` + ``clip`` on a
 subject-independent train / val / test split, so ``affectvlm train --data D --out R`` learns without
@@ -13,6 +14,7 @@ same command picks up where the job stopped. ``--resume`` (= ``yes``) continues 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -25,6 +27,54 @@ from affectvlm.datasets import LAYOUTS
 from affectvlm.errors import ConfigError
 from affectvlm.fileio import atomic_write_text
 from affectvlm.runfolder import RunFolder, list_checkpoints
+
+
+LOSS_NAMES = ("mc", "mt", "clip", "ce")
+
+
+def parse_loss_weights(spec: str | dict | None) -> dict[str, float]:
+    """``"mc=1,mt=1,clip=1,ce=0"`` -> dict; names not given get weight 0."""
+    if spec is None or spec == "":
+        spec = "mc=1,mt=1,clip=1,ce=0"
+    if isinstance(spec, dict):
+        items = list(spec.items())
+    else:
+        items = []
+        for part in str(spec).split(","):
+            if not part.strip():
+                continue
+            if "=" not in part:
+                raise ConfigError(f"--losses: {part!r} is not NAME=WEIGHT")
+            k, v = part.split("=", 1)
+            items.append((k, v))
+    out = {k: 0.0 for k in LOSS_NAMES}
+    for k, v in items:
+        k = str(k).strip()
+        if k not in LOSS_NAMES:
+            raise ConfigError(f"--losses: unknown loss {k!r}; choose from {', '.join(LOSS_NAMES)}")
+        try:
+            w = float(v)
+        except ValueError:
+            raise ConfigError(f"--losses: weight of {k} is not a number: {v!r}") from None
+        if not math.isfinite(w) or w < 0:
+            raise ConfigError(f"--losses: weight of {k} must be finite and >= 0")
+        out[k] = w
+    if not any(out.values()):
+        raise ConfigError("--losses: at least one loss needs a weight > 0")
+    return out
+
+
+REPORTERS = ("tensorboard", "wandb")
+
+
+def parse_report_to(text: str | Sequence[str] | None) -> list[str]:
+    """``"tensorboard,wandb"`` -> ``["tensorboard", "wandb"]``; ``none`` or empty -> []."""
+    names = text.split(",") if isinstance(text, str) else list(text or [])
+    names = [n.strip().lower() for n in names if n.strip() and n.strip().lower() != "none"]
+    bad = [n for n in names if n not in REPORTERS]
+    if bad:
+        raise ConfigError(f"--report-to: unknown logger(s) {', '.join(bad)} (choose from {', '.join(REPORTERS)})")
+    return list(dict.fromkeys(names))
 
 
 @dataclass
@@ -248,11 +298,7 @@ def _coerce(cfg: TrainConfig) -> TrainConfig:
             raise ConfigError(f"{k} must be >= 0 (got {getattr(cfg, k)})")
     if cfg.lr <= 0:
         raise ConfigError(f"lr must be > 0 (got {cfg.lr})")
-    from affectvlm.train.losses import parse_loss_weights
-
     parse_loss_weights(cfg.losses)
-    from affectvlm.train.report import parse_report_to
-
     cfg.report_to = ",".join(parse_report_to(f"{cfg.report_to or ''},{'tensorboard' if cfg.tensorboard else ''}"))
     cfg.tensorboard = False
     if not cfg.data:
