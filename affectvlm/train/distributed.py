@@ -61,8 +61,13 @@ def init_distributed_mode(device: str = "auto", timeout_s: int = 1800) -> DistIn
         return DistInfo(device=dev)
     backend = "nccl" if use_cuda else "gloo"
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world,
-                                timeout=datetime.timedelta(seconds=timeout_s))
+        timeout = datetime.timedelta(seconds=timeout_s)
+        store, rank, world = next(dist.rendezvous("env://", rank, world, timeout=timeout))
+        # torchrun restarts a failed group on the same store: without a prefix per attempt, the new ranks can read
+        # the dead ranks' addresses and fail with "connection refused" (pytorch/pytorch#167288)
+        attempt = env.get("TORCHELASTIC_RESTART_COUNT", "0")
+        dist.init_process_group(backend=backend, store=dist.PrefixStore(f"affectvlm/attempt{attempt}", store),
+                                rank=rank, world_size=world, timeout=timeout)
     return DistInfo(True, rank, world, local, backend, dev)
 
 
