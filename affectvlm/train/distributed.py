@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from affectvlm.model.devices import resolve_device
+
 
 @dataclass
 class DistInfo:
@@ -53,10 +55,11 @@ def init_distributed_mode(device: str = "auto", timeout_s: int = 1800) -> DistIn
         env["RANK"], env["WORLD_SIZE"], env["LOCAL_RANK"] = str(rank), str(world), str(local)
     else:
         rank, world, local = 0, 1, 0
-    use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
-    dev = f"cuda:{local}" if use_cuda else "cpu"
+    dev = resolve_device(device, local_rank=local)
+    use_cuda = dev.type == "cuda"
     if use_cuda:
-        torch.cuda.set_device(local)
+        torch.cuda.set_device(dev)
+    dev = str(dev)
     if world <= 1:
         return DistInfo(device=dev)
     backend = "nccl" if use_cuda else "gloo"
