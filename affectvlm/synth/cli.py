@@ -4,6 +4,8 @@
     affectvlm synth --facekit ICT-FaceKit/FaceXModel --out data/synth4d --layout bu4dfe --frames 50
     affectvlm synth --layout corpus --facekit DIR [--makehuman DIR --facshuman DIR] --families emfacs,recipes \
         --subjects 200 --out data/corpus     # randomised scans (nuisances) + manifest.csv with family/face_model
+    affectvlm synth --layout corpus --facekit DIR --makehuman DIR --facshuman DIR --expressions swapped ...
+                                             # each face with the other model's expressions (synth.transfer)
 """
 from __future__ import annotations
 
@@ -42,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--facshuman", metavar="DIR", help="corpus: FACSHuman folder (AU and emotion targets)")
     ap.add_argument("--families", default="emfacs",
                     help="corpus: expression families, comma-separated (emfacs, emfacs-alt, recipes, sculpt)")
+    ap.add_argument("--expressions", choices=("own", "swapped", "both"), default="own",
+                    help="corpus: each face model with its own expression targets, with another model's "
+                         "(transferred; needs two models), or both")
     ap.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
     ap.add_argument("--layout", choices=("bu3dfe", "bu4dfe", "corpus"), default="bu3dfe")
     ap.add_argument("--subjects", type=int, default=10)
@@ -100,6 +105,15 @@ def _corpus(args: argparse.Namespace) -> int:
         models = load_face_models(args.facekit, args.makehuman, args.facshuman, cache=not args.no_cache)
         if not models:
             raise ConfigError("name at least one face model: --facekit and/or --makehuman")
+        if args.expressions != "own":
+            if len(models) < 2:
+                raise ConfigError("--expressions swapped/both needs two face models: --facekit and --makehuman")
+            from affectvlm.synth.transfer import with_swapped_expressions
+
+            own = set(models)
+            models = with_swapped_expressions(models)
+            if args.expressions == "swapped":
+                models = {n: m for n, m in models.items() if n not in own}
         cfg = CorpusConfig(subjects=args.subjects, seed=args.seed, families=fams, levels=args.intensities,
                            val_fraction=args.val_frac, test_fraction=args.test_frac)
         return write_corpus(cfg, models, args.out, progress=not args.quiet)
