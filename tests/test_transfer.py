@@ -1,0 +1,94 @@
+"""Expression transfer between face models (synth.transfer): correspondence, the lip line, hybrids."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from affectvlm.synth.facemodel import FaceModel, apply_aus
+from affectvlm.synth.transfer import correspond, hybrid_model, lip_side
+
+SLIT_Y = -50.0
+
+
+def _face(n: int, sx: float = 1.0, dz: float = 0.0, name: str = "a") -> tuple[FaceModel, np.ndarray]:
+    """A grid face with a mouth slit at y = -50 (|x| < 25 mm: the lips are not connected) and a jaw drop (AU26)
+    that carries the lower lip and chin down; returns the model and its 83 landmarks (BU-3DFE mouth order)."""
+    xs, ys = np.meshgrid(np.linspace(-70, 70, n) * sx, np.linspace(-110, 90, int(n * 1.3)))
+    ys = ys + 0.37  # no grid row on the slit itself
+    z = 40 * np.sqrt(np.clip(1 - (xs / (80 * sx)) ** 2 - (ys / 130) ** 2, 0, None)) + dz
+    v = np.stack([xs.ravel(), ys.ravel(), z.ravel()], 1).astype(np.float32)
+    h, w = xs.shape
+    idx = np.arange(h * w).reshape(h, w)
+    a, b, c, d = idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel()
+    faces = np.concatenate([np.stack([a, d, b], 1), np.stack([a, c, d], 1)]).astype(np.int64)
+    cy = v[faces].mean(1)
+    slit = (np.abs(cy[:, 0]) < 25 * sx) & (v[faces][:, :, 1].min(1) < SLIT_Y) & (v[faces][:, :, 1].max(1) > SLIT_Y)
+    faces = faces[~slit]
+    jaw = np.zeros_like(v)
+    below = (v[:, 1] < SLIT_Y) & (np.abs(v[:, 0]) < 45 * sx)
+    jaw[below, 1] = -8.0 * np.clip((v[below, 1] + 100) / 30, 0, 1)
+    brow = np.zeros_like(v)
+    brow[v[:, 1] > 20, 1] = 3.0
+    rng = np.random.default_rng(0)  # the same 83 places on every face (a landmark means the same point)
+    lms = np.stack([rng.uniform(-50, 50, 83), rng.uniform(-90, 60, 83)], 1)
+    mouth = {48: (-30, SLIT_Y), 54: (30, SLIT_Y), 60: (-25, SLIT_Y), 64: (25, SLIT_Y), 61: (-10, SLIT_Y + 0.5),
+             62: (0, SLIT_Y + 0.5), 63: (10, SLIT_Y + 0.5), 65: (10, SLIT_Y - 0.5), 66: (0, SLIT_Y - 0.5),
+             67: (-10, SLIT_Y - 0.5)}
+    for i, xy in mouth.items():
+        lms[i] = xy
+    lms = np.stack([lms[:, 0] * sx, lms[:, 1],
+                    40 * np.sqrt(np.clip(1 - (lms[:, 0] / 80) ** 2 - (lms[:, 1] / 130) ** 2, 0, None)) + dz], 1)
+    model = FaceModel(name=name, neutral=v, faces=faces, identities=np.zeros((1, len(v), 3), np.float32),
+                      au_targets={"AU26": jaw, "AU1": brow}, landmarks=np.zeros(0, np.int64),
+                      face_mask=np.ones(len(v), bool), meta={"emotion_targets": {"surprise": [jaw + brow]}})
+    return model, lms
+
+
+def test_lip_side_reads_the_jaw_drop():
+    m, lm = _face(50)
+    side = lip_side(m, lm)
+    mouth = np.abs(m.neutral[:, 0]) < 20
+    up = mouth & (m.neutral[:, 1] > SLIT_Y) & (m.neutral[:, 1] < SLIT_Y + 10)
+    down = mouth & (m.neutral[:, 1] < SLIT_Y - 3) & (m.neutral[:, 1] > SLIT_Y - 10)
+    assert (side[up] == 1).all() and (side[down] == -1).all()
+    assert (side[np.abs(m.neutral[:, 0]) > 60] == 0).all()  # beyond the mouth corners: no rule
+
+
+def test_transfer_keeps_the_lips_apart_and_moves_what_moved():
+    src, ls = _face(60, name="src")
+    tgt, lt = _face(41, sx=1.08, dz=2.0, name="tgt")  # another resolution, a wider face, a little further out
+    corr = correspond(src, tgt, source_landmarks=ls, target_landmarks=lt, smooth=0)
+    d = corr.apply(src.au_targets["AU26"], tgt.faces)
+    v = tgt.neutral
+    mouth = np.abs(v[:, 0]) < 15
+    upper = mouth & (v[:, 1] > SLIT_Y) & (v[:, 1] < SLIT_Y + 6)
+    lower = mouth & (v[:, 1] < SLIT_Y - 2) & (v[:, 1] > SLIT_Y - 8)
+    assert upper.sum() >= 5 and lower.sum() >= 5
+    assert np.abs(d[upper]).max() < 0.5          # the upper lip stays (it would take the lower lip's motion)
+    assert d[lower, 1].max() < -3.0               # the lower lip goes down with the jaw
+    assert np.abs(d[v[:, 1] > 0, 1]).max() < 0.5  # the forehead does not
+    b = corr.apply(src.au_targets["AU1"], tgt.faces)
+    assert b[v[:, 1] > 30, 1].min() > 2.5          # the brow raise arrives where the source had it
+
+
+def test_hybrid_model_names_targets_and_sculpts():
+    src, ls = _face(50, name="src")
+    tgt, lt = _face(40, sx=1.05, name="tgt")
+    h = hybrid_model(src, tgt, correspond(src, tgt, source_landmarks=ls, target_landmarks=lt))
+    assert h.name == "tgt@src" and h.neutral is tgt.neutral and h.faces is tgt.faces
+    assert set(h.au_targets) == set(src.au_targets)
+    assert all(t.shape == tgt.neutral.shape for t in h.au_targets.values())
+    assert len(h.meta["emotion_targets"]["surprise"]) == 1
+    opened = apply_aus(h, h.neutral, {"AU26": (1.0, 1.0)})
+    assert (opened[:, 1] - h.neutral[:, 1]).min() < -5.0
+
+
+def test_swapped_expressions_need_two_models(capsys):
+    pytest.importorskip("scipy")
+    from affectvlm.synth.cli import main
+
+    rc = main(["--layout", "corpus", "--facekit", "/nonexistent-facekit", "--expressions", "swapped",
+               "--out", "/tmp/never-written"])
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "error" in err[0]
