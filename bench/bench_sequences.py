@@ -3,7 +3,9 @@
     python bench/bench_sequences.py --data DIR [--model SPEC] [--frames 12] [--pooling peak]
 
 Each ``SUBJECT/<Emotion>/`` folder is one sequence (neutral -> apex -> neutral); its label is the folder name
-(Angry, Disgust, Fear, Happy, Sad, Surprise). Prints JSON: sequence accuracy, per emotion, and the confusions.
+(Angry, Disgust, Fear, Happy, Sad, Surprise). A folder written by ``affectvlm synth --layout corpus4d`` is read
+through its manifest instead (the ``--split`` rows, default test), and the accuracy is also given per face model
+and expression family. Prints JSON: sequence accuracy, per emotion, and the confusions.
 Synthetic data made by this project is in-generator: say so when quoting.
 """
 from __future__ import annotations
@@ -25,18 +27,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=None, help="N evenly spaced frames per sequence")
     ap.add_argument("--pooling", default="peak")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--split", default="test", help="corpus4d manifests: the split scored")
     args = ap.parse_args(argv)
 
     from affectvlm.model import load_model
     from affectvlm.predict import predict
 
     root = Path(args.data)
-    seqs = sorted(p for p in root.glob("*/*") if p.is_dir() and p.name.lower() in FOLDERS)
+    group: dict[str, str] = {}
+    if (root / "manifest.csv").is_file():
+        from affectvlm.synth.corpus import read_corpus
+
+        found = [r for r in read_corpus(root) if r["split"] == args.split]
+        truth = {r["path"]: r["label"] for r in found}
+        group = {r["path"]: f"{r['face_model']}/{r['family']}" for r in found}
+        seqs = [Path(p) for p in truth]
+    else:
+        seqs = sorted(p for p in root.glob("*/*") if p.is_dir() and p.name.lower() in FOLDERS)
+        truth = {str(p): FOLDERS[p.name.lower()] for p in seqs}
     model = load_model(args.model)
     t0 = time.perf_counter()
     rows = predict([str(p) for p in seqs], model, frames=args.frames, pooling=args.pooling)
     pooled = [r for r in rows if r["frame"] == "sequence"]
-    truth = {str(p): FOLDERS[p.name.lower()] for p in seqs}
+    by_group: dict[str, list[int]] = {}
+    for r in pooled:
+        if r["file"] in group:
+            by_group.setdefault(group[r["file"]], []).append(int(r["label"] == truth[r["file"]]))
     per: dict[str, list[int]] = {}
     conf: Counter = Counter()
     for r in pooled:
@@ -49,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {"data": str(root), "model": args.model or "default", "sequences": len(hits),
            "accuracy": round(sum(hits) / max(len(hits), 1), 3),
            "per_emotion": {k: round(sum(v) / len(v), 3) for k, v in sorted(per.items())},
+           "per_group": {k: {"n": len(v), "accuracy": round(sum(v) / len(v), 3)} for k, v in sorted(by_group.items())},
            "confusions": {k: v for k, v in sorted(conf.items()) if k.split("->")[0] != k.split("->")[1]},
            "frames_scored": sum(1 for r in rows if r["frame"] != "sequence"), "pooling": args.pooling,
            "seconds": round(time.perf_counter() - t0, 1), "synthetic": True}

@@ -6,6 +6,7 @@
         --subjects 200 --out data/corpus     # randomised scans (nuisances) + manifest.csv with family/face_model
     affectvlm synth --layout corpus --facekit DIR --makehuman DIR --facshuman DIR --expressions swapped ...
                                              # each face with the other model's expressions (synth.transfer)
+    affectvlm synth --layout corpus4d ... --families sculpt --frames 16   # the same as 4D sequences
 """
 from __future__ import annotations
 
@@ -48,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="corpus: each face model with its own expression targets, with another model's "
                          "(transferred; needs two models), or both")
     ap.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
-    ap.add_argument("--layout", choices=("bu3dfe", "bu4dfe", "corpus"), default="bu3dfe")
+    ap.add_argument("--layout", choices=("bu3dfe", "bu4dfe", "corpus", "corpus4d"), default="bu3dfe",
+                    help="corpus4d: the corpus's face models and families as 4D sequences (--frames each)")
     ap.add_argument("--subjects", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--intensities", type=_ints, default=(1, 2, 3, 4), help="BU-3DFE levels, e.g. 3,4")
@@ -72,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command; returns the exit status (0 ok, 2 bad input or options)."""
     args = build_parser().parse_args(argv)
-    if args.layout == "corpus":
+    if args.layout in ("corpus", "corpus4d"):
         return _corpus(args)
     if not args.facekit:
         print("affectvlm synth: error: --facekit DIR is required for the bu3dfe and bu4dfe layouts", file=sys.stderr)
@@ -116,6 +118,12 @@ def _corpus(args: argparse.Namespace) -> int:
                 models = {n: m for n, m in models.items() if n not in own}
         cfg = CorpusConfig(subjects=args.subjects, seed=args.seed, families=fams, levels=args.intensities,
                            val_fraction=args.val_frac, test_fraction=args.test_frac)
+        if args.layout == "corpus4d":
+            from affectvlm.synth.corpus4d import write_sequences
+
+            if args.frames < 2:
+                raise ConfigError(f"--frames must be at least 2 for a sequence, not {args.frames}")
+            return write_sequences(cfg, models, args.out, frames=args.frames, progress=not args.quiet)
         return write_corpus(cfg, models, args.out, progress=not args.quiet)
 
     return _run(work, args.quiet)
