@@ -130,3 +130,24 @@ def test_held_out_families_never_reach_training_rows(tmp_path: Path):
     assert {r["intensity"] for r in rows if r["split"] == "test"} == {"0", "4"}
     train_subjects = {r["subject"] for r in rows if r["split"] == "train"}
     assert not train_subjects & {r["subject"] for r in rows if r["split"] == "test"}
+
+
+def test_sequences_play_one_expression_neutral_apex_neutral(tmp_path: Path):
+    from affectvlm.io import load_sequence
+    from affectvlm.synth.corpus4d import FOLDERS, write_sequences
+
+    m = _toy_model(24)
+    nu = Nuisance(vertices=(0, 0), hole_probability=0.0, noise_mm=(0.0, 0.0), units=(("mm", 1.0),),
+                  origin_mm=0.0, yaw_deg=0.0, pitch_deg=0.0, roll_deg=0.0, crops=(("full", 1.0),))
+    cfg = CorpusConfig(subjects=2, seed=1, families=("sculpt",), levels=(4,), nuisance=nu, test_fraction=1.0,
+                       val_fraction=0.0)
+    manifest = write_sequences(cfg, {"toy": m}, tmp_path / "s", frames=12)
+    rows = read_corpus(manifest)
+    assert len(rows) == 2 * len(FOLDERS) and {r["split"] for r in rows} == {"test"}
+    assert {Path(r["path"]).name for r in rows} == set(FOLDERS.values())
+    seq = load_sequence(rows[0]["path"])  # the real loader reads the folder as one sequence
+    assert len(seq) == 12
+    v = np.stack([np.asarray(f.vertices) for f in seq.frames])
+    motion = np.abs(v - v[0]).max(axis=(1, 2))  # the sculpt moves the mouth 4 mm at its apex
+    assert motion[0] == 0 and motion[-1] < 0.5 and motion.max() == pytest.approx(4.0, rel=0.1)
+    assert 2 <= int(np.argmax(motion)) <= 9
