@@ -26,7 +26,8 @@ import numpy as np
 from affectvlm.synth.facemodel import FaceModel
 from affectvlm.synth.randomised import Nuisance, RandomScan, sample_identity, sample_scan
 
-__all__ = ["CorpusConfig", "CORPUS_COLUMNS", "FAMILIES", "CODES", "write_corpus", "make_scan"]
+__all__ = ["CorpusConfig", "CORPUS_COLUMNS", "FAMILIES", "CODES", "SubjectPlan", "make_scan", "plan_subjects",
+           "write_corpus", "write_manifest"]
 
 CODES = {"neutral": "NE", "happiness": "HA", "sadness": "SA", "surprise": "SU", "fear": "FE", "disgust": "DI",
          "anger": "AN"}
@@ -90,14 +91,22 @@ def _ply_bytes(v: np.ndarray, f: np.ndarray) -> bytes:
     return head + np.ascontiguousarray(v, dtype="<f4").tobytes() + fr.tobytes()
 
 
-def write_corpus(cfg: CorpusConfig, models: Mapping[str, FaceModel], out_dir: str | os.PathLike, *,
-                 progress: bool = False) -> Path:
-    """Write the corpus (see the module doc); returns the manifest's path."""
-    from affectvlm.fileio import atomic_write_bytes, atomic_write_text
+@dataclass
+class SubjectPlan:
+    """One subject of a corpus: its face model, the families that model can show, id, split and random stream."""
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    rows = []
+    name: str
+    model: FaceModel
+    families: list[str]
+    subject: str
+    split: str
+    rng: np.random.Generator
+
+
+def plan_subjects(cfg: CorpusConfig, models: Mapping[str, FaceModel], *, stream: int = 2,
+                  progress: bool = False):
+    """Every subject of every model, split by subject (deterministic per ``cfg.seed``); ``stream`` keeps the random
+    draws of one writer (scans, sequences) apart from another's."""
     for mi, name in enumerate(sorted(models)):
         model = models[name]
         fams = [f for f in cfg.families if f != "sculpt" or model.meta.get("emotion_targets")]
@@ -112,26 +121,42 @@ def write_corpus(cfg: CorpusConfig, models: Mapping[str, FaceModel], out_dir: st
 
             it = tqdm(it, desc=name, unit="subject")
         for s in it:
-            rng = np.random.default_rng([cfg.seed, mi, 2, s])
-            subject = f"{name[:2].upper()}{s:04d}"
-            split = split_of[s]
-            ident = sample_identity(model, rng, cfg.nuisance)
-            sub_dir = out / name / subject
-            sub_dir.mkdir(parents=True, exist_ok=True)
-            for family in fams:
-                for emotion in cfg.emotions:
-                    for level in ((0,) if emotion == "neutral" else cfg.levels):
-                        scan = make_scan(model, family, emotion, level, rng, identity=ident, nuisance=cfg.nuisance)
-                        rel = f"{name}/{subject}/{CODES[emotion]}{level}_{family}.ply"
-                        atomic_write_bytes(out / rel, _ply_bytes(scan.mesh.vertices, scan.mesh.faces))
-                        rows.append({"path": rel, "label": emotion, "subject": subject, "intensity": level,
-                                     "split": split, "family": family, "face_model": name})
+            yield SubjectPlan(name, model, fams, f"{name[:2].upper()}{s:04d}", split_of[s],
+                              np.random.default_rng([cfg.seed, mi, stream, s]))
+
+
+def write_manifest(rows: Sequence[dict], out: Path) -> Path:
+    """``out/manifest.csv`` with :data:`CORPUS_COLUMNS`, written atomically; returns its path."""
+    from affectvlm.fileio import atomic_write_text
+
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=CORPUS_COLUMNS, lineterminator="\n")
     w.writeheader()
     w.writerows(rows)
     atomic_write_text(out / "manifest.csv", buf.getvalue())
     return out / "manifest.csv"
+
+
+def write_corpus(cfg: CorpusConfig, models: Mapping[str, FaceModel], out_dir: str | os.PathLike, *,
+                 progress: bool = False) -> Path:
+    """Write the corpus (see the module doc); returns the manifest's path."""
+    from affectvlm.fileio import atomic_write_bytes
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for p in plan_subjects(cfg, models, stream=2, progress=progress):
+        ident = sample_identity(p.model, p.rng, cfg.nuisance)
+        (out / p.name / p.subject).mkdir(parents=True, exist_ok=True)
+        for family in p.families:
+            for emotion in cfg.emotions:
+                for level in ((0,) if emotion == "neutral" else cfg.levels):
+                    scan = make_scan(p.model, family, emotion, level, p.rng, identity=ident, nuisance=cfg.nuisance)
+                    rel = f"{p.name}/{p.subject}/{CODES[emotion]}{level}_{family}.ply"
+                    atomic_write_bytes(out / rel, _ply_bytes(scan.mesh.vertices, scan.mesh.faces))
+                    rows.append({"path": rel, "label": emotion, "subject": p.subject, "intensity": level,
+                                 "split": p.split, "family": family, "face_model": p.name})
+    return write_manifest(rows, out)
 
 
 def read_corpus(manifest: str | os.PathLike) -> list[dict]:

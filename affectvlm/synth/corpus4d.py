@@ -12,15 +12,13 @@ sequence, as one scanner session; each frame is resampled on its own, so frames 
 """
 from __future__ import annotations
 
-import csv
-import io
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
-from affectvlm.synth.corpus import CORPUS_COLUMNS, CorpusConfig, _expression_fn, _ply_bytes
+from affectvlm.synth.corpus import CorpusConfig, _expression_fn, _ply_bytes, plan_subjects, write_manifest
 from affectvlm.synth.facemodel import FaceModel
 from affectvlm.synth.randomised import sample_identity, sample_scan
 from affectvlm.synth.sequence import Timing, activation_curve, blink_curve
@@ -52,7 +50,7 @@ def write_sequences(cfg: CorpusConfig, models: Mapping[str, FaceModel], out_dir:
                     frames: int = 16, progress: bool = False) -> Path:
     """Write the sequences (see the module doc); returns the manifest's path. Each sequence plays the family's
     expression at the highest of ``cfg.levels`` at its apex."""
-    from affectvlm.fileio import atomic_write_bytes, atomic_write_text
+    from affectvlm.fileio import atomic_write_bytes
 
     if frames < 2:
         raise ValueError("a sequence needs at least 2 frames")
@@ -61,35 +59,14 @@ def write_sequences(cfg: CorpusConfig, models: Mapping[str, FaceModel], out_dir:
     level = max(cfg.levels)
     emotions = [e for e in cfg.emotions if e in FOLDERS]
     rows = []
-    for mi, name in enumerate(sorted(models)):
-        model = models[name]
-        fams = [f for f in cfg.families if f != "sculpt" or model.meta.get("emotion_targets")]
-        order = np.random.default_rng([cfg.seed, mi, 1]).permutation(cfg.subjects)
-        n_test = int(round(cfg.test_fraction * cfg.subjects))
-        n_val = int(round(cfg.val_fraction * cfg.subjects))
-        split_of = {int(s): "test" if k < n_test else ("val" if k < n_test + n_val else "train")
-                    for k, s in enumerate(order)}
-        it = range(cfg.subjects)
-        if progress:
-            from tqdm import tqdm
-
-            it = tqdm(it, desc=name, unit="subject")
-        for s in it:
-            rng = np.random.default_rng([cfg.seed, mi, 3, s])
-            subject = f"{name[:2].upper()}{s:04d}"
-            ident = sample_identity(model, rng, cfg.nuisance)
-            for family in fams:
-                for emotion in emotions:
-                    rel = f"{name}/{subject}/{FOLDERS[emotion]}" + (f"_{family}" if len(fams) > 1 else "")
-                    (out / rel).mkdir(parents=True, exist_ok=True)
-                    for t, scan in enumerate(_frames(model, family, emotion, level, ident, frames, rng, cfg)):
-                        atomic_write_bytes(out / rel / f"{t:03d}.ply", _ply_bytes(scan.mesh.vertices, scan.mesh.faces))
-                    rows.append({"path": rel, "label": emotion, "subject": subject, "intensity": level,
-                                 "split": split_of[s], "family": family, "face_model": name})
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=CORPUS_COLUMNS, lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_text(out / "manifest.csv", buf.getvalue())
-    return out / "manifest.csv"
-
+    for p in plan_subjects(cfg, models, stream=3, progress=progress):
+        ident = sample_identity(p.model, p.rng, cfg.nuisance)
+        for family in p.families:
+            for emotion in emotions:
+                rel = f"{p.name}/{p.subject}/{FOLDERS[emotion]}" + (f"_{family}" if len(p.families) > 1 else "")
+                (out / rel).mkdir(parents=True, exist_ok=True)
+                for t, scan in enumerate(_frames(p.model, family, emotion, level, ident, frames, p.rng, cfg)):
+                    atomic_write_bytes(out / rel / f"{t:03d}.ply", _ply_bytes(scan.mesh.vertices, scan.mesh.faces))
+                rows.append({"path": rel, "label": emotion, "subject": p.subject, "intensity": level,
+                             "split": p.split, "family": family, "face_model": p.name})
+    return write_manifest(rows, out)
