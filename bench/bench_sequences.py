@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
 
     root = Path(args.data)
     group: dict[str, str] = {}
-    if (root / "manifest.csv").is_file():
+    manifest = root / "manifest.csv"
+    if manifest.is_file() and "face_model" in manifest.open(encoding="utf-8").readline():  # corpus4d, not bu4dfe
         from affectvlm.synth.corpus import read_corpus
 
         found = [r for r in read_corpus(root) if r["split"] == args.split]
