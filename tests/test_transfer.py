@@ -92,3 +92,22 @@ def test_swapped_expressions_need_two_models(capsys):
     assert rc == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "error" in err[0]
+
+
+def test_mixed_model_blends_each_unit_between_two_sculpts():
+    from affectvlm.synth.transfer import mixed_model
+
+    own, ls = _face(30, name="own")
+    src, lsrc = _face(36, sx=1.1, name="src")
+    src.au_targets["AU26"] = src.au_targets["AU26"] * 2.0  # the other sculptor opens the jaw twice as far
+    other = hybrid_model(src, own, correspond(src, own, source_landmarks=lsrc, target_landmarks=ls))
+    m = mixed_model(own, other, np.random.default_rng(0), name="own~mix0", weight=(0.5, 0.5))
+    assert m.name == "own~mix0" and "emotion_targets" not in m.meta
+    assert set(m.au_targets) == {"AU26L", "AU26R", "AU1L", "AU1R"}
+    mixed = apply_aus(m, m.neutral, {"AU26": (1.0, 1.0)})[:, 1] - m.neutral[:, 1]
+    mine = apply_aus(own, own.neutral, {"AU26": (1.0, 1.0)})[:, 1] - own.neutral[:, 1]
+    theirs = apply_aus(other, other.neutral, {"AU26": (1.0, 1.0)})[:, 1] - other.neutral[:, 1]
+    np.testing.assert_allclose(mixed, 0.5 * mine + 0.5 * theirs, atol=1e-4)
+    assert theirs.min() < 1.5 * mine.min() < 0  # the two sculpts really differ, so the blend is a third one
+    with pytest.raises(ValueError, match="mesh"):
+        mixed_model(own, src, np.random.default_rng(0), name="x")

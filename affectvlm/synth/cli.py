@@ -45,9 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--facshuman", metavar="DIR", help="corpus: FACSHuman folder (AU and emotion targets)")
     ap.add_argument("--families", default="emfacs",
                     help="corpus: expression families, comma-separated (emfacs, emfacs-alt, recipes, sculpt)")
-    ap.add_argument("--expressions", choices=("own", "swapped", "both"), default="own",
+    ap.add_argument("--expressions", choices=("own", "swapped", "both", "mixed"), default="own",
                     help="corpus: each face model with its own expression targets, with another model's "
-                         "(transferred; needs two models), or both")
+                         "(transferred; needs two models), both, or --mixes blends of the two per AU")
+    ap.add_argument("--mixes", type=int, default=3, help="corpus --expressions mixed: blended models per face model")
     ap.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
     ap.add_argument("--layout", choices=("bu3dfe", "bu4dfe", "corpus", "corpus4d"), default="bu3dfe",
                     help="corpus4d: the corpus's face models and families as 4D sequences (--frames each)")
@@ -112,10 +113,17 @@ def _corpus(args: argparse.Namespace) -> int:
                 raise ConfigError("--expressions swapped/both needs two face models: --facekit and --makehuman")
             from affectvlm.synth.transfer import with_swapped_expressions
 
-            own = set(models)
-            models = with_swapped_expressions(models)
-            if args.expressions == "swapped":
-                models = {n: m for n, m in models.items() if n not in own}
+            if args.expressions == "mixed":
+                from affectvlm.synth.transfer import with_mixed_expressions
+
+                if args.mixes < 1:
+                    raise ConfigError(f"--mixes must be at least 1, not {args.mixes}")
+                models = with_mixed_expressions(models, args.mixes, args.seed)
+            else:
+                own = set(models)
+                models = with_swapped_expressions(models)
+                if args.expressions == "swapped":
+                    models = {n: m for n, m in models.items() if n not in own}
         cfg = CorpusConfig(subjects=args.subjects, seed=args.seed, families=fams, levels=args.intensities,
                            val_fraction=args.val_frac, test_fraction=args.test_frac)
         if args.layout == "corpus4d":

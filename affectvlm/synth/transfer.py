@@ -21,7 +21,8 @@ import numpy as np
 
 from affectvlm.synth.facemodel import FaceModel
 
-__all__ = ["Correspondence", "correspond", "hybrid_model", "lip_side", "neutral_landmarks", "with_swapped_expressions"]
+__all__ = ["Correspondence", "correspond", "hybrid_model", "lip_side", "mixed_model", "neutral_landmarks",
+           "with_mixed_expressions", "with_swapped_expressions"]
 
 
 @dataclass(frozen=True)
@@ -189,4 +190,56 @@ def with_swapped_expressions(models: dict[str, FaceModel]) -> dict[str, FaceMode
             if a != b:
                 h = hybrid_model(mb, ma, correspond(mb, ma, source_landmarks=lms[b], target_landmarks=lms[a]))
                 out[h.name] = h
+    return out
+
+
+def _sided(targets: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """AU base -> (left, right) targets; a one-target unit splits in halves (what :func:`apply_aus` does with it)."""
+    from affectvlm.synth.facemodel import au_base
+
+    out: dict[str, list] = {}
+    for key, t in targets.items():
+        base, side = au_base(key)
+        pair = out.setdefault(base, [None, None])
+        if side == "L":
+            pair[0] = t
+        elif side == "R":
+            pair[1] = t
+        else:
+            pair[0] = pair[1] = 0.5 * t
+    return {b: (l if l is not None else np.zeros_like(r), r if r is not None else np.zeros_like(l))
+            for b, (l, r) in out.items()}
+
+
+def mixed_model(own: FaceModel, other: FaceModel, rng: np.random.Generator, *, name: str,
+                weight: tuple[float, float] = (-0.2, 1.2)) -> FaceModel:
+    """``own``'s face with each AU a blend ``a * own + (1 - a) * other`` (``other``: a hybrid on the same mesh),
+    ``a`` drawn per AU from ``weight`` (a little beyond both ends): sculpts that neither model has. No emotion
+    sculpts (the ``sculpt`` family stays each model's own)."""
+    if own.neutral.shape != other.neutral.shape:
+        raise ValueError(f"{other.name} is not on {own.name}'s mesh")
+    a, b = _sided(own.au_targets), _sided(other.au_targets)
+    targets: dict[str, np.ndarray] = {}
+    for base in sorted(set(a) | set(b), key=lambda x: int(x[2:])):
+        w = float(rng.uniform(*weight)) if base in a and base in b else (1.0 if base in a else 0.0)
+        za = a.get(base, (0.0, 0.0))
+        zb = b.get(base, (0.0, 0.0))
+        for i, side in enumerate("LR"):
+            targets[base + side] = (w * np.asarray(za[i]) + (1 - w) * np.asarray(zb[i])).astype(np.float32)
+    meta = {"geometry": own.name, "expressions": f"{own.name} x {other.meta.get('expressions', other.name)}",
+            "n_identity_modes": int(len(own.identities))}
+    return replace(own, name=name, au_targets=targets, meta=meta)
+
+
+def with_mixed_expressions(models: dict[str, FaceModel], mixes: int, seed: int) -> dict[str, FaceModel]:
+    """For every face model, ``mixes`` models whose AUs blend its own sculpts with another model's (transferred);
+    named ``<model>~mix<k>``."""
+    swapped = with_swapped_expressions(models)
+    out: dict[str, FaceModel] = {}
+    for a, ma in models.items():
+        others = [m for n, m in swapped.items() if n.startswith(a + "@")]
+        for k in range(mixes):
+            rng = np.random.default_rng([seed, k, len(out)])
+            other = others[int(rng.integers(len(others)))]
+            out[f"{a}~mix{k}"] = mixed_model(ma, other, rng, name=f"{a}~mix{k}")
     return out
