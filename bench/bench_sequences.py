@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.data)
     group: dict[str, str] = {}
     manifest = root / "manifest.csv"
-    if manifest.is_file() and "face_model" in manifest.open(encoding="utf-8").readline():  # corpus4d, not bu4dfe
+    if manifest.is_file() and "face_model" in manifest.read_text(encoding="utf-8").partition("\n")[0]:  # corpus4d
         from affectvlm.synth.corpus import read_corpus
 
         found = [r for r in read_corpus(root) if r["split"] == args.split]

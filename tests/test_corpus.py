@@ -134,7 +134,7 @@ def test_held_out_families_never_reach_training_rows(tmp_path: Path):
 
 def test_sequences_play_one_expression_neutral_apex_neutral(tmp_path: Path):
     from affectvlm.io import load_sequence
-    from affectvlm.synth.corpus4d import FOLDERS, write_sequences
+    from affectvlm.synth.corpus4d import sequence_folders, write_sequences
 
     m = _toy_model(24)
     nu = Nuisance(vertices=(0, 0), hole_probability=0.0, noise_mm=(0.0, 0.0), units=(("mm", 1.0),),
@@ -143,8 +143,10 @@ def test_sequences_play_one_expression_neutral_apex_neutral(tmp_path: Path):
                        val_fraction=0.0)
     manifest = write_sequences(cfg, {"toy": m}, tmp_path / "s", frames=12)
     rows = read_corpus(manifest)
-    assert len(rows) == 2 * len(FOLDERS) and {r["split"] for r in rows} == {"test"}
-    assert {Path(r["path"]).name for r in rows} == set(FOLDERS.values())
+    folders = {"Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise"}
+    assert sequence_folders(("neutral", "happiness", "anger")) == {"happiness": "Happy", "anger": "Angry"}
+    assert len(rows) == 2 * len(folders) and {r["split"] for r in rows} == {"test"}
+    assert {Path(r["path"]).name for r in rows} == folders
     seq = load_sequence(rows[0]["path"])  # the real loader reads the folder as one sequence
     assert len(seq) == 12
     v = np.stack([np.asarray(f.vertices) for f in seq.frames])

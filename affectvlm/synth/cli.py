@@ -110,12 +110,10 @@ def _corpus(args: argparse.Namespace) -> int:
             raise ConfigError("name at least one face model: --facekit and/or --makehuman")
         if args.expressions != "own":
             if len(models) < 2:
-                raise ConfigError("--expressions swapped/both needs two face models: --facekit and --makehuman")
-            from affectvlm.synth.transfer import with_swapped_expressions
+                raise ConfigError(f"--expressions {args.expressions} needs two face models: --facekit and --makehuman")
+            from affectvlm.synth.transfer import with_mixed_expressions, with_swapped_expressions
 
             if args.expressions == "mixed":
-                from affectvlm.synth.transfer import with_mixed_expressions
-
                 if args.mixes < 1:
                     raise ConfigError(f"--mixes must be at least 1, not {args.mixes}")
                 models = with_mixed_expressions(models, args.mixes, args.seed)

@@ -23,10 +23,16 @@ from affectvlm.synth.facemodel import FaceModel
 from affectvlm.synth.randomised import sample_identity, sample_scan
 from affectvlm.synth.sequence import Timing, activation_curve, blink_curve
 
-__all__ = ["FOLDERS", "write_sequences"]
+__all__ = ["sequence_folders", "write_sequences"]
 
-FOLDERS = {"anger": "Angry", "disgust": "Disgust", "fear": "Fear", "happiness": "Happy", "sadness": "Sad",
-           "surprise": "Surprise"}
+
+def sequence_folders(emotions) -> dict[str, str]:
+    """Emotion -> BU-4DFE folder name (``Happy``) from the recipe book, the one place that names them; emotions
+    without a folder (neutral) are left out."""
+    from affectvlm.synth.recipes import RecipeBook
+
+    book = RecipeBook.load()
+    return {e: book.emotion(e).folder for e in emotions if book.emotion(e).folder}
 
 
 def _frames(model: FaceModel, family: str, emotion: str, level: int, ident: np.ndarray, n: int,
@@ -39,8 +45,8 @@ def _frames(model: FaceModel, family: str, emotion: str, level: int, ident: np.n
         a = float(act[t])
         frame_aus = {k: (a * l, a * r) for k, (l, r) in aus.items()}
         if blink[t] > 0:
-            frame_aus["AU45"] = (max(blink[t], frame_aus.get("AU45", (0, 0))[0]),
-                                 max(blink[t], frame_aus.get("AU45", (0, 0))[1]))
+            left, right = frame_aus.get("AU45", (0.0, 0.0))
+            frame_aus["AU45"] = (max(blink[t], left), max(blink[t], right))
         yield sample_scan(model, emotion, level, np.random.default_rng(session), expression=lambda e, l, r: frame_aus,
                           family=family, identity=ident, nuisance=cfg.nuisance,
                           extra_delta=None if extra is None else a * extra)
@@ -57,13 +63,13 @@ def write_sequences(cfg: CorpusConfig, models: Mapping[str, FaceModel], out_dir:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     level = max(cfg.levels)
-    emotions = [e for e in cfg.emotions if e in FOLDERS]
+    folders = sequence_folders(cfg.emotions)
     rows = []
     for p in plan_subjects(cfg, models, stream=3, progress=progress):
         ident = sample_identity(p.model, p.rng, cfg.nuisance)
         for family in p.families:
-            for emotion in emotions:
-                rel = f"{p.name}/{p.subject}/{FOLDERS[emotion]}" + (f"_{family}" if len(p.families) > 1 else "")
+            for emotion, folder in folders.items():
+                rel = f"{p.name}/{p.subject}/{folder}" + (f"_{family}" if len(p.families) > 1 else "")
                 (out / rel).mkdir(parents=True, exist_ok=True)
                 for t, scan in enumerate(_frames(p.model, family, emotion, level, ident, frames, p.rng, cfg)):
                     atomic_write_bytes(out / rel / f"{t:03d}.ply", _ply_bytes(scan.mesh.vertices, scan.mesh.faces))
