@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--pooling", choices=("peak", "mean"), default="peak",
                     help="how a sequence's frames are pooled (peak: most expressive 30%% of frames)")
     pr.add_argument("--batch-size", type=_positive_int, default=8, help="scans rendered and scored together")
+    pr.add_argument("--no-mirror", action="store_true",
+                    help="score each scan as rendered only (default: averaged with its mirror image)")
     pr.add_argument("--device", default="auto", help=DEVICE_HELP)
     pr.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32",
                     help="image encoder precision (fp16/bf16: autocast; bf16 also on CPU)")
@@ -159,6 +161,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise ConfigError(f"{shard.world} processes (torchrun/SLURM) need --out: rank 0 writes the merged file")
     device = resolve_device(args.device, local_rank=shard.local_rank if shard else None)
     model = load_model(args.model, device=device, classes=parse_classes(args.classes), prompts=args.prompts)
+    model.mirror = not args.no_mirror
     if not model.provenance.get("trained", True) and (shard is None or shard.rank == 0):
         _err(f"warning: model {model.spec!r} is untrained (random init): scores are meaningless")
     progress = not args.no_progress and sys.stderr.isatty() and (shard is None or shard.rank == 0)

@@ -144,12 +144,14 @@ def inference_context(device: torch.device, precision: str) -> ContextManager[ob
     return torch.autocast(device.type, dtype=dtype)
 
 
-def _encode(model: "AffectVLM", images: torch.Tensor, precision: str) -> tuple[np.ndarray, torch.Tensor]:
-    """(B, V, 3, H, W) -> probabilities (B, C) and view embeddings (B, V, D), each image encoded once."""
+def _encode(model: "AffectVLM", images: torch.Tensor, precision: str,
+            views: Sequence | None = None) -> tuple[np.ndarray, torch.Tensor]:
+    """(B, V, 3, H, W) images of ``views`` -> probabilities (B, C) (with the model's mirror average) and view
+    embeddings (B, V, D)."""
     try:
         with torch.no_grad(), inference_context(model.device, precision):
-            z = model.encode_views(images)
-            logits = model.logits_from_embedding(model.fuse(z))
+            fused, z = model.embed(images, views)
+            logits = model.logits_from_embedding(fused)
         return torch.softmax(logits.float(), -1).cpu().numpy(), z
     except RuntimeError as e:
         if precision != "fp32" and ("Half" in str(e) or "BFloat16" in str(e)):
@@ -257,7 +259,10 @@ def _sequence_chunks(pool: Executor, seq: MeshSequence, settings: "RenderSetting
     for lo, fut in Ahead(pool, starts, lambda lo: pool.submit(_render_frames, seq.frames[lo:lo + bs], settings, o),
                          depth):
         imgs, errs = fut.result()
-        probs, z = _encode(o.model, imgs, o.precision) if imgs is not None else (np.zeros((0, 0)), None)
+        if imgs is None:
+            probs, z = np.zeros((0, 0)), None
+        else:
+            probs, z = _encode(o.model, imgs, o.precision, settings.views)
         got = iter(probs)
         results = []
         for fid, err in zip(seq.frame_ids[lo:lo + bs], errs):
@@ -425,7 +430,8 @@ def _score_units(items: Sequence[Item], units: Sequence[list[int]], o: _Options,
             elif first.kind == "scan":
                 scans = fut.result()
                 assert isinstance(scans, _Scans)
-                probs = iter(_encode(o.model, scans.images, o.precision)[0] if scans.images is not None else [])
+                imgs = scans.images
+                probs = iter(_encode(o.model, imgs, o.precision, o.settings.views)[0] if imgs is not None else [])
                 for i, p in zip(unit, scans.outcomes):
                     if isinstance(p, Prepared):
                         yield i, ScanResult(items[i].source, classes, as_probs(next(probs)), p.frame).row()
@@ -554,7 +560,7 @@ def predict_mesh(mesh: Mesh | Prepared | MeshSequence, model: ModelArg = None, *
         if errs[0] is not None:
             raise errs[0]
         assert imgs is not None
-        probs, z = _encode(m, imgs, precision)
+        probs, z = _encode(m, imgs, precision, prepared.settings.views)
         images, shown = imgs[0], None
         result = ScanResult(prepared.mesh.source, classes, as_probs(probs[0]), prepared.frame)
     assert isinstance(images, torch.Tensor) and isinstance(z, torch.Tensor)

@@ -48,9 +48,43 @@ def test_mean_fusion_is_the_normalised_mean_and_view_order_free(model, images):
     assert torch.allclose(fused, ref, atol=1e-6)
     perm = model.predict_proba(images[:, [2, 0, 1]])
     assert torch.allclose(perm, model.predict_proba(images), atol=1e-5)
-    logits = model(images)
+    model.mirror = False
+    try:
+        logits = model(images)
+    finally:
+        model.mirror = True
     cos = fused @ model.classifier.T
     assert torch.allclose(logits, model.clip.logit_scale.exp() * cos, atol=1e-4)
+
+
+def test_eval_mode_averages_a_scan_with_its_mirror_image(model, images):
+    from affectvlm.render import View
+    from affectvlm.render.mirror import mirror_images
+
+    views = model.render.views
+    assert [v.yaw for v in views] == [0, -30, 30]
+    flipped = mirror_images(images, views)
+    assert torch.equal(flipped[:, 1], images[:, 2].flip(-1)) and torch.equal(flipped[:, 0], images[:, 0].flip(-1))
+    assert torch.equal(mirror_images(flipped, views), images)
+    fused, z = model.embed(images)
+    want = torch.nn.functional.normalize(model.fuse(z) + model.fuse(model.encode_views(flipped)), dim=-1)
+    assert torch.allclose(fused, want, atol=1e-6) and not torch.allclose(fused, model.fuse(z), atol=1e-3)
+    # the scan and its mirror image get the same scores
+    assert torch.allclose(model.predict_proba(flipped), model.predict_proba(images), atol=1e-5)
+    # a view set without a mirror, or training mode: the plain fusion
+    lone = (View(0), View(30), View(45))
+    assert mirror_images(images, lone) is None
+    assert torch.allclose(model.embed(images, lone)[0], model.fuse(z), atol=1e-6)
+    model.train()
+    try:
+        assert torch.allclose(model.embed(images)[0], model.fuse(z), atol=1e-6)
+    finally:
+        model.eval()
+    # normal maps: the mirrored face's normals point the other way in x (background stays 0)
+    nm = torch.zeros(1, 3, 3, 4, 4)
+    nm[..., 0, :, :2], nm[..., 2, :, :2] = 0.8, 0.9
+    out = mirror_images(nm, views, "normal")
+    assert torch.allclose(out[..., 0, :, 2:], torch.full((1, 3, 4, 2), 0.2)) and (out[..., 0, :, :2] == 0).all()
 
 
 def test_classes_can_be_changed(images):

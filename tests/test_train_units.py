@@ -9,7 +9,8 @@ import torch
 
 from affectvlm.errors import ConfigError
 from affectvlm.train import checkpointing as ck
-from affectvlm.train.augment import AugmentConfig, augment_views, mirror_permutation
+from affectvlm.render.mirror import mirror_permutation
+from affectvlm.train.augment import AugmentConfig, augment_views
 from affectvlm.trainconfig import resolve_config, save_config
 from affectvlm.train.distributed import first_slurm_host, init_distributed_mode
 from affectvlm.runfolder import read_metrics, write_json

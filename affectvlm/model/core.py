@@ -74,6 +74,7 @@ class AffectVLM(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("classifier", torch.zeros(0, self.embed_dim), persistent=False)
         self.render = render if render is not None else _default_render()
+        self.mirror = True  # in eval mode, average each scan with its mirror image (see embed)
         self.spec = spec
         self.provenance = dict(provenance or {})
         self.classes: tuple[str, ...] = ()
@@ -152,6 +153,25 @@ class AffectVLM(nn.Module):
             fused = z.mean(1)
         return F.normalize(fused, dim=-1)
 
+    def embed(self, images: torch.Tensor, views: Sequence | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, V, 3, H, W) in [0, 1] -> the scans' fused embeddings (B, D) and view embeddings (B, V, D).
+
+        In eval mode with ``mirror`` on, the fused embedding is the normalised mean of the scan's and its
+        mirror image's (:func:`affectvlm.render.mirror.mirror_images`; ``views`` default to the model's render
+        views). A view set without a mirror, or training mode, gives the plain fusion.
+        """
+        if isinstance(images, torch.Tensor) and images.ndim == 4:
+            images = images.unsqueeze(1)
+        z = self.encode_views(images)
+        fused = self.fuse(z)
+        if self.mirror and not self.training:
+            from affectvlm.render.mirror import mirror_images
+
+            flipped = mirror_images(images, self.render.views if views is None else views, self.render.map)
+            if flipped is not None:
+                fused = F.normalize(fused + self.fuse(self.encode_views(flipped)), dim=-1)
+        return fused, z
+
     def view_weights(self, z: torch.Tensor) -> torch.Tensor:
         """(B, V) weight of each view in the fusion (uniform for ``mean``)."""
         if self.attention is not None:
@@ -166,8 +186,8 @@ class AffectVLM(nn.Module):
         return logits + bias if bias is not None else logits
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, V, 3, H, W) -> logits (B, C)."""
-        return self.logits_from_embedding(self.fuse(self.encode_views(images)))
+        """(B, V, 3, H, W) -> logits (B, C) (with the mirror average in eval mode, see :meth:`embed`)."""
+        return self.logits_from_embedding(self.embed(images)[0])
 
     @torch.no_grad()
     def predict_proba(self, images: torch.Tensor) -> torch.Tensor:

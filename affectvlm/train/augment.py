@@ -10,8 +10,9 @@ Exactly what :func:`augment_views` does to a batch of rendered views ``(B, V, 3,
 3. **Mirror flip** (``flip``, default p = 0.5), per *sample*, not per view: flipping a left view
    horizontally turns it into a right view of the mirrored face. So a flipped sample has every view
    flipped *and* the slots permuted: slot (yaw, pitch) receives the flipped view of slot (-yaw, pitch).
-   The sample stays a valid multiview set of the mirrored face; view slots keep their meaning. If the
-   view set is not symmetric (some yaw has no -yaw partner) no flip is applied.
+   The sample stays a valid multiview set of the mirrored face; view slots keep their meaning
+   (:func:`affectvlm.render.mirror.mirror_images`, which inference uses too). If the view set is not
+   symmetric (some yaw has no -yaw partner) no flip is applied.
 4. **Per-view geometric transform**, drawn independently for every view: rotation in the image plane by
    U(-rotate, +rotate) degrees, isotropic scale U(1 - scale, 1 + scale) (zoom in = crop, zoom out = pad
    with the background value 0), shift U(-shift, +shift) of the image width per axis; bilinear resampling.
@@ -36,6 +37,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from affectvlm.render.mirror import mirror_images, mirror_permutation
+
 
 @dataclass
 class AugmentConfig:
@@ -55,18 +58,6 @@ def _seed(*parts: int) -> int:
     for p in parts:  # FNV-1a over the parts: stable across processes (unlike hash())
         h = ((h ^ (int(p) & 0xFFFFFFFFFFFF)) * 1099511628211) % (1 << 63)
     return h
-
-
-def mirror_permutation(views: Sequence) -> list[int] | None:
-    """perm[i] = index of the view at (-yaw_i, pitch_i), or None when the set is not mirror-symmetric."""
-    pos = {(round(v.yaw, 4), round(v.pitch, 4)): i for i, v in enumerate(views)}
-    perm = []
-    for v in views:
-        j = pos.get((round(-v.yaw, 4), round(v.pitch, 4)))
-        if j is None:
-            return None
-        perm.append(j)
-    return perm
 
 
 def select_base_views(x: torch.Tensor, n_base: int) -> torch.Tensor:
@@ -108,14 +99,10 @@ def augment_views(x: torch.Tensor, labels: torch.Tensor, indices: Sequence[int],
         x = select_base_views(x, n_views)
     x = x.clone()
     # 3. mirror flip per sample, with slot permutation
-    perm = mirror_permutation(views)
-    if cfg.flip > 0 and perm is not None:
+    if cfg.flip > 0 and mirror_permutation(views) is not None:
         for i, g in enumerate(gens):
             if torch.rand((), generator=g).item() < cfg.flip:
-                x[i] = torch.flip(x[i, perm], dims=[-1])
-                if cfg.normal_map:  # (n + 1) / 2 encoding, background 0 (covered pixels have n_z >= 0)
-                    covered = x[i, :, 2] > 0.25
-                    x[i, :, 0] = torch.where(covered, 1 - x[i, :, 0], x[i, :, 0])
+                x[i] = mirror_images(x[i], views, "normal" if cfg.normal_map else "shade")
     # 4. per-view affine
     h, w = x.shape[-2:]
     rnd = torch.stack([torch.rand(n_views, 6, generator=g) for g in gens]).reshape(b * n_views, 6)

@@ -203,8 +203,8 @@ def embed_loader(model: nn.Module, loader, n_views: int, device: str, amp: bool 
     for x, y, i in loader:
         x = x[:, :n_views].to(device, non_blocking=True).float().div_(255)
         with autocast(device, amp):
-            z = model.fuse(model.encode_views(x)).float()
-            lg = model(x).float()
+            fused, _ = model.embed(x)
+            z, lg = fused.float(), model.logits_from_embedding(fused).float()
         idxs += i.tolist()
         ys += y.tolist()
         zs.append(z.cpu())
