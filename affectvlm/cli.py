@@ -161,7 +161,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise ConfigError(f"{shard.world} processes (torchrun/SLURM) need --out: rank 0 writes the merged file")
     device = resolve_device(args.device, local_rank=shard.local_rank if shard else None)
     model = load_model(args.model, device=device, classes=parse_classes(args.classes), prompts=args.prompts)
-    model.mirror = not args.no_mirror
     if not model.provenance.get("trained", True) and (shard is None or shard.rank == 0):
         _err(f"warning: model {model.spec!r} is untrained (random init): scores are meaningless")
     progress = not args.no_progress and sys.stderr.isatty() and (shard is None or shard.rank == 0)
@@ -176,7 +175,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                  "check it or pass --up/--front")
 
     kw = dict(views=args.views, frames=args.frames, every=args.every, batch_size=args.batch_size, up=args.up,
-              front=args.front, pooling=args.pooling, workers=args.workers, precision=args.precision, fps=args.fps)
+              front=args.front, pooling=args.pooling, workers=args.workers, precision=args.precision, fps=args.fps,
+              mirror=not args.no_mirror)
     if shard is not None:
         rows = predict_sharded(args.inputs, model, args.out, shard, landmarks=args.landmarks, progress=progress,
                                on_row=on_row, **kw)

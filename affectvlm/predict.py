@@ -144,13 +144,13 @@ def inference_context(device: torch.device, precision: str) -> ContextManager[ob
     return torch.autocast(device.type, dtype=dtype)
 
 
-def _encode(model: "AffectVLM", images: torch.Tensor, precision: str,
-            views: Sequence | None = None) -> tuple[np.ndarray, torch.Tensor]:
-    """(B, V, 3, H, W) images of ``views`` -> probabilities (B, C) (with the model's mirror average) and view
-    embeddings (B, V, D)."""
+def _encode(model: "AffectVLM", images: torch.Tensor, precision: str, views: Sequence | None = None,
+            mirror: bool = True) -> tuple[np.ndarray, torch.Tensor]:
+    """(B, V, 3, H, W) images of ``views`` -> probabilities (B, C) (averaged with the mirror image unless
+    ``mirror`` is off) and view embeddings (B, V, D)."""
     try:
         with torch.no_grad(), inference_context(model.device, precision):
-            fused, z = model.embed(images, views)
+            fused, z = model.embed(images, views, mirror)
             logits = model.logits_from_embedding(fused)
         return torch.softmax(logits.float(), -1).cpu().numpy(), z
     except RuntimeError as e:
@@ -215,6 +215,7 @@ class _Options:
     precision: str = "fp32"
     fps: float | None = None
     workers: int = 0
+    mirror: bool = True
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -262,7 +263,7 @@ def _sequence_chunks(pool: Executor, seq: MeshSequence, settings: "RenderSetting
         if imgs is None:
             probs, z = np.zeros((0, 0)), None
         else:
-            probs, z = _encode(o.model, imgs, o.precision, settings.views)
+            probs, z = _encode(o.model, imgs, o.precision, settings.views, o.mirror)
         got = iter(probs)
         results = []
         for fid, err in zip(seq.frame_ids[lo:lo + bs], errs):
@@ -293,7 +294,9 @@ def _score_sequence(pool: Executor, seq: MeshSequence, settings: "RenderSettings
 
 
 def _check_options(*, frames: int | None = None, every: int = 1, batch_size: int = 8, pooling: str = "peak",
-                   precision: str = "fp32", fps: float | None = None) -> None:
+                   precision: str = "fp32", fps: float | None = None, mirror: bool = True) -> None:
+    if not isinstance(mirror, bool):
+        raise ConfigError(f"mirror must be true or false, got {mirror!r}")
     if frames is not None and (isinstance(frames, bool) or not isinstance(frames, int) or frames < 1):
         raise ConfigError(f"frames must be a positive integer, got {frames!r}")
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
@@ -320,10 +323,11 @@ def _iter_sequence(seq: MeshSequence | Input, model: ModelArg = None, *, views: 
                    up: str | None = None, front: str | None = None, frames: int | None = None, every: int = 1,
                    batch_size: int = 8, pooling: str = "peak", limits: Limits | None = None, source: str | None = None,
                    fps: float | None = None, workers: int | None = None, precision: str = "fp32",
-                   ) -> Iterator[tuple[SequenceResult, FrameResult | None]]:
-    _check_options(frames=frames, every=every, batch_size=batch_size, pooling=pooling, precision=precision, fps=fps)
+                   mirror: bool = True) -> Iterator[tuple[SequenceResult, FrameResult | None]]:
+    _check_options(frames=frames, every=every, batch_size=batch_size, pooling=pooling, precision=precision, fps=fps,
+                   mirror=mirror)
     o = _options(model, views, up, front, limits, batch_size=batch_size, pooling=pooling, precision=precision,
-                 fps=fps, workers=check_workers(workers))
+                 fps=fps, workers=check_workers(workers), mirror=mirror)
     if not isinstance(seq, MeshSequence):
         from affectvlm.io import load_sequence
 
@@ -340,7 +344,7 @@ def iter_sequence_results(seq: MeshSequence | Input, model: ModelArg = None, **k
     ``seq``: a MeshSequence, or anything ``load_sequence`` reads (folder, zip path/bytes, list of files).
     Keywords: ``views``, ``up``, ``front`` (render overrides), ``frames`` / ``every`` (sampling when ``seq`` is
     read here), ``batch_size``, ``pooling``, ``limits``, ``source`` (the name on the results), ``fps``
-    (timestamps; default the sequence's own, else 25), ``workers`` (render threads) and ``precision``.
+    (timestamps; default the sequence's own, else 25), ``workers`` (render threads), ``precision`` and ``mirror``.
     Frames that fail to render give results with ``error``; the pooled result uses the others.
     """
     for res, fr in _iter_sequence(seq, model, **kw):  # type: ignore[arg-type]
@@ -431,7 +435,8 @@ def _score_units(items: Sequence[Item], units: Sequence[list[int]], o: _Options,
                 scans = fut.result()
                 assert isinstance(scans, _Scans)
                 imgs = scans.images
-                probs = iter(_encode(o.model, imgs, o.precision, o.settings.views)[0] if imgs is not None else [])
+                probs = iter(_encode(o.model, imgs, o.precision, o.settings.views, o.mirror)[0]
+                             if imgs is not None else [])
                 for i, p in zip(unit, scans.outcomes):
                     if isinstance(p, Prepared):
                         yield i, ScanResult(items[i].source, classes, as_probs(next(probs)), p.frame).row()
@@ -453,7 +458,7 @@ def predict(inputs: Input | Sequence[Input], model: ModelArg = None, *, views: V
             frames: int | None = None, every: int = 1, batch_size: int = 8, progress: bool = False,
             on_row: Callable[[Row], None] | None = None, limits: Limits | None = None, up: str | None = None,
             front: str | None = None, pooling: str = "peak", workers: int | None = None, precision: str = "fp32",
-            fps: float | None = None) -> list[Row]:
+            fps: float | None = None, mirror: bool = True) -> list[Row]:
     """Score scans and 4D sequences; returns rows in input order (see :mod:`affectvlm.results`).
 
     ``inputs``: a path (file, folder, zip), ``(name, bytes)``, a Mesh / MeshSequence, or a list of them; in a
@@ -464,21 +469,24 @@ def predict(inputs: Input | Sequence[Input], model: ModelArg = None, *, views: V
     and ``every`` (every k-th) sample sequence frames. ``on_row`` is called with each row as it is made.
     ``workers``: threads that read, orient and render ahead (0: all in this thread; None: one per spare core);
     ``precision``: ``fp32``, ``fp16`` or ``bf16`` (autocast) for the image encoder; ``fps``: the frame rate of
-    the sequences' ``timestamp`` column (default: a sequence's own, else 25, BU-4DFE's).
+    the sequences' ``timestamp`` column (default: a sequence's own, else 25, BU-4DFE's); ``mirror``: average each
+    scan with its mirror image (views flipped, left and right swapped; off: as rendered only).
     """
     o, items = _setup(inputs, model, views=views, frames=frames, every=every, batch_size=batch_size,
-                      limits=limits, up=up, front=front, pooling=pooling, workers=workers, precision=precision, fps=fps)
+                      limits=limits, up=up, front=front, pooling=pooling, workers=workers, precision=precision, fps=fps,
+                      mirror=mirror)
     return [row for _, row in score_items(items, o, plan(items, batch_size), progress=progress, on_row=on_row)]
 
 
 def _setup(inputs: Input | Sequence[Input], model: ModelArg, *, views: ViewsArg = None, frames: int | None = None,
            every: int = 1, batch_size: int = 8, limits: Limits | None = None, up: str | None = None,
            front: str | None = None, pooling: str = "peak", workers: int | None = None, precision: str = "fp32",
-           fps: float | None = None) -> tuple[_Options, list[Item]]:
+           fps: float | None = None, mirror: bool = True) -> tuple[_Options, list[Item]]:
     """Check the options, load the model and expand the inputs (what ``predict`` and sharded runs share)."""
-    _check_options(frames=frames, every=every, batch_size=batch_size, pooling=pooling, precision=precision, fps=fps)
+    _check_options(frames=frames, every=every, batch_size=batch_size, pooling=pooling, precision=precision, fps=fps,
+                   mirror=mirror)
     o = _options(model, views, up, front, limits, batch_size=batch_size, pooling=pooling, precision=precision,
-                 fps=fps, workers=check_workers(workers))
+                 fps=fps, workers=check_workers(workers), mirror=mirror)
     inference_context(o.model.device, precision)  # refuse an impossible precision before any work
     # a model that renders geometry only never needs the scans' texture images: skip decoding them
     return o, expand(inputs, limits=o.limits, frames=frames, every=every, texture=o.settings.texture)
@@ -520,7 +528,8 @@ def _view_caption(v: "View") -> str:
 
 def predict_mesh(mesh: Mesh | Prepared | MeshSequence, model: ModelArg = None, *, views: ViewsArg = None,
                  up: str | None = None, front: str | None = None, pooling: str = "peak", batch_size: int = 8,
-                 return_images: bool = True, precision: str = "fp32", workers: int | None = None) -> Analysis:
+                 return_images: bool = True, precision: str = "fp32", workers: int | None = None,
+                 mirror: bool = True) -> Analysis:
     """Score one scan (or a sequence, pooled) and return what the app shows (:class:`Analysis`): the result,
     the views the model saw (for a sequence, of its most expressive frame) and each view's weight.
 
@@ -543,8 +552,8 @@ def predict_mesh(mesh: Mesh | Prepared | MeshSequence, model: ModelArg = None, *
                     best.update(e=e, frame=r.frame_id, images=chunk.images[k], z=chunk.z[k:k + 1])
 
         o = _Options(m, render_settings(m.render, views, up, front), default_limits(), batch_size=batch_size,
-                     pooling=pooling, precision=precision, workers=check_workers(workers))
-        _check_options(batch_size=batch_size, pooling=pooling, precision=precision)
+                     pooling=pooling, precision=precision, workers=check_workers(workers), mirror=mirror)
+        _check_options(batch_size=batch_size, pooling=pooling, precision=precision, mirror=mirror)
         settings, frame = _orient_sequence(mesh, o.settings)
         with executor(o.workers) as pool:
             res = [r for r, fr in _score_sequence(pool, mesh, settings, frame, o, mesh.source, keep_best)
@@ -560,7 +569,7 @@ def predict_mesh(mesh: Mesh | Prepared | MeshSequence, model: ModelArg = None, *
         if errs[0] is not None:
             raise errs[0]
         assert imgs is not None
-        probs, z = _encode(m, imgs, precision, prepared.settings.views)
+        probs, z = _encode(m, imgs, precision, prepared.settings.views, mirror)
         images, shown = imgs[0], None
         result = ScanResult(prepared.mesh.source, classes, as_probs(probs[0]), prepared.frame)
     assert isinstance(images, torch.Tensor) and isinstance(z, torch.Tensor)

@@ -135,3 +135,19 @@ def test_predict_options_precision_workers_fps(capsys, scans):
         with pytest.raises(SystemExit):
             cli.main([*base, *bad])
         assert "--" in capsys.readouterr().err
+
+
+def test_predict_no_mirror(capsys, scans):
+    from affectvlm.model import load_model
+    from affectvlm.predict import predict
+
+    base = ["predict", str(scans / "face.obj"), *MODEL, "--format", "json", "--no-progress", "--workers", "0"]
+    assert cli.main(base) == 0
+    both = json.loads(capsys.readouterr().out)[0]
+    assert cli.main([*base, "--no-mirror"]) == 0
+    plain = json.loads(capsys.readouterr().out)[0]
+    m = load_model("AffectVLM-Test", cache=False)
+    lib = {mi: predict([str(scans / "face.obj")], m, workers=0, mirror=mi)[0] for mi in (True, False)}
+    for k in ("neutral", "happiness", "anger"):
+        assert both[k] == pytest.approx(lib[True][k], abs=1e-6) and plain[k] == pytest.approx(lib[False][k], abs=1e-6)
+    assert max(abs(both[k] - plain[k]) for k in ("neutral", "happiness", "anger")) > 1e-5

@@ -153,18 +153,20 @@ class AffectVLM(nn.Module):
             fused = z.mean(1)
         return F.normalize(fused, dim=-1)
 
-    def embed(self, images: torch.Tensor, views: Sequence | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def embed(self, images: torch.Tensor, views: Sequence | None = None,
+              mirror: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, V, 3, H, W) in [0, 1] -> the scans' fused embeddings (B, D) and view embeddings (B, V, D).
 
-        In eval mode with ``mirror`` on, the fused embedding is the normalised mean of the scan's and its
-        mirror image's (:func:`affectvlm.render.mirror.mirror_images`; ``views`` default to the model's render
-        views). A view set without a mirror, or training mode, gives the plain fusion.
+        In eval mode with ``mirror`` on (default: the model's ``mirror`` attribute), the fused embedding is the
+        normalised mean of the scan's and its mirror image's (:func:`affectvlm.render.mirror.mirror_images`;
+        ``views`` default to the model's render views). A view set without a mirror, or training mode, gives
+        the plain fusion.
         """
         if isinstance(images, torch.Tensor) and images.ndim == 4:
             images = images.unsqueeze(1)
         z = self.encode_views(images)
         fused = self.fuse(z)
-        if self.mirror and not self.training:
+        if (self.mirror if mirror is None else mirror) and not self.training:
             from affectvlm.render.mirror import mirror_images
 
             flipped = mirror_images(images, self.render.views if views is None else views, self.render.map)
