@@ -285,3 +285,33 @@ def test_real_makehuman_facshuman():
     assert len(m.identities) >= 20
     rms = np.sqrt((m.identities.astype(np.float64) ** 2).sum(2).mean(1))
     assert 1 < rms[0] < 10
+
+
+def test_makehuman_units_replace_the_aus_they_have(mh_dirs):
+    from affectvlm.synth.makehuman import UNIT_AUS, makehuman_units_model
+
+    data, fh, facts = mh_dirs
+    base = load_makehuman(data, fh)
+    units = data / "targets" / "expression" / "units" / "caucasian"
+    left, right = facts["left"], facts["right"]
+    for au, files in UNIT_AUS.items():  # every unit moves two vertices; the corner puller 0.05 dm up and out
+        for f in files:
+            for side, ids in (("left", left), ("right", right)):
+                rows = {int(i): (0.0, 0.01, 0.0) for i in ids[10:12]}
+                if f == "mouth-corner-puller":
+                    rows = {int(left[5]): (0.01, 0.05, 0.0), int(right[5]): (-0.01, 0.05, 0.0)}
+                _write_target(units / (f.format(side=side) + ".target"), rows)
+    m = makehuman_units_model(base, data, "caucasian")
+    assert m.name == "makehuman-units" and m.neutral is base.neutral and m.identities is base.identities
+    assert m.meta["emotion_targets"] == {} and m.meta["model_ids"] is base.meta["model_ids"]
+    # AU12 is now the unit's one bilateral target, not FACSHuman's sided pair; AU17 (also a unit) replaced too
+    assert "AU12" in m.au_targets and "AU12L" not in m.au_targets and {"AU1L", "AU1R"} <= set(m.au_targets)
+    assert np.isclose(m.au_targets["AU12"][:, 1].max(), 5.0, atol=1e-4)  # 0.05 dm -> 5 mm
+    assert not np.allclose(m.au_targets["AU17"], base.au_targets["AU17"])
+    moved = set(m.meta["model_ids"][np.abs(m.au_targets["AU1L"]).sum(1) > 0].tolist())
+    assert moved == set(left[10:12].tolist())  # "left" files are the subject's left (L)
+    with pytest.raises(InputError, match="unit set"):
+        makehuman_units_model(base, data, "martian")
+    (units / "mouth-open.target").unlink()
+    with pytest.raises(InputError, match="mouth-open"):
+        makehuman_units_model(base, data, "caucasian")

@@ -111,3 +111,26 @@ def test_mixed_model_blends_each_unit_between_two_sculpts():
     assert theirs.min() < 1.5 * mine.min() < 0  # the two sculpts really differ, so the blend is a third one
     with pytest.raises(ValueError, match="mesh"):
         mixed_model(own, src, np.random.default_rng(0), name="x")
+
+
+def test_models_on_one_mesh_are_one_face_when_swapping(monkeypatch):
+    """MakeHuman with FACSHuman's AUs and with its own units share a mesh: ICT's face gets each one's
+    expressions, the shared face gets ICT's once, and nothing is transferred onto its own mesh."""
+    from affectvlm.synth import transfer
+    from affectvlm.synth.transfer import with_mixed_expressions, with_swapped_expressions
+
+    a, la = _face(40, name="a")
+    b, lb = _face(34, sx=1.08, name="b")
+    units = FaceModel(name="a-units", neutral=a.neutral, faces=a.faces, identities=a.identities,
+                      au_targets={"AU26": a.au_targets["AU26"] * 2.0, "AU1": a.au_targets["AU1"]},
+                      landmarks=a.landmarks, face_mask=a.face_mask, meta={"emotion_targets": {}})
+    marks = {id(a.neutral): la, id(b.neutral): lb}
+    monkeypatch.setattr(transfer, "neutral_landmarks", lambda m: marks[id(m.neutral)])
+    out = with_swapped_expressions({"a": a, "b": b, "a-units": units})
+    assert set(out) == {"a", "b", "a-units", "b@a", "b@a-units", "a@b"}
+    jaw = {n: apply_aus(out[n], out[n].neutral, {"AU26": (1.0, 1.0)})[:, 1] - b.neutral[:, 1]
+           for n in ("b@a", "b@a-units")}
+    assert jaw["b@a-units"].min() < 1.5 * jaw["b@a"].min() < 0  # each sculptor's jaw drop arrives on b
+    mixed = with_mixed_expressions({"a": a, "b": b, "a-units": units}, 2, seed=0)
+    assert set(mixed) == {f"{n}~mix{k}" for n in ("a", "b", "a-units") for k in range(2)}
+    assert all(m.neutral.shape == (a if n[0] == "a" else b).neutral.shape for n, m in mixed.items())

@@ -7,6 +7,8 @@
     affectvlm synth --layout corpus --facekit DIR --makehuman DIR --facshuman DIR --expressions swapped ...
                                              # each face with the other model's expressions (synth.transfer)
     affectvlm synth --layout corpus4d ... --families sculpt --frames 16   # the same as 4D sequences
+    affectvlm synth --layout corpus ... --makehuman-units caucasian --expressions swapped \
+        --face-models ict-facekit@makehuman-units       # ICT's face with MakeHuman's own expression units
 """
 from __future__ import annotations
 
@@ -43,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="ICT-FaceKit's FaceXModel/ folder (generic_neutral_mesh.obj, identityNNN.obj, blendshapes)")
     ap.add_argument("--makehuman", metavar="DIR", help="corpus: MakeHuman data folder (3dobjs/base.obj, targets/)")
     ap.add_argument("--facshuman", metavar="DIR", help="corpus: FACSHuman folder (AU and emotion targets)")
+    ap.add_argument("--makehuman-units", metavar="ETHNICITY", choices=("african", "asian", "caucasian"),
+                    help="corpus: also the face model 'makehuman-units': MakeHuman's own expression units (its "
+                         "artists' sculpts) as AU targets, from targets/expression/units/ETHNICITY")
+    ap.add_argument("--face-models", metavar="NAMES", default=None,
+                    help="corpus: write only these face models (comma-separated names, e.g. "
+                         "ict-facekit@makehuman-units), after --expressions made them")
     ap.add_argument("--families", default="emfacs",
                     help="corpus: expression families, comma-separated (emfacs, emfacs-alt, recipes, sculpt)")
     ap.add_argument("--expressions", choices=("own", "swapped", "both", "mixed"), default="own",
@@ -105,7 +113,10 @@ def _corpus(args: argparse.Namespace) -> int:
         bad = [f for f in fams if f not in FAMILIES]
         if bad or not fams:
             raise ConfigError(f"unknown expression famil(ies) {bad}; choose from {', '.join(FAMILIES)}")
-        models = load_face_models(args.facekit, args.makehuman, args.facshuman, cache=not args.no_cache)
+        if args.makehuman_units and not args.makehuman:
+            raise ConfigError("--makehuman-units needs --makehuman DIR")
+        models = load_face_models(args.facekit, args.makehuman, args.facshuman, makehuman_units=args.makehuman_units,
+                                  cache=not args.no_cache)
         if not models:
             raise ConfigError("name at least one face model: --facekit and/or --makehuman")
         if args.expressions != "own":
@@ -122,6 +133,13 @@ def _corpus(args: argparse.Namespace) -> int:
                 models = with_swapped_expressions(models)
                 if args.expressions == "swapped":
                     models = {n: m for n, m in models.items() if n not in own}
+        if args.face_models:
+            want = [n.strip() for n in args.face_models.split(",") if n.strip()]
+            missing = [n for n in want if n not in models]
+            if missing or not want:
+                raise ConfigError(f"--face-models {args.face_models}: no face model {missing or want} here; "
+                                  f"these are: {', '.join(models)}")
+            models = {n: models[n] for n in want}
         cfg = CorpusConfig(subjects=args.subjects, seed=args.seed, families=fams, levels=args.intensities,
                            val_fraction=args.val_frac, test_fraction=args.test_frac)
         if args.layout == "corpus4d":

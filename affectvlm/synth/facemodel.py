@@ -145,8 +145,10 @@ def ict_face_model(kit, recipes=None) -> FaceModel:
     )
 
 
-def load_face_models(facekit=None, makehuman=None, facshuman=None, *, cache: bool = True) -> dict[str, FaceModel]:
-    """The face models in the folders a user names, by model name (ICT-FaceKit; MakeHuman + FACSHuman)."""
+def load_face_models(facekit=None, makehuman=None, facshuman=None, *, makehuman_units: str | None = None,
+                     cache: bool = True) -> dict[str, FaceModel]:
+    """The face models in the folders a user names, by model name (ICT-FaceKit; MakeHuman + FACSHuman; with
+    ``makehuman_units`` (an ethnicity), also ``makehuman-units``: MakeHuman's own expression units)."""
     models: dict[str, FaceModel] = {}
     if facekit:
         from affectvlm.synth.facekit import load_facekit
@@ -157,4 +159,9 @@ def load_face_models(facekit=None, makehuman=None, facshuman=None, *, cache: boo
 
         m = load_makehuman(makehuman, facshuman, cache=cache)
         models[m.name] = m
+        if makehuman_units:
+            from affectvlm.synth.makehuman import makehuman_units_model
+
+            u = makehuman_units_model(m, makehuman, makehuman_units)
+            models[u.name] = u
     return models

@@ -26,7 +26,7 @@ from affectvlm.synth.facekit import _cache_dir, _cache_key, _write_cache
 from affectvlm.synth.rig import largest_component
 from affectvlm.synth.facemodel import FaceModel
 
-__all__ = ["load_makehuman", "EMOTION_CLASSES"]
+__all__ = ["load_makehuman", "makehuman_units_model", "EMOTION_CLASSES", "UNIT_AUS"]
 
 BASE_OBJ = Path("3dobjs") / "base.obj"
 BODY_GROUP = "body"
@@ -53,6 +53,20 @@ _AU_FILE = re.compile(r"^([LR]?)(\d{1,2})(.*)$")
 _EMOTION_WORDS = (("happ", "happiness"), ("sad", "sadness"), ("surpris", "surprise"), ("fear", "fear"),
                   ("disgust", "disgust"), ("ang", "anger"), ("neutral", "neutral"))
 _FACIAL_AU_MAX = 46  # 51-58 head and 61-66 eye positions go to meta["au_variants"], not au_targets
+UNITS_DIR = Path("targets") / "expression" / "units"
+# MakeHuman's own expression units (its artists' sculpts, CC0) -> FACS AUs. Each unit was matched to the
+# FACSHuman AU whose target it most resembles (cosine over the head's vertices) and the pairs checked by name;
+# "left"/"right" files are the subject's sides. Units with no clear AU (mouth-compression, mouth-part-later,
+# nose-compression, nose-depression, neck-platysma, eyebrows-*-up) are left out.
+UNIT_AUS = {
+    "AU1": ("eyebrows-{side}-inner-up",), "AU2": ("eyebrows-{side}-extern-up",), "AU4": ("eyebrows-{side}-down",),
+    "AU5": ("eye-{side}-opened-up",), "AU7": ("eye-{side}-slit",), "AU9": ("nose-{side}-elevation",),
+    "AU10": ("mouth-elevation",), "AU12": ("mouth-corner-puller",), "AU13": ("mouth-upward-retraction",),
+    "AU15": ("mouth-depression",), "AU16": ("mouth-depression-retraction",), "AU17": ("mouth-eversion",),
+    "AU18": ("mouth-pursing",), "AU20": ("mouth-retraction",), "AU22": ("mouth-protusion",),
+    "AU25": ("mouth-parling",), "AU26": ("mouth-open",), "AU38": ("nose-{side}-dilatation",),
+    "AU43": ("eye-{side}-closure",),
+}
 
 
 # ----------------------------------------------------------------------------------------------- reading files
@@ -442,6 +456,50 @@ def load_makehuman(makehuman_dir: str | os.PathLike, facshuman_dir: str | os.Pat
     return _build(mh, fh, arrays, from_cache=False)
 
 
+
+
+def makehuman_units_model(base: FaceModel, makehuman_dir: str | os.PathLike,
+                          ethnicity: str = "caucasian") -> FaceModel:
+    """``base`` (from :func:`load_makehuman`) with MakeHuman's own expression units as its AU targets
+    (:data:`UNIT_AUS`, ``targets/expression/units/<ethnicity>/``), named ``makehuman-units``: a third
+    sculptor's AUs on the same mesh and identities. AUs the units lack (AU6, AU23, AU24, ...) keep ``base``'s
+    targets; no emotion sculpts (the ``sculpt`` family is FACSHuman's). Units are used as sculpted (weight 1)."""
+    if ethnicity not in ETHNICITIES:
+        raise InputError(ethnicity, f"unknown MakeHuman unit set; choose from {', '.join(ETHNICITIES)}")
+    mh = _resolve_makehuman(Path(makehuman_dir).expanduser())
+    folder = mh / UNITS_DIR / ethnicity
+    if not folder.is_dir():
+        raise InputError(str(folder), "not a folder: this MakeHuman data has no expression units")
+    region = np.asarray(base.meta["model_ids"], np.int64)
+    n_base = sum(1 for ln in _read_bytes(mh / BASE_OBJ).split(b"\n") if ln.startswith(b"v "))
+    remap = -np.ones(max(n_base, int(region.max()) + 1), np.int64)
+    remap[region] = np.arange(len(region))
+    mm = float(base.meta["units_to_mm"])
+
+    def unit(name: str) -> np.ndarray:
+        path = folder / f"{name}.target"
+        if not path.is_file():
+            raise InputError(str(path), "missing: expected MakeHuman's expression unit targets here")
+        ids, d = _read_target(path, len(remap))
+        return _dense(ids, d, region, remap, mm).astype(np.float32)
+
+    targets = {k: v for k, v in base.au_targets.items()}
+    for au, files in UNIT_AUS.items():
+        for key in [k for k in targets if k in (au, au + "L", au + "R")]:
+            del targets[key]
+        for f in files:
+            if "{side}" in f:
+                targets[au + "L"] = unit(f.format(side="left"))
+                targets[au + "R"] = unit(f.format(side="right"))
+            else:
+                targets[au] = unit(f)
+    meta = {k: v for k, v in base.meta.items() if k not in ("emotion_targets", "emotion_files", "au_variants")}
+    return FaceModel(name="makehuman-units", neutral=base.neutral, faces=base.faces, identities=base.identities,
+                     au_targets=targets, landmarks=base.landmarks, face_mask=base.face_mask,
+                     source=f"{mh} (expression units, {ethnicity}) + {base.source}",
+                     licence="MakeHuman assets CC0" + ("; FACSHuman targets LGPL-3.0" if "FACSHuman" in base.licence
+                                                       else ""),
+                     meta={**meta, "emotion_targets": {}, "au_variants": {}, "unit_set": ethnicity})
 
 
 def _build(mh: Path, fh: Path | None, a: dict, *, from_cache: bool) -> FaceModel:

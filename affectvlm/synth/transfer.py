@@ -181,15 +181,32 @@ def hybrid_model(source: FaceModel, target: FaceModel, corr: Correspondence | No
                    licence=f"{target.licence}; expressions: {source.licence}")
 
 
+def _same_mesh(a: FaceModel, b: FaceModel) -> bool:
+    return a.neutral.shape == b.neutral.shape and a.faces.shape == b.faces.shape and bool(
+        np.array_equal(a.neutral, b.neutral) and np.array_equal(a.faces, b.faces))
+
+
 def with_swapped_expressions(models: dict[str, FaceModel]) -> dict[str, FaceModel]:
-    """``models`` plus, for every ordered pair (A, B), A's face with B's expressions."""
+    """``models`` plus, for every ordered pair (A, B) on different meshes, A's face with B's expressions.
+
+    Models that share a mesh (MakeHuman with FACSHuman's or its own units) are one face: it gets the other
+    meshes' expressions once (under its first model's name), and each of them lends its expressions."""
     out = dict(models)
-    lms = {n: neutral_landmarks(m) for n, m in models.items()}
-    for a, ma in models.items():
+    faces: list[str] = []
+    for n, m in models.items():
+        if not any(_same_mesh(m, models[f]) for f in faces):
+            faces.append(n)
+    lms = {n: neutral_landmarks(models[n]) for n in faces}
+    corr: dict[tuple[str, str], Correspondence] = {}
+    for a in faces:
         for b, mb in models.items():
-            if a != b:
-                h = hybrid_model(mb, ma, correspond(mb, ma, source_landmarks=lms[b], target_landmarks=lms[a]))
-                out[h.name] = h
+            src = next(f for f in faces if _same_mesh(mb, models[f]))
+            if src == a:
+                continue
+            if (src, a) not in corr:
+                corr[src, a] = correspond(models[src], models[a], source_landmarks=lms[src], target_landmarks=lms[a])
+            h = hybrid_model(mb, models[a], corr[src, a])
+            out[h.name] = h
     return out
 
 
@@ -232,12 +249,12 @@ def mixed_model(own: FaceModel, other: FaceModel, rng: np.random.Generator, *, n
 
 
 def with_mixed_expressions(models: dict[str, FaceModel], mixes: int, seed: int) -> dict[str, FaceModel]:
-    """For every face model, ``mixes`` models whose AUs blend its own sculpts with another model's (transferred);
-    named ``<model>~mix<k>``."""
+    """For every face model, ``mixes`` models whose AUs blend its own sculpts with another model's on the same mesh
+    (transferred, or another sculptor's for that mesh); named ``<model>~mix<k>``."""
     swapped = with_swapped_expressions(models)
     out: dict[str, FaceModel] = {}
     for a, ma in models.items():
-        others = [m for n, m in swapped.items() if n.startswith(a + "@")]
+        others = [m for n, m in swapped.items() if n != a and _same_mesh(m, ma)]
         for k in range(mixes):
             rng = np.random.default_rng([seed, k, len(out)])
             other = others[int(rng.integers(len(others)))]
