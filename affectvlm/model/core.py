@@ -164,15 +164,17 @@ class AffectVLM(nn.Module):
         """
         if isinstance(images, torch.Tensor) and images.ndim == 4:
             images = images.unsqueeze(1)
-        z = self.encode_views(images)
-        fused = self.fuse(z)
-        if (self.mirror if mirror is None else mirror) and not self.training:
+        flipped = None
+        if (self.mirror if mirror is None else mirror) and not self.training and isinstance(images, torch.Tensor):
             from affectvlm.render.mirror import mirror_images
 
             flipped = mirror_images(images, self.render.views if views is None else views, self.render.map)
-            if flipped is not None:
-                fused = F.normalize(fused + self.fuse(self.encode_views(flipped)), dim=-1)
-        return fused, z
+        if flipped is None:
+            z = self.encode_views(images)
+            return self.fuse(z), z
+        both = self.encode_views(torch.cat([images, flipped]))  # one encoder pass for the scan and its mirror
+        z, zf = both[:len(images)], both[len(images):]
+        return F.normalize(self.fuse(z) + self.fuse(zf), dim=-1), z
 
     def view_weights(self, z: torch.Tensor) -> torch.Tensor:
         """(B, V) weight of each view in the fusion (uniform for ``mean``)."""
