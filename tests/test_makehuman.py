@@ -315,3 +315,24 @@ def test_makehuman_units_replace_the_aus_they_have(mh_dirs):
     (units / "mouth-open.target").unlink()
     with pytest.raises(InputError, match="mouth-open"):
         makehuman_units_model(base, data, "caucasian")
+
+
+@pytest.mark.skipif(not (_REAL_MH and Path(_REAL_MH).is_dir() and _REAL_FH and Path(_REAL_FH).is_dir()),
+                    reason="set AFFECTVLM_MAKEHUMAN (makehuman/data) and AFFECTVLM_FACSHUMAN to the real folders")
+def test_real_makehuman_units_resemble_the_aus_they_stand_for():
+    from affectvlm.synth.makehuman import UNIT_AUS, makehuman_units_model
+
+    m = load_makehuman(_REAL_MH, _REAL_FH)
+    u = makehuman_units_model(m, _REAL_MH, "caucasian")
+
+    def both(model, au):  # the unit's whole motion, one target or the two sides summed
+        t = model.au_targets
+        return t[au] if au in t else t[au + "L"] + t[au + "R"]
+
+    for au in UNIT_AUS:
+        if au + "L" not in m.au_targets and au not in m.au_targets:
+            continue  # FACSHuman has no target for it (AU22)
+        a, b = both(u, au).ravel(), both(m, au).ravel()
+        cos = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+        assert cos > 0.35, (au, cos)
+    assert np.array_equal(u.au_targets["AU6L"], m.au_targets["AU6L"])  # no unit: FACSHuman's kept

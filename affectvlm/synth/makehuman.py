@@ -54,9 +54,10 @@ _EMOTION_WORDS = (("happ", "happiness"), ("sad", "sadness"), ("surpris", "surpri
                   ("disgust", "disgust"), ("ang", "anger"), ("neutral", "neutral"))
 _FACIAL_AU_MAX = 46  # 51-58 head and 61-66 eye positions go to meta["au_variants"], not au_targets
 UNITS_DIR = Path("targets") / "expression" / "units"
-# MakeHuman's own expression units (its artists' sculpts, CC0) -> FACS AUs. Each unit was matched to the
-# FACSHuman AU whose target it most resembles (cosine over the head's vertices) and the pairs checked by name;
-# "left"/"right" files are the subject's sides. Units with no clear AU (mouth-compression, mouth-part-later,
+# MakeHuman's own expression units (its artists' sculpts, CC0) -> FACS AUs. Each unit was compared with
+# FACSHuman's AU targets (cosine over the head's vertices) and given the AU its name and its closest matches agree
+# on: the top match for most; the second for eye-slit (AU7 over AU43), mouth-elevation (AU10 over AU25) and
+# nose-elevation (AU9 over AU10). "left"/"right" files are the subject's sides. Units with no clear AU (mouth-compression, mouth-part-later,
 # nose-compression, nose-depression, neck-platysma, eyebrows-*-up) are left out.
 UNIT_AUS = {
     "AU1": ("eyebrows-{side}-inner-up",), "AU2": ("eyebrows-{side}-extern-up",), "AU4": ("eyebrows-{side}-down",),
