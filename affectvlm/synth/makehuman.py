@@ -57,8 +57,8 @@ UNITS_DIR = Path("targets") / "expression" / "units"
 # MakeHuman's own expression units (its artists' sculpts, CC0) -> FACS AUs. Each unit was compared with
 # FACSHuman's AU targets (cosine over the head's vertices) and given the AU its name and its closest matches agree
 # on: the top match for most; the second for eye-slit (AU7 over AU43), mouth-elevation (AU10 over AU25) and
-# nose-elevation (AU9 over AU10). "left"/"right" files are the subject's sides. Units with no clear AU (mouth-compression, mouth-part-later,
-# nose-compression, nose-depression, neck-platysma, eyebrows-*-up) are left out.
+# nose-elevation (AU9 over AU10). "left"/"right" files are the subject's sides. Units with no clear AU
+# (mouth-compression, mouth-part-later, nose-compression, nose-depression, neck-platysma, eyebrows-*-up) are left out.
 UNIT_AUS = {
     "AU1": ("eyebrows-{side}-inner-up",), "AU2": ("eyebrows-{side}-extern-up",), "AU4": ("eyebrows-{side}-down",),
     "AU5": ("eye-{side}-opened-up",), "AU7": ("eye-{side}-slit",), "AU9": ("nose-{side}-elevation",),
