@@ -484,7 +484,7 @@ def makehuman_units_model(base: FaceModel, makehuman_dir: str | os.PathLike,
         ids, d = _read_target(path, len(remap))
         return _dense(ids, d, region, remap, mm).astype(np.float32)
 
-    targets = {k: v for k, v in base.au_targets.items()}
+    targets = dict(base.au_targets)
     for au, files in UNIT_AUS.items():
         for key in [k for k in targets if k in (au, au + "L", au + "R")]:
             del targets[key]

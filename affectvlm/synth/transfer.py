@@ -192,15 +192,15 @@ def with_swapped_expressions(models: dict[str, FaceModel]) -> dict[str, FaceMode
     Models that share a mesh (MakeHuman with FACSHuman's or its own units) are one face: it gets the other
     meshes' expressions once (under its first model's name), and each of them lends its expressions."""
     out = dict(models)
-    faces: list[str] = []
+    home: dict[str, str] = {}  # model -> the first model on its mesh (the face it stands for)
     for n, m in models.items():
-        if not any(_same_mesh(m, models[f]) for f in faces):
-            faces.append(n)
+        home[n] = next((f for f in dict.fromkeys(home.values()) if _same_mesh(m, models[f])), n)
+    faces = list(dict.fromkeys(home.values()))
     lms = {n: neutral_landmarks(models[n]) for n in faces}
     corr: dict[tuple[str, str], Correspondence] = {}
     for a in faces:
         for b, mb in models.items():
-            src = next(f for f in faces if _same_mesh(mb, models[f]))
+            src = home[b]
             if src == a:
                 continue
             if (src, a) not in corr:
