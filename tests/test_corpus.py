@@ -153,3 +153,46 @@ def test_sequences_play_one_expression_neutral_apex_neutral(tmp_path: Path):
     motion = np.abs(v - v[0]).max(axis=(1, 2))  # the sculpt moves the mouth 4 mm at its apex
     assert motion[0] == 0 and motion[-1] < 0.5 and motion.max() == pytest.approx(4.0, rel=0.1)
     assert 2 <= int(np.argmax(motion)) <= 9
+
+
+def test_style_jitter_restyles_the_displacement_linearly():
+    from affectvlm.synth.style import StyleJitter, jitter_delta
+
+    m = _toy_model()
+    v0 = m.neutral.astype(np.float64)
+    d = apply_aus(m, v0, {"AU12": (1.0, 1.0)}) - v0
+    on = StyleJitter(probability=1.0)
+    assert jitter_delta(d, v0, m, np.random.default_rng(0), StyleJitter(probability=0.0)) is d
+    cos = []
+    for seed in range(12):
+        j = jitter_delta(d, v0, m, np.random.default_rng(seed), on)
+        # the frames of a sequence scale one displacement: one stream must give them one style
+        np.testing.assert_allclose(jitter_delta(0.3 * d, v0, m, np.random.default_rng(seed), on), 0.3 * j,
+                                   atol=1e-9)
+        assert not jitter_delta(np.zeros_like(d), v0, m, np.random.default_rng(seed), on).any()
+        cos.append(float((d * j).sum() / np.linalg.norm(d) / np.linalg.norm(j)))
+    assert 0.3 < min(cos) < 0.95 and np.median(cos) > 0.8  # changed, yet still the same movement
+    with pytest.raises(ValueError):
+        StyleJitter(probability=1.5)
+
+
+def test_style_jitter_off_leaves_scans_as_they_were():
+    from affectvlm.synth.corpus import make_scan
+    from affectvlm.synth.style import StyleJitter
+
+    m = _toy_model()
+    nu = Nuisance(vertices=(0, 0), hole_probability=0.0)
+    a = make_scan(m, "emfacs", "happiness", 4, np.random.default_rng(5), nuisance=nu)
+    b = make_scan(m, "emfacs", "happiness", 4, np.random.default_rng(5), nuisance=nu, style=StyleJitter(0.0))
+    c = make_scan(m, "emfacs", "happiness", 4, np.random.default_rng(5), nuisance=nu, style=StyleJitter(1.0))
+    np.testing.assert_array_equal(a.mesh.vertices, b.mesh.vertices)
+    assert a.mesh.vertices.shape != c.mesh.vertices.shape or not np.allclose(a.mesh.vertices, c.mesh.vertices)
+
+
+def test_synth_cli_refuses_a_style_jitter_outside_0_1(capsys):
+    from affectvlm.synth.cli import main
+
+    rc = main(["--layout", "corpus", "--facekit", "/nonexistent-facekit", "--style-jitter", "1.5",
+               "--out", "/tmp/never-written"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--style-jitter" in err[0]

@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--expressions", choices=("own", "swapped", "both", "mixed"), default="own",
                     help="corpus: each face model with its own expression targets, with another model's "
                          "(transferred; needs two models), both, or --mixes blends of the two per AU")
+    ap.add_argument("--style-jitter", type=_fraction, default=0.0, metavar="P",
+                    help="corpus: share of scans whose sculpt style is redrawn (regional gain, falloff, normal vs "
+                         "tangential movement), 0-1")
     ap.add_argument("--mixes", type=int, default=3, help="corpus --expressions mixed: blended models per face model")
     ap.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
     ap.add_argument("--layout", choices=("bu3dfe", "bu4dfe", "corpus", "corpus4d"), default="bu3dfe",
@@ -107,12 +110,15 @@ def main(argv: list[str] | None = None) -> int:
 def _corpus(args: argparse.Namespace) -> int:
     from affectvlm.synth.corpus import FAMILIES, CorpusConfig, write_corpus
     from affectvlm.synth.facemodel import load_face_models
+    from affectvlm.synth.style import StyleJitter
 
     def work() -> Path:
         fams = tuple(f.strip() for f in args.families.split(",") if f.strip())
         bad = [f for f in fams if f not in FAMILIES]
         if bad or not fams:
             raise ConfigError(f"unknown expression famil(ies) {bad}; choose from {', '.join(FAMILIES)}")
+        if not 0.0 <= args.style_jitter <= 1.0:
+            raise ConfigError(f"--style-jitter must be between 0 and 1, not {args.style_jitter}")
         if args.makehuman_units and not args.makehuman:
             raise ConfigError("--makehuman-units needs --makehuman DIR")
         models = load_face_models(args.facekit, args.makehuman, args.facshuman, makehuman_units=args.makehuman_units,
@@ -141,7 +147,8 @@ def _corpus(args: argparse.Namespace) -> int:
                                   f"these are: {', '.join(models)}")
             models = {n: models[n] for n in want}
         cfg = CorpusConfig(subjects=args.subjects, seed=args.seed, families=fams, levels=args.intensities,
-                           val_fraction=args.val_frac, test_fraction=args.test_frac)
+                           val_fraction=args.val_frac, test_fraction=args.test_frac,
+                           style=StyleJitter(probability=args.style_jitter))
         if args.layout == "corpus4d":
             from affectvlm.synth.corpus4d import write_sequences
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from affectvlm.synth.facemodel import FaceModel
 from affectvlm.synth.randomised import Nuisance, RandomScan, sample_identity, sample_scan
+from affectvlm.synth.style import StyleJitter
 
 __all__ = ["CorpusConfig", "CORPUS_COLUMNS", "FAMILIES", "CODES", "SubjectPlan", "make_scan", "plan_subjects",
            "write_corpus", "write_manifest"]
@@ -45,6 +46,7 @@ class CorpusConfig:
     val_fraction: float = 0.1
     test_fraction: float = 0.2
     nuisance: Nuisance = field(default_factory=lambda: Nuisance(vertices=(3000, 20000)))
+    style: StyleJitter = field(default_factory=StyleJitter)
 
 
 def _expression_fn(family: str, model: FaceModel):
@@ -72,13 +74,14 @@ def _expression_fn(family: str, model: FaceModel):
 
 
 def make_scan(model: FaceModel, family: str, emotion: str, level: int, rng: np.random.Generator, *,
-              identity: np.ndarray | None = None, nuisance: Nuisance = Nuisance()) -> RandomScan:
+              identity: np.ndarray | None = None, nuisance: Nuisance = Nuisance(),
+              style: StyleJitter | None = None) -> RandomScan:
     """One scan of ``emotion`` at ``level`` drawn from ``family`` on ``model`` (see the module doc)."""
     fn = _expression_fn(family, model)
     level = 0 if emotion == "neutral" else int(level)
     aus, extra = fn(emotion, level, rng)
     return sample_scan(model, emotion, level, rng, expression=lambda e, l, r: aus, family=family,
-                       identity=identity, nuisance=nuisance, extra_delta=extra)
+                       identity=identity, nuisance=nuisance, extra_delta=extra, style=style)
 
 
 def _ply_bytes(v: np.ndarray, f: np.ndarray) -> bytes:
@@ -151,7 +154,8 @@ def write_corpus(cfg: CorpusConfig, models: Mapping[str, FaceModel], out_dir: st
         for family in p.families:
             for emotion in cfg.emotions:
                 for level in ((0,) if emotion == "neutral" else cfg.levels):
-                    scan = make_scan(p.model, family, emotion, level, p.rng, identity=ident, nuisance=cfg.nuisance)
+                    scan = make_scan(p.model, family, emotion, level, p.rng, identity=ident, nuisance=cfg.nuisance,
+                                     style=cfg.style)
                     rel = f"{p.name}/{p.subject}/{CODES[emotion]}{level}_{family}.ply"
                     atomic_write_bytes(out / rel, _ply_bytes(scan.mesh.vertices, scan.mesh.faces))
                     rows.append({"path": rel, "label": emotion, "subject": p.subject, "intensity": level,

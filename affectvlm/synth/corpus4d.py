@@ -49,7 +49,7 @@ def _frames(model: FaceModel, family: str, emotion: str, level: int, ident: np.n
             frame_aus["AU45"] = (max(blink[t], left), max(blink[t], right))
         yield sample_scan(model, emotion, level, np.random.default_rng(session), expression=lambda e, l, r: frame_aus,
                           family=family, identity=ident, nuisance=cfg.nuisance,
-                          extra_delta=None if extra is None else a * extra)
+                          extra_delta=None if extra is None else a * extra, style=cfg.style)
 
 
 def write_sequences(cfg: CorpusConfig, models: Mapping[str, FaceModel], out_dir: str | os.PathLike, *,

@@ -21,6 +21,7 @@ from affectvlm.geometry import axis_name
 from affectvlm.mesh import Mesh
 from affectvlm.synth.facemodel import FaceModel, apply_aus
 from affectvlm.synth.rig import Pose
+from affectvlm.synth.style import StyleJitter, jitter_delta
 
 __all__ = ["Nuisance", "RandomScan", "AXIS_ROTATIONS", "sample_scan", "crop_mask"]
 
@@ -178,16 +179,20 @@ def sample_identity(model: FaceModel, rng: np.random.Generator, nuisance: Nuisan
 def sample_scan(model: FaceModel, emotion: str, level: int, rng: np.random.Generator, *,
                 expression: ExpressionFn | None = None, family: str = "",
                 identity: np.ndarray | None = None, nuisance: Nuisance = Nuisance(),
-                source: str = "<synth>", extra_delta: np.ndarray | None = None) -> RandomScan:
+                source: str = "<synth>", extra_delta: np.ndarray | None = None,
+                style: StyleJitter | None = None) -> RandomScan:
     """One labelled scan of ``emotion`` at ``level`` (0 = neutral, 1-4) with nuisances; see the module doc.
 
-    ``extra_delta`` (N, 3) mm is added after the AUs (e.g. a sculpted emotion target of the face model)."""
+    ``extra_delta`` (N, 3) mm is added after the AUs (e.g. a sculpted emotion target of the face model);
+    ``style`` may then redraw the whole displacement's sculpt style (:mod:`affectvlm.synth.style`)."""
     w = sample_identity(model, rng, nuisance) if identity is None else np.asarray(identity, np.float64)
-    v = model.identity(w)
+    v0 = model.identity(w)
     aus = dict(expression(emotion, level, rng)) if expression is not None else {}
-    v = apply_aus(model, v, aus)
+    v = apply_aus(model, v0, aus)
     if extra_delta is not None:
         v = v + extra_delta
+    if style is not None and style.probability > 0:
+        v = v0 + jitter_delta(v - v0, v0, model, rng, style)
     lm_ids = model.landmarks if len(model.landmarks) else None
     lms = v[lm_ids] if lm_ids is not None else None
     info: dict = {}
