@@ -425,8 +425,11 @@ def _score_units(items: Sequence[Item], units: Sequence[list[int]], o: _Options,
     """``(item index, row)`` for every row of ``units``, in order; the next units are read and rendered on the
     workers while one is encoded."""
     classes = o.classes
-    with executor(o.workers) as pool:
-        ahead = Ahead(pool, units, lambda u: _start(pool, items, u, o), 1 if o.workers else 0)
+    # one scan has nothing to overlap with: starting and joining threads would only add to its latency
+    alone = len(units) == 1 and len(units[0]) == 1 and items[units[0][0]].kind != "sequence"
+    workers = 0 if alone else o.workers
+    with executor(workers) as pool:
+        ahead = Ahead(pool, units, lambda u: _start(pool, items, u, o), 1 if workers else 0)
         for unit, fut in ahead:
             first = items[unit[0]]
             if first.kind == "error":

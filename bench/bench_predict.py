@@ -6,7 +6,8 @@ One BU-3DFE-sized textured VRML scan (about 8k vertices, 15k faces, written with
 architecture and cost as the pretrained one). Also the end-to-end ``predict([path])`` call.
 Prints JSON; ``ratio_to_goal`` is the end-to-end median over the 0.5 s goal (< 1 is within it) and
 ``ratio_to_vit_b_32`` compares each model with ViT-B-32 measured in the same run; ``mirror_ratio`` is the
-end-to-end call (which averages each scan with its mirror image) over ``predict(..., mirror=False)``.
+end-to-end call (which averages each scan with its mirror image) over ``predict(..., mirror=False)``;
+``--baseline-rev REV`` also times ``predict`` as it was at git revision REV: ``ratio_to_baseline``.
 
 ``--throughput N``: instead, ``predict`` on N such scans (files in a folder, different expressions) with the
 serial path (``workers=0``) and the pipelined one (reading, orienting and rendering on worker threads while
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=None, help="pipelined run's worker threads (default: predict's)")
     ap.add_argument("--repeats", type=int, default=2, help="throughput: timed calls of each path")
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--baseline-rev", default=None, help="throughput: also time predict.py of this git revision")
+    ap.add_argument("--baseline-rev", default=None, help="also time predict.py of this git revision")
     ap.add_argument("--sharded", type=int, default=0, help="N scans: one process against two torchrun ranks")
     args = ap.parse_args(argv)
     if args.throughput:
@@ -89,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                        "bytes": scan.stat().st_size},
               "threads": torch.get_num_threads(), "device": args.device, "runs": args.runs, "goal_s": GOAL_S,
               "models": {}}
+    baseline = _module_at(args.baseline_rev) if args.baseline_rev else None
     for name in args.models.split(","):
         t = time.perf_counter()
         model = load_model(name, device=args.device, cache=False)
@@ -101,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             p, t_score = timed(lambda: torch.softmax(model.logits_from_embedding(model.fuse(z)), -1), args.runs)
             rows, t_e2e = timed(lambda: predict([str(scan)], model), args.runs)
             plain, t_plain = timed(lambda: predict([str(scan)], model, mirror=False), args.runs)
+            if baseline:
+                base_rows, t_base = timed(lambda: baseline.predict([str(scan)], model), args.runs)
         assert abs(float(p.sum()) - 1) < 1e-4 and not rows[0]["error"] and not plain[0]["error"]
         report["models"][name] = {
             "params_m": round(sum(q.numel() for q in model.clip.parameters()) / 1e6, 2),
@@ -110,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
             "predict_e2e_s": round(t_e2e, 4), "ratio_to_goal": round(t_e2e / GOAL_S, 3),
             "predict_no_mirror_s": round(t_plain, 4), "mirror_ratio": round(t_e2e / t_plain, 3),
         }
+        if baseline:
+            report["models"][name].update(
+                baseline_rev=args.baseline_rev, baseline_s=round(t_base, 4), ratio_to_baseline=round(t_e2e / t_base, 3),
+                baseline_same_probabilities=all(base_rows[0][c] == pytest_approx(rows[0][c]) for c in model.classes))
     base = report["models"].get("ViT-B-32")
     if base:
         for r in report["models"].values():
