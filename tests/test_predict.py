@@ -303,3 +303,23 @@ def test_texture_images_are_read_only_for_models_that_render_them(model, tmp_pat
     textured = load_model("AffectVLM-Test", cache=False)
     textured.render = replace(model.render, texture=True)
     assert predict([tmp_path], textured, workers=0)[0]["success"] == 1 and decoded
+
+
+def test_one_scan_starts_no_worker_threads(model, files, monkeypatch):
+    """A lone scan is read and rendered in the calling thread; two scans or a sequence use the workers asked for."""
+    import affectvlm.predict as pr
+
+    asked = []
+
+    def spy(workers):
+        asked.append(workers)
+        return pr.executor.__wrapped__(workers)
+
+    spy.__wrapped__ = pr.executor
+    monkeypatch.setattr(pr, "executor", spy)
+    one = predict([str(files / "a.obj")], model, workers=2)
+    two = predict([str(files / "a.obj"), str(files / "b.wrl")], model, workers=2)
+    seq = predict([str(files / "F001")], model, workers=2)
+    assert asked == [0, 2, 2]
+    assert one[0]["success"] == 1 and seq[-1]["frame"] == "sequence"
+    assert [two[0][c] for c in model.classes] == pytest.approx([one[0][c] for c in model.classes], abs=1e-5)
