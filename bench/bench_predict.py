@@ -7,7 +7,8 @@ architecture and cost as the pretrained one). Also the end-to-end ``predict([pat
 Prints JSON; ``ratio_to_goal`` is the end-to-end median over the 0.5 s goal (< 1 is within it) and
 ``ratio_to_vit_b_32`` compares each model with ViT-B-32 measured in the same run; ``mirror_ratio`` is the
 end-to-end call (which averages each scan with its mirror image) over ``predict(..., mirror=False)``;
-``--baseline-rev REV`` also times ``predict`` as it was at git revision REV: ``ratio_to_baseline``.
+``--baseline-rev REV`` also times ``predict`` as it was at git revision REV: ``ratio_to_baseline``. A scan denser
+than a model's ``max_vertices`` cap (e.g. ``--grid 200``, ~30k vertices) is also timed without the cap: ``cap_ratio``.
 
 ``--throughput N``: instead, ``predict`` on N such scans (files in a folder, different expressions) with the
 serial path (``workers=0``) and the pipelined one (reading, orienting and rendering on worker threads while
@@ -29,6 +30,7 @@ two result files.
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 import json
 import os
 import statistics
@@ -105,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
             plain, t_plain = timed(lambda: predict([str(scan)], model, mirror=False), args.runs)
             if baseline:
                 base_rows, t_base = timed(lambda: baseline.predict([str(scan)], model), args.runs)
+            capped = st.max_vertices and not st.texture and mesh.n_vertices > st.max_vertices
+            if capped:
+                model.render = replace(st, max_vertices=0)
+                _, t_nocap = timed(lambda: predict([str(scan)], model), args.runs)
+                model.render = st
         assert abs(float(p.sum()) - 1) < 1e-4 and not rows[0]["error"] and not plain[0]["error"]
         report["models"][name] = {
             "params_m": round(sum(q.numel() for q in model.clip.parameters()) / 1e6, 2),
@@ -114,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
             "predict_e2e_s": round(t_e2e, 4), "ratio_to_goal": round(t_e2e / GOAL_S, 3),
             "predict_no_mirror_s": round(t_plain, 4), "mirror_ratio": round(t_e2e / t_plain, 3),
         }
+        if capped:
+            report["models"][name].update(max_vertices=st.max_vertices, predict_no_cap_s=round(t_nocap, 4),
+                                          cap_ratio=round(t_e2e / t_nocap, 3))
         if baseline:
             report["models"][name].update(
                 baseline_rev=args.baseline_rev, baseline_s=round(t_base, 4), ratio_to_baseline=round(t_e2e / t_base, 3),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import math
 
 import numpy as np
@@ -180,8 +181,12 @@ def test_parse_views_and_settings_round_trip():
     d = json.loads(json.dumps(st.to_dict()))
     assert RenderSettings.from_dict(d) == st
     assert RenderSettings.from_dict({}) == RenderSettings()
+    capped = RenderSettings(texture=False, max_vertices=8000)
+    assert RenderSettings.from_dict(json.loads(json.dumps(capped.to_dict()))) == capped
+    assert "max_vertices" not in RenderSettings().to_dict()  # settings (and cache keys) without a cap read as before
     for bad in ({"size": 3}, {"size": "224"}, {"views": []}, {"up": "sideways"}, {"background": 2},
-                {"colour": 1}, {"texture": "yes"}):
+                {"colour": 1}, {"texture": "yes"}, {"max_vertices": 10}, {"max_vertices": True},
+                {"max_vertices": -1}, {"max_vertices": 8000.5}):
         with pytest.raises(ConfigError):
             RenderSettings.from_dict(bad)
     with pytest.raises(ConfigError):
@@ -304,3 +309,30 @@ def test_numba_threads_give_identical_images():
         torch.set_num_threads(old)
     for a, b in zip(one, two):
         assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_dense_scans_are_decimated_to_the_cap_before_geometry_renders():
+    from affectvlm.render.prepare import prepare
+    from affectvlm.render.simplify import cap_vertices
+
+    dense = face_like_mesh(160, textured=False)  # ~20k vertices
+    rng = np.random.default_rng(0)
+    noisy = Mesh(vertices=dense.vertices + rng.normal(0, 0.2, dense.vertices.shape).astype(np.float32),
+                 faces=dense.faces, source="dense.ply")
+    small = face_like_mesh(40, textured=False)
+    capped = cap_vertices(noisy, 5000)
+    assert 4000 <= capped.n_vertices <= 5200 and capped.meta["simplified_from"] == noisy.n_vertices
+    assert capped.source == "dense.ply" and cap_vertices(small, 5000) is small and cap_vertices(noisy, 0) is noisy
+    bad = Mesh(vertices=noisy.vertices, faces=np.vstack([noisy.faces, [[0, 1, noisy.n_vertices + 5]]]), source="b")
+    assert cap_vertices(bad, 5000) is bad  # left for the checks that name the problem
+    geo = RenderSettings(size=SIZE, texture=False, max_vertices=5000)
+    assert prepare([noisy], geo)[0].n_vertices == capped.n_vertices
+    textured = face_like_mesh(160)
+    assert prepare([textured], replace(geo, texture=True))[0].n_vertices == textured.n_vertices
+    # what the cap is for: a dense scan's noise speckles its shading; decimated, it renders far closer to the clean face
+    geo = replace(geo, canonical=False)
+    shaky = Mesh(vertices=dense.vertices + rng.normal(0, 0.5, dense.vertices.shape).astype(np.float32),
+                 faces=dense.faces, source="shaky.ply")
+    clean = render(dense, replace(geo, max_vertices=0))["shade"]
+    uncapped = (render(shaky, replace(geo, max_vertices=0))["shade"] - clean).abs().mean()
+    assert (render(shaky, geo)["shade"] - clean).abs().mean() < 0.6 * uncapped

@@ -134,6 +134,7 @@ class RenderSettings:
     background: float = 0.0
     map: str = "shade"
     crop: bool = False  # cut the face region around the detected landmarks (geometry.canonicalise(crop=True))
+    max_vertices: int = 0  # geometry-only renders: decimate denser scans to this many vertices first (0: never)
 
     def __post_init__(self) -> None:
         self.views = as_views(self.views)
@@ -145,6 +146,11 @@ class RenderSettings:
         if not isinstance(self.background, (int, float)) or not 0.0 <= float(self.background) <= 1.0:
             raise ConfigError(f"background must be a number in [0, 1], got {self.background!r}")
         self.background = float(self.background)
+        if (isinstance(self.max_vertices, bool) or not isinstance(self.max_vertices, (int, np.integer))
+                or not (self.max_vertices == 0 or 500 <= self.max_vertices <= 10_000_000)):
+            raise ConfigError(f"max_vertices must be 0 (no cap) or an integer of at least 500, "
+                              f"got {self.max_vertices!r}")
+        self.max_vertices = int(self.max_vertices)
         for name in ("texture", "canonical", "crop"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
@@ -158,14 +164,15 @@ class RenderSettings:
         """JSON-serialisable dict (views as ``[[yaw, pitch], ...]``)."""
         return {"size": self.size, "views": [[v.yaw, v.pitch] for v in self.views], "texture": self.texture,
                 "canonical": self.canonical, "up": self.up, "front": self.front, "background": self.background,
-                "map": self.map, "crop": self.crop}
+                "map": self.map, "crop": self.crop,
+                **({"max_vertices": self.max_vertices} if self.max_vertices else {})}  # old keys stay valid
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RenderSettings":
         """Inverse of :meth:`to_dict`; missing keys take defaults, unknown keys raise ConfigError."""
         if not isinstance(d, dict):
             raise ConfigError(f"render settings must be a mapping, got {type(d).__name__}")
-        known = {"size", "views", "texture", "canonical", "up", "front", "background", "map", "crop"}
+        known = {"size", "views", "texture", "canonical", "up", "front", "background", "map", "crop", "max_vertices"}
         unknown = set(d) - known
         if unknown:
             raise ConfigError(f"unknown render settings {sorted(unknown)}; known: {sorted(known)}")

@@ -1,0 +1,39 @@
+"""A cap on a scan's vertices before it is oriented and rendered.
+
+At the model's image sizes a dense scan's triangles are much smaller than a pixel: each pixel shows one of them,
+so scanner noise turns into speckled shading that sparser scans never show. Scans above the cap are decimated
+(quadric error metric, fast-simplification) to it first. Geometry only: texture coordinates and vertex colours
+do not survive decimation, so the renderers apply the cap only to geometry-only renders.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from affectvlm.mesh import Mesh
+
+__all__ = ["cap_vertices"]
+
+
+def cap_vertices(mesh: Mesh, max_vertices: int) -> Mesh:
+    """``mesh`` decimated to about ``max_vertices`` vertices, or ``mesh`` itself when it has no more than that
+    (or ``max_vertices`` is 0). A mesh with bad indices or coordinates is returned as it is, for the checks that
+    follow to name its problem. ``meta["simplified_from"]`` records the vertex count it had."""
+    n = mesh.n_vertices
+    if max_vertices <= 0 or n <= max_vertices:
+        return mesh
+    v = np.asarray(mesh.vertices)
+    f = np.asarray(mesh.faces)
+    if v.ndim != 2 or v.shape[1] != 3 or f.ndim != 2 or f.shape[1] != 3 or len(f) == 0:
+        return mesh
+    if f.min() < 0 or f.max() >= n or not np.isfinite(v).all():
+        return mesh
+    import fast_simplification
+
+    pts, faces = fast_simplification.simplify(v.astype(np.float32), f.astype(np.int32),
+                                              target_reduction=1.0 - max_vertices / n)
+    if len(faces) == 0:
+        return mesh
+    meta = dict(mesh.meta)
+    meta["simplified_from"] = int(n)
+    return Mesh(vertices=np.asarray(pts, np.float32), faces=np.asarray(faces, np.int64), source=mesh.source,
+                meta=meta)
