@@ -196,3 +196,14 @@ def test_synth_cli_refuses_a_style_jitter_outside_0_1(capsys):
                "--out", "/tmp/never-written"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "--style-jitter" in err[0]
+
+
+def test_synth_cli_pose_sd(capsys):
+    from affectvlm.synth.cli import _pose, main
+
+    assert _pose("10,15,6") == {"yaw_deg": 20.0, "pitch_deg": 30.0, "roll_deg": 12.0}  # Nuisance spreads are 2 sd
+    for bad in ("6,4", "a,b,c", "6,4,100"):
+        rc = main(["--layout", "corpus", "--facekit", "/nonexistent-facekit", "--pose-sd", bad,
+                   "--out", "/tmp/never-written"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and "--pose-sd" in err[0]

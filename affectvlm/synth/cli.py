@@ -16,6 +16,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from affectvlm.errors import AffectVLMError, ConfigError
@@ -56,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--expressions", choices=("own", "swapped", "both", "mixed"), default="own",
                     help="corpus: each face model with its own expression targets, with another model's "
                          "(transferred; needs two models), both, or --mixes blends of the two per AU")
+    ap.add_argument("--pose-sd", default=None, metavar="YAW,PITCH,ROLL",
+                    help="corpus: standard deviations of the scans' head pose in degrees (default 6,4,3)")
     ap.add_argument("--style-jitter", type=_fraction, default=0.0, metavar="P",
                     help="corpus: share of scans whose sculpt style is redrawn (regional gain, falloff, normal vs "
                          "tangential movement), 0-1")
@@ -119,6 +122,7 @@ def _corpus(args: argparse.Namespace) -> int:
             raise ConfigError(f"unknown expression famil(ies) {bad}; choose from {', '.join(FAMILIES)}")
         if not 0.0 <= args.style_jitter <= 1.0:
             raise ConfigError(f"--style-jitter must be between 0 and 1, not {args.style_jitter}")
+        pose = _pose(args.pose_sd) if args.pose_sd is not None else {}
         if args.makehuman_units and not args.makehuman:
             raise ConfigError("--makehuman-units needs --makehuman DIR")
         models = load_face_models(args.facekit, args.makehuman, args.facshuman, makehuman_units=args.makehuman_units,
@@ -149,6 +153,8 @@ def _corpus(args: argparse.Namespace) -> int:
         cfg = CorpusConfig(subjects=args.subjects, seed=args.seed, families=fams, levels=args.intensities,
                            val_fraction=args.val_frac, test_fraction=args.test_frac,
                            style=StyleJitter(probability=args.style_jitter))
+        if pose:
+            cfg = replace(cfg, nuisance=replace(cfg.nuisance, **pose))
         if args.layout == "corpus4d":
             from affectvlm.synth.corpus4d import write_sequences
 
@@ -158,6 +164,17 @@ def _corpus(args: argparse.Namespace) -> int:
         return write_corpus(cfg, models, args.out, progress=not args.quiet)
 
     return _run(work, args.quiet)
+
+
+def _pose(text: str) -> dict[str, float]:
+    """``"YAW,PITCH,ROLL"`` standard deviations in degrees -> the Nuisance's pose spreads (twice the sd)."""
+    try:
+        sds = [float(x) for x in text.split(",")]
+    except ValueError:
+        sds = []
+    if len(sds) != 3 or not all(0.0 <= x <= 90.0 for x in sds):
+        raise ConfigError(f"--pose-sd wants three standard deviations in degrees (0-90), e.g. 6,4,3; got {text!r}")
+    return {"yaw_deg": 2 * sds[0], "pitch_deg": 2 * sds[1], "roll_deg": 2 * sds[2]}
 
 
 def _run(work: Callable[[], Path], quiet: bool) -> int:
