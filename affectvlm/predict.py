@@ -89,10 +89,9 @@ def render_settings(base: "RenderSettings", views: ViewsArg = None, up: str | No
 
 
 def _prepare(mesh: Mesh, settings: "RenderSettings") -> Prepared:
-    if settings.max_vertices and not settings.texture:
-        from affectvlm.render.simplify import cap_vertices
+    from affectvlm.render.simplify import capped_for
 
-        mesh = cap_vertices(mesh, settings.max_vertices)
+    mesh = capped_for(mesh, settings)
     if not settings.canonical:
         return Prepared(mesh, None, settings)
     from affectvlm.geometry import canonicalise

@@ -30,13 +30,13 @@ two result files.
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 import json
 import os
 import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]

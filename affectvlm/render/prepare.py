@@ -10,6 +10,7 @@ from affectvlm.geometry import canonicalise
 from affectvlm.mesh import Mesh
 
 from .settings import RenderSettings
+from .simplify import capped_for
 
 
 def as_mesh_list(meshes: Mesh | Sequence[Mesh]) -> list[Mesh]:
@@ -31,11 +32,8 @@ def as_mesh_list(meshes: Mesh | Sequence[Mesh]) -> list[Mesh]:
 def prepare(meshes: list[Mesh], settings: RenderSettings) -> list[Mesh]:
     """Each mesh in the camera's unit frame: canonicalised (orientation detected or given by
     ``up``/``front``), or with ``canonical=False`` and no axes given only centred and scaled. Geometry-only
-    settings with ``max_vertices`` decimate denser meshes first (:func:`affectvlm.render.simplify.cap_vertices`)."""
-    if settings.max_vertices and not settings.texture:
-        from .simplify import cap_vertices
-
-        meshes = [cap_vertices(m, settings.max_vertices) for m in meshes]
+    settings with ``max_vertices`` decimate denser meshes first (:func:`affectvlm.render.simplify.capped_for`)."""
+    meshes = [capped_for(m, settings) for m in meshes]
     if settings.canonical or settings.up is not None or settings.front is not None:
         return [canonicalise(m, up=settings.up, front=settings.front, crop=settings.crop) for m in meshes]
     return [fit_unit(m) for m in meshes]

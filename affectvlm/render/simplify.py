@@ -7,11 +7,23 @@ do not survive decimation, so the renderers apply the cap only to geometry-only 
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from affectvlm.mesh import Mesh
 
-__all__ = ["cap_vertices"]
+if TYPE_CHECKING:
+    from .settings import RenderSettings
+
+__all__ = ["cap_vertices", "capped_for"]
+
+
+def capped_for(mesh: Mesh, settings: "RenderSettings") -> Mesh:
+    """``mesh`` under the cap of ``settings`` (``max_vertices``), for geometry-only settings; else ``mesh``."""
+    if settings.max_vertices and not settings.texture:
+        return cap_vertices(mesh, settings.max_vertices)
+    return mesh
 
 
 def cap_vertices(mesh: Mesh, max_vertices: int) -> Mesh:

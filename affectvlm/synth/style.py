@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from affectvlm.synth.facemodel import FaceModel
+from affectvlm.synth.rig import vertex_normals
 
 __all__ = ["StyleJitter", "jitter_delta"]
 
@@ -42,12 +43,6 @@ class StyleJitter:
     def __post_init__(self) -> None:
         if not 0.0 <= self.probability <= 1.0:
             raise ValueError(f"style jitter probability must be in [0, 1], not {self.probability}")
-
-
-def _vertex_normals(v: np.ndarray, f: np.ndarray) -> np.ndarray:
-    from affectvlm.synth.rig import vertex_normals
-
-    return vertex_normals(v, f).astype(np.float64)
 
 
 def jitter_delta(delta: np.ndarray, neutral: np.ndarray, model: FaceModel, rng: np.random.Generator,
@@ -77,7 +72,7 @@ def jitter_delta(delta: np.ndarray, neutral: np.ndarray, model: FaceModel, rng: 
         log_gain += a * bump
         angle += tw * bump
     gain = np.clip(np.exp(log_gain), *style.gain_limits)
-    n = _vertex_normals(v, model.faces)
+    n = vertex_normals(v, model.faces).astype(np.float64)
     along = (d * n).sum(1, keepdims=True) * n
     side = d - along
     side = np.cos(angle)[:, None] * side + np.sin(angle)[:, None] * np.cross(n, side)
