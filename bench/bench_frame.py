@@ -2,7 +2,7 @@
 errors, landmark error in mm, and time per scan, for the network and the geometric cues in the same run.
 
     python bench/bench_frame.py --facekit ICT-FaceKit/FaceXModel \
-        [--makehuman DIR --facshuman DIR] --scans 100 --out bench/out/frame.json
+        [--makehuman DIR --facshuman DIR] [--rocketbox DIR] --scans 100 --out bench/out/frame.json
 
 Scans come from seeds the frame network never trained on (random identity mixtures, random AUs, crops with
 and without forehead/ears/neck, 3k-40k vertices, noise, holes, pose of a few degrees); each is written in one
@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--facekit")
     ap.add_argument("--makehuman")
     ap.add_argument("--facshuman")
+    ap.add_argument("--rocketbox", help="Rocketbox avatar FBX files with HeadBox's AU shapes")
+    ap.add_argument("--frame-net", default=None, help="a frame-net folder to measure instead of the installed one")
     ap.add_argument("--scans", type=int, default=100, help="scans per face model")
     ap.add_argument("--seed", type=int, default=987654)
     ap.add_argument("--min-vertices", type=int, default=3000)
@@ -36,7 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     from affectvlm.synth.facemodel import load_face_models
     from affectvlm.train.frame import random_aus
 
-    models = load_face_models(args.facekit, args.makehuman, args.facshuman)
+    if args.frame_net:
+        import affectvlm.faceframe as faceframe
+
+        faceframe.WEIGHTS_DIR = Path(args.frame_net)
+    models = load_face_models(args.facekit, args.makehuman, args.facshuman, rocketbox=args.rocketbox)
     nuis = Nuisance(vertices=(args.min_vertices, 40000), yaw_deg=10.0, pitch_deg=8.0, roll_deg=6.0)
     report: dict = {"synthetic": True, "scans_per_model": args.scans, "orientations": 24, "models": {}}
     for mi, (name, model) in enumerate(sorted(models.items())):

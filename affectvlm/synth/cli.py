@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--makehuman-units", metavar="ETHNICITY", choices=("african", "asian", "caucasian"),
                     help="corpus: also the face model 'makehuman-units': MakeHuman's own expression units (its "
                          "artists' sculpts) as AU targets, from targets/expression/units/ETHNICITY")
+    ap.add_argument("--rocketbox", metavar="DIR",
+                    help="corpus: Microsoft Rocketbox avatar FBX files with HeadBox's FACS blend shapes (a folder or "
+                         "one file); each avatar is a face model 'rocketbox-NAME'")
     ap.add_argument("--face-models", metavar="NAMES", default=None,
                     help="corpus: write only these face models (comma-separated names, e.g. "
                          "ict-facekit@makehuman-units), after --expressions made them")
@@ -126,12 +129,13 @@ def _corpus(args: argparse.Namespace) -> int:
         if args.makehuman_units and not args.makehuman:
             raise ConfigError("--makehuman-units needs --makehuman DIR")
         models = load_face_models(args.facekit, args.makehuman, args.facshuman, makehuman_units=args.makehuman_units,
-                                  cache=not args.no_cache)
+                                  rocketbox=args.rocketbox, cache=not args.no_cache)
         if not models:
-            raise ConfigError("name at least one face model: --facekit and/or --makehuman")
+            raise ConfigError("name at least one face model: --facekit, --makehuman and/or --rocketbox")
         if args.expressions != "own":
             if len(models) < 2:
-                raise ConfigError(f"--expressions {args.expressions} needs two face models: --facekit and --makehuman")
+                raise ConfigError(f"--expressions {args.expressions} needs two face models (--facekit, --makehuman, "
+                                  "--rocketbox)")
             from affectvlm.synth.transfer import with_mixed_expressions, with_swapped_expressions
 
             if args.expressions == "mixed":

@@ -146,9 +146,10 @@ def ict_face_model(kit, recipes=None) -> FaceModel:
 
 
 def load_face_models(facekit=None, makehuman=None, facshuman=None, *, makehuman_units: str | None = None,
-                     cache: bool = True) -> dict[str, FaceModel]:
+                     rocketbox=None, cache: bool = True) -> dict[str, FaceModel]:
     """The face models in the folders a user names, by model name (ICT-FaceKit; MakeHuman + FACSHuman; with
-    ``makehuman_units`` (an ethnicity), also ``makehuman-units``: MakeHuman's own expression units)."""
+    ``makehuman_units`` (an ethnicity), also ``makehuman-units``: MakeHuman's own expression units;
+    ``rocketbox``: Rocketbox avatar FBX files with HeadBox's AU shapes, one model each)."""
     models: dict[str, FaceModel] = {}
     if facekit:
         from affectvlm.synth.facekit import load_facekit
@@ -164,4 +165,8 @@ def load_face_models(facekit=None, makehuman=None, facshuman=None, *, makehuman_
 
             u = makehuman_units_model(m, makehuman, makehuman_units)
             models[u.name] = u
+    if rocketbox:
+        from affectvlm.synth.rocketbox import load_rocketbox
+
+        models.update(load_rocketbox(rocketbox))
     return models

@@ -1,6 +1,7 @@
 """Train the embedded face-frame network (:mod:`affectvlm.faceframe`) on randomised synthetic scans.
 
     python -m affectvlm.train.frame --facekit ICT-FaceKit/FaceXModel [--makehuman DIR --facshuman DIR] \
+        [--rocketbox DIR] \
         --scans 3000 --out affectvlm/data/faceframe
 
 Each face model gives ``--scans`` scans (random identity mixtures, random AU activations, crops with and
@@ -181,6 +182,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--facekit", help="ICT-FaceKit FaceXModel folder")
     p.add_argument("--makehuman", help="MakeHuman data folder (base.obj + targets)")
     p.add_argument("--facshuman", help="FACSHuman folder (AU targets)")
+    p.add_argument("--rocketbox", help="Rocketbox avatar FBX files with HeadBox's AU shapes (folder or file)")
     p.add_argument("--scans", type=int, default=2000, help="training scans per face model")
     p.add_argument("--val-scans", type=int, default=300, help="validation scans per face model")
     p.add_argument("--hold-out", default=None, help="face model left out of training (reported separately)")
@@ -196,9 +198,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     t0 = time.time()
-    models = load_face_models(args.facekit, args.makehuman, args.facshuman)
+    models = load_face_models(args.facekit, args.makehuman, args.facshuman, rocketbox=args.rocketbox)
     if not models:
-        raise SystemExit("name at least one face model (--facekit / --makehuman)")
+        raise SystemExit("name at least one face model (--facekit / --makehuman / --rocketbox)")
     train_models = {k: v for k, v in models.items() if k != args.hold_out}
     tr = build(train_models, args.scans, seed=args.seed + 1, workers=args.workers)
     va = build(models, args.val_scans, seed=args.seed + 1000, workers=args.workers)
