@@ -10,7 +10,8 @@ Read from a folder the user names (searched recursively for ``*.fbx``); never co
 The mesh is turned to the :class:`FaceModel` frame (mm, +Y up, the face toward +Z, subject's left = +X) from
 the file's units, its up axis and the mesh node's rotation; the front and the left/right naming are then
 checked against where the AU shapes move the face. Only the head is kept (down to a short neck, the largest
-connected piece: eyes, teeth and hair cards are separate pieces and are dropped).
+connected piece: eyes, teeth and hair cards are separate pieces and are dropped), and of the head only what a
+frontal scanner sees: the face, forehead and ears, not the back of the head or the shoulders.
 """
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ __all__ = ["load_rocketbox", "rocketbox_face_model", "NECK_MM"]
 
 _AU_SHAPE = re.compile(r"^AU_(\d{1,2})_(?:([LR])_)?[A-Za-z]")
 NECK_MM = 40.0  # neck kept below the lowest point the AU shapes move (the chin)
+DEPTH_MM = 160.0  # kept behind the most forward point: face and ears, as a frontal scanner sees (no back of head)
+HALF_WIDTH_MM = 100.0  # kept either side of the face's centre line (no shoulders)
 _MAX_FILES = 500
 
 
@@ -176,7 +179,9 @@ def rocketbox_face_model(path: str | os.PathLike, *, name: str | None = None) ->
         for b in sided:
             au[b + "L"], au[b + "R"] = au[b + "R"], au[b + "L"]
     lo, hi = v[moved].min(0), v[moved].max(0)
-    keep = v[:, 1] > lo[1] - NECK_MM
+    cx = (lo[0] + hi[0]) / 2
+    head = v[:, 1] > lo[1] - NECK_MM
+    keep = head & (v[:, 2] > v[head, 2].max() - DEPTH_MM) & (np.abs(v[:, 0] - cx) < HALF_WIDTH_MM)
     from affectvlm.synth.rig import largest_component
 
     f = largest_component(tris[keep[tris].all(1)], len(v))
