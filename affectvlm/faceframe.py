@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 __all__ = ["FrameNet", "FrameEstimate", "SIZE", "EXTENT", "N_POINTS", "surface_points", "direction_maps",
-           "candidate_images", "candidate_axes", "estimate_frame", "normalise_points", "load_frame_net", "WEIGHTS_DIR", "N_LANDMARKS"]
+           "candidate_images", "candidate_axes", "estimate_frame", "normalise_points", "load_frame_net", "WEIGHTS_DIR",
+           "N_LANDMARKS", "weights_digest"]
 
 SIZE = 48
 EXTENT = 2.2
@@ -155,6 +156,23 @@ def load_frame_net(folder: str | None = None) -> tuple[FrameNet, dict] | None:
     net.load_state_dict({k: v.float() for k, v in load_file(str(wf)).items()})
     net.eval()
     return net, cfg
+
+
+@lru_cache(maxsize=4)
+def weights_digest(folder: str | None = None) -> str:
+    """sha256 of the network's weights and settings files ("" when none are installed): renders made with one
+    network are not reused with another (:mod:`affectvlm.train.cache`)."""
+    import hashlib
+
+    d = Path(folder) if folder else WEIGHTS_DIR
+    h = hashlib.sha256()
+    found = False
+    for name in ("frame-net.safetensors", "frame-net.json"):
+        f = d / name
+        if f.is_file():
+            h.update(f.read_bytes())
+            found = True
+    return h.hexdigest() if found else ""
 
 
 def _lift(lm2: np.ndarray, q: np.ndarray, front: np.ndarray, up: np.ndarray) -> np.ndarray:

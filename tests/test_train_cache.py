@@ -55,3 +55,33 @@ def test_concurrent_writers_leave_complete_entries(tmp_path):
     for p in paths:
         assert c.get(p).shape == (3, 3, 32, 32)
     assert not list((tmp_path / "c").rglob("*.tmp.npy"))  # no temp file left behind
+
+
+def test_another_frame_network_is_another_key(tmp_path, monkeypatch):
+    """Renders depend on the face-frame network (frame and crop): a new network must not reuse old renders."""
+    import shutil
+
+    import affectvlm.faceframe as faceframe
+
+    paths = _scans(tmp_path / "d", 1)
+    s = RenderSettings(size=32)
+    k0 = RenderCache(tmp_path / "c", s).entry(paths[0])
+    other = tmp_path / "net"
+    shutil.copytree(faceframe.WEIGHTS_DIR, other)
+    cfg = other / "frame-net.json"
+    cfg.write_text(cfg.read_text().replace('"threshold"', '"threshold_note": "x", "threshold"'))
+    monkeypatch.setattr(faceframe, "WEIGHTS_DIR", other)
+    faceframe.weights_digest.cache_clear()
+    try:
+        assert RenderCache(tmp_path / "c", s).entry(paths[0]) != k0
+        # files given their axes are still canonicalised (cropped by the network's landmarks): keyed too;
+        # a plain centred render does not depend on the network
+        from dataclasses import replace
+
+        plain = replace(s, canonical=False, crop=False)
+        k_plain = RenderCache(tmp_path / "c", plain).entry(paths[0])
+        monkeypatch.setattr(faceframe, "WEIGHTS_DIR", faceframe.Path("/nonexistent"))
+        faceframe.weights_digest.cache_clear()
+        assert RenderCache(tmp_path / "c", plain).entry(paths[0]) == k_plain
+    finally:
+        faceframe.weights_digest.cache_clear()

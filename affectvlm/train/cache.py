@@ -3,7 +3,8 @@ epochs, runs and ranks.
 
 - Key: sha256 of the mesh file's bytes, of image files beside it with the same stem (textures such as
   BU-3DFE's ``_F3D.bmp``), and of the render settings (views, size, texture, canonicalisation, background,
-  extra jitter angles, cache format version).
+  extra jitter angles, cache format version), and, for canonical renders, of the installed face-frame
+  network's weights (it chooses the frame and the face crop).
 - Entry: ``ROOT/<k[:2]>/<key>.npy``, uint8 array (V, 3, H, W). Written to a unique temporary file then
   ``os.replace``d into place: several ranks rendering the same scan at once each write a complete file and
   the last rename wins, so no lock is needed for correctness. :meth:`RenderCache.warm` shards the missing
@@ -87,8 +88,12 @@ class RenderCache:
         self.batch = batch
         self.stats = CacheStats()
         sd = settings.to_dict() if hasattr(settings, "to_dict") else dict(settings)
-        self._settings_key = json.dumps({"v": CACHE_VERSION, "settings": sd, "jitter": self.angle_jitter},
-                                        sort_keys=True, default=str)
+        key = {"v": CACHE_VERSION, "settings": sd, "jitter": self.angle_jitter}
+        if sd.get("canonical", True) or sd.get("crop"):
+            from affectvlm.faceframe import weights_digest
+
+            key["frame_net"] = weights_digest()
+        self._settings_key = json.dumps(key, sort_keys=True, default=str)
         self._digests: dict[tuple[str, int, int], str] = {}
 
     def key(self, path: str | os.PathLike) -> str:
