@@ -207,3 +207,32 @@ def test_synth_cli_pose_sd(capsys):
                    "--out", "/tmp/never-written"])
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2 and len(err) == 1 and "--pose-sd" in err[0]
+
+
+def test_au_gains_scale_each_unit_per_subject_and_off_changes_nothing(tmp_path):
+    from affectvlm.synth.corpus import au_gains, make_scan
+
+    m = _toy_model()
+    assert au_gains(m, 0.0, np.random.default_rng(0)) == {}
+    g = au_gains(m, 0.5, np.random.default_rng(0))
+    assert set(g) == {"AU12"} and g["AU12"] > 0
+    nu = Nuisance(vertices=(0, 0), hole_probability=0.0, noise_mm=(0.0, 0.0), yaw_deg=0.0, pitch_deg=0.0,
+                  roll_deg=0.0, origin_mm=0.0, units=(("mm", 1.0),), crops=(("full", 1.0),))
+    w = np.zeros(2)
+    base = make_scan(m, "recipes", "neutral", 0, np.random.default_rng(5), nuisance=nu, identity=w)
+    one = make_scan(m, "recipes", "happiness", 4, np.random.default_rng(5), nuisance=nu, identity=w)
+    two = make_scan(m, "recipes", "happiness", 4, np.random.default_rng(5), nuisance=nu, identity=w,
+                    gains={"AU12": 2.0})
+    d1 = one.mesh.vertices - base.mesh.vertices
+    d2 = two.mesh.vertices - base.mesh.vertices
+    assert np.abs(d1).max() > 1.0
+    np.testing.assert_allclose(d2, 2.0 * d1, atol=1e-3)  # the unit moves twice as far, nothing else changes
+    # a corpus without gains is byte for byte the corpus it was before the option existed
+    a = write_corpus(CorpusConfig(subjects=2, families=("recipes",), levels=(4,)), {"toy": m}, tmp_path / "a")
+    b = write_corpus(CorpusConfig(subjects=2, families=("recipes",), levels=(4,), au_gain_sd=0.0), {"toy": m},
+                     tmp_path / "b")
+    c = write_corpus(CorpusConfig(subjects=2, families=("recipes",), levels=(4,), au_gain_sd=0.6), {"toy": m},
+                     tmp_path / "c")
+    pa = sorted(a.parent.rglob("*.ply"))
+    assert [p.read_bytes() for p in pa] == [(b.parent / p.relative_to(a.parent)).read_bytes() for p in pa]
+    assert any(p.read_bytes() != (c.parent / p.relative_to(a.parent)).read_bytes() for p in pa)

@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--style-jitter", type=_fraction, default=0.0, metavar="P",
                     help="corpus: share of scans whose sculpt style is redrawn (regional gain, falloff, normal vs "
                          "tangential movement), 0-1")
+    ap.add_argument("--au-gain-sd", type=float, default=0.0, metavar="SD",
+                    help="corpus: per subject and action unit, scale its intensities by exp(N(0, SD)) (other "
+                         "sculptors' unit sizes); 0 = off")
     ap.add_argument("--mixes", type=int, default=3, help="corpus --expressions mixed: blended models per face model")
     ap.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
     ap.add_argument("--layout", choices=("bu3dfe", "bu4dfe", "corpus", "corpus4d"), default="bu3dfe",
@@ -123,6 +126,8 @@ def _corpus(args: argparse.Namespace) -> int:
         bad = [f for f in fams if f not in FAMILIES]
         if bad or not fams:
             raise ConfigError(f"unknown expression famil(ies) {bad}; choose from {', '.join(FAMILIES)}")
+        if not 0.0 <= args.au_gain_sd <= 2.0:
+            raise ConfigError(f"--au-gain-sd must be between 0 and 2, not {args.au_gain_sd}")
         if not 0.0 <= args.style_jitter <= 1.0:
             raise ConfigError(f"--style-jitter must be between 0 and 1, not {args.style_jitter}")
         pose = _pose(args.pose_sd) if args.pose_sd is not None else {}
@@ -156,7 +161,7 @@ def _corpus(args: argparse.Namespace) -> int:
             models = {n: models[n] for n in want}
         cfg = CorpusConfig(subjects=args.subjects, seed=args.seed, families=fams, levels=args.intensities,
                            val_fraction=args.val_frac, test_fraction=args.test_frac,
-                           style=StyleJitter(probability=args.style_jitter))
+                           style=StyleJitter(probability=args.style_jitter), au_gain_sd=args.au_gain_sd)
         if pose:
             cfg = replace(cfg, nuisance=replace(cfg.nuisance, **pose))
         if args.layout == "corpus4d":

@@ -27,8 +27,8 @@ from affectvlm.synth.facemodel import FaceModel
 from affectvlm.synth.randomised import Nuisance, RandomScan, sample_identity, sample_scan
 from affectvlm.synth.style import StyleJitter
 
-__all__ = ["CorpusConfig", "CORPUS_COLUMNS", "FAMILIES", "CODES", "SubjectPlan", "make_scan", "plan_subjects",
-           "write_corpus", "write_manifest"]
+__all__ = ["CorpusConfig", "CORPUS_COLUMNS", "FAMILIES", "CODES", "SubjectPlan", "au_gains", "make_scan",
+           "plan_subjects", "write_corpus", "write_manifest"]
 
 CODES = {"neutral": "NE", "happiness": "HA", "sadness": "SA", "surprise": "SU", "fear": "FE", "disgust": "DI",
          "anger": "AN"}
@@ -47,6 +47,16 @@ class CorpusConfig:
     test_fraction: float = 0.2
     nuisance: Nuisance = field(default_factory=lambda: Nuisance(vertices=(3000, 20000)))
     style: StyleJitter = field(default_factory=StyleJitter)
+    au_gain_sd: float = 0.0  # per subject and AU, every intensity x exp(N(0, sd)): another sculptor's sizes
+
+
+def au_gains(model: FaceModel, sd: float, rng: np.random.Generator) -> dict[str, float]:
+    """One subject's AU size factors, ``exp(N(0, sd))`` per AU of ``model`` ({} when ``sd`` is 0): sculptors differ
+    in how far each unit moves (one's brow lowerer is three times another's), so a learner should not rely on the
+    sizes of one sculptor's units relative to each other."""
+    if sd <= 0:
+        return {}
+    return {au: float(np.exp(rng.normal(0.0, sd))) for au in model.action_units}
 
 
 def _expression_fn(family: str, model: FaceModel):
@@ -75,11 +85,14 @@ def _expression_fn(family: str, model: FaceModel):
 
 def make_scan(model: FaceModel, family: str, emotion: str, level: int, rng: np.random.Generator, *,
               identity: np.ndarray | None = None, nuisance: Nuisance = Nuisance(),
-              style: StyleJitter | None = None) -> RandomScan:
-    """One scan of ``emotion`` at ``level`` drawn from ``family`` on ``model`` (see the module doc)."""
+              style: StyleJitter | None = None, gains: Mapping[str, float] | None = None) -> RandomScan:
+    """One scan of ``emotion`` at ``level`` drawn from ``family`` on ``model`` (see the module doc); ``gains``
+    (:func:`au_gains`) scale each AU's intensities."""
     fn = _expression_fn(family, model)
     level = 0 if emotion == "neutral" else int(level)
     aus, extra = fn(emotion, level, rng)
+    if gains:
+        aus = {au: (l * gains.get(au, 1.0), r * gains.get(au, 1.0)) for au, (l, r) in aus.items()}
     return sample_scan(model, emotion, level, rng, expression=lambda e, l, r: aus, family=family,
                        identity=identity, nuisance=nuisance, extra_delta=extra, style=style)
 
@@ -150,12 +163,13 @@ def write_corpus(cfg: CorpusConfig, models: Mapping[str, FaceModel], out_dir: st
     rows = []
     for p in plan_subjects(cfg, models, stream=2, progress=progress):
         ident = sample_identity(p.model, p.rng, cfg.nuisance)
+        gains = au_gains(p.model, cfg.au_gain_sd, p.rng)
         (out / p.name / p.subject).mkdir(parents=True, exist_ok=True)
         for family in p.families:
             for emotion in cfg.emotions:
                 for level in ((0,) if emotion == "neutral" else cfg.levels):
                     scan = make_scan(p.model, family, emotion, level, p.rng, identity=ident, nuisance=cfg.nuisance,
-                                     style=cfg.style)
+                                     style=cfg.style, gains=gains)
                     rel = f"{p.name}/{p.subject}/{CODES[emotion]}{level}_{family}.ply"
                     atomic_write_bytes(out / rel, _ply_bytes(scan.mesh.vertices, scan.mesh.faces))
                     rows.append({"path": rel, "label": emotion, "subject": p.subject, "intensity": level,

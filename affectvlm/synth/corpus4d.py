@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from affectvlm.synth.corpus import CorpusConfig, _expression_fn, _ply_bytes, plan_subjects, write_manifest
+from affectvlm.synth.corpus import CorpusConfig, _expression_fn, _ply_bytes, au_gains, plan_subjects, write_manifest
 from affectvlm.synth.facemodel import FaceModel
 from affectvlm.synth.randomised import sample_identity, sample_scan
 from affectvlm.synth.sequence import Timing, activation_curve, blink_curve
@@ -36,8 +36,10 @@ def sequence_folders(emotions) -> dict[str, str]:
 
 
 def _frames(model: FaceModel, family: str, emotion: str, level: int, ident: np.ndarray, n: int,
-            rng: np.random.Generator, cfg: CorpusConfig):
+            rng: np.random.Generator, cfg: CorpusConfig, gains: dict[str, float] | None = None):
     aus, extra = _expression_fn(family, model)(emotion, level, rng)
+    if gains:
+        aus = {k: (l * gains.get(k, 1.0), r * gains.get(k, 1.0)) for k, (l, r) in aus.items()}
     act = activation_curve(n, Timing.sample(rng))
     blink = blink_curve(n, rng)
     session = int(rng.integers(2 ** 31))
@@ -67,11 +69,13 @@ def write_sequences(cfg: CorpusConfig, models: Mapping[str, FaceModel], out_dir:
     rows = []
     for p in plan_subjects(cfg, models, stream=3, progress=progress):
         ident = sample_identity(p.model, p.rng, cfg.nuisance)
+        gains = au_gains(p.model, cfg.au_gain_sd, p.rng)
         for family in p.families:
             for emotion, folder in folders.items():
                 rel = f"{p.name}/{p.subject}/{folder}" + (f"_{family}" if len(p.families) > 1 else "")
                 (out / rel).mkdir(parents=True, exist_ok=True)
-                for t, scan in enumerate(_frames(p.model, family, emotion, level, ident, frames, p.rng, cfg)):
+                for t, scan in enumerate(_frames(p.model, family, emotion, level, ident, frames, p.rng, cfg,
+                                                         gains)):
                     atomic_write_bytes(out / rel / f"{t:03d}.ply", _ply_bytes(scan.mesh.vertices, scan.mesh.faces))
                 rows.append({"path": rel, "label": emotion, "subject": p.subject, "intensity": level,
                              "split": p.split, "family": family, "face_model": p.name})
