@@ -16,7 +16,8 @@ style of CLIP_benchmark. Layouts (see ``docs/data-formats`` in the shared docs):
 - ``folders``: ``ROOT/<class>/**/<mesh>``; subject = first ``_``/``-`` separated token of the file stem
   (or a BU-3DFE/Bosphorus id when the name has one), override with ``subject_regex``.
 - ``manifest``: a CSV (``ROOT`` is the CSV or a folder holding ``manifest.csv``) with columns ``path,
-  label, subject`` and optional ``intensity, sex, age, ethnicity, split``; paths relative to the CSV.
+  label, subject`` and optional ``intensity, sex, age, ethnicity, split, family, face_model``; paths relative to
+  the CSV.
 
 Labels are mapped to the library's class names (``neutral happiness sadness surprise fear disgust
 anger``) where a synonym or dataset code is known; other labels are kept, lower-cased.
@@ -74,6 +75,8 @@ class Sample:
     frame_paths: tuple[str, ...] | None = None
     split: str | None = None
     source_label: str = ""
+    family: str | None = None  # manifest columns of synthetic corpora: expression family, face model
+    face_model: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -300,7 +303,7 @@ def load_manifest(root: str | os.PathLike) -> Dataset:
                 path=str(p), label=canonical_class(label), subject=subject, intensity=inten,
                 sex=_norm_sex(_opt(row, "sex")), age=age, ethnicity=_norm_eth(_opt(row, "ethnicity")),
                 frame_ids=frame_ids, frame_paths=frame_paths, split=split.lower() if split else None,
-                source_label=label))
+                source_label=label, family=_opt(row, "family") or None, face_model=_opt(row, "face_model") or None))
     return _finish(samples, "manifest", csv_path, [])
 
 

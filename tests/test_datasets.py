@@ -145,3 +145,23 @@ def test_summarise(tmp_path):
     s = summarise(ds.samples)
     assert s["n_samples"] == 25 and s["n_subjects"] == 1 and s["per_class"]["anger"] == 4
     assert s["per_intensity"]["0"] == 1 and any("subject-independent" in w for w in s["warnings"])
+
+
+def test_manifest_family_and_face_model_columns_give_per_group_accuracy(tmp_path):
+    """A corpus manifest's family and face_model columns reach the samples, and eval reports accuracy per value."""
+    from affectvlm.train.evaluate import per_group
+
+    (tmp_path / "a.obj").write_text("v 0 0 0\n")
+    (tmp_path / "manifest.csv").write_text(
+        "path,label,subject,intensity,family,face_model\n"
+        "a.obj,HA,p1,4,recipes,ict-facekit\na.obj,SA,p1,3,emfacs,ict-facekit\n"
+        "a.obj,HA,p2,4,recipes,rocketbox-x\na.obj,SA,p2,,,\n")
+    s = load_dataset(tmp_path, "manifest").samples
+    assert [x.family for x in s] == ["recipes", "emfacs", "recipes", None]
+    assert [x.face_model for x in s] == ["ict-facekit", "ict-facekit", "rocketbox-x", None]
+    y_true, y_pred = [0, 1, 0, 1], [0, 1, 1, 0]
+    assert per_group(s, y_true, y_pred, "face_model") == {"ict-facekit": {"n": 2, "accuracy": 1.0},
+                                                         "rocketbox-x": {"n": 1, "accuracy": 0.0}}
+    assert per_group(s, y_true, y_pred, "family") == {"emfacs": {"n": 1, "accuracy": 1.0},
+                                                     "recipes": {"n": 2, "accuracy": 0.5}}
+    assert list(per_group(s, y_true, y_pred, "intensity")) == ["3", "4"]

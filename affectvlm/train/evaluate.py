@@ -109,12 +109,10 @@ def run_eval(args: argparse.Namespace) -> dict:
             y_pred += model(x.to(device)).argmax(1).tolist()
             y_true += [cidx[s.label] for s in chunk]
     out = classification_metrics(y_true, y_pred, classes)
-    if args.per_intensity or any(s.intensity is not None for s in samples):
-        per = {}
-        for lvl in sorted({s.intensity for s in samples if s.intensity is not None}):
-            ii = [k for k, s in enumerate(samples) if s.intensity == lvl]
-            per[str(lvl)] = {"n": len(ii), "accuracy": sum(y_true[k] == y_pred[k] for k in ii) / len(ii)}
-        out["per_intensity"] = per
+    for attr in ("intensity", "family", "face_model"):
+        per = per_group(samples, y_true, y_pred, attr)
+        if per or (attr == "intensity" and args.per_intensity):
+            out[f"per_{attr}"] = per
     lm = landmark_error(samples, settings) if not args.no_landmarks else None
     if lm is not None:
         out["landmarks"] = lm
@@ -122,6 +120,18 @@ def run_eval(args: argparse.Namespace) -> dict:
                 "n_subjects": len({s.subject for s in samples}), "seconds": round(time.perf_counter() - t0, 2),
                 "cache": cache.report()})
     return out
+
+
+def per_group(samples: Sequence, y_true: Sequence[int], y_pred: Sequence[int], attr: str) -> dict[str, dict]:
+    """Accuracy per value of a sample attribute (``intensity``, ``family``, ``face_model``), samples without one
+    left out: ``{value: {"n": ..., "accuracy": ...}}``, sorted (numerically for intensities)."""
+    groups: dict = {}
+    for k, s in enumerate(samples):
+        v = getattr(s, attr, None)
+        if v is not None:
+            groups.setdefault(v, []).append(k)
+    return {str(v): {"n": len(ii), "accuracy": sum(y_true[k] == y_pred[k] for k in ii) / len(ii)}
+            for v, ii in sorted(groups.items())}
 
 
 def landmark_error(samples: Sequence, settings) -> dict | None:
