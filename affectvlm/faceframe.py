@@ -142,10 +142,14 @@ class FrameEstimate:
     meta: dict = field(default_factory=dict)
 
 
+def _weights_dir(folder: str | None) -> Path:
+    return Path(folder) if folder else WEIGHTS_DIR  # looked up at call time: tools may point it elsewhere
+
+
 @lru_cache(maxsize=2)
 def load_frame_net(folder: str | None = None) -> tuple[FrameNet, dict] | None:
     """The embedded network and its settings (``None`` when no weights are installed)."""
-    d = Path(folder) if folder else WEIGHTS_DIR
+    d = _weights_dir(folder)
     wf, cf = d / "frame-net.safetensors", d / "frame-net.json"
     if not (wf.is_file() and cf.is_file()):
         return None
@@ -164,7 +168,7 @@ def weights_digest(folder: str | None = None) -> str:
     network are not reused with another (:mod:`affectvlm.train.cache`)."""
     import hashlib
 
-    d = Path(folder) if folder else WEIGHTS_DIR
+    d = _weights_dir(folder)
     h = hashlib.sha256()
     found = False
     for name in ("frame-net.safetensors", "frame-net.json"):

@@ -28,7 +28,7 @@ from affectvlm.synth.randomised import Nuisance, RandomScan, sample_identity, sa
 from affectvlm.synth.style import StyleJitter
 
 __all__ = ["CorpusConfig", "CORPUS_COLUMNS", "FAMILIES", "CODES", "SubjectPlan", "au_gains", "make_scan",
-           "plan_subjects", "write_corpus", "write_manifest"]
+           "plan_subjects", "scale_aus", "write_corpus", "write_manifest"]
 
 CODES = {"neutral": "NE", "happiness": "HA", "sadness": "SA", "surprise": "SU", "fear": "FE", "disgust": "DI",
          "anger": "AN"}
@@ -57,6 +57,13 @@ def au_gains(model: FaceModel, sd: float, rng: np.random.Generator) -> dict[str,
     if sd <= 0:
         return {}
     return {au: float(np.exp(rng.normal(0.0, sd))) for au in model.action_units}
+
+
+def scale_aus(aus: Mapping[str, tuple[float, float]], gains: Mapping[str, float] | None) -> dict:
+    """``{AU: (left, right)}`` with each AU's intensities times its gain (AUs without one unchanged)."""
+    if not gains:
+        return dict(aus)
+    return {au: (l * gains.get(au, 1.0), r * gains.get(au, 1.0)) for au, (l, r) in aus.items()}
 
 
 def _expression_fn(family: str, model: FaceModel):
@@ -91,8 +98,7 @@ def make_scan(model: FaceModel, family: str, emotion: str, level: int, rng: np.r
     fn = _expression_fn(family, model)
     level = 0 if emotion == "neutral" else int(level)
     aus, extra = fn(emotion, level, rng)
-    if gains:
-        aus = {au: (l * gains.get(au, 1.0), r * gains.get(au, 1.0)) for au, (l, r) in aus.items()}
+    aus = scale_aus(aus, gains)
     return sample_scan(model, emotion, level, rng, expression=lambda e, l, r: aus, family=family,
                        identity=identity, nuisance=nuisance, extra_delta=extra, style=style)
 

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from affectvlm.synth.corpus import CorpusConfig, _expression_fn, _ply_bytes, au_gains, plan_subjects, write_manifest
+from affectvlm.synth.corpus import (CorpusConfig, _expression_fn, _ply_bytes, au_gains, plan_subjects, scale_aus,
+                                    write_manifest)
 from affectvlm.synth.facemodel import FaceModel
 from affectvlm.synth.randomised import sample_identity, sample_scan
 from affectvlm.synth.sequence import Timing, activation_curve, blink_curve
@@ -38,8 +39,7 @@ def sequence_folders(emotions) -> dict[str, str]:
 def _frames(model: FaceModel, family: str, emotion: str, level: int, ident: np.ndarray, n: int,
             rng: np.random.Generator, cfg: CorpusConfig, gains: dict[str, float] | None = None):
     aus, extra = _expression_fn(family, model)(emotion, level, rng)
-    if gains:
-        aus = {k: (l * gains.get(k, 1.0), r * gains.get(k, 1.0)) for k, (l, r) in aus.items()}
+    aus = scale_aus(aus, gains)
     act = activation_curve(n, Timing.sample(rng))
     blink = blink_curve(n, rng)
     session = int(rng.integers(2 ** 31))

@@ -71,8 +71,8 @@ def _triangles(poly: np.ndarray, n: int, src: str) -> np.ndarray:
 
 
 def _mesh_and_shapes(root: FbxNode, src: str) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], np.ndarray]:
-    """The mesh the AU shapes deform: vertices (file units, after its node's rotation and scale), triangles,
-    shape name -> dense delta, and the file's up axis as a unit vector."""
+    """The mesh the AU shapes deform: vertices in mm (after its node's rotation and scale and the file's unit
+    scale), triangles, shape name -> dense delta in mm, and the file's up axis as a unit vector."""
     objs = root.first("Objects")
     if objs is None:
         raise InputError(src, "FBX file has no Objects")
@@ -132,7 +132,7 @@ def _mesh_and_shapes(root: FbxNode, src: str) -> tuple[np.ndarray, np.ndarray, d
     return v, tris, deltas, up
 
 
-def _frame(v: np.ndarray, moved: np.ndarray, up: np.ndarray, src: str) -> np.ndarray:
+def _frame(v: np.ndarray, moved: np.ndarray, up: np.ndarray) -> np.ndarray:
     """Rotation (rows: x, y, z) taking file axes to +Y up and the face toward +Z: up from the file, front as
     the horizontal axis (of the two file axes across ``up``) along which the moving face lies off the head."""
     across = [e for e in np.eye(3) if abs(e @ up) < 0.5]
@@ -141,11 +141,7 @@ def _frame(v: np.ndarray, moved: np.ndarray, up: np.ndarray, src: str) -> np.nda
     off = v[moved].mean(0) - v[band].mean(0)
     d = max(across, key=lambda e: abs(off @ e))
     front = d * np.sign(off @ d) if off @ d != 0 else d
-    x = np.cross(up, front)
-    R = np.stack([x, up, front])
-    if abs(np.linalg.det(R) - 1) > 1e-6:
-        raise InputError(src, "cannot find the face's frame in the FBX file")
-    return R
+    return np.stack([np.cross(up, front), up, front])
 
 
 def rocketbox_face_model(path: str | os.PathLike, *, name: str | None = None) -> FaceModel:
@@ -163,7 +159,7 @@ def rocketbox_face_model(path: str | os.PathLike, *, name: str | None = None) ->
             moved |= np.linalg.norm(d, axis=1) > 1e-3
     if moved.sum() < 20:
         raise InputError(src, "the FBX file's AU blend shapes move almost nothing")
-    R = _frame(v, moved, up, src)
+    R = _frame(v, moved, up)
     v = v @ R.T
     au: dict[str, np.ndarray] = {}
     for base, sides in targets.items():
@@ -173,8 +169,11 @@ def rocketbox_face_model(path: str | os.PathLike, *, name: str | None = None) ->
             au[base] = sides[""] @ R.T
     # the subject's left is +X: HeadBox's L shapes should move the +X half; swap the names if they do not
     sided = [b for b in targets if b + "L" in au]
-    lx = [v[np.linalg.norm(au[b + "L"], axis=1) > 1e-3, 0].mean() for b in sided
-          if (np.linalg.norm(au[b + "L"], axis=1) > 1e-3).any()]
+    lx = []
+    for b in sided:
+        left = np.linalg.norm(au[b + "L"], axis=1) > 1e-3
+        if left.any():
+            lx.append(v[left, 0].mean())
     if lx and float(np.median(lx)) < 0:
         for b in sided:
             au[b + "L"], au[b + "R"] = au[b + "R"], au[b + "L"]
