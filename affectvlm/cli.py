@@ -92,8 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="stdout format when --out is not given")
     pr.add_argument("--up", default=None, help="the scan's up axis, e.g. +y (default: detected)")
     pr.add_argument("--front", default=None, help="the axis the face looks along, e.g. +z (default: detected)")
-    pr.add_argument("--pooling", choices=("peak", "mean"), default="peak",
-                    help="how a sequence's frames are pooled (peak: most expressive 30%% of frames)")
+    pr.add_argument("--pooling", choices=("contrast", "peak", "mean"), default="contrast",
+                    help="how a sequence's frames are pooled (contrast: the most expressive 30%% of frames against "
+                         "the calmest, neutral excluded; peak: the most expressive 30%%, neutral included; mean)")
     pr.add_argument("--batch-size", type=_positive_int, default=8, help="scans rendered and scored together")
     pr.add_argument("--no-mirror", action="store_true",
                     help="score each scan as rendered only (default: averaged with its mirror image)")

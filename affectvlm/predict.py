@@ -13,10 +13,15 @@ frames in chunks of ``batch_size``), so serial, pipelined and sharded runs encod
 
 Temporal pooling (``pooling=``) of a sequence's frame probabilities into its ``"sequence"`` row:
 
-* ``"peak"`` (default): average the probabilities of the most expressive 30 % of the frames
-  (at least one). Expressiveness is ``1 - p(neutral)`` when there is a neutral class, else the
-  distance of the frame's probabilities from the first frame's. BU-4DFE sequences go neutral ->
-  apex -> neutral, so a plain mean is diluted by the neutral frames at both ends.
+* ``"contrast"`` (default): the most expressive 30 % of the frames (at least one) against the calmest frame.
+  Each class scores the peak frames' mean log-probability minus half the calmest frame's, and the sequence's
+  probabilities are the softmax of those scores over the emotions; neutral gets 0, because a sequence is
+  labelled with the expression it shows (as BU-4DFE's are). A face that looks a little sad or angry when at
+  rest makes every frame lean that way; subtracting its calm frame takes that lean out. Expressiveness is
+  ``1 - p(neutral)`` when there is a neutral class, else the distance of the frame's probabilities from the
+  first frame's.
+* ``"peak"``: average the probabilities of the most expressive 30 % of the frames, neutral included. Use it for
+  recordings that may stay neutral throughout.
 * ``"mean"``: the plain average over all frames.
 """
 from __future__ import annotations
@@ -53,8 +58,9 @@ __all__ = [  # the scoring API, with the result types and writers of affectvlm.r
     "Analysis", "FaceFrame", "FrameResult", "Prepared", "Row", "ScanResult", "SequenceResult", "FIXED_COLUMNS",
     "FRAME_COLUMNS", "class_names", "columns", "format_table", "rows_to_csv", "rows_to_json", "write_rows",
     "is_mesh_name", "looks_like_sequence"]
-POOLINGS = ("peak", "mean")
+POOLINGS = ("contrast", "peak", "mean")
 PEAK_FRACTION = 0.3
+CONTRAST_WEIGHT = 0.5  # of the calmest frame's log-probabilities
 PRECISIONS = ("fp32", "fp16", "bf16")
 DEFAULT_FPS = 25.0  # BU-4DFE's frame rate
 ModelArg = Union["AffectVLM", str, os.PathLike, None]
@@ -166,7 +172,7 @@ def _encode(model: "AffectVLM", images: torch.Tensor, precision: str, views: Seq
 # ------------------------------------------------------------------------------------------------ sequences
 
 
-def pool_probabilities(probs: np.ndarray, classes: Sequence[str], method: str = "peak",
+def pool_probabilities(probs: np.ndarray, classes: Sequence[str], method: str = "contrast",
                        fraction: float = PEAK_FRACTION) -> np.ndarray:
     """(T, C) frame probabilities -> (C,) for the sequence (see the module docstring)."""
     P = np.asarray(probs, dtype=np.float64)
@@ -174,16 +180,24 @@ def pool_probabilities(probs: np.ndarray, classes: Sequence[str], method: str = 
         raise ConfigError("pooling needs at least one scored frame")
     if method == "mean":
         return P.mean(0)
-    if method != "peak":
+    if method not in POOLINGS:
         raise ConfigError(f"unknown pooling {method!r}; choose from {POOLINGS}")
     lower = [c.lower() for c in classes]
-    if "neutral" in lower:
-        score = 1.0 - P[:, lower.index("neutral")]
+    neutral = lower.index("neutral") if "neutral" in lower else None
+    if neutral is not None:
+        score = 1.0 - P[:, neutral]
     else:
         score = 0.5 * np.abs(P - P[0]).sum(1)
     k = max(1, math.ceil(fraction * P.shape[0]))
     top = np.argsort(-score, kind="stable")[:k]
-    return P[top].mean(0)
+    if method == "peak":
+        return P[top].mean(0)
+    logp = np.log(np.clip(P, 1e-12, 1.0))
+    z = logp[top].mean(0) - CONTRAST_WEIGHT * logp[int(np.argmin(score))]
+    if neutral is not None and len(classes) > 1:
+        z[neutral] = -np.inf
+    e = np.exp(z - z.max())
+    return e / e.sum()
 
 
 def _expressiveness(probs: Sequence[float], classes: Sequence[str]) -> float:
@@ -214,7 +228,7 @@ class _Options:
     settings: "RenderSettings"
     limits: Limits
     batch_size: int = 8
-    pooling: str = "peak"
+    pooling: str = "contrast"
     precision: str = "fp32"
     fps: float | None = None
     workers: int = 0
@@ -296,7 +310,7 @@ def _score_sequence(pool: Executor, seq: MeshSequence, settings: "RenderSettings
     yield res, None
 
 
-def _check_options(*, frames: int | None = None, every: int = 1, batch_size: int = 8, pooling: str = "peak",
+def _check_options(*, frames: int | None = None, every: int = 1, batch_size: int = 8, pooling: str = "contrast",
                    precision: str = "fp32", fps: float | None = None, mirror: bool = True) -> None:
     if not isinstance(mirror, bool):
         raise ConfigError(f"mirror must be true or false, got {mirror!r}")
@@ -324,7 +338,7 @@ def _options(model: ModelArg, views: ViewsArg, up: str | None, front: str | None
 
 def _iter_sequence(seq: MeshSequence | Input, model: ModelArg = None, *, views: ViewsArg = None,
                    up: str | None = None, front: str | None = None, frames: int | None = None, every: int = 1,
-                   batch_size: int = 8, pooling: str = "peak", limits: Limits | None = None, source: str | None = None,
+                   batch_size: int = 8, pooling: str = "contrast", limits: Limits | None = None, source: str | None = None,
                    fps: float | None = None, workers: int | None = None, precision: str = "fp32",
                    mirror: bool = True) -> Iterator[tuple[SequenceResult, FrameResult | None]]:
     _check_options(frames=frames, every=every, batch_size=batch_size, pooling=pooling, precision=precision, fps=fps,
@@ -463,7 +477,7 @@ def _score_units(items: Sequence[Item], units: Sequence[list[int]], o: _Options,
 def predict(inputs: Input | Sequence[Input], model: ModelArg = None, *, views: ViewsArg = None,
             frames: int | None = None, every: int = 1, batch_size: int = 8, progress: bool = False,
             on_row: Callable[[Row], None] | None = None, limits: Limits | None = None, up: str | None = None,
-            front: str | None = None, pooling: str = "peak", workers: int | None = None, precision: str = "fp32",
+            front: str | None = None, pooling: str = "contrast", workers: int | None = None, precision: str = "fp32",
             fps: float | None = None, mirror: bool = True) -> list[Row]:
     """Score scans and 4D sequences; returns rows in input order (see :mod:`affectvlm.results`).
 
@@ -486,7 +500,7 @@ def predict(inputs: Input | Sequence[Input], model: ModelArg = None, *, views: V
 
 def _setup(inputs: Input | Sequence[Input], model: ModelArg, *, views: ViewsArg = None, frames: int | None = None,
            every: int = 1, batch_size: int = 8, limits: Limits | None = None, up: str | None = None,
-           front: str | None = None, pooling: str = "peak", workers: int | None = None, precision: str = "fp32",
+           front: str | None = None, pooling: str = "contrast", workers: int | None = None, precision: str = "fp32",
            fps: float | None = None, mirror: bool = True) -> tuple[_Options, list[Item]]:
     """Check the options, load the model and expand the inputs (what ``predict`` and sharded runs share)."""
     _check_options(frames=frames, every=every, batch_size=batch_size, pooling=pooling, precision=precision, fps=fps,
@@ -533,7 +547,7 @@ def _view_caption(v: "View") -> str:
 
 
 def predict_mesh(mesh: Mesh | Prepared | MeshSequence, model: ModelArg = None, *, views: ViewsArg = None,
-                 up: str | None = None, front: str | None = None, pooling: str = "peak", batch_size: int = 8,
+                 up: str | None = None, front: str | None = None, pooling: str = "contrast", batch_size: int = 8,
                  return_images: bool = True, precision: str = "fp32", workers: int | None = None,
                  mirror: bool = True) -> Analysis:
     """Score one scan (or a sequence, pooled) and return what the app shows (:class:`Analysis`): the result,

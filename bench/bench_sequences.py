@@ -1,6 +1,6 @@
 """4D sequence accuracy: ``predict`` on a BU-4DFE-layout folder, the pooled row against the folder's emotion.
 
-    python bench/bench_sequences.py --data DIR [--model SPEC] [--frames 12] [--pooling peak]
+    python bench/bench_sequences.py --data DIR [--model SPEC] [--frames 12] [--pooling contrast]
 
 Each ``SUBJECT/<Emotion>/`` folder is one sequence (neutral -> apex -> neutral); its label is the folder name
 (Angry, Disgust, Fear, Happy, Sad, Surprise). A folder written by ``affectvlm synth --layout corpus4d`` is read
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", required=True)
     ap.add_argument("--model", default=None)
     ap.add_argument("--frames", type=int, default=None, help="N evenly spaced frames per sequence")
-    ap.add_argument("--pooling", default="peak")
+    ap.add_argument("--pooling", default="contrast", help="contrast (default), peak or mean")
     ap.add_argument("--out", default=None)
     ap.add_argument("--split", default="test", help="corpus4d manifests: the split scored")
     args = ap.parse_args(argv)

@@ -132,6 +132,26 @@ def test_pooling_peak_finds_the_apex():
         pool_probabilities(Q, ("a", "b"), "max")
 
 
+def test_pooling_contrast_takes_out_the_resting_lean():
+    # a face that looks half sad at rest, then shows surprise: the peak frames still lean sad (peak pooling says
+    # sadness); against the calm frame, surprise is what changed
+    calm = [0.60, 0.01, 0.35, 0.01, 0.01, 0.01, 0.01]
+    apex = [0.05, 0.01, 0.50, 0.40, 0.02, 0.01, 0.01]
+    P = np.array([calm, calm, apex, apex, apex, calm, calm])
+    assert CLASSES[int(pool_probabilities(P, CLASSES, "peak").argmax())] == "sadness"
+    c = pool_probabilities(P, CLASSES, "contrast")
+    assert CLASSES[int(c.argmax())] == "surprise"
+    assert c.sum() == pytest.approx(1.0) and c[CLASSES.index("neutral")] == 0.0
+    assert CLASSES[int(pool_probabilities(P, CLASSES).argmax())] == "surprise"  # the default
+    # one frame: its own calm frame, so every emotion scores half its log-probability; the order stays
+    one = pool_probabilities(P[2:3], CLASSES, "contrast")
+    assert CLASSES[int(one.argmax())] == "sadness"
+    # without a neutral class the calmest frame is the one nearest the first, and no class is dropped
+    Q = np.array([[0.6, 0.4], [0.6, 0.4], [0.3, 0.7], [0.6, 0.4]])
+    q = pool_probabilities(Q, ("a", "b"), "contrast")
+    assert q.argmax() == 1 and (q > 0).all()
+
+
 def test_iter_sequence_and_predict_mesh(model):
     seq = MeshSequence([face_like_mesh(20, smile=s) for s in (0, 0.5, 1)], [10, 11, 12], source="mem")
     it = iter_sequence(seq, model, batch_size=1)
