@@ -12,7 +12,7 @@ from affectvlm.app.uploads import UPLOAD_TYPES, UploadPlan, list_samples, load_i
 from affectvlm.app.widgets import (get_model, orientation_box, page_header, settings, show_error, show_probabilities,
                                    show_views)
 from affectvlm.errors import AffectVLMError
-from affectvlm.predict import iter_sequence, predict_mesh, prepare
+from affectvlm.predict import POOLINGS, iter_sequence, pool_probabilities, predict_mesh, prepare
 from affectvlm.results import FaceFrame
 
 choice = page_header("Analyse a scan or a 4D sequence", "Analyse")
@@ -118,8 +118,14 @@ def analyse_sequence(seq, model, sig: str) -> None:
         show_preview(pv, mesh, mesh, frame)
     with c2:
         st.subheader("Sequence result")
-        if pooled and not pooled["error"]:
-            show_probabilities({c: float(pooled[c]) for c in classes}, key="seq_bar", label="Sequence emotion")
+        how = st.radio("Pool the frames by", POOLINGS, horizontal=True, key="an_pooling",
+                       help="contrast: the most expressive 30 % of frames against the calmest, neutral left out of "
+                            "the label; peak: the same frames averaged, neutral included (for recordings that may "
+                            "stay neutral); mean: all frames")
+        scored = [[float(r[c]) for c in classes] for r in rows if not r["error"]]
+        if pooled and not pooled["error"] and scored:
+            probs = pool_probabilities(scored, classes, how)
+            show_probabilities(dict(zip(classes, map(float, probs))), key="seq_bar", label="Sequence emotion")
         st.markdown(f"**Frame {ids[idx]}:** {rows[idx]['label']} ({float(rows[idx]['confidence']):.1%})")
         st.caption(f"{len(rows)} frames scored in {took:.2f} s ({took / max(len(rows), 1) * 1000:.0f} ms/frame)")
 

@@ -114,6 +114,13 @@ def test_bad_file_shows_one_error_and_app_keeps_working(face):
     assert not at.error and top(at)[0]
 
 
+def _bar(at: AppTest) -> dict[str, float]:
+    """The page's one probability bar chart as {class: probability}."""
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    bar = next(d for s in specs for d in s["data"] if d["type"] == "bar")
+    return dict(zip(bar["y"], map(float, bar["x"])))
+
+
 def test_sequence_zip_and_frame_files(face, tmp_path):
     frames = []
     for i in range(4):
@@ -127,6 +134,11 @@ def test_sequence_zip_and_frame_files(face, tmp_path):
     slider = at.select_slider(key="an_frame")
     slider.set_value(3).run()
     assert not at.exception and any("Frame 3" in h.value for h in at.subheader)
+    # the sequence's bar re-pools the scored frames: contrast leaves neutral out, peak keeps it
+    assert at.radio(key="an_pooling").value == "contrast"
+    assert _bar(at)["neutral"] == 0.0
+    at.radio(key="an_pooling").set_value("peak").run()
+    assert not at.exception and _bar(at)["neutral"] > 0.0
     # the same frames as separate files give the same result
     at2 = upload(analyse(), frames[::-1])
     assert top(at2)[0] == label
