@@ -5,7 +5,8 @@
 Each ``SUBJECT/<Emotion>/`` folder is one sequence (neutral -> apex -> neutral); its label is the folder name
 (Angry, Disgust, Fear, Happy, Sad, Surprise). A folder written by ``affectvlm synth --layout corpus4d`` is read
 through its manifest instead (the ``--split`` rows, default test), and the accuracy is also given per face model
-and expression family. Prints JSON: sequence accuracy, per emotion, and the confusions.
+and expression family. Prints JSON: sequence accuracy, per emotion, and the confusions for ``--pooling``; the frames
+are scored once and ``poolings`` gives every pooling's accuracy on them with its ratio to ``peak`` (the baseline).
 Synthetic data made by this project is in-generator: say so when quoting.
 """
 from __future__ import annotations
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from affectvlm.model import load_model
-    from affectvlm.predict import predict
+    from affectvlm.predict import POOLINGS, pool_probabilities, predict
 
     root = Path(args.data)
     group: dict[str, str] = {}
@@ -47,8 +48,13 @@ def main(argv: list[str] | None = None) -> int:
         seqs = sorted(p for p in root.glob("*/*") if p.is_dir() and p.name.lower() in FOLDERS)
         truth = {str(p): FOLDERS[p.name.lower()] for p in seqs}
     model = load_model(args.model)
+    classes = list(model.classes)
     t0 = time.perf_counter()
     rows = predict([str(p) for p in seqs], model, frames=args.frames, pooling=args.pooling)
+    frames: dict[str, list[list[float]]] = {}
+    for r in rows:
+        if r["frame"] != "sequence" and not r["error"]:
+            frames.setdefault(r["file"], []).append([float(r[c]) for c in classes])
     pooled = [r for r in rows if r["frame"] == "sequence"]
     by_group: dict[str, list[int]] = {}
     for r in pooled:
@@ -63,11 +69,20 @@ def main(argv: list[str] | None = None) -> int:
         per.setdefault(t, []).append(int(r["label"] == t))
         conf[f"{t}->{r['label']}"] += 1
     hits = [h for v in per.values() for h in v]
+    poolings = {}
+    for how in POOLINGS:
+        ok = [int(f in frames and classes[int(pool_probabilities(frames[f], classes, how).argmax())] == truth[f])
+              for f in (r["file"] for r in pooled) if f in truth]
+        poolings[how] = {"accuracy": round(sum(ok) / max(len(ok), 1), 3), "correct": sum(ok)}
+    base = poolings["peak"]["correct"]
+    for v in poolings.values():
+        v["ratio_to_peak"] = round(v["correct"] / base, 3) if base else None
     out = {"data": str(root), "model": args.model or "default", "sequences": len(hits),
            "accuracy": round(sum(hits) / max(len(hits), 1), 3),
            "per_emotion": {k: round(sum(v) / len(v), 3) for k, v in sorted(per.items())},
            "per_group": {k: {"n": len(v), "accuracy": round(sum(v) / len(v), 3)} for k, v in sorted(by_group.items())},
            "confusions": {k: v for k, v in sorted(conf.items()) if k.split("->")[0] != k.split("->")[1]},
+           "poolings": poolings,
            "frames_scored": sum(1 for r in rows if r["frame"] != "sequence"), "pooling": args.pooling,
            "seconds": round(time.perf_counter() - t0, 1), "synthetic": True}
     text = json.dumps(out, indent=1)
