@@ -236,3 +236,48 @@ def test_au_gains_scale_each_unit_per_subject_and_off_changes_nothing(tmp_path):
     pa = sorted(a.parent.rglob("*.ply"))
     assert [p.read_bytes() for p in pa] == [(b.parent / p.relative_to(a.parent)).read_bytes() for p in pa]
     assert any(p.read_bytes() != (c.parent / p.relative_to(a.parent)).read_bytes() for p in pa)
+
+
+def _open_mouth_model() -> FaceModel:
+    """The toy face with a mouth opening cut out; landmarks 48-67 on its rim."""
+    m = _toy_model(40)
+    v, f = m.neutral, m.faces
+    inside = (np.abs(v[:, 1] + 50) < 8) & (np.abs(v[:, 0]) < 25)
+    faces = f[~inside[f].all(1)]
+    rim = np.flatnonzero(inside & np.isin(np.arange(len(v)), faces))
+    lms = np.arange(0, 83 * 3, 3, dtype=np.int64)
+    lms[48:68] = rim[np.linspace(0, len(rim) - 1, 20).astype(int)]
+    return FaceModel(name="toy-open", neutral=v, faces=faces, identities=m.identities, au_targets=m.au_targets,
+                     landmarks=lms, face_mask=m.face_mask, meta=m.meta)
+
+
+def test_closed_mouth_bridges_the_mouth_opening_only():
+    from affectvlm.synth.randomised import boundary_loops, close_mouth, mouth_loop
+
+    m = _open_mouth_model()
+    assert len(boundary_loops(m.faces)) == 2  # the outline and the mouth
+    loop = mouth_loop(m)
+    assert loop is not None and np.abs(m.neutral[loop, 1] + 50).max() < 12  # the mouth's, not the outline
+    v, f = close_mouth(m, m.neutral.astype(np.float64), 5.0)
+    assert len(v) == len(m.neutral) + 1 and len(f) == len(m.faces) + len(loop)
+    assert len(boundary_loops(f)) == 1
+    fan = f[len(m.faces):]
+    normals = np.cross(v[fan[:, 1]] - v[fan[:, 0]], v[fan[:, 2]] - v[fan[:, 0]])
+    assert (normals[:, 2] > 0).all()  # toward the viewer, like the face
+    assert v[-1, 2] == pytest.approx(m.neutral[loop, 2].mean() - 5.0)  # sunk behind the lips
+    assert mouth_loop(_toy_model(40)) is None  # no opening: nothing to close
+    clean = dict(crops=(("full", 1.0),), vertices=(0, 0), hole_probability=0.0, yaw_deg=0.0, pitch_deg=0.0,
+                 roll_deg=0.0)
+    shut = sample_scan(m, "happiness", 3, np.random.default_rng(3), nuisance=Nuisance(closed_mouth=1.0, **clean))
+    kept = sample_scan(m, "happiness", 3, np.random.default_rng(3), nuisance=Nuisance(**clean))
+    assert shut.nuisance.get("closed_mouth") and "closed_mouth" not in kept.nuisance
+    assert len(boundary_loops(shut.mesh.faces)) == 1 and len(boundary_loops(kept.mesh.faces)) == 2
+
+
+def test_synth_cli_closed_mouth_is_checked(capsys):
+    from affectvlm.synth.cli import main
+
+    for extra in (["--closed-mouth", "1.5"], ["--closed-mouth", "0.5", "--layout", "corpus4d"]):
+        rc = main(["--layout", "corpus", "--facekit", "/nonexistent-facekit", *extra, "--out", "/tmp/never-written"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and "--closed-mouth" in err[0], err

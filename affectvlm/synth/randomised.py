@@ -65,6 +65,8 @@ class Nuisance:
     origin_mm: float = 100.0  # the scan's origin lands anywhere in this cube (scanners do not centre faces)
     identity_sd: tuple[float, float] = (0.7, 1.4)
     mix_modes: tuple[int, int] = (3, 100)
+    closed_mouth: float = 0.0  # share of scans whose mouth opening is bridged, as closed-topology meshes have it
+    mouth_sink_mm: tuple[float, float] = (0.0, 8.0)  # how far the bridge's centre sits behind the lips
 
     @classmethod
     def none(cls) -> "Nuisance":
@@ -112,6 +114,77 @@ def crop_mask(model: FaceModel, kind: str, rng: np.random.Generator) -> np.ndarr
         sx, sy, dy = rng.uniform(1.05, 1.35), rng.uniform(1.05, 1.35), rng.uniform(-0.15, 0.1)
     cy = c[1] + dy * r[1]
     return ((v[:, 0] - c[0]) / (sx * r[0])) ** 2 + ((v[:, 1] - cy) / (sy * r[1])) ** 2 <= 1.0
+
+
+def boundary_loops(faces: np.ndarray) -> list[np.ndarray]:
+    """The mesh's boundary loops (vertex ids in order), from the edges that only one triangle uses."""
+    f = np.asarray(faces, dtype=np.int64)
+    e = np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), 1)
+    edges, count = np.unique(e, axis=0, return_counts=True)
+    nbrs: dict[int, list[int]] = {}
+    for a, b in edges[count == 1].tolist():
+        nbrs.setdefault(a, []).append(b)
+        nbrs.setdefault(b, []).append(a)
+    seen: set[int] = set()
+    loops = []
+    for start in nbrs:
+        if start in seen:
+            continue
+        loop, prev, cur = [start], -1, start
+        seen.add(start)
+        while True:
+            nxt = [n for n in nbrs[cur] if n != prev and n not in seen]
+            if not nxt:
+                break
+            prev, cur = cur, nxt[0]
+            seen.add(cur)
+            loop.append(cur)
+        loops.append(np.asarray(loop, dtype=np.int64))
+    return loops
+
+
+_MOUTH_LOOPS: dict[tuple[str, int, int], np.ndarray | None] = {}
+
+
+def mouth_loop(model: FaceModel) -> np.ndarray | None:
+    """The boundary loop of the mouth opening on ``model``'s mesh (None when the mesh is closed there): of the
+    loops other than the mesh's outline (the widest), the one nearest the mouth's landmarks, no wider than the mouth."""
+    key = (model.name, len(model.neutral), len(model.faces))
+    if key not in _MOUTH_LOOPS:
+        if len(model.landmarks) == 83:
+            L = model.neutral[model.landmarks].astype(np.float64)
+        else:
+            from affectvlm.synth.transfer import neutral_landmarks
+
+            L = neutral_landmarks(model)
+        centre, width = L[48:68].mean(0), float(np.ptp(L[48:68, 0]))
+        v = model.neutral.astype(np.float64)
+        best, found = np.inf, None
+        loops = boundary_loops(model.faces)
+        outline = max(range(len(loops)), key=lambda i: np.ptp(v[loops[i], 0])) if loops else -1
+        for i, loop in enumerate(loops):
+            if i == outline:  # the mesh's own edge is never the mouth
+                continue
+            d = float(np.linalg.norm(v[loop].mean(0)[:2] - centre[:2]))
+            if len(loop) >= 6 and d < 0.6 * width and np.ptp(v[loop, 0]) < 1.6 * width and d < best:
+                best, found = d, loop
+        _MOUTH_LOOPS[key] = found
+    return _MOUTH_LOOPS[key]
+
+
+def close_mouth(model: FaceModel, v: np.ndarray, sink_mm: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """``model``'s mesh with the mouth opening bridged by a fan to one new vertex (the loop's mean, ``sink_mm``
+    behind the lips; the models face +z): (vertices, faces), or None when there is no opening to close."""
+    loop = mouth_loop(model)
+    if loop is None:
+        return None
+    centre = v[loop].mean(0) - np.array([0.0, 0.0, sink_mm])
+    k = len(v)
+    fan = np.stack([loop, np.roll(loop, -1), np.full(len(loop), k)], 1)
+    # wind the fan like the surface around it: its normal toward the viewer (+z)
+    if np.cross(v[fan[:, 1]] - v[fan[:, 0]], centre - v[fan[:, 0]]).sum(0)[2] < 0:
+        fan = fan[:, [1, 0, 2]]
+    return np.vstack([v, centre]), np.vstack([np.asarray(model.faces, np.int64), fan])
 
 
 def _submesh(v: np.ndarray, f: np.ndarray, keep_v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -198,7 +271,14 @@ def sample_scan(model: FaceModel, emotion: str, level: int, rng: np.random.Gener
     info: dict = {}
     crop = _choice(rng, nuisance.crops)
     keep = crop_mask(model, crop, rng)
-    vv, ff = _submesh(v, model.faces, keep)
+    faces = model.faces
+    if nuisance.closed_mouth > 0 and rng.random() < nuisance.closed_mouth:
+        closed = close_mouth(model, v, float(rng.uniform(*nuisance.mouth_sink_mm)))
+        if closed is not None:
+            v, faces = closed
+            keep = np.append(keep, True)
+            info["closed_mouth"] = True
+    vv, ff = _submesh(v, faces, keep)
     vv, ff = _largest_piece(vv, ff)
     target = int(np.exp(rng.uniform(*np.log(np.maximum(nuisance.vertices, 1))))) if nuisance.vertices[1] else 0
     vv, ff = _resample(vv, ff, target)
