@@ -150,26 +150,28 @@ def mouth_loop(model: FaceModel) -> np.ndarray | None:
     """The boundary loop of the mouth opening on ``model``'s mesh (None when the mesh is closed there): of the
     loops other than the mesh's outline (the widest), the one nearest the mouth's landmarks, no wider than the mouth."""
     key = (model.name, len(model.neutral), len(model.faces))
-    if key not in _MOUTH_LOOPS:
+    if key in _MOUTH_LOOPS:
+        return _MOUTH_LOOPS[key]
+    v = model.neutral.astype(np.float64)
+    loops = boundary_loops(model.faces)
+    outline = max(range(len(loops)), key=lambda i: np.ptp(v[loops[i], 0])) if loops else -1
+    inner = [loop for i, loop in enumerate(loops) if i != outline and len(loop) >= 6]  # the outline is no mouth
+    found = None
+    if inner:
         if len(model.landmarks) == 83:
-            L = model.neutral[model.landmarks].astype(np.float64)
+            L = v[model.landmarks]
         else:
             from affectvlm.synth.transfer import neutral_landmarks
 
             L = neutral_landmarks(model)
         centre, width = L[48:68].mean(0), float(np.ptp(L[48:68, 0]))
-        v = model.neutral.astype(np.float64)
-        best, found = np.inf, None
-        loops = boundary_loops(model.faces)
-        outline = max(range(len(loops)), key=lambda i: np.ptp(v[loops[i], 0])) if loops else -1
-        for i, loop in enumerate(loops):
-            if i == outline:  # the mesh's own edge is never the mouth
-                continue
+        best = np.inf
+        for loop in inner:
             d = float(np.linalg.norm(v[loop].mean(0)[:2] - centre[:2]))
-            if len(loop) >= 6 and d < 0.6 * width and np.ptp(v[loop, 0]) < 1.6 * width and d < best:
+            if d < 0.6 * width and np.ptp(v[loop, 0]) < 1.6 * width and d < best:
                 best, found = d, loop
-        _MOUTH_LOOPS[key] = found
-    return _MOUTH_LOOPS[key]
+    _MOUTH_LOOPS[key] = found
+    return found
 
 
 def close_mouth(model: FaceModel, v: np.ndarray, sink_mm: float) -> tuple[np.ndarray, np.ndarray] | None:
