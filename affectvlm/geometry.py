@@ -38,8 +38,8 @@ import numpy as np
 from affectvlm.errors import ConfigError, InputError
 from affectvlm.mesh import Mesh
 
-__all__ = ["canonicalise", "vertex_normals", "parse_axis", "axis_name", "face_areas", "texture_vertex_colors",
-           "decimate"]
+__all__ = ["canonicalise", "vertex_normals", "parse_axis", "axis_name", "face_areas", "boundary_edges",
+           "texture_vertex_colors", "decimate"]
 
 _AXES = {"x": 0, "y": 1, "z": 2}
 _SNAP_COS = float(np.cos(np.deg2rad(30.0)))
@@ -129,14 +129,20 @@ def _validate(mesh: Mesh) -> tuple[np.ndarray, np.ndarray]:
     return v, f.astype(np.int64)
 
 
-def _boundary_vertices(faces: np.ndarray) -> np.ndarray:
-    """Indices of vertices on edges used by exactly one face (the rim of an open scan)."""
-    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+def boundary_edges(faces: np.ndarray) -> np.ndarray:
+    """(E, 2) vertex pairs (smaller id first) of the edges used by exactly one face."""
+    f = np.asarray(faces, dtype=np.int64)
+    e = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
     lo, hi = e.min(1), e.max(1)
     n = int(hi.max()) + 1
     uniq, counts = np.unique(lo * n + hi, return_counts=True)
     single = uniq[counts == 1]
-    return np.unique(np.concatenate([single // n, single % n]))
+    return np.stack([single // n, single % n], 1)
+
+
+def _boundary_vertices(faces: np.ndarray) -> np.ndarray:
+    """Indices of vertices on edges used by exactly one face (the rim of an open scan)."""
+    return np.unique(boundary_edges(faces))
 
 
 def _front_sign(P: np.ndarray, d: np.ndarray, faces: np.ndarray, fnormals: np.ndarray,

@@ -54,11 +54,13 @@ if TYPE_CHECKING:
 
 __all__ = [  # the scoring API, with the result types and writers of affectvlm.results for one import
     "predict", "prepare", "predict_mesh", "iter_sequence", "iter_sequence_results", "plan", "score_items",
-    "pool_probabilities", "render_settings", "inference_context", "POOLINGS", "PRECISIONS", "DEFAULT_FPS",
+    "pool_probabilities", "render_settings", "inference_context", "POOLINGS", "DEFAULT_POOLING", "PRECISIONS",
+    "DEFAULT_FPS",
     "Analysis", "FaceFrame", "FrameResult", "Prepared", "Row", "ScanResult", "SequenceResult", "FIXED_COLUMNS",
     "FRAME_COLUMNS", "class_names", "columns", "format_table", "rows_to_csv", "rows_to_json", "write_rows",
     "is_mesh_name", "looks_like_sequence"]
 POOLINGS = ("contrast", "peak", "mean")
+DEFAULT_POOLING = POOLINGS[0]
 PEAK_FRACTION = 0.3
 CONTRAST_WEIGHT = 0.5  # of the calmest frame's log-probabilities
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -172,7 +174,7 @@ def _encode(model: "AffectVLM", images: torch.Tensor, precision: str, views: Seq
 # ------------------------------------------------------------------------------------------------ sequences
 
 
-def pool_probabilities(probs: np.ndarray, classes: Sequence[str], method: str = "contrast",
+def pool_probabilities(probs: np.ndarray, classes: Sequence[str], method: str = DEFAULT_POOLING,
                        fraction: float = PEAK_FRACTION) -> np.ndarray:
     """(T, C) frame probabilities -> (C,) for the sequence (see the module docstring)."""
     P = np.asarray(probs, dtype=np.float64)
@@ -228,7 +230,7 @@ class _Options:
     settings: "RenderSettings"
     limits: Limits
     batch_size: int = 8
-    pooling: str = "contrast"
+    pooling: str = DEFAULT_POOLING
     precision: str = "fp32"
     fps: float | None = None
     workers: int = 0
@@ -310,7 +312,7 @@ def _score_sequence(pool: Executor, seq: MeshSequence, settings: "RenderSettings
     yield res, None
 
 
-def _check_options(*, frames: int | None = None, every: int = 1, batch_size: int = 8, pooling: str = "contrast",
+def _check_options(*, frames: int | None = None, every: int = 1, batch_size: int = 8, pooling: str = DEFAULT_POOLING,
                    precision: str = "fp32", fps: float | None = None, mirror: bool = True) -> None:
     if not isinstance(mirror, bool):
         raise ConfigError(f"mirror must be true or false, got {mirror!r}")
@@ -338,9 +340,9 @@ def _options(model: ModelArg, views: ViewsArg, up: str | None, front: str | None
 
 def _iter_sequence(seq: MeshSequence | Input, model: ModelArg = None, *, views: ViewsArg = None,
                    up: str | None = None, front: str | None = None, frames: int | None = None, every: int = 1,
-                   batch_size: int = 8, pooling: str = "contrast", limits: Limits | None = None, source: str | None = None,
-                   fps: float | None = None, workers: int | None = None, precision: str = "fp32",
-                   mirror: bool = True) -> Iterator[tuple[SequenceResult, FrameResult | None]]:
+                   batch_size: int = 8, pooling: str = DEFAULT_POOLING, limits: Limits | None = None,
+                   source: str | None = None, fps: float | None = None, workers: int | None = None,
+                   precision: str = "fp32", mirror: bool = True) -> Iterator[tuple[SequenceResult, FrameResult | None]]:
     _check_options(frames=frames, every=every, batch_size=batch_size, pooling=pooling, precision=precision, fps=fps,
                    mirror=mirror)
     o = _options(model, views, up, front, limits, batch_size=batch_size, pooling=pooling, precision=precision,
@@ -477,8 +479,8 @@ def _score_units(items: Sequence[Item], units: Sequence[list[int]], o: _Options,
 def predict(inputs: Input | Sequence[Input], model: ModelArg = None, *, views: ViewsArg = None,
             frames: int | None = None, every: int = 1, batch_size: int = 8, progress: bool = False,
             on_row: Callable[[Row], None] | None = None, limits: Limits | None = None, up: str | None = None,
-            front: str | None = None, pooling: str = "contrast", workers: int | None = None, precision: str = "fp32",
-            fps: float | None = None, mirror: bool = True) -> list[Row]:
+            front: str | None = None, pooling: str = DEFAULT_POOLING, workers: int | None = None,
+            precision: str = "fp32", fps: float | None = None, mirror: bool = True) -> list[Row]:
     """Score scans and 4D sequences; returns rows in input order (see :mod:`affectvlm.results`).
 
     ``inputs``: a path (file, folder, zip), ``(name, bytes)``, a Mesh / MeshSequence, or a list of them; in a
@@ -500,8 +502,8 @@ def predict(inputs: Input | Sequence[Input], model: ModelArg = None, *, views: V
 
 def _setup(inputs: Input | Sequence[Input], model: ModelArg, *, views: ViewsArg = None, frames: int | None = None,
            every: int = 1, batch_size: int = 8, limits: Limits | None = None, up: str | None = None,
-           front: str | None = None, pooling: str = "contrast", workers: int | None = None, precision: str = "fp32",
-           fps: float | None = None, mirror: bool = True) -> tuple[_Options, list[Item]]:
+           front: str | None = None, pooling: str = DEFAULT_POOLING, workers: int | None = None,
+           precision: str = "fp32", fps: float | None = None, mirror: bool = True) -> tuple[_Options, list[Item]]:
     """Check the options, load the model and expand the inputs (what ``predict`` and sharded runs share)."""
     _check_options(frames=frames, every=every, batch_size=batch_size, pooling=pooling, precision=precision, fps=fps,
                    mirror=mirror)
@@ -547,7 +549,7 @@ def _view_caption(v: "View") -> str:
 
 
 def predict_mesh(mesh: Mesh | Prepared | MeshSequence, model: ModelArg = None, *, views: ViewsArg = None,
-                 up: str | None = None, front: str | None = None, pooling: str = "contrast", batch_size: int = 8,
+                 up: str | None = None, front: str | None = None, pooling: str = DEFAULT_POOLING, batch_size: int = 8,
                  return_images: bool = True, precision: str = "fp32", workers: int | None = None,
                  mirror: bool = True) -> Analysis:
     """Score one scan (or a sequence, pooled) and return what the app shows (:class:`Analysis`): the result,

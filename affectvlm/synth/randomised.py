@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from affectvlm.geometry import axis_name
+from affectvlm.geometry import axis_name, boundary_edges
 from affectvlm.mesh import Mesh
 from affectvlm.synth.facemodel import FaceModel, apply_aus
 from affectvlm.synth.rig import Pose
@@ -118,11 +118,8 @@ def crop_mask(model: FaceModel, kind: str, rng: np.random.Generator) -> np.ndarr
 
 def boundary_loops(faces: np.ndarray) -> list[np.ndarray]:
     """The mesh's boundary loops (vertex ids in order), from the edges that only one triangle uses."""
-    f = np.asarray(faces, dtype=np.int64)
-    e = np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), 1)
-    edges, count = np.unique(e, axis=0, return_counts=True)
     nbrs: dict[int, list[int]] = {}
-    for a, b in edges[count == 1].tolist():
+    for a, b in boundary_edges(faces).tolist():
         nbrs.setdefault(a, []).append(b)
         nbrs.setdefault(b, []).append(a)
     seen: set[int] = set()
