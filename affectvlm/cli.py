@@ -95,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--pooling", choices=("contrast", "peak", "mean"), default="contrast",
                     help="how a sequence's frames are pooled (contrast: the most expressive 30%% of frames against "
                          "the calmest, neutral excluded; peak: the most expressive 30%%, neutral included; mean)")
+    pr.add_argument("--prior", default=None, metavar="SPEC",
+                    help="match the set's class balance after scoring: 'uniform' or CLASS=WEIGHT,... (classes not "
+                         "named weigh 1; e.g. neutral=0.25 for BU-3DFE). Takes out a lean the whole set shares; "
+                         "a scan's label then depends on the others scored with it (off by default)")
     pr.add_argument("--batch-size", type=_positive_int, default=8, help="scans rendered and scored together")
     pr.add_argument("--no-mirror", action="store_true",
                     help="score each scan as rendered only (default: averaged with its mirror image)")
@@ -152,6 +156,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from affectvlm.model import load_model
     from affectvlm.model.devices import resolve_device
     from affectvlm.predict import format_table, predict, rows_to_csv, rows_to_json, write_rows
+    from affectvlm.prior import MIN_ROWS, match_rows, parse_prior
     from affectvlm.prompts import parse_classes
     from affectvlm.shard import predict_sharded, shard_from_env
 
@@ -162,6 +167,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise ConfigError(f"{shard.world} processes (torchrun/SLURM) need --out: rank 0 writes the merged file")
     device = resolve_device(args.device, local_rank=shard.local_rank if shard else None)
     model = load_model(args.model, device=device, classes=parse_classes(args.classes), prompts=args.prompts)
+    prior = parse_prior(args.prior, model.classes) if args.prior is not None else None
     if not model.provenance.get("trained", True) and (shard is None or shard.rank == 0):
         _err(f"warning: model {model.spec!r} is untrained (random init): scores are meaningless")
     progress = not args.no_progress and sys.stderr.isatty() and (shard is None or shard.rank == 0)
@@ -185,8 +191,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
             return 0  # rank 0 reports; a non-zero exit here would make torchrun stop the others
     else:
         rows = predict(args.inputs, model, progress=progress, on_row=on_row, **kw)
+    if prior is not None:
+        for m in match_rows(rows, model.classes, prior):
+            if not m.offsets:
+                _err(f"warning: --prior {args.prior}: only {m.rows} {m.kind}(s) scored; matching needs at least "
+                     f"{MIN_ROWS}, so they are as scored")
+                continue
+            lean = ", ".join(f"{c} {-x:+.2f}" for c, x in m.offsets.items() if x)
+            _err(f"--prior {args.prior}: matched over {m.rows} {m.kind}s (the set's lean in log-probability: {lean})")
     if args.out:
-        if shard is None:
+        if shard is None or prior is not None:
             write_rows(rows, args.out, landmarks=args.landmarks)
         n_err = sum(1 for r in rows if r["error"])
         print(f"wrote {len(rows)} rows to {args.out}" + (f" ({n_err} with errors)" if n_err else ""),

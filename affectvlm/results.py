@@ -81,7 +81,8 @@ class FaceFrame:
         return out
 
 
-def _top(classes: Sequence[str], probs: Probs | None) -> tuple[str, float | None]:
+def top_class(classes: Sequence[str], probs: Probs | None) -> tuple[str, float | None]:
+    """The label and confidence of ``probs`` ("" and None when there are none)."""
     if probs is None:
         return "", None
     k = int(np.argmax(probs))
@@ -96,7 +97,7 @@ def as_probs(p: "np.ndarray | Sequence[float]") -> Probs:
 def _row(file: str, frame: int | str, classes: Sequence[str], probs: Probs | None, error: str = "", *,
          timestamp: float | None = None, face: FaceFrame | None = None, landmarks: bool = True) -> Row:
     """Every row is made here (see the module docstring for the columns)."""
-    label, conf = _top(classes, probs)
+    label, conf = top_class(classes, probs)
     row: Row = {"file": file, "frame": frame, TIME_COLUMN: timestamp, "label": label, "confidence": conf}
     row.update(zip(classes, probs if probs is not None else [None] * len(classes)))
     if face is not None and not error:
@@ -126,11 +127,11 @@ class _Scored:
 
     @property
     def label(self) -> str:
-        return _top(self.classes, self.scores)[0]
+        return top_class(self.classes, self.scores)[0]
 
     @property
     def confidence(self) -> float | None:
-        return _top(self.classes, self.scores)[1]
+        return top_class(self.classes, self.scores)[1]
 
 
 @dataclass(frozen=True)

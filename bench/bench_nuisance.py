@@ -37,6 +37,9 @@ CONDITIONS = {
     "roll10": dict(roll_deg=20.0),
     "dense22k": dict(vertices=(35000, 35000)),
     "dense22k-noise0.2": dict(vertices=(35000, 35000), noise_mm=(0.2, 0.2)),
+    "eyeballs": dict(eyeballs=1.0),
+    "closed-mouth": dict(closed_mouth=1.0),
+    "eyeballs-closed-mouth": dict(eyeballs=1.0, closed_mouth=1.0),
 }
 
 

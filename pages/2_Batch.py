@@ -1,4 +1,5 @@
-"""Batch page: a zip of many scans (or many scan files) -> one row per scan, CSV/JSON download.
+"""Batch page: a zip of many scans (or many scan files) -> one row per scan, CSV/JSON download; optionally the
+set's class balance matched after scoring (``affectvlm.prior``, as ``affectvlm predict --prior``).
 
 Rows come from ``affectvlm.predict.predict`` and downloads from ``rows_to_csv`` / ``rows_to_json``: the same
 schema as ``affectvlm predict --out``.
@@ -13,7 +14,8 @@ from affectvlm.app.state import kept
 from affectvlm.app.uploads import UPLOAD_TYPES, signature
 from affectvlm.app.widgets import get_model, orientation_box, page_header, settings, show_error
 from affectvlm.errors import AffectVLMError
-from affectvlm.predict import predict
+from affectvlm.predict import class_names, predict
+from affectvlm.prior import MIN_ROWS, match_rows, parse_prior
 
 choice = page_header("Batch: score many scans", "Batch")
 S = settings()
@@ -40,9 +42,37 @@ def score(items: list[tuple[str, bytes]]) -> list[dict]:
     return rows
 
 
+prior_spec = st.text_input("Known class balance of the whole set (optional)", key="batch_prior",
+                           placeholder="uniform, or e.g. neutral=0.25 for BU-3DFE",
+                           help="As `affectvlm predict --prior`: after scoring, take out a lean the whole set shares "
+                                "so its mean probabilities match this balance (classes not named weigh 1). A scan's "
+                                "label then depends on the others in the set; needs at least 20 scans.")
+
+
+def matched(rows: list[dict]) -> list[dict]:
+    """The rows with the set's class balance matched to ``prior_spec`` (the scored rows stay as they are)."""
+    if not prior_spec.strip():
+        return rows
+    classes = class_names(rows)
+    out = [dict(r) for r in rows]
+    try:
+        prior = parse_prior(prior_spec, classes)
+    except AffectVLMError as e:
+        show_error(e)  # the table still shows, as scored
+        return rows
+    for m in match_rows(out, classes, prior):
+        if m.offsets:
+            st.info(f"Class balance matched over {m.rows} {m.kind}s.")
+        else:
+            st.warning(f"Only {m.rows} {m.kind}(s) scored: matching a class balance needs at least {MIN_ROWS}, "
+                       "so they are shown as scored.")
+    return out
+
+
 def show(rows: list[dict], seconds: float) -> None:
     n_err = sum(1 for r in rows if r.get("error"))
     st.success(f"{len(rows) - n_err} scored, {n_err} failed, in {seconds:.1f} s.")
+    rows = matched(rows)
     for r in rows:
         if r.get("error"):
             st.error(f"{r['file']}: {r['error']}")

@@ -216,3 +216,21 @@ def test_batch_zip_table_and_downloads(face, tmp_path):
     assert (df["error"].fillna("") != "").sum() == 1
     assert len(at.error) == 1 and "bad.ply" in at.error[0].value
     assert len(at.get("download_button")) == 2
+    at.text_input(key="batch_prior").input("uniform").run()  # 3 scans: too few to match, shown as scored
+    assert not at.exception and len(at.warning) == 1 and "at least 20" in at.warning[0].value
+    assert at.dataframe[0].value["anger"].equals(df["anger"])
+    at.text_input(key="batch_prior").input("joy=2").run()
+    assert len(at.error) == 2 and any("--prior" in e.value for e in at.error) and not at.exception
+
+
+def test_batch_prior_matches_the_set(tmp_path):
+    one = _trimesh_bytes(face_like_mesh(20, seed=0, textured=False), "obj")
+    at = AppTest.from_file(APP, default_timeout=180).run()
+    at.switch_page("pages/2_Batch.py").run()
+    upload(at, [("same.zip", zip_bytes([(f"s/{c}.obj", one) for c in "abcdefghijklmnopqrst"]))], key="batch_upload")
+    at.button(key="batch_run").click().run()
+    scored = at.dataframe[0].value
+    assert len(scored) == 20 and scored["anger"].nunique() == 1 and abs(scored["anger"].iloc[0] - 1 / 7) > 1e-3
+    at.text_input(key="batch_prior").input("uniform").run()  # one face twenty times: each row becomes uniform
+    assert not at.exception and any("matched over 20 scans" in m.value for m in at.info)
+    assert (abs(at.dataframe[0].value["anger"] - 1 / 7) < 1e-3).all()

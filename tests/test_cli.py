@@ -151,3 +151,24 @@ def test_predict_no_mirror(capsys, scans):
     for k in ("neutral", "happiness", "anger"):
         assert both[k] == pytest.approx(lib[True][k], abs=1e-6) and plain[k] == pytest.approx(lib[False][k], abs=1e-6)
     assert max(abs(both[k] - plain[k]) for k in ("neutral", "happiness", "anger")) > 1e-5
+
+
+def test_predict_prior(capsys, scans, tmp_path):
+    from affectvlm.prior import MIN_ROWS
+
+    base = [*MODEL, "--format", "json", "--no-progress", "--views", "0"]
+    assert cli.main(["predict", str(scans / "face.obj"), *base]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert cli.main(["predict", str(scans / "face.obj"), *base, "--prior", "uniform"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out) == plain  # too few scans to match: as scored, and said so
+    assert "warning: --prior" in out.err and f"at least {MIN_ROWS}" in out.err
+    same = [str(scans / "face.obj")] * MIN_ROWS  # one face, many times: a uniform prior makes each row uniform
+    res = tmp_path / "m.csv"
+    assert cli.main(["predict", *same, *base, "--prior", "uniform", "--out", str(res)]) == 0
+    assert f"matched over {MIN_ROWS} scans" in capsys.readouterr().err
+    rows = list(csv.DictReader(res.open()))
+    assert len(rows) == MIN_ROWS and all(abs(float(r["anger"]) - 1 / 7) < 1e-3 for r in rows)
+    assert cli.main(["predict", str(scans / "face.obj"), *base, "--prior", "joy=2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("affectvlm: error: --prior") and "\n" not in err

@@ -274,10 +274,59 @@ def test_closed_mouth_bridges_the_mouth_opening_only():
     assert len(boundary_loops(shut.mesh.faces)) == 1 and len(boundary_loops(kept.mesh.faces)) == 2
 
 
-def test_synth_cli_closed_mouth_is_checked(capsys):
+def test_synth_cli_closed_mouth_and_eyeballs_are_checked(capsys):
     from affectvlm.synth.cli import main
 
-    for extra in (["--closed-mouth", "1.5"], ["--closed-mouth", "0.5", "--layout", "corpus4d"]):
+    for flag, extra in (("--closed-mouth", ["--closed-mouth", "1.5"]),
+                        ("--closed-mouth", ["--closed-mouth", "0.5", "--layout", "corpus4d"]),
+                        ("--eyeballs", ["--eyeballs", "1.5"])):
         rc = main(["--layout", "corpus", "--facekit", "/nonexistent-facekit", *extra, "--out", "/tmp/never-written"])
         err = capsys.readouterr().err.strip().splitlines()
-        assert rc == 2 and len(err) == 1 and "--closed-mouth" in err[0], err
+        assert rc == 2 and len(err) == 1 and flag in err[0], err
+
+
+def _open_eyes_model() -> FaceModel:
+    """The toy face with two eye openings cut out; landmarks 0-7 and 8-15 on their rims (BU-3DFE's order)."""
+    m = _toy_model(60)
+    v, f = m.neutral, m.faces
+    lms = np.arange(0, 83 * 3, 3, dtype=np.int64)
+    faces = f
+    for eye, cx in enumerate((30.0, -30.0)):
+        inside = ((v[:, 0] - cx) / 14) ** 2 + ((v[:, 1] - 30) / 7) ** 2 < 1
+        faces = faces[~inside[faces].any(1)]
+        ring = ((v[:, 0] - cx) / 14) ** 2 + ((v[:, 1] - 30) / 7) ** 2
+        rim = np.flatnonzero((ring >= 1) & (ring < 1.6))
+        ang = np.arctan2(v[rim, 1] - 30, v[rim, 0] - cx)
+        lms[eye * 8:(eye + 1) * 8] = rim[np.argsort(ang)][np.linspace(0, len(rim) - 1, 8).astype(int)]
+    return FaceModel(name="toy-eyes", neutral=v, faces=faces, identities=m.identities, au_targets=m.au_targets,
+                     landmarks=lms, face_mask=m.face_mask, meta=m.meta)
+
+
+def test_eyeball_caps_fill_the_eye_openings_from_behind_the_lids():
+    from affectvlm.synth.randomised import eye_landmarks, eyeball_caps
+
+    m = _open_eyes_model()
+    v0 = m.neutral.astype(np.float64)
+    caps = eyeball_caps(m, v0, np.random.default_rng(0), gap_mm=(1.0, 1.0))
+    assert caps is not None
+    cv, cf = caps
+    normals = np.cross(cv[cf[:, 1]] - cv[cf[:, 0]], cv[cf[:, 2]] - cv[cf[:, 0]])
+    assert (normals[:, 2] > 0).mean() > 0.95  # toward the viewer, like the face
+    half = len(cv) // 2
+    for cx, P, cap in zip((30.0, -30.0), eye_landmarks(m, v0), (cv[:half], cv[half:])):
+        lo, hi = P[:, :2].min(0), P[:, :2].max(0)
+        assert (cap[:, :2].min(0) < lo).all() and (cap[:, :2].max(0) > hi).all()  # spans the opening
+        x, y = cap[:, 0], cap[:, 1]
+        under_skin = ((x - cx) / 14) ** 2 + ((y - 30) / 7) ** 2 >= 1.2  # outside the opening cut out
+        skin = 40 * np.sqrt(np.clip(1 - (x / 80) ** 2 - (y / 130) ** 2, 0, None))  # the toy face's surface
+        assert under_skin.any() and (cap[under_skin, 2] < skin[under_skin] + 0.5).all()  # stays under the lids
+        centre = np.linalg.norm(cap[:, :2] - P[:, :2].mean(0), axis=1).argmin()
+        assert cap[centre, 2] > P[:, 2].min() - 3.0  # near the lids, where the opening shows it
+    clean = dict(crops=(("full", 1.0),), vertices=(0, 0), hole_probability=0.0, yaw_deg=0.0, pitch_deg=0.0,
+                 roll_deg=0.0, origin_mm=0.0, noise_mm=(0.0, 0.0), units=(("mm", 1.0),))
+    seen = sample_scan(m, "happiness", 3, np.random.default_rng(3), nuisance=Nuisance(eyeballs=1.0, **clean))
+    kept = sample_scan(m, "happiness", 3, np.random.default_rng(3), nuisance=Nuisance(**clean))
+    assert seen.nuisance.get("eyeballs") and "eyeballs" not in kept.nuisance
+    n = len(kept.mesh.vertices)
+    assert len(seen.mesh.vertices) == n + len(cv)  # the same scan, plus the caps
+    np.testing.assert_allclose(seen.mesh.vertices[:n], kept.mesh.vertices)

@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--closed-mouth", type=_fraction, default=0.0, metavar="P",
                     help="corpus: share of scans whose mouth opening is bridged (closed-topology scanners and face "
                          "models), 0-1; only meshes with an open mouth (ICT-FaceKit's) change")
+    ap.add_argument("--eyeballs", type=_fraction, default=0.0, metavar="P",
+                    help="corpus, corpus4d: share of subjects whose eye openings show an eyeball surface, as "
+                         "scanners see eyes (the face models have holes or sockets there), 0-1")
     ap.add_argument("--mixes", type=int, default=3, help="corpus --expressions mixed: blended models per face model")
     ap.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
     ap.add_argument("--layout", choices=("bu3dfe", "bu4dfe", "corpus", "corpus4d"), default="bu3dfe",
@@ -135,6 +138,8 @@ def _corpus(args: argparse.Namespace) -> int:
             raise ConfigError(f"--closed-mouth must be between 0 and 1, not {args.closed_mouth}")
         if args.closed_mouth and args.layout == "corpus4d":
             raise ConfigError("--closed-mouth is drawn per scan: use it with --layout corpus")
+        if not 0.0 <= args.eyeballs <= 1.0:
+            raise ConfigError(f"--eyeballs must be between 0 and 1, not {args.eyeballs}")
         if not 0.0 <= args.style_jitter <= 1.0:
             raise ConfigError(f"--style-jitter must be between 0 and 1, not {args.style_jitter}")
         pose = _pose(args.pose_sd) if args.pose_sd is not None else {}
@@ -173,6 +178,8 @@ def _corpus(args: argparse.Namespace) -> int:
             cfg = replace(cfg, nuisance=replace(cfg.nuisance, **pose))
         if args.closed_mouth:
             cfg = replace(cfg, nuisance=replace(cfg.nuisance, closed_mouth=args.closed_mouth))
+        if args.eyeballs:
+            cfg = replace(cfg, nuisance=replace(cfg.nuisance, eyeballs=args.eyeballs))
         if args.layout == "corpus4d":
             from affectvlm.synth.corpus4d import write_sequences
 

@@ -67,6 +67,7 @@ class Nuisance:
     mix_modes: tuple[int, int] = (3, 100)
     closed_mouth: float = 0.0  # share of scans whose mouth opening is bridged, as closed-topology meshes have it
     mouth_sink_mm: tuple[float, float] = (0.0, 8.0)  # how far the bridge's centre sits behind the lips
+    eyeballs: float = 0.0  # share of scans whose eye openings show an eyeball surface, as scanners see them
 
     @classmethod
     def none(cls) -> "Nuisance":
@@ -186,6 +187,77 @@ def close_mouth(model: FaceModel, v: np.ndarray, sink_mm: float) -> tuple[np.nda
     return np.vstack([v, centre]), np.vstack([np.asarray(model.faces, np.int64), fan])
 
 
+_EYE_IDS: dict[tuple[str, int], np.ndarray | None] = {}
+
+
+def eye_landmarks(model: FaceModel, v: np.ndarray) -> np.ndarray | None:
+    """(2, 8, 3) eyelid landmarks of the face ``v`` (BU-3DFE's 83-point order: 0-7 one eye, 8-15 the other):
+    the model's landmark vertices, or the vertices nearest the face-frame network's landmarks on its neutral."""
+    if len(model.landmarks) == 83:
+        return v[np.asarray(model.landmarks)[:16]].reshape(2, 8, 3)
+    key = (model.name, len(model.neutral))
+    if key not in _EYE_IDS:
+        from affectvlm.errors import InputError
+        from affectvlm.synth.transfer import neutral_landmarks
+
+        try:
+            L = neutral_landmarks(model)[:16]
+        except InputError:
+            _EYE_IDS[key] = None
+        else:
+            n = model.neutral.astype(np.float64)
+            _EYE_IDS[key] = np.array([int(((n - p) ** 2).sum(1).argmin()) for p in L])
+    ids = _EYE_IDS[key]
+    return None if ids is None else v[ids].reshape(2, 8, 3)
+
+
+def _inside_polygon(pts: np.ndarray, poly: np.ndarray) -> np.ndarray:
+    """Even-odd test of 2-D points against a closed polygon (its vertices in order)."""
+    x, y = pts[:, :1], pts[:, 1:2]
+    x0, y0 = poly[:, 0], poly[:, 1]
+    x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
+    cross = ((y0 > y) != (y1 > y)) & (x < (x1 - x0) * (y - y0) / np.where(y1 == y0, 1e-12, y1 - y0) + x0)
+    return cross.sum(1) % 2 == 1
+
+
+def eyeball_caps(model: FaceModel, v0: np.ndarray, rng: np.random.Generator, *, depth_mm: tuple[float, float] = (10.0, 13.0),
+                 gap_mm: tuple[float, float] = (0.3, 2.0), rings: int = 6,
+                 segments: int = 20) -> tuple[np.ndarray, np.ndarray] | None:
+    """Two half-ellipsoid caps where a scanner sees the eyeballs (the models face +z): each spans its eye opening
+    (the neutral face ``v0``'s eyelid landmarks) and 1.5 mm more, is ``depth_mm`` deep, and its front sits ``gap_mm``
+    behind the lid margin, so it shows through the opening and stays under the lids. (vertices, faces) or None."""
+    eyes = eye_landmarks(model, v0)
+    if eyes is None:
+        return None
+    th = np.linspace(0.0, np.pi / 2, rings + 1)[1:]
+    ph = np.linspace(0.0, 2 * np.pi, segments, endpoint=False)
+    unit = np.concatenate([[[0.0, 0.0, 1.0]], np.stack([np.outer(np.sin(th), np.cos(ph)).ravel(),
+                                                        np.outer(np.sin(th), np.sin(ph)).ravel(),
+                                                        np.repeat(np.cos(th), segments)], 1)])
+    tris = [[0, 1 + (k + 1) % segments, 1 + k] for k in range(segments)]
+    for j in range(rings - 1):
+        a, b = 1 + j * segments, 1 + (j + 1) * segments
+        for k in range(segments):
+            k1 = (k + 1) % segments
+            tris += [[a + k, a + k1, b + k1], [a + k, b + k1, b + k]]
+    tris = np.asarray(tris, np.int64)[:, ::-1]  # wound so the normals face out of the cap, toward the viewer
+    verts, faces = [], []
+    for P in eyes:
+        c = P.mean(0)
+        ax, ay = np.ptp(P[:, 0]) / 2 + 1.5, np.ptp(P[:, 1]) / 2 + 1.5
+        depth = float(rng.uniform(*depth_mm))
+        # the cap's front stays behind the lid landmarks and every vertex of the skin around the opening
+        near = v0[(((v0[:, 0] - c[0]) / ax) ** 2 + ((v0[:, 1] - c[1]) / ay) ** 2 < 1.0)
+                  & (np.abs(v0[:, 2] - c[2]) < 2 * depth)]
+        skin = np.vstack([P, near[~_inside_polygon(near[:, :2], P[:, :2])]])
+        q = 1.0 - ((skin[:, 0] - c[0]) / ax) ** 2 - ((skin[:, 1] - c[1]) / ay) ** 2
+        apex = float((skin[:, 2] + depth * (1.0 - np.sqrt(np.clip(q, 0.0, 1.0)))).min()) - float(rng.uniform(*gap_mm))
+        pts = unit * [ax, ay, depth] + [c[0], c[1], apex - depth]
+        faces.append(tris + sum(len(x) for x in verts))
+        verts.append(pts)
+    return np.vstack(verts), np.vstack(faces)
+
+
 def _submesh(v: np.ndarray, f: np.ndarray, keep_v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     f = f[keep_v[f].all(1)]
     used = np.unique(f)
@@ -279,6 +351,14 @@ def sample_scan(model: FaceModel, emotion: str, level: int, rng: np.random.Gener
             info["closed_mouth"] = True
     vv, ff = _submesh(v, faces, keep)
     vv, ff = _largest_piece(vv, ff)
+    # whether the eyeballs show, and their size and depth, are the subject's (drawn from the identity), so a
+    # sequence's frames agree; the scan's own draws (crop, pose, units) stay those of a scan without them
+    eye_rng = np.random.default_rng(int(np.abs(w).sum() * 1e6) % 2 ** 32)
+    if nuisance.eyeballs > 0 and eye_rng.random() < nuisance.eyeballs:
+        caps = eyeball_caps(model, v0, eye_rng)
+        if caps is not None:
+            vv, ff = np.vstack([vv, caps[0]]), np.vstack([ff, caps[1] + len(vv)])
+            info["eyeballs"] = True
     target = int(np.exp(rng.uniform(*np.log(np.maximum(nuisance.vertices, 1))))) if nuisance.vertices[1] else 0
     vv, ff = _resample(vv, ff, target)
     if rng.random() < nuisance.hole_probability:

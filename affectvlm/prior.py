@@ -1,0 +1,111 @@
+"""Class-prior matching over a dataset: ``affectvlm predict --prior``.
+
+A face model, scanner or population the model never saw can make every scan lean towards one emotion (a
+face that looks disgusted at rest, say). When a whole labelled set is scored and its class balance is known,
+as it is for BU-3DFE, BU-4DFE or Bosphorus by design, that lean can be measured on the set itself and taken
+out: one offset per class is added to every scan's log-probabilities, chosen so that the mean of the
+renormalised probabilities over the set equals the stated prior (the dual of a one-sided Sinkhorn balance).
+Every scan is moved by the same offsets: what one scan shows more than another is kept, the set-wide lean is not.
+
+It is transductive: a scan's label then depends on the other scans scored with it. So it is off unless asked
+for, applies only to sets of at least :data:`MIN_ROWS`, and a figure measured with it should say so.
+
+Prior specs: ``uniform`` (every class equally common) or ``CLASS=WEIGHT,...`` (relative weights; classes not
+named weigh 1), e.g. ``neutral=0.25`` for BU-3DFE (one neutral scan per four of each expression) or
+``neutral=0`` for BU-4DFE sequences (no neutral class).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from affectvlm.errors import ConfigError
+from affectvlm.results import Row, as_probs, top_class
+
+__all__ = ["MIN_ROWS", "PriorMatch", "parse_prior", "match_prior", "match_rows"]
+MIN_ROWS = 20  # fewer scans say too little about a set's lean to correct it
+
+
+@dataclass(frozen=True)
+class PriorMatch:
+    """What :func:`match_rows` did to one kind of row (``"scan"`` or ``"sequence"``)."""
+
+    kind: str
+    rows: int
+    offsets: dict[str, float]  # added to each class's log-probability; empty when too few rows to match
+
+
+def parse_prior(spec: str, classes: Sequence[str]) -> np.ndarray:
+    """``uniform`` or ``CLASS=WEIGHT,...`` -> the prior over ``classes`` (sums to 1)."""
+    w = np.ones(len(classes))
+    text = spec.strip()
+    if text.lower() != "uniform":
+        lower = [c.lower() for c in classes]
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            name, eq, value = part.partition("=")
+            if not eq or name.strip().lower() not in lower:
+                raise ConfigError(f"--prior {spec!r}: expected 'uniform' or CLASS=WEIGHT pairs over the classes "
+                                  f"{', '.join(classes)}")
+            try:
+                weight = float(value)
+            except ValueError:
+                weight = math.nan
+            if not math.isfinite(weight) or weight < 0:
+                raise ConfigError(f"--prior {spec!r}: the weight of {name.strip()} must be a number >= 0")
+            w[lower.index(name.strip().lower())] = weight
+    if (w > 0).sum() < 2:
+        raise ConfigError(f"--prior {spec!r}: at least two classes need a weight above 0")
+    return w / w.sum()
+
+
+def match_prior(probs: np.ndarray, prior: np.ndarray, *, iterations: int = 1000,
+                tolerance: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+    """(N, C) probabilities -> (matched probabilities, the C log offsets). A class that no row gives any
+    probability (neutral after ``contrast`` pooling) keeps 0, and the prior is renormalised over the rest."""
+    P = np.asarray(probs, dtype=np.float64)
+    prior = np.asarray(prior, dtype=np.float64)
+    if P.ndim != 2 or P.shape[1] != len(prior) or len(P) == 0:
+        raise ConfigError(f"prior matching needs (N, {len(prior)}) probabilities, got shape {P.shape}")
+    live = (prior > 0) & (P.sum(0) > 0)
+    target = np.where(live, prior, 0.0)
+    target /= target.sum()
+    logp = np.where(live, np.log(np.clip(P, 1e-300, None)), -np.inf)
+    b = np.zeros(P.shape[1])
+
+    def softmax(z: np.ndarray) -> np.ndarray:
+        e = np.exp(z - z.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+
+    Q = softmax(logp)
+    for _ in range(iterations):
+        step = np.log(target[live] / np.clip(Q.mean(0)[live], 1e-300, None))
+        if np.abs(step).max() < tolerance:
+            break
+        b[live] += 0.5 * step  # damped, so the fixed point is approached without oscillating
+        Q = softmax(logp + b)
+    b[live] -= b[live].mean()
+    return Q, np.where(live, b, 0.0)
+
+
+def match_rows(rows: list[Row], classes: Sequence[str], prior: np.ndarray) -> list[PriorMatch]:
+    """Match the scan rows and, separately, the pooled sequence rows of ``predict`` to ``prior`` in place
+    (probabilities, ``label``, ``confidence``); frame rows and error rows stay as scored. A kind with fewer
+    than :data:`MIN_ROWS` good rows is left as scored and reported with ``offsets`` empty."""
+    out = []
+    for kind, frame in (("scan", ""), ("sequence", "sequence")):
+        idx = [i for i, r in enumerate(rows) if not r.get("error") and r.get("frame") == frame]
+        if not idx:
+            continue
+        if len(idx) < MIN_ROWS:
+            out.append(PriorMatch(kind, len(idx), {}))
+            continue
+        Q, b = match_prior(np.array([[rows[i][c] for c in classes] for i in idx]), prior)
+        for i, q in zip(idx, Q):
+            probs = as_probs(q)
+            rows[i].update(zip(classes, probs))
+            rows[i]["label"], rows[i]["confidence"] = top_class(classes, probs)
+        out.append(PriorMatch(kind, len(idx), {c: round(float(x), 4) for c, x in zip(classes, b)}))
+    return out
