@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="match the set's class balance after scoring: 'uniform' or CLASS=WEIGHT,... (classes not "
                          "named weigh 1; e.g. neutral=0.25 for BU-3DFE). Takes out a lean the whole set shares; "
                          "a scan's label then depends on the others scored with it (off by default)")
+    pr.add_argument("--prior-by", choices=("set", "folder"), default="set",
+                    help="with --prior: match the whole set (default), or each folder apart (a subject's folder in "
+                         "BU-3DFE/BU-4DFE, when every subject shows every class in that balance)")
     pr.add_argument("--batch-size", type=_positive_int, default=8, help="scans rendered and scored together")
     pr.add_argument("--no-mirror", action="store_true",
                     help="score each scan as rendered only (default: averaged with its mirror image)")
@@ -156,7 +159,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from affectvlm.model import load_model
     from affectvlm.model.devices import resolve_device
     from affectvlm.predict import format_table, predict, rows_to_csv, rows_to_json, write_rows
-    from affectvlm.prior import MIN_ROWS, match_rows, parse_prior
+    from affectvlm.prior import match_rows, parse_prior
     from affectvlm.prompts import parse_classes
     from affectvlm.shard import predict_sharded, shard_from_env
 
@@ -167,6 +170,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise ConfigError(f"{shard.world} processes (torchrun/SLURM) need --out: rank 0 writes the merged file")
     device = resolve_device(args.device, local_rank=shard.local_rank if shard else None)
     model = load_model(args.model, device=device, classes=parse_classes(args.classes), prompts=args.prompts)
+    if args.prior is None and args.prior_by != "set":
+        raise ConfigError(f"--prior-by {args.prior_by} needs --prior SPEC (the balance to match)")
     prior = parse_prior(args.prior, model.classes) if args.prior is not None else None
     if not model.provenance.get("trained", True) and (shard is None or shard.rank == 0):
         _err(f"warning: model {model.spec!r} is untrained (random init): scores are meaningless")
@@ -192,13 +197,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         rows = predict(args.inputs, model, progress=progress, on_row=on_row, **kw)
     if prior is not None:
-        for m in match_rows(rows, model.classes, prior):
-            if not m.offsets:
-                _err(f"warning: --prior {args.prior}: only {m.rows} {m.kind}(s) scored; matching needs at least "
-                     f"{MIN_ROWS}, so they are as scored")
-                continue
-            lean = ", ".join(f"{c} {-x:+.2f}" for c, x in m.offsets.items() if x)
-            _err(f"--prior {args.prior}: matched over {m.rows} {m.kind}s (the set's lean in log-probability: {lean})")
+        _report_prior(args.prior, args.prior_by, match_rows(rows, model.classes, prior, by=args.prior_by))
     if args.out:
         if shard is None or prior is not None:
             write_rows(rows, args.out, landmarks=args.landmarks)
@@ -212,6 +211,29 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(format_table(rows, model.classes))
     return 1 if any(r["error"] for r in rows) else 0
+
+
+def _report_prior(spec: str, by: str, done: list) -> None:
+    """One stderr line per kind of row: what --prior matched and what it left as scored."""
+    from affectvlm.prior import MIN_ROWS
+
+    for kind in ("scan", "sequence"):
+        ms = [m for m in done if m.kind == kind]
+        matched, short = [m for m in ms if m.offsets], [m for m in ms if not m.offsets]
+        if by == "set":
+            for m in matched:
+                lean = ", ".join(f"{c} {-x:+.2f}" for c, x in m.offsets.items() if x)
+                _err(f"--prior {spec}: matched over {m.rows} {kind}s (the set's lean in log-probability: {lean})")
+            for m in short:
+                _err(f"warning: --prior {spec}: only {m.rows} {kind}(s) scored; matching needs at least {MIN_ROWS}, "
+                     "so they are as scored")
+        elif ms:
+            line = (f"--prior {spec} by folder: matched {sum(m.rows for m in matched)} {kind}s in {len(matched)} "
+                    "folder(s)")
+            if short:
+                line += (f"; {sum(m.rows for m in short)} in {len(short)} folder(s) with fewer rows than classes "
+                         "are as scored")
+            _err(("warning: " if not matched else "") + line)
 
 
 def cmd_render(args: argparse.Namespace) -> int:

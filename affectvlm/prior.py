@@ -7,8 +7,12 @@ out: one offset per class is added to every scan's log-probabilities, chosen so 
 renormalised probabilities over the set equals the stated prior (the dual of a one-sided Sinkhorn balance).
 Every scan is moved by the same offsets: what one scan shows more than another is kept, the set-wide lean is not.
 
+With ``by="folder"`` each folder is matched on its own: in BU-3DFE and BU-4DFE a folder is one subject, who
+shows every expression, so a subject's own resting lean (a face that looks sad at rest) is taken out too.
+
 It is transductive: a scan's label then depends on the other scans scored with it. So it is off unless asked
-for, applies only to sets of at least :data:`MIN_ROWS`, and a figure measured with it should say so.
+for, applies only to sets of at least :data:`MIN_ROWS` (folders: one row per class), and a figure measured with it
+should say so.
 
 Prior specs: ``uniform`` (every class equally common) or ``CLASS=WEIGHT,...`` (relative weights; classes not
 named weigh 1), e.g. ``neutral=0.25`` for BU-3DFE (one neutral scan per four of each expression) or
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Sequence
 
 import numpy as np
@@ -25,8 +30,9 @@ import numpy as np
 from affectvlm.errors import ConfigError
 from affectvlm.results import Row, as_probs, top_class
 
-__all__ = ["MIN_ROWS", "PriorMatch", "parse_prior", "match_prior", "match_rows"]
+__all__ = ["MIN_ROWS", "PRIOR_GROUPS", "PriorMatch", "parse_prior", "match_prior", "match_rows"]
 MIN_ROWS = 20  # fewer scans say too little about a set's lean to correct it
+PRIOR_GROUPS = ("set", "folder")
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,7 @@ class PriorMatch:
     kind: str
     rows: int
     offsets: dict[str, float]  # added to each class's log-probability; empty when too few rows to match
+    group: str = ""  # the folder, with ``by="folder"``
 
 
 def parse_prior(spec: str, classes: Sequence[str]) -> np.ndarray:
@@ -90,22 +97,35 @@ def match_prior(probs: np.ndarray, prior: np.ndarray, *, iterations: int = 1000,
     return Q, np.where(live, b, 0.0)
 
 
-def match_rows(rows: list[Row], classes: Sequence[str], prior: np.ndarray) -> list[PriorMatch]:
+def _folder(file: str) -> str:
+    return str(PurePath(str(file).replace("\\", "/")).parent)
+
+
+def match_rows(rows: list[Row], classes: Sequence[str], prior: np.ndarray, *, by: str = "set") -> list[PriorMatch]:
     """Match the scan rows and, separately, the pooled sequence rows of ``predict`` to ``prior`` in place
-    (probabilities, ``label``, ``confidence``); frame rows and error rows stay as scored. A kind with fewer
-    than :data:`MIN_ROWS` good rows is left as scored and reported with ``offsets`` empty."""
+    (probabilities, ``label``, ``confidence``); frame rows and error rows stay as scored.
+
+    ``by="set"``: all rows of a kind together, if there are at least :data:`MIN_ROWS`. ``by="folder"``: each
+    folder's rows apart (a subject's folder in BU-3DFE/BU-4DFE layouts, when every subject shows every class in the
+    stated balance), if it has at least one row per class the prior allows. Groups too small are left as scored and
+    reported with ``offsets`` empty."""
+    if by not in PRIOR_GROUPS:
+        raise ConfigError(f"--prior-by {by!r}: choose from {', '.join(PRIOR_GROUPS)}")
     out = []
     for kind, frame in (("scan", ""), ("sequence", "sequence")):
         idx = [i for i, r in enumerate(rows) if not r.get("error") and r.get("frame") == frame]
-        if not idx:
-            continue
-        if len(idx) < MIN_ROWS:
-            out.append(PriorMatch(kind, len(idx), {}))
-            continue
-        Q, b = match_prior(np.array([[rows[i][c] for c in classes] for i in idx]), prior)
-        for i, q in zip(idx, Q):
-            probs = as_probs(q)
-            rows[i].update(zip(classes, probs))
-            rows[i]["label"], rows[i]["confidence"] = top_class(classes, probs)
-        out.append(PriorMatch(kind, len(idx), {c: round(float(x), 4) for c, x in zip(classes, b)}))
+        groups: dict[str, list[int]] = {}
+        for i in idx:
+            groups.setdefault(_folder(rows[i]["file"]) if by == "folder" else "", []).append(i)
+        need = MIN_ROWS if by == "set" else int((np.asarray(prior) > 0).sum())
+        for group, members in groups.items():
+            if len(members) < need:
+                out.append(PriorMatch(kind, len(members), {}, group))
+                continue
+            Q, b = match_prior(np.array([[rows[i][c] for c in classes] for i in members]), prior)
+            for i, q in zip(members, Q):
+                probs = as_probs(q)
+                rows[i].update(zip(classes, probs))
+                rows[i]["label"], rows[i]["confidence"] = top_class(classes, probs)
+            out.append(PriorMatch(kind, len(members), {c: round(float(x), 4) for c, x in zip(classes, b)}, group))
     return out

@@ -47,6 +47,8 @@ prior_spec = st.text_input("Known class balance of the whole set (optional)", ke
                            help="As `affectvlm predict --prior`: after scoring, take out a lean the whole set shares "
                                 "so its mean probabilities match this balance (classes not named weigh 1). A scan's "
                                 "label then depends on the others in the set; needs at least 20 scans.")
+by_folder = st.checkbox("Match each folder apart (a subject's folder, when every subject shows every class)",
+                        key="batch_prior_folder", help="As `affectvlm predict --prior-by folder`.")
 
 
 def matched(rows: list[dict]) -> list[dict]:
@@ -60,12 +62,17 @@ def matched(rows: list[dict]) -> list[dict]:
     except AffectVLMError as e:
         show_error(e)  # the table still shows, as scored
         return rows
-    for m in match_rows(out, classes, prior):
-        if m.offsets:
-            st.info(f"Class balance matched over {m.rows} {m.kind}s.")
-        else:
-            st.warning(f"Only {m.rows} {m.kind}(s) scored: matching a class balance needs at least {MIN_ROWS}, "
-                       "so they are shown as scored.")
+    done = match_rows(out, classes, prior, by="folder" if by_folder else "set")
+    for kind in ("scan", "sequence"):
+        ok = [m for m in done if m.kind == kind and m.offsets]
+        short = [m for m in done if m.kind == kind and not m.offsets]
+        if ok:
+            st.info(f"Class balance matched over {sum(m.rows for m in ok)} {kind}s"
+                    + (f" in {len(ok)} folder(s)." if by_folder else "."))
+        if short:
+            need = "one per class in a folder" if by_folder else f"at least {MIN_ROWS}"
+            st.warning(f"{sum(m.rows for m in short)} {kind}(s) left as scored: matching a class balance needs "
+                       f"{need}.")
     return out
 
 

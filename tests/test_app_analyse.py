@@ -217,7 +217,7 @@ def test_batch_zip_table_and_downloads(face, tmp_path):
     assert len(at.error) == 1 and "bad.ply" in at.error[0].value
     assert len(at.get("download_button")) == 2
     at.text_input(key="batch_prior").input("uniform").run()  # 3 scans: too few to match, shown as scored
-    assert not at.exception and len(at.warning) == 1 and "at least 20" in at.warning[0].value
+    assert not at.exception and len(at.warning) == 1 and "at least 20" in at.warning[0].value, at.warning
     assert at.dataframe[0].value["anger"].equals(df["anger"])
     at.text_input(key="batch_prior").input("joy=2").run()
     assert len(at.error) == 2 and any("--prior" in e.value for e in at.error) and not at.exception
@@ -234,3 +234,5 @@ def test_batch_prior_matches_the_set(tmp_path):
     at.text_input(key="batch_prior").input("uniform").run()  # one face twenty times: each row becomes uniform
     assert not at.exception and any("matched over 20 scans" in m.value for m in at.info)
     assert (abs(at.dataframe[0].value["anger"] - 1 / 7) < 1e-3).all()
+    at.checkbox(key="batch_prior_folder").check().run()  # all twenty in one folder of the zip
+    assert not at.exception and any("20 scans in 1 folder" in m.value for m in at.info)

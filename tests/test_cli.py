@@ -172,3 +172,15 @@ def test_predict_prior(capsys, scans, tmp_path):
     assert cli.main(["predict", str(scans / "face.obj"), *base, "--prior", "joy=2"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("affectvlm: error: --prior") and "\n" not in err
+    assert cli.main(["predict", str(scans / "face.obj"), *base, "--prior-by", "folder"]) == 2
+    assert "--prior-by folder needs --prior" in capsys.readouterr().err
+    for subject, n in (("F001", 7), ("F002", 7), ("F003", 3)):  # BU-3DFE-like subject folders
+        (tmp_path / subject).mkdir()
+        for c in "abcdefg"[:n]:
+            (tmp_path / subject / f"{subject}_{c}.obj").write_bytes((scans / "face.obj").read_bytes())
+    res = tmp_path / "f.json"
+    dirs = [str(tmp_path / s) for s in ("F001", "F002", "F003")]
+    assert cli.main(["predict", *dirs, *base, "--prior", "uniform", "--prior-by", "folder", "--out", str(res)]) == 0
+    assert "by folder: matched 14 scans in 2 folder(s); 3 in 1 folder(s)" in capsys.readouterr().err
+    rows = json.loads(res.read_text())
+    assert [abs(r["anger"] - 1 / 7) < 1e-3 for r in rows] == [True] * 14 + [False] * 3

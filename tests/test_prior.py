@@ -72,3 +72,32 @@ def test_match_rows_matches_scans_and_sequences_apart_and_leaves_the_rest():
     for r in scans:
         assert r["label"] == max(CLASSES, key=lambda c: r[c]) and r["confidence"] == r[r["label"]]
     assert rows[len(P):] == before[len(P):]  # error, frame and (too few) sequence rows untouched
+
+
+def test_match_rows_by_folder_takes_out_each_subjects_own_lean():
+    rows, truth = [], []
+    for subject, lean in (("F001", "sadness"), ("F002", "anger")):  # two subjects leaning opposite ways
+        P, y = _leaning_set(n_per_class=4, lean=0.0, seed=len(rows))
+        logits = np.log(P)
+        logits[:, CLASSES.index(lean)] += 4.0
+        P = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+        rows += [dict(file=f"BU3DFE/{subject}/{subject}_{i:02d}.wrl", frame="", label="", confidence=0.0, error="",
+                      **dict(zip(CLASSES, p))) for i, p in enumerate(P)]
+        truth += list(y)
+    truth = np.array(truth)
+    uniform = parse_prior("uniform", CLASSES)
+
+    def accuracy(rs):
+        return np.mean([CLASSES.index(r["label"]) == t for r, t in zip(rs, truth)])
+
+    whole = [dict(r) for r in rows]
+    match_rows(whole, CLASSES, uniform)
+    per = [dict(r) for r in rows]
+    done = match_rows(per, CLASSES, uniform, by="folder")
+    assert sorted((m.group, m.rows) for m in done) == [("BU3DFE/F001", 28), ("BU3DFE/F002", 28)]
+    assert accuracy(per) > accuracy(whole) + 0.1  # the set's mean lean is no one subject's
+    small = [dict(r) for r in rows[:5]]  # a folder with fewer rows than classes: as scored
+    assert [bool(m.offsets) for m in match_rows(small, CLASSES, uniform, by="folder")] == [False]
+    assert small == rows[:5]
+    with pytest.raises(ConfigError, match="--prior-by"):
+        match_rows(rows, CLASSES, uniform, by="subject")
