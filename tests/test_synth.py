@@ -287,3 +287,26 @@ def test_real_ict_facekit_subset(tmp_path):
     assert 150 < height < 260  # forehead to chin in millimetres
     # surprise drops the jaw: the scan gets taller than the neutral one
     assert np.ptp(meshes["surprise"].vertices[:, 1]) > height + 5
+
+
+@pytest.mark.skipif(not (REAL / "generic_neutral_mesh.obj").is_file(), reason="ICT-FaceKit subset not present")
+def test_bench_recipes_tells_a_wrong_book(tmp_path, capsys):
+    import json
+    import runpy
+
+    import yaml
+
+    from affectvlm.synth.recipes import DEFAULT_RECIPES
+
+    book = yaml.safe_load(DEFAULT_RECIPES.read_text())
+    emo = book["emotions"]
+    emo["happiness"]["aus"], emo["anger"]["aus"] = emo["anger"]["aus"], emo["happiness"]["aus"]
+    (tmp_path / "swapped.yaml").write_text(yaml.safe_dump(book))
+    bench = runpy.run_path(str(Path(__file__).resolve().parents[1] / "bench" / "bench_recipes.py"))
+    assert bench["main"](["--facekit", str(REAL), "--recipes", str(tmp_path / "swapped.yaml"), "--subjects", "1",
+                          "--seed", "5"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    packaged, swapped = report["books"]["packaged"], report["books"]["swapped.yaml"]
+    assert packaged["n"] == swapped["n"] == 13 and packaged["ratio"] == 1.0
+    assert swapped["accuracy"] <= packaged["accuracy"] - 4 / 13  # the 4 swapped scans, at least, go wrong
+    assert any(k in swapped["confusions"] for k in ("happiness->anger", "anger->happiness"))

@@ -1,0 +1,84 @@
+"""Accuracy on expression recipe books other than ours: ICT-FaceKit faces posed by each ``--recipes`` book.
+
+    python bench/bench_recipes.py --facekit ../shared/ict-facekit/FaceXModel --recipes A.yaml --recipes B.yaml \\
+        [--model default] [--subjects 8] [--seed 91] [--intensities 3,4]
+
+Each book (an ``affectvlm synth --recipes`` YAML: its AUs as ICT-FaceKit blendshape weights, its emotions as AU
+weights; a book written as blendshape weights per emotion fits by giving each emotion one AU of its own) poses the
+same new subjects (``affectvlm synth --layout bu3dfe``, neutral + ``--intensities``), and ``affectvlm predict``'s
+rows are scored against the labels. The packaged book poses them too, in the same run, as the baseline: each book
+reports ``ratio`` = its accuracy / the baseline's, plus its accuracy with the subjects' class balance matched per
+folder (``predict --prior neutral=W --prior-by folder``, transductive) and its most common confusions.
+SYNTHETIC: the faces, the blendshapes and the scanner model are this project's; only the recipes are not.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def score(folder: Path, model: object, neutral_weight: float) -> dict:
+    """Accuracy of ``folder`` (a synthetic BU-3DFE-layout set) as scored, and with its folders' balance matched."""
+    from affectvlm.predict import class_names, predict
+    from affectvlm.prior import match_rows, parse_prior
+
+    truth = {(folder / r["path"]).resolve(): r["label"] for r in csv.DictReader((folder / "manifest.csv").open())}
+    rows = predict(str(folder), model)
+    labels = [truth[Path(r["file"]).resolve()] for r in rows]
+    out = {"n": len(rows), "errors": sum(1 for r in rows if r["error"])}
+    out["accuracy"] = round(sum(r["label"] == y for r, y in zip(rows, labels)) / len(rows), 4)
+    wrong = Counter((y, r["label"]) for r, y in zip(rows, labels) if r["label"] != y)
+    out["confusions"] = {f"{a}->{b}": n for (a, b), n in wrong.most_common(4)}
+    classes = class_names(rows)
+    match_rows(rows, classes, parse_prior(f"neutral={neutral_weight}", classes), by="folder")
+    out["accuracy_prior_folder"] = round(sum(r["label"] == y for r, y in zip(rows, labels)) / len(rows), 4)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--facekit", required=True, metavar="DIR")
+    ap.add_argument("--recipes", action="append", default=[], metavar="YAML", help="a recipe book (repeatable)")
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--subjects", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=91)
+    ap.add_argument("--intensities", default="3,4")
+    args = ap.parse_args(argv)
+    if not args.recipes:
+        ap.error("name at least one --recipes YAML")
+
+    from affectvlm.model import load_model
+    from affectvlm.synth.cli import main as synth
+
+    model = load_model(None if args.model == "default" else args.model)
+    levels = [int(x) for x in args.intensities.split(",")]
+    report: dict = {"model": args.model, "subjects": args.subjects, "seed": args.seed, "intensities": levels,
+                    "synthetic": True, "books": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, book in [("packaged", None), *[(Path(b).name, b) for b in args.recipes]]:
+            out = Path(tmp) / f"set{len(report['books'])}"
+            t = time.perf_counter()
+            rc = synth(["--layout", "bu3dfe", "--facekit", args.facekit, "--subjects", str(args.subjects),
+                        "--intensities", args.intensities, "--texture-size", "0", "--seed", str(args.seed),
+                        "--out", str(out), *(["--recipes", book] if book else [])])
+            if rc:
+                return rc
+            report["books"][name] = {**score(out, model, 1.0 / len(levels)),
+                                     "seconds": round(time.perf_counter() - t, 1)}
+    base = report["books"]["packaged"]["accuracy"]
+    for r in report["books"].values():
+        r["ratio"] = round(r["accuracy"] / base, 3) if base else None
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
