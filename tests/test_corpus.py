@@ -279,7 +279,8 @@ def test_synth_cli_closed_mouth_and_eyeballs_are_checked(capsys):
 
     for flag, extra in (("--closed-mouth", ["--closed-mouth", "1.5"]),
                         ("--closed-mouth", ["--closed-mouth", "0.5", "--layout", "corpus4d"]),
-                        ("--eyeballs", ["--eyeballs", "1.5"])):
+                        ("--eyeballs", ["--eyeballs", "1.5"]),
+                        ("--crosstalk", ["--crosstalk", "0.5", "--layout", "corpus4d"])):
         rc = main(["--layout", "corpus", "--facekit", "/nonexistent-facekit", *extra, "--out", "/tmp/never-written"])
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2 and len(err) == 1 and flag in err[0], err
@@ -330,3 +331,22 @@ def test_eyeball_caps_fill_the_eye_openings_from_behind_the_lids():
     n = len(kept.mesh.vertices)
     assert len(seen.mesh.vertices) == n + len(cv)  # the same scan, plus the caps
     np.testing.assert_allclose(seen.mesh.vertices[:n], kept.mesh.vertices)
+
+
+def test_crosstalk_adds_co_occurring_aus_only_when_asked():
+    from affectvlm.synth.corpus import CROSSTALK, add_crosstalk, make_scan
+
+    rng = np.random.default_rng(0)
+    base = {"AU4": (1.0, 1.0), "AU9": (0.1, 0.1)}
+    for _ in range(50):
+        out = add_crosstalk(base, "anger", 3, rng)
+        added = set(out) - set(base) | {au for au in base if out[au] != base[au]}
+        assert 1 <= len(added) <= 2 and added <= set(CROSSTALK["anger"])
+        assert out["AU4"] == (1.0, 1.0)  # a larger intensity already there is kept
+        for au in added:
+            assert 0.2 * 0.8 - 1e-9 <= out[au][0] == out[au][1] <= 0.6 * 0.8 + 1e-9
+    assert add_crosstalk(base, "neutral", 0, rng) == base
+    m = _toy_model()
+    plain = make_scan(m, "emfacs", "anger", 4, np.random.default_rng(7), nuisance=Nuisance.none())
+    off = make_scan(m, "emfacs", "anger", 4, np.random.default_rng(7), nuisance=Nuisance.none(), crosstalk=0.0)
+    np.testing.assert_array_equal(plain.mesh.vertices, off.mesh.vertices)  # off: the scan it always was

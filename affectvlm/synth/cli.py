@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--closed-mouth", type=_fraction, default=0.0, metavar="P",
                     help="corpus: share of scans whose mouth opening is bridged (closed-topology scanners and face "
                          "models), 0-1; only meshes with an open mouth (ICT-FaceKit's) change")
+    ap.add_argument("--crosstalk", type=_fraction, default=0.0, metavar="P",
+                    help="corpus: share of expressive scans that also get 1-2 AUs that come with the emotion outside "
+                         "its EMFACS prototypes (e.g. a sneer in anger, lowered brows in disgust), 0-1")
     ap.add_argument("--eyeballs", type=_fraction, default=0.0, metavar="P",
                     help="corpus, corpus4d: share of subjects whose eye openings show an eyeball surface, as "
                          "scanners see eyes (the face models have holes or sockets there), 0-1")
@@ -138,6 +141,10 @@ def _corpus(args: argparse.Namespace) -> int:
             raise ConfigError(f"--closed-mouth must be between 0 and 1, not {args.closed_mouth}")
         if args.closed_mouth and args.layout == "corpus4d":
             raise ConfigError("--closed-mouth is drawn per scan: use it with --layout corpus")
+        if not 0.0 <= args.crosstalk <= 1.0:
+            raise ConfigError(f"--crosstalk must be between 0 and 1, not {args.crosstalk}")
+        if args.crosstalk and args.layout != "corpus":
+            raise ConfigError("--crosstalk is drawn per scan: use it with --layout corpus")
         if not 0.0 <= args.eyeballs <= 1.0:
             raise ConfigError(f"--eyeballs must be between 0 and 1, not {args.eyeballs}")
         if not 0.0 <= args.style_jitter <= 1.0:
@@ -173,7 +180,8 @@ def _corpus(args: argparse.Namespace) -> int:
             models = {n: models[n] for n in want}
         cfg = CorpusConfig(subjects=args.subjects, seed=args.seed, families=fams, levels=args.intensities,
                            val_fraction=args.val_frac, test_fraction=args.test_frac,
-                           style=StyleJitter(probability=args.style_jitter), au_gain_sd=args.au_gain_sd)
+                           style=StyleJitter(probability=args.style_jitter), au_gain_sd=args.au_gain_sd,
+                           crosstalk=args.crosstalk)
         if pose:
             cfg = replace(cfg, nuisance=replace(cfg.nuisance, **pose))
         if args.closed_mouth:

@@ -48,6 +48,36 @@ class CorpusConfig:
     nuisance: Nuisance = field(default_factory=lambda: Nuisance(vertices=(3000, 20000)))
     style: StyleJitter = field(default_factory=StyleJitter)
     au_gain_sd: float = 0.0  # per subject and AU, every intensity x exp(N(0, sd)): another sculptor's sizes
+    crosstalk: float = 0.0  # share of expressive scans given 1-2 of the emotion's CROSSTALK AUs
+
+
+# AUs that come with an emotion outside its EMFACS prototypes: in spontaneous and posed data (disgust with the brows
+# lowered, anger with a sneer or a raised upper lip, fear and surprise with the lips parted or funnelled, sadness with
+# the lids lowered or the gaze down) and in recipe books written by others
+CROSSTALK: dict[str, tuple[str, ...]] = {
+    "happiness": ("AU7", "AU14", "AU25", "AU26", "AU1"),
+    "sadness": ("AU7", "AU17", "AU25", "AU43", "AU64", "AU20"),
+    "surprise": ("AU7", "AU22", "AU25", "AU20"),
+    "fear": ("AU7", "AU22", "AU25", "AU26"),
+    "disgust": ("AU4", "AU6", "AU7", "AU17", "AU25", "AU43"),
+    "anger": ("AU9", "AU10", "AU17", "AU18", "AU24", "AU26"),
+}
+_LEVEL_SCALE = {1: 0.3, 2: 0.55, 3: 0.8, 4: 1.0}
+
+
+def add_crosstalk(aus: Mapping[str, tuple[float, float]], emotion: str, level: int,
+                  rng: np.random.Generator) -> dict:
+    """``aus`` plus 1-2 of ``emotion``'s :data:`CROSSTALK` AUs at 0.2-0.6 of full (times the level's scale), both
+    sides; an AU already there keeps the larger intensity."""
+    out = dict(aus)
+    pool = CROSSTALK.get(emotion, ())
+    if not pool or level <= 0:
+        return out
+    for au in rng.choice(pool, size=min(len(pool), int(rng.integers(1, 3))), replace=False):
+        w = float(rng.uniform(0.2, 0.6)) * _LEVEL_SCALE.get(int(level), 1.0)
+        left, right = out.get(str(au), (0.0, 0.0))
+        out[str(au)] = (max(left, w), max(right, w))
+    return out
 
 
 def au_gains(model: FaceModel, sd: float, rng: np.random.Generator) -> dict[str, float]:
@@ -92,12 +122,16 @@ def _expression_fn(family: str, model: FaceModel):
 
 def make_scan(model: FaceModel, family: str, emotion: str, level: int, rng: np.random.Generator, *,
               identity: np.ndarray | None = None, nuisance: Nuisance = Nuisance(),
-              style: StyleJitter | None = None, gains: Mapping[str, float] | None = None) -> RandomScan:
+              style: StyleJitter | None = None, gains: Mapping[str, float] | None = None,
+              crosstalk: float = 0.0) -> RandomScan:
     """One scan of ``emotion`` at ``level`` drawn from ``family`` on ``model`` (see the module doc); ``gains``
-    (:func:`au_gains`) scale each AU's intensities."""
+    (:func:`au_gains`) scale each AU's intensities; with probability ``crosstalk`` the AU families get
+    :func:`add_crosstalk`."""
     fn = _expression_fn(family, model)
     level = 0 if emotion == "neutral" else int(level)
     aus, extra = fn(emotion, level, rng)
+    if crosstalk > 0 and level > 0 and family != "sculpt" and rng.random() < crosstalk:
+        aus = add_crosstalk(aus, emotion, level, rng)
     aus = scale_aus(aus, gains)
     return sample_scan(model, emotion, level, rng, expression=lambda e, l, r: aus, family=family,
                        identity=identity, nuisance=nuisance, extra_delta=extra, style=style)
@@ -175,7 +209,7 @@ def write_corpus(cfg: CorpusConfig, models: Mapping[str, FaceModel], out_dir: st
             for emotion in cfg.emotions:
                 for level in ((0,) if emotion == "neutral" else cfg.levels):
                     scan = make_scan(p.model, family, emotion, level, p.rng, identity=ident, nuisance=cfg.nuisance,
-                                     style=cfg.style, gains=gains)
+                                     style=cfg.style, gains=gains, crosstalk=cfg.crosstalk)
                     rel = f"{p.name}/{p.subject}/{CODES[emotion]}{level}_{family}.ply"
                     atomic_write_bytes(out / rel, _ply_bytes(scan.mesh.vertices, scan.mesh.faces))
                     rows.append({"path": rel, "label": emotion, "subject": p.subject, "intensity": level,
