@@ -137,18 +137,12 @@ def _corpus(args: argparse.Namespace) -> int:
             raise ConfigError(f"unknown expression famil(ies) {bad}; choose from {', '.join(FAMILIES)}")
         if not 0.0 <= args.au_gain_sd <= 2.0:
             raise ConfigError(f"--au-gain-sd must be between 0 and 2, not {args.au_gain_sd}")
-        if not 0.0 <= args.closed_mouth <= 1.0:
-            raise ConfigError(f"--closed-mouth must be between 0 and 1, not {args.closed_mouth}")
-        if args.closed_mouth and args.layout == "corpus4d":
-            raise ConfigError("--closed-mouth is drawn per scan: use it with --layout corpus")
-        if not 0.0 <= args.crosstalk <= 1.0:
-            raise ConfigError(f"--crosstalk must be between 0 and 1, not {args.crosstalk}")
-        if args.crosstalk and args.layout != "corpus":
-            raise ConfigError("--crosstalk is drawn per scan: use it with --layout corpus")
-        if not 0.0 <= args.eyeballs <= 1.0:
-            raise ConfigError(f"--eyeballs must be between 0 and 1, not {args.eyeballs}")
-        if not 0.0 <= args.style_jitter <= 1.0:
-            raise ConfigError(f"--style-jitter must be between 0 and 1, not {args.style_jitter}")
+        for share in ("closed_mouth", "crosstalk", "eyeballs", "style_jitter"):
+            if not 0.0 <= getattr(args, share) <= 1.0:
+                raise ConfigError(f"--{share.replace('_', '-')} must be between 0 and 1, not {getattr(args, share)}")
+        for per_scan in ("closed_mouth", "crosstalk"):
+            if getattr(args, per_scan) and args.layout == "corpus4d":
+                raise ConfigError(f"--{per_scan.replace('_', '-')} is drawn per scan: use it with --layout corpus")
         pose = _pose(args.pose_sd) if args.pose_sd is not None else {}
         if args.makehuman_units and not args.makehuman:
             raise ConfigError("--makehuman-units needs --makehuman DIR")
