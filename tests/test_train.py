@@ -117,6 +117,16 @@ def test_single_process_run_folder_contract(tiny, tmp_path):
     ev = json.loads(out.read_text())
     assert ev["n"] == 8 and ev["accuracy"] == pytest.approx(res["test_accuracy"], abs=1e-6)
     assert out.with_suffix(".png").stat().st_size > 1000
+    ev_args = [sys.executable, "-m", "affectvlm.train.evaluate", "--model", str(run),
+               "--cache-dir", str(tmp_path / "cache")]
+    p = subprocess.run([*ev_args, "--out", str(tmp_path / "ev2.json"), "--prior", "uniform"], cwd=REPO, env=_env(),
+                       capture_output=True, text=True, timeout=200)
+    assert p.returncode == 2 and "at least 20 samples" in p.stderr  # 8 scans: too few to match, said before any work
+    p = subprocess.run([*ev_args, "--out", str(tmp_path / "ev3.json"), "--prior", "uniform", "--prior-by", "folder"],
+                       cwd=REPO, env=_env(), capture_output=True, text=True, timeout=200)
+    assert p.returncode == 0, p.stderr[-3000:]
+    ev3 = json.loads((tmp_path / "ev3.json").read_text())
+    assert ev3["n"] == 8 and ev3["prior"] == {"spec": "uniform", "by": "folder", "transductive": True}
 
 
 def test_torchrun_two_ranks_match_single_process(tiny, tmp_path):

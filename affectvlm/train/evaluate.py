@@ -14,9 +14,11 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from affectvlm.errors import AffectVLMError, ConfigError
+from affectvlm.prior import MIN_ROWS, match_rows, parse_prior
 from affectvlm.runfolder import RunFolder, read_splits, write_json
 from affectvlm.trainconfig import TrainConfig, load_yaml
 from affectvlm.train.metrics import classification_metrics, save_confusion_png
@@ -42,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--per-intensity", action="store_true", help="also report accuracy per intensity level")
     p.add_argument("--device", default="auto", help="auto (CUDA when present, the default), cpu, cuda, cuda:N")
+    p.add_argument("--prior", metavar="SPEC",
+                   help="match the scored set's class balance before taking labels, as `affectvlm predict --prior` "
+                        "(transductive; the metrics record it)")
+    p.add_argument("--prior-by", choices=("set", "folder"), default="set", help="with --prior: the whole set or "
+                   "each folder apart")
     p.add_argument("--no-landmarks", action="store_true",
                    help="skip the landmark error against .bnd files beside the scans")
     return p
@@ -90,6 +97,11 @@ def run_eval(args: argparse.Namespace) -> dict:
     samples = expand_frames(samples, n_frames=base.frames_per_sequence)
     if not samples:
         raise ConfigError(f"{data}: no samples to evaluate")
+    prior = parse_prior(args.prior, classes) if args.prior else None
+    if prior is None and args.prior_by != "set":
+        raise ConfigError(f"--prior-by {args.prior_by} needs --prior SPEC (the balance to match)")
+    if prior is not None and args.prior_by == "set" and len(samples) < MIN_ROWS:
+        raise ConfigError(f"--prior needs at least {MIN_ROWS} samples to match; {data} gives {len(samples)}")
     settings = model.render
     if args.views:
         from dataclasses import replace
@@ -100,15 +112,22 @@ def run_eval(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     cache.warm([s.path for s in samples])
     cidx = {c: i for i, c in enumerate(classes)}
-    y_true, y_pred = [], []
+    y_true, probs = [], []
     model.eval()
     with torch.no_grad():
         for i in range(0, len(samples), args.batch_size):
             chunk = samples[i:i + args.batch_size]
             x = torch.stack([torch.from_numpy(cache.get(s.path)) for s in chunk]).float().div_(255)
-            y_pred += model(x.to(device)).argmax(1).tolist()
+            probs += torch.softmax(model(x.to(device)).float(), -1).cpu().tolist()
             y_true += [cidx[s.label] for s in chunk]
+    if prior is not None:  # the rows predict would give, matched as predict --prior matches them
+        rows = [{"file": str(s.path), "frame": "", "error": "", **dict(zip(classes, p))} for s, p in zip(samples, probs)]
+        match_rows(rows, classes, prior, by=args.prior_by)
+        probs = [[r[c] for c in classes] for r in rows]
+    y_pred = [int(np.argmax(p)) for p in probs]
     out = classification_metrics(y_true, y_pred, classes)
+    if prior is not None:
+        out["prior"] = {"spec": args.prior, "by": args.prior_by, "transductive": True}
     for attr in ("intensity", "family", "face_model"):
         per = per_group(samples, y_true, y_pred, attr)
         if per or (attr == "intensity" and args.per_intensity):
@@ -137,7 +156,6 @@ def per_group(samples: Sequence, y_true: Sequence[int], y_pred: Sequence[int], a
 def landmark_error(samples: Sequence, settings) -> dict | None:
     """Error (scan units, mm for BU-3DFE) of the face-frame network's 83 landmarks against the ``.bnd`` files
     beside the scans; None when no scan has one. Scans are oriented as the model's render settings say."""
-    import numpy as np
 
     from affectvlm.geometry import canonicalise
     from affectvlm.io import load_mesh
