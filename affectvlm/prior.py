@@ -2,7 +2,7 @@
 
 A face model, scanner or population the model never saw can make every scan lean towards one emotion (a
 face that looks disgusted at rest, say). When a whole labelled set is scored and its class balance is known,
-as it is for BU-3DFE, BU-4DFE or Bosphorus by design, that lean can be measured on the set itself and taken
+as it is by design for BU-3DFE and BU-4DFE, that lean can be measured on the set itself and taken
 out: one offset per class is added to every scan's log-probabilities, chosen so that the mean of the
 renormalised probabilities over the set equals the stated prior (the dual of a one-sided Sinkhorn balance).
 Every scan is moved by the same offsets: what one scan shows more than another is kept, the set-wide lean is not.
