@@ -159,7 +159,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from affectvlm.model import load_model
     from affectvlm.model.devices import resolve_device
     from affectvlm.predict import format_table, predict, rows_to_csv, rows_to_json, write_rows
-    from affectvlm.prior import match_rows, parse_prior
+    from affectvlm.prior import match_rows, parse_prior, summarise
     from affectvlm.prompts import parse_classes
     from affectvlm.shard import predict_sharded, shard_from_env
 
@@ -197,7 +197,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         rows = predict(args.inputs, model, progress=progress, on_row=on_row, **kw)
     if prior is not None:
-        _report_prior(args.prior, args.prior_by, match_rows(rows, model.classes, prior, by=args.prior_by))
+        for note in summarise(match_rows(rows, model.classes, prior, by=args.prior_by), args.prior_by):
+            _err(("warning: " if note.warning else "") + f"--prior {args.prior}"
+                 + (" by folder: " if args.prior_by == "folder" else ": ") + note.text)
     if args.out:
         if shard is None or prior is not None:
             write_rows(rows, args.out, landmarks=args.landmarks)
@@ -211,29 +213,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(format_table(rows, model.classes))
     return 1 if any(r["error"] for r in rows) else 0
-
-
-def _report_prior(spec: str, by: str, done: list) -> None:
-    """One stderr line per kind of row: what --prior matched and what it left as scored."""
-    from affectvlm.prior import MIN_ROWS
-
-    for kind in ("scan", "sequence"):
-        ms = [m for m in done if m.kind == kind]
-        matched, short = [m for m in ms if m.offsets], [m for m in ms if not m.offsets]
-        if by == "set":
-            for m in matched:
-                lean = ", ".join(f"{c} {-x:+.2f}" for c, x in m.offsets.items() if x)
-                _err(f"--prior {spec}: matched over {m.rows} {kind}s (the set's lean in log-probability: {lean})")
-            for m in short:
-                _err(f"warning: --prior {spec}: only {m.rows} {kind}(s) scored; matching needs at least {MIN_ROWS}, "
-                     "so they are as scored")
-        elif ms:
-            line = (f"--prior {spec} by folder: matched {sum(m.rows for m in matched)} {kind}s in {len(matched)} "
-                    "folder(s)")
-            if short:
-                line += (f"; {sum(m.rows for m in short)} in {len(short)} folder(s) with fewer rows than classes "
-                         "are as scored")
-            _err(("warning: " if not matched else "") + line)
 
 
 def cmd_render(args: argparse.Namespace) -> int:

@@ -30,7 +30,8 @@ import numpy as np
 from affectvlm.errors import ConfigError
 from affectvlm.results import Row, as_probs, top_class
 
-__all__ = ["MIN_ROWS", "PRIOR_GROUPS", "PriorMatch", "parse_prior", "match_prior", "match_rows"]
+__all__ = ["MIN_ROWS", "PRIOR_GROUPS", "PriorMatch", "PriorNote", "parse_prior", "match_prior", "match_rows",
+           "summarise"]
 MIN_ROWS = 20  # fewer scans say too little about a set's lean to correct it
 PRIOR_GROUPS = ("set", "folder")
 
@@ -43,6 +44,14 @@ class PriorMatch:
     rows: int
     offsets: dict[str, float]  # added to each class's log-probability; empty when too few rows to match
     group: str = ""  # the folder, with ``by="folder"``
+
+
+@dataclass(frozen=True)
+class PriorNote:
+    """One line for the user about a matching: ``warning`` when rows were left as scored and none matched."""
+
+    warning: bool
+    text: str
 
 
 def parse_prior(spec: str, classes: Sequence[str]) -> np.ndarray:
@@ -129,3 +138,26 @@ def match_rows(rows: list[Row], classes: Sequence[str], prior: np.ndarray, *, by
                 rows[i]["label"], rows[i]["confidence"] = top_class(classes, probs)
             out.append(PriorMatch(kind, len(members), {c: round(float(x), 4) for c, x in zip(classes, b)}, group))
     return out
+
+
+def summarise(done: Sequence[PriorMatch], by: str = "set") -> list[PriorNote]:
+    """What :func:`match_rows` did, a line per kind of row (what the CLI prints and the Batch page shows)."""
+    notes = []
+    for kind in ("scan", "sequence"):
+        matched = [m for m in done if m.kind == kind and m.offsets]
+        short = [m for m in done if m.kind == kind and not m.offsets]
+        if by == "set":
+            for m in matched:
+                lean = ", ".join(f"{c} {-x:+.2f}" for c, x in m.offsets.items() if x)
+                notes.append(PriorNote(False, f"matched over {m.rows} {kind}s (the set's lean in log-probability: "
+                                              f"{lean})"))
+            for m in short:
+                notes.append(PriorNote(True, f"only {m.rows} {kind}(s) scored; matching needs at least {MIN_ROWS}, "
+                                             "so they are as scored"))
+        elif matched or short:
+            text = f"matched {sum(m.rows for m in matched)} {kind}s in {len(matched)} folder(s)"
+            if short:
+                text += (f"; {sum(m.rows for m in short)} in {len(short)} folder(s) with fewer rows than classes "
+                         "are as scored")
+            notes.append(PriorNote(not matched, text))
+    return notes

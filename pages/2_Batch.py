@@ -9,13 +9,12 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from affectvlm.app.batch import collect_batch, rows_download
+from affectvlm.app.batch import collect_batch, match_batch, rows_download
 from affectvlm.app.state import kept
 from affectvlm.app.uploads import UPLOAD_TYPES, signature
 from affectvlm.app.widgets import get_model, orientation_box, page_header, settings, show_error
 from affectvlm.errors import AffectVLMError
-from affectvlm.predict import class_names, predict
-from affectvlm.prior import MIN_ROWS, match_rows, parse_prior
+from affectvlm.predict import predict
 
 choice = page_header("Batch: score many scans", "Batch")
 S = settings()
@@ -52,27 +51,16 @@ by_folder = st.checkbox("Match each folder apart (a subject's folder, when every
 
 
 def matched(rows: list[dict]) -> list[dict]:
-    """The rows with the set's class balance matched to ``prior_spec`` (the scored rows stay as they are)."""
+    """The rows to show: as scored, or with the class balance typed in matched on a copy."""
     if not prior_spec.strip():
         return rows
-    classes = class_names(rows)
-    out = [dict(r) for r in rows]
     try:
-        prior = parse_prior(prior_spec, classes)
+        out, notes = match_batch(rows, prior_spec, by_folder=by_folder)
     except AffectVLMError as e:
         show_error(e)  # the table still shows, as scored
         return rows
-    done = match_rows(out, classes, prior, by="folder" if by_folder else "set")
-    for kind in ("scan", "sequence"):
-        ok = [m for m in done if m.kind == kind and m.offsets]
-        short = [m for m in done if m.kind == kind and not m.offsets]
-        if ok:
-            st.info(f"Class balance matched over {sum(m.rows for m in ok)} {kind}s"
-                    + (f" in {len(ok)} folder(s)." if by_folder else "."))
-        if short:
-            need = "one per class in a folder" if by_folder else f"at least {MIN_ROWS}"
-            st.warning(f"{sum(m.rows for m in short)} {kind}(s) left as scored: matching a class balance needs "
-                       f"{need}.")
+    for note in notes:
+        (st.warning if note.warning else st.info)(f"Class balance: {note.text}.")
     return out
 
 

@@ -101,3 +101,15 @@ def test_match_rows_by_folder_takes_out_each_subjects_own_lean():
     assert small == rows[:5]
     with pytest.raises(ConfigError, match="--prior-by"):
         match_rows(rows, CLASSES, uniform, by="subject")
+
+
+def test_summarise_says_what_was_matched_and_what_was_not():
+    from affectvlm.prior import PriorMatch, summarise
+
+    done = [PriorMatch("scan", 30, {"neutral": 0.5, "anger": -0.5}), PriorMatch("sequence", 4, {})]
+    notes = summarise(done)
+    assert [n.warning for n in notes] == [False, True]
+    assert "matched over 30 scans" in notes[0].text and "anger +0.50" in notes[0].text
+    assert "only 4 sequence(s)" in notes[1].text
+    folders = summarise([PriorMatch("scan", 7, {}, "F1"), PriorMatch("scan", 3, {}, "F2")], by="folder")
+    assert len(folders) == 1 and folders[0].warning and "matched 0 scans in 0 folder(s); 10 in 2" in folders[0].text

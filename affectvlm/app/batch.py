@@ -1,5 +1,5 @@
-"""The Batch page: many scans from uploaded files and zips (each within the size limits), and the
-results as downloads in the same schema as ``affectvlm predict --out``."""
+"""The Batch page: many scans from uploaded files and zips (each within the size limits), the results as
+downloads in the same schema as ``affectvlm predict --out``, and a known class balance matched on them."""
 from __future__ import annotations
 
 import io as _io
@@ -59,3 +59,17 @@ def rows_download(rows: Sequence[dict[str, Any]], fmt: str) -> bytes:
     if fmt == "json":
         return rows_to_json(list(rows)).encode("utf-8")
     raise ConfigError(f"download format must be csv or json, got {fmt!r}")
+
+
+def match_batch(rows: Sequence[dict[str, Any]], spec: str, *, by_folder: bool = False) -> tuple[list[dict[str, Any]],
+                                                                                                list]:
+    """A copy of ``rows`` with the class balance ``spec`` matched (``affectvlm.prior``, as ``affectvlm predict
+    --prior``; the scored rows are not touched) and the notes to show; ConfigError for a bad ``spec``."""
+    from affectvlm.predict import class_names
+    from affectvlm.prior import match_rows, parse_prior, summarise
+
+    classes = class_names(rows)
+    prior = parse_prior(spec, classes)
+    out = [dict(r) for r in rows]
+    by = "folder" if by_folder else "set"
+    return out, summarise(match_rows(out, classes, prior, by=by), by)
