@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import io as _io
 import zipfile
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from affectvlm.errors import ConfigError, InputError
 from affectvlm.io import MESH_EXTENSIONS
 from affectvlm.limits import Limits, default_limits
 from affectvlm.app.uploads import safe_name
+
+if TYPE_CHECKING:
+    from affectvlm.prior import PriorNote
 
 
 def batch_members(zip_data: bytes, source: str, *, limits: Limits | None = None) -> list[tuple[str, bytes]]:
@@ -61,8 +64,8 @@ def rows_download(rows: Sequence[dict[str, Any]], fmt: str) -> bytes:
     raise ConfigError(f"download format must be csv or json, got {fmt!r}")
 
 
-def match_batch(rows: Sequence[dict[str, Any]], spec: str, *, by_folder: bool = False) -> tuple[list[dict[str, Any]],
-                                                                                                list]:
+def match_batch(rows: Sequence[dict[str, Any]], spec: str, *,
+                by_folder: bool = False) -> tuple[list[dict[str, Any]], list["PriorNote"]]:
     """A copy of ``rows`` with the class balance ``spec`` matched (``affectvlm.prior``, as ``affectvlm predict
     --prior``; the scored rows are not touched) and the notes to show; ConfigError for a bad ``spec``."""
     from affectvlm.predict import class_names

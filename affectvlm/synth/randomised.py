@@ -141,6 +141,23 @@ def boundary_loops(faces: np.ndarray) -> list[np.ndarray]:
     return loops
 
 
+_LANDMARK_IDS: dict[tuple[str, int], np.ndarray] = {}
+
+
+def landmark_vertices(model: FaceModel) -> np.ndarray:
+    """The 83 vertex ids of ``model``'s landmarks (BU-3DFE's order): its own, or the vertices nearest the face-frame
+    network's landmarks on its neutral face (InputError when no network is installed)."""
+    if len(model.landmarks) == 83:
+        return np.asarray(model.landmarks, dtype=np.int64)
+    key = (model.name, len(model.neutral))
+    if key not in _LANDMARK_IDS:
+        from affectvlm.synth.transfer import neutral_landmarks
+
+        n = model.neutral.astype(np.float64)
+        _LANDMARK_IDS[key] = np.array([int(((n - p) ** 2).sum(1).argmin()) for p in neutral_landmarks(model)])
+    return _LANDMARK_IDS[key]
+
+
 _MOUTH_LOOPS: dict[tuple[str, int, int], np.ndarray | None] = {}
 
 
@@ -156,12 +173,7 @@ def mouth_loop(model: FaceModel) -> np.ndarray | None:
     inner = [loop for i, loop in enumerate(loops) if i != outline and len(loop) >= 6]  # the outline is no mouth
     found = None
     if inner:
-        if len(model.landmarks) == 83:
-            L = v[model.landmarks]
-        else:
-            from affectvlm.synth.transfer import neutral_landmarks
-
-            L = neutral_landmarks(model)
+        L = v[landmark_vertices(model)]
         centre, width = L[48:68].mean(0), float(np.ptp(L[48:68, 0]))
         best = np.inf
         for loop in inner:
@@ -187,28 +199,16 @@ def close_mouth(model: FaceModel, v: np.ndarray, sink_mm: float) -> tuple[np.nda
     return np.vstack([v, centre]), np.vstack([np.asarray(model.faces, np.int64), fan])
 
 
-_EYE_IDS: dict[tuple[str, int], np.ndarray | None] = {}
-
-
 def eye_landmarks(model: FaceModel, v: np.ndarray) -> np.ndarray | None:
-    """(2, 8, 3) eyelid landmarks of the face ``v`` (BU-3DFE's 83-point order: 0-7 one eye, 8-15 the other):
-    the model's landmark vertices, or the vertices nearest the face-frame network's landmarks on its neutral."""
-    if len(model.landmarks) == 83:
-        return v[np.asarray(model.landmarks)[:16]].reshape(2, 8, 3)
-    key = (model.name, len(model.neutral))
-    if key not in _EYE_IDS:
-        from affectvlm.errors import InputError
-        from affectvlm.synth.transfer import neutral_landmarks
+    """(2, 8, 3) eyelid landmarks of the face ``v`` (BU-3DFE's 83-point order: 0-7 one eye, 8-15 the other) at
+    :func:`landmark_vertices`; None when the model has no landmarks and no network can find them."""
+    from affectvlm.errors import InputError
 
-        try:
-            L = neutral_landmarks(model)[:16]
-        except InputError:
-            _EYE_IDS[key] = None
-        else:
-            n = model.neutral.astype(np.float64)
-            _EYE_IDS[key] = np.array([int(((n - p) ** 2).sum(1).argmin()) for p in L])
-    ids = _EYE_IDS[key]
-    return None if ids is None else v[ids].reshape(2, 8, 3)
+    try:
+        ids = landmark_vertices(model)
+    except InputError:
+        return None
+    return v[ids[:16]].reshape(2, 8, 3)
 
 
 def _inside_polygon(pts: np.ndarray, poly: np.ndarray) -> np.ndarray:
