@@ -35,6 +35,8 @@ CONDITIONS = {
     "yaw20": dict(yaw_deg=40.0),
     "pitch15": dict(pitch_deg=30.0),
     "roll10": dict(roll_deg=20.0),
+    "sparse1.5k": dict(vertices=(1500, 1500)),
+    "sparse800": dict(vertices=(800, 800)),
     "dense22k": dict(vertices=(35000, 35000)),
     "dense22k-noise0.2": dict(vertices=(35000, 35000), noise_mm=(0.2, 0.2)),
     "eyeballs": dict(eyeballs=1.0),

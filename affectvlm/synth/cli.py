@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--rocketbox", metavar="DIR",
                     help="corpus: Microsoft Rocketbox avatar FBX files with HeadBox's FACS blend shapes (a folder or "
                          "one file); each avatar is a face model 'rocketbox-NAME'")
+    ap.add_argument("--gltf", metavar="DIR",
+                    help="corpus: avatar heads in binary glTF (.glb) with ARKit-named morph targets (a folder or one "
+                         "file; Ready Player Me, Avaturn, MPFB...); each is a face model 'gltf-NAME'")
     ap.add_argument("--face-models", metavar="NAMES", default=None,
                     help="corpus: write only these face models (comma-separated names, e.g. "
                          "ict-facekit@makehuman-units), after --expressions made them")
@@ -147,13 +150,13 @@ def _corpus(args: argparse.Namespace) -> int:
         if args.makehuman_units and not args.makehuman:
             raise ConfigError("--makehuman-units needs --makehuman DIR")
         models = load_face_models(args.facekit, args.makehuman, args.facshuman, makehuman_units=args.makehuman_units,
-                                  rocketbox=args.rocketbox, cache=not args.no_cache)
+                                  rocketbox=args.rocketbox, gltf=args.gltf, cache=not args.no_cache)
         if not models:
-            raise ConfigError("name at least one face model: --facekit, --makehuman and/or --rocketbox")
+            raise ConfigError("name at least one face model: --facekit, --makehuman, --rocketbox and/or --gltf")
         if args.expressions != "own":
             if len(models) < 2:
                 raise ConfigError(f"--expressions {args.expressions} needs two face models (--facekit, --makehuman, "
-                                  "--rocketbox)")
+                                  "--rocketbox, --gltf)")
             from affectvlm.synth.transfer import with_mixed_expressions, with_swapped_expressions
 
             if args.expressions == "mixed":

@@ -17,7 +17,7 @@ from typing import Mapping
 
 import numpy as np
 
-__all__ = ["FaceModel", "apply_aus", "au_base", "ict_face_model", "load_face_models"]
+__all__ = ["FaceModel", "apply_aus", "arkit_action_units", "au_base", "ict_face_model", "load_face_models"]
 
 # AU -> ARKit blendshapes for units the default recipe book leaves out (AU11 has no ARKit shape: a weak
 # upper-lip raise stands in for the nasolabial deepener)
@@ -99,6 +99,46 @@ def apply_aus(model: FaceModel, base: np.ndarray, aus: Mapping[str, tuple[float,
     return v
 
 
+def arkit_action_units(shapes: Mapping[str, np.ndarray], book=None) -> dict[str, np.ndarray]:
+    """AU targets (``"AU12L"``/``"AU12R"``, mm) composed from ARKit-named blendshape deltas (``browDown_L``...)
+    with a recipe book's ``action_units`` map; units it leaves out come from ``_ICT_EXTRA_AUS`` when all their
+    shapes are there. ``_L`` / ``_R`` shapes go to the AU's sides, the others half to each side; a sided shape the
+    model has only unsided (``browInnerUp``) takes half of that shape, spread over both sides, per side named;
+    shapes a model lacks are skipped (an AU with none of its shapes is left out)."""
+    from affectvlm.synth.recipes import RecipeBook
+
+    book = book or RecipeBook.load()
+    extra = {au: m for au, m in _ICT_EXTRA_AUS.items() if au not in book.action_units and all(bs in shapes for bs in m)}
+    shape0 = next(iter(shapes.values()))
+    targets: dict[str, np.ndarray] = {}
+    for au, weights in {**book.action_units, **extra}.items():
+        left = np.zeros_like(shape0, dtype=np.float64)
+        right = np.zeros_like(shape0, dtype=np.float64)
+        found = False
+        for bs, w in weights.items():
+            side = bs[-2:] if bs[-2:] in ("_L", "_R") else ""
+            if bs in shapes:
+                d = np.asarray(shapes[bs], dtype=np.float64) * w
+            elif side and bs[:-2] in shapes:  # a model with one shape for both sides (ARKit's browInnerUp)
+                d = 0.5 * np.asarray(shapes[bs[:-2]], dtype=np.float64) * w
+                side = ""
+            else:
+                continue
+            found = True
+            if side == "_L":
+                left += d
+            elif side == "_R":
+                right += d
+            else:
+                left += 0.5 * d
+                right += 0.5 * d
+        if not found:
+            continue
+        targets[au + "L"] = left.astype(np.float32)
+        targets[au + "R"] = right.astype(np.float32)
+    return targets
+
+
 def ict_face_model(kit, recipes=None) -> FaceModel:
     """ICT-FaceKit (:func:`affectvlm.synth.load_facekit`) as a :class:`FaceModel`.
 
@@ -112,24 +152,8 @@ def ict_face_model(kit, recipes=None) -> FaceModel:
     rig = FaceRig(kit, crop="none")
     mm = float(kit.units_to_mm)
     mask_all = _ellipse_mask(kit)
-    # units the recipe book does not map come from _ICT_EXTRA_AUS, when the model has their blendshapes
-    extra = {au: shapes for au, shapes in _ICT_EXTRA_AUS.items()
-             if au not in book.action_units and all(bs in kit.expression_names for bs in shapes)}
-    targets: dict[str, np.ndarray] = {}
-    for au, shapes in {**book.action_units, **extra}.items():
-        left = np.zeros_like(rig.neutral)
-        right = np.zeros_like(rig.neutral)
-        for bs, w in shapes.items():
-            d = rig.expressions[kit.expression_index(bs)] * w
-            if bs.endswith("_L"):
-                left += d
-            elif bs.endswith("_R"):
-                right += d
-            else:
-                left += 0.5 * d
-                right += 0.5 * d
-        targets[au + "L"] = (left * mm).astype(np.float32)
-        targets[au + "R"] = (right * mm).astype(np.float32)
+    shapes = {bs: rig.expressions[kit.expression_index(bs)] * mm for bs in kit.expression_names}
+    targets = arkit_action_units(shapes, book)
     centre = rig.neutral[mask_all[rig.vertex_ids]].mean(0)
     return FaceModel(
         name="ict-facekit",
@@ -146,10 +170,11 @@ def ict_face_model(kit, recipes=None) -> FaceModel:
 
 
 def load_face_models(facekit=None, makehuman=None, facshuman=None, *, makehuman_units: str | None = None,
-                     rocketbox=None, cache: bool = True) -> dict[str, FaceModel]:
+                     rocketbox=None, gltf=None, cache: bool = True) -> dict[str, FaceModel]:
     """The face models in the folders a user names, by model name (ICT-FaceKit; MakeHuman + FACSHuman; with
     ``makehuman_units`` (an ethnicity), also ``makehuman-units``: MakeHuman's own expression units;
-    ``rocketbox``: Rocketbox avatar FBX files with HeadBox's AU shapes, one model each)."""
+    ``rocketbox``: Rocketbox avatar FBX files with HeadBox's AU shapes, one model each; ``gltf``: GLB avatars
+    with ARKit-named morph targets, one model each)."""
     models: dict[str, FaceModel] = {}
     if facekit:
         from affectvlm.synth.facekit import load_facekit
@@ -169,4 +194,8 @@ def load_face_models(facekit=None, makehuman=None, facshuman=None, *, makehuman_
         from affectvlm.synth.rocketbox import load_rocketbox
 
         models.update(load_rocketbox(rocketbox))
+    if gltf:
+        from affectvlm.synth.gltf import load_gltf_heads
+
+        models.update(load_gltf_heads(gltf))
     return models

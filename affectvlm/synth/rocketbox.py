@@ -22,15 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from affectvlm.errors import InputError
+from affectvlm.synth.avatar import NECK_MM, avatar_face_model
 from affectvlm.synth.facemodel import FaceModel
 from affectvlm.synth.fbx import FbxNode, read_fbx
 
 __all__ = ["load_rocketbox", "rocketbox_face_model", "NECK_MM"]
 
 _AU_SHAPE = re.compile(r"^AU_(\d{1,2})_(?:([LR])_)?[A-Za-z]")
-NECK_MM = 40.0  # neck kept below the lowest point the AU shapes move (the chin)
-DEPTH_MM = 160.0  # kept behind the most forward point: face and ears, as a frontal scanner sees (no back of head)
-HALF_WIDTH_MM = 100.0  # kept either side of the face's centre line (no shoulders)
 _MAX_FILES = 500
 
 
@@ -132,18 +130,6 @@ def _mesh_and_shapes(root: FbxNode, src: str) -> tuple[np.ndarray, np.ndarray, d
     return v, tris, deltas, up
 
 
-def _frame(v: np.ndarray, moved: np.ndarray, up: np.ndarray) -> np.ndarray:
-    """Rotation (rows: x, y, z) taking file axes to +Y up and the face toward +Z: up from the file, front as
-    the horizontal axis (of the two file axes across ``up``) along which the moving face lies off the head."""
-    across = [e for e in np.eye(3) if abs(e @ up) < 0.5]
-    h = v @ up
-    band = (h >= h[moved].min()) & (h <= h[moved].max())  # the head at the face's height
-    off = v[moved].mean(0) - v[band].mean(0)
-    d = max(across, key=lambda e: abs(off @ e))
-    front = d * np.sign(off @ d) if off @ d != 0 else d
-    return np.stack([np.cross(up, front), up, front])
-
-
 def rocketbox_face_model(path: str | os.PathLike, *, name: str | None = None) -> FaceModel:
     """One Rocketbox avatar FBX (with HeadBox's AU shapes) as a :class:`FaceModel` (see the module doc)."""
     src = str(path)
@@ -153,61 +139,16 @@ def rocketbox_face_model(path: str | os.PathLike, *, name: str | None = None) ->
     for k, d in deltas.items():
         m = _AU_SHAPE.match(k)
         targets.setdefault(f"AU{int(m.group(1))}", {})[m.group(2) or ""] = d
-    moved = np.zeros(len(v), dtype=bool)
-    for sides in targets.values():
-        for d in sides.values():
-            moved |= np.linalg.norm(d, axis=1) > 1e-3
-    if moved.sum() < 20:
-        raise InputError(src, "the FBX file's AU blend shapes move almost nothing")
-    R = _frame(v, moved, up)
-    v = v @ R.T
     au: dict[str, np.ndarray] = {}
     for base, sides in targets.items():
         if "L" in sides and "R" in sides:
-            au[base + "L"], au[base + "R"] = sides["L"] @ R.T, sides["R"] @ R.T
+            au[base + "L"], au[base + "R"] = sides["L"], sides["R"]
         elif "" in sides:
-            au[base] = sides[""] @ R.T
-    # the subject's left is +X: HeadBox's L shapes should move the +X half; swap the names if they do not
-    sided = [b for b in targets if b + "L" in au]
-    lx = []
-    for b in sided:
-        left = np.linalg.norm(au[b + "L"], axis=1) > 1e-3
-        if left.any():
-            lx.append(v[left, 0].mean())
-    if lx and float(np.median(lx)) < 0:
-        for b in sided:
-            au[b + "L"], au[b + "R"] = au[b + "R"], au[b + "L"]
-    lo, hi = v[moved].min(0), v[moved].max(0)
-    cx = (lo[0] + hi[0]) / 2
-    head = v[:, 1] > lo[1] - NECK_MM
-    keep = head & (v[:, 2] > v[head, 2].max() - DEPTH_MM) & (np.abs(v[:, 0] - cx) < HALF_WIDTH_MM)
-    from affectvlm.synth.rig import largest_component
-
-    f = largest_component(tris[keep[tris].all(1)], len(v))
-    if len(f) < 100:
-        raise InputError(src, "the FBX avatar's head has too few triangles")
-    used = np.unique(f)
-    remap = -np.ones(len(v), dtype=np.int64)
-    remap[used] = np.arange(len(used))
-    centre = (lo + hi) / 2
-    vv = v[used] - centre
-    half = (hi - lo) / 2
-    # BU-3DFE-like face crop: an ellipse from above the brows to the chin, ear to ear, front of the head only
-    rx, ry, cy = half[0] + 15.0, half[1] + 25.0, 10.0
-    mask = ((vv[:, 0] / rx) ** 2 + ((vv[:, 1] - cy) / ry) ** 2 <= 1.0) & (vv[:, 2] > vv[:, 2].max() - 90.0)
+            au[base] = sides[""]
     stem = Path(src).stem.lower().replace("_facial", "")
-    return FaceModel(
-        name=name or f"rocketbox-{re.sub(r'[^a-z0-9]+', '-', stem).strip('-')}",
-        neutral=vv.astype(np.float32),
-        faces=remap[f],
-        identities=np.zeros((0, len(used), 3), np.float32),
-        au_targets={k: d[used].astype(np.float32) for k, d in au.items()},
-        landmarks=np.zeros(0, np.int64),
-        face_mask=mask,
-        source=src,
-        licence="MIT (Microsoft Rocketbox avatars, HeadBox blend shapes)",
-        meta={"fbx_version": int(root.props[0])},
-    )
+    return avatar_face_model(v, tris, au, up, name=name or f"rocketbox-{re.sub(r'[^a-z0-9]+', '-', stem).strip('-')}",
+                             source=src, licence="MIT (Microsoft Rocketbox avatars, HeadBox blend shapes)",
+                             meta={"fbx_version": int(root.props[0])}, what="FBX")
 
 
 def load_rocketbox(folder: str | os.PathLike) -> dict[str, FaceModel]:
