@@ -117,7 +117,7 @@ def test_folder_skips_what_it_cannot_read(tmp_path):
     (tmp_path / "bad.glb").write_bytes(b"nonsense")
     assert list(load_gltf_heads(tmp_path)) == ["gltf-good"]
     (tmp_path / "good.glb").unlink()
-    with pytest.raises(InputError, match="1 GLB files without"):
+    with pytest.raises(InputError, match="1 .glb files without"):
         load_gltf_heads(tmp_path)
     with pytest.raises(InputError, match="no such"):
         load_gltf_heads(tmp_path / "missing")

@@ -9,16 +9,21 @@ the shoulders.
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Callable
+
 import numpy as np
 
 from affectvlm.errors import InputError
 from affectvlm.synth.facemodel import FaceModel, au_base
 
-__all__ = ["avatar_face_model", "NECK_MM"]
+__all__ = ["avatar_face_model", "load_avatars", "NECK_MM"]
 
 NECK_MM = 40.0  # neck kept below the lowest point the expression shapes move (the chin)
 DEPTH_MM = 160.0  # kept behind the most forward point: face and ears, as a frontal scanner sees (no back of head)
 HALF_WIDTH_MM = 100.0  # kept either side of the face's centre line (no shoulders)
+MAX_FILES = 500
 
 
 def _frame(v: np.ndarray, moved: np.ndarray, up: np.ndarray) -> np.ndarray:
@@ -86,3 +91,35 @@ def avatar_face_model(v: np.ndarray, tris: np.ndarray, au: dict[str, np.ndarray]
         licence=licence,
         meta=meta,
     )
+
+
+def load_avatars(folder: str | os.PathLike, suffix: str, read: Callable[[Path], FaceModel], *, kind: str,
+                 lacking: str) -> dict[str, FaceModel]:
+    """Every ``suffix`` file under ``folder`` (or the one file) that ``read`` turns into a face model, by model
+    name; files it refuses are skipped, and none at all is one InputError naming the folder (``kind``: what the
+    files are, ``lacking``: what a skipped file lacked)."""
+    p = Path(folder)
+    if p.is_file():
+        files = [p]
+    elif p.is_dir():
+        files = []
+        for f in sorted(p.rglob("*")):
+            if f.suffix.lower() == suffix and f.is_file():
+                files.append(f)
+                if len(files) > MAX_FILES:
+                    raise InputError(str(folder), f"more than {MAX_FILES} {suffix} files; name a smaller folder")
+    else:
+        raise InputError(str(folder), f"no such {kind} file or folder")
+    models: dict[str, FaceModel] = {}
+    skipped: list[str] = []
+    for f in files:
+        try:
+            m = read(f)
+        except InputError:
+            skipped.append(f.name)
+            continue
+        models[m.name] = m
+    if not models:
+        why = f" ({len(skipped)} {suffix} files without {lacking})" if skipped else f" (no {suffix} files)"
+        raise InputError(str(folder), f"no {kind} with {lacking}" + why)
+    return models

@@ -24,13 +24,12 @@ from pathlib import Path
 import numpy as np
 
 from affectvlm.errors import InputError
-from affectvlm.synth.avatar import avatar_face_model
+from affectvlm.synth.avatar import avatar_face_model, load_avatars
 from affectvlm.synth.facemodel import FaceModel, arkit_action_units
 
 __all__ = ["arkit_name", "gltf_face_model", "load_gltf_heads", "read_glb"]
 
 _MAX_BYTES = 512 * 1024 * 1024
-_MAX_FILES = 500
 _MIN_ARKIT = 10  # a head needs this many ARKit-named targets
 _DTYPES = {5120: np.int8, 5121: np.uint8, 5122: np.int16, 5123: np.uint16, 5125: np.uint32, 5126: np.float32}
 _WIDTH = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4}
@@ -239,28 +238,5 @@ def gltf_face_model(path: str | os.PathLike, *, name: str | None = None, recipes
 
 def load_gltf_heads(folder: str | os.PathLike, recipes=None) -> dict[str, FaceModel]:
     """Every GLB avatar with ARKit-named morph targets under ``folder`` (or one such file), by model name."""
-    p = Path(folder)
-    if p.is_file():
-        files = [p]
-    elif p.is_dir():
-        files = []
-        for f in sorted(p.rglob("*")):
-            if f.suffix.lower() == ".glb" and f.is_file():
-                files.append(f)
-                if len(files) > _MAX_FILES:
-                    raise InputError(str(folder), f"more than {_MAX_FILES} GLB files; name a smaller folder")
-    else:
-        raise InputError(str(folder), "no such glTF file or folder")
-    models: dict[str, FaceModel] = {}
-    skipped: list[str] = []
-    for f in files:
-        try:
-            m = gltf_face_model(f, recipes=recipes)
-        except InputError:
-            skipped.append(f.name)
-            continue
-        models[m.name] = m
-    if not models:
-        why = f" ({len(skipped)} GLB files without a usable ARKit head)" if skipped else " (no .glb files)"
-        raise InputError(str(folder), "no glTF avatar with ARKit-named morph targets" + why)
-    return models
+    return load_avatars(folder, ".glb", lambda f: gltf_face_model(f, recipes=recipes), kind="glTF avatar",
+                        lacking="ARKit-named morph targets")

@@ -22,14 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from affectvlm.errors import InputError
-from affectvlm.synth.avatar import NECK_MM, avatar_face_model
+from affectvlm.synth.avatar import NECK_MM, avatar_face_model, load_avatars
 from affectvlm.synth.facemodel import FaceModel
 from affectvlm.synth.fbx import FbxNode, read_fbx
 
 __all__ = ["load_rocketbox", "rocketbox_face_model", "NECK_MM"]
 
 _AU_SHAPE = re.compile(r"^AU_(\d{1,2})_(?:([LR])_)?[A-Za-z]")
-_MAX_FILES = 500
 
 
 def _name(obj: FbxNode) -> str:
@@ -153,28 +152,5 @@ def rocketbox_face_model(path: str | os.PathLike, *, name: str | None = None) ->
 
 def load_rocketbox(folder: str | os.PathLike) -> dict[str, FaceModel]:
     """Every avatar FBX with HeadBox AU shapes under ``folder`` (or one such file), by model name."""
-    p = Path(folder)
-    if p.is_file():
-        files = [p]
-    elif p.is_dir():
-        files = []
-        for f in sorted(p.rglob("*")):
-            if f.suffix.lower() == ".fbx" and f.is_file():
-                files.append(f)
-                if len(files) > _MAX_FILES:
-                    raise InputError(str(folder), f"more than {_MAX_FILES} FBX files; name a smaller folder")
-    else:
-        raise InputError(str(folder), "no such Rocketbox file or folder")
-    models: dict[str, FaceModel] = {}
-    skipped: list[str] = []
-    for f in files:
-        try:
-            m = rocketbox_face_model(f)
-        except InputError:
-            skipped.append(f.name)
-            continue
-        models[m.name] = m
-    if not models:
-        why = f" ({len(skipped)} FBX files without usable HeadBox AU shapes)" if skipped else " (no .fbx files)"
-        raise InputError(str(folder), "no Rocketbox avatar with HeadBox FACS blend shapes" + why)
-    return models
+    return load_avatars(folder, ".fbx", rocketbox_face_model, kind="Rocketbox avatar",
+                        lacking="HeadBox FACS blend shapes")
