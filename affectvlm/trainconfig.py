@@ -129,6 +129,7 @@ class TrainConfig:
     aug_shift: float = 0.05
     aug_shade: float = 0.15
     aug_swap: float = 0.1
+    aug_erase: float = 0.0
     angle_jitter: float = 0.0  # degrees; > 0 renders extra yaw angles into the cache
     prompt_aug: bool = True
     eval_every: int = 1
@@ -256,7 +257,7 @@ def build_parser(prog: str = "affectvlm train") -> argparse.ArgumentParser:
                    help="never continue: refuse a --out that already holds checkpoints")
     p.add_argument("--cache-dir")
     p.add_argument("--no-aug", dest="aug", action="store_false")
-    for k in ("flip", "rotate", "scale", "shift", "shade", "swap"):
+    for k in ("flip", "rotate", "scale", "shift", "shade", "swap", "erase"):
         p.add_argument(f"--aug-{k}", type=float)
     p.add_argument("--angle-jitter", type=float)
     p.add_argument("--no-prompt-aug", dest="prompt_aug", action="store_false")
@@ -298,6 +299,9 @@ def _coerce(cfg: TrainConfig) -> TrainConfig:
             raise ConfigError(f"{k} must be >= 0 (got {getattr(cfg, k)})")
     if cfg.lr <= 0:
         raise ConfigError(f"lr must be > 0 (got {cfg.lr})")
+    for k in ("aug_flip", "aug_swap", "aug_erase"):
+        if not 0.0 <= float(getattr(cfg, k)) <= 1.0:
+            raise ConfigError(f"{k} is a probability, 0-1 (got {getattr(cfg, k)})")
     parse_loss_weights(cfg.losses)
     cfg.report_to = ",".join(parse_report_to(f"{cfg.report_to or ''},{'tensorboard' if cfg.tensorboard else ''}"))
     cfg.tensorboard = False

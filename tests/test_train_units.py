@@ -97,6 +97,24 @@ def test_augment_deterministic_per_sample_and_swap():
     assert out.shape == (2, 3, 3, 8, 8)
 
 
+def test_random_erasing_blanks_one_rectangle_and_leaves_the_rest():
+    views = [V(0), V(-30), V(30)]
+    x = torch.full((8, 3, 3, 20, 20), 0.5)
+    plain = dict(flip=0, rotate=0, scale=0, shift=0, shade=0, swap=0)
+    off = augment_views(x, torch.zeros(8), list(range(8)), views, AugmentConfig(**plain), epoch=0, seed=0)
+    assert torch.allclose(off, x)  # erase defaults to off
+    out = augment_views(x, torch.zeros(8), list(range(8)), views, AugmentConfig(erase=1.0, **plain), epoch=0, seed=0)
+    for img in out.reshape(-1, 3, 20, 20):
+        dark = img[0] == 0
+        rows, cols = torch.nonzero(dark.any(1)).flatten(), torch.nonzero(dark.any(0)).flatten()
+        h, w = len(rows), len(cols)
+        assert 4 <= h <= 9 and 4 <= w <= 9 and int(dark.sum()) == h * w  # one rectangle, 20-45 % a side
+        assert (img[:, ~dark] == 0.5).all()
+    half = augment_views(x, torch.zeros(8), list(range(8)), views, AugmentConfig(erase=0.5, **plain), epoch=0, seed=0)
+    erased = (half.reshape(-1, 3, 20, 20)[:, 0] == 0).flatten(1).any(1).float().mean()
+    assert 0.2 < erased < 0.8
+
+
 def test_replace_dir_and_listing(tmp_path):
     d = tmp_path / "checkpoints"
     for e in (0, 1, 2):

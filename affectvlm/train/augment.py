@@ -18,6 +18,9 @@ Exactly what :func:`augment_views` does to a batch of rendered views ``(B, V, 3,
    with the background value 0), shift U(-shift, +shift) of the image width per axis; bilinear resampling.
 5. **Per-view shading jitter**: gamma exp(U(-shade, shade)), brightness x U(1 - shade, 1 + shade),
    then clamped to [0, 1].
+6. **Random erasing** (``erase``, default p = 0: off), per view: with probability p a rectangle of 20-45 % of
+   the image's width and of its height, placed uniformly, is set to the background (0), so that no one face
+   region decides alone.
 
 Randomness for steps 2-5 comes from a generator seeded by (seed, epoch, dataset index of the sample), so
 a sample gets the same augmentation whatever rank, batch or resume it lands in; step 1 is seeded by
@@ -49,6 +52,7 @@ class AugmentConfig:
     shade: float = 0.15
     swap: float = 0.1
     angle_jitter: float = 0.0
+    erase: float = 0.0
     enabled: bool = True
     normal_map: bool = False  # images are camera-space normal maps: a mirror negates x, no shading jitter
 
@@ -116,11 +120,19 @@ def augment_views(x: torch.Tensor, labels: torch.Tensor, indices: Sequence[int],
     grid = F.affine_grid(theta.to(flat.dtype), list(flat.shape), align_corners=False)
     flat = F.grid_sample(flat, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     if cfg.normal_map:
-        return flat.clamp(0, 1).reshape(b, n_views, 3, h, w)
-    # 5. shading jitter
-    gamma = torch.exp(u[:, 4] * cfg.shade)[:, None, None, None]
-    bright = (1 + u[:, 5] * cfg.shade)[:, None, None, None]
-    flat = (flat.clamp(0, 1) ** gamma * bright).clamp(0, 1)
+        flat = flat.clamp(0, 1)
+    else:
+        # 5. shading jitter
+        gamma = torch.exp(u[:, 4] * cfg.shade)[:, None, None, None]
+        bright = (1 + u[:, 5] * cfg.shade)[:, None, None, None]
+        flat = (flat.clamp(0, 1) ** gamma * bright).clamp(0, 1)
+    # 6. random erasing (drawn after steps 2-5, so a run without it augments exactly as before)
+    if cfg.erase > 0:
+        er = torch.stack([torch.rand(n_views, 5, generator=g) for g in gens]).reshape(b * n_views, 5)
+        for k in torch.nonzero(er[:, 0] < cfg.erase).flatten().tolist():
+            eh, ew = int(round(h * (0.2 + 0.25 * er[k, 1].item()))), int(round(w * (0.2 + 0.25 * er[k, 2].item())))
+            y0, x0 = int(er[k, 3].item() * (h - eh + 1)), int(er[k, 4].item() * (w - ew + 1))
+            flat[k, :, y0:y0 + eh, x0:x0 + ew] = 0.0
     return flat.reshape(b, n_views, 3, h, w)
 
 
