@@ -159,7 +159,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from affectvlm.model import load_model
     from affectvlm.model.devices import resolve_device
     from affectvlm.predict import format_table, predict, rows_to_csv, rows_to_json, write_rows
-    from affectvlm.prior import match_rows, parse_prior, summarise
+    from affectvlm.prior import lean_hint, match_rows, parse_prior, summarise
     from affectvlm.prompts import parse_classes
     from affectvlm.shard import predict_sharded, shard_from_env
 
@@ -200,6 +200,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         for note in summarise(match_rows(rows, model.classes, prior, by=args.prior_by), args.prior_by):
             _err(("warning: " if note.warning else "") + f"--prior {args.prior}"
                  + (" by folder: " if args.prior_by == "folder" else ": ") + note.text)
+    elif (hint := lean_hint(rows, model.classes)) is not None:
+        _err("note: " + hint.text)
     if args.out:
         if shard is None or prior is not None:
             write_rows(rows, args.out, landmarks=args.landmarks)

@@ -30,9 +30,11 @@ import numpy as np
 from affectvlm.errors import ConfigError
 from affectvlm.results import Row, as_probs, top_class
 
-__all__ = ["MIN_ROWS", "PRIOR_GROUPS", "PriorMatch", "PriorNote", "parse_prior", "match_prior", "match_rows",
-           "summarise"]
+__all__ = ["MIN_ROWS", "PRIOR_GROUPS", "PriorMatch", "PriorNote", "lean_hint", "parse_prior", "match_prior",
+           "match_rows", "summarise"]
 MIN_ROWS = 20  # fewer scans say too little about a set's lean to correct it
+HINT_ROWS = 50  # a lopsided share of labels is only worth a hint over this many rows
+HINT_LOW, HINT_HIGH = 0.25, 2.5  # a label share below / above these multiples of an even share is lopsided
 PRIOR_GROUPS = ("set", "folder")
 
 
@@ -161,3 +163,28 @@ def summarise(done: Sequence[PriorMatch], by: str = "set") -> list[PriorNote]:
                          "are as scored")
             notes.append(PriorNote(not matched, text))
     return notes
+
+
+def lean_hint(rows: Sequence[Row], classes: Sequence[str]) -> PriorNote | None:
+    """A hint when the labels of a scored set are lopsided (over :data:`HINT_ROWS` scan or sequence rows, a class
+    given under a quarter or over 2.5 times an even share), as a face model or scanner the model never saw can make
+    them: if the set is balanced by design, ``--prior`` takes that lean out. None when the labels look even (or the
+    set is small). It changes nothing: an unbalanced set (one patient, one emotion) is lopsided for good reason."""
+    for kind, frame in (("scan", ""), ("sequence", "sequence")):
+        labels = [r.get("label") for r in rows if not r.get("error") and r.get("frame") == frame]
+        n = len(labels)
+        live = [c for c in classes if not (kind == "sequence" and c == "neutral")]  # sequences pool without neutral
+        if n < HINT_ROWS or len(live) < 2:
+            continue
+        share = {c: labels.count(c) / n for c in live}
+        even = 1.0 / len(live)
+        low = [c for c in live if share[c] < HINT_LOW * even and (kind == "sequence" or c != "neutral")]
+        high = [c for c in live if share[c] > HINT_HIGH * even]
+        if low or high:
+            parts = ", ".join(f"{c} {100 * share[c]:.0f} %" for c in sorted(set(high + low), key=lambda c: -share[c]))
+            return PriorNote(False, f"the labels of these {n} {kind}s are lopsided ({parts}; an even share is "
+                                    f"{100 * even:.0f} %). If the set is balanced by design (BU-3DFE, BU-4DFE), the "
+                                    "face model or scanner may lean the model one way: --prior uniform (or the set's "
+                                    "balance, e.g. neutral=0.25) takes a set-wide lean out")
+    return None
+

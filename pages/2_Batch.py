@@ -9,7 +9,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from affectvlm.app.batch import collect_batch, match_batch, rows_download
+from affectvlm.app.batch import batch_hint, collect_batch, match_batch, rows_download
 from affectvlm.app.state import kept
 from affectvlm.app.uploads import UPLOAD_TYPES, signature
 from affectvlm.app.widgets import get_model, orientation_box, page_header, settings, show_error
@@ -53,6 +53,9 @@ by_folder = st.checkbox("Match each folder apart (a subject's folder, when every
 def matched(rows: list[dict]) -> list[dict]:
     """The rows to show: as scored, or with the class balance typed in matched on a copy."""
     if not prior_spec.strip():
+        hint = batch_hint(rows)
+        if hint is not None:
+            st.info(f"Class balance: {hint.text.replace('--prior', 'a known class balance (above)', 1)}.")
         return rows
     try:
         out, notes = match_batch(rows, prior_spec, by_folder=by_folder)

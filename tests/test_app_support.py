@@ -194,3 +194,19 @@ def test_preview_note_says_crop_decimation_and_axes():
     assert note.endswith("file axes: up +y (guessed, confidence 0.50), front +z (set)")
     plain = P.preview_note(P.preview(scan, max_faces=10**6, canonical=False), scan, scan, None)
     assert plain == f"{scan.n_vertices:,} vertices, {scan.n_faces:,} faces"
+
+
+def test_batch_hint_is_the_clis_note_for_a_lopsided_table():
+    from affectvlm.app.batch import batch_hint
+    from affectvlm.prior import HINT_ROWS
+
+    classes = ["neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger"]
+
+    def row(i, label):
+        return {"file": f"s/{i}.obj", "frame": "", "label": label, "confidence": 0.9, **{c: 0.1 for c in classes},
+                "error": None}
+
+    even = [row(i, classes[i % 7]) for i in range(HINT_ROWS)]
+    assert batch_hint(even) is None
+    hint = batch_hint([row(i, "happiness") for i in range(HINT_ROWS)])
+    assert hint is not None and "happiness 100 %" in hint.text

@@ -184,3 +184,10 @@ def test_predict_prior(capsys, scans, tmp_path):
     assert "by folder: matched 14 scans in 2 folder(s); 3 in 1 folder(s)" in capsys.readouterr().err
     rows = json.loads(res.read_text())
     assert [abs(r["anger"] - 1 / 7) < 1e-3 for r in rows] == [True] * 14 + [False] * 3
+    # without --prior, a lopsided set (one face scored again and again) gets one note pointing at it
+    from affectvlm.prior import HINT_ROWS
+
+    many = [str(scans / "face.obj")] * HINT_ROWS
+    assert cli.main(["predict", *many, *base, "--out", str(tmp_path / "n.csv")]) == 0
+    notes = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("affectvlm: note:")]
+    assert len(notes) == 1 and f"these {HINT_ROWS} scans are lopsided" in notes[0] and "--prior uniform" in notes[0]

@@ -113,3 +113,30 @@ def test_summarise_says_what_was_matched_and_what_was_not():
     assert "only 4 sequence(s)" in notes[1].text
     folders = summarise([PriorMatch("scan", 7, {}, "F1"), PriorMatch("scan", 3, {}, "F2")], by="folder")
     assert len(folders) == 1 and folders[0].warning and "matched 0 scans in 0 folder(s); 10 in 2" in folders[0].text
+
+
+def _labelled(labels, frame=""):
+    return [{"file": f"s/{i}.obj", "frame": frame, "error": None, "label": c} for i, c in enumerate(labels)]
+
+
+def test_lean_hint_names_the_lopsided_classes_and_stays_quiet_otherwise():
+    from affectvlm.prior import HINT_ROWS, lean_hint
+
+    even = [c for c in CLASSES[1:] for _ in range(12)] + ["neutral"] * 3  # BU-3DFE-like: few neutral scans
+    assert len(even) >= HINT_ROWS and lean_hint(_labelled(even), CLASSES) is None
+    lopsided = [c if c != "anger" else "happiness" for c in even]  # every anger read as happiness
+    hint = lean_hint(_labelled(lopsided), CLASSES)
+    assert hint is not None and not hint.warning
+    assert "75 scans" in hint.text and "anger 0 %" in hint.text and "happiness" not in hint.text  # 32 %: not 2.5x
+    crowded = ["happiness" if i % 2 else c for i, c in enumerate(even)]  # half the set read as happiness
+    assert "happiness 57 %" in lean_hint(_labelled(crowded), CLASSES).text
+    assert lean_hint(_labelled(lopsided[: HINT_ROWS - 1]), CLASSES) is None  # too few to say
+    errs = _labelled(lopsided)
+    for r in errs:
+        r["error"] = "unreadable"
+    assert lean_hint(errs, CLASSES) is None
+    # sequences pool without neutral: no neutral sequence is not lopsided, no anger sequence is
+    seqs = [c for c in CLASSES[1:] for _ in range(10)]
+    assert lean_hint(_labelled(seqs, "sequence"), CLASSES) is None
+    hint = lean_hint(_labelled([c if c != "anger" else "fear" for c in seqs], "sequence"), CLASSES)
+    assert hint is not None and "60 sequences" in hint.text and "anger 0 %" in hint.text

@@ -76,3 +76,12 @@ def match_batch(rows: Sequence[dict[str, Any]], spec: str, *,
     out = [dict(r) for r in rows]
     by = "folder" if by_folder else "set"
     return out, summarise(match_rows(out, classes, prior, by=by), by)
+
+
+def batch_hint(rows: Sequence[dict[str, Any]]) -> "PriorNote | None":
+    """The note ``affectvlm predict`` prints when a scored set's labels are lopsided (``affectvlm.prior.lean_hint``)."""
+    from affectvlm.predict import class_names
+    from affectvlm.prior import lean_hint
+
+    return lean_hint(list(rows), class_names(rows))
+
