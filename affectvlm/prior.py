@@ -165,26 +165,27 @@ def summarise(done: Sequence[PriorMatch], by: str = "set") -> list[PriorNote]:
     return notes
 
 
-def lean_hint(rows: Sequence[Row], classes: Sequence[str]) -> PriorNote | None:
+def lean_hint(rows: Sequence[Row], classes: Sequence[str], *,
+              how: str = "--prior uniform (or the set's balance, e.g. neutral=0.25)") -> PriorNote | None:
     """A hint when the labels of a scored set are lopsided (over :data:`HINT_ROWS` scan or sequence rows, a class
     given under a quarter or over 2.5 times an even share), as a face model or scanner the model never saw can make
-    them: if the set is balanced by design, ``--prior`` takes that lean out. None when the labels look even (or the
-    set is small). It changes nothing: an unbalanced set (one patient, one emotion) is lopsided for good reason."""
+    them: if the set is balanced by design, ``--prior`` (``how`` says it in the caller's words) takes that lean out.
+    None when the labels look even (or the set is small). It changes nothing: an unbalanced set (one patient, one emotion) is lopsided for good reason."""
     for kind, frame in (("scan", ""), ("sequence", "sequence")):
         labels = [r.get("label") for r in rows if not r.get("error") and r.get("frame") == frame]
         n = len(labels)
-        live = [c for c in classes if not (kind == "sequence" and c == "neutral")]  # sequences pool without neutral
+        live = [c for c in classes if not (kind == "sequence" and c.lower() == "neutral")]  # pooled without neutral
         if n < HINT_ROWS or len(live) < 2:
             continue
         share = {c: labels.count(c) / n for c in live}
         even = 1.0 / len(live)
-        low = [c for c in live if share[c] < HINT_LOW * even and (kind == "sequence" or c != "neutral")]
+        low = [c for c in live if share[c] < HINT_LOW * even and c.lower() != "neutral"]  # BU-3DFE has few
         high = [c for c in live if share[c] > HINT_HIGH * even]
         if low or high:
             parts = ", ".join(f"{c} {100 * share[c]:.0f} %" for c in sorted(set(high + low), key=lambda c: -share[c]))
             return PriorNote(False, f"the labels of these {n} {kind}s are lopsided ({parts}; an even share is "
                                     f"{100 * even:.0f} %). If the set is balanced by design (BU-3DFE, BU-4DFE), the "
-                                    "face model or scanner may lean the model one way: --prior uniform (or the set's "
-                                    "balance, e.g. neutral=0.25) takes a set-wide lean out")
+                                    f"face model or scanner may lean the model one way: {how} takes a set-wide lean "
+                                    "out")
     return None
 

@@ -55,7 +55,7 @@ def matched(rows: list[dict]) -> list[dict]:
     if not prior_spec.strip():
         hint = batch_hint(rows)
         if hint is not None:
-            st.info(f"Class balance: {hint.text.replace('--prior', 'a known class balance (above)', 1)}.")
+            st.info(f"Class balance: {hint.text}.")
         return rows
     try:
         out, notes = match_batch(rows, prior_spec, by_folder=by_folder)

@@ -66,7 +66,8 @@ def glb_bytes(verts: np.ndarray, tris: np.ndarray, targets: dict[str, np.ndarray
     if stride:
         rows = np.zeros((len(v), stride), np.uint8)
         rows[:, :12] = v.view(np.uint8).reshape(len(v), 12)
-        pos_view = add(rows.tobytes(), byteStride=stride, target=34962)
+        # the view ends right after the last element's 12 bytes, not after a whole stride
+        pos_view = add(rows.tobytes()[: stride * (len(v) - 1) + 12], byteStride=stride, target=34962)
     else:
         pos_view = add(v.tobytes(), target=34962)
     accs.append({"bufferView": pos_view, **vec3(v)})
@@ -95,9 +96,9 @@ def glb_bytes(verts: np.ndarray, tris: np.ndarray, targets: dict[str, np.ndarray
     return pack_glb(doc, bytes(blob))
 
 
-def pack_glb(doc: dict, blob: bytes) -> bytes:
-    """A GLB container of a JSON document and a binary chunk."""
-    js = json.dumps(doc).encode()
+def pack_glb(doc: dict | bytes, blob: bytes) -> bytes:
+    """A GLB container of a JSON document (or JSON text as bytes) and a binary chunk."""
+    js = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
     js += b" " * (-len(js) % 4)
     blob = blob + b"\x00" * (-len(blob) % 4)
     body = struct.pack("<I4s", len(js), b"JSON") + js + struct.pack("<I4s", len(blob), b"BIN\x00") + blob

@@ -72,7 +72,7 @@ def test_trimesh_reads_the_same_head(tmp_path):
     ref = trimesh.load(p, force="mesh", process=False)
     from affectvlm.synth.gltf import _Accessors
 
-    ours = _Accessors(doc, binary, str(p)).read(0)
+    ours = _Accessors(doc, binary, str(p)).read(0, kind="VEC3")
     np.testing.assert_allclose(ours, np.asarray(ref.vertices), atol=1e-6)
 
 
@@ -112,6 +112,89 @@ def test_hostile_or_unsupported_documents(tmp_path):
         gltf_face_model(tmp_path / "plain.glb")
 
 
+def _edits():
+    """(name, a change to a valid head's JSON document) that a hostile or broken file could make."""
+    def acc0(**kw):
+        return lambda d: d["accessors"][0].update(kw)
+
+    def pos(x):
+        return lambda d: d["meshes"][0]["primitives"][0]["attributes"].update(POSITION=x)
+
+    def idx_acc(**kw):
+        return lambda d: d["accessors"][1].update(kw)
+
+    def view0(**kw):
+        return lambda d: d["bufferViews"][0].update(kw)
+
+    def node(**kw):
+        return lambda d: d["nodes"][0].update(kw)
+
+    return [
+        ("position accessor missing", pos(999)),
+        ("position accessor not an index", pos("0")),
+        ("count infinite", acc0(count=float("inf"))),
+        ("count huge, no data", lambda d: d["accessors"][0].update(count=10 ** 12) or d["accessors"][0].pop("bufferView")),
+        ("count huge", acc0(count=10 ** 12)),
+        ("positions as integers", acc0(componentType=5123)),
+        ("positions normalised", acc0(normalized=True)),
+        ("indices as floats", idx_acc(componentType=5126)),
+        ("indices as VEC3", idx_acc(type="VEC3", count=10)),
+        ("negative view offset", view0(byteOffset=-8)),
+        ("stride under an element", view0(byteStride=4)),
+        ("view longer than the data", view0(byteLength=10 ** 9)),
+        ("non-finite translation", node(translation=[float("nan"), 0, 0])),
+        ("huge scale", node(scale=[1e306, 1e306, 1e306])),
+        ("quantised", lambda d: d.update(extensionsRequired=["KHR_mesh_quantization"])),
+    ]
+
+
+@pytest.mark.parametrize("name, edit", _edits(), ids=[n for n, _ in _edits()])
+def test_hostile_edits_give_one_input_error_naming_the_file(tmp_path, name, edit):
+    v, f = ellipsoid_head()
+    (tmp_path / "ok.glb").write_bytes(glb_bytes(v, f, head_targets(v), sparse=name.startswith("sparse")))
+    doc, binary = read_glb(tmp_path / "ok.glb")
+    edit(doc)
+    p = tmp_path / "bad.glb"
+    p.write_bytes(pack_glb(doc, binary))
+    with pytest.raises(InputError) as e:
+        gltf_face_model(p)
+    assert str(e.value).startswith(str(p)) and str(e.value).count(str(p)) == 1, e.value
+
+
+def test_extension_lists_of_odd_types_are_ignored(tmp_path):
+    v, f = ellipsoid_head()
+    (tmp_path / "ok.glb").write_bytes(glb_bytes(v, f, head_targets(v), extra_doc={"extensionsUsed": [{}, 5, None],
+                                                                                   "extensionsRequired": "x"}))
+    assert gltf_face_model(tmp_path / "ok.glb").name == "gltf-ok"
+
+
+def test_random_byte_damage_gives_a_model_or_one_input_error(tmp_path):
+    v, f = ellipsoid_head()
+    good = glb_bytes(v, f, head_targets(v), sparse=True, stride=16)
+    rng = np.random.default_rng(0)
+    refused = 0
+    for k in range(150):
+        data = bytearray(good)
+        for i in rng.integers(12, len(data), size=int(rng.integers(1, 6))):
+            data[i] = int(rng.integers(256))
+        p = tmp_path / f"d{k}.glb"
+        p.write_bytes(bytes(data))
+        try:
+            gltf_face_model(p)
+        except InputError as e:
+            assert str(e).startswith(str(p))
+            refused += 1
+    assert refused > 10  # the damage did reach the reader
+
+
+def test_deeply_nested_or_huge_json_is_refused(tmp_path):
+    for text in (b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", b'{"a": 1' + b"0" * 5000 + b"}"):
+        p = tmp_path / "deep.glb"  # nesting past Python's recursion limit; a number too long to parse
+        p.write_bytes(pack_glb(text, b""))
+        with pytest.raises(InputError, match="not valid JSON"):
+            gltf_face_model(p)
+
+
 def test_folder_skips_what_it_cannot_read(tmp_path):
     _write(tmp_path, "good.glb")
     (tmp_path / "bad.glb").write_bytes(b"nonsense")
@@ -148,7 +231,7 @@ def test_real_avatar_against_trimesh():
 
     head = m.meta["gltf_mesh"]
     mesh = next(x for x in doc["meshes"] if x.get("name") == head)
-    ours = _Accessors(doc, binary, p).read(mesh["primitives"][0]["attributes"]["POSITION"])
+    ours = _Accessors(doc, binary, p).read(mesh["primitives"][0]["attributes"]["POSITION"], kind="VEC3")
     scene = trimesh.load(p, process=False)
     geoms = [g for g in scene.geometry.values() if len(g.vertices) == len(ours)]
     assert any(np.allclose(np.asarray(g.vertices), ours, atol=1e-6) for g in geoms)

@@ -83,5 +83,5 @@ def batch_hint(rows: Sequence[dict[str, Any]]) -> "PriorNote | None":
     from affectvlm.predict import class_names
     from affectvlm.prior import lean_hint
 
-    return lean_hint(list(rows), class_names(rows))
+    return lean_hint(list(rows), class_names(rows), how="a known class balance typed above (e.g. uniform)")
 

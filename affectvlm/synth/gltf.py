@@ -31,6 +31,7 @@ __all__ = ["arkit_name", "gltf_face_model", "load_gltf_heads", "read_glb"]
 
 _MAX_BYTES = 512 * 1024 * 1024
 _MIN_ARKIT = 10  # a head needs this many ARKit-named targets
+_MAX_VERTICES = 2_000_000  # a head's positions (and each morph target) at most
 _DTYPES = {5120: np.int8, 5121: np.uint8, 5122: np.int16, 5123: np.uint16, 5125: np.uint32, 5126: np.float32}
 _WIDTH = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4}
 _SIDED = re.compile(r"^(.+?)(?:_?(Left|Right)|_([LR]))$")
@@ -78,17 +79,19 @@ def read_glb(path: str | os.PathLike) -> tuple[dict, bytes]:
         if kind == b"JSON" and doc is None:
             try:
                 doc = json.loads(chunk.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError):
+            except (UnicodeDecodeError, ValueError, RecursionError):  # JSONDecodeError, huge numbers, deep nesting
                 raise InputError(src, "the GLB file's JSON chunk is not valid JSON") from None
         elif kind == b"BIN\x00" and not binary:
             binary = chunk
         off += 8 + n + (-n % 4)
     if not isinstance(doc, dict):
         raise InputError(src, "the GLB file has no JSON chunk")
-    used = set(doc.get("extensionsRequired") or []) | set(doc.get("extensionsUsed") or [])
-    compressed = sorted(e for e in used if "draco" in e.lower() or "meshopt" in e.lower())
-    if compressed:
-        raise InputError(src, f"compressed glTF ({', '.join(compressed)}) is not supported; export it uncompressed")
+    used = {e for key in ("extensionsRequired", "extensionsUsed")
+            for e in (doc.get(key) if isinstance(doc.get(key), list) else []) if isinstance(e, str)}
+    unsupported = sorted(e for e in used if any(w in e.lower() for w in ("draco", "meshopt", "quantization")))
+    if unsupported:
+        raise InputError(src, f"compressed or quantised glTF ({', '.join(unsupported)}) is not supported; export it "
+                              "uncompressed, with float positions")
     return doc, binary
 
 
@@ -110,28 +113,42 @@ class _Accessors:
         first = int(bv.get("byteOffset", 0))
         start = first + int(offset)
         end = start + stride * (count - 1) + item if count else start
-        if count < 0 or stride < item or int(offset) < 0 or end > min(len(self.bin), first + int(bv.get("byteLength", 0))):
+        last = first + int(bv.get("byteLength", 0))
+        if (count < 0 or stride < item or first < 0 or int(offset) < 0 or last > len(self.bin)
+                or end > last):
             raise InputError(self.src, "glTF accessor reaches outside its data")
         raw = np.frombuffer(self.bin, np.uint8, count=end - start, offset=start)
         rows = np.lib.stride_tricks.as_strided(raw, shape=(count, item), strides=(stride, 1))
         return np.ascontiguousarray(rows).view(dtype).reshape(count, width)
 
-    def read(self, index: int) -> np.ndarray:
+    def count(self, index: int) -> int:
+        """The element count an accessor claims (InputError for a missing one)."""
         accs = self.doc.get("accessors") or []
-        if not (isinstance(index, int) and 0 <= index < len(accs)):
+        if not (isinstance(index, int) and 0 <= index < len(accs)) or not isinstance(accs[index], dict):
             raise InputError(self.src, "glTF primitive names a missing accessor")
-        a = accs[index]
-        if a.get("componentType") not in _DTYPES or a.get("type") not in _WIDTH:
-            raise InputError(self.src, "glTF accessor of an unsupported type")
+        return int(accs[index].get("count", 0))
+
+    def read(self, index: int, *, kind: str = "SCALAR", types: tuple[int, ...] = (5126,),
+             max_count: int = _MAX_VERTICES) -> np.ndarray:
+        """Accessor ``index`` as a (count, width) array; it must be of ``kind`` (``VEC3``...), one of the component
+        ``types`` and no longer than ``max_count``."""
+        count = self.count(index)
+        a = self.doc["accessors"][index]
+        if a.get("type") != kind or a.get("componentType") not in types or a.get("normalized"):
+            raise InputError(self.src, f"glTF accessor is not a {kind} of the expected component type")
+        if count > max_count:
+            raise InputError(self.src, f"glTF accessor has {count} elements, over the limit of {max_count}")
         dtype = np.dtype(_DTYPES[a["componentType"]])
-        width, count = _WIDTH[a["type"]], int(a.get("count", 0))
+        width = _WIDTH[a["type"]]
         out = (self._view(a["bufferView"], a.get("byteOffset", 0), count, width, dtype) if "bufferView" in a
                else np.zeros((count, width), dtype))
         sparse = a.get("sparse")
         if sparse:
             n = int(sparse.get("count", 0))
             ix, vals = sparse.get("indices") or {}, sparse.get("values") or {}
-            idt = np.dtype(_DTYPES.get(ix.get("componentType"), np.uint32))
+            if ix.get("componentType") not in (5121, 5123, 5125):
+                raise InputError(self.src, "glTF sparse accessor indices are not unsigned integers")
+            idt = np.dtype(_DTYPES[ix["componentType"]])
             idx = self._view(ix.get("bufferView"), ix.get("byteOffset", 0), n, 1, idt)[:, 0].astype(np.int64)
             if len(idx) and (idx.min() < 0 or idx.max() >= count):
                 raise InputError(self.src, "glTF sparse accessor indices out of range")
@@ -169,7 +186,7 @@ def _world_matrices(doc: dict) -> dict[int, np.ndarray]:
     return {i: get(i) for i in range(len(nodes))}
 
 
-def _head(doc: dict, acc: _Accessors, src: str) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], str]:
+def _head(doc: dict, acc: "_Accessors", src: str) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], str]:
     """The mesh with the most vertices among those with ARKit-named targets: vertices (m, file axes), triangles,
     ARKit shape (recipe-book spelling) -> delta (m), and the mesh's name."""
     best = None
@@ -182,18 +199,18 @@ def _head(doc: dict, acc: _Accessors, src: str) -> tuple[np.ndarray, np.ndarray,
         for prim in mesh.get("primitives") or []:
             if prim.get("mode", 4) != 4 or "POSITION" not in (prim.get("attributes") or {}):
                 continue
-            n = int((doc.get("accessors") or [{}])[prim["attributes"]["POSITION"]].get("count", 0))
+            n = acc.count(prim["attributes"]["POSITION"])
             if best is None or n > best[0]:
                 best = (n, mi, prim, arkit)
     if best is None:
         raise InputError(src, f"no mesh in the glTF file has {_MIN_ARKIT} or more ARKit-named morph targets "
                               "(browDownLeft, mouthSmileLeft, jawOpen...)")
     _, mi, prim, arkit = best
-    v = acc.read(prim["attributes"]["POSITION"]).astype(np.float64)
+    v = acc.read(prim["attributes"]["POSITION"], kind="VEC3").astype(np.float64)
     if v.shape[1] != 3 or not len(v) or not np.isfinite(v).all():
         raise InputError(src, "glTF head positions are empty or not finite")
     if "indices" in prim:
-        idx = acc.read(prim["indices"])[:, 0].astype(np.int64)
+        idx = acc.read(prim["indices"], types=(5121, 5123, 5125), max_count=20 * _MAX_VERTICES)[:, 0].astype(np.int64)
     else:
         idx = np.arange(len(v) - len(v) % 3, dtype=np.int64)
     if len(idx) < 3 or len(idx) % 3 or idx.min() < 0 or idx.max() >= len(v):
@@ -201,8 +218,8 @@ def _head(doc: dict, acc: _Accessors, src: str) -> tuple[np.ndarray, np.ndarray,
     targets = prim.get("targets") or []
     shapes: dict[str, np.ndarray] = {}
     for i, name in arkit.items():
-        if i < len(targets) and "POSITION" in targets[i]:
-            d = acc.read(targets[i]["POSITION"]).astype(np.float64)
+        if i < len(targets) and "POSITION" in targets[i] and acc.count(targets[i]["POSITION"]) == len(v):
+            d = acc.read(targets[i]["POSITION"], kind="VEC3").astype(np.float64)
             if d.shape == v.shape and np.isfinite(d).all():
                 shapes[name] = d
     if len(shapes) < _MIN_ARKIT:
@@ -212,9 +229,11 @@ def _head(doc: dict, acc: _Accessors, src: str) -> tuple[np.ndarray, np.ndarray,
     if nodes and "skin" not in doc["nodes"][nodes[0]]:
         try:
             M = _world_matrices(doc)[nodes[0]]
-        except (ValueError, RecursionError, TypeError, KeyError, IndexError):
+        except (ValueError, RecursionError, TypeError, KeyError, IndexError, OverflowError):
             raise InputError(src, "the glTF node tree is broken (a loop or a bad transform)") from None
-        v = v @ M[:3, :3].T + M[:3, 3]
+        if not np.isfinite(M).all():
+            raise InputError(src, "the glTF head's node transform is not finite")
+        v = v @ M[:3, :3].T + M[:3, 3]  # a huge transform overflows: gltf_face_model refuses non-finite heads
         shapes = {k: d @ M[:3, :3].T for k, d in shapes.items()}
     name = str((doc.get("meshes") or [])[mi].get("name") or f"mesh{mi}")
     return v, idx.reshape(-1, 3), shapes, name
@@ -225,13 +244,21 @@ def gltf_face_model(path: str | os.PathLike, *, name: str | None = None, recipes
     src = str(path)
     doc, binary = read_glb(path)
     try:
-        v, tris, shapes, mesh_name = _head(doc, _Accessors(doc, binary, src), src)
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        with np.errstate(all="ignore"):  # damaged floats (NaN, inf) are refused by explicit checks, not warnings
+            v, tris, shapes, mesh_name = _head(doc, _Accessors(doc, binary, src), src)
+    except InputError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError, RecursionError,
+            MemoryError) as e:
         raise InputError(src, f"malformed glTF ({type(e).__name__}: {e})") from None
     mm = 1000.0  # glTF is in metres, +Y up
-    au = arkit_action_units({k: d * mm for k, d in shapes.items()}, recipes)
+    with np.errstate(all="ignore"):
+        v, shapes = v * mm, {k: d * mm for k, d in shapes.items()}
+    if not (np.isfinite(v).all() and all(np.isfinite(d).all() for d in shapes.values())):
+        raise InputError(src, "the glTF head's positions or morph targets are out of range")
+    au = arkit_action_units(shapes, recipes)
     stem = re.sub(r"[^a-z0-9]+", "-", Path(src).stem.lower()).strip("-")
-    return avatar_face_model(v * mm, tris, au, np.array([0.0, 1.0, 0.0]), name=name or f"gltf-{stem}", source=src,
+    return avatar_face_model(v, tris, au, np.array([0.0, 1.0, 0.0]), name=name or f"gltf-{stem}", source=src,
                              licence="the avatar's own (see where it came from)",
                              meta={"gltf_mesh": mesh_name, "arkit_shapes": sorted(shapes)}, what="glTF")
 
