@@ -99,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="match the set's class balance after scoring: 'uniform' or CLASS=WEIGHT,... (classes not "
                          "named weigh 1; e.g. neutral=0.25 for BU-3DFE). Takes out a lean the whole set shares; "
                          "a scan's label then depends on the others scored with it (off by default)")
+    pr.add_argument("--neutral", default=None, metavar="GLOB",
+                    help="score each scan against the neutral scan(s) of its folder, the files whose name matches "
+                         "GLOB (e.g. '*NE00*' for BU-3DFE, '*_N_N_*' for Bosphorus): takes out a subject's resting "
+                         "lean; the neutral scans keep their rows; applied before --prior")
     pr.add_argument("--prior-by", choices=("set", "folder"), default="set",
                     help="with --prior: match the whole set (default), or each folder apart (a subject's folder in "
                          "BU-3DFE/BU-4DFE, when every subject shows every class in that balance)")
@@ -160,6 +164,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from affectvlm.model.devices import resolve_device
     from affectvlm.predict import format_table, predict, rows_to_csv, rows_to_json, write_rows
     from affectvlm.prior import lean_hint, match_rows, parse_prior, summarise
+    from affectvlm.reference import check_pattern, match_neutral
     from affectvlm.prompts import parse_classes
     from affectvlm.shard import predict_sharded, shard_from_env
 
@@ -173,6 +178,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.prior is None and args.prior_by != "set":
         raise ConfigError(f"--prior-by {args.prior_by} needs --prior SPEC (the balance to match)")
     prior = parse_prior(args.prior, model.classes) if args.prior is not None else None
+    if args.neutral is not None:
+        check_pattern(args.neutral)
     if not model.provenance.get("trained", True) and (shard is None or shard.rank == 0):
         _err(f"warning: model {model.spec!r} is untrained (random init): scores are meaningless")
     progress = not args.no_progress and sys.stderr.isatty() and (shard is None or shard.rank == 0)
@@ -196,11 +203,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
             return 0  # rank 0 reports; a non-zero exit here would make torchrun stop the others
     else:
         rows = predict(args.inputs, model, progress=progress, on_row=on_row, **kw)
+    if args.neutral is not None:
+        _err(f"--neutral: {match_neutral(rows, model.classes, args.neutral).text(args.neutral)}")
     if prior is not None:
         for note in summarise(match_rows(rows, model.classes, prior, by=args.prior_by), args.prior_by):
             _err(("warning: " if note.warning else "") + f"--prior {args.prior}"
                  + (" by folder: " if args.prior_by == "folder" else ": ") + note.text)
-    elif (hint := lean_hint(rows, model.classes)) is not None:
+    elif args.neutral is None and (hint := lean_hint(rows, model.classes)) is not None:
         _err("note: " + hint.text)
     if args.out:
         if shard is None or prior is not None:

@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 
 __all__ = [  # the scoring API, with the result types and writers of affectvlm.results for one import
     "predict", "prepare", "predict_mesh", "iter_sequence", "iter_sequence_results", "plan", "score_items",
-    "pool_probabilities", "render_settings", "inference_context", "POOLINGS", "DEFAULT_POOLING", "PRECISIONS",
+    "pool_probabilities", "contrast", "render_settings", "inference_context", "POOLINGS", "DEFAULT_POOLING", "PRECISIONS",
     "DEFAULT_FPS",
     "Analysis", "FaceFrame", "FrameResult", "Prepared", "Row", "ScanResult", "SequenceResult", "FIXED_COLUMNS",
     "FRAME_COLUMNS", "class_names", "columns", "format_table", "rows_to_csv", "rows_to_json", "write_rows",
@@ -194,10 +194,19 @@ def pool_probabilities(probs: np.ndarray, classes: Sequence[str], method: str = 
     top = np.argsort(-score, kind="stable")[:k]
     if method == "peak":
         return P[top].mean(0)
-    logp = np.log(np.clip(P, 1e-12, 1.0))
-    z = logp[top].mean(0) - CONTRAST_WEIGHT * logp[int(np.argmin(score))]
-    if neutral is not None and len(classes) > 1:
-        z[neutral] = -np.inf
+    return contrast(P[top], P[int(np.argmin(score))][None], classes)
+
+
+def contrast(probs: np.ndarray, reference: np.ndarray, classes: Sequence[str]) -> np.ndarray:
+    """Expressive ``probs`` (N, C) scored against calm ``reference`` probabilities (M, C): each class's mean
+    log-probability over ``probs`` minus :data:`CONTRAST_WEIGHT` times its mean over ``reference``, the neutral
+    class excluded, renormalised (C,). What a face shows at rest is taken out of what it shows now."""
+    logp = np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0))
+    ref = np.log(np.clip(np.asarray(reference, dtype=np.float64), 1e-12, 1.0))
+    z = logp.mean(0) - CONTRAST_WEIGHT * ref.mean(0)
+    lower = [c.lower() for c in classes]
+    if "neutral" in lower and len(classes) > 1:
+        z[lower.index("neutral")] = -np.inf
     e = np.exp(z - z.max())
     return e / e.sum()
 

@@ -30,8 +30,8 @@ import numpy as np
 from affectvlm.errors import ConfigError
 from affectvlm.results import Row, as_probs, top_class
 
-__all__ = ["MIN_ROWS", "PRIOR_GROUPS", "PriorMatch", "PriorNote", "lean_hint", "parse_prior", "match_prior",
-           "match_rows", "summarise"]
+__all__ = ["MIN_ROWS", "PRIOR_GROUPS", "PriorMatch", "PriorNote", "folder_of", "lean_hint", "parse_prior",
+           "match_prior", "match_rows", "summarise"]
 MIN_ROWS = 20  # fewer scans say too little about a set's lean to correct it
 HINT_ROWS = 50  # a lopsided share of labels is only worth a hint over this many rows
 HINT_LOW, HINT_HIGH = 0.25, 2.5  # a label share below / above these multiples of an even share is lopsided
@@ -108,7 +108,8 @@ def match_prior(probs: np.ndarray, prior: np.ndarray, *, iterations: int = 1000,
     return Q, np.where(live, b, 0.0)
 
 
-def _folder(file: str) -> str:
+def folder_of(file: str) -> str:
+    """The folder of a row's file (a subject's folder in BU-3DFE/BU-4DFE layouts), whatever the separator."""
     return str(PurePath(str(file).replace("\\", "/")).parent)
 
 
@@ -127,7 +128,7 @@ def match_rows(rows: list[Row], classes: Sequence[str], prior: np.ndarray, *, by
         idx = [i for i, r in enumerate(rows) if not r.get("error") and r.get("frame") == frame]
         groups: dict[str, list[int]] = {}
         for i in idx:
-            groups.setdefault(_folder(rows[i]["file"]) if by == "folder" else "", []).append(i)
+            groups.setdefault(folder_of(rows[i]["file"]) if by == "folder" else "", []).append(i)
         need = MIN_ROWS if by == "set" else int((np.asarray(prior) > 0).sum())
         for group, members in groups.items():
             if len(members) < need:

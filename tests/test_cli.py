@@ -4,7 +4,7 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import pytest
 import trimesh
@@ -184,6 +184,19 @@ def test_predict_prior(capsys, scans, tmp_path):
     assert "by folder: matched 14 scans in 2 folder(s); 3 in 1 folder(s)" in capsys.readouterr().err
     rows = json.loads(res.read_text())
     assert [abs(r["anger"] - 1 / 7) < 1e-3 for r in rows] == [True] * 14 + [False] * 3
+    # --neutral: each scan of a folder against the folder's neutral scan; the neutral scan keeps its row
+    subj = tmp_path / "F0001"
+    subj.mkdir()
+    for name in ("F0001_NE00WH_F3D.obj", "F0001_HA04WH_F3D.obj"):
+        (subj / name).write_bytes((scans / "face.obj").read_bytes())
+    assert cli.main(["predict", str(subj), *base, "--neutral", "*NE00*", "--out", str(tmp_path / "r.json")]) == 0
+    assert "--neutral: scored 1 scans against the neutral scans (*NE00*) of 1 folder(s)" in capsys.readouterr().err
+    by_name = {PurePath(r["file"]).name: r for r in json.loads((tmp_path / "r.json").read_text())}
+    ref, other = by_name["F0001_NE00WH_F3D.obj"], by_name["F0001_HA04WH_F3D.obj"]
+    assert ref["neutral"] == pytest.approx(plain[0]["neutral"], abs=1e-6) and other["neutral"] == 0.0
+    assert cli.main(["predict", str(subj), *base, "--neutral", "*"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("affectvlm: error: --neutral") and "\n" not in err
     # without --prior, a lopsided set (one face scored again and again) gets one note pointing at it
     from affectvlm.prior import HINT_ROWS
 

@@ -1,0 +1,82 @@
+"""Each scan scored against its subject's own neutral scan: ``affectvlm predict --neutral GLOB``.
+
+A face the model never saw can look a little sad, angry or afraid at rest, and that lean then colours every
+expression it shows. When a subject's neutral scan is at hand (BU-3DFE's ``NE00``, Bosphorus's ``N_N_0``, the
+baseline most protocols record), the lean can be taken out scan by scan, as the default ``contrast`` pooling does
+for a 4D sequence with its calmest frame: every other scan of the subject's folder is scored by each emotion's
+log-probability minus half that of the neutral scan(s), the neutral class excluded
+(:func:`affectvlm.predict.contrast`). The neutral scans themselves keep their rows as scored.
+
+Unlike ``--prior`` it assumes nothing about the set's balance: a folder holding one patient's neutral baseline and a
+single expression is scored the same way. Folders without a neutral scan matching the pattern are left as scored.
+"""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from pathlib import PurePath
+from typing import Sequence
+
+import numpy as np
+
+from affectvlm.errors import ConfigError
+from affectvlm.prior import folder_of
+from affectvlm.results import Row, as_probs, top_class
+
+__all__ = ["ReferenceMatch", "check_pattern", "match_neutral"]
+
+
+@dataclass(frozen=True)
+class ReferenceMatch:
+    """What :func:`match_neutral` did: scans rescored, folders with a neutral reference, folders without one."""
+
+    rescored: int
+    folders: int
+    unreferenced: int
+
+    def text(self, pattern: str) -> str:
+        out = f"scored {self.rescored} scans against the neutral scans ({pattern}) of {self.folders} folder(s)"
+        if self.unreferenced:
+            out += f"; {self.unreferenced} folder(s) without one are as scored"
+        return out
+
+
+def check_pattern(pattern: str) -> str:
+    """A neutral-scan file pattern (a glob on the file name, e.g. ``*NE00*``); ConfigError for an empty one."""
+    p = str(pattern).strip()
+    if not p or p in ("*", "**") or "/" in p or "\\" in p:
+        raise ConfigError(f"--neutral {pattern!r}: give a file-name pattern that picks the neutral scans, e.g. "
+                          "'*NE00*' (BU-3DFE) or '*_N_N_*' (Bosphorus)")
+    return p
+
+
+def _is_reference(file: str, pattern: str) -> bool:
+    return fnmatch.fnmatch(PurePath(str(file).replace("\\", "/")).name.lower(), pattern.lower())
+
+
+def match_neutral(rows: list[Row], classes: Sequence[str], pattern: str) -> ReferenceMatch:
+    """Rescore, in place, every scan row (not frames, sequences or errors) whose folder holds a scan named like
+    ``pattern``, against that folder's neutral scan(s) (see the module doc)."""
+    from affectvlm.predict import contrast
+
+    pattern = check_pattern(pattern)
+    folders: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        if not r.get("error") and r.get("frame") == "":
+            folders.setdefault(folder_of(r["file"]), []).append(i)
+    rescored = with_ref = without = 0
+    for members in folders.values():
+        refs = [i for i in members if _is_reference(rows[i]["file"], pattern)]
+        if not refs:
+            without += 1
+            continue
+        with_ref += 1
+        ref = np.array([[float(rows[i][c]) for c in classes] for i in refs])
+        for i in members:
+            if i in refs:
+                continue
+            probs = as_probs(contrast(np.array([[float(rows[i][c]) for c in classes]]), ref, classes))
+            rows[i].update(zip(classes, probs))
+            rows[i]["label"], rows[i]["confidence"] = top_class(classes, probs)
+            rescored += 1
+    return ReferenceMatch(rescored, with_ref, without)
