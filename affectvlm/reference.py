@@ -9,6 +9,8 @@ log-probability minus half that of the neutral scan(s), the neutral class exclud
 
 Unlike ``--prior`` it assumes nothing about the set's balance: a folder holding one patient's neutral baseline and a
 single expression is scored the same way. Folders without a neutral scan matching the pattern are left as scored.
+``affectvlm predict`` does it by default (``auto``) for the neutral scans of the layouts this field uses, named by
+:data:`AUTO_PATTERNS`, and says so; ``--neutral none`` scores each scan alone.
 """
 from __future__ import annotations
 
@@ -23,7 +25,10 @@ from affectvlm.errors import ConfigError
 from affectvlm.prior import folder_of
 from affectvlm.results import Row, as_probs, top_class
 
-__all__ = ["ReferenceMatch", "check_pattern", "match_neutral"]
+__all__ = ["AUTO_PATTERNS", "ReferenceMatch", "check_pattern", "match_neutral", "patterns_for"]
+
+# the neutral scans of the dataset layouts this field uses: BU-3DFE (F0001_NE00WH_F3D.wrl), Bosphorus (bs000_N_N_0)
+AUTO_PATTERNS = ("*_NE00*", "*_N_N_*")
 
 
 @dataclass(frozen=True)
@@ -34,39 +39,49 @@ class ReferenceMatch:
     folders: int
     unreferenced: int
 
-    def text(self, pattern: str) -> str:
-        out = f"scored {self.rescored} scans against the neutral scans ({pattern}) of {self.folders} folder(s)"
+    def text(self, spec: str) -> str:
+        what = "BU-3DFE's NE00 / Bosphorus's N_N" if spec == "auto" else spec
+        out = (f"scored {self.rescored} scans against the neutral scans ({what}) of {self.folders} folder(s); "
+               "--neutral none scores each scan alone")
         if self.unreferenced:
-            out += f"; {self.unreferenced} folder(s) without one are as scored"
+            out += f"; {self.unreferenced} folder(s) without a neutral scan are as scored"
         return out
 
 
 def check_pattern(pattern: str) -> str:
-    """A neutral-scan file pattern (a glob on the file name, e.g. ``*NE00*``); ConfigError for an empty one."""
+    """``auto``, ``none`` or a neutral-scan file pattern (a glob on the file name, e.g. ``*NE00*``); ConfigError
+    for a pattern that would pick every file or names a folder."""
     p = str(pattern).strip()
     if not p or p in ("*", "**") or "/" in p or "\\" in p:
-        raise ConfigError(f"--neutral {pattern!r}: give a file-name pattern that picks the neutral scans, e.g. "
-                          "'*NE00*' (BU-3DFE) or '*_N_N_*' (Bosphorus)")
+        raise ConfigError(f"--neutral {pattern!r}: give auto, none, or a file-name pattern that picks the neutral "
+                          "scans, e.g. '*NE00*' (BU-3DFE) or '*_N_N_*' (Bosphorus)")
     return p
 
 
-def _is_reference(file: str, pattern: str) -> bool:
-    return fnmatch.fnmatch(PurePath(str(file).replace("\\", "/")).name.lower(), pattern.lower())
+def patterns_for(spec: str) -> tuple[str, ...]:
+    """The file patterns of a ``--neutral`` spec: ``auto`` -> :data:`AUTO_PATTERNS`, ``none`` -> none."""
+    p = check_pattern(spec)
+    return AUTO_PATTERNS if p.lower() == "auto" else () if p.lower() == "none" else (p,)
 
 
-def match_neutral(rows: list[Row], classes: Sequence[str], pattern: str) -> ReferenceMatch:
-    """Rescore, in place, every scan row (not frames, sequences or errors) whose folder holds a scan named like
-    ``pattern``, against that folder's neutral scan(s) (see the module doc)."""
+def _is_reference(file: str, patterns: Sequence[str]) -> bool:
+    name = PurePath(str(file).replace("\\", "/")).name.lower()
+    return any(fnmatch.fnmatch(name, p.lower()) for p in patterns)
+
+
+def match_neutral(rows: list[Row], classes: Sequence[str], spec: str = "auto") -> ReferenceMatch:
+    """Rescore, in place, every scan row (not frames, sequences or errors) whose folder holds a scan named as
+    ``spec`` says (:func:`patterns_for`), against that folder's neutral scan(s) (see the module doc)."""
     from affectvlm.predict import contrast
 
-    pattern = check_pattern(pattern)
+    patterns = patterns_for(spec)
     folders: dict[str, list[int]] = {}
     for i, r in enumerate(rows):
         if not r.get("error") and r.get("frame") == "":
             folders.setdefault(folder_of(r["file"]), []).append(i)
     rescored = with_ref = without = 0
     for members in folders.values():
-        refs = [i for i in members if _is_reference(rows[i]["file"], pattern)]
+        refs = [i for i in members if patterns and _is_reference(rows[i]["file"], patterns)]
         if not refs:
             without += 1
             continue

@@ -48,22 +48,26 @@ prior_spec = st.text_input("Known class balance of the whole set (optional)", ke
                                 "label then depends on the others in the set; needs at least 20 scans.")
 by_folder = st.checkbox("Match each folder apart (a subject's folder, when every subject shows every class)",
                         key="batch_prior_folder", help="As `affectvlm predict --prior-by folder`.")
+use_neutral = st.checkbox("Score each scan against its folder's neutral scan (BU-3DFE's NE00, Bosphorus's N_N)",
+                          value=True, key="batch_neutral",
+                          help="As `affectvlm predict --neutral auto` (the default): takes a subject's resting lean "
+                               "out of its other scans; the neutral scans keep their rows.")
 
 
 def matched(rows: list[dict]) -> list[dict]:
-    """The rows to show: as scored, or with the class balance typed in matched on a copy."""
-    if not prior_spec.strip():
-        hint = batch_hint(rows)
-        if hint is not None:
-            st.info(f"Class balance: {hint.text}.")
-        return rows
+    """The rows to show: as scored, or on a copy scored against each folder's neutral scan and/or with the class
+    balance typed in matched."""
     try:
-        out, notes = match_batch(rows, prior_spec, by_folder=by_folder)
+        out, notes = match_batch(rows, prior_spec, by_folder=by_folder, neutral="auto" if use_neutral else "none")
     except AffectVLMError as e:
         show_error(e)  # the table still shows, as scored
         return rows
     for note in notes:
-        (st.warning if note.warning else st.info)(f"Class balance: {note.text}.")
+        (st.warning if note.warning else st.info)(f"{note.text}.")
+    if not prior_spec.strip():
+        hint = batch_hint(out)
+        if hint is not None:
+            st.info(f"Class balance: {hint.text}.")
     return out
 
 

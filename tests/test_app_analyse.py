@@ -223,6 +223,22 @@ def test_batch_zip_table_and_downloads(face, tmp_path):
     assert len(at.error) == 2 and any("--prior" in e.value for e in at.error) and not at.exception
 
 
+def test_batch_scores_scans_against_their_folders_neutral_scan(tmp_path):
+    face = face_like_mesh(20, seed=0, textured=False)
+    members = [(f"F0001/F0001_{code}_F3D.obj", _trimesh_bytes(face, "obj")) for code in ("NE00WH", "HA04WH", "SA04WH")]
+    at = AppTest.from_file(APP, default_timeout=180).run()
+    at.switch_page("pages/2_Batch.py").run()
+    upload(at, [("bu3dfe.zip", zip_bytes(members))], key="batch_upload")
+    at.button(key="batch_run").click().run()
+    assert not at.exception and any("Neutral reference: scored 2 scans" in m.value for m in at.info), at.info
+    df = at.dataframe[0].value.set_index("file")
+    ne = next(f for f in df.index if "NE00" in f)
+    assert (df.drop(index=ne)["neutral"] == 0).all() and df.loc[ne, "neutral"] > 0
+    at.checkbox(key="batch_neutral").uncheck().run()  # each scan alone: the three identical faces score alike
+    df = at.dataframe[0].value
+    assert not any("Neutral reference" in m.value for m in at.info) and df["neutral"].nunique() == 1
+
+
 def test_batch_prior_matches_the_set(tmp_path):
     one = _trimesh_bytes(face_like_mesh(20, seed=0, textured=False), "obj")
     at = AppTest.from_file(APP, default_timeout=180).run()

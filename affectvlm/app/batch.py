@@ -64,18 +64,29 @@ def rows_download(rows: Sequence[dict[str, Any]], fmt: str) -> bytes:
     raise ConfigError(f"download format must be csv or json, got {fmt!r}")
 
 
-def match_batch(rows: Sequence[dict[str, Any]], spec: str, *,
-                by_folder: bool = False) -> tuple[list[dict[str, Any]], list["PriorNote"]]:
-    """A copy of ``rows`` with the class balance ``spec`` matched (``affectvlm.prior``, as ``affectvlm predict
-    --prior``; the scored rows are not touched) and the notes to show; ConfigError for a bad ``spec``."""
+def match_batch(rows: Sequence[dict[str, Any]], spec: str, *, by_folder: bool = False,
+                neutral: str = "none") -> tuple[list[dict[str, Any]], list["PriorNote"]]:
+    """A copy of ``rows`` scored against each folder's neutral scans (``neutral``, as ``affectvlm predict
+    --neutral``) and with the class balance ``spec`` matched when one is given (``affectvlm.prior``, as ``--prior``);
+    the scored rows are not touched. Returns it and the notes to show, each headed by what it is about; ConfigError
+    for a bad ``spec``."""
     from affectvlm.predict import class_names
-    from affectvlm.prior import match_rows, parse_prior, summarise
+    from affectvlm.prior import PriorNote, match_rows, parse_prior, summarise
+    from affectvlm.reference import match_neutral
 
     classes = class_names(rows)
-    prior = parse_prior(spec, classes)
+    prior = parse_prior(spec, classes) if spec.strip() else None
     out = [dict(r) for r in rows]
-    by = "folder" if by_folder else "set"
-    return out, summarise(match_rows(out, classes, prior, by=by), by)
+    notes = []
+    ref = match_neutral(out, classes, neutral)
+    if ref.rescored:
+        notes.append(PriorNote(False, "Neutral reference: " + ref.text(neutral).replace(
+            "; --neutral none scores each scan alone", "")))
+    if prior is not None:
+        by = "folder" if by_folder else "set"
+        notes += [PriorNote(n.warning, "Class balance: " + n.text) for n in summarise(match_rows(out, classes, prior,
+                                                                                                 by=by), by)]
+    return out, notes
 
 
 def batch_hint(rows: Sequence[dict[str, Any]]) -> "PriorNote | None":

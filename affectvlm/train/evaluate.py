@@ -19,6 +19,7 @@ import torch
 
 from affectvlm.errors import AffectVLMError, ConfigError
 from affectvlm.prior import MIN_ROWS, match_rows, parse_prior
+from affectvlm.reference import check_pattern, match_neutral
 from affectvlm.runfolder import RunFolder, read_splits, write_json
 from affectvlm.trainconfig import TrainConfig, load_yaml
 from affectvlm.train.metrics import classification_metrics, save_confusion_png
@@ -49,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(transductive; the metrics record it)")
     p.add_argument("--prior-by", choices=("set", "folder"), default="set", help="with --prior: the whole set or "
                    "each folder apart")
+    p.add_argument("--neutral", default="auto", metavar="GLOB",
+                   help="as `affectvlm predict --neutral`: score each scan against its folder's neutral scan(s) "
+                        "(auto: BU-3DFE's NE00, Bosphorus's N_N; none: each scan alone; the metrics record it)")
     p.add_argument("--no-landmarks", action="store_true",
                    help="skip the landmark error against .bnd files beside the scans")
     return p
@@ -97,6 +101,7 @@ def run_eval(args: argparse.Namespace) -> dict:
     samples = expand_frames(samples, n_frames=base.frames_per_sequence)
     if not samples:
         raise ConfigError(f"{data}: no samples to evaluate")
+    check_pattern(args.neutral)
     prior = parse_prior(args.prior, classes) if args.prior else None
     if prior is None and args.prior_by != "set":
         raise ConfigError(f"--prior-by {args.prior_by} needs --prior SPEC (the balance to match)")
@@ -120,12 +125,16 @@ def run_eval(args: argparse.Namespace) -> dict:
             x = torch.stack([torch.from_numpy(cache.get(s.path)) for s in chunk]).float().div_(255)
             probs += torch.softmax(model(x.to(device)).float(), -1).cpu().tolist()
             y_true += [cidx[s.label] for s in chunk]
-    if prior is not None:  # the rows predict would give, matched as predict --prior matches them
-        rows = [{"file": str(s.path), "frame": "", "error": "", **dict(zip(classes, p))} for s, p in zip(samples, probs)]
+    # the rows predict would give, referenced and matched as predict --neutral / --prior do
+    rows = [{"file": str(s.path), "frame": "", "error": "", **dict(zip(classes, p))} for s, p in zip(samples, probs)]
+    ref = match_neutral([r for r, s in zip(rows, samples) if s.frame_ids is None], classes, args.neutral)  # scans
+    if prior is not None:
         match_rows(rows, classes, prior, by=args.prior_by)
-        probs = [[r[c] for c in classes] for r in rows]
+    probs = [[r[c] for c in classes] for r in rows]
     y_pred = [int(np.argmax(p)) for p in probs]
     out = classification_metrics(y_true, y_pred, classes)
+    if ref.rescored:
+        out["neutral_reference"] = {"spec": args.neutral, "rescored": ref.rescored, "folders": ref.folders}
     if prior is not None:
         out["prior"] = {"spec": args.prior, "by": args.prior_by, "transductive": True}
     for attr in ("intensity", "family", "face_model"):
