@@ -99,11 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="match the set's class balance after scoring: 'uniform' or CLASS=WEIGHT,... (classes not "
                          "named weigh 1; e.g. neutral=0.25 for BU-3DFE). Takes out a lean the whole set shares; "
                          "a scan's label then depends on the others scored with it (off by default)")
-    pr.add_argument("--neutral", default="auto", metavar="GLOB",
-                    help="score each scan against the neutral scan(s) of its folder (a subject's baseline), taking "
-                         "out the subject's resting lean: auto (default) uses BU-3DFE's *_NE00* and Bosphorus's "
-                         "*_N_N_* files when a folder has them; none scores each scan alone; or a file-name GLOB. "
-                         "The neutral scans keep their rows; applied before --prior")
+    pr.add_argument("--neutral", default=None, metavar="GLOB",
+                    help="score each scan against its subject's neutral scan(s), taking out the subject's resting "
+                         "lean (a scan's label then depends on that scan): auto (the default without --prior) pairs "
+                         "BU-3DFE scans with their subject's *_NE00* scan; none (the default with --prior) scores "
+                         "each scan alone; or a file-name GLOB for the neutral scans of each folder (Bosphorus: "
+                         "'*_N_N_0*'). The neutral scans keep their rows; applied before --prior")
     pr.add_argument("--prior-by", choices=("set", "folder"), default="set",
                     help="with --prior: match the whole set (default), or each folder apart (a subject's folder in "
                          "BU-3DFE/BU-4DFE, when every subject shows every class in that balance)")
@@ -179,7 +180,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.prior is None and args.prior_by != "set":
         raise ConfigError(f"--prior-by {args.prior_by} needs --prior SPEC (the balance to match)")
     prior = parse_prior(args.prior, model.classes) if args.prior is not None else None
-    check_pattern(args.neutral)
+    neutral = check_pattern(args.neutral) if args.neutral is not None else ("none" if args.prior else "auto")
     if not model.provenance.get("trained", True) and (shard is None or shard.rank == 0):
         _err(f"warning: model {model.spec!r} is untrained (random init): scores are meaningless")
     progress = not args.no_progress and sys.stderr.isatty() and (shard is None or shard.rank == 0)
@@ -203,11 +204,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
             return 0  # rank 0 reports; a non-zero exit here would make torchrun stop the others
     else:
         rows = predict(args.inputs, model, progress=progress, on_row=on_row, **kw)
-    ref = match_neutral(rows, model.classes, args.neutral)
+    ref = match_neutral(rows, model.classes, neutral)
     if ref.rescored:
-        _err(f"--neutral {args.neutral}: {ref.text(args.neutral)}")
-    elif args.neutral.strip().lower() not in ("auto", "none"):
-        _err(f"warning: --neutral {args.neutral}: no scan's name matches it beside other scans; all are as scored")
+        _err(f"--neutral {neutral}: {ref.text(neutral)}; --neutral none scores each scan alone")
+    elif neutral.lower() not in ("auto", "none"):
+        _err(f"warning: --neutral {neutral}: no scan's name matches it beside other scans; all are as scored")
     if prior is not None:
         for note in summarise(match_rows(rows, model.classes, prior, by=args.prior_by), args.prior_by):
             _err(("warning: " if note.warning else "") + f"--prior {args.prior}"

@@ -48,17 +48,19 @@ prior_spec = st.text_input("Known class balance of the whole set (optional)", ke
                                 "label then depends on the others in the set; needs at least 20 scans.")
 by_folder = st.checkbox("Match each folder apart (a subject's folder, when every subject shows every class)",
                         key="batch_prior_folder", help="As `affectvlm predict --prior-by folder`.")
-use_neutral = st.checkbox("Score each scan against its folder's neutral scan (BU-3DFE's NE00, Bosphorus's N_N)",
+use_neutral = st.checkbox("Score each scan against its subject's neutral scan (BU-3DFE's NE00)",
                           value=True, key="batch_neutral",
-                          help="As `affectvlm predict --neutral auto` (the default): takes a subject's resting lean "
-                               "out of its other scans; the neutral scans keep their rows.")
+                          help="As `affectvlm predict` does by default: takes a subject's resting lean out of its "
+                               "other scans; the neutral scans keep their rows. Off while a class balance is typed, "
+                               "as in `affectvlm predict --prior`.")
 
 
 def matched(rows: list[dict]) -> list[dict]:
     """The rows to show: as scored, or on a copy scored against each folder's neutral scan and/or with the class
     balance typed in matched."""
+    neutral = "auto" if use_neutral and not prior_spec.strip() else "none"
     try:
-        out, notes = match_batch(rows, prior_spec, by_folder=by_folder, neutral="auto" if use_neutral else "none")
+        out, notes = match_batch(rows, prior_spec, by_folder=by_folder, neutral=neutral)
     except AffectVLMError as e:
         show_error(e)  # the table still shows, as scored
         return rows

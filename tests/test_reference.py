@@ -24,11 +24,34 @@ def test_a_subjects_resting_lean_comes_out_of_its_other_scans():
             {"file": "F001/bad.wrl", "frame": "", "error": "unreadable", "label": ""}]
     before = [dict(r) for r in rows]
     m = match_neutral(rows, CLASSES, "*NE00*")
-    assert (m.rescored, m.folders, m.unreferenced) == (1, 1, 1) and "1 folder(s) without a neutral scan" in m.text("*NE00*")
+    assert (m.rescored, m.folders, m.unreferenced) == (1, 1, 1) and "1 without a neutral scan" in m.text("*NE00*")
     assert rows[1]["label"] == "happiness" and rows[1]["neutral"] == 0.0
     np.testing.assert_allclose([rows[1][c] for c in CLASSES], contrast(np.array([smile]) / 1.0,
                                                                         np.array([sad_rest]), CLASSES))
     assert rows[0] == before[0] and rows[2:] == before[2:]  # the reference, other folders, frames, errors as scored
+
+
+def test_auto_pairs_each_scan_with_its_own_subjects_neutral_scan_in_flat_folders_and_zips():
+    calm_a = [0.5, 0.05, 0.35, 0.02, 0.03, 0.03, 0.02]  # subject A looks sad at rest
+    calm_b = [0.5, 0.35, 0.05, 0.02, 0.03, 0.03, 0.02]  # subject B looks happy at rest
+    smile = [0.05, 0.40, 0.45, 0.02, 0.03, 0.03, 0.02]
+    for a, b in (("flat/F0001", "flat/F0002"), ("a.zip:F0001", "a.zip:F0002"), ("a.zip:x/F0001", "b.zip:x/F0002")):
+        rows = [_row(f"{a}_NE00WH_F3D.wrl", calm_a), _row(f"{a}_HA04WH_F3D.wrl", smile),
+                _row(f"{b}_NE00WH_F3D.wrl", calm_b), _row(f"{b}_HA04WH_F3D.wrl", smile)]
+        m = match_neutral(rows, CLASSES)
+        assert (m.rescored, m.folders) == (2, 2), a
+        np.testing.assert_allclose([rows[1][c] for c in CLASSES], contrast(np.array([smile]), np.array([calm_a]),
+                                                                            CLASSES))
+        np.testing.assert_allclose([rows[3][c] for c in CLASSES], contrast(np.array([smile]), np.array([calm_b]),
+                                                                            CLASSES))
+    # a glob groups by folder; a zip's root is a folder of its own
+    rows = [_row("a.zip:NE0_x.ply", calm_a), _row("a.zip:HA4_x.ply", smile), _row("b.zip:HA4_x.ply", smile)]
+    m = match_neutral(rows, CLASSES, "NE0_*")
+    assert (m.rescored, m.folders, m.unreferenced) == (1, 1, 1)
+    # a neutral scan that failed to load is no reference
+    rows = [{"file": "s/F0001_NE00WH_F3D.wrl", "frame": "", "error": "unreadable", "label": ""},
+            _row("s/F0001_HA04WH_F3D.wrl", smile)]
+    assert match_neutral(rows, CLASSES).unreferenced == 1
 
 
 def test_contrast_is_the_4d_pooling_rule():
@@ -48,16 +71,18 @@ def test_patterns():
     rows = [_row("s/ne00.obj", [0.5, 0.2, 0.1, 0.1, 0.05, 0.03, 0.02]), _row("s/x.obj", [0.1] * 7)]
     assert match_neutral(rows, CLASSES, "*NE00*").rescored == 1  # case does not matter
     assert patterns_for("auto") == AUTO_PATTERNS and patterns_for("NONE") == () and patterns_for("*n*") == ("*n*",)
+    # Bosphorus folders also hold pose, occlusion and AU scans: auto leaves them alone, a glob names them
     bos = [_row("bs000/bs000_N_N_0.bnt", [0.5, 0.2, 0.1, 0.1, 0.05, 0.03, 0.02]), _row("bs000/bs000_E_HAPPY_0.bnt",
                                                                                      [0.1] * 7)]
-    assert match_neutral(bos, CLASSES).rescored == 1  # auto knows Bosphorus's neutral scans
+    assert match_neutral(bos, CLASSES).rescored == 0
+    assert match_neutral(bos, CLASSES, "*_N_N_0*").rescored == 1
     assert match_neutral(bos, CLASSES, "none").rescored == 0
     for bad in ("", "*", "dir/*NE00*"):
         with pytest.raises(ConfigError, match="--neutral"):
             check_pattern(bad)
 
 
-def test_eval_references_bu3dfe_neutral_scans_by_default(tmp_path):
+def test_eval_scores_alone_by_default_and_against_the_neutral_scan_when_asked(tmp_path):
     import json
 
     from meshgen import face_like_mesh
@@ -72,8 +97,14 @@ def test_eval_references_bu3dfe_neutral_scans_by_default(tmp_path):
                        face_like_mesh(20, smile=lvl, seed=lvl, textured=False))
     common = ["--model", "default", "--data", str(tmp_path / "data"), "--layout", "bu3dfe", "--subset", "all",
               "--cache-dir", str(tmp_path / "cache"), "--no-landmarks"]
-    assert main([*common, "--out", str(tmp_path / "a.json")]) == 0
+    assert main([*common, "--out", str(tmp_path / "n.json")]) == 0  # each scan alone by default, as the trainer
+    alone = json.loads((tmp_path / "n.json").read_text())
+    assert "neutral_reference" not in alone
+    assert main([*common, "--neutral", "auto", "--out", str(tmp_path / "a.json")]) == 0
     auto = json.loads((tmp_path / "a.json").read_text())
-    assert auto["n"] == 6 and auto["neutral_reference"] == {"spec": "auto", "rescored": 4, "folders": 2}
-    assert main([*common, "--neutral", "none", "--out", str(tmp_path / "n.json")]) == 0
-    assert "neutral_reference" not in json.loads((tmp_path / "n.json").read_text())
+    assert auto["n"] == 6 and auto["neutral_reference"] == {"spec": "auto", "rescored": 4, "subjects": 2,
+                                                            "transductive": True}
+    # the referenced happy scans can no longer be called neutral: the confusion matrix's neutral column holds
+    # only the two neutral scans' own predictions
+    cm, k = np.array(auto["confusion_matrix"]), auto["classes"].index("neutral")
+    assert cm[:, k].sum() <= 2

@@ -80,8 +80,7 @@ def match_batch(rows: Sequence[dict[str, Any]], spec: str, *, by_folder: bool = 
     notes = []
     ref = match_neutral(out, classes, neutral)
     if ref.rescored:
-        notes.append(PriorNote(False, "Neutral reference: " + ref.text(neutral).replace(
-            "; --neutral none scores each scan alone", "")))
+        notes.append(PriorNote(False, "Neutral reference: " + ref.text(neutral)))
     if prior is not None:
         by = "folder" if by_folder else "set"
         notes += [PriorNote(n.warning, "Class balance: " + n.text) for n in summarise(match_rows(out, classes, prior,

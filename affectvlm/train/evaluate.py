@@ -50,9 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(transductive; the metrics record it)")
     p.add_argument("--prior-by", choices=("set", "folder"), default="set", help="with --prior: the whole set or "
                    "each folder apart")
-    p.add_argument("--neutral", default="auto", metavar="GLOB",
-                   help="as `affectvlm predict --neutral`: score each scan against its folder's neutral scan(s) "
-                        "(auto: BU-3DFE's NE00, Bosphorus's N_N; none: each scan alone; the metrics record it)")
+    p.add_argument("--neutral", default="none", metavar="GLOB",
+                   help="as `affectvlm predict --neutral`: score each scan against its subject's neutral scan(s) "
+                        "(auto: BU-3DFE's NE00; a glob; none, the default: each scan alone, as the trainer's test "
+                        "figures; the metrics record it)")
     p.add_argument("--no-landmarks", action="store_true",
                    help="skip the landmark error against .bnd files beside the scans")
     return p
@@ -134,7 +135,8 @@ def run_eval(args: argparse.Namespace) -> dict:
     y_pred = [int(np.argmax(p)) for p in probs]
     out = classification_metrics(y_true, y_pred, classes)
     if ref.rescored:
-        out["neutral_reference"] = {"spec": args.neutral, "rescored": ref.rescored, "folders": ref.folders}
+        out["neutral_reference"] = {"spec": args.neutral, "rescored": ref.rescored, "subjects": ref.folders,
+                                    "transductive": True}
     if prior is not None:
         out["prior"] = {"spec": args.prior, "by": args.prior_by, "transductive": True}
     for attr in ("intensity", "family", "face_model"):
