@@ -10,7 +10,7 @@ run's validation subjects, which no arm selects on here (every arm runs all epoc
 and chance stops are off so that a collapsing arm is measured, not aborted). ``mc+mt`` is the trainer's
 L_mc + L_mt (batch-centred), ``mc+mt-plain`` the uncentred formulas (``--no-loss-center``).
 
-    python bench/bench_convergence.py --data /work/data/synth-bu3dfe-40 --seeds 0,1,2 --epochs 8
+    python bench/bench_convergence.py --data data/synth-bu3dfe-40 --seeds 0,1,2 --epochs 8
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Are synthetic expressions learnable from geometry? A linear probe on rendered shaded views.
 
-    python bench/probe_synth.py --data /work/data/synth-bu3dfe-40 --intensities 3,4
+    python bench/probe_synth.py --data data/synth-bu3dfe-40 --intensities 3,4
 
 Reads a synthetic BU-3DFE-layout set through affectvlm.io.load_mesh (the real loader), renders one frontal
 untextured view per scan with affectvlm.render.render_views (orientation detected, as for user scans), and fits
