@@ -54,8 +54,8 @@ if TYPE_CHECKING:
 
 __all__ = [  # the scoring API, with the result types and writers of affectvlm.results for one import
     "predict", "prepare", "predict_mesh", "iter_sequence", "iter_sequence_results", "plan", "score_items",
-    "pool_probabilities", "contrast", "render_settings", "inference_context", "POOLINGS", "DEFAULT_POOLING", "PRECISIONS",
-    "DEFAULT_FPS",
+    "pool_probabilities", "contrast", "render_settings", "inference_context", "POOLINGS", "DEFAULT_POOLING",
+    "PRECISIONS", "DEFAULT_FPS",
     "Analysis", "FaceFrame", "FrameResult", "Prepared", "Row", "ScanResult", "SequenceResult", "FIXED_COLUMNS",
     "FRAME_COLUMNS", "class_names", "columns", "format_table", "rows_to_csv", "rows_to_json", "write_rows",
     "is_mesh_name", "looks_like_sequence"]

@@ -171,7 +171,8 @@ def lean_hint(rows: Sequence[Row], classes: Sequence[str], *,
     """A hint when the labels of a scored set are lopsided (over :data:`HINT_ROWS` scan or sequence rows, a class
     given under a quarter or over 2.5 times an even share), as a face model or scanner the model never saw can make
     them: if the set is balanced by design, ``--prior`` (``how`` says it in the caller's words) takes that lean out.
-    None when the labels look even (or the set is small). It changes nothing: an unbalanced set (one patient, one emotion) is lopsided for good reason."""
+    None when the labels look even (or the set is small). It changes nothing: an unbalanced set (one patient, one
+    emotion) is lopsided for good reason."""
     for kind, frame in (("scan", ""), ("sequence", "sequence")):
         labels = [r.get("label") for r in rows if not r.get("error") and r.get("frame") == frame]
         n = len(labels)

@@ -38,15 +38,15 @@ AUTO_PATTERNS = ("*_NE00*",)
 
 @dataclass(frozen=True)
 class ReferenceMatch:
-    """What :func:`match_neutral` did: scans rescored, folders with a neutral reference, folders without one."""
+    """What :func:`match_neutral` did: scans rescored, subjects with a neutral reference, subjects without one."""
 
     rescored: int
-    folders: int
+    subjects: int
     unreferenced: int
 
     def text(self, spec: str) -> str:
         what = "BU-3DFE's NE00" if spec.strip().lower() == "auto" else spec
-        out = f"scored {self.rescored} scans against the neutral scans ({what}) of {self.folders} subject(s)"
+        out = f"scored {self.rescored} scans against the neutral scans ({what}) of {self.subjects} subject(s)"
         if self.unreferenced:
             out += f"; {self.unreferenced} without a neutral scan that scored are as scored"
         return out
@@ -92,15 +92,12 @@ def match_neutral(rows: list[Row], classes: Sequence[str], spec: str = "auto") -
     subjects: dict[tuple[str, str], list[int]] = {}
     refs: dict[tuple[str, str], list[int]] = {}
     for i, r in enumerate(rows):
-        if r.get("frame") != "":
+        if r.get("frame") != "" or r.get("error"):
             continue
         folder, name = _split(r["file"])
         key = (folder, name.split("_")[0].lower() if auto else "")
         is_ref = any(fnmatch.fnmatch(name.lower(), p.lower()) for p in patterns)
-        if is_ref and not r.get("error"):
-            refs.setdefault(key, []).append(i)
-        elif not is_ref and not r.get("error"):
-            subjects.setdefault(key, []).append(i)
+        (refs if is_ref else subjects).setdefault(key, []).append(i)
     rescored = without = 0
     for key, members in subjects.items():
         if key not in refs:
@@ -112,4 +109,4 @@ def match_neutral(rows: list[Row], classes: Sequence[str], spec: str = "auto") -
             rows[i].update(zip(classes, probs))
             rows[i]["label"], rows[i]["confidence"] = top_class(classes, probs)
             rescored += 1
-    return ReferenceMatch(rescored, sum(1 for k in subjects if k in refs), without)
+    return ReferenceMatch(rescored, len(subjects) - without, without)

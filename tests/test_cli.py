@@ -190,7 +190,8 @@ def test_predict_prior(capsys, scans, tmp_path):
     for name in ("F0001_NE00WH_F3D.obj", "F0001_HA04WH_F3D.obj"):
         (subj / name).write_bytes((scans / "face.obj").read_bytes())
     assert cli.main(["predict", str(subj), *base, "--neutral", "*NE00*", "--out", str(tmp_path / "r.json")]) == 0
-    assert "--neutral *NE00*: scored 1 scans against the neutral scans (*NE00*) of 1 subject(s)" in capsys.readouterr().err
+    assert ("--neutral *NE00*: scored 1 scans against the neutral scans (*NE00*) of 1 subject(s)"
+            in capsys.readouterr().err)
     by_name = {PurePath(r["file"]).name: r for r in json.loads((tmp_path / "r.json").read_text())}
     ref, other = by_name["F0001_NE00WH_F3D.obj"], by_name["F0001_HA04WH_F3D.obj"]
     assert ref["neutral"] == pytest.approx(plain[0]["neutral"], abs=1e-6) and other["neutral"] == 0.0

@@ -24,7 +24,7 @@ def test_a_subjects_resting_lean_comes_out_of_its_other_scans():
             {"file": "F001/bad.wrl", "frame": "", "error": "unreadable", "label": ""}]
     before = [dict(r) for r in rows]
     m = match_neutral(rows, CLASSES, "*NE00*")
-    assert (m.rescored, m.folders, m.unreferenced) == (1, 1, 1) and "1 without a neutral scan" in m.text("*NE00*")
+    assert (m.rescored, m.subjects, m.unreferenced) == (1, 1, 1) and "1 without a neutral scan" in m.text("*NE00*")
     assert rows[1]["label"] == "happiness" and rows[1]["neutral"] == 0.0
     np.testing.assert_allclose([rows[1][c] for c in CLASSES], contrast(np.array([smile]) / 1.0,
                                                                         np.array([sad_rest]), CLASSES))
@@ -39,7 +39,7 @@ def test_auto_pairs_each_scan_with_its_own_subjects_neutral_scan_in_flat_folders
         rows = [_row(f"{a}_NE00WH_F3D.wrl", calm_a), _row(f"{a}_HA04WH_F3D.wrl", smile),
                 _row(f"{b}_NE00WH_F3D.wrl", calm_b), _row(f"{b}_HA04WH_F3D.wrl", smile)]
         m = match_neutral(rows, CLASSES)
-        assert (m.rescored, m.folders) == (2, 2), a
+        assert (m.rescored, m.subjects) == (2, 2), a
         np.testing.assert_allclose([rows[1][c] for c in CLASSES], contrast(np.array([smile]), np.array([calm_a]),
                                                                             CLASSES))
         np.testing.assert_allclose([rows[3][c] for c in CLASSES], contrast(np.array([smile]), np.array([calm_b]),
@@ -47,7 +47,7 @@ def test_auto_pairs_each_scan_with_its_own_subjects_neutral_scan_in_flat_folders
     # a glob groups by folder; a zip's root is a folder of its own
     rows = [_row("a.zip:NE0_x.ply", calm_a), _row("a.zip:HA4_x.ply", smile), _row("b.zip:HA4_x.ply", smile)]
     m = match_neutral(rows, CLASSES, "NE0_*")
-    assert (m.rescored, m.folders, m.unreferenced) == (1, 1, 1)
+    assert (m.rescored, m.subjects, m.unreferenced) == (1, 1, 1)
     # a neutral scan that failed to load is no reference
     rows = [{"file": "s/F0001_NE00WH_F3D.wrl", "frame": "", "error": "unreadable", "label": ""},
             _row("s/F0001_HA04WH_F3D.wrl", smile)]

@@ -22,7 +22,7 @@ Exactly what :func:`augment_views` does to a batch of rendered views ``(B, V, 3,
    the image's width and of its height, placed uniformly, is set to the background (0), so that no one face
    region decides alone.
 
-Randomness for steps 2-5 comes from a generator seeded by (seed, epoch, dataset index of the sample), so
+Randomness for steps 2-6 comes from a generator seeded by (seed, epoch, dataset index of the sample), so
 a sample gets the same augmentation whatever rank, batch or resume it lands in; step 1 is seeded by
 (seed, epoch, step, rank).
 

@@ -135,7 +135,7 @@ def run_eval(args: argparse.Namespace) -> dict:
     y_pred = [int(np.argmax(p)) for p in probs]
     out = classification_metrics(y_true, y_pred, classes)
     if ref.rescored:
-        out["neutral_reference"] = {"spec": args.neutral, "rescored": ref.rescored, "subjects": ref.folders,
+        out["neutral_reference"] = {"spec": args.neutral, "rescored": ref.rescored, "subjects": ref.subjects,
                                     "transductive": True}
     if prior is not None:
         out["prior"] = {"spec": args.prior, "by": args.prior_by, "transductive": True}
@@ -167,7 +167,6 @@ def per_group(samples: Sequence, y_true: Sequence[int], y_pred: Sequence[int], a
 def landmark_error(samples: Sequence, settings) -> dict | None:
     """Error (scan units, mm for BU-3DFE) of the face-frame network's 83 landmarks against the ``.bnd`` files
     beside the scans; None when no scan has one. Scans are oriented as the model's render settings say."""
-
     from affectvlm.geometry import canonicalise
     from affectvlm.io import load_mesh
     from affectvlm.io.landmarks import bnd_beside, read_bnd
