@@ -310,3 +310,23 @@ def test_bench_recipes_tells_a_wrong_book(tmp_path, capsys):
     assert packaged["n"] == swapped["n"] == 13 and packaged["ratio"] == 1.0
     assert swapped["accuracy"] <= packaged["accuracy"] - 4 / 13  # the 4 swapped scans, at least, go wrong
     assert any(k in swapped["confusions"] for k in ("happiness->anger", "anger->happiness"))
+
+
+@pytest.mark.skipif(not (REAL / "generic_neutral_mesh.obj").is_file(), reason="ICT-FaceKit subset not present")
+def test_bench_reference_scores_a_corpus_alone_and_against_its_neutral_scans(tmp_path, capsys):
+    import json
+    import runpy
+
+    from affectvlm.synth.cli import main as synth
+
+    assert synth(["--layout", "corpus", "--facekit", str(REAL), "--families", "recipes", "--intensities", "4",
+                  "--subjects", "1", "--test-frac", "1", "--val-frac", "0", "--seed", "9", "--out",
+                  str(tmp_path / "c"), "-q"]) == 0
+    bench = runpy.run_path(str(Path(__file__).resolve().parents[1] / "bench" / "bench_reference.py"))
+    assert bench["main"](["--data", str(tmp_path / "c"), "--prior", "uniform"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    alone, ref = report["alone"], report["neutral"]
+    assert alone["n"] == ref["n"] == 7 and alone["expressive_n"] == 6
+    assert (ref["rescored"], ref["subjects"]) == (6, 1) and "ratio" in ref
+    assert ref["per_label"]["neutral"] == alone["per_label"]["neutral"]  # the neutral scan keeps its row
+    assert report["neutral_then_prior"]["spec"] == "uniform"
