@@ -8,7 +8,7 @@ reports ``ratio`` = its accuracy / the reference's. SYNTHETIC; the subjects are 
 any corpus's. The dense conditions go through ``predict`` like any scan, so a model's ``max_vertices`` cap applies.
 
     python bench/bench_nuisance.py --facekit ../shared/ict-facekit/FaceXModel --makehuman MH/makehuman/data \\
-        --facshuman FACSHuman [--model default] [--subjects 6] [--seed 4242] [--conditions clean,pitch15,...]
+        --facshuman FACSHuman [--rocketbox DIR] [--gltf DIR] [--model default] [--subjects 6] [--seed 4242] [--conditions clean,pitch15,...]
 """
 from __future__ import annotations
 
@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--facekit", metavar="DIR")
     ap.add_argument("--makehuman", metavar="DIR")
     ap.add_argument("--facshuman", metavar="DIR")
+    ap.add_argument("--rocketbox", metavar="DIR", help="Rocketbox avatar FBX files (as affectvlm synth --rocketbox)")
+    ap.add_argument("--gltf", metavar="DIR", help="GLB avatars with ARKit morph targets (as affectvlm synth --gltf)")
     ap.add_argument("--model", default="default")
     ap.add_argument("--subjects", type=int, default=6, help="new subjects per face model")
     ap.add_argument("--seed", type=int, default=4242)
@@ -68,9 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     from affectvlm.synth.facemodel import load_face_models
     from affectvlm.synth.randomised import Nuisance, sample_identity
 
-    models = load_face_models(args.facekit, args.makehuman, args.facshuman)
+    models = load_face_models(args.facekit, args.makehuman, args.facshuman, rocketbox=args.rocketbox, gltf=args.gltf)
     if not models:
-        ap.error("name at least one face model: --facekit and/or --makehuman (with --facshuman)")
+        ap.error("name at least one face model: --facekit, --makehuman (with --facshuman), --rocketbox or --gltf")
     model = load_model(args.model)
     jobs = [(mi, name, fam, s, e, lvl) for mi, (name, m) in enumerate(sorted(models.items()))
             for fam in ("recipes", "emfacs") + (("sculpt",) if m.meta.get("emotion_targets") else ())

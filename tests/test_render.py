@@ -311,6 +311,27 @@ def test_numba_threads_give_identical_images():
         assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_decimation_on_several_threads_gives_what_one_thread_gives():
+    # fast-simplification works in process-wide arrays: predict's render workers once got each other's meshes
+    from concurrent.futures import ThreadPoolExecutor
+
+    from affectvlm.render.simplify import cap_vertices
+
+    rng = np.random.default_rng(1)
+    meshes = []
+    for n in (150, 110):
+        m = face_like_mesh(n, textured=False)
+        meshes.append(Mesh(vertices=m.vertices + rng.normal(0, 0.1, m.vertices.shape).astype(np.float32),
+                           faces=m.faces, source=f"{n}.ply"))
+    alone = [cap_vertices(m, 3000) for m in meshes]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda m: cap_vertices(m, 3000), meshes * 6))
+    for i, got in enumerate(together):
+        want = alone[i % 2]
+        assert got.vertices.shape == want.vertices.shape and np.array_equal(got.vertices, want.vertices)
+        assert np.array_equal(got.faces, want.faces)
+
+
 def test_dense_scans_are_decimated_to_the_cap_before_geometry_renders():
     from affectvlm.render.prepare import prepare
     from affectvlm.render.simplify import cap_vertices

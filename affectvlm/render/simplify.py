@@ -7,6 +7,7 @@ do not survive decimation, so the renderers apply the cap only to geometry-only 
 """
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -16,7 +17,22 @@ from affectvlm.mesh import Mesh
 if TYPE_CHECKING:
     from .settings import RenderSettings
 
-__all__ = ["cap_vertices", "capped_for"]
+__all__ = ["cap_vertices", "capped_for", "quadric_simplify"]
+
+# fast-simplification keeps the mesh it works on in process-wide arrays and releases the GIL: two threads
+# decimating at once (predict's render workers) corrupt each other's result
+_SIMPLIFY_LOCK = threading.Lock()
+
+
+def quadric_simplify(points: np.ndarray, faces: np.ndarray, target_reduction: float
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """fast-simplification's quadric decimation, one call at a time in this process; raises ImportError
+    when the package is missing."""
+    import fast_simplification
+
+    with _SIMPLIFY_LOCK:
+        return fast_simplification.simplify(np.asarray(points, np.float32), np.asarray(faces, np.int32),
+                                            target_reduction=float(target_reduction))
 
 
 def capped_for(mesh: Mesh, settings: "RenderSettings") -> Mesh:
@@ -39,10 +55,7 @@ def cap_vertices(mesh: Mesh, max_vertices: int) -> Mesh:
         return mesh
     if f.min() < 0 or f.max() >= n or not np.isfinite(v).all():
         return mesh
-    import fast_simplification
-
-    pts, faces = fast_simplification.simplify(v.astype(np.float32), f.astype(np.int32),
-                                              target_reduction=1.0 - max_vertices / n)
+    pts, faces = quadric_simplify(v, f, 1.0 - max_vertices / n)
     if len(faces) == 0:
         return mesh
     meta = dict(mesh.meta)

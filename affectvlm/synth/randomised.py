@@ -279,12 +279,12 @@ def _resample(v: np.ndarray, f: np.ndarray, target: int) -> tuple[np.ndarray, np
     if target <= 0:
         return v, f
     if target < 0.9 * len(v):
+        from affectvlm.render.simplify import quadric_simplify
+
         try:
-            import fast_simplification
+            pts, faces = quadric_simplify(v, f, 1.0 - target / len(v))
         except ImportError:
             return v, f
-        pts, faces = fast_simplification.simplify(v.astype(np.float32), f.astype(np.int32),
-                                                  target_reduction=float(1.0 - target / len(v)))
         return np.asarray(pts, np.float64), np.asarray(faces, np.int64)
     import trimesh.remesh
 

@@ -129,10 +129,9 @@ def _decimate(points: np.ndarray, faces: np.ndarray, fraction: float) -> np.ndar
     A simplifier runs on the template once; each output vertex is snapped to its nearest original vertex
     so the result applies to every identity/expression (vertex correspondence is preserved)."""
     try:
-        import fast_simplification
+        from affectvlm.render.simplify import quadric_simplify
 
-        out_pts, out_faces = fast_simplification.simplify(points.astype(np.float32), faces.astype(np.int32),
-                                                          target_reduction=1.0 - fraction)
+        out_pts, out_faces = quadric_simplify(points, faces, 1.0 - fraction)
     except ImportError:
         try:
             import pyvista as pv
