@@ -102,9 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--neutral", default=None, metavar="GLOB",
                     help="score each scan against its subject's neutral scan(s), taking out the subject's resting "
                          "lean (a scan's label then depends on that scan): auto (the default without --prior) pairs "
-                         "BU-3DFE scans with their subject's *_NE00* scan; none (the default with --prior) scores "
-                         "each scan alone; or a file-name GLOB for the neutral scans of each folder (Bosphorus: "
-                         "'*_N_N_0*'). The neutral scans keep their rows; applied before --prior")
+                         "BU-3DFE scans with their subject's *_NE00* scan and Bosphorus emotion scans (*_E_*) with "
+                         "their subject's *_N_N_* scans; none (the default with --prior) scores each scan alone; or a "
+                         "file-name GLOB for the neutral scans of each folder, for every other scan there. The neutral "
+                         "scans keep their rows; applied before --prior")
     pr.add_argument("--prior-by", choices=("set", "folder"), default="set",
                     help="with --prior: match the whole set (default), or each folder apart (a subject's folder in "
                          "BU-3DFE/BU-4DFE, when every subject shows every class in that balance)")

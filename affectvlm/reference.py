@@ -8,10 +8,11 @@ log-probability minus half that of the neutral scan(s), the neutral class exclud
 (:func:`affectvlm.predict.contrast`). The neutral scans themselves keep their rows as scored.
 
 A subject is a folder (inside a zip: the zip and the folder in it). With ``auto``, which ``affectvlm predict`` uses
-unless ``--prior`` is given, only BU-3DFE's naming counts (``F0001_NE00WH_F3D.wrl``), and the subject is the folder
-and the name's first field (``F0001``), so a flat folder or zip of many subjects still pairs each scan with its own
-subject's neutral scan. A glob (``--neutral '*_N_N_0*'`` for Bosphorus, whose folders also hold pose, occlusion and
-action-unit scans that this would rescore too) groups by folder only.
+unless ``--prior`` is given, two datasets' naming counts (:data:`AUTO_LAYOUTS`), and the subject is the folder and the
+name's first field, so a flat folder or zip of many subjects still pairs each scan with its own subject's neutral scan:
+BU-3DFE (``F0001_NE00WH_F3D.wrl`` for every other scan of ``F0001``) and Bosphorus (``bs000_N_N_0.bnt`` for the
+emotion scans ``bs000_E_*`` only: its folders also hold pose, occlusion and action-unit scans, which are left as
+scored). A glob (``--neutral '*neutral*'``) groups by folder only and rescores every other scan there.
 
 Unlike ``--prior`` it assumes nothing about the set's balance: one patient's baseline and a single expression is
 fine. Subjects without a neutral scan that scored are left as scored. It makes a scan's label depend on another scan
@@ -30,10 +31,22 @@ import numpy as np
 from affectvlm.errors import ConfigError
 from affectvlm.results import Row, as_probs, top_class
 
-__all__ = ["AUTO_PATTERNS", "ReferenceMatch", "check_pattern", "match_neutral", "patterns_for"]
+__all__ = ["AUTO_LAYOUTS", "NeutralLayout", "ReferenceMatch", "check_pattern", "layouts_for", "match_neutral"]
 
-# BU-3DFE's neutral scans (F0001_NE00WH_F3D.wrl): the one layout whose folders hold nothing but a subject's expressions
-AUTO_PATTERNS = ("*_NE00*",)
+
+@dataclass(frozen=True)
+class NeutralLayout:
+    """A naming rule: which file names are a subject's neutral scans, and which of its other scans they stand for
+    (globs on the lower-cased file name); ``by_field``: the subject is the folder and the name's first field."""
+
+    name: str
+    neutral: str
+    scans: str = "*"
+    by_field: bool = True
+
+
+AUTO_LAYOUTS = (NeutralLayout("BU-3DFE's NE00", "*_ne00*"),
+                NeutralLayout("Bosphorus's N_N", "*_n_n_*", scans="*_e_*"))
 
 
 @dataclass(frozen=True)
@@ -45,7 +58,7 @@ class ReferenceMatch:
     unreferenced: int
 
     def text(self, spec: str) -> str:
-        what = "BU-3DFE's NE00" if spec.strip().lower() == "auto" else spec
+        what = " or ".join(lay.name for lay in AUTO_LAYOUTS) if spec.strip().lower() == "auto" else spec
         out = f"scored {self.rescored} scans against the neutral scans ({what}) of {self.subjects} subject(s)"
         if self.unreferenced:
             out += f"; {self.unreferenced} without a neutral scan that scored are as scored"
@@ -62,10 +75,13 @@ def check_pattern(pattern: str) -> str:
     return p
 
 
-def patterns_for(spec: str) -> tuple[str, ...]:
-    """The file patterns of a ``--neutral`` spec: ``auto`` -> :data:`AUTO_PATTERNS`, ``none`` -> none."""
+def layouts_for(spec: str) -> tuple[NeutralLayout, ...]:
+    """The naming rules of a ``--neutral`` spec: ``auto`` -> :data:`AUTO_LAYOUTS`, ``none`` -> none, a glob -> its
+    files are the neutral scans of their folder, for every other scan there."""
     p = check_pattern(spec)
-    return AUTO_PATTERNS if p.lower() == "auto" else () if p.lower() == "none" else (p,)
+    if p.lower() == "auto":
+        return AUTO_LAYOUTS
+    return () if p.lower() == "none" else (NeutralLayout(p, p.lower(), by_field=False),)
 
 
 _ZIP_MEMBER = re.compile(r"^(.*?\.zip):(.*)$", re.IGNORECASE)
@@ -82,31 +98,42 @@ def _split(file: str) -> tuple[str, str]:
 
 def match_neutral(rows: list[Row], classes: Sequence[str], spec: str = "auto") -> ReferenceMatch:
     """Rescore, in place, every scan row (not frames, sequences or errors) of a subject who has a scan named as
-    ``spec`` says (:func:`patterns_for`), against that subject's neutral scan(s) (see the module doc)."""
+    ``spec`` says (:func:`layouts_for`), against that subject's neutral scan(s) (see the module doc)."""
     from affectvlm.predict import contrast
 
-    patterns = patterns_for(spec)
-    if not patterns:
+    layouts = layouts_for(spec)
+    if not layouts:
         return ReferenceMatch(0, 0, 0)
-    auto = patterns == AUTO_PATTERNS
-    subjects: dict[tuple[str, str], list[int]] = {}
-    refs: dict[tuple[str, str], list[int]] = {}
+    refs: dict[tuple[str, str, int], list[int]] = {}  # (folder, first field, layout) -> its neutral rows
+    others: list[tuple[int, str, str]] = []
     for i, r in enumerate(rows):
         if r.get("frame") != "" or r.get("error"):
             continue
         folder, name = _split(r["file"])
-        key = (folder, name.split("_")[0].lower() if auto else "")
-        is_ref = any(fnmatch.fnmatch(name.lower(), p.lower()) for p in patterns)
-        (refs if is_ref else subjects).setdefault(key, []).append(i)
-    rescored = without = 0
-    for key, members in subjects.items():
-        if key not in refs:
-            without += 1
-            continue
+        name = name.lower()
+        k = next((k for k, lay in enumerate(layouts) if fnmatch.fnmatch(name, lay.neutral)), None)
+        if k is None:
+            others.append((i, folder, name))
+        else:
+            refs.setdefault((folder, _field(name, layouts[k]), k), []).append(i)
+    used: dict[tuple[str, str, int], list[int]] = {}
+    alone: set[tuple[str, str]] = set()
+    for i, folder, name in others:
+        keys = [(folder, _field(name, lay), k) for k, lay in enumerate(layouts) if fnmatch.fnmatch(name, lay.scans)]
+        key = next((key for key in keys if key in refs), None)
+        if key is None:
+            alone.add((folder, _field(name, layouts[0])))
+        else:
+            used.setdefault(key, []).append(i)
+    for key, members in used.items():
         ref = np.array([[float(rows[i][c]) for c in classes] for i in refs[key]])
         for i in members:
             probs = as_probs(contrast(np.array([[float(rows[i][c]) for c in classes]]), ref, classes))
             rows[i].update(zip(classes, probs))
             rows[i]["label"], rows[i]["confidence"] = top_class(classes, probs)
-            rescored += 1
-    return ReferenceMatch(rescored, len(subjects) - without, without)
+    subjects = {(folder, field) for folder, field, _ in used}
+    return ReferenceMatch(sum(map(len, used.values())), len(subjects), len(alone - subjects))
+
+
+def _field(name: str, layout: NeutralLayout) -> str:
+    return name.split("_")[0] if layout.by_field else ""

@@ -203,6 +203,21 @@ def test_predict_prior(capsys, scans, tmp_path):
     assert "--neutral" not in capsys.readouterr().err
     alone = {PurePath(r["file"]).name: r for r in json.loads((tmp_path / "x.json").read_text())}
     assert alone["F0001_HA04WH_F3D.obj"]["neutral"] == pytest.approx(plain[0]["neutral"], abs=1e-6)
+    # Bosphorus (real .bnt files): auto rescores the emotion scans against the subject's N_N scan, not its pose scans
+    from fixtures_formats import bnt_face_grid
+
+    from affectvlm.io.bnt import write_bnt
+
+    bos = tmp_path / "bs000"
+    bos.mkdir()
+    xyz, background = bnt_face_grid(60, 48)
+    for name in ("bs000_N_N_0", "bs000_E_HAPPY_0", "bs000_YR_R10_0"):
+        write_bnt(bos / f"{name}.bnt", xyz, background=background, image_name=f"{name}.png")
+    assert cli.main(["predict", str(bos), *base, "--out", str(tmp_path / "b.json")]) == 0
+    assert "scored 1 scans against the neutral scans (BU-3DFE's NE00 or Bosphorus's N_N) of 1" in capsys.readouterr().err
+    got = {PurePath(r["file"]).stem: r for r in json.loads((tmp_path / "b.json").read_text())}
+    assert got["bs000_E_HAPPY_0"]["neutral"] == 0.0 and got["bs000_N_N_0"]["neutral"] > 0
+    assert got["bs000_YR_R10_0"]["neutral"] == pytest.approx(got["bs000_N_N_0"]["neutral"], abs=1e-6)
     # with --prior, scans are scored alone unless --neutral is given (a prior counts on their neutral mass)
     assert cli.main(["predict", str(subj), *base, "--prior", "uniform", "--prior-by", "folder"]) == 0
     assert "--neutral" not in capsys.readouterr().err

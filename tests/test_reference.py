@@ -4,7 +4,7 @@ import pytest
 
 from affectvlm.errors import ConfigError
 from affectvlm.predict import CONTRAST_WEIGHT, contrast, pool_probabilities
-from affectvlm.reference import AUTO_PATTERNS, check_pattern, match_neutral, patterns_for
+from affectvlm.reference import AUTO_LAYOUTS, check_pattern, layouts_for, match_neutral
 
 CLASSES = ["neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger"]
 
@@ -70,13 +70,23 @@ def test_patterns():
     assert check_pattern(" *NE00* ") == "*NE00*"
     rows = [_row("s/ne00.obj", [0.5, 0.2, 0.1, 0.1, 0.05, 0.03, 0.02]), _row("s/x.obj", [0.1] * 7)]
     assert match_neutral(rows, CLASSES, "*NE00*").rescored == 1  # case does not matter
-    assert patterns_for("auto") == AUTO_PATTERNS and patterns_for("NONE") == () and patterns_for("*n*") == ("*n*",)
-    # Bosphorus folders also hold pose, occlusion and AU scans: auto leaves them alone, a glob names them
-    bos = [_row("bs000/bs000_N_N_0.bnt", [0.5, 0.2, 0.1, 0.1, 0.05, 0.03, 0.02]), _row("bs000/bs000_E_HAPPY_0.bnt",
-                                                                                     [0.1] * 7)]
-    assert match_neutral(bos, CLASSES).rescored == 0
-    assert match_neutral(bos, CLASSES, "*_N_N_0*").rescored == 1
-    assert match_neutral(bos, CLASSES, "none").rescored == 0
+    assert layouts_for("auto") == AUTO_LAYOUTS and layouts_for("NONE") == ()
+    assert [(lay.neutral, lay.scans, lay.by_field) for lay in layouts_for("*N*")] == [("*n*", "*", False)]
+    # Bosphorus folders also hold pose, occlusion and AU scans: auto rescores only the emotion scans (E_), each
+    # against its own subject's N_N scans, also in a flat folder of several subjects; a glob rescores the folder
+    rest = [0.5, 0.05, 0.35, 0.02, 0.03, 0.03, 0.02]
+    bos = [_row("b/bs000_N_N_0.bnt", rest), _row("b/bs000_E_HAPPY_0.bnt", [0.05, 0.4, 0.45, 0.02, 0.03, 0.03, 0.02]),
+           _row("b/bs000_YR_R10_0.bnt", [0.1] * 7), _row("b/bs000_LFAU_12_0.bnt", [0.1] * 7),
+           _row("b/bs001_E_SADNESS_0.bnt", [0.05, 0.4, 0.45, 0.02, 0.03, 0.03, 0.02]),
+           _row("b/bs002_N_N_1.bnt", [0.5, 0.35, 0.05, 0.02, 0.03, 0.03, 0.02]),
+           _row("b/bs002_E_SADNESS_0.bnt", [0.05, 0.4, 0.45, 0.02, 0.03, 0.03, 0.02])]
+    before = [dict(r) for r in bos]
+    m = match_neutral(bos, CLASSES)
+    assert (m.rescored, m.subjects, m.unreferenced) == (2, 2, 1) and "Bosphorus" in m.text("auto")
+    assert bos[1]["label"] == "happiness" and bos[6]["label"] == "sadness"  # each subject's own lean taken out
+    assert [bos[i] for i in (0, 2, 3, 4, 5)] == [before[i] for i in (0, 2, 3, 4, 5)]
+    assert match_neutral([dict(r) for r in before], CLASSES, "*_N_N_*").rescored == 5  # the glob: the whole folder
+    assert match_neutral([dict(r) for r in before], CLASSES, "none").rescored == 0
     for bad in ("", "*", "dir/*NE00*"):
         with pytest.raises(ConfigError, match="--neutral"):
             check_pattern(bad)
