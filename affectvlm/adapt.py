@@ -1,0 +1,133 @@
+"""The image encoder's batch-norm statistics re-estimated on the set being scored: ``affectvlm predict --adapt``.
+
+A face model, mesh or sculptor the model never saw shifts the statistics of the image encoder's activations, and
+batch norm then normalises them with the training set's means and variances. Re-estimating those running means and
+variances on the renders of the scored set itself (AdaBN, Li et al. 2016; no labels, no gradient, nothing else
+changes) puts the set's faces back where the model's later layers expect faces to be.
+
+It is transductive, and it assumes the set shows a mix of expressions: the statistics of a set of only smiles
+take the smile out with the face model. So :func:`spread_check` decides when ``auto`` applies it: at least
+:data:`MIN_ROWS` scored scans (or sequences) whose labels, scored as usual, spread over at least
+:data:`MIN_CLASSES` classes with :data:`MIN_SHARE` of the rows each and no class over :data:`MAX_SHARE`.
+A model without batch-norm layers (a ViT) is left as it is.
+"""
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Sequence
+
+import torch
+from torch import nn
+
+from affectvlm.results import Row
+
+if TYPE_CHECKING:
+    from affectvlm.model import AffectVLM
+
+__all__ = ["MAX_SHARE", "MIN_CLASSES", "MIN_ROWS", "MIN_SHARE", "ADAPT_MODES", "SAMPLE", "Adapted", "SpreadCheck",
+           "adapt_model", "norm_layers", "spread_check"]
+
+ADAPT_MODES = ("auto", "on", "none")
+MIN_ROWS = 50  # fewer scans give noisy statistics (measured: 20 scans gain little and vary widely)
+ON_MIN_ROWS = 20  # ``on`` still needs this many
+MIN_CLASSES, MIN_SHARE, MAX_SHARE = 4, 0.10, 0.40
+SAMPLE = 256  # inputs whose renders give the statistics (evenly spaced over the set)
+BATCH = 32  # scans per batch in the statistics pass, as measured
+SEQUENCE_FRAMES = 8  # frames per sequence in the statistics pass
+
+
+@dataclass(frozen=True)
+class SpreadCheck:
+    """Whether a scored set looks varied enough to adapt to: ``ok``, and why in a few words."""
+
+    ok: bool
+    rows: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Adapted:
+    """What :func:`adapt_model` did: the adapted copy, the inputs its statistics came from, and the number of
+    batch-norm layers re-estimated (0: the model has none or nothing rendered, and ``model`` is the original)."""
+
+    model: Any
+    inputs: int
+    layers: int
+
+
+def _counted(rows: Sequence[Row]) -> list[str]:
+    """Labels of the rows that stand for a whole input: scans, and sequences' pooled rows (not their frames)."""
+    return [r["label"] for r in rows if not r.get("error") and r.get("frame") in ("", "sequence") and r.get("label")]
+
+
+def spread_check(rows: Sequence[Row], *, min_rows: int = MIN_ROWS, spread: bool = True) -> SpreadCheck:
+    """Whether ``rows`` (scored without adaptation) are many and, with ``spread``, varied enough for
+    :func:`adapt_model` (see the module doc)."""
+    labels = _counted(rows)
+    n = len(labels)
+    if n < min_rows:
+        return SpreadCheck(False, n, f"{n} scored scans; it needs at least {min_rows}")
+    if not spread:
+        return SpreadCheck(True, n, f"{n} scans")
+    counts = Counter(labels)
+    top, top_n = counts.most_common(1)[0]
+    common = sum(1 for c in counts.values() if c >= MIN_SHARE * n)
+    if top_n > MAX_SHARE * n:
+        return SpreadCheck(False, n, f"{100 * top_n / n:.0f} % of them read {top}: a set of mostly one expression")
+    if common < MIN_CLASSES:
+        return SpreadCheck(False, n, f"only {common} expressions are each {100 * MIN_SHARE:.0f} % of them")
+    return SpreadCheck(True, n, f"{n} scans, {common} expressions each over {100 * MIN_SHARE:.0f} %")
+
+
+def norm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The batch-norm layers of ``model``'s image encoder that keep running statistics."""
+    visual = getattr(getattr(model, "clip", model), "visual", model)
+    return [m for m in visual.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
+def _even_sample(items: Sequence[Any], k: int) -> list[Any]:
+    if len(items) <= k:
+        return list(items)
+    step = len(items) / k
+    return [items[int(i * step)] for i in range(k)]
+
+
+def adapt_model(model: "AffectVLM", inputs: Sequence[Any], *, sample: int = SAMPLE, **predict_kw: Any) -> Adapted:
+    """A copy of ``model`` whose image encoder's batch-norm running statistics are those of ``inputs``' renders
+    (up to ``sample`` of them, evenly spaced; sequences by :data:`SEQUENCE_FRAMES` frames), rendered and mirrored
+    as :func:`affectvlm.predict.predict` does with ``predict_kw``. ``model`` itself is not changed."""
+    from affectvlm.predict import _setup, plan, score_items
+
+    if not norm_layers(model):
+        return Adapted(model, 0, 0)
+    adapted = copy.deepcopy(model)
+    layers = norm_layers(adapted)
+    saved = [m.momentum for m in layers]
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over every batch of the pass
+
+    def batch_statistics(mod: nn.Module, _inp: Any) -> None:
+        mod.training = True  # predict puts the model in eval mode; these layers gather statistics instead
+
+    kw = {k: v for k, v in predict_kw.items() if k not in ("every", "progress", "on_row", "batch_size", "frames")}
+    frames = min(int(predict_kw.get("frames") or SEQUENCE_FRAMES), SEQUENCE_FRAMES)
+    o, items = _setup(inputs, adapted, frames=frames, batch_size=BATCH, **kw)
+    picked = _even_sample(items, sample)
+    hooks = [m.register_forward_pre_hook(batch_statistics) for m in layers]
+    try:
+        with torch.no_grad():
+            rows = [row for _, row in score_items(picked, o, plan(picked, BATCH))]
+    finally:
+        for h in hooks:
+            h.remove()
+    for m, momentum in zip(layers, saved):
+        m.training = False
+        m.momentum = momentum
+    adapted.eval()
+    scored = sum(1 for r in rows if not r.get("error") and r.get("frame") in ("", "sequence"))
+    if not scored or int(layers[0].num_batches_tracked) == 0:  # nothing rendered: nothing to adapt to
+        return Adapted(model, 0, 0)
+    return Adapted(adapted, scored, len(layers))
