@@ -68,9 +68,9 @@ def spread_check(rows: Sequence[Row], *, min_rows: int = MIN_ROWS, spread: bool 
     labels = _counted(rows)
     n = len(labels)
     if n < min_rows:
-        return SpreadCheck(False, n, f"{n} scored scans; it needs at least {min_rows}")
+        return SpreadCheck(False, n, f"{n} scored scans or sequences; it needs at least {min_rows}")
     if not spread:
-        return SpreadCheck(True, n, f"{n} scans")
+        return SpreadCheck(True, n, f"{n} scans or sequences")
     counts = Counter(labels)
     top, top_n = counts.most_common(1)[0]
     common = sum(1 for c in counts.values() if c >= MIN_SHARE * n)
@@ -78,7 +78,7 @@ def spread_check(rows: Sequence[Row], *, min_rows: int = MIN_ROWS, spread: bool 
         return SpreadCheck(False, n, f"{100 * top_n / n:.0f} % of them read {top}: a set of mostly one expression")
     if common < MIN_CLASSES:
         return SpreadCheck(False, n, f"only {common} expressions are each {100 * MIN_SHARE:.0f} % of them")
-    return SpreadCheck(True, n, f"{n} scans, {common} expressions each over {100 * MIN_SHARE:.0f} %")
+    return SpreadCheck(True, n, f"{n} scans or sequences, {common} expressions each over {100 * MIN_SHARE:.0f} %")
 
 
 def norm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:

@@ -219,7 +219,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             if done is not None and done.layers:
                 rows = predict(args.inputs, done.model, progress=progress, **kw)
                 _err(f"--adapt {adapt}: scored again with the image encoder's statistics of {done.inputs} of these "
-                     f"scans ({check.reason}); --adapt none scores with the trained statistics")
+                     f"inputs ({check.reason}); --adapt none scores with the trained statistics")
             elif adapt == "on":
                 why = check.reason if done is None else "the model has no batch-norm layers"
                 _err(f"warning: --adapt on: scored with the trained statistics: {why}")

@@ -1,0 +1,99 @@
+"""Batch-norm statistics re-estimated on the scored set (``affectvlm predict --adapt``)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from affectvlm import cli
+from affectvlm.adapt import BATCH, MIN_ROWS, ON_MIN_ROWS, adapt_model, norm_layers, spread_check
+from affectvlm.model import load_model
+from affectvlm.predict import predict
+from meshgen import face_like_mesh
+
+
+def _rows(labels, frame=""):
+    return [{"file": f"s/{i}.obj", "frame": frame, "error": None, "label": c} for i, c in enumerate(labels)]
+
+
+def test_spread_check_wants_many_varied_scans():
+    varied = ["happiness", "sadness", "anger", "fear", "disgust"] * 12  # 60 rows, 5 classes at 20 %
+    assert spread_check(_rows(varied)).ok
+    assert not spread_check(_rows(varied[:MIN_ROWS - 1])).ok  # too few
+    one = ["happiness"] * 30 + varied[:30]  # happiness over 40 %
+    check = spread_check(_rows(one))
+    assert not check.ok and "happiness" in check.reason
+    three = ["happiness", "sadness", "anger"] * 20 + ["fear"] * 4  # a fourth class under 10 %
+    assert not spread_check(_rows(three)).ok and "only 3 expressions" in spread_check(_rows(three)).reason
+    # frames and errors do not count; pooled sequences do; without spread only the size counts
+    frames = _rows(varied, frame="3") + [{**r, "error": "unreadable"} for r in _rows(varied)]
+    assert spread_check(frames).rows == 0
+    assert spread_check(_rows(varied, frame="sequence")).ok
+    assert spread_check(_rows(["happiness"] * ON_MIN_ROWS), min_rows=ON_MIN_ROWS, spread=False).ok
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model(None)
+
+
+def test_adapted_statistics_are_those_of_the_sets_renders(model, tmp_path):
+    faces = [face_like_mesh(24, smile=s, seed=i, textured=False) for i, s in enumerate((0.0, 0.3, 0.6, 0.9, 1.2))]
+    first = norm_layers(model)[0]
+    before = [(m.running_mean.clone(), m.running_var.clone()) for m in norm_layers(model)]
+    # what the first batch-norm layer is given (it follows one convolution, so the statistics do not change it)
+    seen = []
+    hook = first.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].detach().double()))
+    try:
+        alone = predict(faces, model, batch_size=BATCH, workers=0)
+    finally:
+        hook.remove()
+    done = adapt_model(model, faces, workers=0)
+    assert done.inputs == len(faces) and done.layers == len(norm_layers(model)) > 0
+    want = torch.stack([x.mean(dim=(0, 2, 3)) for x in seen]).mean(0)  # the mean over batches of each batch's mean
+    got = norm_layers(done.model)[0].running_mean.double()
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(got, before[0][0].double(), atol=1e-3)
+    # the model given is untouched, and scores as before; the adapted copy scores differently
+    for m, (mean, var) in zip(norm_layers(model), before):
+        assert torch.equal(m.running_mean, mean) and torch.equal(m.running_var, var)
+    assert [r["label"] for r in predict(faces, model, workers=0)] == [r["label"] for r in alone]
+    adapted = predict(faces, done.model, workers=0)
+    assert max(abs(a["happiness"] - b["happiness"]) for a, b in zip(adapted, alone)) > 1e-4
+    # a model without batch norm, or a set where nothing renders, is left as it is
+    plain = torch.nn.Linear(2, 2)
+    assert adapt_model(plain, faces).model is plain
+    broken = tmp_path / "broken.ply"
+    broken.write_text("ply\nformat ascii 1.0\nelement vertex 3\nend_header\n1 2\n")
+    none = adapt_model(model, [broken], workers=0)
+    assert none.model is model and none.layers == 0 and none.inputs == 0
+
+
+def test_cli_adapt(tmp_path, capsys):
+    d = tmp_path / "set"
+    d.mkdir()
+    for i in range(ON_MIN_ROWS):
+        m = face_like_mesh(20, smile=(i % 5) / 4, seed=i, textured=False)
+        trimesh.Trimesh(m.vertices, m.faces, process=False).export(d / f"s{i:02d}.obj")
+    base = ["--format", "json", "--no-progress"]
+    files = sorted(str(f) for f in d.iterdir())  # scans (the folder alone would read as a sequence's frames)
+    assert cli.main(["predict", *files, *base]) == 0  # auto: too few scans, silently as trained
+    out = capsys.readouterr()
+    plain = json.loads(out.out)
+    assert "--adapt" not in out.err
+    assert cli.main(["predict", *files, *base, "--adapt", "on"]) == 0
+    out = capsys.readouterr()
+    assert f"--adapt on: scored again with the image encoder's statistics of {ON_MIN_ROWS} of these inputs" in out.err
+    on = json.loads(out.out)
+    assert [r["file"] for r in on] == [r["file"] for r in plain]
+    assert max(abs(a["sadness"] - b["sadness"]) for a, b in zip(on, plain)) > 1e-4
+    assert cli.main(["predict", str(d / "s00.obj"), *base, "--adapt", "on"]) == 0  # one scan: said, not done
+    out = capsys.readouterr()
+    assert "warning: --adapt on: scored with the trained statistics: 1 scored scans" in out.err
+    assert json.loads(out.out)[0]["sadness"] == pytest.approx(plain[0]["sadness"], abs=1e-6)
+    assert cli.main(["predict", *files, *base, "--prior", "uniform"]) == 0  # with --prior: none unless asked
+    assert "--adapt" not in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        cli.main(["predict", *files, *base, "--adapt", "always"])
+    assert e.value.code == 2
