@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import copy
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from affectvlm.model import AffectVLM
 
 __all__ = ["MAX_SHARE", "MIN_CLASSES", "MIN_ROWS", "MIN_SHARE", "ADAPT_MODES", "SAMPLE", "Adapted", "SpreadCheck",
-           "adapt_model", "norm_layers", "spread_check"]
+           "adapt_model", "gathering_statistics", "norm_layers", "spread_check"]
 
 ADAPT_MODES = ("auto", "on", "none")
 MIN_ROWS = 50  # fewer scans give noisy statistics (measured: 20 scans gain little and vary widely)
@@ -94,6 +95,33 @@ def _even_sample(items: Sequence[Any], k: int) -> list[Any]:
     return [items[int(i * step)] for i in range(k)]
 
 
+@contextmanager
+def gathering_statistics(model: nn.Module) -> Iterator[nn.Module]:
+    """A copy of ``model`` whose image encoder's batch-norm layers, inside the block, average the statistics of
+    every batch it encodes (in eval mode too) into their running statistics; after it, an eval-mode model that
+    normalises with them. ``model`` itself is not changed."""
+    adapted = copy.deepcopy(model)
+    layers = norm_layers(adapted)
+    saved = [m.momentum for m in layers]
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over every batch
+
+    def batch_statistics(mod: nn.Module, _inp: Any) -> None:
+        mod.training = True  # predict puts the model in eval mode; these layers gather statistics instead
+
+    hooks = [m.register_forward_pre_hook(batch_statistics) for m in layers]
+    try:
+        with torch.no_grad():
+            yield adapted
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, momentum in zip(layers, saved):
+            m.momentum = momentum
+        adapted.eval()
+
+
 def adapt_model(model: "AffectVLM", inputs: Sequence[Any], *, sample: int = SAMPLE, **predict_kw: Any) -> Adapted:
     """A copy of ``model`` whose image encoder's batch-norm running statistics are those of ``inputs``' renders
     (up to ``sample`` of them, evenly spaced; sequences by :data:`SEQUENCE_FRAMES` frames), rendered and mirrored
@@ -102,32 +130,14 @@ def adapt_model(model: "AffectVLM", inputs: Sequence[Any], *, sample: int = SAMP
 
     if not norm_layers(model):
         return Adapted(model, 0, 0)
-    adapted = copy.deepcopy(model)
-    layers = norm_layers(adapted)
-    saved = [m.momentum for m in layers]
-    for m in layers:
-        m.reset_running_stats()
-        m.momentum = None  # a cumulative average over every batch of the pass
-
-    def batch_statistics(mod: nn.Module, _inp: Any) -> None:
-        mod.training = True  # predict puts the model in eval mode; these layers gather statistics instead
-
     kw = {k: v for k, v in predict_kw.items() if k not in ("every", "progress", "on_row", "batch_size", "frames")}
     frames = min(int(predict_kw.get("frames") or SEQUENCE_FRAMES), SEQUENCE_FRAMES)
-    o, items = _setup(inputs, adapted, frames=frames, batch_size=BATCH, **kw)
-    picked = _even_sample(items, sample)
-    hooks = [m.register_forward_pre_hook(batch_statistics) for m in layers]
-    try:
-        with torch.no_grad():
-            rows = [row for _, row in score_items(picked, o, plan(picked, BATCH))]
-    finally:
-        for h in hooks:
-            h.remove()
-    for m, momentum in zip(layers, saved):
-        m.training = False
-        m.momentum = momentum
-    adapted.eval()
+    with gathering_statistics(model) as adapted:
+        o, items = _setup(inputs, adapted, frames=frames, batch_size=BATCH, **kw)
+        picked = _even_sample(items, sample)
+        rows = [row for _, row in score_items(picked, o, plan(picked, BATCH))]
     scored = sum(1 for r in rows if not r.get("error") and r.get("frame") in ("", "sequence"))
+    layers = norm_layers(adapted)
     if not scored or int(layers[0].num_batches_tracked) == 0:  # nothing rendered: nothing to adapt to
         return Adapted(model, 0, 0)
     return Adapted(adapted, scored, len(layers))

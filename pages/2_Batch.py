@@ -1,5 +1,7 @@
-"""Batch page: a zip of many scans (or many scan files) -> one row per scan, CSV/JSON download; optionally the
-set's class balance matched after scoring (``affectvlm.prior``, as ``affectvlm predict --prior``).
+"""Batch page: a zip of many scans (or many scan files) -> one row per scan, CSV/JSON download; by default adapted
+to the set when it is large and varied (``affectvlm.adapt``, as ``affectvlm predict --adapt auto``) and each scan
+scored against its subject's neutral scan; optionally the set's class balance matched after scoring
+(``affectvlm.prior``, as ``affectvlm predict --prior``).
 
 Rows come from ``affectvlm.predict.predict`` and downloads from ``rows_to_csv`` / ``rows_to_json``: the same
 schema as ``affectvlm predict --out``.
@@ -9,12 +11,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from affectvlm.app.batch import batch_hint, collect_batch, match_batch, rows_download
+from affectvlm.app.batch import batch_hint, collect_batch, match_batch, rows_download, score_batch
 from affectvlm.app.state import kept
 from affectvlm.app.uploads import UPLOAD_TYPES, signature
 from affectvlm.app.widgets import get_model, orientation_box, page_header, settings, show_error
 from affectvlm.errors import AffectVLMError
-from affectvlm.predict import predict
 
 choice = page_header("Batch: score many scans", "Batch")
 S = settings()
@@ -28,17 +29,27 @@ up, front = orientation_box("Orientation of the files (if the automatic frontal 
                             "scan's axes.", key="batch", many=True)
 
 
-def score(items: list[tuple[str, bytes]]) -> list[dict]:
+use_adapt = st.checkbox("Adapt to this set (50 scans or more that show a mix of expressions)", value=True,
+                        key="batch_adapt",
+                        help="As `affectvlm predict --adapt auto`: the image encoder's batch-norm statistics are "
+                             "re-estimated on this set's renders and every scan is scored again. It helps on faces "
+                             "unlike the training data; it is skipped for small sets or sets of mostly one "
+                             "expression. A scan's label then depends on the set.")
+
+
+def score(items: list[tuple[str, bytes]]) -> tuple[list[dict], str]:
     bar = st.progress(0.0, text="Scoring…")
     done: list[dict] = []
 
     def on_row(row: dict) -> None:
         done.append(row)
-        bar.progress(min(1.0, len(done) / len(items)), text=f"Scoring… {len(done)}/{len(items)}")
+        bar.progress(min(1.0, len(done) / len(items)),
+                     text=f"Scoring… {len(done)}/{len(items)}" + (" (then adapting to the set)" if use_adapt else ""))
 
-    rows = predict(items, get_model(choice), views=choice.views, up=up, front=front, on_row=on_row)
+    out = score_batch(items, get_model(choice), adapt=use_adapt, views=choice.views, up=up, front=front,
+                      on_row=on_row)
     bar.empty()
-    return rows
+    return out
 
 
 prior_spec = st.text_input("Known class balance of the whole set (optional)", key="batch_prior",
@@ -73,9 +84,12 @@ def matched(rows: list[dict]) -> list[dict]:
     return out
 
 
-def show(rows: list[dict], seconds: float) -> None:
+def show(scored: tuple[list[dict], str], seconds: float) -> None:
+    rows, adapted = scored
     n_err = sum(1 for r in rows if r.get("error"))
     st.success(f"{len(rows) - n_err} scored, {n_err} failed, in {seconds:.1f} s.")
+    if adapted:
+        st.info(f"{adapted}.")
     rows = matched(rows)
     for r in rows:
         if r.get("error"):
@@ -90,7 +104,7 @@ def show(rows: list[dict], seconds: float) -> None:
 if files and choice is None:
     st.warning("Fix the model settings in the sidebar first.")
 elif files:
-    sig = signature([(f.name, f.size) for f in files], up, front, choice.key)
+    sig = signature([(f.name, f.size) for f in files], up, front, choice.key, use_adapt)
     try:
         items = collect_batch([(f.name, f.getvalue()) for f in files], limits=S.limits)
         st.caption(f"{len(items)} scan(s) found.")

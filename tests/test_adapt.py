@@ -97,3 +97,19 @@ def test_cli_adapt(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["predict", *files, *base, "--adapt", "always"])
     assert e.value.code == 2
+
+
+def test_eval_adapts_only_when_asked_and_says_so(tmp_path):
+    from affectvlm.io.vrml import write_vrml
+    from affectvlm.train.evaluate import main
+
+    for s in ("F0001", "M0002"):
+        for lvl in (0, 2, 4):
+            write_vrml(tmp_path / "data" / s / f"{s}_HA{lvl:02d}WH_F3D.wrl",
+                       face_like_mesh(20, smile=lvl / 2, seed=lvl, textured=False))
+    common = ["--model", "default", "--data", str(tmp_path / "data"), "--layout", "bu3dfe", "--subset", "all",
+              "--cache-dir", str(tmp_path / "cache"), "--no-landmarks"]
+    assert main([*common, "--out", str(tmp_path / "n.json")]) == 0
+    assert "adapted" not in json.loads((tmp_path / "n.json").read_text())
+    assert main([*common, "--adapt", "on", "--out", str(tmp_path / "a.json")]) == 0
+    assert json.loads((tmp_path / "a.json").read_text())["adapted"] == {"samples": 6, "transductive": True}

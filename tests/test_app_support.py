@@ -210,3 +210,18 @@ def test_batch_hint_is_the_clis_note_for_a_lopsided_table():
     assert batch_hint(even) is None
     hint = batch_hint([row(i, "happiness") for i in range(HINT_ROWS)])
     assert hint is not None and "happiness 100 %" in hint.text
+
+
+def test_score_batch_adapts_only_large_varied_sets(monkeypatch):
+    import affectvlm.adapt as adapt
+    from affectvlm.model import load_model
+
+    model = load_model(None)
+    meshes = [face_like_mesh(20, smile=(i % 4) / 3, seed=i, textured=False) for i in range(6)]
+    plain, note = batch.score_batch(meshes, model, workers=0)
+    assert note == "" and len(plain) == 6  # six scans: too few, as trained
+    assert batch.score_batch(meshes, model, adapt=False, workers=0) == (plain, "")
+    monkeypatch.setattr(adapt, "spread_check", lambda rows: adapt.SpreadCheck(True, len(rows), "varied"))
+    rows, note = batch.score_batch(meshes, model, workers=0)
+    assert note.startswith("Adapted to this set") and "6 of its scans (varied)" in note
+    assert max(abs(a["happiness"] - b["happiness"]) for a, b in zip(rows, plain)) > 1e-4

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io as _io
 import zipfile
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from affectvlm.errors import ConfigError, InputError
 from affectvlm.io import MESH_EXTENSIONS
@@ -51,6 +51,24 @@ def zip_bytes(files: Iterable[tuple[str, bytes]]) -> bytes:
         for name, data in files:
             zf.writestr(name, data)
     return buf.getvalue()
+
+
+def score_batch(items: Sequence[Any], model: Any, *, adapt: bool = True,
+                on_row: Callable[[dict[str, Any]], None] | None = None, **kw: Any) -> tuple[list[dict[str, Any]], str]:
+    """``predict`` rows of ``items``; with ``adapt``, scored again with the image encoder's statistics of the set
+    when it is many and varied enough (``affectvlm.adapt``, as ``affectvlm predict --adapt auto``). Returns the
+    rows and a note saying so ("" when scored with the trained statistics)."""
+    from affectvlm.adapt import adapt_model, spread_check
+    from affectvlm.predict import predict
+
+    rows = predict(items, model, on_row=on_row, **kw)
+    if not adapt or not (check := spread_check(rows)).ok:
+        return rows, ""
+    done = adapt_model(model, items, **kw)
+    if not done.layers:
+        return rows, ""
+    return predict(items, done.model, **kw), (f"Adapted to this set: scored again with the image encoder's "
+                                              f"statistics of {done.inputs} of its scans ({check.reason})")
 
 
 def rows_download(rows: Sequence[dict[str, Any]], fmt: str) -> bytes:

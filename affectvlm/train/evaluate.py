@@ -17,6 +17,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from affectvlm.adapt import BATCH, gathering_statistics, norm_layers
 from affectvlm.errors import AffectVLMError, ConfigError
 from affectvlm.prior import MIN_ROWS, match_rows, parse_prior
 from affectvlm.reference import check_pattern, match_neutral
@@ -50,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(transductive; the metrics record it)")
     p.add_argument("--prior-by", choices=("set", "folder"), default="set", help="with --prior: the whole set or "
                    "each folder apart")
+    p.add_argument("--adapt", choices=("on", "none"), default="none",
+                   help="as `affectvlm predict --adapt on`: the image encoder's batch-norm statistics re-estimated on "
+                        "the evaluated renders first (transductive; the metrics record it)")
     p.add_argument("--neutral", default="none", metavar="GLOB",
                    help="as `affectvlm predict --neutral`: score each scan against its subject's neutral scan(s) "
                         "(auto: BU-3DFE's NE00, Bosphorus's N_N; a glob; none, the default: each scan alone, as the trainer's test "
@@ -118,6 +122,12 @@ def run_eval(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     cache.warm([s.path for s in samples])
     cidx = {c: i for i, c in enumerate(classes)}
+    adapted = args.adapt == "on" and bool(norm_layers(model))
+    if adapted:
+        with gathering_statistics(model) as model:
+            for i in range(0, len(samples), BATCH):
+                model(torch.stack([torch.from_numpy(cache.get(s.path)) for s in samples[i:i + BATCH]]).float()
+                      .div_(255).to(device))
     y_true, probs = [], []
     model.eval()
     with torch.no_grad():
@@ -137,6 +147,8 @@ def run_eval(args: argparse.Namespace) -> dict:
     if ref.rescored:
         out["neutral_reference"] = {"spec": args.neutral, "rescored": ref.rescored, "subjects": ref.subjects,
                                     "transductive": True}
+    if adapted:
+        out["adapted"] = {"samples": len(samples), "transductive": True}
     if prior is not None:
         out["prior"] = {"spec": args.prior, "by": args.prior_by, "transductive": True}
     for attr in ("intensity", "family", "face_model"):
