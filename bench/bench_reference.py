@@ -1,11 +1,14 @@
-"""Static-scan accuracy alone and against each subject's neutral scan (``affectvlm predict --neutral``), one run.
+"""Static-scan accuracy alone, against each subject's neutral scan (``affectvlm predict --neutral``), adapted to the
+set (``--adapt``) and both, in one run.
 
     python bench/bench_reference.py --data CORPUS_DIR [--model SPEC] [--neutral 'NE0_*'] [--prior neutral=0.5]
 
 Reads a corpus written by ``affectvlm synth --layout corpus`` (its ``manifest.csv``; each subject's folder holds its
 neutral scans ``NE0_<family>.ply``), scores every scan once with the library's ``predict`` (each scan alone: the
 baseline), then rescores copies of the rows as ``affectvlm predict`` would with ``--neutral`` and, if given,
-``--prior``. Prints JSON: accuracy over all scans and over the expressive ones, per face model and per class, and the
+``--prior``; then scores the set again with the image encoder's batch-norm statistics re-estimated on it
+(``affectvlm.adapt``, as ``--adapt on``; ``spread_ok`` says whether ``--adapt auto`` would), alone and against the
+neutral scans. Prints JSON: accuracy over all scans and over the expressive ones, per face model and per class, and the
 expressive accuracy's ``ratio`` to the baseline. Synthetic data made by this project is in-generator for the face
 models and families the model trained on: say so when quoting.
 """
@@ -41,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prior", default=None, help="also match this class balance afterwards, as predict --prior")
     args = ap.parse_args(argv)
 
+    from affectvlm.adapt import adapt_model, spread_check
     from affectvlm.model import load_model
     from affectvlm.predict import predict
     from affectvlm.prior import match_rows, parse_prior
@@ -63,8 +67,16 @@ def main(argv: list[str] | None = None) -> int:
         prior = parse_prior(args.prior, model.classes)
         match_rows(referenced, model.classes, prior)
         report["neutral_then_prior"] = {"spec": args.prior, **_accuracy(referenced, truth)}
+    files = [str(root / r["path"]) for r in truth]
+    adapted_model = adapt_model(model, files, batch_size=args.batch_size)
+    adapted = predict(files, adapted_model.model, batch_size=args.batch_size)
+    report["adapted"] = {"inputs": adapted_model.inputs, "layers": adapted_model.layers,
+                         "spread_ok": spread_check(alone).ok, **_accuracy(adapted, truth)}
+    both = [dict(r) for r in adapted]
+    match_neutral(both, model.classes, args.neutral)
+    report["adapted_neutral"] = _accuracy(both, truth)
     base = report["alone"]["expressive_accuracy"]
-    for key in ("neutral", "neutral_then_prior"):
+    for key in ("neutral", "neutral_then_prior", "adapted", "adapted_neutral"):
         if key in report and base:
             report[key]["ratio"] = round(report[key]["expressive_accuracy"] / base, 3)
     print(json.dumps(report, indent=2))
