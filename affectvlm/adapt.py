@@ -6,9 +6,10 @@ variances on the renders of the scored set itself (AdaBN, Li et al. 2016; no lab
 changes) puts the set's faces back where the model's later layers expect faces to be.
 
 It is transductive, and it assumes the set shows a mix of expressions: the statistics of a set of only smiles
-take the smile out with the face model. So :func:`spread_check` decides when ``auto`` applies it: at least
-:data:`MIN_ROWS` scored scans (or sequences) whose labels, scored as usual, spread over at least
-:data:`MIN_CLASSES` classes with :data:`MIN_SHARE` of the rows each and no class over :data:`MAX_SHARE`.
+take the smile out with the face model. So :func:`adapt_for` first scores the sample the statistics would come
+from (up to :data:`SAMPLE` inputs, evenly spaced) as usual, and ``auto`` adapts only when :func:`spread_check` finds
+at least :data:`MIN_ROWS` of them whose labels spread over at least :data:`MIN_CLASSES` classes with
+:data:`MIN_SHARE` of the rows each and no class over :data:`MAX_SHARE`.
 A model without batch-norm layers (a ViT) is left as it is.
 """
 from __future__ import annotations
@@ -16,19 +17,20 @@ from __future__ import annotations
 import copy
 from collections import Counter
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import torch
 from torch import nn
 
+from affectvlm.errors import ConfigError
 from affectvlm.results import Row
 
 if TYPE_CHECKING:
     from affectvlm.model import AffectVLM
 
-__all__ = ["MAX_SHARE", "MIN_CLASSES", "MIN_ROWS", "MIN_SHARE", "ADAPT_MODES", "SAMPLE", "Adapted", "SpreadCheck",
-           "adapt_model", "gathering_statistics", "norm_layers", "spread_check"]
+__all__ = ["MAX_SHARE", "MIN_CLASSES", "MIN_ROWS", "MIN_SHARE", "ADAPT_MODES", "SAMPLE", "Adaptation", "Adapted",
+           "SpreadCheck", "adapt_for", "adapt_model", "gathering_statistics", "norm_layers", "spread_check"]
 
 ADAPT_MODES = ("auto", "on", "none")
 MIN_ROWS = 50  # fewer scans give noisy statistics (measured: 20 scans gain little and vary widely)
@@ -46,6 +48,27 @@ class SpreadCheck:
     ok: bool
     rows: int
     reason: str
+
+
+@dataclass(frozen=True)
+class Adaptation:
+    """What :func:`adapt_for` decided: the model to score with (an adapted copy, or the one given), the check
+    behind it (None for ``none``) and how many inputs the statistics came from (0: not adapted)."""
+
+    model: Any
+    check: SpreadCheck | None
+    inputs: int = 0
+
+    @property
+    def adapted(self) -> bool:
+        return self.inputs > 0
+
+    def text(self) -> str:
+        """One line for the user: what was done, or why not."""
+        if self.adapted:
+            return (f"scored with the image encoder's statistics of {self.inputs} of these inputs "
+                    f"({self.check.reason if self.check else ''})")
+        return f"scored with the trained statistics: {self.check.reason if self.check else 'not asked'}"
 
 
 @dataclass(frozen=True)
@@ -122,22 +145,60 @@ def gathering_statistics(model: nn.Module) -> Iterator[nn.Module]:
         adapted.eval()
 
 
+def _picked(model: Any, inputs: Sequence[Any], sample: int, predict_kw: dict[str, Any]) -> tuple[Any, list]:
+    """The run's options and up to ``sample`` of its expanded inputs, evenly spaced (sequences by a few frames)."""
+    from affectvlm.predict import _setup
+
+    kw = {k: v for k, v in predict_kw.items() if k not in ("every", "progress", "on_row", "batch_size", "frames")}
+    frames = min(int(predict_kw.get("frames") or SEQUENCE_FRAMES), SEQUENCE_FRAMES)
+    o, items = _setup(inputs, model, frames=frames, batch_size=BATCH, **kw)
+    return o, _even_sample(items, sample)
+
+
+def _scored(rows: Sequence[Row]) -> int:
+    return sum(1 for r in rows if not r.get("error") and r.get("frame") in ("", "sequence"))
+
+
+def _gather(o: Any, picked: list) -> Adapted:
+    from affectvlm.predict import plan, score_items
+
+    model = o.model
+    with gathering_statistics(model) as adapted:
+        rows = [row for _, row in score_items(picked, replace(o, model=adapted), plan(picked, BATCH))]
+    layers = norm_layers(adapted)
+    if not _scored(rows) or int(layers[0].num_batches_tracked) == 0:  # nothing rendered: nothing to adapt to
+        return Adapted(model, 0, 0)
+    return Adapted(adapted, _scored(rows), len(layers))
+
+
 def adapt_model(model: "AffectVLM", inputs: Sequence[Any], *, sample: int = SAMPLE, **predict_kw: Any) -> Adapted:
     """A copy of ``model`` whose image encoder's batch-norm running statistics are those of ``inputs``' renders
     (up to ``sample`` of them, evenly spaced; sequences by :data:`SEQUENCE_FRAMES` frames), rendered and mirrored
     as :func:`affectvlm.predict.predict` does with ``predict_kw``. ``model`` itself is not changed."""
-    from affectvlm.predict import _setup, plan, score_items
-
     if not norm_layers(model):
         return Adapted(model, 0, 0)
-    kw = {k: v for k, v in predict_kw.items() if k not in ("every", "progress", "on_row", "batch_size", "frames")}
-    frames = min(int(predict_kw.get("frames") or SEQUENCE_FRAMES), SEQUENCE_FRAMES)
-    with gathering_statistics(model) as adapted:
-        o, items = _setup(inputs, adapted, frames=frames, batch_size=BATCH, **kw)
-        picked = _even_sample(items, sample)
-        rows = [row for _, row in score_items(picked, o, plan(picked, BATCH))]
-    scored = sum(1 for r in rows if not r.get("error") and r.get("frame") in ("", "sequence"))
-    layers = norm_layers(adapted)
-    if not scored or int(layers[0].num_batches_tracked) == 0:  # nothing rendered: nothing to adapt to
-        return Adapted(model, 0, 0)
-    return Adapted(adapted, scored, len(layers))
+    return _gather(*_picked(model, inputs, sample, predict_kw))
+
+
+def adapt_for(model: "AffectVLM", inputs: Sequence[Any], mode: str = "auto", *, sample: int = SAMPLE,
+              **predict_kw: Any) -> Adaptation:
+    """The model to score ``inputs`` with under ``mode`` (:data:`ADAPT_MODES`): the sample :func:`adapt_model`
+    would use is scored as usual first, and :func:`spread_check` on it decides (``on``: its size only). It depends
+    only on the inputs, so every rank of a sharded run decides alike and adapts alike."""
+    if mode not in ADAPT_MODES:
+        raise ConfigError(f"adapt must be one of {', '.join(ADAPT_MODES)}, got {mode!r}")
+    if mode == "none":
+        return Adaptation(model, None)
+    if not norm_layers(model):
+        return Adaptation(model, SpreadCheck(False, 0, "the model has no batch-norm layers"))
+    from affectvlm.predict import plan, score_items
+
+    o, picked = _picked(model, inputs, sample, predict_kw)
+    rows = [row for _, row in score_items(picked, o, plan(picked, BATCH))]
+    check = spread_check(rows, min_rows=ON_MIN_ROWS if mode == "on" else MIN_ROWS, spread=mode == "auto")
+    if not check.ok:
+        return Adaptation(model, check)
+    done = _gather(o, picked)
+    if not done.layers:
+        return Adaptation(model, SpreadCheck(False, check.rows, "nothing rendered"))
+    return Adaptation(done.model, check, done.inputs)

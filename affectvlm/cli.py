@@ -107,11 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "file-name GLOB for the neutral scans of each folder, for every other scan there. The neutral "
                          "scans keep their rows; applied before --prior")
     pr.add_argument("--adapt", choices=("auto", "on", "none"), default=None,
-                    help="re-estimate the image encoder's batch-norm statistics on the renders of the scans scored, "
-                         "then score them again (a face model or scanner the model never saw shifts them; a scan's "
-                         "label then depends on the set): auto (the default without --prior) when at least 50 scans "
-                         "read as at least 4 expressions, each over 10 %% and none over 40 %%; on: with at least 20 "
-                         "scans of any mix (a set of one expression loses it); none (the default with --prior)")
+                    help="score with the image encoder's batch-norm statistics re-estimated on the renders of up to 256 "
+                         "of the inputs (a face model or scanner the model never saw shifts them; a scan's label then "
+                         "depends on the set): auto (the default without --prior) when at least 50 of them, scored "
+                         "as usual, read as at least 4 expressions, each over 10 %% and none over 40 %%; on: with at "
+                         "least 20 of any mix (a set of one expression loses it); none (the default with --prior)")
     pr.add_argument("--prior-by", choices=("set", "folder"), default="set",
                     help="with --prior: match the whole set (default), or each folder apart (a subject's folder in "
                          "BU-3DFE/BU-4DFE, when every subject shows every class in that balance)")
@@ -169,7 +169,7 @@ def _err(msg: str) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Score the inputs; under torchrun or SLURM each rank scores its share and rank 0 writes the one file."""
-    from affectvlm.adapt import MIN_ROWS, ON_MIN_ROWS, adapt_model, spread_check
+    from affectvlm.adapt import adapt_for
     from affectvlm.model import load_model
     from affectvlm.model.devices import resolve_device
     from affectvlm.predict import format_table, predict, rows_to_csv, rows_to_json, write_rows
@@ -206,25 +206,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
     kw = dict(views=args.views, frames=args.frames, every=args.every, batch_size=args.batch_size, up=args.up,
               front=args.front, pooling=args.pooling, workers=args.workers, precision=args.precision, fps=args.fps,
               mirror=not args.no_mirror)
+    adaptation = adapt_for(model, args.inputs, adapt, **kw)  # on a sample of the inputs: every rank decides alike
+    if shard is None or shard.rank == 0:
+        if adaptation.adapted:
+            _err(f"--adapt {adapt}: {adaptation.text()}; --adapt none scores with the trained statistics")
+        elif adapt == "on":
+            _err(f"warning: --adapt on: {adaptation.text()}")
     if shard is not None:
-        rows = predict_sharded(args.inputs, model, args.out, shard, landmarks=args.landmarks, progress=progress,
-                               on_row=on_row, **kw)
+        rows = predict_sharded(args.inputs, adaptation.model, args.out, shard, landmarks=args.landmarks,
+                               progress=progress, on_row=on_row, **kw)
         if shard.rank != 0:
             return 0  # rank 0 reports; a non-zero exit here would make torchrun stop the others
     else:
-        rows = predict(args.inputs, model, progress=progress, on_row=on_row, **kw)
-        if adapt != "none":
-            check = spread_check(rows, min_rows=ON_MIN_ROWS if adapt == "on" else MIN_ROWS, spread=adapt == "auto")
-            done = adapt_model(model, args.inputs, **kw) if check.ok else None
-            if done is not None and done.layers:
-                rows = predict(args.inputs, done.model, progress=progress, **kw)
-                _err(f"--adapt {adapt}: scored again with the image encoder's statistics of {done.inputs} of these "
-                     f"inputs ({check.reason}); --adapt none scores with the trained statistics")
-            elif adapt == "on":
-                why = check.reason if done is None else "the model has no batch-norm layers"
-                _err(f"warning: --adapt on: scored with the trained statistics: {why}")
-    if shard is not None and args.adapt == "on":
-        _err("warning: --adapt on: not under torchrun/SLURM; each scan is scored with the trained statistics")
+        rows = predict(args.inputs, adaptation.model, progress=progress, on_row=on_row, **kw)
     ref = match_neutral(rows, model.classes, neutral)
     if ref.rescored:
         _err(f"--neutral {neutral}: {ref.text(neutral)}; --neutral none scores each scan alone")

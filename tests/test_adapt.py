@@ -7,7 +7,9 @@ import torch
 import trimesh
 
 from affectvlm import cli
-from affectvlm.adapt import BATCH, MIN_ROWS, ON_MIN_ROWS, adapt_model, norm_layers, spread_check
+import affectvlm.adapt as adapt_mod
+from affectvlm.adapt import BATCH, MIN_ROWS, ON_MIN_ROWS, adapt_for, adapt_model, norm_layers, spread_check
+from affectvlm.errors import ConfigError
 from affectvlm.model import load_model
 from affectvlm.predict import predict
 from meshgen import face_like_mesh
@@ -70,6 +72,22 @@ def test_adapted_statistics_are_those_of_the_sets_renders(model, tmp_path):
     assert none.model is model and none.layers == 0 and none.inputs == 0
 
 
+def test_adapt_for_decides_on_the_sample_and_alike_every_time(model, monkeypatch):
+    faces = [face_like_mesh(24, smile=s, seed=i, textured=False) for i, s in enumerate((0.0, 0.4, 0.8, 1.2))]
+    assert adapt_for(model, faces, "none").model is model and adapt_for(model, faces, "none").check is None
+    few = adapt_for(model, faces, "auto", workers=0)
+    assert few.model is model and not few.adapted and f"needs at least {MIN_ROWS}" in few.text()
+    with pytest.raises(ConfigError, match="adapt must be one of"):
+        adapt_for(model, faces, "always")
+    monkeypatch.setattr(adapt_mod, "ON_MIN_ROWS", 4)
+    a, b = adapt_for(model, faces, "on", workers=0), adapt_for(model, faces, "on", workers=2)
+    assert a.adapted and a.inputs == 4 and "statistics of 4 of these inputs" in a.text()
+    want = adapt_model(model, faces, workers=0).model
+    for x, y, z in zip(norm_layers(a.model), norm_layers(b.model), norm_layers(want)):
+        assert torch.equal(x.running_mean, y.running_mean) and torch.equal(x.running_var, y.running_var)
+        assert torch.equal(x.running_mean, z.running_mean)
+
+
 def test_cli_adapt(tmp_path, capsys):
     d = tmp_path / "set"
     d.mkdir()
@@ -84,7 +102,7 @@ def test_cli_adapt(tmp_path, capsys):
     assert "--adapt" not in out.err
     assert cli.main(["predict", *files, *base, "--adapt", "on"]) == 0
     out = capsys.readouterr()
-    assert f"--adapt on: scored again with the image encoder's statistics of {ON_MIN_ROWS} of these inputs" in out.err
+    assert f"--adapt on: scored with the image encoder's statistics of {ON_MIN_ROWS} of these inputs" in out.err
     on = json.loads(out.out)
     assert [r["file"] for r in on] == [r["file"] for r in plain]
     assert max(abs(a["sadness"] - b["sadness"]) for a, b in zip(on, plain)) > 1e-4

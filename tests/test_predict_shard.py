@@ -95,3 +95,27 @@ def test_sharded_run_needs_out(inputs):
     r = subprocess.run([sys.executable, "-m", "affectvlm", "predict", str(inputs), "--model", "AffectVLM-Test"],
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 2 and "need --out" in r.stderr
+
+
+def test_torchrun_adapts_like_a_single_process(tmp_path):
+    # every rank draws the same sample, decides alike and gathers the same statistics: the merged file is the
+    # one-process file, byte for byte
+    d = tmp_path / "set"
+    d.mkdir()
+    for i in range(22):
+        m = face_like_mesh(16, smile=(i % 5) / 4, seed=i)
+        trimesh.Trimesh(m.vertices, m.faces, process=False).export(d / f"S{i:02d}_x.obj")
+    args = ["predict", *sorted(str(f) for f in d.iterdir()), "--model", "default", "--views", "0",  # it has batch norm
+            "--device", "cpu", "--no-progress", "--adapt", "on"]
+    one = subprocess.run([sys.executable, "-m", "affectvlm", *args, "--out", str(tmp_path / "one.json")],
+                         capture_output=True, text=True, env=_env(), timeout=600)
+    assert one.returncode == 0, one.stderr
+    assert "--adapt on: scored with the image encoder's statistics of 22 of these inputs" in one.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "affectvlm", *args, "--out", str(tmp_path / "two.json")],
+                         capture_output=True, text=True, env=_env(), timeout=600, cwd=tmp_path)
+    assert two.returncode == 0, two.stderr
+    assert (tmp_path / "one.json").read_bytes() == (tmp_path / "two.json").read_bytes()
+    plain = subprocess.run([sys.executable, "-m", "affectvlm", *args[:-2], "--out", str(tmp_path / "plain.json")],
+                           capture_output=True, text=True, env=_env(), timeout=600)
+    assert plain.returncode == 0 and (tmp_path / "plain.json").read_bytes() != (tmp_path / "one.json").read_bytes()

@@ -58,17 +58,12 @@ def score_batch(items: Sequence[Any], model: Any, *, adapt: bool = True,
     """``predict`` rows of ``items``; with ``adapt``, scored again with the image encoder's statistics of the set
     when it is many and varied enough (``affectvlm.adapt``, as ``affectvlm predict --adapt auto``). Returns the
     rows and a note saying so ("" when scored with the trained statistics)."""
-    from affectvlm.adapt import adapt_model, spread_check
+    from affectvlm.adapt import adapt_for
     from affectvlm.predict import predict
 
-    rows = predict(items, model, on_row=on_row, **kw)
-    if not adapt or not (check := spread_check(rows)).ok:
-        return rows, ""
-    done = adapt_model(model, items, **kw)
-    if not done.layers:
-        return rows, ""
-    return predict(items, done.model, **kw), (f"Adapted to this set: scored again with the image encoder's "
-                                              f"statistics of {done.inputs} of its scans ({check.reason})")
+    adaptation = adapt_for(model, items, "auto" if adapt else "none", **kw)
+    rows = predict(items, adaptation.model, on_row=on_row, **kw)
+    return rows, f"Adapted to this set: {adaptation.text()}" if adaptation.adapted else ""
 
 
 def rows_download(rows: Sequence[dict[str, Any]], fmt: str) -> bytes:
