@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from affectvlm.model import AffectVLM
 
 __all__ = ["MAX_SHARE", "MIN_CLASSES", "MIN_ROWS", "MIN_SHARE", "ADAPT_MODES", "SAMPLE", "Adaptation", "Adapted",
-           "SpreadCheck", "adapt_for", "adapt_model", "gathering_statistics", "norm_layers", "spread_check"]
+           "SpreadCheck", "adapt_for", "adapt_model", "gathering_statistics", "norm_layers", "sample_inputs", "spread_check"]
 
 ADAPT_MODES = ("auto", "on", "none")
 MIN_ROWS = 50  # fewer scans give noisy statistics (measured: 20 scans gain little and vary widely)
@@ -111,37 +112,57 @@ def norm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in visual.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
 
 
-def _even_sample(items: Sequence[Any], k: int) -> list[Any]:
-    if len(items) <= k:
-        return list(items)
-    step = len(items) / k
-    return [items[int(i * step)] for i in range(k)]
+def sample_inputs(items: Sequence[Any], k: int = SAMPLE) -> list[Any]:
+    """Up to ``k`` of ``items``, evenly spaced, in a fixed shuffled order (so that a batch of the statistics pass
+    mixes subjects and expressions); the same for the same items, on every rank."""
+    if len(items) > k:
+        step = len(items) / k
+        items = [items[int(i * step)] for i in range(k)]
+    order = np.random.default_rng(0).permutation(len(items))
+    return [items[i] for i in order]
 
 
 @contextmanager
 def gathering_statistics(model: nn.Module) -> Iterator[nn.Module]:
-    """A copy of ``model`` whose image encoder's batch-norm layers, inside the block, average the statistics of
-    every batch it encodes (in eval mode too) into their running statistics; after it, an eval-mode model that
-    normalises with them. ``model`` itself is not changed."""
+    """A copy of ``model`` whose image encoder's batch-norm layers, inside the block, normalise each batch it
+    encodes with that batch's own statistics (in eval mode too) and pool what they see; after it, an eval-mode model
+    whose running mean and variance are those of every image of the block together (per channel, over images and
+    pixels, each image counting alike). ``model`` itself is not changed."""
     adapted = copy.deepcopy(model)
     layers = norm_layers(adapted)
-    saved = [m.momentum for m in layers]
-    for m in layers:
-        m.reset_running_stats()
-        m.momentum = None  # a cumulative average over every batch
+    sums = [[0, 0.0, 0.0] for _ in layers]  # per layer: count, sum, sum of squares (per channel, float64)
 
     def batch_statistics(mod: nn.Module, _inp: Any) -> None:
-        mod.training = True  # predict puts the model in eval mode; these layers gather statistics instead
+        mod.training = True  # predict puts the model in eval mode; these layers use their batch's statistics
+
+    def pool(acc: list) -> Any:
+        def hook(_mod: nn.Module, inp: Any, _out: Any) -> None:
+            x = inp[0].detach().double().transpose(0, 1).flatten(1)  # (channels, images * pixels)
+            acc[0] += x.shape[1]
+            acc[1] = acc[1] + x.sum(1)
+            acc[2] = acc[2] + (x * x).sum(1)
+        return hook
 
     hooks = [m.register_forward_pre_hook(batch_statistics) for m in layers]
+    hooks += [m.register_forward_hook(pool(acc)) for m, acc in zip(layers, sums)]
+    state = [(m.momentum, m.running_mean.clone(), m.running_var.clone()) for m in layers]
     try:
         with torch.no_grad():
             yield adapted
     finally:
         for h in hooks:
             h.remove()
-        for m, momentum in zip(layers, saved):
+        for m, (momentum, mean, var), (n, s1, s2) in zip(layers, state, sums):
             m.momentum = momentum
+            if n > 1:
+                mu = s1 / n
+                m.running_mean.copy_(mu.to(m.running_mean))
+                m.running_var.copy_(((s2 / n - mu * mu).clamp_min(0) * n / (n - 1)).to(m.running_var))
+                m.num_batches_tracked.fill_(1)
+            else:  # nothing encoded: the trained statistics
+                m.running_mean.copy_(mean)
+                m.running_var.copy_(var)
+                m.num_batches_tracked.zero_()
         adapted.eval()
 
 
@@ -152,7 +173,7 @@ def _picked(model: Any, inputs: Sequence[Any], sample: int, predict_kw: dict[str
     kw = {k: v for k, v in predict_kw.items() if k not in ("every", "progress", "on_row", "batch_size", "frames")}
     frames = min(int(predict_kw.get("frames") or SEQUENCE_FRAMES), SEQUENCE_FRAMES)
     o, items = _setup(inputs, model, frames=frames, batch_size=BATCH, **kw)
-    return o, _even_sample(items, sample)
+    return o, sample_inputs(items, sample)
 
 
 def _scored(rows: Sequence[Row]) -> int:
@@ -194,8 +215,11 @@ def adapt_for(model: "AffectVLM", inputs: Sequence[Any], mode: str = "auto", *, 
     from affectvlm.predict import plan, score_items
 
     o, picked = _picked(model, inputs, sample, predict_kw)
+    min_rows = ON_MIN_ROWS if mode == "on" else MIN_ROWS
+    if len(picked) < min_rows:  # too few whatever they show: spare the scoring
+        return Adaptation(model, SpreadCheck(False, len(picked), f"{len(picked)} inputs; it needs at least {min_rows}"))
     rows = [row for _, row in score_items(picked, o, plan(picked, BATCH))]
-    check = spread_check(rows, min_rows=ON_MIN_ROWS if mode == "on" else MIN_ROWS, spread=mode == "auto")
+    check = spread_check(rows, min_rows=min_rows, spread=mode == "auto")
     if not check.ok:
         return Adaptation(model, check)
     done = _gather(o, picked)

@@ -7,7 +7,7 @@ Reads a corpus written by ``affectvlm synth --layout corpus`` (its ``manifest.cs
 neutral scans ``NE0_<family>.ply``), scores every scan once with the library's ``predict`` (each scan alone: the
 baseline), then rescores copies of the rows as ``affectvlm predict`` would with ``--neutral`` and, if given,
 ``--prior``; then scores the set again with the image encoder's batch-norm statistics re-estimated on it
-(``affectvlm.adapt``, as ``--adapt on``; ``spread_ok`` says whether ``--adapt auto`` would), alone and against the
+(``affectvlm.adapt``, as ``--adapt on``; ``auto_adapts`` says whether ``--adapt auto`` would), alone and against the
 neutral scans. Prints JSON: accuracy over all scans and over the expressive ones, per face model and per class, and the
 expressive accuracy's ``ratio`` to the baseline. Synthetic data made by this project is in-generator for the face
 models and families the model trained on: say so when quoting.
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prior", default=None, help="also match this class balance afterwards, as predict --prior")
     args = ap.parse_args(argv)
 
-    from affectvlm.adapt import adapt_model, spread_check
+    from affectvlm.adapt import adapt_for, adapt_model
     from affectvlm.model import load_model
     from affectvlm.predict import predict
     from affectvlm.prior import match_rows, parse_prior
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     adapted_model = adapt_model(model, files, batch_size=args.batch_size)
     adapted = predict(files, adapted_model.model, batch_size=args.batch_size)
     report["adapted"] = {"inputs": adapted_model.inputs, "layers": adapted_model.layers,
-                         "spread_ok": spread_check(alone).ok, **_accuracy(adapted, truth)}
+                         "auto_adapts": adapt_for(model, files, "auto", batch_size=args.batch_size).adapted, **_accuracy(adapted, truth)}
     both = [dict(r) for r in adapted]
     match_neutral(both, model.classes, args.neutral)
     report["adapted_neutral"] = _accuracy(both, truth)

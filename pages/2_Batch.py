@@ -31,23 +31,22 @@ up, front = orientation_box("Orientation of the files (if the automatic frontal 
 
 use_adapt = st.checkbox("Adapt to this set (50 scans or more that show a mix of expressions)", value=True,
                         key="batch_adapt",
-                        help="As `affectvlm predict --adapt auto`: the image encoder's batch-norm statistics are "
-                             "re-estimated on this set's renders and every scan is scored again. It helps on faces "
-                             "unlike the training data; it is skipped for small sets or sets of mostly one "
-                             "expression. A scan's label then depends on the set.")
+                        help="As `affectvlm predict --adapt auto`: the scans are scored with the image encoder's "
+                             "batch-norm statistics re-estimated on this set's renders. It helps on faces unlike the "
+                             "training data; it is skipped for small sets or sets of mostly one expression. A "
+                             "scan's label then depends on the set. Off while a class balance is typed, as in "
+                             "`affectvlm predict --prior`.")
 
 
-def score(items: list[tuple[str, bytes]]) -> tuple[list[dict], str]:
-    bar = st.progress(0.0, text="Scoring…")
+def score(items: list[tuple[str, bytes]], adapt: bool) -> tuple[list[dict], str]:
+    bar = st.progress(0.0, text="Looking at the set (to adapt to it)…" if adapt else "Scoring…")
     done: list[dict] = []
 
     def on_row(row: dict) -> None:
         done.append(row)
-        bar.progress(min(1.0, len(done) / len(items)),
-                     text=f"Scoring… {len(done)}/{len(items)}" + (" (then adapting to the set)" if use_adapt else ""))
+        bar.progress(min(1.0, len(done) / len(items)), text=f"Scoring… {len(done)}/{len(items)}")
 
-    out = score_batch(items, get_model(choice), adapt=use_adapt, views=choice.views, up=up, front=front,
-                      on_row=on_row)
+    out = score_batch(items, get_model(choice), adapt=adapt, views=choice.views, up=up, front=front, on_row=on_row)
     bar.empty()
     return out
 
@@ -104,13 +103,14 @@ def show(scored: tuple[list[dict], str], seconds: float) -> None:
 if files and choice is None:
     st.warning("Fix the model settings in the sidebar first.")
 elif files:
-    sig = signature([(f.name, f.size) for f in files], up, front, choice.key, use_adapt)
+    adapt = use_adapt and not prior_spec.strip()
+    sig = signature([(f.name, f.size) for f in files], up, front, choice.key, adapt)
     try:
         items = collect_batch([(f.name, f.getvalue()) for f in files], limits=S.limits)
         st.caption(f"{len(items)} scan(s) found.")
         previous = state.get("batch_result")
         if st.button("Score all", type="primary", key="batch_run") or (previous and previous.key == sig):
-            result = kept(state, "batch_result", sig, lambda: score(items))
+            result = kept(state, "batch_result", sig, lambda: score(items, adapt))
             show(result.value, result.seconds)
     except AffectVLMError as e:
         show_error(e)

@@ -8,7 +8,8 @@ import trimesh
 
 from affectvlm import cli
 import affectvlm.adapt as adapt_mod
-from affectvlm.adapt import BATCH, MIN_ROWS, ON_MIN_ROWS, adapt_for, adapt_model, norm_layers, spread_check
+from affectvlm.adapt import (BATCH, MIN_ROWS, ON_MIN_ROWS, adapt_for, adapt_model, gathering_statistics,
+                              norm_layers, spread_check)
 from affectvlm.errors import ConfigError
 from affectvlm.model import load_model
 from affectvlm.predict import predict
@@ -53,9 +54,10 @@ def test_adapted_statistics_are_those_of_the_sets_renders(model, tmp_path):
         hook.remove()
     done = adapt_model(model, faces, workers=0)
     assert done.inputs == len(faces) and done.layers == len(norm_layers(model)) > 0
-    want = torch.stack([x.mean(dim=(0, 2, 3)) for x in seen]).mean(0)  # the mean over batches of each batch's mean
+    pooled = torch.cat([x.transpose(0, 1).flatten(1) for x in seen], 1)  # (channels, every image's pixels)
     got = norm_layers(done.model)[0].running_mean.double()
-    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got, pooled.mean(1), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(norm_layers(done.model)[0].running_var.double(), pooled.var(1), rtol=1e-4, atol=1e-5)
     assert not torch.allclose(got, before[0][0].double(), atol=1e-3)
     # the model given is untouched, and scores as before; the adapted copy scores differently
     for m, (mean, var) in zip(norm_layers(model), before):
@@ -70,6 +72,26 @@ def test_adapted_statistics_are_those_of_the_sets_renders(model, tmp_path):
     broken.write_text("ply\nformat ascii 1.0\nelement vertex 3\nend_header\n1 2\n")
     none = adapt_model(model, [broken], workers=0)
     assert none.model is model and none.layers == 0 and none.inputs == 0
+
+
+def test_statistics_pool_every_image_whatever_the_batches(model):
+    # batches of 2, 2 and 1 scans: each image counts alike, and the spread between batches is kept (a plain running
+    # average of batch statistics would give the lone last scan as much weight as two)
+    faces = [face_like_mesh(24, smile=s, seed=i, textured=False) for i, s in enumerate((0.0, 0.3, 0.6, 0.9, 1.2))]
+    with gathering_statistics(model) as adapted:
+        layers = norm_layers(adapted)
+        seen = {0: [], len(layers) - 1: []}
+        hooks = [layers[k].register_forward_hook(lambda mod, inp, out, k=k: seen[k].append(inp[0].double()))
+                 for k in seen]
+        predict(faces, adapted, batch_size=2, workers=0)
+        for h in hooks:
+            h.remove()
+    assert [len(x) for x in seen[0]] and len(seen[0]) >= 3
+    for k, xs in seen.items():
+        pooled = torch.cat([x.transpose(0, 1).flatten(1) for x in xs], 1)
+        torch.testing.assert_close(layers[k].running_mean.double(), pooled.mean(1), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(layers[k].running_var.double(), pooled.var(1), rtol=1e-4, atol=1e-5)
+    assert not adapted.training and all(not m.training for m in layers)
 
 
 def test_adapt_for_decides_on_the_sample_and_alike_every_time(model, monkeypatch):
@@ -108,7 +130,7 @@ def test_cli_adapt(tmp_path, capsys):
     assert max(abs(a["sadness"] - b["sadness"]) for a, b in zip(on, plain)) > 1e-4
     assert cli.main(["predict", str(d / "s00.obj"), *base, "--adapt", "on"]) == 0  # one scan: said, not done
     out = capsys.readouterr()
-    assert "warning: --adapt on: scored with the trained statistics: 1 scored scans" in out.err
+    assert "warning: --adapt on: scored with the trained statistics: 1 inputs; it needs at least" in out.err
     assert json.loads(out.out)[0]["sadness"] == pytest.approx(plain[0]["sadness"], abs=1e-6)
     assert cli.main(["predict", *files, *base, "--prior", "uniform"]) == 0  # with --prior: none unless asked
     assert "--adapt" not in capsys.readouterr().err
@@ -122,12 +144,18 @@ def test_eval_adapts_only_when_asked_and_says_so(tmp_path):
     from affectvlm.train.evaluate import main
 
     for s in ("F0001", "M0002"):
-        for lvl in (0, 2, 4):
+        for lvl in range(10):
             write_vrml(tmp_path / "data" / s / f"{s}_HA{lvl:02d}WH_F3D.wrl",
-                       face_like_mesh(20, smile=lvl / 2, seed=lvl, textured=False))
+                       face_like_mesh(16, smile=lvl / 8, seed=lvl, textured=False))
     common = ["--model", "default", "--data", str(tmp_path / "data"), "--layout", "bu3dfe", "--subset", "all",
               "--cache-dir", str(tmp_path / "cache"), "--no-landmarks"]
     assert main([*common, "--out", str(tmp_path / "n.json")]) == 0
     assert "adapted" not in json.loads((tmp_path / "n.json").read_text())
     assert main([*common, "--adapt", "on", "--out", str(tmp_path / "a.json")]) == 0
-    assert json.loads((tmp_path / "a.json").read_text())["adapted"] == {"samples": 6, "transductive": True}
+    adapted = json.loads((tmp_path / "a.json").read_text())
+    assert adapted["adapted"] == {"samples": 20, "transductive": True}
+    # too few samples to adapt to: one clear error
+    for lvl in range(6):
+        write_vrml(tmp_path / "few" / "F0003" / f"F0003_HA{lvl:02d}WH_F3D.wrl", face_like_mesh(16, seed=lvl))
+    few = [*common[:2], "--data", str(tmp_path / "few"), *common[4:], "--adapt", "on", "--out", str(tmp_path / "x.json")]
+    assert main(few) == 2 and not (tmp_path / "x.json").exists()

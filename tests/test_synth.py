@@ -331,5 +331,5 @@ def test_bench_reference_scores_a_corpus_alone_and_against_its_neutral_scans(tmp
     assert ref["per_label"]["neutral"] == alone["per_label"]["neutral"]  # the neutral scan keeps its row
     assert report["neutral_then_prior"]["spec"] == "uniform"
     ad = report["adapted"]
-    assert ad["n"] == 7 and ad["inputs"] == 7 and ad["layers"] > 0 and ad["spread_ok"] is False  # 7 < 50 scans
+    assert ad["n"] == 7 and ad["inputs"] == 7 and ad["layers"] > 0 and ad["auto_adapts"] is False  # 7 < 50 scans
     assert report["adapted_neutral"]["per_label"]["neutral"] == ad["per_label"]["neutral"]

@@ -55,8 +55,8 @@ def zip_bytes(files: Iterable[tuple[str, bytes]]) -> bytes:
 
 def score_batch(items: Sequence[Any], model: Any, *, adapt: bool = True,
                 on_row: Callable[[dict[str, Any]], None] | None = None, **kw: Any) -> tuple[list[dict[str, Any]], str]:
-    """``predict`` rows of ``items``; with ``adapt``, scored again with the image encoder's statistics of the set
-    when it is many and varied enough (``affectvlm.adapt``, as ``affectvlm predict --adapt auto``). Returns the
+    """``predict`` rows of ``items``; with ``adapt``, scored with the image encoder's statistics of the set when it
+    is many and varied enough (``affectvlm.adapt``, as ``affectvlm predict --adapt auto``). Returns the
     rows and a note saying so ("" when scored with the trained statistics)."""
     from affectvlm.adapt import adapt_for
     from affectvlm.predict import predict

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from affectvlm.adapt import BATCH, gathering_statistics, norm_layers
+from affectvlm.adapt import BATCH, ON_MIN_ROWS, gathering_statistics, norm_layers, sample_inputs
 from affectvlm.errors import AffectVLMError, ConfigError
 from affectvlm.prior import MIN_ROWS, match_rows, parse_prior
 from affectvlm.reference import check_pattern, match_neutral
@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "each folder apart")
     p.add_argument("--adapt", choices=("on", "none"), default="none",
                    help="as `affectvlm predict --adapt on`: the image encoder's batch-norm statistics re-estimated on "
-                        "the evaluated renders first (transductive; the metrics record it)")
+                        "the renders of up to 256 of the samples first (at least 20; views as rendered, without "
+                        "predict's mirror images; transductive: the metrics record it)")
     p.add_argument("--neutral", default="none", metavar="GLOB",
                    help="as `affectvlm predict --neutral`: score each scan against its subject's neutral scan(s) "
                         "(auto: BU-3DFE's NE00, Bosphorus's N_N; a glob; none, the default: each scan alone, as the trainer's test "
@@ -110,6 +111,8 @@ def run_eval(args: argparse.Namespace) -> dict:
     prior = parse_prior(args.prior, classes) if args.prior else None
     if prior is None and args.prior_by != "set":
         raise ConfigError(f"--prior-by {args.prior_by} needs --prior SPEC (the balance to match)")
+    if args.adapt == "on" and len(samples) < ON_MIN_ROWS:
+        raise ConfigError(f"--adapt on needs at least {ON_MIN_ROWS} samples; {data} gives {len(samples)}")
     if prior is not None and args.prior_by == "set" and len(samples) < MIN_ROWS:
         raise ConfigError(f"--prior needs at least {MIN_ROWS} samples to match; {data} gives {len(samples)}")
     settings = model.render
@@ -123,10 +126,11 @@ def run_eval(args: argparse.Namespace) -> dict:
     cache.warm([s.path for s in samples])
     cidx = {c: i for i, c in enumerate(classes)}
     adapted = args.adapt == "on" and bool(norm_layers(model))
-    if adapted:
+    if adapted:  # as predict --adapt on: the statistics of up to SAMPLE samples, in its order and batches
+        picked = sample_inputs(samples)
         with gathering_statistics(model) as model:
-            for i in range(0, len(samples), BATCH):
-                model(torch.stack([torch.from_numpy(cache.get(s.path)) for s in samples[i:i + BATCH]]).float()
+            for i in range(0, len(picked), BATCH):
+                model(torch.stack([torch.from_numpy(cache.get(s.path)) for s in picked[i:i + BATCH]]).float()
                       .div_(255).to(device))
     y_true, probs = [], []
     model.eval()
