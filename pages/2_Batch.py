@@ -34,8 +34,9 @@ use_adapt = st.checkbox("Adapt to this set (50 scans or more that show a mix of 
                         help="As `affectvlm predict --adapt auto`: the scans are scored with the image encoder's "
                              "batch-norm statistics re-estimated on this set's renders. It helps on faces unlike the "
                              "training data; it is skipped for small sets or sets of mostly one expression. A "
-                             "scan's label then depends on the set. Off while a class balance is typed, as in "
-                             "`affectvlm predict --prior`.")
+                             "scan's label then depends on the set. A class balance typed below is matched on the "
+                             "adapted scores; untick this to match as `affectvlm predict --prior` does (it does not "
+                             "adapt unless asked).")
 
 
 def score(items: list[tuple[str, bytes]], adapt: bool) -> tuple[list[dict], str]:
@@ -103,14 +104,13 @@ def show(scored: tuple[list[dict], str], seconds: float) -> None:
 if files and choice is None:
     st.warning("Fix the model settings in the sidebar first.")
 elif files:
-    adapt = use_adapt and not prior_spec.strip()
-    sig = signature([(f.name, f.size) for f in files], up, front, choice.key, adapt)
+    sig = signature([(f.name, f.size) for f in files], up, front, choice.key, use_adapt)
     try:
         items = collect_batch([(f.name, f.getvalue()) for f in files], limits=S.limits)
         st.caption(f"{len(items)} scan(s) found.")
         previous = state.get("batch_result")
         if st.button("Score all", type="primary", key="batch_run") or (previous and previous.key == sig):
-            result = kept(state, "batch_result", sig, lambda: score(items, adapt))
+            result = kept(state, "batch_result", sig, lambda: score(items, use_adapt))
             show(result.value, result.seconds)
     except AffectVLMError as e:
         show_error(e)

@@ -252,3 +252,24 @@ def test_batch_prior_matches_the_set(tmp_path):
     assert (abs(at.dataframe[0].value["anger"] - 1 / 7) < 1e-3).all()
     at.checkbox(key="batch_prior_folder").check().run()  # all twenty in one folder of the zip
     assert not at.exception and any("20 scans in 1 folder" in m.value for m in at.info)
+
+
+def test_batch_adapts_to_the_set_and_says_so(monkeypatch):
+    import affectvlm.adapt as adapt
+
+    # three scans stand for a large varied set here: the guard's thresholds are lowered for the test
+    monkeypatch.setenv("AFFECTVLM_DEFAULT_MODEL", "default")  # the embedded model has batch norm
+    monkeypatch.setattr(adapt, "MIN_ROWS", 3)
+    monkeypatch.setattr(adapt, "spread_check", lambda rows, **kw: adapt.SpreadCheck(True, len(rows), "varied"))
+    members = [(f"s/s{i}.obj", _trimesh_bytes(face_like_mesh(20, smile=i / 2, seed=i, textured=False), "obj"))
+               for i in range(3)]
+    at = AppTest.from_file(APP, default_timeout=180).run()
+    at.switch_page("pages/2_Batch.py").run()
+    upload(at, [("set.zip", zip_bytes(members))], key="batch_upload")
+    at.button(key="batch_run").click().run()
+    assert not at.exception and any("Adapted to this set" in m.value for m in at.info), at.info
+    adapted = at.dataframe[0].value
+    at.checkbox(key="batch_adapt").uncheck().run()
+    at.button(key="batch_run").click().run()
+    assert not at.exception and not any("Adapted" in m.value for m in at.info)
+    assert (abs(at.dataframe[0].value["happiness"] - adapted["happiness"]) > 1e-5).any()
