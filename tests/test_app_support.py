@@ -221,6 +221,7 @@ def test_score_batch_adapts_only_large_varied_sets(monkeypatch):
     plain, note = batch.score_batch(meshes, model, workers=0)
     assert note == "" and len(plain) == 6  # six scans: too few, as trained
     assert batch.score_batch(meshes, model, adapt=False, workers=0) == (plain, "")
+    monkeypatch.setattr(adapt, "MIN_ROWS", 3)  # six scans stand for a large varied set
     monkeypatch.setattr(adapt, "spread_check", lambda rows, **kw: adapt.SpreadCheck(True, len(rows), "varied"))
     rows, note = batch.score_batch(meshes, model, workers=0)
     assert note.startswith("Adapted to this set") and "statistics of 6 of these inputs (varied)" in note
