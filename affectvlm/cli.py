@@ -206,19 +206,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
     kw = dict(views=args.views, frames=args.frames, every=args.every, batch_size=args.batch_size, up=args.up,
               front=args.front, pooling=args.pooling, workers=args.workers, precision=args.precision, fps=args.fps,
               mirror=not args.no_mirror)
-    adaptation = adapt_for(model, args.inputs, adapt, **kw)  # on a sample of the inputs: every rank decides alike
-    if shard is None or shard.rank == 0:
-        if adaptation.adapted:
-            _err(f"--adapt {adapt}: {adaptation.text()}; --adapt none scores with the trained statistics")
-        elif adapt == "on":
-            _err(f"warning: --adapt on: {adaptation.text()}")
+    def adapted(m: object) -> object:
+        """The model to score with (``--adapt``): decided on a sample of the inputs, alike on every rank."""
+        adaptation = adapt_for(m, args.inputs, adapt, **kw)
+        if shard is None or shard.rank == 0:
+            if adaptation.adapted:
+                _err(f"--adapt {adapt}: {adaptation.text()}; --adapt none scores with the trained statistics")
+            elif adapt == "on":
+                _err(f"warning: --adapt on: {adaptation.text()}")
+        return adaptation.model
+
     if shard is not None:
-        rows = predict_sharded(args.inputs, adaptation.model, args.out, shard, landmarks=args.landmarks,
-                               progress=progress, on_row=on_row, **kw)
+        rows = predict_sharded(args.inputs, model, args.out, shard, landmarks=args.landmarks, progress=progress,
+                               on_row=on_row, prepare_model=adapted, **kw)
         if shard.rank != 0:
             return 0  # rank 0 reports; a non-zero exit here would make torchrun stop the others
     else:
-        rows = predict(args.inputs, adaptation.model, progress=progress, on_row=on_row, **kw)
+        rows = predict(args.inputs, adapted(model), progress=progress, on_row=on_row, **kw)
     ref = match_neutral(rows, model.classes, neutral)
     if ref.rescored:
         _err(f"--neutral {neutral}: {ref.text(neutral)}; --neutral none scores each scan alone")

@@ -13,9 +13,9 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from affectvlm.errors import ConfigError
 from affectvlm.fileio import atomic_write_text
@@ -84,9 +84,12 @@ def _part(folder: Path, rank: int) -> Path:
 
 def predict_sharded(inputs: Input | Sequence[Input], model: object, out: str | os.PathLike, shard: Shard, *,
                     landmarks: bool = False, progress: bool = False, on_row: Callable[[Row], None] | None = None,
-                    timeout_s: float | None = None, **kw: object) -> list[Row]:
+                    timeout_s: float | None = None, prepare_model: Callable[[Any], Any] | None = None,
+                    **kw: object) -> list[Row]:
     """Score this rank's share of ``inputs`` (keywords as :func:`affectvlm.predict.predict`) and write its
-    part; rank 0 then writes ``out`` from all parts and returns every row, other ranks return their own."""
+    part; rank 0 then writes ``out`` from all parts and returns every row, other ranks return their own.
+    ``prepare_model`` (e.g. :func:`affectvlm.adapt.adapt_for`) turns the model into the one to score with first; if it
+    fails, the rank's part says so, as when scoring fails."""
     from affectvlm.predict import _setup, plan, score_items
 
     out = Path(out)
@@ -103,6 +106,8 @@ def predict_sharded(inputs: Input | Sequence[Input], model: object, out: str | o
     mine: dict[int, list[Row]] = {}
     part = {"fingerprint": fp, "rank": shard.rank, "world": shard.world}
     try:
+        if prepare_model is not None:
+            o = replace(o, model=prepare_model(o.model))
         for i, row in score_items(items, o, units[shard.rank::shard.world], progress=progress, on_row=on_row):
             mine.setdefault(i, []).append(row)
     except BaseException as e:  # tell rank 0 instead of leaving it waiting

@@ -119,3 +119,17 @@ def test_torchrun_adapts_like_a_single_process(tmp_path):
     plain = subprocess.run([sys.executable, "-m", "affectvlm", *args[:-2], "--out", str(tmp_path / "plain.json")],
                            capture_output=True, text=True, env=_env(), timeout=600)
     assert plain.returncode == 0 and (tmp_path / "plain.json").read_bytes() != (tmp_path / "one.json").read_bytes()
+
+
+def test_a_rank_whose_model_preparation_fails_says_so_in_its_part(inputs, tmp_path):
+    from affectvlm.shard import Shard, parts_dir, predict_sharded
+
+    def fails(model):
+        raise MemoryError("no room for the adapted copy")
+
+    out = tmp_path / "r.json"
+    with pytest.raises(MemoryError):
+        predict_sharded([str(inputs / "F0001_AN04WH_F3D.obj")], "AffectVLM-Test", out,
+                        Shard(rank=1, world=2, local_rank=1, run_id="t"), prepare_model=fails, workers=0)
+    part = json.loads(_part(parts_dir(out), 1).read_text())
+    assert part["failed"] == "MemoryError: no room for the adapted copy"  # rank 0 stops waiting and says so
