@@ -31,7 +31,8 @@ if TYPE_CHECKING:
     from affectvlm.model import AffectVLM
 
 __all__ = ["MAX_SHARE", "MIN_CLASSES", "MIN_ROWS", "MIN_SHARE", "ADAPT_MODES", "SAMPLE", "Adaptation", "Adapted",
-           "SpreadCheck", "adapt_for", "adapt_model", "gathering_statistics", "norm_layers", "sample_inputs", "spread_check"]
+           "SpreadCheck", "adapt_for", "adapt_model", "gathering_statistics", "norm_layers", "sample_inputs",
+           "spread_check"]
 
 ADAPT_MODES = ("auto", "on", "none")
 MIN_ROWS = 50  # fewer scans give noisy statistics (measured: 20 scans gain little and vary widely)
@@ -145,15 +146,14 @@ def gathering_statistics(model: nn.Module) -> Iterator[nn.Module]:
 
     hooks = [m.register_forward_pre_hook(batch_statistics) for m in layers]
     hooks += [m.register_forward_hook(pool(acc)) for m, acc in zip(layers, sums)]
-    state = [(m.momentum, m.running_mean.clone(), m.running_var.clone()) for m in layers]
+    trained = [(m.running_mean.clone(), m.running_var.clone()) for m in layers]
     try:
         with torch.no_grad():
             yield adapted
     finally:
         for h in hooks:
             h.remove()
-        for m, (momentum, mean, var), (n, s1, s2) in zip(layers, state, sums):
-            m.momentum = momentum
+        for m, (mean, var), (n, s1, s2) in zip(layers, trained, sums):
             if n > 1:
                 mu = s1 / n
                 m.running_mean.copy_(mu.to(m.running_mean))
@@ -176,20 +176,16 @@ def _picked(model: Any, inputs: Sequence[Any], sample: int, predict_kw: dict[str
     return o, sample_inputs(items, sample)
 
 
-def _scored(rows: Sequence[Row]) -> int:
-    return sum(1 for r in rows if not r.get("error") and r.get("frame") in ("", "sequence"))
-
-
 def _gather(o: Any, picked: list) -> Adapted:
     from affectvlm.predict import plan, score_items
 
     model = o.model
     with gathering_statistics(model) as adapted:
         rows = [row for _, row in score_items(picked, replace(o, model=adapted), plan(picked, BATCH))]
-    layers = norm_layers(adapted)
-    if not _scored(rows) or int(layers[0].num_batches_tracked) == 0:  # nothing rendered: nothing to adapt to
+    scored = len(_counted(rows))
+    if not scored:  # nothing rendered: nothing to adapt to
         return Adapted(model, 0, 0)
-    return Adapted(adapted, _scored(rows), len(layers))
+    return Adapted(adapted, scored, len(norm_layers(adapted)))
 
 
 def adapt_model(model: "AffectVLM", inputs: Sequence[Any], *, sample: int = SAMPLE, **predict_kw: Any) -> Adapted:

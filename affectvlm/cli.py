@@ -107,8 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "file-name GLOB for the neutral scans of each folder, for every other scan there. The neutral "
                          "scans keep their rows; applied before --prior")
     pr.add_argument("--adapt", choices=("auto", "on", "none"), default=None,
-                    help="score with the image encoder's batch-norm statistics re-estimated on the renders of up to 256 "
-                         "of the inputs (a face model or scanner the model never saw shifts them; a scan's label then "
+                    help="score with the image encoder's batch-norm statistics re-estimated on the renders of up to "
+                         "256 of the inputs (a face model or scanner the model never saw shifts them; a scan's label then "
                          "depends on the set): auto (the default without --prior) when at least 50 of them, scored "
                          "as usual, read as at least 4 expressions, each over 10 %% and none over 40 %%; on: with at "
                          "least 20 of any mix (a set of one expression loses it); none (the default with --prior)")

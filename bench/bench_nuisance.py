@@ -8,7 +8,8 @@ reports ``ratio`` = its accuracy / the reference's. SYNTHETIC; the subjects are 
 any corpus's. The dense conditions go through ``predict`` like any scan, so a model's ``max_vertices`` cap applies.
 
     python bench/bench_nuisance.py --facekit ../shared/ict-facekit/FaceXModel --makehuman MH/makehuman/data \\
-        --facshuman FACSHuman [--rocketbox DIR] [--gltf DIR] [--model default] [--subjects 6] [--seed 4242] [--conditions clean,pitch15,...]
+        --facshuman FACSHuman [--rocketbox DIR] [--gltf DIR] [--model default] [--subjects 6] [--seed 4242] \\
+        [--conditions clean,pitch15,...]
 """
 from __future__ import annotations
 

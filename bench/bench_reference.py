@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prior", default=None, help="also match this class balance afterwards, as predict --prior")
     args = ap.parse_args(argv)
 
-    from affectvlm.adapt import adapt_for, adapt_model
+    from affectvlm.adapt import adapt_model, sample_inputs, spread_check
     from affectvlm.model import load_model
     from affectvlm.predict import predict
     from affectvlm.prior import match_rows, parse_prior
@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     truth = read_corpus(root / "manifest.csv")
     model = load_model(None if args.model == "default" else args.model)
     t = time.perf_counter()
-    alone = predict([str(root / r["path"]) for r in truth], model, batch_size=args.batch_size)
+    files = [str(root / r["path"]) for r in truth]
+    alone = predict(files, model, batch_size=args.batch_size)
     seconds = round(time.perf_counter() - t, 1)
     referenced = [dict(r) for r in alone]
     done = match_neutral(referenced, model.classes, args.neutral)
@@ -67,11 +68,12 @@ def main(argv: list[str] | None = None) -> int:
         prior = parse_prior(args.prior, model.classes)
         match_rows(referenced, model.classes, prior)
         report["neutral_then_prior"] = {"spec": args.prior, **_accuracy(referenced, truth)}
-    files = [str(root / r["path"]) for r in truth]
     adapted_model = adapt_model(model, files, batch_size=args.batch_size)
     adapted = predict(files, adapted_model.model, batch_size=args.batch_size)
-    report["adapted"] = {"inputs": adapted_model.inputs, "layers": adapted_model.layers,
-                         "auto_adapts": adapt_for(model, files, "auto", batch_size=args.batch_size).adapted, **_accuracy(adapted, truth)}
+    # what --adapt auto decides: the guard on the same sample's rows as scored alone (adapt_for would score them again)
+    auto = spread_check([alone[i] for i in sample_inputs(range(len(files)))]).ok
+    report["adapted"] = {"inputs": adapted_model.inputs, "layers": adapted_model.layers, "auto_adapts": auto,
+                         **_accuracy(adapted, truth)}
     both = [dict(r) for r in adapted]
     match_neutral(both, model.classes, args.neutral)
     report["adapted_neutral"] = _accuracy(both, truth)

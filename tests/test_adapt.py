@@ -157,5 +157,6 @@ def test_eval_adapts_only_when_asked_and_says_so(tmp_path):
     # too few samples to adapt to: one clear error
     for lvl in range(6):
         write_vrml(tmp_path / "few" / "F0003" / f"F0003_HA{lvl:02d}WH_F3D.wrl", face_like_mesh(16, seed=lvl))
-    few = [*common[:2], "--data", str(tmp_path / "few"), *common[4:], "--adapt", "on", "--out", str(tmp_path / "x.json")]
+    few = [*common[:2], "--data", str(tmp_path / "few"), *common[4:], "--adapt", "on",
+           "--out", str(tmp_path / "x.json")]
     assert main(few) == 2 and not (tmp_path / "x.json").exists()

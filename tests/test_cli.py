@@ -214,7 +214,8 @@ def test_predict_prior(capsys, scans, tmp_path):
     for name in ("bs000_N_N_0", "bs000_E_HAPPY_0", "bs000_YR_R10_0"):
         write_bnt(bos / f"{name}.bnt", xyz, background=background, image_name=f"{name}.png")
     assert cli.main(["predict", str(bos), *base, "--out", str(tmp_path / "b.json")]) == 0
-    assert "scored 1 scans against the neutral scans (BU-3DFE's NE00 or Bosphorus's N_N) of 1" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "scored 1 scans against the neutral scans (BU-3DFE's NE00 or Bosphorus's N_N) of 1" in err
     got = {PurePath(r["file"]).stem: r for r in json.loads((tmp_path / "b.json").read_text())}
     assert got["bs000_E_HAPPY_0"]["neutral"] == 0.0 and got["bs000_N_N_0"]["neutral"] > 0
     assert got["bs000_YR_R10_0"]["neutral"] == pytest.approx(got["bs000_N_N_0"]["neutral"], abs=1e-6)

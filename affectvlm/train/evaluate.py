@@ -57,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "predict's mirror images; transductive: the metrics record it)")
     p.add_argument("--neutral", default="none", metavar="GLOB",
                    help="as `affectvlm predict --neutral`: score each scan against its subject's neutral scan(s) "
-                        "(auto: BU-3DFE's NE00, Bosphorus's N_N; a glob; none, the default: each scan alone, as the trainer's test "
-                        "figures; the metrics record it)")
+                        "(auto: BU-3DFE's NE00, Bosphorus's N_N; a glob; none, the default: each scan alone, as the "
+                        "trainer's test figures; the metrics record it)")
     p.add_argument("--no-landmarks", action="store_true",
                    help="skip the landmark error against .bnd files beside the scans")
     return p
