@@ -10,6 +10,8 @@ take the smile out with the face model. So :func:`adapt_for` first scores the sa
 from (up to :data:`SAMPLE` inputs, evenly spaced) as usual, and ``auto`` adapts only when :func:`spread_check` finds
 at least :data:`MIN_ROWS` of them whose labels spread over at least :data:`MIN_CLASSES` classes with
 :data:`MIN_SHARE` of the rows each and no class over :data:`MAX_SHARE`.
+The sample leaves out what a dataset's naming marks as scans of other things than expressions (Bosphorus's pose,
+occlusion and action-unit scans: :func:`affectvlm.reference.expression_scans`); they are still scored.
 A model without batch-norm layers (a ViT) is left as it is.
 """
 from __future__ import annotations
@@ -167,12 +169,15 @@ def gathering_statistics(model: nn.Module) -> Iterator[nn.Module]:
 
 
 def _picked(model: Any, inputs: Sequence[Any], sample: int, predict_kw: dict[str, Any]) -> tuple[Any, list]:
-    """The run's options and up to ``sample`` of its expanded inputs, evenly spaced (sequences by a few frames)."""
+    """The run's options and up to ``sample`` of its expanded inputs, evenly spaced (sequences by a few frames);
+    not a dataset's scans of other things than expressions (:func:`affectvlm.reference.expression_scans`)."""
     from affectvlm.predict import _setup
+    from affectvlm.reference import expression_scans
 
     kw = {k: v for k, v in predict_kw.items() if k not in ("every", "progress", "on_row", "batch_size", "frames")}
     frames = min(int(predict_kw.get("frames") or SEQUENCE_FRAMES), SEQUENCE_FRAMES)
     o, items = _setup(inputs, model, frames=frames, batch_size=BATCH, **kw)
+    items = [it for it, keep in zip(items, expression_scans([it.source for it in items])) if keep]
     return o, sample_inputs(items, sample)
 
 

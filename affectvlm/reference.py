@@ -31,22 +31,25 @@ import numpy as np
 from affectvlm.errors import ConfigError
 from affectvlm.results import Row, as_probs, top_class
 
-__all__ = ["AUTO_LAYOUTS", "NeutralLayout", "ReferenceMatch", "check_pattern", "layouts_for", "match_neutral"]
+__all__ = ["AUTO_LAYOUTS", "NeutralLayout", "ReferenceMatch", "check_pattern", "expression_scans", "layouts_for",
+           "match_neutral"]
 
 
 @dataclass(frozen=True)
 class NeutralLayout:
     """A naming rule: which file names are a subject's neutral scans, and which of its other scans they stand for
-    (globs on the lower-cased file name); ``by_field``: the subject is the folder and the name's first field."""
+    (globs on the lower-cased file name); ``by_field``: the subject is the folder and the name's first field;
+    ``member``: the names of the dataset at all, where it also holds scans that are neither (poses, occlusions)."""
 
     name: str
     neutral: str
     scans: str = "*"
     by_field: bool = True
+    member: str = ""
 
 
 AUTO_LAYOUTS = (NeutralLayout("BU-3DFE's NE00", "*_ne00*"),
-                NeutralLayout("Bosphorus's N_N", "*_n_n_*", scans="*_e_*"))
+                NeutralLayout("Bosphorus's N_N", "*_n_n_*", scans="*_e_*", member="bs[0-9][0-9][0-9]_*"))
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,19 @@ def match_neutral(rows: list[Row], classes: Sequence[str], spec: str = "auto") -
             rows[i]["label"], rows[i]["confidence"] = top_class(classes, probs)
     subjects = {(folder, field) for folder, field, _ in used}
     return ReferenceMatch(sum(map(len, used.values())), len(subjects), len(alone - subjects))
+
+
+def expression_scans(files: Sequence[str]) -> list[bool]:
+    """Per file, whether it is one a dataset reads for expressions: False only for a file named as a dataset of
+    :data:`AUTO_LAYOUTS` names its other scans (Bosphorus's pose, occlusion and action-unit scans beside
+    ``bs000_E_*`` and ``bs000_N_N_*``)."""
+    other = [lay for lay in AUTO_LAYOUTS if lay.member]
+    keep = []
+    for f in files:
+        name = _split(f)[1].lower()
+        keep.append(not any(fnmatch.fnmatch(name, lay.member) and not fnmatch.fnmatch(name, lay.scans)
+                            and not fnmatch.fnmatch(name, lay.neutral) for lay in other))
+    return keep
 
 
 def _field(name: str, layout: NeutralLayout) -> str:

@@ -1,12 +1,13 @@
 """4D sequence accuracy: ``predict`` on a BU-4DFE-layout folder, the pooled row against the folder's emotion.
 
-    python bench/bench_sequences.py --data DIR [--model SPEC] [--frames 12] [--pooling contrast]
+    python bench/bench_sequences.py --data DIR [--model SPEC] [--frames 12] [--pooling contrast] [--adapt auto]
 
 Each ``SUBJECT/<Emotion>/`` folder is one sequence (neutral -> apex -> neutral); its label is the folder name
 (Angry, Disgust, Fear, Happy, Sad, Surprise). A folder written by ``affectvlm synth --layout corpus4d`` is read
 through its manifest instead (the ``--split`` rows, default test), and the accuracy is also given per face model
 and expression family. Prints JSON: sequence accuracy, per emotion, and the confusions for ``--pooling``; the frames
 are scored once and ``poolings`` gives every pooling's accuracy on them with its ratio to ``peak`` (the baseline).
+``--adapt`` scores them as ``affectvlm predict --adapt`` does (default ``none``: the model as trained).
 Synthetic data made by this project is in-generator: say so when quoting.
 """
 from __future__ import annotations
@@ -29,8 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pooling", default="contrast", help="contrast (default), peak or mean")
     ap.add_argument("--out", default=None)
     ap.add_argument("--split", default="test", help="corpus4d manifests: the split scored")
+    ap.add_argument("--adapt", default="none", choices=("auto", "on", "none"),
+                    help="the encoder's statistics adapted to the sequences first, as predict --adapt")
     args = ap.parse_args(argv)
 
+    from affectvlm.adapt import adapt_for
     from affectvlm.model import load_model
     from affectvlm.predict import POOLINGS, pool_probabilities, predict
 
@@ -50,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     model = load_model(args.model)
     classes = list(model.classes)
     t0 = time.perf_counter()
-    rows = predict([str(p) for p in seqs], model, frames=args.frames, pooling=args.pooling)
+    adaptation = adapt_for(model, [str(p) for p in seqs], args.adapt, frames=args.frames, pooling=args.pooling)
+    rows = predict([str(p) for p in seqs], adaptation.model, frames=args.frames, pooling=args.pooling)
     frames: dict[str, list[list[float]]] = {}
     for r in rows:
         if r["frame"] != "sequence" and not r["error"]:
@@ -84,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
            "confusions": {k: v for k, v in sorted(conf.items()) if k.split("->")[0] != k.split("->")[1]},
            "poolings": poolings,
            "frames_scored": sum(1 for r in rows if r["frame"] != "sequence"), "pooling": args.pooling,
+           "adapt": args.adapt, "adaptation": adaptation.text() if args.adapt != "none" else "",
            "seconds": round(time.perf_counter() - t0, 1), "synthetic": True}
     text = json.dumps(out, indent=1)
     print(text)

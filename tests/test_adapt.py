@@ -160,3 +160,28 @@ def test_eval_adapts_only_when_asked_and_says_so(tmp_path):
     few = [*common[:2], "--data", str(tmp_path / "few"), *common[4:], "--adapt", "on",
            "--out", str(tmp_path / "x.json")]
     assert main(few) == 2 and not (tmp_path / "x.json").exists()
+
+
+def test_statistics_come_from_the_expression_scans_of_a_bosphorus_tree(model, tmp_path):
+    # Bosphorus folders also hold pose, occlusion and action-unit scans: they are not the set being read, so they
+    # neither join the statistics nor the guard's sample; other names are all kept
+    names = {"bs000_E_HAPPY_0.ply": 1.0, "bs000_E_SADNESS_0.ply": 0.2, "bs000_N_N_0.ply": 0.0, "face.ply": 0.6,
+             "bs000_YR_R90_0.ply": 0.0, "bs000_O_EYE_0.ply": 0.0, "bs000_LFAU_12_0.ply": 1.4}
+    for i, (name, smile) in enumerate(names.items()):
+        m = face_like_mesh(24, smile=smile, seed=i, textured=False)
+        trimesh.Trimesh(m.vertices, m.faces, process=False).export(tmp_path / name)
+    names_list = list(names)
+    files = [str(tmp_path / n) for n in names_list]
+    read = files[:4]
+    got, want = adapt_model(model, files, workers=0), adapt_model(model, read, workers=0)
+    assert got.inputs == want.inputs == 4
+    for x, y in zip(norm_layers(got.model), norm_layers(want.model)):
+        assert torch.equal(x.running_mean, y.running_mean) and torch.equal(x.running_var, y.running_var)
+    # the same meshes under names of no dataset all count, and change the statistics
+    renamed = []
+    for i, f in enumerate(files):
+        renamed.append(str(tmp_path / f"scan{i}.ply"))
+        (tmp_path / f"scan{i}.ply").write_bytes((tmp_path / names_list[i]).read_bytes())
+    every = adapt_model(model, renamed, workers=0)
+    assert every.inputs == 7
+    assert not torch.equal(norm_layers(every.model)[0].running_mean, norm_layers(got.model)[0].running_mean)
