@@ -10,8 +10,11 @@ take the smile out with the face model. So :func:`adapt_for` first scores the sa
 from (up to :data:`SAMPLE` inputs, evenly spaced) as usual, and ``auto`` adapts only when :func:`spread_check` finds
 at least :data:`MIN_ROWS` of them whose labels spread over at least :data:`MIN_CLASSES` classes with
 :data:`MIN_SHARE` of the rows each and no class over :data:`MAX_SHARE`.
-The sample leaves out what a dataset's naming marks as scans of other things than expressions (Bosphorus's pose,
-occlusion and action-unit scans: :func:`affectvlm.reference.expression_scans`); they are still scored.
+Where a dataset's naming tells, the sample leaves out scans that are not expressions (Bosphorus's pose, occlusion
+and action-unit scans: :func:`affectvlm.reference.expression_scans`), and the guard judges only the neutral scans and
+full-strength expressions (not BU-3DFE's levels 1-2, which mostly read as calm:
+:func:`affectvlm.reference.full_expressions`); the statistics still come from every scan of the sample. All are
+scored.
 A model without batch-norm layers (a ViT) is left as it is.
 """
 from __future__ import annotations
@@ -214,12 +217,15 @@ def adapt_for(model: "AffectVLM", inputs: Sequence[Any], mode: str = "auto", *, 
     if not norm_layers(model):
         return Adaptation(model, SpreadCheck(False, 0, "the model has no batch-norm layers"))
     from affectvlm.predict import plan, score_items
+    from affectvlm.reference import full_expressions
 
     o, picked = _picked(model, inputs, sample, predict_kw)
     min_rows = ON_MIN_ROWS if mode == "on" else MIN_ROWS
     if len(picked) < min_rows:  # too few whatever they show: spare the scoring
         return Adaptation(model, SpreadCheck(False, len(picked), f"{len(picked)} inputs; it needs at least {min_rows}"))
     rows = [row for _, row in score_items(picked, o, plan(picked, BATCH))]
+    if mode == "auto":  # the guard judges by what the names call full expressions (not subtle levels)
+        rows = [r for r, full in zip(rows, full_expressions([r["file"] for r in rows])) if full]
     check = spread_check(rows, min_rows=min_rows, spread=mode == "auto")
     if not check.ok:
         return Adaptation(model, check)

@@ -31,25 +31,29 @@ import numpy as np
 from affectvlm.errors import ConfigError
 from affectvlm.results import Row, as_probs, top_class
 
-__all__ = ["AUTO_LAYOUTS", "NeutralLayout", "ReferenceMatch", "check_pattern", "expression_scans", "layouts_for",
-           "match_neutral"]
+__all__ = ["AUTO_LAYOUTS", "NeutralLayout", "ReferenceMatch", "check_pattern", "expression_scans", "full_expressions",
+           "layouts_for", "match_neutral"]
 
 
 @dataclass(frozen=True)
 class NeutralLayout:
     """A naming rule: which file names are a subject's neutral scans, and which of its other scans they stand for
     (globs on the lower-cased file name); ``by_field``: the subject is the folder and the name's first field;
-    ``member``: the names of the dataset at all, where it also holds scans that are neither (poses, occlusions)."""
+    ``member``: the dataset's names at all (its names outside ``scans`` and ``neutral`` are not expressions), and
+    ``full``: those of its scans that show an expression at full strength (not subtle levels)."""
 
     name: str
     neutral: str
     scans: str = "*"
     by_field: bool = True
     member: str = ""
+    full: str = "*"
 
 
-AUTO_LAYOUTS = (NeutralLayout("BU-3DFE's NE00", "*_ne00*"),
-                NeutralLayout("Bosphorus's N_N", "*_n_n_*", scans="*_e_*", member="bs[0-9][0-9][0-9]_*"))
+AUTO_LAYOUTS = (NeutralLayout("BU-3DFE's NE00", "*_ne00*", member="[fm][0-9][0-9][0-9][0-9]_*",
+                              full="*_[a-z][a-z]0[34]*"),
+                NeutralLayout("Bosphorus's N_N", "*_n_n_*", scans="*_e_*", member="bs[0-9][0-9][0-9]_*",
+                              full="*_e_*"))
 
 
 @dataclass(frozen=True)
@@ -138,17 +142,27 @@ def match_neutral(rows: list[Row], classes: Sequence[str], spec: str = "auto") -
     return ReferenceMatch(sum(map(len, used.values())), len(subjects), len(alone - subjects))
 
 
-def expression_scans(files: Sequence[str]) -> list[bool]:
-    """Per file, whether it is one a dataset reads for expressions: False only for a file named as a dataset of
-    :data:`AUTO_LAYOUTS` names its other scans (Bosphorus's pose, occlusion and action-unit scans beside
-    ``bs000_E_*`` and ``bs000_N_N_*``)."""
-    other = [lay for lay in AUTO_LAYOUTS if lay.member]
-    keep = []
+def _named(files: Sequence[str], *, keep: str) -> list[bool]:
+    named = [lay for lay in AUTO_LAYOUTS if lay.member]
+    out = []
     for f in files:
         name = _split(f)[1].lower()
-        keep.append(not any(fnmatch.fnmatch(name, lay.member) and not fnmatch.fnmatch(name, lay.scans)
-                            and not fnmatch.fnmatch(name, lay.neutral) for lay in other))
-    return keep
+        out.append(not any(fnmatch.fnmatch(name, lay.member) and not fnmatch.fnmatch(name, getattr(lay, keep))
+                           and not fnmatch.fnmatch(name, lay.neutral) for lay in named))
+    return out
+
+
+def expression_scans(files: Sequence[str]) -> list[bool]:
+    """Per file, whether it may show an expression, as far as its name tells: False only for a file named as a
+    dataset of :data:`AUTO_LAYOUTS` names its scans of other things (Bosphorus's pose, occlusion and action-unit
+    scans beside ``bs000_E_*`` and ``bs000_N_N_*``)."""
+    return _named(files, keep="scans")
+
+
+def full_expressions(files: Sequence[str]) -> list[bool]:
+    """Per file, whether it is a neutral scan or a full-strength expression, as far as its name tells: False also
+    for BU-3DFE's subtle levels 1-2 (beside ``F0001_HA03*``, ``F0001_HA04*`` and ``F0001_NE00*``)."""
+    return _named(files, keep="full")
 
 
 def _field(name: str, layout: NeutralLayout) -> str:

@@ -8,8 +8,8 @@ import trimesh
 
 from affectvlm import cli
 import affectvlm.adapt as adapt_mod
-from affectvlm.adapt import (BATCH, MIN_ROWS, ON_MIN_ROWS, adapt_for, adapt_model, gathering_statistics,
-                              norm_layers, spread_check)
+from affectvlm.adapt import (BATCH, MIN_ROWS, ON_MIN_ROWS, SpreadCheck, adapt_for, adapt_model,
+                              gathering_statistics, norm_layers, spread_check)
 from affectvlm.errors import ConfigError
 from affectvlm.model import load_model
 from affectvlm.predict import predict
@@ -185,3 +185,26 @@ def test_statistics_come_from_the_expression_scans_of_a_bosphorus_tree(model, tm
     every = adapt_model(model, renamed, workers=0)
     assert every.inputs == 7
     assert not torch.equal(norm_layers(every.model)[0].running_mean, norm_layers(got.model)[0].running_mean)
+
+
+def test_auto_judges_a_bu3dfe_set_by_its_full_expressions_and_adapts_to_all(model, tmp_path, monkeypatch):
+    # BU-3DFE's levels 1-2 mostly read as calm and would fail the guard: auto judges the set by its neutral and
+    # level 3-4 scans, but the statistics still come from every scan; ``on`` judges only the count of all
+    names = ["F0001_NE00WH_F3D.ply", "F0001_HA01WH_F3D.ply", "F0001_HA02WH_F3D.ply", "F0001_HA03WH_F3D.ply",
+             "F0001_SA04WH_F3D.ply", "F0001_SA01WH_F3D.ply"]
+    for i, name in enumerate(names):
+        m = face_like_mesh(24, smile=0.3 * i, seed=i, textured=False)
+        trimesh.Trimesh(m.vertices, m.faces, process=False).export(tmp_path / name)
+    files = [str(tmp_path / n) for n in names]
+    judged = []
+
+    def check(rows, **kw):
+        judged.append(sorted(r["file"].rsplit("/", 1)[-1] for r in rows))
+        return SpreadCheck(True, len(rows), "ok")
+
+    monkeypatch.setattr(adapt_mod, "spread_check", check)
+    monkeypatch.setattr(adapt_mod, "MIN_ROWS", 3)
+    monkeypatch.setattr(adapt_mod, "ON_MIN_ROWS", 3)
+    auto, on = adapt_for(model, files, "auto", workers=0), adapt_for(model, files, "on", workers=0)
+    assert judged == [sorted(names[i] for i in (0, 3, 4)), sorted(names)]
+    assert auto.inputs == on.inputs == len(names)

@@ -4,7 +4,7 @@ import pytest
 
 from affectvlm.errors import ConfigError
 from affectvlm.predict import CONTRAST_WEIGHT, contrast, pool_probabilities
-from affectvlm.reference import AUTO_LAYOUTS, check_pattern, expression_scans, layouts_for, match_neutral
+from affectvlm.reference import AUTO_LAYOUTS, check_pattern, full_expressions, layouts_for, match_neutral
 
 CLASSES = ["neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger"]
 
@@ -120,8 +120,12 @@ def test_eval_scores_alone_by_default_and_against_the_neutral_scan_when_asked(tm
     assert cm[:, k].sum() <= 2
 
 
-def test_expression_scans_leave_out_a_bosphorus_trees_other_scans():
-    files = ["b/bs000_E_HAPPY_0.bnt", "b/bs000_N_N_0.bnt", "b/bs000_YR_R10_0.bnt", "b/bs000_LFAU_12_0.bnt",
-             "t.zip:bs001/bs001_O_EYE_0.bnt", "t.zip:bs001/BS001_E_FEAR_0.BNT", "F0001_NE00WH_F3D.wrl",
-             "F0001_HA03WH_F3D.wrl", "scan_yr_r10.obj", "seq/F001/Happy"]
-    assert expression_scans(files) == [True, True, False, False, False, True, True, True, True, True]
+def test_full_expressions_leave_out_subtle_levels_poses_and_occlusions():
+    bosphorus = ["b/bs000_E_HAPPY_0.bnt", "b/bs000_N_N_0.bnt", "b/bs000_YR_R10_0.bnt", "b/bs000_LFAU_12_0.bnt",
+                 "t.zip:bs001/bs001_O_EYE_0.bnt", "t.zip:bs001/BS001_E_FEAR_0.BNT"]
+    assert full_expressions(bosphorus) == [True, True, False, False, False, True]
+    bu3dfe = ["F0001/F0001_NE00WH_F3D.wrl", "F0001_HA03WH_F3D.wrl", "t.zip:M0042/M0042_SU04BL_F3D.wrl",
+              "F0001_HA01WH_F3D.wrl", "M0042_SA02BL_F3D.wrl", "t.zip:M0042/m0042_di01bl_f3d.wrl"]
+    assert full_expressions(bu3dfe) == [True, True, True, False, False, False]
+    others = ["scan_yr_r10.obj", "seq/F001/Happy", "patient_ha01.ply", "F001_HA01.obj"]
+    assert full_expressions(others) == [True] * 4
