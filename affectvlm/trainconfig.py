@@ -119,6 +119,7 @@ class TrainConfig:
     frames_per_sequence: int = 5
     workers: int = 0
     seed: int = 0
+    batch_by: str = ""  # "" = batches drawn from every sample; a Sample field (face_model...): one value per batch
     resume: str = "auto"  # auto | yes | no (see the module docstring)
     cache_dir: str | None = None  # default: RUN_DIR/../.render-cache shared by runs, or $AFFECTVLM_CACHE
     # augmentation (see affectvlm/train/augment.py)
@@ -182,8 +183,9 @@ class TrainConfig:
 
 
 RESUME_MODES = ("auto", "yes", "no")
+GROUP_FIELDS = ("face_model", "family", "subject")  # --batch-by: Sample fields a batch can be kept within
 _CHOICES = {"layout": LAYOUTS, "freeze": ("text", "vision", "none"), "split": ("kfold", "manifest"),
-            "resume": RESUME_MODES}
+            "resume": RESUME_MODES, "batch_by": ("",) + GROUP_FIELDS}
 
 
 def _int_list(s: str) -> list[int]:
@@ -250,6 +252,9 @@ def build_parser(prog: str = "affectvlm train") -> argparse.ArgumentParser:
     p.add_argument("--frames-per-sequence", type=int)
     p.add_argument("--workers", type=int)
     p.add_argument("--seed", type=int)
+    p.add_argument("--batch-by", choices=("",) + GROUP_FIELDS,
+                   help="every training batch holds one value of this manifest field, e.g. face_model (batch norm "
+                        "then learns one face model at a time, as predict --adapt normalises a set)")
     p.add_argument("--resume", nargs="?", const="yes", choices=RESUME_MODES,
                    help="auto (default): continue when --out holds a complete checkpoint, else start; "
                         "yes (plain --resume): continue the run in --out with its saved config.yaml")

@@ -182,3 +182,14 @@ def test_bad_options_fail_cleanly(tiny, tmp_path):
                         "--out", str(tmp_path / "r2"), "--losses", "mc=abc"],
                        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "mc" in p.stderr
+
+
+@pytest.mark.slow
+def test_batch_by_subject_runs_and_changes_the_batches(tiny, tmp_path):
+    cache = tmp_path / "cache"
+    mixed, grouped = tmp_path / "mixed", tmp_path / "grouped"
+    run_train(_args(tiny, mixed, cache, "--batch-size", "4"))
+    run_train(_args(tiny, grouped, cache, "--batch-size", "4", "--batch-by", "subject"))
+    assert "batch_by: subject" in (grouped / "config.yaml").read_text()
+    assert json.loads((grouped / "status.json").read_text())["status"] == "finished"
+    assert len(epochs(grouped)) == 2 and max_weight_diff(mixed, grouped) > 1e-4

@@ -40,6 +40,7 @@ from affectvlm.train.distributed import DistInfo, barrier, cleanup, init_distrib
 from affectvlm.train.losses import MultiLoss, gather_with_grad
 from affectvlm.train.metrics import classification_metrics
 from affectvlm.train.monitor import CollapseMonitor, TrainingFailed, chance_level, embedding_spread, failure_hint
+from affectvlm.train.sampling import GroupedSampler
 from affectvlm.train.splits import build_splits
 from affectvlm.train.report import Reporter
 from affectvlm.train.stopping import PREEMPTED_EXIT, STOPPED_EXIT, StopSignals, StopTraining
@@ -362,7 +363,7 @@ class Loop:
     ddp: nn.Module
     optimizer: torch.optim.Optimizer
     loader: torch.utils.data.DataLoader
-    sampler: torch.utils.data.DistributedSampler
+    sampler: "torch.utils.data.DistributedSampler | GroupedSampler"
     train_samples: list
     classes: list[str]
     prompts: object
@@ -535,8 +536,12 @@ def train(cfg: TrainConfig, info: DistInfo, stop: StopSignals | None = None) -> 
     train_ds = CachedViews(train_s, cidx, cache)
     val_ds = CachedViews(val_s, cidx, cache)
     test_ds = CachedViews(test_s, cidx, cache)
-    sampler = torch.utils.data.DistributedSampler(train_ds, num_replicas=info.world_size, rank=info.rank,
-                                                  shuffle=True, seed=cfg.seed, drop_last=False)
+    if cfg.batch_by:
+        sampler = GroupedSampler([str(getattr(s, cfg.batch_by) or "") for s in train_s], local_bs,
+                                 num_replicas=info.world_size, rank=info.rank, seed=cfg.seed)
+    else:
+        sampler = torch.utils.data.DistributedSampler(train_ds, num_replicas=info.world_size, rank=info.rank,
+                                                      shuffle=True, seed=cfg.seed, drop_last=False)
 
     def eval_loader(ds):
         smp = torch.utils.data.DistributedSampler(ds, num_replicas=info.world_size, rank=info.rank, shuffle=False)
