@@ -86,7 +86,7 @@ def test_nuisances_change_resolution_and_make_holes():
     assert holed.mesh.n_faces < len(m.faces)
 
 
-def test_corpus_families_splits_and_determinism(tmp_path: Path):
+def test_corpus_families_splits_and_determinism(tmp_path: Path, monkeypatch):
     pytest.importorskip("yaml")
     m = _toy_model(30)
     cfg = CorpusConfig(subjects=10, seed=3, families=("emfacs", "recipes", "sculpt"), levels=(3,),
@@ -108,6 +108,10 @@ def test_corpus_families_splits_and_determinism(tmp_path: Path):
     assert not select(rows, family="recipes", face_model="other")
     mesh = load_mesh(rows[0]["path"])
     assert mesh.n_faces > 100
+    # a relative manifest path still gives absolute paths (bench scripts join them to nothing else)
+    monkeypatch.chdir(tmp_path)
+    assert [r["path"] for r in read_corpus("a")] == [r["path"] for r in rows]
+    assert all(Path(r["path"]).is_absolute() for r in read_corpus(Path("a") / "manifest.csv"))
 
 
 def test_held_out_families_never_reach_training_rows(tmp_path: Path):

@@ -224,7 +224,7 @@ def read_corpus(manifest: str | os.PathLike) -> list[dict]:
     with open(p, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     for r in rows:
-        r["path"] = str(p.parent / r["path"])
+        r["path"] = str(p.parent.absolute() / r["path"])
         r["intensity"] = int(r["intensity"])
     return rows
 
