@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     truth = read_corpus(root / "manifest.csv")
     model = load_model(None if args.model == "default" else args.model)
     t = time.perf_counter()
-    files = [str(root / r["path"]) for r in truth]
+    files = [r["path"] for r in truth]
     alone = predict(files, model, batch_size=args.batch_size)
     seconds = round(time.perf_counter() - t, 1)
     referenced = [dict(r) for r in alone]
