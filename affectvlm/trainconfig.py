@@ -252,7 +252,7 @@ def build_parser(prog: str = "affectvlm train") -> argparse.ArgumentParser:
     p.add_argument("--frames-per-sequence", type=int)
     p.add_argument("--workers", type=int)
     p.add_argument("--seed", type=int)
-    p.add_argument("--batch-by", choices=("",) + GROUP_FIELDS,
+    p.add_argument("--batch-by", choices=_CHOICES["batch_by"],
                    help="every training batch holds one value of this manifest field, e.g. face_model (batch norm "
                         "then learns one face model at a time, as predict --adapt normalises a set)")
     p.add_argument("--resume", nargs="?", const="yes", choices=RESUME_MODES,

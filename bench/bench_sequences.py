@@ -54,8 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     model = load_model(args.model)
     classes = list(model.classes)
     t0 = time.perf_counter()
-    adaptation = adapt_for(model, [str(p) for p in seqs], args.adapt, frames=args.frames, pooling=args.pooling)
-    rows = predict([str(p) for p in seqs], adaptation.model, frames=args.frames, pooling=args.pooling)
+    inputs = [str(p) for p in seqs]
+    adaptation = adapt_for(model, inputs, args.adapt, frames=args.frames, pooling=args.pooling)
+    rows = predict(inputs, adaptation.model, frames=args.frames, pooling=args.pooling)
     frames: dict[str, list[list[float]]] = {}
     for r in rows:
         if r["frame"] != "sequence" and not r["error"]:

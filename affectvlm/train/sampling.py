@@ -7,6 +7,7 @@ so the layers after each norm learn from faces normalised the way an adapted set
 """
 from __future__ import annotations
 
+from collections import Counter
 from typing import Iterator, Sequence
 
 import torch
@@ -25,6 +26,8 @@ class GroupedSampler(torch.utils.data.Sampler[int]):
         self.groups = list(groups)
         self.batch, self.num_replicas, self.rank, self.seed = batch, num_replicas, rank, seed
         self.epoch = 0
+        full = sum(n // batch for n in Counter(self.groups).values())  # the same every epoch
+        self._len = (full // num_replicas) * batch
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -49,4 +52,4 @@ class GroupedSampler(torch.utils.data.Sampler[int]):
             yield from b
 
     def __len__(self) -> int:
-        return sum(len(b) for b in self._batches())
+        return self._len
