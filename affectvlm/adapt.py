@@ -205,6 +205,16 @@ def adapt_model(model: "AffectVLM", inputs: Sequence[Any], *, sample: int = SAMP
     return _gather(*_picked(model, inputs, sample, predict_kw))
 
 
+def guard(rows: Sequence[Row], mode: str = "auto") -> SpreadCheck:
+    """:func:`spread_check` as ``mode`` applies it to the sample's rows, scored without adaptation: ``auto`` judges
+    only the scans whose names call them full expressions (not a BU-3DFE set's levels 1-2); ``on`` only counts."""
+    if mode == "auto":
+        from affectvlm.reference import full_expressions
+
+        rows = [r for r, full in zip(rows, full_expressions([r["file"] for r in rows])) if full]
+    return spread_check(rows, min_rows=ON_MIN_ROWS if mode == "on" else MIN_ROWS, spread=mode == "auto")
+
+
 def adapt_for(model: "AffectVLM", inputs: Sequence[Any], mode: str = "auto", *, sample: int = SAMPLE,
               **predict_kw: Any) -> Adaptation:
     """The model to score ``inputs`` with under ``mode`` (:data:`ADAPT_MODES`): the sample :func:`adapt_model`
@@ -217,16 +227,12 @@ def adapt_for(model: "AffectVLM", inputs: Sequence[Any], mode: str = "auto", *, 
     if not norm_layers(model):
         return Adaptation(model, SpreadCheck(False, 0, "the model has no batch-norm layers"))
     from affectvlm.predict import plan, score_items
-    from affectvlm.reference import full_expressions
 
     o, picked = _picked(model, inputs, sample, predict_kw)
     min_rows = ON_MIN_ROWS if mode == "on" else MIN_ROWS
     if len(picked) < min_rows:  # too few whatever they show: spare the scoring
         return Adaptation(model, SpreadCheck(False, len(picked), f"{len(picked)} inputs; it needs at least {min_rows}"))
-    rows = [row for _, row in score_items(picked, o, plan(picked, BATCH))]
-    if mode == "auto":  # the guard judges by what the names call full expressions (not subtle levels)
-        rows = [r for r, full in zip(rows, full_expressions([r["file"] for r in rows])) if full]
-    check = spread_check(rows, min_rows=min_rows, spread=mode == "auto")
+    check = guard([row for _, row in score_items(picked, o, plan(picked, BATCH))], mode)
     if not check.ok:
         return Adaptation(model, check)
     done = _gather(o, picked)

@@ -9,7 +9,7 @@ import trimesh
 from affectvlm import cli
 import affectvlm.adapt as adapt_mod
 from affectvlm.adapt import (BATCH, MIN_ROWS, ON_MIN_ROWS, SpreadCheck, adapt_for, adapt_model,
-                              gathering_statistics, norm_layers, spread_check)
+                              gathering_statistics, guard, norm_layers, spread_check)
 from affectvlm.errors import ConfigError
 from affectvlm.model import load_model
 from affectvlm.predict import predict
@@ -34,6 +34,19 @@ def test_spread_check_wants_many_varied_scans():
     assert spread_check(frames).rows == 0
     assert spread_check(_rows(varied, frame="sequence")).ok
     assert spread_check(_rows(["happiness"] * ON_MIN_ROWS), min_rows=ON_MIN_ROWS, spread=False).ok
+
+
+def test_guard_judges_a_bu3dfe_sets_full_expressions_under_auto():
+    # 60 level 3-4 scans of five emotions plus 60 level 1-2 scans that read calm: all 120 are half "neutral"
+    # (over 40 %), the full expressions alone are varied; "on" counts every row
+    codes = {"happiness": "HA", "sadness": "SA", "anger": "AN", "fear": "FE", "disgust": "DI"}
+    full = [{"file": f"F{i:04d}_{codes[c]}0{3 + i % 2}WH_F3D.wrl", "frame": "", "error": None, "label": c}
+            for i, c in enumerate(["happiness", "sadness", "anger", "fear", "disgust"] * 12)]
+    subtle = [{"file": f"F{i:04d}_HA0{1 + i % 2}WH_F3D.wrl", "frame": "", "error": None, "label": "neutral"}
+              for i in range(60)]
+    assert not spread_check(full + subtle).ok
+    assert guard(full + subtle, "auto").ok and guard(full + subtle, "auto").rows == 60
+    assert guard(subtle, "on").ok and not guard(subtle, "auto").ok
 
 
 @pytest.fixture(scope="module")
