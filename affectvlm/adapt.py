@@ -36,8 +36,8 @@ if TYPE_CHECKING:
     from affectvlm.model import AffectVLM
 
 __all__ = ["MAX_SHARE", "MIN_CLASSES", "MIN_ROWS", "MIN_SHARE", "ADAPT_MODES", "SAMPLE", "Adaptation", "Adapted",
-           "SpreadCheck", "adapt_for", "adapt_model", "gathering_statistics", "norm_layers", "sample_inputs",
-           "spread_check"]
+           "SpreadCheck", "adapt_for", "adapt_model", "expression_sample", "gathering_statistics", "guard",
+           "norm_layers", "sample_inputs", "spread_check"]
 
 ADAPT_MODES = ("auto", "on", "none")
 MIN_ROWS = 50  # fewer scans give noisy statistics (measured: 20 scans gain little and vary widely)
@@ -128,6 +128,14 @@ def sample_inputs(items: Sequence[Any], k: int = SAMPLE) -> list[Any]:
     return [items[i] for i in order]
 
 
+def expression_sample(items: Sequence[Any], sources: Sequence[str], k: int = SAMPLE) -> list[Any]:
+    """:func:`sample_inputs` of the ``items`` whose ``sources`` are expression scans, not a dataset's pose,
+    occlusion or action-unit scans (:func:`affectvlm.reference.expression_scans`)."""
+    from affectvlm.reference import expression_scans
+
+    return sample_inputs([it for it, keep in zip(items, expression_scans(sources)) if keep], k)
+
+
 @contextmanager
 def gathering_statistics(model: nn.Module) -> Iterator[nn.Module]:
     """A copy of ``model`` whose image encoder's batch-norm layers, inside the block, normalise each batch it
@@ -173,15 +181,13 @@ def gathering_statistics(model: nn.Module) -> Iterator[nn.Module]:
 
 def _picked(model: Any, inputs: Sequence[Any], sample: int, predict_kw: dict[str, Any]) -> tuple[Any, list]:
     """The run's options and up to ``sample`` of its expanded inputs, evenly spaced (sequences by a few frames);
-    not a dataset's scans of other things than expressions (:func:`affectvlm.reference.expression_scans`)."""
+    not a dataset's scans of other things than expressions (:func:`expression_sample`)."""
     from affectvlm.predict import _setup
-    from affectvlm.reference import expression_scans
 
     kw = {k: v for k, v in predict_kw.items() if k not in ("every", "progress", "on_row", "batch_size", "frames")}
     frames = min(int(predict_kw.get("frames") or SEQUENCE_FRAMES), SEQUENCE_FRAMES)
     o, items = _setup(inputs, model, frames=frames, batch_size=BATCH, **kw)
-    items = [it for it, keep in zip(items, expression_scans([it.source for it in items])) if keep]
-    return o, sample_inputs(items, sample)
+    return o, expression_sample(items, [it.source for it in items], sample)
 
 
 def _gather(o: Any, picked: list) -> Adapted:
@@ -205,6 +211,10 @@ def adapt_model(model: "AffectVLM", inputs: Sequence[Any], *, sample: int = SAMP
     return _gather(*_picked(model, inputs, sample, predict_kw))
 
 
+def _min_rows(mode: str) -> int:
+    return ON_MIN_ROWS if mode == "on" else MIN_ROWS
+
+
 def guard(rows: Sequence[Row], mode: str = "auto") -> SpreadCheck:
     """:func:`spread_check` as ``mode`` applies it to the sample's rows, scored without adaptation: ``auto`` judges
     only the scans whose names call them full expressions (not a BU-3DFE set's levels 1-2); ``on`` only counts."""
@@ -212,7 +222,7 @@ def guard(rows: Sequence[Row], mode: str = "auto") -> SpreadCheck:
         from affectvlm.reference import full_expressions
 
         rows = [r for r, full in zip(rows, full_expressions([r["file"] for r in rows])) if full]
-    return spread_check(rows, min_rows=ON_MIN_ROWS if mode == "on" else MIN_ROWS, spread=mode == "auto")
+    return spread_check(rows, min_rows=_min_rows(mode), spread=mode == "auto")
 
 
 def adapt_for(model: "AffectVLM", inputs: Sequence[Any], mode: str = "auto", *, sample: int = SAMPLE,
@@ -229,7 +239,7 @@ def adapt_for(model: "AffectVLM", inputs: Sequence[Any], mode: str = "auto", *, 
     from affectvlm.predict import plan, score_items
 
     o, picked = _picked(model, inputs, sample, predict_kw)
-    min_rows = ON_MIN_ROWS if mode == "on" else MIN_ROWS
+    min_rows = _min_rows(mode)
     if len(picked) < min_rows:  # too few whatever they show: spare the scoring
         return Adaptation(model, SpreadCheck(False, len(picked), f"{len(picked)} inputs; it needs at least {min_rows}"))
     check = guard([row for _, row in score_items(picked, o, plan(picked, BATCH))], mode)

@@ -44,11 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prior", default=None, help="also match this class balance afterwards, as predict --prior")
     args = ap.parse_args(argv)
 
-    from affectvlm.adapt import adapt_model, guard, sample_inputs
+    from affectvlm.adapt import adapt_model, expression_sample, guard
     from affectvlm.model import load_model
     from affectvlm.predict import predict
     from affectvlm.prior import match_rows, parse_prior
-    from affectvlm.reference import expression_scans, match_neutral
+    from affectvlm.reference import match_neutral
     from affectvlm.synth.corpus import read_corpus
 
     root = Path(args.data)
@@ -71,8 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     adapted_model = adapt_model(model, files, batch_size=args.batch_size)
     adapted = predict(files, adapted_model.model, batch_size=args.batch_size)
     # what --adapt auto decides: the guard on the same sample's rows as scored alone (adapt_for would score them again)
-    kept = [i for i, keep in enumerate(expression_scans(files)) if keep]
-    auto = guard([alone[i] for i in sample_inputs(kept)], "auto").ok
+    auto = guard(expression_sample(alone, files), "auto").ok
     report["adapted"] = {"inputs": adapted_model.inputs, "layers": adapted_model.layers, "auto_adapts": auto,
                          **_accuracy(adapted, truth)}
     both = [dict(r) for r in adapted]
