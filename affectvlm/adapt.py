@@ -16,6 +16,12 @@ full-strength expressions (not BU-3DFE's levels 1-2, which mostly read as calm:
 :func:`affectvlm.reference.full_expressions`); the statistics still come from every scan of the sample. All are
 scored.
 A model without batch-norm layers (a ViT) is left as it is.
+
+When the checkpoint stores the mean embedding of its training scans (``embedding_mean``, written by
+:mod:`affectvlm.train.centre`), the adapted copy also gets an ``embedding_shift``: that mean minus the mean fused
+embedding of the sample's full-expression static scans, encoded with the new statistics. Every fused embedding the
+copy makes is moved by it and normalised again, so the set's average face sits where the training set's did before
+the classifier reads it. Sequences are not moved unless the set also holds static scans.
 """
 from __future__ import annotations
 
@@ -36,8 +42,8 @@ if TYPE_CHECKING:
     from affectvlm.model import AffectVLM
 
 __all__ = ["MAX_SHARE", "MIN_CLASSES", "MIN_ROWS", "MIN_SHARE", "ADAPT_MODES", "SAMPLE", "Adaptation", "Adapted",
-           "SpreadCheck", "adapt_for", "adapt_model", "expression_sample", "gathering_statistics", "guard",
-           "norm_layers", "sample_inputs", "spread_check"]
+           "SpreadCheck", "adapt_for", "adapt_model", "centre", "expression_sample", "gathering_statistics", "guard",
+           "mean_embedding", "norm_layers", "sample_inputs", "spread_check"]
 
 ADAPT_MODES = ("auto", "on", "none")
 MIN_ROWS = 50  # fewer scans give noisy statistics (measured: 20 scans gain little and vary widely)
@@ -60,11 +66,13 @@ class SpreadCheck:
 @dataclass(frozen=True)
 class Adaptation:
     """What :func:`adapt_for` decided: the model to score with (an adapted copy, or the one given), the check
-    behind it (None for ``none``) and how many inputs the statistics came from (0: not adapted)."""
+    behind it (None for ``none``), how many inputs the statistics came from (0: not adapted) and whether its
+    embeddings were centred."""
 
     model: Any
     check: SpreadCheck | None
     inputs: int = 0
+    centred: bool = False
 
     @property
     def adapted(self) -> bool:
@@ -73,19 +81,22 @@ class Adaptation:
     def text(self) -> str:
         """One line for the user: what was done, or why not."""
         if self.adapted:
-            return (f"scored with the image encoder's statistics of {self.inputs} of these inputs "
+            centred = ", their mean embedding moved onto the training scans'" if self.centred else ""
+            return (f"scored with the image encoder's statistics of {self.inputs} of these inputs{centred} "
                     f"({self.check.reason if self.check else ''})")
         return f"scored with the trained statistics: {self.check.reason if self.check else 'not asked'}"
 
 
 @dataclass(frozen=True)
 class Adapted:
-    """What :func:`adapt_model` did: the adapted copy, the inputs its statistics came from, and the number of
-    batch-norm layers re-estimated (0: the model has none or nothing rendered, and ``model`` is the original)."""
+    """What :func:`adapt_model` did: the adapted copy, the inputs its statistics came from, the number of
+    batch-norm layers re-estimated (0: the model has none or nothing rendered, and ``model`` is the original), and
+    whether its embeddings were centred on the checkpoint's training mean (see the module doc)."""
 
     model: Any
     inputs: int
     layers: int
+    centred: bool = False
 
 
 def _counted(rows: Sequence[Row]) -> list[str]:
@@ -190,6 +201,43 @@ def _picked(model: Any, inputs: Sequence[Any], sample: int, predict_kw: dict[str
     return o, expression_sample(items, [it.source for it in items], sample)
 
 
+def mean_embedding(o: Any, items: Sequence[Any]) -> torch.Tensor | None:
+    """The mean fused embedding (D,) of ``items``' static scans whose names call them full expressions
+    (:func:`affectvlm.reference.full_expressions`), encoded with ``o.model`` as ``predict`` does; None if none
+    rendered. Unreadable scans are left out."""
+    from affectvlm.predict import Prepared, _load_prepared, _render, inference_context
+    from affectvlm.reference import full_expressions
+
+    scans = [it for it, full in zip(items, full_expressions([it.source for it in items]))
+             if full and it.kind == "scan"]
+    total, n = None, 0
+    for i in range(0, len(scans), BATCH):
+        preps = []
+        for it in scans[i:i + BATCH]:
+            try:
+                preps.append(_load_prepared(it, o))
+            except Exception:  # scored (and reported) as an error row elsewhere
+                continue
+        ok = [p for p in preps if isinstance(p, Prepared)]
+        imgs = _render(ok, o.model.device)[0] if ok else None
+        if imgs is None:
+            continue
+        with torch.no_grad(), inference_context(o.model.device, o.precision):
+            fused = o.model.embed(imgs, o.settings.views, o.mirror)[0].float()
+        total = fused.sum(0) if total is None else total + fused.sum(0)
+        n += len(fused)
+    return None if total is None else (total / n).cpu()
+
+
+def centre(model: Any, mean: torch.Tensor | None) -> bool:
+    """Give ``model`` (an adapted copy) the ``embedding_shift`` that moves ``mean``, a scored set's mean fused
+    embedding, onto its stored training mean; False (nothing changed) when either is missing."""
+    if mean is None or getattr(model, "embedding_mean", None) is None:
+        return False
+    model.embedding_shift = model.embedding_mean.to(mean) - mean
+    return True
+
+
 def _gather(o: Any, picked: list) -> Adapted:
     from affectvlm.predict import plan, score_items
 
@@ -199,7 +247,9 @@ def _gather(o: Any, picked: list) -> Adapted:
     scored = len(_counted(rows))
     if not scored:  # nothing rendered: nothing to adapt to
         return Adapted(model, 0, 0)
-    return Adapted(adapted, scored, len(norm_layers(adapted)))
+    centred = getattr(adapted, "embedding_mean", None) is not None and centre(
+        adapted, mean_embedding(replace(o, model=adapted), picked))
+    return Adapted(adapted, scored, len(norm_layers(adapted)), centred)
 
 
 def adapt_model(model: "AffectVLM", inputs: Sequence[Any], *, sample: int = SAMPLE, **predict_kw: Any) -> Adapted:
@@ -248,4 +298,4 @@ def adapt_for(model: "AffectVLM", inputs: Sequence[Any], mode: str = "auto", *, 
     done = _gather(o, picked)
     if not done.layers:
         return Adaptation(model, SpreadCheck(False, check.rows, "nothing rendered"))
-    return Adaptation(done.model, check, done.inputs)
+    return Adaptation(done.model, check, done.inputs, done.centred)

@@ -166,7 +166,7 @@ def test_eval_adapts_only_when_asked_and_says_so(tmp_path):
     assert "adapted" not in json.loads((tmp_path / "n.json").read_text())
     assert main([*common, "--adapt", "on", "--out", str(tmp_path / "a.json")]) == 0
     adapted = json.loads((tmp_path / "a.json").read_text())
-    assert adapted["adapted"] == {"samples": 20, "transductive": True}
+    assert adapted["adapted"] == {"samples": 20, "centred": True, "transductive": True}  # the default stores a mean
     # too few samples to adapt to: one clear error
     for lvl in range(6):
         write_vrml(tmp_path / "few" / "F0003" / f"F0003_HA{lvl:02d}WH_F3D.wrl", face_like_mesh(16, seed=lvl))

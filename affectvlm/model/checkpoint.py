@@ -127,6 +127,8 @@ def save_checkpoint(model: Any, folder: str | os.PathLike, extra: Mapping[str, A
             "weights_dtype": str(dtype or "float32").replace("torch.", ""),
             "provenance": _jsonable(prov),
         }
+        if getattr(model, "embedding_mean", None) is not None:
+            meta["embedding_mean"] = [round(float(v), 7) for v in model.embedding_mean.flatten().tolist()]
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
         for f in tmp.iterdir():  # safetensors writes 0600 files; a shared checkpoint must be readable by others
             f.chmod(0o644)

@@ -75,6 +75,10 @@ class AffectVLM(nn.Module):
         self.register_buffer("classifier", torch.zeros(0, self.embed_dim), persistent=False)
         self.render = render if render is not None else _default_render()
         self.mirror = True  # in eval mode, average each scan with its mirror image (see embed)
+        # mean fused embedding of the training scans (from the checkpoint; None if unknown) and, on a copy adapted
+        # to a scored set (affectvlm.adapt), the shift that moves that set's mean onto it (see embed)
+        self.embedding_mean: torch.Tensor | None = None
+        self.embedding_shift: torch.Tensor | None = None
         self.spec = spec
         self.provenance = dict(provenance or {})
         self.classes: tuple[str, ...] = ()
@@ -160,8 +164,16 @@ class AffectVLM(nn.Module):
         In eval mode with ``mirror`` on (default: the model's ``mirror`` attribute), the fused embedding is the
         normalised mean of the scan's and its mirror image's (:func:`affectvlm.render.mirror.mirror_images`;
         ``views`` default to the model's render views). A view set without a mirror, or training mode, gives
-        the plain fusion.
+        the plain fusion. In eval mode an ``embedding_shift`` (set by :mod:`affectvlm.adapt`) is added to the fused
+        embedding, which is then normalised again.
         """
+        fused, z = self._embed(images, views, mirror)
+        if self.embedding_shift is not None and not self.training:
+            fused = F.normalize(fused + self.embedding_shift.to(fused), dim=-1)
+        return fused, z
+
+    def _embed(self, images: torch.Tensor, views: Sequence | None,
+               mirror: bool | None) -> tuple[torch.Tensor, torch.Tensor]:
         if isinstance(images, torch.Tensor) and images.ndim == 4:
             images = images.unsqueeze(1)
         flipped = None

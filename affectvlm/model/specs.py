@@ -316,6 +316,8 @@ def _build(spec: Spec, device: torch.device, classes, prompts, fusion: str | Non
     model = AffectVLM(clip, tok, arch=arch, model_cfg=cfg["model_cfg"],
                       preprocess_cfg=open_clip.get_model_preprocess_cfg(clip), classes=classes, prompts=prompts,
                       render=render, fusion=fusion, spec=spec.text, provenance=prov)
+    if meta.get("embedding_mean") is not None:
+        model.embedding_mean = _embedding_mean(meta["embedding_mean"], model.embed_dim, spec.path)
     if model.attention is not None and meta.get("fusion_weights"):
         from safetensors.torch import load_file
 
@@ -325,6 +327,17 @@ def _build(spec: Spec, device: torch.device, classes, prompts, fusion: str | Non
         except Exception as e:
             raise _weights_error(str(fpath), e) from None
     return model.to(device).eval()
+
+
+def _embedding_mean(value: Any, dim: int, folder: str) -> torch.Tensor:
+    """A checkpoint's ``embedding_mean``: ``dim`` finite numbers (ModelError naming the file otherwise)."""
+    try:
+        t = torch.tensor(value, dtype=torch.float32)
+    except (TypeError, ValueError, RuntimeError):
+        t = None
+    if t is None or t.shape != (dim,) or not bool(torch.isfinite(t).all()):
+        raise ModelError(f"{folder}/{ckpt.META_FILE}: embedding_mean must be a list of {dim} finite numbers")
+    return t
 
 
 _CACHE: "OrderedDict[tuple, AffectVLM]" = OrderedDict()

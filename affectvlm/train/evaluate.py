@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from affectvlm.adapt import BATCH, ON_MIN_ROWS, gathering_statistics, norm_layers, sample_inputs
+from affectvlm.adapt import BATCH, ON_MIN_ROWS, centre, gathering_statistics, norm_layers, sample_inputs
 from affectvlm.errors import AffectVLMError, ConfigError
 from affectvlm.prior import MIN_ROWS, match_rows, parse_prior
 from affectvlm.reference import check_pattern, match_neutral
@@ -132,6 +132,7 @@ def run_eval(args: argparse.Namespace) -> dict:
             for i in range(0, len(picked), BATCH):
                 model(torch.stack([torch.from_numpy(cache.get(s.path)) for s in picked[i:i + BATCH]]).float()
                       .div_(255).to(device))
+        centred = centre(model, _mean_embedding(model, picked, cache, device))
     y_true, probs = [], []
     model.eval()
     with torch.no_grad():
@@ -152,7 +153,7 @@ def run_eval(args: argparse.Namespace) -> dict:
         out["neutral_reference"] = {"spec": args.neutral, "rescored": ref.rescored, "subjects": ref.subjects,
                                     "transductive": True}
     if adapted:
-        out["adapted"] = {"samples": len(samples), "transductive": True}
+        out["adapted"] = {"samples": len(samples), "centred": centred, "transductive": True}
     if prior is not None:
         out["prior"] = {"spec": args.prior, "by": args.prior_by, "transductive": True}
     for attr in ("intensity", "family", "face_model"):
@@ -166,6 +167,21 @@ def run_eval(args: argparse.Namespace) -> dict:
                 "n_subjects": len({s.subject for s in samples}), "seconds": round(time.perf_counter() - t0, 2),
                 "cache": cache.report()})
     return out
+
+
+def _mean_embedding(model, picked: Sequence, cache, device) -> torch.Tensor | None:
+    """The adapted model's mean fused embedding over the picked static samples that are full expressions, from
+    the cached renders (what ``adapt.mean_embedding`` gives predict)."""
+    from affectvlm.reference import full_expressions
+
+    keep = [s for s, full in zip(picked, full_expressions([str(s.path) for s in picked]))
+            if full and s.frame_ids is None]
+    if not keep:
+        return None
+    with torch.no_grad():
+        fused = [model.embed(torch.stack([torch.from_numpy(cache.get(s.path)) for s in keep[i:i + BATCH]]).float()
+                             .div_(255).to(device))[0].float() for i in range(0, len(keep), BATCH)]
+    return torch.cat(fused).mean(0).cpu()
 
 
 def per_group(samples: Sequence, y_true: Sequence[int], y_pred: Sequence[int], attr: str) -> dict[str, dict]:

@@ -490,6 +490,7 @@ def train(cfg: TrainConfig, info: DistInfo, stop: StopSignals | None = None) -> 
     cidx = {c: i for i, c in enumerate(classes)}
     prompts = PromptSet.load(None)
     model = load_model(cfg.model, device="cpu", classes=classes, prompts=prompts, cache=False)
+    model.embedding_mean = None  # training moves the embeddings: the base's mean would be stale (affectvlm.train.centre)
     model.render = settings = render_settings(model.render, cfg, parse_views)
     views = tuple(settings.views)
     n_views = len(views)
