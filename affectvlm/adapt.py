@@ -82,8 +82,8 @@ class Adaptation:
         """One line for the user: what was done, or why not."""
         if self.adapted:
             centred = ", their mean embedding moved onto the training scans'" if self.centred else ""
-            return (f"scored with the image encoder's statistics of {self.inputs} of these inputs{centred} "
-                    f"({self.check.reason if self.check else ''})")
+            return (f"scored with the image encoder's statistics of {self.inputs} of these inputs "
+                    f"({self.check.reason if self.check else ''}){centred}")
         return f"scored with the trained statistics: {self.check.reason if self.check else 'not asked'}"
 
 
