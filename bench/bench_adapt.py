@@ -1,0 +1,95 @@
+"""What ``--adapt`` costs: ``predict`` on N scans as they are, adapted (batch-norm statistics only) and adapted and
+centred on the checkpoint's training mean, in the same run.
+
+    python bench/bench_adapt.py [--scans 120] [--repeats 2] [--model default]
+
+The scans are procedural faces (tests/meshgen.py) of several smile strengths written as PLY files. Each arm runs
+``adapt_for(model, paths, "on")`` then ``predict`` on the adapted model, as ``affectvlm predict --adapt on`` does;
+the ``none`` arm only ``predict``. Times are the median over ``--repeats`` after one warm-up. Prints JSON with each
+arm's seconds and its ``ratio`` to ``none``, and ``centring_ratio`` = centred / statistics only (the extra pass over
+the sample that centring adds). The model must store an ``embedding_mean`` for the centred arm.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+
+def _scans(folder: Path, n: int) -> list[str]:
+    import trimesh
+    from meshgen import face_like_mesh
+
+    paths = []
+    for i in range(n):
+        m = face_like_mesh(48, smile=(i % 6) / 3 - 0.8, seed=i, textured=False)
+        p = folder / f"scan{i:04d}.ply"
+        trimesh.Trimesh(m.vertices, m.faces, process=False).export(p)
+        paths.append(str(p))
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scans", type=int, default=120)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--model", default="default")
+    a = ap.parse_args(argv)
+
+    import torch
+
+    from affectvlm.adapt import adapt_for
+    from affectvlm.model import load_model
+    from affectvlm.predict import predict
+
+    model = load_model(None if a.model == "default" else a.model, cache=False)
+    if model.embedding_mean is None:
+        print("error: the model stores no embedding_mean; run python -m affectvlm.train.centre on it", file=sys.stderr)
+        return 2
+    mean = model.embedding_mean
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+
+    def none(paths):
+        return predict(paths, model)
+
+    def adapted(centred: bool):
+        def run(paths):
+            model.embedding_mean = mean if centred else None
+            try:
+                got = adapt_for(model, paths, "on")
+            finally:
+                model.embedding_mean = mean
+            assert got.adapted and got.centred == centred
+            return predict(paths, got.model)
+        return run
+
+    arms = {"none": none, "statistics": adapted(False), "centred": adapted(True)}
+    out: dict = {"scans": a.scans, "model": a.model, "threads": torch.get_num_threads()}
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = _scans(Path(tmp), a.scans)
+        times: dict[str, list[float]] = {k: [] for k in arms}
+        for k, fn in arms.items():
+            fn(paths)  # warm-up
+        for _ in range(a.repeats):
+            for k, fn in arms.items():
+                t0 = time.perf_counter()
+                fn(paths)
+                times[k].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    for k in arms:
+        out[k] = {"seconds": round(med[k], 3), "ratio": round(med[k] / med["none"], 3)}
+    out["centring_ratio"] = round(med["centred"] / med["statistics"], 3)
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
