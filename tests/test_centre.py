@@ -149,3 +149,14 @@ def test_a_fine_tuned_checkpoint_drops_its_bases_mean(tmp_path):
     run_train(args)
     meta = read_meta(tmp_path / "run" / "best")
     assert "embedding_mean" not in meta and load_model(str(tmp_path / "run" / "best"), cache=False).embedding_mean is None
+
+
+def test_bench_adapt_times_the_three_arms(capsys):
+    import runpy
+    from pathlib import Path
+
+    bench = runpy.run_path(str(Path(__file__).resolve().parents[1] / "bench" / "bench_adapt.py"))
+    assert bench["main"](["--scans", "24", "--repeats", "1"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["none"]["ratio"] == 1.0 and out["statistics"]["seconds"] > 0 and out["centred"]["seconds"] > 0
+    assert abs(out["centring_ratio"] - out["centred"]["seconds"] / out["statistics"]["seconds"]) < 0.01
