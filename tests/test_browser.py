@@ -308,7 +308,10 @@ def test_batch_zip_table_and_error_row(page, server, shots, tmp_path):
     done = page.locator('[data-testid="stAlertContentSuccess"]', has_text="scored")
     done.wait_for()
     assert f"{len(members) - 1} scored, 1 failed" in done.inner_text()
-    assert page.locator('[data-testid="stAlertContentError"]', has_text="broken.ply").count() == 1
+    broken = page.locator('[data-testid="stAlertContentError"]', has_text="broken.ply")
+    broken.first.wait_for()  # the page draws the summary before the rows' errors
+    _idle(page)
+    assert broken.count() == 1
     page.wait_for_selector('[data-testid="stDataFrame"]')
     assert page.get_by_role("button", name="Download CSV").count() == 1
     _idle(page)
