@@ -29,7 +29,7 @@ import copy
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -42,8 +42,8 @@ if TYPE_CHECKING:
     from affectvlm.model import AffectVLM
 
 __all__ = ["MAX_SHARE", "MIN_CLASSES", "MIN_ROWS", "MIN_SHARE", "ADAPT_MODES", "SAMPLE", "Adaptation", "Adapted",
-           "SpreadCheck", "adapt_for", "adapt_model", "centre", "expression_sample", "gathering_statistics", "guard",
-           "mean_embedding", "norm_layers", "sample_inputs", "spread_check"]
+           "SpreadCheck", "adapt_for", "adapt_model", "centre", "expression_sample", "fused_mean", "gathering_statistics",
+           "guard", "mean_embedding", "norm_layers", "sample_inputs", "spread_check"]
 
 ADAPT_MODES = ("auto", "on", "none")
 MIN_ROWS = 50  # fewer scans give noisy statistics (measured: 20 scans gain little and vary widely)
@@ -201,32 +201,45 @@ def _picked(model: Any, inputs: Sequence[Any], sample: int, predict_kw: dict[str
     return o, expression_sample(items, [it.source for it in items], sample)
 
 
+def fused_mean(model: Any, batches: Iterable[torch.Tensor], views: Sequence | None = None, mirror: bool | None = None,
+               precision: str = "fp32") -> torch.Tensor | None:
+    """The mean fused embedding (D,) of every scan in ``batches`` ((B, V, 3, H, W) images in [0, 1]) as ``model``
+    embeds them (mirror averaging, any ``embedding_shift``); None if there were none."""
+    from affectvlm.predict import inference_context
+
+    total, n = None, 0
+    for imgs in batches:
+        with torch.no_grad(), inference_context(model.device, precision):
+            fused = model.embed(imgs, views, mirror)[0].float()
+        total = fused.sum(0) if total is None else total + fused.sum(0)
+        n += len(fused)
+    return None if total is None else (total / n).cpu()
+
+
 def mean_embedding(o: Any, items: Sequence[Any]) -> torch.Tensor | None:
     """The mean fused embedding (D,) of ``items``' static scans whose names call them full expressions
-    (:func:`affectvlm.reference.full_expressions`), encoded with ``o.model`` as ``predict`` does; None if none
-    rendered. Unreadable scans are left out."""
-    from affectvlm.predict import Prepared, _load_prepared, _render, inference_context
+    (:func:`affectvlm.reference.full_expressions`), rendered and encoded with ``o.model`` as ``predict`` does; None
+    if none rendered. Unreadable scans are left out."""
+    from affectvlm.predict import Prepared, _load_prepared, _render
     from affectvlm.reference import full_expressions
 
     scans = [it for it, full in zip(items, full_expressions([it.source for it in items]))
              if full and it.kind == "scan"]
-    total, n = None, 0
-    for i in range(0, len(scans), BATCH):
-        preps = []
-        for it in scans[i:i + BATCH]:
-            try:
-                preps.append(_load_prepared(it, o))
-            except Exception:  # scored (and reported) as an error row elsewhere
-                continue
-        ok = [p for p in preps if isinstance(p, Prepared)]
-        imgs = _render(ok, o.model.device)[0] if ok else None
-        if imgs is None:
-            continue
-        with torch.no_grad(), inference_context(o.model.device, o.precision):
-            fused = o.model.embed(imgs, o.settings.views, o.mirror)[0].float()
-        total = fused.sum(0) if total is None else total + fused.sum(0)
-        n += len(fused)
-    return None if total is None else (total / n).cpu()
+
+    def rendered() -> Iterator[torch.Tensor]:
+        for i in range(0, len(scans), BATCH):
+            preps = []
+            for it in scans[i:i + BATCH]:
+                try:
+                    preps.append(_load_prepared(it, o))
+                except Exception:  # scored (and reported) as an error row elsewhere
+                    continue
+            ok = [p for p in preps if isinstance(p, Prepared)]
+            imgs = _render(ok, o.model.device)[0] if ok else None
+            if imgs is not None:
+                yield imgs
+
+    return fused_mean(o.model, rendered(), o.settings.views, o.mirror, o.precision)
 
 
 def centre(model: Any, mean: torch.Tensor | None) -> bool:

@@ -55,7 +55,6 @@ def main(argv: list[str] | None = None) -> int:
         print("error: the model stores no embedding_mean; run python -m affectvlm.train.centre on it", file=sys.stderr)
         return 2
     mean = model.embedding_mean
-    torch.set_num_threads(max(1, torch.get_num_threads()))
 
     def none(paths):
         return predict(paths, model)

@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+import trimesh
 import torch.nn.functional as F
 
 from affectvlm.adapt import adapt_for, adapt_model
@@ -98,8 +99,7 @@ def _corpus(root, n=6):
     for i, f in enumerate(_faces(n)):
         path = root / f"S{i}" / f"HA{3 + i % 2}_x.ply"
         path.parent.mkdir(parents=True)
-        f_tm = __import__("trimesh").Trimesh(f.vertices, f.faces, process=False)
-        f_tm.export(path)
+        trimesh.Trimesh(f.vertices, f.faces, process=False).export(path)
         rows.append({"path": str(path.relative_to(root)), "label": "happiness", "subject": f"S{i}",
                      "intensity": 3 + i % 2, "split": "train" if i < 4 else "val", "family": "x", "face_model": "g"})
     with open(root / "manifest.csv", "w", newline="") as fh:

@@ -44,9 +44,7 @@ def compute_mean(model_dir: str, paths: list[str], workers: int | None = None) -
     from affectvlm.model import load_model
     from affectvlm.predict import _setup
 
-    model = load_model(model_dir, cache=False)
-    model.embedding_mean = model.embedding_shift = None
-    o, items = _setup(paths, model, workers=workers)
+    o, items = _setup(paths, load_model(model_dir, cache=False), workers=workers)
     mean = mean_embedding(o, items)
     if mean is None:
         raise ConfigError(f"none of the {len(paths)} scans could be read and rendered")

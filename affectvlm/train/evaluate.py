@@ -17,7 +17,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from affectvlm.adapt import BATCH, ON_MIN_ROWS, centre, gathering_statistics, norm_layers, sample_inputs
+from affectvlm.adapt import (BATCH, ON_MIN_ROWS, centre, fused_mean, gathering_statistics, norm_layers,
+                             sample_inputs)
 from affectvlm.errors import AffectVLMError, ConfigError
 from affectvlm.prior import MIN_ROWS, match_rows, parse_prior
 from affectvlm.reference import check_pattern, match_neutral
@@ -176,12 +177,8 @@ def _mean_embedding(model, picked: Sequence, cache, device) -> torch.Tensor | No
 
     keep = [s for s, full in zip(picked, full_expressions([str(s.path) for s in picked]))
             if full and s.frame_ids is None]
-    if not keep:
-        return None
-    with torch.no_grad():
-        fused = [model.embed(torch.stack([torch.from_numpy(cache.get(s.path)) for s in keep[i:i + BATCH]]).float()
-                             .div_(255).to(device))[0].float() for i in range(0, len(keep), BATCH)]
-    return torch.cat(fused).mean(0).cpu()
+    return fused_mean(model, (torch.stack([torch.from_numpy(cache.get(s.path)) for s in keep[i:i + BATCH]]).float()
+                              .div_(255).to(device) for i in range(0, len(keep), BATCH)))
 
 
 def per_group(samples: Sequence, y_true: Sequence[int], y_pred: Sequence[int], attr: str) -> dict[str, dict]:
