@@ -8,8 +8,8 @@ changes) puts the set's faces back where the model's later layers expect faces t
 It is transductive, and it assumes the set shows a mix of expressions: the statistics of a set of only smiles
 take the smile out with the face model. So :func:`adapt_for` first scores the sample the statistics would come
 from (up to :data:`SAMPLE` inputs, evenly spaced) as usual, and ``auto`` adapts only when :func:`spread_check` finds
-at least :data:`MIN_ROWS` of them whose labels spread over at least :data:`MIN_CLASSES` classes with
-:data:`MIN_SHARE` of the rows each and no class over :data:`MAX_SHARE`.
+at least :data:`MIN_ROWS` of them (:data:`MIN_SEQUENCES` when they are all sequences) whose labels spread over at
+least :data:`MIN_CLASSES` classes with :data:`MIN_SHARE` of the rows each and no class over :data:`MAX_SHARE`.
 Where a dataset's naming tells, the sample leaves out scans that are not expressions (Bosphorus's pose, occlusion
 and action-unit scans: :func:`affectvlm.reference.expression_scans`), and the guard judges only the neutral scans and
 full-strength expressions (not BU-3DFE's levels 1-2, which mostly read as calm:
@@ -41,12 +41,13 @@ from affectvlm.results import Row
 if TYPE_CHECKING:
     from affectvlm.model import AffectVLM
 
-__all__ = ["MAX_SHARE", "MIN_CLASSES", "MIN_ROWS", "MIN_SHARE", "ADAPT_MODES", "SAMPLE", "Adaptation", "Adapted",
-           "SpreadCheck", "adapt_for", "adapt_model", "centre", "expression_sample", "fused_mean", "gathering_statistics",
-           "guard", "mean_embedding", "norm_layers", "sample_inputs", "spread_check"]
+__all__ = ["MAX_SHARE", "MIN_CLASSES", "MIN_ROWS", "MIN_SEQUENCES", "MIN_SHARE", "ADAPT_MODES", "SAMPLE", "Adaptation",
+           "Adapted", "SpreadCheck", "adapt_for", "adapt_model", "centre", "expression_sample", "fused_mean",
+           "gathering_statistics", "guard", "mean_embedding", "norm_layers", "sample_inputs", "spread_check"]
 
 ADAPT_MODES = ("auto", "on", "none")
 MIN_ROWS = 50  # fewer scans give noisy statistics (measured: 20 scans gain little and vary widely)
+MIN_SEQUENCES = 20  # a set of only sequences: each gives several frames (measured: sets of 24-30 gain)
 ON_MIN_ROWS = 20  # ``on`` still needs this many
 MIN_CLASSES, MIN_SHARE, MAX_SHARE = 4, 0.10, 0.40
 SAMPLE = 256  # inputs whose renders give the statistics (evenly spaced over the set)
@@ -274,18 +275,23 @@ def adapt_model(model: "AffectVLM", inputs: Sequence[Any], *, sample: int = SAMP
     return _gather(*_picked(model, inputs, sample, predict_kw))
 
 
-def _min_rows(mode: str) -> int:
-    return ON_MIN_ROWS if mode == "on" else MIN_ROWS
+def _min_rows(mode: str, sequences: bool = False) -> int:
+    """The fewest inputs ``mode`` adapts to; ``sequences``: every input is a sequence."""
+    if mode == "on":
+        return ON_MIN_ROWS
+    return MIN_SEQUENCES if sequences else MIN_ROWS
 
 
 def guard(rows: Sequence[Row], mode: str = "auto") -> SpreadCheck:
     """:func:`spread_check` as ``mode`` applies it to the sample's rows, scored without adaptation: ``auto`` judges
-    only the scans whose names call them full expressions (not a BU-3DFE set's levels 1-2); ``on`` only counts."""
+    only the scans whose names call them full expressions (not a BU-3DFE set's levels 1-2); ``on`` only counts.
+    A set of only sequences needs fewer (:data:`MIN_SEQUENCES`)."""
+    sequences = bool(rows) and all(r.get("frame") != "" for r in rows)
     if mode == "auto":
         from affectvlm.reference import full_expressions
 
         rows = [r for r, full in zip(rows, full_expressions([r["file"] for r in rows])) if full]
-    return spread_check(rows, min_rows=_min_rows(mode), spread=mode == "auto")
+    return spread_check(rows, min_rows=_min_rows(mode, sequences), spread=mode == "auto")
 
 
 def adapt_for(model: "AffectVLM", inputs: Sequence[Any], mode: str = "auto", *, sample: int = SAMPLE,
@@ -302,7 +308,7 @@ def adapt_for(model: "AffectVLM", inputs: Sequence[Any], mode: str = "auto", *, 
     from affectvlm.predict import plan, score_items
 
     o, picked = _picked(model, inputs, sample, predict_kw)
-    min_rows = _min_rows(mode)
+    min_rows = _min_rows(mode, bool(picked) and all(it.kind == "sequence" for it in picked))
     if len(picked) < min_rows:  # too few whatever they show: spare the scoring
         return Adaptation(model, SpreadCheck(False, len(picked), f"{len(picked)} inputs; it needs at least {min_rows}"))
     check = guard([row for _, row in score_items(picked, o, plan(picked, BATCH))], mode)

@@ -29,7 +29,8 @@ up, front = orientation_box("Orientation of the files (if the automatic frontal 
                             "scan's axes.", key="batch", many=True)
 
 
-use_adapt = st.checkbox("Adapt to this set (50 scans or more that show a mix of expressions)", value=True,
+use_adapt = st.checkbox("Adapt to this set (50 scans or 20 sequences or more, showing a mix of expressions)",
+                        value=True,
                         key="batch_adapt",
                         help="As `affectvlm predict --adapt auto`: the scans are scored with the image encoder's "
                              "batch-norm statistics re-estimated on this set's renders. It helps on faces unlike the "

@@ -8,9 +8,10 @@ import trimesh
 
 from affectvlm import cli
 import affectvlm.adapt as adapt_mod
-from affectvlm.adapt import (BATCH, MIN_ROWS, ON_MIN_ROWS, SpreadCheck, adapt_for, adapt_model,
+from affectvlm.adapt import (BATCH, MIN_ROWS, MIN_SEQUENCES, ON_MIN_ROWS, SpreadCheck, adapt_for, adapt_model,
                               gathering_statistics, guard, norm_layers, spread_check)
 from affectvlm.errors import ConfigError
+from affectvlm.mesh import MeshSequence
 from affectvlm.model import load_model
 from affectvlm.predict import predict
 from meshgen import face_like_mesh
@@ -47,6 +48,17 @@ def test_guard_judges_a_bu3dfe_sets_full_expressions_under_auto():
     assert not spread_check(full + subtle).ok
     assert guard(full + subtle, "auto").ok and guard(full + subtle, "auto").rows == 60
     assert guard(subtle, "on").ok and not guard(subtle, "auto").ok
+
+
+def test_guard_wants_fewer_inputs_when_all_are_sequences():
+    varied = ["happiness", "sadness", "anger", "fear", "disgust"] * 12
+    assert MIN_SEQUENCES < MIN_ROWS
+    seqs = _rows(varied[:MIN_SEQUENCES], frame="sequence") + _rows(varied[:MIN_SEQUENCES], frame="3")  # pooled + frames
+    assert guard(seqs, "auto").ok
+    assert not guard(_rows(varied[:MIN_SEQUENCES]), "auto").ok  # as many scans: too few
+    mixed = _rows(varied[:MIN_SEQUENCES - 1], frame="sequence") + _rows(varied[:1])  # one scan among them
+    assert not guard(mixed, "auto").ok and f"at least {MIN_ROWS}" in guard(mixed, "auto").reason
+    assert not guard(_rows(varied[:MIN_SEQUENCES - 1], frame="sequence"), "auto").ok
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +126,13 @@ def test_adapt_for_decides_on_the_sample_and_alike_every_time(model, monkeypatch
     assert few.model is model and not few.adapted and f"needs at least {MIN_ROWS}" in few.text()
     with pytest.raises(ConfigError, match="adapt must be one of"):
         adapt_for(model, faces, "always")
+    seqs = [MeshSequence([face_like_mesh(20, smile=s, seed=k, textured=False) for s in (0.0, 0.6, 1.2)], [0, 1, 2],
+                         source=f"seq{k}") for k in range(4)]
+    monkeypatch.setattr(adapt_mod, "MIN_SEQUENCES", 4)  # four sequences are enough where four scans are not
+    monkeypatch.setattr(adapt_mod, "spread_check", lambda rows, min_rows, spread: SpreadCheck(
+        len(adapt_mod._counted(rows)) >= min_rows, len(adapt_mod._counted(rows)), "counted"))
+    assert adapt_for(model, seqs, "auto", workers=0).adapted and not adapt_for(model, faces, "auto", workers=0).adapted
+    monkeypatch.undo()
     monkeypatch.setattr(adapt_mod, "ON_MIN_ROWS", 4)
     a, b = adapt_for(model, faces, "on", workers=0), adapt_for(model, faces, "on", workers=2)
     assert a.adapted and a.inputs == 4 and "statistics of 4 of these inputs" in a.text()
