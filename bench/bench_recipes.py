@@ -8,7 +8,9 @@ weights; a book written as blendshape weights per emotion fits by giving each em
 same new subjects (``affectvlm synth --layout bu3dfe``, neutral + ``--intensities``), and ``affectvlm predict``'s
 rows are scored against the labels. The packaged book poses them too, in the same run, as the baseline: each book
 reports ``ratio`` = its accuracy / the baseline's, plus its accuracy with the subjects' class balance matched per
-folder (``predict --prior neutral=W --prior-by folder``, transductive) and its most common confusions.
+folder (``predict --prior neutral=W --prior-by folder``, transductive), its accuracy through ``affectvlm predict``
+with the CLI's defaults (``accuracy_defaults``: adapted to the set when it is large and varied enough, each scan
+against its subject's neutral scan; transductive too) and its most common confusions.
 SYNTHETIC: the faces, the blendshapes and the scanner model are this project's; only the recipes are not.
 """
 from __future__ import annotations
@@ -25,8 +27,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def score(folder: Path, model: object, neutral_weight: float) -> dict:
-    """Accuracy of ``folder`` (a synthetic BU-3DFE-layout set) as scored, and with its folders' balance matched."""
+def score(folder: Path, model: object, neutral_weight: float, model_spec: str | None = None) -> dict:
+    """Accuracy of ``folder`` (a synthetic BU-3DFE-layout set) as scored, and with its folders' balance matched;
+    with ``model_spec``, also as ``affectvlm predict`` scores it with its defaults."""
     from affectvlm.predict import class_names, predict
     from affectvlm.prior import match_rows, parse_prior
 
@@ -40,7 +43,20 @@ def score(folder: Path, model: object, neutral_weight: float) -> dict:
     classes = class_names(rows)
     match_rows(rows, classes, parse_prior(f"neutral={neutral_weight}", classes), by="folder")
     out["accuracy_prior_folder"] = round(sum(r["label"] == y for r, y in zip(rows, labels)) / len(rows), 4)
+    if model_spec is not None:
+        out["accuracy_defaults"] = cli_accuracy(folder, model_spec, truth)
     return out
+
+
+def cli_accuracy(folder: Path, model_spec: str, truth: dict) -> float:
+    """Accuracy of ``affectvlm predict FOLDER`` with the CLI's defaults (``--adapt auto``, ``--neutral auto``)."""
+    from affectvlm.cli import main as cli
+
+    out = folder.parent / f"{folder.name}-defaults.csv"
+    if cli(["predict", str(folder), "--model", model_spec, "--no-progress", "--out", str(out)]):
+        raise SystemExit(f"affectvlm predict failed on {folder}")
+    rows = list(csv.DictReader(out.open()))
+    return round(sum(r["label"] == truth[Path(r["file"]).resolve()] for r in rows) / len(rows), 4)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                         "--out", str(out), *(["--recipes", book] if book else [])])
             if rc:
                 return rc
-            report["books"][name] = {**score(out, model, 1.0 / len(levels)),
+            report["books"][name] = {**score(out, model, 1.0 / len(levels), args.model),
                                      "seconds": round(time.perf_counter() - t, 1)}
     base = report["books"]["packaged"]["accuracy"]
     for r in report["books"].values():

@@ -310,6 +310,8 @@ def test_bench_recipes_tells_a_wrong_book(tmp_path, capsys):
     assert packaged["n"] == swapped["n"] == 13 and packaged["ratio"] == 1.0
     assert swapped["accuracy"] <= packaged["accuracy"] - 4 / 13  # the 4 swapped scans, at least, go wrong
     assert any(k in swapped["confusions"] for k in ("happiness->anger", "anger->happiness"))
+    # through the CLI's defaults (13 scans: not adapted; each scan against its subject's neutral one)
+    assert swapped["accuracy_defaults"] <= packaged["accuracy_defaults"] - 4 / 13
 
 
 @pytest.mark.skipif(not (REAL / "generic_neutral_mesh.obj").is_file(), reason="ICT-FaceKit subset not present")
