@@ -286,7 +286,7 @@ def guard(rows: Sequence[Row], mode: str = "auto") -> SpreadCheck:
     """:func:`spread_check` as ``mode`` applies it to the sample's rows, scored without adaptation: ``auto`` judges
     only the scans whose names call them full expressions (not a BU-3DFE set's levels 1-2); ``on`` only counts.
     A set of only sequences needs fewer (:data:`MIN_SEQUENCES`)."""
-    sequences = bool(rows) and all(r.get("frame") != "" for r in rows)
+    sequences = bool(rows) and all(r.get("frame") not in ("", None) for r in rows)
     if mode == "auto":
         from affectvlm.reference import full_expressions
 
