@@ -21,11 +21,14 @@ When the checkpoint stores the mean embedding of its training scans (``embedding
 :mod:`affectvlm.train.centre`), the adapted copy also gets an ``embedding_shift``: that mean minus the mean fused
 embedding of the sample's full-expression static scans, encoded with the new statistics. Every fused embedding the
 copy makes is moved by it and normalised again, so the set's average face sits where the training set's did before
-the classifier reads it. Sequences are not moved unless the set also holds static scans.
+the classifier reads it. A set of only sequences is centred on the mean of each sampled sequence's most expressive
+frames instead (:func:`peak_frames_mean`: the share ``contrast`` pooling reads), since most of a neutral -> apex ->
+neutral sequence is calm and the training mean is that of expressive scans.
 """
 from __future__ import annotations
 
 import copy
+import math
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -43,7 +46,8 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_SHARE", "MIN_CLASSES", "MIN_ROWS", "MIN_SEQUENCES", "MIN_SHARE", "ADAPT_MODES", "SAMPLE", "Adaptation",
            "Adapted", "SpreadCheck", "adapt_for", "adapt_model", "centre", "expression_sample", "fused_mean",
-           "gathering_statistics", "guard", "mean_embedding", "norm_layers", "sample_inputs", "spread_check"]
+           "gathering_statistics", "guard", "mean_embedding", "norm_layers", "peak_frames_mean", "sample_inputs",
+           "spread_check"]
 
 ADAPT_MODES = ("auto", "on", "none")
 MIN_ROWS = 50  # fewer scans give noisy statistics (measured: 20 scans gain little and vary widely)
@@ -219,13 +223,16 @@ def fused_mean(model: Any, batches: Iterable[torch.Tensor], views: Sequence | No
 
 def mean_embedding(o: Any, items: Sequence[Any]) -> torch.Tensor | None:
     """The mean fused embedding (D,) of ``items``' static scans whose names call them full expressions
-    (:func:`affectvlm.reference.full_expressions`), rendered and encoded with ``o.model`` as ``predict`` does; None
-    if none rendered. Unreadable scans are left out."""
+    (:func:`affectvlm.reference.full_expressions`), rendered and encoded with ``o.model`` as ``predict`` does, or,
+    when there are none, of its sequences' most expressive frames (:func:`peak_frames_mean`); None if nothing
+    rendered. Unreadable scans are left out."""
     from affectvlm.predict import Prepared, _load_prepared, _render
     from affectvlm.reference import full_expressions
 
     scans = [it for it, full in zip(items, full_expressions([it.source for it in items]))
              if full and it.kind == "scan"]
+    if not scans:
+        return peak_frames_mean(o, [it for it in items if it.kind == "sequence"])
 
     def rendered() -> Iterator[torch.Tensor]:
         for i in range(0, len(scans), BATCH):
@@ -241,6 +248,35 @@ def mean_embedding(o: Any, items: Sequence[Any]) -> torch.Tensor | None:
                 yield imgs
 
     return fused_mean(o.model, rendered(), o.settings.views, o.mirror, o.precision)
+
+
+def peak_frames_mean(o: Any, sequences: Sequence[Any]) -> torch.Tensor | None:
+    """The mean fused embedding (D,) of each sequence's most expressive frames (the :data:`PEAK_FRACTION` of its
+    loaded frames least likely neutral, as ``contrast`` pooling picks them), encoded with ``o.model``; None if no
+    frame rendered or the model has no neutral class. Unreadable sequences are left out."""
+    from affectvlm.predict import PEAK_FRACTION, _orient_sequence, _render_frames, inference_context
+
+    lower = [c.lower() for c in o.model.classes]
+    if "neutral" not in lower:
+        return None
+    neutral = lower.index("neutral")
+    total, n = None, 0
+    for it in sequences:
+        try:
+            seq = it.load()
+            settings, _ = _orient_sequence(seq, o.settings)
+            imgs = _render_frames(seq.frames, settings, o)[0]
+        except Exception:  # scored (and reported) as an error row elsewhere
+            continue
+        if imgs is None:
+            continue
+        with torch.no_grad(), inference_context(o.model.device, o.precision):
+            fused = o.model.embed(imgs, settings.views, o.mirror)[0].float()
+            calm = torch.softmax(o.model.logits_from_embedding(fused).float(), -1)[:, neutral]
+        peak = fused[torch.argsort(calm, stable=True)[:max(1, math.ceil(PEAK_FRACTION * len(fused)))]]
+        total = peak.sum(0) if total is None else total + peak.sum(0)
+        n += len(peak)
+    return None if total is None else (total / n).cpu()
 
 
 def centre(model: Any, mean: torch.Tensor | None) -> bool:

@@ -160,3 +160,32 @@ def test_bench_adapt_times_the_three_arms(capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["none"]["ratio"] == 1.0 and out["statistics"]["seconds"] > 0 and out["centred"]["seconds"] > 0
     assert abs(out["centring_ratio"] - out["centred"]["seconds"] / out["statistics"]["seconds"]) < 0.01
+
+
+def test_a_set_of_sequences_is_centred_on_its_most_expressive_frames(model):
+    from affectvlm.mesh import MeshSequence
+    from affectvlm.predict import PEAK_FRACTION
+
+    seqs = [MeshSequence([face_like_mesh(24, smile=s, seed=k, textured=False) for s in (0.0, 0.5, 1.0, 1.5)],
+                         [0, 1, 2, 3], source=f"seq{k}") for k in range(3)]
+    target = F.normalize(torch.linspace(1, -1, model.embed_dim), dim=0) * 0.6
+    model.embedding_mean, model.embedding_shift = target, None
+    try:
+        done = adapt_model(model, seqs, workers=0)
+    finally:
+        model.embedding_mean = None
+    assert done.centred
+    # independently: every frame rendered alone, the least neutral ceil(PEAK_FRACTION * 4) of each sequence
+    k = math.ceil(PEAK_FRACTION * 4)
+    neutral = [c.lower() for c in model.classes].index("neutral")
+    picked = []
+    for s in seqs:
+        raw = torch.stack([_raw_mean(done.model, [f]) for f in s.frames])
+        with torch.no_grad():
+            calm = torch.softmax(done.model.logits_from_embedding(raw), -1)[:, neutral]
+        picked.append(raw[torch.argsort(calm)[:k]])
+    want = target - torch.cat(picked).mean(0)
+    torch.testing.assert_close(done.model.embedding_shift, want, rtol=1e-4, atol=1e-5)
+    # not the mean of all frames
+    every = torch.stack([_raw_mean(done.model, [f]) for s in seqs for f in s.frames]).mean(0)
+    assert not torch.allclose(done.model.embedding_shift, target - every, atol=1e-3)
