@@ -224,14 +224,14 @@ def fused_mean(model: Any, batches: Iterable[torch.Tensor], views: Sequence | No
 def mean_embedding(o: Any, items: Sequence[Any]) -> torch.Tensor | None:
     """The mean fused embedding (D,) of ``items``' static scans whose names call them full expressions
     (:func:`affectvlm.reference.full_expressions`), rendered and encoded with ``o.model`` as ``predict`` does, or,
-    when there are none, of its sequences' most expressive frames (:func:`peak_frames_mean`); None if nothing
-    rendered. Unreadable scans are left out."""
+    when it holds no static scan at all, of its sequences' most expressive frames (:func:`peak_frames_mean`); None
+    if nothing rendered. Unreadable scans are left out."""
     from affectvlm.predict import Prepared, _load_prepared, _render
     from affectvlm.reference import full_expressions
 
     scans = [it for it, full in zip(items, full_expressions([it.source for it in items]))
              if full and it.kind == "scan"]
-    if not scans:
+    if not any(it.kind == "scan" for it in items):  # a set of sequences
         return peak_frames_mean(o, [it for it in items if it.kind == "sequence"])
 
     def rendered() -> Iterator[torch.Tensor]:
@@ -251,9 +251,11 @@ def mean_embedding(o: Any, items: Sequence[Any]) -> torch.Tensor | None:
 
 
 def peak_frames_mean(o: Any, sequences: Sequence[Any]) -> torch.Tensor | None:
-    """The mean fused embedding (D,) of each sequence's most expressive frames (the :data:`PEAK_FRACTION` of its
-    loaded frames least likely neutral, as ``contrast`` pooling picks them), encoded with ``o.model``; None if no
-    frame rendered or the model has no neutral class. Unreadable sequences are left out."""
+    """The mean fused embedding (D,) of each sequence's most expressive frames (the :data:`PEAK_FRACTION` of up to
+    :data:`SEQUENCE_FRAMES` evenly spaced frames, those least likely neutral under ``o.model``, as ``contrast``
+    pooling ranks a sequence's frames), encoded with ``o.model``; None if no frame rendered or the model has no
+    neutral class. Sequences that cannot be read, rendered or encoded are left out (scored as error rows elsewhere)."""
+    from affectvlm.io.sequence import sample_indices
     from affectvlm.predict import PEAK_FRACTION, _orient_sequence, _render_frames, inference_context
 
     lower = [c.lower() for c in o.model.classes]
@@ -265,14 +267,15 @@ def peak_frames_mean(o: Any, sequences: Sequence[Any]) -> torch.Tensor | None:
         try:
             seq = it.load()
             settings, _ = _orient_sequence(seq, o.settings)
-            imgs = _render_frames(seq.frames, settings, o)[0]
+            frames = [seq.frames[i] for i in sample_indices(len(seq.frames), 1, SEQUENCE_FRAMES)]
+            imgs = _render_frames(frames, settings, o)[0]
+            if imgs is None:
+                continue
+            with torch.no_grad(), inference_context(o.model.device, o.precision):
+                fused = o.model.embed(imgs, settings.views, o.mirror)[0].float()
+                calm = torch.softmax(o.model.logits_from_embedding(fused).float(), -1)[:, neutral]
         except Exception:  # scored (and reported) as an error row elsewhere
             continue
-        if imgs is None:
-            continue
-        with torch.no_grad(), inference_context(o.model.device, o.precision):
-            fused = o.model.embed(imgs, settings.views, o.mirror)[0].float()
-            calm = torch.softmax(o.model.logits_from_embedding(fused).float(), -1)[:, neutral]
         peak = fused[torch.argsort(calm, stable=True)[:max(1, math.ceil(PEAK_FRACTION * len(fused)))]]
         total = peak.sum(0) if total is None else total + peak.sum(0)
         n += len(peak)
@@ -322,7 +325,8 @@ def guard(rows: Sequence[Row], mode: str = "auto") -> SpreadCheck:
     """:func:`spread_check` as ``mode`` applies it to the sample's rows, scored without adaptation: ``auto`` judges
     only the scans whose names call them full expressions (not a BU-3DFE set's levels 1-2); ``on`` only counts.
     A set of only sequences needs fewer (:data:`MIN_SEQUENCES`)."""
-    sequences = bool(rows) and all(r.get("frame") not in ("", None) for r in rows)
+    judged = [r for r in rows if not r.get("error")]  # an unreadable input says nothing of what the set holds
+    sequences = bool(judged) and all(r.get("frame") not in ("", None) for r in judged)
     if mode == "auto":
         from affectvlm.reference import full_expressions
 
@@ -344,7 +348,8 @@ def adapt_for(model: "AffectVLM", inputs: Sequence[Any], mode: str = "auto", *, 
     from affectvlm.predict import plan, score_items
 
     o, picked = _picked(model, inputs, sample, predict_kw)
-    min_rows = _min_rows(mode, bool(picked) and all(it.kind == "sequence" for it in picked))
+    readable = [it for it in picked if it.kind != "error"]
+    min_rows = _min_rows(mode, bool(readable) and all(it.kind == "sequence" for it in readable))
     if len(picked) < min_rows:  # too few whatever they show: spare the scoring
         return Adaptation(model, SpreadCheck(False, len(picked), f"{len(picked)} inputs; it needs at least {min_rows}"))
     check = guard([row for _, row in score_items(picked, o, plan(picked, BATCH))], mode)

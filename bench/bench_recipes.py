@@ -52,10 +52,15 @@ def cli_accuracy(folder: Path, model_spec: str, truth: dict) -> float:
     """Accuracy of ``affectvlm predict FOLDER`` with the CLI's defaults (``--adapt auto``, ``--neutral auto``)."""
     from affectvlm.cli import main as cli
 
-    out = folder.parent / f"{folder.name}-defaults.csv"
-    if cli(["predict", str(folder), "--model", model_spec, "--no-progress", "--out", str(out)]):
-        raise SystemExit(f"affectvlm predict failed on {folder}")
-    rows = list(csv.DictReader(out.open()))
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "rows.csv"
+        rc = cli(["predict", str(folder), "--model", model_spec, "--no-progress", "--out", str(out)])
+        if rc == 2 or not out.is_file():  # 1 only says that some rows have errors; they count as wrong
+            raise SystemExit(f"affectvlm predict failed on {folder}")
+        with out.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+    if not rows:
+        raise SystemExit(f"affectvlm predict scored nothing in {folder}")
     return round(sum(r["label"] == truth[Path(r["file"]).resolve()] for r in rows) / len(rows), 4)
 
 

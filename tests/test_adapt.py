@@ -59,6 +59,8 @@ def test_guard_wants_fewer_inputs_when_all_are_sequences():
     mixed = _rows(varied[:MIN_SEQUENCES - 1], frame="sequence") + _rows(varied[:1])  # one scan among them
     assert not guard(mixed, "auto").ok and f"at least {MIN_ROWS}" in guard(mixed, "auto").reason
     assert not guard(_rows(varied[:MIN_SEQUENCES - 1], frame="sequence"), "auto").ok
+    unreadable = [{"file": "broken.zip", "frame": "", "error": "not a zip", "label": ""}]  # says nothing of the set
+    assert guard(seqs + unreadable, "auto").ok
 
 
 @pytest.fixture(scope="module")
