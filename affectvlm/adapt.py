@@ -28,7 +28,6 @@ neutral sequence is calm and the training mean is that of expressive scans.
 from __future__ import annotations
 
 import copy
-import math
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -212,12 +211,20 @@ def fused_mean(model: Any, batches: Iterable[torch.Tensor], views: Sequence | No
     embeds them (mirror averaging, any ``embedding_shift``); None if there were none."""
     from affectvlm.predict import inference_context
 
+    def embedded() -> Iterator[torch.Tensor]:
+        for imgs in batches:
+            with torch.no_grad(), inference_context(model.device, precision):
+                yield model.embed(imgs, views, mirror)[0].float()
+
+    return _average(embedded())
+
+
+def _average(chunks: Iterable[torch.Tensor]) -> torch.Tensor | None:
+    """The mean (D,) of the rows of every (N, D) chunk; None if there were none."""
     total, n = None, 0
-    for imgs in batches:
-        with torch.no_grad(), inference_context(model.device, precision):
-            fused = model.embed(imgs, views, mirror)[0].float()
-        total = fused.sum(0) if total is None else total + fused.sum(0)
-        n += len(fused)
+    for rows in chunks:
+        total = rows.sum(0) if total is None else total + rows.sum(0)
+        n += len(rows)
     return None if total is None else (total / n).cpu()
 
 
@@ -229,10 +236,10 @@ def mean_embedding(o: Any, items: Sequence[Any]) -> torch.Tensor | None:
     from affectvlm.predict import Prepared, _load_prepared, _render
     from affectvlm.reference import full_expressions
 
-    scans = [it for it, full in zip(items, full_expressions([it.source for it in items]))
-             if full and it.kind == "scan"]
     if not any(it.kind == "scan" for it in items):  # a set of sequences
         return peak_frames_mean(o, [it for it in items if it.kind == "sequence"])
+    scans = [it for it, full in zip(items, full_expressions([it.source for it in items]))
+             if full and it.kind == "scan"]
 
     def rendered() -> Iterator[torch.Tensor]:
         for i in range(0, len(scans), BATCH):
@@ -256,30 +263,30 @@ def peak_frames_mean(o: Any, sequences: Sequence[Any]) -> torch.Tensor | None:
     pooling ranks a sequence's frames), encoded with ``o.model``; None if no frame rendered or the model has no
     neutral class. Sequences that cannot be read, rendered or encoded are left out (scored as error rows elsewhere)."""
     from affectvlm.io.sequence import sample_indices
-    from affectvlm.predict import PEAK_FRACTION, _orient_sequence, _render_frames, inference_context
+    from affectvlm.predict import (_orient_sequence, _render_frames, frame_expressiveness, inference_context,
+                                   peak_frames)
 
-    lower = [c.lower() for c in o.model.classes]
-    if "neutral" not in lower:
+    classes = list(o.model.classes)
+    if "neutral" not in [c.lower() for c in classes]:
         return None
-    neutral = lower.index("neutral")
-    total, n = None, 0
-    for it in sequences:
-        try:
-            seq = it.load()
-            settings, _ = _orient_sequence(seq, o.settings)
-            frames = [seq.frames[i] for i in sample_indices(len(seq.frames), 1, SEQUENCE_FRAMES)]
-            imgs = _render_frames(frames, settings, o)[0]
-            if imgs is None:
+
+    def peaks() -> Iterator[torch.Tensor]:
+        for it in sequences:
+            try:
+                seq = it.load()
+                settings, _ = _orient_sequence(seq, o.settings)
+                frames = [seq.frames[i] for i in sample_indices(len(seq.frames), 1, SEQUENCE_FRAMES)]
+                imgs = _render_frames(frames, settings, o)[0]
+                if imgs is None:
+                    continue
+                with torch.no_grad(), inference_context(o.model.device, o.precision):
+                    fused = o.model.embed(imgs, settings.views, o.mirror)[0].float()
+                    probs = torch.softmax(o.model.logits_from_embedding(fused).float(), -1)
+            except Exception:  # scored (and reported) as an error row elsewhere
                 continue
-            with torch.no_grad(), inference_context(o.model.device, o.precision):
-                fused = o.model.embed(imgs, settings.views, o.mirror)[0].float()
-                calm = torch.softmax(o.model.logits_from_embedding(fused).float(), -1)[:, neutral]
-        except Exception:  # scored (and reported) as an error row elsewhere
-            continue
-        peak = fused[torch.argsort(calm, stable=True)[:max(1, math.ceil(PEAK_FRACTION * len(fused)))]]
-        total = peak.sum(0) if total is None else total + peak.sum(0)
-        n += len(peak)
-    return None if total is None else (total / n).cpu()
+            yield fused[torch.from_numpy(peak_frames(frame_expressiveness(probs.cpu().numpy(), classes)))]
+
+    return _average(peaks())
 
 
 def centre(model: Any, mean: torch.Tensor | None) -> bool:

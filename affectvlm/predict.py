@@ -54,8 +54,8 @@ if TYPE_CHECKING:
 
 __all__ = [  # the scoring API, with the result types and writers of affectvlm.results for one import
     "predict", "prepare", "predict_mesh", "iter_sequence", "iter_sequence_results", "plan", "score_items",
-    "pool_probabilities", "contrast", "render_settings", "inference_context", "POOLINGS", "DEFAULT_POOLING",
-    "PRECISIONS", "DEFAULT_FPS",
+    "pool_probabilities", "frame_expressiveness", "peak_frames", "contrast", "render_settings", "inference_context",
+    "POOLINGS", "DEFAULT_POOLING", "PRECISIONS", "DEFAULT_FPS",
     "Analysis", "FaceFrame", "FrameResult", "Prepared", "Row", "ScanResult", "SequenceResult", "FIXED_COLUMNS",
     "FRAME_COLUMNS", "class_names", "columns", "format_table", "rows_to_csv", "rows_to_json", "write_rows",
     "is_mesh_name", "looks_like_sequence"]
@@ -184,17 +184,28 @@ def pool_probabilities(probs: np.ndarray, classes: Sequence[str], method: str = 
         return P.mean(0)
     if method not in POOLINGS:
         raise ConfigError(f"unknown pooling {method!r}; choose from {POOLINGS}")
-    lower = [c.lower() for c in classes]
-    neutral = lower.index("neutral") if "neutral" in lower else None
-    if neutral is not None:
-        score = 1.0 - P[:, neutral]
-    else:
-        score = 0.5 * np.abs(P - P[0]).sum(1)
-    k = max(1, math.ceil(fraction * P.shape[0]))
-    top = np.argsort(-score, kind="stable")[:k]
+    score = frame_expressiveness(P, classes)
+    top = peak_frames(score, fraction)
     if method == "peak":
         return P[top].mean(0)
     return contrast(P[top], P[int(np.argmin(score))][None], classes)
+
+
+def frame_expressiveness(probs: np.ndarray, classes: Sequence[str]) -> np.ndarray:
+    """How expressive each of a sequence's (T, C) frame probabilities is (T,): one minus its neutral probability,
+    or without a neutral class its distance from the first frame."""
+    P = np.asarray(probs, dtype=np.float64)
+    lower = [c.lower() for c in classes]
+    if "neutral" in lower:
+        return 1.0 - P[:, lower.index("neutral")]
+    return 0.5 * np.abs(P - P[0]).sum(1)
+
+
+def peak_frames(score: np.ndarray, fraction: float = PEAK_FRACTION) -> np.ndarray:
+    """Indices of the most expressive ``fraction`` of frames by ``score`` (:func:`frame_expressiveness`), rounded
+    up and at least one, most expressive first (ties in frame order)."""
+    k = max(1, math.ceil(fraction * len(score)))
+    return np.argsort(-np.asarray(score), kind="stable")[:k]
 
 
 def contrast(probs: np.ndarray, reference: np.ndarray, classes: Sequence[str]) -> np.ndarray:
