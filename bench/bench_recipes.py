@@ -1,7 +1,7 @@
 """Accuracy on expression recipe books other than ours: ICT-FaceKit faces posed by each ``--recipes`` book.
 
     python bench/bench_recipes.py --facekit ../shared/ict-facekit/FaceXModel --recipes A.yaml --recipes B.yaml \\
-        [--model default] [--subjects 8] [--seed 91] [--intensities 3,4]
+        [--model default] [--subjects 8] [--seed 91] [--intensities 3,4] [--frames 24]
 
 Each book (an ``affectvlm synth --recipes`` YAML: its AUs as ICT-FaceKit blendshape weights, its emotions as AU
 weights; a book written as blendshape weights per emotion fits by giving each emotion one AU of its own) poses the
@@ -11,6 +11,10 @@ reports ``ratio`` = its accuracy / the baseline's, plus its accuracy with the su
 folder (``predict --prior neutral=W --prior-by folder``, transductive), its accuracy through ``affectvlm predict``
 with the CLI's defaults (``accuracy_defaults``: adapted to the set when it is large and varied enough, each scan
 against its subject's neutral scan; transductive too) and its most common confusions.
+With ``--frames N`` each book poses 4D sequences instead (``affectvlm synth --layout bu4dfe``: one per subject and
+emotion, neutral -> apex -> neutral over N frames) and the pooled sequence rows are scored against the sequence's
+emotion, as trained (``accuracy``) and through ``affectvlm predict``'s defaults (``accuracy_defaults``); the
+class-balance column is left out.
 SYNTHETIC: the faces, the blendshapes and the scanner model are this project's; only the recipes are not.
 """
 from __future__ import annotations
@@ -48,8 +52,26 @@ def score(folder: Path, model: object, neutral_weight: float, model_spec: str | 
     return out
 
 
-def cli_accuracy(folder: Path, model_spec: str, truth: dict) -> float:
-    """Accuracy of ``affectvlm predict FOLDER`` with the CLI's defaults (``--adapt auto``, ``--neutral auto``)."""
+def score_sequences(folder: Path, model: object, model_spec: str) -> dict:
+    """Sequence accuracy of ``folder`` (a synthetic BU-4DFE-layout set): its pooled rows as scored, and as
+    ``affectvlm predict`` scores them with its defaults."""
+    from affectvlm.predict import predict
+
+    truth = {(folder / r["sequence"]).resolve(): r["sequence_label"]
+             for r in csv.DictReader((folder / "manifest.csv").open())}
+    rows = [r for r in predict(str(folder), model) if r["frame"] == "sequence"]
+    labels = [truth[Path(r["file"]).resolve()] for r in rows]
+    out = {"n": len(rows), "errors": sum(1 for r in rows if r["error"])}
+    out["accuracy"] = round(sum(r["label"] == y for r, y in zip(rows, labels)) / max(len(rows), 1), 4)
+    wrong = Counter((y, r["label"]) for r, y in zip(rows, labels) if r["label"] != y)
+    out["confusions"] = {f"{a}->{b}": n for (a, b), n in wrong.most_common(4)}
+    out["accuracy_defaults"] = cli_accuracy(folder, model_spec, truth, sequences=True)
+    return out
+
+
+def cli_accuracy(folder: Path, model_spec: str, truth: dict, sequences: bool = False) -> float:
+    """Accuracy of ``affectvlm predict FOLDER`` with the CLI's defaults (``--adapt auto``, ``--neutral auto``);
+    with ``sequences``, of its pooled sequence rows."""
     from affectvlm.cli import main as cli
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -58,7 +80,7 @@ def cli_accuracy(folder: Path, model_spec: str, truth: dict) -> float:
         if rc == 2 or not out.is_file():  # 1 only says that some rows have errors; they count as wrong
             raise SystemExit(f"affectvlm predict failed on {folder}")
         with out.open(newline="") as f:
-            rows = list(csv.DictReader(f))
+            rows = [r for r in csv.DictReader(f) if not sequences or r["frame"] == "sequence"]
     if not rows:
         raise SystemExit(f"affectvlm predict scored nothing in {folder}")
     return round(sum(r["label"] == truth[Path(r["file"]).resolve()] for r in rows) / len(rows), 4)
@@ -72,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--subjects", type=int, default=8)
     ap.add_argument("--seed", type=int, default=91)
     ap.add_argument("--intensities", default="3,4")
+    ap.add_argument("--frames", type=int, default=0, metavar="N",
+                    help="pose 4D sequences of N frames (BU-4DFE layout) and score them as sequences")
     args = ap.parse_args(argv)
     if not args.recipes:
         ap.error("name at least one --recipes YAML")
@@ -81,19 +105,22 @@ def main(argv: list[str] | None = None) -> int:
 
     model = load_model(None if args.model == "default" else args.model)
     levels = [int(x) for x in args.intensities.split(",")]
-    report: dict = {"model": args.model, "subjects": args.subjects, "seed": args.seed, "intensities": levels,
-                    "synthetic": True, "books": {}}
+    report: dict = {"model": args.model, "subjects": args.subjects, "seed": args.seed,
+                    "intensities": None if args.frames else levels,
+                    "frames": args.frames or None, "synthetic": True, "books": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name, book in [("packaged", None), *[(Path(b).name, b) for b in args.recipes]]:
             out = Path(tmp) / f"set{len(report['books'])}"
             t = time.perf_counter()
-            rc = synth(["--layout", "bu3dfe", "--facekit", args.facekit, "--subjects", str(args.subjects),
-                        "--intensities", args.intensities, "--texture-size", "0", "--seed", str(args.seed),
-                        "--out", str(out), *(["--recipes", book] if book else [])])
+            layout = ["--layout", "bu4dfe", "--frames", str(args.frames)] if args.frames else [
+                "--layout", "bu3dfe", "--intensities", args.intensities]
+            rc = synth([*layout, "--facekit", args.facekit, "--subjects", str(args.subjects), "--texture-size", "0",
+                        "--seed", str(args.seed), "--out", str(out), "-q", *(["--recipes", book] if book else [])])
             if rc:
                 return rc
-            report["books"][name] = {**score(out, model, 1.0 / len(levels), args.model),
-                                     "seconds": round(time.perf_counter() - t, 1)}
+            scored = (score_sequences(out, model, args.model) if args.frames
+                      else score(out, model, 1.0 / len(levels), args.model))
+            report["books"][name] = {**scored, "seconds": round(time.perf_counter() - t, 1)}
     base = report["books"]["packaged"]["accuracy"]
     for r in report["books"].values():
         r["ratio"] = round(r["accuracy"] / base, 3) if base else None

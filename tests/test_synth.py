@@ -315,6 +315,32 @@ def test_bench_recipes_tells_a_wrong_book(tmp_path, capsys):
 
 
 @pytest.mark.skipif(not (REAL / "generic_neutral_mesh.obj").is_file(), reason="ICT-FaceKit subset not present")
+def test_bench_recipes_tells_a_wrong_book_in_4d(tmp_path, capsys):
+    import json
+    import runpy
+
+    import yaml
+
+    from affectvlm.synth.recipes import DEFAULT_RECIPES
+
+    book = yaml.safe_load(DEFAULT_RECIPES.read_text())
+    emo = book["emotions"]
+    emo["happiness"]["aus"], emo["anger"]["aus"] = emo["anger"]["aus"], emo["happiness"]["aus"]
+    (tmp_path / "swapped.yaml").write_text(yaml.safe_dump(book))
+    bench = runpy.run_path(str(Path(__file__).resolve().parents[1] / "bench" / "bench_recipes.py"))
+    assert bench["main"](["--facekit", str(REAL), "--recipes", str(tmp_path / "swapped.yaml"), "--subjects", "1",
+                          "--seed", "5", "--frames", "6"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["frames"] == 6 and report["intensities"] is None
+    packaged, swapped = report["books"]["packaged"], report["books"]["swapped.yaml"]
+    assert packaged["n"] == swapped["n"] == 6 and packaged["errors"] == 0  # one sequence per emotion, no neutral
+    # the 2 swapped sequences, at least, go wrong (accuracies are rounded to 4 places)
+    assert swapped["accuracy"] <= packaged["accuracy"] - 2 / 6 + 1e-3
+    assert any(k in swapped["confusions"] for k in ("happiness->anger", "anger->happiness"))
+    assert swapped["accuracy_defaults"] <= packaged["accuracy_defaults"] - 2 / 6 + 1e-3
+
+
+@pytest.mark.skipif(not (REAL / "generic_neutral_mesh.obj").is_file(), reason="ICT-FaceKit subset not present")
 def test_bench_reference_scores_a_corpus_alone_and_against_its_neutral_scans(tmp_path, capsys):
     import json
     import runpy
