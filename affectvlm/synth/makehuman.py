@@ -26,7 +26,7 @@ from affectvlm.synth.facekit import _cache_dir, _cache_key, _write_cache
 from affectvlm.synth.rig import largest_component
 from affectvlm.synth.facemodel import FaceModel
 
-__all__ = ["load_makehuman", "makehuman_units_model", "EMOTION_CLASSES", "UNIT_AUS"]
+__all__ = ["load_makehuman", "makehuman_units_model", "makehuman_faceunits_model", "EMOTION_CLASSES", "UNIT_AUS"]
 
 BASE_OBJ = Path("3dobjs") / "base.obj"
 BODY_GROUP = "body"
@@ -501,6 +501,53 @@ def makehuman_units_model(base: FaceModel, makehuman_dir: str | os.PathLike,
                      licence="MakeHuman assets CC0" + ("; FACSHuman targets LGPL-3.0" if "FACSHuman" in base.licence
                                                        else ""),
                      meta={**meta, "emotion_targets": {}, "au_variants": {}, "unit_set": ethnicity})
+
+
+def _arkit_name(stem: str) -> str:
+    """MPFB's ARKit target names -> ICT-FaceKit's: ``browDownLeft`` -> ``browDown_L`` (the subject's left)."""
+    for side, tag in (("Left", "_L"), ("Right", "_R")):
+        if stem.endswith(side):
+            return stem[: -len(side)] + tag
+    return stem
+
+
+def makehuman_faceunits_model(base: FaceModel, makehuman_dir: str | os.PathLike, faceunits_dir: str | os.PathLike,
+                              recipes=None) -> FaceModel:
+    """``base`` (from :func:`load_makehuman`) with the ARKit-named targets of MPFB's "Face Units" pack (a folder
+    of ``browDownLeft.target``... files for the MakeHuman base mesh) as its expressions, named
+    ``makehuman-faceunits``: another sculptor's ARKit shapes, turned into AUs with the recipe book's ARKit map
+    as ICT-FaceKit's are. AUs the map cannot make from them keep ``base``'s targets; no emotion sculpts."""
+    from affectvlm.synth.facemodel import arkit_action_units
+
+    mh = _resolve_makehuman(Path(makehuman_dir).expanduser())
+    folder = Path(faceunits_dir).expanduser()
+    if folder.is_dir() and (folder / "targets" / "faceunits").is_dir():
+        folder = folder / "targets" / "faceunits"
+    files = sorted(folder.glob("*.target")) if folder.is_dir() else []
+    if not files:
+        raise InputError(str(folder), "no .target files: expected MPFB's Face Units pack (browDownLeft.target...)")
+    region = np.asarray(base.meta["model_ids"], np.int64)
+    n_base = sum(1 for ln in _read_bytes(mh / BASE_OBJ).split(b"\n") if ln.startswith(b"v "))
+    remap = -np.ones(max(n_base, int(region.max()) + 1), np.int64)
+    remap[region] = np.arange(len(region))
+    mm = float(base.meta["units_to_mm"])
+    shapes = {}
+    for path in files:
+        ids, d = _read_target(path, len(remap))
+        shapes[_arkit_name(path.stem)] = _dense(ids, d, region, remap, mm).astype(np.float32)
+    made = arkit_action_units(shapes, recipes)
+    if not made:
+        raise InputError(str(folder), "none of these targets has an ARKit blendshape name the recipe book maps")
+    made_aus = {k.rstrip("LR") for k in made}
+    targets = {k: v for k, v in base.au_targets.items() if k.rstrip("LR") not in made_aus}
+    targets.update(made)
+    meta = {k: v for k, v in base.meta.items() if k not in ("emotion_targets", "emotion_files", "au_variants")}
+    return FaceModel(name="makehuman-faceunits", neutral=base.neutral, faces=base.faces, identities=base.identities,
+                     au_targets=targets, landmarks=base.landmarks, face_mask=base.face_mask,
+                     source=f"{folder} (MPFB Face Units) + {base.source}",
+                     licence="MakeHuman assets and MPFB Face Units CC0" + (
+                         "; FACSHuman targets LGPL-3.0" if "FACSHuman" in base.licence else ""),
+                     meta={**meta, "emotion_targets": {}, "au_variants": {}, "arkit_shapes": len(shapes)})
 
 
 def _build(mh: Path, fh: Path | None, a: dict, *, from_cache: bool) -> FaceModel:
