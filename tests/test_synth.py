@@ -289,11 +289,8 @@ def test_real_ict_facekit_subset(tmp_path):
     assert np.ptp(meshes["surprise"].vertices[:, 1]) > height + 5
 
 
-@pytest.mark.skipif(not (REAL / "generic_neutral_mesh.obj").is_file(), reason="ICT-FaceKit subset not present")
-def test_bench_recipes_tells_a_wrong_book(tmp_path, capsys):
-    import json
-    import runpy
-
+def _swapped_book(path: Path) -> None:
+    """The packaged recipe book with happiness's and anger's AUs swapped, written to ``path``."""
     import yaml
 
     from affectvlm.synth.recipes import DEFAULT_RECIPES
@@ -301,7 +298,15 @@ def test_bench_recipes_tells_a_wrong_book(tmp_path, capsys):
     book = yaml.safe_load(DEFAULT_RECIPES.read_text())
     emo = book["emotions"]
     emo["happiness"]["aus"], emo["anger"]["aus"] = emo["anger"]["aus"], emo["happiness"]["aus"]
-    (tmp_path / "swapped.yaml").write_text(yaml.safe_dump(book))
+    path.write_text(yaml.safe_dump(book))
+
+
+@pytest.mark.skipif(not (REAL / "generic_neutral_mesh.obj").is_file(), reason="ICT-FaceKit subset not present")
+def test_bench_recipes_tells_a_wrong_book(tmp_path, capsys):
+    import json
+    import runpy
+
+    _swapped_book(tmp_path / "swapped.yaml")
     bench = runpy.run_path(str(Path(__file__).resolve().parents[1] / "bench" / "bench_recipes.py"))
     assert bench["main"](["--facekit", str(REAL), "--recipes", str(tmp_path / "swapped.yaml"), "--subjects", "1",
                           "--seed", "5"]) == 0
@@ -319,14 +324,7 @@ def test_bench_recipes_tells_a_wrong_book_in_4d(tmp_path, capsys):
     import json
     import runpy
 
-    import yaml
-
-    from affectvlm.synth.recipes import DEFAULT_RECIPES
-
-    book = yaml.safe_load(DEFAULT_RECIPES.read_text())
-    emo = book["emotions"]
-    emo["happiness"]["aus"], emo["anger"]["aus"] = emo["anger"]["aus"], emo["happiness"]["aus"]
-    (tmp_path / "swapped.yaml").write_text(yaml.safe_dump(book))
+    _swapped_book(tmp_path / "swapped.yaml")
     bench = runpy.run_path(str(Path(__file__).resolve().parents[1] / "bench" / "bench_recipes.py"))
     assert bench["main"](["--facekit", str(REAL), "--recipes", str(tmp_path / "swapped.yaml"), "--subjects", "1",
                           "--seed", "5", "--frames", "6"]) == 0

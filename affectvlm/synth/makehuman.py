@@ -459,6 +459,21 @@ def load_makehuman(makehuman_dir: str | os.PathLike, facshuman_dir: str | os.Pat
 
 
 
+def _base_target_reader(base: FaceModel, mh: Path):
+    """A reader of ``.target`` files for ``base``'s mesh: path -> (N, 3) float32 mm deltas on its kept vertices."""
+    region = np.asarray(base.meta["model_ids"], np.int64)
+    n_base = sum(1 for ln in _read_bytes(mh / BASE_OBJ).split(b"\n") if ln.startswith(b"v "))
+    remap = -np.ones(max(n_base, int(region.max()) + 1), np.int64)
+    remap[region] = np.arange(len(region))
+    mm = float(base.meta["units_to_mm"])
+
+    def read(path: Path) -> np.ndarray:
+        ids, d = _read_target(path, len(remap))
+        return _dense(ids, d, region, remap, mm).astype(np.float32)
+
+    return read
+
+
 def makehuman_units_model(base: FaceModel, makehuman_dir: str | os.PathLike,
                           ethnicity: str = "caucasian") -> FaceModel:
     """``base`` (from :func:`load_makehuman`) with MakeHuman's own expression units as its AU targets
@@ -471,18 +486,13 @@ def makehuman_units_model(base: FaceModel, makehuman_dir: str | os.PathLike,
     folder = mh / UNITS_DIR / ethnicity
     if not folder.is_dir():
         raise InputError(str(folder), "not a folder: this MakeHuman data has no expression units")
-    region = np.asarray(base.meta["model_ids"], np.int64)
-    n_base = sum(1 for ln in _read_bytes(mh / BASE_OBJ).split(b"\n") if ln.startswith(b"v "))
-    remap = -np.ones(max(n_base, int(region.max()) + 1), np.int64)
-    remap[region] = np.arange(len(region))
-    mm = float(base.meta["units_to_mm"])
+    read = _base_target_reader(base, mh)
 
     def unit(name: str) -> np.ndarray:
         path = folder / f"{name}.target"
         if not path.is_file():
             raise InputError(str(path), "missing: expected MakeHuman's expression unit targets here")
-        ids, d = _read_target(path, len(remap))
-        return _dense(ids, d, region, remap, mm).astype(np.float32)
+        return read(path)
 
     targets = dict(base.au_targets)
     for au, files in UNIT_AUS.items():
@@ -526,15 +536,8 @@ def makehuman_faceunits_model(base: FaceModel, makehuman_dir: str | os.PathLike,
     files = sorted(folder.glob("*.target")) if folder.is_dir() else []
     if not files:
         raise InputError(str(folder), "no .target files: expected MPFB's Face Units pack (browDownLeft.target...)")
-    region = np.asarray(base.meta["model_ids"], np.int64)
-    n_base = sum(1 for ln in _read_bytes(mh / BASE_OBJ).split(b"\n") if ln.startswith(b"v "))
-    remap = -np.ones(max(n_base, int(region.max()) + 1), np.int64)
-    remap[region] = np.arange(len(region))
-    mm = float(base.meta["units_to_mm"])
-    shapes = {}
-    for path in files:
-        ids, d = _read_target(path, len(remap))
-        shapes[_arkit_name(path.stem)] = _dense(ids, d, region, remap, mm).astype(np.float32)
+    read = _base_target_reader(base, mh)
+    shapes = {_arkit_name(path.stem): read(path) for path in files}
     made = arkit_action_units(shapes, recipes)
     if not made:
         raise InputError(str(folder), "none of these targets has an ARKit blendshape name the recipe book maps")
