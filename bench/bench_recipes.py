@@ -99,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if not args.recipes:
         ap.error("name at least one --recipes YAML")
+    if args.frames and args.frames < 2:
+        ap.error(f"--frames must be 0 (static scans) or at least 2 (a sequence), not {args.frames}")
 
     from affectvlm.model import load_model
     from affectvlm.synth.cli import main as synth

@@ -328,9 +328,15 @@ def test_faceunits_are_arkit_shapes_turned_into_aus(mh_dirs, tmp_path):
     _write_target(pack / "mouthSmileRight.target", {int(right[5]): (-0.01, 0.05, 0.0)})
     _write_target(pack / "jawOpen.target", {int(i): (0.0, -0.2, 0.0) for i in left[:3]})
     _write_target(pack / "eyeLookInLeft.target", {int(left[0]): (0.01, 0.0, 0.0)})  # no AU uses it
+    _write_target(pack / "jawLeft.target", {int(left[1]): (0.01, 0.0, 0.0)})  # unsided in ARKit: not jaw_L
+    _write_target(pack / "mouthShrugLower.target", {})  # moves nothing on the head: FACSHuman's AU17 stays
+    _write_target(pack / "notes.target", {int(left[0]): (0.01, 0.0, 0.0)})  # not an ARKit name: ignored
     m = makehuman_faceunits_model(base, data, tmp_path / "faceunits01")
     assert m.name == "makehuman-faceunits" and m.neutral is base.neutral and m.identities is base.identities
-    assert m.meta["arkit_shapes"] == 4 and m.meta["emotion_targets"] == {}
+    assert m.meta["arkit_shapes"] == ["eyeLookIn_L", "jawLeft", "jawOpen", "mouthShrugLower", "mouthSmile_L",
+                                      "mouthSmile_R"]
+    assert m.meta["emotion_targets"] == {}
+    assert np.array_equal(m.au_targets["AU17"], base.au_targets["AU17"]) and "AU17L" not in m.au_targets
     ids = m.meta["model_ids"]
     # mouthSmileLeft is the subject's left: AU12L through the packaged book's ARKit map, in millimetres
     assert set(ids[np.abs(m.au_targets["AU12L"]).sum(1) > 0].tolist()) == {int(left[5])}
@@ -342,12 +348,29 @@ def test_faceunits_are_arkit_shapes_turned_into_aus(mh_dirs, tmp_path):
     # AUs the shapes cannot make keep FACSHuman's targets; the ones they make replace them
     assert np.array_equal(m.au_targets["AU1L"], base.au_targets["AU1L"])
     assert not np.array_equal(m.au_targets["AU12L"], base.au_targets["AU12L"])
-    with pytest.raises(InputError, match="no .target files"):
+    with pytest.raises(InputError, match="not a folder"):
+        makehuman_faceunits_model(base, data, tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no ARKit-named .target files"):
         makehuman_faceunits_model(base, data, tmp_path / "empty")
     other = tmp_path / "other"
     _write_target(other / "eyeLookInLeft.target", {int(left[0]): (0.01, 0.0, 0.0)})
     with pytest.raises(InputError, match="ARKit blendshape name"):
         makehuman_faceunits_model(base, data, other)
+
+
+def test_synth_cli_passes_faceunits_through(mh_dirs, tmp_path, capsys):
+    from affectvlm.synth.cli import main
+    from affectvlm.synth.facemodel import load_face_models
+
+    data, fh, facts = mh_dirs
+    pack = tmp_path / "pack"
+    _write_target(pack / "mouthSmileLeft.target", {int(facts["left"][5]): (0.01, 0.05, 0.0)})
+    rc = main(["--layout", "corpus", "--facekit", "/nonexistent-facekit", "--faceunits", str(pack),
+               "--out", str(tmp_path / "never")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--faceunits needs --makehuman" in err[0]
+    assert set(load_face_models(None, data, fh, faceunits=pack)) == {"makehuman-facshuman", "makehuman-faceunits"}
 
 
 @pytest.mark.skipif(not (_REAL_MH and Path(_REAL_MH).is_dir() and _REAL_FH and Path(_REAL_FH).is_dir()),

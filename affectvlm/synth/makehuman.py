@@ -513,36 +513,35 @@ def makehuman_units_model(base: FaceModel, makehuman_dir: str | os.PathLike,
                      meta={**meta, "emotion_targets": {}, "au_variants": {}, "unit_set": ethnicity})
 
 
-def _arkit_name(stem: str) -> str:
-    """MPFB's ARKit target names -> ICT-FaceKit's: ``browDownLeft`` -> ``browDown_L`` (the subject's left)."""
-    for side, tag in (("Left", "_L"), ("Right", "_R")):
-        if stem.endswith(side):
-            return stem[: -len(side)] + tag
-    return stem
-
-
 def makehuman_faceunits_model(base: FaceModel, makehuman_dir: str | os.PathLike, faceunits_dir: str | os.PathLike,
                               recipes=None) -> FaceModel:
     """``base`` (from :func:`load_makehuman`) with the ARKit-named targets of MPFB's "Face Units" pack (a folder
     of ``browDownLeft.target``... files for the MakeHuman base mesh) as its expressions, named
     ``makehuman-faceunits``: another sculptor's ARKit shapes, turned into AUs with the recipe book's ARKit map
     as ICT-FaceKit's are. AUs the map cannot make from them keep ``base``'s targets; no emotion sculpts."""
-    from affectvlm.synth.facemodel import arkit_action_units
+    from affectvlm.synth.facemodel import arkit_action_units, au_base
+    from affectvlm.synth.gltf import arkit_name
 
     mh = _resolve_makehuman(Path(makehuman_dir).expanduser())
     folder = Path(faceunits_dir).expanduser()
-    if folder.is_dir() and (folder / "targets" / "faceunits").is_dir():
+    if not folder.is_dir():
+        raise InputError(str(folder), "not a folder: expected MPFB's Face Units pack (browDownLeft.target...)")
+    if (folder / "targets" / "faceunits").is_dir():
         folder = folder / "targets" / "faceunits"
-    files = sorted(folder.glob("*.target")) if folder.is_dir() else []
-    if not files:
-        raise InputError(str(folder), "no .target files: expected MPFB's Face Units pack (browDownLeft.target...)")
+    named = {arkit_name(p.stem): p for p in sorted(folder.glob("*.target"))}
+    named.pop(None, None)
+    if not named:
+        raise InputError(str(folder), "no ARKit-named .target files: expected MPFB's Face Units pack "
+                                      "(browDownLeft.target...)")
     read = _base_target_reader(base, mh)
-    shapes = {_arkit_name(path.stem): read(path) for path in files}
+    shapes = {name: read(path) for name, path in named.items()}
+    # a unit whose shapes move nothing on the kept head (eye-look shapes move the eyeballs) is not made
     made = arkit_action_units(shapes, recipes)
+    made_aus = {au_base(k)[0] for k, v in made.items() if np.any(v)}
+    made = {k: v for k, v in made.items() if au_base(k)[0] in made_aus}
     if not made:
         raise InputError(str(folder), "none of these targets has an ARKit blendshape name the recipe book maps")
-    made_aus = {k.rstrip("LR") for k in made}
-    targets = {k: v for k, v in base.au_targets.items() if k.rstrip("LR") not in made_aus}
+    targets = {k: v for k, v in base.au_targets.items() if au_base(k)[0] not in made_aus}
     targets.update(made)
     meta = {k: v for k, v in base.meta.items() if k not in ("emotion_targets", "emotion_files", "au_variants")}
     return FaceModel(name="makehuman-faceunits", neutral=base.neutral, faces=base.faces, identities=base.identities,
@@ -550,7 +549,7 @@ def makehuman_faceunits_model(base: FaceModel, makehuman_dir: str | os.PathLike,
                      source=f"{folder} (MPFB Face Units) + {base.source}",
                      licence="MakeHuman assets and MPFB Face Units CC0" + (
                          "; FACSHuman targets LGPL-3.0" if "FACSHuman" in base.licence else ""),
-                     meta={**meta, "emotion_targets": {}, "au_variants": {}, "arkit_shapes": len(shapes)})
+                     meta={**meta, "emotion_targets": {}, "au_variants": {}, "arkit_shapes": sorted(shapes)})
 
 
 def _build(mh: Path, fh: Path | None, a: dict, *, from_cache: bool) -> FaceModel:
