@@ -31,22 +31,40 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
+def _truth(folder: Path, path_column: str, label_column: str) -> dict:
+    """The set's manifest as resolved path -> label (a scan's ``path``/``label``, a sequence's ``sequence``/
+    ``sequence_label``)."""
+    return {(folder / r[path_column]).resolve(): r[label_column]
+            for r in csv.DictReader((folder / "manifest.csv").open())}
+
+
+def _accuracy(rows: list, labels: list) -> float:
+    return round(sum(r["label"] == y for r, y in zip(rows, labels)) / len(rows), 4)
+
+
+def _tally(rows: list, truth: dict, folder: Path) -> tuple[dict, list]:
+    """Rows scored against ``truth``: ({n, errors, accuracy, confusions}, each row's true label)."""
+    if not rows:
+        raise SystemExit(f"nothing was scored in {folder}")
+    labels = [truth[Path(r["file"]).resolve()] for r in rows]
+    out = {"n": len(rows), "errors": sum(1 for r in rows if r["error"]), "accuracy": _accuracy(rows, labels)}
+    wrong = Counter((y, r["label"]) for r, y in zip(rows, labels) if r["label"] != y)
+    out["confusions"] = {f"{a}->{b}": n for (a, b), n in wrong.most_common(4)}
+    return out, labels
+
+
 def score(folder: Path, model: object, neutral_weight: float, model_spec: str | None = None) -> dict:
     """Accuracy of ``folder`` (a synthetic BU-3DFE-layout set) as scored, and with its folders' balance matched;
     with ``model_spec``, also as ``affectvlm predict`` scores it with its defaults."""
     from affectvlm.predict import class_names, predict
     from affectvlm.prior import match_rows, parse_prior
 
-    truth = {(folder / r["path"]).resolve(): r["label"] for r in csv.DictReader((folder / "manifest.csv").open())}
+    truth = _truth(folder, "path", "label")
     rows = predict(str(folder), model)
-    labels = [truth[Path(r["file"]).resolve()] for r in rows]
-    out = {"n": len(rows), "errors": sum(1 for r in rows if r["error"])}
-    out["accuracy"] = round(sum(r["label"] == y for r, y in zip(rows, labels)) / len(rows), 4)
-    wrong = Counter((y, r["label"]) for r, y in zip(rows, labels) if r["label"] != y)
-    out["confusions"] = {f"{a}->{b}": n for (a, b), n in wrong.most_common(4)}
+    out, labels = _tally(rows, truth, folder)
     classes = class_names(rows)
     match_rows(rows, classes, parse_prior(f"neutral={neutral_weight}", classes), by="folder")
-    out["accuracy_prior_folder"] = round(sum(r["label"] == y for r, y in zip(rows, labels)) / len(rows), 4)
+    out["accuracy_prior_folder"] = _accuracy(rows, labels)
     if model_spec is not None:
         out["accuracy_defaults"] = cli_accuracy(folder, model_spec, truth)
     return out
@@ -57,14 +75,8 @@ def score_sequences(folder: Path, model: object, model_spec: str) -> dict:
     ``affectvlm predict`` scores them with its defaults."""
     from affectvlm.predict import predict
 
-    truth = {(folder / r["sequence"]).resolve(): r["sequence_label"]
-             for r in csv.DictReader((folder / "manifest.csv").open())}
-    rows = [r for r in predict(str(folder), model) if r["frame"] == "sequence"]
-    labels = [truth[Path(r["file"]).resolve()] for r in rows]
-    out = {"n": len(rows), "errors": sum(1 for r in rows if r["error"])}
-    out["accuracy"] = round(sum(r["label"] == y for r, y in zip(rows, labels)) / max(len(rows), 1), 4)
-    wrong = Counter((y, r["label"]) for r, y in zip(rows, labels) if r["label"] != y)
-    out["confusions"] = {f"{a}->{b}": n for (a, b), n in wrong.most_common(4)}
+    truth = _truth(folder, "sequence", "sequence_label")
+    out, _ = _tally([r for r in predict(str(folder), model) if r["frame"] == "sequence"], truth, folder)
     out["accuracy_defaults"] = cli_accuracy(folder, model_spec, truth, sequences=True)
     return out
 
@@ -83,7 +95,7 @@ def cli_accuracy(folder: Path, model_spec: str, truth: dict, sequences: bool = F
             rows = [r for r in csv.DictReader(f) if not sequences or r["frame"] == "sequence"]
     if not rows:
         raise SystemExit(f"affectvlm predict scored nothing in {folder}")
-    return round(sum(r["label"] == truth[Path(r["file"]).resolve()] for r in rows) / len(rows), 4)
+    return _accuracy(rows, [truth[Path(r["file"]).resolve()] for r in rows])
 
 
 def main(argv: list[str] | None = None) -> int:
