@@ -6,6 +6,7 @@ Every problem in a recipe file raises :class:`~affectvlm.errors.InputError` nami
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -17,6 +18,7 @@ import numpy as np
 import yaml
 
 from affectvlm.errors import InputError
+from affectvlm.synth.presets import is_preset, preset_recipes
 from affectvlm.synth.rig import Pose
 
 DEFAULT_RECIPES = Path(__file__).resolve().parent.parent / "data" / "recipes" / "default.yaml"
@@ -70,21 +72,31 @@ class RecipeBook:
     # ---------------------------------------------------------------- loading
     @classmethod
     def load(cls, path: str | os.PathLike | None = None) -> "RecipeBook":
-        """Read and validate a recipe YAML (the packaged default when ``path`` is None)."""
+        """Read and validate a recipe file, YAML or JSON (the packaged default when ``path`` is None)."""
         p = Path(path) if path is not None else DEFAULT_RECIPES
         src = str(p)
         try:
             text = p.read_text("utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise InputError(src, f"cannot read recipe file: {exc}") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise InputError(src, f"not valid YAML: {exc}") from None
+        if p.suffix.lower() == ".json":
+            try:
+                data = json.loads(text)
+            except ValueError as exc:
+                raise InputError(src, f"not valid JSON: {exc}") from None
+        else:
+            try:
+                data = yaml.safe_load(text)
+            except yaml.YAMLError as exc:
+                raise InputError(src, f"not valid YAML: {exc}") from None
         return cls.from_dict(data, src)
 
     @classmethod
     def from_dict(cls, data: Any, src: str = "<recipes>") -> "RecipeBook":
+        """A validated book from a parsed recipe file, or from a preset (emotion -> ARKit blendshape weights,
+        :mod:`affectvlm.synth.presets`)."""
+        if is_preset(data):
+            data = preset_recipes(data, src)
         if not isinstance(data, dict):
             raise InputError(src, "a recipe file must be a mapping with 'action_units' and 'emotions'")
         unknown = set(data) - {"version", "action_units", "emotions", "intensity", "subject", "extras", "pose", "scan"}
