@@ -101,7 +101,8 @@ def cli_accuracy(folder: Path, model_spec: str, truth: dict, sequences: bool = F
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--facekit", required=True, metavar="DIR")
-    ap.add_argument("--recipes", action="append", default=[], metavar="YAML", help="a recipe book (repeatable)")
+    ap.add_argument("--recipes", action="append", default=[], metavar="FILE",
+                    help="a recipe book, or an emotion preset in JSON or YAML (repeatable)")
     ap.add_argument("--model", default="default")
     ap.add_argument("--subjects", type=int, default=8)
     ap.add_argument("--seed", type=int, default=91)
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="pose 4D sequences of N frames (BU-4DFE layout) and score them as sequences")
     args = ap.parse_args(argv)
     if not args.recipes:
-        ap.error("name at least one --recipes YAML")
+        ap.error("name at least one --recipes FILE")
     if args.frames and args.frames < 2:
         ap.error(f"--frames must be 0 (static scans) or at least 2 (a sequence), not {args.frames}")
 

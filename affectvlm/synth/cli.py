@@ -101,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--texture-size", type=int, default=256, help="procedural texture side in pixels; 0 = none")
     ap.add_argument("--test-frac", type=_fraction, default=0.2)
     ap.add_argument("--val-frac", type=_fraction, default=0.1)
-    ap.add_argument("--recipes", default=None, metavar="YAML", help="expression recipes (default: packaged)")
+    ap.add_argument("--recipes", default=None, metavar="FILE",
+                    help="expression recipes (YAML), or an emotion preset: emotion -> ARKit blendshape weights, JSON or "
+                         "YAML (default: the packaged book)")
     ap.add_argument("--no-landmarks", action="store_true", help="skip the .bnd landmark files")
     ap.add_argument("--no-cache", action="store_true", help="do not read or write the parsed-model cache")
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
