@@ -60,11 +60,13 @@ SEQUENCE_FRAMES = 8  # frames per sequence in the statistics pass
 
 @dataclass(frozen=True)
 class SpreadCheck:
-    """Whether a scored set looks varied enough to adapt to: ``ok``, and why in a few words."""
+    """Whether a scored set looks varied enough to adapt to: ``ok``, and why in a few words; ``on_spread``: it was
+    many enough, and declined for what it reads (the user should hear of that)."""
 
     ok: bool
     rows: int
     reason: str
+    on_spread: bool = False
 
 
 @dataclass(frozen=True)
@@ -121,9 +123,11 @@ def spread_check(rows: Sequence[Row], *, min_rows: int = MIN_ROWS, spread: bool 
     top, top_n = counts.most_common(1)[0]
     common = sum(1 for c in counts.values() if c >= MIN_SHARE * n)
     if top_n > MAX_SHARE * n:
-        return SpreadCheck(False, n, f"{100 * top_n / n:.0f} % of them read {top}: a set of mostly one expression")
+        return SpreadCheck(False, n, f"{100 * top_n / n:.0f} % of them read {top}: a set of mostly one expression",
+                           on_spread=True)
     if common < MIN_CLASSES:
-        return SpreadCheck(False, n, f"only {common} expressions are each {100 * MIN_SHARE:.0f} % of them")
+        return SpreadCheck(False, n, f"only {common} expressions are each {100 * MIN_SHARE:.0f} % of them "
+                                     f"(it needs {MIN_CLASSES})", on_spread=True)
     return SpreadCheck(True, n, f"{n} scans or sequences, {common} expressions each over {100 * MIN_SHARE:.0f} %")
 
 

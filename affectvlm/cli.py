@@ -212,8 +212,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if shard is None or shard.rank == 0:
             if adaptation.adapted:
                 _err(f"--adapt {adapt}: {adaptation.text()}; --adapt none scores with the trained statistics")
-            elif adapt == "on":
-                _err(f"warning: --adapt on: {adaptation.text()}")
+            elif adapt == "on" or (adaptation.check is not None and adaptation.check.on_spread):
+                _err(f"{'warning: ' if adapt == 'on' else ''}--adapt {adapt}: {adaptation.text()}")
         return adaptation.model
 
     if shard is not None:

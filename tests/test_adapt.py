@@ -173,6 +173,22 @@ def test_cli_adapt(tmp_path, capsys):
     assert e.value.code == 2
 
 
+def test_cli_says_why_auto_declined_a_set_many_enough(tmp_path, capsys, monkeypatch):
+    d = tmp_path / "set"
+    d.mkdir()
+    for i in range(6):
+        m = face_like_mesh(20, smile=(i % 3) / 2, seed=i, textured=False)
+        trimesh.Trimesh(m.vertices, m.faces, process=False).export(d / f"s{i:02d}.obj")
+    files = sorted(str(f) for f in d.iterdir())
+    monkeypatch.setattr(adapt_mod, "MIN_ROWS", 4)
+    monkeypatch.setattr(adapt_mod, "MIN_CLASSES", 8)  # more than the classes: every spread check declines
+    assert cli.main(["predict", *files, "--format", "json", "--no-progress"]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if "--adapt" in line]
+    assert len(err) == 1 and err[0].startswith("affectvlm: --adapt auto: scored with the trained statistics: ")
+    assert "mostly one expression" in err[0] or "(it needs 8)" in err[0]
+    assert "warning" not in err[0]
+
+
 def test_eval_adapts_only_when_asked_and_says_so(tmp_path):
     from affectvlm.io.vrml import write_vrml
     from affectvlm.train.evaluate import main
