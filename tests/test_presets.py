@@ -7,7 +7,7 @@ import yaml
 
 from affectvlm.errors import InputError
 from affectvlm.synth.recipes import RecipeBook
-from tests.test_synth import make_fixture
+from tests.test_synth import _cache, kit_dir  # noqa: F401  (test_synth's fixtures: the ICT-FaceKit-layout face, a private cache)
 
 PRESET = {
     "angry": {"browDownLeft": 0.9, "browDownRight": 0.9, "noseSneer": 0.4, "mouthPressLeft": 0.5,
@@ -20,16 +20,6 @@ PRESET = {
     "sad": {"browInnerUp": 0.6, "mouthFrownLeft": 0.5, "mouthFrownRight": 0.5},
     "intensity": {"levels": {3: 0.7, 4: 0.9}},
 }
-
-
-@pytest.fixture(scope="module")
-def kit_dir(tmp_path_factory):
-    return make_fixture(tmp_path_factory.mktemp("facekit") / "FaceXModel")
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("AFFECTVLM_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
 def test_a_preset_is_read_as_a_recipe_book(tmp_path):
@@ -81,7 +71,7 @@ def test_a_preset_file_that_is_not_json_or_gives_no_emotion(tmp_path):
         RecipeBook.load(tmp_path / "calm.json")
 
 
-def test_synth_poses_a_preset(tmp_path, kit_dir, capsys):
+def test_synth_poses_a_preset(tmp_path, kit_dir, capsys):  # noqa: F811
     from affectvlm.synth.cli import main
 
     path = tmp_path / "preset.json"
