@@ -37,14 +37,31 @@ def test_spread_check_wants_many_varied_scans():
     assert spread_check(_rows(["happiness"] * ON_MIN_ROWS), min_rows=ON_MIN_ROWS, spread=False).ok
 
 
+def _counts(**n):
+    return _rows([c for c, k in n.items() for _ in range(k)])
+
+
+def test_spread_check_takes_a_thin_spread_over_five_expressions():
+    # a varied set read with a lean: 3 expressions over 10 %, but 5 over 5 % and none over half
+    lean = spread_check(_counts(happiness=45, fear=25, surprise=14, sadness=8, disgust=6, anger=2))
+    assert lean.ok and "5 expressions each over 5 %" in lean.reason
+    # the same lean with half the set on one expression is declined, and so are 3 expressions read cleanly
+    half = spread_check(_counts(happiness=55, fear=20, surprise=11, sadness=7, disgust=5, anger=2))
+    assert not half.ok and half.on_spread and "55 % of them read happiness" in half.reason
+    three = spread_check(_counts(happiness=33, sadness=33, anger=30, fear=4))
+    assert not three.ok and "it needs 4, or 5 each over 5 %" in three.reason
+    four_thin = spread_check(_counts(happiness=40, fear=40, surprise=10, sadness=6, disgust=4))  # 4 over 5 %
+    assert not four_thin.ok
+
+
 def test_guard_judges_a_bu3dfe_sets_full_expressions_under_auto():
-    # 60 level 3-4 scans of five emotions plus 60 level 1-2 scans that read calm: all 120 are half "neutral"
-    # (over 40 %), the full expressions alone are varied; "on" counts every row
+    # 60 level 3-4 scans of five emotions plus 80 level 1-2 scans that read calm: of all 140, more than half read
+    # "neutral", the full expressions alone are varied; "on" counts every row
     codes = {"happiness": "HA", "sadness": "SA", "anger": "AN", "fear": "FE", "disgust": "DI"}
     full = [{"file": f"F{i:04d}_{codes[c]}0{3 + i % 2}WH_F3D.wrl", "frame": "", "error": None, "label": c}
             for i, c in enumerate(["happiness", "sadness", "anger", "fear", "disgust"] * 12)]
     subtle = [{"file": f"F{i:04d}_HA0{1 + i % 2}WH_F3D.wrl", "frame": "", "error": None, "label": "neutral"}
-              for i in range(60)]
+              for i in range(80)]
     assert not spread_check(full + subtle).ok
     assert guard(full + subtle, "auto").ok and guard(full + subtle, "auto").rows == 60
     assert guard(subtle, "on").ok and not guard(subtle, "auto").ok
@@ -182,6 +199,7 @@ def test_cli_says_why_auto_declined_a_set_many_enough(tmp_path, capsys, monkeypa
     files = sorted(str(f) for f in d.iterdir())
     monkeypatch.setattr(adapt_mod, "MIN_ROWS", 4)
     monkeypatch.setattr(adapt_mod, "MIN_CLASSES", 8)  # more than the classes: every spread check declines
+    monkeypatch.setattr(adapt_mod, "WIDE_CLASSES", 8)
     assert cli.main(["predict", *files, "--format", "json", "--no-progress"]) == 0
     err = [line for line in capsys.readouterr().err.splitlines() if "--adapt" in line]
     assert len(err) == 1 and err[0].startswith("affectvlm: --adapt auto: scored with the trained statistics: ")
