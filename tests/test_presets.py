@@ -42,8 +42,22 @@ def test_a_preset_is_read_as_a_recipe_book(tmp_path):
     assert RecipeBook.load(tmp_path / "p.yaml").action_units == book.action_units
 
 
+def test_ready_player_mes_extra_names_are_their_arkit_shapes(tmp_path):
+    # TalkingHead's presets write Ready Player Me's own morph names beside ARKit's
+    preset = {"sad": {"browInnerUp": 0.7, "eyesClosed": 0.5, "mouthFrownLeft": 1.0, "eyeBlinkLeft": 0.8},
+              "fear": {"mouthOpen": 0.7, "eyesLookUp": 0.2, "jawOpen": 0.3},
+              "happy": {"mouthSmile": 0.7, "eyesLookDown": 0.1}}
+    (tmp_path / "rpm.json").write_text(json.dumps(preset))
+    book = RecipeBook.load(tmp_path / "rpm.json")
+    units = {e: book.action_units[next(iter(book.emotions[e].aus))] for e in book.expressive}
+    assert units["sadness"] == {"browInnerUp_L": 0.7, "browInnerUp_R": 0.7, "eyeBlink_L": 0.8, "eyeBlink_R": 0.5,
+                                "mouthFrown_L": 1.0}
+    assert units["fear"] == {"jawOpen": 0.7, "eyeLookUp_L": 0.2, "eyeLookUp_R": 0.2}  # the larger jaw weight
+    assert units["happiness"] == {"mouthSmile_L": 0.7, "mouthSmile_R": 0.7, "eyeLookDown_L": 0.1, "eyeLookDown_R": 0.1}
+
+
 @pytest.mark.parametrize("change, message", [
-    ({"fear": {"mouthOpen": 0.5}}, "fear.mouthOpen is not an ARKit blendshape"),
+    ({"fear": {"viseme_U": 0.5}}, "fear.viseme_U is not an ARKit blendshape name .* nor one of Ready Player Me's"),
     ({"contempt": {"mouthSmileLeft": 0.5}}, "'contempt' is not an emotion"),
     ({"happy": {"mouthSmileLeft": 0.5}}, "are both happiness"),
     ({"sad": {"mouthFrownLeft": -0.2}}, "sad.mouthFrownLeft"),

@@ -7,7 +7,8 @@ A preset maps each emotion to ARKit blendshape weights, in YAML or JSON::
 
 :func:`preset_recipes` turns one into the recipe-book mapping :class:`~affectvlm.synth.recipes.RecipeBook` reads:
 one action unit per emotion (``AU90`` onwards, past FACS's numbers) whose blendshapes are the preset's weights in
-the book's spelling, with the packaged book's codes, folders and randomisation (a preset may override the
+the book's spelling (Ready Player Me's extra names ``mouthOpen``, ``eyesClosed``, ``eyesLookUp`` and ``eyesLookDown``
+become ``jawOpen`` and both sides of ``eyeBlink``, ``eyeLookUp``, ``eyeLookDown``), with the packaged book's codes, folders and randomisation (a preset may override the
 ``intensity``, ``subject``, ``extras``, ``pose`` and ``scan`` sections).
 """
 from __future__ import annotations
@@ -35,6 +36,10 @@ EMOTION_NAMES = {
 _BOTH_SIDES = {"browDown", "browInnerUp", "browOuterUp", "cheekPuff", "cheekSquint", "eyeBlink", "eyeLookDown",
                "eyeLookIn", "eyeLookOut", "eyeLookUp", "eyeSquint", "eyeWide", "mouthDimple", "mouthFrown",
                "mouthLowerDown", "mouthPress", "mouthSmile", "mouthStretch", "mouthUpperUp", "noseSneer"}
+# Ready Player Me's morph targets beyond ARKit's 52 (which TalkingHead's presets use), as the ARKit shape that makes
+# the same movement; eyes and lids move as a pair
+_RPM_EXTRAS = {"mouthOpen": "jawOpen", "eyesClosed": "eyeBlink", "eyesLookUp": "eyeLookUp",
+               "eyesLookDown": "eyeLookDown"}
 _SECTIONS = ("version", "intensity", "subject", "extras", "pose", "scan")
 _FIRST_AU = 90
 
@@ -65,10 +70,11 @@ def _weights(emotion: str, spec: Any, src: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for name, value in spec.items():
         w = _number(value, src, f"{emotion}.{name}", 0.0, MAX_WEIGHT)
-        shape = arkit_name(str(name))
+        shape = _RPM_EXTRAS.get(str(name).strip()) or arkit_name(str(name))
         if shape is None:
             raise InputError(src, f"{emotion}.{name} is not an ARKit blendshape name (browInnerUp, "
-                                  f"mouthSmileLeft, jawOpen, ...); remove it or rename it")
+                                  f"mouthSmileLeft, jawOpen, ...) nor one of Ready Player Me's "
+                                  f"({', '.join(_RPM_EXTRAS)}); remove it or rename it")
         sides = [shape + "_L", shape + "_R"] if shape in _BOTH_SIDES else [shape]
         for s in sides:
             if w > 0:
