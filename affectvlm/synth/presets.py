@@ -8,8 +8,9 @@ A preset maps each emotion to ARKit blendshape weights, in YAML or JSON::
 :func:`preset_recipes` turns one into the recipe-book mapping :class:`~affectvlm.synth.recipes.RecipeBook` reads:
 one action unit per emotion (``AU90`` onwards, past FACS's numbers) whose blendshapes are the preset's weights in
 the book's spelling (Ready Player Me's extra names ``mouthOpen``, ``eyesClosed``, ``eyesLookUp`` and ``eyesLookDown``
-become ``jawOpen`` and both sides of ``eyeBlink``, ``eyeLookUp``, ``eyeLookDown``), with the packaged book's codes, folders and randomisation (a preset may override the
-``intensity``, ``subject``, ``extras``, ``pose`` and ``scan`` sections).
+become ``jawOpen`` and both sides of ``eyeBlink``, ``eyeLookUp``, ``eyeLookDown``), with the packaged book's codes,
+folders and randomisation (a preset may override the ``intensity``, ``subject``, ``extras``, ``pose`` and ``scan``
+sections).
 """
 from __future__ import annotations
 
