@@ -7,9 +7,9 @@ changes) puts the set's faces back where the model's later layers expect faces t
 
 It is transductive, and it assumes the set shows a mix of expressions: the statistics of a set of only smiles
 take the smile out with the face model. So :func:`adapt_for` first scores the sample the statistics would come
-from (up to :data:`SAMPLE` inputs, evenly spaced) as usual, and ``auto`` adapts only when :func:`spread_check` finds
-at least :data:`MIN_ROWS` of them (:data:`MIN_SEQUENCES` when they are all sequences) whose labels spread over at
-least :data:`MIN_CLASSES` classes with :data:`MIN_SHARE` of the rows each and no class over :data:`MAX_SHARE`, or
+from (up to :data:`SAMPLE` inputs, drawn with a fixed seed) as usual, and ``auto`` adapts only when
+:func:`spread_check` finds at least :data:`MIN_ROWS` of them (:data:`MIN_SEQUENCES` when they are all sequences)
+whose labels spread over at least :data:`MIN_CLASSES` classes with :data:`MIN_SHARE` of the rows each and no class over :data:`MAX_SHARE`, or
 at least :data:`WIDE_CLASSES` classes with :data:`WIDE_SHARE` each and none over :data:`WIDE_MAX_SHARE`: a model
 that reads a face model it never saw with a lean may put a varied set's labels on three expressions over 10 %,
 but it still spreads them thinly over more, where a set of a few expressions read by a model that knows the face
@@ -58,7 +58,7 @@ MIN_SEQUENCES = 20  # a set of only sequences: each gives several frames (measur
 ON_MIN_ROWS = 20  # ``on`` still needs this many
 MIN_CLASSES, MIN_SHARE, MAX_SHARE = 4, 0.10, 0.40
 WIDE_CLASSES, WIDE_SHARE, WIDE_MAX_SHARE = 5, 0.05, 0.50  # the thin spread a lean leaves (see the module doc)
-SAMPLE = 256  # inputs whose renders give the statistics (evenly spaced over the set)
+SAMPLE = 256  # inputs whose renders give the statistics (drawn with a fixed seed)
 BATCH = 32  # scans per batch in the statistics pass, as measured
 SEQUENCE_FRAMES = 8  # frames per sequence in the statistics pass
 
@@ -147,12 +147,16 @@ def norm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
 
 
 def sample_inputs(items: Sequence[Any], k: int = SAMPLE) -> list[Any]:
-    """Up to ``k`` of ``items``, evenly spaced, in a fixed shuffled order (so that a batch of the statistics pass
-    mixes subjects and expressions); the same for the same items, on every rank."""
+    """Up to ``k`` of ``items``, drawn at random with a fixed seed, in a fixed shuffled order (so that a batch of the
+    statistics pass mixes subjects and expressions); the same for the same items, on every rank.
+
+    Not evenly spaced: a dataset lists every subject's scans in the same order, and a step that is a simple fraction
+    of that period (BU-3DFE's 25 scans; 64 subjects give a step of 6.25) picks the same few expressions from every
+    subject."""
+    rng = np.random.default_rng(0)
     if len(items) > k:
-        step = len(items) / k
-        items = [items[int(i * step)] for i in range(k)]
-    order = np.random.default_rng(0).permutation(len(items))
+        items = [items[i] for i in sorted(rng.choice(len(items), size=k, replace=False))]
+    order = rng.permutation(len(items))
     return [items[i] for i in order]
 
 
@@ -208,7 +212,7 @@ def gathering_statistics(model: nn.Module) -> Iterator[nn.Module]:
 
 
 def _picked(model: Any, inputs: Sequence[Any], sample: int, predict_kw: dict[str, Any]) -> tuple[Any, list]:
-    """The run's options and up to ``sample`` of its expanded inputs, evenly spaced (sequences by a few frames);
+    """The run's options and up to ``sample`` of its expanded inputs (:func:`sample_inputs`; sequences by a few frames);
     not a dataset's scans of other things than expressions (:func:`expression_sample`)."""
     from affectvlm.predict import _setup
 
@@ -327,8 +331,8 @@ def _gather(o: Any, picked: list) -> Adapted:
 
 def adapt_model(model: "AffectVLM", inputs: Sequence[Any], *, sample: int = SAMPLE, **predict_kw: Any) -> Adapted:
     """A copy of ``model`` whose image encoder's batch-norm running statistics are those of ``inputs``' renders
-    (up to ``sample`` of them, evenly spaced; sequences by :data:`SEQUENCE_FRAMES` frames), rendered and mirrored
-    as :func:`affectvlm.predict.predict` does with ``predict_kw``. ``model`` itself is not changed."""
+    (up to ``sample`` of them, :func:`sample_inputs`; sequences by :data:`SEQUENCE_FRAMES` frames), rendered and
+    mirrored as :func:`affectvlm.predict.predict` does with ``predict_kw``. ``model`` itself is not changed."""
     if not norm_layers(model):
         return Adapted(model, 0, 0)
     return _gather(*_picked(model, inputs, sample, predict_kw))

@@ -8,8 +8,8 @@ import trimesh
 
 from affectvlm import cli
 import affectvlm.adapt as adapt_mod
-from affectvlm.adapt import (BATCH, MIN_ROWS, MIN_SEQUENCES, ON_MIN_ROWS, SpreadCheck, adapt_for, adapt_model,
-                              gathering_statistics, guard, norm_layers, spread_check)
+from affectvlm.adapt import (BATCH, MIN_ROWS, MIN_SEQUENCES, ON_MIN_ROWS, SAMPLE, SpreadCheck, adapt_for, adapt_model,
+                              gathering_statistics, guard, norm_layers, sample_inputs, spread_check)
 from affectvlm.errors import ConfigError
 from affectvlm.mesh import MeshSequence
 from affectvlm.model import load_model
@@ -35,6 +35,24 @@ def test_spread_check_wants_many_varied_scans():
     assert spread_check(frames).rows == 0
     assert spread_check(_rows(varied, frame="sequence")).ok
     assert spread_check(_rows(["happiness"] * ON_MIN_ROWS), min_rows=ON_MIN_ROWS, spread=False).ok
+
+
+@pytest.mark.parametrize("subjects", [64, 128])
+def test_the_sample_does_not_alias_with_a_datasets_period(subjects):
+    # BU-3DFE lists 25 scans per subject in the same order; 64 subjects made an evenly spaced sample (step 6.25) of
+    # only AN01, DI03, HA01 and SA02 scans, 128 subjects (step 12.5) of only AN01 and HA01
+    from affectvlm.reference import full_expressions
+
+    codes = ["AN", "DI", "FE", "HA", "NE", "SA", "SU"]
+    files = sorted(f"F{s:04d}/F{s:04d}_{c}0{lv}WH_F3D.wrl" for s in range(subjects) for c in codes
+                   for lv in ([0] if c == "NE" else [1, 2, 3, 4]))
+    picked = sample_inputs(files)
+    assert len(picked) == len(set(picked)) == SAMPLE and picked == sample_inputs(files)  # fixed, on every rank
+    judged = [f for f, full in zip(picked, full_expressions(picked)) if full]
+    assert len(judged) >= MIN_ROWS
+    per_code = {c: sum(f"_{c}0" in f for f in judged) for c in codes}
+    assert min(per_code.values()) >= 4 and max(per_code.values()) <= 40, per_code  # an even share is ~19
+    assert len({f"{f.split('_')[1][:4]}" for f in picked}) >= 20  # expressions and levels, not a few fixed ones
 
 
 def _counts(**n):
