@@ -9,11 +9,11 @@ It is transductive, and it assumes the set shows a mix of expressions: the stati
 take the smile out with the face model. So :func:`adapt_for` first scores the sample the statistics would come
 from (up to :data:`SAMPLE` inputs, drawn with a fixed seed) as usual, and ``auto`` adapts only when
 :func:`spread_check` finds at least :data:`MIN_ROWS` of them (:data:`MIN_SEQUENCES` when they are all sequences)
-whose labels spread over at least :data:`MIN_CLASSES` classes with :data:`MIN_SHARE` of the rows each and no class over :data:`MAX_SHARE`, or
-at least :data:`WIDE_CLASSES` classes with :data:`WIDE_SHARE` each and none over :data:`WIDE_MAX_SHARE`: a model
-that reads a face model it never saw with a lean may put a varied set's labels on three expressions over 10 %,
-but it still spreads them thinly over more, where a set of a few expressions read by a model that knows the face
-shows only those.
+whose labels spread over at least :data:`MIN_CLASSES` classes with :data:`MIN_SHARE` of the rows each and no class
+over :data:`MAX_SHARE`, or at least :data:`WIDE_CLASSES` classes with :data:`WIDE_SHARE` each and none over
+:data:`WIDE_MAX_SHARE`: a model that reads a face model it never saw with a lean may put a varied set's labels on
+three expressions over 10 %, but it still spreads them thinly over more, where a set of a few expressions read by a
+model that knows the face shows only those.
 Where a dataset's naming tells, the sample leaves out scans that are not expressions (Bosphorus's pose, occlusion
 and action-unit scans: :func:`affectvlm.reference.expression_scans`), and the guard judges only the neutral scans and
 full-strength expressions (not BU-3DFE's levels 1-2, which mostly read as calm:
@@ -212,8 +212,8 @@ def gathering_statistics(model: nn.Module) -> Iterator[nn.Module]:
 
 
 def _picked(model: Any, inputs: Sequence[Any], sample: int, predict_kw: dict[str, Any]) -> tuple[Any, list]:
-    """The run's options and up to ``sample`` of its expanded inputs (:func:`sample_inputs`; sequences by a few frames);
-    not a dataset's scans of other things than expressions (:func:`expression_sample`)."""
+    """The run's options and up to ``sample`` of its expanded inputs (:func:`sample_inputs`; sequences by a few
+    frames); not a dataset's scans of other things than expressions (:func:`expression_sample`)."""
     from affectvlm.predict import _setup
 
     kw = {k: v for k, v in predict_kw.items() if k not in ("every", "progress", "on_row", "batch_size", "frames")}

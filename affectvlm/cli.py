@@ -110,8 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="score with the image encoder's batch-norm statistics re-estimated on the renders of up to "
                          "256 of the inputs (a face model or scanner the model never saw shifts them; a scan's label then "
                          "depends on the set): auto (the default without --prior) when at least 50 of them, scored "
-                         "as usual, read as at least 4 expressions, each over 10 %% and none over 40 %% (or 5, each over "
-                         "5 %% and none over half); on: with at least 20 of any mix (a set of one expression loses it); none (the default with --prior)")
+                         "as usual, read as at least 4 expressions, each over 10 %% and none over 40 %% (or 5, each "
+                         "over 5 %% and none over half); on: with at least 20 of any mix (a set of one expression "
+                         "loses it); none (the default with --prior)")
     pr.add_argument("--prior-by", choices=("set", "folder"), default="set",
                     help="with --prior: match the whole set (default), or each folder apart (a subject's folder in "
                          "BU-3DFE/BU-4DFE, when every subject shows every class in that balance)")
