@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "hf-hub:org/repo, NAME@weights.safetensors, local-dir:/dir, a checkpoint folder, or NAME "
                     "(random init)")
     pr.add_argument("--views", default=None, help="camera views as yaws, e.g. -30,0,30, or yaw:pitch pairs "
-                    "(default: the model's)")
+                    "(default: the model's, each also at the model's score_pitches; views given here are rendered as given)")
     g = pr.add_mutually_exclusive_group()
     g.add_argument("--frames", type=_positive_int, default=None, help="sample N evenly spaced frames per sequence")
     g.add_argument("--every", type=_positive_int, default=1, help="keep every K-th frame of a sequence")

@@ -83,12 +83,16 @@ def _as_model(model: ModelArg) -> "AffectVLM":
 
 def render_settings(base: "RenderSettings", views: ViewsArg = None, up: str | None = None,
                     front: str | None = None) -> "RenderSettings":
-    """``base`` (a model's render settings) with the user's view and axis overrides."""
+    """``base`` (a model's render settings) as scoring renders them (:meth:`RenderSettings.for_scoring`: with the
+    model's ``score_pitches``), with the user's view and axis overrides; views the user gives are rendered as given."""
     from affectvlm.render import as_views
 
     kw: dict[str, object] = {}
     if views is not None:
         kw["views"] = as_views(views)
+        kw["score_pitches"] = ()
+    else:
+        base = base.for_scoring()
     if up is not None:
         kw["up"] = up
     if front is not None:

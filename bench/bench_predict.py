@@ -9,6 +9,7 @@ Prints JSON; ``ratio_to_goal`` is the end-to-end median over the 0.5 s goal (< 1
 end-to-end call (which averages each scan with its mirror image) over ``predict(..., mirror=False)``;
 ``--baseline-rev REV`` also times ``predict`` as it was at git revision REV: ``ratio_to_baseline``. A scan denser
 than a model's ``max_vertices`` cap (e.g. ``--grid 200``, ~30k vertices) is also timed without the cap: ``cap_ratio``.
+A model with ``score_pitches`` is also timed without them (its views only): ``score_pitches_ratio``.
 
 ``--throughput N``: instead, ``predict`` on N such scans (files in a folder, different expressions) with the
 serial path (``workers=0``) and the pipelined one (reading, orienting and rendering on worker threads while
@@ -98,9 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         model = load_model(name, device=args.device, cache=False)
         load_model_s = time.perf_counter() - t
         st = model.render
+        scoring = st.for_scoring()  # what predict renders: the views, and each at the model's score_pitches
         with torch.no_grad():
             m, t_load = timed(lambda: load_mesh(scan), args.runs)
-            imgs, t_render = timed(lambda: st.render([m], device=model.device), args.runs)
+            imgs, t_render = timed(lambda: scoring.render([m], device=model.device), args.runs)
             z, t_encode = timed(lambda: model.encode_views(imgs), args.runs)
             p, t_score = timed(lambda: torch.softmax(model.logits_from_embedding(model.fuse(z)), -1), args.runs)
             rows, t_e2e = timed(lambda: predict([str(scan)], model), args.runs)
@@ -112,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
                 model.render = replace(st, max_vertices=0)
                 _, t_nocap = timed(lambda: predict([str(scan)], model), args.runs)
                 model.render = st
+            if st.score_pitches:
+                model.render = replace(st, score_pitches=())
+                _, t_nopitch = timed(lambda: predict([str(scan)], model), args.runs)
+                model.render = st
         assert abs(float(p.sum()) - 1) < 1e-4 and not rows[0]["error"] and not plain[0]["error"]
         report["models"][name] = {
             "params_m": round(sum(q.numel() for q in model.clip.parameters()) / 1e6, 2),
@@ -121,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
             "predict_e2e_s": round(t_e2e, 4), "ratio_to_goal": round(t_e2e / GOAL_S, 3),
             "predict_no_mirror_s": round(t_plain, 4), "mirror_ratio": round(t_e2e / t_plain, 3),
         }
+        if st.score_pitches:
+            report["models"][name].update(views=len(scoring.views), score_pitches=list(st.score_pitches),
+                                          predict_no_score_pitches_s=round(t_nopitch, 4),
+                                          score_pitches_ratio=round(t_e2e / t_nopitch, 3))
         if capped:
             report["models"][name].update(max_vertices=st.max_vertices, predict_no_cap_s=round(t_nocap, 4),
                                           cap_ratio=round(t_e2e / t_nocap, 3))

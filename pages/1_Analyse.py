@@ -75,7 +75,7 @@ def analyse_scan(mesh, model, sig: str) -> None:
         show_probabilities(res.value.probabilities, key="probs_bar")
         st.caption(f"Scored in {prepared.seconds + res.seconds:.2f} s")
     st.subheader("What the model sees")
-    show_views(res.value.images, res.value.view_weights)
+    show_views(res.value.images, res.value.view_weights, per_row=None if choice.views else len(model.render.views))
 
 
 def score_frames(seq, model, up, front, chart) -> tuple[list[dict], dict | None]:

@@ -236,7 +236,13 @@ def test_eval_adapts_only_when_asked_and_says_so(tmp_path):
     common = ["--model", "default", "--data", str(tmp_path / "data"), "--layout", "bu3dfe", "--subset", "all",
               "--cache-dir", str(tmp_path / "cache"), "--no-landmarks"]
     assert main([*common, "--out", str(tmp_path / "n.json")]) == 0
-    assert "adapted" not in json.loads((tmp_path / "n.json").read_text())
+    plain = json.loads((tmp_path / "n.json").read_text())
+    assert "adapted" not in plain
+    # scored as predict scores: the default's views, each also at its score_pitches
+    default = load_model("default").render
+    assert len(default.score_pitches) == 2 and plain["views"] == [str(v) for v in default.for_scoring().views]
+    assert main([*common, "--views", "0,-30,30", "--out", str(tmp_path / "v.json")]) == 0
+    assert json.loads((tmp_path / "v.json").read_text())["views"] == ["0", "-30", "30"]  # given views, as given
     assert main([*common, "--adapt", "on", "--out", str(tmp_path / "a.json")]) == 0
     adapted = json.loads((tmp_path / "a.json").read_text())
     assert adapted["adapted"] == {"samples": 20, "centred": True, "transductive": True}  # the default stores a mean

@@ -273,3 +273,20 @@ def test_batch_adapts_to_the_set_and_says_so(monkeypatch):
     at.button(key="batch_run").click().run()
     assert not at.exception and not any("Adapted" in m.value for m in at.info)
     assert (abs(at.dataframe[0].value["happiness"] - adapted["happiness"]) > 1e-5).any()
+
+
+def test_a_model_with_score_pitches_shows_every_view_it_scored(face, tmp_path, monkeypatch):
+    """The embedded default scores its three views at three pitches: the page shows all nine, captioned."""
+    from affectvlm.model import load_model, save_checkpoint
+    from affectvlm.render import RenderSettings
+
+    m = load_model(MODEL, cache=False)
+    m.render = RenderSettings(size=64, score_pitches=(-10.0, 10.0))
+    save_checkpoint(m, tmp_path / "ck")
+    monkeypatch.setenv("AFFECTVLM_DEFAULT_MODEL", str(tmp_path / "ck"))
+    at = upload(analyse(), [("face.obj", _trimesh_bytes(face, "obj"))])
+    label, _ = top(at)
+    assert label in DEFAULT_CLASSES
+    captions = [c for el in at.get("image") for img in el.proto.imgs for c in [img.caption]]
+    assert len(captions) == 9
+    assert sum("pitch 10°" in c for c in captions) == 3 and sum("pitch -10°" in c for c in captions) == 3

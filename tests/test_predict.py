@@ -192,6 +192,31 @@ def test_prepare_once_then_score(model):
         prepare(face_like_mesh(4), model)
 
 
+def test_a_models_score_pitches_are_scored_and_the_users_views_are_taken_as_given(model):
+    """A model whose render settings carry score_pitches is scored on every view at those pitches too (the
+    same rows as those views given by hand); views the user gives are rendered as given, without them."""
+    from dataclasses import replace
+
+    mesh = face_like_mesh(24, smile=0.6)
+    plain = predict([mesh], model)[0]
+    tta = replace(model.render, score_pitches=(-10.0, 10.0))
+    try:
+        model.render = tta
+        out = predict_mesh(mesh, model)
+        assert [c for c, _ in out.images] == ["yaw 0°", "yaw -30°", "yaw 30°", "yaw 0°, pitch -10°",
+                                              "yaw -30°, pitch -10°", "yaw 30°, pitch -10°", "yaw 0°, pitch 10°",
+                                              "yaw -30°, pitch 10°", "yaw 30°, pitch 10°"]
+        row = predict([mesh], model)[0]
+        given = predict([mesh], model, views="0,-30,30")[0]
+    finally:
+        model.render = replace(tta, score_pitches=())
+    by_hand = predict([mesh], model, views=tta.for_scoring().views)[0]
+    probs = lambda r: np.array([r[c] for c in CLASSES])  # noqa: E731
+    assert np.allclose(probs(row), probs(by_hand), atol=1e-6)
+    assert not np.allclose(probs(row), probs(plain), atol=1e-6)  # the extra pitches change the scores
+    assert np.allclose(probs(given), probs(plain), atol=1e-6)
+
+
 def test_write_rows(tmp_path, model):
     rows = predict([face_like_mesh(20), ("x.obj", b"garbage")], model)
     write_rows(rows, tmp_path / "r.csv")

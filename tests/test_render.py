@@ -195,6 +195,22 @@ def test_parse_views_and_settings_round_trip():
         render_views([], size=SIZE)
 
 
+def test_score_pitches_add_each_view_at_those_pitches_when_scoring():
+    st = RenderSettings(texture=False, views="0,-30,30", score_pitches=[-10, 10])
+    assert st.score_pitches == (-10.0, 10.0)
+    scoring = st.for_scoring()
+    assert scoring.views == (View(0), View(-30), View(30), View(0, -10), View(-30, -10), View(30, -10),
+                             View(0, 10), View(-30, 10), View(30, 10))
+    assert scoring.score_pitches == () and scoring.for_scoring() == scoring  # applied once
+    assert RenderSettings(views="15:5", score_pitches=(10,)).for_scoring().views == (View(15, 5), View(15, 15))
+    assert RenderSettings(texture=False).for_scoring() == RenderSettings(texture=False)  # none: as it was
+    assert RenderSettings.from_dict(json.loads(json.dumps(st.to_dict()))) == st
+    assert "score_pitches" not in RenderSettings().to_dict()  # settings (and cache keys) without them read as before
+    for bad in ([0], [50], [-10, -10], ["10"], [True], [float("nan")], 10):
+        with pytest.raises(ConfigError, match="score_pitches"):
+            RenderSettings(score_pitches=bad)
+
+
 def test_settings_render_matches_render_views(face):
     settings = RenderSettings(size=SIZE, views=(View(0), View(20)))
     assert torch.equal(settings.render(face), render_views(face, settings.views, SIZE))

@@ -68,12 +68,16 @@ def show_probabilities(probs: dict[str, float], *, key: str, label: str = "Top e
     st.plotly_chart(probability_figure(probs), width="stretch", key=key, config={"displaylogo": False})
 
 
-def show_views(images: list, weights: dict[str, float]) -> None:
-    """The rendered views the model saw, side by side, each with its weight in the fusion."""
-    for col, (cap, img) in zip(st.columns(len(images)) if images else [], images):
-        w = weights.get(cap)
-        col.image(img, caption=cap + (f" · weight {w:.2f}" if w is not None and len(images) > 1 else ""),
-                  width="stretch")
+def show_views(images: list, weights: dict[str, float], per_row: int | None = None) -> None:
+    """The rendered views the model saw, side by side (``per_row`` to a row: a model's views, then the same views
+    at each of its score pitches), each with its weight in the fusion."""
+    per_row = max(1, per_row or len(images))
+    for start in range(0, len(images), per_row):
+        row = images[start:start + per_row]
+        for col, (cap, img) in zip(st.columns(per_row), row):
+            w = weights.get(cap)
+            col.image(img, caption=cap + (f" · weight {w:.2f}" if w is not None and len(images) > 1 else ""),
+                      width="stretch")
 
 
 def show_dataset_summary(summary: dict) -> None:

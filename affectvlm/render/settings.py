@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -112,6 +112,26 @@ def as_views(views: Any) -> tuple[View, ...]:
     return tuple(out)
 
 
+MAX_SCORE_PITCH = 45.0  # degrees: further up or down, a face's features hide behind the brow or the chin
+
+
+def _score_pitches(value: Any) -> tuple[float, ...]:
+    """``score_pitches`` as a tuple of distinct non-zero finite degrees within :data:`MAX_SCORE_PITCH`."""
+    try:
+        items = list(value)
+    except TypeError:
+        raise ConfigError(f"score_pitches must be a list of degrees, e.g. [-10, 10], got {value!r}") from None
+    out = []
+    for p in items:
+        if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)) or not math.isfinite(p) \
+                or p == 0 or abs(p) > MAX_SCORE_PITCH:
+            raise ConfigError(f"score_pitches must be non-zero degrees within ±{MAX_SCORE_PITCH:g}, got {p!r}")
+        out.append(float(p))
+    if len(set(out)) != len(out):
+        raise ConfigError(f"score_pitches must be distinct, got {out}")
+    return tuple(out)
+
+
 def check_maps(maps: str | Sequence[str]) -> tuple[str, ...]:
     """A map name or names -> a tuple of known map names. Raises ConfigError."""
     maps = (maps,) if isinstance(maps, str) else tuple(maps)
@@ -135,6 +155,7 @@ class RenderSettings:
     map: str = "shade"
     crop: bool = False  # cut the face region around the detected landmarks (geometry.canonicalise(crop=True))
     max_vertices: int = 0  # geometry-only renders: decimate denser scans to this many vertices first (0: never)
+    score_pitches: tuple[float, ...] = ()  # scoring also renders every view at these added pitches (for_scoring)
 
     def __post_init__(self) -> None:
         self.views = as_views(self.views)
@@ -151,6 +172,7 @@ class RenderSettings:
             raise ConfigError(f"max_vertices must be 0 (no cap) or an integer of at least 500, "
                               f"got {self.max_vertices!r}")
         self.max_vertices = int(self.max_vertices)
+        self.score_pitches = _score_pitches(self.score_pitches)
         for name in ("texture", "canonical", "crop"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
@@ -165,14 +187,25 @@ class RenderSettings:
         return {"size": self.size, "views": [[v.yaw, v.pitch] for v in self.views], "texture": self.texture,
                 "canonical": self.canonical, "up": self.up, "front": self.front, "background": self.background,
                 "map": self.map, "crop": self.crop,
-                **({"max_vertices": self.max_vertices} if self.max_vertices else {})}  # old keys stay valid
+                **({"max_vertices": self.max_vertices} if self.max_vertices else {}),  # old keys stay valid
+                **({"score_pitches": list(self.score_pitches)} if self.score_pitches else {})}
+
+    def for_scoring(self) -> "RenderSettings":
+        """What scoring renders: the views, then each view again at every pitch of ``score_pitches`` added to its
+        own (test-time augmentation: the fused embedding is the mean over all of them). The result has no
+        ``score_pitches``, so applying this twice changes nothing; training renders ``views`` only."""
+        if not self.score_pitches:
+            return self
+        extra = tuple(View(v.yaw, v.pitch + p) for p in self.score_pitches for v in self.views)
+        return replace(self, views=tuple(self.views) + extra, score_pitches=())
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RenderSettings":
         """Inverse of :meth:`to_dict`; missing keys take defaults, unknown keys raise ConfigError."""
         if not isinstance(d, dict):
             raise ConfigError(f"render settings must be a mapping, got {type(d).__name__}")
-        known = {"size", "views", "texture", "canonical", "up", "front", "background", "map", "crop", "max_vertices"}
+        known = {"size", "views", "texture", "canonical", "up", "front", "background", "map", "crop", "max_vertices",
+                 "score_pitches"}
         unknown = set(d) - known
         if unknown:
             raise ConfigError(f"unknown render settings {sorted(unknown)}; known: {sorted(known)}")

@@ -116,12 +116,12 @@ def run_eval(args: argparse.Namespace) -> dict:
         raise ConfigError(f"--adapt on needs at least {ON_MIN_ROWS} samples; {data} gives {len(samples)}")
     if prior is not None and args.prior_by == "set" and len(samples) < MIN_ROWS:
         raise ConfigError(f"--prior needs at least {MIN_ROWS} samples to match; {data} gives {len(samples)}")
-    settings = model.render
+    settings = model.render.for_scoring()  # as predict scores: with the model's score_pitches
     if args.views:
         from dataclasses import replace
 
-        settings = replace(settings, views=tuple(parse_views(args.views)))
-        model.render = settings
+        settings = replace(model.render, views=tuple(parse_views(args.views)), score_pitches=())
+    model.render = settings
     cache = RenderCache(args.cache_dir or default_cache_dir(), settings, device=device)
     t0 = time.perf_counter()
     cache.warm([s.path for s in samples])
@@ -164,7 +164,8 @@ def run_eval(args: argparse.Namespace) -> dict:
     lm = landmark_error(samples, settings) if not args.no_landmarks else None
     if lm is not None:
         out["landmarks"] = lm
-    out.update({"model": spec, "data": str(data), "layout": layout, "subset": subset,
+    out.update({"model": spec, "views": [str(v) for v in settings.views], "data": str(data), "layout": layout,
+                "subset": subset,
                 "n_subjects": len({s.subject for s in samples}), "seconds": round(time.perf_counter() - t0, 2),
                 "cache": cache.report()})
     return out
