@@ -163,7 +163,8 @@ class AffectVLM(nn.Module):
 
         In eval mode with ``mirror`` on (default: the model's ``mirror`` attribute), the fused embedding is the
         normalised mean of the scan's and its mirror image's (:func:`affectvlm.render.mirror.mirror_images`;
-        ``views`` default to the model's render views). A view set without a mirror, or training mode, gives
+        ``views`` default to the model's render views, or to the views scoring renders with ``score_pitches`` when the
+        images are that many). A view set without a mirror, or training mode, gives
         the plain fusion. In eval mode an ``embedding_shift`` (set by :mod:`affectvlm.adapt`) is added to the fused
         embedding, which is then normalised again.
         """
@@ -180,13 +181,19 @@ class AffectVLM(nn.Module):
         if (self.mirror if mirror is None else mirror) and not self.training and isinstance(images, torch.Tensor):
             from affectvlm.render.mirror import mirror_images
 
-            flipped = mirror_images(images, self.render.views if views is None else views, self.render.map)
+            flipped = mirror_images(images, self._views_of(images) if views is None else views, self.render.map)
         if flipped is None:
             z = self.encode_views(images)
             return self.fuse(z), z
         both = self.encode_views(torch.cat([images, flipped]))  # one encoder pass for the scan and its mirror
         z, zf = both[:len(images)], both[len(images):]
         return F.normalize(self.fuse(z) + self.fuse(zf), dim=-1), z
+
+    def _views_of(self, images: torch.Tensor) -> Sequence:
+        """The views ``images`` (B, V, ...) were rendered from when none are named: the render settings' views, or
+        what scoring renders (with ``score_pitches``) when the count says so."""
+        scoring = self.render.for_scoring().views
+        return scoring if images.shape[1] == len(scoring) != len(self.render.views) else self.render.views
 
     def view_weights(self, z: torch.Tensor) -> torch.Tensor:
         """(B, V) weight of each view in the fusion (uniform for ``mean``)."""
