@@ -193,7 +193,7 @@ class AffectVLM(nn.Module):
         """The views ``images`` (B, V, ...) were rendered from when none are named: the render settings' views, or
         what scoring renders (with ``score_pitches``) when the count says so."""
         scoring = self.render.for_scoring().views
-        return scoring if images.shape[1] == len(scoring) != len(self.render.views) else self.render.views
+        return scoring if images.shape[1] == len(scoring) else self.render.views
 
     def view_weights(self, z: torch.Tensor) -> torch.Tensor:
         """(B, V) weight of each view in the fusion (uniform for ``mean``)."""

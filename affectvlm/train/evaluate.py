@@ -76,7 +76,7 @@ def resolve_model(spec: str) -> tuple[str, dict]:
 def run_eval(args: argparse.Namespace) -> dict:
     from affectvlm.datasets import filter_samples, expand_frames, kfold_split, load_dataset, manifest_split
     from affectvlm.model import load_model
-    from affectvlm.render import parse_views
+    from affectvlm.predict import render_settings
     from affectvlm.train.cache import RenderCache, default_cache_dir
 
     from affectvlm.model import resolve_device
@@ -116,12 +116,8 @@ def run_eval(args: argparse.Namespace) -> dict:
         raise ConfigError(f"--adapt on needs at least {ON_MIN_ROWS} samples; {data} gives {len(samples)}")
     if prior is not None and args.prior_by == "set" and len(samples) < MIN_ROWS:
         raise ConfigError(f"--prior needs at least {MIN_ROWS} samples to match; {data} gives {len(samples)}")
-    settings = model.render.for_scoring()  # as predict scores: with the model's score_pitches
-    if args.views:
-        from dataclasses import replace
-
-        settings = replace(model.render, views=tuple(parse_views(args.views)), score_pitches=())
-    model.render = settings
+    # as predict renders: the model's views at its score_pitches, or the views given, as given
+    settings = model.render = render_settings(model.render, args.views or None)
     cache = RenderCache(args.cache_dir or default_cache_dir(), settings, device=device)
     t0 = time.perf_counter()
     cache.warm([s.path for s in samples])
