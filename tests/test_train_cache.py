@@ -30,6 +30,9 @@ def test_cache_hits_keys_and_shards(tmp_path):
     assert c.report()["hit_rate"] == 0.5 and c.size_bytes() > 3 * 3 * 32 * 32
     # other settings, other key; a changed texture beside the scan, other key
     assert RenderCache(tmp_path / "c", RenderSettings(size=40)).entry(paths[0]) != c.entry(paths[0])
+    # scoring's extra pitches are not rendered for training: the same entries
+    pitched = RenderCache(tmp_path / "c", RenderSettings(size=32, score_pitches=(-10, 10)))
+    assert pitched.entry(paths[0]) == c.entry(paths[0]) and pitched.render_views_list == c.render_views_list
     k0 = c.entry(paths[1])
     Path(paths[1]).with_suffix(".bmp").write_bytes(Path(paths[1]).with_suffix(".bmp").read_bytes() + b"\0")
     assert RenderCache(tmp_path / "c", s).entry(paths[1]) != k0

@@ -88,6 +88,7 @@ class RenderCache:
         self.batch = batch
         self.stats = CacheStats()
         sd = settings.to_dict() if hasattr(settings, "to_dict") else dict(settings)
+        sd.pop("score_pitches", None)  # scoring's extra pitches: the cache holds the training views only
         key = {"v": CACHE_VERSION, "settings": sd, "jitter": self.angle_jitter}
         if sd.get("canonical", True) or sd.get("crop"):
             from affectvlm.faceframe import weights_digest
