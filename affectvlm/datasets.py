@@ -4,7 +4,8 @@ Every reader returns a :class:`Dataset`: a list of :class:`Sample` records plus 
 style of CLIP_benchmark. Layouts (see ``docs/data-formats`` in the shared docs):
 
 - ``bu3dfe``: ``F0001/F0001_AN01WH_F3D.wrl`` -> label, intensity (1-4, neutral 0), sex, ethnicity.
-  Only ``_F3D.wrl`` scans are read (``_RAW`` scans are not aligned with the cropped faces).
+  Only ``_F3D`` scans are read (``_RAW`` scans are not aligned with the cropped faces); VRML as released, or any
+  mesh format we read under the same names (a converted tree), one file per name (the VRML one where there are several).
 - ``bu4dfe``: ``F001/Angry/000.wrl ...`` -> one sequence sample per (subject, expression) folder with
   its sorted ``frame_ids``; :func:`expand_frames` turns sequences into per-frame samples. Folders that
   are not subject folders (``BU_WrlViewer_V2`` ...) are skipped; male ``M###`` subjects are kept.
@@ -52,6 +53,7 @@ BU3DFE_ETHNICITY = {"WH": "white", "BL": "black", "AE": "east-asian", "AM": "mid
                     "IN": "indian", "LA": "latino"}
 BP4D_TASKS = {"T1": "happiness", "T2": "sadness", "T3": "surprise", "T4": "embarrassment", "T5": "fear",
               "T6": "pain", "T7": "anger", "T8": "disgust"}
+_BU3DFE_FORMATS = (".wrl", ".vrml") + tuple(x for x in MESH_EXTENSIONS if x not in (".wrl", ".vrml"))
 _BU3DFE_RE = re.compile(r"^([FM])(\d{4})_([A-Z]{2})(\d{2})([A-Z]{2})_F3D$", re.IGNORECASE)
 _BOS_RE = re.compile(r"^(bs\d{3})_([A-Z]+)_([A-Z0-9]+)_(\d+)$", re.IGNORECASE)
 _SUBJ4D_RE = re.compile(r"^[FM]\d{3,4}$", re.IGNORECASE)
@@ -132,9 +134,14 @@ def _sniff_mesh(path: Path) -> bool:
 def load_bu3dfe(root: str | os.PathLike) -> Dataset:
     r = _check_root(root, "bu3dfe")
     samples, skipped = [], []
+    scans: dict[Path, Path] = {}  # one file per scan name: VRML first, then MESH_EXTENSIONS' order
     for p in sorted(r.rglob("*")):
-        if p.suffix.lower() not in (".wrl", ".vrml") or not p.is_file():
-            continue
+        if p.suffix.lower() in _BU3DFE_FORMATS and p.is_file():
+            key = p.with_suffix("")
+            if key not in scans or _BU3DFE_FORMATS.index(p.suffix.lower()) < _BU3DFE_FORMATS.index(
+                    scans[key].suffix.lower()):
+                scans[key] = p
+    for p in sorted(scans.values()):
         m = _BU3DFE_RE.match(p.stem)
         if not m:
             skipped.append(str(p))

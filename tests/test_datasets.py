@@ -35,6 +35,24 @@ def test_bu3dfe(tmp_path):
     assert len(kept) == 3 * 12 and {x.intensity for x in kept} == {3, 4}
 
 
+def test_bu3dfe_names_in_other_mesh_formats(tmp_path):
+    """A converted tree (PLY, OBJ under BU-3DFE's names) reads as the VRML one; beside a VRML scan, the VRML wins."""
+    make_bu3dfe(tmp_path)
+    for i, p in enumerate(sorted(tmp_path.rglob("*_F3D.wrl"))):
+        p.rename(p.with_suffix(".ply" if i % 2 else ".obj"))
+    (tmp_path / "F0001" / "F0001_HA04BL_F3D.stl").write_bytes(b"solid x\n")  # a second conversion: one sample
+    (tmp_path / "M0002" / "M0002_SU01BL_F3D.wrl").write_text("#VRML V2.0 utf8\n")
+    (tmp_path / "F0003" / "F0003_AN02BL_F3D.bnd").write_text("1 2 3\n")  # landmarks are not scans
+    ds = load_dataset(tmp_path, "bu3dfe")
+    paths = [s.path for s in ds.samples]
+    assert len(ds) == 3 * 25 and not any(p.endswith((".bmp", ".bnd")) or "_RAW" in p for p in paths)
+    assert sum(p.endswith("M0002_SU01BL_F3D.wrl") for p in paths) == 1
+    assert not any("M0002_SU01BL_F3D.ply" in p or "M0002_SU01BL_F3D.obj" in p for p in paths)
+    assert sum("F0001_HA04BL_F3D" in p for p in paths) == 1
+    s = next(x for x in ds.samples if "M0002_FE03BL_F3D" in x.path)
+    assert (s.label, s.subject, s.intensity) == ("fear", "M0002", 3)
+
+
 def test_bu4dfe_keeps_males_skips_tools(tmp_path):
     for subj in ("F001", "M002"):
         for e in ("Angry", "Happy"):
