@@ -134,13 +134,11 @@ def _sniff_mesh(path: Path) -> bool:
 def load_bu3dfe(root: str | os.PathLike) -> Dataset:
     r = _check_root(root, "bu3dfe")
     samples, skipped = [], []
+    found = sorted((p for p in sorted(r.rglob("*")) if p.suffix.lower() in _BU3DFE_FORMATS and p.is_file()),
+                   key=lambda p: _BU3DFE_FORMATS.index(p.suffix.lower()))
     scans: dict[Path, Path] = {}  # one file per scan name: VRML first, then MESH_EXTENSIONS' order
-    for p in sorted(r.rglob("*")):
-        if p.suffix.lower() in _BU3DFE_FORMATS and p.is_file():
-            key = p.with_suffix("")
-            if key not in scans or _BU3DFE_FORMATS.index(p.suffix.lower()) < _BU3DFE_FORMATS.index(
-                    scans[key].suffix.lower()):
-                scans[key] = p
+    for p in found:
+        scans.setdefault(p.with_suffix(""), p)
     for p in sorted(scans.values()):
         m = _BU3DFE_RE.match(p.stem)
         if not m:

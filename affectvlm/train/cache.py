@@ -3,8 +3,8 @@ epochs, runs and ranks.
 
 - Key: sha256 of the mesh file's bytes, of image files beside it with the same stem (textures such as
   BU-3DFE's ``_F3D.bmp``), and of the render settings (views, size, texture, canonicalisation, background,
-  extra jitter angles, cache format version; not ``score_pitches``, which only scoring renders), and, for canonical renders, of the installed face-frame
-  network's weights (it chooses the frame and the face crop).
+  extra jitter angles, cache format version; not ``score_pitches``, which only scoring renders), and, for
+  canonical renders, of the installed face-frame network's weights (it chooses the frame and the face crop).
 - Entry: ``ROOT/<k[:2]>/<key>.npy``, uint8 array (V, 3, H, W). Written to a unique temporary file then
   ``os.replace``d into place: several ranks rendering the same scan at once each write a complete file and
   the last rename wins, so no lock is needed for correctness. :meth:`RenderCache.warm` shards the missing
