@@ -104,7 +104,7 @@ class TrainConfig:
     freeze: str = "none"  # text | vision | none
     unlock_last: int = 0  # with --freeze: leave the last N blocks of the frozen tower trainable
     views: str | None = None  # e.g. "0,-30,30"; default: the model's render settings
-    image_size: int | None = None  # render size; default: the model's image size
+    image_size: int | None = None  # render size; default: the model's, at least train.MIN_TRAIN_RENDER (supersampled)
     texture: bool | None = None  # render with the scan's texture; default: the model's render settings
     render_map: str | None = None  # shade | normal | depth images; default: the model's render settings
     render_crop: bool | None = None  # cut the face region around the landmarks; default: the model's
@@ -229,7 +229,8 @@ def build_parser(prog: str = "affectvlm train") -> argparse.ArgumentParser:
     p.add_argument("--freeze", choices=_CHOICES["freeze"])
     p.add_argument("--unlock-last", type=int)
     allow_signed_values(p).add_argument("--views", help='view angles, e.g. "-30,0,30" (yaw) or "0:10,30:0" (yaw:pitch)')
-    p.add_argument("--image-size", type=int)
+    p.add_argument("--image-size", type=int,
+                   help="render size in px (default: the model's, at least 96; the model resizes to its input)")
     p.add_argument("--render-map", choices=("shade", "normal", "depth"),
                    help="what the views show: shading, camera-space normals or depth (default: the model's)")
     p.add_argument("--crop", dest="render_crop", action="store_true",

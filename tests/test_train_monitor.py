@@ -118,6 +118,17 @@ def test_carve_val_never_takes_every_subject():
     assert carve_val_subjects(["a", "b", "c"], 0.0) == set()
 
 
+def test_a_small_model_renders_supersampled_unless_a_size_is_given():
+    from affectvlm.render import RenderSettings, parse_views
+    from affectvlm.train.train import MIN_TRAIN_RENDER, render_settings
+
+    small, large = RenderSettings(size=64), RenderSettings(size=224)
+    assert MIN_TRAIN_RENDER > 64
+    assert render_settings(small, TrainConfig(), parse_views).size == MIN_TRAIN_RENDER
+    assert render_settings(large, TrainConfig(), parse_views).size == 224
+    assert render_settings(small, TrainConfig(image_size=48), parse_views).size == 48
+
+
 def test_defaults_fine_tune_the_embedded_model():
     cfg = TrainConfig()
     assert cfg.model == "default"

@@ -680,8 +680,16 @@ def train(cfg: TrainConfig, info: DistInfo, stop: StopSignals | None = None) -> 
             "train_s": time.perf_counter() - loop.run_t0}
 
 
+# the smallest render size without --image-size (README "Defaults": measured against the 64 px renders)
+MIN_TRAIN_RENDER = 96
+
+
 def render_settings(settings, cfg: TrainConfig, parse_views):
-    """The model's render settings with the run's overrides (views, size, texture, map, crop)."""
+    """The model's render settings with the run's overrides (views, size, texture, map, crop).
+
+    Without ``--image-size`` a model that renders smaller than :data:`MIN_TRAIN_RENDER` renders at that size: the
+    model resizes the images to its input with antialiasing, so it sees supersampled shading; the checkpoints the run
+    exports keep that size, so ``predict`` renders them as they were trained."""
     from dataclasses import replace
 
     changes: dict = {}
@@ -689,6 +697,8 @@ def render_settings(settings, cfg: TrainConfig, parse_views):
         changes["views"] = tuple(parse_views(cfg.views))
     if cfg.image_size:
         changes["size"] = int(cfg.image_size)
+    elif settings.size < MIN_TRAIN_RENDER:
+        changes["size"] = MIN_TRAIN_RENDER
     if cfg.texture is not None:
         changes["texture"] = bool(cfg.texture)
     if cfg.render_map:
