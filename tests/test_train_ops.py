@@ -77,6 +77,24 @@ def test_relaunch_of_the_same_command_continues_from_the_last_checkpoint(tiny, t
     assert runfolder.read_status(run).status is runfolder.Status.FINISHED
 
 
+def test_a_run_without_an_image_size_saves_the_size_it_rendered_at(tiny, tmp_path):
+    """A small model trains on MIN_TRAIN_RENDER renders; config.yaml and best/ keep that size, so a resume or a
+    later default does not change how the run renders."""
+    import yaml
+
+    from affectvlm.train.train import MIN_TRAIN_RENDER
+
+    args = _args(tiny, tmp_path / "run", tmp_path / "cache", "--epochs", "1", "--max-steps", "1")
+    i = args.index("--image-size")
+    del args[i:i + 2]
+    args[args.index("AffectVLM-Test")] = "default"  # the embedded model renders at 64 px
+    r = _train(args)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["image_size"] == MIN_TRAIN_RENDER
+    best = json.loads((tmp_path / "run" / "best" / "affectvlm.json").read_text())
+    assert best["render"]["size"] == MIN_TRAIN_RENDER
+
+
 def test_no_resume_refuses_a_run_folder_with_checkpoints(tiny, tmp_path):
     run = tmp_path / "run"
     (run / "checkpoints" / "epoch_0003").mkdir(parents=True)

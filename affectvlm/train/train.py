@@ -21,7 +21,7 @@ import random
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -495,7 +495,8 @@ def train(cfg: TrainConfig, info: DistInfo, stop: StopSignals | None = None) -> 
     views = tuple(settings.views)
     n_views = len(views)
     if info.is_main:
-        save_config(cfg, RunFolder(run_dir).config)
+        # the render size the run resolved, so a resume renders as the run began even if the default changes
+        save_config(replace(cfg, image_size=cfg.image_size or settings.size), RunFolder(run_dir).config)
         runfolder.write_splits(run_dir, splits.record())
         write_status(run_dir, Status.RUNNING, epoch=0, step=0, phase="rendering")
         subs = splits.subjects()
@@ -690,7 +691,6 @@ def render_settings(settings, cfg: TrainConfig, parse_views):
     Without ``--image-size`` a model that renders smaller than :data:`MIN_TRAIN_RENDER` renders at that size: the
     model resizes the images to its input with antialiasing, so it sees supersampled shading; the checkpoints the run
     exports keep that size, so ``predict`` renders them as they were trained."""
-    from dataclasses import replace
 
     changes: dict = {}
     if cfg.views:
