@@ -496,7 +496,7 @@ def train(cfg: TrainConfig, info: DistInfo, stop: StopSignals | None = None) -> 
     n_views = len(views)
     if info.is_main:
         # the render size the run resolved, so a resume renders as the run began even if the default changes
-        save_config(replace(cfg, image_size=cfg.image_size or settings.size), RunFolder(run_dir).config)
+        save_config(replace(cfg, image_size=settings.size), RunFolder(run_dir).config)
         runfolder.write_splits(run_dir, splits.record())
         write_status(run_dir, Status.RUNNING, epoch=0, step=0, phase="rendering")
         subs = splits.subjects()
