@@ -45,6 +45,27 @@ def test_cache_hits_keys_and_shards(tmp_path):
     assert j.get(paths[0]).shape == (9, 3, 32, 32)
 
 
+def test_cache_renders_the_scoring_pitches_when_asked(tmp_path):
+    """A run renders each view also at the model's score_pitches (after any yaw-jitter renders); scoring_index
+    picks exactly what predict renders for scoring, in its order; without pitches the key is the old one."""
+    from affectvlm.render import View
+
+    paths = _scans(tmp_path / "d", 1)
+    s = RenderSettings(size=32, views=(View(0), View(-30), View(30)), score_pitches=(-10, 10))
+    plain = RenderCache(tmp_path / "c", s)
+    both = RenderCache(tmp_path / "c", s, angle_jitter=6.0, pitches=s.score_pitches)
+    assert both.entry(paths[0]) != plain.entry(paths[0])
+    assert RenderCache(tmp_path / "c", s, pitches=()).entry(paths[0]) == plain.entry(paths[0])
+    entry = both.get(paths[0])
+    assert entry.shape == (15, 3, 32, 32) and len(both.scoring_index) == 9
+    scoring = s.for_scoring()
+    assert [both.render_views_list[i] for i in both.scoring_index] == list(scoring.views)
+    from affectvlm.io import load_mesh
+
+    direct = (scoring.render([load_mesh(paths[0], texture=s.texture)]).clamp(0, 1) * 255 + 0.5).numpy().astype(np.uint8)
+    assert np.array_equal(entry[both.scoring_index], direct[0])
+
+
 @pytest.mark.slow
 def test_concurrent_writers_leave_complete_entries(tmp_path):
     paths = _scans(tmp_path / "d", 2)

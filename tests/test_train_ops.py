@@ -79,7 +79,9 @@ def test_relaunch_of_the_same_command_continues_from_the_last_checkpoint(tiny, t
 
 def test_a_run_without_an_image_size_saves_the_size_it_rendered_at(tiny, tmp_path):
     """A small model trains on MIN_TRAIN_RENDER renders; config.yaml and best/ keep that size, so a resume or a
-    later default does not change how the run renders."""
+    later default does not change how the run renders. The embedded model scores each view also at its
+    score_pitches: the run renders those too, and its test figure is what `affectvlm eval` gives its checkpoint."""
+    import numpy as np
     import yaml
 
     from affectvlm.train.train import MIN_TRAIN_RENDER
@@ -93,6 +95,17 @@ def test_a_run_without_an_image_size_saves_the_size_it_rendered_at(tiny, tmp_pat
     assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["image_size"] == MIN_TRAIN_RENDER
     best = json.loads((tmp_path / "run" / "best" / "affectvlm.json").read_text())
     assert best["render"]["size"] == MIN_TRAIN_RENDER
+    pitches = best["render"]["score_pitches"]
+    assert pitches and f"each also at pitch {', '.join(f'{p:+g}' for p in pitches)}" in r.stderr
+    entries = list((tmp_path / "cache").rglob("*.npy"))
+    assert entries and {np.load(e).shape[0] for e in entries} == {1 + len(pitches)}  # --views 0 at 0 and each pitch
+    out = tmp_path / "ev.json"
+    p = subprocess.run([sys.executable, "-m", "affectvlm.train.evaluate", "--model", str(tmp_path / "run"), "--out",
+                        str(out), "--cache-dir", str(tmp_path / "ev-cache")], cwd=REPO, env=_env(),
+                       capture_output=True, text=True, timeout=200)
+    assert p.returncode == 0, p.stderr[-2000:]
+    test = json.loads((tmp_path / "run" / "result.json").read_text())["test"]
+    assert json.loads(out.read_text())["confusion_matrix"] == test["confusion_matrix"]  # scored as predict scores
 
 
 def test_no_resume_refuses_a_run_folder_with_checkpoints(tiny, tmp_path):

@@ -97,6 +97,23 @@ def test_augment_deterministic_per_sample_and_swap():
     assert out.shape == (2, 3, 3, 8, 8)
 
 
+def test_each_view_takes_one_of_its_renders():
+    """An entry with k renders per view (yaw jitter, scoring pitches) gives each view slot one of its own k renders,
+    all of them over a batch; off, the base render."""
+    views = [V(0), V(-30), V(30)]
+    x = torch.zeros(64, 9, 3, 4, 4)
+    for g in range(3):  # render group g (base, pitch -10, pitch +10) of view slot v holds (10 g + v) / 100
+        for v in range(3):
+            x[:, 3 * g + v] = (10 * g + v) / 100
+    keep = AugmentConfig(flip=0, rotate=0, scale=0, shift=0, shade=0, swap=0)
+    out = augment_views(x, torch.zeros(64), list(range(64)), views, keep, epoch=0, seed=0)
+    vals = torch.round(out[:, :, 0, 0, 0] * 100).long()  # (B, V)
+    assert ((vals % 10) == torch.arange(3)).all()  # every slot keeps its own view
+    assert set((vals // 10).flatten().tolist()) == {0, 1, 2}  # and takes every render group
+    off = augment_views(x, torch.zeros(64), list(range(64)), views, AugmentConfig(enabled=False), epoch=0, seed=0)
+    assert torch.equal(off, x[:, :3])
+
+
 def test_random_erasing_blanks_one_rectangle_and_leaves_the_rest():
     views = [V(0), V(-30), V(30)]
     x = torch.full((8, 3, 3, 20, 20), 0.5)

@@ -5,8 +5,9 @@ Exactly what :func:`augment_views` does to a batch of rendered views ``(B, V, 3,
 1. **View swap** (``swap``, default p = 0.1): for every sample and every view slot independently, with
    probability p the view is replaced by the *same view slot* of another sample in the (local) batch with the
    same emotion label (chosen uniformly; nothing happens if the batch has no other sample of that emotion).
-2. **View-angle jitter** (``angle_jitter`` > 0; needs the cache's extra renders): each view independently
-   takes its render at yaw - j, yaw or yaw + j (uniformly).
+2. **View-angle jitter** (when the cache entry holds extra renders of every view: yaw - j and yaw + j with
+   ``angle_jitter`` > 0, and the model's scoring pitches, see :mod:`affectvlm.train.cache`): each view
+   independently takes one of its renders, uniformly.
 3. **Mirror flip** (``flip``, default p = 0.5), per *sample*, not per view: flipping a left view
    horizontally turns it into a right view of the mirrored face. So a flipped sample has every view
    flipped *and* the slots permuted: slot (yaw, pitch) receives the flipped view of slot (-yaw, pitch).
@@ -71,12 +72,12 @@ def select_base_views(x: torch.Tensor, n_base: int) -> torch.Tensor:
 
 def augment_views(x: torch.Tensor, labels: torch.Tensor, indices: Sequence[int], views: Sequence,
                   cfg: AugmentConfig, *, epoch: int, seed: int, step: int = 0, rank: int = 0) -> torch.Tensor:
-    """Augment float images ``x`` (B, V', 3, H, W) in [0, 1]; V' = V, or 3V with angle-jitter renders."""
+    """Augment float images ``x`` (B, V', 3, H, W) in [0, 1]; V' = k V with k - 1 extra renders of every view."""
     n_views = len(views)
     if not cfg.enabled:
         return select_base_views(x, n_views)
     b = x.shape[0]
-    has_jitter = x.shape[1] == 3 * n_views and cfg.angle_jitter > 0
+    k_renders = x.shape[1] // n_views if x.shape[1] % n_views == 0 else 1
     # 1. view swap among same-label samples of the local batch
     if cfg.swap > 0 and b > 1:
         g = random.Random(_seed(seed, epoch, step, rank, 7))
@@ -94,9 +95,9 @@ def augment_views(x: torch.Tensor, labels: torch.Tensor, indices: Sequence[int],
             x = torch.stack(parts, 1)  # (B, V, k, 3, H, W) with k = 1 or 3 renders per slot
             x = x.permute(0, 2, 1, 3, 4, 5).reshape(b, -1, *x.shape[3:])
     gens = [torch.Generator().manual_seed(_seed(seed, epoch, int(i), 11)) for i in indices]
-    # 2. angle jitter: pick render k in {base, -j, +j} per view
-    if has_jitter:
-        choice = torch.stack([torch.randint(0, 3, (n_views,), generator=g) for g in gens])  # (B, V)
+    # 2. angle jitter: pick one of each view's renders (base, yaw -j / +j, scoring pitches)
+    if k_renders > 1:
+        choice = torch.stack([torch.randint(0, k_renders, (n_views,), generator=g) for g in gens])  # (B, V)
         idx = choice * n_views + torch.arange(n_views)[None, :]
         x = torch.gather(x, 1, idx[:, :, None, None, None].expand(-1, -1, *x.shape[2:]))
     else:

@@ -12,6 +12,10 @@ epochs, runs and ranks.
 - View-angle jitter: with ``angle_jitter = j > 0`` the cache also renders every view at yaw - j and
   yaw + j; entries then hold 3V views ordered [base views, yaw - j views, yaw + j views] and the augmenter
   picks one of the three per view. Image-space rotation cannot fake an out-of-plane yaw change.
+- Scoring pitches: with ``pitches`` (the model's ``score_pitches``) every view is also rendered at each added
+  pitch, after the yaw groups: [base, (yaw - j, yaw + j), pitch p1, pitch p2, ...]. Training then sees the
+  pitched views that scoring fuses, and :attr:`RenderCache.scoring_index` picks the views ``predict`` scores, in
+  its order (:meth:`affectvlm.render.RenderSettings.for_scoring`).
 - Only canonical, un-augmented renders are stored; every other augmentation is applied on the fly.
 """
 from __future__ import annotations
@@ -70,26 +74,34 @@ class RenderCache:
     """``get(path) -> uint8 (V,3,H,W)``; ``warm(paths, rank, world)`` fills missing entries in batches."""
 
     def __init__(self, root: str | os.PathLike, settings, angle_jitter: float = 0.0, device: str = "cpu",
-                 batch: int = 16):
+                 batch: int = 16, pitches: Sequence[float] = ()):
         from affectvlm.render import View
 
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.settings = settings
         self.angle_jitter = float(angle_jitter)
-        base = tuple(settings.views)
+        self.pitches = tuple(float(p) for p in pitches)
+        views = tuple(settings.views)
+        groups = [views]
         if self.angle_jitter > 0:
             j = self.angle_jitter
-            base = base + tuple(View(v.yaw - j, v.pitch) for v in settings.views) + tuple(
-                View(v.yaw + j, v.pitch) for v in settings.views)
-        self.render_views_list = base
-        self.n_base = len(settings.views)
+            groups += [tuple(View(v.yaw - j, v.pitch) for v in views), tuple(View(v.yaw + j, v.pitch) for v in views)]
+        first_pitch = len(groups)
+        groups += [tuple(View(v.yaw, v.pitch + p) for v in views) for p in self.pitches]
+        self.render_views_list = tuple(v for g in groups for v in g)
+        self.n_base = len(views)
+        # the views predict scores (base, then each pitch group), as indices into an entry
+        self.scoring_index = list(range(self.n_base)) + [
+            g * self.n_base + k for g in range(first_pitch, len(groups)) for k in range(self.n_base)]
         self.device = device
         self.batch = batch
         self.stats = CacheStats()
         sd = settings.to_dict() if hasattr(settings, "to_dict") else dict(settings)
         sd.pop("score_pitches", None)  # scoring's extra pitches: the cache holds the training views only
         key = {"v": CACHE_VERSION, "settings": sd, "jitter": self.angle_jitter}
+        if self.pitches:  # only when set, so entries rendered without them keep their keys
+            key["pitches"] = list(self.pitches)
         if sd.get("canonical", True) or sd.get("crop"):
             from affectvlm.faceframe import weights_digest
 

@@ -198,11 +198,13 @@ def _gather_rows(idxs: list, rows: list, info: DistInfo) -> list:
 
 
 @torch.no_grad()
-def embed_loader(model: nn.Module, loader, n_views: int, device: str, amp: bool = False):
-    """(dataset indices, labels, fused embeddings, logits) over a loader, un-augmented base views."""
+def embed_loader(model: nn.Module, loader, views: int | Sequence[int], device: str, amp: bool = False):
+    """(dataset indices, labels, fused embeddings, logits) over a loader, un-augmented: the first ``views``
+    renders of each entry, or the entry's renders at those indices (:attr:`RenderCache.scoring_index`)."""
+    take = list(range(views)) if isinstance(views, int) else list(views)
     idxs, ys, zs, logits = [], [], [], []
     for x, y, i in loader:
-        x = x[:, :n_views].to(device, non_blocking=True).float().div_(255)
+        x = x[:, take].to(device, non_blocking=True).float().div_(255)
         with autocast(device, amp):
             fused, _ = model.embed(x)
             z, lg = fused.float(), model.logits_from_embedding(fused).float()
@@ -214,14 +216,15 @@ def embed_loader(model: nn.Module, loader, n_views: int, device: str, amp: bool 
 
 
 @torch.no_grad()
-def evaluate_model(model: nn.Module, loader, classes: Sequence[str], n_views: int, device: str, info: DistInfo,
-                   amp: bool = False, proto_loader=None, samples: Sequence | None = None) -> dict:
-    """Accuracy/macro-F1/per-class/confusion on the loader (sharded over ranks, gathered everywhere).
+def evaluate_model(model: nn.Module, loader, classes: Sequence[str], views: int | Sequence[int], device: str,
+                   info: DistInfo, amp: bool = False, proto_loader=None, samples: Sequence | None = None) -> dict:
+    """Accuracy/macro-F1/per-class/confusion on the loader (sharded over ranks, gathered everywhere), fusing the
+    renders ``views`` picks (see :func:`embed_loader`).
 
     With ``proto_loader`` (the un-augmented training set) also ``proto_accuracy``: each test scan gets the
     class whose mean training embedding is nearest in cosine (a classifier that needs no text tower)."""
     model.eval()
-    idxs, ys, z, lg = embed_loader(model, loader, n_views, device, amp)
+    idxs, ys, z, lg = embed_loader(model, loader, views, device, amp)
     rows = _gather_rows(idxs, [(y, int(p), zz.tolist()) for y, p, zz in zip(ys, lg.argmax(1).tolist(), z)], info)
     trues, preds = [r[0] for r in rows], [r[1] for r in rows]
     out = classification_metrics(trues, preds, list(classes))
@@ -237,7 +240,7 @@ def evaluate_model(model: nn.Module, loader, classes: Sequence[str], n_views: in
             if strong:
                 out["accuracy_intensity_3_4"] = sum(trues[k] == preds[k] for k in strong) / len(strong)
     if proto_loader is not None:
-        ti, ty, tz, _ = embed_loader(model, proto_loader, n_views, device, amp)
+        ti, ty, tz, _ = embed_loader(model, proto_loader, views, device, amp)
         trows = _gather_rows(ti, [(y, zz.tolist()) for y, zz in zip(ty, tz)], info)
         tzs = torch.nn.functional.normalize(torch.tensor([r[1] for r in trows]), dim=-1)
         tys = torch.tensor([r[0] for r in trows])
@@ -503,9 +506,11 @@ def train(cfg: TrainConfig, info: DistInfo, stop: StopSignals | None = None) -> 
         from affectvlm.model import describe_provenance
 
         log.info("model %s (%s); data: %d train / %d val / %d test samples (%d / %d / %d subjects), classes %s; "
-                 "%d views at %d px%s; world %d", cfg.model, describe_provenance(model.provenance), len(train_s),
+                 "%d views at %d px%s%s; world %d", cfg.model, describe_provenance(model.provenance), len(train_s),
                  len(val_s), len(test_s), len(subs["train"]), len(subs["val"]), len(subs["test"]), classes, n_views,
-                 settings.size, "" if settings.texture else " (no texture)", info.world_size)
+                 settings.size, "" if settings.texture else " (no texture)",
+                 f", each also at pitch {', '.join(f'{p:+g}' for p in settings.score_pitches)} (as scored)"
+                 if settings.score_pitches else "", info.world_size)
         if not val_s:
             log.warning("no validation subjects (val_fraction %s): best/ is the last epoch", cfg.val_fraction)
 
@@ -513,8 +518,9 @@ def train(cfg: TrainConfig, info: DistInfo, stop: StopSignals | None = None) -> 
     from affectvlm.train.cache import RenderCache, default_cache_dir
 
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
+    # every view also at the model's scoring pitches: training sees them and val / test score as predict does
     cache = RenderCache(cache_dir, settings, angle_jitter=cfg.angle_jitter if cfg.aug else 0.0,
-                        device=device)
+                        device=device, pitches=settings.score_pitches)
     t0 = time.perf_counter()
     all_paths = [s.path for s in train_s + val_s + test_s]
     rendered = cache.warm(all_paths, info.rank, info.world_size)
@@ -620,7 +626,7 @@ def train(cfg: TrainConfig, info: DistInfo, stop: StopSignals | None = None) -> 
             evaluated = False
             if val_loader is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch == cfg.epochs - 1 or done):
                 model.set_classes(classes, prompts)
-                last_eval = evaluate_model(model, val_loader, classes, n_views, device, info, cfg.amp,
+                last_eval = evaluate_model(model, val_loader, classes, cache.scoring_index, device, info, cfg.amp,
                                            proto_loader=proto_loader if use_proto else None)
                 rec.update({"val_" + k: v for k, v in last_eval.items() if k != "classes"})
                 rec["classes"] = classes
@@ -663,7 +669,8 @@ def train(cfg: TrainConfig, info: DistInfo, stop: StopSignals | None = None) -> 
         best_model.to(device)
     else:  # no epoch completed (e.g. --max-steps 0): the model as it is
         best_model = model
-    test_eval = evaluate_model(best_model, test_loader, classes, n_views, device, info, cfg.amp, samples=test_s)
+    test_eval = evaluate_model(best_model, test_loader, classes, cache.scoring_index, device, info, cfg.amp,
+                               samples=test_s)
     del best_model
     if info.is_main:
         log.info("test (%d subjects, never used for training or selection): accuracy %.4f%s, macro-F1 %.4f, n=%d",
