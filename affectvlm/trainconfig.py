@@ -85,7 +85,7 @@ class TrainConfig:
     # start point: the embedded default checkpoint (weights/affectvlm-default/, its render settings too);
     # any load_model spec works, e.g. an open_clip arch name for random init ("AffectVLM-Tiny-RN")
     model: str = "default"
-    epochs: int = 24
+    epochs: int = 36
     batch_size: int = 16
     lr: float = 5e-4
     lr_text: float | None = None

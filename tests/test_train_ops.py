@@ -131,7 +131,7 @@ def test_resume_modes_and_saved_config(tmp_path):
     run.mkdir()
     save_config(resolve_config([*base, "--epochs", "7", "--resume"]), run / "config.yaml")
     # auto without a checkpoint: the command line alone; with one: the saved config.yaml is the base
-    assert resolve_config(base).epochs == 24
+    assert resolve_config(base).epochs == 36
     (run / "checkpoints" / "epoch_0000").mkdir(parents=True)
     (run / "checkpoints" / "epoch_0000" / "meta.json").write_text("{}")
     cfg = resolve_config(base)
