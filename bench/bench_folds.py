@@ -1,0 +1,139 @@
+"""The plain trainer over several subject folds: option sets against a baseline, paired by set and fold.
+
+One fold of a 40-subject set tests 8 subjects, and fold-to-fold spread is several points, so a trainer default is
+chosen here on the mean best validation accuracy over folds (and sets), never on one fold. Every run is a real
+``affectvlm train`` process; up to ``--jobs`` run at once (on a GPU machine many can share the GPU). Prints one
+JSON object: per option set the mean best val, per set the test accuracy (intensities 3-4 where the data has
+levels) as mean and standard deviation over folds, and against the baseline (the first ``--config``) the mean
+paired gain in best val, how many set-folds it won and lost, and the ratio of the mean best vals.
+
+    python bench/bench_folds.py --data rb40 --data rpm40 --folds 5 \\
+        --config base= --config e36="--epochs 36" --jobs 2 --out runs/folds [-- --cache-dir C]
+
+Arguments after ``--`` go to every run. Runs already finished in ``--out`` are read, not repeated.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def parse_configs(specs: list[str]) -> dict[str, list[str]]:
+    """``NAME=OPTIONS`` -> {name: argv}; the first is the baseline."""
+    out: dict[str, list[str]] = {}
+    for spec in specs:
+        name, _, opts = spec.partition("=")
+        if not name or name in out:
+            raise SystemExit(f"--config {spec!r}: give NAME=OPTIONS with a new NAME")
+        out[name] = shlex.split(opts)
+    return out
+
+
+def run_all(jobs: list[tuple[str, list[str]]], out: Path, concurrency: int) -> dict[str, dict]:
+    """Run ``(name, argv)`` trainer jobs, ``concurrency`` at a time; {name: result record}."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    results, running = {}, []
+    todo = list(jobs)
+    while todo or running:
+        while todo and len(running) < concurrency:
+            name, argv = todo.pop(0)
+            if (out / name / "result.json").is_file():
+                results[name] = record(out / name, None, 0.0)
+                continue
+            log = open(out / f"{name}.log", "w")
+            p = subprocess.Popen([sys.executable, "-m", "affectvlm.train", *argv], cwd=REPO, env=env,
+                                 stdout=subprocess.DEVNULL, stderr=log)
+            running.append((name, time.perf_counter(), p, log))
+        time.sleep(0.5)
+        for item in list(running):
+            name, t0, p, log = item
+            if p.poll() is None:
+                continue
+            running.remove(item)
+            log.close()
+            results[name] = record(out / name, p.returncode, time.perf_counter() - t0)
+            print(f"{name}: {json.dumps(results[name])}", file=sys.stderr, flush=True)
+    return results
+
+
+def record(run: Path, rc: int | None, wall: float) -> dict:
+    """What one run reported (result.json), or its error."""
+    try:
+        r = json.loads((run / "result.json").read_text())
+    except (OSError, ValueError):
+        return {"rc": rc, "error": f"no result.json in {run} (see {run}.log)"}
+    test = r.get("test", {})
+    return {"rc": rc, "wall_s": round(wall, 1), "best_val": r.get("best_val_accuracy"),
+            "test": test.get("accuracy_intensity_3_4", test.get("accuracy"))}
+
+
+def summarise(results: dict[str, dict], configs: dict[str, list[str]], sets: list[str], folds: int) -> dict:
+    base = next(iter(configs))
+    out: dict = {"baseline": base, "configs": {}}
+    for c in configs:
+        vals = {(s, f): results.get(f"{s}_{c}_f{f}", {}).get("best_val") for s in sets for f in range(folds)}
+        done = [v for v in vals.values() if v is not None]
+        entry: dict = {"options": shlex.join(configs[c]), "runs": len(done),
+                       "mean_best_val": round(statistics.mean(done), 4) if done else None, "test": {}}
+        for s in sets:
+            t = [results.get(f"{s}_{c}_f{f}", {}).get("test") for f in range(folds)]
+            t = [x for x in t if x is not None]
+            entry["test"][s] = {"mean": round(statistics.mean(t), 4) if t else None,
+                                "sd": round(statistics.stdev(t), 4) if len(t) > 1 else None, "folds": len(t)}
+        if c != base:
+            pairs = [(vals[k], results.get(f"{k[0]}_{base}_f{k[1]}", {}).get("best_val")) for k in vals]
+            diffs = [a - b for a, b in pairs if a is not None and b is not None]
+            base_mean = out["configs"][base]["mean_best_val"]
+            entry["vs_baseline"] = {
+                "mean_val_gain": round(statistics.mean(diffs), 4) if diffs else None,
+                "wins": sum(d > 0 for d in diffs), "losses": sum(d < 0 for d in diffs), "pairs": len(diffs),
+                "val_ratio": round(entry["mean_best_val"] / base_mean, 4) if diffs and base_mean else None}
+        out["configs"][c] = entry
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra: list[str] = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, extra = argv[:i], argv[i + 1:]
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", action="append", required=True, help="a dataset folder or CSV (repeat for more sets)")
+    ap.add_argument("--layout", default="bu3dfe")
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--config", action="append", default=None, metavar="NAME=OPTIONS",
+                    help="an option set (repeat); the first is the baseline (default: base= only)")
+    ap.add_argument("--jobs", type=int, default=1, help="runs at once")
+    ap.add_argument("--out", required=True, help="folder for the runs (finished ones are reused)")
+    a = ap.parse_args(argv)
+    configs = parse_configs(a.config or ["base="])
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    sets = {Path(d).stem: d for d in a.data}
+    if len(sets) != len(a.data):
+        raise SystemExit("--data: two sets share a name; give folders with different names")
+    jobs = [(f"{s}_{c}_f{f}", ["--data", d, "--layout", a.layout, "--out", str(out / f"{s}_{c}_f{f}"),
+                                "--folds", str(a.folds), "--fold", str(f), "--no-progress", *extra, *opts])
+            for f in range(a.folds) for s, d in sets.items() for c, opts in configs.items()]
+    t0 = time.perf_counter()
+    results = run_all(jobs, out, max(1, a.jobs))
+    report = {"bench": "folds", "sets": list(sets), "folds": a.folds, "extra": shlex.join(extra),
+              "wall_s": round(time.perf_counter() - t0, 1), **summarise(results, configs, list(sets), a.folds),
+              "runs": results}
+    print(json.dumps(report, indent=1))
+    return report
+
+
+if __name__ == "__main__":
+    main()

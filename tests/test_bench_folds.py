@@ -1,0 +1,50 @@
+"""bench/bench_folds.py: real trainer runs over subject folds, option sets paired against the baseline."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from test_train import write_tiny_bu3dfe  # noqa: E402
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_folds", REPO / "bench" / "bench_folds.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_folds_pair_each_option_set_with_the_baseline(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    data = write_tiny_bu3dfe(tmp_path / "tiny")
+    bench = _bench()
+    argv = ["--data", str(data), "--folds", "2", "--config", "base=", "--config", "fast=--lr 0.02", "--jobs", "2",
+            "--out", str(tmp_path / "runs"), "--", "--model", "AffectVLM-Test", "--epochs", "1", "--batch-size",
+            "2", "--image-size", "32", "--views", "0", "--max-steps", "2", "--cache-dir", str(tmp_path / "cache")]
+    rep = bench.main(argv)
+    assert json.loads(capsys.readouterr().out) == rep  # the JSON printed is the report
+    assert rep["baseline"] == "base" and set(rep["configs"]) == {"base", "fast"}
+    runs = rep["runs"]
+    assert sorted(runs) == ["tiny_base_f0", "tiny_base_f1", "tiny_fast_f0", "tiny_fast_f1"]
+    assert all(r["rc"] == 0 and 0 <= r["best_val"] <= 1 and 0 <= r["test"] <= 1 for r in runs.values())
+    # each fold tests other subjects
+    tests = [set(json.loads((tmp_path / "runs" / f"tiny_base_f{f}" / "splits.json").read_text())["subjects"]["test"])
+             for f in (0, 1)]
+    assert tests[0] and tests[1] and not tests[0] & tests[1]
+    base, fast = rep["configs"]["base"], rep["configs"]["fast"]
+    assert base["mean_best_val"] == round((runs["tiny_base_f0"]["best_val"] + runs["tiny_base_f1"]["best_val"]) / 2, 4)
+    vs = fast["vs_baseline"]
+    gains = [runs[f"tiny_fast_f{f}"]["best_val"] - runs[f"tiny_base_f{f}"]["best_val"] for f in (0, 1)]
+    assert vs["pairs"] == 2 and vs["wins"] == sum(g > 0 for g in gains) and vs["losses"] == sum(g < 0 for g in gains)
+    assert vs["mean_val_gain"] == round(sum(gains) / 2, 4) and fast["options"] == "--lr 0.02"
+    assert base["test"]["tiny"]["folds"] == 2 and "vs_baseline" not in base
+    # finished runs are read back, not repeated
+    logs = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*.log")}
+    again = bench.main(argv)
+    assert again["configs"] == rep["configs"]
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*.log")} == logs
