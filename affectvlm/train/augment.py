@@ -92,7 +92,7 @@ def augment_views(x: torch.Tensor, labels: torch.Tensor, indices: Sequence[int],
                     src[i, v] = g.choice(mates)
         if (src != torch.arange(b)[:, None]).any():
             parts = [x[src[:, v], v::n_views] for v in range(n_views)]  # keeps jitter renders with their slot
-            x = torch.stack(parts, 1)  # (B, V, k, 3, H, W) with k = 1 or 3 renders per slot
+            x = torch.stack(parts, 1)  # (B, V, k, 3, H, W) with k renders per slot
             x = x.permute(0, 2, 1, 3, 4, 5).reshape(b, -1, *x.shape[3:])
     gens = [torch.Generator().manual_seed(_seed(seed, epoch, int(i), 11)) for i in indices]
     # 2. angle jitter: pick one of each view's renders (base, yaw -j / +j, scoring pitches)

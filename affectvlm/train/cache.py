@@ -3,7 +3,7 @@ epochs, runs and ranks.
 
 - Key: sha256 of the mesh file's bytes, of image files beside it with the same stem (textures such as
   BU-3DFE's ``_F3D.bmp``), and of the render settings (views, size, texture, canonicalisation, background,
-  extra jitter angles, cache format version; not ``score_pitches``, which only scoring renders), and, for
+  extra jitter angles and pitches, cache format version; not the settings' ``score_pitches`` as such), and, for
   canonical renders, of the installed face-frame network's weights (it chooses the frame and the face crop).
 - Entry: ``ROOT/<k[:2]>/<key>.npy``, uint8 array (V, 3, H, W). Written to a unique temporary file then
   ``os.replace``d into place: several ranks rendering the same scan at once each write a complete file and
@@ -98,7 +98,7 @@ class RenderCache:
         self.batch = batch
         self.stats = CacheStats()
         sd = settings.to_dict() if hasattr(settings, "to_dict") else dict(settings)
-        sd.pop("score_pitches", None)  # scoring's extra pitches: the cache holds the training views only
+        sd.pop("score_pitches", None)  # what is rendered is keyed below (``pitches``), not what the model names
         key = {"v": CACHE_VERSION, "settings": sd, "jitter": self.angle_jitter}
         if self.pitches:  # only when set, so entries rendered without them keep their keys
             key["pitches"] = list(self.pitches)
