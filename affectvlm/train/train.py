@@ -198,10 +198,10 @@ def _gather_rows(idxs: list, rows: list, info: DistInfo) -> list:
 
 
 @torch.no_grad()
-def embed_loader(model: nn.Module, loader, views: int | Sequence[int], device: str, amp: bool = False):
-    """(dataset indices, labels, fused embeddings, logits) over a loader, un-augmented: the first ``views``
-    renders of each entry, or the entry's renders at those indices (:attr:`RenderCache.scoring_index`)."""
-    take = list(range(views)) if isinstance(views, int) else list(views)
+def embed_loader(model: nn.Module, loader, views: Sequence[int], device: str, amp: bool = False):
+    """(dataset indices, labels, fused embeddings, logits) over a loader, un-augmented: each entry's renders at
+    the indices ``views`` (:attr:`RenderCache.scoring_index`)."""
+    take = list(views)
     idxs, ys, zs, logits = [], [], [], []
     for x, y, i in loader:
         x = x[:, take].to(device, non_blocking=True).float().div_(255)
@@ -216,7 +216,7 @@ def embed_loader(model: nn.Module, loader, views: int | Sequence[int], device: s
 
 
 @torch.no_grad()
-def evaluate_model(model: nn.Module, loader, classes: Sequence[str], views: int | Sequence[int], device: str,
+def evaluate_model(model: nn.Module, loader, classes: Sequence[str], views: Sequence[int], device: str,
                    info: DistInfo, amp: bool = False, proto_loader=None, samples: Sequence | None = None) -> dict:
     """Accuracy/macro-F1/per-class/confusion on the loader (sharded over ranks, gathered everywhere), fusing the
     renders ``views`` picks (see :func:`embed_loader`).
