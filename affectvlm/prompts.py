@@ -204,21 +204,20 @@ class PromptSet:
         texts += [t.format(n) for t in self.noun_templates for n in w.nouns]
         return list(dict.fromkeys(_fix_articles(t) for t in texts))
 
-    def _lookup(self, table: tuple[tuple[str, str], ...], value: Any, what: str) -> str:
+    @staticmethod
+    def _lookup(table: tuple[tuple[str, str], ...], value: Any) -> str:
+        """The book's word for a subject attribute; "" when it is missing or one the book does not name (a
+        dataset's own code), so the caption leaves it out rather than the run failing."""
         if value is None or value == "":
             return ""
-        m = dict(table)
-        key = str(value).strip().lower()
-        if key in m:
-            return m[key]
-        raise ConfigError(f"{self.source}: unknown {what} {value!r} (known: {', '.join(sorted(m))})")
+        return dict(table).get(str(value).strip().lower(), "")
 
     def subject_phrase(self, sex: Any = None, age: Any = None, ethnicity: Any = None) -> str:
         """E.g. ``a young East Asian woman``; numeric ages map to young (<30), middle-aged, elderly (>=55)."""
         if isinstance(age, (int, float)) and not isinstance(age, bool):
             age = "young" if age < 30 else ("middle" if age < 55 else "old")
-        parts = [self._lookup(self.age, age, "age group"), self._lookup(self.ethnicity, ethnicity, "ethnicity"),
-                 self._lookup(self.sex, sex, "sex") or self.default_subject]
+        parts = [self._lookup(self.age, age), self._lookup(self.ethnicity, ethnicity),
+                 self._lookup(self.sex, sex) or self.default_subject]
         return _fix_articles("a " + " ".join(p for p in parts if p))
 
     def augmented(self, class_name: str, rng: Any, intensity: int | None = None, sex: Any = None,

@@ -1,7 +1,8 @@
-"""``affectvlm synth``: write a synthetic BU-3DFE- or BU-4DFE-layout dataset from the ICT-FaceKit model.
+"""``affectvlm synth``: write a synthetic dataset in BU-3DFE's or BU-4DFE's layout, or a labelled corpus.
 
     affectvlm synth --facekit ICT-FaceKit/FaceXModel --out data/synth --subjects 40 --seed 0 --layout bu3dfe
     affectvlm synth --facekit ICT-FaceKit/FaceXModel --out data/synth4d --layout bu4dfe --frames 50
+    affectvlm synth --rocketbox Headbox --layout bu3dfe --subjects 20 --out data/rb40   # any face model, BU names
     affectvlm synth --layout corpus --facekit DIR [--makehuman DIR --facshuman DIR] --families emfacs,recipes \
         --subjects 200 --out data/corpus     # randomised scans (nuisances) + manifest.csv with family/face_model
     affectvlm synth --layout corpus --facekit DIR --makehuman DIR --facshuman DIR --expressions swapped ...
@@ -9,6 +10,10 @@
     affectvlm synth --layout corpus4d ... --families sculpt --frames 16   # the same as 4D sequences
     affectvlm synth --layout corpus ... --makehuman-units caucasian --expressions swapped \
         --face-models ict-facekit@makehuman-units       # ICT's face with MakeHuman's own expression units
+
+The bu3dfe and bu4dfe layouts from ``--facekit`` alone are the ICT-FaceKit recipe generator (textures, landmarks;
+:mod:`affectvlm.synth.writers`). With another face model, or any option of the corpus sampler, they hold the
+corpus sampler's scans under BU names instead (:mod:`affectvlm.synth.bulayout`).
 """
 from __future__ import annotations
 
@@ -62,8 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--face-models", metavar="NAMES", default=None,
                     help="corpus: write only these face models (comma-separated names, e.g. "
                          "ict-facekit@makehuman-units), after --expressions made them")
-    ap.add_argument("--families", default="emfacs",
-                    help="corpus: expression families, comma-separated (emfacs, emfacs-alt, recipes, sculpt)")
+    ap.add_argument("--families", default=None,
+                    help="corpus: expression families, comma-separated (emfacs, emfacs-alt, recipes, sculpt; "
+                         "default emfacs)")
     ap.add_argument("--expressions", choices=("own", "swapped", "both", "mixed"), default="own",
                     help="corpus: each face model with its own expression targets, with another model's "
                          "(transferred; needs two models), both, or --mixes blends of the two per AU")
@@ -112,11 +118,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command; returns the exit status (0 ok, 2 bad input or options)."""
-    args = build_parser().parse_args(argv)
-    if args.layout in ("corpus", "corpus4d"):
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    sampler = _sampler_options(ap, args)
+    if args.layout in ("corpus", "corpus4d") or sampler:
+        generator = [o for o in GENERATOR_OPTIONS if getattr(args, o) != ap.get_default(o)]
+        if generator:
+            print(f"affectvlm synth: error: --{generator[0].replace('_', '-')} is an option of the ICT-FaceKit "
+                  f"recipe generator; with {sampler[0] if sampler else '--layout ' + args.layout} the corpus sampler "
+                  "writes the scans", file=sys.stderr)
+            return 2
         return _corpus(args)
     if not args.facekit:
-        print("affectvlm synth: error: --facekit DIR is required for the bu3dfe and bu4dfe layouts", file=sys.stderr)
+        print("affectvlm synth: error: name a face model: --facekit DIR (the recipe generator), or --rocketbox, "
+              "--gltf or --makehuman DIR (the corpus sampler under BU names)", file=sys.stderr)
         return 2
     from affectvlm.synth.facekit import load_facekit
     from affectvlm.synth.writers import SynthConfig, generate
@@ -140,7 +155,7 @@ def _corpus(args: argparse.Namespace) -> int:
     from affectvlm.synth.style import StyleJitter
 
     def work() -> Path:
-        fams = tuple(f.strip() for f in args.families.split(",") if f.strip())
+        fams = tuple(f.strip() for f in (args.families or "emfacs").split(",") if f.strip())
         bad = [f for f in fams if f not in FAMILIES]
         if bad or not fams:
             raise ConfigError(f"unknown expression famil(ies) {bad}; choose from {', '.join(FAMILIES)}")
@@ -184,7 +199,7 @@ def _corpus(args: argparse.Namespace) -> int:
                                   f"these are: {', '.join(models)}")
             models = {n: models[n] for n in want}
         cfg = CorpusConfig(subjects=args.subjects, seed=args.seed, families=fams, levels=args.intensities,
-                           val_fraction=args.val_frac, test_fraction=args.test_frac,
+                           emotions=_emotions(args), val_fraction=args.val_frac, test_fraction=args.test_frac,
                            style=StyleJitter(probability=args.style_jitter), au_gain_sd=args.au_gain_sd,
                            crosstalk=args.crosstalk)
         if pose:
@@ -199,9 +214,41 @@ def _corpus(args: argparse.Namespace) -> int:
             if args.frames < 2:
                 raise ConfigError(f"--frames must be at least 2 for a sequence, not {args.frames}")
             return write_sequences(cfg, models, args.out, frames=args.frames, progress=not args.quiet)
+        if args.layout in ("bu3dfe", "bu4dfe"):
+            from affectvlm.synth.bulayout import write_bu3dfe, write_bu4dfe
+
+            if args.layout == "bu3dfe":
+                return write_bu3dfe(cfg, models, args.out, progress=not args.quiet)
+            if args.frames < 2:
+                raise ConfigError(f"--frames must be at least 2 for a sequence, not {args.frames}")
+            return write_bu4dfe(cfg, models, args.out, frames=args.frames, progress=not args.quiet)
         return write_corpus(cfg, models, args.out, progress=not args.quiet)
 
     return _run(work, args.quiet)
+
+
+# options only the corpus sampler reads, and only the ICT-FaceKit recipe generator reads
+SAMPLER_OPTIONS = ("makehuman", "facshuman", "makehuman_units", "rocketbox", "faceunits", "gltf", "face_models",
+                   "families", "expressions", "pose_sd", "style_jitter", "au_gain_sd", "closed_mouth", "crosstalk",
+                   "eyeballs")
+GENERATOR_OPTIONS = ("decimate", "crop", "texture_size", "recipes", "no_landmarks", "fps")
+
+
+def _sampler_options(ap: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
+    """The corpus sampler's options given on the command line, as ``--name``."""
+    return [f"--{o.replace('_', '-')}" for o in SAMPLER_OPTIONS if getattr(args, o) != ap.get_default(o)]
+
+
+def _emotions(args: argparse.Namespace) -> tuple[str, ...]:
+    """The corpus emotions: ``--emotions`` (default all), with neutral unless ``--no-neutral``."""
+    from affectvlm.synth.corpus import CODES
+
+    chosen = ([e.strip() for e in args.emotions.split(",") if e.strip()] if args.emotions
+              else [e for e in CODES if e != "neutral"])
+    bad = [e for e in chosen if e not in CODES]
+    if bad or not chosen:
+        raise ConfigError(f"--emotions {args.emotions}: choose from {', '.join(e for e in CODES if e != 'neutral')}")
+    return (() if args.no_neutral else ("neutral",)) + tuple(e for e in CODES if e in chosen and e != "neutral")
 
 
 def _pose(text: str) -> dict[str, float]:

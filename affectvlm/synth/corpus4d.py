@@ -24,7 +24,7 @@ from affectvlm.synth.facemodel import FaceModel
 from affectvlm.synth.randomised import sample_identity, sample_scan
 from affectvlm.synth.sequence import Timing, activation_curve, blink_curve
 
-__all__ = ["sequence_folders", "write_sequences"]
+__all__ = ["sequence_folders", "sequence_frames", "write_sequences"]
 
 
 def sequence_folders(emotions) -> dict[str, str]:
@@ -36,8 +36,9 @@ def sequence_folders(emotions) -> dict[str, str]:
     return {e: book.emotion(e).folder for e in emotions if book.emotion(e).folder}
 
 
-def _frames(model: FaceModel, family: str, emotion: str, level: int, ident: np.ndarray, n: int,
-            rng: np.random.Generator, cfg: CorpusConfig, gains: dict[str, float] | None = None):
+def sequence_frames(model: FaceModel, family: str, emotion: str, level: int, ident: np.ndarray, n: int,
+                    rng: np.random.Generator, cfg: CorpusConfig, gains: dict[str, float] | None = None):
+    """The ``n`` frames of one sequence of ``emotion`` drawn from ``family``: (activation 0-1, scan) each."""
     aus, extra = _expression_fn(family, model)(emotion, level, rng)
     aus = scale_aus(aus, gains)
     act = activation_curve(n, Timing.sample(rng))
@@ -49,9 +50,9 @@ def _frames(model: FaceModel, family: str, emotion: str, level: int, ident: np.n
         if blink[t] > 0:
             left, right = frame_aus.get("AU45", (0.0, 0.0))
             frame_aus["AU45"] = (max(blink[t], left), max(blink[t], right))
-        yield sample_scan(model, emotion, level, np.random.default_rng(session), expression=lambda e, l, r: frame_aus,
-                          family=family, identity=ident, nuisance=cfg.nuisance,
-                          extra_delta=None if extra is None else a * extra, style=cfg.style)
+        yield a, sample_scan(model, emotion, level, np.random.default_rng(session),
+                             expression=lambda e, l, r: frame_aus, family=family, identity=ident,
+                             nuisance=cfg.nuisance, extra_delta=None if extra is None else a * extra, style=cfg.style)
 
 
 def write_sequences(cfg: CorpusConfig, models: Mapping[str, FaceModel], out_dir: str | os.PathLike, *,
@@ -74,8 +75,8 @@ def write_sequences(cfg: CorpusConfig, models: Mapping[str, FaceModel], out_dir:
             for emotion, folder in folders.items():
                 rel = f"{p.name}/{p.subject}/{folder}" + (f"_{family}" if len(p.families) > 1 else "")
                 (out / rel).mkdir(parents=True, exist_ok=True)
-                for t, scan in enumerate(_frames(p.model, family, emotion, level, ident, frames, p.rng, cfg,
-                                                         gains)):
+                for t, (_, scan) in enumerate(sequence_frames(p.model, family, emotion, level, ident, frames,
+                                                              p.rng, cfg, gains)):
                     atomic_write_bytes(out / rel / f"{t:03d}.ply", _ply_bytes(scan.mesh.vertices, scan.mesh.faces))
                 rows.append({"path": rel, "label": emotion, "subject": p.subject, "intensity": level,
                              "split": p.split, "family": family, "face_model": p.name})
