@@ -175,7 +175,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from affectvlm.model.devices import resolve_device
     from affectvlm.predict import format_table, predict, rows_to_csv, rows_to_json, write_rows
     from affectvlm.prior import lean_hint, match_rows, parse_prior, summarise
-    from affectvlm.reference import check_pattern, match_neutral
+    from affectvlm.reference import check_pattern, match_neutral, resolve_neutral
     from affectvlm.prompts import parse_classes
     from affectvlm.shard import predict_sharded, shard_from_env
 
@@ -189,7 +189,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.prior is None and args.prior_by != "set":
         raise ConfigError(f"--prior-by {args.prior_by} needs --prior SPEC (the balance to match)")
     prior = parse_prior(args.prior, model.classes) if args.prior is not None else None
-    neutral = check_pattern(args.neutral) if args.neutral is not None else ("none" if args.prior else "auto")
+    neutral, neutral_note = resolve_neutral(check_pattern(args.neutral) if args.neutral is not None
+                                            else ("none" if args.prior else "auto"), model)
     adapt = args.adapt or ("none" if args.prior else "auto")
     if not model.provenance.get("trained", True) and (shard is None or shard.rank == 0):
         _err(f"warning: model {model.spec!r} is untrained (random init): scores are meaningless")
@@ -225,6 +226,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         rows = predict(args.inputs, adapted(model), progress=progress, on_row=on_row, **kw)
     ref = match_neutral(rows, model.classes, neutral)
+    if neutral_note and match_neutral([dict(r) for r in rows], model.classes, "auto").rescored:
+        _err(f"--neutral auto: {neutral_note}")
     if ref.rescored:
         _err(f"--neutral {neutral}: {ref.text(neutral)}; --neutral none scores each scan alone")
     elif neutral.lower() not in ("auto", "none"):

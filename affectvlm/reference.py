@@ -31,8 +31,8 @@ import numpy as np
 from affectvlm.errors import ConfigError
 from affectvlm.results import Row, as_probs, top_class
 
-__all__ = ["AUTO_LAYOUTS", "NeutralLayout", "ReferenceMatch", "check_pattern", "expression_scans", "full_expressions",
-           "layouts_for", "match_neutral"]
+__all__ = ["AUTO_LAYOUTS", "NeutralCheck", "NeutralLayout", "ReferenceMatch", "check_neutral", "check_pattern",
+           "expression_scans", "full_expressions", "layouts_for", "match_neutral", "resolve_neutral"]
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,64 @@ def check_pattern(pattern: str) -> str:
         raise ConfigError(f"--neutral {pattern!r}: give auto, none, or a file-name pattern that picks the neutral "
                           "scans, e.g. '*NE00*' (BU-3DFE) or '*_N_N_0*' (Bosphorus)")
     return p
+
+
+def resolve_neutral(spec: str, model: object) -> tuple[str, str | None]:
+    """The spec to score with and a note to show: ``auto`` becomes ``none`` for a model whose own validation
+    subjects read better scan by scan (``neutral_reference: false`` in its ``affectvlm.json``, written by the
+    trainer: :func:`check_neutral`); any other spec, and a model without that choice, as given."""
+    p = check_pattern(spec)
+    if p.lower() != "auto" or getattr(model, "neutral_reference", None) is not False:
+        return p, None
+    return "none", ("scored each scan alone: this model's validation subjects read better that way than against "
+                    "their neutral scans (neutral_reference in its affectvlm.json); --neutral '*_NE00*' to score "
+                    "against them anyway")
+
+
+@dataclass(frozen=True)
+class NeutralCheck:
+    """Accuracy of labelled scans scored alone and against their subject's neutral scans; ``rescored`` scans
+    (those of subjects with a neutral scan, neutral ones excluded) differ between the two."""
+
+    alone: float
+    against: float
+    rescored: int
+
+    @property
+    def helps(self) -> bool:
+        return self.rescored > 0 and self.against > self.alone
+
+    def to_json(self) -> dict:
+        return {"alone": round(self.alone, 6), "against_neutral": round(self.against, 6), "rescored": self.rescored}
+
+
+def check_neutral(probs: np.ndarray, labels: Sequence[int], subjects: Sequence[str],
+                  classes: Sequence[str]) -> NeutralCheck:
+    """Score labelled scans (``probs`` (N, C), true class indices, subject ids) as ``affectvlm predict --neutral``
+    does, with the scans labelled neutral as each subject's neutral scans (what BU-3DFE's ``NE00`` names are):
+    every other scan of a subject who has one is scored by :func:`affectvlm.predict.contrast`."""
+    from affectvlm.predict import contrast
+
+    P = np.asarray(probs, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.int64)
+    lower = [c.lower() for c in classes]
+    pred = P.argmax(1) if len(P) else np.zeros(0, np.int64)
+    alone = pred.copy()
+    if "neutral" not in lower or len(P) == 0:
+        acc = float((alone == y).mean()) if len(P) else float("nan")
+        return NeutralCheck(acc, acc, 0)
+    nc = lower.index("neutral")
+    rescored = 0
+    for subj in dict.fromkeys(subjects):
+        members = [i for i, s in enumerate(subjects) if s == subj]
+        refs = [i for i in members if y[i] == nc]
+        if not refs:
+            continue
+        for i in members:
+            if y[i] != nc:
+                pred[i] = int(np.argmax(contrast(P[i:i + 1], P[refs], classes)))
+                rescored += 1
+    return NeutralCheck(float((alone == y).mean()), float((pred == y).mean()), rescored)
 
 
 def layouts_for(spec: str) -> tuple[NeutralLayout, ...]:

@@ -60,11 +60,17 @@ prior_spec = st.text_input("Known class balance of the whole set (optional)", ke
                                 "label then depends on the others in the set; needs at least 20 scans.")
 by_folder = st.checkbox("Match each folder apart (a subject's folder, when every subject shows every class)",
                         key="batch_prior_folder", help="As `affectvlm predict --prior-by folder`.")
+try:  # a fine-tuned model may have found on its own validation subjects that it reads better scan by scan
+    model_says = get_model(choice).neutral_reference is not False
+except AffectVLMError:
+    model_says = True  # the error shows where the model is used
 use_neutral = st.checkbox("Score each scan against its subject's neutral scan (BU-3DFE's NE00, Bosphorus's N_N)",
-                          value=True, key="batch_neutral",
+                          value=model_says, key="batch_neutral",
                           help="As `affectvlm predict` does by default: takes a subject's resting lean out of its "
                                "other scans; the neutral scans keep their rows. Off while a class balance is typed, "
-                               "as in `affectvlm predict --prior`.")
+                               "as in `affectvlm predict --prior`. Starts off for a fine-tuned model whose own "
+                               "validation subjects read better scan by scan (`neutral_reference` in its "
+                               "affectvlm.json).")
 
 
 def matched(rows: list[dict]) -> list[dict]:

@@ -239,6 +239,27 @@ def test_batch_scores_scans_against_their_folders_neutral_scan(tmp_path):
     assert not any("Neutral reference" in m.value for m in at.info) and df["neutral"].nunique() == 1
 
 
+def test_batch_starts_without_the_neutral_reference_for_a_model_that_chose_so(tmp_path, monkeypatch):
+    from affectvlm.model import load_model, save_checkpoint
+    from affectvlm.model.checkpoint import update_meta
+
+    ck = save_checkpoint(load_model("AffectVLM-Test", cache=False), tmp_path / "ck", extra={"trained": True})
+    update_meta(ck, neutral_reference=False)  # as the trainer writes it when its val subjects read better alone
+    monkeypatch.setenv("AFFECTVLM_WORKSPACE_ROOTS", str(tmp_path))
+    face = face_like_mesh(20, seed=0, textured=False)
+    members = [(f"F0001/F0001_{code}_F3D.obj", _trimesh_bytes(face, "obj")) for code in ("NE00WH", "HA04WH")]
+    at = AppTest.from_file(APP, default_timeout=180).run()
+    at.radio(key="model_kind").set_value("checkpoint").run()
+    at.text_input(key="model_checkpoint").input(str(ck)).run()
+    at.switch_page("pages/2_Batch.py").run()
+    assert not at.exception and at.checkbox(key="batch_neutral").value is False
+    upload(at, [("bu3dfe.zip", zip_bytes(members))], key="batch_upload")
+    at.button(key="batch_run").click().run()
+    assert not at.exception and not any("Neutral reference" in m.value for m in at.info)
+    at.checkbox(key="batch_neutral").check().run()  # the user can still ask for it
+    assert any("Neutral reference: scored 1 scans" in m.value for m in at.info), at.info
+
+
 def test_batch_prior_matches_the_set(tmp_path):
     one = _trimesh_bytes(face_like_mesh(20, seed=0, textured=False), "obj")
     at = AppTest.from_file(APP, default_timeout=180).run()

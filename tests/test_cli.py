@@ -203,6 +203,28 @@ def test_predict_prior(capsys, scans, tmp_path):
     assert "--neutral" not in capsys.readouterr().err
     alone = {PurePath(r["file"]).name: r for r in json.loads((tmp_path / "x.json").read_text())}
     assert alone["F0001_HA04WH_F3D.obj"]["neutral"] == pytest.approx(plain[0]["neutral"], abs=1e-6)
+    # a checkpoint whose own validation subjects read better scan by scan (neutral_reference: false, written by the
+    # trainer) is scored alone under auto, and says so; a pattern still rescores
+    from affectvlm.model import load_model, save_checkpoint
+    from affectvlm.model.checkpoint import update_meta
+
+    ck = save_checkpoint(load_model("AffectVLM-Test", cache=False), tmp_path / "ck", extra={"trained": True})
+    own = ["--model", str(ck), *base[2:]]
+    assert cli.main(["predict", str(subj), *own, "--out", str(tmp_path / "c1.json")]) == 0
+    assert "--neutral auto: scored 1 scans against" in capsys.readouterr().err
+    update_meta(ck, neutral_reference=False)
+    assert cli.main(["predict", str(subj), *own, "--out", str(tmp_path / "c2.json")]) == 0
+    err = capsys.readouterr().err
+    assert "--neutral auto: scored each scan alone: this model's validation subjects" in err and "scans against" not in err
+    assert cli.main(["predict", str(subj), *own, "--neutral", "none", "--out", str(tmp_path / "c3.json")]) == 0
+    capsys.readouterr()
+    assert json.loads((tmp_path / "c2.json").read_text()) == json.loads((tmp_path / "c3.json").read_text())
+    assert json.loads((tmp_path / "c2.json").read_text()) != json.loads((tmp_path / "c1.json").read_text())
+    assert cli.main(["predict", str(subj), *own, "--neutral", "*_NE00*"]) == 0
+    assert "scored 1 scans against the neutral scans (*_NE00*)" in capsys.readouterr().err
+    update_meta(ck, neutral_reference="no")
+    assert cli.main(["predict", str(subj), *own]) == 2
+    assert "neutral_reference must be true or false" in capsys.readouterr().err
     # Bosphorus (real .bnt files): auto rescores the emotion scans against the subject's N_N scan, not its pose scans
     from fixtures_formats import bnt_face_grid
 

@@ -129,3 +129,48 @@ def test_full_expressions_leave_out_subtle_levels_poses_and_occlusions():
     assert full_expressions(bu3dfe) == [True, True, True, False, False, False]
     others = ["scan_yr_r10.obj", "seq/F001/Happy", "patient_ha01.ply", "F001_HA01.obj"]
     assert full_expressions(others) == [True] * 4
+
+
+def test_check_neutral_scores_a_labelled_set_as_predict_scores_bu3dfe_names():
+    from affectvlm.reference import check_neutral
+
+    rng = np.random.default_rng(3)
+    probs, labels, subjects, rows = [], [], [], []
+    for s in range(6):
+        lean = rng.dirichlet(np.ones(7) * 2)  # each face leans its own way at rest
+        for c in range(7):
+            p = 0.5 * lean + 0.5 * rng.dirichlet(np.ones(7) * 0.5)
+            p[c] += 0.25
+            p /= p.sum()
+            probs.append(p)
+            labels.append(c)
+            subjects.append(f"F{s:04d}")
+            code = ["NE00", "HA04", "SA04", "SU04", "FE04", "DI04", "AN04"][c]
+            rows.append(_row(f"x/F{s:04d}_{code}WH_F3D.wrl", p))
+    got = check_neutral(np.array(probs), labels, subjects, CLASSES)
+    # the same set scored by file name, as affectvlm predict --neutral auto does
+    assert match_neutral(rows, CLASSES, "auto").rescored == got.rescored == 36
+    by_name = [CLASSES.index(r["label"]) for r in rows]
+    assert got.against == pytest.approx(np.mean(np.array(by_name) == np.array(labels)))
+    assert got.alone == pytest.approx(np.mean(np.argmax(probs, 1) == np.array(labels)))
+    assert got.helps == (got.against > got.alone) and got.to_json()["rescored"] == 36
+    # a subject without a neutral scan, or a class list without neutral, rescores nothing
+    some = [i for i, y in enumerate(labels) if not (subjects[i] == "F0000" and y == 0)]
+    assert check_neutral(np.array(probs)[some], [labels[i] for i in some], [subjects[i] for i in some],
+                         CLASSES).rescored == 30
+    six = check_neutral(np.array(probs)[:, 1:], [max(y - 1, 0) for y in labels], subjects, CLASSES[1:])
+    assert six.rescored == 0 and not six.helps
+
+
+def test_auto_follows_the_models_own_choice_and_other_specs_are_as_given():
+    from types import SimpleNamespace
+
+    from affectvlm.reference import resolve_neutral
+
+    assert resolve_neutral("auto", SimpleNamespace(neutral_reference=None)) == ("auto", None)
+    assert resolve_neutral("auto", SimpleNamespace(neutral_reference=True)) == ("auto", None)
+    assert resolve_neutral("auto", object()) == ("auto", None)
+    spec, note = resolve_neutral(" AUTO ", SimpleNamespace(neutral_reference=False))
+    assert spec == "none" and "validation subjects" in note
+    for given in ("none", "*NE00*"):
+        assert resolve_neutral(given, SimpleNamespace(neutral_reference=False)) == (given, None)

@@ -108,6 +108,26 @@ def test_a_run_without_an_image_size_saves_the_size_it_rendered_at(tiny, tmp_pat
     assert json.loads(out.read_text())["confusion_matrix"] == test["confusion_matrix"]  # scored as predict scores
 
 
+def test_the_run_chooses_on_val_whether_predict_scores_against_the_neutral_scan(tmp_path):
+    """best/ records whether its validation subjects read better against their NE00 scans (what `affectvlm predict
+    --neutral auto` then does); the test subjects' figures both ways are what `affectvlm eval` gives."""
+    data = write_tiny_bu3dfe(tmp_path / "data", n_subjects=9, neutral=True)
+    args = _args(data, tmp_path / "run", tmp_path / "cache", "--epochs", "1", "--val-fraction", "0.4")
+    r = _train(args)
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = json.loads((tmp_path / "run" / "result.json").read_text())["neutral_reference"]
+    assert got["chosen"] == (got["val"]["against_neutral"] > got["val"]["alone"]) and got["val"]["rescored"] > 0
+    assert json.loads((tmp_path / "run" / "best" / "affectvlm.json").read_text())["neutral_reference"] is got["chosen"]
+    assert "each scan against its subject's neutral scan" in r.stderr
+    for spec, key in (("*_NE00*", "against_neutral"), ("none", "alone")):
+        out = tmp_path / f"ev-{key}.json"
+        p = subprocess.run([sys.executable, "-m", "affectvlm.train.evaluate", "--model", str(tmp_path / "run"),
+                            "--neutral", spec, "--out", str(out), "--cache-dir", str(tmp_path / "ev-cache")],
+                           cwd=REPO, env=_env(), capture_output=True, text=True, timeout=200)
+        assert p.returncode == 0, p.stderr[-2000:]
+        assert json.loads(out.read_text())["accuracy"] == pytest.approx(got["test"][key], abs=1e-6)
+
+
 def test_no_resume_refuses_a_run_folder_with_checkpoints(tiny, tmp_path):
     run = tmp_path / "run"
     (run / "checkpoints" / "epoch_0003").mkdir(parents=True)

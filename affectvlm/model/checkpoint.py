@@ -129,6 +129,8 @@ def save_checkpoint(model: Any, folder: str | os.PathLike, extra: Mapping[str, A
         }
         if getattr(model, "embedding_mean", None) is not None:
             meta["embedding_mean"] = [round(float(v), 7) for v in model.embedding_mean.flatten().tolist()]
+        if getattr(model, "neutral_reference", None) is not None:
+            meta["neutral_reference"] = bool(model.neutral_reference)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
         for f in tmp.iterdir():  # safetensors writes 0600 files; a shared checkpoint must be readable by others
             f.chmod(0o644)
@@ -137,6 +139,15 @@ def save_checkpoint(model: Any, folder: str | os.PathLike, extra: Mapping[str, A
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def update_meta(folder: str | os.PathLike, **fields: Any) -> None:
+    """Set top-level ``fields`` of a checkpoint's ``affectvlm.json`` (read and checked first), atomically."""
+    from affectvlm.fileio import atomic_write_text
+
+    meta = read_meta(folder)
+    meta.update(_jsonable(fields))
+    atomic_write_text(Path(folder) / META_FILE, json.dumps(meta, indent=2))
 
 
 def read_meta(folder: str | os.PathLike) -> dict[str, Any]:

@@ -79,6 +79,9 @@ class AffectVLM(nn.Module):
         # to a scored set (affectvlm.adapt), the shift that moves that set's mean onto it (see embed)
         self.embedding_mean: torch.Tensor | None = None
         self.embedding_shift: torch.Tensor | None = None
+        # whether scoring each scan against its subject's neutral scan read better on the validation subjects of
+        # the run that trained this model (None: not checked; affectvlm.reference.resolve_neutral)
+        self.neutral_reference: bool | None = None
         self.spec = spec
         self.provenance = dict(provenance or {})
         self.classes: tuple[str, ...] = ()

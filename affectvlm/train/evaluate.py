@@ -21,7 +21,7 @@ from affectvlm.adapt import (BATCH, ON_MIN_ROWS, centre, fused_mean, gathering_s
                              sample_inputs)
 from affectvlm.errors import AffectVLMError, ConfigError
 from affectvlm.prior import MIN_ROWS, match_rows, parse_prior
-from affectvlm.reference import check_pattern, match_neutral
+from affectvlm.reference import check_pattern, match_neutral, resolve_neutral
 from affectvlm.runfolder import RunFolder, read_splits, write_json
 from affectvlm.trainconfig import TrainConfig, load_yaml
 from affectvlm.train.metrics import classification_metrics, save_confusion_png
@@ -140,7 +140,8 @@ def run_eval(args: argparse.Namespace) -> dict:
             y_true += [cidx[s.label] for s in chunk]
     # the rows predict would give, referenced and matched as predict --neutral / --prior do
     rows = [{"file": str(s.path), "frame": "", "error": "", **dict(zip(classes, p))} for s, p in zip(samples, probs)]
-    ref = match_neutral([r for r, s in zip(rows, samples) if s.frame_ids is None], classes, args.neutral)  # scans
+    neutral = resolve_neutral(args.neutral, model)[0]
+    ref = match_neutral([r for r, s in zip(rows, samples) if s.frame_ids is None], classes, neutral)  # scans
     if prior is not None:
         match_rows(rows, classes, prior, by=args.prior_by)
     probs = [[r[c] for c in classes] for r in rows]

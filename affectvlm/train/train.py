@@ -216,6 +216,22 @@ def embed_loader(model: nn.Module, loader, views: Sequence[int], device: str, am
 
 
 @torch.no_grad()
+def neutral_check(model: nn.Module, loader, samples: Sequence, classes: Sequence[str], views: Sequence[int],
+                  device: str, info: DistInfo, amp: bool = False):
+    """How the loader's scans (``samples``, in its order; frames of sequences left out) read alone and against
+    their subject's neutral scans, as ``affectvlm predict --neutral auto`` scores BU-3DFE's names
+    (:func:`affectvlm.reference.check_neutral`)."""
+    from affectvlm.reference import check_neutral
+
+    model.eval()
+    idxs, ys, _, lg = embed_loader(model, loader, views, device, amp)
+    rows = _gather_rows(idxs, list(zip(ys, torch.softmax(lg, -1).tolist())), info)
+    keep = [k for k, s in enumerate(samples) if s.frame_ids is None]
+    return check_neutral(np.array([rows[k][1] for k in keep]).reshape(len(keep), len(classes)),
+                         [rows[k][0] for k in keep], [samples[k].subject for k in keep], classes)
+
+
+@torch.no_grad()
 def evaluate_model(model: nn.Module, loader, classes: Sequence[str], views: Sequence[int], device: str,
                    info: DistInfo, amp: bool = False, proto_loader=None, samples: Sequence | None = None) -> dict:
     """Accuracy/macro-F1/per-class/confusion on the loader (sharded over ranks, gathered everywhere), fusing the
@@ -494,6 +510,7 @@ def train(cfg: TrainConfig, info: DistInfo, stop: StopSignals | None = None) -> 
     prompts = PromptSet.load(None)
     model = load_model(cfg.model, device="cpu", classes=classes, prompts=prompts, cache=False)
     model.embedding_mean = None  # training moves the embeddings: the base's mean would be stale (affectvlm.train.centre)
+    model.neutral_reference = None  # chosen again on this run's validation subjects (below)
     model.render = settings = render_settings(model.render, cfg, parse_views)
     views = tuple(settings.views)
     n_views = len(views)
@@ -671,12 +688,14 @@ def train(cfg: TrainConfig, info: DistInfo, stop: StopSignals | None = None) -> 
         best_model = model
     test_eval = evaluate_model(best_model, test_loader, classes, cache.scoring_index, device, info, cfg.amp,
                                samples=test_s)
-    del best_model
     if info.is_main:
         log.info("test (%d subjects, never used for training or selection): accuracy %.4f%s, macro-F1 %.4f, n=%d",
                  len(splits.subjects()["test"]), test_eval["accuracy"],
                  f" (intensities 3-4: {test_eval['accuracy_intensity_3_4']:.4f})"
                  if "accuracy_intensity_3_4" in test_eval else "", test_eval["macro_f1"], test_eval["n"])
+    neutral = choose_neutral_reference(best_model, val_loader, val_s, test_loader, test_s, classes,
+                                       cache.scoring_index, device, info, cfg.amp, best_dir)
+    del best_model
     hashes = [param_hash(step_mod)]
     if info.distributed:
         box = [None] * info.world_size
@@ -685,7 +704,31 @@ def train(cfg: TrainConfig, info: DistInfo, stop: StopSignals | None = None) -> 
     return {"best_val_accuracy": progress.best_acc, "test": test_eval, "test_accuracy": test_eval["accuracy"],
             "splits": splits.record().to_json(), "param_hashes": hashes, "last_val": last_eval,
             "steps": progress.step, "cache": cache.report(), "render_s": render_s,
-            "train_s": time.perf_counter() - loop.run_t0}
+            "train_s": time.perf_counter() - loop.run_t0, "neutral_reference": neutral}
+
+
+def choose_neutral_reference(model: nn.Module, val_loader, val_s: Sequence, test_loader, test_s: Sequence,
+                             classes: Sequence[str], views: Sequence[int], device: str, info: DistInfo, amp: bool,
+                             best_dir: Path) -> dict | None:
+    """Whether ``predict --neutral auto`` should score this run's checkpoint against each subject's neutral scan:
+    chosen on the validation subjects (only where it rescored some) and written into best/'s ``affectvlm.json``
+    (``neutral_reference``); the test subjects' figures both ways are reported, not used."""
+    if val_loader is None:
+        return None
+    val = neutral_check(model, val_loader, val_s, classes, views, device, info, amp)
+    if not val.rescored:
+        return None
+    test = neutral_check(model, test_loader, test_s, classes, views, device, info, amp)
+    if info.is_main:
+        if best_dir.is_dir():
+            from affectvlm.model.checkpoint import update_meta
+
+            update_meta(best_dir, neutral_reference=val.helps)
+        log.info("each scan against its subject's neutral scan (predict --neutral auto, BU-3DFE names): val %.4f "
+                 "against %.4f alone, so best/ %s; test (reported, not used) %.4f against %.4f alone",
+                 val.against, val.alone, "scores against it" if val.helps else "scores each scan alone",
+                 test.against, test.alone)
+    return {"chosen": val.helps, "val": val.to_json(), "test": test.to_json()}
 
 
 # the smallest render size without --image-size (README "Defaults": measured against the 64 px renders)
