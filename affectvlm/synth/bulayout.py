@@ -110,14 +110,9 @@ def write_bu4dfe(cfg: CorpusConfig, models: Mapping[str, FaceModel], out_dir: st
                  frames: int = 16, progress: bool = False) -> Path:
     """A BU-4DFE tree: per subject one sequence per emotion (neutral -> apex at the highest of ``cfg.levels`` ->
     neutral), a row per frame labelled as the ICT-FaceKit writer labels them; returns the manifest's path."""
-    from affectvlm.synth.corpus4d import sequence_frames, sequence_folders
+    from affectvlm.synth.corpus4d import sequence_frames, sequence_plan
 
-    if frames < 2:
-        raise ValueError("a sequence needs at least 2 frames")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    level = max(cfg.levels)
-    folders = sequence_folders(cfg.emotions)
+    out, level, folders = sequence_plan(cfg, out_dir, frames)
     rows: list[list] = []
     for sid, eth, p, fam_rng in _named(cfg, models, "bu4dfe", 3, progress):
         ident = sample_identity(p.model, p.rng, cfg.nuisance)

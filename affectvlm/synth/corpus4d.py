@@ -24,7 +24,7 @@ from affectvlm.synth.facemodel import FaceModel
 from affectvlm.synth.randomised import sample_identity, sample_scan
 from affectvlm.synth.sequence import Timing, activation_curve, blink_curve
 
-__all__ = ["sequence_folders", "sequence_frames", "write_sequences"]
+__all__ = ["sequence_folders", "sequence_frames", "sequence_plan", "write_sequences"]
 
 
 def sequence_folders(emotions) -> dict[str, str]:
@@ -55,18 +55,23 @@ def sequence_frames(model: FaceModel, family: str, emotion: str, level: int, ide
                              nuisance=cfg.nuisance, extra_delta=None if extra is None else a * extra, style=cfg.style)
 
 
+def sequence_plan(cfg: CorpusConfig, out_dir: str | os.PathLike, frames: int) -> tuple[Path, int, dict[str, str]]:
+    """(the output folder, made; the apex level, the highest of ``cfg.levels``; emotion -> BU-4DFE folder) of a
+    sequence writer."""
+    if frames < 2:
+        raise ValueError("a sequence needs at least 2 frames")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return out, max(cfg.levels), sequence_folders(cfg.emotions)
+
+
 def write_sequences(cfg: CorpusConfig, models: Mapping[str, FaceModel], out_dir: str | os.PathLike, *,
                     frames: int = 16, progress: bool = False) -> Path:
     """Write the sequences (see the module doc); returns the manifest's path. Each sequence plays the family's
     expression at the highest of ``cfg.levels`` at its apex."""
     from affectvlm.fileio import atomic_write_bytes
 
-    if frames < 2:
-        raise ValueError("a sequence needs at least 2 frames")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    level = max(cfg.levels)
-    folders = sequence_folders(cfg.emotions)
+    out, level, folders = sequence_plan(cfg, out_dir, frames)
     rows = []
     for p in plan_subjects(cfg, models, stream=3, progress=progress):
         ident = sample_identity(p.model, p.rng, cfg.nuisance)
