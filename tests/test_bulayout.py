@@ -105,7 +105,10 @@ def test_synth_cli_writes_any_face_model_as_a_bu3dfe_tree(tmp_path, capsys):
     assert "joy" in capsys.readouterr().err
     assert main(["--layout", "bu3dfe", "--out", str(tmp_path / "z")]) == 2
     assert "--rocketbox" in capsys.readouterr().err
-    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    assert main(["--layout", "bu4dfe", "--gltf", str(tmp_path / "in"), "--subjects", "1000",
+                 "--out", str(tmp_path / "w")]) == 2
+    assert "3 digits" in capsys.readouterr().err
+    assert not any((tmp_path / d).exists() for d in "xyw")
 
 
 def test_synth_cli_writes_any_face_model_as_a_bu4dfe_tree(tmp_path):

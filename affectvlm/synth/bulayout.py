@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from affectvlm.errors import ConfigError
 from affectvlm.mesh import Mesh
 from affectvlm.synth.corpus import CODES, CorpusConfig, SubjectPlan, au_gains, make_scan, plan_subjects
 from affectvlm.synth.facemodel import FaceModel
@@ -39,15 +40,24 @@ __all__ = ["BU_CORPUS_COLUMNS", "write_bu3dfe", "write_bu4dfe"]
 BU_CORPUS_COLUMNS = MANIFEST_COLUMNS + ("family", "face_model")
 
 
+def _count(cfg: CorpusConfig, models: Mapping[str, FaceModel], layout: str) -> int:
+    """How many subjects the tree gets; ConfigError when the layout's names cannot number them."""
+    n, digits = len(models) * cfg.subjects, 4 if layout == "bu3dfe" else 3
+    if n > 10 ** digits - 1:
+        raise ConfigError(f"the {layout} layout numbers subjects with {digits} digits: {len(models)} face model(s) x "
+                          f"{cfg.subjects} subjects is over {10 ** digits - 1}")
+    return n
+
+
 def _named(cfg: CorpusConfig, models: Mapping[str, FaceModel], layout: str, stream: int,
            progress: bool) -> Iterator[tuple[str, str, SubjectPlan, np.random.Generator]]:
     """(BU name, ethnicity code, plan, family stream) of every subject, in ``plan_subjects``' order."""
-    n = len(models) * cfg.subjects
+    n = _count(cfg, models, layout)
+    digits = 4 if layout == "bu3dfe" else 3
     rng = np.random.default_rng([cfg.seed, 7])
     sexes = np.where(rng.random(n) < 0.56, "F", "M")
     eths = rng.choice(len(ETHNICITIES), size=n, p=_ETHNICITY_P)
     counts = {"F": 0, "M": 0}
-    digits = 4 if layout == "bu3dfe" else 3
     for i, plan in enumerate(plan_subjects(cfg, models, stream=stream, progress=progress)):
         sex = str(sexes[i])
         counts[sex] += 1
@@ -89,6 +99,7 @@ def write_bu3dfe(cfg: CorpusConfig, models: Mapping[str, FaceModel], out_dir: st
                  progress: bool = False) -> Path:
     """A BU-3DFE tree: per subject one scan per emotion of ``cfg.emotions`` and level of ``cfg.levels`` (neutral
     once, as ``NE00``); returns the manifest's path."""
+    _count(cfg, models, "bu3dfe")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[list] = []
@@ -112,6 +123,7 @@ def write_bu4dfe(cfg: CorpusConfig, models: Mapping[str, FaceModel], out_dir: st
     neutral), a row per frame labelled as the ICT-FaceKit writer labels them; returns the manifest's path."""
     from affectvlm.synth.corpus4d import sequence_frames, sequence_plan
 
+    _count(cfg, models, "bu4dfe")
     out, level, folders = sequence_plan(cfg, out_dir, frames)
     rows: list[list] = []
     for sid, eth, p, fam_rng in _named(cfg, models, "bu4dfe", 3, progress):
