@@ -39,6 +39,7 @@ from affectvlm.io import MESH_EXTENSIONS, frame_number
 
 LIBRARY_CLASSES = ("neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger")
 LAYOUTS = ("bu3dfe", "bu4dfe", "bp4d", "bosphorus", "folders", "manifest")
+LAYOUT_CHOICES = ("auto",) + LAYOUTS  # auto: detect_layout
 
 _SYNONYMS = {
     "neutral": "neutral", "ne": "neutral", "n": "neutral",
@@ -320,12 +321,61 @@ def _finish(samples: list[Sample], layout: str, root: Path, skipped: list[str]) 
 
 
 def load_dataset(root: str | os.PathLike, layout: str, **kw) -> Dataset:
-    """Read a dataset in one of :data:`LAYOUTS`; keyword options go to the layout's reader."""
+    """Read a dataset in one of :data:`LAYOUTS`, or ``auto`` (:func:`detect_layout`); keyword options go to the
+    layout's reader."""
     readers = {"bu3dfe": load_bu3dfe, "bu4dfe": load_bu4dfe, "bp4d": load_bp4d, "bosphorus": load_bosphorus,
                "folders": load_folders, "manifest": load_manifest}
+    if layout == "auto":
+        layout = detect_layout(root)
     if layout not in readers:
-        raise ConfigError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+        raise ConfigError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUT_CHOICES)}")
     return readers[layout](root, **kw)
+
+
+_MAX_LOOK = 20_000  # entries detect_layout lists at most
+
+
+def detect_layout(root: str | os.PathLike) -> str:
+    """The layout of a dataset root, from its names: a ``.csv`` file is a manifest; in a folder, BU-3DFE's scan
+    names, then BU-4DFE's subject/expression folders, BP4D's subject/task folders, Bosphorus's scan names, a
+    ``manifest.csv``, and class-named folders (``folders``), in that order. InputError when none is there."""
+    r = Path(root)
+    if not r.exists():
+        raise InputError(str(root), "dataset root does not exist")
+    if r.is_file():
+        if r.suffix.lower() == ".csv":
+            return "manifest"
+        raise InputError(str(root), "a dataset root is a folder or a manifest CSV")
+    seen = {"bu3dfe": False, "bu4dfe": False, "bp4d": False, "bosphorus": False}
+    looked = 0
+    for top in sorted(r.iterdir()):
+        looked += 1
+        if looked > _MAX_LOOK:
+            break
+        if not top.is_dir():
+            seen["bu3dfe"] |= bool(_BU3DFE_RE.match(top.stem))
+            seen["bosphorus"] |= bool(_BOS_RE.match(top.stem)) and top.suffix.lower() == ".bnt"
+            continue
+        for child in sorted(top.iterdir()):
+            looked += 1
+            if looked > _MAX_LOOK:
+                break
+            if child.is_dir():
+                name = child.name.upper()
+                seen["bp4d"] |= name in BP4D_TASKS
+                seen["bu4dfe"] |= bool(_SUBJ4D_RE.match(top.name)) and canonical_class(child.name) in LIBRARY_CLASSES
+            else:
+                seen["bu3dfe"] |= bool(_BU3DFE_RE.match(child.stem))
+                seen["bosphorus"] |= bool(_BOS_RE.match(child.stem)) and child.suffix.lower() == ".bnt"
+    for layout in ("bu3dfe", "bu4dfe", "bp4d", "bosphorus"):
+        if seen[layout]:
+            return layout
+    if (r / "manifest.csv").is_file():
+        return "manifest"
+    if any(d.is_dir() and canonical_class(d.name) in LIBRARY_CLASSES for d in r.iterdir()):
+        return "folders"
+    raise InputError(str(root), "cannot tell the dataset's layout (no BU-3DFE, BU-4DFE, BP4D or Bosphorus names, no "
+                                "manifest.csv, no folders named after emotions); name it with --layout")
 
 
 # ---------------------------------------------------------------- filtering, sequences and splits

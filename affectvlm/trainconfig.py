@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import yaml
 
 from affectvlm.cli import allow_signed_values
-from affectvlm.datasets import LAYOUTS
+from affectvlm.datasets import LAYOUT_CHOICES
 from affectvlm.errors import ConfigError
 from affectvlm.fileio import atomic_write_text
 from affectvlm.runfolder import RunFolder, list_checkpoints
@@ -80,7 +80,7 @@ def parse_report_to(text: str | Sequence[str] | None) -> list[str]:
 @dataclass
 class TrainConfig:
     data: str = ""
-    layout: str = "bu3dfe"
+    layout: str = "auto"  # auto: from the data's names (affectvlm.datasets.detect_layout)
     out: str = ""
     # start point: the embedded default checkpoint (weights/affectvlm-default/, its render settings too);
     # any load_model spec works, e.g. an open_clip arch name for random init ("AffectVLM-Tiny-RN")
@@ -111,7 +111,7 @@ class TrainConfig:
     fold: int = 0
     folds: int = 5
     split_seed: int = 0
-    split: str = "kfold"  # kfold | manifest
+    split: str = "auto"  # auto (a manifest's own split column where every row has one, else kfold) | kfold | manifest
     val_fraction: float = 0.15  # share of the non-test subjects held out for model selection (0 = none)
     intensities: list[int] | None = None
     include_neutral: bool = True
@@ -184,7 +184,7 @@ class TrainConfig:
 
 RESUME_MODES = ("auto", "yes", "no")
 GROUP_FIELDS = ("face_model", "family", "subject")  # --batch-by: Sample fields a batch can be kept within
-_CHOICES = {"layout": LAYOUTS, "freeze": ("text", "vision", "none"), "split": ("kfold", "manifest"),
+_CHOICES = {"layout": LAYOUT_CHOICES, "freeze": ("text", "vision", "none"), "split": ("auto", "kfold", "manifest"),
             "resume": RESUME_MODES, "batch_by": ("",) + GROUP_FIELDS}
 
 
@@ -204,7 +204,8 @@ def build_parser(prog: str = "affectvlm train") -> argparse.ArgumentParser:
                                 argument_default=argparse.SUPPRESS, allow_abbrev=False)
     p.add_argument("--config", help="YAML file with any of the options below (command line wins)")
     p.add_argument("--data", help="dataset root (or manifest CSV)")
-    p.add_argument("--layout", choices=LAYOUTS)
+    p.add_argument("--layout", choices=LAYOUT_CHOICES,
+                   help="how the data is laid out (default auto: from its names; a .csv is a manifest)")
     p.add_argument("--out", help="run folder")
     p.add_argument("--model", "--init", dest="model",
                    help="model to start from: 'default' (the embedded checkpoint, the default), a checkpoint "
@@ -244,7 +245,9 @@ def build_parser(prog: str = "affectvlm train") -> argparse.ArgumentParser:
     p.add_argument("--fold", type=int)
     p.add_argument("--folds", type=int)
     p.add_argument("--split-seed", type=int)
-    p.add_argument("--split", choices=_CHOICES["split"])
+    p.add_argument("--split", choices=_CHOICES["split"],
+                   help="test subjects: auto (a manifest's own train/val/test column when every row has one, "
+                        "else kfold), kfold (--folds/--fold) or manifest")
     p.add_argument("--val-fraction", type=float,
                    help="share of the non-test subjects used for validation / best-model selection (0.15)")
     p.add_argument("--intensities", type=_int_list, help="e.g. 3,4")

@@ -13,7 +13,7 @@ from affectvlm.app.runview import eta_seconds, fmt_duration, tail
 from affectvlm.app.trainform import (DEFAULT_LOSS_WEIGHTS, LOSS_TERMS, TrainForm, build_launch, check_dataset,
                                      summarise_dataset)
 from affectvlm.app.widgets import job_store, page_header, settings, show_dataset_summary, show_error, use_run
-from affectvlm.datasets import LAYOUTS
+from affectvlm.datasets import LAYOUT_CHOICES
 from affectvlm.errors import AffectVLMError
 from affectvlm.runfolder import read_metrics, read_status
 
@@ -30,7 +30,9 @@ def form() -> TrainForm:
     c1, c2 = st.columns([2, 1])
     data = c1.text_input("Dataset root (relative paths are inside the first workspace root)", key="tr_data",
                          placeholder="datasets/bu3dfe")
-    layout = c2.selectbox("Layout", LAYOUTS, key="tr_layout")
+    layout = c2.selectbox("Layout", LAYOUT_CHOICES, key="tr_layout",
+                          help="auto: from the data's names (BU-3DFE, BU-4DFE, BP4D, Bosphorus, manifest.csv, "
+                               "emotion folders)")
     if st.button("Check dataset", key="tr_check"):
         try:
             state["tr_summary"] = (data, layout, check_dataset(data, layout, S.workspace_roots, summarise)[1])

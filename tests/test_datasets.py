@@ -183,3 +183,42 @@ def test_manifest_family_and_face_model_columns_give_per_group_accuracy(tmp_path
     assert per_group(s, y_true, y_pred, "family") == {"emfacs": {"n": 1, "accuracy": 1.0},
                                                      "recipes": {"n": 2, "accuracy": 0.5}}
     assert list(per_group(s, y_true, y_pred, "intensity")) == ["3", "4"]
+
+
+def test_auto_tells_each_layout_from_its_names(tmp_path):
+    from affectvlm.datasets import detect_layout
+
+    def tree(name, files):
+        root = tmp_path / name
+        for rel, text in files.items():
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_text(text)
+        return root
+
+    vrml, obj = "#VRML V2.0 utf8\n", "v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n"
+    bu3 = make_bu3dfe(tmp_path / "bu3")
+    (bu3 / "manifest.csv").write_text("path,label,subject\nx,HA,p\n")  # our synth trees carry one: names win
+    cases = {
+        "bu3dfe": bu3,
+        "bu4dfe": tree("bu4", {"F001/Happy/000.wrl": vrml, "M002/Angry/000.wrl": vrml,
+                               "BU_WrlViewer_V2/viewer.wrl": "x"}),
+        "bp4d": tree("bp4", {"F001/T1/0001.obj": obj, "M003/T8/0001.obj": obj}),
+        "folders": tree("fold", {"Happy/s1_a.obj": obj, "sad/s2_b.obj": obj}),
+        "manifest": tree("man", {"a.obj": obj, "manifest.csv": "path,label,subject\na.obj,HA,p1\n"}),
+    }
+    bos = tmp_path / "bos" / "bs000"
+    bos.mkdir(parents=True)
+    _bnt(bos / "bs000_E_HAPPY_0.bnt")
+    cases["bosphorus"] = tmp_path / "bos"
+    for layout, root in cases.items():
+        assert detect_layout(root) == layout, root
+        assert load_dataset(root, "auto").layout == layout
+    assert detect_layout(cases["manifest"] / "manifest.csv") == "manifest"
+    other = tree("other", {"x/y.obj": obj, "notes.txt": "x"})
+    with pytest.raises(InputError, match="--layout") as e:
+        detect_layout(other)
+    assert str(other) in str(e.value)
+    with pytest.raises(InputError, match="folder or a manifest CSV"):
+        detect_layout(other / "notes.txt")
+    with pytest.raises(InputError, match="does not exist"):
+        load_dataset(tmp_path / "missing", "auto")

@@ -151,3 +151,22 @@ def test_replace_dir_and_listing(tmp_path):
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
     (tmp_path / "metrics.jsonl").write_text('{"epoch": 0}\n{"epoch": 1}\n{"epo')
     assert len(read_metrics(tmp_path)) == 2
+
+
+def test_split_auto_takes_a_manifests_own_split_and_kfold_otherwise():
+    from affectvlm.datasets import Sample
+    from affectvlm.train.splits import split_samples
+    from affectvlm.trainconfig import TrainConfig
+
+    def samples(splits):
+        return [Sample(path=f"{s}{i}.obj", label="happiness" if i % 2 else "sadness", subject=f"s{s}",
+                       split=sp) for s, sp in enumerate(splits) for i in range(2)]
+
+    cfg = TrainConfig(data="d", out="o")
+    assert cfg.split == "auto" and cfg.layout == "auto"
+    own = samples(["train"] * 6 + ["val", "test", "test"])
+    train, val, test, source = split_samples(own, cfg)
+    assert source.startswith("manifest") and {s.subject for s in test} == {"s7", "s8"}
+    assert {s.subject for s in val} == {"s6"}
+    for splits in (["train"] * 6 + [None] * 4, [None] * 10, ["train"] * 10, ["train"] * 8 + ["holdout"] * 2):
+        assert split_samples(samples(splits), cfg)[3].startswith("kfold"), splits

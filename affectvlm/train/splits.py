@@ -45,7 +45,12 @@ def split_samples(samples, cfg: TrainConfig) -> tuple[list, list, list, str]:
     from affectvlm.datasets import kfold_split
 
     val: list = []
-    if cfg.split == "manifest":
+    split = cfg.split
+    if split == "auto":  # a manifest that splits every row by subject means that split
+        names = {s.split for s in samples}
+        split = "manifest" if (None not in names and names <= {"train", "test", *_VAL_NAMES}
+                               and "train" in names and len(names) > 1) else "kfold"
+    if split == "manifest":
         if any(s.split is None for s in samples):
             raise ConfigError("some manifest rows have no split value; use --fold/--folds instead")
         train = [s for s in samples if s.split == "train"]
@@ -88,4 +93,4 @@ def build_splits(cfg: TrainConfig) -> Splits:
     classes = [canonical_class(c) for c in classes]
     if not train or not test:
         raise ConfigError(f"{cfg.data}: the split leaves {len(train)} training and {len(test)} test samples")
-    return Splits(train, val, test, classes, source)
+    return Splits(train, val, test, classes, f"{ds.layout} layout; {source}")
