@@ -110,7 +110,7 @@ def test_a_run_without_an_image_size_saves_the_size_it_rendered_at(tiny, tmp_pat
 
 def test_the_run_chooses_on_val_whether_predict_scores_against_the_neutral_scan(tmp_path):
     """best/ records whether its validation subjects read better against their NE00 scans (what `affectvlm predict
-    --neutral auto` then does); the test subjects' figures both ways are what `affectvlm eval` gives."""
+    --neutral auto` then does); the validation and test figures both ways are what `affectvlm eval` gives."""
     data = write_tiny_bu3dfe(tmp_path / "data", n_subjects=9, neutral=True)
     args = _args(data, tmp_path / "run", tmp_path / "cache", "--epochs", "1", "--val-fraction", "0.4")
     r = _train(args)
@@ -119,13 +119,15 @@ def test_the_run_chooses_on_val_whether_predict_scores_against_the_neutral_scan(
     assert got["chosen"] == (got["val"]["against_neutral"] > got["val"]["alone"]) and got["val"]["rescored"] > 0
     assert json.loads((tmp_path / "run" / "best" / "affectvlm.json").read_text())["neutral_reference"] is got["chosen"]
     assert "each scan against its subject's neutral scan" in r.stderr
-    for spec, key in (("*_NE00*", "against_neutral"), ("none", "alone")):
-        out = tmp_path / f"ev-{key}.json"
-        p = subprocess.run([sys.executable, "-m", "affectvlm.train.evaluate", "--model", str(tmp_path / "run"),
-                            "--neutral", spec, "--out", str(out), "--cache-dir", str(tmp_path / "ev-cache")],
-                           cwd=REPO, env=_env(), capture_output=True, text=True, timeout=200)
-        assert p.returncode == 0, p.stderr[-2000:]
-        assert json.loads(out.read_text())["accuracy"] == pytest.approx(got["test"][key], abs=1e-6)
+    for subset in ("val", "test"):  # affectvlm eval gives the same four figures, finding the NE00 scans by name
+        for spec, key in (("*_NE00*", "against_neutral"), ("none", "alone")):
+            out = tmp_path / f"ev-{subset}-{key}.json"
+            p = subprocess.run([sys.executable, "-m", "affectvlm.train.evaluate", "--model", str(tmp_path / "run"),
+                                "--subset", subset, "--neutral", spec, "--out", str(out),
+                                "--cache-dir", str(tmp_path / "ev-cache")],
+                               cwd=REPO, env=_env(), capture_output=True, text=True, timeout=200)
+            assert p.returncode == 0, p.stderr[-2000:]
+            assert json.loads(out.read_text())["accuracy"] == pytest.approx(got[subset][key], abs=1e-6), (subset, key)
 
 
 def test_no_resume_refuses_a_run_folder_with_checkpoints(tiny, tmp_path):

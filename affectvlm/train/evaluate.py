@@ -2,8 +2,8 @@
 
 RUN_OR_CKPT is a run folder (its ``best/`` checkpoint is used and its ``config.yaml`` supplies defaults for
 data, layout, fold and filters) or any model spec ``load_model`` accepts. By default the run's test
-subjects are evaluated (``--subset test``: from its ``splits.json``, else the held-out fold); ``--subset all``
-scores every sample. Writes the metrics
+subjects are evaluated (``--subset test``: from its ``splits.json``, else the held-out fold); ``--subset val``
+its validation subjects; ``--subset all`` scores every sample. Writes the metrics
 JSON and a confusion-matrix PNG beside it (``metrics.png``).
 """
 from __future__ import annotations
@@ -36,8 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data")
     p.add_argument("--layout")
     p.add_argument("--out", default="metrics.json")
-    p.add_argument("--subset", choices=("test", "all"), default=None,
-                   help="held-out fold of the split (default when the run folder is given) or all samples")
+    p.add_argument("--subset", choices=("test", "val", "all"), default=None,
+                   help="held-out fold of the split (default when the run folder is given), a run's validation "
+                        "subjects, or all samples")
     p.add_argument("--fold", type=int)
     p.add_argument("--folds", type=int)
     p.add_argument("--split-seed", type=int)
@@ -98,8 +99,15 @@ def run_eval(args: argparse.Namespace) -> dict:
     if subset == "test" and split_rec is not None:  # the run's own test subjects (never used for selection)
         test_subjects = set(split_rec.subjects.get("test", []))
         samples = [s for s in samples if s.subject in test_subjects]
+    elif subset == "val":
+        if split_rec is None:
+            raise ConfigError("--subset val needs a run folder (its splits.json names the validation subjects)")
+        val_subjects = set(split_rec.subjects.get("val", []))
+        samples = [s for s in samples if s.subject in val_subjects]
     elif subset == "test":
-        if base.split == "manifest":
+        from affectvlm.train.splits import resolve_split
+
+        if resolve_split(samples, base.split) == "manifest":
             _, samples = manifest_split(samples)
         else:
             _, samples = kfold_split(samples, args.folds or base.folds,

@@ -39,18 +39,23 @@ def carve_val_subjects(subjects, fraction: float, seed: int = 0) -> set[str]:
     return set(order[:n])
 
 
+def resolve_split(samples, split: str) -> str:
+    """``split`` with ``auto`` resolved: ``manifest`` when every sample has a split value of a manifest (train plus
+    test and/or val), else ``kfold``."""
+    if split != "auto":
+        return split
+    names = {s.split for s in samples}
+    return ("manifest" if None not in names and names <= {"train", "test", *_VAL_NAMES} and "train" in names
+            and len(names) > 1 else "kfold")
+
+
 def split_samples(samples, cfg: TrainConfig) -> tuple[list, list, list, str]:
     """(train, val, test, description): k-fold test fold or the manifest's test rows; val from the
     manifest's val rows or carved out of the training subjects (``cfg.val_fraction``)."""
     from affectvlm.datasets import kfold_split
 
     val: list = []
-    split = cfg.split
-    if split == "auto":  # a manifest that splits every row by subject means that split
-        names = {s.split for s in samples}
-        split = "manifest" if (None not in names and names <= {"train", "test", *_VAL_NAMES}
-                               and "train" in names and len(names) > 1) else "kfold"
-    if split == "manifest":
+    if resolve_split(samples, cfg.split) == "manifest":
         if any(s.split is None for s in samples):
             raise ConfigError("some manifest rows have no split value; use --fold/--folds instead")
         train = [s for s in samples if s.split == "train"]
