@@ -175,7 +175,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from affectvlm.model.devices import resolve_device
     from affectvlm.predict import format_table, predict, rows_to_csv, rows_to_json, write_rows
     from affectvlm.prior import lean_hint, match_rows, parse_prior, summarise
-    from affectvlm.reference import check_pattern, match_neutral, resolve_neutral
+    from affectvlm.reference import match_neutral, resolve_neutral
     from affectvlm.prompts import parse_classes
     from affectvlm.shard import predict_sharded, shard_from_env
 
@@ -189,8 +189,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.prior is None and args.prior_by != "set":
         raise ConfigError(f"--prior-by {args.prior_by} needs --prior SPEC (the balance to match)")
     prior = parse_prior(args.prior, model.classes) if args.prior is not None else None
-    neutral, neutral_note = resolve_neutral(check_pattern(args.neutral) if args.neutral is not None
-                                            else ("none" if args.prior else "auto"), model)
+    neutral, neutral_note = resolve_neutral(args.neutral if args.neutral is not None
+                                            else ("none" if args.prior else "auto"), model)  # checks the pattern
     adapt = args.adapt or ("none" if args.prior else "auto")
     if not model.provenance.get("trained", True) and (shard is None or shard.rank == 0):
         _err(f"warning: model {model.spec!r} is untrained (random init): scores are meaningless")

@@ -73,9 +73,7 @@ def _write_mesh(path: Path, vertices: np.ndarray, faces: np.ndarray) -> None:
     from affectvlm.io.vrml import write_vrml
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    write_vrml(tmp, Mesh(np.asarray(vertices, np.float32), np.asarray(faces, np.int64)), None)
-    os.replace(tmp, path)
+    write_vrml(path, Mesh(np.asarray(vertices, np.float32), np.asarray(faces, np.int64)), None)  # atomic itself
 
 
 def _finish(out: Path, rows: list[list], columns: tuple[str, ...], cfg: CorpusConfig,

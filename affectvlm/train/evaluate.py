@@ -25,6 +25,7 @@ from affectvlm.reference import check_pattern, match_neutral, resolve_neutral
 from affectvlm.runfolder import RunFolder, read_splits, write_json
 from affectvlm.trainconfig import TrainConfig, load_yaml
 from affectvlm.train.metrics import classification_metrics, save_confusion_png
+from affectvlm.train.splits import resolve_split
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,8 +106,6 @@ def run_eval(args: argparse.Namespace) -> dict:
         val_subjects = set(split_rec.subjects.get("val", []))
         samples = [s for s in samples if s.subject in val_subjects]
     elif subset == "test":
-        from affectvlm.train.splits import resolve_split
-
         if resolve_split(samples, base.split) == "manifest":
             _, samples = manifest_split(samples)
         else:
