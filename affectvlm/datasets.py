@@ -103,6 +103,27 @@ def canonical_class(name: str) -> str:
     return _SYNONYMS.get(key, key)
 
 
+def declared_class(source: str) -> str | None:
+    """The class a dataset's own naming gives a scan or sequence, without reading it: BU-3DFE's expression code
+    (``F0001_HA03WH_F3D``), BU-4DFE's expression folder under a subject folder (``F001/Happy``) or Bosphorus's
+    ``E_`` / ``N_N`` names; None for any other name or a class outside :data:`LIBRARY_CLASSES`. A zip member
+    (``set.zip:F001/Happy``) counts by its own path."""
+    inner = str(source).replace("\\", "/").rsplit(".zip:", 1)[-1].rstrip("/")
+    parts = [x for x in inner.split("/") if x]
+    if not parts:
+        return None
+    stem = parts[-1].rsplit(".", 1)[0]
+    label = None
+    if m := _BU3DFE_RE.match(stem):
+        label = canonical_class(m.group(3))
+    elif m := _BOS_RE.match(stem):
+        kind, code = m.group(2).upper(), m.group(3).upper()
+        label = canonical_class(code) if kind == "E" else "neutral" if (kind, code) == ("N", "N") else None
+    elif len(parts) >= 2 and _SUBJ4D_RE.match(parts[-2]):
+        label = canonical_class(parts[-1])
+    return label if label in LIBRARY_CLASSES else None
+
+
 def order_classes(labels: Iterable[str]) -> list[str]:
     """Library classes first in their canonical order, then any others sorted."""
     present = set(labels)

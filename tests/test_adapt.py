@@ -98,6 +98,26 @@ def test_guard_wants_fewer_inputs_when_all_are_sequences():
     assert guard(seqs + unreadable, "auto").ok
 
 
+def test_guard_takes_what_a_datasets_names_say_the_set_holds():
+    # 48 BU-4DFE sequences of six emotions, read with a lean onto three: the names say the set is varied
+    folders = ["Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise"]
+    lean = ["happiness"] * 17 + ["fear"] * 13 + ["surprise"] * 10 + ["sadness"] * 4 + ["disgust"] * 2 + ["anger"] * 2
+    seqs = [{"file": f"/d/F{i // 6:03d}/{folders[i % 6]}", "frame": "sequence", "error": None, "label": c}
+            for i, c in enumerate(lean)]
+    assert not spread_check(seqs, min_rows=MIN_SEQUENCES).ok
+    named = guard(seqs, "auto")
+    assert named.ok and "6 expressions" in named.reason and "names" in named.reason
+    # three emotions only: the names do not say it is varied, so the reading decides (here: declined)
+    three = [dict(r, file=f"/d/F{i:03d}/{folders[i % 3]}") for i, r in enumerate(seqs)]
+    assert not guard(three, "auto").ok and "names" not in guard(three, "auto").reason
+    varied_reading = [dict(r, label=c) for r, c in zip(three, ["happiness", "fear", "surprise", "sadness"] * 12)]
+    assert guard(varied_reading, "auto").ok and "names" not in guard(varied_reading, "auto").reason
+    # one input without such a name: the model's reading decides, as before
+    other = seqs[:-1] + [dict(seqs[-1], file="/d/take7")]
+    assert not guard(other, "auto").ok and "names" not in guard(other, "auto").reason
+    assert guard(three, "on").ok  # on counts only
+
+
 @pytest.fixture(scope="module")
 def model():
     return load_model(None)

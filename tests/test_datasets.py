@@ -3,7 +3,7 @@ import struct
 
 import pytest
 
-from affectvlm.datasets import (expand_frames, filter_samples, kfold_split, load_dataset, manifest_split,
+from affectvlm.datasets import (declared_class, expand_frames, filter_samples, kfold_split, load_dataset, manifest_split,
                                 subject_folds, summarise)
 from affectvlm.errors import ConfigError, InputError
 
@@ -222,3 +222,24 @@ def test_auto_tells_each_layout_from_its_names(tmp_path):
         detect_layout(other / "notes.txt")
     with pytest.raises(InputError, match="does not exist"):
         load_dataset(tmp_path / "missing", "auto")
+
+
+def test_declared_class_agrees_with_each_readers_labels(tmp_path):
+    make_bu3dfe(tmp_path / "bu3")
+    for subj in ("F001", "M002"):
+        for e in ("Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise"):
+            (tmp_path / "bu4" / subj / e).mkdir(parents=True)
+            (tmp_path / "bu4" / subj / e / "000.wrl").write_text("#VRML V2.0 utf8\n")
+    (tmp_path / "bos" / "bs000").mkdir(parents=True)
+    for n in ("E_ANGER_0", "E_HAPPY_0", "E_SADNESS_0", "N_N_0"):
+        _bnt(tmp_path / "bos" / "bs000" / f"bs000_{n}.bnt")
+    for root, layout in (("bu3", "bu3dfe"), ("bu4", "bu4dfe"), ("bos", "bosphorus")):
+        samples = load_dataset(tmp_path / root, layout).samples
+        assert len({s.label for s in samples}) >= 4
+        assert [declared_class(s.path) for s in samples] == [s.label for s in samples]
+    assert declared_class("set.zip:F001/Happy") == "happiness"
+    assert declared_class("C:\\data\\M0003_SU04AE_F3D.wrl") == "surprise"
+    # names that say nothing of the expression, or not one of ours
+    for name in ("scans/0.obj", "F001/Pain", "bs000/bs000_LFAU_9_0.bnt", "bs000_O_GLASSES_0.bnt", "Happy", "",
+                 "T1/0001.obj", "F0001_XX03WH_F3D.wrl"):
+        assert declared_class(name) is None, name
