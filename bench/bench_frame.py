@@ -25,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--makehuman")
     ap.add_argument("--facshuman")
     ap.add_argument("--rocketbox", help="Rocketbox avatar FBX files with HeadBox's AU shapes")
+    ap.add_argument("--gltf", help="binary glTF heads with ARKit-named morph targets (a folder or one file)")
+    ap.add_argument("--crop", choices=("face", "wide", "full"), default=None,
+                    help="every scan with this crop (default: the generator's mix)")
+    ap.add_argument("--max-vertices", type=int, default=40000)
     ap.add_argument("--frame-net", default=None, help="a frame-net folder to measure instead of the installed one")
     ap.add_argument("--scans", type=int, default=100, help="scans per face model")
     ap.add_argument("--seed", type=int, default=987654)
@@ -42,9 +46,11 @@ def main(argv: list[str] | None = None) -> int:
         import affectvlm.faceframe as faceframe
 
         faceframe.WEIGHTS_DIR = Path(args.frame_net)
-    models = load_face_models(args.facekit, args.makehuman, args.facshuman, rocketbox=args.rocketbox)
-    nuis = Nuisance(vertices=(args.min_vertices, 40000), yaw_deg=10.0, pitch_deg=8.0, roll_deg=6.0)
-    report: dict = {"synthetic": True, "scans_per_model": args.scans, "orientations": 24, "models": {}}
+    models = load_face_models(args.facekit, args.makehuman, args.facshuman, rocketbox=args.rocketbox, gltf=args.gltf)
+    nuis = Nuisance(vertices=(args.min_vertices, args.max_vertices), yaw_deg=10.0, pitch_deg=8.0, roll_deg=6.0,
+                    **({"crops": ((args.crop, 1.0),)} if args.crop else {}))
+    report: dict = {"synthetic": True, "scans_per_model": args.scans, "crop": args.crop or "mix",
+                    "vertices": [args.min_vertices, args.max_vertices], "orientations": 24, "models": {}}
     for mi, (name, model) in enumerate(sorted(models.items())):
         rng = np.random.default_rng([args.seed, mi])
         res = {m: {"right": 0, "wrong": 0, "wrong_unflagged": 0, "flagged": 0, "s": []} for m in ("net", "cues")}
