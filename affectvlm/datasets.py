@@ -359,7 +359,8 @@ _MAX_LOOK = 20_000  # entries detect_layout lists at most
 def detect_layout(root: str | os.PathLike) -> str:
     """The layout of a dataset root, from its names: a ``.csv`` file is a manifest; in a folder, BU-3DFE's scan
     names, then BU-4DFE's subject/expression folders, BP4D's subject/task folders, Bosphorus's scan names, a
-    ``manifest.csv``, and class-named folders (``folders``), in that order. InputError when none is there."""
+    ``manifest.csv``, and class-named folders (``folders``), in that order. InputError when none is there (naming
+    the subfolder that holds one, when one does)."""
     r = Path(root)
     if not r.exists():
         raise InputError(str(root), "dataset root does not exist")
@@ -367,6 +368,22 @@ def detect_layout(root: str | os.PathLike) -> str:
         if r.suffix.lower() == ".csv":
             return "manifest"
         raise InputError(str(root), "a dataset root is a folder or a manifest CSV")
+    layout = _layout_in(r)
+    if layout:
+        return layout
+    for sub in sorted(d for d in r.iterdir() if d.is_dir())[:_MAX_SUBFOLDERS]:
+        inner = _layout_in(sub)
+        if inner and inner != "folders":  # two-letter names (a cache's "fe") look like emotion folders
+            raise InputError(str(root), f"no dataset here, but {sub} holds a {inner} tree: pass --data {sub}")
+    raise InputError(str(root), "cannot tell the dataset's layout (no BU-3DFE, BU-4DFE, BP4D or Bosphorus names, no "
+                                "manifest.csv, no folders named after emotions); name it with --layout")
+
+
+_MAX_SUBFOLDERS = 20  # subfolders detect_layout looks into for a hint when the root holds no dataset
+
+
+def _layout_in(r: Path) -> str | None:
+    """:func:`detect_layout` of an existing folder, or None."""
     seen = {"bu3dfe": False, "bu4dfe": False, "bp4d": False, "bosphorus": False}
     looked = 0
     for top in sorted(r.iterdir()):
@@ -395,8 +412,7 @@ def detect_layout(root: str | os.PathLike) -> str:
         return "manifest"
     if any(d.is_dir() and canonical_class(d.name) in LIBRARY_CLASSES for d in r.iterdir()):
         return "folders"
-    raise InputError(str(root), "cannot tell the dataset's layout (no BU-3DFE, BU-4DFE, BP4D or Bosphorus names, no "
-                                "manifest.csv, no folders named after emotions); name it with --layout")
+    return None
 
 
 # ---------------------------------------------------------------- filtering, sequences and splits

@@ -220,6 +220,13 @@ def test_auto_tells_each_layout_from_its_names(tmp_path):
     assert str(other) in str(e.value)
     with pytest.raises(InputError, match="folder or a manifest CSV"):
         detect_layout(other / "notes.txt")
+    # a parent of a dataset (one level too high): the error names the folder to pass
+    parent = tmp_path / "downloads"
+    parent.mkdir()
+    (parent / "BU-3DFE").symlink_to(bu3, target_is_directory=True)
+    with pytest.raises(InputError, match=r"holds a bu3dfe tree: pass --data .*BU-3DFE") as e:
+        load_dataset(parent, "auto")
+    assert str(parent) in str(e.value)
     with pytest.raises(InputError, match="does not exist"):
         load_dataset(tmp_path / "missing", "auto")
 
