@@ -11,6 +11,11 @@ paired gain in best val, how many set-folds it won and lost, and the ratio of th
         --config base= --config e36="--epochs 36" --jobs 2 --out runs/folds [-- --cache-dir C]
 
 Arguments after ``--`` go to every run. Runs already finished in ``--out`` are read, not repeated.
+
+With ``--predict`` each run's test subjects are also scored as a user scores them: ``affectvlm predict`` on a folder
+of links to their scans or sequences with ``best/`` and predict's defaults (``--adapt auto``, ``--neutral auto``),
+read against the dataset's labels (intensities 3-4 where the data has levels). The report then gives, per set, that
+figure beside the trainer's own and their ratio; ``--predict-args`` adds options to those predict runs.
 """
 from __future__ import annotations
 
@@ -77,6 +82,42 @@ def record(run: Path, rc: int | None, wall: float) -> dict:
             "test": test.get("accuracy_intensity_3_4", test.get("accuracy"))}
 
 
+def predict_record(run: Path, data: str, layout: str, extra: list[str]) -> dict:
+    """``affectvlm predict`` with ``run``'s best/ on links to its test subjects' inputs, scored against the
+    dataset's labels: {"predict_test": accuracy at intensities 3-4 (or over all when the data has no levels),
+    "predict_n": inputs counted, "predict_failed": rows without a label}."""
+    import csv
+    import tempfile
+
+    from affectvlm.datasets import load_dataset
+
+    test = set(json.loads((run / "splits.json").read_text())["subjects"]["test"])
+    samples = [x for x in load_dataset(data, layout).samples if x.subject in test]
+    with tempfile.TemporaryDirectory(prefix="bench_folds_") as tmp:
+        truth = {}
+        for k, x in enumerate(samples):
+            # a subject's inputs share a folder, as predict pairs a scan with its subject's neutral scan by folder
+            link = Path(tmp) / x.subject / Path(x.path).name
+            if link.is_symlink():  # two inputs of one subject with one name: the later in a folder of its own
+                link = Path(tmp) / x.subject / f"{k:05d}" / Path(x.path).name
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(Path(x.path).resolve(), target_is_directory=Path(x.path).is_dir())
+            truth[str(link)] = x
+        rows_csv = Path(tmp) / "rows.csv"
+        cmd = [sys.executable, "-m", "affectvlm", "predict", tmp, "--model", str(run / "best"), "--out",
+               str(rows_csv), *extra]
+        env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")
+        done = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if done.returncode != 0:
+            return {"predict_error": done.stderr.strip().splitlines()[-1:]}
+        rows = [r for r in csv.DictReader(rows_csv.open()) if r["frame"] in ("", "sequence")]
+    levels = any(x.intensity in (3, 4) for x in samples)
+    hits = [r["label"] == truth[r["file"]].label for r in rows
+            if r["file"] in truth and (not levels or truth[r["file"]].intensity in (3, 4))]
+    return {"predict_test": round(sum(hits) / len(hits), 4) if hits else None, "predict_n": len(hits),
+            "predict_failed": sum(1 for r in rows if not r["label"])}
+
+
 def summarise(results: dict[str, dict], configs: dict[str, list[str]], sets: list[str], folds: int) -> dict:
     base = next(iter(configs))
     out: dict = {"baseline": base, "configs": {}}
@@ -90,6 +131,12 @@ def summarise(results: dict[str, dict], configs: dict[str, list[str]], sets: lis
             t = [x for x in t if x is not None]
             entry["test"][s] = {"mean": round(statistics.mean(t), 4) if t else None,
                                 "sd": round(statistics.stdev(t), 4) if len(t) > 1 else None, "folds": len(t)}
+            pt = [results.get(f"{s}_{c}_f{f}", {}).get("predict_test") for f in range(folds)]
+            pt = [x for x in pt if x is not None]
+            if pt:
+                m = statistics.mean(pt)
+                entry["test"][s]["predict_mean"] = round(m, 4)
+                entry["test"][s]["predict_over_trainer"] = round(m / statistics.mean(t), 4) if t else None
         if c != base:
             pairs = [(vals[k], results.get(f"{k[0]}_{base}_f{k[1]}", {}).get("best_val")) for k in vals]
             diffs = [a - b for a, b in pairs if a is not None and b is not None]
@@ -110,12 +157,15 @@ def main(argv: list[str] | None = None) -> dict:
         argv, extra = argv[:i], argv[i + 1:]
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", action="append", required=True, help="a dataset folder or CSV (repeat for more sets)")
-    ap.add_argument("--layout", default="bu3dfe")
+    ap.add_argument("--layout", default="auto")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--config", action="append", default=None, metavar="NAME=OPTIONS",
                     help="an option set (repeat); the first is the baseline (default: base= only)")
     ap.add_argument("--jobs", type=int, default=1, help="runs at once")
     ap.add_argument("--out", required=True, help="folder for the runs (finished ones are reused)")
+    ap.add_argument("--predict", action="store_true",
+                    help="also score each run's test subjects with affectvlm predict, as a user would")
+    ap.add_argument("--predict-args", default="", help="options for those predict runs (one string)")
     a = ap.parse_args(argv)
     configs = parse_configs(a.config or ["base="])
     out = Path(a.out)
@@ -128,7 +178,13 @@ def main(argv: list[str] | None = None) -> dict:
             for f in range(a.folds) for s, d in sets.items() for c, opts in configs.items()]
     t0 = time.perf_counter()
     results = run_all(jobs, out, max(1, a.jobs))
+    if a.predict:
+        data_of = {name: argv[argv.index("--data") + 1] for name, argv in jobs}
+        for name, rec in results.items():
+            if rec.get("rc") in (0, None) and "error" not in rec:
+                rec.update(predict_record(out / name, data_of[name], a.layout, shlex.split(a.predict_args)))
     report = {"bench": "folds", "sets": list(sets), "folds": a.folds, "extra": shlex.join(extra),
+              "predict": shlex.join(["affectvlm", "predict", "TEST", *shlex.split(a.predict_args)]) if a.predict else None,
               "wall_s": round(time.perf_counter() - t0, 1), **summarise(results, configs, list(sets), a.folds),
               "runs": results}
     print(json.dumps(report, indent=1))

@@ -48,3 +48,25 @@ def test_folds_pair_each_option_set_with_the_baseline(tmp_path, monkeypatch, cap
     again = bench.main(argv)
     assert again["configs"] == rep["configs"]
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*.log")} == logs
+
+
+def test_predict_scores_each_runs_test_subjects_as_a_user_would(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    data = write_tiny_bu3dfe(tmp_path / "tiny", neutral=True)
+    bench = _bench()
+    argv = ["--data", str(data), "--folds", "2", "--out", str(tmp_path / "runs"), "--predict", "--predict-args",
+            "--adapt none --neutral none", "--", "--model", "AffectVLM-Test", "--epochs", "1", "--batch-size", "2",
+            "--image-size", "32", "--views", "0", "--max-steps", "2", "--cache-dir", str(tmp_path / "cache")]
+    rep = bench.main(argv)
+    capsys.readouterr()
+    assert rep["predict"] == "affectvlm predict TEST --adapt none --neutral none"
+    for f in (0, 1):
+        run = rep["runs"][f"tiny_base_f{f}"]
+        test = json.loads((tmp_path / "runs" / f"tiny_base_f{f}" / "splits.json").read_text())["subjects"]["test"]
+        # every test subject's level 3-4 scan was scored (2 expressions x 2 levels), and none failed
+        assert run["predict_n"] == 4 * len(test) and run["predict_failed"] == 0
+        # scored alone and as trained, predict reads the test subjects as the trainer's own figure says
+        assert run["predict_test"] == round(run["test"], 4)
+    entry = rep["configs"]["base"]["test"]["tiny"]
+    assert entry["predict_mean"] == round((rep["runs"]["tiny_base_f0"]["predict_test"]
+                                           + rep["runs"]["tiny_base_f1"]["predict_test"]) / 2, 4)
