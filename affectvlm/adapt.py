@@ -113,9 +113,14 @@ class Adapted:
     centred: bool = False
 
 
+def _counted_rows(rows: Sequence[Row]) -> list[Row]:
+    """The rows that stand for a whole input and have a label: scans, and sequences' pooled rows (not frames)."""
+    return [r for r in rows if not r.get("error") and r.get("frame") in ("", "sequence") and r.get("label")]
+
+
 def _counted(rows: Sequence[Row]) -> list[str]:
-    """Labels of the rows that stand for a whole input: scans, and sequences' pooled rows (not their frames)."""
-    return [r["label"] for r in rows if not r.get("error") and r.get("frame") in ("", "sequence") and r.get("label")]
+    """Labels of :func:`_counted_rows`."""
+    return [r["label"] for r in _counted_rows(rows)]
 
 
 def spread_check(rows: Sequence[Row], *, min_rows: int = MIN_ROWS, spread: bool = True) -> SpreadCheck:
@@ -372,7 +377,7 @@ def _named_rows(rows: Sequence[Row]) -> list[Row] | None:
     or None unless every row that :func:`spread_check` counts has such a name."""
     from affectvlm.datasets import declared_class
 
-    counted = [r for r in rows if not r.get("error") and r.get("frame") in ("", "sequence") and r.get("label")]
+    counted = _counted_rows(rows)
     declared = [declared_class(r["file"]) for r in counted]
     if not counted or any(d is None for d in declared):
         return None

@@ -354,6 +354,7 @@ def load_dataset(root: str | os.PathLike, layout: str, **kw) -> Dataset:
 
 
 _MAX_LOOK = 20_000  # entries detect_layout lists at most
+_MAX_SUBFOLDERS = 20  # subfolders detect_layout looks into for a hint when the root holds no dataset
 
 
 def detect_layout(root: str | os.PathLike) -> str:
@@ -372,23 +373,20 @@ def detect_layout(root: str | os.PathLike) -> str:
     if layout:
         return layout
     for sub in sorted(d for d in r.iterdir() if d.is_dir())[:_MAX_SUBFOLDERS]:
-        inner = _layout_in(sub)
+        inner = _layout_in(sub, look=_MAX_LOOK // _MAX_SUBFOLDERS)
         if inner and inner != "folders":  # two-letter names (a cache's "fe") look like emotion folders
             raise InputError(str(root), f"no dataset here, but {sub} holds a {inner} tree: pass --data {sub}")
     raise InputError(str(root), "cannot tell the dataset's layout (no BU-3DFE, BU-4DFE, BP4D or Bosphorus names, no "
                                 "manifest.csv, no folders named after emotions); name it with --layout")
 
 
-_MAX_SUBFOLDERS = 20  # subfolders detect_layout looks into for a hint when the root holds no dataset
-
-
-def _layout_in(r: Path) -> str | None:
-    """:func:`detect_layout` of an existing folder, or None."""
+def _layout_in(r: Path, look: int = _MAX_LOOK) -> str | None:
+    """:func:`detect_layout` of an existing folder, listing at most ``look`` entries, or None."""
     seen = {"bu3dfe": False, "bu4dfe": False, "bp4d": False, "bosphorus": False}
     looked = 0
     for top in sorted(r.iterdir()):
         looked += 1
-        if looked > _MAX_LOOK:
+        if looked > look:
             break
         if not top.is_dir():
             seen["bu3dfe"] |= bool(_BU3DFE_RE.match(top.stem))
@@ -396,7 +394,7 @@ def _layout_in(r: Path) -> str | None:
             continue
         for child in sorted(top.iterdir()):
             looked += 1
-            if looked > _MAX_LOOK:
+            if looked > look:
                 break
             if child.is_dir():
                 name = child.name.upper()
