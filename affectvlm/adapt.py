@@ -393,6 +393,10 @@ def adapt_for(model: "AffectVLM", inputs: Sequence[Any], mode: str = "auto", *, 
         raise ConfigError(f"adapt must be one of {', '.join(ADAPT_MODES)}, got {mode!r}")
     if mode == "none":
         return Adaptation(model, None)
+    if mode == "auto" and getattr(model, "adapt_to_set", None) is False:
+        return Adaptation(model, SpreadCheck(False, 0, "this model's validation subjects read better as trained "
+                                                       "(adapt_to_set in its affectvlm.json); --adapt on adapts anyway",
+                                             on_spread=True))
     if not norm_layers(model):
         return Adaptation(model, SpreadCheck(False, 0, "the model has no batch-norm layers"))
     from affectvlm.predict import plan, score_items

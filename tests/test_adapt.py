@@ -199,6 +199,32 @@ def test_adapt_for_decides_on_the_sample_and_alike_every_time(model, monkeypatch
         assert torch.equal(x.running_mean, z.running_mean)
 
 
+def test_auto_follows_the_training_runs_choice_and_on_overrides_it(model, tmp_path, monkeypatch):
+    from affectvlm.errors import ModelError
+    from affectvlm.model import save_checkpoint
+    from affectvlm.model.checkpoint import update_meta
+
+    faces = [face_like_mesh(24, smile=s, seed=i, textured=False) for i, s in enumerate((0.0, 0.4, 0.8, 1.2))]
+    monkeypatch.setattr(adapt_mod, "MIN_ROWS", 4)
+    monkeypatch.setattr(adapt_mod, "ON_MIN_ROWS", 4)
+    monkeypatch.setattr(adapt_mod, "spread_check", lambda rows, min_rows, spread: SpreadCheck(True, 4, "varied"))
+    assert adapt_for(model, faces, "auto", workers=0).adapted  # no choice recorded: as before
+    ck = save_checkpoint(model, tmp_path / "ck")
+    update_meta(ck, adapt_to_set=False)  # as the trainer writes it when its val subjects read better as trained
+    chose = load_model(str(ck), cache=False)
+    assert chose.adapt_to_set is False
+    declined = adapt_for(chose, faces, "auto", workers=0)
+    assert declined.model is chose and not declined.adapted and declined.check.on_spread
+    assert "validation subjects read better as trained" in declined.text() and "--adapt on" in declined.text()
+    assert adapt_for(chose, faces, "on", workers=0).adapted
+    assert save_checkpoint(chose, tmp_path / "again") and load_model(str(tmp_path / "again"), cache=False).adapt_to_set is False
+    update_meta(ck, adapt_to_set=True)
+    assert adapt_for(load_model(str(ck), cache=False), faces, "auto", workers=0).adapted
+    update_meta(ck, adapt_to_set="yes")
+    with pytest.raises(ModelError, match="adapt_to_set must be true or false"):
+        load_model(str(ck), cache=False)
+
+
 def test_cli_adapt(tmp_path, capsys):
     d = tmp_path / "set"
     d.mkdir()

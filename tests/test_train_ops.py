@@ -367,3 +367,24 @@ def test_documented_launches_restart_workers():
     assert subprocess.run(["bash", "-n", str(REPO / "scripts" / "slurm" / "train.sbatch")]).returncode == 0
     readme = (REPO / "README.md").read_text()
     assert readme.count("--max-restarts") >= 2
+
+
+def test_the_run_chooses_on_val_whether_predict_adapts_its_checkpoint_to_a_set(tmp_path):
+    """best/ records whether its validation subjects read better with the encoder adapted to their scans (what
+    `affectvlm predict --adapt auto` then does); the as-trained figure is what `affectvlm eval` gives."""
+    data = write_tiny_bu3dfe(tmp_path / "data", n_subjects=24, intensities=(1, 2, 3, 4))  # val: 72 of 192 scans
+    args = _args(data, tmp_path / "run", tmp_path / "cache", "--epochs", "1", "--val-fraction", "0.45",
+                 "--max-steps", "4")
+    args[args.index("AffectVLM-Test")] = "default"  # a model with batch norm, as users fine-tune
+    r = _train(args, timeout=400)
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = json.loads((tmp_path / "run" / "result.json").read_text())["adapt_to_set"]
+    assert got["val"]["scans"] >= 50 and got["chosen"] == (got["val"]["adapted"] > got["val"]["trained"])
+    assert json.loads((tmp_path / "run" / "best" / "affectvlm.json").read_text())["adapt_to_set"] is got["chosen"]
+    assert "adapted to the validation subjects'" in r.stderr
+    out = tmp_path / "ev.json"
+    p = subprocess.run([sys.executable, "-m", "affectvlm.train.evaluate", "--model", str(tmp_path / "run"),
+                        "--subset", "val", "--out", str(out), "--cache-dir", str(tmp_path / "ev-cache")],
+                       cwd=REPO, env=_env(), capture_output=True, text=True, timeout=200)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert json.loads(out.read_text())["accuracy"] == pytest.approx(got["val"]["trained"], abs=1e-6)

@@ -23,6 +23,7 @@ from affectvlm.errors import ModelError
 FORMAT = "affectvlm-checkpoint"
 FORMAT_VERSION = 1
 META_FILE = "affectvlm.json"
+CHOICES = ("neutral_reference", "adapt_to_set")  # true/false fields a training run writes (affectvlm.json)
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"
 FUSION_FILE = "fusion.safetensors"
@@ -129,8 +130,9 @@ def save_checkpoint(model: Any, folder: str | os.PathLike, extra: Mapping[str, A
         }
         if getattr(model, "embedding_mean", None) is not None:
             meta["embedding_mean"] = [round(float(v), 7) for v in model.embedding_mean.flatten().tolist()]
-        if getattr(model, "neutral_reference", None) is not None:
-            meta["neutral_reference"] = bool(model.neutral_reference)
+        for choice in CHOICES:  # what the training run chose on its validation subjects
+            if getattr(model, choice, None) is not None:
+                meta[choice] = bool(getattr(model, choice))
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
         for f in tmp.iterdir():  # safetensors writes 0600 files; a shared checkpoint must be readable by others
             f.chmod(0o644)

@@ -82,6 +82,9 @@ class AffectVLM(nn.Module):
         # whether scoring each scan against its subject's neutral scan read better on the validation subjects of
         # the run that trained this model (None: not checked; affectvlm.reference.resolve_neutral)
         self.neutral_reference: bool | None = None
+        # whether adapting to a scored set (predict --adapt) read better on those validation subjects (None: not
+        # checked; affectvlm.adapt.adapt_for)
+        self.adapt_to_set: bool | None = None
         self.spec = spec
         self.provenance = dict(provenance or {})
         self.classes: tuple[str, ...] = ()

@@ -318,10 +318,11 @@ def _build(spec: Spec, device: torch.device, classes, prompts, fusion: str | Non
                       render=render, fusion=fusion, spec=spec.text, provenance=prov)
     if meta.get("embedding_mean") is not None:
         model.embedding_mean = _embedding_mean(meta["embedding_mean"], model.embed_dim, spec.path)
-    if meta.get("neutral_reference") is not None:
-        if not isinstance(meta["neutral_reference"], bool):
-            raise ModelError(f"{spec.path}/{ckpt.META_FILE}: neutral_reference must be true or false")
-        model.neutral_reference = meta["neutral_reference"]
+    for choice in ckpt.CHOICES:
+        if meta.get(choice) is not None:
+            if not isinstance(meta[choice], bool):
+                raise ModelError(f"{spec.path}/{ckpt.META_FILE}: {choice} must be true or false")
+            setattr(model, choice, meta[choice])
     if model.attention is not None and meta.get("fusion_weights"):
         from safetensors.torch import load_file
 

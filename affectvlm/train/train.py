@@ -695,6 +695,8 @@ def train(cfg: TrainConfig, info: DistInfo, stop: StopSignals | None = None) -> 
                  if "accuracy_intensity_3_4" in test_eval else "", test_eval["macro_f1"], test_eval["n"])
     neutral = choose_neutral_reference(best_model, val_loader, val_s, test_loader, test_s, classes,
                                        cache.scoring_index, device, info, cfg.amp, best_dir)
+    adapt = choose_adaptation(best_model, val_loader, val_s, classes, cache.scoring_index, device, info, cfg.amp,
+                              best_dir)
     del best_model
     hashes = [param_hash(step_mod)]
     if info.distributed:
@@ -704,7 +706,8 @@ def train(cfg: TrainConfig, info: DistInfo, stop: StopSignals | None = None) -> 
     return {"best_val_accuracy": progress.best_acc, "test": test_eval, "test_accuracy": test_eval["accuracy"],
             "splits": splits.record().to_json(), "param_hashes": hashes, "last_val": last_eval,
             "steps": progress.step, "cache": cache.report(), "render_s": render_s,
-            "train_s": time.perf_counter() - loop.run_t0, "neutral_reference": neutral}
+            "train_s": time.perf_counter() - loop.run_t0, "neutral_reference": neutral,
+            "adapt_to_set": adapt}
 
 
 def choose_neutral_reference(model: nn.Module, val_loader, val_s: Sequence, test_loader, test_s: Sequence,
@@ -729,6 +732,34 @@ def choose_neutral_reference(model: nn.Module, val_loader, val_s: Sequence, test
                  val.against, val.alone, "scores against it" if val.helps else "scores each scan alone",
                  test.against, test.alone)
     return {"chosen": val.helps, "val": val.to_json(), "test": test.to_json()}
+
+
+def choose_adaptation(model: nn.Module, val_loader, val_s: Sequence, classes: Sequence[str], views: Sequence[int],
+                      device: str, info: DistInfo, amp: bool, best_dir: Path) -> dict | None:
+    """Whether ``predict --adapt auto`` should adapt this run's checkpoint to a scored set: best/ adapted to the
+    validation subjects' scans (as ``predict`` adapts to the set it scores) against as trained, on those subjects;
+    only when they are as many as ``auto`` wants (:data:`affectvlm.adapt.MIN_ROWS` scans; sequences are not
+    judged). Written into best/'s ``affectvlm.json`` (``adapt_to_set``: true only if adapted reads more of them)."""
+    from affectvlm.adapt import MIN_ROWS, adapt_model
+
+    scans = sorted({s.path for s in val_s if s.frame_ids is None})
+    if val_loader is None or len(scans) < MIN_ROWS:
+        return None
+    trained = evaluate_model(model, val_loader, classes, views, device, info, amp)["accuracy"]
+    adapted = adapt_model(model, scans)
+    if not adapted.layers:
+        return None
+    on_set = evaluate_model(adapted.model, val_loader, classes, views, device, info, amp)["accuracy"]
+    helps = on_set > trained
+    if info.is_main:
+        if best_dir.is_dir():
+            from affectvlm.model.checkpoint import update_meta
+
+            update_meta(best_dir, adapt_to_set=helps)
+        log.info("adapted to the validation subjects' %d scans (predict --adapt auto): val %.4f against %.4f as "
+                 "trained, so best/ %s", adapted.inputs, on_set, trained,
+                 "adapts to a scored set" if helps else "scores as trained")
+    return {"chosen": helps, "val": {"adapted": on_set, "trained": trained, "scans": adapted.inputs}}
 
 
 # the smallest render size without --image-size (README "Defaults": measured against the 64 px renders)
