@@ -357,19 +357,37 @@ def guard(rows: Sequence[Row], mode: str = "auto") -> SpreadCheck:
     """:func:`spread_check` as ``mode`` applies it to the sample's rows, scored without adaptation: ``auto`` judges
     only the scans whose names call them full expressions (not a BU-3DFE set's levels 1-2); ``on`` only counts.
     A set of only sequences needs fewer (:data:`MIN_SEQUENCES`)."""
-    judged = [r for r in rows if not r.get("error")]  # an unreadable input says nothing of what the set holds
-    sequences = bool(judged) and all(r.get("frame") not in ("", None) for r in judged)
+    sequences = _all_sequences(rows)
     if mode == "auto":
-        from affectvlm.reference import full_expressions
-
-        rows = [r for r, full in zip(rows, full_expressions([r["file"] for r in rows])) if full]
-        # names that say the set is varied outweigh a lean in the reading; narrow names do not decline a set read
-        # as varied (adapting 3-emotion 4D sets of unseen faces gained: docs in the model card, session 38)
-        named = _named_rows(rows)
-        check = spread_check(named, min_rows=_min_rows(mode, sequences)) if named is not None else None
-        if check is not None and check.ok:
-            return replace(check, reason=f"{check.reason}, by their dataset's names")
+        named = named_guard(rows)
+        if named is not None:
+            return named
+        rows = _full(rows)
     return spread_check(rows, min_rows=_min_rows(mode, sequences), spread=mode == "auto")
+
+
+def named_guard(rows: Sequence[Row]) -> SpreadCheck | None:
+    """``auto``'s check passed on what the rows' dataset names say they show (:func:`_named_rows`), or None when
+    the names do not pass it (the reading then decides). Names that say the set is varied outweigh a lean in the
+    reading; narrow names do not decline a set read as varied (adapting 3-emotion 4D sets of unseen faces gained:
+    the model card, session 38). Only the names are read, so it needs no scoring."""
+    named = _named_rows(_full(rows))
+    if named is None:
+        return None
+    check = spread_check(named, min_rows=_min_rows("auto", _all_sequences(rows)))
+    return replace(check, reason=f"{check.reason}, by their dataset's names") if check.ok else None
+
+
+def _all_sequences(rows: Sequence[Row]) -> bool:
+    judged = [r for r in rows if not r.get("error")]  # an unreadable input says nothing of what the set holds
+    return bool(judged) and all(r.get("frame") not in ("", None) for r in judged)
+
+
+def _full(rows: Sequence[Row]) -> list[Row]:
+    """The rows ``auto`` judges: neutral scans and full expressions (:func:`affectvlm.reference.full_expressions`)."""
+    from affectvlm.reference import full_expressions
+
+    return [r for r, full in zip(rows, full_expressions([r["file"] for r in rows])) if full]
 
 
 def _named_rows(rows: Sequence[Row]) -> list[Row] | None:
@@ -406,7 +424,11 @@ def adapt_for(model: "AffectVLM", inputs: Sequence[Any], mode: str = "auto", *, 
     min_rows = _min_rows(mode, bool(readable) and all(it.kind == "sequence" for it in readable))
     if len(picked) < min_rows:  # too few whatever they show: spare the scoring
         return Adaptation(model, SpreadCheck(False, len(picked), f"{len(picked)} inputs; it needs at least {min_rows}"))
-    check = guard([row for _, row in score_items(picked, o, plan(picked, BATCH))], mode)
+    # a set whose names say it is varied needs no scoring first (as guard would find from the rows)
+    check = named_guard([{"file": str(it.source), "frame": "sequence" if it.kind == "sequence" else "", "error": None,
+                          "label": "?"} for it in readable]) if mode == "auto" else None
+    if check is None:
+        check = guard([row for _, row in score_items(picked, o, plan(picked, BATCH))], mode)
     if not check.ok:
         return Adaptation(model, check)
     done = _gather(o, picked)

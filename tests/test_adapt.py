@@ -225,6 +225,26 @@ def test_auto_follows_the_training_runs_choice_and_on_overrides_it(model, tmp_pa
         load_model(str(ck), cache=False)
 
 
+def test_a_set_named_as_varied_is_adapted_without_scoring_it_first(model, tmp_path, monkeypatch):
+    import affectvlm.predict as predict_mod
+
+    codes = ["HA", "SA", "SU", "FE", "DI", "AN"]
+    for i in range(MIN_ROWS + 4):  # BU-3DFE names of six expressions at level 4
+        sid = f"F{i // 6 + 1:04d}"
+        m = face_like_mesh(20, smile=(i % 5) / 4, seed=i, textured=False)
+        (tmp_path / sid).mkdir(exist_ok=True)
+        trimesh.Trimesh(m.vertices, m.faces, process=False).export(tmp_path / sid / f"{sid}_{codes[i % 6]}04WH_F3D.obj")
+
+    passes = []
+    real = predict_mod.score_items
+    monkeypatch.setattr(predict_mod, "score_items", lambda *a, **k: passes.append(1) or real(*a, **k))
+    done = adapt_for(model, [str(tmp_path)], "auto", workers=0)
+    assert done.adapted and "by their dataset's names" in done.text()
+    assert len(passes) == 1  # the statistics pass only: the sample was not scored first
+    passes.clear()
+    assert adapt_for(model, [str(tmp_path)], "on", workers=0).adapted and len(passes) == 2  # on: scored, then gathered
+
+
 def test_cli_adapt(tmp_path, capsys):
     d = tmp_path / "set"
     d.mkdir()
