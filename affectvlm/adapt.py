@@ -14,9 +14,10 @@ over :data:`MAX_SHARE`, or at least :data:`WIDE_CLASSES` classes with :data:`WID
 :data:`WIDE_MAX_SHARE`: a model that reads a face model it never saw with a lean may put a varied set's labels on
 three expressions over 10 %, but it still spreads them thinly over more, where a set of a few expressions read by a
 model that knows the face shows only those. Where every judged input is named by a dataset's convention that states
-its expression (BU-3DFE's codes, BU-4DFE's folders, Bosphorus's ``E_`` names: :func:`affectvlm.datasets.declared_class`)
-and those names alone pass the same check, the set is adapted whatever the reading: a lean can hide a balanced set's
-variety from the reading, not from its names. Narrow names do not decline a set the reading passes.
+its expression (BU-3DFE's codes, BU-4DFE's folders, Bosphorus's ``E_`` names, class-named folders:
+:func:`affectvlm.datasets.declared_class`) and those names alone pass the same check, the set is adapted whatever the
+reading: a lean can hide a balanced set's variety from the reading, not from its names. Narrow names do not decline a
+set the reading passes.
 Where a dataset's naming tells, the sample leaves out scans that are not expressions (Bosphorus's pose, occlusion
 and action-unit scans: :func:`affectvlm.reference.expression_scans`), and the guard judges only the neutral scans and
 full-strength expressions (not BU-3DFE's levels 1-2, which mostly read as calm:

@@ -105,8 +105,9 @@ def canonical_class(name: str) -> str:
 
 def declared_class(source: str) -> str | None:
     """The class a dataset's own naming gives a scan or sequence, without reading it: BU-3DFE's expression code
-    (``F0001_HA03WH_F3D``), BU-4DFE's expression folder under a subject folder (``F001/Happy``) or Bosphorus's
-    ``E_`` / ``N_N`` names; None for any other name or a class outside :data:`LIBRARY_CLASSES`. A zip member
+    (``F0001_HA03WH_F3D``), BU-4DFE's expression folder under a subject folder (``F001/Happy``), Bosphorus's
+    ``E_`` / ``N_N`` names, or a folder named after the class (``happy/scan1.obj``, the ``folders`` layout); None for
+    any other name or a class outside :data:`LIBRARY_CLASSES`. A zip member
     (``set.zip:F001/Happy``) counts by its own path."""
     inner = str(source).replace("\\", "/").rsplit(".zip:", 1)[-1].rstrip("/")
     parts = [x for x in inner.split("/") if x]
@@ -121,6 +122,8 @@ def declared_class(source: str) -> str | None:
         label = canonical_class(code) if kind == "E" else "neutral" if (kind, code) == ("N", "N") else None
     elif len(parts) >= 2 and _SUBJ4D_RE.match(parts[-2]):
         label = canonical_class(parts[-1])
+    elif len(parts) >= 2 and len(parts[-2]) > 2:  # the folders layout; not two-letter codes (a cache's "fe")
+        label = canonical_class(parts[-2])
     return label if label in LIBRARY_CLASSES else None
 
 

@@ -9,7 +9,8 @@ the ``none`` arm only ``predict``. Times are the median over ``--repeats`` after
 arm's seconds and its ``ratio`` to ``none``, and ``centring_ratio`` = centred / statistics only (the extra pass over
 the sample that centring adds). The model must store an ``embedding_mean`` for the centred arm.
 The ``named`` arm is the centred one with the same scans named as BU-3DFE names them (six expressions at level 4)
-under ``auto``: their names pass the guard, so the sample is not scored first; ``named_ratio`` = named / centred.
+under ``auto``: their names pass the guard, so the sample is not scored first; ``named_ratio`` = named / centred
+(only with at least ``affectvlm.adapt.MIN_ROWS`` scans, the fewest ``auto`` adapts).
 """
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from affectvlm.adapt import adapt_for
+    from affectvlm.adapt import MIN_ROWS, adapt_for
     from affectvlm.model import load_model
     from affectvlm.predict import predict
 
@@ -73,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
             return predict(paths, got.model)
         return run
 
-    arms = {"none": none, "statistics": adapted(False), "centred": adapted(True), "named": adapted(True, "auto")}
+    arms = {"none": none, "statistics": adapted(False), "centred": adapted(True)}
+    if a.scans >= MIN_ROWS:
+        arms["named"] = adapted(True, "auto")
     out: dict = {"scans": a.scans, "model": a.model, "threads": torch.get_num_threads()}
     with tempfile.TemporaryDirectory() as tmp:
         paths = _scans(Path(tmp), a.scans)
@@ -92,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     for k in arms:
         out[k] = {"seconds": round(med[k], 3), "ratio": round(med[k] / med["none"], 3)}
     out["centring_ratio"] = round(med["centred"] / med["statistics"], 3)
-    out["named_ratio"] = round(med["named"] / med["centred"], 3)
+    out["named_ratio"] = round(med["named"] / med["centred"], 3) if "named" in med else None
     print(json.dumps(out, indent=2))
     return 0
 

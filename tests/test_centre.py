@@ -151,15 +151,16 @@ def test_a_fine_tuned_checkpoint_drops_its_bases_mean(tmp_path):
     assert "embedding_mean" not in meta and load_model(str(tmp_path / "run" / "best"), cache=False).embedding_mean is None
 
 
-def test_bench_adapt_times_the_three_arms(capsys):
+def test_bench_adapt_times_its_arms(capsys):
     import runpy
     from pathlib import Path
 
     bench = runpy.run_path(str(Path(__file__).resolve().parents[1] / "bench" / "bench_adapt.py"))
-    assert bench["main"](["--scans", "24", "--repeats", "1"]) == 0
+    assert bench["main"](["--scans", "54", "--repeats", "1"]) == 0  # enough for auto to adapt the named arm
     out = json.loads(capsys.readouterr().out)
     assert out["none"]["ratio"] == 1.0 and out["statistics"]["seconds"] > 0 and out["centred"]["seconds"] > 0
     assert abs(out["centring_ratio"] - out["centred"]["seconds"] / out["statistics"]["seconds"]) < 0.01
+    assert out["named"]["seconds"] > 0 and abs(out["named_ratio"] - out["named"]["seconds"] / out["centred"]["seconds"]) < 0.01
 
 
 def test_a_set_of_sequences_is_centred_on_its_most_expressive_frames(model):

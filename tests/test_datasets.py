@@ -240,7 +240,10 @@ def test_declared_class_agrees_with_each_readers_labels(tmp_path):
     (tmp_path / "bos" / "bs000").mkdir(parents=True)
     for n in ("E_ANGER_0", "E_HAPPY_0", "E_SADNESS_0", "N_N_0"):
         _bnt(tmp_path / "bos" / "bs000" / f"bs000_{n}.bnt")
-    for root, layout in (("bu3", "bu3dfe"), ("bu4", "bu4dfe"), ("bos", "bosphorus")):
+    for cls in ("happy", "Sad", "fear", "neutral"):
+        (tmp_path / "fold" / cls).mkdir(parents=True)
+        (tmp_path / "fold" / cls / f"s1_{cls}.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
+    for root, layout in (("bu3", "bu3dfe"), ("bu4", "bu4dfe"), ("bos", "bosphorus"), ("fold", "folders")):
         samples = load_dataset(tmp_path / root, layout).samples
         assert len({s.label for s in samples}) >= 4
         assert [declared_class(s.path) for s in samples] == [s.label for s in samples]
@@ -248,5 +251,5 @@ def test_declared_class_agrees_with_each_readers_labels(tmp_path):
     assert declared_class("C:\\data\\M0003_SU04AE_F3D.wrl") == "surprise"
     # names that say nothing of the expression, or not one of ours
     for name in ("scans/0.obj", "F001/Pain", "bs000/bs000_LFAU_9_0.bnt", "bs000_O_GLASSES_0.bnt", "Happy", "",
-                 "T1/0001.obj", "F0001_XX03WH_F3D.wrl"):
+                 "T1/0001.obj", "F0001_XX03WH_F3D.wrl", "cache/fe/1a2b.npz", "pain/s1.obj"):
         assert declared_class(name) is None, name
