@@ -388,3 +388,21 @@ def test_the_run_chooses_on_val_whether_predict_adapts_its_checkpoint_to_a_set(t
                        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=200)
     assert p.returncode == 0, p.stderr[-2000:]
     assert json.loads(out.read_text())["accuracy"] == pytest.approx(got["val"]["trained"], abs=1e-6)
+
+
+def test_a_fine_tune_does_not_inherit_its_bases_validation_choices(tiny, tmp_path):
+    """A base checkpoint's neutral_reference / adapt_to_set were chosen on another run's subjects: a run that cannot
+    choose again (no neutral scans, too few validation scans) leaves them out rather than carrying them over."""
+    from affectvlm.model import load_model, save_checkpoint
+    from affectvlm.model.checkpoint import update_meta
+
+    base = save_checkpoint(load_model("AffectVLM-Test", cache=False), tmp_path / "base", extra={"trained": True})
+    update_meta(base, neutral_reference=False, adapt_to_set=True)
+    args = _args(tiny, tmp_path / "run", tmp_path / "cache", "--epochs", "1")
+    args[args.index("AffectVLM-Test")] = str(base)
+    r = _train(args)
+    assert r.returncode == 0, r.stderr[-2000:]
+    meta = json.loads((tmp_path / "run" / "best" / "affectvlm.json").read_text())
+    assert "neutral_reference" not in meta and "adapt_to_set" not in meta
+    res = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert res["neutral_reference"] is None and res["adapt_to_set"] is None

@@ -492,6 +492,7 @@ def write_step_record(loop: Loop, progress: Progress, terms: dict[str, float], e
 
 def train(cfg: TrainConfig, info: DistInfo, stop: StopSignals | None = None) -> dict:
     from affectvlm.model import load_model
+    from affectvlm.model.checkpoint import CHOICES
     from affectvlm.prompts import PromptSet
     from affectvlm.render import parse_views
 
@@ -510,7 +511,8 @@ def train(cfg: TrainConfig, info: DistInfo, stop: StopSignals | None = None) -> 
     prompts = PromptSet.load(None)
     model = load_model(cfg.model, device="cpu", classes=classes, prompts=prompts, cache=False)
     model.embedding_mean = None  # training moves the embeddings: the base's mean would be stale (affectvlm.train.centre)
-    model.neutral_reference = None  # chosen again on this run's validation subjects (below)
+    for choice in CHOICES:  # neutral_reference, adapt_to_set: chosen again on this run's validation subjects (below)
+        setattr(model, choice, None)
     model.render = settings = render_settings(model.render, cfg, parse_views)
     views = tuple(settings.views)
     n_views = len(views)
