@@ -311,13 +311,53 @@ def test_eval_adapts_only_when_asked_and_says_so(tmp_path):
     assert json.loads((tmp_path / "v.json").read_text())["views"] == ["0", "-30", "30"]  # given views, as given
     assert main([*common, "--adapt", "on", "--out", str(tmp_path / "a.json")]) == 0
     adapted = json.loads((tmp_path / "a.json").read_text())
-    assert adapted["adapted"] == {"samples": 20, "centred": True, "transductive": True}  # the default stores a mean
+    assert adapted["adapted"] == {"samples": 20, "centred": True, "mode": "on", "reason": "20 samples",
+                                  "transductive": True}  # the default stores a mean
     # too few samples to adapt to: one clear error
     for lvl in range(6):
         write_vrml(tmp_path / "few" / "F0003" / f"F0003_HA{lvl:02d}WH_F3D.wrl", face_like_mesh(16, seed=lvl))
     few = [*common[:2], "--data", str(tmp_path / "few"), *common[4:], "--adapt", "on",
            "--out", str(tmp_path / "x.json")]
     assert main(few) == 2 and not (tmp_path / "x.json").exists()
+
+
+def test_eval_auto_decides_as_predict_does(tmp_path, monkeypatch, capsys):
+    """`affectvlm eval --adapt auto` adapts a set whose dataset names say it is varied, and follows a checkpoint's
+    adapt_to_set: false, so it gives the figure predict's default gives."""
+    import affectvlm.train.evaluate as ev
+    from affectvlm.io.vrml import write_vrml
+    from affectvlm.model import save_checkpoint
+    from affectvlm.model.checkpoint import update_meta
+
+    monkeypatch.setattr(adapt_mod, "MIN_ROWS", 12)
+    monkeypatch.setattr(ev, "ADAPT_MIN_ROWS", 12)
+    monkeypatch.setattr(ev, "ON_MIN_ROWS", 12)
+    for i, code in enumerate(["HA", "SA", "SU", "FE", "DI", "AN"] * 2):  # six expressions at level 4, by name
+        s = ("F0001", "M0002")[i // 6]
+        write_vrml(tmp_path / "data" / s / f"{s}_{code}04WH_F3D.wrl",
+                   face_like_mesh(16, smile=(i % 6) / 5, seed=i, textured=False))
+    common = ["--data", str(tmp_path / "data"), "--layout", "bu3dfe", "--subset", "all",
+              "--cache-dir", str(tmp_path / "cache"), "--no-landmarks"]
+
+    def run(model, adapt, name):
+        assert ev.main(["--model", model, *common, "--adapt", adapt, "--out", str(tmp_path / name)]) == 0
+        return json.loads((tmp_path / name).read_text()), capsys.readouterr().err
+
+    auto, err = run("default", "auto", "auto.json")
+    assert auto["adapted"]["mode"] == "auto" and "by their dataset's names" in auto["adapted"]["reason"]
+    assert "--adapt auto: adapted to the scored samples" in err
+    on, _ = run("default", "on", "on.json")
+    assert on["accuracy"] == auto["accuracy"]  # the same statistics, the same sample
+    ck = save_checkpoint(load_model("default"), tmp_path / "ck")
+    update_meta(ck, adapt_to_set=False)
+    declined, err = run(str(ck), "auto", "declined.json")
+    none, _ = run(str(ck), "none", "none.json")
+    assert "adapted" not in declined and "adapted" not in none and "adapt_declined" not in none
+    assert "read better as trained" in declined["adapt_declined"]["reason"] and "trained statistics" in err
+    assert declined["accuracy"] == none["accuracy"]
+    monkeypatch.setattr(ev, "ADAPT_MIN_ROWS", 13)  # one more than the set holds
+    few, _ = run("default", "auto", "few.json")
+    assert "adapted" not in few and "at least 13" in few["adapt_declined"]["reason"]
 
 
 def test_statistics_come_from_the_expression_scans_of_a_bosphorus_tree(model, tmp_path):

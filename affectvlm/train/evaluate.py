@@ -17,8 +17,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from affectvlm.adapt import (BATCH, ON_MIN_ROWS, centre, fused_mean, gathering_statistics, norm_layers,
-                             sample_inputs)
+from affectvlm.adapt import (ADAPT_MODES, BATCH, MIN_ROWS as ADAPT_MIN_ROWS, ON_MIN_ROWS, SpreadCheck, centre,
+                             fused_mean, gathering_statistics, guard, norm_layers, sample_inputs)
 from affectvlm.errors import AffectVLMError, ConfigError
 from affectvlm.prior import MIN_ROWS, match_rows, parse_prior
 from affectvlm.reference import check_pattern, match_neutral, resolve_neutral
@@ -54,10 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "(transductive; the metrics record it)")
     p.add_argument("--prior-by", choices=("set", "folder"), default="set", help="with --prior: the whole set or "
                    "each folder apart")
-    p.add_argument("--adapt", choices=("on", "none"), default="none",
-                   help="as `affectvlm predict --adapt on`: the image encoder's batch-norm statistics re-estimated on "
-                        "the renders of up to 256 of the samples first (at least 20; views as rendered, without "
-                        "predict's mirror images; transductive: the metrics record it)")
+    p.add_argument("--adapt", choices=ADAPT_MODES, default="none",
+                   help="as `affectvlm predict --adapt`: the image encoder's batch-norm statistics re-estimated on "
+                        "the renders of up to 256 of the samples first (on: at least 20; auto: as predict decides, "
+                        "following the checkpoint's adapt_to_set and judging the sample by its dataset's names or "
+                        "the model's reading, at least 50; views as rendered, without predict's mirror images; "
+                        "none, the default: as the trainer's test figures; transductive: the metrics record it)")
     p.add_argument("--neutral", default="none", metavar="GLOB",
                    help="as `affectvlm predict --neutral`: score each scan against its subject's neutral scan(s) "
                         "(auto: BU-3DFE's NE00, Bosphorus's N_N; a glob; none, the default: each scan alone, as the "
@@ -129,9 +131,10 @@ def run_eval(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     cache.warm([s.path for s in samples])
     cidx = {c: i for i, c in enumerate(classes)}
-    adapted = args.adapt == "on" and bool(norm_layers(model))
-    if adapted:  # as predict --adapt on: the statistics of up to SAMPLE samples, in its order and batches
-        picked = sample_inputs(samples)
+    picked = sample_inputs(samples)
+    check = adapt_check(args.adapt, model, picked, cache, device)
+    adapted = check is not None and check.ok
+    if adapted:  # as predict --adapt: the statistics of up to SAMPLE samples, in its order and batches
         with gathering_statistics(model) as model:
             for i in range(0, len(picked), BATCH):
                 model(torch.stack([torch.from_numpy(cache.get(s.path)) for s in picked[i:i + BATCH]]).float()
@@ -158,7 +161,10 @@ def run_eval(args: argparse.Namespace) -> dict:
         out["neutral_reference"] = {"spec": args.neutral, "rescored": ref.rescored, "subjects": ref.subjects,
                                     "transductive": True}
     if adapted:
-        out["adapted"] = {"samples": len(samples), "centred": centred, "transductive": True}
+        out["adapted"] = {"samples": len(samples), "centred": centred, "mode": args.adapt, "reason": check.reason,
+                          "transductive": True}
+    elif check is not None:
+        out["adapt_declined"] = {"mode": args.adapt, "reason": check.reason}
     if prior is not None:
         out["prior"] = {"spec": args.prior, "by": args.prior_by, "transductive": True}
     for attr in ("intensity", "family", "face_model"):
@@ -173,6 +179,33 @@ def run_eval(args: argparse.Namespace) -> dict:
                 "n_subjects": len({s.subject for s in samples}), "seconds": round(time.perf_counter() - t0, 2),
                 "cache": cache.report()})
     return out
+
+
+def adapt_check(mode: str, model, picked: Sequence, cache, device) -> SpreadCheck | None:
+    """Whether ``--adapt MODE`` adapts ``model`` to the ``picked`` samples (their renders in ``cache``), as
+    :func:`affectvlm.adapt.adapt_for` decides for predict: ``auto`` declines a checkpoint whose ``adapt_to_set`` is
+    false, then judges the picked samples by their dataset's names, else by the model's reading of them as trained
+    (each scan or frame counts as an input); None for ``none``."""
+    if mode == "none":
+        return None
+    if not norm_layers(model):
+        return SpreadCheck(False, 0, "the model has no batch-norm layers")
+    if mode == "on":
+        return SpreadCheck(True, len(picked), f"{len(picked)} samples")
+    if getattr(model, "adapt_to_set", None) is False:
+        return SpreadCheck(False, 0, "this model's validation subjects read better as trained (adapt_to_set in its "
+                                     "affectvlm.json); --adapt on adapts anyway")
+    if len(picked) < ADAPT_MIN_ROWS:
+        return SpreadCheck(False, len(picked), f"{len(picked)} samples; it needs at least {ADAPT_MIN_ROWS}")
+    classes = list(model.classes)
+    labels: list[str] = []
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, len(picked), BATCH):
+            x = torch.stack([torch.from_numpy(cache.get(s.path)) for s in picked[i:i + BATCH]]).float().div_(255)
+            labels += [classes[int(k)] for k in model(x.to(device)).argmax(-1).cpu()]
+    return guard([{"file": str(s.path), "frame": "", "error": None, "label": label}
+                  for s, label in zip(picked, labels)], "auto")
 
 
 def _mean_embedding(model, picked: Sequence, cache, device) -> torch.Tensor | None:
@@ -237,6 +270,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_json(out, res)
     png = save_confusion_png(res["confusion_matrix"], res["classes"], out.with_suffix(".png"),
                              title=f"accuracy {res['accuracy']:.3f} (n={res['n']})")
+    if "adapted" in res or "adapt_declined" in res:
+        how = res.get("adapted") or res["adapt_declined"]
+        print(f"--adapt {args.adapt}: " + ("adapted to the scored samples" if "adapted" in res else
+                                          "scored with the trained statistics") + f" ({how['reason']})",
+              file=sys.stderr)
     print(f"accuracy {res['accuracy']:.4f}  macro-F1 {res['macro_f1']:.4f}  n={res['n']}  -> {out}, {png}")
     if res.get("landmarks"):
         lm = res["landmarks"]
