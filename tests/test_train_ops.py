@@ -390,6 +390,32 @@ def test_the_run_chooses_on_val_whether_predict_adapts_its_checkpoint_to_a_set(t
     assert json.loads(out.read_text())["accuracy"] == pytest.approx(got["val"]["trained"], abs=1e-6)
 
 
+def test_a_4d_run_chooses_on_its_validation_sequences_whether_predict_adapts(tmp_path):
+    """A set of only sequences (BU-4DFE) is judged too: best/ adapted to the validation sequences as predict adapts
+    to sequences, against as trained, on the validation frames."""
+    from meshgen import face_like_mesh
+
+    from affectvlm.adapt import MIN_SEQUENCES
+    from affectvlm.io.vrml import write_vrml
+
+    for k in range(40):  # 40 subjects x 2 sequences of 3 frames, neutral -> apex
+        sid = f"{'F' if k % 2 == 0 else 'M'}{k + 1:03d}"
+        for emotion, sign in (("Happy", 1.0), ("Sad", -1.0)):
+            for f in range(3):
+                write_vrml(tmp_path / "data" / sid / emotion / f"{f:03d}.wrl",
+                           face_like_mesh(16, smile=sign * 2.0 * f, seed=k * 10 + f, textured=False))
+    args = _args(tmp_path / "data", tmp_path / "run", tmp_path / "cache", "--epochs", "1", "--val-fraction", "0.5",
+                 "--max-steps", "2", "--frames-per-sequence", "2")
+    args[args.index("AffectVLM-Test")] = "default"
+    args[args.index("bu3dfe")] = "bu4dfe"
+    r = _train(args, timeout=400)
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = json.loads((tmp_path / "run" / "result.json").read_text())["adapt_to_set"]
+    assert got["val"]["sequences"] >= MIN_SEQUENCES and got["chosen"] == (got["val"]["adapted"] > got["val"]["trained"])
+    assert json.loads((tmp_path / "run" / "best" / "affectvlm.json").read_text())["adapt_to_set"] is got["chosen"]
+    assert "adapted to the validation subjects' " in r.stderr and " sequences (predict --adapt auto)" in r.stderr
+
+
 def test_a_fine_tune_does_not_inherit_its_bases_validation_choices(tiny, tmp_path):
     """A base checkpoint's neutral_reference / adapt_to_set were chosen on another run's subjects: a run that cannot
     choose again (no neutral scans, too few validation scans) leaves them out rather than carrying them over."""

@@ -740,15 +740,22 @@ def choose_adaptation(model: nn.Module, val_loader, val_s: Sequence, classes: Se
                       device: str, info: DistInfo, amp: bool, best_dir: Path) -> dict | None:
     """Whether ``predict --adapt auto`` should adapt this run's checkpoint to a scored set: best/ adapted to the
     validation subjects' scans (as ``predict`` adapts to the set it scores) against as trained, on those subjects;
-    only when they are as many as ``auto`` wants (:data:`affectvlm.adapt.MIN_ROWS` scans; sequences are not
-    judged). Written into best/'s ``affectvlm.json`` (``adapt_to_set``: true only if adapted reads more of them)."""
-    from affectvlm.adapt import MIN_ROWS, adapt_model
+    only when they are as many as ``auto`` wants (:data:`affectvlm.adapt.MIN_ROWS` scans, or for a set of only
+    sequences :data:`affectvlm.adapt.MIN_SEQUENCES`, adapted as ``predict`` adapts to sequences and judged on the
+    validation frames). Written into best/'s ``affectvlm.json`` (``adapt_to_set``: true only if adapted reads more
+    of them)."""
+    from affectvlm import adapt as adapt_mod
 
     scans = sorted({s.path for s in val_s if s.frame_ids is None})
-    if val_loader is None or len(scans) < MIN_ROWS:
+    sequences = sorted({s.path for s in val_s if s.frame_ids is not None})
+    if scans:
+        inputs, kind = (scans, "scans") if len(scans) >= adapt_mod.MIN_ROWS else (None, "")
+    else:
+        inputs, kind = (sequences, "sequences") if len(sequences) >= adapt_mod.MIN_SEQUENCES else (None, "")
+    if val_loader is None or inputs is None:
         return None
     trained = evaluate_model(model, val_loader, classes, views, device, info, amp)["accuracy"]
-    adapted = adapt_model(model, scans)
+    adapted = adapt_mod.adapt_model(model, inputs)
     if not adapted.layers:
         return None
     on_set = evaluate_model(adapted.model, val_loader, classes, views, device, info, amp)["accuracy"]
@@ -758,10 +765,10 @@ def choose_adaptation(model: nn.Module, val_loader, val_s: Sequence, classes: Se
             from affectvlm.model.checkpoint import update_meta
 
             update_meta(best_dir, adapt_to_set=helps)
-        log.info("adapted to the validation subjects' %d scans (predict --adapt auto): val %.4f against %.4f as "
-                 "trained, so best/ %s", adapted.inputs, on_set, trained,
+        log.info("adapted to the validation subjects' %d %s (predict --adapt auto): val %.4f against %.4f as "
+                 "trained, so best/ %s", adapted.inputs, kind, on_set, trained,
                  "adapts to a scored set" if helps else "scores as trained")
-    return {"chosen": helps, "val": {"adapted": on_set, "trained": trained, "scans": adapted.inputs}}
+    return {"chosen": helps, "val": {"adapted": on_set, "trained": trained, kind: adapted.inputs}}
 
 
 # the smallest render size without --image-size (README "Defaults": measured against the 64 px renders)
