@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_SHARE", "MIN_CLASSES", "MIN_ROWS", "MIN_SEQUENCES", "MIN_SHARE", "ADAPT_MODES", "SAMPLE",
            "WIDE_CLASSES", "WIDE_MAX_SHARE", "WIDE_SHARE", "Adaptation", "Adapted", "SpreadCheck", "adapt_for",
-           "adapt_model", "centre", "expression_sample", "fused_mean", "gathering_statistics", "guard",
+           "adapt_model", "centre", "declined", "expression_sample", "fused_mean", "gathering_statistics", "guard",
            "mean_embedding", "norm_layers", "peak_frames_mean", "sample_inputs", "spread_check"]
 
 ADAPT_MODES = ("auto", "on", "none")
@@ -403,6 +403,18 @@ def _named_rows(rows: Sequence[Row]) -> list[Row] | None:
     return [{**r, "label": d} for r, d in zip(counted, declared)]
 
 
+def declined(model: Any, mode: str) -> SpreadCheck | None:
+    """Why ``mode`` leaves ``model`` as trained whatever the inputs: under ``auto`` a checkpoint whose
+    ``adapt_to_set`` is false (its training run chose so on validation), or a model without batch-norm layers;
+    None when the inputs decide. :func:`adapt_for` and ``affectvlm eval --adapt`` both ask it first."""
+    if mode == "auto" and getattr(model, "adapt_to_set", None) is False:
+        return SpreadCheck(False, 0, "this model's validation subjects read better as trained (adapt_to_set in its "
+                                     "affectvlm.json); --adapt on adapts anyway", on_spread=True)
+    if not norm_layers(model):
+        return SpreadCheck(False, 0, "the model has no batch-norm layers")
+    return None
+
+
 def adapt_for(model: "AffectVLM", inputs: Sequence[Any], mode: str = "auto", *, sample: int = SAMPLE,
               **predict_kw: Any) -> Adaptation:
     """The model to score ``inputs`` with under ``mode`` (:data:`ADAPT_MODES`): the sample :func:`adapt_model`
@@ -412,12 +424,9 @@ def adapt_for(model: "AffectVLM", inputs: Sequence[Any], mode: str = "auto", *, 
         raise ConfigError(f"adapt must be one of {', '.join(ADAPT_MODES)}, got {mode!r}")
     if mode == "none":
         return Adaptation(model, None)
-    if mode == "auto" and getattr(model, "adapt_to_set", None) is False:
-        return Adaptation(model, SpreadCheck(False, 0, "this model's validation subjects read better as trained "
-                                                       "(adapt_to_set in its affectvlm.json); --adapt on adapts anyway",
-                                             on_spread=True))
-    if not norm_layers(model):
-        return Adaptation(model, SpreadCheck(False, 0, "the model has no batch-norm layers"))
+    early = declined(model, mode)
+    if early is not None:
+        return Adaptation(model, early)
     from affectvlm.predict import plan, score_items
 
     o, picked = _picked(model, inputs, sample, predict_kw)

@@ -118,6 +118,12 @@ def predict_record(run: Path, data: str, layout: str, extra: list[str]) -> dict:
             "predict_failed": sum(1 for r in rows if not r["label"])}
 
 
+def _finished(results: dict[str, dict], name: str, folds: int, key: str) -> list[float]:
+    """``key`` of the runs ``name``_f0 ... that have it, in fold order."""
+    got = [results.get(f"{name}_f{f}", {}).get(key) for f in range(folds)]
+    return [x for x in got if x is not None]
+
+
 def summarise(results: dict[str, dict], configs: dict[str, list[str]], sets: list[str], folds: int) -> dict:
     base = next(iter(configs))
     out: dict = {"baseline": base, "configs": {}}
@@ -127,12 +133,10 @@ def summarise(results: dict[str, dict], configs: dict[str, list[str]], sets: lis
         entry: dict = {"options": shlex.join(configs[c]), "runs": len(done),
                        "mean_best_val": round(statistics.mean(done), 4) if done else None, "test": {}}
         for s in sets:
-            t = [results.get(f"{s}_{c}_f{f}", {}).get("test") for f in range(folds)]
-            t = [x for x in t if x is not None]
+            t = _finished(results, f"{s}_{c}", folds, "test")
             entry["test"][s] = {"mean": round(statistics.mean(t), 4) if t else None,
                                 "sd": round(statistics.stdev(t), 4) if len(t) > 1 else None, "folds": len(t)}
-            pt = [results.get(f"{s}_{c}_f{f}", {}).get("predict_test") for f in range(folds)]
-            pt = [x for x in pt if x is not None]
+            pt = _finished(results, f"{s}_{c}", folds, "predict_test")
             if pt:
                 m = statistics.mean(pt)
                 entry["test"][s]["predict_mean"] = round(m, 4)

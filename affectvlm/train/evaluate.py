@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from affectvlm.adapt import (ADAPT_MODES, BATCH, MIN_ROWS as ADAPT_MIN_ROWS, ON_MIN_ROWS, SpreadCheck, centre,
-                             fused_mean, gathering_statistics, guard, norm_layers, sample_inputs)
+                             declined, fused_mean, gathering_statistics, guard, sample_inputs)
 from affectvlm.errors import AffectVLMError, ConfigError
 from affectvlm.prior import MIN_ROWS, match_rows, parse_prior
 from affectvlm.reference import check_pattern, match_neutral, resolve_neutral
@@ -188,13 +188,11 @@ def adapt_check(mode: str, model, picked: Sequence, cache, device) -> SpreadChec
     (each scan or frame counts as an input); None for ``none``."""
     if mode == "none":
         return None
-    if not norm_layers(model):
-        return SpreadCheck(False, 0, "the model has no batch-norm layers")
+    early = declined(model, mode)
+    if early is not None:
+        return early
     if mode == "on":
         return SpreadCheck(True, len(picked), f"{len(picked)} samples")
-    if getattr(model, "adapt_to_set", None) is False:
-        return SpreadCheck(False, 0, "this model's validation subjects read better as trained (adapt_to_set in its "
-                                     "affectvlm.json); --adapt on adapts anyway")
     if len(picked) < ADAPT_MIN_ROWS:
         return SpreadCheck(False, len(picked), f"{len(picked)} samples; it needs at least {ADAPT_MIN_ROWS}")
     classes = list(model.classes)
