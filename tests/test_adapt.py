@@ -360,6 +360,39 @@ def test_eval_auto_decides_as_predict_does(tmp_path, monkeypatch, capsys):
     assert "adapted" not in few and "at least 13" in few["adapt_declined"]["reason"]
 
 
+def test_eval_auto_counts_a_4d_sets_sequences_as_predict_does(tmp_path, monkeypatch, capsys):
+    """On a set of only sequences `affectvlm eval --adapt` counts sequences, not their frames, against
+    MIN_SEQUENCES (predict's rule for such a set), and says so."""
+    import affectvlm.train.evaluate as ev
+    from affectvlm.io.vrml import write_vrml
+
+    monkeypatch.setattr(ev, "ADAPT_MIN_ROWS", 12)
+    monkeypatch.setattr(ev, "MIN_SEQUENCES", 4)
+    monkeypatch.setattr(adapt_mod, "MIN_SEQUENCES", 4)
+    monkeypatch.setattr(ev, "ON_MIN_ROWS", 3)
+    emotions = ["Happy", "Sad", "Surprise", "Angry"]
+    for k, emotion in enumerate(emotions[:3]):  # 3 sequences, 5 frames read of each: 15, over 12, but 3 sequences
+        for f in range(10):
+            write_vrml(tmp_path / "data" / "F001" / emotion / f"{f:03d}.wrl",
+                       face_like_mesh(16, smile=(k - 1) * 0.4 * f, seed=10 * k + f, textured=False))
+    common = ["--model", "default", "--data", str(tmp_path / "data"), "--layout", "bu4dfe", "--subset", "all",
+              "--cache-dir", str(tmp_path / "cache"), "--no-landmarks"]
+
+    def run(adapt, name):
+        assert ev.main([*common, "--adapt", adapt, "--out", str(tmp_path / name)]) == 0
+        return json.loads((tmp_path / name).read_text())
+
+    few = run("auto", "few.json")
+    assert "adapted" not in few and few["adapt_declined"]["reason"] == "3 sequences; it needs at least 4"
+    assert run("on", "on3.json")["adapted"]["reason"] == "3 sequences"
+    for f in range(10):
+        write_vrml(tmp_path / "data" / "F001" / emotions[3] / f"{f:03d}.wrl",
+                   face_like_mesh(16, smile=-0.2 * f, seed=40 + f, textured=False))
+    enough = run("auto", "enough.json")
+    assert enough["adapted"]["mode"] == "auto" and enough["adapted"]["reason"].startswith("4 ")
+    assert "by their dataset's names" in enough["adapted"]["reason"]
+
+
 def test_statistics_come_from_the_expression_scans_of_a_bosphorus_tree(model, tmp_path):
     # Bosphorus folders also hold pose, occlusion and action-unit scans: they are not the set being read, so they
     # neither join the statistics nor the guard's sample; other names are all kept

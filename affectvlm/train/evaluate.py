@@ -17,8 +17,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from affectvlm.adapt import (ADAPT_MODES, BATCH, MIN_ROWS as ADAPT_MIN_ROWS, ON_MIN_ROWS, SpreadCheck, centre,
-                             declined, fused_mean, gathering_statistics, guard, sample_inputs)
+from affectvlm.adapt import (ADAPT_MODES, BATCH, MIN_ROWS as ADAPT_MIN_ROWS, MIN_SEQUENCES, ON_MIN_ROWS, SpreadCheck,
+                             centre, declined, fused_mean, gathering_statistics, guard, sample_inputs)
 from affectvlm.errors import AffectVLMError, ConfigError
 from affectvlm.prior import MIN_ROWS, match_rows, parse_prior
 from affectvlm.reference import check_pattern, match_neutral, resolve_neutral
@@ -114,6 +114,7 @@ def run_eval(args: argparse.Namespace) -> dict:
             _, samples = kfold_split(samples, args.folds or base.folds,
                                      base.fold if args.fold is None else args.fold,
                                      base.split_seed if args.split_seed is None else args.split_seed)
+    sequence_of = {f: str(s.path) for s in samples for f in (s.frame_paths or ())}  # frame file -> its sequence
     samples = expand_frames(samples, n_frames=base.frames_per_sequence)
     if not samples:
         raise ConfigError(f"{data}: no samples to evaluate")
@@ -121,8 +122,9 @@ def run_eval(args: argparse.Namespace) -> dict:
     prior = parse_prior(args.prior, classes) if args.prior else None
     if prior is None and args.prior_by != "set":
         raise ConfigError(f"--prior-by {args.prior_by} needs --prior SPEC (the balance to match)")
-    if args.adapt == "on" and len(samples) < ON_MIN_ROWS:
-        raise ConfigError(f"--adapt on needs at least {ON_MIN_ROWS} samples; {data} gives {len(samples)}")
+    if args.adapt == "on" and counted(samples, sequence_of)[0] < ON_MIN_ROWS:
+        raise ConfigError(f"--adapt on needs at least {ON_MIN_ROWS} inputs; {data} gives "
+                          f"{' '.join(map(str, counted(samples, sequence_of)))}")
     if prior is not None and args.prior_by == "set" and len(samples) < MIN_ROWS:
         raise ConfigError(f"--prior needs at least {MIN_ROWS} samples to match; {data} gives {len(samples)}")
     # as predict renders: the model's views at its score_pitches, or the views given, as given
@@ -132,7 +134,7 @@ def run_eval(args: argparse.Namespace) -> dict:
     cache.warm([s.path for s in samples])
     cidx = {c: i for i, c in enumerate(classes)}
     picked = sample_inputs(samples)
-    check = adapt_check(args.adapt, model, picked, cache, device)
+    check = adapt_check(args.adapt, model, picked, cache, device, sequence_of)
     adapted = check is not None and check.ok
     if adapted:  # as predict --adapt: the statistics of up to SAMPLE samples, in its order and batches
         with gathering_statistics(model) as model:
@@ -181,29 +183,53 @@ def run_eval(args: argparse.Namespace) -> dict:
     return out
 
 
-def adapt_check(mode: str, model, picked: Sequence, cache, device) -> SpreadCheck | None:
+def adapt_check(mode: str, model, picked: Sequence, cache, device,
+                sequence_of: dict[str, str] | None = None) -> SpreadCheck | None:
     """Whether ``--adapt MODE`` adapts ``model`` to the ``picked`` samples (their renders in ``cache``), as
     :func:`affectvlm.adapt.adapt_for` decides for predict: ``auto`` declines a checkpoint whose ``adapt_to_set`` is
-    false, then judges the picked samples by their dataset's names, else by the model's reading of them as trained
-    (each scan or frame counts as an input); None for ``none``."""
+    false, then judges the picked samples by their dataset's names, else by the model's reading of them as trained;
+    None for ``none``. Each scan counts as an input; when every picked sample is a frame of a sequence
+    (``sequence_of``: frame file -> sequence), each sequence does, read from its picked frames pooled as predict
+    pools a sequence, and :data:`affectvlm.adapt.MIN_SEQUENCES` of them suffice."""
     if mode == "none":
         return None
     early = declined(model, mode)
     if early is not None:
         return early
+    sequence_of = sequence_of or {}
+    inputs, kind = counted(picked, sequence_of)
+    frames = kind == "sequences"
     if mode == "on":
-        return SpreadCheck(True, len(picked), f"{len(picked)} samples")
-    if len(picked) < ADAPT_MIN_ROWS:
-        return SpreadCheck(False, len(picked), f"{len(picked)} samples; it needs at least {ADAPT_MIN_ROWS}")
+        return SpreadCheck(True, inputs, f"{inputs} {kind}")
+    need = MIN_SEQUENCES if frames else ADAPT_MIN_ROWS
+    if inputs < need:
+        return SpreadCheck(False, inputs, f"{inputs} {kind}; it needs at least {need}")
+    from affectvlm.predict import pool_probabilities
+
     classes = list(model.classes)
-    labels: list[str] = []
+    probs: list[np.ndarray] = []
     model.eval()
     with torch.no_grad():
         for i in range(0, len(picked), BATCH):
             x = torch.stack([torch.from_numpy(cache.get(s.path)) for s in picked[i:i + BATCH]]).float().div_(255)
-            labels += [classes[int(k)] for k in model(x.to(device)).argmax(-1).cpu()]
-    return guard([{"file": str(s.path), "frame": "", "error": None, "label": label}
-                  for s, label in zip(picked, labels)], "auto")
+            probs += list(torch.softmax(model(x.to(device)).float(), -1).cpu().numpy())
+    if not frames:
+        return guard([{"file": str(s.path), "frame": "", "error": None, "label": classes[int(np.argmax(p))]}
+                      for s, p in zip(picked, probs)], "auto")
+    by_sequence: dict[str, list[np.ndarray]] = {}
+    for s, p in zip(picked, probs):
+        by_sequence.setdefault(sequence_of[str(s.path)], []).append(p)
+    return guard([{"file": seq, "frame": "sequence", "error": None,
+                   "label": classes[int(np.argmax(pool_probabilities(np.stack(ps), classes)))]}
+                  for seq, ps in by_sequence.items()], "auto")
+
+
+def counted(samples: Sequence, sequence_of: dict[str, str]) -> tuple[int, str]:
+    """How many inputs predict would see in ``samples``: (n, "samples"), or (n, "sequences") when every one is a
+    frame of a sequence (``sequence_of``: frame file -> sequence)."""
+    if samples and all(str(s.path) in sequence_of for s in samples):
+        return len({sequence_of[str(s.path)] for s in samples}), "sequences"
+    return len(samples), "samples"
 
 
 def _mean_embedding(model, picked: Sequence, cache, device) -> torch.Tensor | None:
