@@ -216,16 +216,26 @@ def embed_loader(model: nn.Module, loader, views: Sequence[int], device: str, am
 
 
 @torch.no_grad()
-def neutral_check(model: nn.Module, loader, samples: Sequence, classes: Sequence[str], views: Sequence[int],
-                  device: str, info: DistInfo, amp: bool = False):
-    """How the loader's scans (``samples``, in its order; frames of sequences left out) read alone and against
-    their subject's neutral scans, as ``affectvlm predict --neutral auto`` scores BU-3DFE's names
+@torch.no_grad()
+def scored_rows(model: nn.Module, loader, views: Sequence[int], device: str, info: DistInfo,
+                amp: bool = False) -> list[tuple[int, list[float]]]:
+    """(label index, class probabilities) of every sample of the loader, in its order (gathered everywhere)."""
+    model.eval()
+    idxs, ys, _, lg = embed_loader(model, loader, views, device, amp)
+    return _gather_rows(idxs, list(zip(ys, torch.softmax(lg, -1).tolist())), info)
+
+
+def rows_accuracy(rows: Sequence[tuple[int, list[float]]]) -> float:
+    """The accuracy of :func:`scored_rows` (argmax, as :func:`evaluate_model` reads it)."""
+    return sum(y == int(np.argmax(p)) for y, p in rows) / len(rows) if rows else float("nan")
+
+
+def neutral_check(rows: Sequence[tuple[int, list[float]]], samples: Sequence, classes: Sequence[str]):
+    """How the scans of :func:`scored_rows` (``samples``, in the loader's order; frames of sequences left out) read
+    alone and against their subject's neutral scans, as ``affectvlm predict --neutral auto`` scores BU-3DFE's names
     (:func:`affectvlm.reference.check_neutral`)."""
     from affectvlm.reference import check_neutral
 
-    model.eval()
-    idxs, ys, _, lg = embed_loader(model, loader, views, device, amp)
-    rows = _gather_rows(idxs, list(zip(ys, torch.softmax(lg, -1).tolist())), info)
     keep = [k for k, s in enumerate(samples) if s.frame_ids is None]
     return check_neutral(np.array([rows[k][1] for k in keep]).reshape(len(keep), len(classes)),
                          [rows[k][0] for k in keep], [samples[k].subject for k in keep], classes)
@@ -695,10 +705,12 @@ def train(cfg: TrainConfig, info: DistInfo, stop: StopSignals | None = None) -> 
                  len(splits.subjects()["test"]), test_eval["accuracy"],
                  f" (intensities 3-4: {test_eval['accuracy_intensity_3_4']:.4f})"
                  if "accuracy_intensity_3_4" in test_eval else "", test_eval["macro_f1"], test_eval["n"])
-    neutral = choose_neutral_reference(best_model, val_loader, val_s, test_loader, test_s, classes,
+    # best/ as trained on the validation subjects, once, for both choices
+    val_rows = scored_rows(best_model, val_loader, cache.scoring_index, device, info, cfg.amp) if val_loader else None
+    neutral = choose_neutral_reference(best_model, val_rows, val_s, test_loader, test_s, classes,
                                        cache.scoring_index, device, info, cfg.amp, best_dir)
-    adapt = choose_adaptation(best_model, val_loader, val_s, classes, cache.scoring_index, device, info, cfg.amp,
-                              best_dir)
+    adapt = choose_adaptation(best_model, val_loader, val_rows, val_s, classes, cache.scoring_index, device, info,
+                              cfg.amp, best_dir)
     del best_model
     hashes = [param_hash(step_mod)]
     if info.distributed:
@@ -712,18 +724,19 @@ def train(cfg: TrainConfig, info: DistInfo, stop: StopSignals | None = None) -> 
             "adapt_to_set": adapt}
 
 
-def choose_neutral_reference(model: nn.Module, val_loader, val_s: Sequence, test_loader, test_s: Sequence,
+def choose_neutral_reference(model: nn.Module, val_rows, val_s: Sequence, test_loader, test_s: Sequence,
                              classes: Sequence[str], views: Sequence[int], device: str, info: DistInfo, amp: bool,
                              best_dir: Path) -> dict | None:
     """Whether ``predict --neutral auto`` should score this run's checkpoint against each subject's neutral scan:
     chosen on the validation subjects (only where it rescored some) and written into best/'s ``affectvlm.json``
-    (``neutral_reference``); the test subjects' figures both ways are reported, not used."""
-    if val_loader is None:
+    (``neutral_reference``); the test subjects' figures both ways are reported, not used. ``val_rows``: best/'s
+    :func:`scored_rows` of the validation subjects (None: the run has none)."""
+    if val_rows is None:
         return None
-    val = neutral_check(model, val_loader, val_s, classes, views, device, info, amp)
+    val = neutral_check(val_rows, val_s, classes)
     if not val.rescored:
         return None
-    test = neutral_check(model, test_loader, test_s, classes, views, device, info, amp)
+    test = neutral_check(scored_rows(model, test_loader, views, device, info, amp), test_s, classes)
     if info.is_main:
         if best_dir.is_dir():
             from affectvlm.model.checkpoint import update_meta
@@ -736,14 +749,14 @@ def choose_neutral_reference(model: nn.Module, val_loader, val_s: Sequence, test
     return {"chosen": val.helps, "val": val.to_json(), "test": test.to_json()}
 
 
-def choose_adaptation(model: nn.Module, val_loader, val_s: Sequence, classes: Sequence[str], views: Sequence[int],
-                      device: str, info: DistInfo, amp: bool, best_dir: Path) -> dict | None:
+def choose_adaptation(model: nn.Module, val_loader, val_rows, val_s: Sequence, classes: Sequence[str],
+                      views: Sequence[int], device: str, info: DistInfo, amp: bool, best_dir: Path) -> dict | None:
     """Whether ``predict --adapt auto`` should adapt this run's checkpoint to a scored set: best/ adapted to the
     validation subjects' scans (as ``predict`` adapts to the set it scores) against as trained, on those subjects;
     only when they are as many as ``auto`` wants (:data:`affectvlm.adapt.MIN_ROWS` scans, or for a set of only
     sequences :data:`affectvlm.adapt.MIN_SEQUENCES`, adapted as ``predict`` adapts to sequences and judged on the
     validation frames). Written into best/'s ``affectvlm.json`` (``adapt_to_set``: true only if adapted reads more
-    of them)."""
+    of them). ``val_rows``: best/'s :func:`scored_rows` of them as trained."""
     from affectvlm import adapt as adapt_mod
 
     scans = sorted({s.path for s in val_s if s.frame_ids is None})
@@ -752,9 +765,9 @@ def choose_adaptation(model: nn.Module, val_loader, val_s: Sequence, classes: Se
         inputs, kind = (scans, "scans") if len(scans) >= adapt_mod.MIN_ROWS else (None, "")
     else:
         inputs, kind = (sequences, "sequences") if len(sequences) >= adapt_mod.MIN_SEQUENCES else (None, "")
-    if val_loader is None or inputs is None:
+    if val_loader is None or val_rows is None or inputs is None:
         return None
-    trained = evaluate_model(model, val_loader, classes, views, device, info, amp)["accuracy"]
+    trained = rows_accuracy(val_rows)
     adapted = adapt_mod.adapt_model(model, inputs)
     if not adapted.layers:
         return None
