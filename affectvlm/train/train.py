@@ -216,7 +216,6 @@ def embed_loader(model: nn.Module, loader, views: Sequence[int], device: str, am
 
 
 @torch.no_grad()
-@torch.no_grad()
 def scored_rows(model: nn.Module, loader, views: Sequence[int], device: str, info: DistInfo,
                 amp: bool = False) -> list[tuple[int, list[float]]]:
     """(label index, class probabilities) of every sample of the loader, in its order (gathered everywhere)."""
