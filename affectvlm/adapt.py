@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 __all__ = ["MAX_SHARE", "MIN_CLASSES", "MIN_ROWS", "MIN_SEQUENCES", "MIN_SHARE", "ADAPT_MODES", "SAMPLE",
            "WIDE_CLASSES", "WIDE_MAX_SHARE", "WIDE_SHARE", "Adaptation", "Adapted", "SpreadCheck", "adapt_for",
            "adapt_model", "centre", "declined", "expression_sample", "fused_mean", "gathering_statistics", "guard",
-           "mean_embedding", "norm_layers", "peak_frames_mean", "sample_inputs", "spread_check"]
+           "mean_embedding", "min_inputs", "norm_layers", "peak_frames_mean", "sample_inputs", "spread_check"]
 
 ADAPT_MODES = ("auto", "on", "none")
 MIN_ROWS = 50  # fewer scans give noisy statistics (measured: 20 scans gain little and vary widely)
@@ -347,7 +347,7 @@ def adapt_model(model: "AffectVLM", inputs: Sequence[Any], *, sample: int = SAMP
     return _gather(*_picked(model, inputs, sample, predict_kw))
 
 
-def _min_rows(mode: str, sequences: bool = False) -> int:
+def min_inputs(mode: str, sequences: bool = False) -> int:
     """The fewest inputs ``mode`` adapts to; ``sequences``: every input is a sequence."""
     if mode == "on":
         return ON_MIN_ROWS
@@ -364,7 +364,7 @@ def guard(rows: Sequence[Row], mode: str = "auto") -> SpreadCheck:
         if named is not None:
             return named
         rows = _full(rows)
-    return spread_check(rows, min_rows=_min_rows(mode, sequences), spread=mode == "auto")
+    return spread_check(rows, min_rows=min_inputs(mode, sequences), spread=mode == "auto")
 
 
 def named_guard(rows: Sequence[Row]) -> SpreadCheck | None:
@@ -375,7 +375,7 @@ def named_guard(rows: Sequence[Row]) -> SpreadCheck | None:
     named = _named_rows(_full(rows))
     if named is None:
         return None
-    check = spread_check(named, min_rows=_min_rows("auto", _all_sequences(rows)))
+    check = spread_check(named, min_rows=min_inputs("auto", _all_sequences(rows)))
     return replace(check, reason=f"{check.reason}, by their dataset's names") if check.ok else None
 
 
@@ -431,9 +431,9 @@ def adapt_for(model: "AffectVLM", inputs: Sequence[Any], mode: str = "auto", *, 
 
     o, picked = _picked(model, inputs, sample, predict_kw)
     readable = [it for it in picked if it.kind != "error"]
-    min_rows = _min_rows(mode, bool(readable) and all(it.kind == "sequence" for it in readable))
-    if len(picked) < min_rows:  # too few whatever they show: spare the scoring
-        return Adaptation(model, SpreadCheck(False, len(picked), f"{len(picked)} inputs; it needs at least {min_rows}"))
+    need = min_inputs(mode, bool(readable) and all(it.kind == "sequence" for it in readable))
+    if len(picked) < need:  # too few whatever they show: spare the scoring
+        return Adaptation(model, SpreadCheck(False, len(picked), f"{len(picked)} inputs; it needs at least {need}"))
     # a set whose names say it is varied needs no scoring first (as guard would find from the rows)
     check = named_guard([{"file": str(it.source), "frame": "sequence" if it.kind == "sequence" else "", "error": None,
                           "label": "?"} for it in readable]) if mode == "auto" else None

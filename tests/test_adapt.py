@@ -330,8 +330,7 @@ def test_eval_auto_decides_as_predict_does(tmp_path, monkeypatch, capsys):
     from affectvlm.model.checkpoint import update_meta
 
     monkeypatch.setattr(adapt_mod, "MIN_ROWS", 12)
-    monkeypatch.setattr(ev, "ADAPT_MIN_ROWS", 12)
-    monkeypatch.setattr(ev, "ON_MIN_ROWS", 12)
+    monkeypatch.setattr(adapt_mod, "ON_MIN_ROWS", 12)
     for i, code in enumerate(["HA", "SA", "SU", "FE", "DI", "AN"] * 2):  # six expressions at level 4, by name
         s = ("F0001", "M0002")[i // 6]
         write_vrml(tmp_path / "data" / s / f"{s}_{code}04WH_F3D.wrl",
@@ -355,7 +354,7 @@ def test_eval_auto_decides_as_predict_does(tmp_path, monkeypatch, capsys):
     assert "adapted" not in declined and "adapted" not in none and "adapt_declined" not in none
     assert "read better as trained" in declined["adapt_declined"]["reason"] and "trained statistics" in err
     assert declined["accuracy"] == none["accuracy"]
-    monkeypatch.setattr(ev, "ADAPT_MIN_ROWS", 13)  # one more than the set holds
+    monkeypatch.setattr(adapt_mod, "MIN_ROWS", 13)  # one more than the set holds
     few, _ = run("default", "auto", "few.json")
     assert "adapted" not in few and "at least 13" in few["adapt_declined"]["reason"]
 
@@ -366,10 +365,9 @@ def test_eval_auto_counts_a_4d_sets_sequences_as_predict_does(tmp_path, monkeypa
     import affectvlm.train.evaluate as ev
     from affectvlm.io.vrml import write_vrml
 
-    monkeypatch.setattr(ev, "ADAPT_MIN_ROWS", 12)
-    monkeypatch.setattr(ev, "MIN_SEQUENCES", 4)
+    monkeypatch.setattr(adapt_mod, "MIN_ROWS", 12)
     monkeypatch.setattr(adapt_mod, "MIN_SEQUENCES", 4)
-    monkeypatch.setattr(ev, "ON_MIN_ROWS", 3)
+    monkeypatch.setattr(adapt_mod, "ON_MIN_ROWS", 3)
     emotions = ["Happy", "Sad", "Surprise", "Angry"]
     for k, emotion in enumerate(emotions[:3]):  # 3 sequences, 5 frames read of each: 15, over 12, but 3 sequences
         for f in range(10):

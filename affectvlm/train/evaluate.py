@@ -17,8 +17,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from affectvlm.adapt import (ADAPT_MODES, BATCH, MIN_ROWS as ADAPT_MIN_ROWS, MIN_SEQUENCES, ON_MIN_ROWS, SpreadCheck,
-                             centre, declined, fused_mean, gathering_statistics, guard, sample_inputs)
+from affectvlm.adapt import (ADAPT_MODES, BATCH, SpreadCheck, centre, declined, fused_mean, gathering_statistics, guard,
+                             min_inputs, sample_inputs)
 from affectvlm.errors import AffectVLMError, ConfigError
 from affectvlm.prior import MIN_ROWS, match_rows, parse_prior
 from affectvlm.reference import check_pattern, match_neutral, resolve_neutral
@@ -122,9 +122,9 @@ def run_eval(args: argparse.Namespace) -> dict:
     prior = parse_prior(args.prior, classes) if args.prior else None
     if prior is None and args.prior_by != "set":
         raise ConfigError(f"--prior-by {args.prior_by} needs --prior SPEC (the balance to match)")
-    if args.adapt == "on" and counted(samples, sequence_of)[0] < ON_MIN_ROWS:
-        raise ConfigError(f"--adapt on needs at least {ON_MIN_ROWS} inputs; {data} gives "
-                          f"{' '.join(map(str, counted(samples, sequence_of)))}")
+    n_inputs, kind = counted(samples, sequence_of)
+    if args.adapt == "on" and n_inputs < min_inputs("on"):
+        raise ConfigError(f"--adapt on needs at least {min_inputs('on')} inputs; {data} gives {n_inputs} {kind}")
     if prior is not None and args.prior_by == "set" and len(samples) < MIN_ROWS:
         raise ConfigError(f"--prior needs at least {MIN_ROWS} samples to match; {data} gives {len(samples)}")
     # as predict renders: the model's views at its score_pitches, or the views given, as given
@@ -190,7 +190,7 @@ def adapt_check(mode: str, model, picked: Sequence, cache, device,
     false, then judges the picked samples by their dataset's names, else by the model's reading of them as trained;
     None for ``none``. Each scan counts as an input; when every picked sample is a frame of a sequence
     (``sequence_of``: frame file -> sequence), each sequence does, read from its picked frames pooled as predict
-    pools a sequence, and :data:`affectvlm.adapt.MIN_SEQUENCES` of them suffice."""
+    pools a sequence; :func:`affectvlm.adapt.min_inputs` says how many are enough."""
     if mode == "none":
         return None
     early = declined(model, mode)
@@ -201,7 +201,7 @@ def adapt_check(mode: str, model, picked: Sequence, cache, device,
     frames = kind == "sequences"
     if mode == "on":
         return SpreadCheck(True, inputs, f"{inputs} {kind}")
-    need = MIN_SEQUENCES if frames else ADAPT_MIN_ROWS
+    need = min_inputs(mode, frames)
     if inputs < need:
         return SpreadCheck(False, inputs, f"{inputs} {kind}; it needs at least {need}")
     from affectvlm.predict import pool_probabilities

@@ -764,7 +764,7 @@ def choose_adaptation(model: nn.Module, val_loader, val_rows, val_s: Sequence, c
         inputs, kind = (scans, "scans") if len(scans) >= adapt_mod.MIN_ROWS else (None, "")
     else:
         inputs, kind = (sequences, "sequences") if len(sequences) >= adapt_mod.MIN_SEQUENCES else (None, "")
-    if val_loader is None or val_rows is None or inputs is None:
+    if val_rows is None or inputs is None:
         return None
     trained = rows_accuracy(val_rows)
     adapted = adapt_mod.adapt_model(model, inputs)
