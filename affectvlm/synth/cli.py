@@ -70,9 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--families", default=None,
                     help="corpus: expression families, comma-separated (emfacs, emfacs-alt, recipes, sculpt; "
                          "default emfacs)")
-    ap.add_argument("--expressions", choices=("own", "swapped", "both", "mixed"), default="own",
+    ap.add_argument("--expressions", choices=("own", "swapped", "both", "mixed", "procedural"), default="own",
                     help="corpus: each face model with its own expression targets, with another model's "
-                         "(transferred; needs two models), both, or --mixes blends of the two per AU")
+                         "(transferred; needs two models), both, --mixes blends of the two per AU, or --mixes "
+                         "procedural sculptors per face (AUs drawn from its landmarks, no artist's sculpt)")
     ap.add_argument("--pose-sd", default=None, metavar="YAW,PITCH,ROLL",
                     help="corpus: standard deviations of the scans' head pose in degrees (default 6,4,3)")
     ap.add_argument("--style-jitter", type=_fraction, default=0.0, metavar="P",
@@ -90,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--eyeballs", type=_fraction, default=0.0, metavar="P",
                     help="corpus, corpus4d: share of subjects whose eye openings show an eyeball surface, as "
                          "scanners see eyes (the face models have holes or sockets there), 0-1")
-    ap.add_argument("--mixes", type=int, default=3, help="corpus --expressions mixed: blended models per face model")
+    ap.add_argument("--mixes", type=int, default=3,
+                    help="corpus --expressions mixed / procedural: blended / procedural models per face model")
     ap.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
     ap.add_argument("--layout", choices=("bu3dfe", "bu4dfe", "corpus", "corpus4d"), default="bu3dfe",
                     help="corpus4d: the corpus's face models and families as 4D sequences (--frames each)")
@@ -176,7 +178,13 @@ def _corpus(args: argparse.Namespace) -> int:
                                   cache=not args.no_cache)
         if not models:
             raise ConfigError("name at least one face model: --facekit, --makehuman, --rocketbox and/or --gltf")
-        if args.expressions != "own":
+        if args.expressions == "procedural":
+            from affectvlm.synth.procedural import with_procedural_expressions
+
+            if args.mixes < 1:
+                raise ConfigError(f"--mixes must be at least 1, not {args.mixes}")
+            models = with_procedural_expressions(models, args.mixes, args.seed)
+        elif args.expressions != "own":
             if len(models) < 2:
                 raise ConfigError(f"--expressions {args.expressions} needs two face models (--facekit, --makehuman, "
                                   "--rocketbox, --gltf)")
