@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -100,4 +101,6 @@ def test_synth_cli_writes_a_corpus_of_procedural_sculptors(tmp_path, ict):
     assert {r["label"] for r in rows} >= {"happiness", "surprise"}
     assert main(["--layout", "corpus", "--facekit", str(REAL_FACEKIT), "--expressions", "procedural", "--mixes", "0",
                  "--out", str(tmp_path / "x"), "-q"]) == 2
-    assert len(with_procedural_expressions({"ict-facekit": ict[0]}, 3, seed=1)) == 3
+    twin = dataclasses.replace(ict[0], name="twin", au_targets={})  # another sculptor's AUs on the same mesh
+    made = with_procedural_expressions({"ict-facekit": ict[0], "twin": twin}, 3, seed=1)
+    assert sorted(made) == ["ict-facekit~proc0", "ict-facekit~proc1", "ict-facekit~proc2"]  # one face, once

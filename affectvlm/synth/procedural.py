@@ -245,16 +245,16 @@ def with_procedural_expressions(models: dict[str, FaceModel], sculptors: int, se
                                 style: ProceduralStyle = ProceduralStyle()) -> dict[str, FaceModel]:
     """For every face (models on one mesh count once), ``sculptors`` procedural models named
     ``<model>~proc<k>``."""
-    from affectvlm.synth.transfer import _own_landmarks, _same_mesh, neutral_landmarks
+    from affectvlm.synth.transfer import neutral_landmarks, same_mesh
 
     out: dict[str, FaceModel] = {}
     faces: list[str] = []
     for n, m in models.items():
-        if not any(_same_mesh(m, models[f]) for f in faces):
+        if not any(same_mesh(m, models[f]) for f in faces):
             faces.append(n)
     for i, n in enumerate(faces):
         m = models[n]
-        L = _own_landmarks(m, neutral_landmarks(m)) if len(m.landmarks) != 83 else m.neutral[m.landmarks]
+        L = m.neutral[m.landmarks].astype(np.float64) if len(m.landmarks) == 83 else neutral_landmarks(m)
         for k in range(sculptors):
             out[f"{n}~proc{k}"] = procedural_model(m, L, np.random.default_rng([seed, i, k]), name=f"{n}~proc{k}",
                                                    style=style)

@@ -22,7 +22,7 @@ import numpy as np
 from affectvlm.synth.facemodel import FaceModel
 
 __all__ = ["Correspondence", "correspond", "hybrid_model", "lip_side", "mixed_model", "neutral_landmarks",
-           "with_mixed_expressions", "with_swapped_expressions"]
+           "same_mesh", "with_mixed_expressions", "with_swapped_expressions"]
 
 
 @dataclass(frozen=True)
@@ -181,7 +181,8 @@ def hybrid_model(source: FaceModel, target: FaceModel, corr: Correspondence | No
                    licence=f"{target.licence}; expressions: {source.licence}")
 
 
-def _same_mesh(a: FaceModel, b: FaceModel) -> bool:
+def same_mesh(a: FaceModel, b: FaceModel) -> bool:
+    """Whether two models are one face (the same neutral mesh), e.g. MakeHuman with two sculptors' AUs."""
     return a.neutral.shape == b.neutral.shape and a.faces.shape == b.faces.shape and bool(
         np.array_equal(a.neutral, b.neutral) and np.array_equal(a.faces, b.faces))
 
@@ -194,7 +195,7 @@ def with_swapped_expressions(models: dict[str, FaceModel]) -> dict[str, FaceMode
     out = dict(models)
     home: dict[str, str] = {}  # model -> the first model on its mesh (the face it stands for)
     for n, m in models.items():
-        home[n] = next((f for f in dict.fromkeys(home.values()) if _same_mesh(m, models[f])), n)
+        home[n] = next((f for f in dict.fromkeys(home.values()) if same_mesh(m, models[f])), n)
     faces = list(dict.fromkeys(home.values()))
     lms = {n: neutral_landmarks(models[n]) for n in faces}
     corr: dict[tuple[str, str], Correspondence] = {}
@@ -254,7 +255,7 @@ def with_mixed_expressions(models: dict[str, FaceModel], mixes: int, seed: int) 
     swapped = with_swapped_expressions(models)
     out: dict[str, FaceModel] = {}
     for a, ma in models.items():
-        others = [m for n, m in swapped.items() if n != a and _same_mesh(m, ma)]
+        others = [m for n, m in swapped.items() if n != a and same_mesh(m, ma)]
         for k in range(mixes):
             rng = np.random.default_rng([seed, k, len(out)])
             other = others[int(rng.integers(len(others)))]
