@@ -132,29 +132,23 @@ def _midline_handles(L: np.ndarray, scale: float) -> dict[str, list[_Handle]]:
     }
 
 
-def _region_weight(region: str, v: np.ndarray, side_of_lip: np.ndarray, L: np.ndarray) -> np.ndarray:
-    if region == "all":
-        return np.ones(len(v))
-    if region in ("upper", "lower"):
-        want = 1 if region == "upper" else -1
-        return (side_of_lip != -want).astype(np.float64)
-    eyes = [L[_EYE[+1]], L[_EYE[-1]]]
-    w = np.ones(len(v))
-    for eye in eyes:  # each eye's line: the mean height of its corners
-        c = eye.mean(0)
-        near = np.linalg.norm(v[:, :2] - c[:2], axis=1) < 25.0
+def _region_weights(v: np.ndarray, side_of_lip: np.ndarray, L: np.ndarray) -> dict[str, np.ndarray]:
+    """Per vertex, how much a handle of each region may move it (see :class:`_Handle`)."""
+    lid_up, lid_down = np.ones(len(v)), np.ones(len(v))
+    for eye in (L[_EYE[+1]], L[_EYE[-1]]):  # each eye's line: the mean height of its corners
+        near = np.linalg.norm(v[:, :2] - eye.mean(0)[:2], axis=1) < 25.0
         ys = eye[np.argsort(eye[:, 0])[[0, -1]], 1].mean()
         above = 1.0 / (1.0 + np.exp(-(v[:, 1] - ys) / 0.7))
-        w = np.where(near, above if region == "lid_up" else 1.0 - above, w)
-    return w
+        lid_up, lid_down = np.where(near, above, lid_up), np.where(near, 1.0 - above, lid_down)
+    return {"all": np.ones(len(v)), "upper": (side_of_lip != -1).astype(np.float64),
+            "lower": (side_of_lip != 1).astype(np.float64), "lid_up": lid_up, "lid_down": lid_down}
 
 
-def _field(v: np.ndarray, handles: list[_Handle], side_of_lip: np.ndarray, L: np.ndarray) -> np.ndarray:
+def _field(v: np.ndarray, handles: list[_Handle], regions: dict[str, np.ndarray]) -> np.ndarray:
     out = np.zeros_like(v)
     for hd in handles:
         d2 = ((v - hd.anchor) ** 2).sum(1)
-        w = np.exp(-d2 / (2.0 * hd.reach ** 2)) * _region_weight(hd.region, v, side_of_lip, L)
-        out += w[:, None] * hd.move[None, :]
+        out += (np.exp(-d2 / (2.0 * hd.reach ** 2)) * regions[hd.region])[:, None] * hd.move[None, :]
     return out
 
 
@@ -205,7 +199,8 @@ def procedural_targets(model: FaceModel, landmarks: np.ndarray, rng: np.random.G
     L = np.asarray(landmarks, np.float64)
     v = model.neutral.astype(np.float64)
     scale = float(np.linalg.norm(L[_EYE[+1]].mean(0) - L[_EYE[-1]].mean(0))) / 62.0
-    lip = lip_side(model, L)
+    side_of_lip = lip_side(model, L)
+    regions = _region_weights(v, side_of_lip, L)
     sculptor = float(np.exp(rng.normal(0.0, style.sculptor_gain_sd)))
     targets: dict[str, np.ndarray] = {}
     sided = {s: _handles(L, s, scale) for s in (+1, -1)}
@@ -214,20 +209,20 @@ def procedural_targets(model: FaceModel, landmarks: np.ndarray, rng: np.random.G
         draws = _draws(len(sided[+1][au]), rng, style)
         for s, key in ((+1, "L"), (-1, "R")):
             hs = [_jitter(hd, d, s, gain, scale) for hd, d in zip(sided[s][au], draws)]
-            targets[au + key] = _field(v, hs, lip, L).astype(np.float32)
+            targets[au + key] = _field(v, hs, regions).astype(np.float32)
     targets["AU45L"], targets["AU45R"] = targets["AU43L"], targets["AU43R"]
     for au, hs in _midline_handles(L, scale).items():
         gain = sculptor * float(np.exp(rng.normal(0.0, style.gain_sd)))
         draws = _draws(len(hs), rng, style)
-        targets[au] = _field(v, [_jitter(hd, d, 1, gain, scale) for hd, d in zip(hs, draws)], lip,
-                             L).astype(np.float32)
+        targets[au] = _field(v, [_jitter(hd, d, 1, gain, scale) for hd, d in zip(hs, draws)], regions
+                             ).astype(np.float32)
     jaw = float(rng.uniform(*style.jaw_deg))
     lower = targets["AU25"]
-    targets["AU26"] = (_jaw(v, L, lip, jaw, scale) + 0.3 * lower).astype(np.float32)
-    targets["AU27"] = (_jaw(v, L, lip, 1.6 * jaw, scale) + 0.3 * lower
-                       + _field(v, [_Handle(c, np.array([-np.sign(c[0]) * 3.0, 0, 0]) * scale, 9 * scale, "all")
-                                    for c in (L[_OUTER_LIP][np.argmax(L[_OUTER_LIP][:, 0])],
-                                              L[_OUTER_LIP][np.argmin(L[_OUTER_LIP][:, 0])])], lip, L)
+    lips = L[_OUTER_LIP]
+    narrow = [_Handle(c, np.array([-np.sign(c[0]) * 3.0, 0, 0]) * scale, 9 * scale, "all")  # the corners come in
+              for c in (lips[np.argmax(lips[:, 0])], lips[np.argmin(lips[:, 0])])]
+    targets["AU26"] = (_jaw(v, L, side_of_lip, jaw, scale) + 0.3 * lower).astype(np.float32)
+    targets["AU27"] = (_jaw(v, L, side_of_lip, 1.6 * jaw, scale) + 0.3 * lower + _field(v, narrow, regions)
                        ).astype(np.float32)
     return targets
 
@@ -245,14 +240,10 @@ def with_procedural_expressions(models: dict[str, FaceModel], sculptors: int, se
                                 style: ProceduralStyle = ProceduralStyle()) -> dict[str, FaceModel]:
     """For every face (models on one mesh count once), ``sculptors`` procedural models named
     ``<model>~proc<k>``."""
-    from affectvlm.synth.transfer import neutral_landmarks, same_mesh
+    from affectvlm.synth.transfer import mesh_homes, neutral_landmarks
 
     out: dict[str, FaceModel] = {}
-    faces: list[str] = []
-    for n, m in models.items():
-        if not any(same_mesh(m, models[f]) for f in faces):
-            faces.append(n)
-    for i, n in enumerate(faces):
+    for i, n in enumerate(dict.fromkeys(mesh_homes(models).values())):
         m = models[n]
         L = m.neutral[m.landmarks].astype(np.float64) if len(m.landmarks) == 83 else neutral_landmarks(m)
         for k in range(sculptors):

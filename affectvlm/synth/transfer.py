@@ -22,7 +22,7 @@ import numpy as np
 from affectvlm.synth.facemodel import FaceModel
 
 __all__ = ["Correspondence", "correspond", "hybrid_model", "lip_side", "mixed_model", "neutral_landmarks",
-           "same_mesh", "with_mixed_expressions", "with_swapped_expressions"]
+           "mesh_homes", "same_mesh", "with_mixed_expressions", "with_swapped_expressions"]
 
 
 @dataclass(frozen=True)
@@ -187,15 +187,21 @@ def same_mesh(a: FaceModel, b: FaceModel) -> bool:
         np.array_equal(a.neutral, b.neutral) and np.array_equal(a.faces, b.faces))
 
 
+def mesh_homes(models: dict[str, FaceModel]) -> dict[str, str]:
+    """Each model's face: the name of the first model on its mesh (models that share a mesh are one face)."""
+    home: dict[str, str] = {}
+    for n, m in models.items():
+        home[n] = next((f for f in dict.fromkeys(home.values()) if same_mesh(m, models[f])), n)
+    return home
+
+
 def with_swapped_expressions(models: dict[str, FaceModel]) -> dict[str, FaceModel]:
     """``models`` plus, for every ordered pair (A, B) on different meshes, A's face with B's expressions.
 
     Models that share a mesh (MakeHuman with FACSHuman's or its own units) are one face: it gets the other
     meshes' expressions once (under its first model's name), and each of them lends its expressions."""
     out = dict(models)
-    home: dict[str, str] = {}  # model -> the first model on its mesh (the face it stands for)
-    for n, m in models.items():
-        home[n] = next((f for f in dict.fromkeys(home.values()) if same_mesh(m, models[f])), n)
+    home = mesh_homes(models)
     faces = list(dict.fromkeys(home.values()))
     lms = {n: neutral_landmarks(models[n]) for n in faces}
     corr: dict[tuple[str, str], Correspondence] = {}

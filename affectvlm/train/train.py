@@ -760,11 +760,8 @@ def choose_adaptation(model: nn.Module, val_loader, val_rows, val_s: Sequence, c
 
     scans = sorted({s.path for s in val_s if s.frame_ids is None})
     sequences = sorted({s.path for s in val_s if s.frame_ids is not None})
-    if scans:
-        inputs, kind = (scans, "scans") if len(scans) >= adapt_mod.MIN_ROWS else (None, "")
-    else:
-        inputs, kind = (sequences, "sequences") if len(sequences) >= adapt_mod.MIN_SEQUENCES else (None, "")
-    if val_rows is None or inputs is None:
+    inputs, kind = (scans, "scans") if scans else (sequences, "sequences")
+    if val_rows is None or len(inputs) < adapt_mod.min_inputs("auto", sequences=not scans):
         return None
     trained = rows_accuracy(val_rows)
     adapted = adapt_mod.adapt_model(model, inputs)
