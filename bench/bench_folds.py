@@ -91,7 +91,11 @@ def predict_record(run: Path, data: str, layout: str, extra: list[str]) -> dict:
 
     from affectvlm.datasets import load_dataset
 
-    test = set(json.loads((run / "splits.json").read_text())["subjects"]["test"])
+    try:
+        test = set(json.loads((run / "splits.json").read_text())["subjects"]["test"])
+    except (OSError, ValueError, KeyError, TypeError) as e:  # a run stopped before it wrote its splits
+        return {"predict_error": [f"no readable splits.json in {run} ({type(e).__name__}); delete the folder to "
+                                  "run it again"]}
     samples = [x for x in load_dataset(data, layout).samples if x.subject in test]
     with tempfile.TemporaryDirectory(prefix="bench_folds_") as tmp:
         truth = {}

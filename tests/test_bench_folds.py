@@ -70,3 +70,10 @@ def test_predict_scores_each_runs_test_subjects_as_a_user_would(tmp_path, monkey
     entry = rep["configs"]["base"]["test"]["tiny"]
     assert entry["predict_mean"] == round((rep["runs"]["tiny_base_f0"]["predict_test"]
                                            + rep["runs"]["tiny_base_f1"]["predict_test"]) / 2, 4)
+    # a run folder without its splits (a run stopped early, then given a result by hand or another tool) is reported
+    # with its error, and the other folds are still scored
+    (tmp_path / "runs" / "tiny_base_f1" / "splits.json").unlink()
+    again = bench.main(argv)
+    capsys.readouterr()
+    assert "splits.json" in again["runs"]["tiny_base_f1"]["predict_error"][0]
+    assert again["runs"]["tiny_base_f0"]["predict_test"] == rep["runs"]["tiny_base_f0"]["predict_test"]
