@@ -32,10 +32,10 @@ from affectvlm.errors import ConfigError
 from affectvlm.mesh import Mesh
 from affectvlm.synth.corpus import CODES, CorpusConfig, SubjectPlan, au_gains, make_scan, plan_subjects
 from affectvlm.synth.facemodel import FaceModel
-from affectvlm.synth.randomised import sample_identity
+from affectvlm.synth.randomised import RandomScan, sample_identity
 from affectvlm.synth.writers import _ETHNICITY_P, APEX_LABEL_THRESHOLD, ETHNICITIES, MANIFEST_COLUMNS, SEQ_COLUMNS
 
-__all__ = ["BU_CORPUS_COLUMNS", "write_bu3dfe", "write_bu4dfe"]
+__all__ = ["BU_CORPUS_COLUMNS", "bu3dfe_scans", "read_config", "write_bu3dfe", "write_bu4dfe"]
 
 BU_CORPUS_COLUMNS = MANIFEST_COLUMNS + ("family", "face_model")
 
@@ -93,14 +93,35 @@ def _finish(out: Path, rows: list[list], columns: tuple[str, ...], cfg: CorpusCo
     return out / "manifest.csv"
 
 
-def write_bu3dfe(cfg: CorpusConfig, models: Mapping[str, FaceModel], out_dir: str | os.PathLike, *,
-                 progress: bool = False) -> Path:
-    """A BU-3DFE tree: per subject one scan per emotion of ``cfg.emotions`` and level of ``cfg.levels`` (neutral
-    once, as ``NE00``); returns the manifest's path."""
+def _tuples(x):
+    if isinstance(x, dict):
+        return {k: _tuples(v) for k, v in x.items()}
+    return tuple(_tuples(i) for i in x) if isinstance(x, list) else x
+
+
+def read_config(tree: str | os.PathLike) -> tuple[CorpusConfig, dict]:
+    """The :class:`CorpusConfig` a tree of this module was written with (its ``synth.json``), and that file's
+    other entries (layout, face models); ConfigError when the tree has none."""
+    from affectvlm.synth.randomised import Nuisance
+    from affectvlm.synth.style import StyleJitter
+
+    path = Path(tree) / "synth.json"
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+        if info.get("generator") != "affectvlm.synth.bulayout":
+            raise ValueError(f"written by {info.get('generator')!r}")
+        c = {k: _tuples(v) for k, v in info["config"].items()}
+        cfg = CorpusConfig(**{**c, "nuisance": Nuisance(**c["nuisance"]), "style": StyleJitter(**c["style"])})
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"{path}: not the synth.json of an 'affectvlm synth --layout bu3dfe|bu4dfe' tree ({e})")
+    return cfg, info
+
+
+def bu3dfe_scans(cfg: CorpusConfig, models: Mapping[str, FaceModel], *, progress: bool = False
+                 ) -> Iterator[tuple[list, RandomScan]]:
+    """Each scan of the BU-3DFE tree :func:`write_bu3dfe` writes, with its manifest row (:data:`BU_CORPUS_COLUMNS`),
+    in the tree's order, without writing anything."""
     _count(cfg, models, "bu3dfe")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    rows: list[list] = []
     for sid, eth, p, fam_rng in _named(cfg, models, "bu3dfe", 2, progress):
         ident = sample_identity(p.model, p.rng, cfg.nuisance)
         gains = au_gains(p.model, cfg.au_gain_sd, p.rng)
@@ -110,8 +131,20 @@ def write_bu3dfe(cfg: CorpusConfig, models: Mapping[str, FaceModel], out_dir: st
                 scan = make_scan(p.model, family, emotion, level, p.rng, identity=ident, nuisance=cfg.nuisance,
                                  style=cfg.style, gains=gains, crosstalk=cfg.crosstalk)
                 rel = f"{sid}/{sid}_{CODES[emotion]}{level:02d}{eth}_F3D.wrl"
-                _write_mesh(out / rel, scan.mesh.vertices, scan.mesh.faces)
-                rows.append([rel, emotion, sid, level, sid[0], eth, p.split, family, p.name])
+                yield [rel, emotion, sid, level, sid[0], eth, p.split, family, p.name], scan
+
+
+def write_bu3dfe(cfg: CorpusConfig, models: Mapping[str, FaceModel], out_dir: str | os.PathLike, *,
+                 progress: bool = False) -> Path:
+    """A BU-3DFE tree: per subject one scan per emotion of ``cfg.emotions`` and level of ``cfg.levels`` (neutral
+    once, as ``NE00``); returns the manifest's path."""
+    _count(cfg, models, "bu3dfe")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[list] = []
+    for row, scan in bu3dfe_scans(cfg, models, progress=progress):
+        _write_mesh(out / row[0], scan.mesh.vertices, scan.mesh.faces)
+        rows.append(row)
     return _finish(out, rows, BU_CORPUS_COLUMNS, cfg, models, "bu3dfe", {})
 
 

@@ -91,6 +91,7 @@ class RandomScan:
     front: str
     rotation: np.ndarray
     nuisance: dict = field(default_factory=dict)
+    aus: dict = field(default_factory=dict)  # the AU intensities drawn, {"AU12": (left, right)}
 
 
 def _choice(rng: np.random.Generator, options: Sequence[tuple[str, float]]) -> str:
@@ -384,4 +385,4 @@ def sample_scan(model: FaceModel, emotion: str, level: int, rng: np.random.Gener
                 meta={"units": unit, "synthetic": True})
     return RandomScan(mesh=mesh, emotion=emotion, level=int(level), model=model.name, family=family, identity=w,
                       landmarks=None if lms is None else lms.astype(np.float32),
-                      up=axis_name(A[:, 1]), front=axis_name(A[:, 2]), rotation=M, nuisance=info)
+                      up=axis_name(A[:, 1]), front=axis_name(A[:, 2]), rotation=M, nuisance=info, aus=aus)

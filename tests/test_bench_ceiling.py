@@ -1,0 +1,66 @@
+"""bench/bench_ceiling.py: a synthetic tree's scans regenerated from its synth.json, and how readable its labels are."""
+from __future__ import annotations
+
+import csv
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from affectvlm.errors import ConfigError
+from affectvlm.io import load_mesh
+from affectvlm.synth.bulayout import write_bu3dfe
+from affectvlm.synth.corpus import CorpusConfig
+from affectvlm.synth.randomised import Nuisance
+from tests.test_corpus import _toy_model
+
+REPO = Path(__file__).resolve().parents[1]
+_STILL = Nuisance(vertices=(0, 0), hole_probability=0.0, noise_mm=(0.0, 0.0), units=(("mm", 1.0),), origin_mm=0.0,
+                  yaw_deg=0.0, pitch_deg=0.0, roll_deg=0.0, crops=(("full", 1.0),))
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_ceiling", REPO / "bench" / "bench_ceiling.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_the_toy_faces_labels_are_in_the_au_draws_but_not_in_its_one_unit(tmp_path):
+    bench = _bench()
+    models = {"toy": _toy_model(16)}
+    tree = tmp_path / "bu"
+    write_bu3dfe(CorpusConfig(subjects=10, seed=3, families=("emfacs",), levels=(2, 3, 4), nuisance=_STILL),
+                 models, tree)
+    rows = bench.regenerate(tree, models)
+    with open(tree / "manifest.csv", newline="") as fh:
+        manifest = list(csv.DictReader(fh))
+    assert [r["label"] for r in rows] == [m["label"] for m in manifest]
+    # the displacement is the scan's own: two scans of one subject differ by their displacements (no nuisance here)
+    a, b = (i for i, m in enumerate(manifest) if m["subject"] == manifest[0]["subject"] and m["label"] == "happiness"
+            and m["intensity"] in ("2", "4"))
+    va, vb = (np.asarray(load_mesh(tree / manifest[i]["path"]).vertices, np.float64).ravel() for i in (a, b))
+    np.testing.assert_allclose(va - vb, rows[a]["d"] - rows[b]["d"], atol=1e-3)
+    assert np.abs(rows[b]["d"]).max() > 1.0  # happiness moves the toy's one unit, AU12
+    rep = bench.ceiling(rows, folds=5, split_seed=0, levels={3, 4})
+    assert rep["chance"]["mean"] == pytest.approx(1 / 6, abs=1e-3)
+    # the sampler's AU draws tell the six emotions apart; the toy face has only AU12, so its geometry cannot
+    assert rep["aus"]["mean"] > 0.8
+    assert rep["displacement"]["mean"] < 0.5 and rep["displacement"]["mean"] < rep["aus"]["mean"] - 0.3
+
+
+def test_a_tree_that_is_not_what_its_synth_json_makes_is_refused(tmp_path):
+    bench = _bench()
+    models = {"toy": _toy_model(16)}
+    tree = tmp_path / "bu"
+    write_bu3dfe(CorpusConfig(subjects=2, seed=3, families=("emfacs",), levels=(4,), nuisance=_STILL), models, tree)
+    with pytest.raises(ConfigError, match="face models"):
+        bench.regenerate(tree, {"other": _toy_model(16)})
+    text = (tree / "manifest.csv").read_text()
+    (tree / "manifest.csv").write_text(text.replace(",happiness,", ",anger,", 1))
+    with pytest.raises(ConfigError, match="another version or with other options"):
+        bench.regenerate(tree, models)
+    (tree / "synth.json").write_text("{}")
+    with pytest.raises(ConfigError, match="synth.json"):
+        bench.regenerate(tree, models)
