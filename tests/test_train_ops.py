@@ -432,3 +432,33 @@ def test_a_fine_tune_does_not_inherit_its_bases_validation_choices(tiny, tmp_pat
     assert "neutral_reference" not in meta and "adapt_to_set" not in meta
     res = json.loads((tmp_path / "run" / "result.json").read_text())
     assert res["neutral_reference"] is None and res["adapt_to_set"] is None
+
+
+def test_input_size_render_lets_the_image_tower_take_the_renders_as_rendered(tiny, tmp_path):
+    """``--input-size render``: the embedded model's tower (64 px) takes the 96 px renders; best/ saves that size,
+    so predict and eval feed it 96 px views too, and the run's test figure is what eval gives its checkpoint."""
+    from affectvlm.model import load_model
+
+    args = _args(tiny, tmp_path / "run", tmp_path / "cache", "--epochs", "1", "--max-steps", "1", "--input-size",
+                 "render")
+    args[args.index("--image-size") + 1] = "96"
+    args[args.index("AffectVLM-Test")] = "default"
+    r = _train(args)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "at 96 px (the image tower takes 96 px)" in r.stderr
+    saved = json.loads((tmp_path / "run" / "best" / "open_clip_config.json").read_text())
+    assert saved["model_cfg"]["vision_cfg"]["image_size"] == 96 and saved["preprocess_cfg"]["size"] == 96
+    m = load_model(str(tmp_path / "run" / "best"), cache=False)
+    assert m.image_size == (96, 96) and m.clip.visual.attnpool.positional_embedding.shape[0] == 3 * 3 + 1
+    out = tmp_path / "ev.json"
+    p = subprocess.run([sys.executable, "-m", "affectvlm.train.evaluate", "--model", str(tmp_path / "run"), "--out",
+                        str(out), "--cache-dir", str(tmp_path / "cache")], cwd=REPO, env=_env(),
+                       capture_output=True, text=True, timeout=200)
+    assert p.returncode == 0, p.stderr[-2000:]
+    test = json.loads((tmp_path / "run" / "result.json").read_text())["test"]
+    assert json.loads(out.read_text())["confusion_matrix"] == test["confusion_matrix"]
+    # the default keeps the tower's own size
+    args[args.index("--out") + 1] = str(tmp_path / "run2")
+    del args[args.index("--input-size"):args.index("--input-size") + 2]
+    r = _train(args)
+    assert r.returncode == 0 and "at 96 px (the image tower takes 64 px)" in r.stderr

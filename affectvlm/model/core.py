@@ -132,6 +132,32 @@ class AffectVLM(nn.Module):
         self.set_classes(self.classes, self.prompts)
 
     # ------------------------------------------------------------------ image side
+    def set_input_size(self, size: int) -> None:
+        """Let the image tower take ``size`` px images (a multiple of 32) instead of resizing them to its own size.
+
+        A convolutional tower (open_clip's ModifiedResNet) keeps its weights; the attention pool's positional
+        grid is interpolated (bicubic) to the new feature grid. The saved config records the new size, so a
+        checkpoint written afterwards loads at it. ConfigError for towers without such a grid (ViTs)."""
+        size = int(size)
+        if (size, size) == self.image_size:
+            return
+        pool = getattr(self.clip.visual, "attnpool", None)
+        pe = getattr(pool, "positional_embedding", None)
+        if pe is None or size % 32 or size < 32:
+            raise ConfigError(f"{self.arch}: the image tower's input size cannot be changed to {size} px (only a "
+                              "ModifiedResNet's, to a multiple of 32)")
+        old = int(round((pe.shape[0] - 1) ** 0.5))
+        grid = pe.detach()[1:].float().reshape(old, old, -1).permute(2, 0, 1)[None]
+        grid = F.interpolate(grid, size=(size // 32, size // 32), mode="bicubic", align_corners=False)[0]
+        new = torch.cat([pe.detach()[:1].float(), grid.permute(1, 2, 0).reshape((size // 32) ** 2, -1)])
+        pool.positional_embedding = nn.Parameter(new.to(pe.dtype).to(pe.device), requires_grad=pe.requires_grad)
+        self.clip.visual.image_size = size
+        vision = dict(self.model_cfg.get("vision_cfg") or {})
+        vision["image_size"] = size
+        self.model_cfg["vision_cfg"] = vision
+        self.preprocess_cfg["size"] = size
+        self.image_size = (size, size)
+
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) in [0, 1] -> resized to the model's image size and normalised."""
         if images.shape[-2:] != self.image_size:

@@ -523,6 +523,8 @@ def train(cfg: TrainConfig, info: DistInfo, stop: StopSignals | None = None) -> 
     for choice in CHOICES:  # neutral_reference, adapt_to_set: chosen again on this run's validation subjects (below)
         setattr(model, choice, None)
     model.render = settings = render_settings(model.render, cfg, parse_views)
+    if cfg.input_size == "render":
+        model.set_input_size(settings.size)
     views = tuple(settings.views)
     n_views = len(views)
     if info.is_main:
@@ -534,9 +536,9 @@ def train(cfg: TrainConfig, info: DistInfo, stop: StopSignals | None = None) -> 
         from affectvlm.model import describe_provenance
 
         log.info("model %s (%s); data (%s): %d train / %d val / %d test samples (%d / %d / %d subjects), classes %s; "
-                 "%d views at %d px%s%s; world %d", cfg.model, describe_provenance(model.provenance), splits.source,
+                 "%d views at %d px (the image tower takes %d px)%s%s; world %d", cfg.model, describe_provenance(model.provenance), splits.source,
                  len(train_s), len(val_s), len(test_s), len(subs["train"]), len(subs["val"]), len(subs["test"]),
-                 classes, n_views, settings.size, "" if settings.texture else " (no texture)",
+                 classes, n_views, settings.size, model.image_size[0], "" if settings.texture else " (no texture)",
                  f", each also at pitch {', '.join(f'{p:+g}' for p in settings.score_pitches)} (as scored)"
                  if settings.score_pitches else "", info.world_size)
         if not val_s:
