@@ -77,6 +77,16 @@ def test_relaunch_of_the_same_command_continues_from_the_last_checkpoint(tiny, t
     assert runfolder.read_status(run).status is runfolder.Status.FINISHED
 
 
+def _eval_reads_as_the_run(run: Path, cache: Path) -> None:
+    """``affectvlm eval`` on the run folder gives the confusion matrix the run reported for its test subjects."""
+    out = run.parent / f"{run.name}-eval.json"
+    p = subprocess.run([sys.executable, "-m", "affectvlm.train.evaluate", "--model", str(run), "--out", str(out),
+                        "--cache-dir", str(cache)], cwd=REPO, env=_env(), capture_output=True, text=True, timeout=200)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert json.loads(out.read_text())["confusion_matrix"] == json.loads((run / "result.json").read_text())["test"][
+        "confusion_matrix"]
+
+
 def test_a_run_without_an_image_size_saves_the_size_it_rendered_at(tiny, tmp_path):
     """A small model trains on MIN_TRAIN_RENDER renders; config.yaml and best/ keep that size, so a resume or a
     later default does not change how the run renders. The embedded model scores each view also at its
@@ -99,13 +109,7 @@ def test_a_run_without_an_image_size_saves_the_size_it_rendered_at(tiny, tmp_pat
     assert pitches and f"each also at pitch {', '.join(f'{p:+g}' for p in pitches)}" in r.stderr
     entries = list((tmp_path / "cache").rglob("*.npy"))
     assert entries and {np.load(e).shape[0] for e in entries} == {1 + len(pitches)}  # --views 0 at 0 and each pitch
-    out = tmp_path / "ev.json"
-    p = subprocess.run([sys.executable, "-m", "affectvlm.train.evaluate", "--model", str(tmp_path / "run"), "--out",
-                        str(out), "--cache-dir", str(tmp_path / "ev-cache")], cwd=REPO, env=_env(),
-                       capture_output=True, text=True, timeout=200)
-    assert p.returncode == 0, p.stderr[-2000:]
-    test = json.loads((tmp_path / "run" / "result.json").read_text())["test"]
-    assert json.loads(out.read_text())["confusion_matrix"] == test["confusion_matrix"]  # scored as predict scores
+    _eval_reads_as_the_run(tmp_path / "run", tmp_path / "ev-cache")  # scored as predict scores
 
 
 def test_the_run_chooses_on_val_whether_predict_scores_against_the_neutral_scan(tmp_path):
@@ -450,13 +454,7 @@ def test_input_size_render_lets_the_image_tower_take_the_renders_as_rendered(tin
     assert saved["model_cfg"]["vision_cfg"]["image_size"] == 96 and saved["preprocess_cfg"]["size"] == 96
     m = load_model(str(tmp_path / "run" / "best"), cache=False)
     assert m.image_size == (96, 96) and m.clip.visual.attnpool.positional_embedding.shape[0] == 3 * 3 + 1
-    out = tmp_path / "ev.json"
-    p = subprocess.run([sys.executable, "-m", "affectvlm.train.evaluate", "--model", str(tmp_path / "run"), "--out",
-                        str(out), "--cache-dir", str(tmp_path / "cache")], cwd=REPO, env=_env(),
-                       capture_output=True, text=True, timeout=200)
-    assert p.returncode == 0, p.stderr[-2000:]
-    test = json.loads((tmp_path / "run" / "result.json").read_text())["test"]
-    assert json.loads(out.read_text())["confusion_matrix"] == test["confusion_matrix"]
+    _eval_reads_as_the_run(tmp_path / "run", tmp_path / "cache")
     # the default keeps the tower's own size
     args[args.index("--out") + 1] = str(tmp_path / "run2")
     del args[args.index("--input-size"):args.index("--input-size") + 2]
