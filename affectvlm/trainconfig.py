@@ -105,7 +105,8 @@ class TrainConfig:
     unlock_last: int = 0  # with --freeze: leave the last N blocks of the frozen tower trainable
     views: str | None = None  # e.g. "0,-30,30"; default: the model's render settings
     image_size: int | None = None  # render size; default: the model's, at least train.MIN_TRAIN_RENDER (supersampled)
-    input_size: str = "model"  # model: renders resized to the image tower's size | render: the tower takes them as rendered
+    input_size: str = "auto"  # model: renders resized to the tower's size | render: taken as rendered | auto: render
+    #                           when larger than the tower's size and the tower can (a ModifiedResNet), else model
     texture: bool | None = None  # render with the scan's texture; default: the model's render settings
     render_map: str | None = None  # shade | normal | depth images; default: the model's render settings
     render_crop: bool | None = None  # cut the face region around the landmarks; default: the model's
@@ -186,7 +187,7 @@ class TrainConfig:
 RESUME_MODES = ("auto", "yes", "no")
 GROUP_FIELDS = ("face_model", "family", "subject")  # --batch-by: Sample fields a batch can be kept within
 _CHOICES = {"layout": LAYOUT_CHOICES, "freeze": ("text", "vision", "none"), "split": ("auto", "kfold", "manifest"),
-            "resume": RESUME_MODES, "input_size": ("model", "render"), "batch_by": ("",) + GROUP_FIELDS}
+            "resume": RESUME_MODES, "input_size": ("auto", "model", "render"), "batch_by": ("",) + GROUP_FIELDS}
 
 
 def _int_list(s: str) -> list[int]:
@@ -235,7 +236,8 @@ def build_parser(prog: str = "affectvlm train") -> argparse.ArgumentParser:
                    help="render size in px (default: the model's, at least 96; the model resizes to its input)")
     p.add_argument("--input-size", choices=_CHOICES["input_size"],
                    help="model: the renders are resized to the image tower's input size; render: the tower takes "
-                        "them at the render size (a ModifiedResNet's attention-pool grid is interpolated)")
+                        "them at the render size (a ModifiedResNet's attention-pool grid is interpolated); auto (the "
+                        "default): render when the renders are larger than the tower's input and it can take them")
     p.add_argument("--render-map", choices=("shade", "normal", "depth"),
                    help="what the views show: shading, camera-space normals or depth (default: the model's)")
     p.add_argument("--crop", dest="render_crop", action="store_true",

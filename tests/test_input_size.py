@@ -29,6 +29,7 @@ def test_the_tower_takes_the_new_size_and_a_saved_checkpoint_loads_at_it(tmp_pat
     again = load_model(str(tmp_path / "ck"), device="cpu", cache=False).eval()
     with torch.no_grad():
         assert again.image_size == (96, 96) and torch.allclose(again.encode_views(x), taken, atol=1e-3)
+    assert m.can_take(128) and not m.can_take(100)
     with pytest.raises(ConfigError, match="multiple of 32"):
         m.set_input_size(100)
 
@@ -36,5 +37,6 @@ def test_the_tower_takes_the_new_size_and_a_saved_checkpoint_loads_at_it(tmp_pat
 def test_a_vit_tower_says_it_cannot(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     m = load_model("AffectVLM-Test", device="cpu", cache=False)
+    assert not m.can_take(256)
     with pytest.raises(ConfigError, match="cannot be changed"):
         m.set_input_size(256)

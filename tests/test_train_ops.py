@@ -438,7 +438,7 @@ def test_a_fine_tune_does_not_inherit_its_bases_validation_choices(tiny, tmp_pat
     assert res["neutral_reference"] is None and res["adapt_to_set"] is None
 
 
-def test_input_size_render_lets_the_image_tower_take_the_renders_as_rendered(tiny, tmp_path):
+def test_input_size_lets_the_image_tower_take_the_renders_as_rendered(tiny, tmp_path):
     """``--input-size render``: the embedded model's tower (64 px) takes the 96 px renders; best/ saves that size,
     so predict and eval feed it 96 px views too, and the run's test figure is what eval gives its checkpoint."""
     from affectvlm.model import load_model
@@ -455,8 +455,15 @@ def test_input_size_render_lets_the_image_tower_take_the_renders_as_rendered(tin
     m = load_model(str(tmp_path / "run" / "best"), cache=False)
     assert m.image_size == (96, 96) and m.clip.visual.attnpool.positional_embedding.shape[0] == 3 * 3 + 1
     _eval_reads_as_the_run(tmp_path / "run", tmp_path / "cache")
-    # the default keeps the tower's own size
+    # model: the renders are resized to the tower's own size; auto (the default) takes larger renders as rendered,
+    # and smaller ones are resized up as before
     args[args.index("--out") + 1] = str(tmp_path / "run2")
-    del args[args.index("--input-size"):args.index("--input-size") + 2]
+    args[args.index("--input-size") + 1] = "model"
     r = _train(args)
     assert r.returncode == 0 and "at 96 px (the image tower takes 64 px)" in r.stderr
+    del args[args.index("--input-size"):args.index("--input-size") + 2]
+    for out, size, takes in (("run3", "96", "96"), ("run4", "32", "64")):
+        args[args.index("--out") + 1] = str(tmp_path / out)
+        args[args.index("--image-size") + 1] = size
+        r = _train(args)
+        assert r.returncode == 0 and f"at {size} px (the image tower takes {takes} px)" in r.stderr

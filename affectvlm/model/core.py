@@ -132,6 +132,11 @@ class AffectVLM(nn.Module):
         self.set_classes(self.classes, self.prompts)
 
     # ------------------------------------------------------------------ image side
+    def can_take(self, size: int) -> bool:
+        """Whether :meth:`set_input_size` can make the image tower take ``size`` px images."""
+        pool = getattr(self.clip.visual, "attnpool", None)
+        return getattr(pool, "positional_embedding", None) is not None and size >= 32 and size % 32 == 0
+
     def set_input_size(self, size: int) -> None:
         """Let the image tower take ``size`` px images (a multiple of 32) instead of resizing them to its own size.
 
@@ -141,11 +146,11 @@ class AffectVLM(nn.Module):
         size = int(size)
         if (size, size) == self.image_size:
             return
-        pool = getattr(self.clip.visual, "attnpool", None)
-        pe = getattr(pool, "positional_embedding", None)
-        if pe is None or size % 32 or size < 32:
+        if not self.can_take(size):
             raise ConfigError(f"{self.arch}: the image tower's input size cannot be changed to {size} px (only a "
                               "ModifiedResNet's, to a multiple of 32)")
+        pool = self.clip.visual.attnpool
+        pe = pool.positional_embedding
         old = int(round((pe.shape[0] - 1) ** 0.5))
         grid = pe.detach()[1:].float().reshape(old, old, -1).permute(2, 0, 1)[None]
         grid = F.interpolate(grid, size=(size // 32, size // 32), mode="bicubic", align_corners=False)[0]

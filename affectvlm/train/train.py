@@ -523,7 +523,8 @@ def train(cfg: TrainConfig, info: DistInfo, stop: StopSignals | None = None) -> 
     for choice in CHOICES:  # neutral_reference, adapt_to_set: chosen again on this run's validation subjects (below)
         setattr(model, choice, None)
     model.render = settings = render_settings(model.render, cfg, parse_views)
-    if cfg.input_size == "render":
+    if cfg.input_size == "render" or (cfg.input_size == "auto" and settings.size > model.image_size[0]
+                                       and model.can_take(settings.size)):
         model.set_input_size(settings.size)
     views = tuple(settings.views)
     n_views = len(views)
