@@ -439,14 +439,14 @@ def test_a_fine_tune_does_not_inherit_its_bases_validation_choices(tiny, tmp_pat
 
 
 def test_input_size_lets_the_image_tower_take_the_renders_as_rendered(tiny, tmp_path):
-    """``--input-size render``: the embedded model's tower (64 px) takes the 96 px renders; best/ saves that size,
+    """``--input-size render``: a ModifiedResNet tower built for 64 px takes 96 px renders; best/ saves that size,
     so predict and eval feed it 96 px views too, and the run's test figure is what eval gives its checkpoint."""
     from affectvlm.model import load_model
 
     args = _args(tiny, tmp_path / "run", tmp_path / "cache", "--epochs", "1", "--max-steps", "1", "--input-size",
                  "render")
     args[args.index("--image-size") + 1] = "96"
-    args[args.index("AffectVLM-Test")] = "default"
+    args[args.index("AffectVLM-Test")] = "AffectVLM-Tiny-RN"  # a 64 px ModifiedResNet, as the embedded model's
     r = _train(args)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "at 96 px (the image tower takes 96 px)" in r.stderr
