@@ -73,9 +73,14 @@ def regenerate(tree: Path, models: dict) -> list[dict]:
 
 
 def au_features(rows: list[dict]) -> np.ndarray:
+    """Per scan and AU drawn anywhere in ``rows``: the two sides' mean and difference (0 where not drawn)."""
     names = sorted({a for r in rows for a in r["aus"]})
-    return np.array([[f for a in names for f in ((lambda lr: ((lr[0] + lr[1]) / 2, lr[0] - lr[1]))
-                                                  (r["aus"].get(a, (0.0, 0.0))))] for r in rows], np.float64)
+
+    def sides(aus: dict, au: str) -> tuple[float, float]:
+        left, right = aus.get(au, (0.0, 0.0))
+        return (left + right) / 2, left - right
+
+    return np.array([[f for a in names for f in sides(r["aus"], a)] for r in rows], np.float64)
 
 
 def ridge_fit(X: np.ndarray, Y: np.ndarray, alpha: float):

@@ -121,7 +121,6 @@ def bu3dfe_scans(cfg: CorpusConfig, models: Mapping[str, FaceModel], *, progress
                  ) -> Iterator[tuple[list, RandomScan]]:
     """Each scan of the BU-3DFE tree :func:`write_bu3dfe` writes, with its manifest row (:data:`BU_CORPUS_COLUMNS`),
     in the tree's order, without writing anything."""
-    _count(cfg, models, "bu3dfe")
     for sid, eth, p, fam_rng in _named(cfg, models, "bu3dfe", 2, progress):
         ident = sample_identity(p.model, p.rng, cfg.nuisance)
         gains = au_gains(p.model, cfg.au_gain_sd, p.rng)

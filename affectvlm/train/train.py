@@ -537,7 +537,8 @@ def train(cfg: TrainConfig, info: DistInfo, stop: StopSignals | None = None) -> 
         from affectvlm.model import describe_provenance
 
         log.info("model %s (%s); data (%s): %d train / %d val / %d test samples (%d / %d / %d subjects), classes %s; "
-                 "%d views at %d px (the image tower takes %d px)%s%s; world %d", cfg.model, describe_provenance(model.provenance), splits.source,
+                 "%d views at %d px (the image tower takes %d px)%s%s; world %d",
+                 cfg.model, describe_provenance(model.provenance), splits.source,
                  len(train_s), len(val_s), len(test_s), len(subs["train"]), len(subs["val"]), len(subs["test"]),
                  classes, n_views, settings.size, model.image_size[0], "" if settings.texture else " (no texture)",
                  f", each also at pitch {', '.join(f'{p:+g}' for p in settings.score_pitches)} (as scored)"
