@@ -26,6 +26,7 @@ from affectvlm.cli import allow_signed_values
 from affectvlm.datasets import LAYOUT_CHOICES
 from affectvlm.errors import ConfigError
 from affectvlm.fileio import atomic_write_text
+from affectvlm.render.settings import MAX_FILL_HOLES
 from affectvlm.runfolder import RunFolder, list_checkpoints
 
 
@@ -110,6 +111,7 @@ class TrainConfig:
     texture: bool | None = None  # render with the scan's texture; default: the model's render settings
     render_map: str | None = None  # shade | normal | depth images; default: the model's render settings
     render_crop: bool | None = None  # cut the face region around the landmarks; default: the model's
+    fill_holes: float | None = None  # close scan holes up to this fraction of the face's radius; default: the model's
     fold: int = 0
     folds: int = 5
     split_seed: int = 0
@@ -244,6 +246,10 @@ def build_parser(prog: str = "affectvlm train") -> argparse.ArgumentParser:
                    help="render only the face region around the detected landmarks (default: the model's)")
     p.add_argument("--no-crop", dest="render_crop", action="store_false",
                    help="render the whole scan")
+    p.add_argument("--fill-holes", type=float, metavar="SIZE",
+                   help="close the scans' holes up to SIZE (half their bounding box's diagonal, as a fraction of the "
+                        "face's radius; 0.08 closes scanner drop-outs, not the eyes or mouth) before rendering; "
+                        "0: never (default: the model's)")
     p.add_argument("--texture", dest="texture", action="store_true",
                    help="render with the scans' textures (default: the model's render settings)")
     p.add_argument("--no-texture", dest="texture", action="store_false",
@@ -317,6 +323,9 @@ def _coerce(cfg: TrainConfig) -> TrainConfig:
     for k in ("aug_flip", "aug_swap", "aug_erase"):
         if not 0.0 <= float(getattr(cfg, k)) <= 1.0:
             raise ConfigError(f"{k} is a probability, 0-1 (got {getattr(cfg, k)})")
+    if cfg.fill_holes is not None:
+        if not 0.0 <= float(cfg.fill_holes) <= MAX_FILL_HOLES:
+            raise ConfigError(f"fill_holes is a fraction of the face's radius, 0-{MAX_FILL_HOLES} (got {cfg.fill_holes})")
     parse_loss_weights(cfg.losses)
     cfg.report_to = ",".join(parse_report_to(f"{cfg.report_to or ''},{'tensorboard' if cfg.tensorboard else ''}"))
     cfg.tensorboard = False

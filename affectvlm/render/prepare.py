@@ -7,6 +7,7 @@ import numpy as np
 
 from affectvlm.errors import ConfigError, InputError
 from affectvlm.geometry import canonicalise
+from affectvlm.holes import fill_holes
 from affectvlm.mesh import Mesh
 
 from .settings import RenderSettings
@@ -32,11 +33,14 @@ def as_mesh_list(meshes: Mesh | Sequence[Mesh]) -> list[Mesh]:
 def prepare(meshes: list[Mesh], settings: RenderSettings) -> list[Mesh]:
     """Each mesh in the camera's unit frame: canonicalised (orientation detected or given by
     ``up``/``front``), or with ``canonical=False`` and no axes given only centred and scaled. Geometry-only
-    settings with ``max_vertices`` decimate denser meshes first (:func:`affectvlm.render.simplify.capped_for`)."""
+    settings with ``max_vertices`` decimate denser meshes first (:func:`affectvlm.render.simplify.capped_for`);
+    with ``fill_holes`` the holes up to that size (in the unit frame: a fraction of the face's radius) are closed."""
     meshes = [capped_for(m, settings) for m in meshes]
     if settings.canonical or settings.up is not None or settings.front is not None:
-        return [canonicalise(m, up=settings.up, front=settings.front, crop=settings.crop) for m in meshes]
-    return [fit_unit(m) for m in meshes]
+        out = [canonicalise(m, up=settings.up, front=settings.front, crop=settings.crop) for m in meshes]
+    else:
+        out = [fit_unit(m) for m in meshes]
+    return [fill_holes(m, settings.fill_holes) for m in out] if settings.fill_holes else out
 
 
 def fit_unit(mesh: Mesh) -> Mesh:

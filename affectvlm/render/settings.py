@@ -141,6 +141,10 @@ def check_maps(maps: str | Sequence[str]) -> tuple[str, ...]:
     return maps
 
 
+# the largest hole size fill_holes takes: half the face's radius (the rim of a scan is about 1)
+MAX_FILL_HOLES = 0.5
+
+
 @dataclass
 class RenderSettings:
     """How faces are turned into images; stored with models so training and inference agree."""
@@ -156,6 +160,7 @@ class RenderSettings:
     crop: bool = False  # cut the face region around the detected landmarks (geometry.canonicalise(crop=True))
     max_vertices: int = 0  # geometry-only renders: decimate denser scans to this many vertices first (0: never)
     score_pitches: tuple[float, ...] = ()  # scoring also renders every view at these added pitches (for_scoring)
+    fill_holes: float = 0.0  # close holes up to this size (a fraction of the face's radius) first (0: never)
 
     def __post_init__(self) -> None:
         self.views = as_views(self.views)
@@ -173,6 +178,11 @@ class RenderSettings:
                               f"got {self.max_vertices!r}")
         self.max_vertices = int(self.max_vertices)
         self.score_pitches = _score_pitches(self.score_pitches)
+        if (isinstance(self.fill_holes, bool) or not isinstance(self.fill_holes, (int, float, np.floating))
+                or not 0.0 <= float(self.fill_holes) <= MAX_FILL_HOLES):
+            raise ConfigError(f"fill_holes must be a number in [0, {MAX_FILL_HOLES}] (a fraction of the face's "
+                              f"radius), got {self.fill_holes!r}")
+        self.fill_holes = float(self.fill_holes)
         for name in ("texture", "canonical", "crop"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
@@ -188,7 +198,8 @@ class RenderSettings:
                 "canonical": self.canonical, "up": self.up, "front": self.front, "background": self.background,
                 "map": self.map, "crop": self.crop,
                 **({"max_vertices": self.max_vertices} if self.max_vertices else {}),  # old keys stay valid
-                **({"score_pitches": list(self.score_pitches)} if self.score_pitches else {})}
+                **({"score_pitches": list(self.score_pitches)} if self.score_pitches else {}),
+                **({"fill_holes": self.fill_holes} if self.fill_holes else {})}
 
     def for_scoring(self) -> "RenderSettings":
         """What scoring renders: the views, then each view again at every pitch of ``score_pitches`` added to its
@@ -205,7 +216,7 @@ class RenderSettings:
         if not isinstance(d, dict):
             raise ConfigError(f"render settings must be a mapping, got {type(d).__name__}")
         known = {"size", "views", "texture", "canonical", "up", "front", "background", "map", "crop", "max_vertices",
-                 "score_pitches"}
+                 "score_pitches", "fill_holes"}
         unknown = set(d) - known
         if unknown:
             raise ConfigError(f"unknown render settings {sorted(unknown)}; known: {sorted(known)}")

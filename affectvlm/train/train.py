@@ -789,7 +789,7 @@ MIN_TRAIN_RENDER = 96
 
 
 def render_settings(settings, cfg: TrainConfig, parse_views):
-    """The model's render settings with the run's overrides (views, size, texture, map, crop).
+    """The model's render settings with the run's overrides (views, size, texture, map, crop, hole filling).
 
     Without ``--image-size`` a model that renders smaller than :data:`MIN_TRAIN_RENDER` renders at that size: the
     model resizes the images to its input with antialiasing, so it sees supersampled shading; the checkpoints the run
@@ -808,6 +808,8 @@ def render_settings(settings, cfg: TrainConfig, parse_views):
         changes["map"] = str(cfg.render_map)
     if cfg.render_crop is not None:
         changes["crop"] = bool(cfg.render_crop)
+    if cfg.fill_holes is not None:
+        changes["fill_holes"] = float(cfg.fill_holes)
     return replace(settings, **changes) if changes else settings
 
 
