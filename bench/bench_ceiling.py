@@ -1,9 +1,10 @@
 """How far can a synthetic BU-3DFE tree's labels be read at all? Linear classifiers on what made each scan.
 
     python bench/bench_ceiling.py --data rb40 --rocketbox HEADBOX_DIR [--folds 5 --split-seed 0 --levels 3,4]
+    python bench/bench_ceiling.py --data ictrb40 --facekit FACEKIT_DIR --rocketbox HEADBOX_DIR --expressions swapped
 
 Regenerates the scans of a tree written by ``affectvlm synth --layout bu3dfe`` from its ``synth.json``, with the
-face-model folders that command was given, checks that they are the tree's scans (its manifest, row by row), and
+face-model folders and ``--expressions``/``--mixes`` that command was given, checks that they are the tree's scans (its manifest, row by row), and
 records for each scan the AU intensities drawn and its clean displacement from the subject's neutral face (before any
 scanner nuisance: crop, resampling, noise, holes, pose). For each subject fold of the trainer's split (``affectvlm
 train --fold F --folds K --split-seed S``) ridge classifiers fitted on the other folds' scans (every level) read the
@@ -46,8 +47,10 @@ def regenerate(tree: Path, models: dict) -> list[dict]:
     if "sculpt" in cfg.families or cfg.style.probability > 0:
         raise ConfigError(f"{tree}: sculpted emotion targets or style jitter move the face beyond its AU draws")
     want = sorted(info.get("face_models", {}))
-    if sorted(models) != want:
-        raise ConfigError(f"{tree} was made from the face models {want}; the folders given make {sorted(models)}")
+    if not want or not set(want) <= set(models):
+        raise ConfigError(f"{tree} was made from the face models {want}; the folders and --expressions given make "
+                          f"{sorted(models)}")
+    models = {n: models[n] for n in want}
     with open(tree / "manifest.csv", newline="", encoding="utf-8") as fh:
         manifest = list(csv.DictReader(fh))
     rng = np.random.default_rng(0)
@@ -155,17 +158,25 @@ def main(argv: list[str] | None = None) -> dict:
     for opt in ("facekit", "makehuman", "facshuman", "rocketbox", "gltf", "faceunits"):
         ap.add_argument(f"--{opt}", default=None, help="the folder affectvlm synth was given")
     ap.add_argument("--makehuman-units", default=None)
+    ap.add_argument("--expressions", default="own",
+                    help="as affectvlm synth was given (own, swapped, both, mixed, procedural); the tree's own face "
+                         "models are kept, as its --face-models did")
+    ap.add_argument("--mixes", type=int, default=1, help="as affectvlm synth was given (mixed, procedural)")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--split-seed", type=int, default=0)
     ap.add_argument("--levels", default="3,4", help="levels scored (training uses every level)")
     a = ap.parse_args(argv)
     from affectvlm.errors import AffectVLMError
+    from affectvlm.synth.bulayout import read_config
     from affectvlm.synth.facemodel import load_face_models
+    from affectvlm.synth.transfer import expression_models
 
     t0 = time.perf_counter()
     try:
         models = load_face_models(a.facekit, a.makehuman, a.facshuman, makehuman_units=a.makehuman_units,
                                   faceunits=a.faceunits, rocketbox=a.rocketbox, gltf=a.gltf)
+        cfg, _ = read_config(Path(a.data))
+        models = expression_models(models, a.expressions, a.mixes, cfg.seed)
         rows = regenerate(Path(a.data), models)
     except AffectVLMError as e:
         raise SystemExit(f"bench_ceiling: {e}")

@@ -64,3 +64,21 @@ def test_a_tree_that_is_not_what_its_synth_json_makes_is_refused(tmp_path):
     (tree / "synth.json").write_text("{}")
     with pytest.raises(ConfigError, match="synth.json"):
         bench.regenerate(tree, models)
+
+
+def test_the_trees_own_face_models_are_taken_from_what_the_folders_and_expressions_make(tmp_path):
+    from affectvlm.synth.transfer import expression_models
+
+    bench = _bench()
+    toy = _toy_model(16)
+    tree = tmp_path / "bu"
+    write_bu3dfe(CorpusConfig(subjects=2, seed=3, families=("emfacs",), levels=(4,), nuisance=_STILL), {"toy": toy},
+                 tree)
+    # more models than the tree used (as --expressions both or several folders make): the tree's own are kept
+    rows = bench.regenerate(tree, {"toy": toy, "other": _toy_model(12)})
+    assert {r["model"] for r in rows} == {"toy"}
+    assert expression_models({"toy": toy}, "own", 1, 3) == {"toy": toy}
+    for expressions, mixes, match in (("swapped", 1, "two face models"), ("procedural", 0, "--mixes"),
+                                      ("shuffled", 1, "--expressions")):
+        with pytest.raises(ConfigError, match=match):
+            expression_models({"toy": toy}, expressions, mixes, 3)

@@ -46,6 +46,8 @@ def _fraction(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from affectvlm.synth.transfer import EXPRESSIONS
+
     ap = argparse.ArgumentParser(prog="affectvlm synth", description=__doc__.splitlines()[0])
     ap.add_argument("--facekit", metavar="DIR",
                     help="ICT-FaceKit's FaceXModel/ folder (generic_neutral_mesh.obj, identityNNN.obj, blendshapes)")
@@ -70,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--families", default=None,
                     help="corpus: expression families, comma-separated (emfacs, emfacs-alt, recipes, sculpt; "
                          "default emfacs)")
-    ap.add_argument("--expressions", choices=("own", "swapped", "both", "mixed", "procedural"), default="own",
+    ap.add_argument("--expressions", choices=EXPRESSIONS, default="own",
                     help="corpus: each face model with its own expression targets, with another model's "
                          "(transferred; needs two models), both, --mixes blends of the two per AU, or --mixes "
                          "procedural sculptors per face (AUs drawn from its landmarks, no artist's sculpt)")
@@ -155,6 +157,7 @@ def _corpus(args: argparse.Namespace) -> int:
     from affectvlm.synth.corpus import FAMILIES, CorpusConfig, write_corpus
     from affectvlm.synth.facemodel import load_face_models
     from affectvlm.synth.style import StyleJitter
+    from affectvlm.synth.transfer import expression_models
 
     def work() -> Path:
         fams = tuple(f.strip() for f in (args.families or "emfacs").split(",") if f.strip())
@@ -178,27 +181,7 @@ def _corpus(args: argparse.Namespace) -> int:
                                   cache=not args.no_cache)
         if not models:
             raise ConfigError("name at least one face model: --facekit, --makehuman, --rocketbox and/or --gltf")
-        if args.expressions == "procedural":
-            from affectvlm.synth.procedural import with_procedural_expressions
-
-            if args.mixes < 1:
-                raise ConfigError(f"--mixes must be at least 1, not {args.mixes}")
-            models = with_procedural_expressions(models, args.mixes, args.seed)
-        elif args.expressions != "own":
-            if len(models) < 2:
-                raise ConfigError(f"--expressions {args.expressions} needs two face models (--facekit, --makehuman, "
-                                  "--rocketbox, --gltf)")
-            from affectvlm.synth.transfer import with_mixed_expressions, with_swapped_expressions
-
-            if args.expressions == "mixed":
-                if args.mixes < 1:
-                    raise ConfigError(f"--mixes must be at least 1, not {args.mixes}")
-                models = with_mixed_expressions(models, args.mixes, args.seed)
-            else:
-                own = set(models)
-                models = with_swapped_expressions(models)
-                if args.expressions == "swapped":
-                    models = {n: m for n, m in models.items() if n not in own}
+        models = expression_models(models, args.expressions, args.mixes, args.seed)
         if args.face_models:
             want = [n.strip() for n in args.face_models.split(",") if n.strip()]
             missing = [n for n in want if n not in models]

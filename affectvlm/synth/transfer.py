@@ -19,10 +19,12 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from affectvlm.errors import ConfigError
 from affectvlm.synth.facemodel import FaceModel
 
-__all__ = ["Correspondence", "correspond", "hybrid_model", "lip_side", "mixed_model", "neutral_landmarks",
-           "mesh_homes", "same_mesh", "with_mixed_expressions", "with_swapped_expressions"]
+__all__ = ["EXPRESSIONS", "Correspondence", "correspond", "expression_models", "hybrid_model", "lip_side",
+           "mixed_model", "neutral_landmarks", "mesh_homes", "same_mesh", "with_mixed_expressions",
+           "with_swapped_expressions"]
 
 
 @dataclass(frozen=True)
@@ -267,3 +269,29 @@ def with_mixed_expressions(models: dict[str, FaceModel], mixes: int, seed: int) 
             other = others[int(rng.integers(len(others)))]
             out[f"{a}~mix{k}"] = mixed_model(ma, other, rng, name=f"{a}~mix{k}")
     return out
+
+
+EXPRESSIONS = ("own", "swapped", "both", "mixed", "procedural")
+
+
+def expression_models(models: dict[str, FaceModel], expressions: str, mixes: int, seed: int) -> dict[str, FaceModel]:
+    """The face models ``affectvlm synth --expressions`` draws from: ``own`` (``models``), ``swapped`` (each face
+    with the other meshes' expressions), ``both``, ``mixed`` (``mixes`` blends per model) or ``procedural``
+    (``mixes`` procedural sculptors per face); ``seed`` is the corpus seed. ConfigError for what cannot be made."""
+    if expressions not in EXPRESSIONS:
+        raise ConfigError(f"--expressions must be one of {', '.join(EXPRESSIONS)}, not {expressions!r}")
+    if expressions in ("mixed", "procedural") and mixes < 1:
+        raise ConfigError(f"--mixes must be at least 1, not {mixes}")
+    if expressions == "procedural":
+        from affectvlm.synth.procedural import with_procedural_expressions
+
+        return with_procedural_expressions(models, mixes, seed)
+    if expressions == "own":
+        return models
+    if len(models) < 2:
+        raise ConfigError(f"--expressions {expressions} needs two face models (--facekit, --makehuman, --rocketbox, "
+                          "--gltf)")
+    if expressions == "mixed":
+        return with_mixed_expressions(models, mixes, seed)
+    out = with_swapped_expressions(models)
+    return {n: m for n, m in out.items() if n not in models} if expressions == "swapped" else out
