@@ -10,7 +10,8 @@ paired gain in best val, how many set-folds it won and lost, and the ratio of th
     python bench/bench_folds.py --data rb40 --data rpm40 --folds 5 \\
         --config base= --config e36="--epochs 36" --jobs 2 --out runs/folds [-- --cache-dir C]
 
-Arguments after ``--`` go to every run. Runs already finished in ``--out`` are read, not repeated.
+Arguments after ``--`` go to every run. Runs already finished in ``--out`` are read, not repeated. ``--fold-ids 0,1``
+runs only those folds of the ``--folds`` split (a first look at a candidate before its remaining folds).
 
 With ``--predict`` each run's test subjects are also scored as a user scores them: ``affectvlm predict`` on a folder
 of links to their scans or sequences with ``best/`` and predict's defaults (``--adapt auto``, ``--neutral auto``),
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,6 +43,19 @@ def parse_configs(specs: list[str]) -> dict[str, list[str]]:
             raise SystemExit(f"--config {spec!r}: give NAME=OPTIONS with a new NAME")
         out[name] = shlex.split(opts)
     return out
+
+
+def parse_fold_ids(text: str | None, folds: int) -> list[int]:
+    """``--fold-ids 0,1`` -> [0, 1] (each a fold of the ``folds``-fold split, once); None -> every fold."""
+    if text is None:
+        return list(range(folds))
+    try:
+        ids = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise SystemExit(f"--fold-ids {text!r}: give fold numbers separated by commas, e.g. 0,1") from None
+    if not ids or len(set(ids)) != len(ids) or not all(0 <= f < folds for f in ids):
+        raise SystemExit(f"--fold-ids {text!r}: give distinct folds of the {folds}-fold split (0 to {folds - 1})")
+    return ids
 
 
 def run_all(jobs: list[tuple[str, list[str]]], out: Path, concurrency: int) -> dict[str, dict]:
@@ -122,17 +137,17 @@ def predict_record(run: Path, data: str, layout: str, extra: list[str]) -> dict:
             "predict_failed": sum(1 for r in rows if not r["label"])}
 
 
-def _finished(results: dict[str, dict], name: str, folds: int, key: str) -> list[float]:
+def _finished(results: dict[str, dict], name: str, folds: Sequence[int], key: str) -> list[float]:
     """``key`` of the runs ``name``_f0 ... that have it, in fold order."""
-    got = [results.get(f"{name}_f{f}", {}).get(key) for f in range(folds)]
+    got = [results.get(f"{name}_f{f}", {}).get(key) for f in folds]
     return [x for x in got if x is not None]
 
 
-def summarise(results: dict[str, dict], configs: dict[str, list[str]], sets: list[str], folds: int) -> dict:
+def summarise(results: dict[str, dict], configs: dict[str, list[str]], sets: list[str], folds: Sequence[int]) -> dict:
     base = next(iter(configs))
     out: dict = {"baseline": base, "configs": {}}
     for c in configs:
-        vals = {(s, f): results.get(f"{s}_{c}_f{f}", {}).get("best_val") for s in sets for f in range(folds)}
+        vals = {(s, f): results.get(f"{s}_{c}_f{f}", {}).get("best_val") for s in sets for f in folds}
         done = [v for v in vals.values() if v is not None]
         entry: dict = {"options": shlex.join(configs[c]), "runs": len(done),
                        "mean_best_val": round(statistics.mean(done), 4) if done else None, "test": {}}
@@ -167,6 +182,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--data", action="append", required=True, help="a dataset folder or CSV (repeat for more sets)")
     ap.add_argument("--layout", default="auto")
     ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--fold-ids", default=None, metavar="F,F,...",
+                    help="run only these folds of the --folds split (default: all of them), e.g. 0,1")
     ap.add_argument("--config", action="append", default=None, metavar="NAME=OPTIONS",
                     help="an option set (repeat); the first is the baseline (default: base= only)")
     ap.add_argument("--jobs", type=int, default=1, help="runs at once")
@@ -178,12 +195,13 @@ def main(argv: list[str] | None = None) -> dict:
     configs = parse_configs(a.config or ["base="])
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
+    fold_ids = parse_fold_ids(a.fold_ids, a.folds)
     sets = {Path(d).stem: d for d in a.data}
     if len(sets) != len(a.data):
         raise SystemExit("--data: two sets share a name; give folders with different names")
     jobs = [(f"{s}_{c}_f{f}", ["--data", d, "--layout", a.layout, "--out", str(out / f"{s}_{c}_f{f}"),
                                 "--folds", str(a.folds), "--fold", str(f), "--no-progress", *extra, *opts])
-            for f in range(a.folds) for s, d in sets.items() for c, opts in configs.items()]
+            for f in fold_ids for s, d in sets.items() for c, opts in configs.items()]
     t0 = time.perf_counter()
     results = run_all(jobs, out, max(1, a.jobs))
     if a.predict:
@@ -193,7 +211,8 @@ def main(argv: list[str] | None = None) -> dict:
                 rec.update(predict_record(out / name, data_of[name], a.layout, shlex.split(a.predict_args)))
     report = {"bench": "folds", "sets": list(sets), "folds": a.folds, "extra": shlex.join(extra),
               "predict": shlex.join(["affectvlm", "predict", "TEST", *shlex.split(a.predict_args)]) if a.predict else None,
-              "wall_s": round(time.perf_counter() - t0, 1), **summarise(results, configs, list(sets), a.folds),
+              "fold_ids": fold_ids, "wall_s": round(time.perf_counter() - t0, 1),
+              **summarise(results, configs, list(sets), fold_ids),
               "runs": results}
     print(json.dumps(report, indent=1))
     return report

@@ -77,3 +77,22 @@ def test_predict_scores_each_runs_test_subjects_as_a_user_would(tmp_path, monkey
     capsys.readouterr()
     assert "splits.json" in again["runs"]["tiny_base_f1"]["predict_error"][0]
     assert again["runs"]["tiny_base_f0"]["predict_test"] == rep["runs"]["tiny_base_f0"]["predict_test"]
+
+
+def test_fold_ids_run_only_those_folds_of_the_split(tmp_path, monkeypatch, capsys):
+    import pytest
+    import yaml
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    data = write_tiny_bu3dfe(tmp_path / "tiny")
+    bench = _bench()
+    argv = ["--data", str(data), "--folds", "3", "--fold-ids", "1", "--out", str(tmp_path / "runs"), "--",
+            "--model", "AffectVLM-Test", "--epochs", "1", "--batch-size", "2", "--image-size", "32", "--views", "0",
+            "--max-steps", "2", "--cache-dir", str(tmp_path / "cache")]
+    rep = bench.main(argv)
+    assert sorted(rep["runs"]) == ["tiny_base_f1"] and rep["fold_ids"] == [1] and rep["configs"]["base"]["runs"] == 1
+    cfg = yaml.safe_load((tmp_path / "runs" / "tiny_base_f1" / "config.yaml").read_text())
+    assert (cfg["folds"], cfg["fold"]) == (3, 1)  # fold 1 of the 3-fold split, not a split of its own
+    for bad in ("3", "1,1", "x", ""):
+        with pytest.raises(SystemExit, match="--fold-ids"):
+            bench.main(["--data", str(data), "--folds", "3", "--fold-ids", bad, "--out", str(tmp_path / "r2")])
