@@ -12,13 +12,29 @@ import numpy as np
 from affectvlm.errors import ConfigError
 from affectvlm.mesh import Mesh
 
-# corner pairs of a triangle's three directed edges, in the order boundary_loops numbers them
+# corner pairs of a triangle's three directed edges, in the order directed_edges numbers them
 _EDGE_CORNERS = ((0, 1), (1, 2), (2, 0))
+# the largest hole size the render setting ``fill_holes`` takes, as a fraction of the face's radius (the rim is ~1)
+MAX_FILL_HOLES = 0.5
+
+
+def check_fill_holes(value: object) -> float:
+    """The render setting ``fill_holes`` as a float in [0, :data:`MAX_FILL_HOLES`]; ConfigError otherwise."""
+    if (isinstance(value, bool) or not isinstance(value, (int, float, np.floating))
+            or not 0.0 <= float(value) <= MAX_FILL_HOLES):
+        raise ConfigError(f"fill_holes must be a number in [0, {MAX_FILL_HOLES}] (a fraction of the face's radius), "
+                          f"got {value!r}")
+    return float(value)
+
+
+def directed_edges(faces: np.ndarray) -> np.ndarray:
+    """(3F, 2) directed edges ``[f[:, (0, 1)], f[:, (1, 2)], f[:, (2, 0)]]``: edge ``k`` belongs to face ``k % F``."""
+    f = np.asarray(faces, dtype=np.int64)
+    return np.concatenate([f[:, list(c)] for c in _EDGE_CORNERS])
 
 
 def boundary_loops(faces: np.ndarray) -> list[np.ndarray]:
-    """Closed loops of boundary edges, each as indices into the (3F,) list of directed edges
-    ``[f[:, (0, 1)], f[:, (1, 2)], f[:, (2, 0)]]``, in the faces' winding order.
+    """Closed loops of boundary edges, each as indices into :func:`directed_edges`, in the faces' winding order.
 
     At a vertex where two holes meet (or a hole meets the rim) the walk goes on along the boundary edge reached by
     turning through the faces around that vertex, and is then split there, so each hole is a loop of its own."""
@@ -26,7 +42,7 @@ def boundary_loops(faces: np.ndarray) -> list[np.ndarray]:
     if f.size == 0:
         return []
     n_faces = len(f)
-    e = np.concatenate([f[:, list(c)] for c in _EDGE_CORNERS])
+    e = directed_edges(f)
     n = int(e.max()) + 1
     directed = e[:, 0] * n + e[:, 1]
     order = np.argsort(directed, kind="stable")
@@ -101,12 +117,13 @@ def fill_holes(mesh: Mesh, max_size: float) -> Mesh:
         return mesh
     v = np.asarray(mesh.vertices)
     f = np.asarray(mesh.faces, dtype=np.int64)
-    e = np.concatenate([f[:, list(c)] for c in _EDGE_CORNERS])
-    chosen = []
+    e = directed_edges(f)
+    chosen, centres = [], []
     for loop in boundary_loops(f):
         p = v[e[loop, 0]]
         if len(loop) >= 3 and np.linalg.norm(p.max(0) - p.min(0)) / 2 <= max_size:
             chosen.append(loop)
+            centres.append(p.mean(0))
     if not chosen:
         return mesh
     n_faces, n_vertices = len(f), len(v)
@@ -114,8 +131,7 @@ def fill_holes(mesh: Mesh, max_size: float) -> Mesh:
     edge_ids = np.concatenate(chosen)
     # the new face across edge a->b runs b->a, then to the loop's new centre vertex
     new_faces = np.stack([e[edge_ids, 1], e[edge_ids, 0], centre_id], 1)
-    centres = np.stack([v[e[loop, 0]].mean(0) for loop in chosen]).astype(v.dtype)
-    out = Mesh(vertices=np.concatenate([v, centres]), faces=np.concatenate([f, new_faces]),
+    out = Mesh(vertices=np.concatenate([v, np.stack(centres).astype(v.dtype)]), faces=np.concatenate([f, new_faces]),
                texture=mesh.texture, source=mesh.source, meta=dict(mesh.meta))
     if mesh.vertex_colors is not None:
         col = np.asarray(mesh.vertex_colors)

@@ -26,7 +26,7 @@ from affectvlm.cli import allow_signed_values
 from affectvlm.datasets import LAYOUT_CHOICES
 from affectvlm.errors import ConfigError
 from affectvlm.fileio import atomic_write_text
-from affectvlm.render.settings import MAX_FILL_HOLES
+from affectvlm.holes import check_fill_holes
 from affectvlm.runfolder import RunFolder, list_checkpoints
 
 
@@ -324,8 +324,7 @@ def _coerce(cfg: TrainConfig) -> TrainConfig:
         if not 0.0 <= float(getattr(cfg, k)) <= 1.0:
             raise ConfigError(f"{k} is a probability, 0-1 (got {getattr(cfg, k)})")
     if cfg.fill_holes is not None:
-        if not 0.0 <= float(cfg.fill_holes) <= MAX_FILL_HOLES:
-            raise ConfigError(f"fill_holes is a fraction of the face's radius, 0-{MAX_FILL_HOLES} (got {cfg.fill_holes})")
+        cfg.fill_holes = check_fill_holes(float(cfg.fill_holes))
     parse_loss_weights(cfg.losses)
     cfg.report_to = ",".join(parse_report_to(f"{cfg.report_to or ''},{'tensorboard' if cfg.tensorboard else ''}"))
     cfg.tensorboard = False

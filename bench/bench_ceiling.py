@@ -35,13 +35,16 @@ ALPHAS = (0.1, 1.0, 10.0, 100.0, 1000.0)
 MAX_VERTICES = 4000
 
 
-def regenerate(tree: Path, models: dict) -> list[dict]:
-    """Per scan of ``tree``: row (its manifest's), AU intensities and clean displacement (float32, flattened)."""
+def regenerate(tree: Path, models: dict, expressions: str = "own", mixes: int = 1) -> list[dict]:
+    """Per scan of ``tree``: row (its manifest's), AU intensities and clean displacement (float32, flattened).
+    ``models`` are the face models the folders make; ``expressions`` and ``mixes`` as ``affectvlm synth`` was given."""
     from affectvlm.errors import ConfigError
     from affectvlm.synth.bulayout import bu3dfe_scans, read_config
     from affectvlm.synth.facemodel import apply_aus
+    from affectvlm.synth.transfer import expression_models
 
     cfg, info = read_config(tree)
+    models = expression_models(models, expressions, mixes, cfg.seed)
     if info.get("layout") != "bu3dfe":
         raise ConfigError(f"{tree}: a {info.get('layout')} tree; this bench reads bu3dfe trees")
     if "sculpt" in cfg.families or cfg.style.probability > 0:
@@ -167,17 +170,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--levels", default="3,4", help="levels scored (training uses every level)")
     a = ap.parse_args(argv)
     from affectvlm.errors import AffectVLMError
-    from affectvlm.synth.bulayout import read_config
     from affectvlm.synth.facemodel import load_face_models
-    from affectvlm.synth.transfer import expression_models
 
     t0 = time.perf_counter()
     try:
         models = load_face_models(a.facekit, a.makehuman, a.facshuman, makehuman_units=a.makehuman_units,
                                   faceunits=a.faceunits, rocketbox=a.rocketbox, gltf=a.gltf)
-        cfg, _ = read_config(Path(a.data))
-        models = expression_models(models, a.expressions, a.mixes, cfg.seed)
-        rows = regenerate(Path(a.data), models)
+        rows = regenerate(Path(a.data), models, a.expressions, a.mixes)
     except AffectVLMError as e:
         raise SystemExit(f"bench_ceiling: {e}")
     report = {"bench": "ceiling", "data": a.data, "face_models": sorted(models),

@@ -8,7 +8,7 @@ import pytest
 
 from affectvlm.errors import ConfigError
 from affectvlm.geometry import boundary_edges, face_areas
-from affectvlm.holes import boundary_loops, fill_holes
+from affectvlm.holes import boundary_loops, directed_edges, fill_holes
 from affectvlm.mesh import Mesh
 from affectvlm.render import RenderSettings, View, render_maps
 from affectvlm.train.train import render_settings
@@ -39,7 +39,7 @@ def grid(holes=HOLES, bump: float = 2.0) -> tuple[Mesh, Mesh]:
 
 def loop_sizes(mesh: Mesh) -> list[float]:
     f = np.asarray(mesh.faces)
-    e = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
+    e = directed_edges(f)
     out = []
     for loop in boundary_loops(f):
         p = np.asarray(mesh.vertices)[e[loop, 0]]

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from affectvlm.errors import ConfigError
+from affectvlm.holes import check_fill_holes
 
 if TYPE_CHECKING:
     import torch
@@ -141,10 +142,6 @@ def check_maps(maps: str | Sequence[str]) -> tuple[str, ...]:
     return maps
 
 
-# the largest hole size fill_holes takes: half the face's radius (the rim of a scan is about 1)
-MAX_FILL_HOLES = 0.5
-
-
 @dataclass
 class RenderSettings:
     """How faces are turned into images; stored with models so training and inference agree."""
@@ -178,11 +175,7 @@ class RenderSettings:
                               f"got {self.max_vertices!r}")
         self.max_vertices = int(self.max_vertices)
         self.score_pitches = _score_pitches(self.score_pitches)
-        if (isinstance(self.fill_holes, bool) or not isinstance(self.fill_holes, (int, float, np.floating))
-                or not 0.0 <= float(self.fill_holes) <= MAX_FILL_HOLES):
-            raise ConfigError(f"fill_holes must be a number in [0, {MAX_FILL_HOLES}] (a fraction of the face's "
-                              f"radius), got {self.fill_holes!r}")
-        self.fill_holes = float(self.fill_holes)
+        self.fill_holes = check_fill_holes(self.fill_holes)
         for name in ("texture", "canonical", "crop"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
