@@ -106,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "their subject's *_N_N_* scans; none (the default with --prior) scores each scan alone; or a "
                          "file-name GLOB for the neutral scans of each folder, for every other scan there. The neutral "
                          "scans keep their rows; applied before --prior")
+    pr.add_argument("--subject-mean", choices=("auto", "none"), default=None,
+                    help="score each subject's scans (BU-3DFE, Bosphorus names) or sequences (BU-4DFE folders) "
+                         "relative to the subject's own mean, taking out what the face shows in all of them (a "
+                         "label then depends on the subject's other inputs): auto (the default without --prior) for "
+                         "subjects with at least 7 scans or 4 sequences whose names span at least 4 expressions; "
+                         "--neutral auto then leaves those subjects alone; none (the default with --prior)")
     pr.add_argument("--adapt", choices=("auto", "on", "none"), default=None,
                     help="score with the image encoder's batch-norm statistics re-estimated on the renders of up to "
                          "256 of the inputs (a face model or scanner the model never saw shifts them; a scan's label then "
@@ -177,6 +183,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from affectvlm.prior import lean_hint, match_rows, parse_prior, summarise
     from affectvlm.reference import match_neutral, resolve_neutral
     from affectvlm.prompts import parse_classes
+    from affectvlm.subjects import centre_rows, neutral_rows, training_logits
     from affectvlm.shard import predict_sharded, shard_from_env
 
     if args.out and Path(args.out).suffix.lower() not in (".csv", ".json"):
@@ -192,6 +199,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     neutral, neutral_note = resolve_neutral(args.neutral if args.neutral is not None
                                             else ("none" if args.prior else "auto"), model)  # checks the pattern
     adapt = args.adapt or ("none" if args.prior else "auto")
+    subject_mean = args.subject_mean or ("none" if args.prior else "auto")
     if not model.provenance.get("trained", True) and (shard is None or shard.rank == 0):
         _err(f"warning: model {model.spec!r} is untrained (random init): scores are meaningless")
     progress = not args.no_progress and sys.stderr.isatty() and (shard is None or shard.rank == 0)
@@ -225,7 +233,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
             return 0  # rank 0 reports; a non-zero exit here would make torchrun stop the others
     else:
         rows = predict(args.inputs, adapted(model), progress=progress, on_row=on_row, **kw)
-    ref = match_neutral(rows, model.classes, neutral)
+    centred = centre_rows(rows, model.classes, training_logits(model), subject_mean)
+    if centred.rescored:
+        _err(f"--subject-mean {subject_mean}: {centred.text()}; --subject-mean none scores each input alone")
+    ref = match_neutral(neutral_rows(rows, centred, neutral), model.classes, neutral)
     if neutral_note and match_neutral([dict(r) for r in rows], model.classes, "auto").rescored:
         _err(f"--neutral auto: {neutral_note}")
     if ref.rescored:
@@ -239,7 +250,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     elif (hint := lean_hint(rows, model.classes)) is not None:
         _err("note: " + hint.text)
     if args.out:
-        if shard is None or prior is not None or ref.rescored:
+        if shard is None or prior is not None or ref.rescored or centred.rescored:
             write_rows(rows, args.out, landmarks=args.landmarks)
         n_err = sum(1 for r in rows if r["error"])
         print(f"wrote {len(rows)} rows to {args.out}" + (f" ({n_err} with errors)" if n_err else ""),

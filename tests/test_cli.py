@@ -257,3 +257,47 @@ def test_predict_prior(capsys, scans, tmp_path):
     assert cli.main(["predict", *many, *base, "--out", str(tmp_path / "n.csv")]) == 0
     notes = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("affectvlm: note:")]
     assert len(notes) == 1 and f"these {HINT_ROWS} scans are lopsided" in notes[0] and "--prior uniform" in notes[0]
+
+
+def test_predict_subject_mean(capsys, tmp_path):
+    """BU-3DFE subjects with 7+ scans of 4+ named expressions are scored relative to their own mean (the neutral
+    reference then leaves them alone); a smaller subject is referenced to its neutral scan as before."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    base = [*MODEL, "--no-progress", "--views", "0,-30", "--workers", "0"]
+    codes = ["NE00", "HA04", "SA04", "SU04", "FE04", "DI04", "AN04"]
+    for subject, n in (("F0001", 7), ("F0002", 6)):
+        (tmp_path / subject).mkdir()
+        for code in codes[:n]:
+            m = face_like_mesh(32)
+            v = m.vertices * (1 + 0.15 * rng.normal(size=3)) + 0.02 * rng.normal(size=m.vertices.shape)
+            trimesh.Trimesh(v, m.faces, process=False).export(tmp_path / subject / f"{subject}_{code}WH_F3D.obj")
+    dirs = [str(tmp_path / s) for s in ("F0001", "F0002")]
+    assert cli.main(["predict", *dirs, *base, "--subject-mean", "none", "--neutral", "none",
+                     "--out", str(tmp_path / "plain.json")]) == 0
+    capsys.readouterr()
+    assert cli.main(["predict", *dirs, *base, "--out", str(tmp_path / "auto.json")]) == 0
+    err = capsys.readouterr().err
+    assert "--subject-mean auto: scored 7 inputs relative to their subject's mean (1 subject(s)); 1 subject(s)" in err
+    assert "--neutral auto: scored 5 scans against the neutral scans" in err  # F0002's, not F0001's
+    plain = {PurePath(r["file"]).stem: r for r in json.loads((tmp_path / "plain.json").read_text())}
+    auto = {PurePath(r["file"]).stem: r for r in json.loads((tmp_path / "auto.json").read_text())}
+    classes = ["neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger"]
+    first = [k for k in plain if k.startswith("F0001")]
+    L = np.log([[plain[k][c] for c in classes] for k in first])
+    z = L - L.mean(0)  # the test model stores no training mean: nothing added back
+    want = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    assert np.allclose([[auto[k][c] for c in classes] for k in first], want, atol=1e-5)
+    assert [auto[k]["label"] for k in first] == [classes[i] for i in want.argmax(1)]
+    assert auto["F0002_HA04WH_F3D"]["neutral"] == 0.0  # referenced to its neutral scan
+    assert auto["F0002_NE00WH_F3D"] == plain["F0002_NE00WH_F3D"]
+    # none: F0001 is referenced to its neutral scan as before; with --prior it is off unless asked
+    assert cli.main(["predict", *dirs, *base, "--subject-mean", "none", "--out", str(tmp_path / "none.json")]) == 0
+    err = capsys.readouterr().err
+    assert "--subject-mean" not in err and "--neutral auto: scored 11 scans" in err
+    assert cli.main(["predict", *dirs, *base, "--prior", "uniform", "--out", str(tmp_path / "p.json")]) == 0
+    assert "--subject-mean" not in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["predict", *dirs, *base, "--subject-mean", "sometimes"])
+    assert "--subject-mean: invalid choice" in capsys.readouterr().err
