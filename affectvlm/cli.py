@@ -183,7 +183,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from affectvlm.prior import lean_hint, match_rows, parse_prior, summarise
     from affectvlm.reference import match_neutral, resolve_neutral
     from affectvlm.prompts import parse_classes
-    from affectvlm.subjects import centre_rows, neutral_rows, training_logits
+    from affectvlm.subjects import centre_rows, neutral_rows, resolve_subject_mean, training_logits
     from affectvlm.shard import predict_sharded, shard_from_env
 
     if args.out and Path(args.out).suffix.lower() not in (".csv", ".json"):
@@ -199,7 +199,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     neutral, neutral_note = resolve_neutral(args.neutral if args.neutral is not None
                                             else ("none" if args.prior else "auto"), model)  # checks the pattern
     adapt = args.adapt or ("none" if args.prior else "auto")
-    subject_mean = args.subject_mean or ("none" if args.prior else "auto")
+    subject_mean, subject_note = resolve_subject_mean(args.subject_mean or ("none" if args.prior else "auto"), model)
     if not model.provenance.get("trained", True) and (shard is None or shard.rank == 0):
         _err(f"warning: model {model.spec!r} is untrained (random init): scores are meaningless")
     progress = not args.no_progress and sys.stderr.isatty() and (shard is None or shard.rank == 0)
@@ -236,6 +236,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     centred = centre_rows(rows, model.classes, training_logits(model), subject_mean)
     if centred.rescored:
         _err(f"--subject-mean {subject_mean}: {centred.text()}; --subject-mean none scores each input alone")
+    elif subject_note and centre_rows([dict(r) for r in rows], model.classes).rescored:
+        _err(f"--subject-mean auto: {subject_note}")
     ref = match_neutral(neutral_rows(rows, centred, neutral), model.classes, neutral)
     if neutral_note and match_neutral([dict(r) for r in rows], model.classes, "auto").rescored:
         _err(f"--neutral auto: {neutral_note}")

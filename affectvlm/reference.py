@@ -31,7 +31,7 @@ import numpy as np
 from affectvlm.errors import ConfigError
 from affectvlm.results import Row, as_probs, top_class
 
-__all__ = ["AUTO_LAYOUTS", "NeutralCheck", "NeutralLayout", "ReferenceMatch", "check_neutral", "check_pattern",
+__all__ = ["AUTO_LAYOUTS", "NeutralCheck", "against_neutral", "NeutralLayout", "ReferenceMatch", "check_neutral", "check_pattern",
            "expression_scans", "full_expressions", "layouts_for", "match_neutral", "resolve_neutral"]
 
 
@@ -116,16 +116,25 @@ def check_neutral(probs: np.ndarray, labels: Sequence[int], subjects: Sequence[s
     """Score labelled scans (``probs`` (N, C), true class indices, subject ids) as ``affectvlm predict --neutral``
     does, with the scans labelled neutral as each subject's neutral scans (what BU-3DFE's ``NE00`` names are):
     every other scan of a subject who has one is scored by :func:`affectvlm.predict.contrast`."""
+    P = np.asarray(probs, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.int64)
+    if len(P) == 0:
+        return NeutralCheck(float("nan"), float("nan"), 0)
+    pred, rescored = against_neutral(P, y, subjects, classes)
+    return NeutralCheck(float((P.argmax(1) == y).mean()), float((pred == y).mean()), rescored)
+
+
+def against_neutral(probs: np.ndarray, labels: Sequence[int], subjects: Sequence[str],
+                    classes: Sequence[str]) -> tuple[np.ndarray, int]:
+    """The predictions of :func:`check_neutral` (N,) and how many scans it rescored."""
     from affectvlm.predict import contrast
 
     P = np.asarray(probs, dtype=np.float64)
     y = np.asarray(labels, dtype=np.int64)
-    lower = [c.lower() for c in classes]
     pred = P.argmax(1) if len(P) else np.zeros(0, np.int64)
-    alone = pred.copy()
-    if "neutral" not in lower or len(P) == 0:
-        acc = float((alone == y).mean()) if len(P) else float("nan")
-        return NeutralCheck(acc, acc, 0)
+    lower = [c.lower() for c in classes]
+    if "neutral" not in lower:
+        return pred, 0
     nc = lower.index("neutral")
     rescored = 0
     for subj in dict.fromkeys(subjects):
@@ -137,7 +146,7 @@ def check_neutral(probs: np.ndarray, labels: Sequence[int], subjects: Sequence[s
             if y[i] != nc:
                 pred[i] = int(np.argmax(contrast(P[i:i + 1], P[refs], classes)))
                 rescored += 1
-    return NeutralCheck(float((alone == y).mean()), float((pred == y).mean()), rescored)
+    return pred, rescored
 
 
 def layouts_for(spec: str) -> tuple[NeutralLayout, ...]:

@@ -32,8 +32,9 @@ from affectvlm.results import Row, as_probs, top_class
 if TYPE_CHECKING:
     from affectvlm.model import AffectVLM
 
-__all__ = ["MIN_CLASSES", "MIN_SCANS", "MIN_SEQUENCES", "SUBJECT_MEAN_MODES", "SubjectMean", "centre_rows",
-           "neutral_rows", "subject_of", "training_logits"]
+__all__ = ["MIN_CLASSES", "MIN_SCANS", "MIN_SEQUENCES", "SUBJECT_MEAN_MODES", "SubjectCheck", "SubjectMean",
+           "centre_rows", "centred", "check_subject_mean", "neutral_rows", "resolve_subject_mean", "subject_of",
+           "training_logits"]
 
 SUBJECT_MEAN_MODES = ("auto", "none")
 MIN_SCANS = 7
@@ -82,6 +83,17 @@ def subject_of(file: str, frame: object) -> str | None:
     return None
 
 
+def resolve_subject_mean(mode: str, model: object) -> tuple[str, str | None]:
+    """The mode to score with and a note to show: ``auto`` becomes ``none`` for a model whose own validation
+    subjects read better without it (``subject_mean: false`` in its ``affectvlm.json``, written by the trainer)."""
+    if mode not in SUBJECT_MEAN_MODES:
+        raise ConfigError(f"--subject-mean must be one of {', '.join(SUBJECT_MEAN_MODES)}, got {mode!r}")
+    if mode != "auto" or getattr(model, "subject_mean", None) is not False:
+        return mode, None
+    return "none", ("scored each input alone: this model's validation subjects read better that way than relative "
+                    "to their own mean (subject_mean in its affectvlm.json)")
+
+
 def training_logits(model: "AffectVLM") -> np.ndarray | None:
     """The classifier's logits (C,) of the checkpoint's training mean embedding (``embedding_mean``), not
     normalised (the term :func:`centre_rows` adds back); None when the model stores no such mean."""
@@ -116,27 +128,72 @@ def centre_rows(rows: list[Row], classes: Sequence[str], added: np.ndarray | Non
         if key is not None:
             groups[key].append(i)
     done = skipped = 0
-    centred: set[int] = set()
+    rescored: set[int] = set()
     for members in groups.values():
         sequences = rows[members[0]].get("frame") == "sequence"
         named = {declared_class(rows[i]["file"]) for i in members} - {None}
         if len(members) < (MIN_SEQUENCES if sequences else MIN_SCANS) or len(named) < MIN_CLASSES:
             skipped += 1
             continue
-        P = np.array([[float(rows[i][c]) for c in classes] for i in members])
-        live = P.max(0) > 0
-        L = np.log(np.clip(P, _FLOOR, None))
-        z = np.where(live, L - L.mean(0) + extra, -np.inf)
-        z -= z.max(1, keepdims=True)
-        Q = np.exp(z)
-        Q /= Q.sum(1, keepdims=True)
+        Q = centred(np.array([[float(rows[i][c]) for c in classes] for i in members]), extra)
         for i, q in zip(members, Q):
             probs = as_probs(q)
             rows[i].update(zip(classes, probs))
             rows[i]["label"], rows[i]["confidence"] = top_class(classes, probs)
         done += 1
-        centred.update(members)
-    return SubjectMean(len(centred), done, skipped, frozenset(centred))
+        rescored.update(members)
+    return SubjectMean(len(rescored), done, skipped, frozenset(rescored))
+
+
+def centred(probs: np.ndarray, added: np.ndarray | None = None) -> np.ndarray:
+    """One subject's probabilities (N, C) -> each row's log-probabilities minus the rows' mean, plus ``added`` (C,),
+    renormalised; a class no row gives any probability stays at 0."""
+    P = np.asarray(probs, dtype=np.float64)
+    live = P.max(0) > 0
+    L = np.log(np.clip(P, _FLOOR, None))
+    z = np.where(live, L - L.mean(0) + (0.0 if added is None else added), -np.inf)
+    z -= z.max(1, keepdims=True)
+    Q = np.exp(z)
+    return Q / Q.sum(1, keepdims=True)
+
+
+@dataclass(frozen=True)
+class SubjectCheck:
+    """Accuracy of labelled scans scored as they are (``alone``: alone or against the neutral scan, as the caller
+    scored them) and relative to their subject's mean; ``rescored``: scans of the subjects that qualify."""
+
+    alone: float
+    centred: float
+    rescored: int
+
+    @property
+    def helps(self) -> bool:
+        return self.rescored > 0 and self.centred > self.alone
+
+    def to_json(self) -> dict:
+        return {"as_scored": round(self.alone, 6), "subject_mean": round(self.centred, 6), "rescored": self.rescored}
+
+
+def check_subject_mean(probs: np.ndarray, labels: Sequence[int], subjects: Sequence[str], classes: Sequence[str],
+                       added: np.ndarray | None = None, scored: np.ndarray | None = None) -> SubjectCheck:
+    """Score labelled scans (``probs`` (N, C), true class indices, subject ids) as ``affectvlm predict
+    --subject-mean auto`` does, with the labels as the names' declared expressions (a subject qualifies with
+    :data:`MIN_SCANS` scans of :data:`MIN_CLASSES` labels). ``scored``: the predictions to compare with (default
+    the argmax of ``probs``), e.g. after the neutral reference."""
+    P = np.asarray(probs, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.int64)
+    before = P.argmax(1) if scored is None else np.asarray(scored, dtype=np.int64)
+    after = before.copy()
+    rescored = 0
+    for subj in dict.fromkeys(subjects):
+        members = np.array([i for i, s in enumerate(subjects) if s == subj])
+        if len(members) < MIN_SCANS or len(set(y[members].tolist())) < MIN_CLASSES:
+            continue
+        after[members] = centred(P[members], added).argmax(1)
+        rescored += len(members)
+    if not len(P):
+        return SubjectCheck(float("nan"), float("nan"), 0)
+    return SubjectCheck(float((before == y).mean()), float((after == y).mean()), rescored)
 
 
 def neutral_rows(rows: list[Row], centred: SubjectMean, neutral: str) -> list[Row]:

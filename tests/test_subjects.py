@@ -119,3 +119,56 @@ def test_sequences_keep_a_class_the_pooling_took_out():
     assert (m.rescored, m.subjects) == (6, 1)
     assert all(r["neutral"] == 0.0 for r in rows if r["frame"] == "sequence")
     assert [r for r in rows if r["frame"] == 0] == frames
+
+
+def test_check_subject_mean_scores_labelled_scans_as_predict_scores_their_names():
+    from affectvlm.subjects import check_subject_mean
+
+    rng = np.random.default_rng(3)
+    rows, probs, labels, subjects = [], [], [], []
+    for s in ("F0001", "F0002", "F0003"):
+        lean = rng.normal(size=7) * 2
+        for level in (3, 4):
+            for k in range(7):
+                if k == 0 and level == 4:
+                    continue
+                p = _softmax(np.eye(7)[k] * 1.5 + lean + rng.normal(size=7) * 0.3)
+                rows.append(_row(_bu3dfe(s, k, level), p))
+                probs.append(p), labels.append(k), subjects.append(s)
+    got = check_subject_mean(np.array(probs), labels, subjects, CLASSES)
+    centre_rows(rows, CLASSES)
+    assert got.rescored == 39 and got.centred == pytest.approx(np.mean([r["label"] == CLASSES[y]
+                                                                         for r, y in zip(rows, labels)]))
+    assert got.alone == pytest.approx(np.mean(np.array(probs).argmax(1) == labels))
+    assert got.helps == (got.centred > got.alone) and got.centred > got.alone  # the leans were large
+    # a subject of too few labels is not rescored; the comparison is with the predictions given
+    few = check_subject_mean(np.array(probs)[:6], labels[:6], subjects[:6], CLASSES)
+    assert few.rescored == 0 and few.centred == few.alone and not few.helps
+    given = np.zeros(len(labels), dtype=int)  # everything called neutral
+    assert check_subject_mean(np.array(probs), labels, subjects, CLASSES, scored=given).alone == pytest.approx(3 / 39)
+
+
+def test_a_checkpoint_can_decline_it_and_auto_follows(tmp_path):
+    from types import SimpleNamespace
+
+    from affectvlm.errors import ModelError
+    from affectvlm.model import load_model, save_checkpoint
+    from affectvlm.model.checkpoint import update_meta
+    from affectvlm.subjects import resolve_subject_mean
+
+    assert resolve_subject_mean("auto", SimpleNamespace(subject_mean=None)) == ("auto", None)
+    assert resolve_subject_mean("auto", SimpleNamespace(subject_mean=True)) == ("auto", None)
+    mode, note = resolve_subject_mean("auto", SimpleNamespace(subject_mean=False))
+    assert mode == "none" and "subject_mean in its affectvlm.json" in note
+    assert resolve_subject_mean("none", SimpleNamespace(subject_mean=True)) == ("none", None)
+    with pytest.raises(ConfigError, match="--subject-mean"):
+        resolve_subject_mean("always", SimpleNamespace())
+    ck = save_checkpoint(load_model("AffectVLM-Test", cache=False), tmp_path / "ck", extra={"trained": True})
+    assert load_model(str(ck), cache=False).subject_mean is None
+    update_meta(ck, subject_mean=False)
+    m = load_model(str(ck), cache=False)
+    assert m.subject_mean is False
+    assert save_checkpoint(m, tmp_path / "again") and load_model(str(tmp_path / "again"), cache=False).subject_mean is False
+    update_meta(ck, subject_mean="no")
+    with pytest.raises(ModelError, match="subject_mean must be true or false"):
+        load_model(str(ck), cache=False)

@@ -16,9 +16,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 
-def write_tiny_bu3dfe(root: Path, n_subjects: int = 6, intensities=(3, 4), neutral: bool = False) -> Path:
+def write_tiny_bu3dfe(root: Path, n_subjects: int = 6, intensities=(3, 4), neutral: bool = False,
+                      codes=(("HA", 1.0), ("SA", -1.0))) -> Path:
     """Happiness (smile up) and sadness (smile down) scans in BU-3DFE naming, one folder per subject; with
-    ``neutral`` also each subject's NE00 scan."""
+    ``neutral`` also each subject's NE00 scan; ``codes``: other expression codes and their smile signs."""
     from meshgen import face_like_mesh
 
     from affectvlm.io.vrml import write_vrml
@@ -27,7 +28,7 @@ def write_tiny_bu3dfe(root: Path, n_subjects: int = 6, intensities=(3, 4), neutr
         sid = f"{'F' if s % 2 == 0 else 'M'}{s + 1:04d}"
         if neutral:
             write_vrml(root / sid / f"{sid}_NE00WH_F3D.wrl", face_like_mesh(20, smile=0.0, seed=s * 10, textured=True))
-        for code, sign in (("HA", 1.0), ("SA", -1.0)):
+        for code, sign in codes:
             for lvl in intensities:
                 m = face_like_mesh(20, smile=sign * lvl, seed=s * 10 + lvl, textured=True)
                 write_vrml(root / sid / f"{sid}_{code}{lvl:02d}WH_F3D.wrl", m)

@@ -115,11 +115,13 @@ def test_a_run_without_an_image_size_saves_the_size_it_rendered_at(tiny, tmp_pat
 def test_the_run_chooses_on_val_whether_predict_scores_against_the_neutral_scan(tmp_path):
     """best/ records whether its validation subjects read better against their NE00 scans (what `affectvlm predict
     --neutral auto` then does); the validation and test figures both ways are what `affectvlm eval` gives."""
-    data = write_tiny_bu3dfe(tmp_path / "data", n_subjects=9, neutral=True)
+    data = write_tiny_bu3dfe(tmp_path / "data", n_subjects=9, neutral=True,
+                             codes=(("HA", 1.0), ("SA", -1.0), ("SU", 0.5), ("AN", -0.5)))
     args = _args(data, tmp_path / "run", tmp_path / "cache", "--epochs", "1", "--val-fraction", "0.4")
     r = _train(args)
     assert r.returncode == 0, r.stderr[-2000:]
-    got = json.loads((tmp_path / "run" / "result.json").read_text())["neutral_reference"]
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    got = result["neutral_reference"]
     assert got["chosen"] == (got["val"]["against_neutral"] > got["val"]["alone"]) and got["val"]["rescored"] > 0
     assert json.loads((tmp_path / "run" / "best" / "affectvlm.json").read_text())["neutral_reference"] is got["chosen"]
     assert "each scan against its subject's neutral scan" in r.stderr
@@ -132,6 +134,23 @@ def test_the_run_chooses_on_val_whether_predict_scores_against_the_neutral_scan(
                                cwd=REPO, env=_env(), capture_output=True, text=True, timeout=200)
             assert p.returncode == 0, p.stderr[-2000:]
             assert json.loads(out.read_text())["accuracy"] == pytest.approx(got[subset][key], abs=1e-6), (subset, key)
+    # and whether predict --subject-mean auto scores each subject relative to its mean (9 scans of 5 classes each),
+    # against how it scores without that, given the neutral choice; eval gives both figures
+    sm = result["subject_mean"]
+    assert sm["val"]["rescored"] > 0 and sm["chosen"] == (sm["val"]["subject_mean"] > sm["val"]["as_scored"])
+    assert json.loads((tmp_path / "run" / "best" / "affectvlm.json").read_text())["subject_mean"] is sm["chosen"]
+    assert "each subject relative to its own mean" in r.stderr
+    for subset in ("val", "test"):
+        for mode, key in (("auto", "subject_mean" if sm["chosen"] else "as_scored"), ("none", "as_scored")):
+            out = tmp_path / f"ev-{subset}-sm-{mode}.json"
+            p = subprocess.run([sys.executable, "-m", "affectvlm.train.evaluate", "--model", str(tmp_path / "run"),
+                                "--subset", subset, "--neutral", "auto", "--subject-mean", mode, "--out", str(out),
+                                "--cache-dir", str(tmp_path / "ev-cache")],
+                               cwd=REPO, env=_env(), capture_output=True, text=True, timeout=200)
+            assert p.returncode == 0, p.stderr[-2000:]
+            ev = json.loads(out.read_text())
+            assert ev["accuracy"] == pytest.approx(sm[subset][key], abs=1e-6), (subset, mode)
+            assert ("subject_mean" in ev) == (mode == "auto" and sm["chosen"])
 
 
 def test_no_resume_refuses_a_run_folder_with_checkpoints(tiny, tmp_path):

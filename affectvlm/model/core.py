@@ -85,6 +85,9 @@ class AffectVLM(nn.Module):
         # whether adapting to a scored set (predict --adapt) read better on those validation subjects (None: not
         # checked; affectvlm.adapt.adapt_for)
         self.adapt_to_set: bool | None = None
+        # whether scoring each subject relative to its own mean (predict --subject-mean) read better there (None: not
+        # checked; affectvlm.subjects.resolve_subject_mean)
+        self.subject_mean: bool | None = None
         self.spec = spec
         self.provenance = dict(provenance or {})
         self.classes: tuple[str, ...] = ()

@@ -22,6 +22,7 @@ from affectvlm.adapt import (ADAPT_MODES, BATCH, SpreadCheck, centre, declined, 
 from affectvlm.errors import AffectVLMError, ConfigError
 from affectvlm.prior import MIN_ROWS, match_rows, parse_prior
 from affectvlm.reference import check_pattern, match_neutral, resolve_neutral
+from affectvlm.subjects import centre_rows, neutral_rows, resolve_subject_mean, training_logits
 from affectvlm.runfolder import RunFolder, read_splits, write_json
 from affectvlm.trainconfig import TrainConfig, load_yaml
 from affectvlm.train.metrics import classification_metrics, save_confusion_png
@@ -64,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="as `affectvlm predict --neutral`: score each scan against its subject's neutral scan(s) "
                         "(auto: BU-3DFE's NE00, Bosphorus's N_N; a glob; none, the default: each scan alone, as the "
                         "trainer's test figures; the metrics record it)")
+    p.add_argument("--subject-mean", choices=("auto", "none"), default="none",
+                   help="as `affectvlm predict --subject-mean`: each subject's scans relative to the subject's mean "
+                        "(auto: BU-3DFE / Bosphorus names, following the checkpoint's subject_mean; --neutral auto "
+                        "then leaves those subjects alone; none, the default: as the trainer's test figures; the "
+                        "metrics record it)")
     p.add_argument("--no-landmarks", action="store_true",
                    help="skip the landmark error against .bnd files beside the scans")
     return p
@@ -153,12 +159,16 @@ def run_eval(args: argparse.Namespace) -> dict:
     # the rows predict would give, referenced and matched as predict --neutral / --prior do
     rows = [{"file": str(s.path), "frame": "", "error": "", **dict(zip(classes, p))} for s, p in zip(samples, probs)]
     neutral = resolve_neutral(args.neutral, model)[0]
-    ref = match_neutral([r for r, s in zip(rows, samples) if s.frame_ids is None], classes, neutral)  # scans
+    scans = [r for r, s in zip(rows, samples) if s.frame_ids is None]
+    centred = centre_rows(scans, classes, training_logits(model), resolve_subject_mean(args.subject_mean, model)[0])
+    ref = match_neutral(neutral_rows(scans, centred, neutral), classes, neutral)
     if prior is not None:
         match_rows(rows, classes, prior, by=args.prior_by)
     probs = [[r[c] for c in classes] for r in rows]
     y_pred = [int(np.argmax(p)) for p in probs]
     out = classification_metrics(y_true, y_pred, classes)
+    if centred.rescored:
+        out["subject_mean"] = {"rescored": centred.rescored, "subjects": centred.subjects, "transductive": True}
     if ref.rescored:
         out["neutral_reference"] = {"spec": args.neutral, "rescored": ref.rescored, "subjects": ref.subjects,
                                     "transductive": True}

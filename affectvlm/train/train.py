@@ -710,8 +710,11 @@ def train(cfg: TrainConfig, info: DistInfo, stop: StopSignals | None = None) -> 
                  if "accuracy_intensity_3_4" in test_eval else "", test_eval["macro_f1"], test_eval["n"])
     # best/ as trained on the validation subjects, once, for both choices
     val_rows = scored_rows(best_model, val_loader, cache.scoring_index, device, info, cfg.amp) if val_loader else None
-    neutral = choose_neutral_reference(best_model, val_rows, val_s, test_loader, test_s, classes,
-                                       cache.scoring_index, device, info, cfg.amp, best_dir)
+    test_rows = (scored_rows(best_model, test_loader, cache.scoring_index, device, info, cfg.amp)
+                 if val_rows is not None else None)
+    neutral = choose_neutral_reference(val_rows, val_s, test_rows, test_s, classes, info, best_dir)
+    subject_mean = choose_subject_mean(best_model, val_rows, val_s, test_rows, test_s, classes, neutral, info,
+                                       best_dir)
     adapt = choose_adaptation(best_model, val_loader, val_rows, val_s, classes, cache.scoring_index, device, info,
                               cfg.amp, best_dir)
     del best_model
@@ -724,22 +727,22 @@ def train(cfg: TrainConfig, info: DistInfo, stop: StopSignals | None = None) -> 
             "splits": splits.record().to_json(), "param_hashes": hashes, "last_val": last_eval,
             "steps": progress.step, "cache": cache.report(), "render_s": render_s,
             "train_s": time.perf_counter() - loop.run_t0, "neutral_reference": neutral,
-            "adapt_to_set": adapt}
+            "subject_mean": subject_mean, "adapt_to_set": adapt}
 
 
-def choose_neutral_reference(model: nn.Module, val_rows, val_s: Sequence, test_loader, test_s: Sequence,
-                             classes: Sequence[str], views: Sequence[int], device: str, info: DistInfo, amp: bool,
-                             best_dir: Path) -> dict | None:
+def choose_neutral_reference(val_rows, val_s: Sequence, test_rows, test_s: Sequence, classes: Sequence[str],
+                             info: DistInfo, best_dir: Path) -> dict | None:
     """Whether ``predict --neutral auto`` should score this run's checkpoint against each subject's neutral scan:
     chosen on the validation subjects (only where it rescored some) and written into best/'s ``affectvlm.json``
     (``neutral_reference``); the test subjects' figures both ways are reported, not used. ``val_rows``: best/'s
-    :func:`scored_rows` of the validation subjects (None: the run has none)."""
+    :func:`scored_rows` of the validation subjects (None: the run has none), ``test_rows`` those of the test
+    subjects."""
     if val_rows is None:
         return None
     val = neutral_check(val_rows, val_s, classes)
     if not val.rescored:
         return None
-    test = neutral_check(scored_rows(model, test_loader, views, device, info, amp), test_s, classes)
+    test = neutral_check(test_rows, test_s, classes)
     if info.is_main:
         if best_dir.is_dir():
             from affectvlm.model.checkpoint import update_meta
@@ -749,6 +752,49 @@ def choose_neutral_reference(model: nn.Module, val_rows, val_s: Sequence, test_l
                  "against %.4f alone, so best/ %s; test (reported, not used) %.4f against %.4f alone",
                  val.against, val.alone, "scores against it" if val.helps else "scores each scan alone",
                  test.against, test.alone)
+    return {"chosen": val.helps, "val": val.to_json(), "test": test.to_json()}
+
+
+def subject_check(rows: Sequence[tuple[int, list[float]]], samples: Sequence, classes: Sequence[str],
+                  added, neutral: bool):
+    """How the scans of :func:`scored_rows` read relative to their subject's mean (``predict --subject-mean auto``)
+    against as predict scores them without it: alone, or with ``neutral`` against their subject's neutral scan
+    (:func:`affectvlm.subjects.check_subject_mean`)."""
+    from affectvlm.reference import against_neutral
+    from affectvlm.subjects import check_subject_mean
+
+    keep = [k for k, s in enumerate(samples) if s.frame_ids is None]
+    P = np.array([rows[k][1] for k in keep]).reshape(len(keep), len(classes))
+    y = [rows[k][0] for k in keep]
+    subjects = [samples[k].subject for k in keep]
+    scored = against_neutral(P, y, subjects, classes)[0] if neutral else None
+    return check_subject_mean(P, y, subjects, classes, added, scored)
+
+
+def choose_subject_mean(model: nn.Module, val_rows, val_s: Sequence, test_rows, test_s: Sequence,
+                        classes: Sequence[str], neutral: dict | None, info: DistInfo, best_dir: Path) -> dict | None:
+    """Whether ``predict --subject-mean auto`` should score this run's checkpoint relative to each subject's mean:
+    chosen on the validation subjects (against how predict would score them without it, given the neutral choice)
+    and written into best/'s ``affectvlm.json`` (``subject_mean``); the test subjects' figures are reported, not
+    used."""
+    from affectvlm.subjects import training_logits
+
+    if val_rows is None:
+        return None
+    added = training_logits(model)
+    against = bool(neutral and neutral["chosen"])
+    val = subject_check(val_rows, val_s, classes, added, against)
+    if not val.rescored:
+        return None
+    test = subject_check(test_rows, test_s, classes, added, against)
+    if info.is_main:
+        if best_dir.is_dir():
+            from affectvlm.model.checkpoint import update_meta
+
+            update_meta(best_dir, subject_mean=val.helps)
+        log.info("each subject relative to its own mean (predict --subject-mean auto): val %.4f against %.4f "
+                 "without, so best/ %s; test (reported, not used) %.4f against %.4f", val.centred, val.alone,
+                 "scores relative to it" if val.helps else "scores without it", test.centred, test.alone)
     return {"chosen": val.helps, "val": val.to_json(), "test": test.to_json()}
 
 
