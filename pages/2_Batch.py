@@ -73,12 +73,30 @@ use_neutral = st.checkbox("Score each scan against its subject's neutral scan (B
                                "affectvlm.json).")
 
 
+try:
+    model_centres = get_model(choice).subject_mean is not False
+except AffectVLMError:
+    model_centres = True
+use_subject_mean = st.checkbox("Score each subject relative to its own mean (BU-3DFE, Bosphorus names; BU-4DFE "
+                               "folders)", value=model_centres, key="batch_subject_mean",
+                               help="As `affectvlm predict --subject-mean auto` does by default: a subject with at "
+                                    "least 7 scans (4 sequences) whose names span at least 4 expressions has what "
+                                    "its face shows in all of them taken out; the neutral reference then leaves that "
+                                    "subject alone. Off while a class balance is typed. Starts off for a fine-tuned "
+                                    "model whose validation subjects read better without it (`subject_mean` in its "
+                                    "affectvlm.json).")
+
+
 def matched(rows: list[dict]) -> list[dict]:
     """The rows to show: as scored, or on a copy scored against each folder's neutral scan and/or with the class
     balance typed in matched."""
     neutral = "auto" if use_neutral and not prior_spec.strip() else "none"
     try:
-        out, notes = match_batch(rows, prior_spec, by_folder=by_folder, neutral=neutral)
+        from affectvlm.subjects import training_logits
+
+        centre = "auto" if use_subject_mean and not prior_spec.strip() else "none"
+        out, notes = match_batch(rows, prior_spec, by_folder=by_folder, neutral=neutral, subject_mean=centre,
+                                 added=training_logits(get_model(choice)) if centre == "auto" else None)
     except AffectVLMError as e:
         show_error(e)  # the table still shows, as scored
         return rows

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("streamlit")
@@ -237,6 +238,34 @@ def test_batch_scores_scans_against_their_folders_neutral_scan(tmp_path):
     at.checkbox(key="batch_neutral").uncheck().run()  # each scan alone: the three identical faces score alike
     df = at.dataframe[0].value
     assert not any("Neutral reference" in m.value for m in at.info) and df["neutral"].nunique() == 1
+
+
+def test_batch_scores_each_subject_relative_to_its_mean(tmp_path):
+    codes = ("NE00WH", "HA04WH", "SA04WH", "SU04WH", "FE04WH", "DI04WH", "AN04WH")
+    members = [(f"F0001/F0001_{code}_F3D.obj", _trimesh_bytes(face_like_mesh(20, seed=i, textured=False), "obj"))
+               for i, code in enumerate(codes)]
+    at = AppTest.from_file(APP, default_timeout=180).run()
+    at.switch_page("pages/2_Batch.py").run()
+    assert at.checkbox(key="batch_subject_mean").value is True
+    upload(at, [("bu3dfe.zip", zip_bytes(members))], key="batch_upload")
+    at.button(key="batch_run").click().run()
+    assert not at.exception and any("Subject mean: scored 7 inputs" in m.value for m in at.info), at.info
+    assert not any("Neutral reference" in m.value for m in at.info)  # the subject's mean took its place
+    centred = at.dataframe[0].value.set_index("file")
+    at.checkbox(key="batch_subject_mean").uncheck().run()
+    assert any("Neutral reference: scored 6 scans" in m.value for m in at.info), at.info
+    at.checkbox(key="batch_neutral").uncheck().run()
+    alone = at.dataframe[0].value.set_index("file")
+    classes = ["neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger"]
+    L = np.log(alone[classes].to_numpy(dtype=float))
+    from affectvlm.model import load_model
+    from affectvlm.subjects import training_logits
+
+    added = training_logits(load_model("default"))  # the page's model; None where it stores no training mean
+    z = L - L.mean(0) + (0.0 if added is None else added)
+    want = np.exp(z - z.max(1, keepdims=True))
+    want /= want.sum(1, keepdims=True)
+    assert np.allclose(centred.loc[alone.index, classes].to_numpy(dtype=float), want, atol=1e-5)
 
 
 def test_batch_starts_without_the_neutral_reference_for_a_model_that_chose_so(tmp_path, monkeypatch):

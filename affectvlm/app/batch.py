@@ -78,20 +78,26 @@ def rows_download(rows: Sequence[dict[str, Any]], fmt: str) -> bytes:
 
 
 def match_batch(rows: Sequence[dict[str, Any]], spec: str, *, by_folder: bool = False,
-                neutral: str = "none") -> tuple[list[dict[str, Any]], list["PriorNote"]]:
-    """A copy of ``rows`` scored against each folder's neutral scans (``neutral``, as ``affectvlm predict
-    --neutral``) and with the class balance ``spec`` matched when one is given (``affectvlm.prior``, as ``--prior``);
-    the scored rows are not touched. Returns it and the notes to show, each headed by what it is about; ConfigError
-    for a bad ``spec``."""
+                neutral: str = "none", subject_mean: str = "none",
+                added: Any = None) -> tuple[list[dict[str, Any]], list["PriorNote"]]:
+    """A copy of ``rows`` scored relative to each subject's mean (``subject_mean``, with the model's ``added``
+    training logits, as ``affectvlm predict --subject-mean``), against each folder's neutral scans (``neutral``, as
+    ``--neutral``) and with the class balance ``spec`` matched when one is given (``affectvlm.prior``, as
+    ``--prior``); the scored rows are not touched. Returns it and the notes to show, each headed by what it is
+    about; ConfigError for a bad ``spec``."""
     from affectvlm.predict import class_names
     from affectvlm.prior import PriorNote, match_rows, parse_prior, summarise
     from affectvlm.reference import match_neutral
+    from affectvlm.subjects import centre_rows, neutral_rows
 
     classes = class_names(rows)
     prior = parse_prior(spec, classes) if spec.strip() else None
     out = [dict(r) for r in rows]
     notes = []
-    ref = match_neutral(out, classes, neutral)
+    centred = centre_rows(out, classes, added, subject_mean)
+    if centred.rescored:
+        notes.append(PriorNote(False, "Subject mean: " + centred.text()))
+    ref = match_neutral(neutral_rows(out, centred, neutral), classes, neutral)
     if ref.rescored:
         notes.append(PriorNote(False, "Neutral reference: " + ref.text(neutral)))
     if prior is not None:
