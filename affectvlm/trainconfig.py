@@ -30,7 +30,7 @@ from affectvlm.holes import check_fill_holes
 from affectvlm.runfolder import RunFolder, list_checkpoints
 
 
-LOSS_NAMES = ("mc", "mt", "clip", "ce")
+LOSS_NAMES = ("mc", "mt", "clip", "ce", "ces")
 
 
 def parse_loss_weights(spec: str | dict | None) -> dict[str, float]:

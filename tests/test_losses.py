@@ -6,7 +6,7 @@ import torch
 
 from affectvlm.errors import ConfigError
 from affectvlm.train.losses import (LearnableMargin, MultiLoss, clip_infonce_loss, multiview_contrastive_loss,
-                                    multiview_triplet_loss, zeroshot_ce_loss)
+                                    multiview_triplet_loss, subject_centred_ce_loss, zeroshot_ce_loss)
 from affectvlm.trainconfig import parse_loss_weights
 
 Z = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
@@ -53,6 +53,35 @@ def test_ce():
         math.log(1 + math.exp(-2)), rel=1e-5)
 
 
+def test_ces_scores_each_scan_against_its_subject_mean():
+    img = torch.tensor([[3.0, 4.0]])  # normalised (0.6, 0.8)
+    mean = torch.tensor([[0.6, -0.2]])  # the scan minus it: (0, 1), not normalised again
+    cls = torch.eye(2) * 2
+    got = subject_centred_ce_loss(img, mean, cls, torch.tensor([1]), torch.tensor(2.0))
+    assert got.item() == pytest.approx(math.log(1 + math.exp(-2)), rel=1e-5)
+    with pytest.raises(ValueError, match="subject mean"):
+        MultiLoss({"ces": 1.0})(img[:, None], img, torch.tensor([1]), None, cls, torch.tensor(2.0))
+    both = MultiLoss({"ce": 1.0, "ces": 1.0})(img[:, None], img, torch.tensor([1]), None, cls, torch.tensor(2.0), mean)
+    assert set(both[1]) == {"ce", "ces", "alpha"} and both[0].item() == pytest.approx(
+        (both[1]["ce"] + both[1]["ces"]).item())
+
+
+def test_subject_means_follow_each_subject():
+    from affectvlm.train.train import TrainStep
+
+    step = TrainStep(torch.nn.Linear(1, 1), MultiLoss({"ce": 1.0}), False, torch.tensor([0, 0, 1, 1]),
+                     torch.tensor([2, 2]))
+    z = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    first = step.subject_means(torch.tensor([0, 0, 1]), z)
+    # a subject's first batch is its own mean; subject 0's two scans are all of it, so the memory becomes that mean
+    assert torch.allclose(first, torch.tensor([[0.5, 0.5], [0.5, 0.5], [1.0, 1.0]]))
+    again = step.subject_means(torch.tensor([1]), torch.tensor([[3.0, 1.0]]))
+    assert torch.allclose(again, torch.tensor([[1.0, 1.0]]))  # before this batch moved it
+    # one of subject 1's two scans: the memory moves half way
+    assert torch.allclose(step.subject_memory[1], torch.tensor([2.0, 1.0]))
+    assert torch.allclose(step.subject_memory[0], torch.tensor([0.5, 0.5]))
+
+
 def test_margin_bounded_and_learnable():
     m = LearnableMargin(0.3, 0.1, 0.5)
     assert m().item() == pytest.approx(0.3, rel=1e-5)
@@ -67,7 +96,7 @@ def test_margin_bounded_and_learnable():
 
 
 def test_parse_loss_weights():
-    assert parse_loss_weights("mc=1,mt=0.5") == {"mc": 1.0, "mt": 0.5, "clip": 0.0, "ce": 0.0}
+    assert parse_loss_weights("mc=1,mt=0.5") == {"mc": 1.0, "mt": 0.5, "clip": 0.0, "ce": 0.0, "ces": 0.0}
     for bad in ("xx=1", "mc", "mc=-1", "mc=0", "mc=abc"):
         with pytest.raises(ConfigError):
             parse_loss_weights(bad)

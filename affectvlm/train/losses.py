@@ -119,6 +119,15 @@ def zeroshot_ce_loss(img: torch.Tensor, class_txt: torch.Tensor, labels: torch.T
     return F.cross_entropy(logits, labels)
 
 
+def subject_centred_ce_loss(img: torch.Tensor, subject_means: torch.Tensor, class_txt: torch.Tensor,
+                            labels: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of ``logit_scale * (normalize(img) - subject_means) @ class_txt.T``: each scan against the
+    mean normalised embedding of its subject (not normalised again), as ``predict --subject-mean`` scores a
+    checkpoint without a training mean (:mod:`affectvlm.subjects`)."""
+    logits = logit_scale * (F.normalize(img, dim=-1) - subject_means) @ F.normalize(class_txt, dim=-1).t()
+    return F.cross_entropy(logits, labels)
+
+
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """Concatenate ``x`` from all ranks along dim 0, keeping the autograd graph (identity when not distributed)."""
     import torch.distributed as dist
@@ -141,8 +150,8 @@ class MultiLoss(nn.Module):
         self.margin = LearnableMargin(margin_init, margin_min, margin_max, learn_margin)
 
     def forward(self, z_views: torch.Tensor, z_img: torch.Tensor, labels: torch.Tensor,
-                z_txt: torch.Tensor | None, class_txt: torch.Tensor | None, logit_scale: torch.Tensor
-                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                z_txt: torch.Tensor | None, class_txt: torch.Tensor | None, logit_scale: torch.Tensor,
+                subject_means: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         alpha = self.margin()
         terms: dict[str, torch.Tensor] = {}
         w = self.weights
@@ -154,6 +163,10 @@ class MultiLoss(nn.Module):
             terms["clip"] = clip_infonce_loss(z_img, z_txt, labels, logit_scale)
         if w.get("ce", 0) > 0:
             terms["ce"] = zeroshot_ce_loss(z_img, class_txt, labels, logit_scale)
+        if w.get("ces", 0) > 0:
+            if subject_means is None:
+                raise ValueError("the ces loss needs each scan's subject mean embedding")
+            terms["ces"] = subject_centred_ce_loss(z_img, subject_means, class_txt, labels, logit_scale)
         total = sum(w[k] * v for k, v in terms.items())
         terms["alpha"] = alpha.detach()
         return total, terms

@@ -42,7 +42,7 @@ def failure_hint(cfg: TrainConfig, weights: dict[str, float], from_scratch: bool
     if {"mc", "mt"} & set(active) and not cfg.loss_center:
         return (f"the losses '{','.join(active)}' with uncentred mc/mt collapse"
                 f"{' from scratch' if from_scratch else ''} — drop --no-loss-center, or use --losses ce=1,clip=1")
-    if not ({"ce", "clip"} & set(active)):
+    if not ({"ce", "ces", "clip"} & set(active)):
         return (f"the losses '{','.join(active)}' without 'ce' or 'clip' can collapse"
                 f"{' from scratch' if from_scratch else ''} — use --losses ce=1,clip=1 or lower --lr")
     if cfg.lr > 2e-3:

@@ -141,13 +141,47 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
 
 
 class TrainStep(nn.Module):
-    """Everything the loss needs in one forward, so DDP sees a single module call."""
+    """Everything the loss needs in one forward, so DDP sees a single module call.
 
-    def __init__(self, model: nn.Module, criterion: MultiLoss, text_trainable: bool):
+    ``subjects`` (the training samples' subject numbers) and ``sizes`` (each subject's number of training samples)
+    keep, for the ``ces`` loss, a running mean of each subject's normalised fused embedding: each batch moves a
+    subject's mean towards the mean of its scans in the batch by the share of the subject's samples they are, so it
+    spans about an epoch's worth of the subject's scans. It starts at a subject's first batch and is not checkpointed
+    (a resumed run starts it again)."""
+
+    def __init__(self, model: nn.Module, criterion: MultiLoss, text_trainable: bool,
+                 subjects: torch.Tensor | None = None, sizes: torch.Tensor | None = None):
         super().__init__()
         self.model, self.criterion = model, criterion
         self.text_trainable = text_trainable
         self._frozen_class_txt: torch.Tensor | None = None
+        self.subject_ids = subjects
+        self.subject_sizes = sizes
+        self.subject_memory: torch.Tensor | None = None
+        self.subject_seen: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def subject_means(self, subjects: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Each row's subject mean before this batch (a subject's first batch: its mean in the batch), then the
+        memory moved by the batch; ``z`` normalised fused embeddings (B, D), ``subjects`` (B,)."""
+        if self.subject_sizes is None:
+            raise ValueError("the ces loss needs the training samples' subjects")
+        n = len(self.subject_sizes)
+        if self.subject_memory is None:
+            self.subject_memory = z.new_zeros(n, z.shape[1])
+            self.subject_seen = torch.zeros(n, dtype=torch.bool, device=z.device)
+        subjects = subjects.to(z.device)
+        for s in subjects.unique().tolist():
+            rows = subjects == s
+            mean = z[rows].mean(0)
+            if not self.subject_seen[s]:
+                self.subject_memory[s], self.subject_seen[s] = mean, True
+        out = self.subject_memory[subjects].clone()
+        for s in subjects.unique().tolist():
+            rows = subjects == s
+            a = min(1.0, float(rows.sum()) / float(self.subject_sizes[s]))
+            self.subject_memory[s] = (1 - a) * self.subject_memory[s] + a * z[rows].mean(0)
+        return out
 
     def class_text(self, class_tokens: torch.Tensor, n_classes: int) -> torch.Tensor:
         clip = clip_of(self.model)
@@ -160,17 +194,22 @@ class TrainStep(nn.Module):
             self._frozen_class_txt = z.detach()
         return z
 
-    def forward(self, images, labels, tokens, class_tokens, n_classes: int):
+    def forward(self, images, labels, tokens, class_tokens, n_classes: int, subjects: torch.Tensor | None = None):
         clip = clip_of(self.model)
         w = self.criterion.weights
         zv = self.model.encode_views(images)
         zi = self.model.fuse(zv)
         zt = clip.encode_text(tokens) if w.get("clip", 0) > 0 else None
-        ct = self.class_text(class_tokens, n_classes) if w.get("ce", 0) > 0 else None
+        ct = self.class_text(class_tokens, n_classes) if w.get("ce", 0) > 0 or w.get("ces", 0) > 0 else None
         labels_all = gather_labels(labels)
         zv_all, zi_all = gather_with_grad(zv), gather_with_grad(zi)
         zt_all = gather_with_grad(zt) if zt is not None else None
-        total, terms = self.criterion(zv_all, zi_all, labels_all, zt_all, ct, clip.logit_scale.exp())
+        means = None
+        if w.get("ces", 0) > 0:
+            if subjects is None:
+                raise ValueError("the ces loss needs each sample's subject")
+            means = self.subject_means(gather_labels(subjects), torch.nn.functional.normalize(zi_all.detach(), dim=-1))
+        total, terms = self.criterion(zv_all, zi_all, labels_all, zt_all, ct, clip.logit_scale.exp(), means)
         terms["spread"] = torch.tensor(embedding_spread(zi_all))
         return total, terms
 
@@ -469,7 +508,8 @@ def train_step(loop: Loop, batches, progress: Progress) -> dict[str, float]:
         last_micro = micro == cfg.accum - 1 or not info.distributed
         with contextlib.nullcontext() if last_micro else loop.ddp.no_sync():
             with autocast(device, cfg.amp):
-                total, terms = loop.ddp(x, y, tokens, loop.class_tokens, len(loop.classes))
+                total, terms = loop.ddp(x, y, tokens, loop.class_tokens, len(loop.classes),
+                                        loop.step_mod.subject_ids[idx].to(device))
             (total / cfg.accum).backward()
         for k, v in terms.items():
             terms_acc[k] = terms_acc.get(k, 0.0) + float(v.detach()) / cfg.accum
@@ -567,7 +607,10 @@ def train(cfg: TrainConfig, info: DistInfo, stop: StopSignals | None = None) -> 
                           center=cfg.loss_center).to(device)
     groups = param_groups(model, criterion, cfg)
     text_trainable = any(g["name"].startswith("text") for g in groups)
-    step_mod = TrainStep(model, criterion, text_trainable).to(device)
+    numbers = {s: i for i, s in enumerate(sorted({str(t.subject) for t in train_s}))}
+    subject_ids = torch.tensor([numbers[str(t.subject)] for t in train_s], dtype=torch.long)
+    step_mod = TrainStep(model, criterion, text_trainable, subject_ids,
+                         torch.bincount(subject_ids, minlength=len(numbers))).to(device)
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
 
     local_bs = cfg.batch_size // info.world_size
@@ -631,7 +674,7 @@ def train(cfg: TrainConfig, info: DistInfo, stop: StopSignals | None = None) -> 
 
     val_chance = chance_level([cidx[s.label] for s in val_s])
     # without ce / clip nothing trains the text classifier: judge learning by nearest class centroids
-    text_trained = weights.get("ce", 0) > 0 or weights.get("clip", 0) > 0
+    text_trained = any(weights.get(k, 0) > 0 for k in ("ce", "ces", "clip"))
     use_proto = cfg.proto_eval or not text_trained
     last_eval: dict = {}
     loop.run_t0 = time.perf_counter()
