@@ -153,6 +153,17 @@ def test_the_run_chooses_on_val_whether_predict_scores_against_the_neutral_scan(
             assert ("subject_mean" in ev) == (mode == "auto" and sm["chosen"])
 
 
+def test_the_ces_loss_trains_against_each_subjects_running_mean(tiny, tmp_path):
+    """--losses ...,ces=1 runs in a real trainer process, logs its term and adds it to the loss."""
+    r = _train(_args(tiny, tmp_path / "run", tmp_path / "cache", "--epochs", "1", "--losses", "ce=1,clip=1,ces=1"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    train = [row for row in rows if row["kind"] == "train"]
+    assert train and all("ces" in row for row in train)
+    epoch = next(row for row in rows if row["kind"] == "epoch")
+    assert epoch["loss"] == pytest.approx(epoch["ce"] + epoch["clip"] + epoch["ces"], rel=1e-4)
+
+
 def test_no_resume_refuses_a_run_folder_with_checkpoints(tiny, tmp_path):
     run = tmp_path / "run"
     (run / "checkpoints" / "epoch_0003").mkdir(parents=True)
