@@ -160,15 +160,16 @@ def run_eval(args: argparse.Namespace) -> dict:
     rows = [{"file": str(s.path), "frame": "", "error": "", **dict(zip(classes, p))} for s, p in zip(samples, probs)]
     neutral = resolve_neutral(args.neutral, model)[0]
     scans = [r for r, s in zip(rows, samples) if s.frame_ids is None]
-    centred = centre_rows(scans, classes, training_logits(model), resolve_subject_mean(args.subject_mean, model)[0])
-    ref = match_neutral(neutral_rows(scans, centred, neutral), classes, neutral)
+    by_subject = centre_rows(scans, classes, training_logits(model),
+                             resolve_subject_mean(args.subject_mean, model)[0])
+    ref = match_neutral(neutral_rows(scans, by_subject, neutral), classes, neutral)
     if prior is not None:
         match_rows(rows, classes, prior, by=args.prior_by)
     probs = [[r[c] for c in classes] for r in rows]
     y_pred = [int(np.argmax(p)) for p in probs]
     out = classification_metrics(y_true, y_pred, classes)
-    if centred.rescored:
-        out["subject_mean"] = {"rescored": centred.rescored, "subjects": centred.subjects, "transductive": True}
+    if by_subject.rescored:
+        out["subject_mean"] = {"rescored": by_subject.rescored, "subjects": by_subject.subjects, "transductive": True}
     if ref.rescored:
         out["neutral_reference"] = {"spec": args.neutral, "rescored": ref.rescored, "subjects": ref.subjects,
                                     "transductive": True}
