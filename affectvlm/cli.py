@@ -110,8 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="score each subject's scans (BU-3DFE, Bosphorus names) or sequences (BU-4DFE folders) "
                          "relative to the subject's own mean, taking out what the face shows in all of them (a "
                          "label then depends on the subject's other inputs): auto (the default without --prior) for "
-                         "subjects with at least 7 scans or 4 sequences whose names span at least 4 expressions; "
-                         "--neutral auto then leaves those subjects alone; none (the default with --prior)")
+                         "subjects with at least 7 scans or 4 sequences whose names span at least 4 classes (neutral "
+                         "counts); --neutral auto then leaves those subjects alone; none (the default with --prior)")
     pr.add_argument("--adapt", choices=("auto", "on", "none"), default=None,
                     help="score with the image encoder's batch-norm statistics re-estimated on the renders of up to "
                          "256 of the inputs (a face model or scanner the model never saw shifts them; a scan's label then "

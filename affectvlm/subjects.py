@@ -57,7 +57,7 @@ class SubjectMean:
         out = f"scored {self.rescored} inputs relative to their subject's mean ({self.subjects} subject(s))"
         if self.skipped:
             out += (f"; {self.skipped} subject(s) with under {MIN_SCANS} scans ({MIN_SEQUENCES} sequences) or under "
-                    f"{MIN_CLASSES} named expressions are as scored")
+                    f"{MIN_CLASSES} named classes are as scored")
         return out
 
 

@@ -80,7 +80,7 @@ except AffectVLMError:
 use_subject_mean = st.checkbox("Score each subject relative to its own mean (BU-3DFE, Bosphorus names; BU-4DFE "
                                "folders)", value=model_centres, key="batch_subject_mean",
                                help="As `affectvlm predict --subject-mean auto` does by default: a subject with at "
-                                    "least 7 scans (4 sequences) whose names span at least 4 expressions has what "
+                                    "least 7 scans (4 sequences) whose names span at least 4 classes has what "
                                     "its face shows in all of them taken out; the neutral reference then leaves that "
                                     "subject alone. Off while a class balance is typed. Starts off for a fine-tuned "
                                     "model whose validation subjects read better without it (`subject_mean` in its "
