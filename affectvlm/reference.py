@@ -31,8 +31,8 @@ import numpy as np
 from affectvlm.errors import ConfigError
 from affectvlm.results import Row, as_probs, top_class
 
-__all__ = ["AUTO_LAYOUTS", "NeutralCheck", "against_neutral", "NeutralLayout", "ReferenceMatch", "check_neutral", "check_pattern",
-           "expression_scans", "full_expressions", "layouts_for", "match_neutral", "resolve_neutral"]
+__all__ = ["AUTO_LAYOUTS", "NeutralCheck", "NeutralLayout", "ReferenceMatch", "against_neutral", "check_neutral",
+           "check_pattern", "expression_scans", "full_expressions", "layouts_for", "match_neutral", "resolve_neutral"]
 
 
 @dataclass(frozen=True)

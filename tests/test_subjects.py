@@ -168,7 +168,8 @@ def test_a_checkpoint_can_decline_it_and_auto_follows(tmp_path):
     update_meta(ck, subject_mean=False)
     m = load_model(str(ck), cache=False)
     assert m.subject_mean is False
-    assert save_checkpoint(m, tmp_path / "again") and load_model(str(tmp_path / "again"), cache=False).subject_mean is False
+    assert save_checkpoint(m, tmp_path / "again")
+    assert load_model(str(tmp_path / "again"), cache=False).subject_mean is False
     update_meta(ck, subject_mean="no")
     with pytest.raises(ModelError, match="subject_mean must be true or false"):
         load_model(str(ck), cache=False)

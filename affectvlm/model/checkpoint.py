@@ -23,7 +23,8 @@ from affectvlm.errors import ModelError
 FORMAT = "affectvlm-checkpoint"
 FORMAT_VERSION = 1
 META_FILE = "affectvlm.json"
-CHOICES = ("neutral_reference", "adapt_to_set", "subject_mean")  # true/false fields a training run writes (affectvlm.json)
+# true/false fields a training run writes (affectvlm.json)
+CHOICES = ("neutral_reference", "adapt_to_set", "subject_mean")
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"
 FUSION_FILE = "fusion.safetensors"

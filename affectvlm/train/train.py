@@ -171,16 +171,15 @@ class TrainStep(nn.Module):
             self.subject_memory = z.new_zeros(n, z.shape[1])
             self.subject_seen = torch.zeros(n, dtype=torch.bool, device=z.device)
         subjects = subjects.to(z.device)
-        for s in subjects.unique().tolist():
-            rows = subjects == s
-            mean = z[rows].mean(0)
+        batch = {s: (subjects == s) for s in subjects.unique().tolist()}
+        means = {s: z[rows].mean(0) for s, rows in batch.items()}
+        for s, mean in means.items():
             if not self.subject_seen[s]:
                 self.subject_memory[s], self.subject_seen[s] = mean, True
         out = self.subject_memory[subjects].clone()
-        for s in subjects.unique().tolist():
-            rows = subjects == s
-            a = min(1.0, float(rows.sum()) / float(self.subject_sizes[s]))
-            self.subject_memory[s] = (1 - a) * self.subject_memory[s] + a * z[rows].mean(0)
+        for s, mean in means.items():
+            a = min(1.0, float(batch[s].sum()) / float(self.subject_sizes[s]))
+            self.subject_memory[s] = (1 - a) * self.subject_memory[s] + a * mean
         return out
 
     def class_text(self, class_tokens: torch.Tensor, n_classes: int) -> torch.Tensor:
@@ -255,12 +254,26 @@ def embed_loader(model: nn.Module, loader, views: Sequence[int], device: str, am
 
 
 @torch.no_grad()
-def scored_rows(model: nn.Module, loader, views: Sequence[int], device: str, info: DistInfo,
-                amp: bool = False) -> list[tuple[int, list[float]]]:
-    """(label index, class probabilities) of every sample of the loader, in its order (gathered everywhere)."""
+def embed_eval(model: nn.Module, loader, views: Sequence[int], device: str, amp: bool = False):
+    """:func:`embed_loader` with ``model`` in eval mode, without gradients."""
     model.eval()
-    idxs, ys, _, lg = embed_loader(model, loader, views, device, amp)
+    return embed_loader(model, loader, views, device, amp)
+
+
+def scored_rows(model: nn.Module, loader, views: Sequence[int], device: str, info: DistInfo,
+                amp: bool = False, embedded: tuple | None = None) -> list[tuple[int, list[float]]]:
+    """(label index, class probabilities) of every sample of the loader, in its order (gathered everywhere);
+    ``embedded``: what :func:`embed_eval` already gave for it."""
+    idxs, ys, _, lg = embedded if embedded is not None else embed_eval(model, loader, views, device, amp)
     return _gather_rows(idxs, list(zip(ys, torch.softmax(lg, -1).tolist())), info)
+
+
+def scan_arrays(rows: Sequence[tuple[int, list[float]]], samples: Sequence, classes: Sequence[str]):
+    """The scans of :func:`scored_rows` (``samples`` in the loader's order; frames of sequences left out) as
+    (probabilities (N, C), label indices, subject ids)."""
+    keep = [k for k, s in enumerate(samples) if s.frame_ids is None]
+    return (np.array([rows[k][1] for k in keep]).reshape(len(keep), len(classes)), [rows[k][0] for k in keep],
+            [samples[k].subject for k in keep])
 
 
 def rows_accuracy(rows: Sequence[tuple[int, list[float]]]) -> float:
@@ -274,21 +287,20 @@ def neutral_check(rows: Sequence[tuple[int, list[float]]], samples: Sequence, cl
     (:func:`affectvlm.reference.check_neutral`)."""
     from affectvlm.reference import check_neutral
 
-    keep = [k for k, s in enumerate(samples) if s.frame_ids is None]
-    return check_neutral(np.array([rows[k][1] for k in keep]).reshape(len(keep), len(classes)),
-                         [rows[k][0] for k in keep], [samples[k].subject for k in keep], classes)
+    return check_neutral(*scan_arrays(rows, samples, classes), classes)
 
 
 @torch.no_grad()
 def evaluate_model(model: nn.Module, loader, classes: Sequence[str], views: Sequence[int], device: str,
-                   info: DistInfo, amp: bool = False, proto_loader=None, samples: Sequence | None = None) -> dict:
+                   info: DistInfo, amp: bool = False, proto_loader=None, samples: Sequence | None = None,
+                   embedded: tuple | None = None) -> dict:
     """Accuracy/macro-F1/per-class/confusion on the loader (sharded over ranks, gathered everywhere), fusing the
-    renders ``views`` picks (see :func:`embed_loader`).
+    renders ``views`` picks (see :func:`embed_loader`; ``embedded``: what :func:`embed_eval` already gave for it).
 
     With ``proto_loader`` (the un-augmented training set) also ``proto_accuracy``: each test scan gets the
     class whose mean training embedding is nearest in cosine (a classifier that needs no text tower)."""
     model.eval()
-    idxs, ys, z, lg = embed_loader(model, loader, views, device, amp)
+    idxs, ys, z, lg = embedded if embedded is not None else embed_loader(model, loader, views, device, amp)
     rows = _gather_rows(idxs, [(y, int(p), zz.tolist()) for y, p, zz in zip(ys, lg.argmax(1).tolist(), z)], info)
     trues, preds = [r[0] for r in rows], [r[1] for r in rows]
     out = classification_metrics(trues, preds, list(classes))
@@ -744,8 +756,10 @@ def train(cfg: TrainConfig, info: DistInfo, stop: StopSignals | None = None) -> 
         best_model.to(device)
     else:  # no epoch completed (e.g. --max-steps 0): the model as it is
         best_model = model
+    # the test subjects are embedded once: for the reported figure and for the two checks below
+    test_embedded = embed_eval(best_model, test_loader, cache.scoring_index, device, cfg.amp)
     test_eval = evaluate_model(best_model, test_loader, classes, cache.scoring_index, device, info, cfg.amp,
-                               samples=test_s)
+                               samples=test_s, embedded=test_embedded)
     if info.is_main:
         log.info("test (%d subjects, never used for training or selection): accuracy %.4f%s, macro-F1 %.4f, n=%d",
                  len(splits.subjects()["test"]), test_eval["accuracy"],
@@ -753,8 +767,7 @@ def train(cfg: TrainConfig, info: DistInfo, stop: StopSignals | None = None) -> 
                  if "accuracy_intensity_3_4" in test_eval else "", test_eval["macro_f1"], test_eval["n"])
     # best/ as trained on the validation subjects, once, for both choices
     val_rows = scored_rows(best_model, val_loader, cache.scoring_index, device, info, cfg.amp) if val_loader else None
-    test_rows = (scored_rows(best_model, test_loader, cache.scoring_index, device, info, cfg.amp)
-                 if val_rows is not None else None)
+    test_rows = scored_rows(best_model, test_loader, cache.scoring_index, device, info, embedded=test_embedded)
     neutral = choose_neutral_reference(val_rows, val_s, test_rows, test_s, classes, info, best_dir)
     subject_mean = choose_subject_mean(best_model, val_rows, val_s, test_rows, test_s, classes, neutral, info,
                                        best_dir)
@@ -806,10 +819,7 @@ def subject_check(rows: Sequence[tuple[int, list[float]]], samples: Sequence, cl
     from affectvlm.reference import against_neutral
     from affectvlm.subjects import check_subject_mean
 
-    keep = [k for k, s in enumerate(samples) if s.frame_ids is None]
-    P = np.array([rows[k][1] for k in keep]).reshape(len(keep), len(classes))
-    y = [rows[k][0] for k in keep]
-    subjects = [samples[k].subject for k in keep]
+    P, y, subjects = scan_arrays(rows, samples, classes)
     scored = against_neutral(P, y, subjects, classes)[0] if neutral else None
     return check_subject_mean(P, y, subjects, classes, added, scored)
 
