@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument("--out", required=True, help="output folder")
     rd.add_argument("--views", default="0,-30,30", help="camera views, e.g. 0,-30,30 or 0:10,30:0")
     rd.add_argument("--size", type=_positive_int, default=224, help="image size in pixels")
-    rd.add_argument("--maps", default="shade", help="comma-separated maps: shade,depth,normal,mask")
+    rd.add_argument("--maps", default="shade", help="comma-separated maps: shade,depth,normal,mask,lights")
     rd.add_argument("--up", default=None, help="the scan's up axis, e.g. +y")
     rd.add_argument("--front", default=None, help="the axis the face looks along, e.g. +z")
     rd.add_argument("--no-texture", action="store_true", help="shade in grey, ignoring texture and colours")

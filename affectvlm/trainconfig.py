@@ -109,7 +109,7 @@ class TrainConfig:
     input_size: str = "auto"  # model: renders resized to the tower's size | render: taken as rendered | auto: render
     #                           when larger than the tower's size and the tower can (a ModifiedResNet), else model
     texture: bool | None = None  # render with the scan's texture; default: the model's render settings
-    render_map: str | None = None  # shade | normal | depth images; default: the model's render settings
+    render_map: str | None = None  # shade | normal | depth | lights images; default: the model's render settings
     render_crop: bool | None = None  # cut the face region around the landmarks; default: the model's
     fill_holes: float | None = None  # close scan holes up to this fraction of the face's radius; default: the model's
     fold: int = 0
@@ -190,6 +190,7 @@ RESUME_MODES = ("auto", "yes", "no")
 GROUP_FIELDS = ("face_model", "family", "subject")  # --batch-by: Sample fields a batch can be kept within
 _CHOICES = {"layout": LAYOUT_CHOICES, "freeze": ("text", "vision", "none"), "split": ("auto", "kfold", "manifest"),
             "resume": RESUME_MODES, "input_size": ("auto", "model", "render"), "batch_by": ("",) + GROUP_FIELDS}
+RENDER_MAPS = ("shade", "normal", "depth", "lights")  # render.settings.IMAGE_MAPS, without importing torch here
 
 
 def _int_list(s: str) -> list[int]:
@@ -240,8 +241,9 @@ def build_parser(prog: str = "affectvlm train") -> argparse.ArgumentParser:
                    help="model: the renders are resized to the image tower's input size; render: the tower takes "
                         "them at the render size (a ModifiedResNet's attention-pool grid is interpolated); auto (the "
                         "default): render when the renders are larger than the tower's input and it can take them")
-    p.add_argument("--render-map", choices=("shade", "normal", "depth"),
-                   help="what the views show: shading, camera-space normals or depth (default: the model's)")
+    p.add_argument("--render-map", choices=RENDER_MAPS,
+                   help="what the views show: headlight shading, camera-space normals, depth, or shading under three "
+                        "coloured lights (lights) (default: the model's)")
     p.add_argument("--crop", dest="render_crop", action="store_true",
                    help="render only the face region around the detected landmarks (default: the model's)")
     p.add_argument("--no-crop", dest="render_crop", action="store_false",

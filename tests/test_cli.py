@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path, PurePath
 
+import numpy as np
 import pytest
 import trimesh
 
@@ -73,14 +74,17 @@ def test_predict_json_sequence_and_classes(scans, tmp_path):
 
 def test_render_writes_pngs(scans, tmp_path):
     r = run("render", str(scans / "F0001_HA04WH_F3D.wrl"), "--out", str(tmp_path / "png"), "--views", "0,-30",
-            "--maps", "shade,depth", "--size", "64")
+            "--maps", "shade,depth,lights", "--size", "64")
     assert r.returncode == 0, r.stderr
     pngs = sorted(p.name for p in (tmp_path / "png").glob("*.png"))
     assert pngs == ["F0001_HA04WH_F3D_depth_v0.png", "F0001_HA04WH_F3D_depth_v1.png",
+                    "F0001_HA04WH_F3D_lights_v0.png", "F0001_HA04WH_F3D_lights_v1.png",
                     "F0001_HA04WH_F3D_shade_v0.png", "F0001_HA04WH_F3D_shade_v1.png"]
     from PIL import Image
 
     assert Image.open(tmp_path / "png" / pngs[0]).size == (64, 64)
+    lit = np.asarray(Image.open(tmp_path / "png" / "F0001_HA04WH_F3D_lights_v0.png").convert("RGB")).astype(int)
+    assert np.abs(lit[..., 0] - lit[..., 1]).max() > 50  # the channels see different lights
 
 
 def test_help_and_user_errors_are_one_line():

@@ -13,7 +13,7 @@ and colour arrays), :mod:`.api` (the entry points), :mod:`.numba_backend` (CPU w
 kernels in :mod:`affectvlm._render_kernels`, mesh by mesh, one image at a time, z-buffered and shaded
 while the image is in cache; meshes or views spread over ``torch.get_num_threads()`` threads),
 :mod:`.torch_backend` (CUDA, or CPU without numba: vectorised over all meshes and views), :mod:`.export`
-(PIL images, PNG files), :mod:`.mirror` (the images of the mirrored face, for flip augmentation and inference).
+(PIL images, PNG files), :mod:`.lights` (the three-light map), :mod:`.mirror` (the images of the mirrored face, for flip augmentation and inference).
 
 Shared rules: a pixel centre is covered when its three barycentrics are >= -1e-5 (closes hairline
 cracks). Depth test: the smallest ``quantised depth << 32 | face`` per pixel wins (an int64
@@ -41,7 +41,8 @@ Camera and conventions
 
 Maps: ``shade`` (3 ch), ``depth`` (1 ch: (z_view + 1) / 2, so 1 = nearest possible point of the unit
 sphere, 0 = farthest; background 0), ``normal`` (3 ch: view-space unit normal turned toward the camera,
-mapped (n + 1) / 2; background 0) and ``mask`` (1 ch, 1 = covered).
+mapped (n + 1) / 2; background 0), ``mask`` (1 ch, 1 = covered) and ``lights`` (3 ch: the face under three lights,
+one per channel, made from the normal map: :mod:`.lights`).
 """
 from __future__ import annotations
 

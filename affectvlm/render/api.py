@@ -9,8 +9,9 @@ from affectvlm.errors import ConfigError
 from affectvlm.mesh import Mesh
 
 from . import numba_backend
+from .lights import lights_from_normals
 from .prepare import as_mesh_list, prepare
-from .settings import DEFAULT_VIEWS, MAPS, RenderSettings, check_maps
+from .settings import DEFAULT_VIEWS, KERNEL_MAPS, RenderSettings, check_maps
 from .torch_backend import render_torch
 
 
@@ -18,15 +19,20 @@ def render(meshes: Mesh | Sequence[Mesh], settings: RenderSettings, *, maps: str
            device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """Render ``maps`` (default: the settings' map) of every mesh from every view in one pass.
 
-    Returns ``{name: (B, V, C, size, size) float32 in [0, 1]}`` with C = 3 for shade/normal, 1 for
+    Returns ``{name: (B, V, C, size, size) float32 in [0, 1]}`` with C = 3 for shade/normal/lights, 1 for
     depth/mask (B = 1 for a single mesh). Meshes of different sizes are rendered together, no padding.
     """
     maps = check_maps(settings.map if maps is None else maps)
     dev = torch.device(device)
     prepared = prepare(as_mesh_list(meshes), settings)
+    drawn = tuple(dict.fromkeys("normal" if m == "lights" else m for m in maps))
     if dev.type == "cpu" and numba_backend.numba_ready():
-        return numba_backend.render_numba(prepared, settings, maps)
-    return render_torch(prepared, settings, maps, dev)
+        out = numba_backend.render_numba(prepared, settings, drawn)
+    else:
+        out = render_torch(prepared, settings, drawn, dev)
+    if "lights" in maps:
+        out["lights"] = lights_from_normals(out["normal"], settings.background)
+    return {m: out[m] for m in maps}
 
 
 def to_rgb(images: torch.Tensor) -> torch.Tensor:
@@ -36,7 +42,7 @@ def to_rgb(images: torch.Tensor) -> torch.Tensor:
 
 def render_maps(meshes: Mesh | Sequence[Mesh], views: Any = DEFAULT_VIEWS, size: int = 224, *,
                 texture: bool = True, canonical: bool = True, device: str | torch.device = "cpu",
-                maps: str | Sequence[str] = MAPS, up: str | None = None, front: str | None = None,
+                maps: str | Sequence[str] = KERNEL_MAPS, up: str | None = None, front: str | None = None,
                 background: float = 0.0, crop: bool = False) -> dict[str, torch.Tensor]:
     """:func:`render` with the settings given as keywords; always a dict ``{map name: (B, V, C, H, W)}``."""
     maps = check_maps(maps)

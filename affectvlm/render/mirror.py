@@ -2,7 +2,8 @@
 
 Flipping a view at yaw ``y`` horizontally gives the mirrored face's view at ``-y``, so a mirrored set has
 every image flipped *and* the slots permuted: slot (yaw, pitch) receives the flipped image of slot
-(-yaw, pitch). Normal maps also negate their x component. Used by training augmentation and by
+(-yaw, pitch). Normal maps also negate their x component; the ``lights`` map swaps its red and green channels
+(the lights from the upper left and upper right). Used by training augmentation and by
 inference, which averages a scan with its mirror image (faces are near-symmetric; the model should be).
 """
 from __future__ import annotations
@@ -34,4 +35,6 @@ def mirror_images(x: torch.Tensor, views: Sequence, map: str = "shade") -> torch
     if map == "normal":  # (n + 1) / 2 encoding, background 0 (covered pixels have n_z >= 0)
         covered = out[..., 2, :, :] > 0.25
         out[..., 0, :, :] = torch.where(covered, 1 - out[..., 0, :, :], out[..., 0, :, :])
+    elif map == "lights":
+        out = out[..., [1, 0, 2], :, :]
     return out

@@ -14,7 +14,7 @@ import torch
 from affectvlm.mesh import Mesh
 
 from .prepare import color_array, face_uv_array, texture_array
-from .settings import AMBIENT, CHANNELS, MAPS, RenderSettings
+from .settings import AMBIENT, CHANNELS, KERNEL_MAPS, RenderSettings
 from .torch_backend import DEPTH_Q, EPS_IN
 
 # CPU only; tests switch it off to exercise the torch path. numba is imported on first use (~0.6 s).
@@ -42,7 +42,7 @@ def render_numba(prepared: list[Mesh], settings: RenderSettings, maps: tuple[str
     rots = np.stack([v.rotation() for v in settings.views]).astype(np.float32).astype(np.float64)
     out = {name: torch.empty((n_meshes, n_views, CHANNELS[name], size * size), dtype=torch.float32)
            for name in maps}
-    unused = {name: np.zeros((0, CHANNELS[name], 0), np.float32) for name in MAPS}  # maps not asked for
+    unused = {name: np.zeros((0, CHANNELS[name], 0), np.float32) for name in KERNEL_MAPS}  # maps not asked for
     empty_col, empty_uv = np.zeros((0, 3), np.float32), np.zeros((0, 3, 2), np.float32)
     tasks = []
     for i, m in enumerate(prepared):
@@ -55,7 +55,7 @@ def render_numba(prepared: list[Mesh], settings: RenderSettings, maps: tuple[str
             tex = np.clip(tex.astype(np.float32), 0.0, 1.0)
         normals = np.empty_like(verts)
         compiled.vertex_normals(verts, faces, normals)
-        arrs = [out[name][i].numpy() if name in out else unused[name] for name in MAPS]
+        arrs = [out[name][i].numpy() if name in out else unused[name] for name in KERNEL_MAPS]
         args = (verts, faces, normals, rots, size, EPS_IN, DEPTH_Q, empty_col if col is None else col,
                 empty_uv if tex is None else face_uv_array(m),
                 np.zeros((0, 0, 3), np.uint8) if tex is None else tex,

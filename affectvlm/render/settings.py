@@ -16,8 +16,10 @@ if TYPE_CHECKING:
 
     from affectvlm.mesh import Mesh
 
-MAPS = ("shade", "depth", "normal", "mask")
-CHANNELS = {"shade": 3, "depth": 1, "normal": 3, "mask": 1}
+KERNEL_MAPS = ("shade", "depth", "normal", "mask")  # what the rasterisers write, in the kernels' argument order
+MAPS = KERNEL_MAPS + ("lights",)  # lights: made from the normal map (:mod:`.lights`)
+CHANNELS = {"shade": 3, "depth": 1, "normal": 3, "mask": 1, "lights": 3}
+IMAGE_MAPS = ("shade", "normal", "depth", "lights")  # what a model can see
 AMBIENT = 0.15  # Lambert shading: ambient + (1 - ambient) * |n . l|
 
 
@@ -161,8 +163,8 @@ class RenderSettings:
 
     def __post_init__(self) -> None:
         self.views = as_views(self.views)
-        if self.map not in ("shade", "normal", "depth"):
-            raise ConfigError(f"render map must be 'shade', 'normal' or 'depth', got {self.map!r}")
+        if self.map not in IMAGE_MAPS:
+            raise ConfigError(f"render map must be one of {', '.join(repr(m) for m in IMAGE_MAPS)}, got {self.map!r}")
         if isinstance(self.size, bool) or not isinstance(self.size, (int, np.integer)) or not 8 <= self.size <= 4096:
             raise ConfigError(f"render size must be an integer in [8, 4096], got {self.size!r}")
         self.size = int(self.size)

@@ -55,7 +55,7 @@ class AugmentConfig:
     angle_jitter: float = 0.0
     erase: float = 0.0
     enabled: bool = True
-    normal_map: bool = False  # images are camera-space normal maps: a mirror negates x, no shading jitter
+    map: str = "shade"  # what the images show; normal maps: a mirror negates x, no shading jitter
 
 
 def _seed(*parts: int) -> int:
@@ -107,7 +107,7 @@ def augment_views(x: torch.Tensor, labels: torch.Tensor, indices: Sequence[int],
     if cfg.flip > 0 and mirror_permutation(views) is not None:
         for i, g in enumerate(gens):
             if torch.rand((), generator=g).item() < cfg.flip:
-                x[i] = mirror_images(x[i], views, "normal" if cfg.normal_map else "shade")
+                x[i] = mirror_images(x[i], views, cfg.map)
     # 4. per-view affine
     h, w = x.shape[-2:]
     rnd = torch.stack([torch.rand(n_views, 6, generator=g) for g in gens]).reshape(b * n_views, 6)
@@ -120,7 +120,7 @@ def augment_views(x: torch.Tensor, labels: torch.Tensor, indices: Sequence[int],
     flat = x.reshape(b * n_views, 3, h, w)
     grid = F.affine_grid(theta.to(flat.dtype), list(flat.shape), align_corners=False)
     flat = F.grid_sample(flat, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    if cfg.normal_map:
+    if cfg.map == "normal":
         flat = flat.clamp(0, 1)
     else:
         # 5. shading jitter

@@ -670,7 +670,7 @@ def train(cfg: TrainConfig, info: DistInfo, stop: StopSignals | None = None) -> 
                 prompts=prompts, tokenizer=tokenizer, class_tokens=tokenizer(class_texts).to(device), views=views,
                 aug_cfg=AugmentConfig(cfg.aug_flip, cfg.aug_rotate, cfg.aug_scale, cfg.aug_shift, cfg.aug_shade,
                                       cfg.aug_swap, cfg.angle_jitter, erase=cfg.aug_erase, enabled=cfg.aug,
-                                      normal_map=settings.map == "normal"),
+                                      map=settings.map),
                 monitor=CollapseMonitor(cfg.collapse_spread, cfg.collapse_steps, cfg.collapse_grace,
                                         cfg.chance_epochs, failure_hint(cfg, weights, from_scratch)),
                 reporter=None, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
