@@ -1,6 +1,6 @@
 """Cross-generator table: train on one face model / expression family, test on another, in both directions.
 
-    python bench/bench_transfer.py --data CORPUS [--data CORPUS2] --maps shade,normal,depth \
+    python bench/bench_transfer.py --data CORPUS [--data CORPUS2] --maps shade,normal,depth,lights \
         [--model default --model RUN/best] --out bench/out/transfer.json
 
 CORPUS is a folder written by ``affectvlm synth --layout corpus`` (manifest.csv with ``family`` and
@@ -41,7 +41,7 @@ def _features(rows: list[dict], map_name: str, size: int, batch: int = 32, crop:
         meshes = [load_mesh(r["path"], texture=False) for r in rows[i:i + batch]]
         img = render_views(meshes, views=(View(0),), size=size, texture=False, map=map_name, crop=crop)
         img = img[:, 0]
-        if map_name != "normal":
+        if map_name not in ("normal", "lights"):  # grey maps: one channel holds it all
             img = img[:, :1]
         out.append(img.reshape(len(meshes), -1).numpy().astype(np.float32))
     return np.concatenate(out)
