@@ -497,3 +497,18 @@ def test_input_size_lets_the_image_tower_take_the_renders_as_rendered(tiny, tmp_
         args[args.index("--image-size") + 1] = size
         r = _train(args)
         assert r.returncode == 0 and f"at {size} px (the image tower takes {takes} px)" in r.stderr
+
+
+def test_a_run_on_the_lights_map_keeps_it_for_predict_and_eval(tiny, tmp_path):
+    """``--render-map lights``: the cached renders are the three-light map (its channels differ, unlike shading),
+    best/ records the map, and ``affectvlm eval`` (which renders as the checkpoint says) reads what the run read."""
+    import numpy as np
+
+    r = _train(_args(tiny, tmp_path / "run", tmp_path / "cache", "--epochs", "1", "--max-steps", "2", "--render-map",
+                     "lights"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    best = json.loads((tmp_path / "run" / "best" / "affectvlm.json").read_text())
+    assert best["render"]["map"] == "lights"
+    img = np.load(next((tmp_path / "cache").rglob("*.npy"))).astype(int)  # (V, 3, H, W) uint8
+    assert np.abs(img[:, 0] - img[:, 1]).max() > 50
+    _eval_reads_as_the_run(tmp_path / "run", tmp_path / "ev-cache")
