@@ -13,7 +13,8 @@ and colour arrays), :mod:`.api` (the entry points), :mod:`.numba_backend` (CPU w
 kernels in :mod:`affectvlm._render_kernels`, mesh by mesh, one image at a time, z-buffered and shaded
 while the image is in cache; meshes or views spread over ``torch.get_num_threads()`` threads),
 :mod:`.torch_backend` (CUDA, or CPU without numba: vectorised over all meshes and views), :mod:`.export`
-(PIL images, PNG files), :mod:`.lights` (the three-light map), :mod:`.mirror` (the images of the mirrored face, for flip augmentation and inference).
+(PIL images, PNG files), :mod:`.lights` (the three-light map), :mod:`.mirror` (the images of the mirrored face,
+for flip augmentation and inference).
 
 Shared rules: a pixel centre is covered when its three barycentrics are >= -1e-5 (closes hairline
 cracks). Depth test: the smallest ``quantised depth << 32 | face`` per pixel wins (an int64
