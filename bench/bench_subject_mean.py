@@ -45,16 +45,19 @@ def score(rows: list[dict], levels: set[int]) -> tuple[float | None, int]:
     return (round(sum(hits) / len(hits), 4) if hits else None), len(hits)
 
 
-def predict_rows(tree: str, model: str | None, mode: str, out: Path) -> list[dict]:
+def predict_rows(tree: str, model: str | None, mode: str | None, out: Path) -> list[dict]:
+    """``affectvlm predict tree`` as JSON rows; ``mode`` sets ``--subject-mean`` (None: predict's default)."""
     from affectvlm import cli
 
-    argv = ["predict", tree, "--no-progress", "--subject-mean", mode, "--out", str(out)]
+    argv = ["predict", tree, "--no-progress", "--out", str(out)]
+    if mode:
+        argv += ["--subject-mean", mode]
     if model:
         argv += ["--model", model]
     with contextlib.redirect_stderr(io.StringIO()):
         rc = cli.main(argv)
     if rc not in (0, 1):  # 1: some inputs failed, reported in their rows
-        raise SystemExit(f"bench_subject_mean: affectvlm predict {tree} exited {rc}")
+        raise SystemExit(f"affectvlm predict {tree} exited {rc}")
     return json.loads(out.read_text())
 
 

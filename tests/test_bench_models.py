@@ -1,0 +1,76 @@
+"""bench/bench_models.py: several models on the same named trees, per tree, per recipe and against the first model."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from test_bench_subject_mean import _tree
+
+REPO = Path(__file__).resolve().parents[1]
+TRUTH = {"HA": "happiness", "SA": "sadness", "SU": "surprise", "FE": "fear", "DI": "disgust", "AN": "anger"}
+
+
+def _bench():
+    sys.path.insert(0, str(REPO / "bench"))
+    spec = importlib.util.spec_from_file_location("bench_models", REPO / "bench" / "bench_models.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _accuracy(rows_file: Path) -> float:
+    rows = [r for r in json.loads(rows_file.read_text()) if "NE00" not in r["file"]]
+    return round(float(np.mean([r["label"] == TRUTH[Path(r["file"]).name.split("_")[1][:2]] for r in rows])), 4)
+
+
+def test_each_model_scores_each_tree_and_the_gain_is_against_the_first(tmp_path, capsys):
+    bench = _bench()
+    rb = _tree(tmp_path / "rb01")
+    ict = shutil.copytree(rb, tmp_path / "ict2")
+    models = ["AffectVLM-Test", "AffectVLM-Tiny"]
+    argv = [str(rb), str(ict), "--model", models[0], "--model", models[1], "--headline", "rb",
+            "--out-dir", str(tmp_path / "rows")]
+    assert bench.main(argv) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert [m["model"] for m in rep["models"]] == models
+    for i, m in enumerate(rep["models"]):
+        for name in ("rb01", "ict2"):
+            got = m["trees"][name]
+            assert got["kind"] == "scans" and got["n"] == 16  # levels 3-4 of both subjects, not the neutral scans
+            assert got["accuracy"] == _accuracy(tmp_path / "rows" / f"m{i}.{name}.json"), (i, name)
+        assert m["recipes"] == {"ict": m["trees"]["ict2"]["accuracy"], "rb": m["trees"]["rb01"]["accuracy"]}
+        assert m["headline"] == m["recipes"]["rb"] and m["headline_trees"] == 1
+    first, second = rep["models"]
+    assert "gain" not in first
+    assert second["gain"]["headline"] == round(second["headline"] - first["headline"], 4)
+    assert second["gain"]["recipes"]["ict"] == round(second["recipes"]["ict"] - first["recipes"]["ict"], 4)
+
+
+def test_recipes_group_draws_and_sequence_trees_stay_out_of_the_means():
+    bench = _bench()
+    assert bench.recipe_of("/x/rb4611") == "rb" and bench.recipe_of("ictrb4616") == "ictrb"
+    assert bench.recipe_of("plain") == "plain" and bench.recipe_of("4611") == "4611"
+    trees = {"rb4611": {"kind": "scans", "accuracy": 0.6, "n": 240},
+             "rb4614": {"kind": "scans", "accuracy": 0.7, "n": 240},
+             "rpm4612": {"kind": "scans", "accuracy": 0.8, "n": 240},
+             "ict4617": {"kind": "scans", "accuracy": 1.0, "n": 96},
+             "rb4d": {"kind": "sequences", "accuracy": 0.5, "n": 96, "right": 48}}
+    s = bench.summarise(trees, {"rb", "rpm"})
+    assert s["recipes"] == {"ict": 1.0, "rb": 0.65, "rpm": 0.8}  # rb4d: a sequence tree, in no mean
+    assert s["headline"] == 0.7 and s["headline_trees"] == 3  # the mean over trees, not over recipes
+    assert bench.summarise(trees, None)["headline"] == 0.775
+
+
+def test_two_trees_with_one_name_are_refused(tmp_path, capsys):
+    bench = _bench()
+    (tmp_path / "a" / "rb1").mkdir(parents=True)
+    (tmp_path / "b" / "rb1").mkdir(parents=True)
+    with pytest.raises(SystemExit) as e:
+        bench.main([str(tmp_path / "a" / "rb1"), str(tmp_path / "b" / "rb1"), "--model", "default"])
+    assert e.value.code == 2 and "share a folder name" in capsys.readouterr().err
