@@ -4,7 +4,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,6 @@ TRUTH = {"HA": "happiness", "SA": "sadness", "SU": "surprise", "FE": "fear", "DI
 
 
 def _bench():
-    sys.path.insert(0, str(REPO / "bench"))
     spec = importlib.util.spec_from_file_location("bench_models", REPO / "bench" / "bench_models.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
