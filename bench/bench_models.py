@@ -1,7 +1,7 @@
 """Several models on the same named trees, each with ``affectvlm predict``'s defaults: a candidate against a baseline.
 
     python bench/bench_models.py TREE [TREE ...] --model default --model RUN/best [--levels 3,4]
-        [--headline rb,rpm,ictrb] [--out-dir DIR]
+        [--headline rb,rpm,ictrb] [--out-dir DIR [--reuse]]
 
 Each TREE is a BU-3DFE- or BU-4DFE-layout folder (e.g. ``affectvlm synth --layout bu3dfe|bu4dfe``). Every model
 scores every tree with ``affectvlm predict TREE --model M`` and every other option at its default; the rows are read
@@ -10,12 +10,16 @@ left out; a 4D tree's pooled sequence rows). A tree's recipe is its folder name 
 (``rb4611`` and ``rb4614`` are two draws of ``rb``). Prints JSON: per model, each tree's accuracy and count (and, for
 4D trees, the sequences right), each recipe's mean over its scan trees, the headline mean over the scan trees of the
 ``--headline`` recipes (default: all), and each model's gain over the first model on the recipe and headline means.
+With ``--out-dir DIR --reuse`` a model's rows for a tree already in DIR (from an earlier run with the same model spec
+and tree name) are read instead of predicted again: a baseline scored once serves later candidates. Nothing checks
+that the spec still names the same weights (``default`` changes when the embedded model does); keep one DIR per baseline.
 Synthetic trees made by this project are in-generator for the face models and sculptors a model trained on: say so
 when quoting.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import re
 import sys
@@ -33,6 +37,12 @@ def recipe_of(tree: str) -> str:
     """``rb4611`` -> ``rb``; a name without trailing digits is its own recipe."""
     name = Path(tree).name
     return _DRAW.sub("", name) or name
+
+
+def rows_file(where: Path, model: str, tree: str) -> Path:
+    """Where one model's predict rows for one tree are kept: named by the spec (readable part + hash) and tree."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("._")[-40:] or "model"
+    return where / f"{slug}-{hashlib.sha1(model.encode()).hexdigest()[:8]}.{tree}.json"
 
 
 def summarise(trees: dict[str, dict], headline: set[str] | None) -> dict:
@@ -56,7 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--headline", default=None,
                     help="recipes in the headline mean, e.g. rb,rpm,ictrb (default: every scan tree)")
     ap.add_argument("--out-dir", default=None, help="keep the predict JSON files here (default: a temporary folder)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="read a model's rows for a tree from --out-dir when an earlier run left them there")
     a = ap.parse_args(argv)
+    if a.reuse and not a.out_dir:
+        ap.error("--reuse needs --out-dir (the folder an earlier run kept its predict files in)")
     levels = {int(x) for x in a.levels.split(",") if x.strip()}
     headline = {x.strip() for x in a.headline.split(",") if x.strip()} if a.headline else None
     names = [Path(t).name for t in a.trees]
@@ -67,10 +81,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         where = Path(a.out_dir or tmp)
         where.mkdir(parents=True, exist_ok=True)
-        for i, model in enumerate(a.model):
+        for model in a.model:
             trees = {}
             for tree, name in zip(a.trees, names):
-                rows = predict_rows(tree, model, None, where / f"m{i}.{name}.json")
+                kept = rows_file(where, model, name)
+                if a.reuse and kept.is_file() and kept.stat().st_size:
+                    rows = json.loads(kept.read_text())
+                else:
+                    rows = predict_rows(tree, model, None, kept)
                 acc, n = score(rows, levels)
                 kind = "sequences" if any(r.get("frame") == "sequence" for r in rows) else "scans"
                 trees[name] = {"kind": kind, "accuracy": acc, "n": n}

@@ -37,11 +37,11 @@ def test_each_model_scores_each_tree_and_the_gain_is_against_the_first(tmp_path,
     assert bench.main(argv) == 0
     rep = json.loads(capsys.readouterr().out)
     assert [m["model"] for m in rep["models"]] == models
-    for i, m in enumerate(rep["models"]):
+    for model, m in zip(models, rep["models"]):
         for name in ("rb01", "ict2"):
             got = m["trees"][name]
             assert got["kind"] == "scans" and got["n"] == 16  # levels 3-4 of both subjects, not the neutral scans
-            assert got["accuracy"] == _accuracy(tmp_path / "rows" / f"m{i}.{name}.json"), (i, name)
+            assert got["accuracy"] == _accuracy(bench.rows_file(tmp_path / "rows", model, name)), (model, name)
         assert m["recipes"] == {"ict": m["trees"]["ict2"]["accuracy"], "rb": m["trees"]["rb01"]["accuracy"]}
         assert m["headline"] == m["recipes"]["rb"] and m["headline_trees"] == 1
     first, second = rep["models"]
@@ -72,3 +72,20 @@ def test_two_trees_with_one_name_are_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         bench.main([str(tmp_path / "a" / "rb1"), str(tmp_path / "b" / "rb1"), "--model", "default"])
     assert e.value.code == 2 and "share a folder name" in capsys.readouterr().err
+
+
+def test_reuse_reads_kept_rows_instead_of_predicting(tmp_path, capsys):
+    bench = _bench()
+    kept = tmp_path / "rows"
+    kept.mkdir()
+    rows = [{"file": f"/t/rb7/F0001/F0001_{c}0{lvl}WH_F3D.wrl", "frame": "", "label": TRUTH[c] if ok else "neutral",
+             "error": ""} for c, lvl, ok in (("HA", 4, True), ("SA", 3, True), ("SU", 4, False), ("AN", 2, False))]
+    bench.rows_file(kept, "runs/base/best", "rb7").write_text(json.dumps(rows))
+    missing = str(tmp_path / "no" / "rb7")  # predict on it would fail: the rows must come from the kept file
+    assert bench.main([missing, "--model", "runs/base/best", "--out-dir", str(kept), "--reuse"]) == 0
+    got = json.loads(capsys.readouterr().out)["models"][0]["trees"]["rb7"]
+    assert got == {"kind": "scans", "accuracy": 0.6667, "n": 3}  # level 2 is not counted
+    assert bench.rows_file(kept, "runs/base/best", "rb7") != bench.rows_file(kept, "runs/base_best", "rb7")
+    with pytest.raises(SystemExit) as e:
+        bench.main([missing, "--model", "default", "--reuse"])
+    assert e.value.code == 2 and "--reuse needs --out-dir" in capsys.readouterr().err
