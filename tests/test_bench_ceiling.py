@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,18 +11,15 @@ from affectvlm.io import load_mesh
 from affectvlm.synth.bulayout import write_bu3dfe
 from affectvlm.synth.corpus import CorpusConfig
 from affectvlm.synth.randomised import Nuisance
+from benchload import load_bench
 from tests.test_corpus import _toy_model
 
-REPO = Path(__file__).resolve().parents[1]
 _STILL = Nuisance(vertices=(0, 0), hole_probability=0.0, noise_mm=(0.0, 0.0), units=(("mm", 1.0),), origin_mm=0.0,
                   yaw_deg=0.0, pitch_deg=0.0, roll_deg=0.0, crops=(("full", 1.0),))
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_ceiling", REPO / "bench" / "bench_ceiling.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("bench_ceiling")
 
 
 def test_the_toy_faces_labels_are_in_the_au_draws_but_not_in_its_one_unit(tmp_path):

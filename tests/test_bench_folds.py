@@ -1,7 +1,6 @@
 """bench/bench_folds.py: real trainer runs over subject folds, option sets paired against the baseline."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -9,14 +8,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
+from benchload import load_bench  # noqa: E402
 from test_train import write_tiny_bu3dfe  # noqa: E402
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_folds", REPO / "bench" / "bench_folds.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("bench_folds")
 
 
 def test_folds_pair_each_option_set_with_the_baseline(tmp_path, monkeypatch, capsys):

@@ -1,7 +1,6 @@
 """bench/bench_models.py: several models on the same named trees, per tree, per recipe and against the first model."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -9,17 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchload import load_bench
 from test_bench_subject_mean import _tree
 
-REPO = Path(__file__).resolve().parents[1]
 TRUTH = {"HA": "happiness", "SA": "sadness", "SU": "surprise", "FE": "fear", "DI": "disgust", "AN": "anger"}
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_models", REPO / "bench" / "bench_models.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("bench_models")
 
 
 def _accuracy(rows_file: Path) -> float:

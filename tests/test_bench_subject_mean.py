@@ -1,24 +1,20 @@
 """bench/bench_subject_mean.py: predict with and without each subject's mean on a named tree, read against the names."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import trimesh
 
+from benchload import load_bench
 from meshgen import face_like_mesh
 
-REPO = Path(__file__).resolve().parents[1]
 CODES = ["HA", "SA", "SU", "FE", "DI", "AN"]
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_subject_mean", REPO / "bench" / "bench_subject_mean.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("bench_subject_mean")
 
 
 def _tree(root: Path) -> Path:
