@@ -11,8 +11,9 @@ left out; a 4D tree's pooled sequence rows). A tree's recipe is its folder name 
 4D trees, the sequences right), each recipe's mean over its scan trees, the headline mean over the scan trees of the
 ``--headline`` recipes (default: all), and each model's gain over the first model on the recipe and headline means.
 With ``--out-dir DIR --reuse`` a model's rows for a tree already in DIR (from an earlier run with the same model spec
-and tree name) are read instead of predicted again: a baseline scored once serves later candidates. Nothing checks
-that the spec still names the same weights (``default`` changes when the embedded model does); keep one DIR per baseline.
+and tree name, whose checkpoint files had the same bytes) are read instead of predicted again: a baseline scored once
+serves later candidates. A kept file's name carries a hash of the spec and of the checkpoint's files, so ``default``
+after the embedded model changes (or a run folder trained again) is predicted afresh, not read from stale rows.
 Synthetic trees made by this project are in-generator for the face models and sculptors a model trained on: say so
 when quoting.
 """
@@ -30,6 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_subject_mean import predict_rows, score  # noqa: E402  (bench/ is not a package)
 
+from affectvlm.model.specs import parse_spec  # noqa: E402
+
 _DRAW = re.compile(r"\d+$")
 
 
@@ -39,10 +42,25 @@ def recipe_of(tree: str) -> str:
     return _DRAW.sub("", name) or name
 
 
-def rows_file(where: Path, model: str, tree: str) -> Path:
-    """Where one model's predict rows for one tree are kept: named by the spec (readable part + hash) and tree."""
+def weights_digest(model: str) -> str:
+    """sha1 of the files a local spec loads (a checkpoint folder's JSON and safetensors, or a weights file);
+    empty for specs without local files (architectures, pretrained tags, hf-hub)."""
+    path = parse_spec(model).path
+    if not path:
+        return ""
+    p = Path(path)
+    files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix in (".json", ".safetensors")) if p.is_dir() else [p]
+    h = hashlib.sha1()
+    for f in files:
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
+def rows_file(where: Path, model: str, tree: str, digest: str = "") -> Path:
+    """Where one model's predict rows for one tree are kept: named by the spec (readable part + a hash of the spec
+    and of the checkpoint's ``digest``) and the tree."""
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("._")[-40:] or "model"
-    return where / f"{slug}-{hashlib.sha1(model.encode()).hexdigest()[:8]}.{tree}.json"
+    return where / f"{slug}-{hashlib.sha1((model + digest).encode()).hexdigest()[:8]}.{tree}.json"
 
 
 def summarise(trees: dict[str, dict], headline: set[str] | None) -> dict:
@@ -83,8 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         where.mkdir(parents=True, exist_ok=True)
         for model in a.model:
             trees = {}
+            digest = weights_digest(model)
             for tree, name in zip(a.trees, names):
-                kept = rows_file(where, model, name)
+                kept = rows_file(where, model, name, digest)
                 if a.reuse and kept.is_file() and kept.stat().st_size:
                     rows = json.loads(kept.read_text())
                 else:

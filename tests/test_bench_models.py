@@ -70,18 +70,42 @@ def test_two_trees_with_one_name_are_refused(tmp_path, capsys):
     assert e.value.code == 2 and "share a folder name" in capsys.readouterr().err
 
 
+def _fake_checkpoint(folder: Path, weights: bytes) -> str:
+    """A folder parse_spec takes for a checkpoint; only its bytes matter here (nothing loads it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "affectvlm.json").write_text('{"format": "affectvlm-checkpoint"}')
+    (folder / "open_clip_model.safetensors").write_bytes(weights)
+    return str(folder)
+
+
 def test_reuse_reads_kept_rows_instead_of_predicting(tmp_path, capsys):
     bench = _bench()
     kept = tmp_path / "rows"
     kept.mkdir()
+    model = _fake_checkpoint(tmp_path / "runs" / "base" / "best", b"weights one")
     rows = [{"file": f"/t/rb7/F0001/F0001_{c}0{lvl}WH_F3D.wrl", "frame": "", "label": TRUTH[c] if ok else "neutral",
              "error": ""} for c, lvl, ok in (("HA", 4, True), ("SA", 3, True), ("SU", 4, False), ("AN", 2, False))]
-    bench.rows_file(kept, "runs/base/best", "rb7").write_text(json.dumps(rows))
+    bench.rows_file(kept, model, "rb7", bench.weights_digest(model)).write_text(json.dumps(rows))
     missing = str(tmp_path / "no" / "rb7")  # predict on it would fail: the rows must come from the kept file
-    assert bench.main([missing, "--model", "runs/base/best", "--out-dir", str(kept), "--reuse"]) == 0
+    assert bench.main([missing, "--model", model, "--out-dir", str(kept), "--reuse"]) == 0
     got = json.loads(capsys.readouterr().out)["models"][0]["trees"]["rb7"]
     assert got == {"kind": "scans", "accuracy": 0.6667, "n": 3}  # level 2 is not counted
     assert bench.rows_file(kept, "runs/base/best", "rb7") != bench.rows_file(kept, "runs/base_best", "rb7")
     with pytest.raises(SystemExit) as e:
         bench.main([missing, "--model", "default", "--reuse"])
     assert e.value.code == 2 and "--reuse needs --out-dir" in capsys.readouterr().err
+
+
+def test_reuse_predicts_again_when_the_same_spec_names_new_weights(tmp_path):
+    bench = _bench()
+    kept = tmp_path / "rows"
+    kept.mkdir()
+    model = _fake_checkpoint(tmp_path / "best", b"weights one")
+    before = bench.weights_digest(model)
+    bench.rows_file(kept, model, "rb7", before).write_text(json.dumps([{"file": "x", "frame": "", "label": "anger"}]))
+    _fake_checkpoint(tmp_path / "best", b"weights two")  # the run trained again, or `default` was replaced
+    after = bench.weights_digest(model)
+    assert after != before and bench.rows_file(kept, model, "rb7", after) != bench.rows_file(kept, model, "rb7", before)
+    with pytest.raises(SystemExit, match="exited"):  # not read from the stale rows: predicted, and the tree is missing
+        bench.main([str(tmp_path / "no" / "rb7"), "--model", model, "--out-dir", str(kept), "--reuse"])
+    assert bench.weights_digest("AffectVLM-Tiny") == ""  # an architecture has no local files
