@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_subject_mean import predict_rows, score  # noqa: E402  (bench/ is not a package)
 
 from affectvlm.model.specs import parse_spec  # noqa: E402
+from affectvlm.train.cache import file_digest  # noqa: E402
 
 _DRAW = re.compile(r"\d+$")
 
@@ -43,17 +44,14 @@ def recipe_of(tree: str) -> str:
 
 
 def weights_digest(model: str) -> str:
-    """sha1 of the files a local spec loads (a checkpoint folder's JSON and safetensors, or a weights file);
-    empty for specs without local files (architectures, pretrained tags, hf-hub)."""
+    """A hash of the files a local spec loads (a checkpoint folder's JSON and safetensors, or a weights file), each by
+    ``file_digest``; empty for specs without local files (architectures, pretrained tags, hf-hub)."""
     path = parse_spec(model).path
     if not path:
         return ""
     p = Path(path)
     files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix in (".json", ".safetensors")) if p.is_dir() else [p]
-    h = hashlib.sha1()
-    for f in files:
-        h.update(f.name.encode() + b"\0" + f.read_bytes())
-    return h.hexdigest()
+    return hashlib.sha1("".join(f"{f.name}:{file_digest(f)};" for f in files).encode()).hexdigest()
 
 
 def rows_file(where: Path, model: str, tree: str, digest: str = "") -> Path:
@@ -101,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         where.mkdir(parents=True, exist_ok=True)
         for model in a.model:
             trees = {}
-            digest = weights_digest(model)
+            digest = weights_digest(model) if a.out_dir else ""  # names kept files only
             for tree, name in zip(a.trees, names):
                 kept = rows_file(where, model, name, digest)
                 if a.reuse and kept.is_file() and kept.stat().st_size:
