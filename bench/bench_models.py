@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_subject_mean import predict_rows, score  # noqa: E402  (bench/ is not a package)
 
+from affectvlm.errors import ModelError  # noqa: E402
 from affectvlm.model.specs import parse_spec  # noqa: E402
 from affectvlm.train.cache import file_digest  # noqa: E402
 
@@ -99,7 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         where.mkdir(parents=True, exist_ok=True)
         for model in a.model:
             trees = {}
-            digest = weights_digest(model) if a.out_dir else ""  # names kept files only
+            try:
+                digest = weights_digest(model) if a.out_dir else ""  # names kept files only
+            except ModelError as e:  # the same one line predict would give, before any tree is scored
+                raise SystemExit(f"bench_models: --model {model}: {e}") from None
             for tree, name in zip(a.trees, names):
                 kept = rows_file(where, model, name, digest)
                 if a.reuse and kept.is_file() and kept.stat().st_size:

@@ -109,3 +109,14 @@ def test_reuse_predicts_again_when_the_same_spec_names_new_weights(tmp_path):
     with pytest.raises(SystemExit, match="exited"):  # not read from the stale rows: predicted, and the tree is missing
         bench.main([str(tmp_path / "no" / "rb7"), "--model", model, "--out-dir", str(kept), "--reuse"])
     assert bench.weights_digest("AffectVLM-Tiny") == ""  # an architecture has no local files
+
+
+def test_a_spec_that_does_not_resolve_stops_with_one_line_naming_it(tmp_path):
+    bench = _bench()
+    missing = f"local-dir:{tmp_path / 'nowhere'}"
+    with pytest.raises(SystemExit) as e:
+        bench.main([str(tmp_path / "rb7"), "--model", missing, "--out-dir", str(tmp_path / "rows")])
+    text = str(e.value.code)
+    assert text.startswith(f"bench_models: --model {missing}: ") and "model folder not found" in text
+    assert "\n" not in text
+    assert not any((tmp_path / "rows").iterdir())  # nothing kept under a name that stands for no weights
