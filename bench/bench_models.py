@@ -8,8 +8,9 @@ scores every tree with ``affectvlm predict TREE --model M`` and every other opti
 against the labels the names declare, as ``bench_subject_mean.py`` reads them (scans at ``--levels``, neutral scans
 left out; a 4D tree's pooled sequence rows). A tree's recipe is its folder name without its trailing digits
 (``rb4611`` and ``rb4614`` are two draws of ``rb``). Prints JSON: per model, each tree's accuracy and count (and, for
-4D trees, the sequences right), each recipe's mean over its scan trees, the headline mean over the scan trees of the
-``--headline`` recipes (default: all), and each model's gain over the first model on the recipe and headline means.
+4D trees, the sequences right) and its commonest confusions (``"truth->label": count``), each recipe's mean over its
+scan trees, the headline mean over the scan trees of the ``--headline`` recipes (default: all), and each model's gain
+over the first model on the recipe and headline means.
 With ``--out-dir DIR --reuse`` a model's rows for a tree already in DIR (from an earlier run with the same model spec
 and tree name, whose checkpoint files had the same bytes) are read instead of predicted again: a baseline scored once
 serves later candidates. A kept file's name carries a hash of the spec and of the checkpoint's files, so ``default``
@@ -25,11 +26,12 @@ import json
 import re
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_subject_mean import predict_rows, score  # noqa: E402  (bench/ is not a package)
+from bench_subject_mean import counted, predict_rows, score  # noqa: E402  (bench/ is not a package)
 
 from affectvlm.errors import ModelError  # noqa: E402
 from affectvlm.model.specs import parse_spec  # noqa: E402
@@ -60,6 +62,12 @@ def rows_file(where: Path, model: str, tree: str, digest: str = "") -> Path:
     and of the checkpoint's ``digest``) and the tree."""
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("._")[-40:] or "model"
     return where / f"{slug}-{hashlib.sha1((model + digest).encode()).hexdigest()[:8]}.{tree}.json"
+
+
+def confusions(rows: list[dict], levels: set[int], most: int = 4) -> dict[str, int]:
+    """The ``most`` commonest errors among the counted rows, as ``"truth->label": count``."""
+    wrong = Counter((t, y) for t, y in counted(rows, levels) if t != y)
+    return {f"{t}->{y}": k for (t, y), k in wrong.most_common(most)}
 
 
 def summarise(trees: dict[str, dict], headline: set[str] | None) -> dict:
@@ -112,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                     rows = predict_rows(tree, model, None, kept)
                 acc, n = score(rows, levels)
                 kind = "sequences" if any(r.get("frame") == "sequence" for r in rows) else "scans"
-                trees[name] = {"kind": kind, "accuracy": acc, "n": n}
+                trees[name] = {"kind": kind, "accuracy": acc, "n": n, "confusions": confusions(rows, levels)}
                 if kind == "sequences" and acc is not None:
                     trees[name]["right"] = round(acc * n)
             report["models"].append({"model": model, "trees": trees, **summarise(trees, headline)})

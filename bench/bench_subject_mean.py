@@ -25,11 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 _LEVEL = re.compile(r"_[A-Z]{2}(\d\d)[A-Z]{2}_F3D", re.IGNORECASE)
 
 
-def score(rows: list[dict], levels: set[int]) -> tuple[float | None, int]:
-    """(accuracy, n) of the counted rows: BU-3DFE scans at ``levels``, pooled sequence rows."""
+def counted(rows: list[dict], levels: set[int]) -> list[tuple[str, str]]:
+    """(declared class, predicted label) of each counted row: BU-3DFE scans at ``levels``, pooled sequence rows."""
     from affectvlm.datasets import declared_class
 
-    hits = []
+    pairs = []
     for r in rows:
         if r.get("error"):
             continue
@@ -41,8 +41,14 @@ def score(rows: list[dict], levels: set[int]) -> tuple[float | None, int]:
             continue
         truth = declared_class(str(r["file"]))
         if truth is not None:
-            hits.append(r["label"] == truth)
-    return (round(sum(hits) / len(hits), 4) if hits else None), len(hits)
+            pairs.append((truth, str(r["label"])))
+    return pairs
+
+
+def score(rows: list[dict], levels: set[int]) -> tuple[float | None, int]:
+    """(accuracy, n) of the counted rows (:func:`counted`)."""
+    pairs = counted(rows, levels)
+    return (round(sum(t == y for t, y in pairs) / len(pairs), 4) if pairs else None), len(pairs)
 
 
 def predict_rows(tree: str, model: str | None, mode: str | None, out: Path) -> list[dict]:

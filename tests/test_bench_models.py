@@ -89,7 +89,8 @@ def test_reuse_reads_kept_rows_instead_of_predicting(tmp_path, capsys):
     missing = str(tmp_path / "no" / "rb7")  # predict on it would fail: the rows must come from the kept file
     assert bench.main([missing, "--model", model, "--out-dir", str(kept), "--reuse"]) == 0
     got = json.loads(capsys.readouterr().out)["models"][0]["trees"]["rb7"]
-    assert got == {"kind": "scans", "accuracy": 0.6667, "n": 3}  # level 2 is not counted
+    assert got == {"kind": "scans", "accuracy": 0.6667, "n": 3,  # level 2 is not counted, nor its error
+                   "confusions": {"surprise->neutral": 1}}
     assert bench.rows_file(kept, "runs/base/best", "rb7") != bench.rows_file(kept, "runs/base_best", "rb7")
     with pytest.raises(SystemExit) as e:
         bench.main([missing, "--model", "default", "--reuse"])
@@ -120,3 +121,16 @@ def test_a_spec_that_does_not_resolve_stops_with_one_line_naming_it(tmp_path):
     assert text.startswith(f"bench_models: --model {missing}: ") and "model folder not found" in text
     assert "\n" not in text
     assert not any((tmp_path / "rows").iterdir())  # nothing kept under a name that stands for no weights
+
+
+def test_confusions_count_the_commonest_errors_among_the_counted_rows():
+    bench = _bench()
+
+    def row(code: str, label: str, frame: str = "") -> dict:
+        return {"file": f"/t/rb7/F0001/F0001_{code}WH_F3D.wrl", "frame": frame, "label": label, "error": ""}
+
+    rows = [row("AN04", "disgust"), row("AN03", "disgust"), row("FE04", "surprise"), row("HA04", "happiness"),
+            row("AN02", "disgust"), row("NE00", "happiness")]  # level 2 and the neutral scan are not counted
+    assert bench.confusions(rows, {3, 4}) == {"anger->disgust": 2, "fear->surprise": 1}
+    assert bench.confusions(rows, {3, 4}, most=1) == {"anger->disgust": 2}
+    assert bench.confusions(rows, {2}) == {"anger->disgust": 1}
