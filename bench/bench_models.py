@@ -14,7 +14,8 @@ over the first model on the recipe and headline means.
 With ``--out-dir DIR --reuse`` a model's rows for a tree already in DIR (from an earlier run with the same model spec
 and tree name, whose checkpoint files had the same bytes) are read instead of predicted again: a baseline scored once
 serves later candidates. A kept file's name carries a hash of the spec and of the checkpoint's files, so ``default``
-after the embedded model changes (or a run folder trained again) is predicted afresh, not read from stale rows.
+after the embedded model changes (or a run folder trained again) is predicted afresh, not read from stale rows; so
+is a tree whose kept file cannot be read (cut short, empty).
 Synthetic trees made by this project are in-generator for the face models and sculptors a model trained on: say so
 when quoting.
 """
@@ -62,6 +63,16 @@ def rows_file(where: Path, model: str, tree: str, digest: str = "") -> Path:
     and of the checkpoint's ``digest``) and the tree."""
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("._")[-40:] or "model"
     return where / f"{slug}-{hashlib.sha1((model + digest).encode()).hexdigest()[:8]}.{tree}.json"
+
+
+def read_kept(kept: Path) -> list[dict] | None:
+    """The rows kept in ``kept``, or None when there are none to read (missing, empty, cut short or not rows): the
+    tree is then predicted again and the file rewritten."""
+    try:
+        rows = json.loads(kept.read_text())
+    except (OSError, ValueError):
+        return None
+    return rows if isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows) else None
 
 
 def confusions(rows: list[dict], levels: set[int], most: int = 4) -> dict[str, int]:
@@ -114,9 +125,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"bench_models: --model {model}: {e}") from None
             for tree, name in zip(a.trees, names):
                 kept = rows_file(where, model, name, digest)
-                if a.reuse and kept.is_file() and kept.stat().st_size:
-                    rows = json.loads(kept.read_text())
-                else:
+                rows = read_kept(kept) if a.reuse else None
+                if rows is None:
                     rows = predict_rows(tree, model, None, kept)
                 acc, n = score(rows, levels)
                 kind = "sequences" if any(r.get("frame") == "sequence" for r in rows) else "scans"

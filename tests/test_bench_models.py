@@ -134,3 +134,18 @@ def test_confusions_count_the_commonest_errors_among_the_counted_rows():
     assert bench.confusions(rows, {3, 4}) == {"anger->disgust": 2, "fear->surprise": 1}
     assert bench.confusions(rows, {3, 4}, most=1) == {"anger->disgust": 2}
     assert bench.confusions(rows, {2}) == {"anger->disgust": 1}
+
+
+def test_a_kept_file_cut_short_is_predicted_again_not_a_traceback(tmp_path):
+    bench = _bench()
+    kept = tmp_path / "rows"
+    kept.mkdir()
+    model = _fake_checkpoint(tmp_path / "best", b"weights one")
+    f = bench.rows_file(kept, model, "rb7", bench.weights_digest(model))
+    for text in ('[{"file": "x", "fra', "{}", "[]", "[1, 2]"):
+        f.write_text(text)
+        assert bench.read_kept(f) is None
+        with pytest.raises(SystemExit, match="exited"):  # predicted afresh, and the tree is missing
+            bench.main([str(tmp_path / "no" / "rb7"), "--model", model, "--out-dir", str(kept), "--reuse"])
+    f.write_text('[{"file": "x", "frame": "", "label": "anger"}]')
+    assert bench.read_kept(f) == [{"file": "x", "frame": "", "label": "anger"}]
