@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_subject_mean import counted, predict_rows, score  # noqa: E402  (bench/ is not a package)
+from bench_subject_mean import accuracy, counted, predict_rows  # noqa: E402  (bench/ is not a package)
 
 from affectvlm.errors import ModelError  # noqa: E402
 from affectvlm.model.specs import parse_spec  # noqa: E402
@@ -75,9 +75,9 @@ def read_kept(kept: Path) -> list[dict] | None:
     return rows if isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows) else None
 
 
-def confusions(rows: list[dict], levels: set[int], most: int = 4) -> dict[str, int]:
-    """The ``most`` commonest errors among the counted rows, as ``"truth->label": count``."""
-    wrong = Counter((t, y) for t, y in counted(rows, levels) if t != y)
+def confusions(pairs: list[tuple[str, str]], most: int = 4) -> dict[str, int]:
+    """The ``most`` commonest errors among ``counted``'s (truth, label) pairs, as ``"truth->label": count``."""
+    wrong = Counter((t, y) for t, y in pairs if t != y)
     return {f"{t}->{y}": k for (t, y), k in wrong.most_common(most)}
 
 
@@ -128,9 +128,10 @@ def main(argv: list[str] | None = None) -> int:
                 rows = read_kept(kept) if a.reuse else None
                 if rows is None:
                     rows = predict_rows(tree, model, None, kept)
-                acc, n = score(rows, levels)
+                pairs = counted(rows, levels)
+                acc, n = accuracy(pairs)
                 kind = "sequences" if any(r.get("frame") == "sequence" for r in rows) else "scans"
-                trees[name] = {"kind": kind, "accuracy": acc, "n": n, "confusions": confusions(rows, levels)}
+                trees[name] = {"kind": kind, "accuracy": acc, "n": n, "confusions": confusions(pairs)}
                 if kind == "sequences" and acc is not None:
                     trees[name]["right"] = round(acc * n)
             report["models"].append({"model": model, "trees": trees, **summarise(trees, headline)})

@@ -45,10 +45,14 @@ def counted(rows: list[dict], levels: set[int]) -> list[tuple[str, str]]:
     return pairs
 
 
+def accuracy(pairs: list[tuple[str, str]]) -> tuple[float | None, int]:
+    """(accuracy, n) of :func:`counted`'s pairs."""
+    return (round(sum(t == y for t, y in pairs) / len(pairs), 4) if pairs else None), len(pairs)
+
+
 def score(rows: list[dict], levels: set[int]) -> tuple[float | None, int]:
     """(accuracy, n) of the counted rows (:func:`counted`)."""
-    pairs = counted(rows, levels)
-    return (round(sum(t == y for t, y in pairs) / len(pairs), 4) if pairs else None), len(pairs)
+    return accuracy(counted(rows, levels))
 
 
 def predict_rows(tree: str, model: str | None, mode: str | None, out: Path) -> list[dict]:

@@ -131,9 +131,9 @@ def test_confusions_count_the_commonest_errors_among_the_counted_rows():
 
     rows = [row("AN04", "disgust"), row("AN03", "disgust"), row("FE04", "surprise"), row("HA04", "happiness"),
             row("AN02", "disgust"), row("NE00", "happiness")]  # level 2 and the neutral scan are not counted
-    assert bench.confusions(rows, {3, 4}) == {"anger->disgust": 2, "fear->surprise": 1}
-    assert bench.confusions(rows, {3, 4}, most=1) == {"anger->disgust": 2}
-    assert bench.confusions(rows, {2}) == {"anger->disgust": 1}
+    assert bench.confusions(bench.counted(rows, {3, 4})) == {"anger->disgust": 2, "fear->surprise": 1}
+    assert bench.confusions(bench.counted(rows, {3, 4}), most=1) == {"anger->disgust": 2}
+    assert bench.confusions(bench.counted(rows, {2})) == {"anger->disgust": 1}
 
 
 def test_a_kept_file_cut_short_is_predicted_again_not_a_traceback(tmp_path):
