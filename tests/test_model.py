@@ -427,32 +427,3 @@ def test_url_only_pretrained_tag_uses_open_clips_own_cache(hub_cache, trained, m
     save_file({k: v.contiguous() for k, v in trained.clip.state_dict().items()}, str(target))
     assert catalog.is_available(spec)
     assert _states_equal(load_model(f"{ARCH}:web", cache=False).clip, trained.clip)
-
-
-def test_parts_are_close_ups_of_the_frontal_view_encoded_after_the_views(model, images):
-    """Each part is the frontal view's square, resized to the tower's input and encoded as one more view."""
-    from dataclasses import replace
-
-    from affectvlm.render import View
-
-    base = model.render
-    try:
-        model.eval()
-        z0 = model.encode_views(images)
-        model.render = replace(base, views=(View(-30), View(0), View(30)), parts=((0.5, 0.25, 0.5), (0.25, 0.75, 0.5)))
-        z = model.encode_views(images)
-        assert z.shape == (2, 5, model.embed_dim) and torch.allclose(z[:, :3], z0, atol=1e-5)
-        h = images.shape[-1] // 2  # the second view is the frontal one; each square is half the view's side
-        top = images[:, 1, :, 0:h, h // 2:h // 2 + h]
-        low = images[:, 1, :, h:2 * h, 0:h]
-        with_parts, model.render = model.render, base
-        want = model.encode_views(torch.stack([top, low], 1))
-        model.render = with_parts
-        assert torch.allclose(z[:, 3:], want, atol=1e-5)
-        fused, zz = model.embed(images, mirror=False)
-        assert torch.allclose(fused, torch.nn.functional.normalize(z.mean(1), dim=-1), atol=1e-5)
-        # no frontal view among the images: no parts
-        model.render = replace(model.render, views=(View(-30), View(10), View(30)))
-        assert model.encode_views(images).shape == (2, 3, model.embed_dim)
-    finally:
-        model.render = base

@@ -211,18 +211,6 @@ def test_score_pitches_add_each_view_at_those_pitches_when_scoring():
             RenderSettings(score_pitches=bad)
 
 
-def test_parts_are_squares_inside_the_frontal_view_and_round_trip():
-    st = RenderSettings(parts=[[0.5, 0.34, 0.5], (0.5, 0.68, 0.5)])
-    assert st.parts == ((0.5, 0.34, 0.5), (0.5, 0.68, 0.5))
-    assert RenderSettings.from_dict(json.loads(json.dumps(st.to_dict()))) == st
-    assert RenderSettings(parts="0.5,0.34,0.5; 0.5,0.68,0.5").parts == st.parts
-    assert "parts" not in RenderSettings().to_dict()  # settings without them read as before
-    for bad in ([[0.5, 0.5]], [[0.1, 0.5, 0.5]], [[0.5, 0.5, 1.0]], [[0.5, 0.5, 0.01]], [["0.5", 0.5, 0.5]],
-                [[0.5, float("nan"), 0.5]], [[True, 0.5, 0.5]], 3, "a,b,c"):
-        with pytest.raises(ConfigError, match="part"):
-            RenderSettings(parts=bad)
-
-
 def test_settings_render_matches_render_views(face):
     settings = RenderSettings(size=SIZE, views=(View(0), View(20)))
     assert torch.equal(settings.render(face), render_views(face, settings.views, SIZE))

@@ -173,10 +173,8 @@ class AffectVLM(nn.Module):
                                    antialias=images.shape[-1] > self.image_size[-1])
         return (images - self.pixel_mean.to(images.dtype)) / self.pixel_std.to(images.dtype)
 
-    def encode_views(self, images: torch.Tensor, views: Sequence | None = None) -> torch.Tensor:
-        """(B, V, 3, H, W) in [0, 1] -> (B, V + P, D) unit-norm embeddings (one shared encoder): the views, then
-        the render settings' ``parts``, close-ups cut from the frontal view (yaw 0, pitch 0; ``views`` default as
-        in :meth:`embed`; none when no view is frontal)."""
+    def encode_views(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, V, 3, H, W) in [0, 1] -> (B, V, D) unit-norm embeddings (one shared encoder)."""
         if not isinstance(images, torch.Tensor):
             raise InputError("images", f"expected a torch.Tensor, got {type(images).__name__}")
         if images.ndim == 4:  # (B, 3, H, W): one view per scan
@@ -185,30 +183,8 @@ class AffectVLM(nn.Module):
             raise InputError("images", f"expected shape (B, V, 3, H, W), got {tuple(images.shape)}")
         b, v = images.shape[:2]
         x = self.preprocess(images.reshape(b * v, *images.shape[2:]).to(self.device, torch.float32))
-        parts = self._parts(images, views)
-        if parts is not None:
-            x = torch.cat([x.reshape(b, v, *x.shape[1:]), parts], 1).reshape(-1, *x.shape[1:])
         z = self.clip.encode_image(x.to(self._input_dtype()), normalize=True)
-        return z.reshape(b, len(x) // b, -1)
-
-    def _parts(self, images: torch.Tensor, views: Sequence | None) -> torch.Tensor | None:
-        """(B, P, 3, h, w) preprocessed close-ups of the frontal view of ``images`` (B, V, 3, H, W), or None."""
-        parts = getattr(self.render, "parts", ())
-        if not parts:
-            return None
-        views = list(self._views_of(images) if views is None else views)
-        front = [i for i, w in enumerate(views[:images.shape[1]]) if (w.yaw, w.pitch) == (0.0, 0.0)]
-        if not front:
-            return None
-        face = images[:, front[0]].to(self.device, torch.float32)
-        h, w = face.shape[-2:]
-        cuts = []
-        for cx, cy, side in parts:
-            x0, y0 = int(round((cx - side / 2) * w)), int(round((cy - side / 2) * h))
-            n = max(1, int(round(side * min(h, w))))
-            x0, y0 = min(max(x0, 0), w - n), min(max(y0, 0), h - n)
-            cuts.append(self.preprocess(face[:, :, y0:y0 + n, x0:x0 + n]))
-        return torch.stack(cuts, 1)
+        return z.reshape(b, v, -1)
 
     def _input_dtype(self) -> torch.dtype:
         return self.clip.logit_scale.dtype
@@ -247,9 +223,9 @@ class AffectVLM(nn.Module):
 
             flipped = mirror_images(images, self._views_of(images) if views is None else views, self.render.map)
         if flipped is None:
-            z = self.encode_views(images, views)
+            z = self.encode_views(images)
             return self.fuse(z), z
-        both = self.encode_views(torch.cat([images, flipped]), views)  # one encoder pass for the scan and its mirror
+        both = self.encode_views(torch.cat([images, flipped]))  # one encoder pass for the scan and its mirror
         z, zf = both[:len(images)], both[len(images):]
         return F.normalize(self.fuse(z) + self.fuse(zf), dim=-1), z
 

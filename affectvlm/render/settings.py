@@ -135,32 +135,6 @@ def _score_pitches(value: Any) -> tuple[float, ...]:
     return tuple(out)
 
 
-def check_parts(value: Any) -> tuple[tuple[float, float, float], ...]:
-    """``parts`` as a tuple of ``(centre_x, centre_y, side)`` squares, fractions of the frontal view's width (x from
-    the left, y from the top), each inside the image and smaller than it. Raises ConfigError."""
-    if isinstance(value, str):
-        try:
-            value = [[float(n) for n in q.split(",")] for q in value.replace(" ", "").split(";") if q]
-        except ValueError:
-            raise ConfigError(f"parts must look like '0.5,0.33,0.5;0.5,0.75,0.5', got {value!r}") from None
-    try:
-        items = [tuple(q) for q in value]
-    except TypeError:
-        raise ConfigError(f"parts must be a list of [centre_x, centre_y, side] squares, got {value!r}") from None
-    out = []
-    for q in items:
-        ok = len(q) == 3 and all(not isinstance(n, bool) and isinstance(n, (int, float, np.integer, np.floating))
-                                 and math.isfinite(n) for n in q)
-        if ok:
-            cx, cy, side = (float(n) for n in q)
-            ok = 0.05 <= side < 1.0 and min(cx, cy) - side / 2 >= -1e-9 and max(cx, cy) + side / 2 <= 1 + 1e-9
-        if not ok:
-            raise ConfigError(f"each part is [centre_x, centre_y, side], fractions of the view with the square "
-                              f"inside it and side in [0.05, 1), got {list(q)!r}")
-        out.append((cx, cy, side))
-    return tuple(out)
-
-
 def check_maps(maps: str | Sequence[str]) -> tuple[str, ...]:
     """A map name or names -> a tuple of known map names. Raises ConfigError."""
     maps = (maps,) if isinstance(maps, str) else tuple(maps)
@@ -186,7 +160,6 @@ class RenderSettings:
     max_vertices: int = 0  # geometry-only renders: decimate denser scans to this many vertices first (0: never)
     score_pitches: tuple[float, ...] = ()  # scoring also renders every view at these added pitches (for_scoring)
     fill_holes: float = 0.0  # close holes up to this size (a fraction of the face's radius) first (0: never)
-    parts: tuple[tuple[float, float, float], ...] = ()  # close-ups cut from the frontal view (see check_parts)
 
     def __post_init__(self) -> None:
         self.views = as_views(self.views)
@@ -205,7 +178,6 @@ class RenderSettings:
         self.max_vertices = int(self.max_vertices)
         self.score_pitches = _score_pitches(self.score_pitches)
         self.fill_holes = check_fill_holes(self.fill_holes)
-        self.parts = check_parts(self.parts)
         for name in ("texture", "canonical", "crop"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
@@ -222,8 +194,7 @@ class RenderSettings:
                 "map": self.map, "crop": self.crop,
                 **({"max_vertices": self.max_vertices} if self.max_vertices else {}),  # old keys stay valid
                 **({"score_pitches": list(self.score_pitches)} if self.score_pitches else {}),
-                **({"fill_holes": self.fill_holes} if self.fill_holes else {}),
-                **({"parts": [list(q) for q in self.parts]} if self.parts else {})}
+                **({"fill_holes": self.fill_holes} if self.fill_holes else {})}
 
     def for_scoring(self) -> "RenderSettings":
         """What scoring renders: the views, then each view again at every pitch of ``score_pitches`` added to its
@@ -240,7 +211,7 @@ class RenderSettings:
         if not isinstance(d, dict):
             raise ConfigError(f"render settings must be a mapping, got {type(d).__name__}")
         known = {"size", "views", "texture", "canonical", "up", "front", "background", "map", "crop", "max_vertices",
-                 "score_pitches", "fill_holes", "parts"}
+                 "score_pitches", "fill_holes"}
         unknown = set(d) - known
         if unknown:
             raise ConfigError(f"unknown render settings {sorted(unknown)}; known: {sorted(known)}")

@@ -99,7 +99,6 @@ class RenderCache:
         self.stats = CacheStats()
         sd = settings.to_dict() if hasattr(settings, "to_dict") else dict(settings)
         sd.pop("score_pitches", None)  # what is rendered is keyed below (``pitches``), not what the model names
-        sd.pop("parts", None)  # cut from the rendered views by the model: the renders are the same
         key = {"v": CACHE_VERSION, "settings": sd, "jitter": self.angle_jitter}
         if self.pitches:  # only when set, so entries rendered without them keep their keys
             key["pitches"] = list(self.pitches)
