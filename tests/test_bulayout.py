@@ -111,6 +111,35 @@ def test_synth_cli_writes_any_face_model_as_a_bu3dfe_tree(tmp_path, capsys):
     assert not any((tmp_path / d).exists() for d in "xyw")
 
 
+def test_synth_cli_clean_writes_the_scans_without_scanner_nuisances(tmp_path):
+    """``--clean``: the tree write_bu3dfe gives with Nuisance.none() (face crop, native resolution, no noise,
+    holes, units or pose), file for file; without it the same seed's scans differ."""
+    from dataclasses import replace
+
+    from affectvlm.synth.cli import main
+    from affectvlm.synth.facemodel import load_face_models
+    from affectvlm.synth.transfer import expression_models
+    from tests.gltfgen import ellipsoid_head, glb_bytes, head_targets
+
+    v, f = ellipsoid_head()
+    head = tmp_path / "Head.glb"
+    head.write_bytes(glb_bytes(v, f, head_targets(v, left_is_plus_x=True)))
+    common = ["--layout", "bu3dfe", "--gltf", str(head), "--subjects", "2", "--intensities", "3,4", "--emotions",
+              "surprise,fear", "--seed", "5", "-q"]
+    assert main([*common, "--clean", "--out", str(tmp_path / "clean")]) == 0
+    assert main([*common, "--out", str(tmp_path / "scanned")]) == 0
+    models = expression_models(load_face_models(gltf=str(head), cache=False), "own", 3, 5)
+    cfg = CorpusConfig(subjects=2, seed=5, levels=(3, 4), emotions=("neutral", "surprise", "fear"),
+                       val_fraction=0.1, test_fraction=0.2)
+    write_bu3dfe(replace(cfg, nuisance=Nuisance.none()), models, tmp_path / "ref", progress=False)
+    scans = sorted(p.relative_to(tmp_path / "ref") for p in (tmp_path / "ref").rglob("*.wrl"))
+    assert len(scans) == 10
+    for rel in scans:
+        assert (tmp_path / "clean" / rel).read_bytes() == (tmp_path / "ref" / rel).read_bytes(), rel
+    differ = [rel for rel in scans if (tmp_path / "scanned" / rel).read_bytes() != (tmp_path / "ref" / rel).read_bytes()]
+    assert len(differ) == len(scans)
+
+
 def test_synth_cli_writes_any_face_model_as_a_bu4dfe_tree(tmp_path):
     from affectvlm.synth.cli import main
     from tests.gltfgen import ellipsoid_head, glb_bytes, head_targets

@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "procedural sculptors per face (AUs drawn from its landmarks, no artist's sculpt)")
     ap.add_argument("--pose-sd", default=None, metavar="YAW,PITCH,ROLL",
                     help="corpus: standard deviations of the scans' head pose in degrees (default 6,4,3)")
+    ap.add_argument("--clean", action="store_true",
+                    help="corpus: no scanner nuisances (face crop, the face model's own resolution, no noise, holes, "
+                         "unit changes or head pose); --pose-sd, --closed-mouth and --eyeballs still add theirs")
     ap.add_argument("--style-jitter", type=_fraction, default=0.0, metavar="P",
                     help="corpus: share of scans whose sculpt style is redrawn (regional gain, falloff, normal vs "
                          "tangential movement), 0-1")
@@ -156,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
 def _corpus(args: argparse.Namespace) -> int:
     from affectvlm.synth.corpus import FAMILIES, CorpusConfig, write_corpus
     from affectvlm.synth.facemodel import load_face_models
+    from affectvlm.synth.randomised import Nuisance
     from affectvlm.synth.style import StyleJitter
     from affectvlm.synth.transfer import expression_models
 
@@ -193,6 +197,8 @@ def _corpus(args: argparse.Namespace) -> int:
                            emotions=_emotions(args), val_fraction=args.val_frac, test_fraction=args.test_frac,
                            style=StyleJitter(probability=args.style_jitter), au_gain_sd=args.au_gain_sd,
                            crosstalk=args.crosstalk)
+        if args.clean:
+            cfg = replace(cfg, nuisance=Nuisance.none())
         if pose:
             cfg = replace(cfg, nuisance=replace(cfg.nuisance, **pose))
         if args.closed_mouth:
@@ -221,7 +227,7 @@ def _corpus(args: argparse.Namespace) -> int:
 # options only the corpus sampler reads, and only the ICT-FaceKit recipe generator reads
 SAMPLER_OPTIONS = ("makehuman", "facshuman", "makehuman_units", "rocketbox", "faceunits", "gltf", "face_models",
                    "families", "expressions", "pose_sd", "style_jitter", "au_gain_sd", "closed_mouth", "crosstalk",
-                   "eyeballs")
+                   "eyeballs", "clean")
 GENERATOR_OPTIONS = ("decimate", "crop", "texture_size", "recipes", "no_landmarks", "fps")
 
 
