@@ -112,16 +112,18 @@ class NeutralCheck:
 
 
 def check_neutral(probs: np.ndarray, labels: Sequence[int], subjects: Sequence[str],
-                  classes: Sequence[str]) -> NeutralCheck:
+                  classes: Sequence[str], counted: np.ndarray | None = None) -> NeutralCheck:
     """Score labelled scans (``probs`` (N, C), true class indices, subject ids) as ``affectvlm predict --neutral``
     does, with the scans labelled neutral as each subject's neutral scans (what BU-3DFE's ``NE00`` names are):
-    every other scan of a subject who has one is scored by :func:`affectvlm.predict.contrast`."""
+    every other scan of a subject who has one is scored by :func:`affectvlm.predict.contrast`. ``counted``: a
+    boolean mask of the scans the accuracies count (default all; the neutral scans still serve as references)."""
     P = np.asarray(probs, dtype=np.float64)
     y = np.asarray(labels, dtype=np.int64)
-    if len(P) == 0:
+    keep = np.ones(len(y), bool) if counted is None else np.asarray(counted, bool)
+    if not keep.any():
         return NeutralCheck(float("nan"), float("nan"), 0)
     pred, rescored = against_neutral(P, y, subjects, classes)
-    return NeutralCheck(float((P.argmax(1) == y).mean()), float((pred == y).mean()), rescored)
+    return NeutralCheck(float((P.argmax(1) == y)[keep].mean()), float((pred == y)[keep].mean()), rescored)
 
 
 def against_neutral(probs: np.ndarray, labels: Sequence[int], subjects: Sequence[str],

@@ -175,11 +175,13 @@ class SubjectCheck:
 
 
 def check_subject_mean(probs: np.ndarray, labels: Sequence[int], subjects: Sequence[str], classes: Sequence[str],
-                       added: np.ndarray | None = None, scored: np.ndarray | None = None) -> SubjectCheck:
+                       added: np.ndarray | None = None, scored: np.ndarray | None = None,
+                       counted: np.ndarray | None = None) -> SubjectCheck:
     """Score labelled scans (``probs`` (N, C), true class indices, subject ids) as ``affectvlm predict
     --subject-mean auto`` does, with the labels as the names' declared expressions (a subject qualifies with
     :data:`MIN_SCANS` scans of :data:`MIN_CLASSES` labels). ``scored``: the predictions to compare with (default
-    the argmax of ``probs``), e.g. after the neutral reference."""
+    the argmax of ``probs``), e.g. after the neutral reference; ``counted``: a boolean mask of the scans the
+    accuracies count (default all; every scan still shapes its subject's mean)."""
     P = np.asarray(probs, dtype=np.float64)
     y = np.asarray(labels, dtype=np.int64)
     before = P.argmax(1) if scored is None else np.asarray(scored, dtype=np.int64)
@@ -191,9 +193,10 @@ def check_subject_mean(probs: np.ndarray, labels: Sequence[int], subjects: Seque
             continue
         after[members] = centred(P[members], added).argmax(1)
         rescored += len(members)
-    if not len(P):
+    keep = np.ones(len(y), bool) if counted is None else np.asarray(counted, bool)
+    if not keep.any():
         return SubjectCheck(float("nan"), float("nan"), 0)
-    return SubjectCheck(float((before == y).mean()), float((after == y).mean()), rescored)
+    return SubjectCheck(float((before == y)[keep].mean()), float((after == y)[keep].mean()), rescored)
 
 
 def neutral_rows(rows: list[Row], centred: SubjectMean, neutral: str) -> list[Row]:

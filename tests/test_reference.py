@@ -160,6 +160,14 @@ def test_check_neutral_scores_a_labelled_set_as_predict_scores_bu3dfe_names():
                          CLASSES).rescored == 30
     six = check_neutral(np.array(probs)[:, 1:], [max(y - 1, 0) for y in labels], subjects, CLASSES[1:])
     assert six.rescored == 0 and not six.helps
+    # counting only some scans (the trainer's protocol levels): the neutral scans still serve as references
+    counted = np.array([y in (1, 2) for y in labels])
+    part = check_neutral(np.array(probs), labels, subjects, CLASSES, counted=counted)
+    assert part.rescored == 36
+    assert part.against == pytest.approx(np.mean((np.array(by_name) == np.array(labels))[counted]))
+    assert part.alone == pytest.approx(np.mean((np.argmax(probs, 1) == np.array(labels))[counted]))
+    assert (part.alone, part.against) != (got.alone, got.against)
+    assert np.isnan(check_neutral(np.array(probs), labels, subjects, CLASSES, counted=counted & False).alone)
 
 
 def test_auto_follows_the_models_own_choice_and_other_specs_are_as_given():

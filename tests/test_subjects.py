@@ -146,6 +146,13 @@ def test_check_subject_mean_scores_labelled_scans_as_predict_scores_their_names(
     assert few.rescored == 0 and few.centred == few.alone and not few.helps
     given = np.zeros(len(labels), dtype=int)  # everything called neutral
     assert check_subject_mean(np.array(probs), labels, subjects, CLASSES, scored=given).alone == pytest.approx(3 / 39)
+    # counting the level-4 scans only: every scan still shapes its subject's mean
+    strong = np.array(["04" in r["file"] for r in rows])
+    part = check_subject_mean(np.array(probs), labels, subjects, CLASSES, counted=strong)
+    assert part.rescored == 39 and strong.sum() == 18
+    assert part.centred == pytest.approx(np.mean([r["label"] == CLASSES[y]
+                                                  for r, y, k in zip(rows, labels, strong) if k]))
+    assert part.alone == pytest.approx(np.mean((np.array(probs).argmax(1) == labels)[strong]))
 
 
 def test_a_checkpoint_can_decline_it_and_auto_follows(tmp_path):

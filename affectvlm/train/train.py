@@ -276,6 +276,18 @@ def scan_arrays(rows: Sequence[tuple[int, list[float]]], samples: Sequence, clas
             [samples[k].subject for k in keep])
 
 
+# the levels a run's headline figure counts (BU-3DFE's two strongest, as its protocols report); the predict-time
+# choices below are judged on them too when the validation subjects have them
+PROTOCOL_LEVELS = (3, 4)
+
+
+def protocol_scans(samples: Sequence) -> np.ndarray | None:
+    """A mask over :func:`scan_arrays`' scans: those at :data:`PROTOCOL_LEVELS`; None (count every scan) when
+    there are none."""
+    levels = np.array([s.intensity in PROTOCOL_LEVELS for s in samples if s.frame_ids is None], bool)
+    return levels if levels.any() else None
+
+
 def rows_accuracy(rows: Sequence[tuple[int, list[float]]]) -> float:
     """The accuracy of :func:`scored_rows` (argmax, as :func:`evaluate_model` reads it)."""
     return sum(y == int(np.argmax(p)) for y, p in rows) / len(rows) if rows else float("nan")
@@ -287,7 +299,7 @@ def neutral_check(rows: Sequence[tuple[int, list[float]]], samples: Sequence, cl
     (:func:`affectvlm.reference.check_neutral`)."""
     from affectvlm.reference import check_neutral
 
-    return check_neutral(*scan_arrays(rows, samples, classes), classes)
+    return check_neutral(*scan_arrays(rows, samples, classes), classes, counted=protocol_scans(samples))
 
 
 @torch.no_grad()
@@ -312,7 +324,7 @@ def evaluate_model(model: nn.Module, loader, classes: Sequence[str], views: Sequ
             per[str(lvl)] = {"n": len(ii), "accuracy": sum(trues[k] == preds[k] for k in ii) / len(ii)}
         if per:
             out["per_intensity"] = per
-            strong = [k for k, s in enumerate(samples) if s.intensity in (3, 4)]
+            strong = [k for k, s in enumerate(samples) if s.intensity in PROTOCOL_LEVELS]
             if strong:
                 out["accuracy_intensity_3_4"] = sum(trues[k] == preds[k] for k in strong) / len(strong)
     if proto_loader is not None:
@@ -789,7 +801,8 @@ def train(cfg: TrainConfig, info: DistInfo, stop: StopSignals | None = None) -> 
 def choose_neutral_reference(val_rows, val_s: Sequence, test_rows, test_s: Sequence, classes: Sequence[str],
                              info: DistInfo, best_dir: Path) -> dict | None:
     """Whether ``predict --neutral auto`` should score this run's checkpoint against each subject's neutral scan:
-    chosen on the validation subjects (only where it rescored some) and written into best/'s ``affectvlm.json``
+    chosen on the validation subjects (only where it rescored some; counting their scans at
+    :data:`PROTOCOL_LEVELS` where they have them) and written into best/'s ``affectvlm.json``
     (``neutral_reference``); the test subjects' figures both ways are reported, not used. ``val_rows``: best/'s
     :func:`scored_rows` of the validation subjects (None: the run has none), ``test_rows`` those of the test
     subjects."""
@@ -821,13 +834,14 @@ def subject_check(rows: Sequence[tuple[int, list[float]]], samples: Sequence, cl
 
     P, y, subjects = scan_arrays(rows, samples, classes)
     scored = against_neutral(P, y, subjects, classes)[0] if neutral else None
-    return check_subject_mean(P, y, subjects, classes, added, scored)
+    return check_subject_mean(P, y, subjects, classes, added, scored, counted=protocol_scans(samples))
 
 
 def choose_subject_mean(model: nn.Module, val_rows, val_s: Sequence, test_rows, test_s: Sequence,
                         classes: Sequence[str], neutral: dict | None, info: DistInfo, best_dir: Path) -> dict | None:
     """Whether ``predict --subject-mean auto`` should score this run's checkpoint relative to each subject's mean:
-    chosen on the validation subjects (against how predict would score them without it, given the neutral choice)
+    chosen on the validation subjects (against how predict would score them without it, given the neutral choice;
+    counting their scans at :data:`PROTOCOL_LEVELS` where they have them)
     and written into best/'s ``affectvlm.json`` (``subject_mean``); the test subjects' figures are reported, not
     used."""
     from affectvlm.subjects import training_logits
@@ -858,7 +872,8 @@ def choose_adaptation(model: nn.Module, val_loader, val_rows, val_s: Sequence, c
     only when they are as many as ``auto`` wants (:data:`affectvlm.adapt.MIN_ROWS` scans, or for a set of only
     sequences :data:`affectvlm.adapt.MIN_SEQUENCES`, adapted as ``predict`` adapts to sequences and judged on the
     validation frames). Written into best/'s ``affectvlm.json`` (``adapt_to_set``: true only if adapted reads more
-    of them). ``val_rows``: best/'s :func:`scored_rows` of them as trained."""
+    of them, counting those at :data:`PROTOCOL_LEVELS` where there are any). ``val_rows``: best/'s
+    :func:`scored_rows` of them as trained."""
     from affectvlm import adapt as adapt_mod
 
     scans = sorted({s.path for s in val_s if s.frame_ids is None})
@@ -866,11 +881,13 @@ def choose_adaptation(model: nn.Module, val_loader, val_rows, val_s: Sequence, c
     inputs, kind = (scans, "scans") if scans else (sequences, "sequences")
     if val_rows is None or len(inputs) < adapt_mod.min_inputs("auto", sequences=not scans):
         return None
-    trained = rows_accuracy(val_rows)
+    strong = [k for k, s in enumerate(val_s) if s.intensity in PROTOCOL_LEVELS]
+    trained = rows_accuracy([val_rows[k] for k in strong] if strong else val_rows)
     adapted = adapt_mod.adapt_model(model, inputs)
     if not adapted.layers:
         return None
-    on_set = evaluate_model(adapted.model, val_loader, classes, views, device, info, amp)["accuracy"]
+    on_val = evaluate_model(adapted.model, val_loader, classes, views, device, info, amp, samples=val_s)
+    on_set = on_val.get("accuracy_intensity_3_4", on_val["accuracy"]) if strong else on_val["accuracy"]
     helps = on_set > trained
     if info.is_main:
         if best_dir.is_dir():
