@@ -1,11 +1,14 @@
 """Are synthetic expressions learnable from geometry? A linear probe on rendered shaded views.
 
     python bench/probe_synth.py --data data/synth-bu3dfe-40 --intensities 3,4
+    python bench/probe_synth.py --data TREE --splits RUN/splits.json --train-intensities all --ridge auto
 
-Reads a synthetic BU-3DFE-layout set through affectvlm.io.load_mesh (the real loader), renders one frontal
-untextured view per scan with affectvlm.render.render_views (orientation detected, as for user scans), and fits
-a ridge-regression classifier on the manifest's train subjects; reports accuracy on the held-out test (and val)
-subjects, against the chance baseline of the same run. Prints JSON.
+Reads a labelled set through affectvlm.io.load_mesh (the real loader), renders one frontal untextured view per
+scan with affectvlm.render.render_views (orientation detected, as for user scans), and fits a ridge-regression
+classifier on the train subjects' pixels; reports accuracy on the held-out test (and val) subjects, against the
+chance baseline of the same run. The split is the synthetic tree's manifest.csv, or with ``--splits`` a trainer
+run's splits.json (any dataset layout; the floor beside that run's figure). ``--ridge auto`` chooses the strength
+on the validation subjects. Prints JSON.
 """
 from __future__ import annotations
 
@@ -18,20 +21,43 @@ from pathlib import Path
 import numpy as np
 
 
+RIDGES = (0.1, 1.0, 10.0, 100.0, 1000.0)
+
+
+def _rows(root: Path, splits: str | None, layout: str) -> list[dict]:
+    """{path (relative to root), label, intensity, split} per scan: the manifest's split, or the subjects of a
+    trainer run's splits.json (scans of other subjects left out)."""
+    if splits is None:
+        return list(csv.DictReader((root / "manifest.csv").open()))
+    from affectvlm.datasets import load_dataset
+
+    part = {s: k for k, subjects in json.loads(Path(splits).read_text())["subjects"].items() for s in subjects}
+    return [{"path": x.path, "label": x.label, "intensity": x.intensity or 0, "split": part[x.subject]}
+            for x in load_dataset(str(root), layout).samples if x.frame_ids is None and x.subject in part]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True)
     ap.add_argument("--intensities", default="3,4", help="expressive levels kept (neutral always kept)")
     ap.add_argument("--size", type=int, default=64)
-    ap.add_argument("--ridge", type=float, default=10.0)
+    ap.add_argument("--train-intensities", default=None,
+                    help="levels fitted on the train subjects, e.g. all (default: --intensities)")
+    ap.add_argument("--ridge", default="10", help="ridge strength, or auto: chosen on the validation subjects")
+    ap.add_argument("--splits", default=None, help="a trainer run's splits.json (default: the tree's manifest.csv)")
+    ap.add_argument("--layout", default="auto", help="with --splits: the dataset layout")
     args = ap.parse_args(argv)
 
     from affectvlm.io import load_mesh
     from affectvlm.render import View, render_views
 
     root = Path(args.data)
-    keep = {int(x) for x in args.intensities.split(",")} | {0}
-    rows = [r for r in csv.DictReader((root / "manifest.csv").open()) if int(r["intensity"]) in keep]
+    scored = {int(x) for x in args.intensities.split(",")} | {0}
+    fitted = scored if args.train_intensities is None else (
+        None if args.train_intensities == "all" else {int(x) for x in args.train_intensities.split(",")} | {0})
+    rows = _rows(root, args.splits, args.layout)
+    rows = [r for r in rows if (levels := fitted if r["split"] == "train" else scored) is None
+            or int(r["intensity"]) in levels]
     classes = sorted({r["label"] for r in rows})
     t0 = time.perf_counter()
     feats = []
@@ -49,14 +75,29 @@ def main(argv: list[str] | None = None) -> int:
     Y = np.eye(len(classes))[y]
     # dual ridge: W = Z^T (Z Z^T + lam I)^-1 Y, cheap when samples < features
     K = Z[tr] @ Z[tr].T
-    alpha = np.linalg.solve(K + args.ridge * len(K) * np.eye(len(K)) / 100, Y[tr] - Y[tr].mean(0))
-    pred = (Z @ Z[tr].T @ alpha).argmax(1)
-    out = {"data": str(root), "scans": len(rows), "classes": classes, "features_s": round(t_feat, 1)}
+
+    def fit(lam: float) -> np.ndarray:
+        alpha = np.linalg.solve(K + lam * len(K) * np.eye(len(K)) / 100, Y[tr] - Y[tr].mean(0))
+        return (Z @ Z[tr].T @ alpha).argmax(1)
+
+    val = split == "val"
+    if args.ridge == "auto":
+        if not val.any():
+            raise SystemExit("probe_synth: --ridge auto needs validation subjects")
+        lam = max(RIDGES, key=lambda a: (float((fit(a)[val] == y[val]).mean()), a))
+    else:
+        lam = float(args.ridge)
+    pred = fit(lam)
+    out = {"data": str(root), "scans": len(rows), "classes": classes, "features_s": round(t_feat, 1),
+           "ridge": lam, "split_from": args.splits or "manifest.csv"}
     for s in ("train", "val", "test"):
         m = split == s
         if m.any():
             out[f"acc_{s}"] = round(float((pred[m] == y[m]).mean()), 3)
             out[f"n_{s}"] = int(m.sum())
+    expressive = (split == "test") & (np.array([int(r["intensity"]) for r in rows]) > 0)
+    if expressive.any():  # the test scans at the expressive levels only, as the trainer's levels 3-4 figure counts
+        out["acc_test_expressive"] = round(float((pred[expressive] == y[expressive]).mean()), 3)
     counts = np.bincount(y[tr], minlength=len(classes))
     test = split == "test"
     out["chance_majority"] = round(float((y[test] == counts.argmax()).mean()), 3) if test.any() else None
