@@ -25,8 +25,8 @@ RIDGES = (0.1, 1.0, 10.0, 100.0, 1000.0)
 
 
 def _rows(root: Path, splits: str | None, layout: str) -> list[dict]:
-    """{path (relative to root), label, intensity, split} per scan: the manifest's split, or the subjects of a
-    trainer run's splits.json (scans of other subjects left out)."""
+    """{path (relative to root, or absolute), label, intensity, split} per scan: the manifest's split, or the
+    subjects of a trainer run's splits.json (scans of other subjects left out)."""
     if splits is None:
         return list(csv.DictReader((root / "manifest.csv").open()))
     from affectvlm.datasets import load_dataset
@@ -53,8 +53,11 @@ def main(argv: list[str] | None = None) -> int:
 
     root = Path(args.data)
     scored = {int(x) for x in args.intensities.split(",")} | {0}
-    fitted = scored if args.train_intensities is None else (
-        None if args.train_intensities == "all" else {int(x) for x in args.train_intensities.split(",")} | {0})
+    fitted: set[int] | None = scored  # None: every level
+    if args.train_intensities == "all":
+        fitted = None
+    elif args.train_intensities is not None:
+        fitted = {int(x) for x in args.train_intensities.split(",")} | {0}
     rows = _rows(root, args.splits, args.layout)
     rows = [r for r in rows if (levels := fitted if r["split"] == "train" else scored) is None
             or int(r["intensity"]) in levels]

@@ -281,6 +281,11 @@ def scan_arrays(rows: Sequence[tuple[int, list[float]]], samples: Sequence, clas
 PROTOCOL_LEVELS = (3, 4)
 
 
+def at_protocol_levels(samples: Sequence) -> list[int]:
+    """The indices of the samples at :data:`PROTOCOL_LEVELS`."""
+    return [k for k, s in enumerate(samples) if s.intensity in PROTOCOL_LEVELS]
+
+
 def protocol_scans(samples: Sequence) -> np.ndarray | None:
     """A mask over :func:`scan_arrays`' scans: those at :data:`PROTOCOL_LEVELS`; None (count every scan) when
     there are none."""
@@ -324,7 +329,7 @@ def evaluate_model(model: nn.Module, loader, classes: Sequence[str], views: Sequ
             per[str(lvl)] = {"n": len(ii), "accuracy": sum(trues[k] == preds[k] for k in ii) / len(ii)}
         if per:
             out["per_intensity"] = per
-            strong = [k for k, s in enumerate(samples) if s.intensity in PROTOCOL_LEVELS]
+            strong = at_protocol_levels(samples)
             if strong:
                 out["accuracy_intensity_3_4"] = sum(trues[k] == preds[k] for k in strong) / len(strong)
     if proto_loader is not None:
@@ -881,13 +886,13 @@ def choose_adaptation(model: nn.Module, val_loader, val_rows, val_s: Sequence, c
     inputs, kind = (scans, "scans") if scans else (sequences, "sequences")
     if val_rows is None or len(inputs) < adapt_mod.min_inputs("auto", sequences=not scans):
         return None
-    strong = [k for k, s in enumerate(val_s) if s.intensity in PROTOCOL_LEVELS]
+    strong = at_protocol_levels(val_s)
     trained = rows_accuracy([val_rows[k] for k in strong] if strong else val_rows)
     adapted = adapt_mod.adapt_model(model, inputs)
     if not adapted.layers:
         return None
     on_val = evaluate_model(adapted.model, val_loader, classes, views, device, info, amp, samples=val_s)
-    on_set = on_val.get("accuracy_intensity_3_4", on_val["accuracy"]) if strong else on_val["accuracy"]
+    on_set = on_val.get("accuracy_intensity_3_4", on_val["accuracy"])  # present when ``strong`` is not empty
     helps = on_set > trained
     if info.is_main:
         if best_dir.is_dir():
