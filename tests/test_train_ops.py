@@ -131,6 +131,9 @@ def test_the_run_chooses_on_val_whether_predict_scores_against_the_neutral_scan(
     assert got["chosen"] == (got["val"]["against_neutral"] > got["val"]["alone"]) and got["val"]["rescored"] > 0
     assert json.loads((tmp_path / "run" / "best" / "affectvlm.json").read_text())["neutral_reference"] is got["chosen"]
     assert "each scan against its subject's neutral scan" in r.stderr
+    # each epoch's record also reads the validation subjects at levels 3-4 (one epoch: best/ as it was scored)
+    assert epochs(tmp_path / "run")[-1]["val_accuracy_intensity_3_4"] == pytest.approx(got["val"]["alone"], abs=1e-6)
+    assert "val acc" in r.stderr and "(intensities 3-4: " in r.stderr
     for subset in ("val", "test"):  # affectvlm eval gives the same four figures, finding the NE00 scans by name
         for spec, key in (("*_NE00*", "against_neutral"), ("none", "alone")):
             out = tmp_path / f"ev-{subset}-{key}.json"

@@ -731,7 +731,7 @@ def train(cfg: TrainConfig, info: DistInfo, stop: StopSignals | None = None) -> 
             if val_loader is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch == cfg.epochs - 1 or done):
                 model.set_classes(classes, prompts)
                 last_eval = evaluate_model(model, val_loader, classes, cache.scoring_index, device, info, cfg.amp,
-                                           proto_loader=proto_loader if use_proto else None)
+                                           proto_loader=proto_loader if use_proto else None, samples=val_s)
                 rec.update({"val_" + k: v for k, v in last_eval.items() if k != "classes"})
                 rec["classes"] = classes
                 evaluated = True
@@ -752,9 +752,10 @@ def train(cfg: TrainConfig, info: DistInfo, stop: StopSignals | None = None) -> 
                 save_progress(run_dir, loop, progress, last_eval, mid_epoch=False)
                 write_status(run_dir, Status.RUNNING, epoch=epoch + 1, epochs=cfg.epochs, step=progress.step,
                              best_acc=progress.best_acc)
-                log.info("epoch %d/%d: loss %.4f, spread %.3f, val acc %s, %.1f samples/s", epoch + 1, cfg.epochs,
+                log.info("epoch %d/%d: loss %.4f, spread %.3f, val acc %s%s, %.1f samples/s", epoch + 1, cfg.epochs,
                          rec.get("loss", float("nan")), rec.get("spread", float("nan")), rec.get("val_accuracy"),
-                         rec["samples_per_s"])
+                         f" (intensities 3-4: {rec['val_accuracy_intensity_3_4']:.4f})"
+                         if "val_accuracy_intensity_3_4" in rec else "", rec["samples_per_s"])
             progress.best_acc = float(_bcast_float(progress.best_acc, info))
             barrier(info)
             if evaluated:
