@@ -105,6 +105,7 @@ def predict_record(run: Path, data: str, layout: str, extra: list[str]) -> dict:
     import tempfile
 
     from affectvlm.datasets import load_dataset
+    from affectvlm.train.train import PROTOCOL_LEVELS  # the levels of the trainer's own test figure
 
     try:
         test = set(json.loads((run / "splits.json").read_text())["subjects"]["test"])
@@ -130,9 +131,9 @@ def predict_record(run: Path, data: str, layout: str, extra: list[str]) -> dict:
         if done.returncode != 0:
             return {"predict_error": done.stderr.strip().splitlines()[-1:]}
         rows = [r for r in csv.DictReader(rows_csv.open()) if r["frame"] in ("", "sequence")]
-    levels = any(x.intensity in (3, 4) for x in samples)
+    levels = any(x.intensity in PROTOCOL_LEVELS for x in samples)
     hits = [r["label"] == truth[r["file"]].label for r in rows
-            if r["file"] in truth and (not levels or truth[r["file"]].intensity in (3, 4))]
+            if r["file"] in truth and (not levels or truth[r["file"]].intensity in PROTOCOL_LEVELS)]
     return {"predict_test": round(sum(hits) / len(hits), 4) if hits else None, "predict_n": len(hits),
             "predict_failed": sum(1 for r in rows if not r["label"])}
 
