@@ -55,6 +55,33 @@ def test_several_families_are_drawn_per_scan_and_recorded(tmp_path):
     assert max(names.values()) == 1  # one scan per emotion and level, as BU-3DFE has
 
 
+def test_bu3dfe_tree_records_each_scans_nuisance_draws(tmp_path):
+    """``draws.csv``: one row per scan, in the manifest's order, with what the scanner nuisances drew; the vertex
+    count is the written file's, holes and pose are drawn where enabled and absent where not."""
+    from affectvlm.synth.bulayout import DRAW_COLUMNS
+
+    scanned = Nuisance(vertices=(300, 900), noise_mm=(0.1, 0.3), hole_probability=1.0, holes=(2, 4), yaw_deg=20.0,
+                       units=(("cm", 1.0),), crops=(("full", 1.0),))
+    cfg = CorpusConfig(subjects=2, seed=7, families=("sculpt",), levels=(4,), nuisance=scanned)
+    rows = _rows(write_bu3dfe(cfg, {"toy": _toy_model(16)}, tmp_path / "bu"))
+    with open(tmp_path / "bu" / "draws.csv", newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        assert tuple(reader.fieldnames) == DRAW_COLUMNS
+        draws = list(reader)
+    assert [d["path"] for d in draws] == [r["path"] for r in rows] and len(rows) == 2 * 7
+    for d in draws:
+        assert d["crop"] == "full" and d["units"] == "cm" and 2 <= int(d["holes"]) <= 4
+        assert 0.1 <= float(d["noise_mm"]) <= 0.3 and d["closed_mouth"] == d["eyeballs"] == "0"
+        assert int(d["vertices"]) == load_mesh(tmp_path / "bu" / d["path"]).n_vertices
+    assert len({d["yaw"] for d in draws}) == len(draws) and all(float(d["roll"]) != 0 for d in draws)
+    still = CorpusConfig(subjects=1, seed=7, families=("sculpt",), levels=(4,), nuisance=_STILL)
+    write_bu3dfe(still, {"toy": _toy_model(16)}, tmp_path / "still")
+    with open(tmp_path / "still" / "draws.csv", newline="", encoding="utf-8") as fh:
+        quiet = list(csv.DictReader(fh))
+    assert quiet and all((d["holes"], float(d["noise_mm"]), float(d["yaw"]), float(d["pitch"])) == ("0", 0.0, 0.0, 0.0)
+                         for d in quiet)
+
+
 def test_bu4dfe_tree_holds_the_corpus_sequences(tmp_path):
     models = {"toy": _toy_model(16)}
     cfg = CorpusConfig(subjects=2, seed=4, families=("sculpt",), levels=(4,), nuisance=_STILL)

@@ -362,16 +362,19 @@ def sample_scan(model: FaceModel, emotion: str, level: int, rng: np.random.Gener
             info["eyeballs"] = True
     target = int(np.exp(rng.uniform(*np.log(np.maximum(nuisance.vertices, 1))))) if nuisance.vertices[1] else 0
     vv, ff = _resample(vv, ff, target)
+    holes = 0
     if rng.random() < nuisance.hole_probability:
-        ff = _holes(vv, ff, rng, int(rng.integers(nuisance.holes[0], nuisance.holes[1] + 1)), nuisance.hole_radius_mm)
+        holes = int(rng.integers(nuisance.holes[0], nuisance.holes[1] + 1))
+        ff = _holes(vv, ff, rng, holes, nuisance.hole_radius_mm)
         vv, ff = _submesh(vv, ff, np.ones(len(vv), dtype=bool))
     noise = rng.uniform(*nuisance.noise_mm)
     if noise > 0:
         vv = vv + _normals(vv, ff) * rng.normal(0.0, noise, size=(len(vv), 1))
-    R = np.eye(3)
+    pose = Pose()
     if nuisance.yaw_deg or nuisance.pitch_deg or nuisance.roll_deg:
-        R = Pose(rng.normal(0, nuisance.yaw_deg / 2), rng.normal(0, nuisance.pitch_deg / 2),
-                 rng.normal(0, nuisance.roll_deg / 2)).matrix()
+        pose = Pose(rng.normal(0, nuisance.yaw_deg / 2), rng.normal(0, nuisance.pitch_deg / 2),
+                    rng.normal(0, nuisance.roll_deg / 2))
+    R = pose.matrix()
     A = AXIS_ROTATIONS[int(rng.integers(24))] if nuisance.axis_rotation else np.eye(3)
     M = A @ R
     unit = _choice(rng, nuisance.units)
@@ -380,7 +383,8 @@ def sample_scan(model: FaceModel, emotion: str, level: int, rng: np.random.Gener
     vv = (vv @ M.T + origin) * s
     if lms is not None:
         lms = (lms @ M.T + origin) * s
-    info.update(crop=crop, vertices=int(len(vv)), noise_mm=round(float(noise), 3), units=unit)
+    info.update(crop=crop, vertices=int(len(vv)), noise_mm=round(float(noise), 3), units=unit, holes=holes,
+                yaw=round(float(pose.yaw), 2), pitch=round(float(pose.pitch), 2), roll=round(float(pose.roll), 2))
     mesh = Mesh(vertices=vv.astype(np.float32), faces=ff.astype(np.int64), source=source,
                 meta={"units": unit, "synthetic": True})
     return RandomScan(mesh=mesh, emotion=emotion, level=int(level), model=model.name, family=family, identity=w,
