@@ -1,5 +1,5 @@
-"""A run's errors broken down by what the scanner did: ``affectvlm predict`` rows of a synthetic BU-3DFE tree joined
-with the tree's ``draws.csv`` (each scan's nuisance draws, written by ``affectvlm synth --layout bu3dfe``).
+"""A run's errors broken down by what the scanner did: ``affectvlm predict`` rows of a synthetic tree joined with the
+tree's ``draws.csv`` (each scan's nuisance draws, written by ``affectvlm synth --layout bu3dfe`` or ``corpus``).
 
     affectvlm predict TREE/F0001 TREE/M0004 ... --model RUN/best --out pred.csv
     python bench/bench_draws.py --data TREE --pred pred.csv [--pred pred2.csv ...] [--intensities 3,4]
@@ -35,7 +35,7 @@ def joined(tree: Path, preds: list[Path], intensities: set[int] | None) -> list[
     """One dict per scored scan of ``tree`` (``ok``, then the draws' columns), from the predict rows; a scan scored
     twice counts twice (two runs); rows of files not in the tree, or without a label, are an error."""
     if not (tree / "draws.csv").is_file():
-        raise SystemExit(f"{tree}: no draws.csv (trees written by `affectvlm synth --layout bu3dfe` have one)")
+        raise SystemExit(f"{tree}: no draws.csv (`affectvlm synth --layout bu3dfe` and `--layout corpus` write one)")
     manifest = {r["path"]: r for r in _read(tree / "manifest.csv")}
     draws = {r["path"]: r for r in _read(tree / "draws.csv")}
     out = []
@@ -82,7 +82,7 @@ def breakdown(rows: list[dict]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", required=True, help="a tree written by `affectvlm synth --layout bu3dfe`")
+    ap.add_argument("--data", required=True, help="a tree written by `affectvlm synth --layout bu3dfe` or `corpus`")
     ap.add_argument("--pred", action="append", required=True, help="a CSV written by `affectvlm predict --out`")
     ap.add_argument("--intensities", default=None, help="count only these levels, e.g. 3,4 (default: every scan)")
     a = ap.parse_args(argv)

@@ -74,6 +74,14 @@ def test_bu3dfe_tree_records_each_scans_nuisance_draws(tmp_path):
         assert 0.1 <= float(d["noise_mm"]) <= 0.3 and d["closed_mouth"] == d["eyeballs"] == "0"
         assert int(d["vertices"]) == load_mesh(tmp_path / "bu" / d["path"]).n_vertices
     assert len({d["yaw"] for d in draws}) == len(draws) and all(float(d["roll"]) != 0 for d in draws)
+    # the corpus layout writes the same draws for the same scans (one family: the same scans, other names)
+    write_corpus(cfg, {"toy": _toy_model(16)}, tmp_path / "corpus")
+    with open(tmp_path / "corpus" / "draws.csv", newline="", encoding="utf-8") as fh:
+        corpus = list(csv.DictReader(fh))
+    assert [{k: v for k, v in d.items() if k != "path"} for d in corpus] == \
+        [{k: v for k, v in d.items() if k != "path"} for d in draws]
+    assert [str((tmp_path / "corpus" / d["path"]).absolute()) for d in corpus] == \
+        [r["path"] for r in read_corpus(tmp_path / "corpus")]
     still = CorpusConfig(subjects=1, seed=7, families=("sculpt",), levels=(4,), nuisance=_STILL)
     write_bu3dfe(still, {"toy": _toy_model(16)}, tmp_path / "still")
     with open(tmp_path / "still" / "draws.csv", newline="", encoding="utf-8") as fh:

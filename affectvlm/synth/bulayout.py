@@ -12,8 +12,9 @@ landmarks::
     F001/Angry/000.wrl ...                                       (bu4dfe: one sequence per emotion)
 
 ``manifest.csv`` has the BU layouts' columns plus ``family`` and ``face_model``; ``synth.json`` the settings; for
-bu3dfe, ``draws.csv`` each scan's scanner nuisances as drawn (:data:`DRAW_COLUMNS`: crop, vertex count, noise, units,
-holes cut, pose in degrees, a bridged mouth, eyeballs), so errors can be broken down by what the scanner did.
+bu3dfe, ``draws.csv`` each scan's scanner nuisances as drawn (as ``write_corpus`` writes it: crop, vertex count,
+noise, units, holes cut, pose in degrees, a bridged mouth, eyeballs), so errors can be broken down by what the scanner
+did.
 Subjects are numbered over all face models in name order; sex and ethnicity codes are drawn for the names only.
 With one family a subject's scans (sequences) are exactly those of ``write_corpus`` (``write_sequences``) at the
 same seed; with several, each scan (sequence) draws its family from a stream of its own.
@@ -32,17 +33,15 @@ import numpy as np
 
 from affectvlm.errors import ConfigError
 from affectvlm.mesh import Mesh
-from affectvlm.synth.corpus import CODES, CorpusConfig, SubjectPlan, au_gains, make_scan, plan_subjects
+from affectvlm.synth.corpus import (CODES, DRAW_COLUMNS, CorpusConfig, SubjectPlan, au_gains, draw_row, make_scan,
+                                    plan_subjects, write_draws)
 from affectvlm.synth.facemodel import FaceModel
 from affectvlm.synth.randomised import RandomScan, sample_identity
 from affectvlm.synth.writers import _ETHNICITY_P, APEX_LABEL_THRESHOLD, ETHNICITIES, MANIFEST_COLUMNS, SEQ_COLUMNS
 
-__all__ = ["BU_CORPUS_COLUMNS", "DRAW_COLUMNS", "bu3dfe_scans", "draw_row", "read_config", "write_bu3dfe",
-           "write_bu4dfe"]
+__all__ = ["BU_CORPUS_COLUMNS", "DRAW_COLUMNS", "bu3dfe_scans", "read_config", "write_bu3dfe", "write_bu4dfe"]
 
 BU_CORPUS_COLUMNS = MANIFEST_COLUMNS + ("family", "face_model")
-DRAW_COLUMNS = ("path", "crop", "vertices", "noise_mm", "units", "holes", "yaw", "pitch", "roll", "closed_mouth",
-                "eyeballs")
 
 
 def _count(cfg: CorpusConfig, models: Mapping[str, FaceModel], layout: str) -> int:
@@ -85,23 +84,17 @@ def _finish(out: Path, rows: list[list], columns: tuple[str, ...], cfg: CorpusCo
             models: Mapping[str, FaceModel], layout: str, extra: dict) -> Path:
     from affectvlm.fileio import atomic_write_text
 
-    _write_csv(out / "manifest.csv", columns, rows)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    w.writerows(rows)
+    atomic_write_text(out / "manifest.csv", buf.getvalue())
     info = {"generator": "affectvlm.synth.bulayout", "layout": layout,
             "config": json.loads(json.dumps(asdict(cfg), default=str)), **extra,
             "face_models": {name: {"vertices": m.n_vertices, "triangles": int(len(m.faces))}
                             for name, m in sorted(models.items())}}
     atomic_write_text(out / "synth.json", json.dumps(info, indent=2) + "\n")
     return out / "manifest.csv"
-
-
-def _write_csv(path: Path, columns: tuple[str, ...], rows: list[list]) -> None:
-    from affectvlm.fileio import atomic_write_text
-
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(columns)
-    w.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
 
 
 def _tuples(x):
@@ -157,16 +150,8 @@ def write_bu3dfe(cfg: CorpusConfig, models: Mapping[str, FaceModel], out_dir: st
         _write_mesh(out / row[0], scan.mesh.vertices, scan.mesh.faces)
         rows.append(row)
         draws.append(draw_row(row[0], scan))
-    _write_csv(out / "draws.csv", DRAW_COLUMNS, draws)
+    write_draws(draws, out)
     return _finish(out, rows, BU_CORPUS_COLUMNS, cfg, models, "bu3dfe", {"draws": "draws.csv"})
-
-
-def draw_row(path: str, scan: RandomScan) -> list:
-    """The :data:`DRAW_COLUMNS` row of one scan: what its nuisances drew (booleans as 0/1)."""
-    n = scan.nuisance
-    return [path, n.get("crop", ""), n.get("vertices", scan.mesh.n_vertices), n.get("noise_mm", 0.0),
-            n.get("units", "mm"), n.get("holes", 0), n.get("yaw", 0.0), n.get("pitch", 0.0), n.get("roll", 0.0),
-            int(bool(n.get("closed_mouth"))), int(bool(n.get("eyeballs")))]
 
 
 def write_bu4dfe(cfg: CorpusConfig, models: Mapping[str, FaceModel], out_dir: str | os.PathLike, *,

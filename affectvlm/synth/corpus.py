@@ -5,8 +5,9 @@
 
 Writes ``out/<face model>/<subject>/<EM><level>_<family>.ply`` (binary PLY) and ``out/manifest.csv`` with the
 columns of :data:`CORPUS_COLUMNS` (the trainer reads it with ``--layout manifest``; ``family`` and
-``face_model`` let an evaluation hold out whole expression families and face models). Subjects are split
-train/val/test by subject. Deterministic per seed.
+``face_model`` let an evaluation hold out whole expression families and face models), and ``out/draws.csv``
+with each scan's scanner-nuisance draws (:data:`DRAW_COLUMNS`). Subjects are split train/val/test by subject.
+Deterministic per seed.
 
 Expression families (:data:`FAMILIES`): ``emfacs`` and ``emfacs-alt`` (the AU sampler's distributions),
 ``recipes`` (the fixed recipe book, one AU prototype per emotion) and ``sculpt`` (a face model's own sculpted
@@ -27,8 +28,8 @@ from affectvlm.synth.facemodel import FaceModel
 from affectvlm.synth.randomised import Nuisance, RandomScan, sample_identity, sample_scan
 from affectvlm.synth.style import StyleJitter
 
-__all__ = ["CorpusConfig", "CORPUS_COLUMNS", "FAMILIES", "CODES", "SubjectPlan", "au_gains", "make_scan",
-           "plan_subjects", "scale_aus", "write_corpus", "write_manifest"]
+__all__ = ["CorpusConfig", "CORPUS_COLUMNS", "DRAW_COLUMNS", "FAMILIES", "CODES", "SubjectPlan", "au_gains",
+           "draw_row", "make_scan", "plan_subjects", "scale_aus", "write_corpus", "write_draws", "write_manifest"]
 
 CODES = {"neutral": "NE", "happiness": "HA", "sadness": "SA", "surprise": "SU", "fear": "FE", "disgust": "DI",
          "anger": "AN"}
@@ -181,6 +182,31 @@ def plan_subjects(cfg: CorpusConfig, models: Mapping[str, FaceModel], *, stream:
                               np.random.default_rng([cfg.seed, mi, stream, s]))
 
 
+# each scan's scanner-nuisance draws, written beside the manifest as draws.csv (booleans as 0/1)
+DRAW_COLUMNS = ("path", "crop", "vertices", "noise_mm", "units", "holes", "yaw", "pitch", "roll", "closed_mouth",
+                "eyeballs")
+
+
+def draw_row(path: str, scan: RandomScan) -> list:
+    """The :data:`DRAW_COLUMNS` row of one scan: what its nuisances drew."""
+    n = scan.nuisance
+    return [path, n.get("crop", ""), n.get("vertices", scan.mesh.n_vertices), n.get("noise_mm", 0.0),
+            n.get("units", "mm"), n.get("holes", 0), n.get("yaw", 0.0), n.get("pitch", 0.0), n.get("roll", 0.0),
+            int(bool(n.get("closed_mouth"))), int(bool(n.get("eyeballs")))]
+
+
+def write_draws(draws: Sequence[list], out: Path) -> Path:
+    """``out/draws.csv`` (:data:`DRAW_COLUMNS`, one row per scan in the manifest's order), written atomically."""
+    from affectvlm.fileio import atomic_write_text
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(DRAW_COLUMNS)
+    w.writerows(draws)
+    atomic_write_text(out / "draws.csv", buf.getvalue())
+    return out / "draws.csv"
+
+
 def write_manifest(rows: Sequence[dict], out: Path) -> Path:
     """``out/manifest.csv`` with :data:`CORPUS_COLUMNS`, written atomically; returns its path."""
     from affectvlm.fileio import atomic_write_text
@@ -201,6 +227,7 @@ def write_corpus(cfg: CorpusConfig, models: Mapping[str, FaceModel], out_dir: st
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
+    draws: list[list] = []
     for p in plan_subjects(cfg, models, stream=2, progress=progress):
         ident = sample_identity(p.model, p.rng, cfg.nuisance)
         gains = au_gains(p.model, cfg.au_gain_sd, p.rng)
@@ -214,6 +241,8 @@ def write_corpus(cfg: CorpusConfig, models: Mapping[str, FaceModel], out_dir: st
                     atomic_write_bytes(out / rel, _ply_bytes(scan.mesh.vertices, scan.mesh.faces))
                     rows.append({"path": rel, "label": emotion, "subject": p.subject, "intensity": level,
                                  "split": p.split, "family": family, "face_model": p.name})
+                    draws.append(draw_row(rel, scan))
+    write_draws(draws, out)
     return write_manifest(rows, out)
 
 
