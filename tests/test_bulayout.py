@@ -58,7 +58,7 @@ def test_several_families_are_drawn_per_scan_and_recorded(tmp_path):
 def test_bu3dfe_tree_records_each_scans_nuisance_draws(tmp_path):
     """``draws.csv``: one row per scan, in the manifest's order, with what the scanner nuisances drew; the vertex
     count is the written file's, holes and pose are drawn where enabled and absent where not."""
-    from affectvlm.synth.bulayout import DRAW_COLUMNS
+    from affectvlm.synth.corpus import DRAW_COLUMNS
 
     scanned = Nuisance(vertices=(300, 900), noise_mm=(0.1, 0.3), hole_probability=1.0, holes=(2, 4), yaw_deg=20.0,
                        units=(("cm", 1.0),), crops=(("full", 1.0),))

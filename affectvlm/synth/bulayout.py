@@ -21,8 +21,6 @@ same seed; with several, each scan (sequence) draws its family from a stream of 
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 from collections.abc import Iterator, Mapping
@@ -33,13 +31,13 @@ import numpy as np
 
 from affectvlm.errors import ConfigError
 from affectvlm.mesh import Mesh
-from affectvlm.synth.corpus import (CODES, DRAW_COLUMNS, CorpusConfig, SubjectPlan, au_gains, draw_row, make_scan,
-                                    plan_subjects, write_draws)
+from affectvlm.synth.corpus import (CODES, CorpusConfig, SubjectPlan, au_gains, draw_row, make_scan, plan_subjects,
+                                    write_draws, write_rows)
 from affectvlm.synth.facemodel import FaceModel
 from affectvlm.synth.randomised import RandomScan, sample_identity
 from affectvlm.synth.writers import _ETHNICITY_P, APEX_LABEL_THRESHOLD, ETHNICITIES, MANIFEST_COLUMNS, SEQ_COLUMNS
 
-__all__ = ["BU_CORPUS_COLUMNS", "DRAW_COLUMNS", "bu3dfe_scans", "read_config", "write_bu3dfe", "write_bu4dfe"]
+__all__ = ["BU_CORPUS_COLUMNS", "bu3dfe_scans", "read_config", "write_bu3dfe", "write_bu4dfe"]
 
 BU_CORPUS_COLUMNS = MANIFEST_COLUMNS + ("family", "face_model")
 
@@ -84,11 +82,7 @@ def _finish(out: Path, rows: list[list], columns: tuple[str, ...], cfg: CorpusCo
             models: Mapping[str, FaceModel], layout: str, extra: dict) -> Path:
     from affectvlm.fileio import atomic_write_text
 
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(columns)
-    w.writerows(rows)
-    atomic_write_text(out / "manifest.csv", buf.getvalue())
+    write_rows(out / "manifest.csv", columns, rows)
     info = {"generator": "affectvlm.synth.bulayout", "layout": layout,
             "config": json.loads(json.dumps(asdict(cfg), default=str)), **extra,
             "face_models": {name: {"vertices": m.n_vertices, "triangles": int(len(m.faces))}

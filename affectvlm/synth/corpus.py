@@ -29,7 +29,8 @@ from affectvlm.synth.randomised import Nuisance, RandomScan, sample_identity, sa
 from affectvlm.synth.style import StyleJitter
 
 __all__ = ["CorpusConfig", "CORPUS_COLUMNS", "DRAW_COLUMNS", "FAMILIES", "CODES", "SubjectPlan", "au_gains",
-           "draw_row", "make_scan", "plan_subjects", "scale_aus", "write_corpus", "write_draws", "write_manifest"]
+           "draw_row", "make_scan", "plan_subjects", "scale_aus", "write_corpus", "write_draws", "write_manifest",
+           "write_rows"]
 
 CODES = {"neutral": "NE", "happiness": "HA", "sadness": "SA", "surprise": "SU", "fear": "FE", "disgust": "DI",
          "anger": "AN"}
@@ -195,16 +196,21 @@ def draw_row(path: str, scan: RandomScan) -> list:
             int(bool(n.get("closed_mouth"))), int(bool(n.get("eyeballs")))]
 
 
-def write_draws(draws: Sequence[list], out: Path) -> Path:
-    """``out/draws.csv`` (:data:`DRAW_COLUMNS`, one row per scan in the manifest's order), written atomically."""
+def write_rows(path: Path, columns: Sequence[str], rows: Sequence[Sequence]) -> Path:
+    """A CSV of ``columns`` then ``rows`` (lists), written atomically; returns ``path``."""
     from affectvlm.fileio import atomic_write_text
 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(DRAW_COLUMNS)
-    w.writerows(draws)
-    atomic_write_text(out / "draws.csv", buf.getvalue())
-    return out / "draws.csv"
+    w.writerow(columns)
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+    return path
+
+
+def write_draws(draws: Sequence[list], out: Path) -> Path:
+    """``out/draws.csv`` (:data:`DRAW_COLUMNS`, one row per scan in the manifest's order), written atomically."""
+    return write_rows(out / "draws.csv", DRAW_COLUMNS, draws)
 
 
 def write_manifest(rows: Sequence[dict], out: Path) -> Path:
