@@ -1,8 +1,11 @@
 """A run's errors broken down by what the scanner did: ``affectvlm predict`` rows of a synthetic tree joined with the
-tree's ``draws.csv`` (each scan's nuisance draws, written by ``affectvlm synth --layout bu3dfe`` or ``corpus``).
+tree's ``draws.csv`` (each scan's nuisance draws, written by ``affectvlm synth`` with the sampler's layouts).
 
     affectvlm predict TREE/F0001 TREE/M0004 ... --model RUN/best --out pred.csv
     python bench/bench_draws.py --data TREE --pred pred.csv [--pred pred2.csv ...] [--intensities 3,4]
+
+A 4D tree's sequence rows are scored against the sequence's label with its first frame's draws (a sequence is one
+scanner session); its level is the apex's.
 
 Categorical draws (crop, units, whether holes were cut, a bridged mouth, eyeballs) are grouped as they are; numeric
 ones (vertex count, noise, the pose's angle) by quartile of the scored scans. Each group reports its scans, its
@@ -35,9 +38,17 @@ def joined(tree: Path, preds: list[Path], intensities: set[int] | None) -> list[
     """One dict per scored scan of ``tree`` (``ok``, then the draws' columns), from the predict rows; a scan scored
     twice counts twice (two runs); rows of files not in the tree, or without a label, are an error."""
     if not (tree / "draws.csv").is_file():
-        raise SystemExit(f"{tree}: no draws.csv (`affectvlm synth --layout bu3dfe` and `--layout corpus` write one)")
+        raise SystemExit(f"{tree}: no draws.csv (the sampler's layouts of `affectvlm synth` write one)")
     manifest = {r["path"]: r for r in _read(tree / "manifest.csv")}
     draws = {r["path"]: r for r in _read(tree / "draws.csv")}
+    # a 4D tree's sequences: a bu4dfe manifest lists frames (sequence, sequence_label), a corpus4d one the folders;
+    # a sequence takes its first frame's draws (its frames share one scanner session)
+    for r in list(manifest.values()):
+        if r.get("sequence"):
+            seq = manifest.setdefault(r["sequence"], {"label": r["sequence_label"], "intensity": r["intensity"]})
+            seq["intensity"] = str(max(int(seq["intensity"]), int(r["intensity"])))
+    for path, d in list(draws.items()):
+        draws.setdefault(path.rsplit("/", 1)[0], d)
     out = []
     for pred in preds:
         for row in _read(pred):
@@ -82,7 +93,8 @@ def breakdown(rows: list[dict]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", required=True, help="a tree written by `affectvlm synth --layout bu3dfe` or `corpus`")
+    ap.add_argument("--data", required=True,
+                    help="a tree written by `affectvlm synth` (bu3dfe, bu4dfe, corpus, corpus4d)")
     ap.add_argument("--pred", action="append", required=True, help="a CSV written by `affectvlm predict --out`")
     ap.add_argument("--intensities", default=None, help="count only these levels, e.g. 3,4 (default: every scan)")
     a = ap.parse_args(argv)

@@ -11,8 +11,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
-from affectvlm.synth.bulayout import write_bu3dfe  # noqa: E402
+from affectvlm.synth.bulayout import write_bu3dfe, write_bu4dfe  # noqa: E402
 from affectvlm.synth.corpus import CorpusConfig  # noqa: E402
+from affectvlm.synth.corpus4d import write_sequences  # noqa: E402
 from affectvlm.synth.randomised import Nuisance  # noqa: E402
 from tests.test_corpus import _toy_model  # noqa: E402
 
@@ -49,6 +50,32 @@ def test_breakdown_groups_each_scan_by_its_draws(tmp_path, capsys):
     assert out["holes"]["yes"]["n"] == sum(holed[p] for p in at4)
     assert sum(g["n"] for k, g in out["vertices"].items() if k != "quartile_edges") == len(at4)
     assert out["units"] == {"mm": {"n": len(at4), "accuracy": out["accuracy"], "ratio": 1.0}}
+
+
+@pytest.mark.parametrize("layout", ["bu4dfe", "corpus4d"])
+def test_sequences_are_scored_with_their_sessions_draws(tmp_path, capsys, layout):
+    import bench_draws
+
+    cfg = CorpusConfig(subjects=2, seed=3, families=("sculpt",), levels=(4,),
+                       nuisance=Nuisance(hole_probability=0.5, vertices=(300, 600), units=(("mm", 1.0),)))
+    tree = tmp_path / layout
+    (write_bu4dfe if layout == "bu4dfe" else write_sequences)(cfg, {"toy": _toy_model(16)}, tree, frames=3)
+    with open(tree / "manifest.csv", newline="", encoding="utf-8") as fh:
+        frames = list(csv.DictReader(fh))
+    with open(tree / "draws.csv", newline="", encoding="utf-8") as fh:
+        holed = {r["path"].rsplit("/", 1)[0]: int(r["holes"]) > 0 for r in csv.DictReader(fh)}
+    truth = {r.get("sequence") or r["path"]: r.get("sequence_label") or r["label"] for r in frames}
+    assert len(truth) == 12 and 0 < sum(holed.values()) < 12
+    rows = [(str(tree / s), lab if not holed[s] else ("fear" if lab != "fear" else "anger"))
+            for s, lab in truth.items()]
+    with open(tmp_path / "pred.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["file", "frame", "label", "confidence"])
+        w.writerows([(f, "", label, "0.9") for f, label in rows] + [(rows[0][0], "2", "neutral", "0.9")])
+    assert bench_draws.main(["--data", str(tree), "--pred", str(tmp_path / "pred.csv"), "--intensities", "4"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n"] == 12 and out["holes"]["yes"]["n"] == sum(holed.values())
+    assert out["holes"]["yes"]["accuracy"] == 0.0 and out["holes"]["no"]["accuracy"] == 1.0
 
 
 def test_a_scan_of_another_tree_is_refused(tmp_path):

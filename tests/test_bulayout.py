@@ -90,6 +90,32 @@ def test_bu3dfe_tree_records_each_scans_nuisance_draws(tmp_path):
                          for d in quiet)
 
 
+def test_4d_trees_record_each_frames_nuisance_draws(tmp_path):
+    """Both 4D writers list every frame in ``draws.csv``: the frames of a sequence share their scanner session (one
+    crop, units, holes, noise and pose), the vertex count is each written frame's, and sequences differ."""
+    from affectvlm.synth.corpus import DRAW_COLUMNS
+
+    scanned = Nuisance(vertices=(300, 900), noise_mm=(0.1, 0.3), hole_probability=1.0, holes=(2, 4), yaw_deg=20.0,
+                       units=(("cm", 1.0),), crops=(("full", 1.0),))
+    cfg = CorpusConfig(subjects=1, seed=9, families=("sculpt",), levels=(4,), nuisance=scanned)
+    rows = _rows(write_bu4dfe(cfg, {"toy": _toy_model(16)}, tmp_path / "bu", frames=4))
+    draws = _rows(tmp_path / "bu" / "draws.csv")
+    assert tuple(draws[0]) == DRAW_COLUMNS and [d["path"] for d in draws] == [r["path"] for r in rows]
+    session = ("crop", "units", "holes", "noise_mm", "yaw", "pitch", "roll")
+    per_seq: dict[str, set] = {}
+    for r, d in zip(rows, draws):
+        per_seq.setdefault(r["sequence"], set()).add(tuple(d[k] for k in session))
+        assert int(d["vertices"]) == load_mesh(tmp_path / "bu" / d["path"]).n_vertices
+        assert d["crop"] == "full" and d["units"] == "cm" and 2 <= int(d["holes"]) <= 4
+    assert len(per_seq) == 6 and all(len(v) == 1 for v in per_seq.values())
+    assert len({next(iter(v)) for v in per_seq.values()}) == 6
+    write_sequences(cfg, {"toy": _toy_model(16)}, tmp_path / "c", frames=4)
+    corpus = _rows(tmp_path / "c" / "draws.csv")
+    assert all((tmp_path / "c" / d["path"]).is_file() for d in corpus)
+    assert [{k: v for k, v in d.items() if k != "path"} for d in corpus] == \
+        [{k: v for k, v in d.items() if k != "path"} for d in draws]
+
+
 def test_bu4dfe_tree_holds_the_corpus_sequences(tmp_path):
     models = {"toy": _toy_model(16)}
     cfg = CorpusConfig(subjects=2, seed=4, families=("sculpt",), levels=(4,), nuisance=_STILL)

@@ -11,10 +11,10 @@ landmarks::
     F0001/F0001_NE00WH_F3D.wrl, F0001/F0001_AN01WH_F3D.wrl ... (bu3dfe: one scan per emotion and level)
     F001/Angry/000.wrl ...                                       (bu4dfe: one sequence per emotion)
 
-``manifest.csv`` has the BU layouts' columns plus ``family`` and ``face_model``; ``synth.json`` the settings; for
-bu3dfe, ``draws.csv`` each scan's scanner nuisances as drawn (as ``write_corpus`` writes it: crop, vertex count,
+``manifest.csv`` has the BU layouts' columns plus ``family`` and ``face_model``; ``synth.json`` the settings;
+``draws.csv`` each scan's (each frame's) scanner nuisances as drawn (as ``write_corpus`` writes it: crop, vertex count,
 noise, units, holes cut, pose in degrees, a bridged mouth, eyeballs), so errors can be broken down by what the scanner
-did.
+did. A sequence's frames share one scanner session: the same draws, except the vertex count of each resampled frame.
 Subjects are numbered over all face models in name order; sex and ethnicity codes are drawn for the names only.
 With one family a subject's scans (sequences) are exactly those of ``write_corpus`` (``write_sequences``) at the
 same seed; with several, each scan (sequence) draws its family from a stream of its own.
@@ -157,6 +157,7 @@ def write_bu4dfe(cfg: CorpusConfig, models: Mapping[str, FaceModel], out_dir: st
     _count(cfg, models, "bu4dfe")
     out, level, folders = sequence_plan(cfg, out_dir, frames)
     rows: list[list] = []
+    draws: list[list] = []
     for sid, eth, p, fam_rng in _named(cfg, models, "bu4dfe", 3, progress):
         ident = sample_identity(p.model, p.rng, cfg.nuisance)
         gains = au_gains(p.model, cfg.au_gain_sd, p.rng)
@@ -169,6 +170,8 @@ def write_bu4dfe(cfg: CorpusConfig, models: Mapping[str, FaceModel], out_dir: st
                 label = emotion if a >= APEX_LABEL_THRESHOLD else "neutral"
                 rows.append([rel, label, sid, int(round(a * 4)) if label != "neutral" else 0, sid[0], eth, p.split,
                              f"{sid}/{folder}", emotion, t, f"{a:.4f}", family, p.name])
+                draws.append(draw_row(rel, scan))
+    write_draws(draws, out)
     return _finish(out, rows, MANIFEST_COLUMNS + SEQ_COLUMNS + ("family", "face_model"), cfg, models, "bu4dfe",
                    {"frames": frames, "label_rule": f"label = sequence emotion where activation >= "
-                                                   f"{APEX_LABEL_THRESHOLD}, else neutral"})
+                                                   f"{APEX_LABEL_THRESHOLD}, else neutral", "draws": "draws.csv"})

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from affectvlm.synth.corpus import (CorpusConfig, _expression_fn, _ply_bytes, au_gains, plan_subjects, scale_aus,
-                                    write_manifest)
+from affectvlm.synth.corpus import (CorpusConfig, _expression_fn, _ply_bytes, au_gains, draw_row, plan_subjects,
+                                    scale_aus, write_draws, write_manifest)
 from affectvlm.synth.facemodel import FaceModel
 from affectvlm.synth.randomised import sample_identity, sample_scan
 from affectvlm.synth.sequence import Timing, activation_curve, blink_curve
@@ -73,6 +73,7 @@ def write_sequences(cfg: CorpusConfig, models: Mapping[str, FaceModel], out_dir:
 
     out, level, folders = sequence_plan(cfg, out_dir, frames)
     rows = []
+    draws: list[list] = []
     for p in plan_subjects(cfg, models, stream=3, progress=progress):
         ident = sample_identity(p.model, p.rng, cfg.nuisance)
         gains = au_gains(p.model, cfg.au_gain_sd, p.rng)
@@ -83,6 +84,8 @@ def write_sequences(cfg: CorpusConfig, models: Mapping[str, FaceModel], out_dir:
                 for t, (_, scan) in enumerate(sequence_frames(p.model, family, emotion, level, ident, frames,
                                                               p.rng, cfg, gains)):
                     atomic_write_bytes(out / rel / f"{t:03d}.ply", _ply_bytes(scan.mesh.vertices, scan.mesh.faces))
+                    draws.append(draw_row(f"{rel}/{t:03d}.ply", scan))
                 rows.append({"path": rel, "label": emotion, "subject": p.subject, "intensity": level,
                              "split": p.split, "family": family, "face_model": p.name})
+    write_draws(draws, out)
     return write_manifest(rows, out)
