@@ -9,7 +9,7 @@ any corpus's. The dense conditions go through ``predict`` like any scan, so a mo
 
     python bench/bench_nuisance.py --facekit ../shared/ict-facekit/FaceXModel --makehuman MH/makehuman/data \\
         --facshuman FACSHuman [--rocketbox DIR] [--gltf DIR] [--model default] [--subjects 6] [--seed 4242] \\
-        [--conditions clean,pitch15,...]
+        [--conditions clean,pitch15,...] [--families emfacs]
 """
 from __future__ import annotations
 
@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--subjects", type=int, default=6, help="new subjects per face model")
     ap.add_argument("--seed", type=int, default=4242)
     ap.add_argument("--conditions", default=",".join(CONDITIONS))
+    ap.add_argument("--families", default=None,
+                    help="expression families, e.g. emfacs (default: recipes and emfacs, plus sculpt where a face "
+                         "model has sculpts); name the ones a fine-tuned run trained on to measure it on its own kind")
     args = ap.parse_args(argv)
     names = [c.strip() for c in args.conditions.split(",") if c.strip()]
     unknown = [c for c in names if c not in CONDITIONS]
@@ -75,10 +78,16 @@ def main(argv: list[str] | None = None) -> int:
     if not models:
         ap.error("name at least one face model: --facekit, --makehuman (with --facshuman), --rocketbox or --gltf")
     model = load_model(args.model)
+    def families(m) -> tuple[str, ...]:
+        if args.families:
+            return tuple(f.strip() for f in args.families.split(",") if f.strip())
+        return ("recipes", "emfacs") + (("sculpt",) if m.meta.get("emotion_targets") else ())
+
     jobs = [(mi, name, fam, s, e, lvl) for mi, (name, m) in enumerate(sorted(models.items()))
-            for fam in ("recipes", "emfacs") + (("sculpt",) if m.meta.get("emotion_targets") else ())
+            for fam in families(m)
             for s in range(args.subjects) for e in EMOTIONS for lvl in ((0,) if e == "neutral" else (3, 4))]
-    report: dict = {"model": args.model, "face_models": sorted(models), "subjects": args.subjects, "seed": args.seed,
+    report: dict = {"model": args.model, "face_models": sorted(models), "families": sorted({j[2] for j in jobs}),
+                    "subjects": args.subjects, "seed": args.seed,
                     "scans_per_condition": len(jobs), "synthetic": True, "render": model.render.to_dict(),
                     "conditions": {}}
     for cond in names:
