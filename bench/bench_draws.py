@@ -52,7 +52,7 @@ def joined(tree: Path, preds: list[Path], intensities: set[int] | None) -> list[
     out = []
     for pred in preds:
         for row in _read(pred):
-            if row.get("frame"):
+            if row.get("frame") not in (None, "", "sequence"):  # a sequence's own row has frame "sequence"
                 continue
             p = Path(row["file"])
             rel = p.relative_to(tree).as_posix() if p.is_absolute() and p.is_relative_to(tree) else \

@@ -71,7 +71,9 @@ def test_sequences_are_scored_with_their_sessions_draws(tmp_path, capsys, layout
     with open(tmp_path / "pred.csv", "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["file", "frame", "label", "confidence"])
-        w.writerows([(f, "", label, "0.9") for f, label in rows] + [(rows[0][0], "2", "neutral", "0.9")])
+        # as predict writes a sequence: its own row (frame "sequence", the folder with a slash) and a row per frame
+        w.writerows([(f + "/", "sequence", label, "0.9") for f, label in rows])
+        w.writerow((rows[0][0] + "/", "0", "fear", "0.9"))
     assert bench_draws.main(["--data", str(tree), "--pred", str(tmp_path / "pred.csv"), "--intensities", "4"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["n"] == 12 and out["holes"]["yes"]["n"] == sum(holed.values())
