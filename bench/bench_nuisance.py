@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     if not models:
         ap.error("name at least one face model: --facekit, --makehuman (with --facshuman), --rocketbox or --gltf")
     model = load_model(args.model)
+
     def families(m) -> tuple[str, ...]:
         if args.families:
             return tuple(f.strip() for f in args.families.split(",") if f.strip())
