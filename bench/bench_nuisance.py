@@ -67,6 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown condition(s) {unknown}; choose from {', '.join(CONDITIONS)}")
     if "clean" not in names:
         names.insert(0, "clean")
+    from affectvlm.synth.corpus import FAMILIES
+
+    chosen = tuple(f.strip() for f in args.families.split(",") if f.strip()) if args.families else ()
+    if args.families is not None and (not chosen or any(f not in FAMILIES for f in chosen)):
+        ap.error(f"--families {args.families!r}: choose from {', '.join(FAMILIES)}")
 
     from affectvlm.model import load_model
     from affectvlm.predict import predict
@@ -80,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     model = load_model(args.model)
 
     def families(m) -> tuple[str, ...]:
-        if args.families:
-            return tuple(f.strip() for f in args.families.split(",") if f.strip())
+        if chosen:
+            return chosen
         return ("recipes", "emfacs") + (("sculpt",) if m.meta.get("emotion_targets") else ())
 
     jobs = [(mi, name, fam, s, e, lvl) for mi, (name, m) in enumerate(sorted(models.items()))

@@ -26,3 +26,13 @@ def test_families_option_limits_the_scans_to_the_named_families(tmp_path, capsys
     every = json.loads(capsys.readouterr().out)
     assert "emfacs" in every["families"] and len(every["families"]) > 1
     assert every["scans_per_condition"] == 13 * len(every["families"])
+
+
+def test_unknown_family_is_refused_before_any_scan_is_made(tmp_path, capsys):
+    import bench_nuisance
+    import pytest
+
+    with pytest.raises(SystemExit) as e:
+        bench_nuisance.main(["--gltf", str(tmp_path / "absent.glb"), "--families", "emfacs,emfax"])
+    assert e.value.code == 2
+    assert "--families 'emfacs,emfax'" in capsys.readouterr().err
