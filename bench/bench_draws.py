@@ -48,8 +48,8 @@ def joined(tree: Path, preds: list[Path], intensities: set[int] | None) -> list[
             seq = manifest.setdefault(r["sequence"], {"label": r["sequence_label"], "intensity": r["intensity"]})
             seq["intensity"] = str(max(int(seq["intensity"]), int(r["intensity"])))
     for path, d in list(draws.items()):
-        if path.rsplit("/", 1)[0] in manifest:
-            draws.setdefault(path.rsplit("/", 1)[0], d)
+        if (folder := path.rsplit("/", 1)[0]) in manifest:
+            draws.setdefault(folder, d)
     out = []
     for pred in preds:
         for row in _read(pred):
