@@ -102,6 +102,7 @@ class TrainConfig:
     margin_min: float = 0.05
     margin_max: float = 0.8
     loss_center: bool = True  # centre view embeddings on the batch mean in mc / mt (False: the plain formulas)
+    label_smoothing: float = 0.0  # of the ce / ces targets (torch's cross_entropy label_smoothing)
     freeze: str = "none"  # text | vision | none
     unlock_last: int = 0  # with --freeze: leave the last N blocks of the frozen tower trainable
     views: str | None = None  # e.g. "0,-30,30"; default: the model's render settings
@@ -232,6 +233,8 @@ def build_parser(prog: str = "affectvlm train") -> argparse.ArgumentParser:
     p.add_argument("--margin-max", type=float)
     p.add_argument("--no-loss-center", dest="loss_center", action="store_false",
                    help="plain mc / mt without batch centring (they can collapse from a random init)")
+    p.add_argument("--label-smoothing", type=float,
+                   help="smooth the ce / ces targets: 1 - s on the label, s spread over all classes (0)")
     p.add_argument("--freeze", choices=_CHOICES["freeze"])
     p.add_argument("--unlock-last", type=int)
     allow_signed_values(p).add_argument("--views", help='view angles, e.g. "-30,0,30" (yaw) or "0:10,30:0" (yaw:pitch)')
@@ -325,6 +328,8 @@ def _coerce(cfg: TrainConfig) -> TrainConfig:
     for k in ("aug_flip", "aug_swap", "aug_erase"):
         if not 0.0 <= float(getattr(cfg, k)) <= 1.0:
             raise ConfigError(f"{k} is a probability, 0-1 (got {getattr(cfg, k)})")
+    if not 0.0 <= float(cfg.label_smoothing) < 1.0:
+        raise ConfigError(f"label_smoothing must be in [0, 1) (got {cfg.label_smoothing})")
     if cfg.fill_holes is not None:
         cfg.fill_holes = check_fill_holes(float(cfg.fill_holes))
     parse_loss_weights(cfg.losses)

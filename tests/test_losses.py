@@ -53,6 +53,27 @@ def test_ce():
         math.log(1 + math.exp(-2)), rel=1e-5)
 
 
+def test_label_smoothing_moves_part_of_the_target_to_every_class():
+    img = torch.tensor([[1.0, 0.0]])
+    cls = torch.eye(2)
+    logp = torch.log_softmax(torch.tensor([2.0, 0.0]), 0)
+    want = -(0.95 * logp[0] + 0.05 * logp[1]).item()  # s = 0.1 over 2 classes: 0.95 / 0.05
+    crit = MultiLoss({"ce": 1.0}, label_smoothing=0.1)
+    total, terms = crit(img[:, None], img, torch.tensor([0]), None, cls, torch.tensor(2.0))
+    assert total.item() == pytest.approx(want, rel=1e-5)
+    assert want > math.log(1 + math.exp(-2))  # the smoothed loss of a right answer is higher than the plain one
+
+
+def test_label_smoothing_is_checked_and_recorded(tmp_path):
+    from affectvlm.errors import ConfigError
+    from affectvlm.trainconfig import resolve_config
+
+    cfg = resolve_config(["--data", str(tmp_path), "--out", str(tmp_path / "run"), "--label-smoothing", "0.1"])
+    assert cfg.label_smoothing == 0.1
+    with pytest.raises(ConfigError, match="label_smoothing"):
+        resolve_config(["--data", str(tmp_path), "--out", str(tmp_path / "run"), "--label-smoothing", "1"])
+
+
 def test_ces_scores_each_scan_against_its_subject_mean():
     img = torch.tensor([[3.0, 4.0]])  # normalised (0.6, 0.8)
     mean = torch.tensor([[0.6, -0.2]])  # the scan minus it: (0, 1), not normalised again

@@ -112,20 +112,21 @@ def clip_infonce_loss(img: torch.Tensor, txt: torch.Tensor, labels: torch.Tensor
     return (li + lt) / 2
 
 
-def zeroshot_ce_loss(img: torch.Tensor, class_txt: torch.Tensor, labels: torch.Tensor, logit_scale: torch.Tensor
-                     ) -> torch.Tensor:
+def zeroshot_ce_loss(img: torch.Tensor, class_txt: torch.Tensor, labels: torch.Tensor, logit_scale: torch.Tensor,
+                     label_smoothing: float = 0.0) -> torch.Tensor:
     """Cross-entropy of ``logit_scale * img @ class_txt.T`` (C classes) against ``labels``."""
     logits = logit_scale * F.normalize(img, dim=-1) @ F.normalize(class_txt, dim=-1).t()
-    return F.cross_entropy(logits, labels)
+    return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
 
 
 def subject_centred_ce_loss(img: torch.Tensor, subject_means: torch.Tensor, class_txt: torch.Tensor,
-                            labels: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+                            labels: torch.Tensor, logit_scale: torch.Tensor, label_smoothing: float = 0.0
+                            ) -> torch.Tensor:
     """Cross-entropy of ``logit_scale * (normalize(img) - subject_means) @ class_txt.T``: each scan against the
     mean normalised embedding of its subject (not normalised again), as ``predict --subject-mean`` scores a
     checkpoint without a training mean (:mod:`affectvlm.subjects`)."""
     logits = logit_scale * (F.normalize(img, dim=-1) - subject_means) @ F.normalize(class_txt, dim=-1).t()
-    return F.cross_entropy(logits, labels)
+    return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
 
 
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
@@ -143,10 +144,12 @@ class MultiLoss(nn.Module):
     """Weighted sum of the selected terms; returns (total, {name: value}) including ``alpha``."""
 
     def __init__(self, weights: dict[str, float], margin_init: float = 0.3, margin_min: float = 0.05,
-                 margin_max: float = 0.8, learn_margin: bool = True, center: bool = True):
+                 margin_max: float = 0.8, learn_margin: bool = True, center: bool = True,
+                 label_smoothing: float = 0.0):
         super().__init__()
         self.weights = dict(weights)
         self.center = center
+        self.label_smoothing = float(label_smoothing)
         self.margin = LearnableMargin(margin_init, margin_min, margin_max, learn_margin)
 
     def forward(self, z_views: torch.Tensor, z_img: torch.Tensor, labels: torch.Tensor,
@@ -162,11 +165,12 @@ class MultiLoss(nn.Module):
         if w.get("clip", 0) > 0:
             terms["clip"] = clip_infonce_loss(z_img, z_txt, labels, logit_scale)
         if w.get("ce", 0) > 0:
-            terms["ce"] = zeroshot_ce_loss(z_img, class_txt, labels, logit_scale)
+            terms["ce"] = zeroshot_ce_loss(z_img, class_txt, labels, logit_scale, self.label_smoothing)
         if w.get("ces", 0) > 0:
             if subject_means is None:
                 raise ValueError("the ces loss needs each scan's subject mean embedding")
-            terms["ces"] = subject_centred_ce_loss(z_img, subject_means, class_txt, labels, logit_scale)
+            terms["ces"] = subject_centred_ce_loss(z_img, subject_means, class_txt, labels, logit_scale,
+                                                   self.label_smoothing)
         total = sum(w[k] * v for k, v in terms.items())
         terms["alpha"] = alpha.detach()
         return total, terms

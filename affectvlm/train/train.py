@@ -633,7 +633,7 @@ def train(cfg: TrainConfig, info: DistInfo, stop: StopSignals | None = None) -> 
     model.to(device)
     weights = parse_loss_weights(cfg.losses)
     criterion = MultiLoss(weights, cfg.margin_init, cfg.margin_min, cfg.margin_max,
-                          center=cfg.loss_center).to(device)
+                          center=cfg.loss_center, label_smoothing=cfg.label_smoothing).to(device)
     groups = param_groups(model, criterion, cfg)
     text_trainable = any(g["name"].startswith("text") for g in groups)
     numbers = {s: i for i, s in enumerate(sorted({str(t.subject) for t in train_s}))}
