@@ -234,7 +234,7 @@ def build_parser(prog: str = "affectvlm train") -> argparse.ArgumentParser:
     p.add_argument("--no-loss-center", dest="loss_center", action="store_false",
                    help="plain mc / mt without batch centring (they can collapse from a random init)")
     p.add_argument("--label-smoothing", type=float,
-                   help="smooth the ce / ces targets: 1 - s on the label, s spread over all classes (0)")
+                   help="mix the one-hot ce / ces targets with a uniform one: (1 - S) one-hot + S / classes (0 = off)")
     p.add_argument("--freeze", choices=_CHOICES["freeze"])
     p.add_argument("--unlock-last", type=int)
     allow_signed_values(p).add_argument("--views", help='view angles, e.g. "-30,0,30" (yaw) or "0:10,30:0" (yaw:pitch)')
