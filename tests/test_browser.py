@@ -318,7 +318,10 @@ def test_batch_zip_table_and_error_row(page, server, shots, tmp_path):
     _idle(page)
     assert broken.count() == 1
     page.wait_for_selector('[data-testid="stDataFrame"]')
-    assert page.get_by_role("button", name="Download CSV").count() == 1
+    csv = page.get_by_role("button", name="Download CSV")
+    csv.first.wait_for()  # the page draws the table a moment before the buttons under it
+    _idle(page)
+    assert csv.count() == 1
     _idle(page)
     _no_tofu(page)
     _shot(page, shots, "batch")
@@ -362,7 +365,7 @@ def test_train_launch_finish_and_stop(page, server, shots, workspace):
         page.wait_for_timeout(1000)
     assert "finished" in status.inner_text()
     page.wait_for_timeout(2500)  # one more refresh of the job view
-    assert page.locator(".js-plotly-plot").count() >= 3  # loss, accuracy, lr, samples/s
+    page.locator(".js-plotly-plot").nth(2).wait_for()  # loss, accuracy, lr, samples/s: at least three
     _no_tofu(page)
     page.locator("h3", has_text="Jobs").first.evaluate("e => e.scrollIntoView({block: 'start'})")
     page.wait_for_timeout(500)
