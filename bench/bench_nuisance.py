@@ -67,11 +67,13 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown condition(s) {unknown}; choose from {', '.join(CONDITIONS)}")
     if "clean" not in names:
         names.insert(0, "clean")
-    from affectvlm.synth.corpus import FAMILIES
+    from affectvlm.errors import ConfigError
+    from affectvlm.synth.corpus import parse_families
 
-    chosen = tuple(f.strip() for f in args.families.split(",") if f.strip()) if args.families else ()
-    if args.families is not None and (not chosen or any(f not in FAMILIES for f in chosen)):
-        ap.error(f"--families {args.families!r}: choose from {', '.join(FAMILIES)}")
+    try:
+        chosen = parse_families(args.families) if args.families is not None else ()
+    except ConfigError as e:
+        ap.error(str(e))
 
     from affectvlm.model import load_model
     from affectvlm.predict import predict

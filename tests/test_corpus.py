@@ -202,6 +202,23 @@ def test_synth_cli_refuses_a_style_jitter_outside_0_1(capsys):
     assert rc == 2 and len(err) == 1 and "--style-jitter" in err[0]
 
 
+def test_families_are_parsed_once_for_the_cli_and_the_bench(capsys):
+    import pytest
+
+    from affectvlm.errors import ConfigError
+    from affectvlm.synth.cli import main
+    from affectvlm.synth.corpus import parse_families
+
+    assert parse_families(" emfacs, sculpt ,") == ("emfacs", "sculpt")
+    for bad in ("emfax", ",", "emfacs,Recipes"):
+        with pytest.raises(ConfigError, match="choose from emfacs, emfacs-alt, recipes, sculpt"):
+            parse_families(bad)
+    rc = main(["--layout", "corpus", "--facekit", "/nonexistent-facekit", "--families", "emfacs,emfax",
+               "--out", "/tmp/never-written"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--families 'emfacs,emfax'" in err[0]
+
+
 def test_synth_cli_pose_sd(capsys):
     from affectvlm.synth.cli import _pose, main
 

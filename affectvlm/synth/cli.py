@@ -157,17 +157,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _corpus(args: argparse.Namespace) -> int:
-    from affectvlm.synth.corpus import FAMILIES, CorpusConfig, write_corpus
+    from affectvlm.synth.corpus import CorpusConfig, parse_families, write_corpus
     from affectvlm.synth.facemodel import load_face_models
     from affectvlm.synth.randomised import Nuisance
     from affectvlm.synth.style import StyleJitter
     from affectvlm.synth.transfer import expression_models
 
     def work() -> Path:
-        fams = tuple(f.strip() for f in (args.families or "emfacs").split(",") if f.strip())
-        bad = [f for f in fams if f not in FAMILIES]
-        if bad or not fams:
-            raise ConfigError(f"unknown expression famil(ies) {bad}; choose from {', '.join(FAMILIES)}")
+        fams = parse_families(args.families or "emfacs")
         if not 0.0 <= args.au_gain_sd <= 2.0:
             raise ConfigError(f"--au-gain-sd must be between 0 and 2, not {args.au_gain_sd}")
         for share in ("closed_mouth", "crosstalk", "eyeballs", "style_jitter"):

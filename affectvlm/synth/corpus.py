@@ -24,18 +24,29 @@ from pathlib import Path
 
 import numpy as np
 
+from affectvlm.errors import ConfigError
 from affectvlm.synth.facemodel import FaceModel
 from affectvlm.synth.randomised import Nuisance, RandomScan, sample_identity, sample_scan
 from affectvlm.synth.style import StyleJitter
 
 __all__ = ["CorpusConfig", "CORPUS_COLUMNS", "DRAW_COLUMNS", "FAMILIES", "CODES", "SubjectPlan", "au_gains",
-           "draw_row", "make_scan", "plan_subjects", "scale_aus", "write_corpus", "write_draws", "write_manifest",
+           "draw_row", "make_scan", "parse_families", "plan_subjects", "scale_aus", "write_corpus", "write_draws", "write_manifest",
            "write_rows"]
 
 CODES = {"neutral": "NE", "happiness": "HA", "sadness": "SA", "surprise": "SU", "fear": "FE", "disgust": "DI",
          "anger": "AN"}
 CORPUS_COLUMNS = ("path", "label", "subject", "intensity", "split", "family", "face_model")
 FAMILIES = ("emfacs", "emfacs-alt", "recipes", "sculpt")
+
+
+def parse_families(text: str) -> tuple[str, ...]:
+    """``"emfacs,recipes"`` -> ("emfacs", "recipes"); ConfigError for none or an unknown one."""
+    fams = tuple(f.strip() for f in text.split(",") if f.strip())
+    bad = [f for f in fams if f not in FAMILIES]
+    if bad or not fams:
+        raise ConfigError(f"--families {text!r}: unknown or no expression family {bad}; choose from "
+                          f"{', '.join(FAMILIES)}")
+    return fams
 
 
 @dataclass(frozen=True)
