@@ -1,13 +1,14 @@
 """What ``--adapt`` costs: ``predict`` on N scans as they are, adapted (batch-norm statistics only) and adapted and
 centred on the checkpoint's training mean, in the same run.
 
-    python bench/bench_adapt.py [--scans 120] [--repeats 2] [--model default]
+    python bench/bench_adapt.py [--scans 120] [--repeats 2] [--warmup 1] [--model default]
 
 The scans are procedural faces (tests/meshgen.py) of several smile strengths written as PLY files. Each arm runs
 ``adapt_for(model, paths, "on")`` then ``predict`` on the adapted model, as ``affectvlm predict --adapt on`` does;
-the ``none`` arm only ``predict``. Times are the median over ``--repeats`` after one warm-up. Prints JSON with each
-arm's seconds and its ``ratio`` to ``none``, and ``centring_ratio`` = centred / statistics only (the extra pass over
-the sample that centring adds). The model must store an ``embedding_mean`` for the centred arm.
+the ``none`` arm only ``predict``. Times are the median over ``--repeats`` after ``--warmup`` untimed passes over
+every arm. Prints JSON with each arm's seconds and its ``ratio`` to ``none``, and ``centring_ratio`` = centred /
+statistics only (the extra pass over the sample that centring adds). The model must store an ``embedding_mean`` for
+the centred arm.
 The ``named`` arm is the centred one with the same scans named as BU-3DFE names them (six expressions at level 4)
 under ``auto``: their names pass the guard, so the sample is not scored first; ``named_ratio`` = named / centred
 (only with at least ``affectvlm.adapt.MIN_ROWS`` scans, the fewest ``auto`` adapts).
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scans", type=int, default=120)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--warmup", type=int, default=1, help="untimed passes over every arm first")
     ap.add_argument("--model", default="default")
     a = ap.parse_args(argv)
 
@@ -77,15 +79,16 @@ def main(argv: list[str] | None = None) -> int:
     arms = {"none": none, "statistics": adapted(False), "centred": adapted(True)}
     if a.scans >= MIN_ROWS:
         arms["named"] = adapted(True, "auto")
-    out: dict = {"scans": a.scans, "model": a.model, "threads": torch.get_num_threads()}
+    out: dict = {"scans": a.scans, "model": a.model, "threads": torch.get_num_threads(), "warmup": a.warmup}
     with tempfile.TemporaryDirectory() as tmp:
         paths = _scans(Path(tmp), a.scans)
         (Path(tmp) / "bu").mkdir()
         named = _scans(Path(tmp) / "bu", a.scans, bu3dfe=True)
         inputs = {k: named if k == "named" else paths for k in arms}
         times: dict[str, list[float]] = {k: [] for k in arms}
-        for k, fn in arms.items():
-            fn(inputs[k])  # warm-up
+        for _ in range(a.warmup):
+            for k, fn in arms.items():
+                fn(inputs[k])
         for _ in range(a.repeats):
             for k, fn in arms.items():
                 t0 = time.perf_counter()

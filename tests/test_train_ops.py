@@ -134,14 +134,23 @@ def test_the_run_chooses_on_val_whether_predict_scores_against_the_neutral_scan(
     # each epoch's record also reads the validation subjects at levels 3-4 (one epoch: best/ as it was scored)
     assert epochs(tmp_path / "run")[-1]["val_accuracy_intensity_3_4"] == pytest.approx(got["val"]["alone"], abs=1e-6)
     assert "val acc" in r.stderr and "(intensities 3-4: " in r.stderr
+    from affectvlm.train.evaluate import main as evaluate
+
+    def ev(*opts: str, out: Path, process: bool = False) -> dict:
+        """`affectvlm eval` on the run: the first as a real process, the rest in this one (the same main)."""
+        argv = ["--model", str(tmp_path / "run"), *opts, "--out", str(out), "--cache-dir", str(tmp_path / "ev-cache")]
+        if process:
+            p = subprocess.run([sys.executable, "-m", "affectvlm.train.evaluate", *argv], cwd=REPO, env=_env(),
+                               capture_output=True, text=True, timeout=200)
+            assert p.returncode == 0, p.stderr[-2000:]
+        else:
+            assert evaluate(argv) == 0
+        return json.loads(out.read_text())
+
     for subset in ("val", "test"):  # affectvlm eval gives the same four figures, finding the NE00 scans by name
         for spec, key in (("*_NE00*", "against_neutral"), ("none", "alone")):
             out = tmp_path / f"ev-{subset}-{key}.json"
-            p = subprocess.run([sys.executable, "-m", "affectvlm.train.evaluate", "--model", str(tmp_path / "run"),
-                                "--subset", subset, "--neutral", spec, "--out", str(out),
-                                "--cache-dir", str(tmp_path / "ev-cache")],
-                               cwd=REPO, env=_env(), capture_output=True, text=True, timeout=200)
-            assert p.returncode == 0, p.stderr[-2000:]
+            ev("--subset", subset, "--neutral", spec, out=out, process=subset == "val" and key == "alone")
             # the choice counts the expressive scans at levels 3-4; the neutral scans are references
             assert _at_levels_3_4(json.loads(out.read_text())) == pytest.approx(got[subset][key], abs=1e-6), \
                 (subset, key)
@@ -153,15 +162,10 @@ def test_the_run_chooses_on_val_whether_predict_scores_against_the_neutral_scan(
     assert "each subject relative to its own mean" in r.stderr
     for subset in ("val", "test"):
         for mode, key in (("auto", "subject_mean" if sm["chosen"] else "as_scored"), ("none", "as_scored")):
-            out = tmp_path / f"ev-{subset}-sm-{mode}.json"
-            p = subprocess.run([sys.executable, "-m", "affectvlm.train.evaluate", "--model", str(tmp_path / "run"),
-                                "--subset", subset, "--neutral", "auto", "--subject-mean", mode, "--out", str(out),
-                                "--cache-dir", str(tmp_path / "ev-cache")],
-                               cwd=REPO, env=_env(), capture_output=True, text=True, timeout=200)
-            assert p.returncode == 0, p.stderr[-2000:]
-            ev = json.loads(out.read_text())
-            assert _at_levels_3_4(ev) == pytest.approx(sm[subset][key], abs=1e-6), (subset, mode)
-            assert ("subject_mean" in ev) == (mode == "auto" and sm["chosen"])
+            got_sm = ev("--subset", subset, "--neutral", "auto", "--subject-mean", mode,
+                        out=tmp_path / f"ev-{subset}-sm-{mode}.json")
+            assert _at_levels_3_4(got_sm) == pytest.approx(sm[subset][key], abs=1e-6), (subset, mode)
+            assert ("subject_mean" in got_sm) == (mode == "auto" and sm["chosen"])
 
 
 def test_the_ces_loss_trains_against_each_subjects_running_mean(tiny, tmp_path):
