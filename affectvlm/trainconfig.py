@@ -126,6 +126,7 @@ class TrainConfig:
     seed: int = 0
     batch_by: str = ""  # "" = batches drawn from every sample; a Sample field (face_model...): one value per batch
     resume: str = "auto"  # auto | yes | no (see the module docstring)
+    dry_run: bool = False  # read the data and the model, print the plan as JSON, train nothing and write nothing
     cache_dir: str | None = None  # default: RUN_DIR/../.render-cache shared by runs, or $AFFECTVLM_CACHE
     # augmentation (see affectvlm/train/augment.py)
     aug: bool = True
@@ -281,6 +282,9 @@ def build_parser(prog: str = "affectvlm train") -> argparse.ArgumentParser:
                         "yes (plain --resume): continue the run in --out with its saved config.yaml")
     p.add_argument("--no-resume", dest="resume", action="store_const", const="no",
                    help="never continue: refuse a --out that already holds checkpoints")
+    p.add_argument("--dry-run", action="store_true",
+                   help="split the data by subject, load the model and resolve its renders, print that plan as JSON "
+                        "and stop: nothing is rendered, trained or written")
     p.add_argument("--cache-dir")
     p.add_argument("--no-aug", dest="aug", action="store_false")
     for k in ("flip", "rotate", "scale", "shift", "shade", "swap", "erase"):

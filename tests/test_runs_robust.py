@@ -185,6 +185,7 @@ def _cmd(ws: Path, extra: str, **kw) -> list[str]:
     ("--folds '5", "quotation"),
     ("--help", "--help"),
     ("--epochs 0", "epochs must be"),
+    ("--dry-run", "trains nothing"),
 ])
 def test_extra_options_cannot_escape_roots(roots, extra, msg):
     ws, outside = roots

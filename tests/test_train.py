@@ -186,6 +186,12 @@ def test_bad_options_fail_cleanly(tiny, tmp_path):
                         "--out", str(tmp_path / "r2"), "--losses", "mc=abc"],
                        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "mc" in p.stderr
+    # a dry run says the same in one line, and leaves no run folder behind
+    p = subprocess.run([sys.executable, "-m", "affectvlm.train", "--data", str(tmp_path / "nope"), "--layout",
+                        "bu3dfe", "--out", str(tmp_path / "r3"), "--model", "AffectVLM-Test", "--dry-run"],
+                       cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and p.stdout == "" and "does not exist" in p.stderr, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and not (tmp_path / "r3").exists()
 
 
 @pytest.mark.slow

@@ -495,9 +495,15 @@ def test_input_size_lets_the_image_tower_take_the_renders_as_rendered(tiny, tmp_
                  "render")
     args[args.index("--image-size") + 1] = "96"
     args[args.index("AffectVLM-Test")] = "AffectVLM-Tiny-RN"  # a 64 px ModifiedResNet, as the embedded model's
+    dry = _train([*args, "--dry-run"])  # the plan, printed before anything is written: what the run then does
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    plan = json.loads(dry.stdout)
+    assert plan["dry_run"] and plan["input_size"] == 96 and plan["render"]["size"] == 96
+    assert not (tmp_path / "run").exists()
     r = _train(args)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "at 96 px (the image tower takes 96 px)" in r.stderr
+    assert "at 96 px (the image tower takes 96 px)" in r.stderr and plan["plan"] in r.stderr
+    assert json.loads((tmp_path / "run" / "splits.json").read_text()) == plan["splits"]
     saved = json.loads((tmp_path / "run" / "best" / "open_clip_config.json").read_text())
     assert saved["model_cfg"]["vision_cfg"]["image_size"] == 96 and saved["preprocess_cfg"]["size"] == 96
     m = load_model(str(tmp_path / "run" / "best"), cache=False)
@@ -505,16 +511,19 @@ def test_input_size_lets_the_image_tower_take_the_renders_as_rendered(tiny, tmp_
     _eval_reads_as_the_run(tmp_path / "run", tmp_path / "cache")
     # model: the renders are resized to the tower's own size; auto (the default) takes larger renders as rendered,
     # and smaller ones are resized up as before
+    # (dry runs: the plan above is what a run does)
     args[args.index("--out") + 1] = str(tmp_path / "run2")
     args[args.index("--input-size") + 1] = "model"
-    r = _train(args)
-    assert r.returncode == 0 and "at 96 px (the image tower takes 64 px)" in r.stderr
+    r = _train([*args, "--dry-run"])
+    assert r.returncode == 0 and "at 96 px (the image tower takes 64 px)" in json.loads(r.stdout)["plan"]
     del args[args.index("--input-size"):args.index("--input-size") + 2]
     for out, size, takes in (("run3", "96", "96"), ("run4", "32", "64")):
         args[args.index("--out") + 1] = str(tmp_path / out)
         args[args.index("--image-size") + 1] = size
-        r = _train(args)
-        assert r.returncode == 0 and f"at {size} px (the image tower takes {takes} px)" in r.stderr
+        r = _train([*args, "--dry-run"])
+        assert r.returncode == 0 and json.loads(r.stdout)["input_size"] == int(takes), r.stderr[-2000:]
+        assert f"at {size} px (the image tower takes {takes} px)" in json.loads(r.stdout)["plan"]
+    assert not any((tmp_path / f"run{k}").exists() for k in (2, 3, 4))
 
 
 def test_a_run_on_the_lights_map_keeps_it_for_predict_and_eval(tiny, tmp_path):

@@ -173,6 +173,9 @@ def train_config(*, data: Path, layout: str, out: Path, roots: Sequence[Path], c
         cfg = resolve_config(args)
     except SystemExit:
         raise ConfigError("extra trainer options: not accepted by the trainer") from None
+    if cfg.dry_run:
+        raise ConfigError("extra trainer options: --dry-run trains nothing; run `affectvlm train ... --dry-run` in a "
+                          "terminal to see a run's plan")
     return replace(cfg, data=str(resolve_in_roots(cfg.data, roots, what="dataset root", must_exist=True)),
                    out=str(resolve_in_roots(cfg.out, roots, what="output folder", must_be_dir=True)),
                    cache_dir=str(resolve_in_roots(cfg.cache_dir or cache_dir, roots, what="--cache-dir",

@@ -14,6 +14,7 @@ through :mod:`affectvlm.runfolder`; SIGTERM / SIGUSR1 stop after a checkpoint (:
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
@@ -23,7 +24,7 @@ import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
@@ -41,9 +42,12 @@ from affectvlm.train.losses import MultiLoss, gather_with_grad
 from affectvlm.train.metrics import classification_metrics
 from affectvlm.train.monitor import CollapseMonitor, TrainingFailed, chance_level, embedding_spread, failure_hint
 from affectvlm.train.sampling import GroupedSampler
-from affectvlm.train.splits import build_splits
+from affectvlm.train.splits import Splits, build_splits
 from affectvlm.train.report import Reporter
 from affectvlm.train.stopping import PREEMPTED_EXIT, STOPPED_EXIT, StopSignals, StopTraining
+
+if TYPE_CHECKING:
+    from affectvlm.render import RenderSettings
 
 log = logging.getLogger("affectvlm.train")
 MAX_CLASS_PROMPTS = 8  # class-prompt texts per class for the CE term and the eval classifier
@@ -568,26 +572,50 @@ def write_step_record(loop: Loop, progress: Progress, terms: dict[str, float], e
 
 # ----------------------------------------------------------------------------- main
 
-def train(cfg: TrainConfig, info: DistInfo, stop: StopSignals | None = None) -> dict:
+@dataclass
+class RunPlan:
+    """What a run will train: its subject splits, the model it starts from and the renders it sees."""
+    cfg: TrainConfig
+    splits: Splits
+    model: nn.Module
+    settings: RenderSettings
+    prompts: object
+
+    def describe(self) -> str:
+        """One line of words: the model, the data and its splits, the renders."""
+        from affectvlm.model import describe_provenance
+
+        sp, st, subs = self.splits, self.settings, self.splits.subjects()
+        pitches = (f", each also at pitch {', '.join(f'{p:+g}' for p in st.score_pitches)} (as scored)"
+                   if st.score_pitches else "")
+        return (f"model {self.cfg.model} ({describe_provenance(self.model.provenance)}); data ({sp.source}): "
+                f"{len(sp.train)} train / {len(sp.val)} val / {len(sp.test)} test samples "
+                f"({len(subs['train'])} / {len(subs['val'])} / {len(subs['test'])} subjects), classes {sp.classes}; "
+                f"{len(st.views)} views at {st.size} px (the image tower takes {self.model.image_size[0]} px)"
+                f"{'' if st.texture else ' (no texture)'}{pitches}")
+
+    def to_json(self) -> dict:
+        """``affectvlm train --dry-run``'s report."""
+        return {"dry_run": True, "out": self.cfg.out, "model": self.cfg.model, "splits": self.splits.record().to_json(),
+                "render": self.settings.to_dict(), "input_size": self.model.image_size[0], "epochs": self.cfg.epochs,
+                "batch_size": self.cfg.batch_size,
+                "steps_per_epoch": -(-len(self.splits.train) // self.cfg.batch_size), "plan": self.describe()}
+
+
+def plan_run(cfg: TrainConfig) -> RunPlan:
+    """Seed, split the data by subject, load the starting model and resolve its render settings; nothing is
+    written and nothing is rendered."""
     from affectvlm.model import load_model
     from affectvlm.model.checkpoint import CHOICES
     from affectvlm.prompts import PromptSet
     from affectvlm.render import parse_views
 
-    stop = stop or StopSignals()
-    run_dir = Path(cfg.out)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    setup_logging(run_dir, info.is_main)
-    device = info.device
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
-
     splits = build_splits(cfg)
-    train_s, val_s, test_s, classes = splits.train, splits.val, splits.test, splits.classes
-    cidx = {c: i for i, c in enumerate(classes)}
     prompts = PromptSet.load(None)
-    model = load_model(cfg.model, device="cpu", classes=classes, prompts=prompts, cache=False)
+    model = load_model(cfg.model, device="cpu", classes=splits.classes, prompts=prompts, cache=False)
     model.embedding_mean = None  # training moves the embeddings: the base's mean would be stale (affectvlm.train.centre)
     for choice in CHOICES:  # neutral_reference, adapt_to_set: chosen again on this run's validation subjects (below)
         setattr(model, choice, None)
@@ -595,6 +623,21 @@ def train(cfg: TrainConfig, info: DistInfo, stop: StopSignals | None = None) -> 
     if cfg.input_size == "render" or (cfg.input_size == "auto" and settings.size > model.image_size[0]
                                        and model.can_take(settings.size)):
         model.set_input_size(settings.size)
+    return RunPlan(cfg, splits, model, settings, prompts)
+
+
+def train(cfg: TrainConfig, info: DistInfo, stop: StopSignals | None = None) -> dict:
+    from affectvlm.model import load_model
+
+    stop = stop or StopSignals()
+    run_dir = Path(cfg.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    setup_logging(run_dir, info.is_main)
+    device = info.device
+    plan = plan_run(cfg)
+    splits, model, settings, prompts = plan.splits, plan.model, plan.settings, plan.prompts
+    train_s, val_s, test_s, classes = splits.train, splits.val, splits.test, splits.classes
+    cidx = {c: i for i, c in enumerate(classes)}
     views = tuple(settings.views)
     n_views = len(views)
     if info.is_main:
@@ -602,16 +645,7 @@ def train(cfg: TrainConfig, info: DistInfo, stop: StopSignals | None = None) -> 
         save_config(replace(cfg, image_size=settings.size), RunFolder(run_dir).config)
         runfolder.write_splits(run_dir, splits.record())
         write_status(run_dir, Status.RUNNING, epoch=0, step=0, phase="rendering")
-        subs = splits.subjects()
-        from affectvlm.model import describe_provenance
-
-        log.info("model %s (%s); data (%s): %d train / %d val / %d test samples (%d / %d / %d subjects), classes %s; "
-                 "%d views at %d px (the image tower takes %d px)%s%s; world %d",
-                 cfg.model, describe_provenance(model.provenance), splits.source,
-                 len(train_s), len(val_s), len(test_s), len(subs["train"]), len(subs["val"]), len(subs["test"]),
-                 classes, n_views, settings.size, model.image_size[0], "" if settings.texture else " (no texture)",
-                 f", each also at pitch {', '.join(f'{p:+g}' for p in settings.score_pitches)} (as scored)"
-                 if settings.score_pitches else "", info.world_size)
+        log.info("%s; world %d", plan.describe(), info.world_size)
         if not val_s:
             log.warning("no validation subjects (val_fraction %s): best/ is the last epoch", cfg.val_fraction)
 
@@ -966,6 +1000,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = resolve_config(argv)
         refuse_existing_run(cfg)
+        if cfg.dry_run:
+            print(json.dumps(plan_run(cfg).to_json(), indent=2))
+            return 0
     except AffectVLMError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
