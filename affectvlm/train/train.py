@@ -598,8 +598,7 @@ class RunPlan:
         """``affectvlm train --dry-run``'s report."""
         return {"dry_run": True, "out": self.cfg.out, "model": self.cfg.model, "splits": self.splits.record().to_json(),
                 "render": self.settings.to_dict(), "input_size": self.model.image_size[0], "epochs": self.cfg.epochs,
-                "batch_size": self.cfg.batch_size,
-                "steps_per_epoch": -(-len(self.splits.train) // self.cfg.batch_size), "plan": self.describe()}
+                "batch_size": self.cfg.batch_size, "plan": self.describe()}
 
 
 def plan_run(cfg: TrainConfig) -> RunPlan:
