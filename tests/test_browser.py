@@ -322,7 +322,6 @@ def test_batch_zip_table_and_error_row(page, server, shots, tmp_path):
     csv.first.wait_for()  # the page draws the table a moment before the buttons under it
     _idle(page)
     assert csv.count() == 1
-    _idle(page)
     _no_tofu(page)
     _shot(page, shots, "batch")
 

@@ -149,11 +149,10 @@ def test_the_run_chooses_on_val_whether_predict_scores_against_the_neutral_scan(
 
     for subset in ("val", "test"):  # affectvlm eval gives the same four figures, finding the NE00 scans by name
         for spec, key in (("*_NE00*", "against_neutral"), ("none", "alone")):
-            out = tmp_path / f"ev-{subset}-{key}.json"
-            ev("--subset", subset, "--neutral", spec, out=out, process=subset == "val" and key == "alone")
+            read = ev("--subset", subset, "--neutral", spec, out=tmp_path / f"ev-{subset}-{key}.json",
+                      process=subset == "val" and key == "alone")
             # the choice counts the expressive scans at levels 3-4; the neutral scans are references
-            assert _at_levels_3_4(json.loads(out.read_text())) == pytest.approx(got[subset][key], abs=1e-6), \
-                (subset, key)
+            assert _at_levels_3_4(read) == pytest.approx(got[subset][key], abs=1e-6), (subset, key)
     # and whether predict --subject-mean auto scores each subject relative to its mean (9 scans of 5 classes each),
     # against how it scores without that, given the neutral choice; eval gives both figures
     sm = result["subject_mean"]

@@ -30,8 +30,8 @@ from affectvlm.synth.randomised import Nuisance, RandomScan, sample_identity, sa
 from affectvlm.synth.style import StyleJitter
 
 __all__ = ["CorpusConfig", "CORPUS_COLUMNS", "DRAW_COLUMNS", "FAMILIES", "CODES", "SubjectPlan", "au_gains",
-           "draw_row", "make_scan", "parse_families", "plan_subjects", "scale_aus", "write_corpus", "write_draws", "write_manifest",
-           "write_rows"]
+           "draw_row", "make_scan", "parse_families", "plan_subjects", "scale_aus", "write_corpus", "write_draws",
+           "write_manifest", "write_rows"]
 
 CODES = {"neutral": "NE", "happiness": "HA", "sadness": "SA", "surprise": "SU", "fear": "FE", "disgust": "DI",
          "anger": "AN"}

@@ -616,7 +616,7 @@ def plan_run(cfg: TrainConfig) -> RunPlan:
     prompts = PromptSet.load(None)
     model = load_model(cfg.model, device="cpu", classes=splits.classes, prompts=prompts, cache=False)
     model.embedding_mean = None  # training moves the embeddings: the base's mean would be stale (affectvlm.train.centre)
-    for choice in CHOICES:  # neutral_reference, adapt_to_set: chosen again on this run's validation subjects (below)
+    for choice in CHOICES:  # neutral_reference, adapt_to_set: chosen again on this run's validation subjects (train)
         setattr(model, choice, None)
     model.render = settings = render_settings(model.render, cfg, parse_views)
     if cfg.input_size == "render" or (cfg.input_size == "auto" and settings.size > model.image_size[0]
