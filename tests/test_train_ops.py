@@ -39,6 +39,15 @@ def _train(args: list[str], timeout: float = 240) -> subprocess.CompletedProcess
                           capture_output=True, text=True, timeout=timeout)
 
 
+def _dry_run(args: list[str], capsys) -> dict:
+    """``--dry-run`` through the trainer's own ``main`` in this process (a real process costs a torch start)."""
+    from affectvlm.train.train import main
+
+    capsys.readouterr()
+    assert main([*args, "--dry-run"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
 def _wait_for(pred, proc: subprocess.Popen, what: str, timeout: float = 240) -> None:
     deadline = time.time() + timeout
     while not pred():
@@ -485,7 +494,7 @@ def test_a_fine_tune_does_not_inherit_its_bases_validation_choices(tiny, tmp_pat
     assert res["neutral_reference"] is None and res["adapt_to_set"] is None
 
 
-def test_input_size_lets_the_image_tower_take_the_renders_as_rendered(tiny, tmp_path):
+def test_input_size_lets_the_image_tower_take_the_renders_as_rendered(tiny, tmp_path, capsys, monkeypatch):
     """``--input-size render``: a ModifiedResNet tower built for 64 px takes 96 px renders; best/ saves that size,
     so predict and eval feed it 96 px views too, and the run's test figure is what eval gives its checkpoint."""
     from affectvlm.model import load_model
@@ -513,15 +522,18 @@ def test_input_size_lets_the_image_tower_take_the_renders_as_rendered(tiny, tmp_
     # (dry runs: the plan above is what a run does)
     args[args.index("--out") + 1] = str(tmp_path / "run2")
     args[args.index("--input-size") + 1] = "model"
-    r = _train([*args, "--dry-run"])
-    assert r.returncode == 0 and "at 96 px (the image tower takes 64 px)" in json.loads(r.stdout)["plan"]
+    assert "at 96 px (the image tower takes 64 px)" in _dry_run(args, capsys)["plan"]
     del args[args.index("--input-size"):args.index("--input-size") + 2]
     for out, size, takes in (("run3", "96", "96"), ("run4", "32", "64")):
         args[args.index("--out") + 1] = str(tmp_path / out)
         args[args.index("--image-size") + 1] = size
-        r = _train([*args, "--dry-run"])
-        assert r.returncode == 0 and json.loads(r.stdout)["input_size"] == int(takes), r.stderr[-2000:]
-        assert f"at {size} px (the image tower takes {takes} px)" in json.loads(r.stdout)["plan"]
+        dry = _dry_run(args, capsys)
+        assert dry["input_size"] == int(takes) and f"at {size} px (the image tower takes {takes} px)" in dry["plan"]
+    # under torchrun every rank checks the data, and only rank 0 prints the plan
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    from affectvlm.train.train import main
+    assert main([*args, "--dry-run"]) == 0 and capsys.readouterr().out == ""
     assert not any((tmp_path / f"run{k}").exists() for k in (2, 3, 4))
 
 

@@ -1000,7 +1000,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = resolve_config(argv)
         refuse_existing_run(cfg)
         if cfg.dry_run:
-            print(json.dumps(plan_run(cfg).to_json(), indent=2))
+            plan = plan_run(cfg)  # every rank checks the data the same way; one prints the plan
+            if checkpointing.launch_rank() == 0:
+                print(json.dumps(plan.to_json(), indent=2))
             return 0
     except AffectVLMError as e:
         print(f"error: {e}", file=sys.stderr)
