@@ -16,11 +16,14 @@ runs only those folds of the ``--folds`` split (a first look at a candidate befo
 With ``--predict`` each run's test subjects are also scored as a user scores them: ``affectvlm predict`` on a folder
 of links to their scans or sequences with ``best/`` and predict's defaults (``--adapt auto``, ``--neutral auto``),
 read against the dataset's labels (intensities 3-4 where the data has levels). The report then gives, per set, that
-figure beside the trainer's own and their ratio; ``--predict-args`` adds options to those predict runs.
+figure beside the trainer's own and their ratio; ``--predict-args`` adds options to those predict runs. A run's
+score is kept as ``NAME.predict.json`` in ``--out`` and read back, not repeated, while its best/, test subjects,
+data and predict options are unchanged.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shlex
@@ -97,21 +100,51 @@ def record(run: Path, rc: int | None, wall: float) -> dict:
             "test": test.get("accuracy_intensity_3_4", test.get("accuracy"))}
 
 
+def _best_digest(run: Path) -> str:
+    """sha256 over best/'s files, so a scored run is scored again only when its checkpoint changed."""
+    h = hashlib.sha256()
+    for f in sorted((run / "best").glob("*")):
+        h.update(f.name.encode())
+        with f.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
 def predict_record(run: Path, data: str, layout: str, extra: list[str]) -> dict:
     """``affectvlm predict`` with ``run``'s best/ on links to its test subjects' inputs, scored against the
     dataset's labels: {"predict_test": accuracy at intensities 3-4 (or over all when the data has no levels),
-    "predict_n": inputs counted, "predict_failed": rows without a label}."""
+    "predict_n": inputs counted, "predict_failed": rows without a label}. Kept beside the run as
+    ``NAME.predict.json`` and read back while the checkpoint, test subjects, data and predict options are the same."""
+    try:
+        test = set(json.loads((run / "splits.json").read_text())["subjects"]["test"])
+    except (OSError, ValueError, KeyError, TypeError) as e:  # a run stopped before it wrote its splits
+        return {"predict_error": [f"no readable splits.json in {run} ({type(e).__name__}); delete the folder to "
+                                  "run it again"]}
+    key = {"best": _best_digest(run), "test": sorted(test), "data": str(Path(data).resolve()), "layout": layout,
+           "predict_args": extra}
+    kept = run.with_name(f"{run.name}.predict.json")
+    try:
+        old = json.loads(kept.read_text())
+        if old.get("key") == key:
+            return old["record"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    rec = _score_test_subjects(run, data, layout, extra, test)
+    if "predict_error" not in rec:
+        tmp = kept.with_name(kept.name + ".tmp")
+        tmp.write_text(json.dumps({"key": key, "record": rec}, indent=1))
+        os.replace(tmp, kept)
+    return rec
+
+
+def _score_test_subjects(run: Path, data: str, layout: str, extra: list[str], test: set[str]) -> dict:
     import csv
     import tempfile
 
     from affectvlm.datasets import load_dataset
     from affectvlm.train.train import PROTOCOL_LEVELS  # the levels of the trainer's own test figure
 
-    try:
-        test = set(json.loads((run / "splits.json").read_text())["subjects"]["test"])
-    except (OSError, ValueError, KeyError, TypeError) as e:  # a run stopped before it wrote its splits
-        return {"predict_error": [f"no readable splits.json in {run} ({type(e).__name__}); delete the folder to "
-                                  "run it again"]}
     samples = [x for x in load_dataset(data, layout).samples if x.subject in test]
     with tempfile.TemporaryDirectory(prefix="bench_folds_") as tmp:
         truth = {}

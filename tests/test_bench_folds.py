@@ -57,9 +57,10 @@ def test_predict_scores_each_runs_test_subjects_as_a_user_would(tmp_path, monkey
     rep = bench.main(argv)
     capsys.readouterr()
     assert rep["predict"] == "affectvlm predict TEST --adapt none --neutral none"
-    for f in (0, 1):
+    tests = [json.loads((tmp_path / "runs" / f"tiny_base_f{f}" / "splits.json").read_text())["subjects"]["test"]
+             for f in (0, 1)]
+    for f, test in enumerate(tests):
         run = rep["runs"][f"tiny_base_f{f}"]
-        test = json.loads((tmp_path / "runs" / f"tiny_base_f{f}" / "splits.json").read_text())["subjects"]["test"]
         # every test subject's level 3-4 scan was scored (2 expressions x 2 levels), and none failed
         assert run["predict_n"] == 4 * len(test) and run["predict_failed"] == 0
         # scored alone and as trained, predict reads the test subjects as the trainer's own figure says
@@ -67,13 +68,31 @@ def test_predict_scores_each_runs_test_subjects_as_a_user_would(tmp_path, monkey
     entry = rep["configs"]["base"]["test"]["tiny"]
     assert entry["predict_mean"] == round((rep["runs"]["tiny_base_f0"]["predict_test"]
                                            + rep["runs"]["tiny_base_f1"]["predict_test"]) / 2, 4)
+    # a scored run is read back, not scored again, while its checkpoint and the predict options are the same
+    kept = tmp_path / "runs" / "tiny_base_f0.predict.json"
+    record = json.loads(kept.read_text())
+    assert record["record"]["predict_test"] == rep["runs"]["tiny_base_f0"]["predict_test"]
+    record["record"]["predict_n"] = -1  # a mark only a read-back can return
+    kept.write_text(json.dumps(record))
     # a run folder without its splits (a run stopped early, then given a result by hand or another tool) is reported
-    # with its error, and the other folds are still scored
+    # with its error, and the other folds are still reported
     (tmp_path / "runs" / "tiny_base_f1" / "splits.json").unlink()
     again = bench.main(argv)
     capsys.readouterr()
     assert "splits.json" in again["runs"]["tiny_base_f1"]["predict_error"][0]
+    assert again["runs"]["tiny_base_f0"]["predict_n"] == -1
     assert again["runs"]["tiny_base_f0"]["predict_test"] == rep["runs"]["tiny_base_f0"]["predict_test"]
+    # other predict options, or another checkpoint in best/, score it again
+    scored = []
+    monkeypatch.setattr(bench, "_score_test_subjects", lambda *a: scored.append(a[3]) or {"predict_n": len(scored)})
+    run0 = tmp_path / "runs" / "tiny_base_f0"
+    assert bench.predict_record(run0, str(data), "auto", ["--adapt", "none", "--neutral", "none"])["predict_n"] == -1
+    assert bench.predict_record(run0, str(data), "auto", ["--adapt", "none"])["predict_n"] == 1
+    assert bench.predict_record(run0, str(data), "auto", ["--adapt", "none"])["predict_n"] == 1  # kept again
+    with (run0 / "best" / "affectvlm.json").open("a") as f:
+        f.write(" ")
+    assert bench.predict_record(run0, str(data), "auto", ["--adapt", "none"])["predict_n"] == 2
+    assert scored == [["--adapt", "none"], ["--adapt", "none"]]
 
 
 def test_fold_ids_run_only_those_folds_of_the_split(tmp_path, monkeypatch, capsys):
