@@ -11,7 +11,10 @@ paired gain in best val, how many set-folds it won and lost, and the ratio of th
         --config base= --config e36="--epochs 36" --jobs 2 --out runs/folds [-- --cache-dir C]
 
 Arguments after ``--`` go to every run. Runs already finished in ``--out`` are read, not repeated. ``--fold-ids 0,1``
-runs only those folds of the ``--folds`` split (a first look at a candidate before its remaining folds).
+runs only those folds of the ``--folds`` split (a first look at a candidate before its remaining folds). ``--seeds
+0,1`` trains every option set on every fold once per training seed (runs named ``..._f0_s1``), pairs each run with
+the baseline's of the same fold and seed, and reports the baseline's ``seed_spread``: a gain smaller than it is what
+the seed alone does.
 
 With ``--predict`` each run's test subjects are also scored as a user scores them: ``affectvlm predict`` on a folder
 of links to their scans or sequences with ``best/`` and predict's defaults (``--adapt auto``, ``--neutral auto``),
@@ -171,31 +174,57 @@ def _score_test_subjects(run: Path, data: str, layout: str, extra: list[str], te
             "predict_failed": sum(1 for r in rows if not r["label"])}
 
 
-def _finished(results: dict[str, dict], name: str, folds: Sequence[int], key: str) -> list[float]:
-    """``key`` of the runs ``name``_f0 ... that have it, in fold order."""
-    got = [results.get(f"{name}_f{f}", {}).get(key) for f in folds]
+def _units(folds: Sequence[int], seeds: Sequence[int] | None) -> list[tuple[int, str]]:
+    """(fold, run-name suffix) of every run of one option set on one data set: ``f0`` or, with seeds, ``f0_s1``."""
+    if not seeds:
+        return [(f, f"f{f}") for f in folds]
+    return [(f, f"f{f}_s{s}") for f in folds for s in seeds]
+
+
+def _finished(results: dict[str, dict], name: str, units: Sequence[tuple[int, str]], key: str) -> list[float]:
+    """``key`` of the runs ``name``_f0 ... that have it, in fold (then seed) order."""
+    got = [results.get(f"{name}_{u}", {}).get(key) for _, u in units]
     return [x for x in got if x is not None]
 
 
-def summarise(results: dict[str, dict], configs: dict[str, list[str]], sets: list[str], folds: Sequence[int]) -> dict:
+def seed_spread(results: dict[str, dict], name: str, folds: Sequence[int], seeds: Sequence[int]) -> float | None:
+    """Mean over folds of the range of best val across seeds: how far the seed alone moves one fold."""
+    ranges = []
+    for f in folds:
+        got = [results.get(f"{name}_f{f}_s{s}", {}).get("best_val") for s in seeds]
+        got = [x for x in got if x is not None]
+        if len(got) > 1:
+            ranges.append(max(got) - min(got))
+    return round(statistics.mean(ranges), 4) if ranges else None
+
+
+def summarise(results: dict[str, dict], configs: dict[str, list[str]], sets: list[str], folds: Sequence[int],
+              seeds: Sequence[int] | None = None) -> dict:
     base = next(iter(configs))
+    units = _units(folds, seeds)
     out: dict = {"baseline": base, "configs": {}}
     for c in configs:
-        vals = {(s, f): results.get(f"{s}_{c}_f{f}", {}).get("best_val") for s in sets for f in folds}
+        vals = {(s, u): results.get(f"{s}_{c}_{u}", {}).get("best_val") for s in sets for _, u in units}
         done = [v for v in vals.values() if v is not None]
         entry: dict = {"options": shlex.join(configs[c]), "runs": len(done),
                        "mean_best_val": round(statistics.mean(done), 4) if done else None, "test": {}}
+        if seeds and len(seeds) > 1:
+            spreads = [seed_spread(results, f"{s}_{c}", folds, seeds) for s in sets]
+            spreads = [x for x in spreads if x is not None]
+            entry["seed_spread"] = round(statistics.mean(spreads), 4) if spreads else None
         for s in sets:
-            t = _finished(results, f"{s}_{c}", folds, "test")
+            t = _finished(results, f"{s}_{c}", units, "test")
+            n_folds = len({f for f, u in units if results.get(f"{s}_{c}_{u}", {}).get("test") is not None})
             entry["test"][s] = {"mean": round(statistics.mean(t), 4) if t else None,
-                                "sd": round(statistics.stdev(t), 4) if len(t) > 1 else None, "folds": len(t)}
-            pt = _finished(results, f"{s}_{c}", folds, "predict_test")
+                                "sd": round(statistics.stdev(t), 4) if len(t) > 1 else None, "folds": n_folds,
+                                "runs": len(t)}
+            pt = _finished(results, f"{s}_{c}", units, "predict_test")
             if pt:
                 m = statistics.mean(pt)
                 entry["test"][s]["predict_mean"] = round(m, 4)
                 entry["test"][s]["predict_over_trainer"] = round(m / statistics.mean(t), 4) if t else None
         if c != base:
-            pairs = [(vals[k], results.get(f"{k[0]}_{base}_f{k[1]}", {}).get("best_val")) for k in vals]
+            pairs = [(vals[k], results.get(f"{k[0]}_{base}_{k[1]}", {}).get("best_val")) for k in vals]
             diffs = [a - b for a, b in pairs if a is not None and b is not None]
             base_mean = out["configs"][base]["mean_best_val"]
             entry["vs_baseline"] = {
@@ -204,6 +233,19 @@ def summarise(results: dict[str, dict], configs: dict[str, list[str]], sets: lis
                 "val_ratio": round(entry["mean_best_val"] / base_mean, 4) if diffs and base_mean else None}
         out["configs"][c] = entry
     return out
+
+
+def parse_seeds(text: str | None) -> list[int] | None:
+    """``--seeds 0,1`` -> [0, 1] (distinct training seeds); None -> the trainer's own seed, one run a fold."""
+    if text is None:
+        return None
+    try:
+        seeds = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise SystemExit(f"--seeds {text!r}: give seeds separated by commas, e.g. 0,1") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise SystemExit(f"--seeds {text!r}: give distinct seeds, e.g. 0,1")
+    return seeds
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -220,6 +262,10 @@ def main(argv: list[str] | None = None) -> dict:
                     help="run only these folds of the --folds split (default: all of them), e.g. 0,1")
     ap.add_argument("--config", action="append", default=None, metavar="NAME=OPTIONS",
                     help="an option set (repeat); the first is the baseline (default: base= only)")
+    ap.add_argument("--seeds", default=None, metavar="S,S,...",
+                    help="train each option set on each fold once per seed (--seed S), paired with the baseline's "
+                         "run of the same seed; the report gives each set's seed_spread, how far the seed alone "
+                         "moves a fold's best val")
     ap.add_argument("--jobs", type=int, default=1, help="runs at once")
     ap.add_argument("--out", required=True, help="folder for the runs (finished ones are reused)")
     ap.add_argument("--predict", action="store_true",
@@ -233,9 +279,13 @@ def main(argv: list[str] | None = None) -> dict:
     sets = {Path(d).stem: d for d in a.data}
     if len(sets) != len(a.data):
         raise SystemExit("--data: two sets share a name; give folders with different names")
-    jobs = [(f"{s}_{c}_f{f}", ["--data", d, "--layout", a.layout, "--out", str(out / f"{s}_{c}_f{f}"),
-                                "--folds", str(a.folds), "--fold", str(f), "--no-progress", *extra, *opts])
-            for f in fold_ids for s, d in sets.items() for c, opts in configs.items()]
+    seeds = parse_seeds(a.seeds)
+    if seeds and any("--seed" in [*extra, *opts] for opts in configs.values()):
+        raise SystemExit("--seeds: the runs' --seed comes from --seeds; leave it out of --config and the options after --")
+    jobs = [(f"{s}_{c}_{u}", ["--data", d, "--layout", a.layout, "--out", str(out / f"{s}_{c}_{u}"), "--folds",
+                              str(a.folds), "--fold", str(f), "--no-progress", *extra, *opts,
+                              *(["--seed", u.rsplit("_s", 1)[1]] if seeds else [])])
+            for f, u in _units(fold_ids, seeds) for s, d in sets.items() for c, opts in configs.items()]
     t0 = time.perf_counter()
     results = run_all(jobs, out, max(1, a.jobs))
     if a.predict:
@@ -245,8 +295,8 @@ def main(argv: list[str] | None = None) -> dict:
                 rec.update(predict_record(out / name, data_of[name], a.layout, shlex.split(a.predict_args)))
     report = {"bench": "folds", "sets": list(sets), "folds": a.folds, "extra": shlex.join(extra),
               "predict": shlex.join(["affectvlm", "predict", "TEST", *shlex.split(a.predict_args)]) if a.predict else None,
-              "fold_ids": fold_ids, "wall_s": round(time.perf_counter() - t0, 1),
-              **summarise(results, configs, list(sets), fold_ids),
+              "fold_ids": fold_ids, "seeds": seeds, "wall_s": round(time.perf_counter() - t0, 1),
+              **summarise(results, configs, list(sets), fold_ids, seeds),
               "runs": results}
     print(json.dumps(report, indent=1))
     return report

@@ -112,3 +112,37 @@ def test_fold_ids_run_only_those_folds_of_the_split(tmp_path, monkeypatch, capsy
     for bad in ("3", "1,1", "x", ""):
         with pytest.raises(SystemExit, match="--fold-ids"):
             bench.main(["--data", str(data), "--folds", "3", "--fold-ids", bad, "--out", str(tmp_path / "r2")])
+
+
+def test_seeds_train_each_fold_once_per_seed_and_pair_by_seed(tmp_path, monkeypatch, capsys):
+    import pytest
+    import yaml
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    data = write_tiny_bu3dfe(tmp_path / "tiny")
+    bench = _bench()
+    tail = ["--", "--model", "AffectVLM-Test", "--epochs", "1", "--batch-size", "2", "--image-size", "32", "--views",
+            "0", "--max-steps", "2", "--cache-dir", str(tmp_path / "cache")]
+    rep = bench.main(["--data", str(data), "--folds", "3", "--fold-ids", "1", "--seeds", "3,4", "--jobs", "2",
+                      "--out", str(tmp_path / "runs"), *tail])
+    capsys.readouterr()
+    runs = rep["runs"]
+    assert sorted(runs) == ["tiny_base_f1_s3", "tiny_base_f1_s4"] and rep["seeds"] == [3, 4]
+    for s in (3, 4):
+        cfg = yaml.safe_load((tmp_path / "runs" / f"tiny_base_f1_s{s}" / "config.yaml").read_text())
+        assert (cfg["fold"], cfg["seed"]) == (1, s)
+    base = rep["configs"]["base"]
+    assert base["seed_spread"] == round(abs(runs["tiny_base_f1_s3"]["best_val"] - runs["tiny_base_f1_s4"]["best_val"]), 4)
+    assert base["test"]["tiny"]["folds"] == 1 and base["test"]["tiny"]["runs"] == 2
+    # each candidate run is paired with the baseline's run of the same fold and seed
+    fake = {"x_base_f0_s0": {"best_val": 0.5, "test": 0.6}, "x_base_f0_s1": {"best_val": 0.7, "test": 0.6},
+            "x_new_f0_s0": {"best_val": 0.6, "test": 0.7}, "x_new_f0_s1": {"best_val": 0.6, "test": 0.7}}
+    got = bench.summarise(fake, {"base": [], "new": ["--lr", "1"]}, ["x"], [0], [0, 1])
+    assert got["configs"]["base"]["seed_spread"] == 0.2 and got["configs"]["new"]["seed_spread"] == 0.0
+    assert got["configs"]["new"]["vs_baseline"] == {"mean_val_gain": 0.0, "wins": 1, "losses": 1, "pairs": 2,
+                                                    "val_ratio": 1.0}
+    for bad in ("1,1", "x", ""):
+        with pytest.raises(SystemExit, match="--seeds"):
+            bench.main(["--data", str(data), "--seeds", bad, "--out", str(tmp_path / "r2")])
+    with pytest.raises(SystemExit, match="--seeds"):
+        bench.main(["--data", str(data), "--seeds", "0,1", "--out", str(tmp_path / "r2"), "--", "--seed", "2"])
