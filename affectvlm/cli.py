@@ -58,8 +58,11 @@ def _non_negative_int(text: str) -> int:
     return _number(text, int, lambda v: v >= 0, "a whole number >= 0")
 
 
-def _positive_float(text: str) -> float:
-    return _number(text, float, lambda v: 0 < v < float("inf"), "a positive number")
+def _fps(text: str) -> float:
+    from affectvlm.predict import FPS_RANGE
+
+    lo, hi = FPS_RANGE
+    return _number(text, float, lambda v: lo <= v <= hi, f"frames per second from {lo:g} to {hi:g}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--workers", type=_non_negative_int, default=None,
                     help="threads that read, orient and render the next scans while a batch is encoded "
                     "(0: none; default: one per core, at most 4)")
-    pr.add_argument("--fps", type=_positive_float, default=None,
+    pr.add_argument("--fps", type=_fps, default=None,
                     help="frame rate of the sequences' timestamp column (default: a sequence's own, else 25, "
                     "BU-4DFE's)")
     pr.add_argument("--no-progress", action="store_true", help="no progress bar")

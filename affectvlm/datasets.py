@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import math
 import os
 import re
 from collections import Counter, defaultdict
@@ -304,37 +305,54 @@ def load_manifest(root: str | os.PathLike) -> Dataset:
     if not csv_path.is_file():
         raise InputError(str(csv_path), "manifest CSV not found (give the CSV or a folder with manifest.csv)")
     samples = []
-    with open(csv_path, newline="", encoding="utf-8") as fh:
+    # utf-8-sig: spreadsheets save "CSV UTF-8" with a byte-order mark before the first column's name
+    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
-        cols = {c.strip().lower() for c in (reader.fieldnames or [])}
-        missing = {"path", "label", "subject"} - cols
-        if missing:
-            raise InputError(str(csv_path), f"manifest lacks column(s) {sorted(missing)}")
-        for i, raw in enumerate(reader, start=2):
-            row = {k.strip().lower(): v for k, v in raw.items() if k}
-            path, label, subject = _opt(row, "path"), _opt(row, "label"), _opt(row, "subject")
-            if not (path and label and subject):
-                raise InputError(str(csv_path), f"line {i}: path, label and subject must not be empty")
-            p = Path(path)
-            if not p.is_absolute():
-                p = csv_path.parent / p
-            try:
-                inten = int(float(row["intensity"])) if _opt(row, "intensity") else None
-                age = float(row["age"]) if _opt(row, "age") else None
-            except ValueError as e:
-                raise InputError(str(csv_path), f"line {i}: bad number ({e})") from None
-            split = _opt(row, "split")
-            frame_ids = frame_paths = None
-            if p.is_dir():
-                frames = _frames_in(p, sniff=False)
-                frame_ids = tuple(n for n, _ in frames)
-                frame_paths = tuple(str(f) for _, f in frames)
-            samples.append(Sample(
-                path=str(p), label=canonical_class(label), subject=subject, intensity=inten,
-                sex=_norm_sex(_opt(row, "sex")), age=age, ethnicity=_norm_eth(_opt(row, "ethnicity")),
-                frame_ids=frame_ids, frame_paths=frame_paths, split=split.lower() if split else None,
-                source_label=label, family=_opt(row, "family") or None, face_model=_opt(row, "face_model") or None))
+        try:
+            cols = {c.strip().lower() for c in (reader.fieldnames or [])}
+            missing = {"path", "label", "subject"} - cols
+            if missing:
+                raise InputError(str(csv_path), f"manifest lacks column(s) {sorted(missing)}")
+            for raw in reader:
+                samples.append(_manifest_sample(csv_path, reader.line_num, raw))
+        except UnicodeDecodeError:
+            raise InputError(str(csv_path), "not UTF-8 text (is it a CSV?)") from None
+        except csv.Error as e:  # a field over the csv module's limit, a NUL byte
+            raise InputError(str(csv_path), f"after line {reader.line_num}: not a readable CSV row ({e})") from None
     return _finish(samples, "manifest", csv_path, [])
+
+
+def _manifest_sample(csv_path: Path, i: int, raw: dict) -> Sample:
+    """One manifest row as a :class:`Sample`; a bad row is an :class:`InputError` naming the CSV and its line."""
+    row = {k.strip().lower(): v for k, v in raw.items() if k}
+    path, label, subject = _opt(row, "path"), _opt(row, "label"), _opt(row, "subject")
+    if not (path and label and subject):
+        raise InputError(str(csv_path), f"line {i}: path, label and subject must not be empty")
+    if "\0" in path:
+        raise InputError(str(csv_path), f"line {i}: the path holds a NUL character")
+    p = Path(path)
+    if not p.is_absolute():
+        p = csv_path.parent / p
+    if not p.exists():
+        raise InputError(str(csv_path), f"line {i}: {path}: file not found")
+    try:
+        inten = float(row["intensity"]) if _opt(row, "intensity") else None
+        age = float(row["age"]) if _opt(row, "age") else None
+    except ValueError as e:
+        raise InputError(str(csv_path), f"line {i}: bad number ({e})") from None
+    if any(v is not None and not math.isfinite(v) for v in (inten, age)):
+        raise InputError(str(csv_path), f"line {i}: intensity and age must be finite numbers")
+    split = _opt(row, "split")
+    frame_ids = frame_paths = None
+    if p.is_dir():
+        frames = _frames_in(p, sniff=False)
+        frame_ids = tuple(n for n, _ in frames)
+        frame_paths = tuple(str(f) for _, f in frames)
+    return Sample(
+        path=str(p), label=canonical_class(label), subject=subject, intensity=None if inten is None else int(inten),
+        sex=_norm_sex(_opt(row, "sex")), age=age, ethnicity=_norm_eth(_opt(row, "ethnicity")),
+        frame_ids=frame_ids, frame_paths=frame_paths, split=split.lower() if split else None,
+        source_label=label, family=_opt(row, "family") or None, face_model=_opt(row, "face_model") or None)
 
 
 def _finish(samples: list[Sample], layout: str, root: Path, skipped: list[str]) -> Dataset:

@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 __all__ = [  # the scoring API, with the result types and writers of affectvlm.results for one import
     "predict", "prepare", "predict_mesh", "iter_sequence", "iter_sequence_results", "plan", "score_items",
     "pool_probabilities", "frame_expressiveness", "peak_frames", "contrast", "render_settings", "inference_context",
-    "POOLINGS", "DEFAULT_POOLING", "PRECISIONS", "DEFAULT_FPS",
+    "POOLINGS", "DEFAULT_POOLING", "PRECISIONS", "DEFAULT_FPS", "FPS_RANGE",
     "Analysis", "FaceFrame", "FrameResult", "Prepared", "Row", "ScanResult", "SequenceResult", "FIXED_COLUMNS",
     "FRAME_COLUMNS", "class_names", "columns", "format_table", "rows_to_csv", "rows_to_json", "write_rows",
     "is_mesh_name", "looks_like_sequence"]
@@ -65,6 +65,7 @@ PEAK_FRACTION = 0.3
 CONTRAST_WEIGHT = 0.5  # of the calmest frame's log-probabilities
 PRECISIONS = ("fp32", "fp16", "bf16")
 DEFAULT_FPS = 25.0  # BU-4DFE's frame rate
+FPS_RANGE = (1e-3, 1e6)  # frame rates taken: a frame's timestamp (frame / fps) stays a finite number
 ModelArg = Union["AffectVLM", str, os.PathLike, None]
 ViewsArg = Union[str, Sequence[float], Sequence["View"], None]
 
@@ -266,7 +267,8 @@ class _Options:
 
     def fps_of(self, seq: MeshSequence) -> float:
         own = seq.meta.get("fps")
-        return float(self.fps or (own if isinstance(own, (int, float)) and own > 0 else DEFAULT_FPS))
+        ok = isinstance(own, (int, float)) and FPS_RANGE[0] <= own <= FPS_RANGE[1]
+        return float(self.fps or (own if ok else DEFAULT_FPS))
 
 
 @dataclass
@@ -350,8 +352,9 @@ def _check_options(*, frames: int | None = None, every: int = 1, batch_size: int
         raise ConfigError(f"unknown pooling {pooling!r}; choose from {POOLINGS}")
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
-    if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps < 1e6):
-        raise ConfigError(f"fps must be a positive number, got {fps!r}")
+    if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float))
+                            or not FPS_RANGE[0] <= fps <= FPS_RANGE[1]):
+        raise ConfigError(f"fps must be a number from {FPS_RANGE[0]:g} to {FPS_RANGE[1]:g}, got {fps!r}")
 
 
 def _options(model: ModelArg, views: ViewsArg, up: str | None, front: str | None, limits: Limits | None,

@@ -135,7 +135,8 @@ def test_predict_options_precision_workers_fps(capsys, scans):
     bf16 = json.loads(capsys.readouterr().out)
     assert all(r["success"] == 1 for r in bf16)
     assert abs(bf16[0]["happiness"] - serial[0]["happiness"]) < 0.02
-    for bad in (["--workers", "-1"], ["--fps", "0"], ["--precision", "fp8"]):
+    # 1e-320 frames a second would stamp frames at infinity, which JSON cannot hold
+    for bad in (["--workers", "-1"], ["--fps", "0"], ["--fps", "1e-320"], ["--fps", "inf"], ["--precision", "fp8"]):
         with pytest.raises(SystemExit):
             cli.main([*base, *bad])
         assert "--" in capsys.readouterr().err

@@ -1,4 +1,5 @@
 """Dataset readers on tiny fake trees in the real layouts, and subject-independent splits."""
+import re
 import struct
 
 import pytest
@@ -129,6 +130,29 @@ def test_folders_and_manifest(tmp_path):
     (tmp_path / "m" / "manifest.csv").write_text("path,label,subject,split\na.obj,HA,p1,train\na.obj,HA,p1,test\n")
     with pytest.raises(ConfigError, match="both"):
         manifest_split(load_dataset(tmp_path / "m", "manifest").samples)
+
+
+@pytest.mark.parametrize("content, says", [
+    (b"path,label,subject\nmissing.obj,HA,p1\n", "line 2: missing.obj: file not found"),
+    (b"path,label,subject,intensity\na.obj,HA,p1,inf\n", "line 2: intensity and age must be finite"),
+    (b"path,label,subject,intensity\na.obj,HA,p1,nan\n", "line 2: intensity and age must be finite"),
+    (b"path,label,subject\nx\0y,HA,p1\n", "line 2: the path holds a NUL character"),
+    (b"path,label,subject\na.obj,HA," + b"x" * 140_000 + b"\n", "not a readable CSV row"),
+    (bytes(range(128, 256)) * 8, "not UTF-8 text"),
+])
+def test_a_bad_manifest_row_is_one_error_naming_the_csv_and_line(tmp_path, content, says):
+    (tmp_path / "a.obj").write_text("v 0 0 0\n")
+    (tmp_path / "manifest.csv").write_bytes(content)
+    with pytest.raises(InputError, match=re.escape(says)) as e:
+        load_dataset(tmp_path / "manifest.csv", "manifest")
+    assert str(e.value).startswith(str(tmp_path / "manifest.csv"))
+
+
+def test_a_manifest_saved_with_a_byte_order_mark_reads_as_without(tmp_path):
+    """Spreadsheets' "CSV UTF-8" starts the file with a BOM, which would otherwise stick to the first column's name."""
+    (tmp_path / "a.obj").write_text("v 0 0 0\n")
+    (tmp_path / "manifest.csv").write_bytes("\ufeffpath,label,subject\na.obj,HA,p1\n".encode())
+    assert [s.subject for s in load_dataset(tmp_path / "manifest.csv", "manifest").samples] == ["p1"]
 
 
 def test_bad_layout_and_root(tmp_path):

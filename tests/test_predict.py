@@ -303,6 +303,10 @@ def test_timestamps_follow_the_frame_rate(model):
     assert [r["timestamp"] for r in predict([seq], model)][:3] == [0.0, 0.1, 0.2]
     with pytest.raises(ConfigError, match="fps"):
         predict([seq], model, fps=0)
+    with pytest.raises(ConfigError, match="fps"):
+        predict([seq], model, fps=1e-320)
+    seq.meta["fps"] = 1e-320  # a file's own rate out of range: the default rate, finite stamps
+    assert [r["timestamp"] for r in predict([seq], model)][:3] == [0.0, 0.2, 0.4]
 
 
 def test_precision(model):
