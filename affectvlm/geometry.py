@@ -38,7 +38,7 @@ import numpy as np
 from affectvlm.errors import ConfigError, InputError
 from affectvlm.mesh import Mesh
 
-__all__ = ["canonicalise", "vertex_normals", "parse_axis", "axis_name", "face_areas", "boundary_edges",
+__all__ = ["canonicalise", "vertex_normals", "parse_axis", "parse_frame_axes", "axis_name", "face_areas", "boundary_edges",
            "texture_vertex_colors", "decimate"]
 
 _AXES = {"x": 0, "y": 1, "z": 2}
@@ -58,6 +58,15 @@ def parse_axis(name: str, what: str = "axis") -> np.ndarray:
     v = np.zeros(3)
     v[_AXES[s]] = sign
     return v
+
+
+def parse_frame_axes(up: str | None, front: str | None) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """``up`` and ``front`` as unit vectors (None where not given); both given must be different axes."""
+    up_v = parse_axis(up, "up") if up is not None else None
+    front_v = parse_axis(front, "front") if front is not None else None
+    if up_v is not None and front_v is not None and abs(up_v @ front_v) > 0.5:
+        raise ConfigError(f"up ({up}) and front ({front}) must be different axes")
+    return up_v, front_v
 
 
 def axis_name(v: np.ndarray) -> str | list[float]:
@@ -376,10 +385,7 @@ def canonicalise(mesh: Mesh, *, up: str | None = None, front: str | None = None,
     info: dict[str, Any] = {"detected": []}
     conf: dict[str, float] = {}
 
-    up_v = parse_axis(up, "up") if up is not None else None
-    front_v = parse_axis(front, "front") if front is not None else None
-    if up_v is not None and front_v is not None and abs(up_v @ front_v) > 0.5:
-        raise ConfigError(f"up ({up}) and front ({front}) must be different axes")
+    up_v, front_v = parse_frame_axes(up, front)
 
     def var_along(a: np.ndarray) -> float:
         return float(a @ cov @ a)

@@ -107,6 +107,13 @@ def test_in_process_output_and_errors(capsys, scans, tmp_path):
     assert "--maps" in capsys.readouterr().err
     assert cli.main(["render", str(tmp_path / "none.obj"), "--out", str(tmp_path)]) == 2
     assert cli.main([]) == 2
+    capsys.readouterr()
+    # up and front along one axis: a usage error before any file is read, not an error row per file
+    for cmd in (["predict", str(scans / "face.obj"), *MODEL], ["render", str(scans / "face.obj"), "--out",
+                                                               str(tmp_path / "views")]):
+        assert cli.main([*cmd, "--up", "+y", "--front=-y"]) == 2
+        err = [ln for ln in capsys.readouterr().err.splitlines() if "untrained" not in ln]  # MODEL is untrained
+        assert err == ["affectvlm: error: up (+y) and front (-y) must be different axes"]
     with pytest.raises(SystemExit):
         cli.main(["predict", "x.obj", "--frames", "0"])
 

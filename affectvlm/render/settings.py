@@ -181,11 +181,9 @@ class RenderSettings:
         for name in ("texture", "canonical", "crop"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        from affectvlm.geometry import parse_axis
+        from affectvlm.geometry import parse_frame_axes
 
-        for name in ("up", "front"):
-            if getattr(self, name) is not None:
-                parse_axis(getattr(self, name), name)
+        parse_frame_axes(self.up, self.front)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict (views as ``[[yaw, pitch], ...]``)."""
