@@ -8,8 +8,11 @@ Rows (what ``affectvlm predict`` writes): ``file, frame, timestamp, label, confi
 [orientation_up, orientation_front, orientation_confidence, orientation_flagged], success, error``.
 ``frame`` is ``""`` for a scan, the frame number for a frame of a sequence and ``"sequence"`` for its pooled
 row; ``timestamp`` is ``frame / fps`` in seconds on a sequence's frame rows (empty elsewhere), ``success`` is
-1, or 0 on a row whose ``error`` is set (its other columns are then empty). The orientation columns are there
-when some row found a face frame; JSON rows of scans also carry ``landmarks`` (83 x [x, y, z]).
+1, or 0 on a row whose ``error`` is set (its other columns are then empty). Files have one schema whatever
+succeeded: the orientation columns are always there (empty on rows without a face frame), a CSV written with
+landmarks always has the 83 landmark columns, every JSON row has ``landmarks`` (83 x [x, y, z] on scans whose
+frame was found, else null), and JSON's ``frame`` is the CSV's text on every row (``""``, ``"12"``,
+``"sequence"``), so tools that type a column read each file alike.
 """
 from __future__ import annotations
 
@@ -279,9 +282,7 @@ def columns(rows: Sequence[Row]) -> list[str]:
         for k in r:
             if k not in cols and k not in NOT_CLASSES:
                 cols.append(k)
-    if any(k in r for r in rows for k in FRAME_COLUMNS):
-        cols += list(FRAME_COLUMNS)
-    return cols + [SUCCESS_COLUMN, "error"]
+    return cols + list(FRAME_COLUMNS) + [SUCCESS_COLUMN, "error"]
 
 
 def _landmark_cells(r: Row, n: int) -> list[str]:
@@ -304,7 +305,11 @@ def rows_to_csv(rows: Sequence[Row], *, landmarks: bool = False) -> str:
     buf = _io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     cols = columns(rows)
-    n = max((len(r.get("landmarks") or []) for r in rows), default=0) if landmarks else 0
+    n = 0
+    if landmarks:
+        from affectvlm.faceframe import N_LANDMARKS
+
+        n = max([N_LANDMARKS, *(len(r.get("landmarks") or []) for r in rows)])
     w.writerow(cols + [f"lm{i + 1:02d}_{a}" for i in range(n) for a in "xyz"])
     for r in rows:
         w.writerow([_cell(r.get(c)) for c in cols] + (_landmark_cells(r, n) if n else []))
@@ -312,13 +317,13 @@ def rows_to_csv(rows: Sequence[Row], *, landmarks: bool = False) -> str:
 
 
 def rows_to_json(rows: Sequence[Row]) -> str:
-    """JSON list of rows; rows of scans whose frame was found carry ``landmarks`` (83 x [x, y, z])."""
+    """JSON list of rows, one schema (module docstring): ``frame`` as text, ``landmarks`` on every row."""
     cols = columns(rows)
     out = []
     for r in rows:
         d = {c: r.get(c) for c in cols}
-        if r.get("landmarks") is not None:
-            d["landmarks"] = r["landmarks"]
+        d["frame"] = _cell(r.get("frame"))
+        d["landmarks"] = r.get("landmarks")
         out.append(d)
     return json.dumps(out, indent=1, allow_nan=False) + "\n"
 
@@ -332,7 +337,8 @@ def rows_text(rows: Sequence[Row], suffix: str, *, landmarks: bool = False) -> s
 
 def format_table(rows: Sequence[Row], classes: Sequence[str] | None = None) -> str:
     """A plain-text table for the terminal: ``file, frame, label, confidence, <classes>, error``."""
-    cols = [c for c in columns(rows) if c not in (TIME_COLUMN, SUCCESS_COLUMN)]
+    found = any(k in r for r in rows for k in FRAME_COLUMNS)
+    cols = [c for c in columns(rows) if c not in (TIME_COLUMN, SUCCESS_COLUMN) and (found or c not in FRAME_COLUMNS)]
     if classes is not None:
         cols = list(FIXED_COLUMNS) + list(classes) + ["error"]
     cells = [[c for c in cols]] + [[(f"{r.get(c):.3f}" if isinstance(r.get(c), float) else printable(_cell(r.get(c))))

@@ -15,7 +15,8 @@ from affectvlm.io.vrml import write_vrml
 from affectvlm.mesh import MeshSequence
 from affectvlm.model import load_model
 from affectvlm.predict import (Prepared, ScanResult, SequenceResult, iter_sequence, looks_like_sequence,
-                               pool_probabilities, predict, predict_mesh, prepare, rows_to_csv, write_rows)
+                               pool_probabilities, predict, predict_mesh, prepare, rows_to_csv, rows_to_json,
+                               write_rows)
 from meshgen import face_like_mesh
 
 CLASSES = ("neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger")
@@ -233,9 +234,15 @@ def test_write_rows(tmp_path, model):
     assert js[0]["happiness"] == rows[0]["happiness"] and js[1]["confidence"] is None
     assert rows_to_csv(rows).splitlines()[0].startswith("file,frame,timestamp,label,confidence")
     if rows[0]["landmarks"] is not None:  # the face-frame network is installed: 83 landmarks per scan
-        assert len(js[0]["landmarks"]) == 83 and "landmarks" not in js[1]
+        assert len(js[0]["landmarks"]) == 83 and js[1]["landmarks"] is None
         header = rows_to_csv(rows, landmarks=True).splitlines()[0].split(",")
         assert header[-3:] == ["lm83_x", "lm83_y", "lm83_z"] and "lm01_x" in header
+    # one schema whatever succeeded: the failed row alone writes the same columns and JSON keys
+    assert rows_to_csv(rows[1:]).splitlines()[0] == rows_to_csv(rows).splitlines()[0]
+    assert (rows_to_csv(rows[1:], landmarks=True).splitlines()[0]
+            == rows_to_csv(rows, landmarks=True).splitlines()[0])
+    assert [list(r) for r in json.loads(rows_to_json(rows[1:]))] == [list(js[1])]
+    assert list(js[0]) == list(js[1]) and js[0]["frame"] == js[1]["frame"] == ""
     with pytest.raises(ConfigError, match="csv or .json"):
         write_rows(rows, tmp_path / "r.txt")
 
