@@ -20,6 +20,7 @@ from affectvlm.mesh import Mesh, MeshSequence
 
 # a path (file, folder, zip), (shown name, bytes), (shown name, path) e.g. an upload saved to a temp file, or a mesh
 Input = Union[str, os.PathLike, Mesh, MeshSequence, tuple[str, bytes], tuple[str, os.PathLike]]
+NOT_A_ZIP = "not a valid zip file (no zip header)"
 
 
 @dataclass(frozen=True)
@@ -122,15 +123,17 @@ def expand(inputs: Input | Sequence[Input], *, limits: Limits, frames: int | Non
     def from_path(p: Path, shown: str) -> list[Item]:
         if p.is_dir():
             return from_dir(p, shown)
-        if not p.exists():
-            return [Item(shown, "error", error="file not found")]
         try:
             with open(p, "rb") as fh:
                 head = fh.read(4)
-        except OSError as e:
+        except FileNotFoundError:
+            return [Item(shown, "error", error="file not found")]
+        except OSError as e:  # a link loop, no permission, a special file
             return [Item(shown, "error", error=f"cannot read: {e.strerror or e}")]
         if is_zip(head):
             return from_zip(p, shown)
+        if p.suffix.lower() == ".zip":
+            return [Item(shown, "error", error=NOT_A_ZIP)]
         return [Item(shown, "scan", lambda: load_mesh(p, shown, limits=limits, texture=texture))]
 
     if isinstance(inputs, (str, os.PathLike, Mesh, MeshSequence)) or (
@@ -147,6 +150,8 @@ def expand(inputs: Input | Sequence[Input], *, limits: Limits, frames: int | Non
                 name, data = str(x[0]), bytes(x[1])
                 if is_zip(data[:4]):
                     items += from_zip(data, name)
+                elif name.lower().endswith(".zip"):
+                    items.append(Item(name, "error", error=NOT_A_ZIP))
                 else:
                     items.append(Item(name, "scan", lambda d=data, n=name: load_mesh(d, n, limits=limits, texture=texture)))
             elif isinstance(x, (str, os.PathLike)):

@@ -138,6 +138,18 @@ def test_symlink_loops_visit_each_scan_once(model, looped):
         _ok(r)
 
 
+def test_a_linked_loop_or_a_zip_name_without_a_zip_says_so(model, tmp_path):
+    """A file linked to itself is a link loop, not a missing file; text named .zip is a broken zip, not an
+    unsupported type; from a path and from bytes alike."""
+    (tmp_path / "loop.obj").symlink_to("loop.obj")
+    (tmp_path / "notes.zip").write_text("hello world")
+    rows = predict([str(tmp_path / "loop.obj"), str(tmp_path / "notes.zip"), ("up.zip", b"hello world"),
+                    str(tmp_path / "gone.obj")], model)
+    assert [r["error"] for r in rows] == ["cannot read: Too many levels of symbolic links",
+                                          "not a valid zip file (no zip header)",
+                                          "not a valid zip file (no zip header)", "file not found"]
+
+
 @pytest.fixture()
 def locked(looped, monkeypatch):
     bad = looped / "locked"
