@@ -357,6 +357,12 @@ def test_eval_auto_decides_as_predict_does(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(adapt_mod, "MIN_ROWS", 13)  # one more than the set holds
     few, _ = run("default", "auto", "few.json")
     assert "adapted" not in few and "at least 13" in few["adapt_declined"]["reason"]
+    # an --out that cannot take the metrics is one line, exit 2: a folder before scoring, a file's folder after
+    assert ev.main(["--model", "default", *common, "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: --out {tmp_path}: is a folder")
+    assert ev.main(["--model", "default", *common, "--out", str(tmp_path / "auto.json" / "m.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path / 'auto.json' / 'm.json'}: cannot write the metrics") and err.count("\n") == 1
 
 
 def test_eval_auto_counts_a_4d_sets_sequences_as_predict_does(tmp_path, monkeypatch, capsys):

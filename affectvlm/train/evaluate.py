@@ -35,9 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = allow_signed_values(argparse.ArgumentParser(prog="affectvlm eval",
                                                     description="Evaluate a model on a labelled dataset."))
     p.add_argument("--model", required=True, help="run folder, checkpoint folder or model spec")
-    p.add_argument("--data")
-    p.add_argument("--layout")
-    p.add_argument("--out", default="metrics.json")
+    p.add_argument("--data", help="dataset root or manifest CSV (default: a run folder's own data)")
+    p.add_argument("--layout", help="how --data is laid out: bu3dfe, bu4dfe, bp4d, bosphorus, folders, manifest "
+                                    "or auto (default: a run folder's own, else auto)")
+    p.add_argument("--out", default="metrics.json",
+                   help="where the metrics JSON goes, with the confusion matrix as a PNG beside it "
+                        "(default: metrics.json here)")
     p.add_argument("--subset", choices=("test", "val", "all"), default=None,
                    help="held-out fold of the split (default when the run folder is given), a run's validation "
                         "subjects, or all samples")
@@ -295,16 +298,24 @@ def landmark_error(samples: Sequence, settings) -> dict | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if Path(args.out).is_dir():  # said before the scoring, not after it
+        print(f"error: --out {args.out}: is a folder; give the metrics file's name, e.g. {args.out}/metrics.json",
+              file=sys.stderr)
+        return 2
     try:
         res = run_eval(args)
     except AffectVLMError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(out, res)
-    png = save_confusion_png(res["confusion_matrix"], res["classes"], out.with_suffix(".png"),
-                             title=f"accuracy {res['accuracy']:.3f} (n={res['n']})")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_json(out, res)
+        png = save_confusion_png(res["confusion_matrix"], res["classes"], out.with_suffix(".png"),
+                                 title=f"accuracy {res['accuracy']:.3f} (n={res['n']})")
+    except OSError as e:
+        print(f"error: {out}: cannot write the metrics ({e.strerror or e})", file=sys.stderr)
+        return 2
     if "adapted" in res or "adapt_declined" in res:
         how = res.get("adapted") or res["adapt_declined"]
         print(f"--adapt {args.adapt}: " + ("adapted to the scored samples" if "adapted" in res else
