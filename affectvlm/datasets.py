@@ -333,8 +333,13 @@ def _manifest_sample(csv_path: Path, i: int, raw: dict) -> Sample:
     p = Path(path)
     if not p.is_absolute():
         p = csv_path.parent / p
-    if not p.exists():
-        raise InputError(str(csv_path), f"line {i}: {path}: file not found")
+    shown = path if len(path) <= 200 else path[:200] + "..."
+    try:
+        found = p.exists()
+    except OSError as e:  # a name too long for the file system
+        raise InputError(str(csv_path), f"line {i}: {shown}: {e.strerror or e}") from None
+    if not found:
+        raise InputError(str(csv_path), f"line {i}: {shown}: file not found")
     try:
         inten = float(row["intensity"]) if _opt(row, "intensity") else None
         age = float(row["age"]) if _opt(row, "age") else None

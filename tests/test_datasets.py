@@ -137,6 +137,7 @@ def test_folders_and_manifest(tmp_path):
     (b"path,label,subject,intensity\na.obj,HA,p1,inf\n", "line 2: intensity and age must be finite"),
     (b"path,label,subject,intensity\na.obj,HA,p1,nan\n", "line 2: intensity and age must be finite"),
     (b"path,label,subject\nx\0y,HA,p1\n", "line 2: the path holds a NUL character"),
+    (b"path,label,subject\n" + b"a" * 5000 + b".obj,HA,p1\n", "line 2: " + "a" * 200 + "...: File name too long"),
     (b"path,label,subject\na.obj,HA," + b"x" * 140_000 + b"\n", "not a readable CSV row"),
     (bytes(range(128, 256)) * 8, "not UTF-8 text"),
 ])
