@@ -335,11 +335,11 @@ def _manifest_sample(csv_path: Path, i: int, raw: dict) -> Sample:
         p = csv_path.parent / p
     shown = path if len(path) <= 200 else path[:200] + "..."
     try:
-        found = p.exists()
-    except OSError as e:  # a name too long for the file system
+        p.stat()
+    except FileNotFoundError:
+        raise InputError(str(csv_path), f"line {i}: {shown}: file not found") from None
+    except OSError as e:  # a name too long for the file system, a link loop, no permission
         raise InputError(str(csv_path), f"line {i}: {shown}: {e.strerror or e}") from None
-    if not found:
-        raise InputError(str(csv_path), f"line {i}: {shown}: file not found")
     try:
         inten = float(row["intensity"]) if _opt(row, "intensity") else None
         age = float(row["age"]) if _opt(row, "age") else None

@@ -21,7 +21,7 @@ of links to their scans or sequences with ``best/`` and predict's defaults (``--
 read against the dataset's labels (intensities 3-4 where the data has levels). The report then gives, per set, that
 figure beside the trainer's own and their ratio; ``--predict-args`` adds options to those predict runs. A run's
 score is kept as ``NAME.predict.json`` in ``--out`` and read back, not repeated, while its best/, test subjects,
-data and predict options are unchanged.
+data, predict options and the library's code are unchanged.
 """
 from __future__ import annotations
 
@@ -114,6 +114,15 @@ def _best_digest(run: Path) -> str:
     return h.hexdigest()
 
 
+def code_digest() -> str:
+    """sha256 over the library's source files: a kept score is scored again once predict's code changed."""
+    h = hashlib.sha256()
+    for f in sorted((REPO / "affectvlm").rglob("*.py")):
+        h.update(str(f.relative_to(REPO)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
 def predict_record(run: Path, data: str, layout: str, extra: list[str]) -> dict:
     """``affectvlm predict`` with ``run``'s best/ on links to its test subjects' inputs, scored against the
     dataset's labels: {"predict_test": accuracy at intensities 3-4 (or over all when the data has no levels),
@@ -125,7 +134,7 @@ def predict_record(run: Path, data: str, layout: str, extra: list[str]) -> dict:
         return {"predict_error": [f"no readable splits.json in {run} ({type(e).__name__}); delete the folder to "
                                   "run it again"]}
     key = {"best": _best_digest(run), "test": sorted(test), "data": str(Path(data).resolve()), "layout": layout,
-           "predict_args": extra}
+           "predict_args": extra, "code": code_digest()}
     kept = run.with_name(f"{run.name}.predict.json")
     try:
         old = json.loads(kept.read_text())

@@ -92,7 +92,9 @@ def test_predict_scores_each_runs_test_subjects_as_a_user_would(tmp_path, monkey
     with (run0 / "best" / "affectvlm.json").open("a") as f:
         f.write(" ")
     assert bench.predict_record(run0, str(data), "auto", ["--adapt", "none"])["predict_n"] == 2
-    assert scored == [["--adapt", "none"], ["--adapt", "none"]]
+    monkeypatch.setattr(bench, "code_digest", lambda: "the library changed")
+    assert bench.predict_record(run0, str(data), "auto", ["--adapt", "none"])["predict_n"] == 3
+    assert scored == [["--adapt", "none"]] * 3
 
 
 def test_fold_ids_run_only_those_folds_of_the_split(tmp_path, monkeypatch, capsys):

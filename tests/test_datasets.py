@@ -136,7 +136,8 @@ def test_folders_and_manifest(tmp_path):
     (b"path,label,subject\nmissing.obj,HA,p1\n", "line 2: missing.obj: file not found"),
     (b"path,label,subject,intensity\na.obj,HA,p1,inf\n", "line 2: intensity and age must be finite"),
     (b"path,label,subject,intensity\na.obj,HA,p1,nan\n", "line 2: intensity and age must be finite"),
-    (b"path,label,subject\nx\0y,HA,p1\n", "line 2: the path holds a NUL character"),
+    # Python 3.11's csv reads a NUL into the field; 3.10's refuses the row
+    (b"path,label,subject\nx\0y,HA,p1\n", "line 2: the path holds a NUL character|line contains NUL"),
     (b"path,label,subject\n" + b"a" * 5000 + b".obj,HA,p1\n", "line 2: " + "a" * 200 + "...: File name too long"),
     (b"path,label,subject\na.obj,HA," + b"x" * 140_000 + b"\n", "not a readable CSV row"),
     (bytes(range(128, 256)) * 8, "not UTF-8 text"),
@@ -144,7 +145,7 @@ def test_folders_and_manifest(tmp_path):
 def test_a_bad_manifest_row_is_one_error_naming_the_csv_and_line(tmp_path, content, says):
     (tmp_path / "a.obj").write_text("v 0 0 0\n")
     (tmp_path / "manifest.csv").write_bytes(content)
-    with pytest.raises(InputError, match=re.escape(says)) as e:
+    with pytest.raises(InputError, match="|".join(map(re.escape, says.split("|")))) as e:
         load_dataset(tmp_path / "manifest.csv", "manifest")
     assert str(e.value).startswith(str(tmp_path / "manifest.csv"))
 

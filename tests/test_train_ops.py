@@ -448,6 +448,15 @@ def test_the_run_chooses_on_val_whether_predict_adapts_its_checkpoint_to_a_set(t
     ev = json.loads(out.read_text())
     assert _at_levels_3_4(ev) == pytest.approx(got["val"]["trained"], abs=1e-6)
     assert ev["accuracy"] != pytest.approx(got["val"]["trained"], abs=1e-6)  # so a check on every level would fail
+    # --subset train: the run's training subjects, scored as val and test are (how far the run generalises)
+    from affectvlm.train.evaluate import main as eval_main
+
+    subjects = json.loads((tmp_path / "run" / "splits.json").read_text())["subjects"]
+    assert eval_main(["--model", str(tmp_path / "run"), "--subset", "train", "--out", str(tmp_path / "tr.json"),
+                      "--cache-dir", str(tmp_path / "ev-cache")]) == 0
+    tr = json.loads((tmp_path / "tr.json").read_text())
+    assert tr["subset"] == "train" and tr["n_subjects"] == len(subjects["train"]) and tr["n"] == 8 * tr["n_subjects"]
+    assert ev["n_subjects"] == len(subjects["val"]) and not set(subjects["train"]) & set(subjects["val"])
 
 
 def test_a_4d_run_chooses_on_its_validation_sequences_whether_predict_adapts(tmp_path):

@@ -3,7 +3,8 @@
 RUN_OR_CKPT is a run folder (its ``best/`` checkpoint is used and its ``config.yaml`` supplies defaults for
 data, layout, fold and filters) or any model spec ``load_model`` accepts. By default the run's test
 subjects are evaluated (``--subset test``: from its ``splits.json``, else the held-out fold); ``--subset val``
-its validation subjects; ``--subset all`` scores every sample. Writes the metrics
+its validation subjects; ``--subset train`` its training subjects (as scored, without the training augmentations:
+beside val and test, how far the run generalises); ``--subset all`` scores every sample. Writes the metrics
 JSON and a confusion-matrix PNG beside it (``metrics.png``).
 """
 from __future__ import annotations
@@ -41,9 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="metrics.json",
                    help="where the metrics JSON goes, with the confusion matrix as a PNG beside it "
                         "(default: metrics.json here)")
-    p.add_argument("--subset", choices=("test", "val", "all"), default=None,
+    p.add_argument("--subset", choices=("test", "val", "train", "all"), default=None,
                    help="held-out fold of the split (default when the run folder is given), a run's validation "
-                        "subjects, or all samples")
+                        "or training subjects (scored as predict scores, without augmentation), or all samples")
     p.add_argument("--fold", type=int)
     p.add_argument("--folds", type=int)
     p.add_argument("--split-seed", type=int)
@@ -111,11 +112,12 @@ def run_eval(args: argparse.Namespace) -> dict:
     if subset == "test" and split_rec is not None:  # the run's own test subjects (never used for selection)
         test_subjects = set(split_rec.subjects.get("test", []))
         samples = [s for s in samples if s.subject in test_subjects]
-    elif subset == "val":
+    elif subset in ("val", "train"):
         if split_rec is None:
-            raise ConfigError("--subset val needs a run folder (its splits.json names the validation subjects)")
-        val_subjects = set(split_rec.subjects.get("val", []))
-        samples = [s for s in samples if s.subject in val_subjects]
+            raise ConfigError(f"--subset {subset} needs a run folder (its splits.json names the "
+                              f"{'validation' if subset == 'val' else 'training'} subjects)")
+        chosen = set(split_rec.subjects.get(subset, []))
+        samples = [s for s in samples if s.subject in chosen]
     elif subset == "test":
         if resolve_split(samples, base.split) == "manifest":
             _, samples = manifest_split(samples)
