@@ -18,7 +18,8 @@ import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Sequence
+from types import UnionType
+from typing import Any, Sequence, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -309,16 +310,61 @@ def build_parser(prog: str = "affectvlm train") -> argparse.ArgumentParser:
     return p
 
 
+def _fits(v: Any, t: Any) -> bool:
+    """Whether a config value ``v`` has the field type ``t`` (an int is a float; a bool is neither)."""
+    if t is Any:
+        return True
+    origin, args = get_origin(t), get_args(t)
+    if origin in (Union, UnionType):
+        return any(_fits(v, a) for a in args)
+    if t is type(None):
+        return v is None
+    if origin is list:
+        return isinstance(v, list) and all(_fits(x, args[0]) for x in v)
+    if origin is dict:
+        return isinstance(v, dict)
+    if t is float:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    if t is int:
+        return isinstance(v, int) and not isinstance(v, bool)
+    return isinstance(v, t) if isinstance(t, type) else True
+
+
+def _check_types(cfg: TrainConfig) -> None:
+    """One line for a config file's value of the wrong type (YAML reads ``1e-4`` as text: numbers are taken
+    from text where a number is wanted)."""
+    hints = get_type_hints(TrainConfig)
+    for f in fields(TrainConfig):
+        v, t = getattr(cfg, f.name), hints[f.name]
+        if not _fits(v, t):
+            if isinstance(v, str) and (_fits(1.0, t) or _fits(1, t)):
+                try:
+                    v = float(v) if _fits(1.5, t) else int(v)
+                except ValueError:
+                    pass
+            elif isinstance(v, (int, float)) and not isinstance(v, bool) and _fits("", t):
+                v = str(v)  # e.g. views: 0
+            setattr(cfg, f.name, v)
+        if not _fits(v, t):
+            want = " or ".join(getattr(a, "__name__", str(a)).replace("NoneType", "None")
+                               for a in (get_args(t) if get_origin(t) in (Union, UnionType) else (t,)))
+            raise ConfigError(f"{f.name} must be {want}, got {v!r}")
+
+
 def _coerce(cfg: TrainConfig) -> TrainConfig:
     if isinstance(cfg.resume, bool):  # config files before --resume auto: true = yes, false = the default
         cfg.resume = "yes" if cfg.resume else "auto"
+    if isinstance(cfg.intensities, (str, int)) and not isinstance(cfg.intensities, bool):
+        try:
+            cfg.intensities = _int_list(str(cfg.intensities))
+        except argparse.ArgumentTypeError as e:
+            raise ConfigError(f"intensities: {e}") from None
+    if isinstance(cfg.classes, str):
+        cfg.classes = _str_list(cfg.classes)
+    _check_types(cfg)
     for k, choices in _CHOICES.items():
         if getattr(cfg, k) not in choices:
             raise ConfigError(f"{k} must be one of {', '.join(choices)} (got {getattr(cfg, k)!r})")
-    if isinstance(cfg.intensities, str):
-        cfg.intensities = _int_list(cfg.intensities)
-    if isinstance(cfg.classes, str):
-        cfg.classes = _str_list(cfg.classes)
     for k in ("epochs", "batch_size", "accum", "folds", "eval_every"):
         if int(getattr(cfg, k)) < 1:
             raise ConfigError(f"{k} must be >= 1 (got {getattr(cfg, k)})")
@@ -351,6 +397,8 @@ def load_yaml(path: str | os.PathLike) -> dict:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a YAML text file (not UTF-8)") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: invalid YAML ({e})") from None
     if not isinstance(data, dict):

@@ -357,6 +357,10 @@ def test_eval_auto_decides_as_predict_does(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(adapt_mod, "MIN_ROWS", 13)  # one more than the set holds
     few, _ = run("default", "auto", "few.json")
     assert "adapted" not in few and "at least 13" in few["adapt_declined"]["reason"]
+    for bad in (["--batch-size", "0"], ["--batch-size", "-1"], ["--intensities", "abc"]):  # usage errors, exit 2
+        with pytest.raises(SystemExit) as e:
+            ev.main(["--model", "default", *common, *bad])
+        assert e.value.code == 2 and bad[0] in capsys.readouterr().err
     # an --out that cannot take the metrics is one line, exit 2: a folder before scoring, a file's folder after
     assert ev.main(["--model", "default", *common, "--out", str(tmp_path)]) == 2
     assert capsys.readouterr().err.startswith(f"error: --out {tmp_path}: is a folder")

@@ -2,6 +2,7 @@
 atomic checkpoints."""
 import json
 import os
+import re
 from dataclasses import dataclass
 
 import pytest
@@ -33,6 +34,34 @@ def test_config_precedence(tmp_path):
         resolve_config(["--config", str(y), "--data", "d", "--out", "o"])
     with pytest.raises(ConfigError):
         resolve_config(["--data", "d", "--out", "o", "--epochs", "0"])
+
+
+@pytest.mark.parametrize("text, says", [
+    ("classes: 5\n", "classes must be list or None, got 5"),
+    ("lr: fast\n", "lr must be float, got 'fast'"),
+    ("epochs: 2.5\n", "epochs must be int, got 2.5"),
+    ("amp: 'yes'\n", "amp must be bool, got 'yes'"),
+    ("batch_size: [1]\n", "batch_size must be int, got [1]"),
+    ("intensities: a,b\n", "intensities: expected comma-separated integers"),
+])
+def test_a_config_value_of_the_wrong_type_is_one_error(tmp_path, text, says):
+    y = tmp_path / "c.yaml"
+    y.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        resolve_config(["--config", str(y), "--data", "d", "--out", "o"])
+
+
+def test_a_config_takes_what_yaml_reads_as_text(tmp_path):
+    """PyYAML reads ``1e-4`` (no dot) as text, and people quote numbers: a number is taken from text where one
+    is wanted, a number where text is wanted (``views: 0``), a single level as a list."""
+    y = tmp_path / "c.yaml"
+    y.write_text("lr: 1e-4\nepochs: '3'\nviews: 0\nintensities: 4\nlr_text: null\n")
+    cfg = resolve_config(["--config", str(y), "--data", "d", "--out", "o"])
+    assert (cfg.lr, cfg.epochs, cfg.views, cfg.intensities, cfg.lr_text) == (1e-4, 3, "0", [4], None)
+    assert isinstance(cfg.lr, float) and isinstance(cfg.epochs, int)
+    y.write_bytes(bytes(range(200, 256)))
+    with pytest.raises(ConfigError, match="not a YAML text file"):
+        resolve_config(["--config", str(y), "--data", "d", "--out", "o"])
 
 
 def test_slurm_env(monkeypatch):

@@ -25,13 +25,13 @@ from affectvlm.prior import MIN_ROWS, match_rows, parse_prior
 from affectvlm.reference import check_pattern, match_neutral, resolve_neutral
 from affectvlm.subjects import centre_rows, neutral_rows, resolve_subject_mean, training_logits
 from affectvlm.runfolder import RunFolder, read_splits, write_json
-from affectvlm.trainconfig import TrainConfig, load_yaml
+from affectvlm.trainconfig import TrainConfig, _int_list, load_yaml
 from affectvlm.train.metrics import classification_metrics, save_confusion_png
 from affectvlm.train.splits import resolve_split
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from affectvlm.cli import allow_signed_values
+    from affectvlm.cli import _positive_int, allow_signed_values
 
     p = allow_signed_values(argparse.ArgumentParser(prog="affectvlm eval",
                                                     description="Evaluate a model on a labelled dataset."))
@@ -48,10 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fold", type=int)
     p.add_argument("--folds", type=int)
     p.add_argument("--split-seed", type=int)
-    p.add_argument("--intensities", help="e.g. 3,4")
+    p.add_argument("--intensities", type=_int_list, help="e.g. 3,4")
     p.add_argument("--views")
     p.add_argument("--cache-dir")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=_positive_int, default=32)
     p.add_argument("--per-intensity", action="store_true", help="also report accuracy per intensity level")
     p.add_argument("--device", default="auto", help="auto (CUDA when present, the default), cpu, cuda, cuda:N")
     p.add_argument("--prior", metavar="SPEC",
@@ -102,7 +102,7 @@ def run_eval(args: argparse.Namespace) -> dict:
     layout = args.layout or base.layout
     if not data:
         raise ConfigError("--data is required (no run folder with a saved config was given)")
-    intens = [int(x) for x in args.intensities.split(",")] if args.intensities else base.intensities
+    intens = args.intensities or base.intensities
     subset = args.subset or ("test" if run_cfg else "all")
     ds = load_dataset(data, layout)
     model = load_model(spec, device=device, cache=False)
