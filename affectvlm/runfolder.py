@@ -388,7 +388,10 @@ def lock_run_dir(run_dir: PathLike) -> int:
 
     Raises :class:`RunFolderInUse` naming the holder's pid when another process has it."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file of that name, no permission
+        raise ConfigError(f"{run_dir}: cannot be the run folder ({e.strerror or e})") from None
     path = RunFolder(run_dir).lock
     fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
     try:

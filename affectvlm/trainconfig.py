@@ -370,7 +370,7 @@ def _coerce(cfg: TrainConfig) -> TrainConfig:
             raise ConfigError(f"{k} must be >= 1 (got {getattr(cfg, k)})")
     if not 0.0 <= float(cfg.val_fraction) < 1.0:
         raise ConfigError(f"val_fraction must be in [0, 1) (got {cfg.val_fraction})")
-    for k in ("collapse_steps", "collapse_grace", "chance_epochs"):
+    for k in ("collapse_steps", "collapse_grace", "chance_epochs", "workers"):
         if int(getattr(cfg, k)) < 0:
             raise ConfigError(f"{k} must be >= 0 (got {getattr(cfg, k)})")
     if cfg.lr <= 0:
@@ -400,7 +400,10 @@ def load_yaml(path: str | os.PathLike) -> dict:
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a YAML text file (not UTF-8)") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML ({e})") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = " ".join(str(getattr(e, "problem", None) or e).split())
+        raise ConfigError(f"{path}: invalid YAML{where} ({what})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a mapping of option: value")
     return {str(k).replace("-", "_"): v for k, v in data.items()}
@@ -425,7 +428,26 @@ def resolve_config(argv: Sequence[str] | None = None) -> TrainConfig:
     unknown = set(merged) - known
     if unknown:
         raise ConfigError(f"unknown config option(s): {', '.join(sorted(unknown))}")
-    return _coerce(TrainConfig(**merged))
+    cfg = _coerce(TrainConfig(**merged))
+    cfg.data = os.path.abspath(cfg.data)  # config.yaml must name the data wherever the run is resumed or evaluated from
+    if continuing and saved.exists():
+        _refuse_other_split(cfg, _coerce(TrainConfig(**{**load_yaml(saved), "resume": cfg.resume})), out)
+    return cfg
+
+
+# what decides which subjects a run trains, selects and tests on: a continued run must keep them
+SPLIT_KEYS = ("data", "layout", "fold", "folds", "split_seed", "split", "val_fraction", "intensities", "classes",
+              "include_neutral")
+
+
+def _refuse_other_split(cfg: TrainConfig, saved: TrainConfig, out: str) -> None:
+    """A run folder continued with other data or another split would test on subjects it trained on."""
+    saved.data = os.path.abspath(saved.data) if saved.data else saved.data
+    other = [k for k in SPLIT_KEYS if getattr(cfg, k) != getattr(saved, k)]
+    if other:
+        was = ", ".join(f"{k} {getattr(saved, k)!r}" for k in other)
+        raise ConfigError(f"{out} holds a run with {was}; continuing it with other data or another split would test "
+                          f"on subjects it trained on: choose another --out, or give the run's own options")
 
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:

@@ -192,6 +192,17 @@ def test_bad_options_fail_cleanly(tiny, tmp_path):
                        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and p.stdout == "" and "does not exist" in p.stderr, p.stderr
     assert len(p.stderr.strip().splitlines()) == 1 and not (tmp_path / "r3").exists()
+    # a file where the run folder or the render cache should go: one line, exit 2, nothing left claiming a run
+    (tmp_path / "afile").write_text("x")
+    from affectvlm.train.train import main
+
+    for extra in ([], ["--dry-run"]):
+        assert main(["--data", str(tiny), "--layout", "bu3dfe", "--out", str(tmp_path / "afile"), *extra]) == 2
+    p = subprocess.run([sys.executable, "-m", "affectvlm.train", "--data", str(tiny), "--layout", "bu3dfe", "--out",
+                        str(tmp_path / "r4"), "--model", "AffectVLM-Test", "--cache-dir", str(tmp_path / "afile")],
+                       cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "cannot hold the render cache" in p.stderr and "Traceback" not in p.stderr
+    assert json.loads((tmp_path / "r4" / "status.json").read_text())["status"] == "failed"
 
 
 @pytest.mark.slow

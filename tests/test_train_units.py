@@ -28,7 +28,7 @@ def test_config_precedence(tmp_path):
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "config.yaml").write_text((tmp_path / "r.yaml").read_text())
     again = resolve_config(["--out", str(tmp_path / "r"), "--resume", "--epochs", "9"])  # saved config is base
-    assert (again.lr, again.epochs, again.data) == (0.5, 9, "d")
+    assert (again.lr, again.epochs, again.data) == (0.5, 9, os.path.abspath("d"))  # saved absolute
     y.write_text("nonsense_option: 1\n")
     with pytest.raises(ConfigError, match="nonsense_option"):
         resolve_config(["--config", str(y), "--data", "d", "--out", "o"])
@@ -62,6 +62,30 @@ def test_a_config_takes_what_yaml_reads_as_text(tmp_path):
     y.write_bytes(bytes(range(200, 256)))
     with pytest.raises(ConfigError, match="not a YAML text file"):
         resolve_config(["--config", str(y), "--data", "d", "--out", "o"])
+    y.write_text("epochs: [1, 2\nlr: 3\n")  # broken YAML: one line, with where
+    with pytest.raises(ConfigError, match=r"invalid YAML at line \d+, column \d+") as e:
+        resolve_config(["--config", str(y), "--data", "d", "--out", "o"])
+    assert "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match="workers must be >= 0"):
+        resolve_config(["--data", "d", "--out", "o", "--workers", "-1"])
+
+
+def test_a_run_folder_is_not_continued_on_another_split(tmp_path, monkeypatch):
+    """``--resume auto`` continues a folder that holds a checkpoint: with another fold or other data it would test
+    on subjects it trained on, so that is refused; the run's own options (or none) continue it."""
+    from affectvlm.trainconfig import TrainConfig
+
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    (run / "checkpoints" / "epoch_0000").mkdir(parents=True)
+    (run / "checkpoints" / "epoch_0000" / "meta.json").write_text("{}")
+    save_config(TrainConfig(data="d", out=str(run), folds=3, fold=0), run / "config.yaml")
+    assert resolve_config(["--out", str(run)]).data == str(tmp_path / "d")  # the saved relative path, made whole
+    assert resolve_config(["--out", str(run), "--data", "d", "--folds", "3", "--epochs", "9"]).epochs == 9
+    for other, says in ((["--fold", "1"], "fold 0"), (["--data", "e"], "data"), (["--folds", "9"], "folds 3")):
+        with pytest.raises(ConfigError, match=f"holds a run with {says}"):
+            resolve_config(["--out", str(run), *other])
+    assert resolve_config(["--out", str(run), "--data", "d", "--fold", "1", "--resume", "no"]).fold == 1  # not continued
 
 
 def test_slurm_env(monkeypatch):

@@ -30,6 +30,8 @@ from typing import Sequence
 
 import numpy as np
 
+from affectvlm.errors import ConfigError
+
 # Bump whenever the renderer or canonicalisation changes what a view looks like (2: new up/front vote).
 CACHE_VERSION = 2
 _IMAGE_EXT = (".bmp", ".png", ".jpg", ".jpeg")
@@ -78,7 +80,11 @@ class RenderCache:
         from affectvlm.render import View
 
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # a file of that name, no permission
+            raise ConfigError(f"{self.root}: cannot hold the render cache ({e.strerror or e}); give --cache-dir "
+                              "a writable folder") from None
         self.settings = settings
         self.angle_jitter = float(angle_jitter)
         self.pitches = tuple(float(p) for p in pitches)

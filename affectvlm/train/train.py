@@ -999,6 +999,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = resolve_config(argv)
         refuse_existing_run(cfg)
+        if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
+            raise ConfigError(f"--out {cfg.out}: a file is there; the run folder must be a folder")
         if cfg.dry_run:
             plan = plan_run(cfg)  # every rank checks the data the same way; one prints the plan
             if checkpointing.launch_rank() == 0:
@@ -1015,9 +1017,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         except runfolder.RunFolderInUse as e:
             print(f"error: {e}", file=sys.stderr)
             return 3
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         for line in checkpointing.sweep_run_dir(run_dir):
             print(f"{run_dir}: {line}", file=sys.stderr)
     info = init_distributed_mode(cfg.device)
+    before = runfolder.read_status(run_dir) if info.is_main else None
     try:
         result = train(cfg, info, stop)
         if info.is_main:
@@ -1033,7 +1039,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return PREEMPTED_EXIT if preempted else STOPPED_EXIT
     except AffectVLMError as e:
         _log_error_to_file(e)
-        if info.is_main:
+        # a finished run relaunched with a bad option stays finished while nothing of it was touched
+        kept = before is not None and before.status is Status.FINISHED and runfolder.read_status(run_dir) == before
+        if info.is_main and not kept:
             run_dir.mkdir(parents=True, exist_ok=True)
             write_status(run_dir, Status.FAILED, message=str(e), reason=type(e).__name__)
         print(f"error: {e}", file=sys.stderr)
