@@ -202,6 +202,17 @@ def test_synth_cli_refuses_a_style_jitter_outside_0_1(capsys):
     assert rc == 2 and len(err) == 1 and "--style-jitter" in err[0]
 
 
+def test_synth_cli_refuses_an_out_it_cannot_make_before_reading_anything(tmp_path, capsys):
+    from affectvlm.synth.cli import main
+
+    (tmp_path / "afile").write_text("x")
+    for out in ("afile", "afile/x"):
+        rc = main(["--layout", "corpus", "--facekit", "/nonexistent-facekit", "--out", str(tmp_path / out)])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and err == [f"affectvlm synth: error: --out {tmp_path / out}: {tmp_path / 'afile'} is a file, "
+                                   "not a folder"]
+
+
 def test_families_are_parsed_once_for_the_cli_and_the_bench(capsys):
     import pytest
 

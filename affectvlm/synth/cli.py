@@ -18,6 +18,7 @@ corpus sampler's scans under BU names instead (:mod:`affectvlm.synth.bulayout`).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -127,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command; returns the exit status (0 ok, 2 bad input or options)."""
     ap = build_parser()
     args = ap.parse_args(argv)
+    problem = _out_problem(Path(args.out))  # said now, not after the face models are read
+    if problem:
+        print(f"affectvlm synth: error: --out {args.out}: {problem}", file=sys.stderr)
+        return 2
     sampler = _sampler_options(ap, args)
     if args.layout in ("corpus", "corpus4d") or sampler:
         generator = [o for o in GENERATOR_OPTIONS if getattr(args, o) != ap.get_default(o)]
@@ -254,6 +259,19 @@ def _pose(text: str) -> dict[str, float]:
     if len(sds) != 3 or not all(0.0 <= x <= 90.0 for x in sds):
         raise ConfigError(f"--pose-sd wants three standard deviations in degrees (0-90), e.g. 6,4,3; got {text!r}")
     return {"yaw_deg": 2 * sds[0], "pitch_deg": 2 * sds[1], "roll_deg": 2 * sds[2]}
+
+
+def _out_problem(out: Path) -> str:
+    """Why ``out`` cannot become the output folder ("" when it can): a file is in the way, or the nearest
+    existing folder above it cannot be written."""
+    p = out
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    if not p.is_dir():
+        return f"{p} is a file, not a folder"
+    if not os.access(p, os.W_OK | os.X_OK):
+        return f"cannot write in {p}"
+    return ""
 
 
 def _run(work: Callable[[], Path], quiet: bool) -> int:
