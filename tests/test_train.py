@@ -176,7 +176,7 @@ def test_sigkill_mid_epoch_then_resume_matches(tiny, tmp_path):
     assert json.loads((run / "status.json").read_text())["status"] == "finished"
 
 
-def test_bad_options_fail_cleanly(tiny, tmp_path):
+def test_bad_options_fail_cleanly(tiny, tmp_path, capsys):
     p = subprocess.run([sys.executable, "-m", "affectvlm.train", "--data", str(tmp_path / "nope"), "--layout",
                         "bu3dfe", "--out", str(tmp_path / "r"), "--model", "AffectVLM-Test"],
                        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
@@ -198,6 +198,11 @@ def test_bad_options_fail_cleanly(tiny, tmp_path):
 
     for extra in ([], ["--dry-run"]):
         assert main(["--data", str(tiny), "--layout", "bu3dfe", "--out", str(tmp_path / "afile"), *extra]) == 2
+    # a misspelt class is named, not trained as a class without samples
+    assert main(["--data", str(tiny), "--layout", "bu3dfe", "--out", str(tmp_path / "r5"), "--model", "AffectVLM-Test",
+                 "--classes", "happiness,sadnes", "--dry-run"]) == 2
+    assert not (tmp_path / "r5").exists()
+    assert "--classes: 'sadnes' not in" in capsys.readouterr().err
     p = subprocess.run([sys.executable, "-m", "affectvlm.train", "--data", str(tiny), "--layout", "bu3dfe", "--out",
                         str(tmp_path / "r4"), "--model", "AffectVLM-Test", "--cache-dir", str(tmp_path / "afile")],
                        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)

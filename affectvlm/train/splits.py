@@ -87,6 +87,12 @@ def build_splits(cfg: TrainConfig) -> Splits:
     from affectvlm.datasets import canonical_class, expand_frames, filter_samples, load_dataset, order_classes
 
     ds = load_dataset(cfg.data, cfg.layout)
+    if cfg.classes:
+        have = order_classes(s.label for s in ds.samples)
+        absent = [c for c in cfg.classes if canonical_class(c) not in have]
+        if absent:
+            raise ConfigError(f"--classes: {', '.join(map(repr, absent))} not in {cfg.data} (it has "
+                              f"{', '.join(have)})")
     samples = filter_samples(ds.samples, intensities=cfg.intensities, classes=cfg.classes,
                              include_neutral=cfg.include_neutral)
     if not samples:
