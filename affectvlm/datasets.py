@@ -503,16 +503,40 @@ def kfold_split(samples: Sequence[Sample], k: int = 10, fold: int = 0, seed: int
     return train, test
 
 
-def manifest_split(samples: Sequence[Sample]) -> tuple[list[Sample], list[Sample]]:
-    """(train, test) from the manifest's ``split`` column (``val``/``valid``/``test`` count as test)."""
-    if any(s.split is None for s in samples):
-        raise ConfigError("some manifest rows have no split value; use --fold/--folds instead")
+VAL_SPLITS = ("val", "valid", "validation")
+SPLIT_VALUES = ("train", *VAL_SPLITS, "test")
+
+
+def check_split_column(samples: Sequence[Sample], where: str = "the manifest") -> None:
+    """Raise one ConfigError unless every row's ``split`` is train, val (valid, validation) or test."""
+    counts = Counter(s.split for s in samples)
+    odd = {k: n for k, n in counts.items() if k is not None and k not in SPLIT_VALUES}
+    if odd:
+        said = ", ".join(f"{n} row(s) say {k!r}" for k, n in sorted(odd.items()))
+        raise ConfigError(f"{where}: its split column must say train, val or test ({said}); fix it, or pass "
+                          f"--split kfold to ignore the column")
+    if None in counts:
+        raise ConfigError(f"{where}: {counts[None]} of {len(samples)} rows have no split value; fill the column, or "
+                          f"pass --split kfold to ignore it")
+    if "train" not in counts:
+        raise ConfigError(f"{where}: its split column marks no row train (it says "
+                          f"{', '.join(sorted(counts))}); fix it, or pass --split kfold to ignore the column")
+
+
+def manifest_split(samples: Sequence[Sample], where: str = "the manifest"
+                   ) -> tuple[list[Sample], list[Sample], list[Sample]]:
+    """(train, val, test) from the manifest's ``split`` column; with no test rows, its val rows are the test."""
+    check_split_column(samples, where)
     train = [s for s in samples if s.split == "train"]
-    test = [s for s in samples if s.split in ("val", "valid", "validation", "test")]
-    leak = {s.subject for s in train} & {s.subject for s in test}
-    if leak:
-        raise ConfigError(f"manifest split puts subject(s) {sorted(leak)[:5]} in both train and test")
-    return train, test
+    val = [s for s in samples if s.split in VAL_SPLITS]
+    test = [s for s in samples if s.split == "test"]
+    if not test:
+        test, val = val, []
+    for a, b, x, y in (("train", "val", train, val), ("train", "test", train, test), ("val", "test", val, test)):
+        leak = {s.subject for s in x} & {s.subject for s in y}
+        if leak:
+            raise ConfigError(f"{where}: its split puts subject(s) {sorted(leak)[:5]} in both {a} and {b}")
+    return train, val, test
 
 
 def summarise(samples: Sequence[Sample]) -> dict:

@@ -211,6 +211,13 @@ def test_synth_cli_refuses_an_out_it_cannot_make_before_reading_anything(tmp_pat
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2 and err == [f"affectvlm synth: error: --out {tmp_path / out}: {tmp_path / 'afile'} is a file, "
                                    "not a folder"]
+    # a folder that holds a data set already: written into, the two trees would mix under one manifest
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "manifest.csv").write_text("path,label,subject\n")
+    rc = main(["--layout", "corpus", "--facekit", "/nonexistent-facekit", "--out", str(tmp_path / "old")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "holds a data set (manifest.csv) already" in err[0]
+    assert (tmp_path / "old" / "manifest.csv").read_text() == "path,label,subject\n"
 
 
 def test_families_are_parsed_once_for_the_cli_and_the_bench(capsys):

@@ -122,8 +122,8 @@ def test_folders_and_manifest(tmp_path):
     assert [s.label for s in ds.samples] == ["anger", "happiness"]
     assert ds.samples[0].age == 31.0 and ds.samples[0].intensity == 3 and ds.samples[1].intensity is None
     assert ds.samples[0].sex == "female" and ds.samples[1].sex == "male"
-    tr, te = manifest_split(ds.samples)
-    assert [s.subject for s in tr] == ["p1"] and [s.subject for s in te] == ["p2"]
+    tr, va, te = manifest_split(ds.samples)
+    assert [s.subject for s in tr] == ["p1"] and va == [] and [s.subject for s in te] == ["p2"]
     (tmp_path / "m" / "manifest.csv").write_text("path,label\na.obj,Angry\n")
     with pytest.raises(InputError, match="subject"):
         load_dataset(tmp_path / "m", "manifest")

@@ -253,10 +253,14 @@ def test_cli(tmp_path, kit_dir, capsys):
                  "--emotions", "happiness", "--texture-size", "0", "-q"]) == 0
     assert sorted(p.name for p in out.rglob("*.wrl"))[0].endswith("_F3D.wrl")
     assert (out / "manifest.csv").is_file() and (out / "synth.json").is_file()
-    assert main(["--facekit", str(kit_dir), "--out", str(out), "--decimate", "0"]) == 2
+    capsys.readouterr()
+    assert main(["--facekit", str(kit_dir), "--out", str(out), "--subjects", "1", "-q"]) == 2  # not mixed into it
+    assert "holds a data set (manifest.csv) already" in capsys.readouterr().err
+    fresh = tmp_path / "cli2"
+    assert main(["--facekit", str(kit_dir), "--out", str(fresh), "--decimate", "0"]) == 2
     assert "decimate" in capsys.readouterr().err
-    assert main(["--facekit", str(tmp_path / "nope"), "--out", str(out)]) == 2
-    assert main(["--facekit", str(kit_dir), "--out", str(out), "--emotions", "boredom"]) == 2
+    assert main(["--facekit", str(tmp_path / "nope"), "--out", str(fresh)]) == 2
+    assert main(["--facekit", str(kit_dir), "--out", str(fresh), "--emotions", "boredom"]) == 2
 
 
 def test_decimate_keeps_a_valid_shared_topology(kit_dir):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -110,6 +111,28 @@ def test_manifest_split_train_test_carves_val_and_train_val_test_is_kept():
     leak = _samples(4, lambda i: "train") + [Sample("/y.wrl", "happiness", "S000", split="val")]
     with pytest.raises(ConfigError, match="both train and val"):
         split_samples(leak + [Sample("/z.wrl", "sadness", "T9", split="test")], cfg)
+
+
+@pytest.mark.parametrize("split_of, says", [
+    (lambda i: "training" if i < 4 else "test", "8 row(s) say 'training'"),
+    (lambda i: "test", "marks no row train (it says test)"),
+    (lambda i: "train" if i < 4 else None, "4 of 12 rows have no split value"),
+])
+def test_a_split_column_that_is_not_a_split_is_named_not_ignored(split_of, says):
+    # --split auto used to fall back to k-fold without a word on these (and --split manifest dropped 'training' rows)
+    for split in ("auto", "manifest"):
+        with pytest.raises(ConfigError, match=f"^d: .*{re.escape(says)}.*--split kfold"):
+            split_samples(_samples(6, split_of), TrainConfig(data="d", out="o", split=split))
+    assert split_samples(_samples(6, split_of), TrainConfig(data="d", out="o", split="kfold", folds=3))[3].startswith(
+        "kfold")
+
+
+def test_auto_split_is_kfold_without_a_column_or_when_every_row_is_train():
+    for split_of in (None, lambda i: "train"):
+        *_, src = split_samples(_samples(6, split_of), TrainConfig(data="d", out="o", folds=3))
+        assert src.startswith("kfold")
+    *_, src = split_samples(_samples(6, lambda i: "train" if i < 4 else "validation"), TrainConfig(data="d", out="o"))
+    assert src.startswith("manifest")  # train/val manifest: its val rows are the test, val is carved from train
 
 
 def test_carve_val_never_takes_every_subject():

@@ -426,7 +426,7 @@ def test_documented_launches_restart_workers():
     assert readme.count("--max-restarts") >= 2
 
 
-def test_the_run_chooses_on_val_whether_predict_adapts_its_checkpoint_to_a_set(tmp_path):
+def test_the_run_chooses_on_val_whether_predict_adapts_its_checkpoint_to_a_set(tmp_path, capsys):
     """best/ records whether its validation subjects read better with the encoder adapted to their scans (what
     `affectvlm predict --adapt auto` then does); the as-trained figure is what `affectvlm eval` gives."""
     data = write_tiny_bu3dfe(tmp_path / "data", n_subjects=24, intensities=(1, 2, 3, 4))  # val: 72 of 192 scans
@@ -457,6 +457,10 @@ def test_the_run_chooses_on_val_whether_predict_adapts_its_checkpoint_to_a_set(t
     tr = json.loads((tmp_path / "tr.json").read_text())
     assert tr["subset"] == "train" and tr["n_subjects"] == len(subjects["train"]) and tr["n"] == 8 * tr["n_subjects"]
     assert ev["n_subjects"] == len(subjects["val"]) and not set(subjects["train"]) & set(subjects["val"])
+    # another fold of a run is not its test subjects: refused, not scored as the run's own fold
+    capsys.readouterr()
+    assert eval_main(["--model", str(tmp_path / "run"), "--fold", "3", "--out", str(tmp_path / "f3.json")]) == 2
+    assert "--fold 3: " in capsys.readouterr().err and not (tmp_path / "f3.json").exists()
 
 
 def test_a_4d_run_chooses_on_its_validation_sequences_whether_predict_adapts(tmp_path):

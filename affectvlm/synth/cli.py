@@ -262,8 +262,11 @@ def _pose(text: str) -> dict[str, float]:
 
 
 def _out_problem(out: Path) -> str:
-    """Why ``out`` cannot become the output folder ("" when it can): a file is in the way, or the nearest
-    existing folder above it cannot be written."""
+    """Why ``out`` cannot become the output folder ("" when it can): a file is in the way, the nearest
+    existing folder above it cannot be written, or it holds files already (two data sets would mix)."""
+    if out.is_dir() and any(out.iterdir()):
+        held = "a data set (manifest.csv)" if (out / "manifest.csv").exists() else "files"
+        return f"holds {held} already; a new one written there would mix with it. Give a new or empty folder"
     p = out
     while not p.exists() and p != p.parent:
         p = p.parent

@@ -109,6 +109,14 @@ def run_eval(args: argparse.Namespace) -> dict:
     classes = list(model.classes)
     samples = filter_samples(ds.samples, intensities=intens, classes=classes)
     split_rec = read_splits(args.model) if run_cfg else None
+    if split_rec is not None and subset != "all":
+        other = [f"--{k.replace('_', '-')} {v}" for k, v in (("fold", args.fold), ("folds", args.folds),
+                                                            ("split_seed", args.split_seed))
+                 if v is not None and v != getattr(base, k)]
+        if other:
+            raise ConfigError(f"{' '.join(other)}: {args.model} was trained on its own split ({split_rec.source}); "
+                              f"its {subset} subjects come from that. Score another fold with that fold's run folder, "
+                              f"or use --subset all")
     if subset == "test" and split_rec is not None:  # the run's own test subjects (never used for selection)
         test_subjects = set(split_rec.subjects.get("test", []))
         samples = [s for s in samples if s.subject in test_subjects]
@@ -119,8 +127,8 @@ def run_eval(args: argparse.Namespace) -> dict:
         chosen = set(split_rec.subjects.get(subset, []))
         samples = [s for s in samples if s.subject in chosen]
     elif subset == "test":
-        if resolve_split(samples, base.split) == "manifest":
-            _, samples = manifest_split(samples)
+        if resolve_split(samples, base.split, str(data)) == "manifest":
+            _, _, samples = manifest_split(samples, str(data))
         else:
             _, samples = kfold_split(samples, args.folds or base.folds,
                                      base.fold if args.fold is None else args.fold,

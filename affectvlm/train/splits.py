@@ -26,9 +26,6 @@ class Splits:
                             {k: len(getattr(self, k)) for k in ("train", "val", "test")}, self.source)
 
 
-_VAL_NAMES = ("val", "valid", "validation")
-
-
 def carve_val_subjects(subjects, fraction: float, seed: int = 0) -> set[str]:
     """A deterministic share of ``subjects`` (seeded hash order), at least one, never all of them."""
     subs = sorted(set(subjects))
@@ -39,30 +36,26 @@ def carve_val_subjects(subjects, fraction: float, seed: int = 0) -> set[str]:
     return set(order[:n])
 
 
-def resolve_split(samples, split: str) -> str:
-    """``split`` with ``auto`` resolved: ``manifest`` when every sample has a split value of a manifest (train plus
-    test and/or val), else ``kfold``."""
-    if split != "auto":
-        return split
+def resolve_split(samples, split: str, where: str = "the manifest") -> str:
+    """``split`` with ``auto`` resolved: ``manifest`` when the rows have split values, unless every one says train
+    (nothing held out), else ``kfold``. A split column the manifest path would use is checked here."""
+    from affectvlm.datasets import check_split_column
+
     names = {s.split for s in samples}
-    return ("manifest" if None not in names and names <= {"train", "test", *_VAL_NAMES} and "train" in names
-            and len(names) > 1 else "kfold")
+    if split == "kfold" or (split == "auto" and names in ({None}, {"train"})):
+        return "kfold"
+    check_split_column(samples, where)
+    return "manifest"
 
 
 def split_samples(samples, cfg: TrainConfig) -> tuple[list, list, list, str]:
     """(train, val, test, description): k-fold test fold or the manifest's test rows; val from the
     manifest's val rows or carved out of the training subjects (``cfg.val_fraction``)."""
-    from affectvlm.datasets import kfold_split
+    from affectvlm.datasets import kfold_split, manifest_split
 
     val: list = []
-    if resolve_split(samples, cfg.split) == "manifest":
-        if any(s.split is None for s in samples):
-            raise ConfigError("some manifest rows have no split value; use --fold/--folds instead")
-        train = [s for s in samples if s.split == "train"]
-        val = [s for s in samples if s.split in _VAL_NAMES]
-        test = [s for s in samples if s.split == "test"]
-        if not test:  # train/val manifests: their val rows are the held-out set
-            test, val = val, []
+    if resolve_split(samples, cfg.split, str(cfg.data)) == "manifest":
+        train, val, test = manifest_split(samples, str(cfg.data))
         source = "manifest"
     else:
         train, test = kfold_split(samples, cfg.folds, cfg.fold, cfg.split_seed)
