@@ -30,6 +30,7 @@ import hashlib
 import math
 import os
 import re
+import stat
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -157,10 +158,21 @@ def _sniff_mesh(path: Path) -> bool:
     return head.startswith((b"ply", b"OFF", b"solid", b"glTF"))
 
 
+def _is_scan(p: Path) -> bool:
+    """Whether ``p`` (named as a scan) is a file to read; a link that leads nowhere (a loop, a missing target) is
+    one InputError naming it, not a scan the set silently lacks."""
+    try:
+        return stat.S_ISREG(p.stat().st_mode)
+    except OSError as e:
+        if p.is_symlink():
+            raise InputError(str(p), f"a link that leads nowhere ({e.strerror or e}); remove it or fix its target")
+        return False
+
+
 def load_bu3dfe(root: str | os.PathLike) -> Dataset:
     r = _check_root(root, "bu3dfe")
     samples, skipped = [], []
-    found = sorted((p for p in sorted(r.rglob("*")) if p.suffix.lower() in _BU3DFE_FORMATS and p.is_file()),
+    found = sorted((p for p in sorted(r.rglob("*")) if p.suffix.lower() in _BU3DFE_FORMATS and _is_scan(p)),
                    key=lambda p: _BU3DFE_FORMATS.index(p.suffix.lower()))
     scans: dict[Path, Path] = {}  # one file per scan name: VRML first, then MESH_EXTENSIONS' order
     for p in found:
@@ -181,7 +193,7 @@ def load_bu3dfe(root: str | os.PathLike) -> Dataset:
 def _frames_in(folder: Path, sniff: bool) -> list[tuple[int, Path]]:
     out = []
     for f in folder.iterdir():
-        if not f.is_file():
+        if not (_is_scan(f) if f.suffix.lower() in MESH_EXTENSIONS else f.is_file()):
             continue
         ok = f.suffix.lower() in MESH_EXTENSIONS if not sniff else (
             f.suffix.lower() in MESH_EXTENSIONS or f.suffix == "") and _sniff_mesh(f)
@@ -240,6 +252,8 @@ def load_bosphorus(root: str | os.PathLike, include_variants: bool = False) -> D
     r = _check_root(root, "bosphorus")
     samples, skipped = [], []
     for p in sorted(r.rglob("*.bnt")):
+        if not _is_scan(p):
+            continue
         m = _BOS_RE.match(p.stem)
         if not m:
             skipped.append(str(p))
@@ -279,7 +293,7 @@ def load_folders(root: str | os.PathLike, subject_regex: str | None = None) -> D
     samples, skipped = [], []
     for cdir in sorted(d for d in r.iterdir() if d.is_dir() and not d.name.startswith(".")):
         for p in sorted(cdir.rglob("*")):
-            if p.is_file() and p.suffix.lower() in MESH_EXTENSIONS:
+            if p.suffix.lower() in MESH_EXTENSIONS and _is_scan(p):
                 samples.append(Sample(path=str(p), label=canonical_class(cdir.name),
                                       subject=_guess_subject(p.stem, subject_regex), source_label=cdir.name))
     return _finish(samples, "folders", r, skipped)

@@ -365,9 +365,11 @@ def _coerce(cfg: TrainConfig) -> TrainConfig:
     for k, choices in _CHOICES.items():
         if getattr(cfg, k) not in choices:
             raise ConfigError(f"{k} must be one of {', '.join(choices)} (got {getattr(cfg, k)!r})")
-    for k in ("epochs", "batch_size", "accum", "folds", "eval_every"):
+    for k in ("epochs", "batch_size", "accum", "eval_every"):
         if int(getattr(cfg, k)) < 1:
             raise ConfigError(f"{k} must be >= 1 (got {getattr(cfg, k)})")
+    if int(cfg.folds) < 2:
+        raise ConfigError(f"folds must be >= 2: one fold would hold every subject out (got {cfg.folds})")
     if not 0.0 <= float(cfg.val_fraction) < 1.0:
         raise ConfigError(f"val_fraction must be in [0, 1) (got {cfg.val_fraction})")
     for k in ("collapse_steps", "collapse_grace", "chance_epochs", "workers"):

@@ -54,6 +54,29 @@ def test_bu3dfe_names_in_other_mesh_formats(tmp_path):
     assert (s.label, s.subject, s.intensity) == ("fear", "M0002", 3)
 
 
+@pytest.mark.parametrize("layout", ["bu3dfe", "bu4dfe", "folders"])
+def test_a_scan_that_is_a_link_leading_nowhere_is_named_not_dropped(tmp_path, layout):
+    """A loop or a dangling link under a scan's name used to vanish from the set without a word."""
+    if layout == "bu3dfe":
+        make_bu3dfe(tmp_path)
+        bad = tmp_path / "F0001" / "F0001_HA04BL_F3D.wrl"
+    else:
+        bad = tmp_path / ("F001/Happy" if layout == "bu4dfe" else "happy") / "003.wrl"
+        bad.parent.mkdir(parents=True)
+        (bad.parent / "000.wrl").write_text("#VRML V2.0 utf8\n")
+    bad.unlink(missing_ok=True)
+    bad.symlink_to(bad.name)  # itself: a loop
+    with pytest.raises(InputError, match=f"^{re.escape(str(bad))}: a link that leads nowhere"):
+        load_dataset(tmp_path, layout)
+    bad.unlink()
+    bad.symlink_to("gone.wrl")  # dangling
+    with pytest.raises(InputError, match="a link that leads nowhere"):
+        load_dataset(tmp_path, layout)
+    bad.unlink()
+    (bad.parent / "README.txt").symlink_to("gone.txt")  # not named as a scan: not the set's business
+    assert len(load_dataset(tmp_path, layout)) >= 1
+
+
 def test_bu4dfe_keeps_males_skips_tools(tmp_path):
     for subj in ("F001", "M002"):
         for e in ("Angry", "Happy"):

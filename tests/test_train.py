@@ -210,6 +210,23 @@ def test_bad_options_fail_cleanly(tiny, tmp_path, capsys):
     assert json.loads((tmp_path / "r4" / "status.json").read_text())["status"] == "failed"
 
 
+def test_a_scan_too_small_to_be_a_face_stops_training_naming_it(tmp_path, capsys):
+    """What predict refuses (a 3-vertex "scan") is not trained on either: one line naming the file, exit 2."""
+    import numpy as np
+
+    from affectvlm.io.vrml import write_vrml
+    from affectvlm.mesh import Mesh
+    from affectvlm.train.train import main
+
+    data = write_tiny_bu3dfe(tmp_path / "data", n_subjects=4)
+    bad = data / "M0002" / "M0002_SA03WH_F3D.wrl"
+    write_vrml(bad, Mesh(np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], np.float32), np.array([[0, 1, 2]])))
+    rc = main(_args(data, tmp_path / "run", tmp_path / "cache", "--epochs", "1", "--folds", "2"))
+    err = capsys.readouterr().err
+    assert rc == 2 and f"error: {bad}: only 3 vertices: too small to be a face scan" in err and "Traceback" not in err
+    assert json.loads((tmp_path / "run" / "status.json").read_text())["status"] == "failed"
+
+
 @pytest.mark.slow
 def test_batch_by_subject_runs_and_changes_the_batches(tiny, tmp_path):
     cache = tmp_path / "cache"

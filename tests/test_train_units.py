@@ -34,6 +34,9 @@ def test_config_precedence(tmp_path):
         resolve_config(["--config", str(y), "--data", "d", "--out", "o"])
     with pytest.raises(ConfigError):
         resolve_config(["--data", "d", "--out", "o", "--epochs", "0"])
+    for k in ("0", "1"):  # one message for every fold count that cannot split
+        with pytest.raises(ConfigError, match=f"folds must be >= 2: one fold would hold every subject out .got {k}"):
+            resolve_config(["--data", "d", "--out", "o", "--folds", k])
 
 
 @pytest.mark.parametrize("text, says", [
@@ -221,5 +224,8 @@ def test_split_auto_takes_a_manifests_own_split_and_kfold_otherwise():
     train, val, test, source = split_samples(own, cfg)
     assert source.startswith("manifest") and {s.subject for s in test} == {"s7", "s8"}
     assert {s.subject for s in val} == {"s6"}
-    for splits in (["train"] * 6 + [None] * 4, [None] * 10, ["train"] * 10, ["train"] * 8 + ["holdout"] * 2):
+    for splits in ([None] * 10, ["train"] * 10):  # no column, or one that holds nothing out
         assert split_samples(samples(splits), cfg)[3].startswith("kfold"), splits
+    for splits in (["train"] * 6 + [None] * 4, ["train"] * 8 + ["holdout"] * 2):  # a split meant, not made: said
+        with pytest.raises(ConfigError, match="--split kfold"):
+            split_samples(samples(splits), cfg)

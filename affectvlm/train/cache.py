@@ -137,10 +137,11 @@ class RenderCache:
         from dataclasses import replace
 
         from affectvlm.io import load_mesh
+        from affectvlm.io._common import check_face
 
         t0 = time.perf_counter()
         s = self.settings
-        meshes = [load_mesh(p, texture=s.texture) for p in paths]
+        meshes = [check_face(load_mesh(p, texture=s.texture)) for p in paths]  # what predict refuses, so does training
         imgs = replace(s, views=self.render_views_list).render(meshes, device=self.device)
         out = (imgs.clamp(0, 1) * 255 + 0.5).to("cpu").numpy().astype(np.uint8)
         self.stats.render_s += time.perf_counter() - t0
