@@ -26,6 +26,7 @@ data, predict options and the library's code are unchanged.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -114,8 +115,10 @@ def _best_digest(run: Path) -> str:
     return h.hexdigest()
 
 
+@functools.lru_cache(maxsize=1)
 def code_digest() -> str:
-    """sha256 over the library's source files: a kept score is scored again once predict's code changed."""
+    """sha256 over the library's source files (once per invocation): a kept score is scored again once predict's
+    code changed."""
     h = hashlib.sha256()
     for f in sorted((REPO / "affectvlm").rglob("*.py")):
         h.update(str(f.relative_to(REPO)).encode())
