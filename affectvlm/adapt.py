@@ -300,7 +300,7 @@ def peak_frames_mean(o: Any, sequences: Sequence[Any]) -> torch.Tensor | None:
         for it in sequences:
             try:
                 seq = it.load()
-                settings, _ = _orient_sequence(seq, o.settings)
+                seq, settings, _ = _orient_sequence(seq, o.settings)
                 frames = [seq.frames[i] for i in sample_indices(len(seq.frames), 1, SEQUENCE_FRAMES)]
                 imgs = _render_frames(frames, settings, o)[0]
                 if imgs is None:

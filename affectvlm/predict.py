@@ -233,18 +233,36 @@ def _expressiveness(probs: Sequence[float], classes: Sequence[str]) -> float:
     return 1.0 - probs[lower.index("neutral")] if "neutral" in lower else max(probs)
 
 
-def _orient_sequence(seq: MeshSequence, settings: "RenderSettings") -> tuple["RenderSettings", FaceFrame | None]:
-    """One face frame for the whole sequence, found on its middle frame (frames of a scan session share the
-    file's axes; deciding per frame could flip single frames); settings that render every frame in it."""
+def _orient_sequence(seq: MeshSequence, settings: "RenderSettings"
+                     ) -> tuple[MeshSequence, "RenderSettings", FaceFrame | None]:
+    """One face frame for the whole sequence, found on the frame nearest the middle that is a face (frames of a
+    scan session share the file's axes; deciding per frame could flip single frames); the sequence and settings
+    that render every frame in it. A frame off the file's axes (a turned head) is given as a rotation of every
+    frame, since the settings name axes only."""
+    from affectvlm.geometry import parse_frame_axes
+
     if not (settings.canonical and seq.frames):
-        return settings, None
-    try:
-        frame = _prepare(seq.frames[len(seq.frames) // 2], settings).frame
-    except Exception:  # each frame's render reports its own problem
-        return settings, None
+        return seq, settings, None
+    mid = len(seq.frames) // 2
+    for i in sorted(range(len(seq.frames)), key=lambda k: (abs(k - mid), k)):
+        try:
+            found = _prepare(check_face(seq.frames[i]), settings)
+            break
+        except Exception:  # each frame's render reports its own problem
+            continue
+    else:
+        return seq, settings, None
+    frame = found.frame
     if frame is None:
-        return settings, None
-    return replace(settings, up=frame.up, front=frame.front), frame
+        return seq, settings, None
+    try:
+        parse_frame_axes(frame.up, frame.front)
+        return seq, replace(settings, up=frame.up, front=frame.front), frame
+    except ConfigError:  # not axis names: rotate the frames into this frame's axes
+        R = np.asarray(found.mesh.meta["canonical"]["rotation"], np.float64)
+        turned = [replace(m, vertices=(np.asarray(m.vertices, np.float64) @ R.T).astype(np.float32))
+                  for m in seq.frames]
+        return replace(seq, frames=turned), replace(settings, up="+y", front="+z"), frame
 
 
 @dataclass
@@ -378,7 +396,7 @@ def _iter_sequence(seq: MeshSequence | Input, model: ModelArg = None, *, views: 
         from affectvlm.io import load_sequence
 
         seq = load_sequence(seq, source, every=every, n_frames=frames, limits=o.limits)
-    settings, frame = _orient_sequence(seq, o.settings)
+    seq, settings, frame = _orient_sequence(seq, o.settings)
     with executor(o.workers) as pool:
         yield from _score_sequence(pool, seq, settings, frame, o, source or seq.source)
 
@@ -459,7 +477,7 @@ def _start(pool: Executor, items: Sequence[Item], unit: list[int], o: _Options) 
             seq = first.load()
             if not isinstance(seq, MeshSequence):
                 raise ConfigError(f"{first.source}: expected a sequence, got {type(seq).__name__}")
-            return (seq, *_orient_sequence(seq, o.settings))
+            return _orient_sequence(seq, o.settings)
         return pool.submit(load_sequence)
     done: Future[object] = Future()
     done.set_result(None)
@@ -603,9 +621,9 @@ def predict_mesh(mesh: Mesh | Prepared | MeshSequence, model: ModelArg = None, *
         o = _Options(m, render_settings(m.render, views, up, front), default_limits(), batch_size=batch_size,
                      pooling=pooling, precision=precision, workers=check_workers(workers), mirror=mirror)
         _check_options(batch_size=batch_size, pooling=pooling, precision=precision, mirror=mirror)
-        settings, frame = _orient_sequence(mesh, o.settings)
+        turned, settings, frame = _orient_sequence(mesh, o.settings)
         with executor(o.workers) as pool:
-            res = [r for r, fr in _score_sequence(pool, mesh, settings, frame, o, mesh.source, keep_best)
+            res = [r for r, fr in _score_sequence(pool, turned, settings, frame, o, mesh.source, keep_best)
                    if fr is None][0]
         if not res.ok:
             raise InputError(mesh.source, res.error)

@@ -379,3 +379,33 @@ def test_one_scan_starts_no_worker_threads(model, files, monkeypatch):
     assert asked == [0, 2, 2]
     assert one[0]["success"] == 1 and seq[-1]["frame"] == "sequence"
     assert [two[0][c] for c in model.classes] == pytest.approx([one[0][c] for c in model.classes], abs=1e-5)
+
+
+def _yawed(mesh, degrees: float):
+    from dataclasses import replace
+
+    a = np.radians(degrees)
+    R = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    return replace(mesh, vertices=(mesh.vertices @ R.T).astype(np.float32))
+
+
+def test_a_sequence_of_a_turned_head_is_scored_as_the_same_head_facing_the_camera(model):
+    """A frame found off the file's axes (here a head turned 45 degrees) used to fail the whole sequence with
+    'up must be one of +x, ...', since it was handed back as a render override that names axes only."""
+    faces = [face_like_mesh(24, smile=s, seed=3) for s in (0, 0.7, 1.4)]
+    straight = predict([MeshSequence(faces, [0, 1, 2], source="straight")], model)
+    turned = predict([MeshSequence([_yawed(m, 45) for m in faces], [0, 1, 2], source="turned")], model)
+    assert [r["error"] for r in turned] == [""] * 4, turned[-1]["error"]
+    assert "[" in turned[-1]["orientation_front"]  # reported as the vector it is
+    for a, b in zip(straight, turned):
+        assert [b[c] for c in CLASSES] == pytest.approx([a[c] for c in CLASSES], abs=0.02)
+
+
+def test_a_bad_middle_frame_is_its_own_error_row_not_the_sequences(model):
+    faces = [face_like_mesh(24, smile=s, seed=4) for s in (0, 0.5, 1.0, 1.5, 2.0)]
+    faces[2] = type(faces[0])(np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], np.float32),
+                              np.array([[0, 1, 2], [0, 1, 3]]))  # a 4-vertex "frame" in the middle
+    rows = predict([MeshSequence([_yawed(m, 45) for m in faces], list(range(5)), source="seq")], model)
+    assert "only 4 vertices" in rows[2]["error"]
+    assert [r["error"] for i, r in enumerate(rows) if i != 2] == [""] * 5
+    assert rows[-1]["orientation_front"].startswith("[0.7")  # the frame found on a neighbour, for every frame
