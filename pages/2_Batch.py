@@ -13,7 +13,7 @@ import streamlit as st
 
 from affectvlm.app.batch import batch_hint, collect_batch, match_batch, rows_download, score_batch
 from affectvlm.app.state import kept
-from affectvlm.app.uploads import UPLOAD_TYPES, signature
+from affectvlm.app.uploads import UPLOAD_TYPES, files_signature
 from affectvlm.app.widgets import get_model, orientation_box, page_header, settings, show_error
 from affectvlm.errors import AffectVLMError
 
@@ -129,9 +129,10 @@ def show(scored: tuple[list[dict], str], seconds: float) -> None:
 if files and choice is None:
     st.warning("Fix the model settings in the sidebar first.")
 elif files:
-    sig = signature([(f.name, f.size) for f in files], up, front, choice.key, use_adapt)
+    named = [(f.name, f.getvalue()) for f in files]
+    sig = files_signature(named, up, front, choice.key, use_adapt)
     try:
-        items = collect_batch([(f.name, f.getvalue()) for f in files], limits=S.limits)
+        items = collect_batch(named, limits=S.limits)
         st.caption(f"{len(items)} scan(s) found.")
         previous = state.get("batch_result")
         if st.button("Score all", type="primary", key="batch_run") or (previous and previous.key == sig):

@@ -224,6 +224,22 @@ def test_batch_zip_table_and_downloads(face, tmp_path):
     assert len(at.error) == 2 and any("--prior" in e.value for e in at.error) and not at.exception
 
 
+def test_batch_scores_a_new_file_of_the_same_name_and_size_again():
+    """Batch used to key its kept table on names and sizes: a re-export of scan.stl (same size, other shape)
+    showed the first file's scores, even after Score all."""
+    a, b = (_trimesh_bytes(face_like_mesh(20, smile=s, seed=7, textured=False), "stl") for s in (-1.5, 1.5))
+    assert len(a) == len(b) and a != b
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    at.switch_page("pages/2_Batch.py").run()
+    got = []
+    for data in (a, b):
+        upload(at, [("scan.stl", data)], key="batch_upload")
+        at.button(key="batch_run").click().run()
+        assert not at.exception, at.exception
+        got.append(at.dataframe[0].value[list(DEFAULT_CLASSES)].to_numpy()[0])
+    assert not np.allclose(got[0], got[1], atol=1e-6)
+
+
 def test_batch_scores_scans_against_their_folders_neutral_scan(tmp_path):
     face = face_like_mesh(20, seed=0, textured=False)
     members = [(f"F0001/F0001_{code}_F3D.obj", _trimesh_bytes(face, "obj")) for code in ("NE00WH", "HA04WH", "SA04WH")]

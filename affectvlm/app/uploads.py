@@ -47,6 +47,12 @@ def signature(*parts: object) -> str:
     return h.hexdigest()[:16]
 
 
+def files_signature(files: Sequence[tuple[str, bytes]], *extra: object) -> str:
+    """:func:`signature` of uploaded files by name and content (two files of one name and size differ), and
+    ``extra`` (the settings they were scored with)."""
+    return signature(*[(n, hashlib.sha1(b).hexdigest()) for n, b in files], *extra)
+
+
 @dataclass(frozen=True)
 class UploadPlan:
     """What a set of uploaded files is: one ``scan`` or a ``sequence``; ``path`` is what to load."""
@@ -116,7 +122,7 @@ def receive_upload(files: Sequence[tuple[str, bytes]], previous: Upload | None =
     """The :class:`Upload` for ``files``: ``previous`` when it holds the same files; otherwise the files
     are planned into a fresh folder and ``previous``'s folder is deleted (also when the new files are
     refused with ``InputError``, which leaves no folder behind)."""
-    sig = signature(*[(n, hashlib.sha1(b).hexdigest()) for n, b in files])
+    sig = files_signature(files)
     if previous is not None and previous.signature == sig:
         return previous
     workdir = new_upload_dir(root, previous=previous.workdir if previous else None)
