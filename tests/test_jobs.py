@@ -37,6 +37,8 @@ FAKE_TRAINER = textwrap.dedent(
                 json.dump({"status": s, "epochs": a.epochs}, f)
             os.replace(os.path.join(a.out, "status.json.tmp"), os.path.join(a.out, "status.json"))
     status("running")
+    with open(os.path.join(a.out, "pid.%d" % rank), "w") as f:
+        f.write(str(os.getpid()))
     print("fake trainer start resume=%s rank=%s world=%s" % (a.resume, rank, os.environ.get("WORLD_SIZE")), flush=True)
     t0 = time.time()
     for e in range(a.epochs):
@@ -203,6 +205,31 @@ def test_real_torchrun_two_ranks(tmp_path, fake_trainer):
     log = tail(run / "stdout.log", 200)
     assert job.status == "finished", log
     assert "rank=0 world=2" in log and "rank=1 world=2" in log
+
+
+def test_stop_leaves_no_torchrun_worker_behind(tmp_path, fake_trainer):
+    """torchrun starts each worker in a session of its own: a worker slow to honour SIGTERM used to outlive the
+    SIGKILL of torchrun's group, training on while the job read as ended."""
+    pytest.importorskip("torch")
+    from affectvlm.runfolder import pid_alive
+
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    run = tmp_path / "stubborn"
+    cfg = TrainLaunch(run_dir=run, train_args=["--out", str(run), "--epochs", "100000", "--sleep", "0.1",
+                                               "--ignore-term"], nproc_per_node=1)
+    job = store.launch(cfg, script=str(fake_trainer))
+    deadline = time.monotonic() + 90
+    while not (run / "pid.0").is_file() or not (run / "pid.0").read_text():
+        assert time.monotonic() < deadline and store.get(job.id).active, tail(run / "stdout.log", 50)
+        time.sleep(0.1)
+    worker = int((run / "pid.0").read_text())
+    assert os.getpgid(worker) != job.pgid  # the case: the worker is not in the job's group
+    stopped = store.stop(job.id, grace=1.0)
+    assert stopped.status == "stopped"
+    deadline = time.monotonic() + 5
+    while pid_alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pid_alive(worker)
 
 
 def test_metrics_reader_skips_partial_lines(tmp_path):

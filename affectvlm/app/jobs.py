@@ -305,12 +305,14 @@ class JobStore:
         return status.value, rc, message
 
     def stop(self, job_id: int, *, grace: float = 10.0, wait: bool = True) -> Job:
-        """SIGTERM the job's process group; SIGKILL it if anything is left after ``grace`` seconds."""
+        """SIGTERM the job's process group (torchrun passes it on to its workers); SIGKILL it and its workers'
+        groups if anything is left after ``grace`` seconds."""
         job = self.get(job_id)
         if not job.active:
             return job
         self._update(job.id, stop_requested=1)
         pgid = job.pgid or job.pid
+        workers = processes.descendant_groups(job.pid) - {pgid}  # found while torchrun still knows them
         if pgid:
             try:
                 os.killpg(pgid, signal.SIGTERM)
@@ -319,18 +321,21 @@ class JobStore:
             except PermissionError as e:
                 raise ConfigError(f"job {job_id}: not allowed to signal process group {pgid}: {e}") from e
         if wait:
-            self._wait_gone(job, grace)
-            if self._still_running(job) and pgid:
-                try:
-                    os.killpg(pgid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                self._wait_gone(job, 5.0)
+            self._wait_gone(job, grace, workers)
+            workers |= processes.descendant_groups(job.pid) - {pgid}
+            for g in ([pgid] if pgid else []) + sorted(workers):
+                if processes.group_alive(g):
+                    try:
+                        os.killpg(g, signal.SIGKILL)
+                    except (ProcessLookupError, PermissionError):
+                        pass
+            self._wait_gone(job, 5.0, workers)
         return self.get(job_id)
 
-    def _wait_gone(self, job: Job, seconds: float) -> None:
+    def _wait_gone(self, job: Job, seconds: float, workers: set[int] = frozenset()) -> None:
         deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline and self._still_running(job):
+        while time.monotonic() < deadline and (self._still_running(job)
+                                               or any(processes.group_alive(g) for g in workers)):
             time.sleep(0.05)
 
     @staticmethod

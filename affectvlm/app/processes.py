@@ -84,6 +84,27 @@ def pid_alive(pid: int | None, proc_start: str | None) -> bool:
     return proc_start is None or proc_start_time(pid) == proc_start
 
 
+def descendant_groups(pid: int | None) -> set[int]:
+    """Process groups of ``pid``'s live descendants (torchrun puts each worker in a session of its own, so
+    signalling the job's group alone can orphan them); empty without /proc."""
+    if not pid or not Path("/proc").is_dir():
+        return set()
+    children: dict[int, list[int]] = {}
+    groups: dict[int, int] = {}
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            fields = _stat_fields(int(p.name))
+            if fields and len(fields) > 2 and fields[0] not in ("Z", "X"):
+                children.setdefault(int(fields[1]), []).append(int(p.name))
+                groups[int(p.name)] = int(fields[2])
+    found, todo = set(), list(children.get(pid, []))
+    while todo:
+        q = todo.pop()
+        found.add(groups[q])
+        todo.extend(children.get(q, []))
+    return found
+
+
 def group_alive(pgid: int | None) -> bool:
     """Whether process group ``pgid`` has a live (non-zombie) member."""
     if not pgid:
