@@ -30,9 +30,10 @@ import contextlib
 import math
 import os
 import sys
+import types
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Callable, ContextManager, Iterator, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator, Sequence, Union
 
 import numpy as np
 import torch
@@ -650,3 +651,14 @@ def predict_mesh(mesh: Mesh | Prepared | MeshSequence, model: ModelArg = None, *
 
         pics = list(zip(captions, to_pil(images)))
     return Analysis(result, pics, images.cpu(), dict(zip(captions, weights)), shown, prepared)
+
+
+class _CallableModule(types.ModuleType):
+    """``affectvlm.predict(...)`` is the function, but once this submodule is imported the package's attribute of
+    that name is the module (Python sets it): calling the module calls :func:`predict`."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> list[Row]:
+        return predict(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

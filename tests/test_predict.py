@@ -409,3 +409,22 @@ def test_a_bad_middle_frame_is_its_own_error_row_not_the_sequences(model):
     assert "only 4 vertices" in rows[2]["error"]
     assert [r["error"] for i, r in enumerate(rows) if i != 2] == [""] * 5
     assert rows[-1]["orientation_front"].startswith("[0.7")  # the frame found on a neighbour, for every frame
+
+
+def test_the_packages_predict_can_be_called_again_as_the_readme_calls_it(files):
+    """`affectvlm.predict(...)` worked once: importing the submodule of that name made the package's attribute the
+    module. Run in a fresh interpreter, where nothing has imported the submodule before."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import affectvlm, sys\n"
+            "a = affectvlm.predict([sys.argv[1]], model='AffectVLM-Test')\n"
+            "b = affectvlm.predict([sys.argv[1]], model='AffectVLM-Test')\n"
+            "import affectvlm.predict as module\n"
+            "c = affectvlm.predict([sys.argv[1]], model='AffectVLM-Test')\n"
+            "assert callable(module.predict_mesh) and a == b == c and a[0]['error'] == '', (a, b, c)\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    r = subprocess.run([sys.executable, "-c", code, str(files / "a.obj")], capture_output=True, text=True,
+                       timeout=300, env=env, cwd=str(Path(__file__).resolve().parents[1]))
+    assert r.returncode == 0, r.stderr[-2000:]
