@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from affectvlm.errors import AffectVLMError, ConfigError, printable
+from affectvlm.fileio import out_problem
 
 DEVICE_HELP = "torch device: auto (CUDA when present, else cpu), cpu, cuda, cuda:N or mps"
 
@@ -191,6 +192,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if args.out and Path(args.out).suffix.lower() not in (".csv", ".json"):
         raise ConfigError(f"--out {args.out}: must end in .csv or .json")
+    if args.out and (problem := out_problem(args.out)):
+        raise ConfigError(f"--out {args.out}: {problem}")  # now, not after the scoring
     shard = shard_from_env()
     if shard is not None and not args.out:
         raise ConfigError(f"{shard.world} processes (torchrun/SLURM) need --out: rank 0 writes the merged file")
@@ -280,6 +283,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     bad = [m for m in maps if m not in MAPS]
     if bad or not maps:
         raise ConfigError(f"--maps {args.maps!r}: choose from {', '.join(MAPS)}")
+    if problem := out_problem(args.out, folder=True):
+        raise ConfigError(f"--out {args.out}: {problem}")
     src = Path(args.input)
     if not src.exists():
         raise ConfigError(f"{src}: file not found")

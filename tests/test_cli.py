@@ -117,6 +117,19 @@ def test_in_process_output_and_errors(capsys, scans, tmp_path):
         assert err == ["affectvlm: error: up (+y) and front (-y) must be different axes"]
     with pytest.raises(SystemExit):
         cli.main(["predict", "x.obj", "--frames", "0"])
+    # an --out that cannot be written is said before any scoring or rendering (it was a traceback, or one line
+    # after all the work); the model is not even loaded
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "d.csv").mkdir()
+    for cmd, says in ((["predict", str(scans / "face.obj"), "--model", "NoSuchNet", "--out", str(tmp_path / "d.csv")],
+                       "is a folder; give a file's name"),
+                      (["predict", str(scans / "face.obj"), "--model", "NoSuchNet", "--out",
+                        str(tmp_path / "afile" / "r.csv")], f"{tmp_path / 'afile'} is a file, not a folder"),
+                      (["render", str(scans / "face.obj"), "--out", str(tmp_path / "afile")], "is a file, not a folder"),
+                      (["render", str(scans / "face.obj"), "--out", str(tmp_path / "afile" / "v")], "is a file")):
+        assert cli.main(cmd) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and err.startswith("affectvlm: error: --out ") and says in err, err
 
 
 def test_forwarded_subcommands(monkeypatch):

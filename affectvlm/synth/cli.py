@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+from affectvlm.fileio import out_problem
 from affectvlm.errors import AffectVLMError, ConfigError
 
 
@@ -262,19 +263,12 @@ def _pose(text: str) -> dict[str, float]:
 
 
 def _out_problem(out: Path) -> str:
-    """Why ``out`` cannot become the output folder ("" when it can): a file is in the way, the nearest
-    existing folder above it cannot be written, or it holds files already (two data sets would mix)."""
+    """Why ``out`` cannot become the output folder ("" when it can): :func:`affectvlm.fileio.out_problem`, or it
+    holds files already (two data sets would mix)."""
     if out.is_dir() and any(out.iterdir()):
         held = "a data set (manifest.csv)" if (out / "manifest.csv").exists() else "files"
         return f"holds {held} already; a new one written there would mix with it. Give a new or empty folder"
-    p = out
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    if not p.is_dir():
-        return f"{p} is a file, not a folder"
-    if not os.access(p, os.W_OK | os.X_OK):
-        return f"cannot write in {p}"
-    return ""
+    return out_problem(out, folder=True)
 
 
 def _run(work: Callable[[], Path], quiet: bool) -> int:
