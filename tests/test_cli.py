@@ -121,6 +121,7 @@ def test_in_process_output_and_errors(capsys, scans, tmp_path):
     # after all the work); the model is not even loaded
     (tmp_path / "afile").write_text("x")
     (tmp_path / "d.csv").mkdir()
+    capsys.readouterr()
     for cmd, says in ((["predict", str(scans / "face.obj"), "--model", "NoSuchNet", "--out", str(tmp_path / "d.csv")],
                        "is a folder; give a file's name"),
                       (["predict", str(scans / "face.obj"), "--model", "NoSuchNet", "--out",
