@@ -26,6 +26,7 @@ FAKE_TRAINER = textwrap.dedent(
     p.add_argument("--fail", action="store_true")
     p.add_argument("--ignore-term", action="store_true")
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--fail-why", default="")
     a, _ = p.parse_known_args()
     if a.ignore_term:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -51,6 +52,13 @@ FAKE_TRAINER = textwrap.dedent(
     if a.fail:
         print("boom", flush=True)
         sys.exit(3)
+    if a.fail_why:  # as the trainer fails on purpose under torchrun: its reason, then the launcher's traceback
+        with open(os.path.join(a.out, "status.json"), "w") as f:
+            json.dump({"status": "failed", "message": a.fail_why, "reason": "ConfigError",
+                       "updated": time.time()}, f)
+        print("error: " + a.fail_why, flush=True)
+        print("\\n".join("  torchrun traceback line %d" % i for i in range(40)), flush=True)
+        sys.exit(1)
     status("finished")
     """
 )
@@ -97,6 +105,15 @@ def test_failed_job_records_exit_code(tmp_path, fake_trainer):
     job = _wait(store, job.id)
     assert job.status == "failed" and job.returncode == 3 and "exit code 3" in job.message
     assert "boom" in tail(run / "stdout.log", 5)
+
+
+def test_a_failed_job_says_the_trainers_reason_not_the_exit_code(tmp_path, fake_trainer):
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    run = tmp_path / "r"
+    why = "6 training samples give no full batch of 16 x 1"
+    job = store.launch(TrainLaunch(run_dir=run), command=_cmd(fake_trainer, run, "--epochs", "1", "--fail-why", why))
+    job = _wait(store, job.id)
+    assert job.status == "failed" and job.returncode == 1 and job.message == why
 
 
 def test_stop_terminates_group_and_survives_reopen(tmp_path, fake_trainer):

@@ -299,6 +299,21 @@ def test_sigusr1_writes_a_complete_checkpoint_and_the_requeued_run_matches(tiny,
     assert [r["step"] for r in _train_records(run)] == [r["step"] for r in _train_records(ref)]
 
 
+def test_torchrun_does_not_rerun_a_failure_the_same_options_meet_again(tiny, tmp_path):
+    """The app launches with --max-restarts: a run that fails on purpose (a batch larger than the data, training
+    that does not learn) used to be run again from its last checkpoint, defeating the not-learning guard."""
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1",
+           "--max-restarts", "2", "-m", "affectvlm.train", *_args(tiny, run, cache, "--batch-size", "64")]
+    p = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    out = p.stdout + p.stderr
+    assert p.returncode != 0
+    assert out.count("give no full batch") == 3, out[-4000:]  # the failure, then each restart says it again
+    assert out.count("not retried: the same options would fail the same way") == 2, out[-4000:]
+    st = runfolder.read_status(run)
+    assert st.status is runfolder.Status.FAILED and st.reason == "ConfigError" and "no full batch" in st.message
+
+
 @pytest.mark.slow
 def test_torchrun_restarts_a_killed_worker_and_the_run_continues_by_itself(tiny, tmp_path):
     """torchrun --max-restarts 1 with two gloo ranks: rank 0 is SIGKILLed after the first checkpoint;

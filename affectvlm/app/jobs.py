@@ -300,7 +300,10 @@ class JobStore:
             if job.pid is None:
                 message = "the launch did not complete"
             else:
-                message = (last_error_line(job.run_dir) or (f"exit code {rc}" if rc is not None else "")
+                # the trainer's own reason, written for this launch, before torchrun's last words
+                own = (st.message if st is not None and st.status is Status.FAILED
+                       and (st.updated or 0) >= (job.started or 0) - 1 else "")
+                message = (own or last_error_line(job.run_dir) or (f"exit code {rc}" if rc is not None else "")
                            or (st.message if st else "") or "process ended without a finished status.json")
         return status.value, rc, message
 

@@ -33,7 +33,7 @@ def tail(path: str | os.PathLike, n_lines: int = 40, *, max_bytes: int = 64 * 10
 
 def last_error_line(run_dir: str | os.PathLike) -> str:
     """The trainer's last ``error: ...`` line in ``stdout.log`` (its one-line reason for exiting)."""
-    for line in reversed(tail(RunFolder(Path(run_dir)).stdout_log, 20).splitlines()):
+    for line in reversed(tail(RunFolder(Path(run_dir)).stdout_log, 200).splitlines()):  # under torchrun's traceback
         if line.startswith("error: "):
             return line[len("error: "):].strip()
     return ""

@@ -994,10 +994,25 @@ def _log_error_to_file(e: Exception) -> None:
             h.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s", (e,), None))
 
 
+# failures the same options meet again: torchrun's restarts (for crashes and lost nodes) would only repeat them
+FINAL_FAILURES = ("ConfigError", "InputError", "ModelError", "TrainingFailed")
+
+
+def _failed_for_good(run_dir: Path) -> str:
+    """On a restart by torchrun: the message of this run's failure that a restart cannot mend ("" if none)."""
+    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) < 1:
+        return ""
+    st = runfolder.read_status(run_dir)
+    return st.message if st is not None and st.status is Status.FAILED and st.reason in FINAL_FAILURES else ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point for ``affectvlm train`` and ``python -m affectvlm.train`` (also under torchrun)."""
     try:
         cfg = resolve_config(argv)
+        if final := _failed_for_good(Path(cfg.out)):
+            print(f"error: {final} (not retried: the same options would fail the same way)", file=sys.stderr)
+            return 2
         refuse_existing_run(cfg)
         if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
             raise ConfigError(f"--out {cfg.out}: a file is there; the run folder must be a folder")
