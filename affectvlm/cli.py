@@ -294,14 +294,18 @@ def cmd_render(args: argparse.Namespace) -> int:
         meshes, stems = seq.frames, [f"{stem}_f{fid:04d}" for fid in seq.frame_ids]
     else:
         meshes, stems = [load_mesh(src)], [stem]
-    written = []
+    written, failed = [], 0
     for mesh, s in zip(meshes, stems):
+        if mesh.meta.get("load_error"):  # a frame that could not be read: said, and the others rendered
+            _err(f"{mesh.source}: {mesh.meta['load_error']}")
+            failed += 1
+            continue
         out = render_maps([mesh], views, args.size, texture=not args.no_texture, device=device, maps=maps,
                           up=args.up, front=args.front)
         for name, img in out.items():
             written += save_views(img[0], args.out, f"{s}_{name}" if len(maps) > 1 or name != "shade" else s)
     print(f"wrote {len(written)} images to {args.out}", file=sys.stderr)
-    return 0
+    return 1 if failed else 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:

@@ -111,11 +111,14 @@ def analyse_sequence(seq, model, sig: str) -> None:
     with c1:
         st.subheader(f"Frame {ids[idx]}")
         mesh = seq.frames[idx]
-        pv = preview(mesh, max_faces=S.preview_max_faces, up=up, front=front)
-        frame = FaceFrame.from_meta(pv.meta)
-        if warning := orientation_warning(frame):
-            warn_slot.warning(warning, icon=":material/screen_rotation:")
-        show_preview(pv, mesh, mesh, frame)
+        if rows[idx]["error"]:  # a frame that could not be read or is no face: its reason, not a preview
+            st.error(f"Not scored: {rows[idx]['error']}")
+        else:
+            pv = preview(mesh, max_faces=S.preview_max_faces, up=up, front=front)
+            frame = FaceFrame.from_meta(pv.meta)
+            if warning := orientation_warning(frame):
+                warn_slot.warning(warning, icon=":material/screen_rotation:")
+            show_preview(pv, mesh, mesh, frame)
     with c2:
         st.subheader("Sequence result")
         how = st.radio("Pool the frames by", POOLINGS, horizontal=True, key="an_pooling",
@@ -126,7 +129,8 @@ def analyse_sequence(seq, model, sig: str) -> None:
         if pooled and not pooled["error"] and scored:
             probs = pool_probabilities(scored, classes, how)
             show_probabilities(dict(zip(classes, map(float, probs))), key="seq_bar", label="Sequence emotion")
-        st.markdown(f"**Frame {ids[idx]}:** {rows[idx]['label']} ({float(rows[idx]['confidence']):.1%})")
+        if not rows[idx]["error"]:
+            st.markdown(f"**Frame {ids[idx]}:** {rows[idx]['label']} ({float(rows[idx]['confidence']):.1%})")
         st.caption(f"{len(rows)} frames scored in {took:.2f} s ({took / max(len(rows), 1) * 1000:.0f} ms/frame)")
 
 

@@ -143,6 +143,14 @@ def test_sequence_zip_and_frame_files(face, tmp_path):
     # the same frames as separate files give the same result
     at2 = upload(analyse(), frames[::-1])
     assert top(at2)[0] == label
+    # a truncated frame is its own "not scored", the others are scored (it used to refuse the whole upload)
+    frames[2] = (frames[2][0], frames[2][1][: len(frames[2][1]) // 3].rsplit(b"\nv ", 1)[0] + b"\nf 1 2 99999\n")
+    at3 = upload(analyse(), [("seq.zip", zip_bytes(frames))])
+    assert top(at3)[0] and not at3.exception
+    at3.select_slider(key="an_frame").set_value(2).run()
+    assert not at3.exception
+    assert [e.value for e in at3.error if e.value.startswith("Not scored: frame 2: ")], [e.value for e in at3.error]
+    assert not any("affectvlm-upload-" in e.value for e in at3.error)  # the user's names, not the server's folder
 
 
 def _view_urls(at: AppTest) -> list[str]:

@@ -328,3 +328,13 @@ def test_predict_subject_mean(capsys, tmp_path):
     with pytest.raises(SystemExit):
         cli.main(["predict", *dirs, *base, "--subject-mean", "sometimes"])
     assert "--subject-mean: invalid choice" in capsys.readouterr().err
+
+
+def test_render_of_a_sequence_with_an_unreadable_frame_renders_the_others(tmp_path, capsys):
+    for i in range(3):
+        write_vrml(tmp_path / "seq" / f"{i:03d}.wrl", face_like_mesh(16, smile=i / 2, seed=i, textured=False))
+    (tmp_path / "seq" / "001.wrl").write_text("#VRML V2.0 utf8\nShape { geometry IndexedFaceSet { coord Coord")
+    assert cli.main(["render", str(tmp_path / "seq"), "--out", str(tmp_path / "v"), "--views", "0", "--size", "32"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith(f"affectvlm: {tmp_path / 'seq' / '001.wrl'}: ") and len(err) == 2, err
+    assert sorted(p.name for p in (tmp_path / "v").iterdir()) == ["seq_f0000_v0.png", "seq_f0002_v0.png"]

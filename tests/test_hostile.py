@@ -366,11 +366,15 @@ def test_rows_show_the_users_name_not_a_temp_path(model, tmp_path):
     (seq / "002.obj").write_text("v 1 2\nf 1 2 3\n")
     rows = predict([("my scan.obj", tmp / "upload.obj"), ("bad scan.obj", str(tmp / "broken.obj")),
                     ("Angry", seq), ("bytes.obj", (tmp / "broken.obj").read_bytes())], model)
-    assert [r["file"] for r in rows] == ["my scan.obj", "bad scan.obj", "Angry", "bytes.obj"]
+    # the sequence's unreadable frame is its own row; its two good frames and the pooled row are scored
+    assert [r["file"] for r in rows] == ["my scan.obj", "bad scan.obj", *["Angry"] * 4, "bytes.obj"]
+    assert [r["frame"] for r in rows[2:6]] == [0, 1, 2, "sequence"]
     _ok(rows[0])
-    for r in rows[1:]:
+    for r in rows[2:4] + rows[5:6]:
+        _ok(r)
+    for r in (rows[1], rows[4], rows[6]):
         assert r["error"] and str(tmp) not in r["error"] and "affectvlm-upload" not in r["error"]
-    assert rows[2]["error"].startswith("002.obj: ")  # which frame of the sequence failed
+    assert rows[4]["error"].startswith("frame 2: cannot read as OBJ"), rows[4]["error"]  # which frame failed
 
 
 @pytest.mark.timeout(30)

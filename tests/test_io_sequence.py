@@ -125,8 +125,29 @@ def test_sequence_errors(tmp_path, frames):
         load_sequence(write_zip(None, {"1.ply": ply, "001.ply": ply}), "dup.zip")
     with pytest.raises(InputError, match="over the limit"):
         load_sequence(write_zip(None, {f"{i}.ply": ply for i in range(4)}), "many.zip", limits=Limits(max_frames=3))
-    with pytest.raises(InputError, match="many.zip:1.ply: file is empty"):
-        load_sequence(write_zip(None, {"0.ply": ply, "1.ply": b""}), "many.zip")
+    with pytest.raises(InputError, match="many.zip:0.ply: file is empty"):  # no frame to score: the first reason
+        load_sequence(write_zip(None, {"0.ply": b"", "1.ply": b""}), "many.zip")
+
+
+def test_one_unreadable_frame_is_that_frames_error_and_the_others_are_scored(tmp_path):
+    """A truncated frame used to throw the whole sequence away, while a frame too small to be a face was only
+    its own error row."""
+    from affectvlm.io._common import check_face
+    from affectvlm.predict import predict
+
+    for i in range(5):  # larger than the fixture's frames: faces predict scores
+        write_vrml(tmp_path / "seq" / f"{i:03d}.wrl", face_like_mesh(16, smile=i / 4, seed=i, textured=False))
+    whole = (tmp_path / "seq" / "002.wrl").read_bytes()
+    (tmp_path / "seq" / "002.wrl").write_bytes(whole[: len(whole) // 2])
+    members = {p.name: p.read_bytes() for p in sorted((tmp_path / "seq").glob("*.wrl"))}
+    for src, name in ((tmp_path / "seq", "seq"), (write_zip(None, members), "seq.zip")):
+        seq = load_sequence(src, name)
+        assert seq.frame_ids == [0, 1, 2, 3, 4] and seq.meta["n_unreadable"] == 1
+        with pytest.raises(InputError, match=r"002\.wrl: .*truncated"):
+            check_face(seq.frames[2])
+        rows = predict([seq], "AffectVLM-Test")
+        assert [bool(r["error"]) for r in rows] == [False, False, True, False, False, False], rows[2]["error"]
+        assert "truncated" in rows[2]["error"] and rows[-1]["frame"] == "sequence"
 
 
 def test_zip_slip_absolute_and_symlink_refused():

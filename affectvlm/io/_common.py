@@ -119,6 +119,8 @@ def check_face(mesh: Mesh, limits: Limits | None = None) -> Mesh:
     Too small: fewer than ``limits.min_face_vertices`` vertices. Too flat or thin: the second or third
     principal extent under 1/1000 of the largest (a plane, a strip, a line).
     """
+    if mesh.meta.get("load_error"):  # a frame of a sequence that could not be read
+        raise InputError(mesh.source, mesh.meta["load_error"])
     limits = get_limits(limits)
     n = len(mesh.vertices)
     if n < limits.min_face_vertices:

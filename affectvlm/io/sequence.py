@@ -23,7 +23,7 @@ import numpy as np
 
 from affectvlm.errors import ConfigError, InputError
 from affectvlm.limits import Limits
-from affectvlm.mesh import MeshSequence
+from affectvlm.mesh import Mesh, MeshSequence
 from affectvlm.io._common import get_limits
 from affectvlm.io.archive import SafeZip, is_zip
 from affectvlm.io.formats import MESH_EXTENSIONS, load_mesh, load_mesh_bytes
@@ -94,9 +94,23 @@ def _zip_resolver(z: SafeZip, member: str) -> Callable[[str], bytes | None]:
     return resolve
 
 
+def _frame(load: Callable[[], Mesh], source: str) -> Mesh:
+    """One frame, or a frame that failed to read: no vertices and the reason as ``meta["load_error"]``, so that
+    one corrupt frame is its own error row (:func:`affectvlm.io._common.check_face` raises it) and the others are
+    scored."""
+    try:
+        return load()
+    except InputError as e:
+        return Mesh(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64), source=e.source or source,
+                    meta={"load_error": e.problem})
+
+
 def _finish(frames, ids, source, kind, n_total, limits) -> MeshSequence:
+    bad = [m for m in frames if m.meta.get("load_error")]
+    if frames and len(bad) == len(frames):  # nothing to score: the first reason is the sequence's
+        raise InputError(bad[0].source, bad[0].meta["load_error"])
     return MeshSequence(frames=frames, frame_ids=ids, source=source,
-                        meta={"container": kind, "n_available": n_total})
+                        meta={"container": kind, "n_available": n_total, "n_unreadable": len(bad)})
 
 
 def _check_count(n_kept: int, limits: Limits, source: str) -> None:
@@ -116,8 +130,9 @@ def _load_zip(src, source: str, every: int, n_frames: int | None, limits: Limits
         frames, ids = [], []
         for i in keep:
             num, member = order[i]
-            frames.append(load_mesh_bytes(z.read(member), member, source=f"{source}:{member}", limits=limits,
-                                          resolve=_zip_resolver(z, member)))
+            frames.append(_frame(lambda: load_mesh_bytes(z.read(member), member, source=f"{source}:{member}",
+                                                         limits=limits, resolve=_zip_resolver(z, member)),
+                                 f"{source}:{member}"))
             ids.append(num)
     return _finish(frames, ids, source, "zip", len(order), limits)
 
@@ -143,7 +158,7 @@ def load_sequence(src: str | os.PathLike | bytes | Sequence[str | os.PathLike], 
         order = _order(list(by_name), source)
         keep = sample_indices(len(order), every, n_frames)
         _check_count(len(keep), limits, source)
-        frames = [load_mesh(by_name[order[i][1]], limits=limits) for i in keep]
+        frames = [_frame(lambda p=by_name[order[i][1]]: load_mesh(p, limits=limits), order[i][1]) for i in keep]
         return _finish(frames, [order[i][0] for i in keep], source, "list", len(order), limits)
     if not isinstance(src, (str, os.PathLike)):
         raise InputError(str(name or src), f"expected a folder, zip, bytes or list of files, got {type(src).__name__}")
@@ -159,7 +174,8 @@ def load_sequence(src: str | os.PathLike | bytes | Sequence[str | os.PathLike], 
         order = _order(names, source)
         keep = sample_indices(len(order), every, n_frames)
         _check_count(len(keep), limits, source)
-        frames = [load_mesh(path / order[i][1], name=os.path.join(source, order[i][1]), limits=limits) for i in keep]
+        frames = [_frame(lambda n=os.path.join(source, order[i][1]), p=path / order[i][1]:
+                         load_mesh(p, name=n, limits=limits), os.path.join(source, order[i][1])) for i in keep]
         return _finish(frames, [order[i][0] for i in keep], source, "folder", len(order), limits)
     if not path.exists():
         raise InputError(source, "no such file or folder")
