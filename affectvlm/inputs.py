@@ -14,7 +14,7 @@ from typing import Callable, Sequence, Union
 
 from affectvlm.errors import AffectVLMError, InputError
 from affectvlm.io import MESH_EXTENSIONS
-from affectvlm.io.sequence import is_mesh_name, looks_like_sequence
+from affectvlm.io.sequence import is_mesh_name, looks_like_sequence, member_dir
 from affectvlm.limits import Limits
 from affectvlm.mesh import Mesh, MeshSequence
 
@@ -53,22 +53,35 @@ def expand(inputs: Input | Sequence[Input], *, limits: Limits, frames: int | Non
     from affectvlm.io import load_mesh, load_sequence
     from affectvlm.io.archive import is_zip, safe_zip_members
 
-    def seq_loader(src: Path | bytes, name: str | None = None) -> Callable[[], MeshSequence]:
-        return lambda: load_sequence(src, name, every=every, n_frames=frames, limits=limits)
+    def seq_loader(src: Path | bytes, name: str | None = None, folder: str | None = None
+                   ) -> Callable[[], MeshSequence]:
+        return lambda: load_sequence(src, name, every=every, n_frames=frames, limits=limits, member_dir=folder)
 
     def from_zip(data: Path | bytes, source: str) -> list[Item]:
+        """As a folder is read: each member folder whose meshes are frames is a sequence (a zip of a BU-4DFE
+        subject gives one per expression), the other meshes are scans."""
         from affectvlm.io.archive import SafeZip
 
         with SafeZip(data, limits, source) as z:
             names = [n for n in z.names if is_mesh_name(n)]
         if not names:
             raise InputError(source, f"the zip holds no mesh file ({', '.join(MESH_EXTENSIONS)})")
-        if looks_like_sequence(names):
+        groups: dict[str, list[str]] = {}
+        for n in names:
+            groups.setdefault(member_dir(n), []).append(n)
+        if len(groups) == 1 and looks_like_sequence(names):
             return [Item(source, "sequence", seq_loader(data, source))]
-        members = safe_zip_members(data, limits, source, select=is_mesh_name)
-        return [Item(f"{source}:{n}", "scan",
-                      lambda b=b, n=n, s=f"{source}:{n}": _renamed(load_mesh(b, n, limits=limits, texture=texture), s))
-                for n, b in members]
+        sequences = {d for d, ns in groups.items() if looks_like_sequence(ns)}
+        members = dict(safe_zip_members(data, limits, source,
+                                        select=lambda n: is_mesh_name(n) and member_dir(n) not in sequences))
+        out: list[Item] = []
+        for d, ns in groups.items():
+            if d in sequences:
+                out.append(Item(f"{source}:{d}", "sequence", seq_loader(data, f"{source}:{d}", d)))
+                continue
+            out += [Item(f"{source}:{n}", "scan", lambda b=members[n], n=n, s=f"{source}:{n}":
+                         _renamed(load_mesh(b, n, limits=limits, texture=texture), s)) for n in ns]
+        return out
 
     def from_dir(top: Path, shown_top: str) -> list[Item]:
         """Walk a folder depth-first in name order, each real folder and file once (symlink loops end)."""
@@ -95,18 +108,19 @@ def expand(inputs: Input | Sequence[Input], *, limits: Limits, frames: int | Non
                                  "entries and stopped there (AFFECTVLM_MAX_FOLDER_FILES)"))
                 break
             files: list[tuple[str, Path]] = []
+            zips: list[tuple[str, Path]] = []
             dirs: list[tuple[str, Path]] = []
             for e in entries:
                 try:
                     if e.is_dir():
                         if not e.name.startswith((".", "__MACOSX")):
                             dirs.append((e.name, Path(e.path)))
-                    elif e.is_file() and is_mesh_name(e.name):
+                    elif e.is_file() and (is_mesh_name(e.name) or _is_zip_name(e.name)):
                         fst = e.stat()
                         fkey = (fst.st_dev, fst.st_ino)
                         if fkey not in seen:
                             seen.add(fkey)
-                            files.append((e.name, Path(e.path)))
+                            (files if is_mesh_name(e.name) else zips).append((e.name, Path(e.path)))
                 except OSError:
                     continue  # a dangling link or an entry that vanished
             if looks_like_sequence([n for n, _ in files]):
@@ -115,6 +129,12 @@ def expand(inputs: Input | Sequence[Input], *, limits: Limits, frames: int | Non
             for n, f in files:
                 name = str(f) if shown == str(d) else os.path.join(shown, n)
                 out.append(Item(name, "scan", lambda f=f, name=name: load_mesh(f, name, limits=limits, texture=texture)))
+            for n, f in zips:  # a folder of zipped recordings: each read as a zip given alone is
+                name = str(f) if shown == str(d) else os.path.join(shown, n)
+                try:
+                    out += from_path(f, name)
+                except Exception as e:  # a broken zip is its row
+                    out.append(Item(name, "error", error=error_text(e)))
             stack += [(sub, os.path.join(shown, n)) for n, sub in reversed(dirs)]
         if not out:
             return [Item(shown_top, "error", error=f"folder holds no mesh file ({', '.join(MESH_EXTENSIONS)})")]
@@ -164,6 +184,10 @@ def expand(inputs: Input | Sequence[Input], *, limits: Limits, frames: int | Non
         except Exception as e:  # a broken zip or folder is that input's row, not a crash
             items.append(Item(_display(x), "error", error=error_text(e)))
     return items
+
+
+def _is_zip_name(name: str) -> bool:
+    return name.lower().endswith(".zip") and not name.startswith(".")
 
 
 def _display(x: object) -> str:

@@ -428,3 +428,33 @@ def test_the_packages_predict_can_be_called_again_as_the_readme_calls_it(files):
     r = subprocess.run([sys.executable, "-c", code, str(files / "a.obj")], capture_output=True, text=True,
                        timeout=300, env=env, cwd=str(Path(__file__).resolve().parents[1]))
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_a_zip_of_a_bu4dfe_subject_and_a_folder_of_zips_read_as_the_folders_would(model, tmp_path):
+    """A zip of F001/{Happy,Sad}/NNN.wrl gave eight scans without frame numbers or pooled rows; a folder of such
+    zips gave 'folder holds no mesh file'. Each member folder of frames is a sequence, as in a folder."""
+    from affectvlm.io import load_sequence
+
+    members = {}
+    for emotion, sign in (("Happy", 1.0), ("Sad", -1.0)):
+        for f in range(3):
+            p = tmp_path / "tree" / "F001" / emotion / f"{f:03d}.wrl"
+            write_vrml(p, face_like_mesh(16, smile=sign * f, seed=f, textured=False))
+            members[f"F001/{emotion}/{f:03d}.wrl"] = p.read_bytes()
+    members["F001/neutral_scan.wrl"] = members["F001/Happy/000.wrl"]  # a lone scan beside them stays a scan
+    (tmp_path / "zips").mkdir()
+    with zipfile.ZipFile(tmp_path / "zips" / "F001.zip", "w") as z:
+        for n, b in members.items():
+            z.writestr(n, b)
+    (tmp_path / "zips" / "broken.zip").write_bytes(b"PK\x03\x04 not really")
+    rows = predict([tmp_path / "zips"], model)
+    seqs = [r for r in rows if r["frame"] == "sequence"]
+    assert [r["file"] for r in seqs] == [f"{tmp_path / 'zips' / 'F001.zip'}:F001/{e}" for e in ("Happy", "Sad")]
+    assert all(r["error"] == "" for r in seqs)
+    assert [r["frame"] for r in rows if r["file"].endswith(":F001/Sad")] == [0, 1, 2, "sequence"]
+    assert [r["error"] != "" for r in rows if r["file"].endswith(("broken.zip", "neutral_scan.wrl"))] == [False, True]
+    tree = [r for r in predict([tmp_path / "tree"], model) if r["frame"] == "sequence"]
+    assert [r["happiness"] for r in tree] == pytest.approx([r["happiness"] for r in seqs], abs=1e-6)
+    with pytest.raises(InputError, match="frames in 3 folders .F001/Happy, F001/Sad, F001."):  # not one recording
+        load_sequence(tmp_path / "zips" / "F001.zip")
+    assert load_sequence(tmp_path / "zips" / "F001.zip", member_dir="F001/Sad").frame_ids == [0, 1, 2]

@@ -119,11 +119,24 @@ def _check_count(n_kept: int, limits: Limits, source: str) -> None:
                                  "(AFFECTVLM_MAX_FRAMES); sample with every= or n_frames=")
 
 
-def _load_zip(src, source: str, every: int, n_frames: int | None, limits: Limits) -> MeshSequence:
+def member_dir(name: str) -> str:
+    """The folder of a zip member (``""`` at the top), as ``member_dir=`` of :func:`load_sequence` takes it."""
+    parent = str(PurePosixPath(name.replace("\\", "/")).parent)
+    return "" if parent == "." else parent
+
+
+def _load_zip(src, source: str, every: int, n_frames: int | None, limits: Limits,
+              folder: str | None = None) -> MeshSequence:
     with SafeZip(src, limits, source) as z:
-        names = [n for n in z.names if is_mesh_name(n)]
+        names = [n for n in z.names if is_mesh_name(n) and (folder is None or member_dir(n) == folder)]
         if not names:
-            raise InputError(source, f"the zip holds no mesh files ({' '.join(MESH_EXTENSIONS)})")
+            raise InputError(source, f"the zip holds no mesh files ({' '.join(MESH_EXTENSIONS)})"
+                             + (f" in {folder!r}" if folder else ""))
+        dirs = list(dict.fromkeys(member_dir(n) for n in names))
+        if len(dirs) > 1:  # frames of several recordings (a BU-4DFE subject): not one sequence
+            raise InputError(source, f"the zip holds frames in {len(dirs)} folders ({', '.join(dirs[:3])}"
+                             f"{', ...' if len(dirs) > 3 else ''}); read one with member_dir=, or give the zip to "
+                             "predict, which scores each folder as a sequence")
         order = _order(names, source)
         keep = sample_indices(len(order), every, n_frames)
         _check_count(len(keep), limits, source)
@@ -138,14 +151,16 @@ def _load_zip(src, source: str, every: int, n_frames: int | None, limits: Limits
 
 
 def load_sequence(src: str | os.PathLike | bytes | Sequence[str | os.PathLike], name: str | None = None, *,
-                  every: int = 1, n_frames: int | None = None, limits: Limits | None = None) -> MeshSequence:
-    """Load the frames of a 4D scan, ordered by frame number, keeping only the sampled ones."""
+                  every: int = 1, n_frames: int | None = None, limits: Limits | None = None,
+                  member_dir: str | None = None) -> MeshSequence:
+    """Load the frames of a 4D scan, ordered by frame number, keeping only the sampled ones. ``member_dir``: of a
+    zip, the folder whose frames to read (a zip of several recordings)."""
     limits = get_limits(limits)
     if isinstance(src, (bytes, bytearray, memoryview)):
         source = name or "<upload>"
         if not is_zip(bytes(src[:4])):
             raise InputError(source, "a sequence upload must be a .zip of per-frame meshes")
-        return _load_zip(bytes(src), source, every, n_frames, limits)
+        return _load_zip(bytes(src), source, every, n_frames, limits, member_dir)
     if isinstance(src, (list, tuple)):
         source = name or "<file list>"
         if not src:
@@ -185,7 +200,7 @@ def load_sequence(src: str | os.PathLike | bytes | Sequence[str | os.PathLike], 
     except OSError as e:
         raise InputError(source, f"cannot read: {e.strerror or e}") from None
     if is_zip(head):
-        return _load_zip(path, source, every, n_frames, limits)
+        return _load_zip(path, source, every, n_frames, limits, member_dir)
     raise InputError(source, "not a sequence: expected a folder, a .zip or a list of frame files")
 
 
