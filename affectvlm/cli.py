@@ -140,8 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "BU-4DFE's)")
     pr.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    rd = sub.add_parser("render", help="write the views a model sees as PNGs",
-                        description="Render a scan (or every frame of a sequence) to PNG images.")
+    rd = sub.add_parser("render", help="write a scan's views as PNGs (the views, maps and size you give)",
+                        description="Render a scan (or every frame of a sequence) to PNG images, with the views, maps "
+                                    "and size given here: not a model's own render settings (those are in its "
+                                    "affectvlm.json, and the Analyse page shows the views a model scores).")
     allow_signed_values(rd)
     rd.add_argument("input", metavar="INPUT", help="scan file, or a folder/.zip of frames")
     rd.add_argument("--out", required=True, help="output folder")
