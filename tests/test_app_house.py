@@ -153,7 +153,7 @@ def test_app_loads_a_reexported_checkpoint_again(tmp_path, monkeypatch):
     monkeypatch.setenv("AFFECTVLM_WORKSPACE_ROOTS", str(tmp_path / "ws"))
     monkeypatch.chdir(REPO)
     st.cache_resource.clear()
-    ck = tmp_path / "best"
+    ck = tmp_path / "ws" / "best"  # inside the workspace: the sidebar loads no model from elsewhere
     save_checkpoint(load_model("AffectVLM-Test", classes=["joy", "rage"], cache=False), ck)
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120).run()
     at.radio(key="model_kind").set_value("checkpoint").run()

@@ -140,6 +140,23 @@ def test_parse_sidebar_values():
         sidebar.model_spec("checkpoint", "")
 
 
+def test_the_sidebars_model_path_is_confined_to_the_workspace_and_the_embedded_model(tmp_path):
+    """The Checkpoint field loaded any server path and told by its error whether a file existed."""
+    from affectvlm.model.specs import default_model_candidates
+
+    roots = sidebar.model_roots([tmp_path])
+    for kind, value in (("checkpoint", "/etc/shadow"), ("checkpoint", "/root/.ssh/id_rsa"),
+                        ("checkpoint", "local-dir:/etc"), ("pretrained", "ViT-B-32@/etc/passwd"),
+                        ("checkpoint", str(tmp_path / ".." / "elsewhere"))):
+        with pytest.raises(ConfigError, match="outside the workspace roots"):
+            sidebar.model_spec(kind, value, roots=roots)
+    (tmp_path / "ck").mkdir()
+    assert sidebar.model_spec("checkpoint", str(tmp_path / "ck"), roots=roots) == str((tmp_path / "ck").resolve())
+    embedded = next(p for p in default_model_candidates() if p.is_dir())
+    assert sidebar.model_spec("checkpoint", str(embedded), roots=roots) == str(embedded.resolve())
+    assert sidebar.model_spec("pretrained", "ViT-B-32:openai", roots=roots) == "ViT-B-32:openai"
+
+
 def test_list_samples(tmp_path):
     (tmp_path / "a.wrl").write_text("x")
     (tmp_path / "seq").mkdir()

@@ -8,6 +8,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from affectvlm.errors import ConfigError, ModelError
 from affectvlm.prompts import DEFAULT_CLASSES
@@ -40,15 +41,26 @@ def parse_templates(text: str) -> list[str]:
     return lines
 
 
-def model_spec(kind: str, value: str, default: str | None = None) -> str | None:
-    """The model spec for the sidebar's choice (``ModelError``-free: loading reports bad specs)."""
+def model_roots(workspace_roots: Sequence[Path]) -> tuple[Path, ...]:
+    """Where a model the sidebar names may lie: the workspace roots and the embedded model's folder."""
+    from affectvlm.model.specs import default_model_candidates
+
+    return (*workspace_roots, *(p.parent for p in default_model_candidates() if p.is_dir()))
+
+
+def model_spec(kind: str, value: str, default: str | None = None, roots: Sequence[Path] | None = None
+               ) -> str | None:
+    """The model spec for the sidebar's choice (``ModelError``-free: loading reports bad specs); with ``roots``, a
+    path it names must lie inside them (the server's other files are not the user's to load or probe)."""
+    from affectvlm.app.settings import check_model_spec
+
     value = (value or "").strip()
     if kind == "default":
         return default
     if not value:
         raise ConfigError(f"model: enter a value for '{kind}'")
     if kind in ("pretrained", "checkpoint", "run"):
-        return value
+        return value if roots is None else check_model_spec(value, roots)
     raise ConfigError(f"model: unknown choice {kind!r}")
 
 
@@ -73,7 +85,7 @@ class ModelChoice:
 
 
 def choice_from_fields(kind: str, value: str, default: str | None, *, custom: bool, classes_text: str,
-                       templates_text: str, views_text: str) -> ModelChoice:
+                       templates_text: str, views_text: str, roots: Sequence[Path] | None = None) -> ModelChoice:
     """The :class:`ModelChoice` of the sidebar's fields (views validated now: a clear message beats a
     failure mid-analysis)."""
     from affectvlm.render import parse_views
@@ -85,7 +97,7 @@ def choice_from_fields(kind: str, value: str, default: str | None, *, custom: bo
     views = views_text.strip() or None
     if views:
         parse_views(views)
-    return ModelChoice(model_spec(kind, value, default=default), classes, templates, views)
+    return ModelChoice(model_spec(kind, value, default=default, roots=roots), classes, templates, views)
 
 
 def weights_stamp(spec: str | None) -> tuple[tuple[str, int, int], ...]:

@@ -12,7 +12,7 @@ from affectvlm.app.figures import probability_figure
 from affectvlm.app.jobs import JobStore
 from affectvlm.app.settings import AppSettings, load_settings
 from affectvlm.app.sidebar import (AXES, DEFAULT_CLASSES_TEXT, DEFAULT_TEMPLATES_TEXT, MODEL_KINDS, ModelChoice,
-                                   choice_from_fields, parse_axis_choice, weights_stamp)
+                                   choice_from_fields, model_roots, parse_axis_choice, weights_stamp)
 from affectvlm.errors import AffectVLMError, ConfigError
 
 SIDEBAR_KEYS = ("model_kind", "model_pretrained", "model_checkpoint", "model_run", "views_text", "custom_classes",
@@ -175,7 +175,8 @@ def sidebar() -> ModelChoice | None:
     try:
         return choice_from_fields(kind, value, settings().default_model, custom=bool(ss.get("custom_classes")),
                               classes_text=ss.get("classes_text", ""), templates_text=ss.get("templates_text", ""),
-                              views_text=ss.get("views_text") or "")
+                              views_text=ss.get("views_text") or "",
+                              roots=model_roots(settings().workspace_roots))
     except (ConfigError, ValueError) as e:
         sb.error(str(e))
         return None
