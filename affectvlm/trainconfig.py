@@ -454,3 +454,17 @@ def _refuse_other_split(cfg: TrainConfig, saved: TrainConfig, out: str) -> None:
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:
     atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def check_out_apart(out: str | os.PathLike | None, data: str | os.PathLike | None, what: str = "--out") -> None:
+    """ConfigError when the run folder ``out`` would be the data set's folder or hold it (checkpoints, logs and a
+    ``status.json`` written among the scans); a run folder inside the data's folder is left alone."""
+    if not out or not data:
+        return
+    d = Path(data).expanduser().resolve()
+    root = d.parent if d.is_file() else d  # a manifest: its folder
+    o = Path(out).expanduser().resolve()
+    if o == root or o in root.parents:
+        suggest = (root.parent if o == root else o) / "runs" / "run1"
+        raise ConfigError(f"{what} {out}: the run folder would {'be' if o == root else 'hold'} the data set ({data}); "
+                          f"give a folder of its own, e.g. {suggest}")

@@ -94,6 +94,12 @@ def test_train_form_checks_dataset_and_options(workspace):
     at.text_input(key="tr_out").input("/tmp/elsewhere").run()
     at.button(key="tr_launch").click().run()
     assert any("output folder" in e and "outside" in e for e in errors(at))
+    # the workspace root or the data set itself as the output folder: the run would be written among the scans
+    for out, how in ((".", "hold"), ("data", "be")):
+        at.text_input(key="tr_out").input(out).run()
+        at.button(key="tr_launch").click().run()
+        assert any(e.startswith("output folder ") and f"the run folder would {how} the data set" in e
+                   for e in errors(at)), (out, errors(at))
     assert "No training job yet." in [i.value for i in at.info]
 
 

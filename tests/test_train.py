@@ -203,6 +203,12 @@ def test_bad_options_fail_cleanly(tiny, tmp_path, capsys):
                  "--classes", "happiness,sadnes", "--dry-run"]) == 2
     assert not (tmp_path / "r5").exists()
     assert "--classes: 'sadnes' not in" in capsys.readouterr().err
+    # the data set's own folder, or a folder holding it, is not a run folder: nothing is written among the scans
+    before = sorted(p.name for p in tiny.iterdir())
+    for out, how in ((tiny, "be"), (tiny.parent, "hold")):
+        assert main(["--data", str(tiny), "--layout", "bu3dfe", "--out", str(out), "--model", "AffectVLM-Test"]) == 2
+        assert f"the run folder would {how} the data set" in capsys.readouterr().err
+    assert sorted(p.name for p in tiny.iterdir()) == before
     p = subprocess.run([sys.executable, "-m", "affectvlm.train", "--data", str(tiny), "--layout", "bu3dfe", "--out",
                         str(tmp_path / "r4"), "--model", "AffectVLM-Test", "--cache-dir", str(tmp_path / "afile")],
                        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)

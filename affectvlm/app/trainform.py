@@ -14,7 +14,7 @@ from affectvlm.app.uploads import safe_name
 from affectvlm import datasets
 from affectvlm.errors import ConfigError
 from affectvlm.render import parse_views
-from affectvlm.trainconfig import TrainConfig, build_parser, load_yaml, parse_loss_weights, resolve_config
+from affectvlm.trainconfig import TrainConfig, build_parser, check_out_apart, load_yaml, parse_loss_weights, resolve_config
 
 FORM_OPTIONS = ("data", "out", "layout", "resume")  # set by the page's own fields, refused as extras
 MAX_CONFIG_BYTES = 1 << 20
@@ -68,6 +68,7 @@ def build_launch(form: TrainForm, settings: AppSettings,
         raise ConfigError("losses: give at least one loss a weight above 0")
     if form.out.strip():
         out = resolve_in_roots(form.out, settings.workspace_roots, what="output folder", must_be_dir=True)
+        check_out_apart(out, root, what="output folder")
     else:
         out = unique_run_dir(settings.workspace / "runs", form.name or "run")
     views = form.views.strip()

@@ -36,7 +36,7 @@ from affectvlm.errors import AffectVLMError, ConfigError
 from affectvlm.runfolder import MetricKind, MetricRecord, RunFolder, Status, write_status
 from affectvlm.train import checkpointing
 from affectvlm.train.augment import AugmentConfig, augment_views, sample_prompts
-from affectvlm.trainconfig import TrainConfig, parse_loss_weights, parse_report_to, resolve_config, save_config
+from affectvlm.trainconfig import TrainConfig, check_out_apart, parse_loss_weights, parse_report_to, resolve_config, save_config
 from affectvlm.train.distributed import DistInfo, barrier, cleanup, init_distributed_mode
 from affectvlm.train.losses import MultiLoss, gather_with_grad
 from affectvlm.train.metrics import classification_metrics
@@ -440,7 +440,9 @@ def restore_progress(run_dir: Path, loop: "Loop", info: DistInfo) -> Progress:
 
 
 def refuse_existing_run(cfg: TrainConfig) -> None:
-    """``--no-resume``: a run folder that already holds checkpoints is not started over."""
+    """A run folder that is, or holds, the data set is refused (checkpoints, logs and a ``status.json`` would be
+    written among the scans); ``--no-resume``: a run folder that already holds checkpoints is not started over."""
+    check_out_apart(cfg.out, cfg.data)
     if cfg.resume != "no":
         return
     ck = RunFolder(cfg.out).checkpoints
