@@ -11,7 +11,7 @@ from affectvlm.app.figures import metrics_figures
 from affectvlm.app.launch import other_node_command
 from affectvlm.app.runview import eta_seconds, fmt_duration, tail
 from affectvlm.app.trainform import (DEFAULT_LOSS_WEIGHTS, LOSS_TERMS, TrainForm, build_launch, check_dataset,
-                                     summarise_dataset)
+                                     running_twin, summarise_dataset)
 from affectvlm.app.widgets import job_store, page_header, settings, show_dataset_summary, show_error, use_run
 from affectvlm.datasets import LAYOUT_CHOICES
 from affectvlm.errors import AffectVLMError
@@ -81,12 +81,19 @@ with st.container(border=True):
         except AffectVLMError as e:
             st.warning(f"Command not ready: {e}")
     if st.button("Launch training", type="primary", key="tr_launch"):
-        try:
-            job = store.launch(build_launch(fields, S, summarise))
-            state["tr_job"] = job.id
-            st.success(f"Started job #{job.id} in `{job.run_dir}`")
-        except AffectVLMError as e:
-            show_error(e)
+        # a second click on the same form (no output folder named) would start the same training again
+        twin = running_twin(fields, state.get("tr_last_launch"), store)
+        if twin is not None:
+            st.warning(f"Job #{twin.id} was launched from these same settings and is still running "
+                       f"(`{twin.run_dir}`): stop it first, or change a setting (the run name) to start another.")
+        else:
+            try:
+                job = store.launch(build_launch(fields, S, summarise))
+                state["tr_job"] = job.id
+                state["tr_last_launch"] = (repr(fields), job.id)
+                st.success(f"Started job #{job.id} in `{job.run_dir}`")
+            except AffectVLMError as e:
+                show_error(e)
 
 st.subheader("Jobs")
 all_jobs = store.list()

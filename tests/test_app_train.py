@@ -160,6 +160,9 @@ def test_train_launch_view_and_stop(workspace, tmp_path, monkeypatch):
     at.number_input(key="tr_epochs").set_value(1000).run()
     at.button(key="tr_launch").click().run()
     assert any("Started job #2" in s.value for s in at.success)
+    at.button(key="tr_launch").click().run()  # a second click on the same form: not a second, identical training
+    assert any("Job #2 was launched from these same settings" in w.value for w in at.warning), at.warning
+    assert sorted(j.id for j in store.list()) == [1, 2]
     at.selectbox(key="tr_job").set_value(2).run()
     time.sleep(1.0)
     at.button(key="stop_2").click().run()

@@ -6,7 +6,7 @@ import argparse
 import shlex
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from affectvlm.app.launch import TrainLaunch
 from affectvlm.app.settings import AppSettings, check_model_spec, resolve_in_roots, unique_run_dir
@@ -14,7 +14,11 @@ from affectvlm.app.uploads import safe_name
 from affectvlm import datasets
 from affectvlm.errors import ConfigError
 from affectvlm.render import parse_views
-from affectvlm.trainconfig import TrainConfig, build_parser, check_out_apart, load_yaml, parse_loss_weights, resolve_config
+from affectvlm.trainconfig import (TrainConfig, build_parser, check_out_apart, load_yaml, parse_loss_weights,
+                                   resolve_config)
+
+if TYPE_CHECKING:
+    from affectvlm.app.jobs import Job, JobStore
 
 FORM_OPTIONS = ("data", "out", "layout", "resume")  # set by the page's own fields, refused as extras
 MAX_CONFIG_BYTES = 1 << 20
@@ -42,6 +46,18 @@ class TrainForm:
     out: str = ""
     name: str = "run"
     extra: str = ""
+
+
+def running_twin(form: TrainForm, last: tuple[str, int] | None, store: "JobStore") -> "Job | None":
+    """The running job this session last launched from the very same ``form`` (``last``: its repr and job id),
+    when the form names no output folder (a named one is locked by its job already); else None."""
+    if form.out.strip() or not last or last[0] != repr(form):
+        return None
+    try:
+        job = store.get(last[1])
+    except ConfigError:  # a job row that is gone: nothing to guard
+        return None
+    return job if job.active else None
 
 
 def summarise_dataset(root: str, layout: str) -> dict:
