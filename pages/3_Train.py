@@ -9,7 +9,7 @@ import streamlit as st
 
 from affectvlm.app.figures import metrics_figures
 from affectvlm.app.launch import other_node_command
-from affectvlm.app.runview import eta_seconds, fmt_duration, tail
+from affectvlm.app.runview import epoch_text, eta_seconds, fmt_duration, tail
 from affectvlm.app.trainform import (DEFAULT_LOSS_WEIGHTS, LOSS_TERMS, TrainForm, build_launch, check_dataset,
                                      running_twin, summarise_dataset)
 from affectvlm.app.widgets import job_store, page_header, settings, show_dataset_summary, show_error, use_run
@@ -53,7 +53,8 @@ def form() -> TrainForm:
         st.markdown("**Losses** (weight 0 = off)")
         losses = {k: col.number_input(label, 0.0, 100.0, DEFAULT_LOSS_WEIGHTS[k], 0.1, key=f"tr_loss_{k}")
                   for col, (k, label) in zip(st.columns(4), LOSS_TERMS.items())}
-    views = c2.text_input("Views", key="tr_views", value="0,-30,30")
+    views = c2.text_input("Views", key="tr_views", placeholder="the model's own",
+                          help="yaw or yaw:pitch, degrees, e.g. 0,-30,30; empty: the starting model's views")
     c1, c2, c3, c4 = st.columns(4)
     nproc = c1.number_input("Processes per node", 1, 64, 1, key="tr_nproc")
     nnodes = c2.number_input("Nodes", 1, 1024, 1, key="tr_nnodes")
@@ -125,9 +126,9 @@ def job_view(jid: int) -> None:
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("Status", job.status)
     c2.metric("Elapsed", fmt_duration(job.elapsed))
-    c3.metric("ETA", fmt_duration(eta_seconds(records, read_status(job.run_dir))) if job.active else "–")
-    last_epoch = next((r.epoch for r in reversed(records) if r.epoch is not None), None)
-    c4.metric("Epoch", "–" if last_epoch is None else str(last_epoch))
+    status = read_status(job.run_dir)
+    c3.metric("ETA", fmt_duration(eta_seconds(records, status)) if job.active else "–")
+    c4.metric("Epoch", epoch_text(records, status))
     if job.message:
         st.caption(job.message)
     if err := state.pop("tr_job_error", None):

@@ -243,3 +243,13 @@ def test_score_batch_adapts_only_large_varied_sets(monkeypatch):
     rows, note = batch.score_batch(meshes, model, workers=0)
     assert note.startswith("Adapted to this set") and "statistics of 6 of these inputs (varied)" in note
     assert max(abs(a["happiness"] - b["happiness"]) for a, b in zip(rows, plain)) > 1e-4
+
+
+def test_the_epoch_shown_counts_from_one_as_the_trainers_log_does():
+    from affectvlm.runfolder import MetricRecord, RunStatus, Status
+
+    assert runview.epoch_text([]) == "–"
+    recs = [MetricRecord(kind="train", epoch=0, step=1), MetricRecord(kind="epoch", epoch=0, step=2)]
+    assert runview.epoch_text(recs) == "1"  # the log's "epoch 1/24"; records count from 0
+    assert runview.epoch_text(recs + [MetricRecord(kind="train", epoch=1, step=3)],
+                              RunStatus(Status.RUNNING, epoch=1, epochs=24)) == "2 / 24"

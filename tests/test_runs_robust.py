@@ -177,14 +177,15 @@ def _cmd(ws: Path, extra: str, **kw) -> list[str]:
     ("--config {outside}/cfg.yaml", "outside the workspace"),
     ("--config bad_cache.yaml", "outside the workspace"),
     ("--config bad_model.yaml", "outside the workspace"),
-    ("--model {outside}", "outside the workspace"),
-    ("--model local-dir:escape", "outside the workspace"),
+    ("--model {outside}", "--model has its own field above"),  # the form's fields are not overridden unseen
+    ("--views 0", "--views has its own field above"),
     ("--data /etc", "not allowed"),
     ("--resume", "not allowed"),
     ("--epochs abc", "invalid int"),
     ("--folds '5", "quotation"),
     ("--help", "--help"),
-    ("--epochs 0", "epochs must be"),
+    ("--epochs 0", "--epochs has its own field above"),
+    ("--folds 0", "folds must be"),
     ("--dry-run", "trains nothing"),
 ])
 def test_extra_options_cannot_escape_roots(roots, extra, msg):
@@ -206,6 +207,13 @@ def test_extra_options_are_rebuilt_inside_roots(roots):
     assert cfg.views == "-30,0,30" and cfg.model == "AffectVLM-Test"
     # no extras: the render cache defaults into the workspace, not ~/.cache
     assert resolve_config(_cmd(ws, "")).cache_dir == str(ws / ".render-cache")
+    # the form's own model field is confined as the extras were
+    from affectvlm.app.trainform import train_command_args
+
+    for model in ("local-dir:escape", str(ws.parent / "outside")):
+        with pytest.raises(ConfigError, match="outside the workspace"):
+            train_command_args(data=ws / "data", layout="folders", out=ws / "runs" / "r", roots=[ws],
+                               cache_dir=ws / ".render-cache", model=model)
 
 
 @pytest.mark.timeout(60)

@@ -46,6 +46,16 @@ def finite(x: Any) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
+def epoch_text(records: Sequence[MetricRecord], status: RunStatus | None = None) -> str:
+    """The epoch a run is in, counted from 1 as the trainer's log counts it (records count from 0), of how many:
+    ``"3 / 24"``; ``"–"`` before the first record."""
+    last = next((r.epoch for r in reversed(records) if r.epoch is not None), None)
+    if last is None:
+        return "–"
+    total = status.epochs if status is not None and status.epochs else None
+    return f"{last + 1}" + (f" / {total}" if total else "")
+
+
 def eta_seconds(records: Sequence[MetricRecord], status: RunStatus | None = None) -> float | None:
     """Remaining time: the trainer's own ``eta_s`` in its latest records, else extrapolated from the
     epochs done (``epoch`` of ``epochs``, from the records or ``status``) over the records' ``time``."""

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from affectvlm.app.jobs import Job, JobStore
 
 FORM_OPTIONS = ("data", "out", "layout", "resume")  # set by the page's own fields, refused as extras
+FIELD_OPTIONS = ("model", "epochs", "batch_size", "lr", "losses", "views", "max_steps")  # the form's other fields
 MAX_CONFIG_BYTES = 1 << 20
 LOSS_TERMS = {"mc": "multiview contrastive", "mt": "multiview triplet", "clip": "image–text InfoNCE",
               "ce": "cross-entropy (zero-shot logits)"}
@@ -178,6 +179,10 @@ def train_config(*, data: Path, layout: str, out: Path, roots: Sequence[Path], c
     if taken:
         raise ConfigError(f"extra trainer options: --{taken[0].replace('_', '-')} is not allowed; set the dataset, "
                           "layout and output folder with the fields above")
+    doubled = [k for k in FIELD_OPTIONS if k in ns]
+    if doubled:  # it would silently win over the field the user sees
+        raise ConfigError(f"extra trainer options: --{doubled[0].replace('_', '-')} has its own field above; set it "
+                          "there")
     config_path = _config_file(ns, roots)
     args = ["--data", str(resolve_in_roots(data, roots, what="dataset root", must_exist=True)), "--layout", layout,
             "--out", str(resolve_in_roots(out, roots, what="output folder", must_be_dir=True))]
