@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from affectvlm.errors import AffectVLMError, ConfigError, printable
+from affectvlm.errors import AffectVLMError, ConfigError, InputError, printable
 from affectvlm.fileio import out_problem
 
 DEVICE_HELP = "torch device: auto (CUDA when present, else cpu), cpu, cuda, cuda:N or mps"
@@ -275,7 +275,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from affectvlm.io import is_sequence, load_mesh, load_sequence
+    from affectvlm.inputs import expand
+    from affectvlm.io import MESH_EXTENSIONS, load_mesh
+    from affectvlm.limits import default_limits
+    from affectvlm.mesh import Mesh, MeshSequence
     from affectvlm.model.devices import resolve_device
     from affectvlm.render import MAPS, parse_views, render_maps, save_views
 
@@ -290,14 +293,30 @@ def cmd_render(args: argparse.Namespace) -> int:
     src = Path(args.input)
     if not src.exists():
         raise ConfigError(f"{src}: file not found")
-    stem = src.stem if src.is_file() else src.name
-    if src.is_dir() or (is_sequence(src) and src.suffix.lower() == ".zip"):
-        seq = load_sequence(src, every=args.every, n_frames=args.frames)
-        meshes, stems = seq.frames, [f"{stem}_f{fid:04d}" for fid in seq.frame_ids]
-    else:
-        meshes, stems = [load_mesh(src)], [stem]
     written, failed = [], 0
-    for mesh, s in zip(meshes, stems):
+    if src.is_dir() or src.suffix.lower() == ".zip":  # read as predict reads it: scans, sequences, errors
+        todo: list[tuple[Mesh, str]] = []
+        taken: set[str] = set()
+        for item in expand([src], limits=default_limits(), frames=args.frames, every=args.every,
+                           texture=not args.no_texture):
+            try:
+                if item.kind == "error":
+                    raise InputError(item.source, item.error)
+                got = item.load()
+            except AffectVLMError as e:
+                _err(str(e))
+                failed += 1
+                continue
+            name = Path(item.source.replace(":", "/")).name  # a file, a folder, a zip or a zip's member folder
+            base = Path(name).stem if Path(name).suffix.lower() in (*MESH_EXTENSIONS, ".zip") else name
+            stem = _unique_stem(re.sub(r"[^\w.-]+", "_", base), taken)
+            if isinstance(got, MeshSequence):
+                todo += [(m, f"{stem}_f{fid:04d}") for m, fid in zip(got.frames, got.frame_ids)]
+            else:
+                todo.append((got, stem))
+    else:
+        todo = [(load_mesh(src), src.stem)]
+    for mesh, s in todo:
         if mesh.meta.get("load_error"):  # a frame that could not be read: said, and the others rendered
             _err(f"{mesh.source}: {mesh.meta['load_error']}")
             failed += 1
@@ -308,6 +327,15 @@ def cmd_render(args: argparse.Namespace) -> int:
             written += save_views(img[0], args.out, f"{s}_{name}" if len(maps) > 1 or name != "shade" else s)
     print(f"wrote {len(written)} images to {args.out}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _unique_stem(stem: str, taken: set[str]) -> str:
+    """``stem``, or ``stem_2``, ``stem_3``… when an earlier input of the same name took it (no image overwritten)."""
+    out, k = stem, 2
+    while out in taken:
+        out, k = f"{stem}_{k}", k + 1
+    taken.add(out)
+    return out
 
 
 def cmd_models(args: argparse.Namespace) -> int:

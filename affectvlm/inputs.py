@@ -121,8 +121,14 @@ def expand(inputs: Input | Sequence[Input], *, limits: Limits, frames: int | Non
                         if fkey not in seen:
                             seen.add(fkey)
                             (files if is_mesh_name(e.name) else zips).append((e.name, Path(e.path)))
-                except OSError:
-                    continue  # a dangling link or an entry that vanished
+                    elif e.is_symlink() and (is_mesh_name(e.name) or _is_zip_name(e.name)):
+                        os.stat(e.path)  # a scan's name on a link that leads nowhere: its row says why
+                except OSError as err:
+                    if e.is_symlink() and (is_mesh_name(e.name) or _is_zip_name(e.name)):
+                        name = e.path if shown == str(d) else os.path.join(shown, e.name)
+                        out.append(Item(name, "error", error=f"cannot read: {err.strerror or err} (a link that "
+                                                              "leads nowhere)"))
+                    continue  # otherwise an entry that vanished
             if looks_like_sequence([n for n, _ in files]):
                 out.append(Item(shown, "sequence", seq_loader(d, shown)))
                 continue  # a sequence folder is one input; its sub-folders are not searched

@@ -20,6 +20,7 @@ import csv
 import io as _io
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence, Union
@@ -260,6 +261,9 @@ def check_classes(classes: Sequence[str]) -> None:
     if clash:
         raise ConfigError(f"class names {sorted(clash)} clash with result columns "
                           f"{sorted(NOT_CLASSES - {'landmarks'})}")
+    marks = sorted(c for c in classes if re.fullmatch(r"lm\d+_[xyz]", str(c)))
+    if marks:
+        raise ConfigError(f"class names {marks} clash with the landmark columns (lm01_x ... of --landmarks)")
 
 
 def class_names(rows: Sequence[Row]) -> list[str]:

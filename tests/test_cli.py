@@ -338,3 +338,18 @@ def test_render_of_a_sequence_with_an_unreadable_frame_renders_the_others(tmp_pa
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0].startswith(f"affectvlm: {tmp_path / 'seq' / '001.wrl'}: ") and len(err) == 2, err
     assert sorted(p.name for p in (tmp_path / "v").iterdir()) == ["seq_f0000_v0.png", "seq_f0002_v0.png"]
+
+
+def test_render_reads_a_folder_as_predict_does(tmp_path, capsys):
+    """A BU-3DFE subject folder was read as one sequence and failed with "two files for frame 3" (the 3 of F3D)."""
+    subj = tmp_path / "F0001"
+    for i, code in enumerate(("AN03", "HA04")):
+        write_vrml(subj / f"F0001_{code}WH_F3D.wrl", face_like_mesh(16, smile=i, seed=i, textured=False))
+    (subj / "F0001_SA04WH_F3D.wrl").write_text("not a scan")
+    for i in range(2):  # a sequence folder beside the scans: its frames
+        write_vrml(subj / "Happy" / f"{i:03d}.wrl", face_like_mesh(16, smile=i, seed=i, textured=False))
+    rc = cli.main(["render", str(subj), "--out", str(tmp_path / "v"), "--views", "0", "--size", "32"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "F0001_SA04WH_F3D.wrl: not a VRML 2.0 file" in err
+    assert sorted(p.name for p in (tmp_path / "v").iterdir()) == [
+        "F0001_AN03WH_F3D_v0.png", "F0001_HA04WH_F3D_v0.png", "Happy_f0000_v0.png", "Happy_f0001_v0.png"]

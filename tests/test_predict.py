@@ -254,6 +254,9 @@ def test_bad_options(model):
     bad = load_model("AffectVLM-Test", classes=["label", "other"], cache=False)
     with pytest.raises(ConfigError, match="clash"):
         predict([face_like_mesh(16)], bad)
+    marked = load_model("AffectVLM-Test", classes=["happy", "lm01_x"], cache=False)  # two lm01_x columns with --landmarks
+    with pytest.raises(ConfigError, match=r"\['lm01_x'\] clash with the landmark columns"):
+        predict([face_like_mesh(16)], marked)
 
 
 SAMPLES = Path(__file__).resolve().parents[1] / "affectvlm" / "data" / "samples"
@@ -458,3 +461,13 @@ def test_a_zip_of_a_bu4dfe_subject_and_a_folder_of_zips_read_as_the_folders_woul
     with pytest.raises(InputError, match="frames in 3 folders .F001/Happy, F001/Sad, F001."):  # not one recording
         load_sequence(tmp_path / "zips" / "F001.zip")
     assert load_sequence(tmp_path / "zips" / "F001.zip", member_dir="F001/Sad").frame_ids == [0, 1, 2]
+
+
+def test_a_scan_link_that_leads_nowhere_in_a_folder_is_its_own_row(model, tmp_path):
+    (tmp_path / "a.obj").write_bytes(_obj_bytes(face_like_mesh(20)))
+    (tmp_path / "b.obj").symlink_to("gone.obj")
+    (tmp_path / "c.wrl").symlink_to("c.wrl")
+    (tmp_path / "notes").symlink_to("gone.txt")  # not a scan's name: not a row
+    rows = {Path(r["file"]).name: r["error"] for r in predict([tmp_path], model)}
+    assert set(rows) == {"a.obj", "b.obj", "c.wrl"} and rows["a.obj"] == ""
+    assert "leads nowhere" in rows["b.obj"] and "Too many levels of symbolic links" in rows["c.wrl"]
