@@ -321,6 +321,8 @@ def cmd_render(args: argparse.Namespace) -> int:
             _err(f"{mesh.source}: {mesh.meta['load_error']}")
             failed += 1
             continue
+        for warning in mesh.meta.get("warnings") or () if not args.no_texture else ():
+            _err(f"note: {mesh.source}: {warning}")  # a missing texture rendered grey without a word
         out = render_maps([mesh], views, args.size, texture=not args.no_texture, device=device, maps=maps,
                           up=args.up, front=args.front)
         for name, img in out.items():

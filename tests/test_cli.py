@@ -353,3 +353,14 @@ def test_render_reads_a_folder_as_predict_does(tmp_path, capsys):
     assert rc == 1 and "F0001_SA04WH_F3D.wrl: not a VRML 2.0 file" in err
     assert sorted(p.name for p in (tmp_path / "v").iterdir()) == [
         "F0001_AN03WH_F3D_v0.png", "F0001_HA04WH_F3D_v0.png", "Happy_f0000_v0.png", "Happy_f0001_v0.png"]
+
+
+def test_render_says_when_a_scans_texture_is_missing(tmp_path, capsys):
+    write_vrml(tmp_path / "F0001_HA04WH_F3D.wrl", face_like_mesh(16, textured=True))
+    for f in tmp_path.iterdir():
+        if f.suffix != ".wrl":
+            f.unlink()
+    assert cli.main(["render", str(tmp_path / "F0001_HA04WH_F3D.wrl"), "--out", str(tmp_path / "v"), "--size", "32",
+                     "--views", "0"]) == 0
+    err = capsys.readouterr().err
+    assert f"note: {tmp_path / 'F0001_HA04WH_F3D.wrl'}: texture " in err and "not found beside the file" in err, err
