@@ -6,6 +6,7 @@ import pytest
 from fixtures_formats import bnt_face_grid, write_format
 from meshgen import face_like_mesh
 
+from affectvlm.errors import InputError
 from affectvlm.io import SUPPORTED_EXTENSIONS, is_sequence, load_mesh
 from affectvlm.io.bnt import write_bnt
 from affectvlm.mesh import Mesh
@@ -73,6 +74,10 @@ def test_format_sniffed_when_extension_lies_or_is_missing(tmp_path, face):
     assert load_mesh(data, "scan").meta["format"] == "ply"
     wrl = write_format(tmp_path / "g.wrl", face).read_bytes()
     assert load_mesh(wrl, "noext").meta["format"] == "vrml"
+    obj = write_format(tmp_path / "h.obj", face).read_bytes()  # OBJ has no magic: told by its statements
+    assert load_mesh(obj, "frame_0001.wrl").n_vertices == load_mesh(obj, "h.obj").n_vertices
+    with pytest.raises(InputError, match="not a VRML 2.0 file"):
+        load_mesh(b"hello world\nv is not\n", "x.wrl")
 
 
 def test_bnt_grid_triangulation_and_uv(tmp_path):

@@ -74,6 +74,21 @@ def sniff(head: bytes) -> str | None:
     return None
 
 
+def _looks_like_obj(head: bytes) -> bool:
+    """Whether text starts as an OBJ file does: its first statements (comments aside) are OBJ keywords."""
+    seen = 0
+    for line in head.splitlines()[:200]:
+        t = line.strip()
+        if not t or t.startswith(b"#"):
+            continue
+        if not re.match(rb"(v|vt|vn|f|o|g|s|l|usemtl|mtllib)\s", t):
+            return False
+        seen += 1
+        if seen >= 3:
+            return True
+    return seen > 0
+
+
 def image_size(head: bytes) -> tuple[int, int] | None:
     """(width, height) an image header claims (PNG, JPEG, BMP, GIF read directly; others through PIL), or None."""
     if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) >= 24 and head[12:16] == b"IHDR":
@@ -445,6 +460,9 @@ def load_mesh_bytes(data: bytes, name: str, *, source: str | None = None, limits
             and not (kind == "gltf" and ext == ".glb"):
         log.info("%s: content is %s, not %s; reading by content", source, kind, ext)
         ext = _KIND_EXT[kind]
+    if ext in (".wrl", ".vrml") and kind is None and _looks_like_obj(data[:65536]):
+        log.info("%s: content is OBJ text, not %s; reading by content", source, ext)  # as a .obj holding VRML is
+        ext = ".obj"
     if ext in (".wrl", ".vrml"):
         mesh = read_vrml(data, source, limits=limits)
     elif ext == ".bnt":
