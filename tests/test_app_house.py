@@ -107,6 +107,12 @@ def test_collect_batch_limits_and_zips():
         batch.collect_batch([("big.obj", b"x" * 100)], limits=default_limits().with_(max_file_bytes=10))
     with pytest.raises(InputError, match="no mesh"):
         batch.collect_batch([("empty.zip", batch.zip_bytes([("a.txt", b"x")]))])
+    # the zips of one upload share the unpacked budget (each had its own: n zips unpacked n times the limit)
+    big = batch.zip_bytes([(f"s{i}.obj", b"v 0 0 0\n" * 1000) for i in range(3)])  # 24 kB unpacked
+    small = default_limits().with_(max_unpacked_bytes=30_000)
+    assert len(batch.collect_batch([("one.zip", big)], limits=small)) == 3
+    with pytest.raises(InputError, match="^two.zip: .*unpack"):
+        batch.collect_batch([("one.zip", big), ("two.zip", big)], limits=small)
 
 
 def test_rows_download_is_the_predict_schema():

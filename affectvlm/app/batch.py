@@ -29,14 +29,19 @@ def batch_members(zip_data: bytes, source: str, *, limits: Limits | None = None)
 
 def collect_batch(files: Sequence[tuple[str, bytes]], *, limits: Limits | None = None) -> list[tuple[str, bytes]]:
     """``(name, bytes)`` scans to score from uploaded ``(name, bytes)`` files: zips are opened (members
-    named ``zip:member``), anything over the size limit is refused with ``InputError`` naming it."""
+    named ``zip:member``; all of an upload's zips share one unpacked-size budget), anything over a limit is refused
+    with ``InputError`` naming it."""
     limits = limits or default_limits()
     items: list[tuple[str, bytes]] = []
+    unpacked = 0  # one budget for the whole upload: each zip does not get the limit of its own
     for name, data in files:
         if len(data) > limits.max_file_bytes:
             raise InputError(name, f"over the {limits.max_file_bytes / 2**20:.0f} MB limit")
         if name.lower().endswith(".zip"):
-            items += [(f"{safe_name(name)}:{n}", b) for n, b in batch_members(data, name, limits=limits)]
+            left = limits.with_(max_unpacked_bytes=max(0, limits.max_unpacked_bytes - unpacked))
+            members = batch_members(data, name, limits=left)
+            unpacked += sum(len(b) for _, b in members)
+            items += [(f"{safe_name(name)}:{n}", b) for n, b in members]
         else:
             items.append((safe_name(name), data))
     if not items:
