@@ -143,9 +143,10 @@ def _load_zip(src, source: str, every: int, n_frames: int | None, limits: Limits
         frames, ids = [], []
         for i in keep:
             num, member = order[i]
-            frames.append(_frame(lambda: load_mesh_bytes(z.read(member), member, source=f"{source}:{member}",
-                                                         limits=limits, resolve=_zip_resolver(z, member)),
-                                 f"{source}:{member}"))
+            # a member folder's frames are named under the source that names the folder, not with it twice
+            shown = f"{source}/{PurePosixPath(member).name}" if folder else f"{source}:{member}"
+            frames.append(_frame(lambda: load_mesh_bytes(z.read(member), member, source=shown, limits=limits,
+                                                         resolve=_zip_resolver(z, member)), shown))
             ids.append(num)
     return _finish(frames, ids, source, "zip", len(order), limits)
 
