@@ -289,7 +289,7 @@ def peak_frames_mean(o: Any, sequences: Sequence[Any]) -> torch.Tensor | None:
     pooling ranks a sequence's frames), encoded with ``o.model``; None if no frame rendered or the model has no
     neutral class. Sequences that cannot be read, rendered or encoded are left out (scored as error rows elsewhere)."""
     from affectvlm.io.sequence import sample_indices
-    from affectvlm.predict import (_orient_sequence, _render_frames, frame_expressiveness, inference_context,
+    from affectvlm.predict import (orient_sequence, _render_frames, frame_expressiveness, inference_context,
                                    peak_frames)
 
     classes = list(o.model.classes)
@@ -300,7 +300,7 @@ def peak_frames_mean(o: Any, sequences: Sequence[Any]) -> torch.Tensor | None:
         for it in sequences:
             try:
                 seq = it.load()
-                seq, settings, _ = _orient_sequence(seq, o.settings)
+                seq, settings, _ = orient_sequence(seq, o.settings)
                 frames = [seq.frames[i] for i in sample_indices(len(seq.frames), 1, SEQUENCE_FRAMES)]
                 imgs = _render_frames(frames, settings, o)[0]
                 if imgs is None:

@@ -280,7 +280,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     from affectvlm.limits import default_limits
     from affectvlm.mesh import Mesh, MeshSequence
     from affectvlm.model.devices import resolve_device
-    from affectvlm.render import MAPS, parse_views, render_maps, save_views
+    from affectvlm.predict import orient_sequence
+    from affectvlm.render import MAPS, RenderSettings, parse_views, render_maps, save_views
 
     views = parse_views(args.views)
     device = resolve_device(args.device)
@@ -295,7 +296,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         raise ConfigError(f"{src}: file not found")
     written, failed = [], 0
     if src.is_dir() or src.suffix.lower() == ".zip":  # read as predict reads it: scans, sequences, errors
-        todo: list[tuple[Mesh, str]] = []
+        todo: list[tuple[Mesh, str, str | None, str | None]] = []
         taken: set[str] = set()
         for item in expand([src], limits=default_limits(), frames=args.frames, every=args.every,
                            texture=not args.no_texture):
@@ -310,13 +311,15 @@ def cmd_render(args: argparse.Namespace) -> int:
             name = Path(item.source.replace(":", "/")).name  # a file, a folder, a zip or a zip's member folder
             base = Path(name).stem if Path(name).suffix.lower() in (*MESH_EXTENSIONS, ".zip") else name
             stem = _unique_stem(re.sub(r"[^\w.-]+", "_", base), taken)
-            if isinstance(got, MeshSequence):
-                todo += [(m, f"{stem}_f{fid:04d}") for m, fid in zip(got.frames, got.frame_ids)]
+            if isinstance(got, MeshSequence):  # one face frame for all frames, as predict finds it
+                got, frame_settings, _ = orient_sequence(got, RenderSettings(up=args.up, front=args.front))
+                todo += [(m, f"{stem}_f{fid:04d}", frame_settings.up, frame_settings.front)
+                         for m, fid in zip(got.frames, got.frame_ids)]
             else:
-                todo.append((got, stem))
+                todo.append((got, stem, args.up, args.front))
     else:
-        todo = [(load_mesh(src), src.stem)]
-    for mesh, s in todo:
+        todo = [(load_mesh(src), src.stem, args.up, args.front)]
+    for mesh, s, up, front in todo:
         if mesh.meta.get("load_error"):  # a frame that could not be read: said, and the others rendered
             _err(f"{mesh.source}: {mesh.meta['load_error']}")
             failed += 1
@@ -324,7 +327,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         for warning in mesh.meta.get("warnings") or () if not args.no_texture else ():
             _err(f"note: {mesh.source}: {warning}")  # a missing texture rendered grey without a word
         out = render_maps([mesh], views, args.size, texture=not args.no_texture, device=device, maps=maps,
-                          up=args.up, front=args.front)
+                          up=up, front=front)
         for name, img in out.items():
             written += save_views(img[0], args.out, f"{s}_{name}" if len(maps) > 1 or name != "shade" else s)
     print(f"wrote {len(written)} images to {args.out}", file=sys.stderr)

@@ -234,8 +234,8 @@ def _expressiveness(probs: Sequence[float], classes: Sequence[str]) -> float:
     return 1.0 - probs[lower.index("neutral")] if "neutral" in lower else max(probs)
 
 
-def _orient_sequence(seq: MeshSequence, settings: "RenderSettings"
-                     ) -> tuple[MeshSequence, "RenderSettings", FaceFrame | None]:
+def orient_sequence(seq: MeshSequence, settings: "RenderSettings"
+                    ) -> tuple[MeshSequence, "RenderSettings", FaceFrame | None]:
     """One face frame for the whole sequence, found on the frame nearest the middle that is a face (frames of a
     scan session share the file's axes; deciding per frame could flip single frames); the sequence and settings
     that render every frame in it. A frame off the file's axes (a turned head) is given as a rotation of every
@@ -397,7 +397,7 @@ def _iter_sequence(seq: MeshSequence | Input, model: ModelArg = None, *, views: 
         from affectvlm.io import load_sequence
 
         seq = load_sequence(seq, source, every=every, n_frames=frames, limits=o.limits)
-    seq, settings, frame = _orient_sequence(seq, o.settings)
+    seq, settings, frame = orient_sequence(seq, o.settings)
     with executor(o.workers) as pool:
         yield from _score_sequence(pool, seq, settings, frame, o, source or seq.source)
 
@@ -478,7 +478,7 @@ def _start(pool: Executor, items: Sequence[Item], unit: list[int], o: _Options) 
             seq = first.load()
             if not isinstance(seq, MeshSequence):
                 raise ConfigError(f"{first.source}: expected a sequence, got {type(seq).__name__}")
-            return _orient_sequence(seq, o.settings)
+            return orient_sequence(seq, o.settings)
         return pool.submit(load_sequence)
     done: Future[object] = Future()
     done.set_result(None)
@@ -622,7 +622,7 @@ def predict_mesh(mesh: Mesh | Prepared | MeshSequence, model: ModelArg = None, *
         o = _Options(m, render_settings(m.render, views, up, front), default_limits(), batch_size=batch_size,
                      pooling=pooling, precision=precision, workers=check_workers(workers), mirror=mirror)
         _check_options(batch_size=batch_size, pooling=pooling, precision=precision, mirror=mirror)
-        turned, settings, frame = _orient_sequence(mesh, o.settings)
+        turned, settings, frame = orient_sequence(mesh, o.settings)
         with executor(o.workers) as pool:
             res = [r for r, fr in _score_sequence(pool, turned, settings, frame, o, mesh.source, keep_best)
                    if fr is None][0]
