@@ -28,17 +28,17 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def out_problem(path: str | os.PathLike, folder: bool = False) -> str:
     """Why ``path`` cannot be written as an output file (``folder``: made as an output folder); "" when it can.
     Said before hours of work, not after: a folder where a file goes, a file in the way of a folder, or no
-    right to write in the nearest existing folder."""
+    right to write in the nearest existing folder. An existing file is replaced."""
     p = Path(path)
-    if p.exists() and p.is_dir() != folder:
-        return "is a folder; give a file's name" if not folder else f"{p} is a file, not a folder"
-    if p.is_dir():
-        return "" if os.access(p, os.W_OK | os.X_OK) else f"cannot write in {p}"
-    q = p.parent if not p.exists() else p
+    if p.exists():
+        if p.is_dir() != folder:
+            return "is a folder; give a file's name" if not folder else f"{p} is a file, not a folder"
+        if folder:
+            return "" if os.access(p, os.W_OK | os.X_OK) else f"cannot write in {p}"
+        return "" if os.access(p, os.W_OK) and os.access(p.parent, os.W_OK | os.X_OK) else f"cannot write {p}"
+    q = p.parent
     while not q.exists() and q != q.parent:
         q = q.parent
     if not q.is_dir():
         return f"{q} is a file, not a folder"
-    if p.exists():  # an existing file, replaced
-        return "" if os.access(p, os.W_OK) and os.access(p.parent, os.W_OK | os.X_OK) else f"cannot write {p}"
     return "" if os.access(q, os.W_OK | os.X_OK) else f"cannot write in {q}"

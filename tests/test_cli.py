@@ -131,6 +131,12 @@ def test_in_process_output_and_errors(capsys, scans, tmp_path):
         assert cli.main(cmd) == 2
         err = capsys.readouterr().err.strip()
         assert "\n" not in err and err.startswith("affectvlm: error: --out ") and says in err, err
+    # an existing results file is replaced, an existing output folder written into
+    (tmp_path / "old.csv").write_text("old\n")
+    assert cli.main(["predict", str(scans / "face.obj"), *MODEL, "--out", str(tmp_path / "old.csv")]) == 0
+    assert (tmp_path / "old.csv").read_text().startswith("file,frame")
+    for _ in range(2):
+        assert cli.main(["render", str(scans / "face.obj"), "--out", str(tmp_path / "v2"), "--views", "0"]) == 0
 
 
 def test_forwarded_subcommands(monkeypatch):
