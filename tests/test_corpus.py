@@ -10,6 +10,7 @@ import pytest
 from affectvlm.io import load_mesh
 from affectvlm.synth.corpus import CORPUS_COLUMNS, CorpusConfig, read_corpus, select, write_corpus
 from affectvlm.synth.facemodel import FaceModel, apply_aus
+from affectvlm.synth.cli import main as main_synth
 from affectvlm.synth.randomised import AXIS_ROTATIONS, Nuisance, crop_mask, sample_scan
 
 
@@ -200,6 +201,33 @@ def test_synth_cli_refuses_a_style_jitter_outside_0_1(capsys):
                "--out", "/tmp/never-written"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "--style-jitter" in err[0]
+
+
+@pytest.mark.parametrize("opts, says", [
+    (["--layout", "corpus", "--intensities", "0"], "--intensities must be levels 1-4"),  # wrote level-1 faces as 0
+    (["--layout", "corpus", "--subjects", "0"], "--subjects must be in 1-9999"),  # an empty manifest, exit 0
+    (["--layout", "corpus", "--test-frac", "1.5"], "--test-frac and --val-frac must be in [0, 1)"),
+    (["--layout", "corpus", "--test-frac", "nan"], "--test-frac and --val-frac must be in [0, 1)"),  # a traceback
+    (["--layout", "corpus", "--seed", "-1"], "--seed must be a non-negative integer"),  # a numpy traceback
+    (["--layout", "bu4dfe", "--frames", "1"], "--frames must be at least 2"),
+    (["--layout", "bu4dfe", "--fps", "0"], "--fps must be a positive frame rate"),  # ZeroDivisionError
+    (["--layout", "corpus4d", "--fps", "nan"], "--fps must be a positive frame rate"),
+])
+def test_synth_cli_refuses_options_no_layout_can_use_before_reading_anything(tmp_path, capsys, opts, says):
+    rc = main_synth(["--facekit", "/nonexistent-facekit", "--out", str(tmp_path / "o"), *opts])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and says in err[0], err
+    assert not (tmp_path / "o").exists()
+
+
+def test_synth_cli_refuses_sculpt_for_a_face_model_without_sculpts(tmp_path, capsys):
+    kit = Path(__file__).resolve().parents[2] / "shared" / "ict-facekit" / "FaceXModel"
+    if not kit.is_dir():
+        pytest.skip("ICT-FaceKit subset not present")
+    for layout in ("corpus", "bu3dfe"):  # an empty manifest; a ValueError
+        assert main_synth(["--layout", layout, "--facekit", str(kit), "--families", "sculpt", "--out",
+                           str(tmp_path / layout), "-q"]) == 2
+        assert "face model ict-facekit has no sculpted emotion targets" in capsys.readouterr().err
 
 
 def test_synth_cli_refuses_an_out_it_cannot_make_before_reading_anything(tmp_path, capsys):

@@ -133,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"affectvlm synth: error: --out {args.out}: {problem}", file=sys.stderr)
         return 2
+    problem = _option_problem(args)
+    if problem:
+        print(f"affectvlm synth: error: {problem}", file=sys.stderr)
+        return 2
     sampler = _sampler_options(ap, args)
     if args.layout in ("corpus", "corpus4d") or sampler:
         generator = [o for o in GENERATOR_OPTIONS if getattr(args, o) != ap.get_default(o)]
@@ -196,6 +200,11 @@ def _corpus(args: argparse.Namespace) -> int:
                 raise ConfigError(f"--face-models {args.face_models}: no face model {missing or want} here; "
                                   f"these are: {', '.join(models)}")
             models = {n: models[n] for n in want}
+        bare = [n for n, m in models.items() if fams == ("sculpt",) and not m.meta.get("emotion_targets")]
+        if bare:  # it would write no scan of that face model (an empty manifest, or a crash in the BU layouts)
+            raise ConfigError(f"--families sculpt: face model {bare[0]} has no sculpted emotion targets (MakeHuman "
+                              "with --facshuman, Rocketbox/HeadBox and glTF avatars have them); add a family such as "
+                              "emfacs, or leave that face model out")
         cfg = CorpusConfig(subjects=args.subjects, seed=args.seed, families=fams, levels=args.intensities,
                            emotions=_emotions(args), val_fraction=args.val_frac, test_fraction=args.test_frac,
                            style=StyleJitter(probability=args.style_jitter), au_gain_sd=args.au_gain_sd,
@@ -269,6 +278,28 @@ def _out_problem(out: Path) -> str:
         held = "a data set (manifest.csv)" if (out / "manifest.csv").exists() else "files"
         return f"holds {held} already; a new one written there would mix with it. Give a new or empty folder"
     return out_problem(out, folder=True)
+
+
+def _option_problem(args: argparse.Namespace) -> str:
+    """The first option every layout would refuse or misuse ("" when none): checked before anything is read, so the
+    corpus sampler refuses what the recipe generator refuses (it wrote level-0 "expressions" labelled as emotions)."""
+    import math
+
+    if not 1 <= args.subjects <= 9999:
+        return f"--subjects must be in 1-9999, not {args.subjects}"
+    if args.seed < 0:
+        return f"--seed must be a non-negative integer, not {args.seed}"
+    if any(not 1 <= int(i) <= 4 for i in args.intensities):
+        return f"--intensities must be levels 1-4 (as in BU-3DFE; neutral is written apart), not {args.intensities}"
+    fracs = (args.test_frac, args.val_frac)
+    if not all(math.isfinite(f) and 0 <= f < 1 for f in fracs) or sum(fracs) >= 1:
+        return f"--test-frac and --val-frac must be in [0, 1) and sum to less than 1, not {fracs[0]} and {fracs[1]}"
+    if args.layout in ("bu4dfe", "corpus4d"):
+        if args.frames < 2:
+            return f"--frames must be at least 2 for a sequence, not {args.frames}"
+        if not (math.isfinite(args.fps) and 0 < args.fps <= 1e6):
+            return f"--fps must be a positive frame rate, not {args.fps}"
+    return ""
 
 
 def _run(work: Callable[[], Path], quiet: bool) -> int:
