@@ -206,8 +206,8 @@ def test_synth_cli_refuses_a_style_jitter_outside_0_1(capsys):
 @pytest.mark.parametrize("opts, says", [
     (["--layout", "corpus", "--intensities", "0"], "--intensities must be levels 1-4"),  # wrote level-1 faces as 0
     (["--layout", "corpus", "--subjects", "0"], "--subjects must be in 1-9999"),  # an empty manifest, exit 0
-    (["--layout", "corpus", "--test-frac", "1.5"], "--test-frac and --val-frac must be in [0, 1)"),
-    (["--layout", "corpus", "--test-frac", "nan"], "--test-frac and --val-frac must be in [0, 1)"),  # a traceback
+    (["--layout", "corpus", "--test-frac", "1.5"], "--test-frac and --val-frac must be in [0, 1]"),
+    (["--layout", "corpus", "--test-frac", "nan"], "--test-frac and --val-frac must be in [0, 1]"),  # a traceback
     (["--layout", "corpus", "--seed", "-1"], "--seed must be a non-negative integer"),  # a numpy traceback
     (["--layout", "bu4dfe", "--frames", "1"], "--frames must be at least 2"),
     (["--layout", "bu4dfe", "--fps", "0"], "--fps must be a positive frame rate"),  # ZeroDivisionError

@@ -292,8 +292,8 @@ def _option_problem(args: argparse.Namespace) -> str:
     if any(not 1 <= int(i) <= 4 for i in args.intensities):
         return f"--intensities must be levels 1-4 (as in BU-3DFE; neutral is written apart), not {args.intensities}"
     fracs = (args.test_frac, args.val_frac)
-    if not all(math.isfinite(f) and 0 <= f < 1 for f in fracs) or sum(fracs) >= 1:
-        return f"--test-frac and --val-frac must be in [0, 1) and sum to less than 1, not {fracs[0]} and {fracs[1]}"
+    if not all(math.isfinite(f) and 0 <= f <= 1 for f in fracs) or sum(fracs) > 1:  # 1: a set only to test on
+        return f"--test-frac and --val-frac must be in [0, 1] and sum to at most 1, not {fracs[0]} and {fracs[1]}"
     if args.layout in ("bu4dfe", "corpus4d"):
         if args.frames < 2:
             return f"--frames must be at least 2 for a sequence, not {args.frames}"
