@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -41,7 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.data)
     group: dict[str, str] = {}
     manifest = root / "manifest.csv"
-    if manifest.is_file() and "face_model" in manifest.read_text(encoding="utf-8").partition("\n")[0]:  # corpus4d
+    info = root / "synth.json"  # the corpus sampler's BU-layout trees also have a face_model column: frames, not
+    bu_tree = info.is_file() and json.loads(info.read_text()).get("layout") in ("bu3dfe", "bu4dfe")  # sequences
+    if not bu_tree and manifest.is_file() and "face_model" in manifest.read_text(encoding="utf-8").partition("\n")[0]:
         from affectvlm.synth.corpus import read_corpus
 
         found = [r for r in read_corpus(root) if r["split"] == args.split]
@@ -51,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         seqs = sorted(p for p in root.glob("*/*") if p.is_dir() and p.name.lower() in FOLDERS)
         truth = {str(p): FOLDERS[p.name.lower()] for p in seqs}
+    if not seqs:  # an accuracy of 0.0 over nothing read as a result
+        print(f"error: {root}: no sequences to score (BU-4DFE folders SUBJECT/Emotion/, or a corpus4d manifest's "
+              f"{args.split!r} rows)", file=sys.stderr)
+        return 2
     model = load_model(args.model)
     classes = list(model.classes)
     t0 = time.perf_counter()
