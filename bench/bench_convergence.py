@@ -32,7 +32,7 @@ ARM_OPTIONS = {"mc+mt-plain": ["--no-loss-center"]}
 
 def run(args: list[str]) -> list[dict]:
     env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")
-    p = subprocess.run([sys.executable, "-m", "affectvlm.train", *args], cwd=REPO, env=env, capture_output=True,
+    p = subprocess.run([sys.executable, "-m", "affectvlm.train", *args], cwd=None, env=env, capture_output=True,
                        text=True)
     if p.returncode:
         raise SystemExit(p.stderr[-4000:])

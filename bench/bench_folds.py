@@ -78,7 +78,7 @@ def run_all(jobs: list[tuple[str, list[str]]], out: Path, concurrency: int) -> d
                 results[name] = record(out / name, None, 0.0)
                 continue
             log = open(out / f"{name}.log", "w")
-            p = subprocess.Popen([sys.executable, "-m", "affectvlm.train", *argv], cwd=REPO, env=env,
+            p = subprocess.Popen([sys.executable, "-m", "affectvlm.train", *argv], cwd=None, env=env,
                                  stdout=subprocess.DEVNULL, stderr=log)
             running.append((name, time.perf_counter(), p, log))
         time.sleep(0.5)
@@ -175,7 +175,7 @@ def _score_test_subjects(run: Path, data: str, layout: str, extra: list[str], te
         cmd = [sys.executable, "-m", "affectvlm", "predict", tmp, "--model", str(run / "best"), "--out",
                str(rows_csv), *extra]
         env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")
-        done = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        done = subprocess.run(cmd, cwd=None, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         if done.returncode != 0:
             return {"predict_error": done.stderr.strip().splitlines()[-1:]}
         rows = [r for r in csv.DictReader(rows_csv.open()) if r["frame"] in ("", "sequence")]

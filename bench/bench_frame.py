@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             out["landmark_error_mm"] = {"mean": round(float(e.mean()), 2), "p95": round(float(np.quantile(e, 0.95)), 2),
                                         "scans": len(lm_err)}
         report["models"][name] = out
-        print(json.dumps({name: out}), flush=True)
+        print(json.dumps({name: out}), file=sys.stderr, flush=True)  # progress; stdout holds one JSON document
     text = json.dumps(report, indent=1)
     print(text)
     if args.out:

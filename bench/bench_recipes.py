@@ -124,7 +124,11 @@ def main(argv: list[str] | None = None) -> int:
                     "intensities": None if args.frames else levels,
                     "frames": args.frames or None, "synthetic": True, "books": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, book in [("packaged", None), *[(Path(b).name, b) for b in args.recipes]]:
+        names = [Path(b).name for b in args.recipes]  # two books of one file name are two entries, by their paths
+        books = [("packaged", None), *[(n if names.count(n) == 1 else str(b), b) for n, b in zip(names, args.recipes)]]
+        if len({n for n, _ in books}) != len(books):
+            ap.error("--recipes: a book is given twice")
+        for name, book in books:
             out = Path(tmp) / f"set{len(report['books'])}"
             t = time.perf_counter()
             layout = ["--layout", "bu4dfe", "--frames", str(args.frames)] if args.frames else [

@@ -36,7 +36,7 @@ def run(args: list[str], nproc: int) -> tuple[float, list[dict]]:
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
         "-m", "affectvlm.train", *args]
     t0 = time.perf_counter()
-    p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    p = subprocess.run(cmd, cwd=None, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if p.returncode:
         raise SystemExit(p.stderr[-4000:])

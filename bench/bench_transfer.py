@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                 pred = _predict(probe, X[te])
                 table[f"{s} -> {t}"] = dict(_acc(pred, y[te], lv[te], levels), in_dist=(s == t))
         report["probe"][map_name] = {"table": table, "seconds": round(time.perf_counter() - t0, 1)}
-        print(json.dumps({"map": map_name, "done_s": round(time.perf_counter() - t0, 1)}), flush=True)
+        print(json.dumps({"map": map_name, "done_s": round(time.perf_counter() - t0, 1)}), file=sys.stderr, flush=True)
     for spec in args.model:
         from affectvlm.io import load_mesh
         from affectvlm.model import load_model

@@ -6,7 +6,8 @@
 
 Each ``--rule`` keeps the rows matching all of its ``column=v1,v2`` terms (``level`` = intensity); a row is
 written when any rule keeps it. Paths are written absolute, so the CSV can live anywhere; subjects are renamed
-``<corpus folder>-<subject>`` so that corpora made with other seeds never share an id. Prints counts.
+``<corpus folder>-<subject>`` (``<parent>_<folder>-<subject>`` when two corpora share a folder name) so that corpora
+made with other seeds never share an id; a corpus given twice is refused. Prints counts.
 """
 from __future__ import annotations
 
@@ -19,10 +20,16 @@ from pathlib import Path
 
 
 def _rule(text: str) -> dict[str, set[str]]:
+    from affectvlm.synth.corpus import CORPUS_COLUMNS
+
     out = {}
     for term in text.split():
         k, _, v = term.partition("=")
-        out["intensity" if k == "level" else k] = {x for x in v.split(",") if x}
+        k = "intensity" if k == "level" else k
+        if k not in CORPUS_COLUMNS or not v:
+            raise ValueError(f"--rule {text!r}: {term!r} is not column=value,... (columns: level, "
+                             f"{', '.join(c for c in CORPUS_COLUMNS if c != 'intensity')})")
+        out[k] = {x for x in v.split(",") if x}
     return out
 
 
@@ -35,10 +42,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rule", action="append", required=True)
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
-    rules = [_rule(r) for r in args.rule]
+    try:
+        rules = [_rule(r) for r in args.rule]
+    except ValueError as e:
+        ap.error(str(e))
+    real = [Path(d).resolve() for d in args.data]
+    if len(set(real)) != len(real):
+        ap.error("--data: a corpus is given twice (its rows would be written twice)")
+    names = [p.name for p in real]  # subject ids are per corpus: name them after their corpus so they never collide
+    tags = [p.name if names.count(p.name) == 1 else f"{p.parent.name}_{p.name}" for p in real]  # runA/corpus, ...
+    if len(set(tags)) != len(tags):
+        ap.error("--data: two corpora would share subject ids; give folders with different names")
     rows = []
-    for d in args.data:  # subject ids are per corpus: name them after their corpus so they never collide
-        tag = Path(d).name
+    for d, tag in zip(args.data, tags):
         rows += [dict(r, subject=f"{tag}-{r['subject']}") for r in read_corpus(d)]
     keep = [r for r in rows if any(all(str(r[k]) in v for k, v in rule.items()) for rule in rules)]
     buf = io.StringIO()

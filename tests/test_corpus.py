@@ -135,6 +135,20 @@ def test_held_out_families_never_reach_training_rows(tmp_path: Path):
     assert {r["intensity"] for r in rows if r["split"] == "test"} == {"0", "4"}
     train_subjects = {r["subject"] for r in rows if r["split"] == "train"}
     assert not train_subjects & {r["subject"] for r in rows if r["split"] == "test"}
+    # two corpora in folders of one name keep their subjects apart; one corpus twice, or a bad rule, is refused
+    import shutil
+
+    for run in ("runA", "runB"):
+        shutil.copytree(tmp_path / "c", tmp_path / run / "corpus")
+    both = tmp_path / "both.csv"
+    mod["main"](["--data", str(tmp_path / "runA" / "corpus"), "--data", str(tmp_path / "runB" / "corpus"),
+                 "--out", str(both), "--rule", "level=0,3,4"])
+    subs = {r["subject"] for r in csv.DictReader(both.open())}
+    assert {s.split("-", 1)[0] for s in subs} == {"runA_corpus", "runB_corpus"}
+    for bad in (["--data", str(tmp_path / "c"), "--data", str(tmp_path / "c"), "--rule", "level=4"],
+                ["--data", str(tmp_path / "c"), "--rule", "bogus=1"]):
+        with pytest.raises(SystemExit):
+            mod["main"]([*bad, "--out", str(tmp_path / "x.csv")])
 
 
 def test_sequences_play_one_expression_neutral_apex_neutral(tmp_path: Path):
