@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out-dir", default=None, help="keep the predict JSON files here (default: a temporary folder)")
     a = ap.parse_args(argv)
     levels = {int(x) for x in a.levels.split(",") if x.strip()}
+    names = [Path(t).name for t in a.trees]
+    if len(set(names)) != len(names):
+        ap.error("two trees share a folder name; rename one (the name is the tree's key in the report)")
     report: dict = {"bench": "subject_mean", "model": a.model or "default", "levels": sorted(levels), "trees": {}}
     with tempfile.TemporaryDirectory() as tmp:
         where = Path(a.out_dir or tmp)
