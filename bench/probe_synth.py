@@ -62,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = [r for r in rows if (levels := fitted if r["split"] == "train" else scored) is None
             or int(r["intensity"]) in levels]
     classes = sorted({r["label"] for r in rows})
+    have = {r["split"] for r in rows}
+    if "train" not in have or "test" not in have or len(classes) < 2:  # a probe of nothing reads as chance, falsely
+        raise SystemExit(f"probe_synth: {root}: needs train and test scans of at least two classes (splits: "
+                         f"{', '.join(sorted(have)) or 'none'}; classes: {', '.join(classes) or 'none'})")
     t0 = time.perf_counter()
     feats = []
     for i in range(0, len(rows), 32):
@@ -103,8 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         out["acc_test_expressive"] = round(float((pred[expressive] == y[expressive]).mean()), 3)
     counts = np.bincount(y[tr], minlength=len(classes))
     test = split == "test"
-    out["chance_majority"] = round(float((y[test] == counts.argmax()).mean()), 3) if test.any() else None
-    out["test_over_chance"] = round(out.get("acc_test", 0) / max(out["chance_majority"] or 1e-9, 1e-9), 2)
+    out["chance_majority"] = round(float((y[test] == counts.argmax()).mean()), 3)
+    # no ratio where the training majority class is absent from the test scans: it would divide by zero
+    out["test_over_chance"] = round(out["acc_test"] / out["chance_majority"], 2) if out["chance_majority"] else None
     print(json.dumps(out))
     return 0
 

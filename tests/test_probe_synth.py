@@ -5,6 +5,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO / "tests"))
@@ -30,3 +32,7 @@ def test_probe_reads_a_runs_split_and_chooses_the_ridge_on_val(tmp_path, capsys)
     assert probe_synth.main(["--data", str(data), "--splits", str(splits), "--ridge", "7"]) == 0
     fixed = json.loads(capsys.readouterr().out)
     assert fixed["ridge"] == 7.0 and fixed["n_train"] == 4 * 5  # levels 3-4 and NE00 fitted by default
+    # no test subject: refused, not an accuracy over nothing ("chance_majority": null, "test_over_chance": 0.0)
+    splits.write_text(json.dumps({"subjects": {"train": subjects[:4], "val": subjects[4:6], "test": []}}))
+    with pytest.raises(SystemExit, match="needs train and test scans"):
+        probe_synth.main(["--data", str(data), "--splits", str(splits), "--ridge", "7"])
