@@ -94,7 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     every: list[dict] = []
     for data in args.data:
         # in path order, as `affectvlm predict DIR` lists a folder: the statistics' sample depends on the order
+        if not (Path(data) / "manifest.csv").is_file():
+            raise SystemExit(f"bench_guard: {data}: no manifest.csv (a folder written by affectvlm synth --layout corpus)")
         truth = sorted(read_corpus(Path(data) / "manifest.csv"), key=lambda r: r["path"])
+        if not truth:
+            raise SystemExit(f"bench_guard: {data}: the manifest lists no scan")
         files, labels = [r["path"] for r in truth], [r["label"] for r in truth]
         trained = predict(files, model, batch_size=args.batch_size)
         classes = [c for c in model.classes if c in set(labels)]

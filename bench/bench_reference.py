@@ -52,8 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     from affectvlm.synth.corpus import read_corpus
 
     root = Path(args.data)
+    if not (root / "manifest.csv").is_file():
+        ap.error(f"--data {root}: no manifest.csv (a folder written by affectvlm synth --layout corpus)")
     truth = read_corpus(root / "manifest.csv")
+    if not truth:
+        ap.error(f"--data {root}: the manifest lists no scan")
     model = load_model(None if args.model == "default" else args.model)
+    prior = parse_prior(args.prior, model.classes) if args.prior else None  # checked before the scoring, not after
     t = time.perf_counter()
     files = [r["path"] for r in truth]
     alone = predict(files, model, batch_size=args.batch_size)
@@ -64,8 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                     "alone": _accuracy(alone, truth),
                     "neutral": {"spec": args.neutral, "rescored": done.rescored, "subjects": done.subjects,
                                 **_accuracy(referenced, truth)}}
-    if args.prior:
-        prior = parse_prior(args.prior, model.classes)
+    if prior is not None:
         match_rows(referenced, model.classes, prior)
         report["neutral_then_prior"] = {"spec": args.prior, **_accuracy(referenced, truth)}
     adapted_model = adapt_model(model, files, batch_size=args.batch_size)
