@@ -51,7 +51,7 @@ def _number(text: str, cast: type, ok: Callable[[float], bool], what: str) -> An
     return v
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     return _number(text, int, lambda v: v >= 1, "a positive integer")
 
 
@@ -85,8 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--views", default=None, help="camera views as yaws, e.g. -30,0,30, or yaw:pitch pairs "
                     "(default: the model's, each also at the model's score_pitches; views given here are rendered as given)")
     g = pr.add_mutually_exclusive_group()
-    g.add_argument("--frames", type=_positive_int, default=None, help="sample N evenly spaced frames per sequence")
-    g.add_argument("--every", type=_positive_int, default=1, help="keep every K-th frame of a sequence")
+    g.add_argument("--frames", type=positive_int, default=None, help="sample N evenly spaced frames per sequence")
+    g.add_argument("--every", type=positive_int, default=1, help="keep every K-th frame of a sequence")
     pr.add_argument("--classes", default=None, help="comma-separated class names (default: the model's)")
     pr.add_argument("--prompts", default=None, help="prompt template file (YAML/JSON, see data/prompts/default.yaml)")
     pr.add_argument("--out", default=None, help="write results to a .csv or .json file (default: print)")
@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--prior-by", choices=("set", "folder"), default="set",
                     help="with --prior: match the whole set (default), or each folder apart (a subject's folder in "
                          "BU-3DFE/BU-4DFE, when every subject shows every class in that balance)")
-    pr.add_argument("--batch-size", type=_positive_int, default=8, help="scans rendered and scored together")
+    pr.add_argument("--batch-size", type=positive_int, default=8, help="scans rendered and scored together")
     pr.add_argument("--no-mirror", action="store_true",
                     help="score each scan as rendered only (default: averaged with its mirror image)")
     pr.add_argument("--device", default="auto", help=DEVICE_HELP)
@@ -148,14 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument("input", metavar="INPUT", help="scan file, or a folder/.zip of frames")
     rd.add_argument("--out", required=True, help="output folder")
     rd.add_argument("--views", default="0,-30,30", help="camera views, e.g. 0,-30,30 or 0:10,30:0")
-    rd.add_argument("--size", type=_positive_int, default=224, help="image size in pixels")
+    rd.add_argument("--size", type=positive_int, default=224, help="image size in pixels")
     rd.add_argument("--maps", default="shade", help="comma-separated maps: shade,depth,normal,mask,lights")
     rd.add_argument("--up", default=None, help="the scan's up axis, e.g. +y")
     rd.add_argument("--front", default=None, help="the axis the face looks along, e.g. +z")
     rd.add_argument("--no-texture", action="store_true", help="shade in grey, ignoring texture and colours")
     g = rd.add_mutually_exclusive_group()
-    g.add_argument("--frames", type=_positive_int, default=None, help="sequence: N evenly spaced frames")
-    g.add_argument("--every", type=_positive_int, default=1, help="sequence: every K-th frame")
+    g.add_argument("--frames", type=positive_int, default=None, help="sequence: N evenly spaced frames")
+    g.add_argument("--every", type=positive_int, default=1, help="sequence: every K-th frame")
     rd.add_argument("--device", default="auto", help=DEVICE_HELP)
 
     md = sub.add_parser("models", help="list the models this machine can use and whether each works offline",

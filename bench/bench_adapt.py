@@ -43,16 +43,21 @@ def _scans(folder: Path, n: int, bu3dfe: bool = False) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from affectvlm.cli import positive_int
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--scans", type=int, default=120)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--scans", type=positive_int, default=120)
+    ap.add_argument("--repeats", type=positive_int, default=2)
     ap.add_argument("--warmup", type=int, default=1, help="untimed passes over every arm first")
     ap.add_argument("--model", default="default")
     a = ap.parse_args(argv)
 
     import torch
 
-    from affectvlm.adapt import MIN_ROWS, adapt_for
+    from affectvlm.adapt import MIN_ROWS, ON_MIN_ROWS, adapt_for
+
+    if a.scans < ON_MIN_ROWS:  # the adapted arms would time nothing (a bare AssertionError before)
+        ap.error(f"--scans must be at least {ON_MIN_ROWS}: --adapt on needs that many")
     from affectvlm.model import load_model
     from affectvlm.predict import predict
 

@@ -135,6 +135,9 @@ def ceiling(rows: list[dict], folds: int, split_seed: int, levels: set[int]) -> 
     folds_of = subject_folds((r["subject"] for r in rows), folds, split_seed)
     fold = np.array([folds_of[r["subject"]] for r in rows])
     score = np.array([r["level"] in levels for r in rows])
+    if not score.any():  # every fold's accuracy would be NaN
+        have = sorted({r["level"] for r in rows})
+        raise SystemExit(f"bench_ceiling: no scan at --levels {sorted(levels)}; the tree has levels {have}")
     width = max(len(r["d"]) for r in rows)
     disp = np.zeros((len(rows), width), np.float32)  # each face model its own vertices, zero-padded
     for i, r in enumerate(rows):

@@ -21,6 +21,8 @@ import numpy as np
 
 
 def main(argv: list[str] | None = None) -> int:
+    from affectvlm.cli import positive_int
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--facekit")
     ap.add_argument("--makehuman")
@@ -31,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="every scan with this crop (default: the generator's mix)")
     ap.add_argument("--max-vertices", type=int, default=40000)
     ap.add_argument("--frame-net", default=None, help="a frame-net folder to measure instead of the installed one")
-    ap.add_argument("--scans", type=int, default=100, help="scans per face model")
+    ap.add_argument("--scans", type=positive_int, default=100, help="scans per face model")
     ap.add_argument("--seed", type=int, default=987654)
     ap.add_argument("--min-vertices", type=int, default=3000)
     ap.add_argument("--out", default=None)

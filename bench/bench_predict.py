@@ -57,15 +57,17 @@ def timed(fn, runs: int):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from affectvlm.cli import positive_int
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--runs", type=positive_int, default=7)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--models", default="AffectVLM-Test,AffectVLM-Tiny,ViT-B-32")
     ap.add_argument("--grid", type=int, default=100, help="meshgen grid size (100: ~8k vertices)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--throughput", type=int, default=0, help="N scans: serial against pipelined predict")
     ap.add_argument("--workers", type=int, default=None, help="pipelined run's worker threads (default: predict's)")
-    ap.add_argument("--repeats", type=int, default=2, help="throughput: timed calls of each path")
+    ap.add_argument("--repeats", type=positive_int, default=2, help="throughput: timed calls of each path")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--baseline-rev", default=None, help="also time predict.py of this git revision")
     ap.add_argument("--sharded", type=int, default=0, help="N scans: one process against two torchrun ranks")

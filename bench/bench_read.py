@@ -39,8 +39,10 @@ def _time(fn, repeats: int) -> tuple[float, object]:
 
 
 def main() -> None:
+    from affectvlm.cli import positive_int
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=positive_int, default=5)
     ap.add_argument("--sizes", default="100,360", help="grid sizes n for face_like_mesh (100 -> ~7.7k vertices)")
     args = ap.parse_args()
     import pyvista as pv

@@ -31,7 +31,7 @@ from affectvlm.train.splits import resolve_split
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from affectvlm.cli import _positive_int, allow_signed_values
+    from affectvlm.cli import positive_int, allow_signed_values
 
     p = allow_signed_values(argparse.ArgumentParser(prog="affectvlm eval",
                                                     description="Evaluate a model on a labelled dataset."))
@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--intensities", type=_int_list, help="e.g. 3,4")
     p.add_argument("--views")
     p.add_argument("--cache-dir")
-    p.add_argument("--batch-size", type=_positive_int, default=32)
+    p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--per-intensity", action="store_true", help="also report accuracy per intensity level")
     p.add_argument("--device", default="auto", help="auto (CUDA when present, the default), cpu, cuda, cuda:N")
     p.add_argument("--prior", metavar="SPEC",
