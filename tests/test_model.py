@@ -176,6 +176,11 @@ def test_weight_file_specs(tmp_path, model, images):
     assert parse_spec("local-dir:" + str(folder)).kind == "local-dir"
     for spec in (str(folder / "open_clip_model.safetensors"), "local-dir:" + str(folder)):
         assert _states_equal(load_model(spec, cache=False).clip, model.clip)
+    # the config without weights open_clip reads: one error, not a random model that says it is trained
+    (folder / "open_clip_model.safetensors").rename(folder / "weights.pt")
+    for spec in (str(folder), "local-dir:" + str(folder)):
+        with pytest.raises(ModelError, match=r"no weights file beside open_clip_config.json .*weights.pt: pass it as"):
+            load_model(spec, cache=False)
 
 
 def test_pickled_weights_are_refused(tmp_path):

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+LOCAL_DIR_WEIGHTS = (".safetensors", ".bin", ".pth")  # what open_clip's local-dir: finds beside its config
 DEFAULT_DIRNAME = "affectvlm-default"
 _registered = False
 
@@ -246,6 +247,12 @@ def _build(spec: Spec, device: torch.device, classes, prompts, fusion: str | Non
         folder = Path(spec.path) if spec.kind == "local-dir" else Path(spec.path).parent
         cfg = _read_json(folder / ckpt.CONFIG_FILE)
         ref = "local-dir:" + str(folder)
+        if spec.kind == "local-dir" and not any(next(folder.glob(f"*{x}"), None) for x in LOCAL_DIR_WEIGHTS):
+            # open_clip would build the architecture with random weights and only log it: a model that reads as trained
+            pt = sorted(f.name for f in folder.glob("*.pt"))
+            raise ModelError(f"{folder}: no weights file beside {ckpt.CONFIG_FILE} (open_clip reads "
+                             f"{', '.join('*' + x for x in LOCAL_DIR_WEIGHTS)})"
+                             + (f"; {pt[0]}: pass it as NAME@{folder / pt[0]}, or rename it to .pth" if pt else ""))
         try:
             with _quiet_open_clip():
                 clip = open_clip.create_model(ref, device="cpu", weights_only=True,
