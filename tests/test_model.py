@@ -432,3 +432,17 @@ def test_url_only_pretrained_tag_uses_open_clips_own_cache(hub_cache, trained, m
     save_file({k: v.contiguous() for k, v in trained.clip.state_dict().items()}, str(target))
     assert catalog.is_available(spec)
     assert _states_equal(load_model(f"{ARCH}:web", cache=False).clip, trained.clip)
+
+
+def test_untrained_models_built_in_parallel_are_the_same_model():
+    """The seeded build used the process's generator unguarded: four threads got four different 'same' models."""
+    import threading
+
+    serial = load_model(ARCH, cache=False)
+    got: list = []
+    threads = [threading.Thread(target=lambda: got.append(load_model(ARCH, cache=False))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert len(got) == 4 and all(_states_equal(m.clip, serial.clip) for m in got)

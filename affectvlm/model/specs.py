@@ -306,8 +306,9 @@ def _build(spec: Spec, device: torch.device, classes, prompts, fusion: str | Non
                 raise _weights_error(spec.path, e) from None
             prov["trained"] = True
         else:
-            with torch.random.fork_rng(devices=[]), _quiet_open_clip():
-                torch.manual_seed(0)  # the same untrained model every time
+            # the same untrained model every time: one seeded build at a time (the generator is the process's)
+            with _SEEDED_BUILD, torch.random.fork_rng(devices=[]), _quiet_open_clip():
+                torch.manual_seed(0)
                 clip = open_clip.create_model(spec.name, **kw)
             prov["trained"] = False
             prov["note"] = "random init (untrained): scores are meaningless"
@@ -355,6 +356,7 @@ def _embedding_mean(value: Any, dim: int, folder: str) -> torch.Tensor:
 _CACHE: "OrderedDict[tuple, AffectVLM]" = OrderedDict()
 _CACHE_SIZE = 4
 _LOCK = threading.Lock()
+_SEEDED_BUILD = threading.Lock()
 
 
 def load_model(spec: str | os.PathLike | None = None, *, device: str | torch.device | None = "auto",
