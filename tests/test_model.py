@@ -446,3 +446,47 @@ def test_untrained_models_built_in_parallel_are_the_same_model():
     for t in threads:
         t.join(timeout=120)
     assert len(got) == 4 and all(_states_equal(m.clip, serial.clip) for m in got)
+
+
+def test_a_checkpoint_replaced_while_it_is_read_is_never_loaded_half_old_half_new(tmp_path):
+    """A trainer re-saves best/ while the app loads it: the classes of one save with the weights of the other were
+    loaded (about one load in ten here). Now a load sees one save whole, or says the folder kept changing."""
+    import hashlib
+    import threading
+    import time
+
+    a = load_model(ARCH, cache=False)
+    b = load_model(ARCH, classes=["joy", "rage", "calm"], cache=False)
+    with torch.no_grad():
+        for p in b.clip.parameters():
+            p.add_(0.5)
+    folder = tmp_path / "best"
+    save_checkpoint(a, folder)
+    stop = threading.Event()
+
+    def sig(m) -> str:
+        return hashlib.sha1(next(iter(m.clip.state_dict().values())).numpy().tobytes()).hexdigest()
+
+    whole = {(sig(a), len(a.classes)), (sig(b), len(b.classes))}
+
+    def writer() -> None:
+        i = 0
+        while not stop.is_set():
+            save_checkpoint(a if i % 2 else b, folder)
+            i += 1
+            time.sleep(0.3)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    loaded, end = [], time.monotonic() + 6
+    try:
+        while time.monotonic() < end:
+            try:
+                m = load_model(str(folder), cache=False)
+            except ModelError:  # said, not loaded wrong
+                continue
+            loaded.append((sig(m), len(m.classes)))
+    finally:
+        stop.set()
+        t.join()
+    assert loaded and set(loaded) <= whole, set(loaded) - whole

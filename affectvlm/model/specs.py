@@ -29,6 +29,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -380,7 +381,7 @@ def load_model(spec: str | os.PathLike | None = None, *, device: str | torch.dev
                 _CACHE.move_to_end(key)
                 return _CACHE[key]
     try:
-        model = _build(parsed, dev, names, ps, fusion)
+        model = _build_steady(parsed, dev, names, ps, fusion)
     except AffectVLMError:
         raise
     except (OSError, RuntimeError, ValueError, KeyError, TypeError) as e:
@@ -392,6 +393,38 @@ def load_model(spec: str | os.PathLike | None = None, *, device: str | torch.dev
             while len(_CACHE) > _CACHE_SIZE:
                 _CACHE.popitem(last=False)
     return model
+
+
+def _folder_id(path: str) -> tuple[int, int] | None:
+    """Which folder is at ``path`` now: a checkpoint replaced in place is a new folder (another inode, or the same
+    number reused with another change time)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_ctime_ns
+
+
+def _build_steady(spec: Spec, device: torch.device, classes, prompts, fusion: str | None,
+                  tries: int = 5) -> AffectVLM:
+    """:func:`_build`, for a checkpoint folder read again while a run replaces it under the reader (a trainer saving
+    ``best/`` as the app loads it: the files of two saves, or none, would be read together)."""
+    if spec.kind != "checkpoint":
+        return _build(spec, device, classes, prompts, fusion)
+    for attempt in range(tries):
+        before = _folder_id(spec.path)
+        try:
+            model = _build(spec, device, classes, prompts, fusion)
+        except (AffectVLMError, OSError, RuntimeError, ValueError, KeyError):
+            if attempt + 1 < tries and (before is None or _folder_id(spec.path) != before):
+                time.sleep(0.1)  # replaced while read: read the new one
+                continue
+            raise
+        if before is not None and _folder_id(spec.path) == before:
+            return model
+        time.sleep(0.1)
+    raise ModelError(f"{spec.path}: the checkpoint kept changing while it was read (a run still saving it?); "
+                     "try again")
 
 
 def clear_cache() -> None:
