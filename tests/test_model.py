@@ -490,3 +490,18 @@ def test_a_checkpoint_replaced_while_it_is_read_is_never_loaded_half_old_half_ne
         stop.set()
         t.join()
     assert loaded and set(loaded) <= whole, set(loaded) - whole
+
+
+@pytest.mark.parametrize("key, value", [("classes", {"a": 1, "b": 2}), ("classes", [["a"], ["b"]]), ("classes", 5),
+                                        ("format_version", "one"), ("provenance", "xyz"), ("fusion", 3)])
+def test_checkpoint_metadata_of_the_wrong_type_is_one_error_naming_the_field(tmp_path, model, key, value):
+    """A dict of classes loaded as its keys, nested lists as their reprs; other types gave errors not naming the
+    file or the field."""
+    import json
+
+    folder = save_checkpoint(model, tmp_path / "ck")
+    meta = json.loads((folder / "affectvlm.json").read_text())
+    meta[key] = value
+    (folder / "affectvlm.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match=f"affectvlm.json: '{key}' must be"):
+        load_model(str(folder), cache=False)

@@ -164,6 +164,12 @@ def read_meta(folder: str | os.PathLike) -> dict[str, Any]:
         raise ModelError(f"{path}: unreadable checkpoint metadata ({e})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelError(f"{path}: not an AffectVLM checkpoint (format is {meta.get('format') if isinstance(meta, dict) else None!r})")
+    types = {"format_version": int, "classes": list, "fusion": str, "provenance": dict, "render": dict, "prompts": dict}
+    wrong = [k for k, t in types.items() if meta.get(k) is not None and not isinstance(meta[k], t)]
+    if wrong or not all(isinstance(c, str) for c in meta.get("classes") or []):  # read as the wrong model before
+        key = wrong[0] if wrong else "classes"
+        want = {"classes": "a list of class names"}.get(key, f"a JSON {types[key].__name__}")
+        raise ModelError(f"{path}: '{key}' must be {want}, not {meta[key]!r:.80}")
     if int(meta.get("format_version", 0)) > FORMAT_VERSION:
         raise ModelError(f"{path}: checkpoint format {meta.get('format_version')} is newer than this affectvlm "
                          f"understands ({FORMAT_VERSION}); upgrade affectvlm")
