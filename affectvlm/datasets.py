@@ -34,7 +34,7 @@ import stat
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from affectvlm.errors import ConfigError, InputError
 from affectvlm.io import MESH_EXTENSIONS, frame_number
@@ -546,11 +546,18 @@ def manifest_split(samples: Sequence[Sample], where: str = "the manifest"
     test = [s for s in samples if s.split == "test"]
     if not test:
         test, val = val, []
-    for a, b, x, y in (("train", "val", train, val), ("train", "test", train, test), ("val", "test", val, test)):
-        leak = {s.subject for s in x} & {s.subject for s in y}
-        if leak:
-            raise ConfigError(f"{where}: its split puts subject(s) {sorted(leak)[:5]} in both {a} and {b}")
+    check_disjoint({"train": train, "val": val, "test": test}, f"{where}: its ")
     return train, val, test
+
+
+def check_disjoint(parts: Mapping[str, Sequence[Sample]], prefix: str = "") -> None:
+    """One ConfigError when a subject is in two of ``parts`` (train / val / test): a split must be by subject."""
+    names = list(parts)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            leak = {s.subject for s in parts[a]} & {s.subject for s in parts[b]}
+            if leak:
+                raise ConfigError(f"{prefix}split puts subject(s) {sorted(leak)[:5]} in both {a} and {b}")
 
 
 def summarise(samples: Sequence[Sample]) -> dict:

@@ -84,23 +84,30 @@ def pid_alive(pid: int | None, proc_start: str | None) -> bool:
     return proc_start is None or proc_start_time(pid) == proc_start
 
 
+def _live_processes() -> dict[int, tuple[int, int]]:
+    """pid -> (parent pid, process group) of every live (non-zombie) process in /proc."""
+    out = {}
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            fields = _stat_fields(int(p.name))
+            if fields and len(fields) > 2 and fields[0] not in ("Z", "X"):
+                out[int(p.name)] = (int(fields[1]), int(fields[2]))
+    return out
+
+
 def descendant_groups(pid: int | None) -> set[int]:
     """Process groups of ``pid``'s live descendants (torchrun puts each worker in a session of its own, so
     signalling the job's group alone can orphan them); empty without /proc."""
     if not pid or not Path("/proc").is_dir():
         return set()
+    procs = _live_processes()
     children: dict[int, list[int]] = {}
-    groups: dict[int, int] = {}
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            fields = _stat_fields(int(p.name))
-            if fields and len(fields) > 2 and fields[0] not in ("Z", "X"):
-                children.setdefault(int(fields[1]), []).append(int(p.name))
-                groups[int(p.name)] = int(fields[2])
+    for child, (parent, _) in procs.items():
+        children.setdefault(parent, []).append(child)
     found, todo = set(), list(children.get(pid, []))
     while todo:
         q = todo.pop()
-        found.add(groups[q])
+        found.add(procs[q][1])
         todo.extend(children.get(q, []))
     return found
 
@@ -118,9 +125,4 @@ def group_alive(pgid: int | None) -> bool:
     if not Path("/proc").is_dir():
         return True
     # killpg(0) also succeeds for zombies; look for a live member
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            fields = _stat_fields(int(p.name))
-            if fields and len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
-                return True
-    return False
+    return any(group == pgid for _, group in _live_processes().values())

@@ -18,7 +18,6 @@ corpus sampler's scans under BU names instead (:mod:`affectvlm.synth.bulayout`).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Callable

@@ -127,7 +127,7 @@ def run_eval(args: argparse.Namespace) -> dict:
         chosen = set(split_rec.subjects.get(subset, []))
         samples = [s for s in samples if s.subject in chosen]
     elif subset == "test":
-        if resolve_split(samples, base.split, str(data)) == "manifest":
+        if resolve_split(samples, base.split) == "manifest":
             _, _, samples = manifest_split(samples, str(data))
         else:
             _, samples = kfold_split(samples, args.folds or base.folds,

@@ -36,25 +36,22 @@ def carve_val_subjects(subjects, fraction: float, seed: int = 0) -> set[str]:
     return set(order[:n])
 
 
-def resolve_split(samples, split: str, where: str = "the manifest") -> str:
+def resolve_split(samples, split: str) -> str:
     """``split`` with ``auto`` resolved: ``manifest`` when the rows have split values, unless every one says train
-    (nothing held out), else ``kfold``. A split column the manifest path would use is checked here."""
-    from affectvlm.datasets import check_split_column
-
+    (nothing held out), else ``kfold``. :func:`affectvlm.datasets.manifest_split` checks the column it then reads."""
     names = {s.split for s in samples}
     if split == "kfold" or (split == "auto" and names in ({None}, {"train"})):
         return "kfold"
-    check_split_column(samples, where)
     return "manifest"
 
 
 def split_samples(samples, cfg: TrainConfig) -> tuple[list, list, list, str]:
     """(train, val, test, description): k-fold test fold or the manifest's test rows; val from the
     manifest's val rows or carved out of the training subjects (``cfg.val_fraction``)."""
-    from affectvlm.datasets import kfold_split, manifest_split
+    from affectvlm.datasets import check_disjoint, kfold_split, manifest_split
 
     val: list = []
-    if resolve_split(samples, cfg.split, str(cfg.data)) == "manifest":
+    if resolve_split(samples, cfg.split) == "manifest":
         train, val, test = manifest_split(samples, str(cfg.data))
         source = "manifest"
     else:
@@ -68,11 +65,7 @@ def split_samples(samples, cfg: TrainConfig) -> tuple[list, list, list, str]:
             source += f"; val = {len(carved)} training subjects (val_fraction {cfg.val_fraction})"
     else:
         source += "; val from the manifest"
-    parts = {"train": train, "val": val, "test": test}
-    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
-        leak = {s.subject for s in parts[a]} & {s.subject for s in parts[b]}
-        if leak:
-            raise ConfigError(f"split puts subject(s) {sorted(leak)[:5]} in both {a} and {b}")
+    check_disjoint({"train": train, "val": val, "test": test})
     return train, val, test, source
 
 
