@@ -200,6 +200,8 @@ def test_pickled_weights_are_refused(tmp_path):
     ("NoSuchNet:openai", "unknown architecture"),
     ("/no/such/file.safetensors", "not found"),
     (f"{ARCH}@/no/such/w.safetensors", "not found"),
+    ("NoSuchNet@/no/such/w.safetensors", "unknown architecture 'NoSuchNet' before '@'"),
+    ("ViT-B-3@w.safetensors", "Did you mean ViT-B-32"),
     ("local-dir:/no/such/dir", "not found"),
     ("hf-hub:", "hf-hub:org/repo"),
 ])
@@ -505,3 +507,50 @@ def test_checkpoint_metadata_of_the_wrong_type_is_one_error_naming_the_field(tmp
     (folder / "affectvlm.json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match=f"affectvlm.json: '{key}' must be"):
         load_model(str(folder), cache=False)
+
+
+def test_overlapping_hub_blocks_leave_the_hub_client_as_they_found_it(monkeypatch):
+    """Two threads' downloads overlap without a network: the client's offline switch is back when both end."""
+    import huggingface_hub.constants as hc
+
+    from affectvlm.model import caches
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(caches, "_host_unreachable", lambda timeout=3.0: True)
+    monkeypatch.setattr(hc, "HF_HUB_OFFLINE", False)
+    a, b = caches.HubAccess(), caches.HubAccess()
+    a.__enter__()
+    b.__enter__()
+    assert hc.HF_HUB_OFFLINE is True and a.offline and b.offline
+    a.__exit__(None, None, None)
+    assert hc.HF_HUB_OFFLINE is True  # b still downloads offline
+    b.__exit__(None, None, None)
+    assert hc.HF_HUB_OFFLINE is False
+
+
+def test_threads_asking_for_one_model_at_once_share_one_build(monkeypatch):
+    """The app's first visitors each built their own copy of the model (only the last was kept)."""
+    import threading
+
+    from affectvlm.model import clear_cache
+
+    built: list = []
+    real = S._build_steady
+
+    def slow_build(*a, **kw):
+        time.sleep(0.5)
+        m = real(*a, **kw)
+        built.append(m)
+        return m
+
+    monkeypatch.setattr(S, "_build_steady", slow_build)
+    clear_cache()
+    got: list = []
+    threads = [threading.Thread(target=lambda: got.append(load_model(ARCH, classes="a,b"))) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert len(got) == 3 and len(built) == 1 and all(m is built[0] for m in got)
+    assert not S._BUILDING
+    clear_cache()

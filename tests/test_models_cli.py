@@ -100,3 +100,20 @@ def test_render_device_auto_and_missing_cuda(tmp_path, monkeypatch, capsys):
     assert cli.main(["render", str(tmp_path / "x.obj"), "--out", str(tmp_path / "o"), "--device", "cuda"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "CUDA is not available" in err
+
+
+def test_a_checkpoint_with_truncated_weights_is_not_listed_as_usable(prepared, capsys):
+    """A copy cut short (a full disk, an interrupted rsync) was listed as usable offline and 'downloaded'."""
+    ws = prepared / "ws"
+    weights = ws / "runs" / "r1" / "best" / "open_clip_model.safetensors"
+    with open(weights, "r+b") as f:
+        f.truncate(os.path.getsize(weights) // 2)
+    got = _models(capsys)
+    run = got[str(ws / "runs" / "r1")]
+    assert run["offline"] is False and "cut short" in run["note"]
+    assert got[str(ws / "exported" / "ck")]["offline"] is True
+    assert str(ws / "runs" / "r1") not in _models(capsys, "--available")
+    assert cli.main(["download", str(ws / "runs" / "r1" / "best"), "--no-progress"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "damaged" in err and "open_clip_model.safetensors" in err
+    assert cli.main(["download", str(ws / "exported" / "ck"), "--no-progress"]) == 0

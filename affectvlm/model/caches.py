@@ -198,9 +198,16 @@ def _host_unreachable(timeout: float = 3.0) -> bool:
     return bool(result and result[0])
 
 
+_PATCH_LOCK = threading.Lock()
+_patch = {"depth": 0, "saved": None}  # one offline patch shared by overlapping HubAccess blocks
+
+
 class HubAccess:
     """Around downloads: quiet the Hub client's retry logging and, when the network is plainly absent,
-    switch it to offline mode so cached files still load and missing ones fail in seconds."""
+    switch it to offline mode so cached files still load and missing ones fail in seconds.
+
+    Blocks may overlap (threads of one app): the first to patch saves the client's setting and the last to
+    leave restores it, so no block leaves offline mode on for the process."""
 
     def __init__(self, quiet: bool = True):
         self.quiet = quiet
@@ -212,7 +219,12 @@ class HubAccess:
             try:
                 import huggingface_hub.constants as hc
 
-                self.saved, hc.HF_HUB_OFFLINE, self.patched = hc.HF_HUB_OFFLINE, True, True
+                with _PATCH_LOCK:
+                    if _patch["depth"] == 0:
+                        _patch["saved"] = hc.HF_HUB_OFFLINE
+                    _patch["depth"] += 1
+                    hc.HF_HUB_OFFLINE = True
+                    self.patched = True
             except (ImportError, AttributeError):
                 pass
             self.offline = True
@@ -226,7 +238,10 @@ class HubAccess:
         if self.patched:
             import huggingface_hub.constants as hc
 
-            hc.HF_HUB_OFFLINE = self.saved
+            with _PATCH_LOCK:
+                _patch["depth"] -= 1
+                if _patch["depth"] == 0:
+                    hc.HF_HUB_OFFLINE = _patch["saved"]
 
 
 def download_error(spec_text: str, exc: BaseException, offline: bool = False, name: str | None = None) -> ModelError:

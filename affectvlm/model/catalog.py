@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from affectvlm.errors import AffectVLMError
+from affectvlm.errors import AffectVLMError, ModelError
 from affectvlm.model import caches
 from affectvlm.model import checkpoint as ckpt
 from affectvlm.model.specs import Spec, default_model_candidates, parse_spec
@@ -57,10 +57,13 @@ def _walk_models(root: Path) -> Iterator[ModelEntry]:
         folder, depth = stack.pop()
         seen += 1
         if (folder / ckpt.META_FILE).is_file():
-            yield ModelEntry(str(folder), "checkpoint", True, str(folder))
+            bad = ckpt.weights_problem(folder)
+            yield ModelEntry(str(folder), "checkpoint", bad is None, str(folder), f"damaged: {bad}" if bad else "")
             continue
         if (folder / "best" / ckpt.META_FILE).is_file():
-            yield ModelEntry(str(folder), "run", True, str(folder / "best"), "its best/ checkpoint")
+            bad = ckpt.weights_problem(folder / "best")
+            yield ModelEntry(str(folder), "run", bad is None, str(folder / "best"),
+                             f"damaged: {bad}" if bad else "its best/ checkpoint")
             continue
         if depth >= _MAX_DEPTH:
             continue
@@ -148,10 +151,25 @@ def _source(spec: Spec) -> caches.Source | None:
     return None
 
 
+def damage(spec: Spec) -> str | None:
+    """Why a local spec's weights cannot load (a truncated safetensors file), or None."""
+    if spec.kind == "checkpoint" and spec.path:
+        return ckpt.weights_problem(spec.path)
+    if spec.path and str(spec.path).endswith(".safetensors"):
+        why = ckpt.safetensors_problem(spec.path)
+        return f"{spec.path}: {why}" if why else None
+    return None
+
+
 def is_available(spec: Spec) -> bool:
-    """Whether ``spec`` loads without a network (local kinds: parse_spec already found the files)."""
+    """Whether ``spec`` loads without a network (local kinds: parse_spec already found the files; their weights
+    are whole)."""
     src = _source(spec)
-    return src is None or caches.cached_paths(src) is not None
+    if src is None:
+        return damage(spec) is None
+    paths = caches.cached_paths(src)
+    return paths is not None and not any(str(p).endswith(".safetensors") and ckpt.safetensors_problem(p)
+                                         for p in paths)
 
 
 @dataclass(frozen=True)
@@ -171,6 +189,9 @@ def download(text: str, *, progress: bool = True) -> Download:
     spec = parse_spec(text)
     src = _source(spec)
     if src is None:
+        bad = damage(spec)
+        if bad:
+            raise ModelError(f"{spec.text}: its weights are damaged ({bad}); copy or save the model again")
         return Download(spec.text, (spec.path,) if spec.path else (), False)
     before = caches.cached_paths(src)
     import open_clip

@@ -182,6 +182,39 @@ def read_meta(folder: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
+def safetensors_problem(path: str | os.PathLike) -> str | None:
+    """Why a ``.safetensors`` file cannot be whole (truncated, padded, not one), from its header alone; None if
+    its size is what the header says. Reads a few kilobytes, not the tensors."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if n < 2 or 8 + n > size or n > 100_000_000:
+                return "not a safetensors file, or cut short in its header"
+            header = json.loads(f.read(n).decode("utf-8"))
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+    except OSError as e:
+        return f"unreadable ({e.strerror or e})"
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, UnicodeDecodeError):
+        return "not a safetensors file (its header is not one)"
+    want = 8 + n + max(ends, default=0)
+    if size != want:
+        return f"{'cut short' if size < want else 'longer than its header says'}: {size} bytes of {want}"
+    return None
+
+
+def weights_problem(folder: str | os.PathLike) -> str | None:
+    """The first damaged weights file of a checkpoint folder, as 'FILE: why'; None when they look whole."""
+    for name in (WEIGHTS_FILE, FUSION_FILE):
+        p = Path(folder) / name
+        if p.is_file():
+            why = safetensors_problem(p)
+            if why:
+                return f"{p}: {why}"
+    return None
+
+
 def describe_provenance(prov: Mapping[str, Any] | None) -> str:
     """Where a model came from, as one line of words (for the app and reports)."""
     if not isinstance(prov, Mapping):

@@ -154,6 +154,9 @@ def parse_spec(spec: str | os.PathLike | None) -> Spec:
             if p.suffix.lower() not in WEIGHT_SUFFIXES:
                 raise ModelError(f"{p}: weights must be {', '.join(WEIGHT_SUFFIXES)}")
             return Spec("file", text, name=name, path=str(p.resolve()))
+        if name and not any(c in name for c in "/\\~") and not Path(text).expanduser().exists():
+            raise ModelError(f"model spec {text!r}: unknown architecture {name!r} before '@' (NAME@weights "
+                             f"names an open_clip architecture; `affectvlm models` lists them).{_suggest(name)}")
     p = Path(text).expanduser()
     if p.is_dir():
         return _dir_spec(p, text)
@@ -358,6 +361,7 @@ _CACHE: "OrderedDict[tuple, AffectVLM]" = OrderedDict()
 _CACHE_SIZE = 4
 _LOCK = threading.Lock()
 _SEEDED_BUILD = threading.Lock()
+_BUILDING: dict[tuple, threading.Lock] = {}  # a lock per model being built
 
 
 def load_model(spec: str | os.PathLike | None = None, *, device: str | torch.device | None = "auto",
@@ -375,24 +379,40 @@ def load_model(spec: str | os.PathLike | None = None, *, device: str | torch.dev
     names = parse_classes(classes)
     ps: PromptSet | None = _prompt_arg(prompts)
     key = (parsed.cache_key(), str(dev), names, ps, fusion)
-    if cache:
-        with _LOCK:
-            if key in _CACHE:
-                _CACHE.move_to_end(key)
-                return _CACHE[key]
+    if not cache:
+        return _build_checked(parsed, dev, names, ps, fusion)
+    with _LOCK:
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+        gate = _BUILDING.setdefault(key, threading.Lock())
     try:
-        model = _build_steady(parsed, dev, names, ps, fusion)
+        with gate:  # threads asking for one model at once share one build (the app's first visitors)
+            with _LOCK:
+                if key in _CACHE:
+                    _CACHE.move_to_end(key)
+                    return _CACHE[key]
+            model = _build_checked(parsed, dev, names, ps, fusion)
+            with _LOCK:
+                _CACHE[key] = model
+                while len(_CACHE) > _CACHE_SIZE:
+                    _CACHE.popitem(last=False)
+            return model
+    finally:
+        with _LOCK:
+            if _BUILDING.get(key) is gate and not gate.locked():
+                del _BUILDING[key]
+
+
+def _build_checked(parsed: Spec, dev: torch.device, names, ps: PromptSet | None, fusion: str | None) -> AffectVLM:
+    """Build, with a library's OS or parse error turned into one ModelError naming the spec."""
+    try:
+        return _build_steady(parsed, dev, names, ps, fusion)
     except AffectVLMError:
         raise
     except (OSError, RuntimeError, ValueError, KeyError, TypeError) as e:
         first = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
         raise ModelError(f"cannot load model {parsed.text!r}: {first}") from None
-    if cache:
-        with _LOCK:
-            _CACHE[key] = model
-            while len(_CACHE) > _CACHE_SIZE:
-                _CACHE.popitem(last=False)
-    return model
 
 
 def _folder_id(path: str) -> tuple[int, int] | None:
