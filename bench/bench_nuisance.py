@@ -87,13 +87,15 @@ def main(argv: list[str] | None = None) -> int:
     model = load_model(args.model)
 
     def families(m) -> tuple[str, ...]:
-        if chosen:
-            return chosen
-        return ("recipes", "emfacs") + (("sculpt",) if m.meta.get("emotion_targets") else ())
+        fams = chosen or ("recipes", "emfacs", "sculpt")
+        return tuple(f for f in fams if f != "sculpt" or m.meta.get("emotion_targets"))  # sculpts where it has them
 
     jobs = [(mi, name, fam, s, e, lvl) for mi, (name, m) in enumerate(sorted(models.items()))
             for fam in families(m)
             for s in range(args.subjects) for e in EMOTIONS for lvl in ((0,) if e == "neutral" else (3, 4))]
+    if not jobs:
+        ap.error(f"--families {args.families}: no face model named has sculpted emotion targets (MakeHuman with "
+                 "--facshuman, Rocketbox/HeadBox and glTF avatars have them); add a family such as emfacs")
     report: dict = {"model": args.model, "face_models": sorted(models), "families": sorted({j[2] for j in jobs}),
                     "subjects": args.subjects, "seed": args.seed,
                     "scans_per_condition": len(jobs), "synthetic": True, "render": model.render.to_dict(),

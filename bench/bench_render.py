@@ -88,6 +88,9 @@ def _load_render_module(path: str):
     import importlib.util
 
     src = Path(path)
+    if not (src / "__init__.py" if src.is_dir() else src).is_file() or (src.is_file() and src.suffix != ".py"):
+        raise SystemExit(f"bench_render: --render-module {path}: not a render package folder (with __init__.py) "
+                         "nor a render.py file")
     if src.is_dir():
         spec = importlib.util.spec_from_file_location("render_under_test", src / "__init__.py",
                                                       submodule_search_locations=[str(src)])
@@ -95,7 +98,12 @@ def _load_render_module(path: str):
         spec = importlib.util.spec_from_file_location("render_under_test", src)
     mod = importlib.util.module_from_spec(spec)
     sys.modules["render_under_test"] = mod
-    spec.loader.exec_module(mod)
+    try:
+        spec.loader.exec_module(mod)
+    except Exception as e:  # another copy of the code: anything it raises is about that copy
+        raise SystemExit(f"bench_render: --render-module {path}: cannot import it ({type(e).__name__}: {e})")
+    if not callable(getattr(mod, "render_views", None)):
+        raise SystemExit(f"bench_render: --render-module {path}: it has no render_views function to time")
     return mod
 
 

@@ -59,6 +59,8 @@ def predict_rows(tree: str, model: str | None, mode: str | None, out: Path) -> l
     """``affectvlm predict tree`` as JSON rows; ``mode`` sets ``--subject-mean`` (None: predict's default)."""
     from affectvlm import cli
 
+    if not Path(tree).is_dir():  # predict would score it as one failed row, and the bench report n 0
+        raise SystemExit(f"{tree}: no such folder (a BU-3DFE- or BU-4DFE-layout tree)")
     argv = ["predict", tree, "--no-progress", "--out", str(out)]
     if mode:
         argv += ["--subject-mean", mode]
@@ -82,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     names = [Path(t).name for t in a.trees]
     if len(set(names)) != len(names):
         ap.error("two trees share a folder name; rename one (the name is the tree's key in the report)")
+    missing = [t for t in a.trees if not Path(t).is_dir()]
+    if missing:
+        ap.error(f"{missing[0]}: no such folder (a BU-3DFE- or BU-4DFE-layout tree)")
     report: dict = {"bench": "subject_mean", "model": a.model or "default", "levels": sorted(levels), "trees": {}}
     with tempfile.TemporaryDirectory() as tmp:
         where = Path(a.out_dir or tmp)

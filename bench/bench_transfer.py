@@ -25,11 +25,15 @@ CLASSES = ("neutral", "happiness", "sadness", "surprise", "fear", "disgust", "an
 
 
 def _rows(datas: list[str]) -> list[dict]:
+    from affectvlm.errors import AffectVLMError
     from affectvlm.synth.corpus import read_corpus
 
     rows = []
     for d in datas:
-        rows += read_corpus(d)
+        try:
+            rows += read_corpus(d)
+        except AffectVLMError as e:
+            raise SystemExit(f"bench_transfer: --data {e}") from None
     return rows
 
 

@@ -30,10 +30,13 @@ def _rule(text: str) -> dict[str, set[str]]:
             raise ValueError(f"--rule {text!r}: {term!r} is not column=value,... (columns: level, "
                              f"{', '.join(c for c in CORPUS_COLUMNS if c != 'intensity')})")
         out[k] = {x for x in v.split(",") if x}
+        if k == "intensity" and not all(x.isdigit() and int(x) <= 4 for x in out[k]):
+            raise ValueError(f"--rule {text!r}: levels are 0 (neutral) to 4, not {v!r}")
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
+    from affectvlm.errors import AffectVLMError
     from affectvlm.fileio import atomic_write_text
     from affectvlm.synth.corpus import CORPUS_COLUMNS, read_corpus
 
@@ -55,8 +58,13 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--data: two corpora would share subject ids; give folders with different names")
     rows = []
     for d, tag in zip(args.data, tags):
-        rows += [dict(r, subject=f"{tag}-{r['subject']}") for r in read_corpus(d)]
+        try:
+            rows += [dict(r, subject=f"{tag}-{r['subject']}") for r in read_corpus(d)]
+        except AffectVLMError as e:
+            ap.error(f"--data {e}")
     keep = [r for r in rows if any(all(str(r[k]) in v for k, v in rule.items()) for rule in rules)]
+    if not keep:
+        ap.error(f"no row of the {len(rows)} matches any --rule; nothing written to {args.out}")
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=CORPUS_COLUMNS, lineterminator="\n")
     w.writeheader()

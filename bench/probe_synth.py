@@ -52,6 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     from affectvlm.render import View, render_views
 
     root = Path(args.data)
+    if not root.is_dir():
+        ap.error(f"--data {root}: no such folder")
+    if args.splits is None and not (root / "manifest.csv").is_file():
+        ap.error(f"--data {root}: no manifest.csv (a tree written by `affectvlm synth`); give a trainer run's "
+                 "--splits for another layout")
+    if args.splits is not None and not Path(args.splits).is_file():
+        ap.error(f"--splits {args.splits}: no such file (a trainer run's splits.json)")
     scored = {int(x) for x in args.intensities.split(",")} | {0}
     fitted: set[int] | None = scored  # None: every level
     if args.train_intensities == "all":

@@ -107,7 +107,7 @@ def test_reuse_predicts_again_when_the_same_spec_names_new_weights(tmp_path):
     _fake_checkpoint(tmp_path / "best", b"weights two")  # the run trained again, or `default` was replaced
     after = bench.weights_digest(model)
     assert after != before and bench.rows_file(kept, model, "rb7", after) != bench.rows_file(kept, model, "rb7", before)
-    with pytest.raises(SystemExit, match="exited"):  # not read from the stale rows: predicted, and the tree is missing
+    with pytest.raises(SystemExit, match="no such folder"):  # not read from the stale rows: predicted, and the tree is missing
         bench.main([str(tmp_path / "no" / "rb7"), "--model", model, "--out-dir", str(kept), "--reuse"])
     assert bench.weights_digest("AffectVLM-Tiny") == ""  # an architecture has no local files
 
@@ -145,7 +145,7 @@ def test_a_kept_file_cut_short_is_predicted_again_not_a_traceback(tmp_path):
     for text in ('[{"file": "x", "fra', "{}", "[]", "[1, 2]"):
         f.write_text(text)
         assert bench.read_kept(f) is None
-        with pytest.raises(SystemExit, match="exited"):  # predicted afresh, and the tree is missing
+        with pytest.raises(SystemExit, match="no such folder"):  # predicted afresh, and the tree is missing
             bench.main([str(tmp_path / "no" / "rb7"), "--model", model, "--out-dir", str(kept), "--reuse"])
     f.write_text('[{"file": "x", "frame": "", "label": "anger"}]')
     assert bench.read_kept(f) == [{"file": "x", "frame": "", "label": "anger"}]

@@ -264,14 +264,31 @@ def write_corpus(cfg: CorpusConfig, models: Mapping[str, FaceModel], out_dir: st
 
 
 def read_corpus(manifest: str | os.PathLike) -> list[dict]:
-    """The manifest's rows (dicts of :data:`CORPUS_COLUMNS`), paths made absolute."""
+    """The manifest's rows (dicts of :data:`CORPUS_COLUMNS`), paths made absolute; InputError naming the
+    manifest when it is missing or is not a corpus manifest."""
+    from affectvlm.errors import InputError
+
     p = Path(manifest)
     p = p / "manifest.csv" if p.is_dir() else p
-    with open(p, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    for r in rows:
-        r["path"] = str(p.parent.absolute() / r["path"])
-        r["intensity"] = int(r["intensity"])
+    try:
+        with open(p, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            rows = list(reader)
+            lacks = [c for c in ("path", "intensity") if c not in (reader.fieldnames or [])]
+    except FileNotFoundError:
+        raise InputError(str(manifest), "no corpus manifest there (a folder written by `affectvlm synth --layout "
+                         "corpus` holds manifest.csv)") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise InputError(str(p), f"cannot read the corpus manifest ({e})") from None
+    if lacks:
+        raise InputError(str(p), f"not a corpus manifest (no column {lacks[0]!r}; written by `affectvlm synth "
+                         "--layout corpus`)")
+    for i, r in enumerate(rows, start=2):
+        try:
+            r["path"] = str(p.parent.absolute() / r["path"])
+            r["intensity"] = int(r["intensity"])
+        except (TypeError, ValueError):
+            raise InputError(f"{p}, line {i}", f"intensity {r.get('intensity')!r} is not a whole number") from None
     return rows
 
 

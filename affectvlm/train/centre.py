@@ -17,7 +17,7 @@ import random
 import sys
 from pathlib import Path
 
-from affectvlm.errors import AffectVLMError, ConfigError
+from affectvlm.errors import AffectVLMError, ConfigError, InputError
 
 DEFAULT_SAMPLE = 3000
 
@@ -29,6 +29,8 @@ def training_rows(data: str, split: str, sample: int, seed: int) -> list[str]:
 
     try:
         rows = read_corpus(data)
+    except InputError as e:
+        raise ConfigError(str(e)) from None
     except (OSError, KeyError, ValueError) as e:
         raise ConfigError(f"{data}: not a manifest with path, split and intensity columns ({e})") from None
     random.Random(seed).shuffle(rows)
