@@ -65,7 +65,9 @@ def form() -> TrainForm:
     out = c1.text_input("Output folder", key="tr_out", placeholder="runs/<name> (default)")
     name = c2.text_input("Run name", key="tr_name", value="run")
     extra = c3.text_input("Extra trainer options", key="tr_extra", placeholder="--folds 5 --freeze text",
-                          help="Any other `affectvlm train` option, e.g. --folds, --freeze, --intensities 3,4")
+                          help="Any other `affectvlm train` option, e.g. --folds, --freeze, --intensities 3,4. "
+                               "A --config file (inside the workspace) may set what the fields above set only "
+                               "where it agrees with them")
     return TrainForm(data=data, layout=layout, model=model, epochs=int(epochs), batch_size=int(batch), lr=lr,
                      losses=losses, views=views, nproc_per_node=int(nproc), nnodes=int(nnodes), rdzv_endpoint=rdzv,
                      max_steps=int(max_steps), out=out, name=name, extra=extra)

@@ -377,3 +377,19 @@ def test_old_upload_folders_are_swept(tmp_path):
     assert not old.exists() and fresh.exists() and other.exists()
     newer = A.new_upload_dir(tmp_path, previous=fresh)  # a new upload replaces the session's last one
     assert not fresh.exists() and newer.exists()
+
+
+@pytest.mark.timeout(30)
+def test_a_config_file_that_disagrees_with_a_field_is_named_not_overridden_unseen(roots):
+    """The Train page's fields always pass their values, so a --config file's epochs or lr lost without a word."""
+    from affectvlm.trainconfig import resolve_config
+
+    ws, _ = roots
+    (ws / "long.yaml").write_text("epochs: 30\nlr: 0.001\nfolds: 5\n")
+    with pytest.raises(ConfigError, match="long.yaml sets epochs to 30 but the form's field says 20") as e:
+        _cmd(ws, "--config long.yaml", epochs=20, lr=0.001)
+    assert "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match="sets lr to 0.001"):
+        _cmd(ws, "--config long.yaml", epochs=30, lr=0.0005)
+    cfg = resolve_config(_cmd(ws, "--config long.yaml", epochs=30, lr=0.001, batch_size=8))
+    assert cfg.epochs == 30 and cfg.lr == 0.001 and cfg.folds == 5 and cfg.batch_size == 8

@@ -155,6 +155,17 @@ def _config_file(ns: dict[str, Any], roots: Sequence[Path]) -> Path | None:
     return path
 
 
+def _check_fields_agree(cfg: TrainConfig, from_file: TrainConfig, path: Path) -> None:
+    """A ``--config`` file that sets a value the form's field also sets, to something else: the field would win
+    without a word (options beat the file, as in the CLI), so the user is asked to choose."""
+    values = load_yaml(path)
+    for key in FIELD_OPTIONS:
+        if key in values and getattr(from_file, key) != getattr(cfg, key):
+            raise ConfigError(f"--config {path.name} sets {key} to {getattr(from_file, key)!r} but the form's field "
+                              f"says {getattr(cfg, key)!r}, which would win; set the field to the file's value or "
+                              f"take {key} out of the file")
+
+
 def train_config(*, data: Path, layout: str, out: Path, roots: Sequence[Path], cache_dir: Path,
                  model: str | None = None, epochs: int | None = None, batch_size: int | None = None,
                  lr: float | None = None, losses: str | None = None, views: str | None = None,
@@ -193,6 +204,8 @@ def train_config(*, data: Path, layout: str, out: Path, roots: Sequence[Path], c
     args += ["--no-progress", *_option_tokens(parser, ns)] + (["--config", str(config_path)] if config_path else [])
     try:
         cfg = resolve_config(args)
+        if config_path:
+            _check_fields_agree(cfg, resolve_config(args[:6] + ["--config", str(config_path)]), config_path)
     except SystemExit:
         raise ConfigError("extra trainer options: not accepted by the trainer") from None
     if cfg.dry_run:
