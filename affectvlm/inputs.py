@@ -18,8 +18,10 @@ from affectvlm.io.sequence import is_mesh_name, looks_like_sequence, member_dir
 from affectvlm.limits import Limits
 from affectvlm.mesh import Mesh, MeshSequence
 
-# a path (file, folder, zip), (shown name, bytes), (shown name, path) e.g. an upload saved to a temp file, or a mesh
-Input = Union[str, os.PathLike, Mesh, MeshSequence, tuple[str, bytes], tuple[str, os.PathLike]]
+# a path (file, folder, zip), (shown name, bytes), (shown name, path) e.g. an upload saved to a temp file,
+# (shown name, reader) a scan file's bytes read when its turn comes (a zip member), or a mesh
+Input = Union[str, os.PathLike, Mesh, MeshSequence, tuple[str, bytes], tuple[str, os.PathLike],
+              tuple[str, Callable[[], bytes]]]
 NOT_A_ZIP = "not a valid zip file (no zip header)"
 
 
@@ -51,7 +53,7 @@ def expand(inputs: Input | Sequence[Input], *, limits: Limits, frames: int | Non
     zip (member order) as it comes; nothing is read but folder listings and zip directories. ``texture=False``:
     scans are read without their texture images."""
     from affectvlm.io import load_mesh, load_sequence
-    from affectvlm.io.archive import is_zip, safe_zip_members
+    from affectvlm.io.archive import is_zip
 
     def seq_loader(src: Path | bytes, name: str | None = None, folder: str | None = None
                    ) -> Callable[[], MeshSequence]:
@@ -62,8 +64,9 @@ def expand(inputs: Input | Sequence[Input], *, limits: Limits, frames: int | Non
         subject gives one per expression), the other meshes are scans."""
         from affectvlm.io.archive import SafeZip
 
-        with SafeZip(data, limits, source) as z:
-            names = [n for n in z.names if is_mesh_name(n)]
+        z = SafeZip(data, limits, source)
+        z.close()  # opened again when a scan's turn comes: no open file per zip of a folder meanwhile
+        names = [n for n in z.names if is_mesh_name(n)]
         if not names:
             raise InputError(source, f"the zip holds no mesh file ({', '.join(MESH_EXTENSIONS)})")
         groups: dict[str, list[str]] = {}
@@ -72,15 +75,14 @@ def expand(inputs: Input | Sequence[Input], *, limits: Limits, frames: int | Non
         if len(groups) == 1 and looks_like_sequence(names):
             return [Item(source, "sequence", seq_loader(data, source))]
         sequences = {d for d, ns in groups.items() if looks_like_sequence(ns)}
-        members = dict(safe_zip_members(data, limits, source,
-                                        select=lambda n: is_mesh_name(n) and member_dir(n) not in sequences))
+        z.close_after(n for d, ns in groups.items() if d not in sequences for n in ns)
         out: list[Item] = []
         for d, ns in groups.items():
             if d in sequences:
                 out.append(Item(f"{source}:{d}", "sequence", seq_loader(data, f"{source}:{d}", d)))
                 continue
-            out += [Item(f"{source}:{n}", "scan", lambda b=members[n], n=n, s=f"{source}:{n}":
-                         _renamed(load_mesh(b, n, limits=limits, texture=texture), s)) for n in ns]
+            out += [Item(f"{source}:{n}", "scan", lambda n=n, s=f"{source}:{n}":  # decompressed at its turn
+                         _renamed(load_mesh(z.read(n), n, limits=limits, texture=texture), s)) for n in ns]
         return out
 
     def from_dir(top: Path, shown_top: str) -> list[Item]:
@@ -182,11 +184,14 @@ def expand(inputs: Input | Sequence[Input], *, limits: Limits, frames: int | Non
                     items.append(Item(name, "scan", lambda d=data, n=name: load_mesh(d, n, limits=limits, texture=texture)))
             elif isinstance(x, (str, os.PathLike)):
                 items += from_path(Path(x).expanduser(), os.fspath(x))
+            elif isinstance(x, (tuple, list)) and len(x) == 2 and callable(x[1]):  # a scan read at its turn
+                items.append(Item(str(x[0]), "scan", lambda r=x[1], n=str(x[0]):
+                                  load_mesh(bytes(r()), n, limits=limits, texture=texture)))
             elif isinstance(x, (tuple, list)) and len(x) == 2 and isinstance(x[1], (str, os.PathLike)):
                 items += from_path(Path(x[1]), str(x[0]))  # (shown name, path): e.g. an upload saved to a temp file
             else:
                 items.append(Item(repr(x)[:80], "error", error=f"cannot read a {type(x).__name__} "
-                                   "(give a path, (name, bytes), a Mesh or a MeshSequence)"))
+                                   "(give a path, (name, bytes), (name, reader), a Mesh or a MeshSequence)"))
         except Exception as e:  # a broken zip or folder is that input's row, not a crash
             items.append(Item(_display(x), "error", error=error_text(e)))
     return items

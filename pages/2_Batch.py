@@ -11,7 +11,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from affectvlm.app.batch import batch_hint, collect_batch, match_batch, rows_download, score_batch
+from affectvlm.app.batch import BatchUpload, batch_hint, collect_batch, match_batch, rows_download, score_batch
 from affectvlm.app.state import kept
 from affectvlm.app.uploads import UPLOAD_TYPES, files_signature
 from affectvlm.app.widgets import get_model, orientation_box, page_header, settings, show_error
@@ -40,15 +40,17 @@ use_adapt = st.checkbox("Adapt to this set (50 scans or 20 sequences or more, sh
                              "adapt unless asked).")
 
 
-def score(items: list[tuple[str, bytes]], adapt: bool) -> tuple[list[dict], str]:
+def score(upload: BatchUpload, adapt: bool) -> tuple[list[dict], str]:
     bar = st.progress(0.0, text="Looking at the set (to adapt to it)…" if adapt else "Scoring…")
     done: list[dict] = []
+    total = len(upload.inputs)
 
     def on_row(row: dict) -> None:
         done.append(row)
-        bar.progress(min(1.0, len(done) / len(items)), text=f"Scoring… {len(done)}/{len(items)}")
+        bar.progress(min(1.0, len(done) / total), text=f"Scoring… {min(len(done), total)}/{total}")
 
-    out = score_batch(items, get_model(choice), adapt=adapt, views=choice.views, up=up, front=front, on_row=on_row)
+    out = score_batch(upload.inputs, get_model(choice), adapt=adapt, views=choice.views, up=up, front=front,
+                      on_row=on_row, limits=S.limits)
     bar.empty()
     return out
 
@@ -132,11 +134,11 @@ elif files:
     named = [(f.name, f.getvalue()) for f in files]
     sig = files_signature(named, up, front, choice.key, use_adapt)
     try:
-        items = collect_batch(named, limits=S.limits)
-        st.caption(f"{len(items)} scan(s) found.")
+        upload = collect_batch(named, limits=S.limits)
+        st.caption(f"{len(upload.inputs)} scan(s) found.")
         previous = state.get("batch_result")
         if st.button("Score all", type="primary", key="batch_run") or (previous and previous.key == sig):
-            result = kept(state, "batch_result", sig, lambda: score(items, use_adapt))
+            result = kept(state, "batch_result", sig, lambda: score(upload, use_adapt))
             show(result.value, result.seconds)
     except AffectVLMError as e:
         show_error(e)

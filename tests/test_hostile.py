@@ -393,3 +393,29 @@ def test_obj_texture_over_the_limit_is_noted(tmp_path):
         mesh = load_mesh(tmp_path / "face.obj")
         assert mesh.texture is None and len(mesh.faces) == len(face.faces)
         assert any(f"{side}x{side}" in w and "AFFECTVLM_MAX_TEXTURE_MPX" in w for w in mesh.meta["warnings"])
+
+
+def test_a_zips_scans_are_decompressed_one_at_a_time_when_scored(tmp_path, monkeypatch):
+    """predict and the Batch page decompressed every scan of a zip before the first was scored: a small upload at
+    the allowed ratio could hold the whole unpacked budget in memory at once."""
+    import affectvlm.io.archive as archive
+    from affectvlm.app.batch import collect_batch, zip_bytes
+    from affectvlm.inputs import expand
+
+    face = face_like_mesh(12, textured=False)
+    obj = trimesh.Trimesh(face.vertices, face.faces, process=False).export(file_type="obj").encode()
+    data = zip_bytes([(f"scans/s{c}.obj", obj) for c in "abcd"])
+    (tmp_path / "many.zip").write_bytes(data)
+    reads: list[str] = []
+    real = archive._read_member
+    monkeypatch.setattr(archive, "_read_member", lambda zf, info, *a: reads.append(info.filename) or real(zf, info, *a))
+    limits = Limits()
+    for listed in (lambda: expand([str(tmp_path / "many.zip")], limits=limits, frames=None, every=1),  # predict
+                   lambda: expand(collect_batch([("many.zip", data)], limits=limits).inputs, limits=limits,
+                                  frames=None, every=1)):  # the Batch page
+        items = listed()
+        assert [it.kind for it in items] == ["scan"] * 4 and reads == []  # listed, nothing decompressed
+        for k, it in enumerate(items):
+            assert len(it.load().vertices) == len(face.vertices) and len(reads) == k + 1  # one member at its turn
+        assert items[0].load() is not None and len(reads) == 5  # read again (e.g. to adapt): still fine
+        reads.clear()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io as _io
 import zipfile
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from affectvlm.errors import ConfigError, InputError
@@ -15,38 +16,49 @@ if TYPE_CHECKING:
     from affectvlm.prior import PriorNote
 
 
-def batch_members(zip_data: bytes, source: str, *, limits: Limits | None = None) -> list[tuple[str, bytes]]:
-    """The mesh members of a zip of many scans, read safely (``affectvlm.io.archive``)."""
-    from affectvlm.io.archive import safe_zip_members
+@dataclass(frozen=True)
+class BatchUpload:
+    """An upload's scans for ``predict``: ``inputs`` as ``(name, bytes)``, or ``(zip:member, reader)`` for a zip's
+    members, each decompressed when its turn comes (never all at once); ``names`` in the same order."""
+
+    inputs: list[tuple[str, Any]]
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _ in self.inputs]
+
+
+def collect_batch(files: Sequence[tuple[str, bytes]], *, limits: Limits | None = None) -> BatchUpload:
+    """The scans of uploaded ``(name, bytes)`` files: zips are opened (members named ``zip:member``, each a scan; all
+    of an upload's zips share one unpacked-size budget), anything over a limit is refused with ``InputError``
+    naming it. Nothing is decompressed here."""
+    from functools import partial
+
+    from affectvlm.io.archive import SafeZip
     from affectvlm.io.sequence import is_mesh_name
 
-    # only mesh members are decompressed (and counted against the limits' unpacked size)
-    out = safe_zip_members(zip_data, limits or default_limits(), source, select=is_mesh_name)
-    if not out:
-        raise InputError(source, f"the zip holds no mesh file ({', '.join(MESH_EXTENSIONS)})")
-    return out
-
-
-def collect_batch(files: Sequence[tuple[str, bytes]], *, limits: Limits | None = None) -> list[tuple[str, bytes]]:
-    """``(name, bytes)`` scans to score from uploaded ``(name, bytes)`` files: zips are opened (members
-    named ``zip:member``; all of an upload's zips share one unpacked-size budget), anything over a limit is refused
-    with ``InputError`` naming it."""
     limits = limits or default_limits()
-    items: list[tuple[str, bytes]] = []
+    items: list[tuple[str, Any]] = []
     unpacked = 0  # one budget for the whole upload: each zip does not get the limit of its own
     for name, data in files:
         if len(data) > limits.max_file_bytes:
             raise InputError(name, f"over the {limits.max_file_bytes / 2**20:.0f} MB limit")
         if name.lower().endswith(".zip"):
             left = limits.with_(max_unpacked_bytes=max(0, limits.max_unpacked_bytes - unpacked))
-            members = batch_members(data, name, limits=left)
-            unpacked += sum(len(b) for _, b in members)
-            items += [(f"{safe_name(name)}:{n}", b) for n, b in members]
+            z = SafeZip(data, left, name)  # checked and listed (the headers' sizes within the budget left)
+            meshes = [n for n in z.names if is_mesh_name(n)]
+            if not meshes:
+                z.close()
+                raise InputError(name, f"the zip holds no mesh file ({', '.join(MESH_EXTENSIONS)})")
+            unpacked += sum(z.size(n) for n in z.names)
+            z.close_after(meshes)
+            z.close()
+            items += [(f"{safe_name(name)}:{n}", partial(z.read, n)) for n in meshes]
         else:
             items.append((safe_name(name), data))
     if not items:
         raise InputError("upload", "no scan in the upload")
-    return items
+    return BatchUpload(items)
 
 
 def zip_bytes(files: Iterable[tuple[str, bytes]]) -> bytes:

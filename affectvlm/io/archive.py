@@ -15,8 +15,9 @@ from __future__ import annotations
 import io
 import os
 import stat
+import threading
 import zipfile
-from typing import Callable
+from typing import Callable, Iterable
 
 from affectvlm.errors import InputError
 from affectvlm.limits import Limits
@@ -145,17 +146,22 @@ def safe_zip_members(data_or_path: bytes | str | os.PathLike, limits: Limits | N
 
 
 class SafeZip:
-    """A checked zip opened once; members are decompressed on demand within a shared unpacked budget.
+    """A checked zip whose members are decompressed on demand, one at a time, within one unpacked budget.
 
         with SafeZip(data_or_path, limits, source) as z:
             for name in z.names: ...
             data = z.read(name)
+
+    Reads are thread-safe. ``close()`` releases the open file; a later ``read`` opens the zip again, so a
+    listing need not hold a file handle per zip while its members wait their turn. A member read again (a
+    scan rendered twice) is not charged to the budget twice.
     """
 
     def __init__(self, data_or_path: bytes | str | os.PathLike, limits: Limits | None, source: str):
         self.limits = get_limits(limits)
         self.source = source
-        self._zf = open_zip(data_or_path, self.limits, source)
+        self._src = bytes(data_or_path) if isinstance(data_or_path, (bytearray, memoryview)) else data_or_path
+        self._zf: zipfile.ZipFile | None = open_zip(self._src, self.limits, source)
         try:
             self._infos = {i.filename: i for i in _checked_infos(self._zf, self.limits, source)}
         except BaseException:
@@ -163,14 +169,40 @@ class SafeZip:
             raise
         self.names = list(self._infos)
         self._budget = self.limits.max_unpacked_bytes
+        self._charged: set[str] = set()
+        self._pending: set[str] = set()
+        self._closing = False
+        self._lock = threading.Lock()
+
+    def size(self, name: str) -> int:
+        """The unpacked size the member's header declares (reads never pass it)."""
+        return self._infos[name].file_size
 
     def read(self, name: str) -> bytes:
-        data = _read_member(self._zf, self._infos[name], self.limits, self.source, self._budget)
-        self._budget -= len(data)
-        return data
+        with self._lock:
+            if self._zf is None:
+                self._zf = open_zip(self._src, self.limits, self.source)
+            budget = self._budget + (self.size(name) if name in self._charged else 0)
+            data = _read_member(self._zf, self._infos[name], self.limits, self.source, budget)
+            if name not in self._charged:
+                self._charged.add(name)
+                self._budget -= len(data)
+            self._pending.discard(name)
+            if self._closing and not self._pending:
+                self._zf.close()
+                self._zf = None
+            return data
+
+    def close_after(self, names: Iterable[str]) -> None:
+        """Close the file once each of ``names`` has been read (a later read opens it again)."""
+        with self._lock:
+            self._pending, self._closing = set(names), True
 
     def close(self) -> None:
-        self._zf.close()
+        with self._lock:
+            if self._zf is not None:
+                self._zf.close()
+                self._zf = None
 
     def __enter__(self) -> "SafeZip":
         return self
