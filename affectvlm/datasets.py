@@ -38,6 +38,7 @@ from typing import Iterable, Mapping, Sequence
 
 from affectvlm.errors import ConfigError, InputError
 from affectvlm.io import MESH_EXTENSIONS, frame_number
+from affectvlm.io.sequence import BOSPHORUS_SCAN_RE, BU3DFE_SCAN_RE, is_mesh_name
 
 LIBRARY_CLASSES = ("neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger")
 LAYOUTS = ("bu3dfe", "bu4dfe", "bp4d", "bosphorus", "folders", "manifest")
@@ -57,8 +58,6 @@ BU3DFE_ETHNICITY = {"WH": "white", "BL": "black", "AE": "east-asian", "AM": "mid
 BP4D_TASKS = {"T1": "happiness", "T2": "sadness", "T3": "surprise", "T4": "embarrassment", "T5": "fear",
               "T6": "pain", "T7": "anger", "T8": "disgust"}
 _BU3DFE_FORMATS = (".wrl", ".vrml") + tuple(x for x in MESH_EXTENSIONS if x not in (".wrl", ".vrml"))
-_BU3DFE_RE = re.compile(r"^([FM])(\d{4})_([A-Z]{2})(\d{2})([A-Z]{2})_F3D$", re.IGNORECASE)
-_BOS_RE = re.compile(r"^(bs\d{3})_([A-Z]+)_([A-Z0-9]+)_(\d+)$", re.IGNORECASE)
 _SUBJ4D_RE = re.compile(r"^[FM]\d{3,4}$", re.IGNORECASE)
 
 
@@ -117,9 +116,9 @@ def declared_class(source: str) -> str | None:
         return None
     stem = parts[-1].rsplit(".", 1)[0]
     label = None
-    if m := _BU3DFE_RE.match(stem):
+    if m := BU3DFE_SCAN_RE.match(stem):
         label = canonical_class(m.group(3))
-    elif m := _BOS_RE.match(stem):
+    elif m := BOSPHORUS_SCAN_RE.match(stem):
         kind, code = m.group(2).upper(), m.group(3).upper()
         label = canonical_class(code) if kind == "E" else "neutral" if (kind, code) == ("N", "N") else None
     elif len(parts) >= 2 and _SUBJ4D_RE.match(parts[-2]):
@@ -158,6 +157,13 @@ def _sniff_mesh(path: Path) -> bool:
     return head.startswith((b"ply", b"OFF", b"solid", b"glTF"))
 
 
+def _visible_mesh(p: Path, root: Path) -> bool:
+    """A mesh file by name, in no hidden folder (``.thumbs``) and not macOS litter (``._x.wrl``, ``__MACOSX``), as
+    predict's folder walk reads it."""
+    rel = p.relative_to(root).parts
+    return is_mesh_name(p.name) and not any(x.startswith(".") or x == "__MACOSX" for x in rel)
+
+
 def _is_scan(p: Path) -> bool:
     """Whether ``p`` (named as a scan) is a file to read; a link that leads nowhere (a loop, a missing target) is
     one InputError naming it, not a scan the set silently lacks."""
@@ -172,13 +178,14 @@ def _is_scan(p: Path) -> bool:
 def load_bu3dfe(root: str | os.PathLike) -> Dataset:
     r = _check_root(root, "bu3dfe")
     samples, skipped = [], []
-    found = sorted((p for p in sorted(r.rglob("*")) if p.suffix.lower() in _BU3DFE_FORMATS and _is_scan(p)),
+    found = sorted((p for p in sorted(r.rglob("*")) if p.suffix.lower() in _BU3DFE_FORMATS
+                    and _visible_mesh(p, r) and _is_scan(p)),
                    key=lambda p: _BU3DFE_FORMATS.index(p.suffix.lower()))
     scans: dict[Path, Path] = {}  # one file per scan name: VRML first, then MESH_EXTENSIONS' order
     for p in found:
         scans.setdefault(p.with_suffix(""), p)
     for p in sorted(scans.values()):
-        m = _BU3DFE_RE.match(p.stem)
+        m = BU3DFE_SCAN_RE.match(p.stem)
         if not m:
             skipped.append(str(p))
             continue
@@ -191,17 +198,23 @@ def load_bu3dfe(root: str | os.PathLike) -> Dataset:
 
 
 def _frames_in(folder: Path, sniff: bool) -> list[tuple[int, Path]]:
-    out = []
-    for f in folder.iterdir():
+    """The frames of a 4D recording's folder by number; hidden files (macOS's ``._000.wrl``) are not frames, and
+    two files of one number (``000.wrl`` beside a converted ``000.obj``) are one InputError, as predict says."""
+    out: dict[int, Path] = {}
+    for f in sorted(folder.iterdir()):
+        if f.name.startswith("."):
+            continue
         if not (_is_scan(f) if f.suffix.lower() in MESH_EXTENSIONS else f.is_file()):
             continue
-        ok = f.suffix.lower() in MESH_EXTENSIONS if not sniff else (
+        ok = is_mesh_name(f.name) if not sniff else (
             f.suffix.lower() in MESH_EXTENSIONS or f.suffix == "") and _sniff_mesh(f)
-        if ok:
-            n = frame_number(f.name)
-            if n is not None:
-                out.append((n, f))
-    return sorted(out)
+        n = frame_number(f.name) if ok else None
+        if n is None:
+            continue
+        if n in out:
+            raise InputError(str(folder), f"two files for frame {n}: {out[n].name!r} and {f.name!r}; keep one")
+        out[n] = f
+    return sorted(out.items())
 
 
 def load_bu4dfe(root: str | os.PathLike) -> Dataset:
@@ -251,10 +264,10 @@ def load_bp4d(root: str | os.PathLike, tasks: Sequence[str] | None = None) -> Da
 def load_bosphorus(root: str | os.PathLike, include_variants: bool = False) -> Dataset:
     r = _check_root(root, "bosphorus")
     samples, skipped = [], []
-    for p in sorted(r.rglob("*.bnt")):
-        if not _is_scan(p):
+    for p in sorted(r.rglob("*")):
+        if p.suffix.lower() != ".bnt" or not _visible_mesh(p, r) or not _is_scan(p):
             continue
-        m = _BOS_RE.match(p.stem)
+        m = BOSPHORUS_SCAN_RE.match(p.stem)
         if not m:
             skipped.append(str(p))
             continue
@@ -279,10 +292,10 @@ def _guess_subject(stem: str, subject_regex: str | None) -> str:
         if not m:
             raise InputError(stem, f"subject_regex {subject_regex!r} does not match the file name")
         return m.group(1) if m.groups() else m.group(0)
-    m = _BU3DFE_RE.match(stem)
+    m = BU3DFE_SCAN_RE.match(stem)
     if m:
         return f"{m.group(1).upper()}{m.group(2)}"
-    m = _BOS_RE.match(stem)
+    m = BOSPHORUS_SCAN_RE.match(stem)
     if m:
         return m.group(1).lower()
     return re.split(r"[_\-]", stem, maxsplit=1)[0]
@@ -291,9 +304,9 @@ def _guess_subject(stem: str, subject_regex: str | None) -> str:
 def load_folders(root: str | os.PathLike, subject_regex: str | None = None) -> Dataset:
     r = _check_root(root, "folders")
     samples, skipped = [], []
-    for cdir in sorted(d for d in r.iterdir() if d.is_dir() and not d.name.startswith(".")):
+    for cdir in sorted(d for d in r.iterdir() if d.is_dir() and not d.name.startswith((".", "__MACOSX"))):
         for p in sorted(cdir.rglob("*")):
-            if p.suffix.lower() in MESH_EXTENSIONS and _is_scan(p):
+            if _visible_mesh(p, r) and _is_scan(p):  # not hidden files nor macOS zip litter
                 samples.append(Sample(path=str(p), label=canonical_class(cdir.name),
                                       subject=_guess_subject(p.stem, subject_regex), source_label=cdir.name))
     return _finish(samples, "folders", r, skipped)
@@ -429,8 +442,8 @@ def _layout_in(r: Path, look: int = _MAX_LOOK) -> str | None:
         if looked > look:
             break
         if not top.is_dir():
-            seen["bu3dfe"] |= bool(_BU3DFE_RE.match(top.stem))
-            seen["bosphorus"] |= bool(_BOS_RE.match(top.stem)) and top.suffix.lower() == ".bnt"
+            seen["bu3dfe"] |= bool(BU3DFE_SCAN_RE.match(top.stem))
+            seen["bosphorus"] |= bool(BOSPHORUS_SCAN_RE.match(top.stem)) and top.suffix.lower() == ".bnt"
             continue
         for child in sorted(top.iterdir()):
             looked += 1
@@ -441,8 +454,8 @@ def _layout_in(r: Path, look: int = _MAX_LOOK) -> str | None:
                 seen["bp4d"] |= name in BP4D_TASKS
                 seen["bu4dfe"] |= bool(_SUBJ4D_RE.match(top.name)) and canonical_class(child.name) in LIBRARY_CLASSES
             else:
-                seen["bu3dfe"] |= bool(_BU3DFE_RE.match(child.stem))
-                seen["bosphorus"] |= bool(_BOS_RE.match(child.stem)) and child.suffix.lower() == ".bnt"
+                seen["bu3dfe"] |= bool(BU3DFE_SCAN_RE.match(child.stem))
+                seen["bosphorus"] |= bool(BOSPHORUS_SCAN_RE.match(child.stem)) and child.suffix.lower() == ".bnt"
     for layout in ("bu3dfe", "bu4dfe", "bp4d", "bosphorus"):
         if seen[layout]:
             return layout

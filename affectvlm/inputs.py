@@ -8,6 +8,7 @@ each real file once (symlink loops end); an unreadable sub-folder is one error i
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence, Union
@@ -53,6 +54,8 @@ def expand(inputs: Input | Sequence[Input], *, limits: Limits, frames: int | Non
     zip (member order) as it comes; nothing is read but folder listings and zip directories. ``texture=False``:
     scans are read without their texture images."""
     from affectvlm.io import load_mesh, load_sequence
+    from affectvlm.io.formats import load_mesh_bytes
+    from affectvlm.io.sequence import zip_resolver
     from affectvlm.io.archive import is_zip
 
     def seq_loader(src: Path | bytes, name: str | None = None, folder: str | None = None
@@ -82,7 +85,8 @@ def expand(inputs: Input | Sequence[Input], *, limits: Limits, frames: int | Non
                 out.append(Item(f"{source}:{d}", "sequence", seq_loader(data, f"{source}:{d}", d)))
                 continue
             out += [Item(f"{source}:{n}", "scan", lambda n=n, s=f"{source}:{n}":  # decompressed at its turn
-                         _renamed(load_mesh(z.read(n), n, limits=limits, texture=texture), s)) for n in ns]
+                         load_mesh_bytes(z.read(n), n, source=s, limits=limits, texture=texture,
+                                         resolve=zip_resolver(z, n))) for n in ns]
         return out
 
     def from_dir(top: Path, shown_top: str) -> list[Item]:
@@ -152,6 +156,8 @@ def expand(inputs: Input | Sequence[Input], *, limits: Limits, frames: int | Non
         if p.is_dir():
             return from_dir(p, shown)
         try:
+            if not stat.S_ISREG(p.stat().st_mode):  # a FIFO or device named like a scan: open() would wait forever
+                return [Item(shown, "error", error="not a regular file (a pipe, socket or device)")]
             with open(p, "rb") as fh:
                 head = fh.read(4)
         except FileNotFoundError:
@@ -207,8 +213,3 @@ def _display(x: object) -> str:
     if isinstance(x, (tuple, list)) and x:
         return str(x[0])
     return os.fspath(x) if isinstance(x, (str, os.PathLike)) else repr(x)[:80]
-
-
-def _renamed(mesh: Mesh, source: str) -> Mesh:
-    mesh.source = source
-    return mesh

@@ -65,15 +65,16 @@ def subject_of(file: str, frame: object) -> str | None:
     """The subject a result row belongs to by its dataset's naming, or None: a scan (``frame`` empty) named as
     BU-3DFE or Bosphorus names its expression and neutral scans -> its folder and the name's first field; a pooled
     sequence row (``frame == "sequence"``) in a BU-4DFE subject folder -> that folder."""
-    from affectvlm.datasets import _BOS_RE, _BU3DFE_RE, _SUBJ4D_RE
+    from affectvlm.datasets import _SUBJ4D_RE
+    from affectvlm.io.sequence import BOSPHORUS_SCAN_RE, BU3DFE_SCAN_RE
 
     path = str(file).replace("\\", "/").rstrip("/")
     folder, _, name = path.rpartition("/")
     if frame in ("", None):
         stem = name.rsplit(".", 1)[0]
-        if _BU3DFE_RE.match(stem):
+        if BU3DFE_SCAN_RE.match(stem):
             return f"{folder}/{stem.split('_')[0].upper()}"
-        if (m := _BOS_RE.match(stem)) and (m.group(2).upper() == "E" or (m.group(2), m.group(3)) == ("N", "N")):
+        if (m := BOSPHORUS_SCAN_RE.match(stem)) and (m.group(2).upper() == "E" or (m.group(2), m.group(3)) == ("N", "N")):
             return f"{folder}/{m.group(1).lower()}"
         return None
     if frame == "sequence":

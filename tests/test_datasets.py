@@ -302,3 +302,31 @@ def test_declared_class_agrees_with_each_readers_labels(tmp_path):
     for name in ("scans/0.obj", "F001/Pain", "bs000/bs000_LFAU_9_0.bnt", "bs000_O_GLASSES_0.bnt", "Happy", "",
                  "T1/0001.obj", "F0001_XX03WH_F3D.wrl", "cache/fe/1a2b.npz", "pain/s1.obj"):
         assert declared_class(name) is None, name
+
+
+def test_macos_litter_hidden_files_and_upper_case_extensions_in_the_layouts(tmp_path):
+    """A tree copied from a Mac has a '._000.wrl' beside every frame and a __MACOSX folder: BU-4DFE read them as
+    frames, the folders layout as a class 'macosx'; Bosphorus's upper-case .BNT files went missing."""
+    d = tmp_path / "4d" / "F001" / "Happy"
+    d.mkdir(parents=True)
+    for i in range(3):
+        (d / f"{i:03d}.wrl").write_text("#VRML V2.0 utf8\n")
+        (d / f"._{i:03d}.wrl").write_bytes(b"\x00\x05\x16\x07AppleDouble")
+    s = load_dataset(tmp_path / "4d", "bu4dfe").samples[0]
+    assert s.frame_ids == (0, 1, 2) and not any("/._" in p for p in s.frame_paths)
+    (d / "001.obj").write_text("v 0 0 0\n")  # a converted copy beside the original: which is frame 1?
+    with pytest.raises(InputError, match="two files for frame 1"):
+        load_dataset(tmp_path / "4d", "bu4dfe")
+    for sub in ("happy", "__MACOSX/happy", "happy/.thumbs"):
+        (tmp_path / "f" / sub).mkdir(parents=True, exist_ok=True)
+    (tmp_path / "f" / "happy" / "s01_a.obj").write_text("v 0 0 0\n")
+    for junk in ("happy/._s01_a.obj", "__MACOSX/happy/._s01_a.obj", "happy/.thumbs/s09_x.obj"):
+        (tmp_path / "f" / junk).write_text("x")
+    ds = load_dataset(tmp_path / "f", "folders")
+    assert ds.classes == ["happiness"] and [x.path for x in ds.samples] == [str(tmp_path / "f/happy/s01_a.obj")]
+    b = tmp_path / "bos" / "bs000"
+    b.mkdir(parents=True)
+    _bnt(b / "bs000_E_ANGER_0.BNT")
+    _bnt(b / "bs000_N_N_0.bnt")
+    _bnt(b / "._bs000_N_N_0.bnt")
+    assert sorted(x.label for x in load_dataset(tmp_path / "bos", "bosphorus").samples) == ["anger", "neutral"]

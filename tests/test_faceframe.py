@@ -151,3 +151,8 @@ def test_eval_reports_landmark_error_against_bnd_files(tmp_path):
     res = landmark_error(samples, RenderSettings())
     assert res["scans"] == len(samples) == 3
     assert 0 < res["median"] < 8.0 and res["p95"] < 25.0, res
+    # one landmark file that cannot be read costs its scan's landmark check, not the evaluation's scores
+    bad = next(p for p in (tmp_path / "ds").rglob("*.bnd"))
+    bad.write_text(bad.read_text().replace("\n", "\nx61.62 ", 1))
+    res = landmark_error(samples, RenderSettings())
+    assert res["scans"] == 2 and res["unreadable_files"] == [str(bad)]

@@ -153,3 +153,44 @@ def test_corrupt_glb_json():
     body += b" " * (-len(body) % 4)
     glb = b"glTF" + struct.pack("<II", 2, 12 + 8 + len(body)) + struct.pack("<I4s", len(body), b"JSON") + body
     _raises(glb, "bad.glb", "GLB|no faces")
+
+
+def test_a_byte_order_mark_or_no_extension_reads_as_the_text_it_holds(tmp_path, face):
+    """A UTF-8 BOM (Windows editors) shifted every OBJ face one vertex or refused a VRML file; OBJ frames without
+    an extension (BP4D's may have none) were accepted by the dataset reader and then refused here."""
+    from fixtures_formats import write_format
+
+    for ext in (".obj", ".wrl"):
+        plain = write_format(tmp_path / f"plain{ext}", face, textured=False)
+        ref = load_mesh(plain)
+        bom = tmp_path / f"bom{ext}"
+        bom.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+        got = load_mesh(bom)
+        assert np.array_equal(got.faces, ref.faces) and np.allclose(got.vertices, ref.vertices), ext
+    bare = tmp_path / "0000"
+    bare.write_bytes((tmp_path / "plain.obj").read_bytes())
+    assert np.allclose(load_mesh(bare).vertices, load_mesh(tmp_path / "plain.obj").vertices)
+    _raises(b"just some notes\nand more\n", "notes.txt", r"unsupported file type \(\.txt\)")
+
+
+def test_a_fifo_named_as_a_scan_is_refused_not_waited_on(tmp_path):
+    import os
+
+    from affectvlm.inputs import expand
+
+    fifo = tmp_path / "scan.wrl"
+    os.mkfifo(fifo)
+    with pytest.raises(InputError, match="not a regular file"):
+        load_mesh(fifo)
+    items = expand([str(fifo)], limits=Limits(), frames=None, every=1)
+    assert [(it.kind, it.error) for it in items] == [("error", "not a regular file (a pipe, socket or device)")]
+
+
+def test_a_zip_with_two_members_of_one_name_is_refused():
+    from affectvlm.app.batch import zip_bytes
+    from affectvlm.io.archive import SafeZip
+
+    with pytest.warns(UserWarning, match="Duplicate name"):
+        data = zip_bytes([("a.obj", b"v 0 0 0\n"), ("a.obj", b"v 1 1 1\n")])
+    with pytest.raises(InputError, match="two members named 'a.obj'"):
+        SafeZip(data, Limits(), "dup.zip")

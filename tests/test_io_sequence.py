@@ -204,3 +204,48 @@ def test_corrupt_zip():
     good[60:200] = b"\xff" * 140  # damage the compressed data of the first member
     with pytest.raises(InputError, match="corrupt|not a valid zip"):
         load_sequence(bytes(good), "bad.zip")
+
+
+def test_dataset_named_static_scans_are_scans_even_when_their_names_differ_only_by_digits(tmp_path):
+    """A subject's four intensities of one expression (BU-3DFE), or several subjects' scans of one emotion
+    (Bosphorus), were read as a 'sequence' and failed ('two files for frame 3', from _F3D) or, worse, scored as one."""
+    from affectvlm.inputs import expand
+
+    from affectvlm.io.sequence import looks_like_sequence
+
+    assert not looks_like_sequence([f"F0001_HA0{i}WH_F3D.wrl" for i in range(1, 5)])
+    assert not looks_like_sequence([f"bs00{i}_E_ANGER_0.bnt" for i in range(3)])
+    assert not looks_like_sequence([f"bs000_N_N_{i}.bnt" for i in range(3)])
+    assert looks_like_sequence(["000.wrl", "001.wrl"]) and looks_like_sequence(["F001_000.wrl", "F001_001.wrl"])
+    face = face_like_mesh(10, textured=False)
+    d = tmp_path / "happy_F0001"
+    d.mkdir()
+    for i in range(1, 5):
+        write_vrml(d / f"F0001_HA0{i}WH_F3D.wrl", face)
+    items = expand([str(d)], limits=Limits(), frames=None, every=1)
+    assert [it.kind for it in items] == ["scan"] * 4
+
+
+def test_a_zips_scans_and_frames_keep_their_textures_whatever_separator_the_zip_uses(tmp_path):
+    """Scans in a zip were read without the texture beside them; a zip written with '\\' lost frames' textures."""
+    from affectvlm.inputs import expand
+
+    face = face_like_mesh(10)
+    write_vrml(tmp_path / "F0001_HA04WH_F3D.wrl", face)
+    written = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert any(n.lower().endswith((".bmp", ".png", ".jpg")) for n in written)  # the texture beside the scan
+    for sep in ("/", "\\"):
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            for name, data in written.items():
+                zf.writestr(f"F0001{sep}{name}", data)  # a scan
+                for i in range(2):  # and a two-frame sequence, the texture its url names beside the frames
+                    frame = name.replace("F0001_HA04WH_F3D", f"{i:03d}") if name.endswith(".wrl") else name
+                    if i == 0 or name.endswith(".wrl"):
+                        zf.writestr(f"F001{sep}Happy{sep}{frame}", data)
+        got = {it.source: it.load() for it in expand([("set.zip", buf.getvalue())], limits=Limits(), frames=None,
+                                                    every=1)}
+        scan = next(m for k, m in got.items() if k.endswith("F3D.wrl"))
+        seq = next(m for k, m in got.items() if k.endswith("Happy"))
+        assert scan.texture is not None and scan.face_uv is not None, sep
+        assert all(f.texture is not None for f in seq.frames), sep

@@ -74,8 +74,12 @@ def _checked_infos(zf: zipfile.ZipFile, limits: Limits, source: str) -> list[zip
         raise InputError(source, f"zip has {len(infos)} members, over the limit of {limits.max_zip_members}")
     keep = []
     total = 0
+    names: set[str] = set()
     for info in infos:
         _check_name(info.filename, source)
+        if info.filename in names:  # one of the two would be read under both names
+            raise InputError(source, f"zip holds two members named {info.filename!r}")
+        names.add(info.filename)
         mode = info.external_attr >> 16
         if mode and stat.S_ISLNK(mode):
             raise InputError(source, f"zip member {info.filename!r} is a symbolic link (refused)")
@@ -169,10 +173,17 @@ class SafeZip:
             raise
         self.names = list(self._infos)
         self._budget = self.limits.max_unpacked_bytes
+        self._by_path: dict[str, str] | None = None
         self._charged: set[str] = set()
         self._pending: set[str] = set()
         self._closing = False
         self._lock = threading.Lock()
+
+    def find(self, path: str) -> str | None:
+        """The member at ``path`` ('/'-separated), whichever separator the zip's names use; None if absent."""
+        if self._by_path is None:
+            self._by_path = {n.replace("\\", "/"): n for n in self.names}
+        return self._by_path.get(path.replace("\\", "/"))
 
     def size(self, name: str) -> int:
         """The unpacked size the member's header declares (reads never pass it)."""

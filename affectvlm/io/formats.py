@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import stat
 import re
 import struct
 from pathlib import Path, PurePosixPath
@@ -447,15 +448,20 @@ def load_mesh_bytes(data: bytes, name: str, *, source: str | None = None, limits
     if not data.strip():
         raise InputError(source, "file is empty (only whitespace)")
     ext = Path(name).suffix.lower() if name else ""
+    if data.startswith(b"\xef\xbb\xbf") and ext != ".bnt":  # a UTF-8 byte-order mark (Windows editors) is not text
+        data = data[3:]
     kind = sniff(data[:65536])
     if kind is not None and kind.startswith("not:"):
         raise InputError(source, f"this is {kind[4:]}, not a 3D mesh" +
                          (f" (despite the {ext} extension)" if ext else ""))
     if ext not in MESH_EXTENSIONS:
-        if kind is None:
+        if kind is None and _looks_like_obj(data[:65536]):
+            kind, ext = "obj", ".obj"  # OBJ text under another name (BP4D's frames may have no extension)
+        elif kind is None:
             shown = ext or "no extension"
             raise InputError(source, f"unsupported file type ({shown}); supported: {' '.join(MESH_EXTENSIONS)}")
-        ext = _KIND_EXT[kind]
+        else:
+            ext = _KIND_EXT[kind]
     elif kind is not None and _KIND_EXT.get(kind) != ext and not (kind == "vrml" and ext == ".vrml") \
             and not (kind == "gltf" and ext == ".glb"):
         log.info("%s: content is %s, not %s; reading by content", source, kind, ext)
@@ -492,6 +498,8 @@ def load_mesh(src: str | os.PathLike | bytes, name: str | None = None, *, limits
         raise InputError(source, f"cannot read: {e.strerror or e}") from None
     if path.is_dir():
         raise InputError(source, "is a folder (use load_sequence for a folder of frames)")
+    if not stat.S_ISREG(st.st_mode):  # reading a FIFO or a device would wait forever or never end
+        raise InputError(source, "not a regular file (a pipe, socket or device)")
     check_size(st.st_size, limits, source)  # before reading anything
     try:
         data = path.read_bytes()

@@ -31,6 +31,9 @@ from affectvlm.io.formats import MESH_EXTENSIONS, load_mesh, load_mesh_bytes
 __all__ = ["load_sequence", "is_sequence", "is_mesh_name", "looks_like_sequence", "frame_number", "sample_indices"]
 
 _INT = re.compile(r"\d+")
+# static scans named by their dataset: never frames of a sequence, however alike their names
+BU3DFE_SCAN_RE = re.compile(r"^([FM])(\d{4})_([A-Z]{2})(\d{2})([A-Z]{2})_F3D$", re.IGNORECASE)
+BOSPHORUS_SCAN_RE = re.compile(r"^(bs\d{3})_([A-Z]+)_([A-Z0-9]+)_(\d+)$", re.IGNORECASE)
 
 
 def frame_number(name: str) -> int | None:
@@ -47,9 +50,11 @@ def is_mesh_name(name: str) -> bool:
 
 
 def looks_like_sequence(names: Sequence[str]) -> bool:
-    """True when 2+ mesh files differ only by the digits in their names (frames of one 4D scan)."""
+    """True when 2+ mesh files differ only by the digits in their names (frames of one 4D scan), unless a dataset
+    names them as static scans (BU-3DFE's ``F0001_HA03WH_F3D``, Bosphorus's ``bs000_E_ANGER_0``: a subject's four
+    intensities, or several subjects' scans of one emotion)."""
     meshes = [PurePosixPath(n.replace("\\", "/")) for n in names if is_mesh_name(n)]
-    if len(meshes) < 2:
+    if len(meshes) < 2 or any(BU3DFE_SCAN_RE.match(p.stem) or BOSPHORUS_SCAN_RE.match(p.stem) for p in meshes):
         return False
     stems = {(str(p.parent), re.sub(r"\d+", "#", p.stem), p.suffix.lower()) for p in meshes}
     return len(stems) == 1 and "#" in next(iter(stems))[1]
@@ -83,13 +88,14 @@ def _order(names: list[str], source: str) -> list[tuple[int, str]]:
     return pairs
 
 
-def _zip_resolver(z: SafeZip, member: str) -> Callable[[str], bytes | None]:
-    folder = PurePosixPath(member).parent
+def zip_resolver(z: SafeZip, member: str) -> Callable[[str], bytes | None]:
+    """Companion files (a texture, an OBJ's ``.mtl``) of a zip ``member``, read from its folder in the zip."""
+    folder = PurePosixPath(member.replace("\\", "/")).parent
 
     def resolve(name: str) -> bytes | None:
         base = PurePosixPath(name.replace("\\", "/")).name
-        want = str(folder / base) if str(folder) != "." else base
-        return z.read(want) if want in z.names else None
+        found = z.find(str(folder / base) if str(folder) != "." else base)
+        return z.read(found) if found else None
 
     return resolve
 
@@ -146,7 +152,7 @@ def _load_zip(src, source: str, every: int, n_frames: int | None, limits: Limits
             # a member folder's frames are named under the source that names the folder, not with it twice
             shown = f"{source}/{PurePosixPath(member).name}" if folder else f"{source}:{member}"
             frames.append(_frame(lambda: load_mesh_bytes(z.read(member), member, source=shown, limits=limits,
-                                                         resolve=_zip_resolver(z, member)), shown))
+                                                         resolve=zip_resolver(z, member)), shown))
             ids.append(num)
     return _finish(frames, ids, source, "zip", len(order), limits)
 

@@ -286,12 +286,19 @@ def landmark_error(samples: Sequence, settings) -> dict | None:
     from affectvlm.io import load_mesh
     from affectvlm.io.landmarks import bnd_beside, read_bnd
 
-    errs, per_scan = [], []
+    errs, per_scan, unread = [], [], []
     for s in samples:
         bnd = bnd_beside(s.path) if s.frame_ids is None else None
         if bnd is None:
             continue
-        truth = read_bnd(bnd)
+        try:
+            truth = read_bnd(bnd)
+        except AffectVLMError as e:  # a side check: one bad landmark file must not cost the scores
+            if not unread:
+                print(f"warning: {e}; landmark files that cannot be read are left out of landmark_error",
+                      file=sys.stderr)
+            unread.append(str(bnd))
+            continue
         info = canonicalise(load_mesh(s.path, texture=False), up=settings.up, front=settings.front).meta["canonical"]
         if not info.get("landmarks") or len(info["landmarks"]) != len(truth):
             continue
@@ -303,7 +310,7 @@ def landmark_error(samples: Sequence, settings) -> dict | None:
     e = np.concatenate(errs)
     return {"scans": len(errs), "mean": round(float(e.mean()), 3), "median": round(float(np.median(e)), 3),
             "p95": round(float(np.quantile(e, 0.95)), 3), "worst_scan_mean": round(max(per_scan), 3),
-            "units": "scan units (mm for BU-3DFE)"}
+            "units": "scan units (mm for BU-3DFE)", **({"unreadable_files": unread[:20]} if unread else {})}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
