@@ -148,6 +148,7 @@ def _sniff_mesh(path: Path) -> bool:
             head = fh.read(4096)
     except OSError:
         return False
+    head = head.lstrip(b"\xef\xbb\xbf").lstrip()  # a byte-order mark or blank lines before the header
     if head.startswith(b"#VRML"):
         return True
     for line in head.splitlines():

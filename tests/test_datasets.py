@@ -330,3 +330,13 @@ def test_macos_litter_hidden_files_and_upper_case_extensions_in_the_layouts(tmp_
     _bnt(b / "bs000_N_N_0.bnt")
     _bnt(b / "._bs000_N_N_0.bnt")
     assert sorted(x.label for x in load_dataset(tmp_path / "bos", "bosphorus").samples) == ["anger", "neutral"]
+
+
+def test_bp4d_frames_that_start_with_a_blank_line_are_frames(tmp_path):
+    """The frame sniffer wanted '#VRML' as the very first bytes; the mesh reader reads such files."""
+    d = tmp_path / "F001" / "T1"
+    d.mkdir(parents=True)
+    for i in range(3):
+        (d / f"{i:04d}.wrl").write_text("\n\n#VRML V2.0 utf8\n")
+    s = load_dataset(tmp_path, "bp4d").samples
+    assert len(s) == 1 and s[0].frame_ids == (0, 1, 2)

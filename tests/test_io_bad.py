@@ -194,3 +194,26 @@ def test_a_zip_with_two_members_of_one_name_is_refused():
         data = zip_bytes([("a.obj", b"v 0 0 0\n"), ("a.obj", b"v 1 1 1\n")])
     with pytest.raises(InputError, match="two members named 'a.obj'"):
         SafeZip(data, Limits(), "dup.zip")
+
+
+def test_an_obj_of_textured_quads_keeps_its_texture_coordinates(tmp_path):
+    """trimesh, keeping the file's vertex order, dropped the UVs of quad faces: the scan rendered grey, unsaid."""
+    from PIL import Image
+
+    n = 12
+    xs, ys = np.meshgrid(np.linspace(-1, 1, n), np.linspace(-1.2, 1.2, n))
+    zs = 0.4 * np.cos(xs * 1.3) * np.cos(ys)
+    lines = ["mtllib q.mtl", "usemtl m"] + [f"v {x:.4f} {y:.4f} {z:.4f}" for x, y, z in
+                                            zip(xs.ravel(), ys.ravel(), zs.ravel())]
+    lines += [f"vt {(x + 1) / 2:.4f} {(y + 1.2) / 2.4:.4f}" for x, y in zip(xs.ravel(), ys.ravel())]
+    for r in range(n - 1):
+        for c in range(n - 1):
+            a = r * n + c + 1
+            lines.append(f"f {a}/{a} {a + 1}/{a + 1} {a + n + 1}/{a + n + 1} {a + n}/{a + n}")
+    (tmp_path / "q.obj").write_text("\n".join(lines) + "\n")
+    (tmp_path / "q.mtl").write_text("newmtl m\nmap_Kd q.png\n")
+    img = np.zeros((16, 16, 3), np.uint8)
+    img[:8] = (255, 0, 0)
+    Image.fromarray(img).save(tmp_path / "q.png")
+    mesh = load_mesh(tmp_path / "q.obj")
+    assert mesh.face_uv is not None and mesh.texture is not None and len(mesh.faces) == 2 * (n - 1) ** 2

@@ -249,3 +249,20 @@ def test_a_zips_scans_and_frames_keep_their_textures_whatever_separator_the_zip_
         seq = next(m for k, m in got.items() if k.endswith("Happy"))
         assert scan.texture is not None and scan.face_uv is not None, sep
         assert all(f.texture is not None for f in seq.frames), sep
+
+
+def test_a_texture_named_in_another_case_than_its_file_is_found(tmp_path):
+    """Data copied from Windows: the VRML's url says 'F0001_HA04WH_F3D.bmp', the file is '...F3D.BMP'."""
+    from affectvlm.io import load_mesh
+
+    write_vrml(tmp_path / "F0001_HA04WH_F3D.wrl", face_like_mesh(10))
+    tex = next(p for p in tmp_path.iterdir() if p.suffix != ".wrl")
+    tex.rename(tmp_path / (tex.stem + tex.suffix.upper()))
+    assert load_mesh(tmp_path / "F0001_HA04WH_F3D.wrl").texture is not None
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for p in tmp_path.iterdir():
+            zf.writestr(f"F001/Happy/{p.name.replace('F0001_HA04WH_F3D.wrl', '000.wrl')}", p.read_bytes())
+        zf.writestr("F001/Happy/001.wrl", (tmp_path / "F0001_HA04WH_F3D.wrl").read_bytes())
+    seq = load_sequence(buf.getvalue(), "seq.zip")
+    assert all(f.texture is not None for f in seq.frames)

@@ -185,3 +185,13 @@ def test_utf8_texture_name(tmp_path):
     (tmp_path / "s.wrl").write_bytes(text.encode("utf-8"))
     bmp_texture(tmp_path / "visage_é.bmp")
     assert load_mesh(tmp_path / "s.wrl").has_texture
+
+
+@pytest.mark.parametrize("eol", ["\n", "\r\n", "\r"])
+def test_a_bracket_inside_a_comment_in_a_number_list_does_not_close_it(eol):
+    """The fast number-list reader took the first ']' for the list's end, even one inside a comment."""
+    text = eol.join(["#VRML V2.0 utf8", "Shape { geometry IndexedFaceSet {", "  coord Coordinate { point [",
+                     "    0 0 0, 1 0 0,  # corners [0] and [1] checked", "    1 1 0, 0 1 0 ] }",
+                     "  coordIndex [ 0 1 2 3 -1  # one quad ]", "  ] } }", ""])
+    m = read_vrml(text, "commented.wrl")
+    assert m.n_vertices == 4 and m.n_faces == 2

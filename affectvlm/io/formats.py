@@ -20,6 +20,7 @@ import os
 import stat
 import re
 import struct
+import warnings as py_warnings  # 'warnings' names the mesh's notes below
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
@@ -207,7 +208,12 @@ def _dir_resolver(folder: Path, limits: Limits) -> Resolve:
             return None
         p = folder / base
         try:
-            if not p.is_file() or p.stat().st_size > limits.max_file_bytes:
+            if not p.is_file():  # a url written on Windows may differ in case from the file ('A.BMP', 'a.bmp')
+                same = [e.path for e in os.scandir(folder) if e.name.lower() == base.lower() and e.is_file()]
+                if len(same) != 1:
+                    return None
+                p = Path(same[0])
+            if p.stat().st_size > limits.max_file_bytes:
                 return None
             return p.read_bytes()
         except OSError:
@@ -371,8 +377,10 @@ def _read_trimesh(data: bytes, ext: str, source: str, limits: Limits, resolve: R
     if file_type == "obj":
         kwargs.update(maintain_order=True, skip_materials=not texture)
     try:
-        loaded = trimesh.load(io.BytesIO(data), file_type=file_type, resolver=_trimesh_resolver(resolve, fetched),
-                              force="mesh", **kwargs)
+        with py_warnings.catch_warnings():  # numpy's "All-NaN slice" from trimesh's OBJ reader, on stderr
+            py_warnings.simplefilter("ignore", RuntimeWarning)
+            loaded = trimesh.load(io.BytesIO(data), file_type=file_type, resolver=_trimesh_resolver(resolve, fetched),
+                                  force="mesh", **kwargs)
     except InputError:
         raise
     except MemoryError:
@@ -384,6 +392,17 @@ def _read_trimesh(data: bytes, ext: str, source: str, limits: Limits, resolve: R
         loaded = trimesh.util.concatenate([g for g in loaded if isinstance(g, trimesh.Trimesh)]) if loaded else None
     if not isinstance(loaded, trimesh.Trimesh):
         raise InputError(source, "the file holds no faces (a point cloud or an empty scene)")
+    if file_type == "obj" and getattr(loaded.visual, "uv", None) is None and re.search(rb"(?m)^vt\s", data):
+        # trimesh keeping the file's order drops the texture coordinates of polygon (quad) faces: read it again
+        try:
+            with py_warnings.catch_warnings():
+                py_warnings.simplefilter("ignore", RuntimeWarning)
+                again = trimesh.load(io.BytesIO(data), file_type=file_type, force="mesh",
+                                     resolver=_trimesh_resolver(resolve, []), **{**kwargs, "maintain_order": False})
+        except Exception:
+            again = None
+        if isinstance(again, trimesh.Trimesh) and getattr(again.visual, "uv", None) is not None:
+            loaded = again
     verts = np.asarray(loaded.vertices)
     faces = np.asarray(loaded.faces, dtype=np.int64)
     face_uv = tex = colors = None

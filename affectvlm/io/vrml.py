@@ -51,6 +51,18 @@ class _Node:
     name: str | None = None  # the DEF name
 
 
+def _list_end(text: str, p: int) -> int:
+    """Where the number list starting at ``p`` closes: the first ']' not inside a comment; -1 if none."""
+    end = text.find("]", p)
+    while end >= 0:
+        hash_ = text.rfind("#", p, end)
+        if hash_ < 0 or text.rfind("\n", hash_, end) >= 0 or text.rfind("\r", hash_, end) >= 0:
+            return end
+        ends = [x for x in (text.find("\n", end), text.find("\r", end)) if x >= 0]
+        end = text.find("]", min(ends)) if ends else -1  # past the comment's line
+    return end
+
+
 @dataclass
 class _Nums:
     """A numeric ``[...]`` block, parsed only when a reader needs it."""
@@ -208,7 +220,7 @@ class _Parser:
         m = _SKIP.match(self.text, self.pos)
         p = m.end()
         if p < len(self.text) and (self.text[p] in _NUM_START or self.text[p : p + 3].lower() in ("nan", "inf")):
-            end = self.text.find("]", p)
+            end = _list_end(self.text, p)
             if end < 0:
                 self.pos = len(self.text)
                 raise self.error("a number list '[' is never closed (truncated file?)")
