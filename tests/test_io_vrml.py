@@ -195,3 +195,18 @@ def test_a_bracket_inside_a_comment_in_a_number_list_does_not_close_it(eol):
                      "  coordIndex [ 0 1 2 3 -1  # one quad ]", "  ] } }", ""])
     m = read_vrml(text, "commented.wrl")
     assert m.n_vertices == 4 and m.n_faces == 2
+
+
+def test_a_gzip_compressed_vrml_file_is_read_within_the_limits(tmp_path):
+    """VRML97 allows gzip-compressed .wrl files; they were refused as 'gzip-compressed data'."""
+    import gzip
+
+    from affectvlm.limits import Limits
+
+    plain = write_vrml(tmp_path / "face.wrl", face_like_mesh(10, textured=False)).read_bytes()
+    packed = gzip.compress(plain)
+    assert load_mesh(packed, "face.wrl").n_vertices == load_mesh(plain, "face.wrl").n_vertices
+    with pytest.raises(InputError, match="file limit"):
+        load_mesh(gzip.compress(plain + b" " * 4_000_000), "bomb.wrl", limits=Limits(max_file_bytes=1_000_000))
+    with pytest.raises(InputError, match="cut short"):
+        load_mesh(packed[: len(packed) // 2], "cut.wrl")

@@ -451,6 +451,22 @@ def _read_trimesh(data: bytes, ext: str, source: str, limits: Limits, resolve: R
     return finish_mesh(verts, faces, source, limits, face_uv=face_uv, texture=tex, vertex_colors=colors, meta=meta)
 
 
+def _gunzip(data: bytes, source: str, limits: Limits) -> bytes:
+    """A gzip-compressed file's bytes, decompressed no further than the file-size limit (gzip bombs)."""
+    import zlib
+
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = d.decompress(data, limits.max_file_bytes + 1)
+    except zlib.error as e:
+        raise InputError(source, f"corrupt gzip-compressed file ({e})") from None
+    if len(out) > limits.max_file_bytes or d.unconsumed_tail:
+        raise InputError(source, f"unpacks to more than the {limits.max_file_bytes / 2**20:.0f} MiB file limit")
+    if not d.eof:
+        raise InputError(source, "gzip-compressed file is cut short")
+    return out
+
+
 # --------------------------------------------------------------------------- entry points
 def load_mesh_bytes(data: bytes, name: str, *, source: str | None = None, limits: Limits | None = None,
                     texture: bool = True, resolve: Resolve | None = None) -> Mesh:
@@ -467,6 +483,8 @@ def load_mesh_bytes(data: bytes, name: str, *, source: str | None = None, limits
     if not data.strip():
         raise InputError(source, "file is empty (only whitespace)")
     ext = Path(name).suffix.lower() if name else ""
+    if data[:2] == b"\x1f\x8b" and ext in (".wrl", ".vrml"):  # VRML97 allows gzip-compressed files
+        data = _gunzip(data, source, limits)
     if data.startswith(b"\xef\xbb\xbf") and ext != ".bnt":  # a UTF-8 byte-order mark (Windows editors) is not text
         data = data[3:]
     kind = sniff(data[:65536])
