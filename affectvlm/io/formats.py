@@ -303,6 +303,9 @@ def _precheck_stl(data: bytes, source: str, limits: Limits) -> None:
     if len(data) < 84:
         raise InputError(source, f"too short for an STL file ({len(data)} bytes)")
     (n,) = struct.unpack_from("<I", data, 80)
+    if n > limits.max_faces and 84 + 50 * n > 2 * len(data):  # garbage read as a count: not a binary STL at all
+        raise InputError(source, f"not an STL file: read as binary STL its header declares {n} triangles, "
+                                 f"{84 + 50 * n} bytes, in a file of {len(data)}")
     check_counts(0, n, limits, source)
     if 84 + 50 * n > len(data):
         raise InputError(source, f"truncated or corrupt binary STL: the header promises {n} triangles "
