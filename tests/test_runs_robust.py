@@ -393,3 +393,57 @@ def test_a_config_file_that_disagrees_with_a_field_is_named_not_overridden_unsee
         _cmd(ws, "--config long.yaml", epochs=30, lr=0.0005)
     cfg = resolve_config(_cmd(ws, "--config long.yaml", epochs=30, lr=0.001, batch_size=8))
     assert cfg.epochs == 30 and cfg.lr == 0.001 and cfg.folds == 5 and cfg.batch_size == 8
+
+
+@pytest.mark.timeout(60)
+def test_a_run_folder_inside_or_holding_a_running_jobs_folder_is_refused(tmp_path):
+    """runs/run1/best or runs as the output folder while runs/run1 trains: each run's saves deleted the other's."""
+    from affectvlm.app import jobs
+
+    store = jobs.JobStore(tmp_path / "jobs.sqlite3")
+    sleeper = [sys.executable, "-c", "import time; time.sleep(30)"]
+    first = store.launch(jobs.TrainLaunch(run_dir=tmp_path / "runs" / "run1"), command=sleeper)
+    try:
+        for nested, how in (("runs/run1/best", "is inside"), ("runs", "holds"), ("runs/run1/x/y", "is inside")):
+            with pytest.raises(ConfigError, match=f"{how} .*run1, in use by job {first.id}"):
+                store.launch(jobs.TrainLaunch(run_dir=tmp_path / nested), command=sleeper)
+        beside = store.launch(jobs.TrainLaunch(run_dir=tmp_path / "runs" / "run10"), command=sleeper)  # a sibling
+        store.stop(beside.id, grace=5)
+    finally:
+        store.stop(first.id, grace=5)
+
+
+@pytest.mark.timeout(60)
+def test_stop_never_signals_a_process_for_a_job_another_host_recorded(tmp_path):
+    """A row recorded by another host (or a container since re-created) named a pid that is some other process here:
+    Stop sent it SIGTERM, then SIGKILL to its children's groups."""
+    import socket
+    import subprocess
+
+    from affectvlm.app import jobs
+    from affectvlm.runfolder import lock_run_dir, unlock_run_dir
+
+    store = jobs.JobStore(tmp_path / "jobs.sqlite3")
+    victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"], start_new_session=True)
+    try:
+        run = tmp_path / "run"
+        job = store.launch(jobs.TrainLaunch(run_dir=run), command=[sys.executable, "-c", "import time; time.sleep(30)"])
+        store.stop(job.id, grace=5)
+        store._update(job.id, status="running", pid=victim.pid, pgid=victim.pid, proc_start=None,
+                      host=socket.gethostname() + "-gone")
+        holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from affectvlm.runfolder import "
+                                   f"lock_run_dir; lock_run_dir({str(run)!r}); print('ok', flush=True); "
+                                   "time.sleep(30)"], stdout=subprocess.PIPE, text=True)
+        assert holder.stdout.readline().strip() == "ok"
+        with pytest.raises(ConfigError, match="launched on host .*-gone; stop it there"):
+            store.stop(job.id, grace=1)  # a trainer holds the folder: alive somewhere, not ours to signal
+        holder.kill()
+        holder.wait()
+        got = store.stop(job.id, grace=1)
+        assert got.status == "stopped" and "without signalling" in got.message
+        assert victim.poll() is None  # untouched
+        lock_run_dir(run)  # and the folder is free again
+        unlock_run_dir(run)
+    finally:
+        victim.kill()
+        victim.wait()

@@ -34,7 +34,7 @@ from affectvlm.app import processes
 from affectvlm.app.launch import TRAIN_MODULE, TrainLaunch, torchrun_command
 from affectvlm.app.runview import job_status, last_error_line
 from affectvlm.errors import ConfigError
-from affectvlm.runfolder import RunFolder, Status, read_status
+from affectvlm.runfolder import RunFolder, Status, read_status, run_dir_locked
 
 STARTING_GRACE_S = 120.0  # a claimed row without a pid yet counts as alive this long
 
@@ -111,6 +111,17 @@ class Job:
         return TrainLaunch.from_dict(self.config)
 
 
+def _overlap(mine: Path, other: Path) -> str | None:
+    """How run folder ``mine`` meets a running job's ``other``: the same, inside it, holding it, or None."""
+    if mine == other:
+        return "is"
+    if other in mine.parents:
+        return "is inside"
+    if mine in other.parents:
+        return "holds"
+    return None
+
+
 class JobStore:
     """Jobs in an SQLite file. Every method opens its own short connection (thread- and restart-safe)."""
 
@@ -161,16 +172,22 @@ class JobStore:
         con.isolation_level = None
         try:
             con.execute("BEGIN IMMEDIATE")
-            rows = con.execute("SELECT * FROM jobs WHERE status = 'running' AND (run_dir = ? OR id = ?)",
-                               (str(run_dir), -1 if job_id is None else int(job_id))).fetchall()
+            rows = con.execute("SELECT * FROM jobs WHERE status = 'running'").fetchall()
             for r in rows:
                 other = self._row(r)
+                where = _overlap(run_dir, Path(other.run_dir))
+                if other.id != job_id and where is None:
+                    continue
                 settled = self._settle(other)
                 if settled is None:
                     if other.id == job_id:
                         raise ConfigError(f"job {job_id} is already running")
                     who = f"pid {other.pid}" if other.pid else "a launch in progress"
-                    raise ConfigError(f"run folder {run_dir} is in use by job {other.id} ({who}); stop it first")
+                    if where in (None, "is"):
+                        raise ConfigError(f"run folder {run_dir} is in use by job {other.id} ({who}); stop it first")
+                    raise ConfigError(f"run folder {run_dir} {where} {other.run_dir}, in use by job {other.id} "
+                                      f"({who}): one run's saves would delete the other's files; choose another "
+                                      "folder or stop that job first")
                 status, rc, message = settled
                 con.execute("UPDATE jobs SET status = ?, returncode = ?, ended = ?, message = ? WHERE id = ?",
                             (status, rc, time.time(), message, other.id))
@@ -313,6 +330,8 @@ class JobStore:
         job = self.get(job_id)
         if not job.active:
             return job
+        if job.host and job.host != socket.gethostname():  # its pid means another process here: never signal it
+            return self._forget_foreign(job)
         self._update(job.id, stop_requested=1)
         pgid = job.pgid or job.pid
         workers = processes.descendant_groups(job.pid) - {pgid}  # found while torchrun still knows them
@@ -334,6 +353,20 @@ class JobStore:
                         pass
             self._wait_gone(job, 5.0, workers)
         return self.get(job_id)
+
+    def _forget_foreign(self, job: Job) -> Job:
+        """Stop on a row another host recorded: refused while a trainer holds its run folder's lock; otherwise the
+        row outlived its machine (a re-created container, a host gone) and is marked stopped, nothing signalled."""
+        if run_dir_locked(job.run_dir) is not False:
+            raise ConfigError(f"job {job.id} was launched on host {job.host}; stop it there (this machine cannot "
+                              "signal its processes)")
+        st = read_status(job.run_dir)
+        ended = job_status(st)
+        status = ended if ended in (Status.FINISHED, Status.FAILED, Status.STOPPED) else Status.STOPPED
+        self._update(job.id, status=status.value, ended=time.time(), stop_requested=1,
+                     message=f"launched on host {job.host}, and no trainer holds its run folder here: marked "
+                             f"{status.value} without signalling anything")
+        return self.get(job.id)
 
     def _wait_gone(self, job: Job, seconds: float, workers: set[int] = frozenset()) -> None:
         deadline = time.monotonic() + seconds
