@@ -447,3 +447,21 @@ def test_stop_never_signals_a_process_for_a_job_another_host_recorded(tmp_path):
     finally:
         victim.kill()
         victim.wait()
+
+
+@pytest.mark.timeout(30)
+def test_a_run_folders_config_yaml_cannot_bring_in_a_path_the_form_confined(roots):
+    """The form's model at its default was left off the command, so a resumed trainer took the model (or cache)
+    that the run folder's config.yaml named, from outside the workspace."""
+    from affectvlm.app.trainform import train_command_args
+    from affectvlm.trainconfig import resolve_config
+
+    ws, outside = roots
+    run = ws / "runs" / "r"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(f"data: {ws / 'data'}\nlayout: folders\nout: {run}\nmodel: {outside}/evil\n"
+                                     f"cache_dir: {outside}/cache\nepochs: 3\n")
+    args = train_command_args(data=ws / "data", layout="folders", out=run, roots=[ws], cache_dir=ws / ".render-cache",
+                              model="default", extra_text="")
+    cfg = resolve_config(args + ["--resume"])  # the Resume button's command: config.yaml is its base
+    assert cfg.model == "default" and cfg.cache_dir == str(ws / ".render-cache")

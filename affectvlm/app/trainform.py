@@ -221,8 +221,11 @@ def train_config(*, data: Path, layout: str, out: Path, roots: Sequence[Path], c
 def trainer_argv(cfg: TrainConfig) -> list[str]:
     """The trainer's arguments for ``cfg``: the form's dataset, layout and output folder first, then every
     option that differs from the trainer's default (``TrainConfig.to_argv``)."""
-    rest = replace(cfg, data="", out="", layout=TrainConfig.layout).to_argv()
-    return ["--data", cfg.data, "--layout", cfg.layout, "--out", cfg.out, *rest]
+    rest = replace(cfg, data="", out="", layout=TrainConfig.layout, model=TrainConfig.model, cache_dir=None).to_argv()
+    # every path the app confined is on the command line, even at its default: a resumed trainer takes what the
+    # command leaves out from the run folder's config.yaml, which anyone who can write the folder can change
+    return ["--data", cfg.data, "--layout", cfg.layout, "--out", cfg.out, f"--model={cfg.model}",
+            *([f"--cache-dir={cfg.cache_dir}"] if cfg.cache_dir else []), *rest]
 
 
 def train_command_args(**form: Any) -> list[str]:
