@@ -22,6 +22,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import json
+import math
 import logging
 import os
 import re
@@ -90,9 +91,22 @@ def write_json(path: PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, default=float))
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _json(text: str) -> Any:
+    """Strict JSON of a file the trainer wrote (anyone who can write the folder may have changed it): no
+    Infinity/NaN; nesting too deep for the parser is a ValueError, as any other unreadable file."""
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
 def _read_json_object(path: Path) -> dict | None:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = _json(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
         return None
     return data if isinstance(data, dict) else None
@@ -199,6 +213,8 @@ def trainer_gone(run_dir: PathLike, status: RunStatus) -> bool:
 
 def pid_alive(pid: int) -> bool:
     """A live (not zombie) process with this pid on this machine."""
+    if not isinstance(pid, int) or not 0 < pid < 1 << 22:  # Linux's largest pid_max; os.kill overflows beyond
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -272,12 +288,12 @@ def read_metric_lines(path: PathLike) -> tuple[list[dict], int]:
         if not line.strip():
             continue
         try:
-            rec = json.loads(line.decode("utf-8"))
+            rec = _json(line.decode("utf-8"))
             if not isinstance(rec, dict):
                 raise ValueError("not an object")
             if "epoch" in rec:
                 int(rec["epoch"])
-        except (UnicodeDecodeError, ValueError, TypeError):
+        except (UnicodeDecodeError, ValueError, TypeError, OverflowError):
             bad += 1
             continue
         out.append(rec)
@@ -448,9 +464,10 @@ def _number(kind: type, v: Any) -> Any:
     if v is None or isinstance(v, bool):
         return None
     try:
-        return kind(v)
-    except (TypeError, ValueError):
+        out = kind(v)
+    except (TypeError, ValueError, OverflowError):
         return None
+    return out if kind is not float or math.isfinite(out) else None
 
 
 def _int_or_none(v: Any) -> int | None:

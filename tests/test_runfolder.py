@@ -96,3 +96,20 @@ def test_status_word_on_the_command_line(tmp_path):
     assert word() == "none"
     rf.write_status(tmp_path, rf.Status.PREEMPTED, epoch=1)
     assert word() == "preempted"
+
+
+@pytest.mark.parametrize("text", ['{"status": "finished", "epochs": Infinity}', '{"status": "running", "pid": 1' + "0" * 20 + '}',
+                                  '{"status": "running", "epoch": NaN}', "[" * 100_000 + "]" * 100_000])
+def test_a_crafted_status_file_is_unreadable_or_read_not_a_crash(tmp_path, text):
+    """Infinity, a pid too large for os.kill and nesting too deep for the parser each raised in every reader
+    (the Train page, for every session of the app)."""
+    (tmp_path / "status.json").write_text(text)
+    st = rf.read_status(tmp_path)
+    assert st is None or (st.pid is None or not rf.pid_alive(st.pid))
+
+
+def test_crafted_metric_lines_are_skipped(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 1, "val_acc": 0.5}\n{"epoch": Infinity}\n'
+                                            + "[" * 100_000 + "]" * 100_000 + "\n" + '{"epoch": 1e400}\n')
+    recs, bad = rf.read_metric_lines(tmp_path / "metrics.jsonl")
+    assert [r["epoch"] for r in recs] == [1] and bad == 3
