@@ -373,3 +373,16 @@ def test_dense_scans_are_decimated_to_the_cap_before_geometry_renders():
     clean = render(dense, replace(geo, max_vertices=0))["shade"]
     uncapped = (render(shaky, replace(geo, max_vertices=0))["shade"] - clean).abs().mean()
     assert (render(shaky, geo)["shade"] - clean).abs().mean() < 0.6 * uncapped
+
+
+def test_views_are_capped_before_anything_is_rendered():
+    """The sidebar's Views field took any number: 2000 views cost 2 GB for one scan, 20000 would end the server."""
+    from affectvlm.errors import ConfigError
+    from affectvlm.render import RenderSettings
+    from affectvlm.render.settings import MAX_VIEWS, as_views, parse_views
+
+    assert len(parse_views(",".join(str(i) for i in range(MAX_VIEWS)))) == MAX_VIEWS
+    many = ",".join(str(i % 90) for i in range(20_000))
+    for make in (lambda: parse_views(many), lambda: as_views(range(10**9)), lambda: RenderSettings(views=many)):
+        with pytest.raises(ConfigError, match=f"at most {MAX_VIEWS}"):
+            make()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import itertools
 import re
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Sequence
@@ -55,6 +56,15 @@ _VIEW_SEP = re.compile(r"[,;\s]+")
 _VIEW_CHARS = str.maketrans({"\u2212": "-", "\u2013": "-", "\u00b0": None, "\uff0c": ","})
 
 
+MAX_VIEWS = 64  # each view is a render and an encoder pass per scan: a pasted list of thousands would exhaust memory
+
+
+def _capped(views: tuple[View, ...]) -> tuple[View, ...]:
+    if len(views) > MAX_VIEWS:
+        raise ConfigError(f"{len(views)} views: at most {MAX_VIEWS} (each is rendered and encoded for every scan)")
+    return views
+
+
 def parse_views(text: str) -> tuple[View, ...]:
     """``"0,-30,30"`` (yaws) or ``"0:10,30:0"`` (yaw:pitch pairs) -> views. Raises ConfigError.
 
@@ -80,7 +90,7 @@ def parse_views(text: str) -> tuple[View, ...]:
         except ValueError:
             raise ConfigError(f"bad view {item!r} in {text!r}: not a number") from None
         out.append(View(*nums))
-    return tuple(out)
+    return _capped(tuple(out))
 
 
 def as_views(views: Any) -> tuple[View, ...]:
@@ -93,7 +103,7 @@ def as_views(views: Any) -> tuple[View, ...]:
         return (views,)
     out = []
     try:
-        items = list(views)
+        items = list(itertools.islice(views, MAX_VIEWS + 1))
     except TypeError:
         raise ConfigError(f"views must be a string or a list of views, got {views!r}") from None
     for v in items:
@@ -112,7 +122,7 @@ def as_views(views: Any) -> tuple[View, ...]:
             raise ConfigError(f"cannot read a view from {v!r}")
     if not out:
         raise ConfigError("at least one view is needed")
-    return tuple(out)
+    return _capped(tuple(out))
 
 
 MAX_SCORE_PITCH = 45.0  # degrees: further up or down, a face's features hide behind the brow or the chin
