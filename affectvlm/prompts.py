@@ -95,9 +95,9 @@ class PromptSet:
             if p.suffix.lower() == ".json":
                 data = json.loads(text)
             else:
-                import yaml
+                from affectvlm import yamltext
 
-                data = yaml.safe_load(text)
+                data = yamltext.safe_load(text)
         except Exception as e:  # yaml.YAMLError / json.JSONDecodeError
             raise ConfigError(f"{source}: not valid {'JSON' if p.suffix.lower() == '.json' else 'YAML'}: "
                               f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None

@@ -29,6 +29,7 @@ from affectvlm.errors import ConfigError
 from affectvlm.fileio import atomic_write_text
 from affectvlm.holes import check_fill_holes
 from affectvlm.runfolder import RunFolder, list_checkpoints
+from affectvlm import yamltext
 
 
 LOSS_NAMES = ("mc", "mt", "clip", "ce", "ces")
@@ -396,7 +397,7 @@ def _coerce(cfg: TrainConfig) -> TrainConfig:
 
 def load_yaml(path: str | os.PathLike) -> dict:
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        data = yamltext.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
     except UnicodeDecodeError:

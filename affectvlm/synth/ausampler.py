@@ -22,6 +22,7 @@ from typing import Any, Callable
 import numpy as np
 import yaml
 
+from affectvlm import yamltext
 from affectvlm.errors import InputError
 from affectvlm.synth.recipes import MAX_WEIGHT, RecipeBook, _number
 
@@ -90,7 +91,7 @@ class AUSampler:
         p = Path(path) if path is not None else DEFAULT_EMFACS
         src = str(p)
         try:
-            data = yaml.safe_load(p.read_text("utf-8"))
+            data = yamltext.safe_load(p.read_text("utf-8"))
         except (OSError, UnicodeDecodeError) as exc:
             raise InputError(src, f"cannot read AU sampler file: {exc}") from None
         except yaml.YAMLError as exc:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from affectvlm import yamltext
 from affectvlm.errors import InputError
 from affectvlm.synth.presets import is_preset, preset_recipes
 from affectvlm.synth.rig import Pose
@@ -86,7 +87,7 @@ class RecipeBook:
                 raise InputError(src, f"not valid JSON: {exc}") from None
         else:
             try:
-                data = yaml.safe_load(text)
+                data = yamltext.safe_load(text)
             except yaml.YAMLError as exc:
                 raise InputError(src, f"not valid YAML: {exc}") from None
         return cls.from_dict(data, src)
