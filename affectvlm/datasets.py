@@ -327,7 +327,7 @@ def _norm_eth(v: str | None) -> str | None:
     return BU3DFE_ETHNICITY.get(v.strip().upper(), v) if v else None
 
 
-def load_manifest(root: str | os.PathLike) -> Dataset:
+def load_manifest(root: str | os.PathLike, within: Sequence[Path] | None = None) -> Dataset:
     r = _check_root(root, "manifest")
     csv_path = r / "manifest.csv" if r.is_dir() else r
     if not csv_path.is_file():
@@ -342,7 +342,7 @@ def load_manifest(root: str | os.PathLike) -> Dataset:
             if missing:
                 raise InputError(str(csv_path), f"manifest lacks column(s) {sorted(missing)}")
             for raw in reader:
-                samples.append(_manifest_sample(csv_path, reader.line_num, raw))
+                samples.append(_manifest_sample(csv_path, reader.line_num, raw, within))
         except UnicodeDecodeError:
             raise InputError(str(csv_path), "not UTF-8 text (is it a CSV?)") from None
         except csv.Error as e:  # a field over the csv module's limit, a NUL byte
@@ -350,8 +350,9 @@ def load_manifest(root: str | os.PathLike) -> Dataset:
     return _finish(samples, "manifest", csv_path, [])
 
 
-def _manifest_sample(csv_path: Path, i: int, raw: dict) -> Sample:
-    """One manifest row as a :class:`Sample`; a bad row is an :class:`InputError` naming the CSV and its line."""
+def _manifest_sample(csv_path: Path, i: int, raw: dict, within: Sequence[Path] | None = None) -> Sample:
+    """One manifest row as a :class:`Sample`; a bad row is an :class:`InputError` naming the CSV and its line. With
+    ``within``, a path elsewhere is refused before it is looked at (nothing said of whether it exists)."""
     row = {k.strip().lower(): v for k, v in raw.items() if k}
     path, label, subject = _opt(row, "path"), _opt(row, "label"), _opt(row, "subject")
     if not (path and label and subject):
@@ -362,6 +363,8 @@ def _manifest_sample(csv_path: Path, i: int, raw: dict) -> Sample:
     if not p.is_absolute():
         p = csv_path.parent / p
     shown = path if len(path) <= 200 else path[:200] + "..."
+    if within is not None and not _inside(p, within):
+        raise InputError(str(csv_path), f"line {i}: {shown}: outside the folders allowed here")
     try:
         p.stat()
     except FileNotFoundError:
@@ -395,16 +398,31 @@ def _finish(samples: list[Sample], layout: str, root: Path, skipped: list[str]) 
                    root=str(root), skipped=skipped)
 
 
-def load_dataset(root: str | os.PathLike, layout: str, **kw) -> Dataset:
+def load_dataset(root: str | os.PathLike, layout: str, *, within: Sequence[str | os.PathLike] | None = None,
+                 **kw) -> Dataset:
     """Read a dataset in one of :data:`LAYOUTS`, or ``auto`` (:func:`detect_layout`); keyword options go to the
-    layout's reader."""
+    layout's reader. ``within``: folders every scan must lie in (links and ``..`` resolved; a server's roots), an
+    InputError naming the first that does not."""
     readers = {"bu3dfe": load_bu3dfe, "bu4dfe": load_bu4dfe, "bp4d": load_bp4d, "bosphorus": load_bosphorus,
                "folders": load_folders, "manifest": load_manifest}
     if layout == "auto":
         layout = detect_layout(root)
     if layout not in readers:
         raise ConfigError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUT_CHOICES)}")
-    return readers[layout](root, **kw)
+    if within is None:
+        return readers[layout](root, **kw)
+    allowed = [Path(os.path.realpath(w)) for w in within]
+    ds = readers[layout](root, **kw, **({"within": allowed} if layout == "manifest" else {}))
+    for s in ds.samples:  # a class folder or a subject folder that is a link to elsewhere
+        for f in (s.path, *(s.frame_paths or ())):
+            if not _inside(Path(f), allowed):
+                raise InputError(str(root), f"{f}: outside the folders allowed here (a link?)")
+    return ds
+
+
+def _inside(p: Path, allowed: Sequence[Path]) -> bool:
+    real = Path(os.path.realpath(p))
+    return any(real == a or a in real.parents for a in allowed)
 
 
 _MAX_LOOK = 20_000  # entries detect_layout lists at most

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from affectvlm.errors import ConfigError
+from affectvlm.errors import AffectVLMError, ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
@@ -465,3 +465,24 @@ def test_a_run_folders_config_yaml_cannot_bring_in_a_path_the_form_confined(root
                               model="default", extra_text="")
     cfg = resolve_config(args + ["--resume"])  # the Resume button's command: config.yaml is its base
     assert cfg.model == "default" and cfg.cache_dir == str(ws / ".render-cache")
+
+
+@pytest.mark.timeout(30)
+def test_a_dataset_inside_the_workspace_cannot_name_scans_outside_it(roots):
+    """A manifest row naming /etc/passwd was accepted by Check dataset and trained on; one naming a missing file
+    outside said 'file not found' (which tells whether a file exists). A class folder linked outside too."""
+    from affectvlm.app.trainform import check_dataset
+
+    ws, outside = roots
+    (outside / "scan.obj").write_text("v 0 0 0\n")
+    (ws / "data" / "in.obj").write_text("v 0 0 0\n")
+    for row in (f"{outside}/scan.obj", f"{outside}/no_such.obj", "../../outside/scan.obj", "../escape/scan.obj"):
+        (ws / "data" / "manifest.csv").write_text(f"path,label,subject\nin.obj,happy,s1\n{row},sad,s2\n")
+        with pytest.raises(AffectVLMError, match="line 3: .*outside the folders allowed here"):
+            check_dataset("data", "manifest", [ws])
+    (ws / "data" / "manifest.csv").unlink()
+    (ws / "data" / "happy").mkdir()
+    (ws / "data" / "happy" / "s1.obj").write_text("v 0 0 0\n")
+    (ws / "data" / "sad").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(AffectVLMError, match="scan.obj: outside the folders allowed here"):
+        check_dataset("data", "folders", [ws])

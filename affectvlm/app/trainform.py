@@ -61,24 +61,26 @@ def running_twin(form: TrainForm, last: tuple[str, int] | None, store: "JobStore
     return job if job.active else None
 
 
-def summarise_dataset(root: str, layout: str) -> dict:
-    """``affectvlm.datasets.summarise`` of a dataset root, plus how many files were ``skipped``."""
-    ds = datasets.load_dataset(root, layout)
+def summarise_dataset(root: str, layout: str, roots: Sequence[Path] | None = None) -> dict:
+    """``affectvlm.datasets.summarise`` of a dataset root, plus how many files were ``skipped``; with ``roots``, every
+    scan it names must lie inside them (a manifest's rows, a linked class folder)."""
+    ds = datasets.load_dataset(root, layout, within=roots)
     return {**datasets.summarise(ds.samples), "skipped": len(ds.skipped)}
 
 
 def check_dataset(root_text: str, layout: str, roots: Sequence[Path],
-                  summarise: Callable[[str, str], dict] = summarise_dataset) -> tuple[Path, dict]:
-    """The dataset root resolved inside ``roots`` and its summary; ``ConfigError`` with fewer than two classes."""
+                  summarise: Callable[[str, str, tuple[Path, ...]], dict] = summarise_dataset) -> tuple[Path, dict]:
+    """The dataset root resolved inside ``roots`` and its summary (every scan inside ``roots`` too); ``ConfigError``
+    with fewer than two classes."""
     root = resolve_in_roots(root_text, roots, what="dataset root", must_exist=True)
-    summary = summarise(str(root), layout)
+    summary = summarise(str(root), layout, tuple(roots))
     if len(summary.get("per_class", {})) < 2:
         raise ConfigError(f"dataset root: {root_text} has fewer than two classes for layout {layout!r}")
     return root, summary
 
 
 def build_launch(form: TrainForm, settings: AppSettings,
-                 summarise: Callable[[str, str], dict] = summarise_dataset) -> TrainLaunch:
+                 summarise: Callable[[str, str, tuple[Path, ...]], dict] = summarise_dataset) -> TrainLaunch:
     """The checked :class:`TrainLaunch` for ``form`` (``ConfigError`` naming the field otherwise)."""
     root, _ = check_dataset(form.data, form.layout, settings.workspace_roots, summarise)
     if not any(w > 0 for w in form.losses.values()):
