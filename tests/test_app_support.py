@@ -253,3 +253,29 @@ def test_the_epoch_shown_counts_from_one_as_the_trainers_log_does():
     assert runview.epoch_text(recs) == "1"  # the log's "epoch 1/24"; records count from 0
     assert runview.epoch_text(recs + [MetricRecord(kind="train", epoch=1, step=3)],
                               RunStatus(Status.RUNNING, epoch=1, epochs=24)) == "2 / 24"
+
+
+def test_a_model_folder_is_confined_below_its_top_too(tmp_path):
+    """A run folder inside the workspace whose best/ links outside was accepted and the outside checkpoint loaded;
+    a checkpoint's fusion_weights could name any safetensors file on the server."""
+    import json
+
+    from affectvlm.errors import ModelError
+    from affectvlm.model import load_model, save_checkpoint
+
+    ws, outside = tmp_path / "ws", tmp_path / "outside"
+    ws.mkdir()
+    m = load_model("AffectVLM-Test", cache=False, fusion="attention")
+    save_checkpoint(m, outside / "ck")
+    (ws / "run").mkdir()
+    (ws / "run" / "best").symlink_to(outside / "ck", target_is_directory=True)
+    roots = sidebar.model_roots([ws])
+    with pytest.raises(ConfigError, match="outside the workspace roots"):
+        sidebar.model_spec("checkpoint", str(ws / "run"), roots=roots)
+    save_checkpoint(m, ws / "ck")
+    meta = json.loads((ws / "ck" / "affectvlm.json").read_text())
+    assert meta.get("fusion_weights")
+    meta["fusion_weights"] = str(outside / "ck" / meta["fusion_weights"])
+    (ws / "ck" / "affectvlm.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="fusion_weights must name a file in the checkpoint folder"):
+        load_model(str(ws / "ck"), cache=False)

@@ -121,13 +121,28 @@ def check_model_spec(spec: str, roots: Sequence[Path], *, what: str = "model") -
     if not text or text == "default" or text.startswith("hf-hub:"):
         return text
     if text.startswith("local-dir:"):
-        return "local-dir:" + str(resolve_in_roots(text[len("local-dir:"):], roots, what=what, must_exist=True))
-    name, at, path = text.partition("@")
-    if at and name and not re.search(r"[\\/]", name):
-        return f"{name}@{resolve_in_roots(path, roots, what=what, must_exist=True)}"
-    if text.startswith((".", "~")) or re.search(r"[\\/]", text) or Path(text).exists():
-        return str(resolve_in_roots(text, roots, what=what, must_exist=True))
-    return text
+        out = "local-dir:" + str(resolve_in_roots(text[len("local-dir:"):], roots, what=what, must_exist=True))
+    elif (parts := text.partition("@"))[1] and parts[0] and not re.search(r"[\\/]", parts[0]):
+        out = f"{parts[0]}@{resolve_in_roots(parts[2], roots, what=what, must_exist=True)}"
+    elif text.startswith((".", "~")) or re.search(r"[\\/]", text) or (Path(roots[0]) / text).exists():
+        out = str(resolve_in_roots(text, roots, what=what, must_exist=True))  # a bare name: a folder in the first root
+    else:
+        return text
+    _confine_loaded(out, roots, what)
+    return out
+
+
+def _confine_loaded(spec: str, roots: Sequence[Path], what: str) -> None:
+    """The folder the loader would read for ``spec`` (a run's ``best/``, which may be a link) inside ``roots`` too."""
+    from affectvlm.errors import AffectVLMError
+    from affectvlm.model.specs import parse_spec
+
+    try:
+        path = parse_spec(spec).path
+    except AffectVLMError:
+        return  # not loadable at all: the loader says why, in its own words
+    if path:
+        resolve_in_roots(path, roots, what=what)
 
 
 def unique_run_dir(parent: Path, stem: str) -> Path:

@@ -338,7 +338,11 @@ def _build(spec: Spec, device: torch.device, classes, prompts, fusion: str | Non
     if model.attention is not None and meta.get("fusion_weights"):
         from safetensors.torch import load_file
 
-        fpath = Path(spec.path) / meta["fusion_weights"]
+        folder = Path(os.path.realpath(spec.path))
+        fpath = Path(os.path.realpath(folder / str(meta["fusion_weights"])))
+        if folder not in fpath.parents:  # the metadata may name only a file of its own folder
+            raise ModelError(f"{spec.path}/{ckpt.META_FILE}: fusion_weights must name a file in the checkpoint "
+                             f"folder, not {str(meta['fusion_weights'])[:200]!r}")
         try:
             model.attention.load_state_dict(load_file(str(fpath)))
         except Exception as e:
