@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+import struct
 import threading
 import zipfile
 from typing import Callable, Iterable
@@ -60,12 +61,43 @@ def open_zip(data_or_path: bytes | str | os.PathLike, limits: Limits | None, sou
         except OSError as e:
             raise InputError(source, f"cannot read: {e.strerror or e}") from None
         fh = path
+    declared = _declared_entries(fh)
+    if declared is not None and declared > limits.max_zip_members:  # before zipfile reads every entry of it
+        raise InputError(source, f"zip has {declared} members, over the limit of {limits.max_zip_members}")
     try:
         return zipfile.ZipFile(fh)
     except zipfile.BadZipFile as e:
         raise InputError(source, f"not a valid zip file ({e})") from None
     except (OSError, EOFError, ValueError) as e:
         raise InputError(source, f"cannot open zip: {e}") from None
+
+
+def _declared_entries(fh: io.BufferedIOBase | str) -> int | None:
+    """The member count a zip's end record declares (zip64 too), read from its last bytes; None if unreadable
+    (zipfile then says what is wrong)."""
+    try:
+        f = open(fh, "rb") if isinstance(fh, str) else fh
+        try:
+            size = f.seek(0, io.SEEK_END)
+            f.seek(max(0, size - (1 << 16) - 22))
+            tail = f.read()
+            at = tail.rfind(b"PK\x05\x06")
+            if at < 0 or len(tail) < at + 22:
+                return None
+            (count,) = struct.unpack_from("<H", tail, at + 10)
+            if count != 0xFFFF or at < 20 or tail[at - 20:at - 16] != b"PK\x06\x07":
+                return count
+            (where,) = struct.unpack_from("<Q", tail, at - 12)  # the zip64 end record
+            f.seek(where)
+            rec = f.read(56)
+            return struct.unpack_from("<Q", rec, 32)[0] if rec[:4] == b"PK\x06\x06" and len(rec) == 56 else None
+        finally:
+            if isinstance(fh, str):
+                f.close()
+            else:
+                f.seek(0)
+    except (OSError, struct.error, ValueError):
+        return None
 
 
 def _checked_infos(zf: zipfile.ZipFile, limits: Limits, source: str) -> list[zipfile.ZipInfo]:
