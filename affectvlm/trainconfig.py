@@ -376,6 +376,8 @@ def _coerce(cfg: TrainConfig) -> TrainConfig:
     for k in ("collapse_steps", "collapse_grace", "chance_epochs", "workers"):
         if int(getattr(cfg, k)) < 0:
             raise ConfigError(f"{k} must be >= 0 (got {getattr(cfg, k)})")
+    if int(cfg.workers) > 64:  # each is a process holding a render cache's share of memory
+        raise ConfigError(f"workers must be at most 64 (got {cfg.workers})")
     if cfg.lr <= 0:
         raise ConfigError(f"lr must be > 0 (got {cfg.lr})")
     for k in ("aug_flip", "aug_swap", "aug_erase"):

@@ -229,3 +229,25 @@ def test_split_auto_takes_a_manifests_own_split_and_kfold_otherwise():
     for splits in (["train"] * 6 + [None] * 4, ["train"] * 8 + ["holdout"] * 2):  # a split meant, not made: said
         with pytest.raises(ConfigError, match="--split kfold"):
             split_samples(samples(splits), cfg)
+
+
+def test_a_run_checkpoints_manifest_names_only_its_own_files(tmp_path):
+    """meta.json's file names were joined to the folder unchecked: '../../x' hashed a file anywhere."""
+    import json
+
+    from affectvlm.train.checkpointing import DamagedCheckpoint, load_run_checkpoint
+
+    (tmp_path / "secret").write_text("x")
+    ck = tmp_path / "run" / "checkpoints" / "epoch_0001"
+    ck.mkdir(parents=True)
+    for name in ("../../../secret", "/etc/passwd", ".."):
+        (ck / "meta.json").write_text(json.dumps({"files": {name: {"size": 1}}}))
+        with pytest.raises(DamagedCheckpoint, match="not a file of the checkpoint"):
+            load_run_checkpoint(ck)
+
+
+def test_workers_are_capped():
+    from affectvlm.trainconfig import resolve_config
+
+    with pytest.raises(ConfigError, match="workers must be at most 64"):
+        resolve_config(["--data", "d", "--out", "o", "--workers", "100000"])
