@@ -240,7 +240,7 @@ def test_a_run_checkpoints_manifest_names_only_its_own_files(tmp_path):
     (tmp_path / "secret").write_text("x")
     ck = tmp_path / "run" / "checkpoints" / "epoch_0001"
     ck.mkdir(parents=True)
-    for name in ("../../../secret", "/etc/passwd", ".."):
+    for name in ("../../../secret", "/etc/passwd", "..", "model/../../../../secret"):
         (ck / "meta.json").write_text(json.dumps({"files": {name: {"size": 1}}}))
         with pytest.raises(DamagedCheckpoint, match="not a file of the checkpoint"):
             load_run_checkpoint(ck)

@@ -93,7 +93,8 @@ def load_run_checkpoint(ck: str | os.PathLike) -> tuple[dict[str, torch.Tensor],
     files = meta.get("files")
     if isinstance(files, dict):
         for name, want in files.items():
-            if "/" in name or "\\" in name or name in ("", ".", ".."):  # the manifest lists its own folder's files
+            parts = name.replace("\\", "/").split("/")
+            if name.startswith(("/", "\\")) or any(x in ("", ".", "..") for x in parts):  # its own folder's files only
                 raise DamagedCheckpoint(f"{ck}: meta.json names {name[:80]!r}, not a file of the checkpoint")
             got = _file_digest(ck / name) if (ck / name).is_file() else None
             if got is None:
