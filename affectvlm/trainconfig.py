@@ -445,14 +445,27 @@ SPLIT_KEYS = ("data", "layout", "fold", "folds", "split_seed", "split", "val_fra
               "include_neutral")
 
 
+# what shapes its model, its optimizer's step count or its images: a continued run must keep them too
+RUN_KEYS = ("model", "batch_size", "accum", "losses", "freeze", "unlock_last", "views", "image_size", "input_size",
+            "texture", "render_map", "render_crop", "fill_holes")
+
+
 def _refuse_other_split(cfg: TrainConfig, saved: TrainConfig, out: str) -> None:
-    """A run folder continued with other data or another split would test on subjects it trained on."""
+    """A run folder continued with other data or another split would test on subjects it trained on; with another
+    model, batch layout or images it would load its checkpoint into another run (or skip steps)."""
     saved.data = os.path.abspath(saved.data) if saved.data else saved.data
     other = [k for k in SPLIT_KEYS if getattr(cfg, k) != getattr(saved, k)]
     if other:
         was = ", ".join(f"{k} {getattr(saved, k)!r}" for k in other)
         raise ConfigError(f"{out} holds a run with {was}; continuing it with other data or another split would test "
                           f"on subjects it trained on: choose another --out, or give the run's own options")
+    same = {"losses": lambda a, b: parse_loss_weights(a) == parse_loss_weights(b)}
+    other = [k for k in RUN_KEYS if getattr(cfg, k) is not None
+             and not same.get(k, lambda a, b: a == b)(getattr(cfg, k), getattr(saved, k))]
+    if other:
+        was = ", ".join(f"{k} {getattr(saved, k)!r} (not {getattr(cfg, k)!r})" for k in other)
+        raise ConfigError(f"{out} holds a run with {was}; a continued run keeps the model, batches and images it "
+                          "began with: choose another --out for the new options, or drop them to continue")
 
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:

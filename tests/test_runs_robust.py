@@ -459,12 +459,15 @@ def test_a_run_folders_config_yaml_cannot_bring_in_a_path_the_form_confined(root
     ws, outside = roots
     run = ws / "runs" / "r"
     run.mkdir(parents=True)
-    (run / "config.yaml").write_text(f"data: {ws / 'data'}\nlayout: folders\nout: {run}\nmodel: {outside}/evil\n"
-                                     f"cache_dir: {outside}/cache\nepochs: 3\n")
+    saved = f"data: {ws / 'data'}\nlayout: folders\nout: {run}\ncache_dir: {outside}/cache\nepochs: 3\n"
+    (run / "config.yaml").write_text(saved)
     args = train_command_args(data=ws / "data", layout="folders", out=run, roots=[ws], cache_dir=ws / ".render-cache",
                               model="default", extra_text="")
     cfg = resolve_config(args + ["--resume"])  # the Resume button's command: config.yaml is its base
-    assert cfg.model == "default" and cfg.cache_dir == str(ws / ".render-cache")
+    assert cfg.model == "default" and cfg.cache_dir == str(ws / ".render-cache") and cfg.epochs == 3
+    (run / "config.yaml").write_text(saved + f"model: {outside}/evil\n")
+    with pytest.raises(ConfigError, match="holds a run with model '.*evil' \\(not 'default'\\)"):
+        resolve_config(args + ["--resume"])  # a continued run keeps its model: refused, never loaded
 
 
 @pytest.mark.timeout(30)

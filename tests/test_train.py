@@ -227,7 +227,7 @@ def test_a_scan_too_small_to_be_a_face_stops_training_naming_it(tmp_path, capsys
     data = write_tiny_bu3dfe(tmp_path / "data", n_subjects=4)
     bad = data / "M0002" / "M0002_SA03WH_F3D.wrl"
     write_vrml(bad, Mesh(np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], np.float32), np.array([[0, 1, 2]])))
-    rc = main(_args(data, tmp_path / "run", tmp_path / "cache", "--epochs", "1", "--folds", "2"))
+    rc = main(_args(data, tmp_path / "run", tmp_path / "cache", "--epochs", "1", "--folds", "2", "--batch-size", "2"))
     err = capsys.readouterr().err
     assert rc == 2 and f"error: {bad}: only 3 vertices: too small to be a face scan" in err and "Traceback" not in err
     assert json.loads((tmp_path / "run" / "status.json").read_text())["status"] == "failed"

@@ -578,3 +578,34 @@ def test_a_run_on_the_lights_map_keeps_it_for_predict_and_eval(tiny, tmp_path):
     img = np.load(next((tmp_path / "cache").rglob("*.npy"))).astype(int)  # (V, 3, H, W) uint8
     assert np.abs(img[:, 0] - img[:, 1]).max() > 50
     _eval_reads_as_the_run(tmp_path / "run", tmp_path / "ev-cache")
+
+
+def test_a_relaunch_that_cannot_continue_the_run_leaves_it_as_it_was(tmp_path, capsys):
+    """A finished run relaunched with a bad option was marked failed and its config.yaml took the bad value; one
+    resumed with another --batch-size or --accum skipped steps and said finished; one whose data lost a subject
+    resplit its subjects and tested on some it trained on; a fresh start after a killed first attempt kept that
+    attempt's metric records."""
+    import shutil
+
+    from affectvlm.train.train import main
+
+    data = write_tiny_bu3dfe(tmp_path / "data")
+    run = tmp_path / "run"
+    (run).mkdir()
+    (run / "metrics.jsonl").write_text('{"kind": "train", "epoch": 0, "step": 99, "loss": 1.0}\n')  # a killed attempt
+    args = _args(data, run, tmp_path / "cache", "--epochs", "1")
+    assert main(args) == 0
+    assert all(r["step"] != 99 for r in _train_records(run))
+    capsys.readouterr()
+    kept = {n: (run / n).read_bytes() for n in ("config.yaml", "status.json", "splits.json", "metrics.jsonl")}
+    for extra, says in ((["--margin-min", "0.5", "--margin-max", "0.4"], "margin"),
+                        (["--epochs", "2", "--accum", "2"], "holds a run with accum 1 (not 2)"),
+                        (["--epochs", "2", "--batch-size", "4"], "holds a run with batch_size 2 (not 4)"),
+                        (["--epochs", "2", "--image-size", "48"], "image_size 32 (not 48)")):
+        assert main([*args, *extra]) == 2, extra
+        assert says in capsys.readouterr().err, extra
+        assert {n: (run / n).read_bytes() for n in kept} == kept, extra  # untouched: still finished, same config
+    shutil.rmtree(next(p for p in data.iterdir() if p.is_dir()))  # a subject's folder removed since
+    assert main([*args, "--epochs", "2"]) == 2
+    assert "split differently from when the run began" in capsys.readouterr().err
+    assert {n: (run / n).read_bytes() for n in kept} == kept

@@ -421,10 +421,15 @@ def restore_progress(run_dir: Path, loop: "Loop", info: DistInfo) -> Progress:
             log.info("%s holds no checkpoint yet: starting from the beginning", run_dir)
         return Progress()
     last, weights, state, _ = found
-    missing, unexpected = loop.step_mod.load_state_dict(weights, strict=False)
-    if unexpected or missing:
-        raise ConfigError(f"{last}: checkpoint does not match the model ({missing[:3]} {unexpected[:3]})")
-    loop.optimizer.load_state_dict(state["optimizer"])
+    try:
+        missing, unexpected = loop.step_mod.load_state_dict(weights, strict=False)
+        if unexpected or missing:
+            raise ValueError(f"{missing[:3]} {unexpected[:3]}")
+        loop.optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as e:  # a shape, a parameter group, a key of another model
+        first = " ".join(str(e).split())[:200]
+        raise ConfigError(f"{last}: the checkpoint does not fit this run's model and options ({first}); continue it "
+                          "with the options it was started with (its config.yaml), or choose another --out") from None
     checkpointing.set_rng_state(state["rng"])
     epoch, step = int(state["epoch"]), int(state["step"])
     if int(state.get("epoch_step", 0)) > 0:  # a mid-epoch checkpoint: continue inside that epoch
@@ -437,6 +442,19 @@ def restore_progress(run_dir: Path, loop: "Loop", info: DistInfo) -> Progress:
         log.info("resumed from %s (epoch %d, step %d%s)", last, epoch, step,
                  f", {progress.epoch_step} steps into the epoch" if progress.epoch_step else "")
     return progress
+
+
+def check_same_splits(run_dir: Path, splits: Splits) -> None:
+    """A continued run must train, select and test on the subjects it began with: data that changed since (a
+    subject folder added or removed) reshuffles the split and would test on subjects it trained on."""
+    saved = runfolder.read_splits(run_dir)
+    now = splits.record().subjects
+    if saved is None or {k: sorted(v) for k, v in saved.subjects.items()} == {k: sorted(v) for k, v in now.items()}:
+        return
+    moved = sorted(s for k, subs in now.items() for s in subs if s not in saved.subjects.get(k, ()))
+    raise ConfigError(f"{run_dir}: the data's subjects split differently from when the run began ({len(moved)} "
+                      f"moved, e.g. {', '.join(moved[:3]) or 'none'}; subjects added or removed?); continuing would "
+                      "test on subjects it trained on: restore the data, or choose another --out")
 
 
 def refuse_existing_run(cfg: TrainConfig) -> None:
@@ -641,30 +659,13 @@ def train(cfg: TrainConfig, info: DistInfo, stop: StopSignals | None = None) -> 
     cidx = {c: i for i, c in enumerate(classes)}
     views = tuple(settings.views)
     n_views = len(views)
-    if info.is_main:
-        # the render size the run resolved, so a resume renders as the run began even if the default changes
-        save_config(replace(cfg, image_size=settings.size), RunFolder(run_dir).config)
-        runfolder.write_splits(run_dir, splits.record())
-        write_status(run_dir, Status.RUNNING, epoch=0, step=0, phase="rendering")
-        log.info("%s; world %d", plan.describe(), info.world_size)
-        if not val_s:
-            log.warning("no validation subjects (val_fraction %s): best/ is the last epoch", cfg.val_fraction)
 
-    # render cache, warmed in shards over ranks
     from affectvlm.train.cache import RenderCache, default_cache_dir
 
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
     # every view also at the model's scoring pitches: training sees them and val / test score as predict does
     cache = RenderCache(cache_dir, settings, angle_jitter=cfg.angle_jitter if cfg.aug else 0.0,
                         device=device, pitches=settings.score_pitches)
-    t0 = time.perf_counter()
-    all_paths = [s.path for s in train_s + val_s + test_s]
-    rendered = cache.warm(all_paths, info.rank, info.world_size)
-    barrier(info)
-    render_s = time.perf_counter() - t0
-    if info.is_main:
-        log.info("render cache %s: rendered %d here in %.1fs", cache_dir, rendered, render_s)
-
     model.to(device)
     weights = parse_loss_weights(cfg.losses)
     criterion = MultiLoss(weights, cfg.margin_init, cfg.margin_min, cfg.margin_max,
@@ -726,7 +727,30 @@ def train(cfg: TrainConfig, info: DistInfo, stop: StopSignals | None = None) -> 
                 monitor=CollapseMonitor(cfg.collapse_spread, cfg.collapse_steps, cfg.collapse_grace,
                                         cfg.chance_epochs, failure_hint(cfg, weights, from_scratch)),
                 reporter=None, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+    # every check and the checkpoint restored before anything of the run folder is written: a relaunch with a bad
+    # or mismatched option leaves its config.yaml, splits.json and status.json as they were
     progress = restore_progress(run_dir, loop, info) if cfg.resume != "no" else Progress()
+    if info.is_main:
+        if progress.step or progress.epoch:
+            check_same_splits(run_dir, splits)
+        else:
+            RunFolder(run_dir).metrics.unlink(missing_ok=True)  # a killed first attempt's records: started over
+        # the render size the run resolved, so a resume renders as the run began even if the default changes
+        save_config(replace(cfg, image_size=settings.size), RunFolder(run_dir).config)
+        runfolder.write_splits(run_dir, splits.record())
+        write_status(run_dir, Status.RUNNING, epoch=progress.epoch, step=progress.step, phase="rendering")
+        log.info("%s; world %d", plan.describe(), info.world_size)
+        if not val_s:
+            log.warning("no validation subjects (val_fraction %s): best/ is the last epoch", cfg.val_fraction)
+
+    # render cache, warmed in shards over ranks
+    t0 = time.perf_counter()
+    all_paths = [s.path for s in train_s + val_s + test_s]
+    rendered = cache.warm(all_paths, info.rank, info.world_size)
+    barrier(info)
+    render_s = time.perf_counter() - t0
+    if info.is_main:
+        log.info("render cache %s: rendered %d here in %.1fs", cache_dir, rendered, render_s)
     loop.start_step = progress.step
     barrier(info)
     if info.distributed:
