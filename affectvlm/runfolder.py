@@ -409,7 +409,11 @@ def lock_run_dir(run_dir: PathLike) -> int:
     except OSError as e:  # a file of that name, no permission
         raise ConfigError(f"{run_dir}: cannot be the run folder ({e.strerror or e})") from None
     path = RunFolder(run_dir).lock
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+    except OSError as e:  # a read-only folder or file system, no permission
+        raise ConfigError(f"{run_dir}: cannot be the run folder ({e.strerror or e}); give --out a writable "
+                          "folder") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:

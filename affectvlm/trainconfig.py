@@ -230,12 +230,15 @@ def build_parser(prog: str = "affectvlm train") -> argparse.ArgumentParser:
     p.add_argument("--accum", type=int, help="gradient accumulation steps")
     p.add_argument("--clip-grad", type=float, help="max gradient norm (0 = off)")
     p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
+    p.add_argument("--no-amp", dest="amp", action="store_false", help="full precision (the default)")
     p.add_argument("--losses", help="weights, e.g. mc=1,mt=1,clip=1,ce=0")
     p.add_argument("--margin-init", type=float)
     p.add_argument("--margin-min", type=float)
     p.add_argument("--margin-max", type=float)
     p.add_argument("--no-loss-center", dest="loss_center", action="store_false",
                    help="plain mc / mt without batch centring (they can collapse from a random init)")
+    p.add_argument("--loss-center", dest="loss_center", action="store_true",
+                   help="mc / mt centred on the batch mean (the default; undoes a run's saved --no-loss-center)")
     p.add_argument("--label-smoothing", type=float,
                    help="mix the one-hot ce / ces targets with a uniform one: (1 - S) one-hot + S / classes (0 = off)")
     p.add_argument("--freeze", choices=_CHOICES["freeze"])
@@ -272,6 +275,7 @@ def build_parser(prog: str = "affectvlm train") -> argparse.ArgumentParser:
                    help="share of the non-test subjects used for validation / best-model selection (0.15)")
     p.add_argument("--intensities", type=_int_list, help="e.g. 3,4")
     p.add_argument("--no-neutral", dest="include_neutral", action="store_false")
+    p.add_argument("--neutral", dest="include_neutral", action="store_true", help="train on neutral scans (default)")
     p.add_argument("--classes", type=_str_list)
     p.add_argument("--frames-per-sequence", type=int)
     p.add_argument("--workers", type=int)
@@ -289,13 +293,16 @@ def build_parser(prog: str = "affectvlm train") -> argparse.ArgumentParser:
                         "and stop: nothing is rendered, trained or written")
     p.add_argument("--cache-dir")
     p.add_argument("--no-aug", dest="aug", action="store_false")
+    p.add_argument("--aug", dest="aug", action="store_true", help="image augmentations on (the default)")
     for k in ("flip", "rotate", "scale", "shift", "shade", "swap", "erase"):
         p.add_argument(f"--aug-{k}", type=float)
     p.add_argument("--angle-jitter", type=float)
     p.add_argument("--no-prompt-aug", dest="prompt_aug", action="store_false")
+    p.add_argument("--prompt-aug", dest="prompt_aug", action="store_true", help="augmented prompts (the default)")
     p.add_argument("--eval-every", type=int)
     p.add_argument("--proto-eval", action="store_true",
                    help="also report val accuracy of nearest class centroids of the training embeddings")
+    p.add_argument("--no-proto-eval", dest="proto_eval", action="store_false", help="(the default)")
     p.add_argument("--collapse-spread", type=float,
                    help="stop when the batch embedding spread stays below this (0.01; 0 = off)")
     p.add_argument("--collapse-steps", type=int, help="... for this many consecutive steps (20)")
@@ -376,6 +383,21 @@ def _coerce(cfg: TrainConfig) -> TrainConfig:
     for k in ("collapse_steps", "collapse_grace", "chance_epochs", "workers"):
         if int(getattr(cfg, k)) < 0:
             raise ConfigError(f"{k} must be >= 0 (got {getattr(cfg, k)})")
+    bad = [f.name for f in fields(cfg) if isinstance(getattr(cfg, f.name), float) and not math.isfinite(getattr(cfg, f.name))]
+    if bad:
+        raise ConfigError(f"{bad[0]} must be a finite number (got {getattr(cfg, bad[0])})")
+    for k in ("warmup", "unlock_last"):
+        if int(getattr(cfg, k)) < 0:
+            raise ConfigError(f"{k} must be >= 0 (got {getattr(cfg, k)})")
+    if float(cfg.wd) < 0:
+        raise ConfigError(f"wd must be >= 0 (got {cfg.wd})")
+    if int(cfg.frames_per_sequence) < 1:
+        raise ConfigError(f"frames_per_sequence must be >= 1 (got {cfg.frames_per_sequence})")
+    if cfg.max_steps is not None and int(cfg.max_steps) < 0:
+        raise ConfigError(f"max_steps must be >= 0 (got {cfg.max_steps}; 0 or none: no limit)")
+    if not float(cfg.margin_min) < float(cfg.margin_init) < float(cfg.margin_max):
+        raise ConfigError(f"margins must satisfy margin_min < margin_init < margin_max (got {cfg.margin_min}, "
+                          f"{cfg.margin_init}, {cfg.margin_max})")
     if int(cfg.workers) > 64:  # each is a process holding a render cache's share of memory
         raise ConfigError(f"workers must be at most 64 (got {cfg.workers})")
     if cfg.lr <= 0:
@@ -424,6 +446,8 @@ def resolve_config(argv: Sequence[str] | None = None) -> TrainConfig:
     out, mode = ns.get("out"), ns.get("resume", "auto")
     saved = RunFolder(out).config if out else None
     continuing = mode == "yes" or (mode == "auto" and out and list_checkpoints(out))
+    if continuing and saved is None:
+        raise ConfigError("--resume needs --out: the run folder to continue")
     if continuing and "config" not in ns and saved.exists():
         merged.update(load_yaml(saved))
         merged.pop("resume", None)  # how to start is this launch's choice, not the saved run's

@@ -68,9 +68,24 @@ def test_failure_hint_names_the_option():
     h = failure_hint(TrainConfig(losses="mc=1,mt=1"), w, from_scratch=True)
     assert "'mc,mt'" in h and "--losses ce=1,clip=1" in h and "from scratch" in h
     h = failure_hint(TrainConfig(losses="mc=1,mt=1", loss_center=False), w, from_scratch=True)
-    assert "--no-loss-center" in h and "--losses ce=1,clip=1" in h
+    assert "give --loss-center" in h and "--losses ce=1,clip=1" in h
     h = failure_hint(TrainConfig(lr=5.0), {"mc": 0, "mt": 0, "clip": 1, "ce": 1}, from_scratch=False)
     assert "--lr" in h and "too high" in h
+    h = failure_hint(TrainConfig(model="AffectVLM-Tiny"), {"ce": 1.0, "clip": 1.0}, from_scratch=True)
+    assert "start from a trained model" in h and "use --losses" not in h  # never the losses already in use
+
+
+def test_every_switch_a_run_saves_can_be_switched_back():
+    """--no-loss-center, --amp, --no-aug, --no-prompt-aug, --proto-eval had no opposite: once a run folder's
+    config.yaml held them, no command could undo them (the collapse hint said to 'drop' one)."""
+    from affectvlm.trainconfig import build_parser
+
+    base = ["--data", "d", "--out", "o"]
+    for off, on, key in (("--no-loss-center", "--loss-center", "loss_center"), ("--amp", "--no-amp", "amp"),
+                         ("--no-aug", "--aug", "aug"), ("--no-prompt-aug", "--prompt-aug", "prompt_aug"),
+                         ("--proto-eval", "--no-proto-eval", "proto_eval"), ("--no-neutral", "--neutral", "include_neutral")):
+        a, b = (vars(build_parser().parse_args(base + [x]))[key] for x in (off, on))
+        assert a != b, off
 
 
 def _samples(n_subjects: int, split_of=None) -> list[Sample]:

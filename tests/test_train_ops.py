@@ -609,3 +609,15 @@ def test_a_relaunch_that_cannot_continue_the_run_leaves_it_as_it_was(tmp_path, c
     assert main([*args, "--epochs", "2"]) == 2
     assert "split differently from when the run began" in capsys.readouterr().err
     assert {n: (run / n).read_bytes() for n in kept} == kept
+
+
+def test_a_dry_run_refuses_what_the_real_run_would(tiny, tmp_path, capsys):
+    """--dry-run accepted a batch larger than the training set and a device that is not there."""
+    from affectvlm.train.train import main
+
+    args = _args(tiny, tmp_path / "run", tmp_path / "cache")
+    for extra, says in ((["--batch-size", "64"], "no full batch of 64"), (["--device", "bogus"], "bad device")):
+        capsys.readouterr()
+        assert main([*args, *extra, "--dry-run"]) == 2, extra
+        assert says in capsys.readouterr().err, extra
+    assert not (tmp_path / "run").exists()

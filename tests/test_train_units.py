@@ -251,3 +251,38 @@ def test_workers_are_capped():
 
     with pytest.raises(ConfigError, match="workers must be at most 64"):
         resolve_config(["--data", "d", "--out", "o", "--workers", "100000"])
+
+
+@pytest.mark.parametrize("opts, says", [
+    (["--lr", "nan"], "lr must be a finite number"), (["--warmup", "-5"], "warmup must be >= 0"),
+    (["--wd", "-1"], "wd must be >= 0"), (["--unlock-last", "-3"], "unlock_last must be >= 0"),
+    (["--frames-per-sequence", "0"], "frames_per_sequence must be >= 1"), (["--max-steps", "-1"], "max_steps"),
+    (["--margin-min", "0.9", "--margin-max", "0.1"], "margin_min < margin_init < margin_max"),
+])
+def test_values_no_run_can_use_are_one_line(opts, says):
+    """NaN passed 'lr <= 0' and failed in AdamW after the rendering; the others were accepted and trained on."""
+    from affectvlm.trainconfig import resolve_config
+
+    with pytest.raises(ConfigError, match=says):
+        resolve_config(["--data", "d", "--out", "o", *opts])
+
+
+def test_resume_without_out_and_a_read_only_run_folder_are_one_line(tmp_path, monkeypatch):
+    import os
+
+    from affectvlm.runfolder import lock_run_dir
+    from affectvlm.trainconfig import resolve_config
+
+    with pytest.raises(ConfigError, match="--resume needs --out"):
+        resolve_config(["--data", "d", "--resume"])
+    import errno
+
+    from affectvlm import runfolder
+
+    def read_only(*a, **k):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    with monkeypatch.context() as m:  # an existing folder on a read-only file system (root writes chmod-ed ones)
+        m.setattr(runfolder.os, "open", read_only)
+        with pytest.raises(ConfigError, match="cannot be the run folder .Read-only file system"):
+            lock_run_dir(tmp_path)

@@ -41,16 +41,17 @@ def failure_hint(cfg: TrainConfig, weights: dict[str, float], from_scratch: bool
     active = [k for k, w in weights.items() if w > 0]
     if {"mc", "mt"} & set(active) and not cfg.loss_center:
         return (f"the losses '{','.join(active)}' with uncentred mc/mt collapse"
-                f"{' from scratch' if from_scratch else ''} — drop --no-loss-center, or use --losses ce=1,clip=1")
+                f"{' from scratch' if from_scratch else ''} — give --loss-center, or use --losses ce=1,clip=1")
     if not ({"ce", "ces", "clip"} & set(active)):
         return (f"the losses '{','.join(active)}' without 'ce' or 'clip' can collapse"
                 f"{' from scratch' if from_scratch else ''} — use --losses ce=1,clip=1 or lower --lr")
     if cfg.lr > 2e-3:
         return f"the learning rate {cfg.lr:g} is likely too high — lower --lr (e.g. {cfg.lr / 10:g})"
     if from_scratch:
+        other = "" if set(active) == {"ce", "clip"} else "use --losses ce=1,clip=1, "
         return (f"a random init ({cfg.model}) with --losses {cfg.losses} at --lr {cfg.lr:g} — start from a trained "
-                f"model (--model default), use --losses ce=1,clip=1, or change --lr / --epochs")
-    return f"lower --lr (now {cfg.lr:g}) or check the labels and --losses"
+                f"model (--model default), {other}or change --lr / --epochs")
+    return f"lower --lr (now {cfg.lr:g}) or check the labels and --losses (now {cfg.losses})"
 
 
 @dataclass

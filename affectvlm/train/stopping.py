@@ -1,4 +1,4 @@
-"""Stopping on a signal without losing work: SIGTERM (the app's Stop, ``scancel``) and SIGUSR1 (SLURM's
+"""Stopping on a signal without losing work: SIGTERM (the app's Stop, ``scancel``; SIGHUP alike) and SIGUSR1 (SLURM's
 pre-emption warning, ``#SBATCH --signal=USR1@120``; torchrun forwards it with ``--signals-to-handle``).
 
 While optimizer steps run, a signal only sets a flag; after each step every rank agrees (one all-reduce)
@@ -21,7 +21,7 @@ from affectvlm.train.distributed import DistInfo
 
 PREEMPTED_EXIT = 75  # EX_TEMPFAIL ("try again later"): checkpoint written, requeue me
 STOPPED_EXIT = 130
-_CODES = {signal.SIGTERM: 1, signal.SIGUSR1: 2}
+_CODES = {signal.SIGTERM: 1, signal.SIGHUP: 1, signal.SIGUSR1: 2}  # SIGHUP (a closed terminal, srun) as SIGTERM
 
 
 class StopTraining(KeyboardInterrupt):

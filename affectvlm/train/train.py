@@ -14,6 +14,7 @@ through :mod:`affectvlm.runfolder`; SIGTERM / SIGUSR1 stop after a checkpoint (:
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import math
@@ -444,6 +445,26 @@ def restore_progress(run_dir: Path, loop: "Loop", info: DistInfo) -> Progress:
     return progress
 
 
+def check_batches(cfg: TrainConfig, n_train: int, world: int) -> int:
+    """Each process's batch size; ConfigError when the batch does not divide over the processes or the training
+    samples give no full optimizer step (a DistributedSampler gives each rank ceil(n / world) samples)."""
+    local_bs = cfg.batch_size // world
+    if local_bs < 1 or cfg.batch_size % world:
+        raise ConfigError(f"--batch-size {cfg.batch_size} must be a multiple of the {world} processes")
+    if (-(-n_train // world) // local_bs) // cfg.accum < 1:
+        raise ConfigError(f"{n_train} training samples give no full batch of {cfg.batch_size} x {cfg.accum}")
+    return local_bs
+
+
+def check_writable(out: str) -> None:
+    """The run folder, or the nearest folder above it that exists, can be written (said by a dry run too)."""
+    p = Path(out).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {out}: {p} is not writable")
+
+
 def check_same_splits(run_dir: Path, splits: Splits) -> None:
     """A continued run must train, select and test on the subjects it began with: data that changed since (a
     subject folder added or removed) reshuffles the split and would test on subjects it trained on."""
@@ -678,9 +699,7 @@ def train(cfg: TrainConfig, info: DistInfo, stop: StopSignals | None = None) -> 
                          torch.bincount(subject_ids, minlength=len(numbers))).to(device)
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
 
-    local_bs = cfg.batch_size // info.world_size
-    if local_bs < 1 or cfg.batch_size % info.world_size:
-        raise ConfigError(f"--batch-size {cfg.batch_size} must be a multiple of the {info.world_size} processes")
+    local_bs = check_batches(cfg, len(train_s), info.world_size)
     train_ds = CachedViews(train_s, cidx, cache)
     val_ds = CachedViews(val_s, cidx, cache)
     test_ds = CachedViews(test_s, cidx, cache)
@@ -704,7 +723,7 @@ def train(cfg: TrainConfig, info: DistInfo, stop: StopSignals | None = None) -> 
         sampler=torch.utils.data.DistributedSampler(train_ds, num_replicas=info.world_size, rank=info.rank,
                                                     shuffle=False))
     steps_per_epoch = len(loader) // cfg.accum
-    if steps_per_epoch < 1:
+    if steps_per_epoch < 1:  # --batch-by: one group a batch can leave fewer full batches
         raise ConfigError(f"{len(train_s)} training samples give no full batch of {cfg.batch_size} x {cfg.accum}")
     total_steps = steps_per_epoch * cfg.epochs
     if cfg.max_steps:
@@ -1032,6 +1051,16 @@ def _failed_for_good(run_dir: Path) -> str:
     return st.message if st is not None and st.status is Status.FAILED and st.reason in FINAL_FAILURES else ""
 
 
+def _disk_full(e: BaseException) -> bool:
+    """Whether ``e`` (or what caused it) is a full disk or quota."""
+    while e is not None:
+        if getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or any(
+                t in str(e) for t in ("No space left on device", "StorageFull", "Disk quota exceeded")):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point for ``affectvlm train`` and ``python -m affectvlm.train`` (also under torchrun)."""
     try:
@@ -1042,8 +1071,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         refuse_existing_run(cfg)
         if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
             raise ConfigError(f"--out {cfg.out}: a file is there; the run folder must be a folder")
-        if cfg.dry_run:
+        if cfg.dry_run:  # the checks a real run makes before its first write, nothing written or rendered
+            from affectvlm.model import resolve_device
+
+            resolve_device(cfg.device)
+            check_writable(cfg.out)
             plan = plan_run(cfg)  # every rank checks the data the same way; one prints the plan
+            check_batches(cfg, len(plan.splits.train), int(os.environ.get("WORLD_SIZE", "1") or 1))
             if checkpointing.launch_rank() == 0:
                 print(json.dumps(plan.to_json(), indent=2))
             return 0
@@ -1088,6 +1122,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except Exception as e:  # noqa: BLE001 - the app needs the failure in status.json
+        if _disk_full(e):  # safetensors and torch say so in their own types
+            print(f"error: {run_dir}: no space left on the disk while saving; free space and run the same command "
+                  "to continue from the last complete checkpoint", file=sys.stderr)
+            with contextlib.suppress(OSError):
+                write_status(run_dir, Status.FAILED, message="no space left on the disk", reason="OSError")
+            return 2
         log.exception("training failed")
         if info.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
