@@ -21,16 +21,17 @@ RUN apt-get update \
       libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri libglx-mesa0 libgomp1 libxrender1 curl \
  && rm -rf /var/lib/apt/lists/*
 
+# The code stays root's (the app's user cannot change what it runs); the user owns only its data volumes.
 RUN useradd --create-home --uid 1000 affectvlm \
  && mkdir -p /app /data/workspace /data/weights \
- && chown -R affectvlm:affectvlm /app /data
+ && chown -R affectvlm:affectvlm /data
 WORKDIR /app
 
 # Dependencies first (cached layer): pip resolves torch + torchvision together, i.e. the CUDA build.
 COPY requirements.txt ./
 RUN python -m pip install -r requirements.txt
 
-COPY --chown=affectvlm:affectvlm . .
+COPY . .
 RUN python -m pip install --no-deps .
 
 USER affectvlm
