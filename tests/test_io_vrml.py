@@ -210,3 +210,13 @@ def test_a_gzip_compressed_vrml_file_is_read_within_the_limits(tmp_path):
         load_mesh(gzip.compress(plain + b" " * 4_000_000), "bomb.wrl", limits=Limits(max_file_bytes=1_000_000))
     with pytest.raises(InputError, match="cut short"):
         load_mesh(packed[: len(packed) // 2], "cut.wrl")
+
+
+def test_x3d_classic_header_statements_are_skipped():
+    """'#X3D' files were accepted, but their required PROFILE line was 'expected {'."""
+    text = ("#X3D V3.0 utf8\nPROFILE Interchange\nCOMPONENT Geometry3D:1\nMETA \"creator\" \"scanner\"\n"
+            "UNIT length millimetre 0.001\n"
+            "Shape { geometry IndexedFaceSet { coord Coordinate { point [ 0 0 0, 1 0 0, 1 1 0 ] } "
+            "coordIndex [ 0 1 2 -1 ] } }\n")
+    m = read_vrml(text, "scan.x3dv")
+    assert m.n_vertices == 3 and m.n_faces == 1

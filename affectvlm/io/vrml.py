@@ -136,6 +136,10 @@ class _Parser:
             for _ in range(3):
                 self.next()
             return None
+        if tok in ("PROFILE", "COMPONENT", "META", "UNIT"):  # X3D classic's header statements
+            for _ in range({"PROFILE": 1, "COMPONENT": 1, "META": 2, "UNIT": 3}[tok]):
+                self.next()
+            return None
         return self.node_after(tok)
 
     def node_after(self, tok: str) -> _Node | None:
