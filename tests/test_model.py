@@ -518,7 +518,7 @@ def test_overlapping_hub_blocks_leave_the_hub_client_as_they_found_it(monkeypatc
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(caches, "_host_unreachable", lambda timeout=3.0: True)
     monkeypatch.setattr(hc, "HF_HUB_OFFLINE", False)
-    a, b = caches.HubAccess(), caches.HubAccess()
+    a, b = caches.HubAccess(quiet=False), caches.HubAccess(quiet=False)  # (quieting is per thread: these share one)
     a.__enter__()
     b.__enter__()
     assert hc.HF_HUB_OFFLINE is True and a.offline and b.offline
