@@ -27,5 +27,8 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        module = importlib.import_module(_LAZY[name])
+        if name == "predict":  # the callable module (affectvlm/predict.py), the same object before and after import
+            return module
+        return getattr(module, name)
     raise AttributeError(f"module 'affectvlm' has no attribute {name!r}")

@@ -27,6 +27,7 @@ Temporal pooling (``pooling=``) of a sequence's frame probabilities into its ``"
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import os
 import sys
@@ -654,11 +655,18 @@ def predict_mesh(mesh: Mesh | Prepared | MeshSequence, model: ModelArg = None, *
 
 
 class _CallableModule(types.ModuleType):
-    """``affectvlm.predict(...)`` is the function, but once this submodule is imported the package's attribute of
-    that name is the module (Python sets it): calling the module calls :func:`predict`."""
+    """``affectvlm.predict`` is this module, always (Python makes the package's attribute the submodule once it is
+    imported, so the function could not keep the name): calling it calls :func:`predict`, it shows that function's
+    signature, and it pickles by name, so it can be handed to a process pool."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> list[Row]:
         return predict(*args, **kwargs)
 
+    def __reduce__(self) -> tuple:
+        import importlib
+
+        return importlib.import_module, (self.__name__,)
+
 
 sys.modules[__name__].__class__ = _CallableModule
+sys.modules[__name__].__signature__ = inspect.signature(predict)

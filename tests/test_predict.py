@@ -421,12 +421,16 @@ def test_the_packages_predict_can_be_called_again_as_the_readme_calls_it(files):
     import subprocess
     import sys
 
-    code = ("import affectvlm, sys\n"
+    code = ("import affectvlm, inspect, pickle, sys\n"
+            "first = affectvlm.predict\n"
+            "assert callable(first.write_rows)\n"  # the first access was the function: no module attributes
             "a = affectvlm.predict([sys.argv[1]], model='AffectVLM-Test')\n"
             "b = affectvlm.predict([sys.argv[1]], model='AffectVLM-Test')\n"
             "import affectvlm.predict as module\n"
             "c = affectvlm.predict([sys.argv[1]], model='AffectVLM-Test')\n"
-            "assert callable(module.predict_mesh) and a == b == c and a[0]['error'] == '', (a, b, c)\n")
+            "assert callable(module.predict_mesh) and a == b == c and a[0]['error'] == '', (a, b, c)\n"
+            "assert affectvlm.predict is first is module and pickle.loads(pickle.dumps(first)) is first\n"  # pools
+            "assert 'model' in inspect.signature(first).parameters\n")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     r = subprocess.run([sys.executable, "-c", code, str(files / "a.obj")], capture_output=True, text=True,
                        timeout=300, env=env, cwd=str(Path(__file__).resolve().parents[1]))
