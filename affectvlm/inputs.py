@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence, Union
 
-from affectvlm.errors import AffectVLMError, InputError
+from affectvlm.errors import AffectVLMError, ConfigError, InputError
 from affectvlm.io import MESH_EXTENSIONS
 from affectvlm.io.sequence import is_mesh_name, looks_like_sequence, member_dir
 from affectvlm.limits import Limits
@@ -170,9 +170,12 @@ def expand(inputs: Input | Sequence[Input], *, limits: Limits, frames: int | Non
             return [Item(shown, "error", error=NOT_A_ZIP)]
         return [Item(shown, "scan", lambda: load_mesh(p, shown, limits=limits, texture=texture))]
 
+    if isinstance(inputs, (bytes, bytearray, memoryview)):  # iterated, each byte would be an input of its own
+        raise ConfigError("a file's bytes need a name for its format: pass (name, bytes), e.g. ('scan.obj', data)")
     if isinstance(inputs, (str, os.PathLike, Mesh, MeshSequence)) or (
-            isinstance(inputs, tuple) and len(inputs) == 2 and isinstance(inputs[1], (bytes, bytearray))):
-        inputs = [inputs]
+            isinstance(inputs, tuple) and len(inputs) == 2 and isinstance(inputs[0], str)
+            and (isinstance(inputs[1], (bytes, bytearray, memoryview, os.PathLike)) or callable(inputs[1]))):
+        inputs = [inputs]  # one input; a tuple of two path strings stays two inputs
     items: list[Item] = []
     for x in inputs:
         try:

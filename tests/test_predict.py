@@ -475,3 +475,15 @@ def test_a_scan_link_that_leads_nowhere_in_a_folder_is_its_own_row(model, tmp_pa
     rows = {Path(r["file"]).name: r["error"] for r in predict([tmp_path], model)}
     assert set(rows) == {"a.obj", "b.obj", "c.wrl"} and rows["a.obj"] == ""
     assert "leads nowhere" in rows["b.obj"] and "Too many levels of symbolic links" in rows["c.wrl"]
+
+
+def test_bare_bytes_are_refused_and_a_lone_named_input_is_one_input(model, files):
+    """predict(b'...') gave one error row per byte; a lone (name, memoryview) or (name, Path) was split in two."""
+    from affectvlm.errors import ConfigError
+
+    data = (files / "a.obj").read_bytes()
+    with pytest.raises(ConfigError, match=r"pass \(name, bytes\)"):
+        predict(data, model)
+    for one in (("shown.obj", memoryview(data)), ("shown.obj", files / "a.obj"), ("shown.obj", lambda: data)):
+        rows = predict(one, model)
+        assert [r["file"] for r in rows] == ["shown.obj"] and rows[0]["error"] == "", one
