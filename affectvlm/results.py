@@ -296,12 +296,22 @@ def _landmark_cells(r: Row, n: int) -> list[str]:
     return [f"{float(c):.4f}" for p in lm for c in p]
 
 
-def _cell(v: object) -> str:
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet would run as a formula at a cell's start
+
+
+_NAMES = ("file", "label", "error")  # the columns holding text a user chose (file and class names)
+
+
+def _cell(v: object, names: bool = False) -> str:
+    """A CSV cell. With ``names`` (a file or class name, an error naming a file, a header), text a spreadsheet
+    would run as a formula ('=cmd|...') gets a leading apostrophe, as OWASP's CSV-injection advice says; axis
+    columns such as ``-y`` and numbers are written as they are."""
     if v is None:
         return ""
     if isinstance(v, float):
         return f"{v:.6f}"
-    return str(v)
+    text = str(v)
+    return "'" + text if names and text.startswith(_FORMULA) else text
 
 
 def rows_to_csv(rows: Sequence[Row], *, landmarks: bool = False) -> str:
@@ -314,9 +324,9 @@ def rows_to_csv(rows: Sequence[Row], *, landmarks: bool = False) -> str:
         from affectvlm.faceframe import N_LANDMARKS
 
         n = max([N_LANDMARKS, *(len(r.get("landmarks") or []) for r in rows)])
-    w.writerow(cols + [f"lm{i + 1:02d}_{a}" for i in range(n) for a in "xyz"])
+    w.writerow([_cell(c, True) for c in cols] + [f"lm{i + 1:02d}_{a}" for i in range(n) for a in "xyz"])
     for r in rows:
-        w.writerow([_cell(r.get(c)) for c in cols] + (_landmark_cells(r, n) if n else []))
+        w.writerow([_cell(r.get(c), c in _NAMES) for c in cols] + (_landmark_cells(r, n) if n else []))
     return buf.getvalue()
 
 

@@ -487,3 +487,23 @@ def test_bare_bytes_are_refused_and_a_lone_named_input_is_one_input(model, files
     for one in (("shown.obj", memoryview(data)), ("shown.obj", files / "a.obj"), ("shown.obj", lambda: data)):
         rows = predict(one, model)
         assert [r["file"] for r in rows] == ["shown.obj"] and rows[0]["error"] == "", one
+
+
+def test_csv_cells_a_spreadsheet_would_run_as_formulas_are_neutralised(files):
+    """A scan named '=cmd|' calc'!A0.obj' (`predict .` writes bare names) or a class '=1+1' was written as is:
+    Excel runs it as a formula."""
+    import csv
+    import io as _io
+
+    from affectvlm.model import load_model
+
+    m = load_model("AffectVLM-Test", classes="=1+1,smile")
+    names = ("=cmd|' calc'!A0.obj", "@SUM(1+1).obj", "-2+3.obj", "plain.obj")
+    rows = predict([(n, files / "a.obj") for n in names], m)
+    table = list(csv.reader(_io.StringIO(rows_to_csv(rows))))
+    header, body = table[0], table[1:]
+    assert "'=1+1" in header and "smile" in header
+    assert [r[0] for r in body] == ["'=cmd|' calc'!A0.obj", "'@SUM(1+1).obj", "'-2+3.obj", "plain.obj"]
+    assert all(r[header.index("label")] in ("'=1+1", "smile") for r in body)
+    up = header.index("orientation_up")
+    assert all(r[up] in ("+x", "-x", "+y", "-y", "+z", "-z") for r in body)  # axes are written as they are
