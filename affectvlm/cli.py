@@ -310,7 +310,8 @@ def cmd_render(args: argparse.Namespace) -> int:
                 continue
             name = Path(item.source.replace(":", "/")).name  # a file, a folder, a zip or a zip's member folder
             base = Path(name).stem if Path(name).suffix.lower() in (*MESH_EXTENSIONS, ".zip") else name
-            stem = _unique_stem(re.sub(r"[^\w.-]+", "_", base), taken)
+            ends = [f"_f{fid:04d}" for fid in got.frame_ids] if isinstance(got, MeshSequence) else [""]
+            stem = _unique_stem(re.sub(r"[^\w.-]+", "_", base), taken, ends)
             if isinstance(got, MeshSequence):  # one face frame for all frames, as predict finds it
                 got, frame_settings, _ = orient_sequence(got, RenderSettings(up=args.up, front=args.front))
                 todo += [(m, f"{stem}_f{fid:04d}", frame_settings.up, frame_settings.front)
@@ -334,12 +335,14 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _unique_stem(stem: str, taken: set[str]) -> str:
-    """``stem``, or ``stem_2``, ``stem_3``… when an earlier input of the same name took it (no image overwritten)."""
+def _unique_stem(stem: str, taken: set[str], ends: Sequence[str] = ("",)) -> str:
+    """``stem``, or ``stem_2``, ``stem_3``… when a name it would write (``stem`` + each of ``ends``: a sequence's
+    ``_f0000``...) is one an earlier input took (a scan named ``seq_f0000`` beside a sequence ``seq``): no image
+    is overwritten."""
     out, k = stem, 2
-    while out in taken:
+    while any(out + e in taken for e in ends):
         out, k = f"{stem}_{k}", k + 1
-    taken.add(out)
+    taken.update(out + e for e in ends)
     return out
 
 

@@ -370,3 +370,18 @@ def test_render_says_when_a_scans_texture_is_missing(tmp_path, capsys):
                      "--views", "0"]) == 0
     err = capsys.readouterr().err
     assert f"note: {tmp_path / 'F0001_HA04WH_F3D.wrl'}: texture " in err and "not found beside the file" in err, err
+
+
+def test_render_never_writes_two_images_to_one_name(tmp_path, capsys):
+    """A scan named seq_f0000.wrl beside a sequence seq.zip: both wrote seq_f0000_v0.png ('wrote 3 images', 2 left)."""
+    import zipfile
+
+    d = tmp_path / "in"
+    write_vrml(d / "seq_f0000.wrl", face_like_mesh(16, textured=False))
+    with zipfile.ZipFile(d / "seq.zip", "w") as zf:
+        for i in range(2):
+            write_vrml(tmp_path / f"{i:03d}.wrl", face_like_mesh(16, smile=i, seed=i, textured=False))
+            zf.write(tmp_path / f"{i:03d}.wrl", f"{i:03d}.wrl")
+    assert cli.main(["render", str(d), "--out", str(tmp_path / "v"), "--views", "0", "--size", "32"]) == 0
+    names = sorted(p.name for p in (tmp_path / "v").iterdir())
+    assert len(names) == 3 and "seq_f0000_v0.png" in names and "wrote 3 images" in capsys.readouterr().err, names
