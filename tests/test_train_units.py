@@ -107,6 +107,10 @@ def test_metrics():
     # F1: a: p=.5 r=.5 -> .5 ; b: p=2/3 r=1 -> .8 ; c: 0
     assert m["macro_f1"] == pytest.approx((0.5 + 0.8 + 0.0) / 3)
     assert m["per_class_accuracy"] == {"a": 0.5, "b": 1.0, "c": 0.0}
+    # a class predicted but never true counts, as in scikit-learn's f1_score(average="macro"): happiness and anger
+    # true, one anger read as neutral -> F1 neutral 0, happiness 1, anger 2/3 -> 0.556 (not 0.833 over the two true)
+    m = classification_metrics([1, 1, 2, 2], [1, 1, 2, 0], ["neutral", "happiness", "anger"])
+    assert m["macro_f1"] == pytest.approx((0.0 + 1.0 + 2 / 3) / 3)
 
 
 def test_lr_schedule():

@@ -327,7 +327,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        write_json(out, res)
+        write_json(out, {**res, "confusion_matrix_axes": "rows: true class, columns: predicted class, in the "
+                                                         "order of classes"})
         png = save_confusion_png(res["confusion_matrix"], res["classes"], out.with_suffix(".png"),
                                  title=f"accuracy {res['accuracy']:.3f} (n={res['n']})")
     except OSError as e:

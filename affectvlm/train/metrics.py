@@ -9,7 +9,9 @@ import numpy as np
 
 
 def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], classes: Sequence[str]) -> dict:
-    """Confusion matrix rows = true class, columns = predicted class."""
+    """Confusion matrix rows = true class, columns = predicted class. ``macro_f1`` averages over the classes that
+    are true or predicted at least once (scikit-learn's default labels), so predicting a class that is absent
+    costs as it does there."""
     c = len(classes)
     t, p = np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)
     cm = np.zeros((c, c), dtype=int)
@@ -25,7 +27,7 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], classes
     return {
         "n": int(len(t)),
         "accuracy": float(tp.sum() / max(len(t), 1)),
-        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "macro_f1": float(f1[present | (pred_n > 0)].mean()) if len(t) else 0.0,
         "per_class_accuracy": {classes[i]: float(recall[i]) for i in range(c) if present[i]},
         "confusion_matrix": cm.tolist(),
         "classes": list(classes),
