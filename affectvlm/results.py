@@ -104,6 +104,7 @@ def _row(file: str, frame: int | str, classes: Sequence[str], probs: Probs | Non
     label, conf = top_class(classes, probs)
     row: Row = {"file": file, "frame": frame, TIME_COLUMN: timestamp, "label": label, "confidence": conf}
     row.update(zip(classes, probs if probs is not None else [None] * len(classes)))
+    row.update(dict.fromkeys(FRAME_COLUMNS), landmarks=None)  # one schema, in one order, on every row
     if face is not None and not error:
         row.update(face.fields(landmarks))
     row[SUCCESS_COLUMN] = 0 if error else 1

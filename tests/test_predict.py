@@ -507,3 +507,14 @@ def test_csv_cells_a_spreadsheet_would_run_as_formulas_are_neutralised(files):
     assert all(r[header.index("label")] in ("'=1+1", "smile") for r in body)
     up = header.index("orientation_up")
     assert all(r[up] in ("+x", "-x", "+y", "-y", "+z", "-z") for r in body)  # axes are written as they are
+
+
+def test_every_api_row_has_one_schema_in_one_order(model, files, tmp_path):
+    """Error and frame rows lacked the orientation and landmarks keys: a DataFrame's columns moved with the first row."""
+    (tmp_path / "bad.obj").write_text("nonsense")
+    seq = tmp_path / "seq"
+    for i in range(2):
+        write_vrml(seq / f"{i:03d}.wrl", face_like_mesh(16, smile=i / 2, seed=i, textured=False))
+    rows = predict([str(tmp_path / "bad.obj"), str(files / "a.obj"), str(seq)], model)
+    assert {r["success"] for r in rows} == {0, 1} and any(r["frame"] == "sequence" for r in rows)
+    assert len({tuple(r) for r in rows}) == 1, [list(r) for r in rows]
