@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
+import numbers
 import os
 import sys
 import types
@@ -362,17 +363,18 @@ def _check_options(*, frames: int | None = None, every: int = 1, batch_size: int
                    precision: str = "fp32", fps: float | None = None, mirror: bool = True) -> None:
     if not isinstance(mirror, bool):
         raise ConfigError(f"mirror must be true or false, got {mirror!r}")
-    if frames is not None and (isinstance(frames, bool) or not isinstance(frames, int) or frames < 1):
+    # numbers.Integral / Real: numpy's scalars (an np.int64 from a DataFrame) are numbers too
+    if frames is not None and (isinstance(frames, bool) or not isinstance(frames, numbers.Integral) or frames < 1):
         raise ConfigError(f"frames must be a positive integer, got {frames!r}")
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+    if isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 1:
         raise ConfigError(f"every must be a positive integer, got {every!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
     if pooling not in POOLINGS:
         raise ConfigError(f"unknown pooling {pooling!r}; choose from {POOLINGS}")
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
-    if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float))
+    if fps is not None and (isinstance(fps, bool) or not isinstance(fps, numbers.Real)
                             or not FPS_RANGE[0] <= fps <= FPS_RANGE[1]):
         raise ConfigError(f"fps must be a number from {FPS_RANGE[0]:g} to {FPS_RANGE[1]:g}, got {fps!r}")
 

@@ -518,3 +518,11 @@ def test_every_api_row_has_one_schema_in_one_order(model, files, tmp_path):
     rows = predict([str(tmp_path / "bad.obj"), str(files / "a.obj"), str(seq)], model)
     assert {r["success"] for r in rows} == {0, 1} and any(r["frame"] == "sequence" for r in rows)
     assert len({tuple(r) for r in rows}) == 1, [list(r) for r in rows]
+
+
+def test_numpy_numbers_are_numbers_for_the_options(model, files):
+    """np.int64(4) as batch_size, np.int64 frames or np.float32 fps (values from a DataFrame) were refused."""
+    import numpy as np
+
+    rows = predict([str(files / "a.obj")], model, batch_size=np.int64(4), frames=np.int64(3), fps=np.float32(30))
+    assert rows[0]["error"] == ""
