@@ -214,8 +214,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     def on_row(row: dict) -> None:
         if row.get("error"):
-            where = row["file"] + (f" (frame {row['frame']})" if row.get("frame") not in ("", None) else "")
-            _err(f"{where}: {row['error']}")
+            frame, error = row.get("frame"), str(row["error"])
+            where = row["file"] + (" (sequence)" if frame == "sequence" else "" if frame in ("", None)
+                                   or error.startswith(f"frame {frame}") else f" (frame {frame})")
+            _err(f"{where}: {error}")
         elif row.get("orientation_flagged"):
             _err(f"{row['file']}: face frame uncertain (up {row.get('orientation_up')}, front "
                  f"{row.get('orientation_front')}, confidence {row.get('orientation_confidence')}); "

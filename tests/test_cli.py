@@ -385,3 +385,14 @@ def test_render_never_writes_two_images_to_one_name(tmp_path, capsys):
     assert cli.main(["render", str(d), "--out", str(tmp_path / "v"), "--views", "0", "--size", "32"]) == 0
     names = sorted(p.name for p in (tmp_path / "v").iterdir())
     assert len(names) == 3 and "seq_f0000_v0.png" in names and "wrote 3 images" in capsys.readouterr().err, names
+
+
+def test_a_bad_frames_line_names_its_frame_once(tmp_path, capsys):
+    """'seq (frame 1): frame 1: ...' and a failed sequence's '(frame sequence)'."""
+    for i in range(3):
+        write_vrml(tmp_path / "seq" / f"{i:03d}.wrl", face_like_mesh(16, smile=i / 2, seed=i, textured=False))
+    (tmp_path / "seq" / "001.wrl").write_text("#VRML V2.0 utf8\nShape { geometry IndexedFaceSet { coord Coord")
+    assert cli.main(["predict", str(tmp_path / "seq"), "--model", "AffectVLM-Test", "--no-progress",
+                     "--out", str(tmp_path / "r.csv")]) == 1
+    lines = [x for x in capsys.readouterr().err.splitlines() if "001" in x or "frame 1" in x]
+    assert lines and all(x.count("frame 1") + x.count("001.wrl") == 1 for x in lines), lines
