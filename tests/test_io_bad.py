@@ -217,3 +217,13 @@ def test_an_obj_of_textured_quads_keeps_its_texture_coordinates(tmp_path):
     Image.fromarray(img).save(tmp_path / "q.png")
     mesh = load_mesh(tmp_path / "q.obj")
     assert mesh.face_uv is not None and mesh.texture is not None and len(mesh.faces) == 2 * (n - 1) ** 2
+
+
+def test_an_obj_written_with_zero_based_indices_is_refused(face):
+    """'f 0 1 2' (index 0 does not exist in OBJ) loaded as faces on other vertices, silently."""
+    text = "".join(f"v {x:.4f} {y:.4f} {z:.4f}\n" for x, y, z in face.vertices)
+    good = text + "".join(f"f {a + 1} {b + 1} {c + 1}\n" for a, b, c in face.faces)
+    assert len(load_mesh(good.encode(), "good.obj").faces) == len(face.faces)
+    zero = text + "".join(f"f {a}/{a} {b}/{b} {c}/{c}\n" for a, b, c in face.faces)
+    err = _raises(zero.encode(), "zero.obj", "OBJ vertex indices start at 1")
+    assert f"line {len(face.vertices) + 1}" in str(err) or "line " in str(err)

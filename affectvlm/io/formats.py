@@ -355,6 +355,9 @@ def _image_array(img) -> np.ndarray | None:
         return None
 
 
+_OBJ_ZERO_INDEX = re.compile(rb"(?m)^[ \t]*f(?:[ \t]+\S+)*?[ \t]+0(?:/\S*)?(?=[ \t\r\n]|$)")
+
+
 def _read_trimesh(data: bytes, ext: str, source: str, limits: Limits, resolve: Resolve | None, texture: bool) -> Mesh:
     import trimesh
 
@@ -368,6 +371,9 @@ def _read_trimesh(data: bytes, ext: str, source: str, limits: Limits, resolve: R
         _precheck_stl(data, source, limits)
     elif file_type == "obj":
         _precheck_text(data, source, "OBJ")
+        if m := _OBJ_ZERO_INDEX.search(data):  # trimesh reads it as another vertex: every face silently wrong
+            line = data.count(b"\n", 0, m.start()) + 1
+            raise InputError(source, f"line {line}: OBJ vertex indices start at 1, not 0 (written 0-based?)")
         if not re.search(rb"^\s*f\s", data, re.M):
             raise InputError(source, "the OBJ file has no face ('f') lines: no faces" if
                              re.search(rb"^\s*v\s", data, re.M) else "not an OBJ file (no 'v'/'f' lines)")
