@@ -380,15 +380,12 @@ def _coerce(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"folds must be >= 2: one fold would hold every subject out (got {cfg.folds})")
     if not 0.0 <= float(cfg.val_fraction) < 1.0:
         raise ConfigError(f"val_fraction must be in [0, 1) (got {cfg.val_fraction})")
-    for k in ("collapse_steps", "collapse_grace", "chance_epochs", "workers"):
+    for k in ("collapse_steps", "collapse_grace", "chance_epochs", "workers", "warmup", "unlock_last"):
         if int(getattr(cfg, k)) < 0:
             raise ConfigError(f"{k} must be >= 0 (got {getattr(cfg, k)})")
     bad = [f.name for f in fields(cfg) if isinstance(getattr(cfg, f.name), float) and not math.isfinite(getattr(cfg, f.name))]
     if bad:
         raise ConfigError(f"{bad[0]} must be a finite number (got {getattr(cfg, bad[0])})")
-    for k in ("warmup", "unlock_last"):
-        if int(getattr(cfg, k)) < 0:
-            raise ConfigError(f"{k} must be >= 0 (got {getattr(cfg, k)})")
     if float(cfg.wd) < 0:
         raise ConfigError(f"wd must be >= 0 (got {cfg.wd})")
     if int(cfg.frames_per_sequence) < 1:

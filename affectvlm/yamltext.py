@@ -15,13 +15,18 @@ MAX_NODES = 200_000  # values after aliases are expanded: far above any config, 
 def safe_load(text: str) -> Any:
     """``yaml.safe_load(text)``; ``yaml.YAMLError`` when aliases expand it past :data:`MAX_NODES` values or it nests
     too deeply to parse."""
+    loader = yaml.SafeLoader(text)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        if root is not None and _expanded_size(root) > MAX_NODES:
+        root = loader.get_single_node()  # parsed once: measured, then built from the same nodes
+        if root is None:
+            return None
+        if _expanded_size(root) > MAX_NODES:
             raise yaml.YAMLError(f"aliases expand it to more than {MAX_NODES} values (a YAML bomb?)")
-        return yaml.safe_load(text)
+        return loader.construct_document(root)
     except RecursionError:
         raise yaml.YAMLError("nested too deeply") from None
+    finally:
+        loader.dispose()
 
 
 def _expanded_size(root: yaml.Node) -> int:

@@ -205,8 +205,11 @@ class SafeZip:
             raise
         self.names = list(self._infos)
         self._budget = self.limits.max_unpacked_bytes
-        self._by_path: dict[str, str] | None = None
-        self._by_lower: dict[str, str] = {}
+        self._by_path = {n.replace("\\", "/"): n for n in self.names}  # for find(): '/'-separated paths
+        folded: dict[str, list[str]] = {}
+        for k, n in self._by_path.items():
+            folded.setdefault(k.lower(), []).append(n)
+        self._by_lower = {k: ns[0] for k, ns in folded.items() if len(ns) == 1}
         self._charged: set[str] = set()
         self._pending: set[str] = set()
         self._closing = False
@@ -215,12 +218,6 @@ class SafeZip:
     def find(self, path: str) -> str | None:
         """The member at ``path`` ('/'-separated), whichever separator the zip's names use (and in another case,
         when only one member matches so); None if absent."""
-        if self._by_path is None:
-            self._by_path = {n.replace("\\", "/"): n for n in self.names}
-            folded: dict[str, list[str]] = {}
-            for k, n in self._by_path.items():
-                folded.setdefault(k.lower(), []).append(n)
-            self._by_lower = {k: ns[0] for k, ns in folded.items() if len(ns) == 1}
         key = path.replace("\\", "/")
         return self._by_path.get(key) or self._by_lower.get(key.lower())  # a url written in another case
 

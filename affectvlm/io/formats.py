@@ -17,12 +17,12 @@ from __future__ import annotations
 import io
 import logging
 import os
-import stat
 import re
+import stat
 import struct
 import warnings as py_warnings  # 'warnings' names the mesh's notes below
 from pathlib import Path, PurePosixPath
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -385,11 +385,14 @@ def _read_trimesh(data: bytes, ext: str, source: str, limits: Limits, resolve: R
     fetched: list[tuple[str, bytes]] = []
     if file_type == "obj":
         kwargs.update(maintain_order=True, skip_materials=not texture)
-    try:
+    def load(served: list, **over: Any):
         with py_warnings.catch_warnings():  # numpy's "All-NaN slice" from trimesh's OBJ reader, on stderr
             py_warnings.simplefilter("ignore", RuntimeWarning)
-            loaded = trimesh.load(io.BytesIO(data), file_type=file_type, resolver=_trimesh_resolver(resolve, fetched),
-                                  force="mesh", **kwargs)
+            return trimesh.load(io.BytesIO(data), file_type=file_type, resolver=_trimesh_resolver(resolve, served),
+                                force="mesh", **{**kwargs, **over})
+
+    try:
+        loaded = load(fetched)
     except InputError:
         raise
     except MemoryError:
@@ -404,10 +407,7 @@ def _read_trimesh(data: bytes, ext: str, source: str, limits: Limits, resolve: R
     if file_type == "obj" and getattr(loaded.visual, "uv", None) is None and re.search(rb"(?m)^vt\s", data):
         # trimesh keeping the file's order drops the texture coordinates of polygon (quad) faces: read it again
         try:
-            with py_warnings.catch_warnings():
-                py_warnings.simplefilter("ignore", RuntimeWarning)
-                again = trimesh.load(io.BytesIO(data), file_type=file_type, force="mesh",
-                                     resolver=_trimesh_resolver(resolve, []), **{**kwargs, "maintain_order": False})
+            again = load([], maintain_order=False)
         except Exception:
             again = None
         if isinstance(again, trimesh.Trimesh) and getattr(again.visual, "uv", None) is not None:

@@ -386,16 +386,14 @@ def load_model(spec: str | os.PathLike | None = None, *, device: str | torch.dev
     if not cache:
         return _build_checked(parsed, dev, names, ps, fusion)
     with _LOCK:
-        if key in _CACHE:
-            _CACHE.move_to_end(key)
-            return _CACHE[key]
+        if (hit := _cached(key)) is not None:
+            return hit
         gate = _BUILDING.setdefault(key, threading.Lock())
     try:
         with gate:  # threads asking for one model at once share one build (the app's first visitors)
             with _LOCK:
-                if key in _CACHE:
-                    _CACHE.move_to_end(key)
-                    return _CACHE[key]
+                if (hit := _cached(key)) is not None:
+                    return hit
             model = _build_checked(parsed, dev, names, ps, fusion)
             with _LOCK:
                 _CACHE[key] = model
@@ -406,6 +404,14 @@ def load_model(spec: str | os.PathLike | None = None, *, device: str | torch.dev
         with _LOCK:
             if _BUILDING.get(key) is gate and not gate.locked():
                 del _BUILDING[key]
+
+
+def _cached(key: tuple) -> AffectVLM | None:
+    """The cached model for ``key``, made the most recently used (call with ``_LOCK`` held)."""
+    if key not in _CACHE:
+        return None
+    _CACHE.move_to_end(key)
+    return _CACHE[key]
 
 
 def _build_checked(parsed: Spec, dev: torch.device, names, ps: PromptSet | None, fusion: str | None) -> AffectVLM:
