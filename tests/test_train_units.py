@@ -290,3 +290,27 @@ def test_resume_without_out_and_a_read_only_run_folder_are_one_line(tmp_path, mo
         m.setattr(runfolder.os, "open", read_only)
         with pytest.raises(ConfigError, match="cannot be the run folder .Read-only file system"):
             lock_run_dir(tmp_path)
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_a_full_disk_is_one_line_and_only_rank_0_writes_the_status(tmp_path, monkeypatch, capsys, rank):
+    import errno
+
+    from affectvlm import runfolder
+    from affectvlm.train import train as train_mod
+    from affectvlm.train.distributed import DistInfo
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(train_mod, "train", full)
+    monkeypatch.setattr(train_mod, "init_distributed_mode", lambda device: DistInfo(rank=rank, world_size=2))
+    monkeypatch.setattr(train_mod, "cleanup", lambda info: None)
+    out = tmp_path / "run"
+    out.mkdir()
+    code = train_mod.main(["--data", str(tmp_path), "--out", str(out)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "no space left on the disk" in err and "Traceback" not in err
+    status = runfolder.read_status(out)
+    assert (status is not None and status.status is runfolder.Status.FAILED) == (rank == 0)

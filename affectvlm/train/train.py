@@ -1125,8 +1125,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if _disk_full(e):  # safetensors and torch say so in their own types
             print(f"error: {run_dir}: no space left on the disk while saving; free space and run the same command "
                   "to continue from the last complete checkpoint", file=sys.stderr)
-            with contextlib.suppress(OSError):
-                write_status(run_dir, Status.FAILED, message="no space left on the disk", reason="OSError")
+            if info.is_main:
+                with contextlib.suppress(OSError):
+                    write_status(run_dir, Status.FAILED, message="no space left on the disk", reason="OSError")
             return 2
         log.exception("training failed")
         if info.is_main:
