@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from affectvlm.errors import ConfigError, InputError
+from affectvlm.fileio import inside
 from affectvlm.io import MESH_EXTENSIONS, frame_number
 from affectvlm.io.sequence import BOSPHORUS_SCAN_RE, BU3DFE_SCAN_RE, is_mesh_name
 
@@ -363,7 +364,7 @@ def _manifest_sample(csv_path: Path, i: int, raw: dict, within: Sequence[Path] |
     if not p.is_absolute():
         p = csv_path.parent / p
     shown = path if len(path) <= 200 else path[:200] + "..."
-    if within is not None and not _inside(p, within):
+    if within is not None and not inside(p, within):
         raise InputError(str(csv_path), f"line {i}: {shown}: outside the folders allowed here")
     try:
         p.stat()
@@ -415,14 +416,9 @@ def load_dataset(root: str | os.PathLike, layout: str, *, within: Sequence[str |
     ds = readers[layout](root, **kw, **({"within": allowed} if layout == "manifest" else {}))
     for s in ds.samples:  # a class folder or a subject folder that is a link to elsewhere
         for f in (s.path, *(s.frame_paths or ())):
-            if not _inside(Path(f), allowed):
+            if not inside(f, allowed):
                 raise InputError(str(root), f"{f}: outside the folders allowed here (a link?)")
     return ds
-
-
-def _inside(p: Path, allowed: Sequence[Path]) -> bool:
-    real = Path(os.path.realpath(p))
-    return any(real == a or a in real.parents for a in allowed)
 
 
 _MAX_LOOK = 20_000  # entries detect_layout lists at most

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -42,3 +43,9 @@ def out_problem(path: str | os.PathLike, folder: bool = False) -> str:
     if not q.is_dir():
         return f"{q} is a file, not a folder"
     return "" if os.access(q, os.W_OK | os.X_OK) else f"cannot write in {q}"
+
+
+def inside(path: str | os.PathLike, roots: Sequence[str | os.PathLike]) -> bool:
+    """Whether ``path``, links and ``..`` resolved, is one of ``roots`` (resolved too) or lies under one."""
+    real = Path(os.path.realpath(path))
+    return any(real == r or r in real.parents for r in (Path(os.path.realpath(x)) for x in roots))

@@ -23,6 +23,7 @@ from typing import Mapping, Sequence
 
 from affectvlm.app.uploads import safe_name, sweep_upload_dirs
 from affectvlm.errors import ConfigError
+from affectvlm.fileio import inside
 from affectvlm.limits import Limits, default_limits
 
 
@@ -103,9 +104,8 @@ def resolve_in_roots(path: str | os.PathLike, roots: Sequence[Path], *, what: st
     if not p.is_absolute():
         p = Path(roots[0]) / p
     real = Path(os.path.realpath(p))
-    real_roots = [Path(os.path.realpath(r)) for r in roots]
-    if not any(real == r or r in real.parents for r in real_roots):
-        allowed = ", ".join(str(r) for r in real_roots)
+    if not inside(real, roots):
+        allowed = ", ".join(os.path.realpath(r) for r in roots)
         raise ConfigError(f"{what}: {text} is outside the workspace roots ({allowed})")
     if must_exist and not real.exists():
         raise ConfigError(f"{what}: {text} does not exist")
