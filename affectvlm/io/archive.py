@@ -24,7 +24,7 @@ from affectvlm.errors import InputError
 from affectvlm.limits import Limits
 from affectvlm.io._common import check_size, get_limits
 
-__all__ = ["safe_zip_members", "SafeZip", "open_zip", "zip_member_names", "is_zip"]
+__all__ = ["safe_zip_members", "SafeZip", "open_zip", "is_zip"]
 
 _CHUNK = 1 << 20
 
@@ -157,30 +157,6 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limits: Limits, sou
     return bytes(out)
 
 
-def zip_member_names(data_or_path: bytes | str | os.PathLike, limits: Limits | None, source: str) -> list[str]:
-    """Names of the (checked, non-skipped) members, without decompressing anything."""
-    limits = get_limits(limits)
-    with open_zip(data_or_path, limits, source) as zf:
-        return [i.filename for i in _checked_infos(zf, limits, source)]
-
-
-def safe_zip_members(data_or_path: bytes | str | os.PathLike, limits: Limits | None, source: str,
-                     select: Callable[[str], bool] | None = None) -> list[tuple[str, bytes]]:
-    """Read the members (optionally only those ``select(name)`` accepts) as ``(name, bytes)``, in zip order."""
-    limits = get_limits(limits)
-    out = []
-    with open_zip(data_or_path, limits, source) as zf:
-        infos = _checked_infos(zf, limits, source)
-        budget = limits.max_unpacked_bytes
-        for info in infos:
-            if select is not None and not select(info.filename):
-                continue
-            data = _read_member(zf, info, limits, source, budget)
-            budget -= len(data)
-            out.append((info.filename, data))
-    return out
-
-
 class SafeZip:
     """A checked zip whose members are decompressed on demand, one at a time, within one unpacked budget.
 
@@ -256,3 +232,11 @@ class SafeZip:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def safe_zip_members(data_or_path: bytes | str | os.PathLike, limits: Limits | None, source: str,
+                     select: Callable[[str], bool] | None = None) -> list[tuple[str, bytes]]:
+    """Read the members (optionally only those ``select(name)`` accepts) as ``(name, bytes)``, in zip order:
+    :class:`SafeZip` read whole."""
+    with SafeZip(data_or_path, limits, source) as z:
+        return [(n, z.read(n)) for n in z.names if select is None or select(n)]

@@ -452,8 +452,12 @@ def check_batches(cfg: TrainConfig, n_train: int, world: int) -> int:
     if local_bs < 1 or cfg.batch_size % world:
         raise ConfigError(f"--batch-size {cfg.batch_size} must be a multiple of the {world} processes")
     if (-(-n_train // world) // local_bs) // cfg.accum < 1:
-        raise ConfigError(f"{n_train} training samples give no full batch of {cfg.batch_size} x {cfg.accum}")
+        raise no_full_batch(n_train, cfg)
     return local_bs
+
+
+def no_full_batch(n_train: int, cfg: TrainConfig) -> ConfigError:
+    return ConfigError(f"{n_train} training samples give no full batch of {cfg.batch_size} x {cfg.accum}")
 
 
 def check_writable(out: str) -> None:
@@ -724,7 +728,7 @@ def train(cfg: TrainConfig, info: DistInfo, stop: StopSignals | None = None) -> 
                                                     shuffle=False))
     steps_per_epoch = len(loader) // cfg.accum
     if steps_per_epoch < 1:  # --batch-by: one group a batch can leave fewer full batches
-        raise ConfigError(f"{len(train_s)} training samples give no full batch of {cfg.batch_size} x {cfg.accum}")
+        raise no_full_batch(len(train_s), cfg)
     total_steps = steps_per_epoch * cfg.epochs
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)
