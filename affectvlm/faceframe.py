@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from affectvlm.results import N_LANDMARKS
+
 __all__ = ["FrameNet", "FrameEstimate", "SIZE", "EXTENT", "N_POINTS", "surface_points", "direction_maps",
            "candidate_images", "candidate_axes", "estimate_frame", "normalise_points", "load_frame_net", "WEIGHTS_DIR",
            "N_LANDMARKS", "weights_digest"]
@@ -31,7 +33,6 @@ __all__ = ["FrameNet", "FrameEstimate", "SIZE", "EXTENT", "N_POINTS", "surface_p
 SIZE = 48
 EXTENT = 2.2
 N_POINTS = 6000
-N_LANDMARKS = 83
 WEIGHTS_DIR = Path(__file__).resolve().parent / "data" / "faceframe"
 
 # (e1, e2) per direction so that e1 x e2 = direction; basis rows 0..2 = axes a, b, c

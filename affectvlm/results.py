@@ -43,6 +43,7 @@ FRAME_COLUMNS = ("orientation_up", "orientation_front", "orientation_confidence"
 TIME_COLUMN = "timestamp"  # after "frame", as OpenFace writes it
 SUCCESS_COLUMN = "success"  # before "error"
 NOT_CLASSES = frozenset({*FIXED_COLUMNS, *FRAME_COLUMNS, TIME_COLUMN, SUCCESS_COLUMN, "error", "landmarks"})
+N_LANDMARKS = 83  # BU-3DFE's landmark set, as the face-frame network finds it
 Probs = tuple[float, ...]
 
 
@@ -322,8 +323,6 @@ def rows_to_csv(rows: Sequence[Row], *, landmarks: bool = False) -> str:
     cols = columns(rows)
     n = 0
     if landmarks:
-        from affectvlm.faceframe import N_LANDMARKS
-
         n = max([N_LANDMARKS, *(len(r.get("landmarks") or []) for r in rows)])
     w.writerow([_cell(c, True) for c in cols] + [f"lm{i + 1:02d}_{a}" for i in range(n) for a in "xyz"])
     for r in rows:

@@ -247,6 +247,20 @@ def test_write_rows(tmp_path, model):
         write_rows(rows, tmp_path / "r.txt")
 
 
+def test_writing_results_needs_no_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom affectvlm.results import rows_to_csv\n"
+            "row = {'file': 'a.obj', 'frame': None, 'label': 'happy', 'confidence': 0.9, 'happy': 0.9,"
+            " 'success': 1, 'error': '', 'landmarks': [[0.0, 0.0, 0.0]] * 83}\n"
+            "head = rows_to_csv([row], landmarks=True).splitlines()[0]\n"
+            "assert head.endswith('lm83_z'), head\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
 def test_bad_options(model):
     for kw in ({"frames": 0}, {"every": 0}, {"batch_size": 0}, {"pooling": "max"}, {"views": "a,b"}):
         with pytest.raises(ConfigError):
