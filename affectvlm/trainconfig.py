@@ -23,7 +23,7 @@ from typing import Any, Sequence, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from affectvlm.cli import allow_signed_values
+from affectvlm.cli import DEVICE_HELP, allow_signed_values
 from affectvlm.datasets import LAYOUT_CHOICES
 from affectvlm.errors import ConfigError
 from affectvlm.fileio import atomic_write_text
@@ -219,30 +219,34 @@ def build_parser(prog: str = "affectvlm train") -> argparse.ArgumentParser:
     p.add_argument("--model", "--init", dest="model",
                    help="model to start from: 'default' (the embedded checkpoint, the default), a checkpoint "
                         "or run folder, or an open_clip arch name for random init (e.g. AffectVLM-Tiny-RN)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int, help="global batch size (split over ranks)")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--lr-text", type=float)
-    p.add_argument("--lr-vision", type=float)
-    p.add_argument("--lr-head", type=float)
-    p.add_argument("--wd", type=float)
-    p.add_argument("--warmup", type=int, help="warm-up optimizer steps before the cosine decay")
-    p.add_argument("--accum", type=int, help="gradient accumulation steps")
-    p.add_argument("--clip-grad", type=float, help="max gradient norm (0 = off)")
+    p.add_argument("--epochs", type=int, help=f"passes over the training subjects ({_d('epochs')})")
+    p.add_argument("--batch-size", type=int, help=f"global batch size, split over the ranks ({_d('batch_size')})")
+    p.add_argument("--lr", type=float, help=f"peak learning rate, AdamW with warm-up then cosine decay ({_d('lr')})")
+    p.add_argument("--lr-text", type=float, help="learning rate of the text tower (default: --lr)")
+    p.add_argument("--lr-vision", type=float, help="learning rate of the image tower (default: --lr)")
+    p.add_argument("--lr-head", type=float,
+                   help="learning rate of the logit scale and bias and of the loss's own parameters (the margin) "
+                        "(default: --lr)")
+    p.add_argument("--wd", type=float, help=f"AdamW weight decay ({_d('wd')})")
+    p.add_argument("--warmup", type=int, help=f"warm-up optimizer steps before the cosine decay ({_d('warmup')})")
+    p.add_argument("--accum", type=int, help=f"batches accumulated per optimizer step ({_d('accum')})")
+    p.add_argument("--clip-grad", type=float, help=f"max gradient norm, 0 = off ({_d('clip_grad')})")
     p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
     p.add_argument("--no-amp", dest="amp", action="store_false", help="full precision (the default)")
-    p.add_argument("--losses", help="weights, e.g. mc=1,mt=1,clip=1,ce=0")
-    p.add_argument("--margin-init", type=float)
-    p.add_argument("--margin-min", type=float)
-    p.add_argument("--margin-max", type=float)
+    p.add_argument("--losses", help=f"loss weights, e.g. mc=1,mt=1,clip=1 ({_d('losses')})")
+    p.add_argument("--margin-init", type=float,
+                   help=f"starting value of the learnable margin of mc / mt ({_d('margin_init')})")
+    p.add_argument("--margin-min", type=float, help=f"the learnable margin stays at or above this ({_d('margin_min')})")
+    p.add_argument("--margin-max", type=float, help=f"... and at or below this ({_d('margin_max')})")
     p.add_argument("--no-loss-center", dest="loss_center", action="store_false",
                    help="plain mc / mt without batch centring (they can collapse from a random init)")
     p.add_argument("--loss-center", dest="loss_center", action="store_true",
                    help="mc / mt centred on the batch mean (the default; undoes a run's saved --no-loss-center)")
     p.add_argument("--label-smoothing", type=float,
                    help="mix the one-hot ce / ces targets with a uniform one: (1 - S) one-hot + S / classes (0 = off)")
-    p.add_argument("--freeze", choices=_CHOICES["freeze"])
-    p.add_argument("--unlock-last", type=int)
+    p.add_argument("--freeze", choices=_CHOICES["freeze"], help=f"tower to keep fixed ({_d('freeze')})")
+    p.add_argument("--unlock-last", type=int,
+                   help="with --freeze: leave the frozen tower's last N blocks trainable (0)")
     allow_signed_values(p).add_argument("--views", help='view angles, e.g. "-30,0,30" (yaw) or "0:10,30:0" (yaw:pitch)')
     p.add_argument("--image-size", type=int,
                    help="render size in px (default: the model's, at least 96; the model resizes to its input)")
@@ -265,21 +269,23 @@ def build_parser(prog: str = "affectvlm train") -> argparse.ArgumentParser:
                    help="render with the scans' textures (default: the model's render settings)")
     p.add_argument("--no-texture", dest="texture", action="store_false",
                    help="render shaded geometry only (ignore textures)")
-    p.add_argument("--fold", type=int)
-    p.add_argument("--folds", type=int)
-    p.add_argument("--split-seed", type=int)
+    p.add_argument("--fold", type=int, help=f"which subject fold is the test set, 0 to --folds - 1 ({_d('fold')})")
+    p.add_argument("--folds", type=int, help=f"subject folds for --split kfold ({_d('folds')})")
+    p.add_argument("--split-seed", type=int, help=f"seed of the subject shuffle behind the folds ({_d('split_seed')})")
     p.add_argument("--split", choices=_CHOICES["split"],
                    help="test subjects: auto (a manifest's own train/val/test column when every row has one, "
                         "else kfold), kfold (--folds/--fold) or manifest")
     p.add_argument("--val-fraction", type=float,
                    help="share of the non-test subjects used for validation / best-model selection (0.15)")
-    p.add_argument("--intensities", type=_int_list, help="e.g. 3,4")
-    p.add_argument("--no-neutral", dest="include_neutral", action="store_false")
+    p.add_argument("--intensities", type=_int_list, help="keep only these intensity levels, e.g. 3,4 (default: all)")
+    p.add_argument("--no-neutral", dest="include_neutral", action="store_false", help="leave neutral scans out")
     p.add_argument("--neutral", dest="include_neutral", action="store_true", help="train on neutral scans (default)")
-    p.add_argument("--classes", type=_str_list)
-    p.add_argument("--frames-per-sequence", type=int)
-    p.add_argument("--workers", type=int)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--classes", type=_str_list, help="keep only these emotions, e.g. happiness,sadness (default: all)")
+    p.add_argument("--frames-per-sequence", type=int,
+                   help="frames a 4D sequence contributes, evenly spaced over its middle 30-70 %% (its apex in "
+                        f"BU-4DFE's neutral-apex-neutral order) ({_d('frames_per_sequence')})")
+    p.add_argument("--workers", type=int, help=f"data-loader worker processes per rank ({_d('workers')}; at most 64)")
+    p.add_argument("--seed", type=int, help=f"training seed: batches, augmentation, prompts ({_d('seed')})")
     p.add_argument("--batch-by", choices=_CHOICES["batch_by"],
                    help="every training batch holds one value of this manifest field, e.g. face_model (batch norm "
                         "then learns one face model at a time, as predict --adapt normalises a set)")
@@ -291,15 +297,26 @@ def build_parser(prog: str = "affectvlm train") -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true",
                    help="split the data by subject, load the model and resolve its renders, print that plan as JSON "
                         "and stop: nothing is rendered, trained or written")
-    p.add_argument("--cache-dir")
-    p.add_argument("--no-aug", dest="aug", action="store_false")
+    p.add_argument("--cache-dir",
+                   help="where renders are cached (default: $AFFECTVLM_CACHE, else ~/.cache/affectvlm/renders)")
+    p.add_argument("--no-aug", dest="aug", action="store_false",
+                   help="no image augmentation (the --aug-* values are kept)")
     p.add_argument("--aug", dest="aug", action="store_true", help="image augmentations on (the default)")
-    for k in ("flip", "rotate", "scale", "shift", "shade", "swap", "erase"):
-        p.add_argument(f"--aug-{k}", type=float)
-    p.add_argument("--angle-jitter", type=float)
-    p.add_argument("--no-prompt-aug", dest="prompt_aug", action="store_false")
+    for k, what in (("flip", "probability a sample is mirrored, views swapped left for right"),
+                    ("rotate", "in-plane rotation of each view, up to this many degrees"),
+                    ("scale", "zoom of each view by up to this fraction"),
+                    ("shift", "shift of each view by up to this fraction of its width"),
+                    ("shade", "gamma and brightness jitter of each view"),
+                    ("swap", "probability a view is taken from another sample of the same emotion"),
+                    ("erase", "probability a rectangle of each view is blanked")):
+        p.add_argument(f"--aug-{k}", type=float, help=f"{what} ({_d('aug_' + k)})")
+    p.add_argument("--angle-jitter", type=float,
+                   help="also render each view this many degrees to either side and train on one of the three "
+                        f"({_d('angle_jitter')}: off)")
+    p.add_argument("--no-prompt-aug", dest="prompt_aug", action="store_false",
+                   help="one fixed prompt per class instead of sampled templates and synonyms")
     p.add_argument("--prompt-aug", dest="prompt_aug", action="store_true", help="augmented prompts (the default)")
-    p.add_argument("--eval-every", type=int)
+    p.add_argument("--eval-every", type=int, help=f"validate every N epochs, and after the last ({_d('eval_every')})")
     p.add_argument("--proto-eval", action="store_true",
                    help="also report val accuracy of nearest class centroids of the training embeddings")
     p.add_argument("--no-proto-eval", dest="proto_eval", action="store_false", help="(the default)")
@@ -312,10 +329,15 @@ def build_parser(prog: str = "affectvlm train") -> argparse.ArgumentParser:
     p.add_argument("--tensorboard", action="store_true", help="same as --report-to tensorboard")
     p.add_argument("--report-to", help="loggers beside metrics.jsonl: tensorboard, wandb or both "
                                        "(comma-separated; WANDB_MODE=offline logs without a network)")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
-    p.add_argument("--max-steps", type=int)
-    p.add_argument("--device")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar (logs only)")
+    p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (default: none)")
+    p.add_argument("--device", help=f"{DEVICE_HELP} ({_d('device')})")
     return p
+
+
+def _d(name: str) -> str:
+    """A TrainConfig default as help text shows it."""
+    return "default " + str(getattr(TrainConfig, name))
 
 
 def _fits(v: Any, t: Any) -> bool:

@@ -396,3 +396,27 @@ def test_a_bad_frames_line_names_its_frame_once(tmp_path, capsys):
                      "--out", str(tmp_path / "r.csv")]) == 1
     lines = [x for x in capsys.readouterr().err.splitlines() if "001" in x or "frame 1" in x]
     assert lines and all(x.count("frame 1") + x.count("001.wrl") == 1 for x in lines), lines
+
+
+def test_every_option_of_every_command_says_what_it_does():
+    import argparse
+
+    from affectvlm.synth import cli as synth_cli
+    from affectvlm.train import evaluate, frame
+    from affectvlm import trainconfig
+
+    def bare(p: argparse.ArgumentParser, name: str):
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                for sub_name, sub in a.choices.items():
+                    yield from bare(sub, f"{name} {sub_name}")
+            elif a.option_strings and not a.help:
+                yield f"{name} {a.option_strings[0]}"
+
+    parsers = {"affectvlm": cli.build_parser(), "train": trainconfig.build_parser(), "eval": evaluate.build_parser(),
+               "synth": synth_cli.build_parser(), "frame": frame.get_args_parser()}
+    assert [b for name, p in parsers.items() for b in bare(p, name)] == []
+    import re
+
+    shown = re.sub(r"\s+", " ", trainconfig.build_parser().format_help())
+    assert f"passes over the training subjects (default {trainconfig.TrainConfig.epochs})" in shown

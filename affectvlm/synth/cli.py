@@ -102,19 +102,21 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
     ap.add_argument("--layout", choices=("bu3dfe", "bu4dfe", "corpus", "corpus4d"), default="bu3dfe",
                     help="corpus4d: the corpus's face models and families as 4D sequences (--frames each)")
-    ap.add_argument("--subjects", type=int, default=10)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--subjects", type=int, default=10, help="identities to make (10)")
+    ap.add_argument("--seed", type=int, default=0, help="the same seed and options write the same files (0)")
     ap.add_argument("--intensities", type=_ints, default=(1, 2, 3, 4), help="BU-3DFE levels, e.g. 3,4")
     ap.add_argument("--emotions", default=None,
                     help="comma-separated emotion names from the recipes (default: all but neutral)")
     ap.add_argument("--no-neutral", action="store_true", help="BU-3DFE: skip the NE00 scan of each subject")
     ap.add_argument("--frames", type=int, default=30, help="BU-4DFE frames per sequence (real ones: ~100)")
-    ap.add_argument("--fps", type=float, default=25.0)
+    ap.add_argument("--fps", type=float, default=25.0,
+                    help="BU-4DFE: frames per second of the sequences (their blinks are timed by it) (25)")
     ap.add_argument("--decimate", type=_fraction, default=1.0, help="fraction of triangles kept (0-1]")
-    ap.add_argument("--crop", choices=("ellipse", "none"), default="ellipse")
+    ap.add_argument("--crop", choices=("ellipse", "none"), default="ellipse",
+                    help="ellipse: forehead to chin, as BU-3DFE's _F3D scans; none: the whole face model (ellipse)")
     ap.add_argument("--texture-size", type=int, default=256, help="procedural texture side in pixels; 0 = none")
-    ap.add_argument("--test-frac", type=_fraction, default=0.2)
-    ap.add_argument("--val-frac", type=_fraction, default=0.1)
+    ap.add_argument("--test-frac", type=_fraction, default=0.2, help="share of subjects the manifest marks test (0.2)")
+    ap.add_argument("--val-frac", type=_fraction, default=0.1, help="share of subjects the manifest marks val (0.1)")
     ap.add_argument("--recipes", default=None, metavar="FILE",
                     help="expression recipes (YAML), or an emotion preset: emotion -> ARKit blendshape weights, JSON or "
                          "YAML (default: the packaged book)")

@@ -31,7 +31,7 @@ from affectvlm.train.splits import resolve_split
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from affectvlm.cli import positive_int, allow_signed_values
+    from affectvlm.cli import DEVICE_HELP, allow_signed_values, positive_int
 
     p = allow_signed_values(argparse.ArgumentParser(prog="affectvlm eval",
                                                     description="Evaluate a model on a labelled dataset."))
@@ -45,15 +45,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subset", choices=("test", "val", "train", "all"), default=None,
                    help="held-out fold of the split (default when the run folder is given), a run's validation "
                         "or training subjects (scored as predict scores, without augmentation), or all samples")
-    p.add_argument("--fold", type=int)
-    p.add_argument("--folds", type=int)
-    p.add_argument("--split-seed", type=int)
-    p.add_argument("--intensities", type=_int_list, help="e.g. 3,4")
-    p.add_argument("--views")
-    p.add_argument("--cache-dir")
-    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--fold", type=int, help="with --subset test: the test fold (default: a run's own, else 0)")
+    p.add_argument("--folds", type=int, help="... of this many subject folds (a run's own, else 5)")
+    p.add_argument("--split-seed", type=int, help="... shuffled with this seed, as the trainer's (a run's own, else 0)")
+    p.add_argument("--intensities", type=_int_list,
+                   help="keep only these intensity levels, e.g. 3,4 (default: a run's own, else all)")
+    p.add_argument("--views", help='view angles, e.g. "-30,0,30" (default: the model\'s)')
+    p.add_argument("--cache-dir", help="where renders are cached (default: $AFFECTVLM_CACHE, else "
+                                       "~/.cache/affectvlm/renders)")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="scans scored at once (32)")
     p.add_argument("--per-intensity", action="store_true", help="also report accuracy per intensity level")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present, the default), cpu, cuda, cuda:N")
+    p.add_argument("--device", default="auto", help=f"{DEVICE_HELP} (auto)")
     p.add_argument("--prior", metavar="SPEC",
                    help="match the scored set's class balance before taking labels, as `affectvlm predict --prior` "
                         "(transductive; the metrics record it)")

@@ -186,11 +186,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--scans", type=int, default=2000, help="training scans per face model")
     p.add_argument("--val-scans", type=int, default=300, help="validation scans per face model")
     p.add_argument("--hold-out", default=None, help="face model left out of training (reported separately)")
-    p.add_argument("--epochs", type=int, default=12)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=12, help="passes over the training scans (12)")
+    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of AdamW's one-cycle schedule (0.002)")
+    p.add_argument("--batch", type=int, default=32, help="batch size (32)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the scans and of training (0)")
+    p.add_argument("--workers", type=int, default=2, help="processes that make the scans (2)")
     p.add_argument("--out", required=True, help="folder for frame-net.safetensors + frame-net.json")
     return p
 
