@@ -241,7 +241,7 @@ def test_stop_signals_defer_inside_steps(monkeypatch):
     from affectvlm.train.distributed import DistInfo
     from affectvlm.train.stopping import StopSignals, StopTraining
 
-    old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
+    old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGHUP, signal.SIGINT)}
     try:
         stop = StopSignals().install()
         with stop.deferred():
@@ -257,18 +257,27 @@ def test_stop_signals_defer_inside_steps(monkeypatch):
         with pytest.raises(StopTraining) as e:
             os.kill(os.getpid(), signal.SIGUSR1)  # outside the steps: at once
         assert e.value.preempted
+        stop = StopSignals().install()
+        with pytest.raises(StopTraining) as e:
+            with stop.deferred():
+                os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C: the step finishes, then a checkpoint
+                assert stop.agreed(DistInfo()) == signal.SIGTERM  # the same request as SIGTERM's
+                os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C again: now
+                raise AssertionError("a second Ctrl-C did not stop at once")
+        assert not e.value.preempted and e.value.signum == signal.SIGINT
     finally:
         for s, h in old.items():
             signal.signal(s, h)
 
 
 @pytest.mark.slow
-def test_sigusr1_writes_a_complete_checkpoint_and_the_requeued_run_matches(tiny, tmp_path):
-    """SLURM's pre-emption warning: the trainer finishes its step, writes a complete checkpoint, exits 75
-    (the template requeues on it); the same command then continues inside the epoch, and the result is the
-    uninterrupted run's."""
+@pytest.mark.parametrize("sig", [signal.SIGUSR1, signal.SIGINT], ids=["SIGUSR1", "ctrl-c"])
+def test_sigusr1_or_ctrl_c_writes_a_complete_checkpoint_and_the_next_run_matches(tiny, tmp_path, sig):
+    """SLURM's pre-emption warning (or Ctrl-C at a terminal): the trainer finishes its step, writes a complete
+    checkpoint, exits 75 (the template requeues on it; 130 after Ctrl-C); the same command then continues inside
+    the epoch, and the result is the uninterrupted run's."""
     from affectvlm.train import checkpointing
-    from affectvlm.train.stopping import PREEMPTED_EXIT
+    from affectvlm.train.stopping import PREEMPTED_EXIT, STOPPED_EXIT
 
     cache = tmp_path / "cache"
     ref = tmp_path / "ref"
@@ -280,12 +289,13 @@ def test_sigusr1_writes_a_complete_checkpoint_and_the_requeued_run_matches(tiny,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         _wait_for(lambda: any(r["step"] >= 1 for r in _train_records(run)), proc, "a first step")
-        proc.send_signal(signal.SIGUSR1)
+        proc.send_signal(sig)
         _, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
-    assert proc.returncode == PREEMPTED_EXIT, err[-3000:]
-    assert runfolder.read_status(run).status is runfolder.Status.PREEMPTED
+    preempted = sig == signal.SIGUSR1
+    assert proc.returncode == (PREEMPTED_EXIT if preempted else STOPPED_EXIT), err[-3000:]
+    assert runfolder.read_status(run).status is (runfolder.Status.PREEMPTED if preempted else runfolder.Status.STOPPED)
     last = runfolder.list_checkpoints(run)[-1]
     weights, state, meta = checkpointing.load_run_checkpoint(last)  # complete: the manifest checks out
     assert meta["mid_epoch"] and 0 < state["epoch_step"] < 6 and state["step"] == state["epoch_step"]

@@ -1,27 +1,32 @@
-"""Stopping on a signal without losing work: SIGTERM (the app's Stop, ``scancel``; SIGHUP alike) and SIGUSR1 (SLURM's
-pre-emption warning, ``#SBATCH --signal=USR1@120``; torchrun forwards it with ``--signals-to-handle``).
+"""Stopping on a signal without losing work: SIGTERM (the app's Stop, ``scancel``; SIGHUP and a first Ctrl-C alike)
+and SIGUSR1 (SLURM's pre-emption warning, ``#SBATCH --signal=USR1@120``; torchrun forwards it with
+``--signals-to-handle``).
 
 While optimizer steps run, a signal only sets a flag; after each step every rank agrees (one all-reduce)
 and the trainer writes a complete checkpoint of the step it reached, then exits: 130 after SIGTERM
 (status ``stopped``), :data:`PREEMPTED_EXIT` after SIGUSR1 (status ``preempted``; the SLURM template
 requeues the job on it and the requeued trainer resumes by itself). Outside the steps (rendering the
 cache, the final test) the signal stops the trainer at once, as Ctrl-C does. A signal that arrives twice
-(SLURM signals the whole step, torchrun forwards it again) is one request; SIGUSR1 wins over SIGTERM.
+(SLURM signals the whole step, torchrun forwards it again) is one request; SIGUSR1 wins over SIGTERM. A second
+Ctrl-C stops at once, without the checkpoint.
 """
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 from typing import Iterator
 
 import torch
 import torch.distributed as dist
 
+from affectvlm.train.checkpointing import launch_rank
 from affectvlm.train.distributed import DistInfo
 
 PREEMPTED_EXIT = 75  # EX_TEMPFAIL ("try again later"): checkpoint written, requeue me
 STOPPED_EXIT = 130
-_CODES = {signal.SIGTERM: 1, signal.SIGHUP: 1, signal.SIGUSR1: 2}  # SIGHUP (a closed terminal, srun) as SIGTERM
+# SIGHUP (a closed terminal, srun) and SIGINT (Ctrl-C) as SIGTERM
+_CODES = {signal.SIGTERM: 1, signal.SIGHUP: 1, signal.SIGINT: 1, signal.SIGUSR1: 2}
 
 
 class StopTraining(KeyboardInterrupt):
@@ -49,11 +54,15 @@ class StopSignals:
         return self
 
     def _on_signal(self, signum: int, frame) -> None:
-        # a repeat (torchrun forwards the signal its process group already got) still waits for the step
+        # a repeat (torchrun forwards the signal its process group already got) still waits for the step;
+        # a second Ctrl-C is someone at the terminal who will not wait
+        again = signum == signal.SIGINT and self.received == signal.SIGINT
         if self.received is None or signum == signal.SIGUSR1:
             self.received = signal.Signals(signum)
-        if not self._deferring:
+        if not self._deferring or again:
             raise StopTraining(signum)
+        if signum == signal.SIGINT and launch_rank() == 0:
+            os.write(2, b"stopping after this step, with a checkpoint (Ctrl-C again: stop now, without it)\n")
 
     @contextlib.contextmanager
     def deferred(self) -> Iterator["StopSignals"]:
