@@ -72,10 +72,17 @@ def list_architectures() -> list[str]:
 
 
 def default_model_candidates() -> list[Path]:
+    """Where the embedded model may be, in order: a checkout's ``weights/``, the package's own folder, then the
+    ``share/`` a wheel's data files went to (the environment's, ``pip install --user``'s, ``--target DIR``'s).
+    Never the current folder: a ``weights/`` there must not replace the installed model unnoticed."""
+    import sysconfig
+
     here = Path(__file__).resolve()
-    return [here.parents[2] / "weights" / DEFAULT_DIRNAME, Path.cwd() / "weights" / DEFAULT_DIRNAME,
-            here.parents[1] / "weights" / DEFAULT_DIRNAME,
-            Path(sys.prefix) / "share" / "affectvlm" / "weights" / DEFAULT_DIRNAME]  # wheel installs
+    share = Path("share") / "affectvlm" / "weights" / DEFAULT_DIRNAME
+    user = sysconfig.get_path("data", f"{os.name}_user") if f"{os.name}_user" in sysconfig.get_scheme_names() else None
+    out = [here.parents[2] / "weights" / DEFAULT_DIRNAME, here.parents[1] / "weights" / DEFAULT_DIRNAME,
+           Path(sys.prefix) / share, *([Path(user) / share] if user else []), here.parents[2] / share]
+    return list(dict.fromkeys(out))
 
 
 @dataclass(frozen=True)
@@ -130,8 +137,9 @@ def parse_spec(spec: str | os.PathLike | None) -> Spec:
         for cand in default_model_candidates():
             if (cand / ckpt.META_FILE).is_file():
                 return Spec("checkpoint", "default", path=str(cand.resolve()))
+        looked = ", ".join(str(c) for c in default_model_candidates())
         raise ModelError(
-            f"the default model is not installed (no AffectVLM checkpoint at {default_model_candidates()[0]}). "
+            f"the default model is not installed (no AffectVLM checkpoint in any of {looked}). "
             "Put a checkpoint folder there (e.g. the 'best' folder of `affectvlm train`), set "
             "AFFECTVLM_DEFAULT_MODEL to a model spec, or pass --model (e.g. ViT-B-32:openai, or "
             "AffectVLM-Tiny for an untrained model)")
