@@ -15,7 +15,7 @@ import argparse
 import json
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,21 @@ from affectvlm.faceframe import (EXTENT, N_LANDMARKS, N_POINTS, SIZE, FrameNet, 
 from affectvlm.synth.facemodel import load_face_models
 
 _MODELS: dict = {}
+
+
+@dataclass(frozen=True)
+class FrameRecipe:
+    """What the training scans vary in beyond :class:`~affectvlm.synth.randomised.Nuisance`'s defaults: the
+    head-pose spread (sd, degrees), the share of scans posed uniformly over ``wide`` (yaw, pitch, roll limits,
+    degrees: heads tilted far back or down) and the share wearing shoulders (:mod:`affectvlm.synth.torso`)."""
+
+    pose_sd: tuple[float, float, float] = (7.0, 6.0, 5.0)
+    wide_share: float = 0.0
+    wide: tuple[float, float, float] = (35.0, 45.0, 30.0)
+    torso_share: float = 0.0
+
+
+_RECIPE = [FrameRecipe()]
 
 
 @dataclass
@@ -61,11 +76,22 @@ def _make(args: tuple) -> tuple:
     from affectvlm.synth.randomised import Nuisance, sample_scan
 
     model = _MODELS[name]
+    recipe = _RECIPE[0]
     rng = np.random.default_rng(seed)
-    nuis = Nuisance(yaw_deg=14.0, pitch_deg=12.0, roll_deg=10.0)
+    yaw, pitch, roll = (2 * d for d in recipe.pose_sd)  # Nuisance draws with sd = half its figure
+    nuis = Nuisance(yaw_deg=yaw, pitch_deg=pitch, roll_deg=roll)
     out = []
     for _ in range(n):
+        extra = recipe.wide_share > 0 or recipe.torso_share > 0
+        torso = recipe.torso_share > 0 and rng.random() < recipe.torso_share
+        wide = recipe.wide_share > 0 and rng.random() < recipe.wide_share
+        if extra:
+            nuis = replace(Nuisance(), crops=(("full", 1.0),) if torso else Nuisance().crops, origin_mm=0.0,
+                           yaw_deg=0.0 if wide else yaw, pitch_deg=0.0 if wide else pitch,
+                           roll_deg=0.0 if wide else roll)
         scan = sample_scan(model, "x", 1, rng, expression=lambda e, l, r: random_aus(model, r), nuisance=nuis)
+        if extra:
+            scan = _restage(scan, rng, torso, recipe.wide if wide else None)
         v, f = scan.mesh.vertices, scan.mesh.faces
         pts = surface_points(v, f, N_POINTS, seed=int(rng.integers(1 << 30)))
         q, c, s = normalise_points(pts)  # as estimate_frame does at inference
@@ -80,6 +106,29 @@ def _make(args: tuple) -> tuple:
             lm = np.stack([q @ right, q @ up[idx]], 1).astype(np.float32)
         out.append((maps.astype(np.float16), idx, lm, has))
     return name, out
+
+
+def _restage(scan, rng: np.random.Generator, torso: bool, wide: tuple[float, float, float] | None):
+    """``scan`` (posed, in its units, not moved off the origin) with shoulders added in the head's own frame,
+    then turned by a uniform ``wide`` pose and moved anywhere in a 100 mm cube, as Nuisance moves scans."""
+    from affectvlm.synth.randomised import _UNITS
+    from affectvlm.synth.rig import Pose
+    from affectvlm.synth.torso import torso_surface
+
+    scale = _UNITS[scan.nuisance["units"]]
+    M = scan.rotation
+    v = scan.mesh.vertices.astype(np.float64) / scale @ M  # back to the head's frame, mm
+    f = scan.mesh.faces
+    if torso:
+        tv, tf = torso_surface(v, rng)
+        v, f = np.vstack([v, tv]), np.vstack([f, tf + len(v)])
+    if wide is not None:
+        M = Pose(*(rng.uniform(-w, w) for w in wide)).matrix() @ M
+    origin = rng.uniform(-100.0, 100.0, 3)
+    mesh = replace(scan.mesh, vertices=((v @ M.T + origin) * scale).astype(np.float32), faces=f.astype(np.int64))
+    lms = None if scan.landmarks is None else ((scan.landmarks.astype(np.float64) / scale @ scan.rotation @ M.T
+                                                + origin) * scale).astype(np.float32)
+    return replace(scan, mesh=mesh, rotation=M, landmarks=lms)
 
 
 def build(models: dict, per_model: int, seed: int, workers: int = 2, chunk: int = 50) -> FrameData:
@@ -191,6 +240,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=32, help="batch size (32)")
     p.add_argument("--seed", type=int, default=0, help="seed of the scans and of training (0)")
     p.add_argument("--workers", type=int, default=2, help="processes that make the scans (2)")
+    p.add_argument("--pose-sd", default="7,6,5", metavar="YAW,PITCH,ROLL",
+                   help="head-pose spread of the scans, sd in degrees (7,6,5)")
+    p.add_argument("--wide-share", type=float, default=0.0,
+                   help="share of scans posed uniformly within yaw 35, pitch 45, roll 30 degrees instead (0)")
+    p.add_argument("--torso-share", type=float, default=0.0, help="share of scans with shoulders and chest (0)")
     p.add_argument("--out", required=True, help="folder for frame-net.safetensors + frame-net.json")
     return p
 
@@ -198,6 +252,10 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     t0 = time.time()
+    sd = tuple(float(x) for x in args.pose_sd.split(","))
+    if len(sd) != 3:
+        raise SystemExit("--pose-sd takes three numbers: YAW,PITCH,ROLL")
+    _RECIPE[0] = FrameRecipe(pose_sd=sd, wide_share=args.wide_share, torso_share=args.torso_share)
     models = load_face_models(args.facekit, args.makehuman, args.facshuman, rocketbox=args.rocketbox)
     if not models:
         raise SystemExit("name at least one face model (--facekit / --makehuman / --rocketbox)")
@@ -221,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp.replace(out / "frame-net.safetensors")
     cfg = {"size": SIZE, "extent": EXTENT, "points": N_POINTS, "width": net.width, "threshold": thr,
            "trained_on": sorted(train_models), "scans_per_model": args.scans, "epochs": args.epochs,
-           "seed": args.seed, "validation": report, "held_out": args.hold_out,
+           "seed": args.seed, "recipe": asdict(_RECIPE[0]), "validation": report, "held_out": args.hold_out,
            "note": "synthetic validation scans from the same generator (in-distribution) unless held_out"}
     atomic_write_text(out / "frame-net.json", json.dumps(cfg, indent=1) + "\n")
     return 0
