@@ -304,6 +304,20 @@ _FORMULA = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet would run as a
 _NAMES = ("file", "label", "error")  # the columns holding text a user chose (file and class names)
 
 
+def _utf8(text: str) -> str:
+    """``text`` as valid UTF-8: the undecodable bytes of a file name (kept by Python as lone surrogates, which no
+    UTF-8 writer takes) written as ``\\xff``."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        try:
+            raw = text.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a surrogate that was never a byte
+            return text.encode("utf-8", "backslashreplace").decode("utf-8")
+        return raw.decode("utf-8", "backslashreplace")
+
+
 def _cell(v: object, names: bool = False) -> str:
     """A CSV cell. With ``names`` (a file or class name, an error naming a file, a header), text a spreadsheet
     would run as a formula ('=cmd|...') gets a leading apostrophe, as OWASP's CSV-injection advice says; axis
@@ -312,7 +326,7 @@ def _cell(v: object, names: bool = False) -> str:
         return ""
     if isinstance(v, float):
         return f"{v:.6f}"
-    text = str(v)
+    text = _utf8(str(v))
     return "'" + text if names and text.startswith(_FORMULA) else text
 
 
@@ -335,7 +349,7 @@ def rows_to_json(rows: Sequence[Row]) -> str:
     cols = columns(rows)
     out = []
     for r in rows:
-        d = {c: r.get(c) for c in cols}
+        d = {c: _utf8(v) if isinstance(v := r.get(c), str) else v for c in cols}
         d["frame"] = _cell(r.get("frame"))
         d["landmarks"] = r.get("landmarks")
         out.append(d)

@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path, PurePath
@@ -420,3 +421,21 @@ def test_every_option_of_every_command_says_what_it_does():
 
     shown = re.sub(r"\s+", " ", trainconfig.build_parser().format_help())
     assert f"passes over the training subjects (default {trainconfig.TrainConfig.epochs})" in shown
+
+
+def test_a_file_name_that_is_not_utf8_is_written_as_valid_utf8(scans, tmp_path):
+    """Linux file names are bytes; one from a Latin-1 system reaches Python as lone surrogates, which no UTF-8
+    writer takes: the CSV, the JSON and a strict UTF-8 terminal all get \\xff instead of a traceback."""
+    name = os.fsdecode(b"caf\xe9.obj")
+    shutil.copy(scans / "face.obj", tmp_path / name)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONIOENCODING="utf-8:strict",
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    for out in ("r.csv", "r.json"):
+        done = subprocess.run([sys.executable, "-m", "affectvlm", "predict", name, *MODEL, "--views", "0",
+                               "--out", out], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+        text = (tmp_path / out).read_bytes().decode("utf-8")  # strict: valid UTF-8
+        assert "caf\\\\xe9.obj" in text if out.endswith("json") else "caf\\xe9.obj" in text
+    done = subprocess.run([sys.executable, "-m", "affectvlm", "predict", name, *MODEL, "--views", "0", "--format",
+                           "csv"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "caf\\xe9.obj" in done.stdout, done.stderr[-2000:]
