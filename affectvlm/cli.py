@@ -332,7 +332,12 @@ def cmd_render(args: argparse.Namespace) -> int:
         out = render_maps([mesh], views, args.size, texture=not args.no_texture, device=device, maps=maps,
                           up=up, front=front)
         for name, img in out.items():
-            written += save_views(img[0], args.out, f"{s}_{name}" if len(maps) > 1 or name != "shade" else s)
+            stem = f"{s}_{name}" if len(maps) > 1 or name != "shade" else s
+            try:
+                written += save_views(img[0], args.out, stem)
+            except OSError as e:  # a name too long for the file system, a folder that went away, a full disk
+                raise ConfigError(f"{args.out}: cannot write the images of {mesh.source} "
+                                  f"({e.strerror or e}; {len(written)} written)") from None
     print(f"wrote {len(written)} images to {args.out}", file=sys.stderr)
     return 1 if failed else 0
 

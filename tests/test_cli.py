@@ -439,3 +439,13 @@ def test_a_file_name_that_is_not_utf8_is_written_as_valid_utf8(scans, tmp_path):
     done = subprocess.run([sys.executable, "-m", "affectvlm", "predict", name, *MODEL, "--views", "0", "--format",
                            "csv"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "caf\\xe9.obj" in done.stdout, done.stderr[-2000:]
+
+
+def test_render_that_cannot_write_its_images_is_one_line(tmp_path, capsys):
+    long = tmp_path / ("a" * 245 + ".obj")  # the scan's name fits; the image's (+ "_shade_v0.png.tmp") does not
+    m = face_like_mesh(16, textured=False)
+    trimesh.Trimesh(m.vertices, m.faces, process=False).export(long)
+    code = cli.main(["render", str(long), "--out", str(tmp_path / "v"), "--views", "0", "--size", "32",
+                     "--maps", "shade,depth"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "cannot write the images of" in err[0] and "too long" in err[0], err
