@@ -447,3 +447,21 @@ def test_auto_judges_a_bu3dfe_set_by_its_full_expressions_and_adapts_to_all(mode
     auto, on = adapt_for(model, files, "auto", workers=0), adapt_for(model, files, "on", workers=0)
     assert judged == [sorted(names[i] for i in (0, 3, 4)), sorted(names)]
     assert auto.inputs == on.inputs == len(names)
+
+
+def test_eval_without_matplotlib_writes_the_metrics_and_says_why_there_is_no_png(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from affectvlm.io.vrml import write_vrml
+    from affectvlm.train.evaluate import main
+
+    for s in ("F0001", "M0002"):
+        for lvl in range(2):
+            write_vrml(tmp_path / "data" / s / f"{s}_HA{lvl:02d}WH_F3D.wrl",
+                       face_like_mesh(16, smile=lvl / 2, seed=lvl, textured=False))
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # a core install: no [train] extra
+    assert main(["--model", "default", "--data", str(tmp_path / "data"), "--layout", "bu3dfe", "--subset", "all",
+                 "--cache-dir", str(tmp_path / "cache"), "--no-landmarks", "--views", "0",
+                 "--out", str(tmp_path / "m.json")]) == 0
+    assert json.loads((tmp_path / "m.json").read_text())["n"] == 4 and not (tmp_path / "m.png").exists()
+    assert "matplotlib is not installed" in capsys.readouterr().err

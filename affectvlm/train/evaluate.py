@@ -331,8 +331,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         write_json(out, {**res, "confusion_matrix_axes": "rows: true class, columns: predicted class, in the "
                                                          "order of classes"})
-        png = save_confusion_png(res["confusion_matrix"], res["classes"], out.with_suffix(".png"),
-                                 title=f"accuracy {res['accuracy']:.3f} (n={res['n']})")
+        try:
+            png = save_confusion_png(res["confusion_matrix"], res["classes"], out.with_suffix(".png"),
+                                     title=f"accuracy {res['accuracy']:.3f} (n={res['n']})")
+        except ModuleNotFoundError as e:  # matplotlib comes with the [train] extra; the metrics need none of it
+            png = "no confusion-matrix PNG"
+            print(f"note: {e.name} is not installed (pip install 'affectvlm[train]'): the metrics JSON is written, "
+                  "the confusion-matrix PNG is not", file=sys.stderr)
     except OSError as e:
         print(f"error: {out}: cannot write the metrics ({e.strerror or e})", file=sys.stderr)
         return 2
