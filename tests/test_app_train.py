@@ -179,3 +179,28 @@ def test_train_launch_view_and_stop(workspace, tmp_path, monkeypatch):
         at2.selectbox(key="tr_job").set_value(jid).run()
         seen[jid] = {m.label: m.value for m in at2.metric}["Status"]
     assert seen == {1: "finished", 2: "stopped"}
+
+
+def test_a_workspace_the_app_cannot_write_is_one_error_not_a_crash(tmp_path, monkeypatch):
+    """A read-only current folder or bind mount (root ignores permissions, so a file stands in the way here)."""
+    import streamlit as st
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    monkeypatch.setenv("AFFECTVLM_WORKSPACE_ROOTS", str(blocker / "ws"))
+    monkeypatch.setenv("AFFECTVLM_DEFAULT_MODEL", "AffectVLM-Test")
+    monkeypatch.chdir(REPO)
+    st.cache_resource.clear()
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception, at.exception
+    assert any("cannot create it" in e and "AFFECTVLM_WORKSPACE_ROOTS" in e for e in errors(at)), errors(at)
+    ws = tmp_path / "ws"
+    (ws / ".affectvlm").parent.mkdir()
+    (ws / ".affectvlm").write_text("x")  # where the job store goes
+    monkeypatch.setenv("AFFECTVLM_WORKSPACE_ROOTS", str(ws))
+    st.cache_resource.clear()
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception and not errors(at), (at.exception, errors(at))  # Home needs no job store
+    at.switch_page("pages/3_Train.py").run()
+    assert not at.exception, at.exception
+    assert any("job store" in e and "cannot write it" in e for e in errors(at)), errors(at)

@@ -127,9 +127,13 @@ class JobStore:
 
     def __init__(self, db_path: str | os.PathLike):
         self.path = Path(db_path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as con, con:
-            con.executescript(_SCHEMA)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with closing(self._connect()) as con, con:
+                con.executescript(_SCHEMA)
+        except (OSError, sqlite3.OperationalError) as e:  # a read-only workspace
+            raise ConfigError(f"job store {self.path}: cannot write it ({getattr(e, 'strerror', None) or e}); the "
+                              "first workspace root must be writable to launch training jobs") from None
         try:
             with closing(self._connect()) as con, con:
                 con.execute(_UNIQUE_RUNNING)

@@ -74,7 +74,11 @@ def load_settings(env: Mapping[str, str] | None = None, *, cwd: str | os.PathLik
             continue
         p = Path(os.path.expanduser(part))
         p = p if p.is_absolute() else base / p
-        p.mkdir(parents=True, exist_ok=True)
+        try:
+            p.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # a read-only current folder or volume (Docker: a bind mount the app's user cannot write)
+            raise ConfigError(f"workspace {p}: cannot create it ({e.strerror or e}); set AFFECTVLM_WORKSPACE_ROOTS "
+                              "to folders the app may write") from None
         roots.append(p.resolve())
     if not roots:
         raise ConfigError(f"AFFECTVLM_WORKSPACE_ROOTS={raw!r} names no folder")

@@ -99,6 +99,13 @@ def show_dataset_summary(summary: dict) -> None:
 def page_header(title: str, page: str | None = None) -> ModelChoice | None:
     """Page config, the sidebar and the title; returns the sidebar's model choice (None while it is invalid)."""
     st.set_page_config(page_title=f"AffectVLM · {page}" if page else "AffectVLM", page_icon=ICON, layout="wide")
+    try:
+        settings()
+        if page == "Train":
+            job_store()
+    except AffectVLMError as e:  # an unwritable workspace: one line, and the server keeps serving
+        show_error(e)
+        st.stop()
     choice = sidebar()
     st.title(title)
     return choice
