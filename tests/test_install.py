@@ -41,3 +41,29 @@ def test_a_target_install_finds_its_embedded_model_not_the_current_folders(targe
     package, found = done.stdout.split()
     assert Path(package).is_relative_to(target)  # the installed copy, not the checkout
     assert Path(found) == (target / "share" / "affectvlm" / "weights" / "affectvlm-default").resolve()
+
+
+def test_the_sdist_holds_what_its_tests_and_app_need(tmp_path):
+    """An sdist is the project a packager builds and tests: every tracked test helper, the app and its pages,
+    the Streamlit settings and the model card."""
+    listed = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout")
+    tracked = [f for f in listed.stdout.splitlines() if (ROOT / f).is_file()]
+    src = tmp_path / "src"
+    for f in tracked:
+        (src / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / f, src / f)
+    done = subprocess.run([sys.executable, "-c", "import sys; from setuptools import build_meta as b; "
+                           "print(b.build_sdist(sys.argv[1]))", str(tmp_path / "dist")],
+                          cwd=src, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0 and "No module named 'setuptools'" in done.stderr:
+        pytest.skip("no setuptools")
+    assert done.returncode == 0, done.stderr[-2000:]
+    import tarfile
+
+    with tarfile.open(tmp_path / "dist" / done.stdout.split()[-1]) as tar:
+        names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
+    wanted = [f for f in tracked if f.startswith(("tests/", "pages/", ".streamlit/", "configs/"))
+              or f in ("app.py", "weights/MODEL_CARD.md", "requirements.txt", "requirements-dev.txt")]
+    assert len(wanted) > 60 and [f for f in wanted if f not in names] == []
