@@ -2,7 +2,7 @@
 #   docker build -t affectvlm .
 #   docker run --gpus all -p 8501:8501 -v affectvlm-work:/data/workspace -v affectvlm-weights:/data/weights affectvlm
 #   (--build-arg AFFECTVLM_MODELS="SPEC ..." bakes weights in: see below)
-# The install steps are the same commands as .ci/run, so CI covers them.
+# requirements.txt, then a non-editable install (tests/test_install.py checks such an install finds its model).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -41,6 +41,7 @@ def test_a_target_install_finds_its_embedded_model_not_the_current_folders(targe
     package, found = done.stdout.split()
     assert Path(package).is_relative_to(target)  # the installed copy, not the checkout
     assert Path(found) == (target / "share" / "affectvlm" / "weights" / "affectvlm-default").resolve()
+    assert (target / "share" / "affectvlm" / "weights" / "MODEL_CARD.md").is_file()  # what the weights are
 
 
 def test_the_sdist_holds_what_its_tests_and_app_need(tmp_path):
