@@ -344,6 +344,9 @@ def _net_frame(v: np.ndarray, f: np.ndarray, evecs: np.ndarray, up_v, front_v):
     if est.low_confidence and np.abs(pca).max(axis=1).min() < _SNAP_COS:
         alt = run(pca)
         if alt is not None and alt.meta["logit"] > est.meta["logit"] + _TILT_MARGIN:
+            # flagged whatever its own confidence: no file-axis frame was clearly upright, and a principal
+            # frame's confident answer can be tens of degrees off (unseen face models tilted back)
+            alt.low_confidence = True
             return alt, False
     return est, True
 

@@ -232,3 +232,19 @@ def test_synthetic_ict_scans_with_open_mouths():
                 info = canonicalise(_rotated(mesh, R)).meta["canonical"]
                 assert np.allclose(parse_axis(info["up"]), R @ [0, 1, 0]), (emotion, R.tolist(), info["up_cue"])
                 assert np.allclose(parse_axis(info["front"]), R @ [0, 0, 1]), (emotion, R.tolist())
+
+
+def test_a_frame_taken_from_the_principal_axes_is_always_flagged():
+    """A head turned 45 degrees: no file-axis frame is clearly upright, so the principal axes are tried; the
+    network can be sure of that frame while it is tens of degrees off, so the answer is flagged."""
+    from dataclasses import replace
+
+    from affectvlm.io import load_mesh
+    from affectvlm.synth.rig import Pose
+
+    m = load_mesh(Path(__file__).resolve().parents[1] / "affectvlm/data/samples/F0001_HA04WH_F3D.wrl")
+    turned = replace(m, vertices=(m.vertices @ Pose(45, 0, 0).matrix().T).astype(np.float32))
+    c = canonicalise(turned).meta["canonical"]
+    if not isinstance(c["up"], list):
+        pytest.skip("the file's axes were kept: no principal frame to check")
+    assert c["low_confidence"] and min(c["confidence"].values()) > 0.9  # sure of it, and flagged all the same

@@ -414,6 +414,7 @@ def test_a_sequence_of_a_turned_head_is_scored_as_the_same_head_facing_the_camer
     turned = predict([MeshSequence([_yawed(m, 45) for m in faces], [0, 1, 2], source="turned")], model)
     assert [r["error"] for r in turned] == [""] * 4, turned[-1]["error"]
     assert "[" in turned[-1]["orientation_front"]  # reported as the vector it is
+    assert turned[-1]["orientation_flagged"]  # a principal-axes guess is always flagged
     for a, b in zip(straight, turned):
         assert [b[c] for c in CLASSES] == pytest.approx([a[c] for c in CLASSES], abs=0.02)
 
