@@ -362,6 +362,11 @@ def test_dense_scans_are_decimated_to_the_cap_before_geometry_renders():
     assert capped.source == "dense.ply" and cap_vertices(small, 5000) is small and cap_vertices(noisy, 0) is noisy
     bad = Mesh(vertices=noisy.vertices, faces=np.vstack([noisy.faces, [[0, 1, noisy.n_vertices + 5]]]), source="b")
     assert cap_vertices(bad, 5000) is bad  # left for the checks that name the problem
+    # points no triangle uses (a scanner's stray cloud) do not count: the surface keeps the cap's vertices
+    strays = Mesh(vertices=np.vstack([noisy.vertices, rng.normal(0, 50, (200_000, 3)).astype(np.float32)]),
+                  faces=noisy.faces, source="strays.ply")
+    assert abs(cap_vertices(strays, 5000).n_vertices - capped.n_vertices) < 0.05 * capped.n_vertices
+    assert cap_vertices(replace(strays, faces=small.faces), 5000).faces is small.faces  # few used: left as it is
     geo = RenderSettings(size=SIZE, texture=False, max_vertices=5000)
     assert prepare([noisy], geo)[0].n_vertices == capped.n_vertices
     textured = face_like_mesh(160)

@@ -55,7 +55,10 @@ def cap_vertices(mesh: Mesh, max_vertices: int) -> Mesh:
         return mesh
     if f.min() < 0 or f.max() >= n or not np.isfinite(v).all():
         return mesh
-    pts, faces = quadric_simplify(v, f, 1.0 - max_vertices / n)
+    used = int(np.count_nonzero(np.bincount(f.ravel(), minlength=n)))  # points no triangle uses are not a surface
+    if used <= max_vertices:
+        return mesh
+    pts, faces = quadric_simplify(v, f, 1.0 - max_vertices / used)
     if len(faces) == 0:
         return mesh
     meta = dict(mesh.meta)
