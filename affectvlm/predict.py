@@ -33,6 +33,7 @@ import numbers
 import os
 import sys
 import types
+from collections import Counter
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator, Sequence, Union
@@ -238,26 +239,31 @@ def _expressiveness(probs: Sequence[float], classes: Sequence[str]) -> float:
 
 def orient_sequence(seq: MeshSequence, settings: "RenderSettings"
                     ) -> tuple[MeshSequence, "RenderSettings", FaceFrame | None]:
-    """One face frame for the whole sequence, found on the frame nearest the middle that is a face (frames of a
-    scan session share the file's axes; deciding per frame could flip single frames); the sequence and settings
-    that render every frame in it. A frame off the file's axes (a turned head) is given as a rotation of every
+    """One face frame for the whole sequence (frames of a scan session share the file's axes; deciding per frame
+    could flip single frames): found on the middle, first and last frames that are faces and taken by majority
+    (flagged when they disagree); the sequence and settings that render every frame in it. A frame off the file's axes (a turned head) is given as a rotation of every
     frame, since the settings name axes only."""
     from affectvlm.geometry import parse_frame_axes
 
     if not (settings.canonical and seq.frames):
         return seq, settings, None
-    mid = len(seq.frames) // 2
-    for i in sorted(range(len(seq.frames)), key=lambda k: (abs(k - mid), k)):
-        try:
-            found = _prepare(check_face(seq.frames[i]), settings)
-            break
-        except Exception:  # each frame's render reports its own problem
-            continue
-    else:
+    n = len(seq.frames)
+    seen: list[Prepared] = []
+    tried: set[int] = set()
+    for part in (range(n // 2, n), range(0, n // 2), range(n - 1, n // 2 - 1, -1)):  # middle, first, last
+        for i in part:
+            if i in tried:
+                break
+            tried.add(i)
+            try:
+                seen.append(_prepare(check_face(seq.frames[i]), settings))
+                break
+            except Exception:  # each frame's render reports its own problem
+                continue
+    seen = [p for p in seen if p.frame is not None]
+    if not seen:
         return seq, settings, None
-    frame = found.frame
-    if frame is None:
-        return seq, settings, None
+    found, frame = _vote(seen)
     try:
         parse_frame_axes(frame.up, frame.front)
         return seq, replace(settings, up=frame.up, front=frame.front), frame
@@ -266,6 +272,18 @@ def orient_sequence(seq: MeshSequence, settings: "RenderSettings"
         turned = [replace(m, vertices=(np.asarray(m.vertices, np.float64) @ R.T).astype(np.float32))
                   for m in seq.frames]
         return replace(seq, frames=turned), replace(settings, up="+y", front="+z"), frame
+
+
+def _vote(found: Sequence[Prepared]) -> tuple[Prepared, FaceFrame]:
+    """The frame most of ``found`` agree on (ties: the surer), flagged when they do not all agree: a head
+    thrown back at the apex can read upside down where its first and last frames read upright."""
+    def key(p: Prepared) -> str:
+        return f"{p.frame.up}|{p.frame.front}"
+
+    votes = Counter(key(p) for p in found)
+    best = max(found, key=lambda p: (votes[key(p)], p.frame.confidence or 0.0))
+    frame = best.frame if len(votes) == 1 else replace(best.frame, low_confidence=True)
+    return best, frame
 
 
 @dataclass

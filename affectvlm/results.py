@@ -174,7 +174,7 @@ class FrameResult:
 @dataclass
 class SequenceResult(_Scored):
     """A 4D sequence's result: per-frame results in order, the pooled probabilities (None when no frame
-    could be scored, then ``error`` says so) and the face frame found on its middle frame."""
+    could be scored, then ``error`` says so) and the face frame every frame was rendered in."""
 
     file: str
     classes: tuple[str, ...]
@@ -189,7 +189,7 @@ class SequenceResult(_Scored):
         return self.pooled
 
     def frame_row(self, fr: FrameResult) -> Row:
-        return frame_row(self.file, self.classes, fr, self.fps)
+        return frame_row(self.file, self.classes, fr, self.fps, None if fr.error else self.frame)
 
     def pooled_row(self) -> Row:
         return _row(self.file, "sequence", self.classes, self.pooled, self.error, face=self.frame, landmarks=False)
@@ -246,10 +246,12 @@ class Analysis:
         return r.rows() if isinstance(r, SequenceResult) else [r.row()]
 
 
-def frame_row(file: str, classes: Sequence[str], fr: FrameResult, fps: float | None) -> Row:
-    """The row of one frame of a sequence (``timestamp = frame / fps`` seconds)."""
+def frame_row(file: str, classes: Sequence[str], fr: FrameResult, fps: float | None,
+              face: FaceFrame | None = None) -> Row:
+    """The row of one frame of a sequence (``timestamp = frame / fps`` seconds), with the sequence's ``face``
+    frame, which every frame was rendered in."""
     ts = round(fr.frame_id / fps, 6) if fps else None
-    return _row(file, int(fr.frame_id), classes, fr.probs, fr.error, timestamp=ts)
+    return _row(file, int(fr.frame_id), classes, fr.probs, fr.error, timestamp=ts, face=face, landmarks=False)
 
 
 def error_row(file: str, classes: Sequence[str], error: str, *, frame: int | str = "") -> Row:

@@ -541,3 +541,38 @@ def test_numpy_numbers_are_numbers_for_the_options(model, files):
 
     rows = predict([str(files / "a.obj")], model, batch_size=np.int64(4), frames=np.int64(3), fps=np.float32(30))
     assert rows[0]["error"] == ""
+
+
+def test_a_sequences_frame_is_the_majority_of_its_middle_first_and_last_frames(monkeypatch):
+    """A head thrown back at the apex can read upside down where its first and last frames read upright: the
+    middle frame alone decided every frame's orientation."""
+    import affectvlm.predict as P
+    from affectvlm.render import RenderSettings
+    from affectvlm.results import FaceFrame
+
+    read = {0: ("+y", 0.99), 2: ("-y", 1.0), 4: ("+y", 0.98)}  # the apex is surest, and wrong
+    tried = []
+
+    def fake(mesh, settings):
+        i = int(mesh.source)
+        tried.append(i)
+        up, conf = read.get(i, ("+y", 0.9))
+        return Prepared(mesh, FaceFrame(up=up, front="+z", confidence=conf, low_confidence=False), settings)
+
+    monkeypatch.setattr(P, "_prepare", fake)
+    monkeypatch.setattr(P, "check_face", lambda m: m)
+    seq = MeshSequence([face_like_mesh(8, seed=i) for i in range(5)], list(range(5)), source="s")
+    seq = type(seq)([type(m)(m.vertices, m.faces, source=str(i)) for i, m in enumerate(seq.frames)], seq.frame_ids,
+                    source="s")
+    _, settings, frame = P.orient_sequence(seq, RenderSettings())
+    assert tried == [2, 0, 4] and settings.up == frame.up == "+y" and frame.low_confidence
+    read[2] = ("+y", 1.0)
+    _, _, frame = P.orient_sequence(seq, RenderSettings())
+    assert frame.up == "+y" and not frame.low_confidence  # all agree: not flagged
+
+
+def test_frame_rows_carry_the_frame_their_sequence_was_rendered_in(model):
+    faces = [face_like_mesh(24, smile=s, seed=3) for s in (0, 0.7, 1.4)]
+    rows = predict([MeshSequence(faces, [0, 1, 2], source="seq")], model)
+    assert rows[-1]["frame"] == "sequence" and rows[-1]["orientation_up"]
+    assert [r["orientation_up"] for r in rows[:-1]] == [rows[-1]["orientation_up"]] * 3
