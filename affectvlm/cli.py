@@ -396,6 +396,18 @@ def _forward(command: str, argv: list[str]) -> int:
     return int(rc or 0)
 
 
+def _unknown(parser: argparse.ArgumentParser, command: str | None, extra: Sequence[str]) -> None:
+    """Exit 2 naming the arguments ``command`` does not take, with the nearest option it does."""
+    import difflib
+
+    sub = next((a.choices[command] for a in parser._actions if isinstance(a, argparse._SubParsersAction)
+                and command in a.choices), parser)
+    options = [o for a in sub._actions for o in a.option_strings]
+    hints = [f"{x} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(x.split("=")[0], options, n=1))
+             else x for x in extra]
+    sub.error(f"unrecognized arguments: {' '.join(hints)}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
@@ -407,7 +419,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if argv and argv[0] in _FORWARDED:
             return _forward(argv[0], argv[1:])
         parser = build_parser()
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # said by the subcommand's own parser (its usage, not the top level's), with a suggestion
+            _unknown(parser, args.command, extra)
         if args.command is None:
             parser.print_help(sys.stderr)
             return 2

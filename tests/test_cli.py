@@ -449,3 +449,14 @@ def test_render_that_cannot_write_its_images_is_one_line(tmp_path, capsys):
                      "--maps", "shade,depth"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "cannot write the images of" in err[0] and "too long" in err[0], err
+
+
+def test_a_mistyped_option_is_named_by_its_subcommand_with_the_nearest_option(capsys):
+    for argv, says in ((["predict", "--modle", "x", "f.wrl"], "affectvlm predict: error: unrecognized arguments: "
+                        "--modle (did you mean --model?)"),
+                       (["models", "--jsn"], "affectvlm models: error: unrecognized arguments: --jsn (did you mean "
+                        "--json?)")):
+        with pytest.raises(SystemExit) as e:
+            cli.main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and says in err and f"usage: affectvlm {argv[0]}" in err, err
