@@ -465,3 +465,11 @@ def test_eval_without_matplotlib_writes_the_metrics_and_says_why_there_is_no_png
                  "--out", str(tmp_path / "m.json")]) == 0
     assert json.loads((tmp_path / "m.json").read_text())["n"] == 4 and not (tmp_path / "m.png").exists()
     assert "matplotlib is not installed" in capsys.readouterr().err
+
+
+def test_eval_of_a_model_that_is_not_there_says_so_before_asking_for_data(tmp_path, capsys):
+    from affectvlm.train.evaluate import main
+
+    assert main(["--model", str(tmp_path / "no-such-run")]) == 2
+    err = capsys.readouterr().err
+    assert "no-such-run: model file or folder not found" in err and "--data is required" not in err

@@ -103,6 +103,9 @@ def run_eval(args: argparse.Namespace) -> dict:
     data = args.data or base.data
     layout = args.layout or base.layout
     if not data:
+        from affectvlm.model.specs import parse_spec
+
+        parse_spec(spec)  # a --model that names nothing is the first thing to say
         raise ConfigError("--data is required (no run folder with a saved config was given)")
     intens = args.intensities or base.intensities
     subset = args.subset or ("test" if run_cfg else "all")
