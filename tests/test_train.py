@@ -181,7 +181,7 @@ def test_bad_options_fail_cleanly(tiny, tmp_path, capsys):
                         "bu3dfe", "--out", str(tmp_path / "r"), "--model", "AffectVLM-Test"],
                        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "does not exist" in p.stderr
-    assert json.loads((tmp_path / "r" / "status.json").read_text())["status"] == "failed"
+    assert not (tmp_path / "r").exists()  # refused before the run folder is made
     p = subprocess.run([sys.executable, "-m", "affectvlm.train", "--data", str(tiny), "--layout", "bu3dfe",
                         "--out", str(tmp_path / "r2"), "--losses", "mc=abc"],
                        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)

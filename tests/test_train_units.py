@@ -314,3 +314,10 @@ def test_a_full_disk_is_one_line_and_only_rank_0_writes_the_status(tmp_path, mon
     assert "no space left on the disk" in err and "Traceback" not in err
     status = runfolder.read_status(out)
     assert (status is not None and status.status is runfolder.Status.FAILED) == (rank == 0)
+
+
+def test_a_dataset_that_is_not_there_leaves_no_run_folder_behind(tmp_path, capsys):
+    from affectvlm.train.train import main
+
+    assert main(["--data", str(tmp_path / "nope"), "--out", str(tmp_path / "run")]) == 2
+    assert "nope: dataset root does not exist" in capsys.readouterr().err and not (tmp_path / "run").exists()

@@ -1073,6 +1073,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {final} (not retried: the same options would fail the same way)", file=sys.stderr)
             return 2
         refuse_existing_run(cfg)
+        if cfg.data and not Path(cfg.data).exists():  # before the run folder is made: nothing left behind
+            raise ConfigError(f"{cfg.data}: dataset root does not exist")
         if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
             raise ConfigError(f"--out {cfg.out}: a file is there; the run folder must be a folder")
         if cfg.dry_run:  # the checks a real run makes before its first write, nothing written or rendered
