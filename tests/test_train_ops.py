@@ -631,3 +631,14 @@ def test_a_dry_run_refuses_what_the_real_run_would(tiny, tmp_path, capsys):
         assert main([*args, *extra, "--dry-run"]) == 2, extra
         assert says in capsys.readouterr().err, extra
     assert not (tmp_path / "run").exists()
+
+
+def test_an_epoch_cut_short_by_max_steps_averages_over_the_steps_it_ran(tiny, tmp_path):
+    """The epoch record divided its sums by a full epoch's steps: one step of 6 read a sixth of its loss."""
+    run = tmp_path / "run"
+    p = _train(_args(tiny, run, tmp_path / "cache", "--max-steps", "7"))
+    assert p.returncode == 0, p.stderr[-3000:]
+    first, second = epochs(run)
+    assert (first["step"], second["step"]) == (6, 7)
+    last = [r for r in _train_records(run) if r["step"] <= 7][-1]
+    assert second["loss"] > 0.5 * first["loss"] and second["loss"] > 0.5 * last["loss"], (first, second, last)

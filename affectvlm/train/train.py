@@ -803,7 +803,7 @@ def train(cfg: TrainConfig, info: DistInfo, stop: StopSignals | None = None) -> 
                 raise StopTraining(stop.agreed(info) or signal.SIGTERM)
             done = progress.step >= total_steps
             ep_s = time.perf_counter() - ep_t0
-            nb = max(1, steps_per_epoch)
+            nb = max(1, progress.epoch_step)  # the steps this epoch ran (--max-steps can end it early)
             rec = {"kind": "epoch", "epoch": epoch, "step": progress.step, "lr": optimizer.param_groups[0]["lr"],
                    **{k: round(v / nb, 6) for k, v in progress.sums.items()},
                    "samples_per_s": round(progress.n_seen / max(ep_s, 1e-9), 3), "epoch_s": round(ep_s, 3),
