@@ -45,26 +45,48 @@ def _int(env: Mapping[str, str], name: str) -> int | None:
         raise ConfigError(f"environment variable {name}={text!r} is not a whole number") from None
 
 
+@dataclass(frozen=True)
+class Launch:
+    """Who this process is among the processes its launcher started: torchrun's RANK / WORLD_SIZE / LOCAL_RANK, or
+    inside an ``srun`` step SLURM_PROCID / SLURM_STEP_NUM_TASKS / SLURM_LOCALID (``slurm``). The batch shell of a
+    multi-task allocation is one process: SLURM_NTASKS alone says how many tasks srun would start, not that they
+    run."""
+
+    rank: int
+    world: int
+    local_rank: int
+    slurm: bool
+
+
+def launch_from_env(env: Mapping[str, str] | None = None) -> Launch:
+    """This process's :class:`Launch` (rank 0 of 1 without a launcher); ConfigError for a rank outside the world."""
+    env = os.environ if env is None else env
+    if _int(env, "WORLD_SIZE") is not None:
+        rank, world, local, slurm = _int(env, "RANK"), _int(env, "WORLD_SIZE"), _int(env, "LOCAL_RANK"), False
+    elif _int(env, "SLURM_STEP_NUM_TASKS") is not None:
+        rank, world, local = _int(env, "SLURM_PROCID"), _int(env, "SLURM_STEP_NUM_TASKS"), _int(env, "SLURM_LOCALID")
+        slurm = True
+    else:
+        return Launch(0, 1, 0, False)
+    assert world is not None
+    if world < 1:
+        raise ConfigError(f"world size {world} is not a number of processes (check WORLD_SIZE / SLURM_STEP_NUM_TASKS)")
+    if world > 1 and (rank is None or not 0 <= rank < world):
+        raise ConfigError(f"rank {rank} is not in [0, {world}) (check RANK / SLURM_PROCID)")
+    return Launch(rank or 0, world, local or 0, slurm)
+
+
 def shard_from_env(env: Mapping[str, str] | None = None) -> Shard | None:
     """The torchrun or SLURM rank of this process, or None for a single process (world size 1)."""
     env = os.environ if env is None else env
-    if _int(env, "WORLD_SIZE") is not None:
-        rank, world, local = _int(env, "RANK"), _int(env, "WORLD_SIZE"), _int(env, "LOCAL_RANK")
-        run = env.get("TORCHELASTIC_RUN_ID", "")
-    elif _int(env, "SLURM_STEP_NUM_TASKS") is not None:
-        rank, world = _int(env, "SLURM_PROCID"), _int(env, "SLURM_STEP_NUM_TASKS")
-        local = _int(env, "SLURM_LOCALID")
-        run = f"slurm-{env.get('SLURM_JOB_ID', '')}.{env.get('SLURM_STEP_ID', '')}"
-    else:
+    launch = launch_from_env(env)
+    if launch.world <= 1:
         return None
-    assert world is not None
-    if world <= 1:
-        return None
-    if rank is None or not 0 <= rank < world:
-        raise ConfigError(f"rank {rank} is not in [0, {world}) (check RANK / SLURM_PROCID)")
+    run = (f"slurm-{env.get('SLURM_JOB_ID', '')}.{env.get('SLURM_STEP_ID', '')}" if launch.slurm
+           else env.get("TORCHELASTIC_RUN_ID", ""))
     if not run or run == "none":
         run = f"ppid-{os.getppid()}"  # torchrun without a rendezvous id: the launcher is the ranks' parent
-    return Shard(rank, world, local or 0, run)
+    return Shard(launch.rank, launch.world, launch.local_rank, run)
 
 
 def _fingerprint(items: Sequence[Item], extra: str) -> str:

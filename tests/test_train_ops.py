@@ -642,3 +642,32 @@ def test_an_epoch_cut_short_by_max_steps_averages_over_the_steps_it_ran(tiny, tm
     assert (first["step"], second["step"]) == (6, 7)
     last = [r for r in _train_records(run) if r["step"] <= 7][-1]
     assert second["loss"] > 0.5 * first["loss"] and second["loss"] > 0.5 * last["loss"], (first, second, last)
+
+
+def test_srun_ranks_all_stop_when_rank_0_refuses_the_run_folder(tiny, tmp_path):
+    """srun-style ranks (no torchrun): rank 0 found the run folder in use and exited, and rank 1 waited out the
+    30-minute rendezvous, deaf to SIGTERM. Now every rank meets first and all stop with rank 0."""
+    import socket
+
+    run = tmp_path / "run"
+    run.mkdir()
+    runfolder.lock_run_dir(run)  # another trainer holds it
+    try:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        procs = [subprocess.Popen([sys.executable, "-m", "affectvlm.train", *_args(tiny, run, tmp_path / "cache")],
+                                  cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                  env={**_env(), "SLURM_PROCID": str(r), "SLURM_STEP_NUM_TASKS": "2",
+                                       "SLURM_LOCALID": str(r), "SLURM_JOB_ID": "4242", "MASTER_ADDR": "127.0.0.1",
+                                       "MASTER_PORT": str(port)})
+                 for r in range(2)]
+        try:
+            errs = [p.communicate(timeout=120)[1] for p in procs]
+        finally:
+            for p in procs:
+                p.kill()
+        assert [p.returncode for p in procs] == [3, 3], errs
+        assert "in use" in errs[0] and errs[1].strip() == "", errs  # said once, by rank 0
+    finally:
+        runfolder.unlock_run_dir(run)

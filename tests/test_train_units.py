@@ -94,6 +94,18 @@ def test_a_run_folder_is_not_continued_on_another_split(tmp_path, monkeypatch):
 def test_slurm_env(monkeypatch):
     assert first_slurm_host("gpu[03-05,09],cpu1") == "gpu03"
     assert first_slurm_host("node7") == "node7"
+    assert first_slurm_host("gpu[1-2]-ib,cpu1") == "gpu1-ib"  # scontrol keeps what follows the range
+    from affectvlm.shard import launch_from_env
+    from affectvlm.train.distributed import slurm_port
+
+    # the batch shell of `sbatch --ntasks=4` is one process: not rank 0 of 4 waiting for ranks that never start
+    assert launch_from_env({"SLURM_PROCID": "0", "SLURM_NTASKS": "4"}).world == 1
+    step = launch_from_env({"SLURM_PROCID": "1", "SLURM_STEP_NUM_TASKS": "2", "SLURM_LOCALID": "1"})
+    assert (step.rank, step.world, step.local_rank, step.slurm) == (1, 2, 1, True)
+    for bad in ({"RANK": "5", "WORLD_SIZE": "2"}, {"SLURM_PROCID": "3", "SLURM_STEP_NUM_TASKS": "2"}):
+        with pytest.raises(ConfigError, match="is not in"):
+            launch_from_env(bad)  # was a 30-minute wait in the rendezvous
+    assert slurm_port({"SLURM_JOB_ID": "123457"}) != slurm_port({"SLURM_JOB_ID": "123456"})
     for k in ("RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS"):
         monkeypatch.delenv(k, raising=False)
     info = init_distributed_mode("cpu")

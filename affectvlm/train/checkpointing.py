@@ -40,12 +40,9 @@ _MANIFEST_FILES = ("weights.safetensors", "train_state.pt", "model/affectvlm.jso
 
 def launch_rank(env: dict[str, str] | None = None) -> int:
     """This process's global rank before the process group exists (torchrun's RANK, SLURM's SLURM_PROCID)."""
-    env = os.environ if env is None else env
-    if "RANK" in env and "WORLD_SIZE" in env:
-        return int(env["RANK"])
-    if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", "1")) > 1:
-        return int(env["SLURM_PROCID"])
-    return 0
+    from affectvlm.shard import launch_from_env
+
+    return launch_from_env(env).rank
 
 
 def save_run_checkpoint(run_dir: str | os.PathLike, epoch: int, *, model, trainable: dict[str, torch.Tensor],

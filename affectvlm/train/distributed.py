@@ -1,5 +1,6 @@
-"""Process-group set-up for torchrun (RANK/WORLD_SIZE/LOCAL_RANK) and SLURM (SLURM_PROCID/SLURM_NTASKS/
-SLURM_LOCALID/SLURM_NODELIST), in the spirit of torchvision's references/classification/utils.py.
+"""Process-group set-up for torchrun (RANK/WORLD_SIZE/LOCAL_RANK) and SLURM inside an srun step (SLURM_PROCID/
+SLURM_STEP_NUM_TASKS/SLURM_LOCALID/SLURM_NODELIST; :func:`affectvlm.shard.launch_from_env`), in the spirit of
+torchvision's references/classification/utils.py.
 
 gloo on CPU, nccl when CUDA is used. Without any of those variables the run is a single process.
 """
@@ -8,11 +9,13 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from typing import Mapping
 
 import torch
 import torch.distributed as dist
 
 from affectvlm.model.devices import resolve_device
+from affectvlm.shard import launch_from_env
 
 
 @dataclass
@@ -30,15 +33,21 @@ class DistInfo:
 
 
 def first_slurm_host(nodelist: str) -> str:
-    """``node[01-04,07],other`` -> ``node01`` (what ``scontrol show hostnames | head -1`` gives)."""
-    m = re.match(r"^([^\[,]+)(?:\[([^\]]+)\])?", nodelist.strip())
+    """``node[01-04,07]-ib,other`` -> ``node01-ib`` (what ``scontrol show hostnames | head -1`` gives)."""
+    m = re.match(r"^([^\[,]+)(?:\[([^\]]+)\]([^,]*))?", nodelist.strip())
     if not m:
         return nodelist
-    prefix, rng = m.group(1), m.group(2)
+    prefix, rng, suffix = m.group(1), m.group(2), m.group(3) or ""
     if not rng:
         return prefix
     first = rng.split(",")[0].split("-")[0]
-    return prefix + first
+    return prefix + first + suffix
+
+
+def slurm_port(env: Mapping[str, str]) -> str:
+    """A rendezvous port of this SLURM job's own (two jobs sharing a node must not meet on one port)."""
+    job = env.get("SLURM_JOB_ID", "")
+    return str(20000 + int(job) % 20000) if job.isdigit() else "29500"
 
 
 def init_distributed_mode(device: str = "auto", timeout_s: int = 1800) -> DistInfo:
@@ -46,15 +55,12 @@ def init_distributed_mode(device: str = "auto", timeout_s: int = 1800) -> DistIn
     import datetime
 
     env = os.environ
-    if "RANK" in env and "WORLD_SIZE" in env:
-        rank, world, local = int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0))
-    elif "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", "1")) > 1:
-        rank, world, local = int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0))
+    launch = launch_from_env(env)
+    rank, world, local = launch.rank, launch.world, launch.local_rank
+    if launch.slurm and world > 1:
         env.setdefault("MASTER_ADDR", first_slurm_host(env.get("SLURM_NODELIST", "127.0.0.1")))
-        env.setdefault("MASTER_PORT", "29500")
+        env.setdefault("MASTER_PORT", slurm_port(env))
         env["RANK"], env["WORLD_SIZE"], env["LOCAL_RANK"] = str(rank), str(world), str(local)
-    else:
-        rank, world, local = 0, 1, 0
     dev = resolve_device(device, local_rank=local)
     use_cuda = dev.type == "cuda"
     if use_cuda:

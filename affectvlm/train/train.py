@@ -35,10 +35,11 @@ import torch.nn as nn
 from affectvlm import runfolder
 from affectvlm.errors import AffectVLMError, ConfigError
 from affectvlm.runfolder import MetricKind, MetricRecord, RunFolder, Status, write_status
+from affectvlm.shard import launch_from_env
 from affectvlm.train import checkpointing
 from affectvlm.train.augment import AugmentConfig, augment_views, sample_prompts
 from affectvlm.trainconfig import TrainConfig, check_out_apart, parse_loss_weights, parse_report_to, resolve_config, save_config
-from affectvlm.train.distributed import DistInfo, barrier, cleanup, init_distributed_mode
+from affectvlm.train.distributed import DistInfo, barrier, broadcast_object, cleanup, init_distributed_mode
 from affectvlm.train.losses import MultiLoss, gather_with_grad
 from affectvlm.train.metrics import classification_metrics
 from affectvlm.train.monitor import CollapseMonitor, TrainingFailed, chance_level, embedding_spread, failure_hint
@@ -1065,6 +1066,20 @@ def _disk_full(e: BaseException) -> bool:
     return False
 
 
+@contextlib.contextmanager
+def _default_signals():
+    """SIGTERM, SIGHUP and SIGINT at their system defaults (the process ends) inside the block."""
+    sigs = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+    old = {s: signal.getsignal(s) for s in sigs}
+    try:
+        for s in sigs:
+            signal.signal(s, signal.SIG_DFL)
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point for ``affectvlm train`` and ``python -m affectvlm.train`` (also under torchrun)."""
     try:
@@ -1083,27 +1098,37 @@ def main(argv: Sequence[str] | None = None) -> int:
             resolve_device(cfg.device)
             check_writable(cfg.out)
             plan = plan_run(cfg)  # every rank checks the data the same way; one prints the plan
-            check_batches(cfg, len(plan.splits.train), int(os.environ.get("WORLD_SIZE", "1") or 1))
+            check_batches(cfg, len(plan.splits.train), launch_from_env().world)
             if checkpointing.launch_rank() == 0:
                 print(json.dumps(plan.to_json(), indent=2))
             return 0
     except AffectVLMError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    stop = StopSignals().install()
     run_dir = Path(cfg.out)
-    if checkpointing.launch_rank() == 0:  # one trainer per run folder; then sweep a killed save's leftovers
+    try:  # the rendezvous waits in C++, where Python's handlers never run: SIGTERM and Ctrl-C end it as they would
+        with _default_signals():
+            info = init_distributed_mode(cfg.device)
+    except AffectVLMError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    stop = StopSignals().install()
+    refused = None
+    if info.is_main:  # one trainer per run folder; then sweep a killed save's leftovers
         try:
             runfolder.lock_run_dir(run_dir)
+            for line in checkpointing.sweep_run_dir(run_dir):
+                print(f"{run_dir}: {line}", file=sys.stderr)
         except runfolder.RunFolderInUse as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 3
+            refused = (3, str(e))
         except ConfigError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        for line in checkpointing.sweep_run_dir(run_dir):
-            print(f"{run_dir}: {line}", file=sys.stderr)
-    info = init_distributed_mode(cfg.device)
+            refused = (2, str(e))
+    refused = broadcast_object(refused, info)  # the other ranks stop with rank 0, not at the next collective
+    if refused is not None:
+        if info.is_main:
+            print(f"error: {refused[1]}", file=sys.stderr)
+        cleanup(info)
+        return refused[0]
     before = runfolder.read_status(run_dir) if info.is_main else None
     try:
         result = train(cfg, info, stop)
