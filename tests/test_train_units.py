@@ -333,3 +333,14 @@ def test_a_dataset_that_is_not_there_leaves_no_run_folder_behind(tmp_path, capsy
 
     assert main(["--data", str(tmp_path / "nope"), "--out", str(tmp_path / "run")]) == 2
     assert "nope: dataset root does not exist" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+def test_a_training_set_smaller_than_one_batch_is_refused_on_any_number_of_ranks():
+    from affectvlm.train.train import check_batches
+    from affectvlm.trainconfig import TrainConfig
+
+    cfg = TrainConfig(data="d", out="o", batch_size=6)
+    for world in (1, 2, 3):  # 3 ranks trained on 4 samples, two of them repeated to fill the shares
+        with pytest.raises(ConfigError, match="4 training samples give no full batch of 6"):
+            check_batches(cfg, 4, world)
+    assert check_batches(cfg, 6, 3) == 2

@@ -452,8 +452,8 @@ def check_batches(cfg: TrainConfig, n_train: int, world: int) -> int:
     local_bs = cfg.batch_size // world
     if local_bs < 1 or cfg.batch_size % world:
         raise ConfigError(f"--batch-size {cfg.batch_size} must be a multiple of the {world} processes")
-    if (-(-n_train // world) // local_bs) // cfg.accum < 1:
-        raise no_full_batch(n_train, cfg)
+    if n_train < cfg.batch_size * cfg.accum or (-(-n_train // world) // local_bs) // cfg.accum < 1:
+        raise no_full_batch(n_train, cfg)  # on any number of ranks (their padded shares would repeat samples)
     return local_bs
 
 
