@@ -8,6 +8,7 @@ rendezvous of our own); the output's folder must be visible to every rank.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -96,8 +97,10 @@ def _fingerprint(items: Sequence[Item], extra: str) -> str:
     return h.hexdigest()[:16]
 
 
-def parts_dir(out: Path) -> Path:
-    return out.parent / f".{out.name}.parts"
+def parts_dir(out: Path, run_id: str) -> Path:
+    """Where the ranks of run ``run_id`` leave their parts of ``out``: a folder per run, so two runs writing one
+    ``--out`` neither read nor remove each other's parts."""
+    return out.parent / f".{out.name}.parts" / hashlib.sha256(run_id.encode()).hexdigest()[:12]
 
 
 def _part(folder: Path, rank: int) -> Path:
@@ -119,7 +122,7 @@ def predict_sharded(inputs: Input | Sequence[Input], model: object, out: str | o
         raise ConfigError(f"{out}: output must end in .csv or .json")
     o, items = _setup(inputs, model, **kw)  # type: ignore[arg-type]
     units = plan(items, o.batch_size)
-    folder = parts_dir(out)
+    folder = parts_dir(out, shard.run_id)
     fp = _fingerprint(items, f"{shard.run_id}|{shard.world}|{o.model.spec}|{len(units)}")
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -142,6 +145,8 @@ def predict_sharded(inputs: Input | Sequence[Input], model: object, out: str | o
     merged = [r for i in range(len(items)) for r in by_item.get(i, [])]
     write_rows(merged, out, landmarks=landmarks)
     shutil.rmtree(folder, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        folder.parent.rmdir()  # only when no other run's parts are there
     return merged
 
 

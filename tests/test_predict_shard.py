@@ -131,5 +131,16 @@ def test_a_rank_whose_model_preparation_fails_says_so_in_its_part(inputs, tmp_pa
     with pytest.raises(MemoryError):
         predict_sharded([str(inputs / "F0001_AN04WH_F3D.obj")], "AffectVLM-Test", out,
                         Shard(rank=1, world=2, local_rank=1, run_id="t"), prepare_model=fails, workers=0)
-    part = json.loads(_part(parts_dir(out), 1).read_text())
+    part = json.loads(_part(parts_dir(out, "t"), 1).read_text())
     assert part["failed"] == "MemoryError: no room for the adapted copy"  # rank 0 stops waiting and says so
+
+
+def test_two_sharded_runs_writing_one_out_keep_their_parts_apart(inputs, tmp_path):
+    """The first run to finish removed the shared parts folder; the other's rank 0 then crashed (or waited a day)."""
+    from affectvlm.shard import Shard, parts_dir, predict_sharded
+
+    out, scan = tmp_path / "r.json", [str(inputs / "F0001_AN04WH_F3D.obj")]
+    for shard in (Shard(1, 2, 1, "run-a"), Shard(1, 2, 1, "run-b"), Shard(0, 2, 0, "run-b")):
+        predict_sharded(scan, "AffectVLM-Test", out, shard, workers=0)
+    assert out.is_file() and not parts_dir(out, "run-b").exists()
+    assert _part(parts_dir(out, "run-a"), 1).is_file()  # run a's rank 0 will still find its rank 1's part
