@@ -156,3 +156,28 @@ def test_eval_reports_landmark_error_against_bnd_files(tmp_path):
     bad.write_text(bad.read_text().replace("\n", "\nx61.62 ", 1))
     res = landmark_error(samples, RenderSettings())
     assert res["scans"] == 2 and res["unreadable_files"] == [str(bad)]
+
+
+@needs_facekit
+def test_training_scans_with_shoulders_and_wide_poses_keep_their_truth():
+    """The frame trainer's restaged scans: the shoulders hang below the head, and the true candidate and the
+    landmarks follow the extra pose (a landmark stays on the surface it marks)."""
+    from dataclasses import replace
+
+    from affectvlm.synth.facemodel import load_face_models
+    from affectvlm.synth.randomised import Nuisance, sample_scan
+    from affectvlm.train.frame import _restage
+
+    model = load_face_models(REAL_FACEKIT)["ict-facekit"]
+    rng = np.random.default_rng(5)
+    nuis = replace(Nuisance(), crops=(("full", 1.0),), origin_mm=0.0, units=(("cm", 1.0),), hole_probability=0.0)
+    scan = sample_scan(model, "x", 1, rng, nuisance=nuis)
+    staged = _restage(scan, rng, True, (35.0, 45.0, 30.0))
+    v = staged.mesh.vertices.astype(np.float64)
+    assert len(v) > len(scan.mesh.vertices) and staged.mesh.faces.max() < len(v)
+    up = staged.rotation[:, 1]
+    head = v[: len(scan.mesh.vertices)] @ up
+    assert np.median(v[len(scan.mesh.vertices):] @ up) < np.median(head) - 5  # cm: the torso is below the head
+    lm = staged.landmarks.astype(np.float64)
+    gap = np.linalg.norm(v[:, None, :] - lm[None, :10, :], axis=-1).min(0)
+    assert np.all(gap < 0.5), gap  # each landmark still on the (moved) surface, in cm
