@@ -344,3 +344,26 @@ def test_a_training_set_smaller_than_one_batch_is_refused_on_any_number_of_ranks
         with pytest.raises(ConfigError, match="4 training samples give no full batch of 6"):
             check_batches(cfg, 4, world)
     assert check_batches(cfg, 6, 3) == 2
+
+
+def _share(rank: int, world: int, store: str, out: str) -> None:
+    import torch.distributed as dist
+
+    from affectvlm.errors import InputError
+    from affectvlm.train.distributed import DistInfo, share_failure
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    mine = InputError("scans/F0003_SA04WH_F3D.wrl", "truncated VRML") if rank == 1 else None
+    got = share_failure(mine, DistInfo(True, rank, world, rank, "gloo", "cpu"))
+    with open(f"{out}.{rank}", "w") as f:
+        f.write(f"{type(got).__name__}|{getattr(got, 'source', '')}|{got}")
+    dist.destroy_process_group()
+
+
+def test_a_bad_scan_in_rank_1s_share_is_every_ranks_failure(tmp_path):
+    """Rank 1 failed on a bad scan; rank 0 reported 'gloo: connection closed', not final, so torchrun retried."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_share, args=(2, str(tmp_path / "store"), str(tmp_path / "out")), nprocs=2, join=True)
+    got = [(tmp_path / f"out.{r}").read_text() for r in range(2)]
+    assert got[0] == got[1] == "InputError|scans/F0003_SA04WH_F3D.wrl|scans/F0003_SA04WH_F3D.wrl: truncated VRML"

@@ -14,6 +14,7 @@ from typing import Mapping
 import torch
 import torch.distributed as dist
 
+from affectvlm.errors import AffectVLMError, ConfigError, InputError, ModelError
 from affectvlm.model.devices import resolve_device
 from affectvlm.shard import launch_from_env
 
@@ -99,6 +100,24 @@ def broadcast_object(obj, info: DistInfo):
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def share_failure(error: AffectVLMError | None, info: DistInfo) -> AffectVLMError | None:
+    """The failure of the lowest rank that failed a phase every rank runs, on every rank (None when none did):
+    all raise it, so a bad scan in rank 1's share is the run's reason, not rank 0's closed connection."""
+    if not info.distributed:
+        return error
+    mine = None if error is None else (type(error).__name__, getattr(error, "source", None),
+                                       getattr(error, "problem", None), str(error))
+    got: list = [None] * info.world_size
+    dist.all_gather_object(got, mine)
+    first = next((g for g in got if g is not None), None)
+    if first is None or first == mine:
+        return error
+    name, source, problem, text = first
+    if name == "InputError":
+        return InputError(source, problem)
+    return ModelError(text) if name == "ModelError" else ConfigError(text)
 
 
 def cleanup(info: DistInfo) -> None:

@@ -39,7 +39,8 @@ from affectvlm.shard import launch_from_env
 from affectvlm.train import checkpointing
 from affectvlm.train.augment import AugmentConfig, augment_views, sample_prompts
 from affectvlm.trainconfig import TrainConfig, check_out_apart, parse_loss_weights, parse_report_to, resolve_config, save_config
-from affectvlm.train.distributed import DistInfo, barrier, broadcast_object, cleanup, init_distributed_mode
+from affectvlm.train.distributed import (DistInfo, barrier, broadcast_object, cleanup, init_distributed_mode,
+                                         share_failure)
 from affectvlm.train.losses import MultiLoss, gather_with_grad
 from affectvlm.train.metrics import classification_metrics
 from affectvlm.train.monitor import CollapseMonitor, TrainingFailed, chance_level, embedding_spread, failure_hint
@@ -770,8 +771,12 @@ def train(cfg: TrainConfig, info: DistInfo, stop: StopSignals | None = None) -> 
     # render cache, warmed in shards over ranks
     t0 = time.perf_counter()
     all_paths = [s.path for s in train_s + val_s + test_s]
-    rendered = cache.warm(all_paths, info.rank, info.world_size)
-    barrier(info)
+    try:
+        rendered, failure = cache.warm(all_paths, info.rank, info.world_size), None
+    except AffectVLMError as e:  # a bad scan in this rank's share
+        rendered, failure = 0, e
+    if (failure := share_failure(failure, info)) is not None:
+        raise failure
     render_s = time.perf_counter() - t0
     if info.is_main:
         log.info("render cache %s: rendered %d here in %.1fs", cache_dir, rendered, render_s)
