@@ -218,7 +218,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             where = row["file"] + (" (sequence)" if frame == "sequence" else "" if frame in ("", None)
                                    or error.startswith(f"frame {frame}") else f" (frame {frame})")
             _err(f"{where}: {error}")
-        elif row.get("orientation_flagged"):
+        elif row.get("orientation_flagged") and row.get("frame") in ("", None, "sequence"):  # once a sequence
             _err(f"{row['file']}: face frame uncertain (up {row.get('orientation_up')}, front "
                  f"{row.get('orientation_front')}, confidence {row.get('orientation_confidence')}); "
                  "check it or pass --up/--front")

@@ -460,3 +460,13 @@ def test_a_mistyped_option_is_named_by_its_subcommand_with_the_nearest_option(ca
             cli.main(argv)
         err = capsys.readouterr().err
         assert e.value.code == 2 and says in err and f"usage: affectvlm {argv[0]}" in err, err
+
+
+def test_an_uncertain_sequence_frame_is_said_once_not_per_frame(scans, tmp_path, capsys):
+    out = tmp_path / "s.json"
+    cli.main(["predict", str(scans / "seq"), *MODEL, "--views", "0", "--out", str(out), "--no-progress"])
+    rows = json.loads(out.read_text())
+    if not rows[-1]["orientation_flagged"]:
+        pytest.skip("this sequence's frame is not flagged here")
+    assert all(r["orientation_flagged"] for r in rows)  # the frame rows carry the sequence's frame
+    assert capsys.readouterr().err.count("face frame uncertain") == 1
