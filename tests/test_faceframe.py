@@ -181,3 +181,30 @@ def test_training_scans_with_shoulders_and_wide_poses_keep_their_truth():
     lm = staged.landmarks.astype(np.float64)
     gap = np.linalg.norm(v[:, None, :] - lm[None, :10, :], axis=-1).min(0)
     assert np.all(gap < 0.5), gap  # each landmark still on the (moved) surface, in cm
+
+
+@needs_facekit
+@needs_weights
+def test_shoulders_in_the_scan_do_not_turn_the_face_upside_down_unflagged():
+    """Scans with shoulders and chest (BP4D's and raw BU-4DFE's cut): the previous network read them upside down at
+    confidence 1.000. Fresh seeds; shoulders from the procedural torso the network now trains with."""
+    from dataclasses import replace
+
+    from affectvlm.synth.facemodel import load_face_models
+    from affectvlm.synth.randomised import Nuisance, sample_scan
+    from affectvlm.train.frame import _restage
+
+    model = load_face_models(REAL_FACEKIT)["ict-facekit"]
+    rng = np.random.default_rng(4242)
+    nuis = replace(Nuisance(), crops=(("full", 1.0),), origin_mm=0.0)
+    right = silent = 0
+    for k in range(8):
+        scan = _restage(sample_scan(model, "x", 1, rng, nuisance=nuis), rng, True, None)
+        R = AXIS_ROTATIONS[5 * k % 24]
+        v = scan.mesh.vertices.astype(np.float64) @ R.T
+        info = canonicalise(Mesh(vertices=v.astype(np.float32), faces=scan.mesh.faces, source="s")).meta["canonical"]
+        up, front = (R @ scan.rotation)[:, 1], (R @ scan.rotation)[:, 2]
+        ok = np.asarray(info["rotation"])[1] @ up > 0.7 and np.asarray(info["rotation"])[2] @ front > 0.7
+        right += ok
+        silent += (not ok) and not info["low_confidence"]
+    assert silent == 0 and right >= 7, (right, silent)

@@ -99,18 +99,20 @@ def test_wide_forehead_decides_up_sign():
         assert abs(info["up_cue"]["width_log_ratio"]) > 0.1
 
 
-def test_oblique_rotation_recovers_axes_roughly():
-    m = face_like_mesh(40)
-    a, b = np.deg2rad(50.0), np.deg2rad(40.0)
-    Rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
-    Rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
-    R = Rx @ Rz
+@pytest.mark.parametrize("yaw,pitch,roll", [(0, -40, 50), (40, 30, 30), (-60, -40, -30), (30, -30, 30), (0, -35, 25)])
+def test_a_face_tilted_off_every_axis_is_recovered_roughly_or_flagged(yaw, pitch, roll):
+    """A scan tilted off all of its file's axes: the frame comes within 45 degrees (the face-frame review's "right"),
+    or the row is flagged. (The previous face-frame network answered 50-54 degrees off, unflagged, on one.)"""
+    from affectvlm.io import load_mesh
+    from affectvlm.synth.rig import Pose
+
+    m = load_mesh(Path(__file__).resolve().parents[1] / "affectvlm/data/samples/F0001_HA04WH_F3D.wrl")
+    R = Pose(yaw, pitch, roll).matrix()
     info = canonicalise(_rotated(m, R)).meta["canonical"]
-    assert not info["snapped"]
     rot = np.array(info["rotation"])  # rows = file directions of canonical x, y, z
-    true_up, true_front = R @ [0, 1, 0], R @ [0, 0, 1]
-    assert np.degrees(np.arccos(np.clip(rot[1] @ true_up, -1, 1))) < 12
-    assert np.degrees(np.arccos(np.clip(rot[2] @ true_front, -1, 1))) < 12
+    off = max(np.degrees(np.arccos(np.clip(rot[1] @ (R @ [0, 1, 0]), -1, 1))),
+              np.degrees(np.arccos(np.clip(rot[2] @ (R @ [0, 0, 1]), -1, 1))))
+    assert off < 45 or info["low_confidence"], (off, info["up"], info["front"])
 
 
 @pytest.mark.parametrize("bad", ["y", "+w", "", "up", "++y", 3])
