@@ -241,8 +241,8 @@ def orient_sequence(seq: MeshSequence, settings: "RenderSettings"
                     ) -> tuple[MeshSequence, "RenderSettings", FaceFrame | None]:
     """One face frame for the whole sequence (frames of a scan session share the file's axes; deciding per frame
     could flip single frames): found on the middle, first and last frames that are faces and taken by majority
-    (flagged when they disagree); the sequence and settings that render every frame in it. A frame off the file's axes (a turned head) is given as a rotation of every
-    frame, since the settings name axes only."""
+    (flagged when they disagree); the sequence and settings that render every frame in it. A frame off the file's
+    axes (a turned head) is given as a rotation of every frame, since the settings name axes only."""
     from affectvlm.geometry import parse_frame_axes
 
     if not (settings.canonical and seq.frames):

@@ -23,7 +23,7 @@ from typing import Any, Sequence, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from affectvlm.cli import DEVICE_HELP, allow_signed_values
+from affectvlm.cli import CACHE_HELP, DEVICE_HELP, allow_signed_values
 from affectvlm.datasets import LAYOUT_CHOICES
 from affectvlm.errors import ConfigError
 from affectvlm.fileio import atomic_write_text
@@ -297,8 +297,7 @@ def build_parser(prog: str = "affectvlm train") -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true",
                    help="split the data by subject, load the model and resolve its renders, print that plan as JSON "
                         "and stop: nothing is rendered, trained or written")
-    p.add_argument("--cache-dir",
-                   help="where renders are cached (default: $AFFECTVLM_CACHE, else ~/.cache/affectvlm/renders)")
+    p.add_argument("--cache-dir", help=CACHE_HELP)
     p.add_argument("--no-aug", dest="aug", action="store_false",
                    help="no image augmentation (the --aug-* values are kept)")
     p.add_argument("--aug", dest="aug", action="store_true", help="image augmentations on (the default)")

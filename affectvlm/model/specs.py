@@ -134,10 +134,11 @@ def parse_spec(spec: str | os.PathLike | None) -> Spec:
                 return parse_spec(env)
             except ModelError as e:
                 raise ModelError(f"AFFECTVLM_DEFAULT_MODEL={env!r}: {e}") from None
-        for cand in default_model_candidates():
+        candidates = default_model_candidates()
+        for cand in candidates:
             if (cand / ckpt.META_FILE).is_file():
                 return Spec("checkpoint", "default", path=str(cand.resolve()))
-        looked = ", ".join(str(c) for c in default_model_candidates())
+        looked = ", ".join(str(c) for c in candidates)
         raise ModelError(
             f"the default model is not installed (no AffectVLM checkpoint in any of {looked}). "
             "Put a checkpoint folder there (e.g. the 'best' folder of `affectvlm train`), set "

@@ -29,7 +29,7 @@ def torso_surface(head: np.ndarray, rng: np.random.Generator, *, rings: int = 24
     k = np.sin(cap * np.pi / 2)[:, None]  # out quickly, then level
     x = cx + (1 - k) * r_neck * c + k * ex
     z = (1 - k) * (cz + r_neck * s) + k * (chest_z + ez)
-    y = lo + 3.0 - drop * cap[:, None] ** 1.3 - length * wall[:, None] + 0 * theta
+    y = np.broadcast_to((lo + 3.0 - drop * cap ** 1.3 - length * wall)[:, None], x.shape)
     v = np.stack([x, y, z], -1).reshape(-1, 3)
     i, j = np.meshgrid(np.arange(rings - 1), np.arange(around), indexing="ij")
     a, b = i * around + j, i * around + (j + 1) % around

@@ -38,13 +38,6 @@ log = logging.getLogger("affectvlm.train")
 _MANIFEST_FILES = ("weights.safetensors", "train_state.pt", "model/affectvlm.json")
 
 
-def launch_rank(env: dict[str, str] | None = None) -> int:
-    """This process's global rank before the process group exists (torchrun's RANK, SLURM's SLURM_PROCID)."""
-    from affectvlm.shard import launch_from_env
-
-    return launch_from_env(env).rank
-
-
 def save_run_checkpoint(run_dir: str | os.PathLike, epoch: int, *, model, trainable: dict[str, torch.Tensor],
                         train_state: dict, meta: dict, keep: int = 2) -> Path:
     """Write ``checkpoints/epoch_{epoch}``, atomically; keep the newest ``keep`` checkpoints."""

@@ -31,7 +31,7 @@ from affectvlm.train.splits import resolve_split
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from affectvlm.cli import DEVICE_HELP, allow_signed_values, positive_int
+    from affectvlm.cli import CACHE_HELP, DEVICE_HELP, allow_signed_values, positive_int
 
     p = allow_signed_values(argparse.ArgumentParser(prog="affectvlm eval",
                                                     description="Evaluate a model on a labelled dataset."))
@@ -51,8 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--intensities", type=_int_list,
                    help="keep only these intensity levels, e.g. 3,4 (default: a run's own, else all)")
     p.add_argument("--views", help='view angles, e.g. "-30,0,30" (default: the model\'s)')
-    p.add_argument("--cache-dir", help="where renders are cached (default: $AFFECTVLM_CACHE, else "
-                                       "~/.cache/affectvlm/renders)")
+    p.add_argument("--cache-dir", help=CACHE_HELP)
     p.add_argument("--batch-size", type=positive_int, default=32, help="scans scored at once (32)")
     p.add_argument("--per-intensity", action="store_true", help="also report accuracy per intensity level")
     p.add_argument("--device", default="auto", help=f"{DEVICE_HELP} (auto)")

@@ -80,9 +80,9 @@ def _make(args: tuple) -> tuple:
     rng = np.random.default_rng(seed)
     yaw, pitch, roll = (2 * d for d in recipe.pose_sd)  # Nuisance draws with sd = half its figure
     nuis = Nuisance(yaw_deg=yaw, pitch_deg=pitch, roll_deg=roll)
+    extra = recipe.wide_share > 0 or recipe.torso_share > 0
     out = []
     for _ in range(n):
-        extra = recipe.wide_share > 0 or recipe.torso_share > 0
         torso = recipe.torso_share > 0 and rng.random() < recipe.torso_share
         wide = recipe.wide_share > 0 and rng.random() < recipe.wide_share
         if extra:

@@ -20,13 +20,28 @@ from typing import Iterator
 import torch
 import torch.distributed as dist
 
-from affectvlm.train.checkpointing import launch_rank
+from affectvlm.shard import launch_from_env
 from affectvlm.train.distributed import DistInfo
 
 PREEMPTED_EXIT = 75  # EX_TEMPFAIL ("try again later"): checkpoint written, requeue me
 STOPPED_EXIT = 130
 # SIGHUP (a closed terminal, srun) and SIGINT (Ctrl-C) as SIGTERM
 _CODES = {signal.SIGTERM: 1, signal.SIGHUP: 1, signal.SIGINT: 1, signal.SIGUSR1: 2}
+
+
+@contextlib.contextmanager
+def system_stop_signals() -> Iterator[None]:
+    """Inside: SIGTERM, SIGHUP and Ctrl-C at their system default (the process ends), for waits in C++ (the
+    rendezvous), where Python's handlers never run. Used before :class:`StopSignals` is installed."""
+    ending = [s for s, code in _CODES.items() if code == 1]
+    old = {s: signal.getsignal(s) for s in ending}
+    try:
+        for s in ending:
+            signal.signal(s, signal.SIG_DFL)
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 class StopTraining(KeyboardInterrupt):
@@ -61,7 +76,7 @@ class StopSignals:
             self.received = signal.Signals(signum)
         if not self._deferring or again:
             raise StopTraining(signum)
-        if signum == signal.SIGINT and launch_rank() == 0:
+        if signum == signal.SIGINT and launch_from_env().rank == 0:
             os.write(2, b"stopping after this step, with a checkpoint (Ctrl-C again: stop now, without it)\n")
 
     @contextlib.contextmanager

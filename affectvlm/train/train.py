@@ -47,7 +47,7 @@ from affectvlm.train.monitor import CollapseMonitor, TrainingFailed, chance_leve
 from affectvlm.train.sampling import GroupedSampler
 from affectvlm.train.splits import Splits, build_splits
 from affectvlm.train.report import Reporter
-from affectvlm.train.stopping import PREEMPTED_EXIT, STOPPED_EXIT, StopSignals, StopTraining
+from affectvlm.train.stopping import PREEMPTED_EXIT, STOPPED_EXIT, StopSignals, StopTraining, system_stop_signals
 
 if TYPE_CHECKING:
     from affectvlm.render import RenderSettings
@@ -1071,20 +1071,6 @@ def _disk_full(e: BaseException) -> bool:
     return False
 
 
-@contextlib.contextmanager
-def _default_signals():
-    """SIGTERM, SIGHUP and SIGINT at their system defaults (the process ends) inside the block."""
-    sigs = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
-    old = {s: signal.getsignal(s) for s in sigs}
-    try:
-        for s in sigs:
-            signal.signal(s, signal.SIG_DFL)
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point for ``affectvlm train`` and ``python -m affectvlm.train`` (also under torchrun)."""
     try:
@@ -1103,8 +1089,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             resolve_device(cfg.device)
             check_writable(cfg.out)
             plan = plan_run(cfg)  # every rank checks the data the same way; one prints the plan
-            check_batches(cfg, len(plan.splits.train), launch_from_env().world)
-            if checkpointing.launch_rank() == 0:
+            launch = launch_from_env()
+            check_batches(cfg, len(plan.splits.train), launch.world)
+            if launch.rank == 0:
                 print(json.dumps(plan.to_json(), indent=2))
             return 0
     except AffectVLMError as e:
@@ -1112,7 +1099,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     run_dir = Path(cfg.out)
     try:  # the rendezvous waits in C++, where Python's handlers never run: SIGTERM and Ctrl-C end it as they would
-        with _default_signals():
+        with system_stop_signals():
             info = init_distributed_mode(cfg.device)
     except AffectVLMError as e:
         print(f"error: {e}", file=sys.stderr)
