@@ -37,6 +37,7 @@ import numpy as np
 
 from affectvlm.errors import ConfigError, InputError
 from affectvlm.mesh import Mesh
+from affectvlm.winding import apply_flips, consistent_winding
 
 __all__ = ["canonicalise", "vertex_normals", "parse_axis", "parse_frame_axes", "axis_name", "face_areas", "boundary_edges",
            "texture_vertex_colors", "decimate"]
@@ -357,7 +358,8 @@ def canonicalise(mesh: Mesh, *, up: str | None = None, front: str | None = None,
     """Return a new Mesh centred, scaled to radius ``target_scale`` and rotated to the canonical frame.
 
     ``up``/``front`` name the file axes (``"+y"``, ``"-z"``, ...) that point up / toward the viewer,
-    overriding detection. Faces, uv, texture and colours are shared (not copied); vertices are new.
+    overriding detection. Faces, uv, texture and colours are shared (not copied); vertices are new. Faces (and uv)
+    wound against the rest of their patch are turned over first (:mod:`affectvlm.winding`; ``rewound_faces`` in the meta).
     ``method``: ``"net"`` (the embedded face-frame network, :mod:`affectvlm.faceframe`, which also gives
     3D landmarks), ``"cues"`` (the geometric cues described in this module) or ``"auto"`` (the network when
     its weights are installed). ``crop``: keep only the face region around the network's landmarks (brows
@@ -376,6 +378,11 @@ def canonicalise(mesh: Mesh, *, up: str | None = None, front: str | None = None,
     w = 0.5 * np.linalg.norm(fn, axis=1)
     if w.sum() <= 0:
         raise InputError(mesh.source, "all triangles are degenerate (zero area)")
+    faces_in, uv_in = mesh.faces, mesh.face_uv
+    flip = consistent_winding(f, w)
+    if flip.any():
+        faces_in, uv_in = apply_flips(f, uv_in, flip)
+        f, fn = faces_in, np.where(flip[:, None], -fn, fn)
     cent = tri.mean(axis=1)
     mu = np.sum(w[:, None] * cent, 0) / w.sum()
     C = cent - mu
@@ -456,13 +463,15 @@ def canonicalise(mesh: Mesh, *, up: str | None = None, front: str | None = None,
     x_v = np.cross(up_v, front_v)
     R = np.stack([x_v, up_v, front_v])  # rows: file vectors mapped to canonical x, y, z
     Q = v @ R.T
-    faces_out, uv_out = mesh.faces, mesh.face_uv
+    faces_out, uv_out = faces_in, uv_in
+    if flip.any():
+        info["rewound_faces"] = int(flip.sum())
     if crop and est is not None and est.landmarks is not None:
         keep = _face_region(Q, est.landmarks @ R.T)
         fk = keep[f].all(1)
         if fk.sum() >= 100 and w[fk].sum() >= 0.25 * w.sum():
-            faces_out = np.asarray(mesh.faces)[fk]
-            uv_out = None if mesh.face_uv is None else np.asarray(mesh.face_uv)[fk]
+            faces_out = np.asarray(faces_in)[fk]
+            uv_out = None if uv_in is None else np.asarray(uv_in)[fk]
             used = np.unique(f[fk])
             info["cropped"] = True
     elif already:

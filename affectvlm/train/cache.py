@@ -32,8 +32,9 @@ import numpy as np
 
 from affectvlm.errors import ConfigError
 
-# Bump whenever the renderer or canonicalisation changes what a view looks like (2: new up/front vote).
-CACHE_VERSION = 2
+# Bump whenever the renderer or canonicalisation changes what a view looks like (2: new up/front vote; 3: winding
+# made consistent).
+CACHE_VERSION = 3
 _IMAGE_EXT = (".bmp", ".png", ".jpg", ".jpeg")
 
 
