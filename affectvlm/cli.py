@@ -181,6 +181,12 @@ def _err(msg: str) -> None:
     print(f"affectvlm: {printable(msg)}", file=sys.stderr)
 
 
+def _frame_note(source: str, up: object, front: object, confidence: object) -> None:
+    """The one line that says a scan's or sequence's face frame is flagged (predict and render)."""
+    _err(f"{source}: face frame uncertain (up {up}, front {front}, confidence {confidence}); "
+         "check it or pass --up/--front")
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     """Score the inputs; under torchrun or SLURM each rank scores its share and rank 0 writes the one file."""
     from affectvlm.adapt import adapt_for
@@ -220,9 +226,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                                    or error.startswith(f"frame {frame}") else f" (frame {frame})")
             _err(f"{where}: {error}")
         elif row.get("orientation_flagged") and row.get("frame") in ("", None, "sequence"):  # once a sequence
-            _err(f"{row['file']}: face frame uncertain (up {row.get('orientation_up')}, front "
-                 f"{row.get('orientation_front')}, confidence {row.get('orientation_confidence')}); "
-                 "check it or pass --up/--front")
+            _frame_note(row["file"], row.get("orientation_up"), row.get("orientation_front"),
+                        row.get("orientation_confidence"))
 
     kw = dict(views=args.views, frames=args.frames, every=args.every, batch_size=args.batch_size, up=args.up,
               front=args.front, pooling=args.pooling, workers=args.workers, precision=args.precision, fps=args.fps,
@@ -278,6 +283,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
+    from affectvlm.geometry import canonicalise
     from affectvlm.inputs import expand
     from affectvlm.io import MESH_EXTENSIONS, load_mesh
     from affectvlm.limits import default_limits
@@ -285,6 +291,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     from affectvlm.model.devices import resolve_device
     from affectvlm.predict import orient_sequence
     from affectvlm.render import MAPS, RenderSettings, parse_views, render_maps, save_views
+    from affectvlm.results import FaceFrame
 
     views = parse_views(args.views)
     device = resolve_device(args.device)
@@ -316,7 +323,9 @@ def cmd_render(args: argparse.Namespace) -> int:
             ends = [f"_f{fid:04d}" for fid in got.frame_ids] if isinstance(got, MeshSequence) else [""]
             stem = _unique_stem(re.sub(r"[^\w.-]+", "_", base), taken, ends)
             if isinstance(got, MeshSequence):  # one face frame for all frames, as predict finds it
-                got, frame_settings, _ = orient_sequence(got, RenderSettings(up=args.up, front=args.front))
+                got, frame_settings, frame = orient_sequence(got, RenderSettings(up=args.up, front=args.front))
+                if frame is not None and frame.flagged:
+                    _frame_note(item.source, frame.up, frame.front, frame.confidence)
                 todo += [(m, f"{stem}_f{fid:04d}", frame_settings.up, frame_settings.front)
                          for m, fid in zip(got.frames, got.frame_ids)]
             else:
@@ -330,6 +339,12 @@ def cmd_render(args: argparse.Namespace) -> int:
             continue
         for warning in mesh.meta.get("warnings") or () if not args.no_texture else ():
             _err(f"note: {mesh.source}: {warning}")  # a missing texture rendered grey without a word
+        if up is None or front is None:  # found here, so that a flagged frame is said as predict says it
+            mesh = canonicalise(mesh)
+            frame = FaceFrame.from_meta(mesh.meta)
+            if frame is not None and frame.flagged:
+                _frame_note(mesh.source, frame.up, frame.front, frame.confidence)
+            up, front = "+y", "+z"
         out = render_maps([mesh], views, args.size, texture=not args.no_texture, device=device, maps=maps,
                           up=up, front=front)
         for name, img in out.items():

@@ -341,7 +341,8 @@ def test_render_of_a_sequence_with_an_unreadable_frame_renders_the_others(tmp_pa
     for i in range(3):
         write_vrml(tmp_path / "seq" / f"{i:03d}.wrl", face_like_mesh(16, smile=i / 2, seed=i, textured=False))
     (tmp_path / "seq" / "001.wrl").write_text("#VRML V2.0 utf8\nShape { geometry IndexedFaceSet { coord Coord")
-    assert cli.main(["render", str(tmp_path / "seq"), "--out", str(tmp_path / "v"), "--views", "0", "--size", "32"]) == 1
+    assert cli.main(["render", str(tmp_path / "seq"), "--out", str(tmp_path / "v"), "--views", "0", "--size", "32",
+                     "--up", "+y", "--front", "+z"]) == 1  # toy faces' frames are flagged: said, but not here
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0].startswith(f"affectvlm: {tmp_path / 'seq' / '001.wrl'}: ") and len(err) == 2, err
     assert sorted(p.name for p in (tmp_path / "v").iterdir()) == ["seq_f0000_v0.png", "seq_f0002_v0.png"]
@@ -446,7 +447,7 @@ def test_render_that_cannot_write_its_images_is_one_line(tmp_path, capsys):
     m = face_like_mesh(16, textured=False)
     trimesh.Trimesh(m.vertices, m.faces, process=False).export(long)
     code = cli.main(["render", str(long), "--out", str(tmp_path / "v"), "--views", "0", "--size", "32",
-                     "--maps", "shade,depth"])
+                     "--maps", "shade,depth", "--up", "+y", "--front", "+z"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "cannot write the images of" in err[0] and "too long" in err[0], err
 
@@ -470,3 +471,22 @@ def test_an_uncertain_sequence_frame_is_said_once_not_per_frame(scans, tmp_path,
         pytest.skip("this sequence's frame is not flagged here")
     assert all(r["orientation_flagged"] for r in rows)  # the frame rows carry the sequence's frame
     assert capsys.readouterr().err.count("face frame uncertain") == 1
+
+
+def test_render_says_a_flagged_face_frame_as_predict_does(tmp_path, capsys):
+    from scipy.spatial.transform import Rotation
+
+    from affectvlm.io import load_mesh
+
+    scan = load_mesh(Path(__file__).resolve().parents[1] / "affectvlm/data/samples/F0001_HA04WH_F3D.wrl",
+                     texture=False)
+    turned = scan.vertices @ Rotation.from_euler("xyz", (50, 40, 0), degrees=True).as_matrix().T
+    for name, v in (("upright.obj", scan.vertices), ("turned.obj", turned)):
+        trimesh.Trimesh(v, scan.faces, process=False).export(tmp_path / name)
+    said = {}
+    for name in ("upright.obj", "turned.obj"):
+        code = cli.main(["render", str(tmp_path / name), "--out", str(tmp_path / "v"), "--views", "0", "--size", "32"])
+        said[name] = [line for line in capsys.readouterr().err.splitlines() if "face frame uncertain" in line]
+        assert code == 0
+    assert said["upright.obj"] == []
+    assert len(said["turned.obj"]) == 1 and "turned.obj" in said["turned.obj"][0], said
