@@ -181,10 +181,14 @@ def _err(msg: str) -> None:
     print(f"affectvlm: {printable(msg)}", file=sys.stderr)
 
 
-def _frame_note(source: str, up: object, front: object, confidence: object) -> None:
+def _frame_note(source: str, up: object, front: object, confidence: object, from_set: bool = False) -> None:
     """The one line that says a scan's or sequence's face frame is flagged (predict and render)."""
-    _err(f"{source}: face frame uncertain (up {up}, front {front}, confidence {confidence}); "
-         "check it or pass --up/--front")
+    if from_set:
+        _err(f"{source}: face frame uncertain (confidence {confidence}): took the set's (up {up}, front {front}), "
+             "which most of its scans read; check it or pass --up/--front")
+    else:
+        _err(f"{source}: face frame uncertain (up {up}, front {front}, confidence {confidence}); "
+             "check it or pass --up/--front")
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -227,7 +231,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             _err(f"{where}: {error}")
         elif row.get("orientation_flagged") and row.get("frame") in ("", None, "sequence"):  # once a sequence
             _frame_note(row["file"], row.get("orientation_up"), row.get("orientation_front"),
-                        row.get("orientation_confidence"))
+                        row.get("orientation_confidence"), row.get("orientation_source") == "set")
 
     kw = dict(views=args.views, frames=args.frames, every=args.every, batch_size=args.batch_size, up=args.up,
               front=args.front, pooling=args.pooling, workers=args.workers, precision=args.precision, fps=args.fps,

@@ -51,6 +51,8 @@ from affectvlm.pipeline import Ahead, check_workers, executor
 from affectvlm.results import (FIXED_COLUMNS, FRAME_COLUMNS, Analysis, FaceFrame, FrameResult, Prepared, Row,
                                ScanResult, SequenceResult, as_probs, check_classes, class_names, columns, error_row,
                                format_table, rows_to_csv, rows_to_json, write_rows)
+from affectvlm.setframe import MIN_FRAMES, SetFrame, consensus, takes_set_up
+from affectvlm.setframe import SAMPLE as SET_SAMPLE
 
 if TYPE_CHECKING:
     from affectvlm.model import AffectVLM
@@ -105,7 +107,7 @@ def render_settings(base: "RenderSettings", views: ViewsArg = None, up: str | No
     return replace(base, **kw) if kw else base
 
 
-def _prepare(mesh: Mesh, settings: "RenderSettings") -> Prepared:
+def _prepare(mesh: Mesh, settings: "RenderSettings", set_frame: SetFrame | None = None) -> Prepared:
     from affectvlm.render.simplify import capped_for
 
     mesh = capped_for(mesh, settings)
@@ -114,8 +116,14 @@ def _prepare(mesh: Mesh, settings: "RenderSettings") -> Prepared:
     from affectvlm.geometry import canonicalise
 
     c = canonicalise(mesh, up=settings.up, front=settings.front, crop=settings.crop, landmarks=True)
+    frame = FaceFrame.from_meta(c.meta)
+    if takes_set_up(frame, set_frame):
+        assert frame is not None and set_frame is not None
+        c = canonicalise(mesh, up=set_frame.up, front=set_frame.front, crop=settings.crop, landmarks=True)
+        frame = replace(FaceFrame.from_meta(c.meta) or frame, confidence=frame.confidence, low_confidence=True,
+                        detected=frame.detected, axis_confidence=frame.axis_confidence, source="set")
     # the mesh is now centred, unit-sized and facing the camera: render it as it is
-    return Prepared(c, FaceFrame.from_meta(c.meta), replace(settings, canonical=False, up=None, front=None))
+    return Prepared(c, frame, replace(settings, canonical=False, up=None, front=None))
 
 
 def prepare(mesh: Mesh, model: "AffectVLM | RenderSettings | None" = None, *, views: ViewsArg = None,
@@ -282,7 +290,8 @@ def _vote(found: Sequence[Prepared]) -> tuple[Prepared, FaceFrame]:
 
     votes = Counter(key(p) for p in found)
     best = max(found, key=lambda p: (votes[key(p)], p.frame.confidence or 0.0))
-    frame = best.frame if len(votes) == 1 else replace(best.frame, low_confidence=True)
+    frame = replace(best.frame, low_confidence=best.frame.low_confidence or len(votes) > 1,
+                    source="sequence" if best.frame.detected else best.frame.source)
     return best, frame
 
 
@@ -299,6 +308,7 @@ class _Options:
     fps: float | None = None
     workers: int = 0
     mirror: bool = True
+    set_frame: SetFrame | None = None  # the frame most of the run's scans share (affectvlm.setframe)
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -464,7 +474,27 @@ def _load_prepared(item: Item, o: _Options) -> Prepared:
     mesh = item.load()
     if not isinstance(mesh, Mesh):
         raise ConfigError(f"{item.source}: expected a scan, got {type(mesh).__name__}")
-    return _prepare(check_face(mesh, o.limits), o.settings)
+    return _prepare(check_face(mesh, o.limits), o.settings, o.set_frame)
+
+
+def find_set_frame(items: Sequence[Item], o: _Options) -> SetFrame | None:
+    """The frame most of a sample of the scans among ``items`` read (:mod:`affectvlm.setframe`); None when the
+    user gave an axis, the model renders as the files lie, or no frame is shared. It depends only on the items."""
+    scans = [it for it in items if it.kind == "scan"]
+    if (not o.settings.canonical or o.settings.up is not None or o.settings.front is not None
+            or len(scans) < MIN_FRAMES):
+        return None
+    step = len(scans) / min(len(scans), SET_SAMPLE)
+    picked = [scans[int(k * step)] for k in range(min(len(scans), SET_SAMPLE))]
+
+    def frame_of(item: Item) -> FaceFrame | None:
+        try:
+            return _load_prepared(item, replace(o, set_frame=None)).frame
+        except Exception:  # the scan's own row reports it
+            return None
+
+    with executor(o.workers) as pool:
+        return consensus(pool.map(frame_of, picked))
 
 
 @dataclass
@@ -578,7 +608,9 @@ def _setup(inputs: Input | Sequence[Input], model: ModelArg, *, views: ViewsArg 
                  fps=fps, workers=check_workers(workers), mirror=mirror)
     inference_context(o.model.device, precision)  # refuse an impossible precision before any work
     # a model that renders geometry only never needs the scans' texture images: skip decoding them
-    return o, expand(inputs, limits=o.limits, frames=frames, every=every, texture=o.settings.texture)
+    items = expand(inputs, limits=o.limits, frames=frames, every=every, texture=o.settings.texture)
+    o.set_frame = find_set_frame(items, o)
+    return o, items
 
 
 def score_items(items: Sequence[Item], o: _Options, units: Sequence[list[int]], *, progress: bool = False,

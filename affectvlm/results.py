@@ -5,7 +5,8 @@
 * :class:`SequenceResult`: a 4D sequence's per-frame results (:class:`FrameResult`) and the pooled one.
 
 Rows (what ``affectvlm predict`` writes): ``file, frame, timestamp, label, confidence, <one column per class>,
-[orientation_up, orientation_front, orientation_confidence, orientation_flagged], success, error``.
+[orientation_up, orientation_front, orientation_confidence, orientation_flagged, orientation_source], success,
+error``.
 ``frame`` is ``""`` for a scan, the frame number for a frame of a sequence and ``"sequence"`` for its pooled
 row; ``timestamp`` is ``frame / fps`` in seconds on a sequence's frame rows (empty elsewhere), ``success`` is
 1, or 0 on a row whose ``error`` is set (its other columns are then empty). Files have one schema whatever
@@ -39,7 +40,9 @@ if TYPE_CHECKING:
 
 Row = dict[str, Any]
 FIXED_COLUMNS = ("file", "frame", "label", "confidence")
-FRAME_COLUMNS = ("orientation_up", "orientation_front", "orientation_confidence", "orientation_flagged")
+FRAME_COLUMNS = ("orientation_up", "orientation_front", "orientation_confidence", "orientation_flagged",
+                 "orientation_source")
+FRAME_SOURCES = ("scan", "sequence", "set", "given")  # where a row's face frame came from
 TIME_COLUMN = "timestamp"  # after "frame", as OpenFace writes it
 SUCCESS_COLUMN = "success"  # before "error"
 NOT_CLASSES = frozenset({*FIXED_COLUMNS, *FRAME_COLUMNS, TIME_COLUMN, SUCCESS_COLUMN, "error", "landmarks"})
@@ -51,7 +54,9 @@ Probs = tuple[float, ...]
 class FaceFrame:
     """The face frame found on a scan (:func:`affectvlm.geometry.canonicalise`): the file axes that point up
     and toward the viewer, which were ``detected`` (not given), their confidence (``confidence`` is the
-    lowest; None when both were given), whether the guess is flagged, and the landmarks (file coordinates)."""
+    lowest; None when both were given), whether the guess is flagged, the landmarks (file coordinates), and its
+    ``source`` (:data:`FRAME_SOURCES`: found on the scan, voted over a sequence's frames, the set's frame taken
+    for a flagged scan (:mod:`affectvlm.setframe`), or given)."""
 
     up: str
     front: str
@@ -60,6 +65,7 @@ class FaceFrame:
     landmarks: list[list[float]] | None = None
     detected: tuple[str, ...] = ()
     axis_confidence: Mapping[str, float] = field(default_factory=dict)
+    source: str = "scan"
 
     @property
     def flagged(self) -> bool:
@@ -75,12 +81,14 @@ class FaceFrame:
         return cls(up=str(c["up"]), front=str(c["front"]),
                    confidence=round(float(min(conf.values())), 4) if conf else None,
                    low_confidence=bool(c.get("low_confidence", False)), landmarks=c.get("landmarks"),
-                   detected=tuple(c.get("detected") or ()), axis_confidence=conf)
+                   detected=tuple(c.get("detected") or ()), axis_confidence=conf,
+                   source="scan" if c.get("detected") else "given")
 
     def fields(self, landmarks: bool = True) -> Row:
         """The row's orientation columns (and ``landmarks``)."""
         out: Row = {"orientation_up": self.up, "orientation_front": self.front,
-                    "orientation_confidence": self.confidence, "orientation_flagged": self.flagged}
+                    "orientation_confidence": self.confidence, "orientation_flagged": self.flagged,
+                    "orientation_source": self.source}
         if landmarks:
             out["landmarks"] = self.landmarks
         return out

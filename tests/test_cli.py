@@ -66,7 +66,7 @@ def test_predict_json_sequence_and_classes(scans, tmp_path):
     assert [x["frame"] for x in rows] == ["0", "1", "2", "sequence"]  # text, as in the CSV: one type a column
     assert list(rows[0]) == ["file", "frame", "timestamp", "label", "confidence", "calm", "joy", "pain",
                              "orientation_up", "orientation_front", "orientation_confidence", "orientation_flagged",
-                             "success", "error", "landmarks"]
+                             "orientation_source", "success", "error", "landmarks"]
     assert all(list(x) == list(rows[0]) for x in rows)
     assert [x["timestamp"] for x in rows] == [0.0, 0.04, 0.08, None]  # 25 frames per second by default
     assert [x["success"] for x in rows] == [1, 1, 1, 1]

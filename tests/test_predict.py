@@ -224,7 +224,8 @@ def test_write_rows(tmp_path, model):
     write_rows(rows, tmp_path / "sub" / "r.json")
     got = list(csv.DictReader((tmp_path / "r.csv").open()))
     assert list(got[0]) == ["file", "frame", "timestamp", "label", "confidence", *CLASSES, "orientation_up",
-                            "orientation_front", "orientation_confidence", "orientation_flagged", "success", "error"]
+                            "orientation_front", "orientation_confidence", "orientation_flagged", "orientation_source",
+                            "success", "error"]
     assert [g["success"] for g in got] == ["1", "0"] and got[0]["timestamp"] == ""
     assert got[0]["orientation_up"] and got[0]["orientation_flagged"] in ("True", "False")
     assert got[1]["orientation_up"] == "" and got[1]["orientation_flagged"] == ""

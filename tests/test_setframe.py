@@ -1,0 +1,97 @@
+"""The set's face frame for flagged scans (affectvlm.setframe and predict's use of it)."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+import affectvlm.geometry as geometry
+from affectvlm.model import load_model
+from affectvlm.predict import predict
+from affectvlm.results import FaceFrame
+from affectvlm.setframe import MIN_FRAMES, SetFrame, consensus, takes_set_up
+
+SAMPLE = Path(__file__).resolve().parents[1] / "affectvlm" / "data" / "samples" / "F0001_HA04WH_F3D.wrl"
+
+
+def frame(up: str = "+y", front: str = "+z", flagged: bool = False) -> FaceFrame:
+    return FaceFrame(up, front, 0.9 if flagged else 1.0, flagged, detected=("front", "up"))
+
+
+def test_consensus_needs_enough_frames_that_mostly_agree():
+    assert consensus([frame()] * (MIN_FRAMES - 1) + [None] * 5) is None
+    got = consensus([frame()] * 7 + [frame("-y", flagged=True)] * 2 + [None])
+    assert got == SetFrame("+y", "+z", 7, 9)
+    assert consensus([frame()] * 6 + [frame("+x", "-y")] * 3) is None  # 6 of 9 is under three quarters
+    tilted = FaceFrame("[0.1, 0.99, 0.0]", "+z", 0.5, True, detected=("front", "up"))
+    assert consensus([tilted] * 9) is None  # only an axis-aligned frame is a set's
+
+
+def test_only_a_flagged_scan_facing_the_sets_way_takes_its_up():
+    s = SetFrame("+y", "+z", 20, 24)
+    assert takes_set_up(frame("-y", flagged=True), s)
+    assert takes_set_up(frame("+x", flagged=True), s)  # rolled 90 degrees
+    assert not takes_set_up(frame("-y"), s)  # confident: its own
+    assert not takes_set_up(frame("+y", "+x", flagged=True), s)  # faces elsewhere: a turned head is not forced
+    assert not takes_set_up(frame("-y", flagged=True), None)
+    given = FaceFrame("-y", "+z", None, True, detected=())
+    assert not takes_set_up(given, s)
+
+
+@pytest.fixture(scope="module")
+def model():
+    from affectvlm.render import RenderSettings
+
+    m = load_model("AffectVLM-Test", cache=False)
+    m.render = RenderSettings(size=48, views="0")
+    return m
+
+
+def _misread(monkeypatch, name: str, up: str, front: str) -> None:
+    """The frame network reads scan ``name`` as (up, front), flagged (as it does some scans of unseen faces)."""
+    real = geometry.canonicalise
+
+    def fake(mesh, *, up=None, front=None, **kw):
+        if mesh.source.endswith(name) and up is None and front is None:
+            c = real(mesh, up=wrong[0], front=wrong[1], **kw)
+            c.meta["canonical"].update(detected=["front", "up"], confidence={"front": 0.9, "up": 0.9},
+                                       low_confidence=True)
+            return c
+        return real(mesh, up=up, front=front, **kw)
+
+    wrong = (up, front)
+    monkeypatch.setattr(geometry, "canonicalise", fake)
+
+
+@pytest.mark.parametrize("n, wrong, taken", [(10, ("-y", "+z"), True), (10, ("+y", "+x"), False),
+                                             (MIN_FRAMES - 1, ("-y", "+z"), False)])
+def test_a_flagged_upside_down_scan_takes_the_frame_most_of_its_set_reads(tmp_path, monkeypatch, model, n, wrong,
+                                                                          taken):
+    for i in range(n):
+        shutil.copy(SAMPLE, tmp_path / f"scan_{chr(97 + i)}.wrl")  # letters: not a sequence
+    _misread(monkeypatch, "scan_d.wrl", *wrong)
+    rows = {Path(r["file"]).name: r for r in predict(tmp_path, model)}
+    odd = rows["scan_d.wrl"]
+    assert odd["orientation_flagged"] is True and odd["success"] == 1
+    if taken:
+        assert (odd["orientation_up"], odd["orientation_front"], odd["orientation_source"]) == ("+y", "+z", "set")
+        assert rows["scan_e.wrl"]["label"] == odd["label"]  # the same scan, now rendered the same way
+    else:
+        assert (odd["orientation_up"], odd["orientation_front"], odd["orientation_source"]) == (*wrong, "scan")
+    assert all(r["orientation_source"] == "scan" and r["orientation_up"] == "+y" for k, r in rows.items()
+               if k != "scan_d.wrl")
+    given = predict([tmp_path / "scan_d.wrl"], model, up="+y", front="+z")[0]
+    assert given["orientation_source"] == "given"
+
+
+def test_predict_says_which_scans_took_the_sets_frame(tmp_path, monkeypatch, capsys):
+    from affectvlm import cli
+
+    for i in range(10):
+        shutil.copy(SAMPLE, tmp_path / f"scan_{chr(97 + i)}.wrl")
+    _misread(monkeypatch, "scan_d.wrl", "-y", "+z")
+    assert cli.main(["predict", str(tmp_path), "--model", "AffectVLM-Test", "--views", "0", "--no-progress",
+                     "--adapt", "none", "--out", str(tmp_path / "r.csv")]) == 0
+    said = [line for line in capsys.readouterr().err.splitlines() if "face frame uncertain" in line]
+    assert len(said) == 1 and "scan_d.wrl" in said[0] and "took the set's (up +y, front +z)" in said[0], said
