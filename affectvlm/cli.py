@@ -181,6 +181,9 @@ def _err(msg: str) -> None:
     print(f"affectvlm: {printable(msg)}", file=sys.stderr)
 
 
+MAX_FRAME_NOTES = 10  # flagged face frames said one by one; the rest are counted
+
+
 def _frame_note(source: str, up: object, front: object, confidence: object, from_set: bool = False) -> None:
     """The one line that says a scan's or sequence's face frame is flagged (predict and render)."""
     if from_set:
@@ -223,6 +226,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         _err(f"warning: model {model.spec!r} is untrained (random init): scores are meaningless")
     progress = not args.no_progress and sys.stderr.isatty() and (shard is None or shard.rank == 0)
 
+    flagged = [0]
+
     def on_row(row: dict) -> None:
         if row.get("error"):
             frame, error = row.get("frame"), str(row["error"])
@@ -230,8 +235,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
                                    or error.startswith(f"frame {frame}") else f" (frame {frame})")
             _err(f"{where}: {error}")
         elif row.get("orientation_flagged") and row.get("frame") in ("", None, "sequence"):  # once a sequence
-            _frame_note(row["file"], row.get("orientation_up"), row.get("orientation_front"),
-                        row.get("orientation_confidence"), row.get("orientation_source") == "set")
+            from_set = row.get("orientation_source") == "set"
+            flagged[0] += not from_set
+            if from_set or flagged[0] <= MAX_FRAME_NOTES:  # a set's frame taken is always said
+                _frame_note(row["file"], row.get("orientation_up"), row.get("orientation_front"),
+                            row.get("orientation_confidence"), from_set)
 
     kw = dict(views=args.views, frames=args.frames, every=args.every, batch_size=args.batch_size, up=args.up,
               front=args.front, pooling=args.pooling, workers=args.workers, precision=args.precision, fps=args.fps,
@@ -253,6 +261,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
             return 0  # rank 0 reports; a non-zero exit here would make torchrun stop the others
     else:
         rows = predict(args.inputs, adapted(model), progress=progress, on_row=on_row, **kw)
+    if flagged[0] > MAX_FRAME_NOTES:
+        _err(f"... and {flagged[0] - MAX_FRAME_NOTES} more flagged face frames ({flagged[0]} in all; "
+             "orientation_flagged on their rows)")
     centred = centre_rows(rows, model.classes, training_logits(model), subject_mean)
     if centred.rescored:
         _err(f"--subject-mean {subject_mean}: {centred.text()}; --subject-mean none scores each input alone")

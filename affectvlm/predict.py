@@ -59,7 +59,7 @@ if TYPE_CHECKING:
     from affectvlm.render import RenderSettings, View
 
 __all__ = [  # the scoring API, with the result types and writers of affectvlm.results for one import
-    "predict", "prepare", "predict_mesh", "iter_sequence", "iter_sequence_results", "plan", "score_items",
+    "predict", "prepare", "predict_mesh", "orient_scan", "sample_set_frame", "iter_sequence", "iter_sequence_results", "plan", "score_items",
     "pool_probabilities", "frame_expressiveness", "peak_frames", "contrast", "render_settings", "inference_context",
     "POOLINGS", "DEFAULT_POOLING", "PRECISIONS", "DEFAULT_FPS", "FPS_RANGE",
     "Analysis", "FaceFrame", "FrameResult", "Prepared", "Row", "ScanResult", "SequenceResult", "FIXED_COLUMNS",
@@ -107,7 +107,9 @@ def render_settings(base: "RenderSettings", views: ViewsArg = None, up: str | No
     return replace(base, **kw) if kw else base
 
 
-def _prepare(mesh: Mesh, settings: "RenderSettings", set_frame: SetFrame | None = None) -> Prepared:
+def orient_scan(mesh: Mesh, settings: "RenderSettings", set_frame: SetFrame | None = None) -> Prepared:
+    """A checked scan in the canonical frame of ``settings`` (as scoring renders it: capped, framed, cropped), the
+    frame of its set taken where :func:`affectvlm.setframe.takes_set_up` says; it renders with ``.settings``."""
     from affectvlm.render.simplify import capped_for
 
     mesh = capped_for(mesh, settings)
@@ -135,7 +137,7 @@ def prepare(mesh: Mesh, model: "AffectVLM | RenderSettings | None" = None, *, vi
 
     base = model if isinstance(model, RenderSettings) else _as_model(model).render
     check_face(mesh, limits)
-    return _prepare(mesh, render_settings(base, views, up, front))
+    return orient_scan(mesh, render_settings(base, views, up, front))
 
 
 def _render(prepared: Sequence[Prepared], device: torch.device) -> tuple[torch.Tensor | None,
@@ -264,7 +266,7 @@ def orient_sequence(seq: MeshSequence, settings: "RenderSettings"
                 break
             tried.add(i)
             try:
-                seen.append(_prepare(check_face(seq.frames[i]), settings))
+                seen.append(orient_scan(check_face(seq.frames[i]), settings))
                 break
             except Exception:  # each frame's render reports its own problem
                 continue
@@ -474,27 +476,34 @@ def _load_prepared(item: Item, o: _Options) -> Prepared:
     mesh = item.load()
     if not isinstance(mesh, Mesh):
         raise ConfigError(f"{item.source}: expected a scan, got {type(mesh).__name__}")
-    return _prepare(check_face(mesh, o.limits), o.settings, o.set_frame)
+    return orient_scan(check_face(mesh, o.limits), o.settings, o.set_frame)
+
+
+def sample_set_frame(scans: Sequence[Callable[[], Mesh]], settings: "RenderSettings", limits: Limits | None = None,
+                     workers: int = 0) -> SetFrame | None:
+    """The frame most of :data:`affectvlm.setframe.SAMPLE` scans spread over ``scans`` (loaders) read, or None: the
+    settings give an axis or render the files as they lie, too few scans, or no shared frame. It depends only on
+    the scans, so every rank of a sharded run finds the same."""
+    if settings.up is not None or settings.front is not None or not settings.canonical or len(scans) < MIN_FRAMES:
+        return None
+    n = min(len(scans), SET_SAMPLE)
+    picked = [scans[int(k * len(scans) / n)] for k in range(n)]
+    lim = limits or default_limits()
+
+    def frame_of(load: Callable[[], Mesh]) -> FaceFrame | None:
+        try:
+            return orient_scan(check_face(load(), lim), settings).frame
+        except Exception:  # the scan's own row (or sample) reports it
+            return None
+
+    with executor(workers) as pool:
+        return consensus(pool.map(frame_of, picked))
 
 
 def find_set_frame(items: Sequence[Item], o: _Options) -> SetFrame | None:
-    """The frame most of a sample of the scans among ``items`` read (:mod:`affectvlm.setframe`); None when the
-    user gave an axis, the model renders as the files lie, or no frame is shared. It depends only on the items."""
-    scans = [it for it in items if it.kind == "scan"]
-    if (not o.settings.canonical or o.settings.up is not None or o.settings.front is not None
-            or len(scans) < MIN_FRAMES):
-        return None
-    step = len(scans) / min(len(scans), SET_SAMPLE)
-    picked = [scans[int(k * step)] for k in range(min(len(scans), SET_SAMPLE))]
-
-    def frame_of(item: Item) -> FaceFrame | None:
-        try:
-            return _load_prepared(item, replace(o, set_frame=None)).frame
-        except Exception:  # the scan's own row reports it
-            return None
-
-    with executor(o.workers) as pool:
-        return consensus(pool.map(frame_of, picked))
+    """:func:`sample_set_frame` over the scans among ``items`` (sequences orient themselves)."""
+    return sample_set_frame([it.load for it in items if it.kind == "scan"], o.settings, o.limits,  # type: ignore
+                            o.workers)
 
 
 @dataclass

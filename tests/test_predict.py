@@ -560,7 +560,7 @@ def test_a_sequences_frame_is_the_majority_of_its_middle_first_and_last_frames(m
         up, conf = read.get(i, ("+y", 0.9))
         return Prepared(mesh, FaceFrame(up=up, front="+z", confidence=conf, low_confidence=False), settings)
 
-    monkeypatch.setattr(P, "_prepare", fake)
+    monkeypatch.setattr(P, "orient_scan", fake)
     monkeypatch.setattr(P, "check_face", lambda m: m)
     seq = MeshSequence([face_like_mesh(8, seed=i) for i in range(5)], list(range(5)), source="s")
     seq = type(seq)([type(m)(m.vertices, m.faces, source=str(i)) for i, m in enumerate(seq.frames)], seq.frame_ids,

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 import affectvlm.geometry as geometry
+import affectvlm.render.prepare as render_prepare
 from affectvlm.model import load_model
 from affectvlm.predict import predict
 from affectvlm.results import FaceFrame
@@ -62,6 +63,7 @@ def _misread(monkeypatch, name: str, up: str, front: str) -> None:
 
     wrong = (up, front)
     monkeypatch.setattr(geometry, "canonicalise", fake)
+    monkeypatch.setattr(render_prepare, "canonicalise", fake)  # the renderer's own import of it
 
 
 @pytest.mark.parametrize("n, wrong, taken", [(10, ("-y", "+z"), True), (10, ("+y", "+x"), False),
@@ -95,3 +97,48 @@ def test_predict_says_which_scans_took_the_sets_frame(tmp_path, monkeypatch, cap
                      "--adapt", "none", "--out", str(tmp_path / "r.csv")]) == 0
     said = [line for line in capsys.readouterr().err.splitlines() if "face frame uncertain" in line]
     assert len(said) == 1 and "scan_d.wrl" in said[0] and "took the set's (up +y, front +z)" in said[0], said
+
+
+def test_the_trainers_render_cache_orients_a_set_as_predict_does(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from affectvlm.render import RenderSettings
+    from affectvlm.train.cache import RenderCache, set_frame_of
+
+    text = SAMPLE.read_text()
+    files = []
+    for i in range(10):  # one scan, ten files that differ (the cache keys files by content)
+        files.append(tmp_path / f"scan_{chr(97 + i)}.wrl")
+        files[-1].write_text(text + f"\n# copy {i}\n")
+    _misread(monkeypatch, "scan_d.wrl", "-y", "+z")
+    settings = RenderSettings(size=32, views="0", crop=True)
+    found = set_frame_of([SimpleNamespace(path=f) for f in files], settings)
+    assert found == SetFrame("+y", "+z", 9, 10)
+    plain = RenderCache(tmp_path / "plain", settings)
+    taking = RenderCache(tmp_path / "set", settings, set_frame=found)
+    d, e = str(files[3]), str(files[4])
+    assert not np.array_equal(plain.get(d), plain.get(e))  # read upside down, it renders upside down
+    assert np.array_equal(taking.get(d), taking.get(e))
+    assert taking.key(e) != plain.key(e)  # entries of a set with a frame are its own
+
+
+def test_predict_says_ten_flagged_frames_and_counts_the_rest(tmp_path, monkeypatch, capsys):
+    from affectvlm import cli
+
+    real = geometry.canonicalise
+
+    def unsure(mesh, **kw):
+        c = real(mesh, **kw)
+        c.meta["canonical"]["low_confidence"] = bool(c.meta["canonical"].get("detected"))
+        return c
+
+    monkeypatch.setattr(geometry, "canonicalise", unsure)
+    for i in range(13):
+        shutil.copy(SAMPLE, tmp_path / f"scan_{chr(97 + i)}.wrl")
+    assert cli.main(["predict", str(tmp_path), "--model", "AffectVLM-Test", "--views", "0", "--no-progress",
+                     "--adapt", "none", "--out", str(tmp_path / "r.csv")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert sum("face frame uncertain" in line for line in err) == 10
+    assert any("... and 3 more flagged face frames (13 in all" in line for line in err), err

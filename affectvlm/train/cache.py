@@ -73,11 +73,22 @@ class CacheStats:
         return self.hits / n if n else 0.0
 
 
+def set_frame_of(samples: Sequence, settings):
+    """The face frame most of the samples' scans share (:func:`affectvlm.predict.sample_set_frame`), or None."""
+    from functools import partial
+
+    from affectvlm.io import load_mesh
+    from affectvlm.predict import sample_set_frame
+
+    paths = list(dict.fromkeys(str(s.path) for s in samples))
+    return sample_set_frame([partial(load_mesh, p, texture=False) for p in paths], settings)
+
+
 class RenderCache:
     """``get(path) -> uint8 (V,3,H,W)``; ``warm(paths, rank, world)`` fills missing entries in batches."""
 
     def __init__(self, root: str | os.PathLike, settings, angle_jitter: float = 0.0, device: str = "cpu",
-                 batch: int = 16, pitches: Sequence[float] = ()):
+                 batch: int = 16, pitches: Sequence[float] = (), set_frame=None):
         from affectvlm.render import View
 
         self.root = Path(root)
@@ -87,6 +98,7 @@ class RenderCache:
             raise ConfigError(f"{self.root}: cannot hold the render cache ({e.strerror or e}); give --cache-dir "
                               "a writable folder") from None
         self.settings = settings
+        self.set_frame = set_frame  # the frame most of the run's scans share (affectvlm.setframe), for flagged ones
         self.angle_jitter = float(angle_jitter)
         self.pitches = tuple(float(p) for p in pitches)
         views = tuple(settings.views)
@@ -113,6 +125,8 @@ class RenderCache:
             from affectvlm.faceframe import weights_digest
 
             key["frame_net"] = weights_digest()
+        if set_frame is not None:  # only when found, so entries of sets without one keep their keys
+            key["set_frame"] = [set_frame.up, set_frame.front]
         self._settings_key = json.dumps(key, sort_keys=True, default=str)
         self._digests: dict[tuple[str, int, int], str] = {}
 
@@ -143,7 +157,13 @@ class RenderCache:
         t0 = time.perf_counter()
         s = self.settings
         meshes = [check_face(load_mesh(p, texture=s.texture)) for p in paths]  # what predict refuses, so does training
-        imgs = replace(s, views=self.render_views_list).render(meshes, device=self.device)
+        s = replace(s, views=self.render_views_list)
+        if self.set_frame is not None:  # oriented as predict orients a set's scans
+            from affectvlm.predict import orient_scan
+
+            prepared = [orient_scan(m, s, self.set_frame) for m in meshes]
+            meshes, s = [p.mesh for p in prepared], prepared[0].settings
+        imgs = s.render(meshes, device=self.device)
         out = (imgs.clamp(0, 1) * 255 + 0.5).to("cpu").numpy().astype(np.uint8)
         self.stats.render_s += time.perf_counter() - t0
         return [out[i] for i in range(len(paths))]

@@ -92,7 +92,7 @@ def run_eval(args: argparse.Namespace) -> dict:
     from affectvlm.datasets import filter_samples, expand_frames, kfold_split, load_dataset, manifest_split
     from affectvlm.model import load_model
     from affectvlm.predict import render_settings
-    from affectvlm.train.cache import RenderCache, default_cache_dir
+    from affectvlm.train.cache import RenderCache, default_cache_dir, set_frame_of
 
     from affectvlm.model import resolve_device
 
@@ -152,7 +152,8 @@ def run_eval(args: argparse.Namespace) -> dict:
         raise ConfigError(f"--prior needs at least {MIN_ROWS} samples to match; {data} gives {len(samples)}")
     # as predict renders: the model's views at its score_pitches, or the views given, as given
     settings = model.render = render_settings(model.render, args.views or None)
-    cache = RenderCache(args.cache_dir or default_cache_dir(), settings, device=device)
+    cache = RenderCache(args.cache_dir or default_cache_dir(), settings, device=device,
+                        set_frame=set_frame_of(samples, settings))
     t0 = time.perf_counter()
     cache.warm([s.path for s in samples])
     cidx = {c: i for i, c in enumerate(classes)}

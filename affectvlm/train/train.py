@@ -687,12 +687,16 @@ def train(cfg: TrainConfig, info: DistInfo, stop: StopSignals | None = None) -> 
     views = tuple(settings.views)
     n_views = len(views)
 
-    from affectvlm.train.cache import RenderCache, default_cache_dir
+    from affectvlm.train.cache import RenderCache, default_cache_dir, set_frame_of
 
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
     # every view also at the model's scoring pitches: training sees them and val / test score as predict does
     cache = RenderCache(cache_dir, settings, angle_jitter=cfg.angle_jitter if cfg.aug else 0.0,
-                        device=device, pitches=settings.score_pitches)
+                        device=device, pitches=settings.score_pitches,
+                        set_frame=set_frame_of([*train_s, *val_s, *test_s], settings))
+    if cache.set_frame is not None and info.is_main:
+        log.info("face frame of the data: %s; a flagged scan facing its front but read another way up takes its up",
+                 cache.set_frame.text())
     model.to(device)
     weights = parse_loss_weights(cfg.losses)
     criterion = MultiLoss(weights, cfg.margin_init, cfg.margin_min, cfg.margin_max,
