@@ -22,7 +22,7 @@ from affectvlm.errors import AffectVLMError, ConfigError, InputError, printable
 from affectvlm.fileio import out_problem
 
 DEVICE_HELP = "torch device: auto (CUDA when present, else cpu), cpu, cuda, cuda:N or mps"
-CACHE_HELP = "where renders are cached (default: $AFFECTVLM_CACHE, else ~/.cache/affectvlm/renders)"
+CACHE_HELP = "where renders are cached (default: $AFFECTVLM_CACHE/renders, else ~/.cache/affectvlm/renders)"
 
 _FORWARDED = {
     "synth": ("affectvlm.synth.cli", "make synthetic BU-3DFE/BU-4DFE-style data"),

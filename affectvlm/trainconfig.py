@@ -129,7 +129,7 @@ class TrainConfig:
     batch_by: str = ""  # "" = batches drawn from every sample; a Sample field (face_model...): one value per batch
     resume: str = "auto"  # auto | yes | no (see the module docstring)
     dry_run: bool = False  # read the data and the model, print the plan as JSON, train nothing and write nothing
-    cache_dir: str | None = None  # default: $AFFECTVLM_CACHE, else the user cache (~/.cache/affectvlm/renders)
+    cache_dir: str | None = None  # default: $AFFECTVLM_CACHE/renders, else ~/.cache/affectvlm/renders
     # augmentation (see affectvlm/train/augment.py)
     aug: bool = True
     aug_flip: float = 0.5

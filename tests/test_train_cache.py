@@ -109,3 +109,18 @@ def test_another_frame_network_is_another_key(tmp_path, monkeypatch):
         assert RenderCache(tmp_path / "c", plain).entry(paths[0]) == k_plain
     finally:
         faceframe.weights_digest.cache_clear()
+
+
+def test_one_override_keeps_downloads_renders_and_face_model_arrays_apart(tmp_path, monkeypatch):
+    from affectvlm.model import caches
+    from affectvlm.synth.facekit import _cache_dir
+    from affectvlm.train.cache import default_cache_dir
+
+    monkeypatch.setenv("AFFECTVLM_CACHE", str(tmp_path / "c"))
+    assert caches.hf_cache_dir() == tmp_path / "c"
+    assert default_cache_dir() == tmp_path / "c" / "renders"
+    assert _cache_dir() == tmp_path / "c" / "synth"
+    monkeypatch.delenv("AFFECTVLM_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "affectvlm" / "renders"
+    assert _cache_dir() == tmp_path / "xdg" / "affectvlm" / "synth"

@@ -4,7 +4,8 @@
   cache (``HF_HOME``, ``HF_HUB_CACHE``, ``HF_HUB_OFFLINE`` honoured by ``huggingface_hub`` itself), so
   weights a user already has are not fetched again;
 * the few tags open_clip fetches from a URL go to open_clip's own cache (``~/.cache/clip``);
-* ``AFFECTVLM_CACHE`` set: everything goes there instead (an explicit override).
+* ``AFFECTVLM_CACHE`` set: every download goes there instead (an explicit override), and what AffectVLM makes
+  itself (renders, face-model arrays) into its ``renders/`` and ``synth/`` sub-folders (:func:`own_cache`).
 
 Nothing here parses specs: :mod:`affectvlm.model.specs` loads, :mod:`affectvlm.model.catalog` lists
 and downloads.
@@ -32,6 +33,14 @@ def override_dir() -> Path | None:
     """``AFFECTVLM_CACHE`` when set, else None (the ecosystem's caches are used)."""
     raw = os.environ.get(OVERRIDE_ENV, "").strip()
     return Path(raw).expanduser() if raw else None
+
+
+def own_cache(part: str) -> Path:
+    """Where AffectVLM keeps what it makes itself, by ``part`` (``renders``, ``synth``): ``$AFFECTVLM_CACHE/part``
+    when set, else ``$XDG_CACHE_HOME`` (or ``~/.cache``) ``/affectvlm/part``. Downloads go elsewhere
+    (:func:`hf_cache_dir`), so one override never mixes weights, renders and face-model arrays in one folder."""
+    over = override_dir()
+    return (over or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "affectvlm") / part
 
 
 def open_clip_cache_arg() -> str | None:

@@ -7,8 +7,8 @@ any number of identity modes ``identityNNN.obj`` and the ARKit-named expression 
 
 Only the face area is kept: the polygons of material ``M_Face`` (polygons 0-9229, vertices 0-9408 in the
 real model) or every polygon when the OBJ names no materials. Parsing 70+ OBJs of 2.5 MB takes seconds, so
-the stacked arrays are cached as ``.npz`` in ``$AFFECTVLM_CACHE`` (default ``~/.cache/affectvlm``), keyed by
-the files' names, sizes and modification times.
+the stacked arrays are cached as ``.npz`` in ``$AFFECTVLM_CACHE/synth`` (default ``~/.cache/affectvlm/synth``),
+keyed by the files' names, sizes and modification times.
 """
 from __future__ import annotations
 
@@ -69,7 +69,9 @@ class FaceKit:
 
 
 def _cache_dir() -> Path:
-    return Path(os.environ.get("AFFECTVLM_CACHE") or Path.home() / ".cache" / "affectvlm")
+    from affectvlm.model.caches import own_cache
+
+    return own_cache("synth")
 
 
 def _read_obj_vertices(path: Path) -> np.ndarray:

@@ -11,7 +11,7 @@ eyeballs), quads split in two, largest connected piece. Identities: a PCA of fac
 macro settings (sex, age 18-80, muscle, weight, ethnicity mix) and face-detail sliders (nose, mouth, cheeks,
 chin, eyes, brows, forehead, head shape, ears); the neutral is their mean and each mode is scaled by its
 standard deviation, so ``w ~ N(0, 1)`` draws from that population. Parsed arrays are cached as ``.npz`` in
-``$AFFECTVLM_CACHE`` (default ``~/.cache/affectvlm``), keyed by the files' names, sizes and mtimes.
+``$AFFECTVLM_CACHE/synth`` (default ``~/.cache/affectvlm/synth``), keyed by the files' names, sizes and mtimes.
 """
 from __future__ import annotations
 

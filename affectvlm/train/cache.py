@@ -55,10 +55,9 @@ def file_digest(path: str | os.PathLike) -> str:
 
 
 def default_cache_dir() -> Path:
-    env = os.environ.get("AFFECTVLM_CACHE")
-    if env:
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "affectvlm" / "renders"
+    from affectvlm.model.caches import own_cache
+
+    return own_cache("renders")
 
 
 @dataclass
