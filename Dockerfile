@@ -2,7 +2,7 @@
 #   docker build -t affectvlm .
 #   docker run --gpus all -p 8501:8501 -v affectvlm-work:/data/workspace -v affectvlm-weights:/data/weights affectvlm
 #   (--build-arg AFFECTVLM_MODELS="SPEC ..." bakes weights in: see below)
-# requirements.txt, then a non-editable install (tests/test_install.py checks such an install finds its model).
+# requirements.txt pinned by constraints.txt, then a non-editable install (tests/test_install.py checks such an install finds its model).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -27,9 +27,10 @@ RUN useradd --create-home --uid 1000 affectvlm \
  && chown -R affectvlm:affectvlm /data
 WORKDIR /app
 
-# Dependencies first (cached layer): pip resolves torch + torchvision together, i.e. the CUDA build.
-COPY requirements.txt ./
-RUN python -m pip install -r requirements.txt
+# Dependencies first (cached layer): pip resolves torch + torchvision together, i.e. the CUDA build, at the versions
+# CI last passed with (constraints.txt).
+COPY requirements.txt constraints.txt ./
+RUN python -m pip install -r requirements.txt -c constraints.txt
 
 COPY . .
 RUN python -m pip install --no-deps .

@@ -68,3 +68,24 @@ def test_the_sdist_holds_what_its_tests_and_app_need(tmp_path):
     wanted = [f for f in tracked if f.startswith(("tests/", "pages/", ".streamlit/", "configs/"))
               or f in ("app.py", "weights/MODEL_CARD.md", "requirements.txt", "requirements-dev.txt")]
     assert len(wanted) > 60 and [f for f in wanted if f not in names] == []
+
+
+def test_the_docker_images_pins_cover_every_requirement_and_satisfy_it():
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    root = Path(__file__).resolve().parents[1]
+    pins = {}
+    for line in (root / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version and " " not in version, f"not a pin: {line!r}"
+            pins[canonicalize_name(name)] = version
+    for line in (root / "requirements.txt").read_text().splitlines():
+        text = line.split("#")[0].strip()
+        if text:
+            req = Requirement(text)
+            name = canonicalize_name(req.name)
+            assert name in pins, f"{req.name} is not pinned in constraints.txt"
+            assert req.specifier.contains(pins[name], prereleases=True), f"{req.name}=={pins[name]} is not {req}"
+    assert "-c constraints.txt" in (root / "Dockerfile").read_text()
