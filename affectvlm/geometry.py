@@ -358,8 +358,9 @@ def canonicalise(mesh: Mesh, *, up: str | None = None, front: str | None = None,
     """Return a new Mesh centred, scaled to radius ``target_scale`` and rotated to the canonical frame.
 
     ``up``/``front`` name the file axes (``"+y"``, ``"-z"``, ...) that point up / toward the viewer,
-    overriding detection. Faces, uv, texture and colours are shared (not copied); vertices are new. Faces (and uv)
-    wound against the rest of their patch are turned over first (:mod:`affectvlm.winding`; ``rewound_faces`` in the meta).
+    overriding detection. Faces, uv, texture and colours are shared (not copied); vertices are new. Faces (and
+    uv) wound against the rest of their patch are turned over first (:mod:`affectvlm.winding`; ``rewound_faces``
+    in the meta).
     ``method``: ``"net"`` (the embedded face-frame network, :mod:`affectvlm.faceframe`, which also gives
     3D landmarks), ``"cues"`` (the geometric cues described in this module) or ``"auto"`` (the network when
     its weights are installed). ``crop``: keep only the face region around the network's landmarks (brows

@@ -59,7 +59,8 @@ if TYPE_CHECKING:
     from affectvlm.render import RenderSettings, View
 
 __all__ = [  # the scoring API, with the result types and writers of affectvlm.results for one import
-    "predict", "prepare", "predict_mesh", "orient_scan", "sample_set_frame", "iter_sequence", "iter_sequence_results", "plan", "score_items",
+    "predict", "prepare", "predict_mesh", "orient_scan", "sample_set_frame", "iter_sequence", "iter_sequence_results",
+    "plan", "score_items",
     "pool_probabilities", "frame_expressiveness", "peak_frames", "contrast", "render_settings", "inference_context",
     "POOLINGS", "DEFAULT_POOLING", "PRECISIONS", "DEFAULT_FPS", "FPS_RANGE",
     "Analysis", "FaceFrame", "FrameResult", "Prepared", "Row", "ScanResult", "SequenceResult", "FIXED_COLUMNS",

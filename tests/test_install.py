@@ -66,7 +66,8 @@ def test_the_sdist_holds_what_its_tests_and_app_need(tmp_path):
     with tarfile.open(tmp_path / "dist" / done.stdout.split()[-1]) as tar:
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
     wanted = [f for f in tracked if f.startswith(("tests/", "pages/", ".streamlit/", "configs/"))
-              or f in ("app.py", "weights/MODEL_CARD.md", "requirements.txt", "requirements-dev.txt", "constraints.txt")]
+              or f in ("app.py", "weights/MODEL_CARD.md", "requirements.txt", "requirements-dev.txt",
+                       "constraints.txt")]
     assert len(wanted) > 60 and [f for f in wanted if f not in names] == []
 
 
