@@ -226,7 +226,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         _err(f"warning: model {model.spec!r} is untrained (random init): scores are meaningless")
     progress = not args.no_progress and sys.stderr.isatty() and (shard is None or shard.rank == 0)
 
-    flagged = [0]
+    flagged = [0, 0]  # flagged face frames, and those said
 
     def on_row(row: dict) -> None:
         if row.get("error"):
@@ -236,8 +236,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
             _err(f"{where}: {error}")
         elif row.get("orientation_flagged") and row.get("frame") in ("", None, "sequence"):  # once a sequence
             from_set = row.get("orientation_source") == "set"
-            flagged[0] += not from_set
-            if from_set or flagged[0] <= MAX_FRAME_NOTES:  # a set's frame taken is always said
+            flagged[0] += 1
+            if from_set or flagged[1] < MAX_FRAME_NOTES:  # a set's frame taken is always said
+                flagged[1] += 1
                 _frame_note(row["file"], row.get("orientation_up"), row.get("orientation_front"),
                             row.get("orientation_confidence"), from_set)
 
@@ -261,8 +262,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             return 0  # rank 0 reports; a non-zero exit here would make torchrun stop the others
     else:
         rows = predict(args.inputs, adapted(model), progress=progress, on_row=on_row, **kw)
-    if flagged[0] > MAX_FRAME_NOTES:
-        _err(f"... and {flagged[0] - MAX_FRAME_NOTES} more flagged face frames ({flagged[0]} in all; "
+    if flagged[0] > flagged[1]:
+        _err(f"... and {flagged[0] - flagged[1]} more flagged face frames ({flagged[0]} in all; "
              "orientation_flagged on their rows)")
     centred = centre_rows(rows, model.classes, training_logits(model), subject_mean)
     if centred.rescored:
@@ -298,15 +299,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from affectvlm.geometry import canonicalise
     from affectvlm.inputs import expand
     from affectvlm.io import MESH_EXTENSIONS, load_mesh
     from affectvlm.limits import default_limits
     from affectvlm.mesh import Mesh, MeshSequence
     from affectvlm.model.devices import resolve_device
-    from affectvlm.predict import orient_sequence
+    from affectvlm.predict import orient_sequence, sample_set_frame
     from affectvlm.render import MAPS, RenderSettings, parse_views, render_maps, save_views
     from affectvlm.results import FaceFrame
+    from affectvlm.setframe import takes_set_up
 
     views = parse_views(args.views)
     device = resolve_device(args.device)
@@ -347,6 +351,9 @@ def cmd_render(args: argparse.Namespace) -> int:
                 todo.append((got, stem, args.up, args.front))
     else:
         todo = [(load_mesh(src), src.stem, args.up, args.front)]
+    # a folder's scans share its frame where predict's would (affectvlm.setframe): the same frame as predict's
+    set_frame = sample_set_frame([lambda m=m: m for m, _, up, front in todo if up is None or front is None],
+                                 RenderSettings(up=args.up, front=args.front)) if len(todo) > 1 else None
     for mesh, s, up, front in todo:
         if mesh.meta.get("load_error"):  # a frame that could not be read: said, and the others rendered
             _err(f"{mesh.source}: {mesh.meta['load_error']}")
@@ -355,11 +362,14 @@ def cmd_render(args: argparse.Namespace) -> int:
         for warning in mesh.meta.get("warnings") or () if not args.no_texture else ():
             _err(f"note: {mesh.source}: {warning}")  # a missing texture rendered grey without a word
         if up is None or front is None:  # found here, so that a flagged frame is said as predict says it
-            mesh = canonicalise(mesh)
-            frame = FaceFrame.from_meta(mesh.meta)
+            framed = canonicalise(mesh, up=up, front=front)
+            frame = FaceFrame.from_meta(framed.meta)
+            if set_frame is not None and takes_set_up(frame, set_frame):
+                framed = canonicalise(mesh, up=set_frame.up, front=set_frame.front)
+                frame = replace(frame, up=set_frame.up, front=set_frame.front, source="set")
             if frame is not None and frame.flagged:
-                _frame_note(mesh.source, frame.up, frame.front, frame.confidence)
-            up, front = "+y", "+z"
+                _frame_note(mesh.source, frame.up, frame.front, frame.confidence, frame.source == "set")
+            mesh, up, front = framed, "+y", "+z"
         out = render_maps([mesh], views, args.size, texture=not args.no_texture, device=device, maps=maps,
                           up=up, front=front)
         for name, img in out.items():

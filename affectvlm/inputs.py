@@ -29,12 +29,14 @@ NOT_A_ZIP = "not a valid zip file (no zip header)"
 @dataclass(frozen=True)
 class Item:
     """One input ``predict`` scores: a scan, a sequence (``load`` reads it when it is its turn) or an input that
-    could not be opened (``error``)."""
+    could not be opened (``error``). ``again``: ``load`` may be called more than once (False for a caller's
+    ``(name, reader)``, which is read once)."""
 
     source: str
     kind: str  # "scan" | "sequence" | "error"
     load: Callable[[], Mesh | MeshSequence] | None = None
     error: str = ""
+    again: bool = True
 
 
 def error_text(exc: BaseException, source: str = "") -> str:
@@ -195,7 +197,7 @@ def expand(inputs: Input | Sequence[Input], *, limits: Limits, frames: int | Non
                 items += from_path(Path(x).expanduser(), os.fspath(x))
             elif isinstance(x, (tuple, list)) and len(x) == 2 and callable(x[1]):  # a scan read at its turn
                 items.append(Item(str(x[0]), "scan", lambda r=x[1], n=str(x[0]):
-                                  load_mesh(bytes(r()), n, limits=limits, texture=texture)))
+                                  load_mesh(bytes(r()), n, limits=limits, texture=texture), again=False))
             elif isinstance(x, (tuple, list)) and len(x) == 2 and isinstance(x[1], (str, os.PathLike)):
                 items += from_path(Path(x[1]), str(x[0]))  # (shown name, path): e.g. an upload saved to a temp file
             else:

@@ -502,9 +502,10 @@ def sample_set_frame(scans: Sequence[Callable[[], Mesh]], settings: "RenderSetti
 
 
 def find_set_frame(items: Sequence[Item], o: _Options) -> SetFrame | None:
-    """:func:`sample_set_frame` over the scans among ``items`` (sequences orient themselves)."""
-    return sample_set_frame([it.load for it in items if it.kind == "scan"], o.settings, o.limits,  # type: ignore
-                            o.workers)
+    """:func:`sample_set_frame` over the scans among ``items`` that can be read twice (sequences orient
+    themselves; a caller's reader is read once, at its turn)."""
+    return sample_set_frame([it.load for it in items if it.kind == "scan" and it.again],  # type: ignore[misc]
+                            o.settings, o.limits, o.workers)
 
 
 @dataclass

@@ -32,7 +32,10 @@ def _shared_edges(f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ea, eb = order[pair], order[pair + 1]
     a, b = ea % n_faces, eb % n_faces
     same = (e[ea, 0] < e[ea, 1]) == (e[eb, 0] < e[eb, 1])
-    keep = a != b  # a degenerate triangle can use one edge twice
+    corners = np.sort(f, axis=1)
+    # a degenerate triangle can use one edge twice; a triangle listed twice (either way round) shares its rim
+    # edges with its copy: joined, one copy would be turned over and their normals would cancel
+    keep = (a != b) & (corners[a] != corners[b]).any(axis=1)
     return a[keep], b[keep], same[keep]
 
 

@@ -43,10 +43,15 @@ def main() -> None:
     ap.add_argument("--share", type=float, default=0.5, help="share of triangles turned over (0-1)")
     ap.add_argument("--repeats", type=positive_int, default=3, help="timed runs of ours (median)")
     args = ap.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip().isdigit()]
+    if not sizes or min(sizes) < 8 or len(sizes) != len(args.sizes.split(",")):
+        ap.error(f"--sizes {args.sizes}: whole numbers of at least 8, comma-separated")
+    if not 0.0 <= args.share <= 1.0:
+        ap.error(f"--share {args.share}: a share from 0 to 1")
     import trimesh
 
     rng = np.random.default_rng(0)
-    for n in [int(s) for s in args.sizes.split(",")]:
+    for n in sizes:
         m = face_like_mesh(n, textured=False)
         faces = np.asarray(m.faces, dtype=np.int64)
         hit = rng.random(len(faces)) < args.share

@@ -142,3 +142,51 @@ def test_predict_says_ten_flagged_frames_and_counts_the_rest(tmp_path, monkeypat
     err = capsys.readouterr().err.splitlines()
     assert sum("face frame uncertain" in line for line in err) == 10
     assert any("... and 3 more flagged face frames (13 in all" in line for line in err), err
+
+
+def test_a_callers_readers_are_read_once_not_sampled_for_the_sets_frame(model):
+    data = SAMPLE.read_bytes()
+    calls: dict[str, int] = {}
+
+    def reader(name: str):
+        def read() -> bytes:
+            calls[name] = calls.get(name, 0) + 1
+            return data if calls[name] == 1 else b""  # a stream: empty once read
+        return read
+
+    names = [f"scan_{chr(97 + i)}.wrl" for i in range(MIN_FRAMES + 1)]
+    rows = predict([(n, reader(n)) for n in names], model)
+    assert [r["success"] for r in rows] == [1] * len(names) and set(calls.values()) == {1}
+
+
+def test_render_of_a_folder_takes_the_sets_frame_as_predict_does(tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    from affectvlm import cli
+
+    for i in range(10):
+        shutil.copy(SAMPLE, tmp_path / f"scan_{chr(97 + i)}.wrl")
+    _misread(monkeypatch, "scan_d.wrl", "-y", "+z")
+    assert cli.main(["render", str(tmp_path), "--out", str(tmp_path / "v"), "--views", "0", "--size", "48",
+                     "--no-texture"]) == 0
+    said = [line for line in capsys.readouterr().err.splitlines() if "face frame uncertain" in line]
+    assert len(said) == 1 and "scan_d.wrl" in said[0] and "took the set's (up +y, front +z)" in said[0], said
+    import numpy as np
+
+    d, e = (np.asarray(Image.open(tmp_path / "v" / f"scan_{c}_v0.png")) for c in "de")
+    assert np.array_equal(d, e)
+
+
+def test_render_obeys_one_axis_given_alone(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from affectvlm import cli
+
+    shots = {}
+    for tag, extra in (("found", []), ("up", ["--up=+y"]), ("down", ["--up=-y"]), ("back", ["--front=-z"])):
+        assert cli.main(["render", str(SAMPLE), "--out", str(tmp_path / tag), "--views", "0", "--size", "48",
+                         "--no-texture", *extra]) == 0
+        shots[tag] = np.asarray(Image.open(next((tmp_path / tag).glob("*.png"))), dtype=float)
+    assert np.abs(shots["found"] - shots["up"]).max() == 0
+    assert np.abs(shots["found"] - shots["down"]).max() > 100 and np.abs(shots["found"] - shots["back"]).max() > 100

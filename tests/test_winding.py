@@ -78,3 +78,12 @@ def test_scrambled_scan_renders_like_the_clean_one(share):
     clean = render_views(scan, views, 64, up="+y", front="+z")
     fixed = render_views(bad, views, 64, up="+y", front="+z")
     assert float((clean - fixed).abs().max()) < 1e-4
+
+
+def test_a_scan_with_every_triangle_listed_twice_renders_like_the_clean_one():
+    scan = load_mesh(SAMPLE, texture=False)
+    twice = Mesh(vertices=scan.vertices, faces=np.concatenate([scan.faces, scan.faces]), source="twice")
+    assert "rewound_faces" not in canonicalise(twice, up="+y", front="+z").meta["canonical"]
+    views = [View(0)]
+    clean = render_views(scan, views, 64, up="+y", front="+z")
+    assert float((clean - render_views(twice, views, 64, up="+y", front="+z")).abs().max()) < 1e-4
