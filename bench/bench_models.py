@@ -15,7 +15,8 @@ With ``--out-dir DIR --reuse`` a model's rows for a tree already in DIR (from an
 and tree name, whose checkpoint files had the same bytes) are read instead of predicted again: a baseline scored once
 serves later candidates. A kept file's name carries a hash of the spec and of the checkpoint's files, so ``default``
 after the embedded model changes (or a run folder trained again) is predicted afresh, not read from stale rows; so
-is a tree whose kept file cannot be read (cut short, empty).
+is a tree whose kept file cannot be read (cut short, empty), and every tree once the renderer's version or the
+face-frame network changes.
 Synthetic trees made by this project are in-generator for the face models and sculptors a model trained on: say so
 when quoting.
 """
@@ -58,11 +59,21 @@ def weights_digest(model: str) -> str:
     return hashlib.sha1("".join(f"{f.name}:{file_digest(f)};" for f in files).encode()).hexdigest()
 
 
+def scoring_version() -> str:
+    """What, besides the model, decides predict's rows: the render version (bumped whenever rendering or the face
+    frame changes what a view looks like) and the face-frame network's weights."""
+    from affectvlm.faceframe import weights_digest as frame_digest
+    from affectvlm.train.cache import CACHE_VERSION
+
+    return f"render{CACHE_VERSION}:frame{frame_digest()}"
+
+
 def rows_file(where: Path, model: str, tree: str, digest: str = "") -> Path:
-    """Where one model's predict rows for one tree are kept: named by the spec (readable part + a hash of the spec
-    and of the checkpoint's ``digest``) and the tree."""
+    """Where one model's predict rows for one tree are kept: named by the spec (readable part + a hash of the spec,
+    of the checkpoint's ``digest`` and of :func:`scoring_version`) and the tree."""
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("._")[-40:] or "model"
-    return where / f"{slug}-{hashlib.sha1((model + digest).encode()).hexdigest()[:8]}.{tree}.json"
+    key = model + digest + scoring_version()
+    return where / f"{slug}-{hashlib.sha1(key.encode()).hexdigest()[:8]}.{tree}.json"
 
 
 def read_kept(kept: Path) -> list[dict] | None:

@@ -149,3 +149,17 @@ def test_a_kept_file_cut_short_is_predicted_again_not_a_traceback(tmp_path):
             bench.main([str(tmp_path / "no" / "rb7"), "--model", model, "--out-dir", str(kept), "--reuse"])
     f.write_text('[{"file": "x", "frame": "", "label": "anger"}]')
     assert bench.read_kept(f) == [{"file": "x", "frame": "", "label": "anger"}]
+
+
+def test_kept_rows_are_not_reused_once_rendering_or_the_face_frame_changes(monkeypatch):
+    import affectvlm.faceframe as ff
+    import affectvlm.train.cache as cache
+
+    bench = _bench()
+    before = bench.rows_file(Path("k"), "default", "rb7")
+    monkeypatch.setattr(cache, "CACHE_VERSION", cache.CACHE_VERSION + 1)
+    after_render = bench.rows_file(Path("k"), "default", "rb7")
+    monkeypatch.undo()
+    monkeypatch.setattr(ff, "weights_digest", lambda: "another network")
+    after_frame = bench.rows_file(Path("k"), "default", "rb7")
+    assert len({before, after_render, after_frame}) == 3
