@@ -123,7 +123,8 @@ def predict_sharded(inputs: Input | Sequence[Input], model: object, out: str | o
     o, items = _setup(inputs, model, **kw)  # type: ignore[arg-type]
     units = plan(items, o.batch_size)
     folder = parts_dir(out, shard.run_id)
-    fp = _fingerprint(items, f"{shard.run_id}|{shard.world}|{o.model.spec}|{len(units)}")
+    # the set's face frame too: ranks that found different ones would orient alike scans differently
+    fp = _fingerprint(items, f"{shard.run_id}|{shard.world}|{o.model.spec}|{len(units)}|{o.set_frame}")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -144,3 +144,16 @@ def test_two_sharded_runs_writing_one_out_keep_their_parts_apart(inputs, tmp_pat
         predict_sharded(scan, "AffectVLM-Test", out, shard, workers=0)
     assert out.is_file() and not parts_dir(out, "run-b").exists()
     assert _part(parts_dir(out, "run-a"), 1).is_file()  # run a's rank 0 will still find its rank 1's part
+
+
+def test_rank_zero_refuses_the_part_of_a_rank_that_found_another_set_frame(inputs, tmp_path, monkeypatch):
+    import affectvlm.predict as P
+    from affectvlm.setframe import SetFrame
+    from affectvlm.shard import Shard, predict_sharded
+
+    out, scan = tmp_path / "r.json", [str(inputs / "F0001_AN04WH_F3D.obj")]
+    monkeypatch.setattr(P, "find_set_frame", lambda items, o: SetFrame("+y", "+z", 9, 10))
+    predict_sharded(scan, "AffectVLM-Test", out, Shard(1, 2, 1, "t"), workers=0)
+    monkeypatch.setattr(P, "find_set_frame", lambda items, o: SetFrame("-y", "+z", 9, 10))
+    with pytest.raises(ConfigError, match=r"ranks \[1\]"):
+        predict_sharded(scan, "AffectVLM-Test", out, Shard(0, 2, 0, "t"), workers=0, timeout_s=0.5)
