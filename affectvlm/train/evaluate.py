@@ -154,6 +154,9 @@ def run_eval(args: argparse.Namespace) -> dict:
     settings = model.render = render_settings(model.render, args.views or None)
     cache = RenderCache(args.cache_dir or default_cache_dir(), settings, device=device,
                         set_frame=set_frame_of(samples, settings))
+    if cache.set_frame is not None:
+        print(f"face frame of the data: {cache.set_frame.text()}; a flagged scan facing its front but read another "
+              "way up takes its up (as predict)", file=sys.stderr)
     t0 = time.perf_counter()
     cache.warm([s.path for s in samples])
     cidx = {c: i for i, c in enumerate(classes)}
