@@ -39,6 +39,17 @@ class Item:
     again: bool = True
 
 
+@dataclass(frozen=True)
+class Reread:
+    """The reader of a ``(name, reader)`` input that may be called more than once (a zip member), so ``predict`` may
+    read it for the set's face frame before its turn; a plain callable is read once, at its turn."""
+
+    read: Callable[[], bytes]
+
+    def __call__(self) -> bytes:
+        return self.read()
+
+
 def error_text(exc: BaseException, source: str = "") -> str:
     """The row's error: the problem (the row names the file), led by the member or frame file when the
     error is about a file inside ``source`` (a sequence's frame, a folder's file)."""
@@ -197,7 +208,8 @@ def expand(inputs: Input | Sequence[Input], *, limits: Limits, frames: int | Non
                 items += from_path(Path(x).expanduser(), os.fspath(x))
             elif isinstance(x, (tuple, list)) and len(x) == 2 and callable(x[1]):  # a scan read at its turn
                 items.append(Item(str(x[0]), "scan", lambda r=x[1], n=str(x[0]):
-                                  load_mesh(bytes(r()), n, limits=limits, texture=texture), again=False))
+                                  load_mesh(bytes(r()), n, limits=limits, texture=texture),
+                                  again=isinstance(x[1], Reread)))
             elif isinstance(x, (tuple, list)) and len(x) == 2 and isinstance(x[1], (str, os.PathLike)):
                 items += from_path(Path(x[1]), str(x[0]))  # (shown name, path): e.g. an upload saved to a temp file
             else:

@@ -481,8 +481,8 @@ def test_a_checkpoint_replaced_while_it_is_read_is_never_loaded_half_old_half_ne
     t = threading.Thread(target=writer)
     t.start()
     loaded, end = [], time.monotonic() + 6
-    try:
-        while time.monotonic() < end:
+    try:  # 6 s of racing, longer on a busy machine until a few loads got through (each may say "kept changing")
+        while time.monotonic() < end or (len(loaded) < 3 and time.monotonic() < end + 60):
             try:
                 m = load_model(str(folder), cache=False)
             except ModelError:  # said, not loaded wrong

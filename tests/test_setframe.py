@@ -190,3 +190,15 @@ def test_render_obeys_one_axis_given_alone(tmp_path):
         shots[tag] = np.asarray(Image.open(next((tmp_path / tag).glob("*.png"))), dtype=float)
     assert np.abs(shots["found"] - shots["up"]).max() == 0
     assert np.abs(shots["found"] - shots["down"]).max() > 100 and np.abs(shots["found"] - shots["back"]).max() > 100
+
+
+def test_readers_that_may_be_read_again_are_sampled_like_files(monkeypatch, model):
+    from affectvlm.app.batch import collect_batch, zip_bytes
+    from affectvlm.inputs import Reread
+
+    names = [f"scan_{chr(97 + i)}.wrl" for i in range(10)]
+    upload = collect_batch([("scans.zip", zip_bytes([(n, SAMPLE.read_bytes()) for n in names]))])
+    assert all(isinstance(reader, Reread) for _, reader in upload.inputs)  # the Batch page's zip members
+    _misread(monkeypatch, "scan_d.wrl", "-y", "+z")
+    rows = {r["file"].rsplit(":", 1)[-1]: r for r in predict(list(upload.inputs), model)}
+    assert (rows["scan_d.wrl"]["orientation_up"], rows["scan_d.wrl"]["orientation_source"]) == ("+y", "set")

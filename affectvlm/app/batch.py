@@ -34,6 +34,7 @@ def collect_batch(files: Sequence[tuple[str, bytes]], *, limits: Limits | None =
     naming it. Nothing is decompressed here."""
     from functools import partial
 
+    from affectvlm.inputs import Reread
     from affectvlm.io.archive import SafeZip
     from affectvlm.io.sequence import is_mesh_name
 
@@ -53,7 +54,7 @@ def collect_batch(files: Sequence[tuple[str, bytes]], *, limits: Limits | None =
             unpacked += sum(z.size(n) for n in z.names)
             z.close_after(meshes)
             z.close()
-            items += [(f"{safe_name(name)}:{n}", partial(z.read, n)) for n in meshes]
+            items += [(f"{safe_name(name)}:{n}", Reread(partial(z.read, n))) for n in meshes]
         else:
             items.append((safe_name(name), data))
     if not items:
