@@ -39,6 +39,14 @@ def _shared_edges(f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return a[keep], b[keep], same[keep]
 
 
+def _some_edge_twice(f: np.ndarray) -> bool:
+    """Whether a directed edge is used twice: never on a consistently wound manifold (its shared edges run both
+    ways), so most scans stop at this one sort."""
+    e = directed_edges(f)
+    keys = np.sort(e[:, 0] * (int(f.max()) + 1) + e[:, 1])
+    return bool((keys[1:] == keys[:-1]).any())
+
+
 def consistent_winding(faces: np.ndarray, areas: np.ndarray | None = None) -> np.ndarray:
     """Which faces to flip (bool, one per face) so that every edge-connected patch is wound consistently.
 
@@ -48,7 +56,7 @@ def consistent_winding(faces: np.ndarray, areas: np.ndarray | None = None) -> np
     f = np.asarray(faces, dtype=np.int64)
     n = len(f)
     flip = np.zeros(n, dtype=bool)
-    if n < 2:
+    if n < 2 or not _some_edge_twice(f):
         return flip
     a, b, same = _shared_edges(f)
     if not same.any():
