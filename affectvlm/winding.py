@@ -43,7 +43,7 @@ def _some_edge_twice(f: np.ndarray) -> bool:
     """Whether a directed edge is used twice: never on a consistently wound manifold (its shared edges run both
     ways), so most scans stop at this one sort."""
     e = directed_edges(f)
-    keys = np.sort(e[:, 0] * (int(f.max()) + 1) + e[:, 1])
+    keys = np.sort(e[:, 0] * (int(f.max()) + 1) + e[:, 1], kind="stable")  # timsort: linear on the runs scans keep
     return bool((keys[1:] == keys[:-1]).any())
 
 
