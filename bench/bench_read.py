@@ -29,7 +29,8 @@ from affectvlm.io import load_mesh  # noqa: E402
 from affectvlm.io.vrml import write_vrml  # noqa: E402
 
 
-def _time(fn, repeats: int) -> tuple[float, object]:
+def median_ms(fn, repeats: int) -> tuple[float, object]:
+    """The median milliseconds of ``repeats`` calls of ``fn``, and its last result."""
     times, out = [], None
     for _ in range(repeats):
         t = time.perf_counter()
@@ -64,8 +65,8 @@ def main() -> None:
             theirs()
             pv_first = (time.perf_counter() - t0) * 1000
             ours()  # warm numpy paths too, for fairness
-            ours_ms, m = _time(ours, args.repeats)
-            pv_ms, p = _time(theirs, args.repeats)
+            ours_ms, m = median_ms(ours, args.repeats)
+            pv_ms, p = median_ms(theirs, args.repeats)
             same = set(map(tuple, np.round(np.asarray(p.points, float), 3).tolist())) == \
                 set(map(tuple, np.round(m.vertices.astype(float), 3).tolist()))
             print(json.dumps({"vertices": m.n_vertices, "faces": m.n_faces,

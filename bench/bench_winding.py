@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -20,19 +19,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from bench_read import median_ms  # noqa: E402  (this folder is on the path when a bench script runs)
 from meshgen import face_like_mesh  # noqa: E402
 
 from affectvlm.geometry import face_areas  # noqa: E402
 from affectvlm.winding import apply_flips, consistent_winding  # noqa: E402
-
-
-def _ms(fn, repeats: int) -> tuple[float, object]:
-    times, out = [], None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        times.append((time.perf_counter() - t) * 1000)
-    return statistics.median(times), out
 
 
 def main() -> None:
@@ -59,8 +50,8 @@ def main() -> None:
         bad[hit] = bad[hit][:, [0, 2, 1]]
         areas = face_areas(m.vertices, bad)
         consistent_winding(bad, areas)  # warm
-        ours_ms, flip = _ms(lambda: consistent_winding(bad, areas), args.repeats)
-        clean_ms, _ = _ms(lambda: consistent_winding(faces, areas), args.repeats)
+        ours_ms, flip = median_ms(lambda: consistent_winding(bad, areas), args.repeats)
+        clean_ms, _ = median_ms(lambda: consistent_winding(faces, areas), args.repeats)
         ref = trimesh.Trimesh(m.vertices, bad.copy(), process=False)
         t = time.perf_counter()
         trimesh.repair.fix_winding(ref)
