@@ -95,8 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="CSV: add the 83 face landmarks as lm01_x ... lm83_z columns (JSON always has them)")
     pr.add_argument("--format", choices=("table", "csv", "json"), default="table",
                     help="stdout format when --out is not given")
-    pr.add_argument("--up", default=None, help="the scan's up axis, e.g. +y (default: detected)")
-    pr.add_argument("--front", default=None, help="the axis the face looks along, e.g. +z (default: detected)")
+    pr.add_argument("--up", default=None, help="the scans' up axis, e.g. +y (default: detected per scan; a flagged "
+                    "scan of a set whose scans mostly share one frame takes the set's up)")
+    pr.add_argument("--front", default=None, help="the axis the faces look along, e.g. +z (default: detected)")
     pr.add_argument("--pooling", choices=("contrast", "peak", "mean"), default="contrast",
                     help="how a sequence's frames are pooled (contrast: the most expressive 30%% of frames against "
                          "the calmest, neutral excluded; peak: the most expressive 30%%, neutral included; mean)")
@@ -151,8 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument("--views", default="0,-30,30", help="camera views, e.g. 0,-30,30 or 0:10,30:0")
     rd.add_argument("--size", type=positive_int, default=224, help="image size in pixels")
     rd.add_argument("--maps", default="shade", help="comma-separated maps: shade,depth,normal,mask,lights")
-    rd.add_argument("--up", default=None, help="the scan's up axis, e.g. +y")
-    rd.add_argument("--front", default=None, help="the axis the face looks along, e.g. +z")
+    rd.add_argument("--up", default=None, help="the scans' up axis, e.g. +y (default: detected, as predict does)")
+    rd.add_argument("--front", default=None, help="the axis the faces look along, e.g. +z (default: detected)")
     rd.add_argument("--no-texture", action="store_true", help="shade in grey, ignoring texture and colours")
     g = rd.add_mutually_exclusive_group()
     g.add_argument("--frames", type=positive_int, default=None, help="sequence: N evenly spaced frames")
