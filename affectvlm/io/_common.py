@@ -87,6 +87,8 @@ def finish_mesh(vertices: np.ndarray, faces: np.ndarray, source: str, limits: Li
     lo, hi = int(f.min()), int(f.max())
     if lo < 0 or hi >= len(v):
         raise InputError(source, f"face index out of range: indices span {lo}..{hi} but there are {len(v)} vertices")
+    if len(v) >= 2 * len(f):
+        v, f, vertex_colors, meta = _weld(v, f, vertex_colors, meta)
     # Degenerate: zero extent, or every vertex on one line (no triangle has area).
     used = v[np.unique(f)] if len(v) > 3 * len(f) else v
     ext = used.max(axis=0).astype(np.float64) - used.min(axis=0)
@@ -111,6 +113,20 @@ def finish_mesh(vertices: np.ndarray, faces: np.ndarray, source: str, limits: Li
             vertex_colors = np.ascontiguousarray(vertex_colors[:, :3], dtype=np.uint8)
     return Mesh(vertices=np.ascontiguousarray(v), faces=np.ascontiguousarray(f), face_uv=face_uv, texture=texture,
                 vertex_colors=vertex_colors, source=str(source), meta=dict(meta or {}))
+
+
+def _weld(v: np.ndarray, f: np.ndarray, colors: np.ndarray | None, meta: dict[str, Any] | None
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict[str, Any] | None]:
+    """A triangle soup (STL, and some exporters: every triangle with corners of its own) with the corners that sit
+    at one point made one vertex, as the file means them: unwelded, no two triangles share an edge, so normals,
+    winding, holes and the vertex cap see 3 vertices per triangle."""
+    uniq, first, inverse = np.unique(v, axis=0, return_index=True, return_inverse=True)
+    if len(uniq) == len(v):
+        return v, f, colors, meta
+    if colors is not None and np.asarray(colors).shape[:1] == (len(v),):
+        colors = np.asarray(colors)[first]
+    meta = {**(meta or {}), "welded_vertices": int(len(v) - len(uniq))}
+    return uniq, inverse.reshape(-1)[f], colors, meta
 
 
 def check_face(mesh: Mesh, limits: Limits | None = None) -> Mesh:
