@@ -31,13 +31,14 @@ _FORWARDED = {
 }
 
 
-_SIGNED_VALUE = re.compile(r"^-\.?\d")
+_SIGNED_VALUE = re.compile(r"^-(\.?\d|[xyzXYZ]$)")
 
 
 def allow_signed_values(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Let ``parser``'s options take values that start with a minus and a digit, so ``--views -30,0,30``
     works like ``--views=-30,0,30`` (argparse alone takes only a plain ``-30`` for a value, and reads
-    ``-30,0,30`` as an unknown option). Safe because no option of ours is spelt ``-<digit>``."""
+    ``-30,0,30`` as an unknown option), and the negative axes, so ``--up -y`` works. Safe because no option of
+    ours is spelt ``-<digit>``, ``-x``, ``-y`` or ``-z``."""
     parser._negative_number_matcher = _SIGNED_VALUE  # the hook argparse uses to tell values from options
     return parser
 

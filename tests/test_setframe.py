@@ -184,7 +184,8 @@ def test_render_obeys_one_axis_given_alone(tmp_path):
     from affectvlm import cli
 
     shots = {}
-    for tag, extra in (("found", []), ("up", ["--up=+y"]), ("down", ["--up=-y"]), ("back", ["--front=-z"])):
+    # "--up -y" as two words: argparse alone took "-y" for an option and stopped
+    for tag, extra in (("found", []), ("up", ["--up=+y"]), ("down", ["--up", "-y"]), ("back", ["--front", "-z"])):
         assert cli.main(["render", str(SAMPLE), "--out", str(tmp_path / tag), "--views", "0", "--size", "48",
                          "--no-texture", *extra]) == 0
         shots[tag] = np.asarray(Image.open(next((tmp_path / tag).glob("*.png"))), dtype=float)
