@@ -186,14 +186,28 @@ def _err(msg: str) -> None:
 MAX_FRAME_NOTES = 10  # flagged face frames said one by one; the rest are counted
 
 
-def _frame_note(source: str, up: object, front: object, confidence: object, from_set: bool = False) -> None:
-    """The one line that says a scan's or sequence's face frame is flagged (predict and render)."""
-    if from_set:
-        _err(f"{source}: face frame uncertain (confidence {confidence}): took the set's (up {up}, front {front}), "
-             "which most of its scans read; check it or pass --up/--front")
-    else:
-        _err(f"{source}: face frame uncertain (up {up}, front {front}, confidence {confidence}); "
-             "check it or pass --up/--front")
+class _FrameNotes:
+    """Says flagged face frames (predict and render): every one that took its set's frame, the first
+    :data:`MAX_FRAME_NOTES` of the others, then one line that counts the rest."""
+
+    def __init__(self) -> None:
+        self.flagged = 0  # not counting those that took their set's frame: each of those is said
+
+    def add(self, source: str, up: object, front: object, confidence: object, from_set: bool = False) -> None:
+        if from_set:
+            _err(f"{source}: face frame uncertain (confidence {confidence}): took the set's (up {up}, front {front}), "
+                 "which most of its scans read; `affectvlm render` of this file alone shows its own; check it or "
+                 "pass --up/--front")
+            return
+        self.flagged += 1
+        if self.flagged <= MAX_FRAME_NOTES:
+            _err(f"{source}: face frame uncertain (up {up}, front {front}, confidence {confidence}); "
+                 "check it or pass --up/--front")
+
+    def close(self) -> None:
+        if self.flagged > MAX_FRAME_NOTES:
+            _err(f"... and {self.flagged - MAX_FRAME_NOTES} more flagged face frames ({self.flagged} in all; "
+                 "orientation_flagged on their rows)")
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -228,7 +242,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         _err(f"warning: model {model.spec!r} is untrained (random init): scores are meaningless")
     progress = not args.no_progress and sys.stderr.isatty() and (shard is None or shard.rank == 0)
 
-    flagged = [0, 0]  # flagged face frames, and those said
+    notes = _FrameNotes()
 
     def on_row(row: dict) -> None:
         if row.get("error"):
@@ -237,12 +251,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                                    or error.startswith(f"frame {frame}") else f" (frame {frame})")
             _err(f"{where}: {error}")
         elif row.get("orientation_flagged") and row.get("frame") in ("", None, "sequence"):  # once a sequence
-            from_set = row.get("orientation_source") == "set"
-            flagged[0] += 1
-            if from_set or flagged[1] < MAX_FRAME_NOTES:  # a set's frame taken is always said
-                flagged[1] += 1
-                _frame_note(row["file"], row.get("orientation_up"), row.get("orientation_front"),
-                            row.get("orientation_confidence"), from_set)
+            notes.add(row["file"], row.get("orientation_up"), row.get("orientation_front"),
+                      row.get("orientation_confidence"), row.get("orientation_source") == "set")
 
     kw = dict(views=args.views, frames=args.frames, every=args.every, batch_size=args.batch_size, up=args.up,
               front=args.front, pooling=args.pooling, workers=args.workers, precision=args.precision, fps=args.fps,
@@ -264,9 +274,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             return 0  # rank 0 reports; a non-zero exit here would make torchrun stop the others
     else:
         rows = predict(args.inputs, adapted(model), progress=progress, on_row=on_row, **kw)
-    if flagged[0] > flagged[1]:
-        _err(f"... and {flagged[0] - flagged[1]} more flagged face frames ({flagged[0]} in all; "
-             "orientation_flagged on their rows)")
+    notes.close()
     centred = centre_rows(rows, model.classes, training_logits(model), subject_mean)
     if centred.rescored:
         _err(f"--subject-mean {subject_mean}: {centred.text()}; --subject-mean none scores each input alone")
@@ -325,7 +333,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     src = Path(args.input)
     if not src.exists():
         raise ConfigError(f"{src}: file not found")
-    written, failed = [], 0
+    written, failed, notes = [], 0, _FrameNotes()
     if src.is_dir() or src.suffix.lower() == ".zip":  # read as predict reads it: scans, sequences, errors
         todo: list[tuple[Mesh, str, str | None, str | None]] = []
         taken: set[str] = set()
@@ -346,7 +354,7 @@ def cmd_render(args: argparse.Namespace) -> int:
             if isinstance(got, MeshSequence):  # one face frame for all frames, as predict finds it
                 got, frame_settings, frame = orient_sequence(got, RenderSettings(up=args.up, front=args.front))
                 if frame is not None and frame.flagged:
-                    _frame_note(item.source, frame.up, frame.front, frame.confidence)
+                    notes.add(item.source, frame.up, frame.front, frame.confidence)
                 todo += [(m, f"{stem}_f{fid:04d}", frame_settings.up, frame_settings.front)
                          for m, fid in zip(got.frames, got.frame_ids)]
             else:
@@ -370,7 +378,7 @@ def cmd_render(args: argparse.Namespace) -> int:
                 framed = canonicalise(mesh, up=set_frame.up, front=set_frame.front)
                 frame = replace(frame, up=set_frame.up, front=set_frame.front, source="set")
             if frame is not None and frame.flagged:
-                _frame_note(mesh.source, frame.up, frame.front, frame.confidence, frame.source == "set")
+                notes.add(mesh.source, frame.up, frame.front, frame.confidence, frame.source == "set")
             mesh, up, front = framed, "+y", "+z"
         out = render_maps([mesh], views, args.size, texture=not args.no_texture, device=device, maps=maps,
                           up=up, front=front)
@@ -381,6 +389,7 @@ def cmd_render(args: argparse.Namespace) -> int:
             except OSError as e:  # a name too long for the file system, a folder that went away, a full disk
                 raise ConfigError(f"{args.out}: cannot write the images of {mesh.source} "
                                   f"({e.strerror or e}; {len(written)} written)") from None
+    notes.close()
     print(f"wrote {len(written)} images to {args.out}", file=sys.stderr)
     return 1 if failed else 0
 

@@ -203,3 +203,28 @@ def test_readers_that_may_be_read_again_are_sampled_like_files(monkeypatch, mode
     _misread(monkeypatch, "scan_d.wrl", "-y", "+z")
     rows = {r["file"].rsplit(":", 1)[-1]: r for r in predict(list(upload.inputs), model)}
     assert (rows["scan_d.wrl"]["orientation_up"], rows["scan_d.wrl"]["orientation_source"]) == ("+y", "set")
+
+
+def test_lines_of_scans_that_took_the_sets_frame_do_not_use_up_the_ten(tmp_path, monkeypatch, capsys):
+    from affectvlm import cli
+
+    real = geometry.canonicalise
+
+    def unsure(mesh, *, up=None, front=None, **kw):
+        if up is None and front is None and mesh.source.endswith("scan_a.wrl"):
+            c = real(mesh, up="-y", front="+z", **kw)
+            c.meta["canonical"].update(detected=["front", "up"], confidence={"front": 0.9, "up": 0.9})
+        else:
+            c = real(mesh, up=up, front=front, **kw)
+        c.meta["canonical"]["low_confidence"] = bool(c.meta["canonical"].get("detected"))
+        return c
+
+    monkeypatch.setattr(geometry, "canonicalise", unsure)
+    for i in range(14):
+        shutil.copy(SAMPLE, tmp_path / f"scan_{chr(97 + i)}.wrl")
+    assert cli.main(["predict", str(tmp_path), "--model", "AffectVLM-Test", "--views", "0", "--no-progress",
+                     "--adapt", "none", "--out", str(tmp_path / "r.csv")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert sum("took the set's" in line for line in err) == 1  # scan_a, said first
+    assert sum("face frame uncertain (up" in line for line in err) == 10
+    assert any("... and 3 more flagged face frames (13 in all" in line for line in err), err

@@ -201,6 +201,9 @@ def run_eval(args: argparse.Namespace) -> dict:
         out["adapt_declined"] = {"mode": args.adapt, "reason": check.reason}
     if prior is not None:
         out["prior"] = {"spec": args.prior, "by": args.prior_by, "transductive": True}
+    if cache.set_frame is not None:  # the frame its flagged scans facing that way took (affectvlm.setframe)
+        sf = cache.set_frame
+        out["set_frame"] = {"up": sf.up, "front": sf.front, "agree": sf.agree, "of": sf.of, "transductive": True}
     for attr in ("intensity", "family", "face_model"):
         per = per_group(samples, y_true, y_pred, attr)
         if per or (attr == "intensity" and args.per_intensity):
