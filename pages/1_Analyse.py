@@ -131,7 +131,13 @@ def analyse_sequence(seq, model, sig: str) -> None:
             show_probabilities(dict(zip(classes, map(float, probs))), key="seq_bar", label="Sequence emotion")
         if not rows[idx]["error"]:
             st.markdown(f"**Frame {ids[idx]}:** {rows[idx]['label']} ({float(rows[idx]['confidence']):.1%})")
-        st.caption(f"{len(rows)} frames scored in {took:.2f} s ({took / max(len(rows), 1) * 1000:.0f} ms/frame)")
+        failed = [r for r in rows if r["error"]]
+        if failed:  # said here too: otherwise only the slider, on that frame, shows it
+            st.warning(f"{len(failed)} of {len(rows)} frames not scored (left out of the sequence result): "
+                       + "; ".join(f"frame {r['frame']}: {r['error']}" for r in failed[:5])
+                       + (f"; and {len(failed) - 5} more" if len(failed) > 5 else ""))
+        st.caption(f"{len(rows) - len(failed)} frames scored in {took:.2f} s "
+                   f"({took / max(len(rows), 1) * 1000:.0f} ms/frame)")
 
 
 try:

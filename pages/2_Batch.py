@@ -11,7 +11,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from affectvlm.app.batch import BatchUpload, batch_hint, collect_batch, match_batch, rows_download, score_batch
+from affectvlm.app.batch import (BatchUpload, batch_hint, collect_batch, frame_notes, match_batch, rows_download,
+                                 score_batch)
 from affectvlm.app.state import kept
 from affectvlm.app.uploads import UPLOAD_TYPES, files_signature
 from affectvlm.app.widgets import get_model, orientation_box, page_header, settings, show_error
@@ -114,13 +115,15 @@ def matched(rows: list[dict]) -> list[dict]:
 def show(scored: tuple[list[dict], str], seconds: float) -> None:
     rows, adapted = scored
     n_err = sum(1 for r in rows if r.get("error"))
-    st.success(f"{len(rows) - n_err} scored, {n_err} failed, in {seconds:.1f} s.")
+    (st.warning if n_err else st.success)(f"{len(rows) - n_err} scored, {n_err} failed, in {seconds:.1f} s.")
     if adapted:
         st.info(f"{adapted}.")
     rows = matched(rows)
     for r in rows:
         if r.get("error"):
             st.error(f"{r['file']}: {r['error']}")
+    for note in frame_notes(rows):
+        st.warning(note)
     st.dataframe(pd.DataFrame(rows), width="stretch", hide_index=True)
     c1, c2 = st.columns(2)
     c1.download_button("Download CSV", rows_download(rows, "csv"), "affectvlm_results.csv", "text/csv", key="dl_csv")

@@ -106,6 +106,10 @@ def test_preview_and_figures():
     rows = [{"frame": i, "happiness": 0.1 * i, "anger": 1 - 0.1 * i} for i in range(5)]
     seq = figures.sequence_figure(rows, ["happiness", "anger"], n_total=10)
     assert len(seq.data) == 2 and list(seq.data[0].x) == [0, 1, 2, 3, 4]
+    assert seq.layout.title.text == "5 / 10 frames scored"
+    rows[3] = {"frame": 3, "happiness": None, "anger": None, "error": "'[' is never closed"}
+    title = figures.sequence_figure(rows, ["happiness", "anger"], n_total=10).layout.title.text
+    assert title == "4 / 10 frames scored, 1 failed"  # a frame that failed was counted as scored
 
 
 def test_metrics_figures_groups():
@@ -279,3 +283,19 @@ def test_a_model_folder_is_confined_below_its_top_too(tmp_path):
     (ws / "ck" / "affectvlm.json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="fusion_weights must name a file in the checkpoint folder"):
         load_model(str(ws / "ck"), cache=False)
+
+
+def test_the_batch_page_says_which_scans_took_the_sets_frame_and_which_are_flagged():
+    from affectvlm.app.batch import frame_notes
+
+    def row(name, flagged, source="scan", frame=""):
+        return {"file": name, "frame": frame, "orientation_flagged": flagged, "orientation_source": source,
+                "orientation_up": "+y", "orientation_front": "+z"}
+
+    rows = [row("a.wrl", False), row("b.wrl", True, "set"), row("c.wrl", True), row("d.wrl", True),
+            row("s", True, "sequence", "0"), row("s", True, "sequence", "sequence"), row("e.wrl", None)]
+    took, rest = frame_notes(rows, most=1)
+    assert took.startswith("1 scan(s) took the face frame most of this upload reads (up +y, front +z)")
+    assert "b.wrl" in took
+    assert rest.startswith("3 scan(s) have an uncertain face frame") and "c.wrl and 2 more" in rest
+    assert frame_notes([row("a.wrl", False)]) == []

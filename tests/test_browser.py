@@ -310,7 +310,7 @@ def test_batch_zip_table_and_error_row(page, server, shots, tmp_path):
     page.get_by_text("Orientation of the files").click()
     page.locator('input[type="file"]').first.set_input_files(str(z))
     page.get_by_role("button", name="Score all").click()
-    done = page.locator('[data-testid="stAlertContentSuccess"]', has_text="scored")
+    done = page.locator('[data-testid="stAlertContentWarning"]', has_text="scored")  # a file failed: not green
     done.wait_for()
     assert f"{len(members) - 1} scored, 1 failed" in done.inner_text()
     broken = page.locator('[data-testid="stAlertContentError"]', has_text="broken.ply")

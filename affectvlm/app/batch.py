@@ -132,3 +132,25 @@ def batch_hint(rows: Sequence[dict[str, Any]]) -> "PriorNote | None":
 
     return lean_hint(list(rows), class_names(rows), how="a known class balance typed above (e.g. uniform)")
 
+
+
+def frame_notes(rows: Sequence[dict[str, Any]], most: int = 10) -> list[str]:
+    """What the Batch page says about face frames, as ``affectvlm predict`` does on stderr: the scans that took their
+    set's frame (their own was uncertain) and the other flagged ones, each list cut at ``most`` names."""
+    def names(rs: list[dict[str, Any]]) -> str:
+        shown = ", ".join(str(r["file"]) for r in rs[:most])
+        return shown + (f" and {len(rs) - most} more" if len(rs) > most else "")
+
+    flagged = [r for r in rows if r.get("orientation_flagged") is True and r.get("frame") in ("", None, "sequence")]
+    took = [r for r in flagged if r.get("orientation_source") == "set"]
+    rest = [r for r in flagged if r.get("orientation_source") != "set"]
+    out = []
+    if took:
+        up, front = took[0].get("orientation_up"), took[0].get("orientation_front")
+        out.append(f"{len(took)} scan(s) took the face frame most of this upload reads (up {up}, front {front}) "
+                   f"because their own was uncertain: {names(took)}. Open one in Analyse to see its own reading, "
+                   "or set Up/Front if the upload mixes axis conventions.")
+    if rest:
+        out.append(f"{len(rest)} scan(s) have an uncertain face frame (orientation_flagged): {names(rest)}. Check "
+                   "them in Analyse, or set Up/Front.")
+    return out

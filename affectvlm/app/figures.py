@@ -39,7 +39,9 @@ def sequence_figure(frame_rows: Sequence[dict[str, Any]], classes: Sequence[str]
                                   # legend under the axis: above it, it covered the "n / N frames scored" title
                                   legend=dict(orientation="h", x=0, y=-0.22, yanchor="top"))
     if n_total:
-        layout["title"] = dict(text=f"{len(frame_rows)} / {n_total} frames scored", font=dict(size=13))
+        failed = sum(1 for r in frame_rows if r.get("error"))
+        text = f"{len(frame_rows) - failed} / {n_total} frames scored" + (f", {failed} failed" if failed else "")
+        layout["title"] = dict(text=text, font=dict(size=13))
     fig.update_layout(**layout)
     if current is not None:
         fig.add_vline(x=current, line_dash="dot", line_color="grey")
