@@ -124,26 +124,6 @@ def test_the_trainers_render_cache_orients_a_set_as_predict_does(tmp_path, monke
     assert taking.key(e) != plain.key(e)  # entries of a set with a frame are its own
 
 
-def test_predict_says_ten_flagged_frames_and_counts_the_rest(tmp_path, monkeypatch, capsys):
-    from affectvlm import cli
-
-    real = geometry.canonicalise
-
-    def unsure(mesh, **kw):
-        c = real(mesh, **kw)
-        c.meta["canonical"]["low_confidence"] = bool(c.meta["canonical"].get("detected"))
-        return c
-
-    monkeypatch.setattr(geometry, "canonicalise", unsure)
-    for i in range(13):
-        shutil.copy(SAMPLE, tmp_path / f"scan_{chr(97 + i)}.wrl")
-    assert cli.main(["predict", str(tmp_path), "--model", "AffectVLM-Test", "--views", "0", "--no-progress",
-                     "--adapt", "none", "--out", str(tmp_path / "r.csv")]) == 0
-    err = capsys.readouterr().err.splitlines()
-    assert sum("face frame uncertain" in line for line in err) == 10
-    assert any("... and 3 more flagged face frames (13 in all" in line for line in err), err
-
-
 def test_a_callers_readers_are_read_once_not_sampled_for_the_sets_frame(model):
     data = SAMPLE.read_bytes()
     calls: dict[str, int] = {}
