@@ -49,6 +49,9 @@ def test_plan_upload_kinds(tmp_path):
     assert seq.kind == "sequence" and seq.path == tmp_path / "2" and seq.n_meshes == 2
     z = uploads.plan_upload([("seq.zip", batch.zip_bytes([("000.obj", b"v")]))], tmp_path / "3")
     assert z.kind == "sequence" and z.path.name == "seq.zip"
+    scans = [("F0001_AN01WH_F3D.wrl", b"x"), ("F0001_AN02WH_F3D.wrl", b"y")]  # as frames: "two files for frame 3"
+    with pytest.raises(InputError, match="not frames of one sequence.*Batch page"):
+        uploads.plan_upload(scans, tmp_path / "6")
     with pytest.raises(InputError, match="unsupported file type"):
         uploads.plan_upload([("notes.txt", b"hi")], tmp_path / "4")
     with pytest.raises(InputError, match="no mesh"):

@@ -67,8 +67,9 @@ def plan_upload(files: Sequence[tuple[str, bytes]], workdir: str | os.PathLike, 
                 limits: Limits | None = None) -> UploadPlan:
     """Write uploads into ``workdir`` and decide what they are.
 
-    One mesh file (plus its texture images) is a scan; a ``.zip`` or several mesh files are a 4D
-    sequence (frames ordered by the number in their names). Raises ``InputError`` naming the file.
+    One mesh file (plus its texture images) is a scan; a ``.zip`` or several mesh files named as frames are a 4D
+    sequence (frames ordered by the number in their names); several scans are refused with a pointer to the Batch
+    page. Raises ``InputError`` naming the file.
     """
     limits = limits or default_limits()
     if not files:
@@ -104,6 +105,12 @@ def plan_upload(files: Sequence[tuple[str, bytes]], workdir: str | os.PathLike, 
         return UploadPlan("scan", workdir / meshes[0], meshes[0], 1)
     if len(meshes) > limits.max_frames:
         raise InputError("upload", f"{len(meshes)} frames is over the limit of {limits.max_frames}")
+    from affectvlm.io.sequence import looks_like_sequence
+
+    if not looks_like_sequence(meshes):  # read as frames, BU-3DFE's F3D gave "two files for frame 3"
+        raise InputError("upload", f"{len(meshes)} scans that are not frames of one sequence (their names differ by "
+                                   "more than a frame number): score several scans on the Batch page, or drop one "
+                                   "scan here")
     return UploadPlan("sequence", workdir, f"{len(meshes)} frames", len(meshes))
 
 
