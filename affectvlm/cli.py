@@ -309,18 +309,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from affectvlm.geometry import canonicalise
     from affectvlm.inputs import expand
     from affectvlm.io import MESH_EXTENSIONS, load_mesh
     from affectvlm.limits import default_limits
     from affectvlm.mesh import Mesh, MeshSequence
     from affectvlm.model.devices import resolve_device
-    from affectvlm.predict import orient_sequence, sample_set_frame
+    from affectvlm.predict import orient_scan, orient_sequence, sample_set_frame
     from affectvlm.render import MAPS, RenderSettings, parse_views, render_maps, save_views
-    from affectvlm.results import FaceFrame
-    from affectvlm.setframe import takes_set_up
 
     views = parse_views(args.views)
     device = resolve_device(args.device)
@@ -334,6 +329,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     if not src.exists():
         raise ConfigError(f"{src}: file not found")
     written, failed, notes = [], 0, _FrameNotes()
+    given = RenderSettings(up=args.up, front=args.front)  # the frame as predict finds it (no crop, no cap)
     if src.is_dir() or src.suffix.lower() == ".zip":  # read as predict reads it: scans, sequences, errors
         todo: list[tuple[Mesh, str, str | None, str | None]] = []
         taken: set[str] = set()
@@ -352,7 +348,7 @@ def cmd_render(args: argparse.Namespace) -> int:
             ends = [f"_f{fid:04d}" for fid in got.frame_ids] if isinstance(got, MeshSequence) else [""]
             stem = _unique_stem(re.sub(r"[^\w.-]+", "_", base), taken, ends)
             if isinstance(got, MeshSequence):  # one face frame for all frames, as predict finds it
-                got, frame_settings, frame = orient_sequence(got, RenderSettings(up=args.up, front=args.front))
+                got, frame_settings, frame = orient_sequence(got, given)
                 if frame is not None and frame.flagged:
                     notes.add(item.source, frame.up, frame.front, frame.confidence)
                 todo += [(m, f"{stem}_f{fid:04d}", frame_settings.up, frame_settings.front)
@@ -363,7 +359,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         todo = [(load_mesh(src), src.stem, args.up, args.front)]
     # a folder's scans share its frame where predict's would (affectvlm.setframe): the same frame as predict's
     set_frame = sample_set_frame([lambda m=m: m for m, _, up, front in todo if up is None or front is None],
-                                 RenderSettings(up=args.up, front=args.front)) if len(todo) > 1 else None
+                                 given) if len(todo) > 1 else None
     for mesh, s, up, front in todo:
         if mesh.meta.get("load_error"):  # a frame that could not be read: said, and the others rendered
             _err(f"{mesh.source}: {mesh.meta['load_error']}")
@@ -372,14 +368,11 @@ def cmd_render(args: argparse.Namespace) -> int:
         for warning in mesh.meta.get("warnings") or () if not args.no_texture else ():
             _err(f"note: {mesh.source}: {warning}")  # a missing texture rendered grey without a word
         if up is None or front is None:  # found here, so that a flagged frame is said as predict says it
-            framed = canonicalise(mesh, up=up, front=front)
-            frame = FaceFrame.from_meta(framed.meta)
-            if set_frame is not None and takes_set_up(frame, set_frame):
-                framed = canonicalise(mesh, up=set_frame.up, front=set_frame.front)
-                frame = replace(frame, up=set_frame.up, front=set_frame.front, source="set")
+            framed = orient_scan(mesh, given, set_frame)
+            frame = framed.frame
             if frame is not None and frame.flagged:
                 notes.add(mesh.source, frame.up, frame.front, frame.confidence, frame.source == "set")
-            mesh, up, front = framed, "+y", "+z"
+            mesh, up, front = framed.mesh, "+y", "+z"
         out = render_maps([mesh], views, args.size, texture=not args.no_texture, device=device, maps=maps,
                           up=up, front=front)
         for name, img in out.items():

@@ -5,8 +5,7 @@ Area-weighted vertex normals cancel where the two kinds meet, so the shading spe
 the wrong side out. Each edge-connected patch is wound one way here, the way most of its area already is.
 
 ``trimesh.repair.fix_winding`` does the same by a breadth-first walk in Python; this propagates the flips along a
-spanning tree (scipy) with pointer doubling, so a 200k-face scan costs a fraction of a second
-(``bench/bench_winding.py``).
+spanning tree (scipy) with pointer doubling, which is much faster (``bench/bench_winding.py`` compares the two).
 """
 from __future__ import annotations
 
