@@ -216,6 +216,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from affectvlm.model import load_model
     from affectvlm.model.devices import resolve_device
     from affectvlm.predict import format_table, predict, rows_to_csv, rows_to_json, write_rows
+    from affectvlm.results import flagged_frame
     from affectvlm.prior import lean_hint, match_rows, parse_prior, summarise
     from affectvlm.reference import match_neutral, resolve_neutral
     from affectvlm.prompts import parse_classes
@@ -250,7 +251,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             where = row["file"] + (" (sequence)" if frame == "sequence" else "" if frame in ("", None)
                                    or error.startswith(f"frame {frame}") else f" (frame {frame})")
             _err(f"{where}: {error}")
-        elif row.get("orientation_flagged") and row.get("frame") in ("", None, "sequence"):  # once a sequence
+        elif flagged_frame(row):
             notes.add(row["file"], row.get("orientation_up"), row.get("orientation_front"),
                       row.get("orientation_confidence"), row.get("orientation_source") == "set")
 

@@ -94,6 +94,12 @@ class FaceFrame:
         return out
 
 
+def flagged_frame(row: Mapping[str, Any]) -> bool:
+    """Whether ``row`` is where a flagged face frame is said: a scan's row, or a sequence's pooled row (its frame rows
+    carry the same frame), so a sequence is said once."""
+    return row.get("orientation_flagged") is True and row.get("frame") in ("", None, "sequence")
+
+
 def top_class(classes: Sequence[str], probs: Probs | None) -> tuple[str, float | None]:
     """The label and confidence of ``probs`` ("" and None when there are none)."""
     if probs is None:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 from affectvlm.errors import ConfigError, InputError
 from affectvlm.io import MESH_EXTENSIONS
 from affectvlm.limits import Limits, default_limits
+from affectvlm.results import flagged_frame
 from affectvlm.app.uploads import safe_name
 
 if TYPE_CHECKING:
@@ -141,7 +142,7 @@ def frame_notes(rows: Sequence[dict[str, Any]], most: int = 10) -> list[str]:
         shown = ", ".join(str(r["file"]) for r in rs[:most])
         return shown + (f" and {len(rs) - most} more" if len(rs) > most else "")
 
-    flagged = [r for r in rows if r.get("orientation_flagged") is True and r.get("frame") in ("", None, "sequence")]
+    flagged = [r for r in rows if flagged_frame(r)]
     took = [r for r in flagged if r.get("orientation_source") == "set"]
     rest = [r for r in flagged if r.get("orientation_source") != "set"]
     out = []
