@@ -90,3 +90,25 @@ def test_the_docker_images_pins_cover_every_requirement_and_satisfy_it():
             assert name in pins, f"{req.name} is not pinned in constraints.txt"
             assert req.specifier.contains(pins[name], prereleases=True), f"{req.name}=={pins[name]} is not {req}"
     assert "-c constraints.txt" in (root / "Dockerfile").read_text()
+
+
+def test_the_metadata_builds_without_setuptools_deprecations_and_names_its_licence(tmp_path):
+    """A TOML-table ``project.license`` is deprecated (setuptools stops building such projects in 2027); the SPDX
+    expression and the licence files reach the wheel's metadata."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE", "NOTICE", "MANIFEST.in"):
+        shutil.copy(ROOT / name, src / name)
+    (src / "weights").mkdir()
+    shutil.copytree(ROOT / "affectvlm", src / "affectvlm", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    (tmp_path / "meta").mkdir()
+    done = subprocess.run([sys.executable, "-W", "error::DeprecationWarning", "-c",
+                           "import sys; from setuptools import build_meta as b; "
+                           "print(b.prepare_metadata_for_build_wheel(sys.argv[1]))", str(tmp_path / "meta")],
+                          cwd=src, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0 and "No module named 'setuptools'" in done.stderr:
+        pytest.skip("no setuptools")
+    assert done.returncode == 0, done.stderr[-2000:]
+    meta = (tmp_path / "meta" / done.stdout.split()[-1] / "METADATA").read_text().splitlines()
+    assert "License-Expression: MIT" in meta
+    assert {"License-File: LICENSE", "License-File: NOTICE"} <= set(meta)
