@@ -282,3 +282,26 @@ def test_a_zip_declaring_too_many_members_is_refused_before_its_directory_is_rea
     monkeypatch.setattr(archive.zipfile, "ZipFile", lambda *a, **k: pytest.fail("the directory was read"))
     with pytest.raises(InputError, match="66000 members, over the limit of 10000"):
         archive.SafeZip(data, Limits(max_zip_members=10_000), "many.zip")
+
+
+def test_a_zip_whose_end_record_understates_its_members_is_refused_before_its_directory_is_read(monkeypatch):
+    """zipfile reads every entry of the central directory whatever count the end record gives: a zip that declares
+    one member but holds thousands is refused by the entries its directory holds, before zipfile reads them."""
+    import struct
+
+    import affectvlm.io.archive as archive
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for i in range(3000):
+            zf.writestr(f"{i}", b"")
+    data = bytearray(buf.getvalue())
+    at = bytes(data).rfind(b"PK\x05\x06")
+    struct.pack_into("<HH", data, at + 8, 1, 1)  # "one member on this disk, one in all"
+    data = bytes(data)
+    assert len(zipfile.ZipFile(io.BytesIO(data)).infolist()) == 3000  # zipfile itself believes the directory
+    assert archive._declared_entries(io.BytesIO(data)) == 3000
+    assert archive._entry_headers(io.BytesIO(data), 0, len(data), chunk=7) == 3000  # each once across seams
+    monkeypatch.setattr(archive.zipfile, "ZipFile", lambda *a, **k: pytest.fail("the directory was read"))
+    with pytest.raises(InputError, match="3000 members, over the limit of 1000"):
+        archive.SafeZip(data, Limits(max_zip_members=1000), "liar.zip")

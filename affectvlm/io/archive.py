@@ -73,24 +73,30 @@ def open_zip(data_or_path: bytes | str | os.PathLike, limits: Limits | None, sou
 
 
 def _declared_entries(fh: io.BufferedIOBase | str) -> int | None:
-    """The member count a zip's end record declares (zip64 too), read from its last bytes; None if unreadable
-    (zipfile then says what is wrong)."""
+    """The member count a zip's end record declares (zip64 too), read from its last bytes, or the number of entry
+    headers in the central directory it names where that is more (zipfile reads them all, whatever the count
+    says); None if unreadable (zipfile then says what is wrong)."""
     try:
         f = open(fh, "rb") if isinstance(fh, str) else fh
         try:
             size = f.seek(0, io.SEEK_END)
-            f.seek(max(0, size - (1 << 16) - 22))
+            start = max(0, size - (1 << 16) - 22)
+            f.seek(start)
             tail = f.read()
             at = tail.rfind(b"PK\x05\x06")
             if at < 0 or len(tail) < at + 22:
                 return None
-            (count,) = struct.unpack_from("<H", tail, at + 10)
-            if count != 0xFFFF or at < 20 or tail[at - 20:at - 16] != b"PK\x06\x07":
-                return count
-            (where,) = struct.unpack_from("<Q", tail, at - 12)  # the zip64 end record
-            f.seek(where)
-            rec = f.read(56)
-            return struct.unpack_from("<Q", rec, 32)[0] if rec[:4] == b"PK\x06\x06" and len(rec) == 56 else None
+            count, cd_size = struct.unpack_from("<HI", tail, at + 10)
+            end = start + at  # zipfile reads the directory just before its end record(s)
+            if count == 0xFFFF and at >= 20 and tail[at - 20:at - 16] == b"PK\x06\x07":
+                (where,) = struct.unpack_from("<Q", tail, at - 12)  # the zip64 end record
+                f.seek(where)
+                rec = f.read(56)
+                if rec[:4] != b"PK\x06\x06" or len(rec) != 56:
+                    return None
+                count, cd_size = struct.unpack_from("<QQ", rec, 32)
+                end = where
+            return max(count, _entry_headers(f, max(0, end - cd_size), end))
         finally:
             if isinstance(fh, str):
                 f.close()
@@ -98,6 +104,22 @@ def _declared_entries(fh: io.BufferedIOBase | str) -> int | None:
                 f.seek(0)
     except (OSError, struct.error, ValueError):
         return None
+
+
+def _entry_headers(f: io.BufferedIOBase, lo: int, hi: int, chunk: int = 1 << 22) -> int:
+    """How many central-directory entry signatures lie in bytes ``lo``..``hi`` of ``f`` (read in chunks)."""
+    sig = b"PK\x01\x02"
+    n, carry = 0, b""
+    f.seek(lo)
+    while lo < hi:
+        block = f.read(min(chunk, hi - lo))
+        if not block:
+            break
+        lo += len(block)
+        data = carry + block
+        n += data.count(sig)
+        carry = data[-(len(sig) - 1):]  # a signature across the chunks' seam is counted with the next one
+    return n
 
 
 def _checked_infos(zf: zipfile.ZipFile, limits: Limits, source: str) -> list[zipfile.ZipInfo]:
