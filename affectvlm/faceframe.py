@@ -28,7 +28,7 @@ from affectvlm.results import N_LANDMARKS
 
 __all__ = ["FrameNet", "FrameEstimate", "SIZE", "EXTENT", "N_POINTS", "surface_points", "direction_maps",
            "candidate_images", "candidate_axes", "estimate_frame", "normalise_points", "load_frame_net", "WEIGHTS_DIR",
-           "N_LANDMARKS", "weights_digest"]
+           "N_LANDMARKS", "weights_digest", "threshold_of"]
 
 SIZE = 48
 EXTENT = 2.2
@@ -147,6 +147,11 @@ def _weights_dir(folder: str | None) -> Path:
     return Path(folder) if folder else WEIGHTS_DIR  # looked up at call time: tools may point it elsewhere
 
 
+def threshold_of(cfg: dict) -> float:
+    """The confidence under which the network's frame is flagged, from its calibration (``frame-net.json``)."""
+    return float(cfg.get("threshold", 0.9))
+
+
 @lru_cache(maxsize=2)
 def load_frame_net(folder: str | None = None) -> tuple[FrameNet, dict] | None:
     """The embedded network and its settings (``None`` when no weights are installed)."""
@@ -220,6 +225,6 @@ def estimate_frame(vertices: np.ndarray, faces: np.ndarray, basis: np.ndarray = 
     if landmarks:
         lm3 = _lift(lms[best].double().numpy(), q, fronts[best], ups[best]) * s + c
     return FrameEstimate(front=fronts[best], up=ups[best], confidence=conf,
-                         low_confidence=conf < float(cfg.get("threshold", 0.9)), probabilities=p,
+                         low_confidence=conf < threshold_of(cfg), probabilities=p,
                          landmarks=lm3, meta={"method": "frame-net", "candidate": best,
                                               "logit": float(logits[best])})

@@ -40,7 +40,7 @@ from affectvlm.mesh import Mesh
 from affectvlm.winding import apply_flips, consistent_winding
 
 __all__ = ["canonicalise", "vertex_normals", "parse_axis", "parse_frame_axes", "axis_name", "face_areas", "boundary_edges",
-           "texture_vertex_colors", "decimate"]
+           "texture_vertex_colors", "decimate", "flag_threshold"]
 
 _AXES = {"x": 0, "y": 1, "z": 2}
 _SNAP_COS = float(np.cos(np.deg2rad(30.0)))
@@ -498,6 +498,15 @@ def canonicalise(mesh: Mesh, *, up: str | None = None, front: str | None = None,
     meta["canonical"] = info
     return Mesh(vertices=new_v, faces=faces_out, face_uv=uv_out, texture=mesh.texture,
                 vertex_colors=mesh.vertex_colors, source=mesh.source, meta=meta)
+
+
+def flag_threshold() -> float:
+    """The confidence under which a guessed face frame is flagged: the installed face-frame network's calibrated
+    threshold, or the geometric cues' when no network is installed."""
+    from affectvlm.faceframe import load_frame_net, threshold_of
+
+    loaded = load_frame_net()
+    return _LOW_CONFIDENCE if loaded is None else threshold_of(loaded[1])
 
 
 def _face_region(Q: np.ndarray, L: np.ndarray) -> np.ndarray:

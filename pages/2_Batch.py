@@ -12,7 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from affectvlm.app.batch import (BatchUpload, batch_hint, collect_batch, frame_notes, match_batch, rows_download,
-                                 score_batch)
+                                 score_batch, shown_rows, unit_row)
 from affectvlm.app.state import kept
 from affectvlm.app.uploads import UPLOAD_TYPES, files_signature
 from affectvlm.app.widgets import get_model, orientation_box, page_header, settings, show_error
@@ -44,9 +44,11 @@ use_adapt = st.checkbox("Adapt to this set (50 scans or 20 sequences or more, sh
 def score(upload: BatchUpload, adapt: bool) -> tuple[list[dict], str]:
     bar = st.progress(0.0, text="Looking at the set (to adapt to it)…" if adapt else "Scoring…")
     done: list[dict] = []
-    total = len(upload.inputs)
+    total = max(upload.units, 1)
 
-    def on_row(row: dict) -> None:
+    def on_row(row: dict) -> None:  # a scan's row or a sequence's pooled row, not each frame's
+        if not unit_row(row):
+            return
         done.append(row)
         bar.progress(min(1.0, len(done) / total), text=f"Scoring… {min(len(done), total)}/{total}")
 
@@ -114,17 +116,19 @@ def matched(rows: list[dict]) -> list[dict]:
 
 def show(scored: tuple[list[dict], str], seconds: float) -> None:
     rows, adapted = scored
-    n_err = sum(1 for r in rows if r.get("error"))
-    (st.warning if n_err else st.success)(f"{len(rows) - n_err} scored, {n_err} failed, in {seconds:.1f} s.")
+    units = [r for r in rows if unit_row(r)]  # a sequence counts once, not per frame
+    n_err = sum(1 for r in units if r.get("error"))
+    (st.warning if n_err else st.success)(f"{len(units) - n_err} scored, {n_err} failed, in {seconds:.1f} s.")
     if adapted:
         st.info(f"{adapted}.")
     rows = matched(rows)
     for r in rows:
         if r.get("error"):
-            st.error(f"{r['file']}: {r['error']}")
+            where = r["file"] if unit_row(r) else f"{r['file']} frame {r['frame']}"
+            st.error(f"{where}: {r['error']}")
     for note in frame_notes(rows):
         st.warning(note)
-    st.dataframe(pd.DataFrame(rows), width="stretch", hide_index=True)
+    st.dataframe(pd.DataFrame(shown_rows(rows)), width="stretch", hide_index=True)
     c1, c2 = st.columns(2)
     c1.download_button("Download CSV", rows_download(rows, "csv"), "affectvlm_results.csv", "text/csv", key="dl_csv")
     c2.download_button("Download JSON", rows_download(rows, "json"), "affectvlm_results.json", "application/json",
@@ -138,7 +142,7 @@ elif files:
     sig = files_signature(named, up, front, choice.key, use_adapt)
     try:
         upload = collect_batch(named, limits=S.limits)
-        st.caption(f"{len(upload.inputs)} scan(s) found.")
+        st.caption(f"{upload.found()}.")
         previous = state.get("batch_result")
         if st.button("Score all", type="primary", key="batch_run") or (previous and previous.key == sig):
             result = kept(state, "batch_result", sig, lambda: score(upload, use_adapt))

@@ -15,7 +15,7 @@ pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from affectvlm.app.batch import zip_bytes  # noqa: E402
-from affectvlm.app.preview import ORIENTATION_WARNING, preview  # noqa: E402
+from affectvlm.app.preview import orientation_warning, preview  # noqa: E402
 from affectvlm.app.uploads import list_samples  # noqa: E402
 from affectvlm.prompts import DEFAULT_CLASSES  # noqa: E402
 from affectvlm.results import FaceFrame  # noqa: E402
@@ -170,8 +170,8 @@ def test_sample_from_home_and_orientation_override():
     from affectvlm.io import load_mesh
 
     guess = FaceFrame.from_meta(preview(load_mesh(path), max_faces=3000).meta)
-    warned = [w.value for w in at.warning if "Orientation was guessed" in w.value]
-    assert warned == ([ORIENTATION_WARNING] if guess.low_confidence else []), warned
+    warned = [w.value for w in at.warning if w.value.startswith("Orientation ")]
+    assert len(warned) == (1 if guess.low_confidence else 0), (warned, orientation_warning(guess))
     before = _view_urls(at)
     assert len(before) == 3
     # turn the file upside down relative to the guess: the views must change, and nothing is guessed
@@ -231,6 +231,33 @@ def test_batch_zip_table_and_downloads(face, tmp_path):
     assert at.dataframe[0].value["anger"].equals(df["anger"])
     at.text_input(key="batch_prior").input("joy=2").run()
     assert len(at.error) == 2 and any("--prior" in e.value for e in at.error) and not at.exception
+
+
+def test_batch_scores_a_zip_of_sequences_as_sequences(tmp_path):
+    """A BU-4DFE subject's zip was read as separate scans; the caption counted files, the table showed None."""
+    members = [(f"F001/{e}/{i:03d}.obj", _trimesh_bytes(face_like_mesh(20, smile=i, seed=k, textured=False), "obj"))
+               for k, e in enumerate(("Angry", "Happy")) for i in range(2)]
+    members.append(("F001/scan.obj", _trimesh_bytes(face_like_mesh(20, seed=5, textured=False), "obj")))
+    at = AppTest.from_file(APP, default_timeout=180).run()
+    at.switch_page("pages/2_Batch.py").run()
+    upload(at, [("F001.zip", zip_bytes(members))], key="batch_upload")
+    assert [c.value for c in at.caption if "found" in c.value] == ["1 scan(s) and 2 sequence(s) found."]
+    at.button(key="batch_run").click().run()
+    assert not at.exception, at.exception
+    df = at.dataframe[0].value
+    assert list(df["frame"].astype(str)) == ["0", "1", "sequence"] * 2 + [""]
+    assert "3 scored, 0 failed" in at.success[0].value
+    assert list(df["timestamp"].astype(str))[-1] == "" and "None" not in set(df["timestamp"].astype(str))
+    assert [m.value for m in at.info if m.value.startswith("Not adapted to this set: ")], [m.value for m in at.info]
+
+
+def test_analyse_refuses_a_zip_of_scans_with_a_pointer_to_batch(tmp_path):
+    """A zip of BU-3DFE scans was read as one sequence: 'two files for frame 3'."""
+    at = analyse()
+    upload(at, [("F0001.zip", zip_bytes([(f"F0001_AN0{i}WH_F3D.wrl", b"x") for i in range(1, 5)]))])
+    assert [e.value for e in at.error] == ["F0001.zip: the zip holds 4 scans that are not frames of one sequence "
+                                           "(their names differ by more than a frame number): score them on the "
+                                           "Batch page, or drop one scan or a zip of one sequence's frames here"]
 
 
 def test_batch_scores_a_new_file_of_the_same_name_and_size_again():
@@ -336,8 +363,8 @@ def test_batch_adapts_to_the_set_and_says_so(monkeypatch):
     monkeypatch.setenv("AFFECTVLM_DEFAULT_MODEL", "default")  # the embedded model has batch norm
     monkeypatch.setattr(adapt, "MIN_ROWS", 3)
     monkeypatch.setattr(adapt, "spread_check", lambda rows, **kw: adapt.SpreadCheck(True, len(rows), "varied"))
-    members = [(f"s/s{i}.obj", _trimesh_bytes(face_like_mesh(20, smile=i / 2, seed=i, textured=False), "obj"))
-               for i in range(3)]
+    members = [(f"s/s{c}.obj", _trimesh_bytes(face_like_mesh(20, smile=i / 2, seed=i, textured=False), "obj"))
+               for i, c in enumerate("abc")]  # named as scans: s0, s1, s2 would be frames of a sequence
     at = AppTest.from_file(APP, default_timeout=180).run()
     at.switch_page("pages/2_Batch.py").run()
     upload(at, [("set.zip", zip_bytes(members))], key="batch_upload")

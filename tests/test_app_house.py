@@ -102,14 +102,14 @@ def test_kept_recomputes_only_for_a_new_key():
 def test_collect_batch_limits_and_zips():
     z = batch.zip_bytes([("d/a.obj", b"v 0 0 0\n"), ("d/readme.txt", b"x")])
     upload = batch.collect_batch([("scans.zip", z), ("b c.ply", b"ply")])
-    assert upload.names == ["scans.zip:d/a.obj", "b_c.ply"]
+    assert upload.names == ["scans.zip:d/a.obj", "b_c.ply"] and upload.found() == "2 scan(s) found"
     assert upload.inputs[0][1]() == b"v 0 0 0\n" and upload.inputs[1][1] == b"ply"  # a member read at its turn
     with pytest.raises(InputError, match="big.obj.*limit"):
         batch.collect_batch([("big.obj", b"x" * 100)], limits=default_limits().with_(max_file_bytes=10))
     with pytest.raises(InputError, match="no mesh"):
         batch.collect_batch([("empty.zip", batch.zip_bytes([("a.txt", b"x")]))])
     # the zips of one upload share the unpacked budget (each had its own: n zips unpacked n times the limit)
-    big = batch.zip_bytes([(f"s{i}.obj", b"v 0 0 0\n" * 1000) for i in range(3)])  # 24 kB unpacked
+    big = batch.zip_bytes([(f"s{c}.obj", b"v 0 0 0\n" * 1000) for c in "abc"])  # 24 kB unpacked, three scans
     small = default_limits().with_(max_unpacked_bytes=30_000)
     assert len(batch.collect_batch([("one.zip", big)], limits=small).inputs) == 3
     with pytest.raises(InputError, match="^two.zip: .*unpack"):

@@ -63,6 +63,36 @@ def test_plan_upload_kinds(tmp_path):
     assert p.path.parent == tmp_path / "7"
 
 
+def test_a_zip_of_scans_dropped_on_analyse_points_to_the_batch_page(tmp_path):
+    """A zip of BU-3DFE scans was read as one sequence: 'two files for frame 3'."""
+    scans = batch.zip_bytes([(f"F0001/F0001_AN0{i}WH_F3D.wrl", b"x") for i in range(1, 5)])
+    with pytest.raises(InputError, match="^F0001.zip: the zip holds 4 scans that are not frames of one sequence.*"
+                                         "Batch page"):
+        uploads.receive_upload([("F0001.zip", scans)], root=tmp_path)
+    subject = batch.zip_bytes([(f"F001/{e}/{i:03d}.wrl", b"x") for e in ("Angry", "Happy") for i in range(3)])
+    with pytest.raises(InputError, match=r"2 sequence\(s\) \(F001/Angry, F001/Happy\): score them on the Batch"):
+        uploads.plan_upload([("F001.zip", subject)], tmp_path / "2")
+    frames = batch.zip_bytes([(f"Angry/{i:03d}.wrl", b"x") for i in range(3)])  # one sequence: as before
+    assert uploads.plan_upload([("F001_Angry.zip", frames)], tmp_path / "3").kind == "sequence"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["2", "3"]  # the refused upload left no folder
+
+
+def test_names_in_one_upload_are_made_unique(tmp_path):
+    """``scan 1.obj`` and ``scan_1.obj`` are both ``scan_1.obj`` once safe: their rows could not be told apart."""
+    assert uploads.unique_names(["a.obj", "a.obj", "a (2).obj", "b.VRML", "b.VRML", "x", "x"]) == [
+        "a.obj", "a (3).obj", "a (2).obj", "b.VRML", "b (2).VRML", "x", "x (2)"]
+    up = batch.collect_batch([("scan 1.obj", b"v"), ("scan_1.obj", b"w"),
+                              ("a b.zip", batch.zip_bytes([("s.obj", b"v")])),
+                              ("a_b.zip", batch.zip_bytes([("s.obj", b"w")]))])
+    assert up.names == ["scan_1.obj", "scan_1 (2).obj", "a_b.zip:s.obj", "a_b (2).zip:s.obj"]
+    plan = uploads.plan_upload([("tex 1.png", b"a"), ("face.obj", b"v"), ("tex_1.png", b"b")], tmp_path)
+    assert plan.kind == "scan" and {p.name: p.read_bytes() for p in tmp_path.iterdir()} == {
+        "tex_1.png": b"a", "face.obj": b"v", "tex_1 (2).png": b"b"}
+    with pytest.raises(InputError, match="uploaded twice"):  # the very same name twice is still refused
+        uploads.plan_upload([("a.obj", b"v"), ("a.obj", b"v")], tmp_path / "2")
+
+
+
 def test_texture_vertex_colors_follow_uvs():
     m = face_like_mesh(16, textured=True)
     cols = texture_vertex_colors(m)
@@ -176,9 +206,12 @@ def test_list_samples(tmp_path):
 
 
 def test_orientation_summary_flags_low_confidence():
+    from affectvlm.geometry import flag_threshold
+
     low = FaceFrame.from_meta({"canonical": {"up": "-y", "front": "+z", "detected": ["front", "up"],
                                              "confidence": {"front": 1.0, "up": 0.06}, "low_confidence": True}})
-    assert low.low_confidence and P.orientation_warning(low) == P.ORIENTATION_WARNING
+    assert low.low_confidence and P.orientation_warning(low) == P.ORIENTATION_WARNING.format(
+        confidence="0.06", threshold=P.decimals(flag_threshold()))
     assert P.orientation_caption(low) == "up -y (guessed, confidence 0.06), front +z (guessed, confidence 1.00)"
     sure = FaceFrame.from_meta({"canonical": {"up": "+y", "front": "+z", "detected": ["front"],
                                               "confidence": {"front": 0.9}, "low_confidence": False}})
@@ -187,6 +220,31 @@ def test_orientation_summary_flags_low_confidence():
     # the flag comes from the library: the preview canonicalises like the renderer does
     pv = P.preview(face_like_mesh(24, textured=False), up="+y", front="+z")
     assert P.orientation_warning(FaceFrame.from_meta(pv.meta)) is None
+
+
+def test_the_orientation_warning_names_the_threshold_the_flag_uses(monkeypatch):
+    """'guessed with low confidence' beside 'confidence 0.97' read as a contradiction."""
+    import affectvlm.geometry as G
+    from affectvlm.faceframe import load_frame_net
+
+    assert G.flag_threshold() == pytest.approx(load_frame_net()[1]["threshold"])  # the flag's own (0.996)
+
+    def frame(conf: float, source: str = "scan") -> FaceFrame:
+        f = FaceFrame.from_meta({"canonical": {"up": "+y", "front": "+z", "detected": ["front", "up"],
+                                               "confidence": {"front": 1.0, "up": conf}, "low_confidence": True}})
+        return type(f)(**{**f.__dict__, "source": source})
+
+    monkeypatch.setattr(G, "flag_threshold", lambda: 0.9959591925144196)
+    assert P.orientation_warning(frame(0.97)).startswith(
+        "Orientation was guessed with confidence 0.97, under the 0.996 the face-frame network needs to be sure; ")
+    assert "confidence 0.995, under the 0.996" in P.orientation_warning(frame(0.9953))  # not "1.00"
+    assert "(guessed, confidence 0.995)" in P.orientation_caption(frame(0.9953))
+    tilted = P.orientation_warning(frame(0.998))  # flagged above the threshold: says why, no contradiction
+    assert tilted.startswith("Orientation is flagged as unsure although its confidence is 0.998: the scan lies "
+                             "tilted") and "under" not in tilted
+    assert "frames of this sequence disagree" in P.orientation_warning(frame(0.999, "sequence"))
+    monkeypatch.setattr(G, "flag_threshold", lambda: 0.45)  # the cues' threshold, without the network
+    assert "confidence 0.449, under the 0.45 " in P.orientation_warning(frame(0.449))
 
 
 def test_landmarks_follow_the_preview_into_the_canonical_frame():
@@ -243,13 +301,19 @@ def test_score_batch_adapts_only_large_varied_sets(monkeypatch):
     model = load_model(None)
     meshes = [face_like_mesh(20, smile=(i % 4) / 3, seed=i, textured=False) for i in range(6)]
     plain, note = batch.score_batch(meshes, model, workers=0)
-    assert note == "" and len(plain) == 6  # six scans: too few, as trained
+    assert len(plain) == 6  # six scans: too few, as trained, and the page says so (it said nothing)
+    assert note == "Not adapted to this set: scored with the trained statistics: 6 inputs; it needs at least 50"
     assert batch.score_batch(meshes, model, adapt=False, workers=0) == (plain, "")
     monkeypatch.setattr(adapt, "MIN_ROWS", 3)  # six scans stand for a large varied set
     monkeypatch.setattr(adapt, "spread_check", lambda rows, **kw: adapt.SpreadCheck(True, len(rows), "varied"))
     rows, note = batch.score_batch(meshes, model, workers=0)
     assert note.startswith("Adapted to this set") and "statistics of 6 of these inputs (varied)" in note
     assert max(abs(a["happiness"] - b["happiness"]) for a, b in zip(rows, plain)) > 1e-4
+    lopsided = adapt.SpreadCheck(False, 6, "83 % of them read happiness: a set of mostly one expression",
+                                 on_spread=True)
+    monkeypatch.setattr(adapt, "spread_check", lambda rows, **kw: lopsided)
+    assert batch.score_batch(meshes, model, workers=0) == (plain, "Not adapted to this set: scored with the trained "
+                                                                  "statistics: " + lopsided.reason)
 
 
 def test_the_epoch_shown_counts_from_one_as_the_trainers_log_does():
@@ -286,6 +350,59 @@ def test_a_model_folder_is_confined_below_its_top_too(tmp_path):
     (ws / "ck" / "affectvlm.json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="fusion_weights must name a file in the checkpoint folder"):
         load_model(str(ws / "ck"), cache=False)
+
+
+def _obj(seed: int, smile: float = 0.0) -> bytes:
+    import trimesh
+
+    m = face_like_mesh(16, smile=smile, seed=seed, textured=False)
+    return trimesh.Trimesh(m.vertices, m.faces, process=False).export(file_type="obj").encode()
+
+
+def test_a_zip_of_sequences_is_read_on_the_batch_page_as_predict_reads_it():
+    """A BU-4DFE subject's zip gave separate scans on the Batch page: no pooled sequence rows, no subject mean."""
+    from affectvlm.inputs import expand
+    from affectvlm.model import load_model
+    from affectvlm.render import RenderSettings
+
+    emotions = ("Angry", "Happy", "Sad", "Surprise")
+    members = [(f"F001/{e}/{i:03d}.obj", _obj(k, i - 0.5)) for k, e in enumerate(emotions) for i in range(2)]
+    data = batch.zip_bytes(members + [("F001/neutral_scan.obj", _obj(9))])
+    up = batch.collect_batch([("F001.zip", data), ("x.obj", _obj(5))])
+    assert up.names == ["F001.zip", "x.obj"] and (up.scans, up.sequences) == (2, 4)
+    assert up.found() == "2 scan(s) and 4 sequence(s) found"
+    limits = default_limits()
+    kinds = [(it.source, it.kind) for it in expand(up.inputs, limits=limits, frames=None, every=1)]
+    assert kinds == [(f"F001.zip:F001/{e}", "sequence") for e in emotions] + [
+        ("F001.zip:F001/neutral_scan.obj", "scan"), ("x.obj", "scan")]
+    # the zips of one upload still share the unpacked budget
+    one = sum(len(b) for _, b in members) + len(_obj(9))
+    with pytest.raises(InputError, match="^again.zip: .*unpack"):
+        batch.collect_batch([("F001.zip", data), ("again.zip", data)],
+                            limits=limits.with_(max_unpacked_bytes=int(1.5 * one)))
+    model = load_model("AffectVLM-Test", cache=False)
+    model.render = RenderSettings(size=64)
+    rows, note = batch.score_batch(up.inputs, model, workers=0)
+    assert note.startswith("Not adapted to this set: ")
+    units = [r for r in rows if batch.unit_row(r)]  # what the page's progress counts: not each frame
+    assert len(units) == up.units == 6 and len(rows) == 6 + 8
+    assert [r["frame"] for r in rows if r["file"] == "F001.zip:F001/Sad"] == [0, 1, "sequence"]
+    out, notes = batch.match_batch(rows, "", neutral="auto", subject_mean="auto")
+    assert [n.text for n in notes if n.text.startswith("Subject mean: scored 4 inputs")], [n.text for n in notes]
+    frames = [(a, b) for a, b in zip(rows, out) if not batch.unit_row(a)]
+    assert len(frames) == 8 and all(a == b for a, b in frames)  # frame rows are shown as scored
+    flagged = [{**r, "orientation_flagged": True, "orientation_source": "scan"} for r in out]
+    assert batch.frame_notes(flagged, most=2)[0].startswith("6 scan(s) have an uncertain face frame")
+
+
+def test_the_batch_table_shows_an_empty_cell_where_a_row_has_no_timestamp():
+    rows = [{"file": "a.obj", "frame": "", "timestamp": None, "label": "joy"},
+            {"file": "s.zip", "frame": 0, "timestamp": 0.0, "label": "joy"},
+            {"file": "s.zip", "frame": "sequence", "timestamp": None, "label": "joy"}]
+    shown = batch.shown_rows(rows)
+    assert [r["timestamp"] for r in shown] == ["", 0.0, ""] and rows[0]["timestamp"] is None  # downloads keep None
+    assert [{k: v for k, v in r.items() if k != "timestamp"} for r in shown] == [
+        {k: v for k, v in r.items() if k != "timestamp"} for r in rows]
 
 
 def test_the_batch_page_says_which_scans_took_the_sets_frame_and_which_are_flagged():

@@ -11,7 +11,7 @@ from affectvlm.errors import ConfigError, InputError
 from affectvlm.io import MESH_EXTENSIONS
 from affectvlm.limits import Limits, default_limits
 from affectvlm.results import flagged_frame
-from affectvlm.app.uploads import safe_name
+from affectvlm.app.uploads import safe_name, unique_names
 
 if TYPE_CHECKING:
     from affectvlm.prior import PriorNote
@@ -19,30 +19,54 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class BatchUpload:
-    """An upload's scans for ``predict``: ``inputs`` as ``(name, bytes)``, or ``(zip:member, reader)`` for a zip's
-    members, each decompressed when its turn comes (never all at once); ``names`` in the same order."""
+    """An upload's inputs for ``predict``: ``(name, bytes)`` files, ``(zip:member, reader)`` for a zip's scans, each
+    decompressed when its turn comes (never all at once), and ``(name, bytes)`` for a zip that holds sequences
+    (``predict`` reads it as ``affectvlm predict x.zip`` does: each member folder of frames one sequence, the other
+    meshes scans); ``names`` in the same order. ``scans`` and ``sequences``: how many of each it holds."""
 
     inputs: list[tuple[str, Any]]
+    scans: int = 0
+    sequences: int = 0
 
     @property
     def names(self) -> list[str]:
         return [name for name, _ in self.inputs]
 
+    @property
+    def units(self) -> int:
+        """Scans and sequences: the rows that say a whole input (:func:`unit_row`)."""
+        return self.scans + self.sequences
+
+    def found(self) -> str:
+        """``12 scan(s) and 6 sequence(s) found``: what the page says of the upload."""
+        parts = [f"{self.scans} scan(s)"] if self.scans or not self.sequences else []
+        parts += [f"{self.sequences} sequence(s)"] if self.sequences else []
+        return " and ".join(parts) + " found"
+
+
+def unit_row(row: dict[str, Any]) -> bool:
+    """Whether ``row`` ends an input: a scan's row or a sequence's pooled row (``frame == "sequence"``), not the row
+    of one of its frames."""
+    return row.get("frame") in ("", None, "sequence")
+
 
 def collect_batch(files: Sequence[tuple[str, bytes]], *, limits: Limits | None = None) -> BatchUpload:
-    """The scans of uploaded ``(name, bytes)`` files: zips are opened (members named ``zip:member``, each a scan; all
-    of an upload's zips share one unpacked-size budget), anything over a limit is refused with ``InputError``
-    naming it. Nothing is decompressed here."""
+    """The scans and sequences of uploaded ``(name, bytes)`` files, named uniquely (:func:`unique_names`): zips are
+    opened (all of an upload's zips share one unpacked-size budget); a zip of scans gives its members (named
+    ``zip:member``), a zip with a member folder of frames (a BU-4DFE subject's ``Angry/000.wrl`` ...) is passed whole,
+    as ``predict`` splits it into sequences and scans. Anything over a limit is refused with ``InputError`` naming
+    it. Nothing is decompressed here."""
     from functools import partial
 
     from affectvlm.inputs import Reread
     from affectvlm.io.archive import SafeZip
-    from affectvlm.io.sequence import is_mesh_name
+    from affectvlm.io.sequence import is_mesh_name, looks_like_sequence, member_dir
 
     limits = limits or default_limits()
     items: list[tuple[str, Any]] = []
+    scans = sequences = 0
     unpacked = 0  # one budget for the whole upload: each zip does not get the limit of its own
-    for name, data in files:
+    for (name, data), shown in zip(files, unique_names([safe_name(n) for n, _ in files])):
         if len(data) > limits.max_file_bytes:
             raise InputError(name, f"over the {limits.max_file_bytes / 2**20:.0f} MB limit")
         if name.lower().endswith(".zip"):
@@ -53,14 +77,26 @@ def collect_batch(files: Sequence[tuple[str, bytes]], *, limits: Limits | None =
                 z.close()
                 raise InputError(name, f"the zip holds no mesh file ({', '.join(MESH_EXTENSIONS)})")
             unpacked += sum(z.size(n) for n in z.names)
+            groups: dict[str, list[str]] = {}
+            for n in meshes:
+                groups.setdefault(member_dir(n), []).append(n)
+            framed = [d for d, ns in groups.items() if looks_like_sequence(ns)]
+            if framed:  # as affectvlm.inputs reads a zip: each folder of frames a sequence, the rest scans
+                z.close()
+                items.append((shown, data))
+                sequences += len(framed)
+                scans += sum(len(ns) for d, ns in groups.items() if d not in framed)
+                continue
             z.close_after(meshes)
             z.close()
-            items += [(f"{safe_name(name)}:{n}", Reread(partial(z.read, n))) for n in meshes]
+            items += [(f"{shown}:{n}", Reread(partial(z.read, n))) for n in meshes]
+            scans += len(meshes)
         else:
-            items.append((safe_name(name), data))
+            items.append((shown, data))
+            scans += 1
     if not items:
         raise InputError("upload", "no scan in the upload")
-    return BatchUpload(items)
+    return BatchUpload(items, scans, sequences)
 
 
 def zip_bytes(files: Iterable[tuple[str, bytes]]) -> bytes:
@@ -76,13 +112,23 @@ def score_batch(items: Sequence[Any], model: Any, *, adapt: bool = True,
                 on_row: Callable[[dict[str, Any]], None] | None = None, **kw: Any) -> tuple[list[dict[str, Any]], str]:
     """``predict`` rows of ``items``; with ``adapt``, scored with the image encoder's statistics of the set when it
     is many and varied enough (``affectvlm.adapt``, as ``affectvlm predict --adapt auto``). Returns the
-    rows and a note saying so ("" when scored with the trained statistics)."""
+    rows and a note saying what was done, or why it was skipped ("" when ``adapt`` is off)."""
     from affectvlm.adapt import adapt_for
     from affectvlm.predict import predict
 
     adaptation = adapt_for(model, items, "auto" if adapt else "none", **kw)
     rows = predict(items, adaptation.model, on_row=on_row, **kw)
-    return rows, f"Adapted to this set: {adaptation.text()}" if adaptation.adapted else ""
+    if not adapt:
+        return rows, ""
+    return rows, f"{'Adapted' if adaptation.adapted else 'Not adapted'} to this set: {adaptation.text()}"
+
+
+def shown_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Copies of ``rows`` for the page's table: an empty cell, not ``None``, where a row has no timestamp (scans,
+    pooled rows); the downloads keep ``predict``'s schema."""
+    from affectvlm.results import TIME_COLUMN
+
+    return [{**r, TIME_COLUMN: ""} if TIME_COLUMN in r and r[TIME_COLUMN] is None else dict(r) for r in rows]
 
 
 def rows_download(rows: Sequence[dict[str, Any]], fmt: str) -> bytes:

@@ -12,7 +12,9 @@ from affectvlm.results import FaceFrame
 
 PREVIEW_COLOR = "rgb(214,196,182)"  # light skin tone for untextured scans
 LANDMARK_COLOR = "#d62728"
-ORIENTATION_WARNING = ("Orientation was guessed with low confidence; check the views and fix up/front in the "
+ORIENTATION_WARNING = ("Orientation was guessed with confidence {confidence}, under the {threshold} the face-frame "
+                       "network needs to be sure; check the views and fix up/front in the Orientation box")
+ORIENTATION_FLAGGED = ("Orientation is flagged as unsure{confidence}: {why}; check the views and fix up/front in the "
                        "Orientation box")
 
 
@@ -37,6 +39,15 @@ def preview(mesh: Mesh, *, max_faces: int = 30_000, up: str | None = None, front
     return Preview(v, f, c, dict(m.meta))
 
 
+def decimals(x: float, other: float | None = None) -> str:
+    """``x`` with two decimals, or up to four where two would round it up to 1 or show it as ``other``."""
+    for d in (2, 3, 4):
+        text = f"{x:.{d}f}"
+        if (x >= 1 or float(text) < 1) and (other is None or text != f"{other:.{d}f}"):
+            break
+    return text
+
+
 def orientation_caption(frame: FaceFrame | None) -> str:
     """``up -y (guessed, confidence 0.06), front +z (set)``: the file axes of a scan's face frame."""
     if frame is None:
@@ -44,7 +55,7 @@ def orientation_caption(frame: FaceFrame | None) -> str:
     parts = []
     for axis, name in (("up", frame.up), ("front", frame.front)):
         conf = frame.axis_confidence.get(axis)
-        how = f"guessed, confidence {conf:.2f}" if conf is not None else (
+        how = f"guessed, confidence {decimals(conf)}" if conf is not None else (
             "guessed" if axis in frame.detected else "set")
         parts.append(f"{axis} {name} ({how})")
     return ", ".join(parts)
@@ -64,8 +75,21 @@ def preview_note(pv: Preview, scan: Mesh, shown: Mesh, frame: FaceFrame | None) 
 
 
 def orientation_warning(frame: FaceFrame | None) -> str | None:
-    """:data:`ORIENTATION_WARNING` when the automatic up/front guess of ``frame`` is unsure."""
-    return ORIENTATION_WARNING if frame is not None and frame.low_confidence else None
+    """What to say when the automatic up/front guess of ``frame`` is flagged: its confidence and the threshold it
+    is under (:data:`ORIENTATION_WARNING`), or why it is flagged above it (:data:`ORIENTATION_FLAGGED`)."""
+    if frame is None or not frame.low_confidence:
+        return None
+    from affectvlm.geometry import flag_threshold
+
+    threshold = flag_threshold()
+    conf = frame.confidence
+    if conf is not None and conf < threshold:
+        return ORIENTATION_WARNING.format(confidence=decimals(conf, threshold), threshold=decimals(threshold))
+    why = ("the frames of this sequence disagree on which way the face looks" if frame.source == "sequence" else
+           "the scan lies tilted away from its file's axes, and a frame found on its principal axes is flagged "
+           "whatever its confidence")
+    since = "" if conf is None else f" although its confidence is {decimals(conf)}"
+    return ORIENTATION_FLAGGED.format(confidence=since, why=why)
 
 
 def landmarks_canonical(meta: dict[str, Any] | None) -> np.ndarray | None:

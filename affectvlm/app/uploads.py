@@ -34,6 +34,26 @@ def safe_name(name: str) -> str:
     return base[:200]
 
 
+def unique_names(names: Sequence[str]) -> list[str]:
+    """``names`` (already safe) with each repeat made unique by `` (2)``, `` (3)`` ... before its extension
+    (``scan 1.obj`` and ``scan_1.obj`` are both ``scan_1.obj`` when safe: the second becomes ``scan_1 (2).obj``)."""
+    taken = set(names)
+    seen: set[str] = set()
+    out = []
+    for name in names:
+        if name in seen:
+            cut = len(name) - len(file_ext(name))
+            stem, ext = name[:cut], name[cut:]
+            k = 2
+            while f"{stem} ({k}){ext}" in taken:
+                k += 1
+            name = f"{stem} ({k}){ext}"
+            taken.add(name)
+        seen.add(name)
+        out.append(name)
+    return out
+
+
 def file_ext(name: str) -> str:
     n = name.lower()
     return ".vrml" if n.endswith(".vrml") else os.path.splitext(n)[1]
@@ -68,8 +88,8 @@ def plan_upload(files: Sequence[tuple[str, bytes]], workdir: str | os.PathLike, 
     """Write uploads into ``workdir`` and decide what they are.
 
     One mesh file (plus its texture images) is a scan; a ``.zip`` or several mesh files named as frames are a 4D
-    sequence (frames ordered by the number in their names); several scans are refused with a pointer to the Batch
-    page. Raises ``InputError`` naming the file.
+    sequence (frames ordered by the number in their names); several scans, or a zip of them, are refused with a
+    pointer to the Batch page. Raises ``InputError`` naming the file.
     """
     limits = limits or default_limits()
     if not files:
@@ -77,13 +97,12 @@ def plan_upload(files: Sequence[tuple[str, bytes]], workdir: str | os.PathLike, 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     meshes, zips, seen = [], [], set()
-    for name, data in files:
-        clean = safe_name(name)
-        if not clean:
+    for (name, data), clean in zip(files, unique_names([safe_name(n) for n, _ in files])):
+        if not safe_name(name):
             raise InputError(str(name), "unusable file name")
-        if clean in seen:
-            raise InputError(clean, "uploaded twice")
-        seen.add(clean)
+        if name in seen:
+            raise InputError(safe_name(name), "uploaded twice")
+        seen.add(name)
         if len(data) > limits.max_file_bytes:
             raise InputError(clean, f"{len(data) / 2**20:.1f} MB is over the {limits.max_file_bytes / 2**20:.0f} MB limit")
         ext = file_ext(clean)
@@ -98,6 +117,7 @@ def plan_upload(files: Sequence[tuple[str, bytes]], workdir: str | os.PathLike, 
     if zips:
         if len(zips) > 1 or meshes:
             raise InputError(zips[0], "upload one .zip of frames, or frame files, not both")
+        check_one_sequence(workdir / zips[0], zips[0], limits)
         return UploadPlan("sequence", workdir / zips[0], zips[0], 0)
     if not meshes:
         raise InputError(files[0][0], "no mesh file in the upload (only images)")
@@ -112,6 +132,29 @@ def plan_upload(files: Sequence[tuple[str, bytes]], workdir: str | os.PathLike, 
                                    "more than a frame number): score several scans on the Batch page, or drop one "
                                    "scan here")
     return UploadPlan("sequence", workdir, f"{len(meshes)} frames", len(meshes))
+
+
+def check_one_sequence(path: Path, name: str, limits: Limits) -> None:
+    """Refuse, with ``InputError`` naming the zip ``name`` and a pointer to the Batch page, a zip whose meshes are
+    not frames of one sequence (several scans, or a BU-4DFE subject's folders of frames); one mesh passes."""
+    from affectvlm.io.archive import SafeZip
+    from affectvlm.io.sequence import is_mesh_name, looks_like_sequence, member_dir
+
+    with SafeZip(path, limits, name) as z:
+        meshes = [n for n in z.names if is_mesh_name(n)]
+    if len(meshes) < 2 or looks_like_sequence(meshes):
+        return
+    groups: dict[str, list[str]] = {}
+    for n in meshes:
+        groups.setdefault(member_dir(n), []).append(n)
+    framed = [d or "the top folder" for d, ns in groups.items() if looks_like_sequence(ns)]
+    rest = sum(len(ns) for ns in groups.values() if not looks_like_sequence(ns))
+    what = (f"{len(framed)} sequence(s) ({', '.join(framed[:3])}{', ...' if len(framed) > 3 else ''})"
+            + (f" and {rest} other scan(s)" if rest else "") if framed else
+            f"{len(meshes)} scans that are not frames of one sequence (their names differ by more than a frame "
+            "number)")
+    raise InputError(name, f"the zip holds {what}: score them on the Batch page, or drop one scan or a zip of one "
+                           "sequence's frames here")
 
 
 @dataclass(frozen=True)
