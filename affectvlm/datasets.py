@@ -110,9 +110,9 @@ def declared_class(source: str) -> str | None:
     (``F0001_HA03WH_F3D``), BU-4DFE's expression folder under a subject folder (``F001/Happy``), Bosphorus's
     ``E_`` / ``N_N`` names, or a folder named after the class (``happy/scan1.obj``, the ``folders`` layout); None for
     any other name or a class outside :data:`LIBRARY_CLASSES`. A zip member
-    (``set.zip:F001/Happy``) counts by its own path."""
-    inner = str(source).replace("\\", "/").rsplit(".zip:", 1)[-1].rstrip("/")
-    parts = [x for x in inner.split("/") if x]
+    (``set.zip:F001/Happy``) counts by its own path, under the zip's name as a folder (``F001.zip:Happy``)."""
+    outer, zipped, inner = str(source).replace("\\", "/").rpartition(".zip:")
+    parts = ([outer.rpartition("/")[2]] if zipped else []) + [x for x in inner.rstrip("/").split("/") if x]
     if not parts:
         return None
     stem = parts[-1].rsplit(".", 1)[0]

@@ -33,6 +33,8 @@ def test_subjects_come_from_the_datasets_names_only():
     assert subject_of("/d/bs001/bs001_YR_R90_0.bnt", "") is None  # a pose scan shows no expression
     assert subject_of("/d/set.zip:F001/Happy", "sequence") == "/d/set.zip:F001"
     assert subject_of("/d/F001/Happy", "sequence") == "/d/F001"
+    assert subject_of("/d/F001.zip:Happy", "sequence") == "/d/F001.zip"  # a subject zipped on its own
+    assert subject_of("/d/clips.zip:Happy", "sequence") is None
     assert subject_of("/d/F001/Happy", 3) is None  # a frame row: only the pooled row is centred
     assert subject_of("/d/people/alice_smile.ply", "") is None
     assert subject_of("/d/clips/Happy", "sequence") is None
