@@ -211,8 +211,16 @@ def estimate_frame(vertices: np.ndarray, faces: np.ndarray, basis: np.ndarray = 
     basis = np.asarray(basis, dtype=np.float64)
     q, c, s = normalise_points(surface_points(vertices, faces, int(cfg.get("points", N_POINTS))))
     maps = torch.from_numpy(direction_maps(q, basis, net.size))
+    images = candidate_images(maps)
+    only = None if allowed is None else np.flatnonzero(allowed)
     with torch.inference_mode():
-        scores, lms = net(candidate_images(maps))
+        if only is not None and 0 < len(only) < len(images):  # the others are never chosen: not run
+            part, part_lms = net(images[torch.from_numpy(only)])
+            scores = torch.full((len(images),), -torch.inf, dtype=part.dtype)
+            lms = torch.zeros((len(images), *part_lms.shape[1:]), dtype=part_lms.dtype)
+            scores[only], lms[only] = part, part_lms
+        else:
+            scores, lms = net(images)
     logits = scores.double().numpy()
     if allowed is not None:
         logits = np.where(allowed, logits, -np.inf)

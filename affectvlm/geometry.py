@@ -467,8 +467,12 @@ def canonicalise(mesh: Mesh, *, up: str | None = None, front: str | None = None,
     faces_out, uv_out = faces_in, uv_in
     if flip.any():
         info["rewound_faces"] = int(flip.sum())
-    if crop and est is not None and est.landmarks is not None:
-        keep = _face_region(Q, est.landmarks @ R.T)
+    lms = None
+    if (crop or landmarks) and est is not None and est.landmarks is not None:
+        lms = _landmarks_again(Q, f, est.landmarks @ R.T)
+        info["landmarks"] = [[round(float(c), 4) for c in p] for p in lms @ R]
+    if crop and lms is not None:
+        keep = _face_region(Q, lms)
         fk = keep[f].all(1)
         if fk.sum() >= 100 and w[fk].sum() >= 0.25 * w.sum():
             faces_out = np.asarray(faces_in)[fk]
@@ -509,9 +513,26 @@ def flag_threshold() -> float:
     return _LOW_CONFIDENCE if loaded is None else threshold_of(loaded[1])
 
 
-def _face_region(Q: np.ndarray, L: np.ndarray) -> np.ndarray:
+def _landmarks_again(Q: np.ndarray, f: np.ndarray, L: np.ndarray, grow: float = 1.3) -> np.ndarray:
+    """The face-frame network's landmarks read again on the face alone (``Q``: the vertices in the canonical frame,
+    ``L``: its first reading there): read on a whole head with scalp and neck, a face model it was not trained on
+    can shift them (upward, by a fifth of the face's height, on the Rocketbox avatars' heads) and the crop with them.
+    Read on the region around that first reading (its crop ellipse grown by ``grow``), the face fills the network's
+    input as in a face scan. ``L`` itself when that region is too small or no network is installed."""
+    from affectvlm.faceframe import candidate_axes, estimate_frame
+
+    near = _face_region(Q, L, grow)[f].all(1)
+    if near.sum() < 100:
+        return L
+    fronts, ups = candidate_axes(np.eye(3))
+    upright = np.isclose(fronts[:, 2], 1.0) & np.isclose(ups[:, 1], 1.0)  # the frame is known: +z front, +y up
+    est = estimate_frame(Q, np.asarray(f)[near], np.eye(3), allowed=upright)
+    return L if est is None or est.landmarks is None else est.landmarks
+
+
+def _face_region(Q: np.ndarray, L: np.ndarray, grow: float = 1.0) -> np.ndarray:
     """Vertices (canonical orientation, any scale) inside the BU-3DFE-like ellipse the 83 landmarks
-    (same frame) span: brows to chin, 0.4 face heights of forehead above the brows, jaw to jaw."""
+    (same frame) span: brows to chin, 0.4 face heights of forehead above the brows, jaw to jaw; ``grow`` scales it."""
     brows, contour = L[16:36], L[68:83]
     chin_y, brow_y = float(L[75, 1]), float(brows[:, 1].mean())
     height = brow_y - chin_y
@@ -519,7 +540,7 @@ def _face_region(Q: np.ndarray, L: np.ndarray) -> np.ndarray:
     if not (height > 0 and width > 0):
         return np.ones(len(Q), dtype=bool)
     cx, cy = float(L[36:48, 0].mean()), chin_y + 0.6 * height
-    rx, ry = 0.55 * width, 0.8 * height
+    rx, ry = 0.55 * width * grow, 0.8 * height * grow
     return ((Q[:, 0] - cx) / rx) ** 2 + ((Q[:, 1] - cy) / ry) ** 2 <= 1.0
 
 

@@ -98,6 +98,54 @@ def test_user_given_axis_restricts_the_choice():
     assert abs(parse_axis(info["front"]) @ parse_axis("-x")) < 1e-9
 
 
+@needs_weights
+def test_only_the_allowed_candidates_are_run_and_they_read_as_in_a_full_run():
+    s = _toy_face()  # upright: +y up, +z front
+    v, f = s.vertices.astype(np.float64), s.faces
+    fronts, ups = candidate_axes(np.eye(3))
+    upright = np.isclose(fronts[:, 2], 1.0) & np.isclose(ups[:, 1], 1.0)
+    net, _ = load_frame_net()
+    batches = []
+    handle = net.register_forward_hook(lambda _m, inp, _out: batches.append(len(inp[0])))
+    try:
+        part = estimate_frame(v, f, allowed=upright)
+        whole = estimate_frame(v, f)
+    finally:
+        handle.remove()
+    assert batches == [1, 24]
+    assert np.allclose(whole.front, [0, 0, 1]) and np.allclose(whole.up, [0, 1, 0])
+    assert part.confidence == 1.0 and np.allclose(part.front, whole.front) and np.allclose(part.up, whole.up)
+    np.testing.assert_allclose(part.landmarks, whole.landmarks, atol=1e-4)
+
+
+@needs_weights
+def test_the_crop_follows_the_landmarks_read_again_on_the_face(monkeypatch):
+    """Read on a whole head of a face model it was not trained on, the network's landmarks can sit a fifth of a face
+    height too high (Rocketbox heads), and the crop with them; they are read again on the region around them."""
+    import affectvlm.faceframe as F
+
+    real = F.estimate_frame
+    calls = []
+
+    def first_reading_shifted(vertices, faces, basis=np.eye(3), *, allowed=None, landmarks=True):
+        est = real(vertices, faces, basis, allowed=allowed, landmarks=landmarks)
+        calls.append(len(faces))
+        if len(calls) == 1:  # the whole scan: its reading lands too high
+            L = est.landmarks
+            est.landmarks = L + np.array([0.0, 0.3 * (L[16:36, 1].mean() - L[75, 1]), 0.0])
+        return est
+
+    monkeypatch.setattr(F, "estimate_frame", first_reading_shifted)
+    s = _toy_face()
+    cut = canonicalise(s, crop=True, landmarks=True)
+    assert len(calls) == 2  # read again, on the region around the first reading
+    monkeypatch.setattr(F, "estimate_frame", real)
+    truth = np.asarray(canonicalise(s, up="+y", front="+z", landmarks=True).meta["canonical"]["landmarks"])
+    got = np.asarray(cut.meta["canonical"]["landmarks"])
+    height = truth[16:36, 1].mean() - truth[75, 1]
+    assert np.abs(got - truth).mean() < 0.05 * height  # the second reading, not the first (0.3 heights off)
+
+
 def _toy_face() -> Mesh:
     from meshgen import face_like_mesh
 

@@ -33,8 +33,8 @@ import numpy as np
 from affectvlm.errors import ConfigError
 
 # Bump whenever the renderer or canonicalisation changes what a view looks like (2: new up/front vote; 3: winding
-# made consistent).
-CACHE_VERSION = 3
+# made consistent; 4: the crop's landmarks read again on the face).
+CACHE_VERSION = 4
 _IMAGE_EXT = (".bmp", ".png", ".jpg", ".jpeg")
 
 
