@@ -391,3 +391,19 @@ def test_views_are_capped_before_anything_is_rendered():
     for make in (lambda: parse_views(many), lambda: as_views(range(10**9)), lambda: RenderSettings(views=many)):
         with pytest.raises(ConfigError, match=f"at most {MAX_VIEWS}"):
             make()
+
+
+def test_a_dense_scan_decimates_alike_in_millimetres_centimetres_and_metres():
+    """fast-simplification's collapse threshold is absolute: the same scan in cm or m decimated to another mesh
+    (landmarks up to 30 mm apart on a Rocketbox scan) and read other probabilities; scans are decimated in mm."""
+    from affectvlm.render.simplify import cap_vertices
+
+    rng = np.random.default_rng(3)
+    dense = face_like_mesh(150, textured=False, origin=(0.0, 0.0, 0.0), scale_mm=100.0)
+    mm = Mesh(vertices=(dense.vertices + rng.normal(0, 0.3, dense.vertices.shape)).astype(np.float32),
+              faces=dense.faces, source="mm.ply")
+    want = cap_vertices(mm, 4000)
+    for scale in (0.1, 0.001):
+        got = cap_vertices(Mesh(vertices=(mm.vertices * scale).astype(np.float32), faces=mm.faces, source="u.ply"), 4000)
+        assert got.n_vertices == want.n_vertices and got.n_faces == want.n_faces, scale
+        np.testing.assert_allclose(got.vertices / scale, want.vertices, atol=1e-2)

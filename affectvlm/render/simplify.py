@@ -58,10 +58,23 @@ def cap_vertices(mesh: Mesh, max_vertices: int) -> Mesh:
     used = int(np.count_nonzero(np.bincount(f.ravel(), minlength=n)))  # points no triangle uses are not a surface
     if used <= max_vertices:
         return mesh
-    pts, faces = quadric_simplify(v, f, 1.0 - max_vertices / used)
+    scale = _unit_scale(v[f.ravel()])
+    pts, faces = quadric_simplify(v * scale, f, 1.0 - max_vertices / used)
     if len(faces) == 0:
         return mesh
+    pts = np.asarray(pts, np.float64) / scale
     meta = dict(mesh.meta)
     meta["simplified_from"] = int(n)
     return Mesh(vertices=np.asarray(pts, np.float32), faces=np.asarray(faces, np.int64), source=mesh.source,
                 meta=meta)
+
+
+def _unit_scale(points: np.ndarray) -> float:
+    """The power of ten that brings a face's size (its box's diagonal) nearest 250, i.e. its coordinates to
+    millimetres: fast-simplification's collapse threshold is absolute, so the same scan stored in mm, cm or m
+    decimated to different meshes. 1 for a scan in mm (or anything that reads as mm)."""
+    size = float(np.linalg.norm(points.max(0) - points.min(0))) if len(points) else 0.0
+    if not (np.isfinite(size) and size > 0):
+        return 1.0
+    return float(10.0 ** round(np.log10(250.0 / size)))
+

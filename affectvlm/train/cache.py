@@ -33,7 +33,7 @@ import numpy as np
 from affectvlm.errors import ConfigError
 
 # Bump whenever the renderer or canonicalisation changes what a view looks like (2: new up/front vote; 3: winding
-# made consistent; 4: the crop's landmarks read again on the face).
+# made consistent; 4: the crop's landmarks read again on the face, dense scans decimated in mm whatever their units).
 CACHE_VERSION = 4
 _IMAGE_EXT = (".bmp", ".png", ".jpg", ".jpeg")
 
