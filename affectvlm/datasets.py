@@ -105,13 +105,20 @@ def canonical_class(name: str) -> str:
     return _SYNONYMS.get(key, key)
 
 
+def _zip_split(path: str) -> tuple[str, str, str]:
+    """``path`` split at its last ``.zip:`` (any case) as ``str.rpartition`` splits: (zip path without ``.zip``,
+    the separator or ``""``, the member's path)."""
+    at = path.lower().rfind(".zip:")
+    return ("", "", path) if at < 0 else (path[:at], path[at:at + 5], path[at + 5:])
+
+
 def declared_class(source: str) -> str | None:
     """The class a dataset's own naming gives a scan or sequence, without reading it: BU-3DFE's expression code
     (``F0001_HA03WH_F3D``), BU-4DFE's expression folder under a subject folder (``F001/Happy``), Bosphorus's
     ``E_`` / ``N_N`` names, or a folder named after the class (``happy/scan1.obj``, the ``folders`` layout); None for
     any other name or a class outside :data:`LIBRARY_CLASSES`. A zip member
     (``set.zip:F001/Happy``) counts by its own path, under the zip's name as a folder (``F001.zip:Happy``)."""
-    outer, zipped, inner = str(source).replace("\\", "/").rpartition(".zip:")
+    outer, zipped, inner = _zip_split(str(source).replace("\\", "/"))
     parts = ([outer.rpartition("/")[2]] if zipped else []) + [x for x in inner.rstrip("/").split("/") if x]
     if not parts:
         return None

@@ -15,7 +15,7 @@ from typing import Callable, Sequence, Union
 
 from affectvlm.errors import AffectVLMError, ConfigError, InputError
 from affectvlm.io import MESH_EXTENSIONS
-from affectvlm.io.sequence import is_mesh_name, looks_like_sequence, member_dir
+from affectvlm.io.sequence import is_mesh_name, looks_like_sequence, member_groups
 from affectvlm.limits import Limits
 from affectvlm.mesh import Mesh, MeshSequence
 
@@ -85,17 +85,15 @@ def expand(inputs: Input | Sequence[Input], *, limits: Limits, frames: int | Non
         names = [n for n in z.names if is_mesh_name(n)]
         if not names:
             raise InputError(source, f"the zip holds no mesh file ({', '.join(MESH_EXTENSIONS)})")
-        groups: dict[str, list[str]] = {}
-        for n in names:
-            groups.setdefault(member_dir(n), []).append(n)
-        if len(groups) == 1 and looks_like_sequence(names):
+        groups = member_groups(names)
+        if len(groups) == 1 and groups[0][2]:
             return [Item(source, "sequence", seq_loader(data, source))]
-        sequences = {d for d, ns in groups.items() if looks_like_sequence(ns)}
-        z.close_after(n for d, ns in groups.items() if d not in sequences for n in ns)
+        z.close_after(n for _, ns, frames in groups if not frames for n in ns)
         out: list[Item] = []
-        for d, ns in groups.items():
-            if d in sequences:
-                out.append(Item(f"{source}:{d}", "sequence", seq_loader(data, f"{source}:{d}", d)))
+        for d, ns, frames in groups:
+            if frames:  # frames at the zip's top are named after the zip alone
+                shown = f"{source}:{d}" if d else source
+                out.append(Item(shown, "sequence", seq_loader(data, shown, d)))
                 continue
             out += [Item(f"{source}:{n}", "scan", lambda n=n, s=f"{source}:{n}":  # decompressed at its turn
                          load_mesh_bytes(z.read(n), n, source=s, limits=limits, texture=texture,

@@ -65,7 +65,7 @@ def subject_of(file: str, frame: object) -> str | None:
     """The subject a result row belongs to by its dataset's naming, or None: a scan (``frame`` empty) named as
     BU-3DFE or Bosphorus names its expression and neutral scans -> its folder and the name's first field; a pooled
     sequence row (``frame == "sequence"``) in a BU-4DFE subject folder or a subject's own zip -> that folder or zip."""
-    from affectvlm.datasets import _SUBJ4D_RE
+    from affectvlm.datasets import _SUBJ4D_RE, _zip_split
     from affectvlm.io.sequence import BOSPHORUS_SCAN_RE, BU3DFE_SCAN_RE
 
     path = str(file).replace("\\", "/").rstrip("/")
@@ -78,10 +78,10 @@ def subject_of(file: str, frame: object) -> str | None:
             return f"{folder}/{m.group(1).lower()}"
         return None
     if frame == "sequence":
-        if ".zip:" in path and "/" not in path.rsplit(".zip:", 1)[1]:  # F001.zip:Happy, a subject's zip
-            zipped = path.rsplit(".zip:", 1)[0]
-            return zipped + ".zip" if _SUBJ4D_RE.match(zipped.rpartition("/")[2]) else None
-        inner = folder.rsplit(".zip:", 1)[-1]
+        outer, zipped, member = _zip_split(path)
+        if zipped and "/" not in member:  # F001.zip:Happy, a subject's zip
+            return outer + zipped[:4] if _SUBJ4D_RE.match(outer.rpartition("/")[2]) else None
+        inner = _zip_split(folder)[2]
         if _SUBJ4D_RE.match(inner.rpartition("/")[2]):
             return folder
     return None

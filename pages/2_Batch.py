@@ -22,7 +22,9 @@ choice = page_header("Batch: score many scans", "Batch")
 S = settings()
 state = st.session_state
 st.markdown("Upload a **.zip of scans** (any folder structure) or select several scan files. Each scan gets "
-            "one row; a bad file is reported on its row and the others still run.")
+            "one row; a bad file is reported on its row and the others still run. In a zip, as `affectvlm predict` "
+            "reads one, a folder whose files differ only by a number (`000.wrl`, `001.wrl` ...) is a 4D sequence: "
+            "a row per frame and one pooled row.")
 files = st.file_uploader("Scans or a .zip of scans", type=UPLOAD_TYPES, accept_multiple_files=True,
                          key="batch_upload")
 up, front = orientation_box("Orientation of the files (if the automatic frontal guess is wrong)",

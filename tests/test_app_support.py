@@ -236,7 +236,7 @@ def test_the_orientation_warning_names_the_threshold_the_flag_uses(monkeypatch):
 
     monkeypatch.setattr(G, "flag_threshold", lambda: 0.9959591925144196)
     assert P.orientation_warning(frame(0.97)).startswith(
-        "Orientation was guessed with confidence 0.97, under the 0.996 the face-frame network needs to be sure; ")
+        "Orientation was guessed with confidence 0.97, under the 0.996 it needs to be sure; ")
     assert "confidence 0.995, under the 0.996" in P.orientation_warning(frame(0.9953))  # not "1.00"
     assert "(guessed, confidence 0.995)" in P.orientation_caption(frame(0.9953))
     tilted = P.orientation_warning(frame(0.998))  # flagged above the threshold: says why, no contradiction

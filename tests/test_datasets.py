@@ -298,6 +298,7 @@ def test_declared_class_agrees_with_each_readers_labels(tmp_path):
         assert [declared_class(s.path) for s in samples] == [s.label for s in samples]
     assert declared_class("set.zip:F001/Happy") == "happiness"
     assert declared_class("/d/F001.zip:Happy") == "happiness"  # a subject zipped on its own
+    assert declared_class("/d/F001.ZIP:Happy") == "happiness" and declared_class("SET.Zip:F001/Sad") == "sadness"
     assert declared_class("C:\\data\\M0003_SU04AE_F3D.wrl") == "surprise"
     # names that say nothing of the expression, or not one of ours
     for name in ("scans/0.obj", "F001/Pain", "bs000/bs000_LFAU_9_0.bnt", "bs000_O_GLASSES_0.bnt", "Happy", "",

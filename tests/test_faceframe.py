@@ -204,6 +204,15 @@ def test_eval_reports_landmark_error_against_bnd_files(tmp_path):
     bad.write_text(bad.read_text().replace("\n", "\nx61.62 ", 1))
     res = landmark_error(samples, RenderSettings())
     assert res["scans"] == 2 and res["unreadable_files"] == [str(bad)]
+    # it measures the landmarks predict's rows and crop use: the second reading, on the face region
+    import affectvlm.geometry as G
+
+    real = G._landmarks_again
+    G._landmarks_again = lambda Q, f, L, grow=1.3: real(Q, f, L, grow) + np.array([0.0, 50.0, 0.0])
+    try:
+        assert landmark_error(samples, RenderSettings())["median"] > 40.0
+    finally:
+        G._landmarks_again = real
 
 
 @needs_facekit

@@ -305,3 +305,16 @@ def test_a_zip_whose_end_record_understates_its_members_is_refused_before_its_di
     monkeypatch.setattr(archive.zipfile, "ZipFile", lambda *a, **k: pytest.fail("the directory was read"))
     with pytest.raises(InputError, match="3000 members, over the limit of 1000"):
         archive.SafeZip(data, Limits(max_zip_members=1000), "liar.zip")
+
+
+def test_a_zip_with_frames_at_its_top_and_scans_in_a_folder_names_the_sequence_after_the_zip():
+    from affectvlm.inputs import expand
+    from affectvlm.limits import default_limits
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name in ("000.obj", "001.obj", "002.obj", "Other/a.obj", "Other/b.ply"):
+            zf.writestr(name, "v 0 0 0\n")
+    items = expand(("F001.zip", buf.getvalue()), limits=default_limits(), frames=None, every=1)
+    assert [(it.source, it.kind) for it in items] == [("F001.zip", "sequence"), ("F001.zip:Other/a.obj", "scan"),
+                                                      ("F001.zip:Other/b.ply", "scan")]

@@ -35,6 +35,8 @@ def test_subjects_come_from_the_datasets_names_only():
     assert subject_of("/d/F001/Happy", "sequence") == "/d/F001"
     assert subject_of("/d/F001.zip:Happy", "sequence") == "/d/F001.zip"  # a subject zipped on its own
     assert subject_of("/d/clips.zip:Happy", "sequence") is None
+    assert subject_of("/d/F001.ZIP:Happy", "sequence") == "/d/F001.ZIP"  # any case, as the readers take zips
+    assert subject_of("/d/SET.ZIP:F001/Happy", "sequence") == "/d/SET.ZIP:F001"
     assert subject_of("/d/F001/Happy", 3) is None  # a frame row: only the pooled row is centred
     assert subject_of("/d/people/alice_smile.ply", "") is None
     assert subject_of("/d/clips/Happy", "sequence") is None

@@ -60,7 +60,7 @@ def collect_batch(files: Sequence[tuple[str, bytes]], *, limits: Limits | None =
 
     from affectvlm.inputs import Reread
     from affectvlm.io.archive import SafeZip
-    from affectvlm.io.sequence import is_mesh_name, looks_like_sequence, member_dir
+    from affectvlm.io.sequence import is_mesh_name, member_groups
 
     limits = limits or default_limits()
     items: list[tuple[str, Any]] = []
@@ -77,15 +77,12 @@ def collect_batch(files: Sequence[tuple[str, bytes]], *, limits: Limits | None =
                 z.close()
                 raise InputError(name, f"the zip holds no mesh file ({', '.join(MESH_EXTENSIONS)})")
             unpacked += sum(z.size(n) for n in z.names)
-            groups: dict[str, list[str]] = {}
-            for n in meshes:
-                groups.setdefault(member_dir(n), []).append(n)
-            framed = [d for d, ns in groups.items() if looks_like_sequence(ns)]
-            if framed:  # as affectvlm.inputs reads a zip: each folder of frames a sequence, the rest scans
+            groups = member_groups(meshes)
+            if any(frames for _, _, frames in groups):  # as affectvlm.inputs reads a zip: folders of frames, scans
                 z.close()
                 items.append((shown, data))
-                sequences += len(framed)
-                scans += sum(len(ns) for d, ns in groups.items() if d not in framed)
+                sequences += sum(1 for _, _, frames in groups if frames)
+                scans += sum(len(ns) for _, ns, frames in groups if not frames)
                 continue
             z.close_after(meshes)
             z.close()

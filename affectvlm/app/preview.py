@@ -12,8 +12,8 @@ from affectvlm.results import FaceFrame
 
 PREVIEW_COLOR = "rgb(214,196,182)"  # light skin tone for untextured scans
 LANDMARK_COLOR = "#d62728"
-ORIENTATION_WARNING = ("Orientation was guessed with confidence {confidence}, under the {threshold} the face-frame "
-                       "network needs to be sure; check the views and fix up/front in the Orientation box")
+ORIENTATION_WARNING = ("Orientation was guessed with confidence {confidence}, under the {threshold} it needs to be "
+                       "sure; check the views and fix up/front in the Orientation box")
 ORIENTATION_FLAGGED = ("Orientation is flagged as unsure{confidence}: {why}; check the views and fix up/front in the "
                        "Orientation box")
 

@@ -138,17 +138,15 @@ def check_one_sequence(path: Path, name: str, limits: Limits) -> None:
     """Refuse, with ``InputError`` naming the zip ``name`` and a pointer to the Batch page, a zip whose meshes are
     not frames of one sequence (several scans, or a BU-4DFE subject's folders of frames); one mesh passes."""
     from affectvlm.io.archive import SafeZip
-    from affectvlm.io.sequence import is_mesh_name, looks_like_sequence, member_dir
+    from affectvlm.io.sequence import is_mesh_name, looks_like_sequence, member_groups
 
     with SafeZip(path, limits, name) as z:
         meshes = [n for n in z.names if is_mesh_name(n)]
     if len(meshes) < 2 or looks_like_sequence(meshes):
         return
-    groups: dict[str, list[str]] = {}
-    for n in meshes:
-        groups.setdefault(member_dir(n), []).append(n)
-    framed = [d or "the top folder" for d, ns in groups.items() if looks_like_sequence(ns)]
-    rest = sum(len(ns) for ns in groups.values() if not looks_like_sequence(ns))
+    groups = member_groups(meshes)
+    framed = [d or "the top folder" for d, _, frames in groups if frames]
+    rest = sum(len(ns) for _, ns, frames in groups if not frames)
     what = (f"{len(framed)} sequence(s) ({', '.join(framed[:3])}{', ...' if len(framed) > 3 else ''})"
             + (f" and {rest} other scan(s)" if rest else "") if framed else
             f"{len(meshes)} scans that are not frames of one sequence (their names differ by more than a frame "

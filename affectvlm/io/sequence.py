@@ -28,7 +28,8 @@ from affectvlm.io._common import get_limits
 from affectvlm.io.archive import SafeZip, is_zip
 from affectvlm.io.formats import MESH_EXTENSIONS, load_mesh, load_mesh_bytes
 
-__all__ = ["load_sequence", "is_sequence", "is_mesh_name", "looks_like_sequence", "frame_number", "sample_indices"]
+__all__ = ["load_sequence", "is_sequence", "is_mesh_name", "looks_like_sequence", "frame_number", "sample_indices",
+           "member_dir", "member_groups"]
 
 _INT = re.compile(r"\d+")
 # static scans named by their dataset: never frames of a sequence, however alike their names
@@ -129,6 +130,16 @@ def member_dir(name: str) -> str:
     """The folder of a zip member (``""`` at the top), as ``member_dir=`` of :func:`load_sequence` takes it."""
     parent = str(PurePosixPath(name.replace("\\", "/")).parent)
     return "" if parent == "." else parent
+
+
+def member_groups(names: Sequence[str]) -> list[tuple[str, list[str], bool]]:
+    """A zip's mesh members as a folder is read, in member order: ``(folder, meshes, frames)`` per member folder,
+    ``frames`` when its meshes are frames of one sequence (:func:`looks_like_sequence`), else scans."""
+    groups: dict[str, list[str]] = {}
+    for n in names:
+        if is_mesh_name(n):
+            groups.setdefault(member_dir(n), []).append(n)
+    return [(d, ns, looks_like_sequence(ns)) for d, ns in groups.items()]
 
 
 def _load_zip(src, source: str, every: int, n_frames: int | None, limits: Limits,

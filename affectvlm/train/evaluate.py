@@ -310,7 +310,8 @@ def landmark_error(samples: Sequence, settings) -> dict | None:
                       file=sys.stderr)
             unread.append(str(bnd))
             continue
-        info = canonicalise(load_mesh(s.path, texture=False), up=settings.up, front=settings.front).meta["canonical"]
+        info = canonicalise(load_mesh(s.path, texture=False), up=settings.up, front=settings.front,
+                            landmarks=True).meta["canonical"]  # the landmarks predict's rows and crop use
         if not info.get("landmarks") or len(info["landmarks"]) != len(truth):
             continue
         e = np.linalg.norm(np.asarray(info["landmarks"]) - truth, axis=1)
