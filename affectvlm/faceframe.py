@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from affectvlm.errors import ConfigError
 from affectvlm.results import N_LANDMARKS
 
 __all__ = ["FrameNet", "FrameEstimate", "SIZE", "EXTENT", "N_POINTS", "surface_points", "direction_maps",
@@ -213,6 +214,8 @@ def estimate_frame(vertices: np.ndarray, faces: np.ndarray, basis: np.ndarray = 
     maps = torch.from_numpy(direction_maps(q, basis, net.size))
     images = candidate_images(maps)
     only = None if allowed is None else np.flatnonzero(allowed)
+    if only is not None and not len(only):  # every candidate excluded: no frame to give (it read NaN, unflagged)
+        raise ConfigError("no face-frame candidate is allowed (the given up and front axes exclude them all)")
     with torch.inference_mode():
         if only is not None and 0 < len(only) < len(images):  # the others are never chosen: not run
             part, part_lms = net(images[torch.from_numpy(only)])

@@ -48,8 +48,10 @@ def score(upload: BatchUpload, adapt: bool) -> tuple[list[dict], str]:
     done: list[dict] = []
     total = max(upload.units, 1)
 
-    def on_row(row: dict) -> None:  # a scan's row or a sequence's pooled row, not each frame's
+    def on_row(row: dict) -> None:  # a scan's row or a sequence's pooled row moves the bar; a frame's says where
+        shown = min(len(done), total)
         if not unit_row(row):
+            bar.progress(min(1.0, shown / total), text=f"Scoring… {shown}/{total} ({row['file']}: frame {row['frame']})")
             return
         done.append(row)
         bar.progress(min(1.0, len(done) / total), text=f"Scoring… {min(len(done), total)}/{total}")

@@ -116,6 +116,10 @@ def test_only_the_allowed_candidates_are_run_and_they_read_as_in_a_full_run():
     assert np.allclose(whole.front, [0, 0, 1]) and np.allclose(whole.up, [0, 1, 0])
     assert part.confidence == 1.0 and np.allclose(part.front, whole.front) and np.allclose(part.up, whole.up)
     np.testing.assert_allclose(part.landmarks, whole.landmarks, atol=1e-4)
+    from affectvlm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no face-frame candidate"):  # not a NaN confidence that reads as sure
+        estimate_frame(v, f, allowed=np.zeros(24, dtype=bool))
 
 
 @needs_weights
