@@ -28,6 +28,7 @@ _FORWARDED = {
     "synth": ("affectvlm.synth.cli", "make synthetic BU-3DFE/BU-4DFE-style data"),
     "train": ("affectvlm.train.train", "fine-tune a model (also under torchrun)"),
     "eval": ("affectvlm.train.evaluate", "evaluate a model on a dataset"),
+    "app": ("affectvlm.applaunch", "run the Streamlit app (from the checkout or where the package installed it)"),
 }
 
 

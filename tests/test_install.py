@@ -19,6 +19,9 @@ def target(tmp_path_factory) -> Path:
         shutil.copy(ROOT / name, src / name)
     shutil.copytree(ROOT / "weights", src / "weights")
     shutil.copytree(ROOT / "affectvlm", src / "affectvlm", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copy(ROOT / "app.py", src / "app.py")
+    shutil.copytree(ROOT / "pages", src / "pages", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(ROOT / ".streamlit", src / ".streamlit")
     out = tmp_path_factory.mktemp("target")
     done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
                            "--no-index", "--target", str(out), str(src)], capture_output=True, text=True, timeout=600)
@@ -42,6 +45,46 @@ def test_a_target_install_finds_its_embedded_model_not_the_current_folders(targe
     assert Path(package).is_relative_to(target)  # the installed copy, not the checkout
     assert Path(found) == (target / "share" / "affectvlm" / "weights" / "affectvlm-default").resolve()
     assert (target / "share" / "affectvlm" / "weights" / "MODEL_CARD.md").is_file()  # what the weights are
+
+
+def test_an_installed_package_runs_its_app(target, tmp_path):
+    """The wheel carries app.py, pages/ and the Streamlit settings; `affectvlm app` finds them outside any checkout
+    and serves the app from the current folder (its workspace there)."""
+    import socket
+    import time
+    import urllib.request
+
+    app = target / "share" / "affectvlm" / "app"
+    assert (app / "app.py").is_file() and (app / ".streamlit" / "config.toml").is_file()
+    assert sorted(p.name for p in (app / "pages").glob("*.py")) == sorted(p.name for p in (ROOT / "pages").glob("*.py"))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "AFFECTVLM_DEFAULT_MODEL")}
+    env.update(PYTHONPATH=str(target), HF_HUB_OFFLINE="1")
+    shown = subprocess.run([sys.executable, "-m", "affectvlm", "app", "--print-command"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert str(app.resolve() / "app.py") in shown.stdout and "--server.headless true" in shown.stdout
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "affectvlm", "app", "--port", str(port),
+                             "--server.address", "127.0.0.1"], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, body = time.monotonic() + 120, ""
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
+                    body = r.read().decode()
+                    break
+            except OSError:
+                time.sleep(0.5)
+        assert body == "ok", (proc.poll(), proc.stderr.read()[-2000:] if proc.poll() is not None else "")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def test_the_sdist_holds_what_its_tests_and_app_need(tmp_path):
