@@ -79,11 +79,13 @@ def test_an_installed_package_runs_its_app(target, tmp_path):
             except OSError:
                 time.sleep(0.5)
         assert body == "ok", (proc.poll(), proc.stderr.read()[-2000:] if proc.poll() is not None else "")
+        proc.terminate()  # the server itself: the launcher became its process, so no server outlives it
+        proc.wait(timeout=30)
+        time.sleep(1)
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
+        if proc.poll() is None:
             proc.kill()
 
 
