@@ -15,7 +15,6 @@ import re
 import shlex
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -25,25 +24,12 @@ __all__ = ["app_candidates", "find_app", "main"]
 
 
 def app_candidates() -> list[Path]:
-    """Folders that may hold the app, in order: a checkout's root, the ``share/`` beside this package (``pip install
-    --target DIR``), where the installed distribution's record puts it, then the environment's and ``pip install
-    --user``'s ``share/``."""
-    here = Path(__file__).resolve()
-    share = Path("share") / "affectvlm" / "app"
-    out = [here.parents[1]] if (here.parents[1] / "pyproject.toml").is_file() else []  # a checkout, not site-packages
-    out.append(here.parents[1] / share)
-    try:
-        from importlib.metadata import PackageNotFoundError, distribution
+    """Folders that may hold the app, in order: a checkout's root, then the ``share/affectvlm/app`` of an install
+    (:func:`affectvlm.installed.share_candidates`)."""
+    from affectvlm.installed import share_candidates
 
-        for f in distribution("affectvlm").files or []:
-            if f.as_posix().endswith("share/affectvlm/app/app.py"):
-                out.append(Path(f.locate()).resolve().parent)
-    except (PackageNotFoundError, OSError, ValueError):
-        pass
-    scheme = f"{os.name}_user"
-    user = sysconfig.get_path("data", scheme) if scheme in sysconfig.get_scheme_names() else None
-    out += [Path(sys.prefix) / share, *([Path(user) / share] if user else [])]
-    return list(dict.fromkeys(out))
+    root = Path(__file__).resolve().parents[1]
+    return ([root] if (root / "pyproject.toml").is_file() else []) + share_candidates("app")  # not site-packages
 
 
 def find_app() -> Path:

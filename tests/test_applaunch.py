@@ -49,7 +49,43 @@ def test_a_stray_app_beside_an_installed_package_is_not_taken_for_a_checkout(tmp
     shared = site / "share" / "affectvlm" / "app"
     (shared / "pages").mkdir(parents=True)
     (shared / "app.py").write_text("")
+    import affectvlm.installed as installed
+
     monkeypatch.setattr(applaunch, "__file__", str(site / "affectvlm" / "applaunch.py"))
+    monkeypatch.setattr(installed, "__file__", str(site / "affectvlm" / "installed.py"))
     assert applaunch.find_app() == shared.resolve()
     (site / "pyproject.toml").write_text("")  # a checkout: its own app.py
     assert applaunch.find_app() == site.resolve()
+
+
+def test_an_install_elsewhere_is_found_by_its_distributions_record(tmp_path, monkeypatch):
+    """`pip install --prefix` (or a system pip whose data go under /usr/local) puts share/ where neither sys.prefix
+    nor the package's folder says; the distribution's file record does."""
+    import importlib.metadata as md
+    from pathlib import PurePosixPath
+
+    import affectvlm.installed as installed
+    from affectvlm.model import specs
+
+    prefix = tmp_path / "prefix"
+    app = prefix / "share" / "affectvlm" / "app"
+    (app / "pages").mkdir(parents=True)
+    (app / "app.py").write_text("")
+    weights = prefix / "share" / "affectvlm" / "weights" / specs.DEFAULT_DIRNAME
+    weights.mkdir(parents=True)
+
+    class Recorded(PurePosixPath):
+        def locate(self):
+            return prefix / self.relative_to("../../..")
+
+    class Dist:
+        files = [Recorded("../../../share/affectvlm/app/app.py"),
+                 Recorded(f"../../../share/affectvlm/weights/{specs.DEFAULT_DIRNAME}/affectvlm.json")]
+
+    monkeypatch.setattr(md, "distribution", lambda name: Dist())
+    site = tmp_path / "site" / "affectvlm"
+    site.mkdir(parents=True)
+    monkeypatch.setattr(installed, "__file__", str(site / "installed.py"))
+    monkeypatch.setattr(applaunch, "__file__", str(site / "applaunch.py"))
+    assert app.resolve() in installed.share_candidates("app") and applaunch.find_app() == app.resolve()
+    assert weights.resolve() in specs.default_model_candidates()

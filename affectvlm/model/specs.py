@@ -27,7 +27,6 @@ import difflib
 import json
 import logging
 import os
-import sys
 import threading
 import time
 from collections import OrderedDict
@@ -73,15 +72,14 @@ def list_architectures() -> list[str]:
 
 def default_model_candidates() -> list[Path]:
     """Where the embedded model may be, in order: a checkout's ``weights/``, the package's own folder, then the
-    ``share/`` a wheel's data files went to (the environment's, ``pip install --user``'s, ``--target DIR``'s).
-    Never the current folder: a ``weights/`` there must not replace the installed model unnoticed."""
-    import sysconfig
+    ``share/`` a wheel's data files went to (:func:`affectvlm.installed.share_candidates`: beside the package for
+    ``--target DIR``, the installed record's, the environment's, ``pip install --user``'s). Never the current
+    folder: a ``weights/`` there must not replace the installed model unnoticed."""
+    from affectvlm.installed import share_candidates
 
     here = Path(__file__).resolve()
-    share = Path("share") / "affectvlm" / "weights" / DEFAULT_DIRNAME
-    user = sysconfig.get_path("data", f"{os.name}_user") if f"{os.name}_user" in sysconfig.get_scheme_names() else None
     out = [here.parents[2] / "weights" / DEFAULT_DIRNAME, here.parents[1] / "weights" / DEFAULT_DIRNAME,
-           Path(sys.prefix) / share, *([Path(user) / share] if user else []), here.parents[2] / share]
+           *share_candidates(f"weights/{DEFAULT_DIRNAME}")]
     return list(dict.fromkeys(out))
 
 
