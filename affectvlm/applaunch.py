@@ -34,10 +34,11 @@ def app_candidates() -> list[Path]:
 
 def find_app() -> Path:
     """The first candidate folder with ``app.py`` and ``pages/``; ConfigError naming where it looked."""
-    for folder in app_candidates():
+    candidates = app_candidates()
+    for folder in candidates:
         if (folder / "app.py").is_file() and (folder / "pages").is_dir():
             return folder
-    looked = ", ".join(str(c) for c in app_candidates())
+    looked = ", ".join(str(c) for c in candidates)
     raise ConfigError(f"the app's files (app.py, pages/) are not installed in any of {looked}; reinstall the "
                       "package from its wheel or run `streamlit run app.py` in a source checkout")
 

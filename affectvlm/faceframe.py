@@ -217,7 +217,7 @@ def estimate_frame(vertices: np.ndarray, faces: np.ndarray, basis: np.ndarray = 
     if only is not None and not len(only):  # every candidate excluded: no frame to give (it read NaN, unflagged)
         raise ConfigError("no face-frame candidate is allowed (the given up and front axes exclude them all)")
     with torch.inference_mode():
-        if only is not None and 0 < len(only) < len(images):  # the others are never chosen: not run
+        if only is not None and len(only) < len(images):  # the others are never chosen: not run
             part, part_lms = net(images[torch.from_numpy(only)])
             scores = torch.full((len(images),), -torch.inf, dtype=part.dtype)
             lms = torch.zeros((len(images), *part_lms.shape[1:]), dtype=part_lms.dtype)

@@ -410,8 +410,6 @@ def canonicalise(mesh: Mesh, *, up: str | None = None, front: str | None = None,
             raise ConfigError("the face-frame network's weights are not installed (use method='cues')")
     if est is not None and front_v is not None and up_v is not None:
         info["method"] = "frame-net (landmarks only)"
-        if est.landmarks is not None:
-            info["landmarks"] = [[round(float(c), 4) for c in p] for p in est.landmarks]
     elif est is not None:
         fronts_same = est.probabilities[np.isclose(_candidate_fronts(est) @ est.front, 1.0)].sum()
         if front_v is None:
@@ -422,8 +420,6 @@ def canonicalise(mesh: Mesh, *, up: str | None = None, front: str | None = None,
             conf["up"] = float(est.confidence)
         front_v, up_v = est.front, est.up
         info["method"] = "frame-net"
-        if est.landmarks is not None:
-            info["landmarks"] = [[round(float(c), 4) for c in p] for p in est.landmarks]
     elif front_v is None:
         if up_v is not None:
             # depth = the smaller-extent file axis perpendicular to up
@@ -468,9 +464,9 @@ def canonicalise(mesh: Mesh, *, up: str | None = None, front: str | None = None,
     if flip.any():
         info["rewound_faces"] = int(flip.sum())
     lms = None
-    if (crop or landmarks) and est is not None and est.landmarks is not None:
-        lms = _landmarks_again(Q, f, est.landmarks @ R.T)
-        info["landmarks"] = [[round(float(c), 4) for c in p] for p in lms @ R]
+    if est is not None and est.landmarks is not None:  # the network's, read again on the face when they are used
+        lms = _landmarks_again(Q, f, est.landmarks @ R.T) if crop or landmarks else None
+        info["landmarks"] = [[round(float(c), 4) for c in p] for p in (est.landmarks if lms is None else lms @ R)]
     if crop and lms is not None:
         keep = _face_region(Q, lms)
         fk = keep[f].all(1)

@@ -492,8 +492,11 @@ def sample_set_frame(scans: Sequence[Callable[[], Mesh]], settings: "RenderSetti
     lim = limits or default_limits()
 
     def frame_of(load: Callable[[], Mesh]) -> FaceFrame | None:
-        try:
-            return orient_scan(check_face(load(), lim), settings).frame
+        from affectvlm.geometry import canonicalise
+        from affectvlm.render.simplify import capped_for
+
+        try:  # the frame as orient_scan finds it (on the capped scan), without the crop and landmarks it needs not
+            return FaceFrame.from_meta(canonicalise(capped_for(check_face(load(), lim), settings)).meta)
         except Exception:  # the scan's own row (or sample) reports it
             return None
 

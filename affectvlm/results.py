@@ -94,10 +94,16 @@ class FaceFrame:
         return out
 
 
+def whole_input_row(row: Mapping[str, Any]) -> bool:
+    """Whether ``row`` stands for a whole input: a scan's row or a sequence's pooled row (``frame == "sequence"``),
+    not the row of one of its frames."""
+    return row.get("frame") in ("", None, "sequence")
+
+
 def flagged_frame(row: Mapping[str, Any]) -> bool:
     """Whether ``row`` is where a flagged face frame is said: a scan's row, or a sequence's pooled row (its frame rows
     carry the same frame), so a sequence is said once."""
-    return row.get("orientation_flagged") is True and row.get("frame") in ("", None, "sequence")
+    return row.get("orientation_flagged") is True and whole_input_row(row)
 
 
 def top_class(classes: Sequence[str], probs: Probs | None) -> tuple[str, float | None]:

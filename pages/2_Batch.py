@@ -12,11 +12,12 @@ import pandas as pd
 import streamlit as st
 
 from affectvlm.app.batch import (BatchUpload, batch_hint, collect_batch, frame_notes, match_batch, rows_download,
-                                 score_batch, shown_rows, unit_row)
+                                 score_batch, shown_rows)
 from affectvlm.app.state import kept
 from affectvlm.app.uploads import UPLOAD_TYPES, files_signature
 from affectvlm.app.widgets import get_model, orientation_box, page_header, settings, show_error
 from affectvlm.errors import AffectVLMError
+from affectvlm.results import whole_input_row
 
 choice = page_header("Batch: score many scans", "Batch")
 S = settings()
@@ -50,7 +51,7 @@ def score(upload: BatchUpload, adapt: bool) -> tuple[list[dict], str]:
 
     def on_row(row: dict) -> None:  # a scan's row or a sequence's pooled row moves the bar; a frame's says where
         shown = min(len(done), total)
-        if not unit_row(row):
+        if not whole_input_row(row):
             bar.progress(min(1.0, shown / total), text=f"Scoring… {shown}/{total} ({row['file']}: frame {row['frame']})")
             return
         done.append(row)
@@ -120,7 +121,7 @@ def matched(rows: list[dict]) -> list[dict]:
 
 def show(scored: tuple[list[dict], str], seconds: float) -> None:
     rows, adapted = scored
-    units = [r for r in rows if unit_row(r)]  # a sequence counts once, not per frame
+    units = [r for r in rows if whole_input_row(r)]  # a sequence counts once, not per frame
     n_err = sum(1 for r in units if r.get("error"))
     (st.warning if n_err else st.success)(f"{len(units) - n_err} scored, {n_err} failed, in {seconds:.1f} s.")
     if adapted:
@@ -128,7 +129,7 @@ def show(scored: tuple[list[dict], str], seconds: float) -> None:
     rows = matched(rows)
     for r in rows:
         if r.get("error"):
-            where = r["file"] if unit_row(r) else f"{r['file']} frame {r['frame']}"
+            where = r["file"] if whole_input_row(r) else f"{r['file']} frame {r['frame']}"
             st.error(f"{where}: {r['error']}")
     for note in frame_notes(rows):
         st.warning(note)

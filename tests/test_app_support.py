@@ -10,7 +10,7 @@ from affectvlm.app import batch, figures, preview as P, runview, settings as S, 
 from affectvlm.errors import ConfigError, InputError
 from affectvlm.geometry import decimate, texture_vertex_colors
 from affectvlm.limits import default_limits
-from affectvlm.results import FaceFrame
+from affectvlm.results import FaceFrame, whole_input_row
 from affectvlm.runfolder import MetricRecord
 from meshgen import face_like_mesh
 
@@ -384,12 +384,12 @@ def test_a_zip_of_sequences_is_read_on_the_batch_page_as_predict_reads_it():
     model.render = RenderSettings(size=64)
     rows, note = batch.score_batch(up.inputs, model, workers=0)
     assert note.startswith("Not adapted to this set: ")
-    units = [r for r in rows if batch.unit_row(r)]  # what the page's progress counts: not each frame
+    units = [r for r in rows if whole_input_row(r)]  # what the page's progress counts: not each frame
     assert len(units) == up.units == 6 and len(rows) == 6 + 8
     assert [r["frame"] for r in rows if r["file"] == "F001.zip:F001/Sad"] == [0, 1, "sequence"]
     out, notes = batch.match_batch(rows, "", neutral="auto", subject_mean="auto")
     assert [n.text for n in notes if n.text.startswith("Subject mean: scored 4 inputs")], [n.text for n in notes]
-    frames = [(a, b) for a, b in zip(rows, out) if not batch.unit_row(a)]
+    frames = [(a, b) for a, b in zip(rows, out) if not whole_input_row(a)]
     assert len(frames) == 8 and all(a == b for a, b in frames)  # frame rows are shown as scored
     flagged = [{**r, "orientation_flagged": True, "orientation_source": "scan"} for r in out]
     assert batch.frame_notes(flagged, most=2)[0].startswith("6 scan(s) have an uncertain face frame")

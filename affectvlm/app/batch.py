@@ -34,7 +34,7 @@ class BatchUpload:
 
     @property
     def units(self) -> int:
-        """Scans and sequences: the rows that say a whole input (:func:`unit_row`)."""
+        """Scans and sequences: the rows that say a whole input (:func:`affectvlm.results.whole_input_row`)."""
         return self.scans + self.sequences
 
     def found(self) -> str:
@@ -42,12 +42,6 @@ class BatchUpload:
         parts = [f"{self.scans} scan(s)"] if self.scans or not self.sequences else []
         parts += [f"{self.sequences} sequence(s)"] if self.sequences else []
         return " and ".join(parts) + " found"
-
-
-def unit_row(row: dict[str, Any]) -> bool:
-    """Whether ``row`` ends an input: a scan's row or a sequence's pooled row (``frame == "sequence"``), not the row
-    of one of its frames."""
-    return row.get("frame") in ("", None, "sequence")
 
 
 def collect_batch(files: Sequence[tuple[str, bytes]], *, limits: Limits | None = None) -> BatchUpload:
@@ -175,7 +169,6 @@ def batch_hint(rows: Sequence[dict[str, Any]]) -> "PriorNote | None":
     from affectvlm.prior import lean_hint
 
     return lean_hint(list(rows), class_names(rows), how="a known class balance typed above (e.g. uniform)")
-
 
 
 def frame_notes(rows: Sequence[dict[str, Any]], most: int = 10) -> list[str]:

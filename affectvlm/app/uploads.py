@@ -97,11 +97,12 @@ def plan_upload(files: Sequence[tuple[str, bytes]], workdir: str | os.PathLike, 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     meshes, zips, seen = [], [], set()
-    for (name, data), clean in zip(files, unique_names([safe_name(n) for n, _ in files])):
-        if not safe_name(name):
+    safe = [safe_name(n) for n, _ in files]
+    for (name, data), cleaned, clean in zip(files, safe, unique_names(safe)):
+        if not cleaned:
             raise InputError(str(name), "unusable file name")
         if name in seen:
-            raise InputError(safe_name(name), "uploaded twice")
+            raise InputError(cleaned, "uploaded twice")
         seen.add(name)
         if len(data) > limits.max_file_bytes:
             raise InputError(clean, f"{len(data) / 2**20:.1f} MB is over the {limits.max_file_bytes / 2**20:.0f} MB limit")

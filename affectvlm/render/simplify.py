@@ -77,4 +77,3 @@ def _unit_scale(points: np.ndarray) -> float:
     if not (np.isfinite(size) and size > 0):
         return 1.0
     return float(10.0 ** round(np.log10(250.0 / size)))
-
