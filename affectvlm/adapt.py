@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 from affectvlm.errors import ConfigError
-from affectvlm.results import Row
+from affectvlm.results import Row, whole_input_row
 
 if TYPE_CHECKING:
     from affectvlm.model import AffectVLM
@@ -116,7 +116,7 @@ class Adapted:
 
 def _counted_rows(rows: Sequence[Row]) -> list[Row]:
     """The rows that stand for a whole input and have a label: scans, and sequences' pooled rows (not frames)."""
-    return [r for r in rows if not r.get("error") and r.get("frame") in ("", "sequence") and r.get("label")]
+    return [r for r in rows if not r.get("error") and whole_input_row(r) and r.get("label")]
 
 
 def _counted(rows: Sequence[Row]) -> list[str]:

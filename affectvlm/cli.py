@@ -147,13 +147,16 @@ def build_parser() -> argparse.ArgumentParser:
     rd = sub.add_parser("render", help="write a scan's views as PNGs (the views, maps and size you give)",
                         description="Render a scan (or every frame of a sequence) to PNG images, with the views, maps "
                                     "and size given here: not a model's own render settings (those are in its "
-                                    "affectvlm.json, and the Analyse page shows the views a model scores).")
+                                    "affectvlm.json, and the Analyse page shows the views a model scores). Files are "
+                                    "named NAME_vJ.png, J counting the --views in the order given (NAME_MAP_vJ.png "
+                                    "for maps other than shade or several maps; a sequence's frames add _fNNNN to "
+                                    "NAME).")
     allow_signed_values(rd)
     rd.add_argument("input", metavar="INPUT", help="scan file, or a folder/.zip of frames")
     rd.add_argument("--out", required=True, help="output folder")
-    rd.add_argument("--views", default="0,-30,30", help="camera views, e.g. 0,-30,30 or 0:10,30:0")
-    rd.add_argument("--size", type=positive_int, default=224, help="image size in pixels")
-    rd.add_argument("--maps", default="shade", help="comma-separated maps: shade,depth,normal,mask,lights")
+    rd.add_argument("--views", default="0,-30,30", help="camera views (yaw, or yaw:pitch), e.g. 0:10,30:0 (default: 0,-30,30)")
+    rd.add_argument("--size", type=positive_int, default=224, help="image size in pixels (default: 224)")
+    rd.add_argument("--maps", default="shade", help="comma-separated maps: shade,depth,normal,mask,lights (default: shade)")
     rd.add_argument("--up", default=None, help="the scans' up axis, e.g. +y (default: detected, as predict does)")
     rd.add_argument("--front", default=None, help="the axis the faces look along, e.g. +z (default: detected)")
     rd.add_argument("--no-texture", action="store_true", help="shade in grey, ignoring texture and colours")
@@ -221,16 +224,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from affectvlm.prior import lean_hint, match_rows, parse_prior, summarise
     from affectvlm.reference import match_neutral, resolve_neutral
     from affectvlm.prompts import parse_classes
+    from affectvlm.render.settings import parse_views
     from affectvlm.subjects import centre_rows, neutral_rows, resolve_subject_mean, training_logits
     from affectvlm.shard import predict_sharded, shard_from_env
 
-    if args.out and Path(args.out).suffix.lower() not in (".csv", ".json"):
-        raise ConfigError(f"--out {args.out}: must end in .csv or .json")
-    if args.out and (problem := out_problem(args.out)):
-        raise ConfigError(f"--out {args.out}: {problem}")  # now, not after the scoring
-    shard = shard_from_env()
-    if shard is not None and not args.out:
-        raise ConfigError(f"{shard.world} processes (torchrun/SLURM) need --out: rank 0 writes the merged file")
+    try:  # the options alone: every rank of a torchrun/SLURM run meets these alike (said once, affectvlm.shard)
+        if args.out and Path(args.out).suffix.lower() not in (".csv", ".json"):
+            raise ConfigError(f"--out {args.out}: must end in .csv or .json")
+        if args.out and (problem := out_problem(args.out)):
+            raise ConfigError(f"--out {args.out}: {problem}")  # now, not after the scoring
+        views = parse_views(args.views) if args.views else None
+        shard = shard_from_env()
+        if shard is not None and not args.out:
+            raise ConfigError(f"{shard.world} processes (torchrun/SLURM) need --out: rank 0 writes the merged file")
+    except AffectVLMError as e:
+        e.shared = True  # type: ignore[attr-defined]
+        raise
     device = resolve_device(args.device, local_rank=shard.local_rank if shard else None)
     model = load_model(args.model, device=device, classes=parse_classes(args.classes), prompts=args.prompts)
     if args.prior is None and args.prior_by != "set":
@@ -242,6 +251,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     subject_mean, subject_note = resolve_subject_mean(args.subject_mean or ("none" if args.prior else "auto"), model)
     if not model.provenance.get("trained", True) and (shard is None or shard.rank == 0):
         _err(f"warning: model {model.spec!r} is untrained (random init): scores are meaningless")
+    if views and not args.no_mirror and (shard is None or shard.rank == 0):
+        from affectvlm.render.mirror import mirror_permutation
+
+        if mirror_permutation(views) is None:
+            _err(f"note: --views {args.views} has a yaw without its mirror (-yaw at the same pitch): scans are scored "
+                 "as rendered, not averaged with their mirror images")
     progress = not args.no_progress and sys.stderr.isatty() and (shard is None or shard.rank == 0)
 
     notes = _FrameNotes()
@@ -277,6 +292,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         rows = predict(args.inputs, adapted(model), progress=progress, on_row=on_row, **kw)
     notes.close()
+    if seqs := [r["file"] for r in rows if r.get("frame") == "sequence"]:
+        shown = ", ".join(seqs[:3]) + (f" and {len(seqs) - 3} more" if len(seqs) > 3 else "")
+        _err(f"note: {len(seqs)} {'input' if len(seqs) == 1 else 'inputs'} read as 4D "
+             f"{'sequence' if len(seqs) == 1 else 'sequences'} (a folder or zip of meshes whose names differ only by a "
+             f"number): {shown}; give the files themselves to score them as separate scans")
     centred = centre_rows(rows, model.classes, training_logits(model), subject_mean)
     if centred.rescored:
         _err(f"--subject-mean {subject_mean}: {centred.text()}; --subject-mean none scores each input alone")
@@ -299,7 +319,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if shard is None or prior is not None or ref.rescored or centred.rescored:
             write_rows(rows, args.out, landmarks=args.landmarks)
         n_err = sum(1 for r in rows if r["error"])
-        print(f"wrote {len(rows)} rows to {args.out}" + (f" ({n_err} with errors)" if n_err else ""),
+        print(f"wrote {len(rows)} row{'' if len(rows) == 1 else 's'} to {args.out}" + (f" ({n_err} with errors)" if n_err else ""),
               file=sys.stderr)
     elif args.format == "json":
         sys.stdout.write(rows_to_json(rows))
@@ -474,7 +494,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return _COMMANDS[args.command](args)
     except AffectVLMError as e:
-        _err(f"error: {e}")
+        from affectvlm.shard import error_line
+
+        # under torchrun/SLURM: the options' errors once; a rank's own error with its rank (rank 0 also says another
+        # rank's failure from its part, when it gets that far)
+        if (line := error_line(f"error: {e}", alike=getattr(e, "shared", False))) is not None:
+            _err(line)
         return 2
     except KeyboardInterrupt:
         _err("interrupted")

@@ -39,7 +39,7 @@ from typing import Iterable, Mapping, Sequence
 from affectvlm.errors import ConfigError, InputError
 from affectvlm.fileio import inside
 from affectvlm.io import MESH_EXTENSIONS, frame_number
-from affectvlm.io.sequence import BOSPHORUS_SCAN_RE, BU3DFE_SCAN_RE, is_mesh_name
+from affectvlm.io.sequence import BOSPHORUS_SCAN_RE, BU3DFE_SCAN_RE, is_mesh_name, sniff_mesh
 
 LIBRARY_CLASSES = ("neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger")
 LAYOUTS = ("bu3dfe", "bu4dfe", "bp4d", "bosphorus", "folders", "manifest")
@@ -149,23 +149,6 @@ def _check_root(root: str | os.PathLike, layout: str) -> Path:
     return p
 
 
-def _sniff_mesh(path: Path) -> bool:
-    """True when the file's header looks like VRML or OBJ (BP4D frame format is not confirmed)."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(4096)
-    except OSError:
-        return False
-    head = head.lstrip(b"\xef\xbb\xbf").lstrip()  # a byte-order mark or blank lines before the header
-    if head.startswith(b"#VRML"):
-        return True
-    for line in head.splitlines():
-        s = line.strip()
-        if s.startswith((b"v ", b"f ", b"vt ", b"vn ", b"o ", b"g ", b"mtllib")):
-            return True
-    return head.startswith((b"ply", b"OFF", b"solid", b"glTF"))
-
-
 def _visible_mesh(p: Path, root: Path) -> bool:
     """A mesh file by name, in no hidden folder (``.thumbs``) and not macOS litter (``._x.wrl``, ``__MACOSX``), as
     predict's folder walk reads it."""
@@ -216,7 +199,7 @@ def _frames_in(folder: Path, sniff: bool) -> list[tuple[int, Path]]:
         if not (_is_scan(f) if f.suffix.lower() in MESH_EXTENSIONS else f.is_file()):
             continue
         ok = is_mesh_name(f.name) if not sniff else (
-            f.suffix.lower() in MESH_EXTENSIONS or f.suffix == "") and _sniff_mesh(f)
+            f.suffix.lower() in MESH_EXTENSIONS or f.suffix == "") and sniff_mesh(f)
         n = frame_number(f.name) if ok else None
         if n is None:
             continue

@@ -15,7 +15,7 @@ from typing import Callable, Sequence, Union
 
 from affectvlm.errors import AffectVLMError, ConfigError, InputError
 from affectvlm.io import MESH_EXTENSIONS
-from affectvlm.io.sequence import is_mesh_name, looks_like_sequence, member_groups
+from affectvlm.io.sequence import is_mesh_file, is_mesh_name, looks_like_sequence, member_groups
 from affectvlm.limits import Limits
 from affectvlm.mesh import Mesh, MeshSequence
 
@@ -132,12 +132,12 @@ def expand(inputs: Input | Sequence[Input], *, limits: Limits, frames: int | Non
                     if e.is_dir():
                         if not e.name.startswith((".", "__MACOSX")):
                             dirs.append((e.name, Path(e.path)))
-                    elif e.is_file() and (is_mesh_name(e.name) or _is_zip_name(e.name)):
+                    elif e.is_file() and (is_mesh_file(e.path) or _is_zip_name(e.name)):
                         fst = e.stat()
                         fkey = (fst.st_dev, fst.st_ino)
                         if fkey not in seen:
                             seen.add(fkey)
-                            (files if is_mesh_name(e.name) else zips).append((e.name, Path(e.path)))
+                            (zips if _is_zip_name(e.name) else files).append((e.name, Path(e.path)))
                     elif e.is_symlink() and (is_mesh_name(e.name) or _is_zip_name(e.name)):
                         os.stat(e.path)  # a scan's name on a link that leads nowhere: its row says why
                 except OSError as err:

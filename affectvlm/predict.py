@@ -367,7 +367,7 @@ def _sequence_chunks(pool: Executor, seq: MeshSequence, settings: "RenderSetting
             if err is None:
                 results.append(FrameResult(int(fid), as_probs(next(got))))
             else:
-                results.append(FrameResult(int(fid), None, f"frame {fid}: {error_text(err)}"))
+                results.append(FrameResult(int(fid), None, f"frame {fid}: {error_text(err, seq.source)}"))
         yield _Chunk(results, imgs, z)
 
 

@@ -77,6 +77,21 @@ def launch_from_env(env: Mapping[str, str] | None = None) -> Launch:
     return Launch(rank or 0, world, local or 0, slurm)
 
 
+def error_line(message: str, *, alike: bool = False, env: Mapping[str, str] | None = None) -> str | None:
+    """``message`` as this process should say it, or None to stay quiet: under torchrun or SLURM a rank other than 0
+    names itself, and an error every rank meets alike (the same options, checked before the ranks meet) is said by
+    one rank per node."""
+    try:
+        launch = launch_from_env(env)
+    except ConfigError:
+        return message
+    if launch.world <= 1:
+        return message
+    if alike and launch.local_rank != 0:
+        return None
+    return message if launch.rank == 0 else f"rank {launch.rank}: {message}"
+
+
 def shard_from_env(env: Mapping[str, str] | None = None) -> Shard | None:
     """The torchrun or SLURM rank of this process, or None for a single process (world size 1)."""
     env = os.environ if env is None else env

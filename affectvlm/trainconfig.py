@@ -466,8 +466,11 @@ def resolve_config(argv: Sequence[str] | None = None) -> TrainConfig:
     continuing = mode == "yes" or (mode == "auto" and out and list_checkpoints(out))
     if continuing and saved is None:
         raise ConfigError("--resume needs --out: the run folder to continue")
-    if continuing and "config" not in ns and saved.exists():
-        merged.update(load_yaml(saved))
+    saved_run = load_yaml(saved) if continuing and saved.exists() else None
+    if mode == "yes" and saved_run is None and "config" not in ns and not ns.get("data"):
+        raise ConfigError(f"--resume: no run to continue in {out} (no config.yaml there); give --data to start one")
+    if saved_run is not None and "config" not in ns:
+        merged.update(saved_run)
         merged.pop("resume", None)  # how to start is this launch's choice, not the saved run's
     if "config" in ns:
         merged.update(load_yaml(ns.pop("config")))
@@ -477,8 +480,8 @@ def resolve_config(argv: Sequence[str] | None = None) -> TrainConfig:
         raise ConfigError(f"unknown config option(s): {', '.join(sorted(unknown))}")
     cfg = _coerce(TrainConfig(**merged))
     cfg.data = os.path.abspath(cfg.data)  # config.yaml must name the data wherever the run is resumed or evaluated from
-    if continuing and saved.exists():
-        _refuse_other_split(cfg, _coerce(TrainConfig(**{**load_yaml(saved), "resume": cfg.resume})), out)
+    if saved_run is not None:
+        _refuse_other_split(cfg, _coerce(TrainConfig(**{**saved_run, "resume": cfg.resume})), out)
     return cfg
 
 

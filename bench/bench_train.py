@@ -54,13 +54,14 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--subjects", type=int, default=10)
     ap.add_argument("--image-size", type=int, default=None)
+    ap.add_argument("--folds", type=int, default=5, help="subject folds of the data (5; a tree of 4 subjects needs 2-4)")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-train-"))
     try:
         data = Path(a.data) if a.data else make_data(tmp / "data", a.subjects)
         cache = tmp / "cache"
         base = ["--data", str(data), "--layout", a.layout, "--model", a.model, "--epochs", str(a.epochs),
-                "--batch-size", str(a.batch_size), "--folds", "5", "--no-progress", "--cache-dir", str(cache)]
+                "--batch-size", str(a.batch_size), "--folds", str(a.folds), "--no-progress", "--cache-dir", str(cache)]
         if a.image_size:
             base += ["--image-size", str(a.image_size)]
         res = {}

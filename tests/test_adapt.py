@@ -34,6 +34,7 @@ def test_spread_check_wants_many_varied_scans():
     frames = _rows(varied, frame="3") + [{**r, "error": "unreadable"} for r in _rows(varied)]
     assert spread_check(frames).rows == 0
     assert spread_check(_rows(varied, frame="sequence")).ok
+    assert spread_check(_rows(varied, frame=None)).ok  # rows read back from JSON carry a null frame: whole scans
     assert spread_check(_rows(["happiness"] * ON_MIN_ROWS), min_rows=ON_MIN_ROWS, spread=False).ok
 
 

@@ -397,7 +397,7 @@ def test_a_bad_frames_line_names_its_frame_once(tmp_path, capsys):
     assert cli.main(["predict", str(tmp_path / "seq"), "--model", "AffectVLM-Test", "--no-progress",
                      "--out", str(tmp_path / "r.csv")]) == 1
     lines = [x for x in capsys.readouterr().err.splitlines() if "001" in x or "frame 1" in x]
-    assert lines and all(x.count("frame 1") + x.count("001.wrl") == 1 for x in lines), lines
+    assert lines and all(x.count("frame 1") == 1 and x.count("001.wrl") == 1 for x in lines), lines  # and its file
 
 
 def test_every_option_of_every_command_says_what_it_does():
@@ -490,3 +490,26 @@ def test_render_says_a_flagged_face_frame_as_predict_does(tmp_path, capsys):
         assert code == 0
     assert said["upright.obj"] == []
     assert len(said["turned.obj"]) == 1 and "turned.obj" in said["turned.obj"][0], said
+
+
+def test_a_folder_read_as_a_sequence_is_said(scans, tmp_path, capsys):
+    """Three people's scans named patient1..3 are one 4D sequence by their names; the rows alone did not say so."""
+    folder = tmp_path / "patients"
+    folder.mkdir()
+    for k, f in enumerate(sorted((scans / "seq").glob("*.wrl"))):
+        (folder / f"patient{k + 1}.wrl").write_bytes(f.read_bytes())
+    assert cli.main(["predict", str(folder), *MODEL, "--views", "0", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert f"note: 1 input read as 4D sequence (a folder or zip of meshes whose names differ only by a number): {folder}" in err
+    assert cli.main(["predict", *map(str, sorted(folder.iterdir())), *MODEL, "--views", "0", "--no-progress"]) == 0
+    assert "read as 4D" not in capsys.readouterr().err
+
+
+def test_views_without_mirrors_say_the_mirror_averaging_is_off(scans, capsys):
+    scan = str(scans / "F0001_HA04WH_F3D.wrl")
+    for views, said in (("0,30", True), ("0,-30,30", False), ("20:10,-20:10", False), ("20:10,-20:0", True)):
+        assert cli.main(["predict", scan, *MODEL, "--views", views, "--no-progress"]) == 0
+        assert ("not averaged with their mirror images" in capsys.readouterr().err) is said, views
+    assert cli.main(["predict", scan, *MODEL, "--views", "0,30", "--no-mirror", "--no-progress"]) == 0
+    assert "mirror images" not in capsys.readouterr().err
+

@@ -374,7 +374,7 @@ def test_rows_show_the_users_name_not_a_temp_path(model, tmp_path):
         _ok(r)
     for r in (rows[1], rows[4], rows[6]):
         assert r["error"] and str(tmp) not in r["error"] and "affectvlm-upload" not in r["error"]
-    assert rows[4]["error"].startswith("frame 2: cannot read as OBJ"), rows[4]["error"]  # which frame failed
+    assert rows[4]["error"].startswith("frame 2: 002.obj: cannot read as OBJ"), rows[4]["error"]  # which frame failed
 
 
 @pytest.mark.timeout(30)

@@ -131,6 +131,10 @@ def test_gltf_with_external_buffer_beside_it(tmp_path, face):
         (tmp_path / name).write_bytes(data)
     m = load_mesh(tmp_path / "model.gltf")
     np.testing.assert_allclose(_corners(m), _corners(face), atol=1e-5)
+    buffer = next(n for n in files if n.endswith(".bin"))
+    (tmp_path / buffer).unlink()  # it said 'corrupt or truncated'
+    with pytest.raises(InputError, match=f"cannot read as GLTF: '{buffer}', a file it names, is not beside it"):
+        load_mesh(tmp_path / "model.gltf")
 
 
 def test_an_stl_scan_is_welded_and_framed_like_the_same_scan_in_other_formats(tmp_path):
@@ -146,3 +150,16 @@ def test_an_stl_scan_is_welded_and_framed_like_the_same_scan_in_other_formats(tm
     assert stl.meta["welded_vertices"] == 3 * scan.n_faces - stl.n_vertices
     a, b = (canonicalise(m).meta["canonical"] for m in (scan, stl))
     assert (b["up"], b["front"], b["low_confidence"]) == (a["up"], a["front"], a["low_confidence"]) == ("+y", "+z", False)
+
+
+def test_welding_keeps_the_files_vertex_order():
+    """A mesh with twice as many vertices as faces is welded; its vertices came back sorted by coordinate, so a
+    vertex's index no longer named the file's vertex."""
+    from affectvlm.io._common import _weld
+
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(12, 3)).astype(np.float32)
+    v = np.vstack([v, v[[2, 5]]])  # two corners repeated at the end
+    f = np.array([[0, 1, 12], [3, 4, 13]])
+    w, g, _, meta = _weld(v, f, None, None)
+    assert meta["welded_vertices"] == 2 and np.array_equal(w, v[:12]) and g.tolist() == [[0, 1, 2], [3, 4, 5]]

@@ -72,6 +72,13 @@ def test_wrong_type(data, name, problem):
     _raises(data, name, problem)
 
 
+def test_an_image_is_named_for_what_it_is():
+    assert "despite the .obj extension" in str(_raises(PNG, "face.obj", "PNG image"))
+    said = str(_raises(PNG, "F0001_HA04WH_F3D.png", "PNG image"))  # a scan's texture, caught by a shell glob
+    assert "despite" not in said and "texture? give the mesh file" in said
+    assert "despite" not in str(_raises(PNG, "photo", "PNG image"))
+
+
 def test_truncated_files(tmp_path, face):
     for name, kw in [("t.ply", {"binary": True}), ("t.stl", {"binary": True}), ("t.glb", {})]:
         data = write_format(tmp_path / name, face, **kw).read_bytes()
@@ -196,6 +203,36 @@ def test_a_zip_with_two_members_of_one_name_is_refused():
         SafeZip(data, Limits(), "dup.zip")
 
 
+def test_an_obj_whose_faces_index_their_uvs_apart_keeps_each_corners_uv(tmp_path):
+    """Seams and per-face UVs (``f 1/4 3/5 4/6``): keeping the file's vertex order, trimesh gave each vertex one of its
+    corners' coordinates, and the texture was laid on wrong without a word."""
+    from PIL import Image
+
+    n = 10
+    xs, ys = np.meshgrid(np.linspace(-1, 1, n), np.linspace(-1, 1, n))
+    lines = ["mtllib s.mtl", "usemtl m"] + [f"v {x:.4f} {y:.4f} {0.3 * np.cos(x):.4f}" for x, y in
+                                            zip(xs.ravel(), ys.ravel())]
+    want, k = [], 0
+    rng = np.random.default_rng(0)
+    for r in range(n - 1):
+        for c in range(n - 1):
+            a = r * n + c + 1
+            for tri in ((a, a + 1, a + n + 1), (a, a + n + 1, a + n)):
+                uv = rng.uniform(0, 1, (3, 2))  # each face its own corners: every vertex on a seam
+                lines += [f"vt {u:.4f} {v:.4f}" for u, v in uv]
+                lines.append("f " + " ".join(f"{i}/{k + j + 1}" for j, i in enumerate(tri)))
+                want.append(np.round(uv, 4))
+                k += 3
+    (tmp_path / "s.obj").write_text("\n".join(lines) + "\n")
+    (tmp_path / "s.mtl").write_text("newmtl m\nmap_Kd s.png\n")
+    Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "s.png")
+    m = load_mesh(tmp_path / "s.obj")
+    assert len(m.vertices) == n * n and np.allclose(m.vertices[:3], [[-1, -1, 0.3 * np.cos(-1)], [-1 + 2 / 9, -1, 0.3 *
+                                                                     np.cos(-1 + 2 / 9)], [-1 + 4 / 9, -1, 0.3 * np.cos(-1 + 4 / 9)]], atol=1e-4)  # file order
+    assert m.texture is not None and np.allclose(m.face_uv, np.array(want), atol=1e-4)
+    assert load_mesh(tmp_path / "s.obj", texture=False).face_uv is None  # not asked for: none rather than wrong ones
+
+
 def test_an_obj_of_textured_quads_keeps_its_texture_coordinates(tmp_path):
     """trimesh, keeping the file's vertex order, dropped the UVs of quad faces: the scan rendered grey, unsaid."""
     from PIL import Image
@@ -227,3 +264,107 @@ def test_an_obj_written_with_zero_based_indices_is_refused(face):
     zero = text + "".join(f"f {a}/{a} {b}/{b} {c}/{c}\n" for a, b, c in face.faces)
     err = _raises(zero.encode(), "zero.obj", "OBJ vertex indices start at 1")
     assert f"line {len(face.vertices) + 1}" in str(err) or "line " in str(err)
+
+
+def test_an_obj_cut_inside_a_record_is_refused(face):
+    """An OBJ has no counts to check: one cut inside its face list used to load as the faces before the cut, scored
+    without a word. A last line left inside a record (values missing or cut) says the file was cut short."""
+    text = "".join(f"v {x:.4f} {y:.4f} {z:.4f}\n" for x, y, z in face.vertices)
+    faces = "".join(f"f {a + 1}/{a + 1} {b + 1}/{b + 1} {c + 1}/{c + 1}\n" for a, b, c in face.faces)
+    data = (text + faces).encode()
+    for end in (len(text) + len(faces) * 2 // 5, len(text) // 2):  # a face line, a vertex line
+        start, line_end = data.rindex(b"\n", 0, end) + 1, data.index(b"\n", end)
+        line = data[start:line_end]
+        ends = [line.index(b" ") + 1, line.index(b" ") + 2, line.rindex(b" "), line.rindex(b" ") + 1]
+        if line.startswith(b"f"):
+            ends.append(len(line) - len(line.split(b"/")[-1]))  # "f 1/1 2/2 3/"
+        for k in ends:
+            _raises(data[:start + k], "cut.obj", "ends inside a '[fv]' record")
+    face_line_end = data.index(b"\n", len(text) + len(faces) * 2 // 5)
+    assert len(load_mesh(data[:face_line_end + 1], "whole.obj").faces) < len(face.faces)  # cut at a line's end
+    assert len(load_mesh(data.rstrip(b"\n"), "no-newline.obj").faces) == len(face.faces)  # no last newline is fine
+    # whole last lines without a line end, as exporters write them, still read
+    for corners in ("{0}/{0}/ {1}/{1}/ {2}/{2}/", "+{0} +{1} +{2}", "{0}//{0} {1}//{1} {2}//{2}", "-3 -2 -1"):
+        tail = "".join(f"f {corners.format(a + 1, b + 1, c + 1)}\n" for a, b, c in face.faces).rstrip("\n")
+        assert len(load_mesh((text + tail).encode(), "whole.obj").faces) > 0, corners
+
+
+def test_stl_in_capitals_and_a_binary_stl_whose_header_reads_as_ascii_load(face):
+    import trimesh
+
+    t = trimesh.Trimesh(face.vertices, face.faces, process=False)
+    ascii_stl = trimesh.exchange.stl.export_stl_ascii(t).upper().encode()  # SOLID / FACET NORMAL / ENDSOLID
+    assert len(load_mesh(ascii_stl, "upper.stl").faces) == len(face.faces)
+    binary = bytearray(trimesh.exchange.stl.export_stl(t))
+    binary[:80] = b"solid exported facet normal".ljust(80)  # some exporters write 'solid' in a binary header
+    assert len(load_mesh(bytes(binary), "hdr.stl").faces) == len(face.faces)
+
+
+def test_an_objs_texture_in_a_sub_folder_is_found_and_one_outside_is_not(tmp_path):
+    """``map_Kd textures/skin.png`` (and a glTF's ``textures/...`` uri) was cut to its base name and lost without a
+    word; a missing .mtl said nothing; ``map_Kd -s 1 1 1 skin.png`` (options) was not found."""
+    import zipfile
+
+    from PIL import Image
+
+    from affectvlm.inputs import expand
+
+    (tmp_path / "scan" / "textures").mkdir(parents=True)
+    Image.fromarray(np.full((8, 8, 3), (200, 30, 30), np.uint8)).save(tmp_path / "scan" / "textures" / "skin.png")
+    Image.fromarray(np.full((8, 8, 3), (30, 200, 30), np.uint8)).save(tmp_path / "secret.png")  # outside the folder
+    obj = ("mtllib m.mtl\nusemtl skin\nv 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\nvt 0 0\nvt 1 0\nvt 1 1\nvt 0 1\n"
+           "f 1/1 2/2 3/3\nf 1/1 3/3 4/4\n")
+    (tmp_path / "scan" / "a.obj").write_text(obj)
+
+    def colour(mesh):
+        return None if mesh.texture is None else tuple(int(c) for c in np.asarray(mesh.texture)[0, 0, :3])
+
+    for map_line, want in (("map_Kd textures/skin.png", (200, 30, 30)), ("map_Kd -s 1 1 1 textures/skin.png",
+                                                                         (200, 30, 30)), ("map_Kd ../secret.png", None)):
+        (tmp_path / "scan" / "m.mtl").write_text(f"newmtl skin\nKd 1 1 1\n{map_line}\n")
+        m = load_mesh(tmp_path / "scan" / "a.obj")
+        assert colour(m) == want, map_line
+    (tmp_path / "scan" / "m.mtl").write_text("newmtl skin\nmap_Kd textures/skin.png\n")
+    with zipfile.ZipFile(tmp_path / "s.zip", "w") as z:
+        for f in ("a.obj", "m.mtl", "textures/skin.png"):
+            z.write(tmp_path / "scan" / f, f"scan/{f}")
+    (item,) = expand([tmp_path / "s.zip"], limits=Limits(), frames=None, every=1, texture=True)
+    assert colour(item.load()) == (200, 30, 30)
+    (tmp_path / "scan" / "m.mtl").unlink()
+    assert "'m.mtl' not found beside the file" in load_mesh(tmp_path / "scan" / "a.obj").meta["warnings"][0]
+
+
+def test_an_obj_with_tabs_after_its_keywords_reads_as_with_spaces(face):
+    text = "".join(f"v\t{x:.4f} {y:.4f}\t{z:.4f}\n" for x, y, z in face.vertices)
+    text += "".join(f"f\t{a + 1}\t{b + 1} {c + 1}\n" for a, b, c in face.faces)
+    m = load_mesh(text.encode(), "tabs.obj")  # it said "the file holds no faces"
+    assert len(m.faces) == len(face.faces) and np.allclose(m.vertices, face.vertices, atol=1e-4)
+
+
+def test_relative_obj_indices_count_from_where_the_face_line_stands(face):
+    """``f -3 -2 -1`` after each block of vertices (a valid OBJ way): trimesh counted them from the file's end, and
+    every block's faces took the last block's vertices, without a word."""
+    half = len(face.vertices) // 2
+    blocks = [face.faces[np.all(face.faces < half, 1)], face.faces[np.all(face.faces >= half, 1)]]
+    text, absolute = "", ""
+    for start, stop, fs in ((0, half, blocks[0]), (half, len(face.vertices), blocks[1])):
+        vs = "".join(f"v {x:.4f} {y:.4f} {z:.4f}\n" for x, y, z in face.vertices[start:stop])
+        text += vs + "".join(f"f {a - stop} {b - stop} {c - stop}\n" for a, b, c in fs)  # -1: the last vertex so far
+        absolute += vs + "".join(f"f {a + 1} {b + 1} {c + 1}\n" for a, b, c in fs)
+    rel, ab = load_mesh(text.encode(), "rel.obj"), load_mesh(absolute.encode(), "abs.obj")
+    assert np.array_equal(rel.faces, ab.faces) and np.allclose(rel.vertices, ab.vertices)
+
+
+def test_obj_uvs_and_indices_from_a_review_of_the_readers(tmp_path):
+    quad = ("mtllib gone.mtl\nv 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\nv 2 0 0\nv 2 1 0\n"
+            "vt 0 0\nvt 1 0\nvt 1 1\nvt 0 1\nvt 0.5 0\nvt 0.5 1\nvt 0.7 0\n"
+            "f 1/1 2/2 3/3 4/4\nf 2/5 5/7 6/6 3/3\n")  # quads, UVs apart from vertices, the .mtl missing
+    (tmp_path / "q.obj").write_text(quad)
+    m = load_mesh(tmp_path / "q.obj")
+    assert m.face_uv is not None and "'gone.mtl' not found" in m.meta["warnings"][0]
+    per_vertex = "v 0 0 0\nv 1 0 0\nv 1 1 0\nvt 0 0\nvt 1 0\nvt 1 1\nf 1/1 2/2 3/3\n"  # 'v' on the first line
+    assert load_mesh(per_vertex.encode(), "p.obj", texture=False).face_uv is not None  # not taken for split UVs
+    assert len(load_mesh(("  " + per_vertex.replace("\n", "\n  ")).encode(), "indented.obj").faces) == 1
+    with pytest.raises(InputError, match="face index -5 refers before the first vertex"):
+        load_mesh(b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf -5 -2 -1\nv 2 2 0\nv 3 3 0\n", "over.obj")
+

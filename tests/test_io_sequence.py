@@ -148,6 +148,7 @@ def test_one_unreadable_frame_is_that_frames_error_and_the_others_are_scored(tmp
         rows = predict([seq], "AffectVLM-Test")
         assert [bool(r["error"]) for r in rows] == [False, False, True, False, False, False], rows[2]["error"]
         assert "truncated" in rows[2]["error"] and rows[-1]["frame"] == "sequence"
+        assert rows[2]["error"].startswith("frame 2: 002.wrl: ")  # the frame's file named, not only its number
 
 
 def test_zip_slip_absolute_and_symlink_refused():
@@ -318,3 +319,40 @@ def test_a_zip_with_frames_at_its_top_and_scans_in_a_folder_names_the_sequence_a
     items = expand(("F001.zip", buf.getvalue()), limits=default_limits(), frames=None, every=1)
     assert [(it.source, it.kind) for it in items] == [("F001.zip", "sequence"), ("F001.zip:Other/a.obj", "scan"),
                                                       ("F001.zip:Other/b.ply", "scan")]
+
+
+def test_frames_named_by_their_number_alone_are_a_sequence(tmp_path):
+    """BP4D's frames may have no extension (read by their content); a folder of them held 'no mesh files'."""
+    import trimesh
+
+    from affectvlm.inputs import expand
+
+    task = tmp_path / "F001" / "T1"
+    task.mkdir(parents=True)
+    members = {}
+    for i in range(3):
+        m = face_like_mesh(16, smile=i / 2, seed=i, textured=False)
+        members[f"{i:04d}"] = trimesh.exchange.obj.export_obj(trimesh.Trimesh(m.vertices, m.faces, process=False)).encode()
+        (task / f"{i:04d}").write_bytes(members[f"{i:04d}"])
+    (task / "README").write_text("not a frame\n")  # a name without digits is not taken for one
+    seq = load_sequence(task, "T1")
+    assert seq.frame_ids == [0, 1, 2] and len(seq.frames[2].vertices) == len(m.vertices) > 100
+    (tmp_path / "F002").mkdir()  # a file named by a number that is no mesh is not taken for a frame
+    for i in range(2):
+        (tmp_path / "F002" / f"{i + 1:04d}.obj").write_bytes(members[f"{i:04d}"])
+    (tmp_path / "F002" / "3").write_text("notes\n")
+    assert load_sequence(tmp_path / "F002").frame_ids == [1, 2]
+    from affectvlm.limits import Limits
+
+    items = expand([tmp_path / "F001"], limits=Limits(), frames=None, every=1)
+    assert [(it.source, it.kind) for it in items] == [(str(task), "sequence")]
+
+
+def test_a_subject_folder_given_as_one_sequence_points_to_its_sub_folders(tmp_path):
+    for emo in ("Angry", "Happy"):
+        (tmp_path / "F001" / emo).mkdir(parents=True)
+        for i in range(2):
+            write_format(tmp_path / "F001" / emo / f"{i:03d}.ply", face_like_mesh(12, seed=i))
+    with pytest.raises(InputError, match=r"its sub-folders \(Angry, Happy\) may each be one"):
+        load_sequence(tmp_path / "F001")
+

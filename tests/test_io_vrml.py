@@ -210,6 +210,8 @@ def test_a_gzip_compressed_vrml_file_is_read_within_the_limits(tmp_path):
         load_mesh(gzip.compress(plain + b" " * 4_000_000), "bomb.wrl", limits=Limits(max_file_bytes=1_000_000))
     with pytest.raises(InputError, match="cut short"):
         load_mesh(packed[: len(packed) // 2], "cut.wrl")
+    for name in ("face.wrz", "face.wrl.gz", "FACE.VRML.GZ"):  # VRML97's other names for it
+        assert load_mesh(packed, name).n_vertices == load_mesh(plain, "face.wrl").n_vertices
 
 
 def test_x3d_classic_header_statements_are_skipped():

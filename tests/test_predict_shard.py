@@ -11,7 +11,7 @@ import trimesh
 
 from affectvlm.errors import ConfigError
 from affectvlm.io.vrml import write_vrml
-from affectvlm.shard import Shard, _gather, _part, shard_from_env
+from affectvlm.shard import Shard, _gather, _part, error_line, shard_from_env
 from meshgen import face_like_mesh
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +31,43 @@ def test_shard_from_env():
         shard_from_env({"WORLD_SIZE": "2", "RANK": "5"})
     with pytest.raises(ConfigError, match="SLURM_STEP_NUM_TASKS"):
         shard_from_env({"SLURM_STEP_NUM_TASKS": "two"})
+
+
+def test_an_error_every_rank_meets_is_said_by_one_rank_a_node():
+    assert error_line("error: x", alike=True, env={}) == "error: x"
+    two = {"WORLD_SIZE": "4", "RANK": "1", "LOCAL_RANK": "1"}
+    assert error_line("error: x", alike=True, env=two) is None
+    assert error_line("error: x", env=two) == "rank 1: error: x"  # its own error: said, naming the rank
+    assert error_line("error: x", alike=True, env={**two, "RANK": "2", "LOCAL_RANK": "0"}) == "rank 2: error: x"
+    assert error_line("error: x", alike=True, env={**two, "RANK": "0", "LOCAL_RANK": "0"}) == "error: x"
+    slurm = {"SLURM_STEP_NUM_TASKS": "2", "SLURM_PROCID": "1", "SLURM_LOCALID": "1"}
+    assert error_line("error: x", alike=True, env=slurm) is None
+    assert error_line("error: x", alike=True, env={"WORLD_SIZE": "2", "RANK": "9"}) == "error: x"  # bad env: said
+
+
+def test_a_ranks_own_error_is_said_with_its_rank_and_an_option_error_by_one_rank(inputs, tmp_path, monkeypatch,
+                                                                                    capsys):
+    from affectvlm import cli
+
+    for k, v in {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "TORCHELASTIC_RUN_ID": "t"}.items():
+        monkeypatch.setenv(k, v)
+    base = ["predict", str(inputs / "F0001_HA04WH_F3D.obj"), "--model", "AffectVLM-Test", "--out", str(tmp_path / "p.csv")]
+    assert cli.main([*base, "--views", "0,up"]) == 2
+    assert capsys.readouterr().err == ""  # rank 0 says it
+    monkeypatch.setattr("affectvlm.model.devices.resolve_device", lambda *a, **k: (_ for _ in ()).throw(
+        ConfigError("device 'auto': there is no CUDA device 1 here")))  # a node with one GPU and two ranks
+    assert cli.main(base) == 2
+    assert capsys.readouterr().err == "affectvlm: rank 1: error: device 'auto': there is no CUDA device 1 here\n"
+
+
+def test_torchrun_says_a_bad_option_once(inputs, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        "-m", "affectvlm", "predict", str(inputs), "--model", "AffectVLM-Test", "--views", "0,up",
+                        "--out", str(tmp_path / "p.csv")], capture_output=True, text=True, env=_env(), timeout=600,
+                       cwd=tmp_path)
+    assert r.returncode != 0
+    assert [line for line in r.stderr.splitlines() if "error:" in line and "ChildFailedError" not in line] == [
+        "affectvlm: error: bad view 'up' in '0,up': not a number"], r.stderr[-3000:]
 
 
 def test_gather_skips_other_runs_and_reports_a_failed_rank(tmp_path):

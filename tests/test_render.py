@@ -174,7 +174,11 @@ def test_back_faces_render_like_front_faces():
 def test_parse_views_and_settings_round_trip():
     assert parse_views("0,-30,30") == DEFAULT_VIEWS
     assert parse_views(" 0:10 , 30:0") == (View(0, 10), View(30, 0))
-    for bad in ("", "a", "0:1:2", "0,,3", "nan", ":5"):
+    assert parse_views("0:90,10:-90") == (View(0, 90), View(10, -90))
+    with pytest.raises(ConfigError, match=r"view 0:60 at the scoring pitch \+45 would look from past straight up"):
+        RenderSettings(views="0:60,0", score_pitches=[-45, 45])  # it built, then failed when scored or trained
+    assert len(RenderSettings(views="0:45,0", score_pitches=[-45, 45]).for_scoring().views) == 6
+    for bad in ("", "a", "0:1:2", "0,,3", "nan", ":5", "0:100", "30:-91"):  # past straight up or down: upside down
         with pytest.raises(ConfigError):
             parse_views(bad)
     st = RenderSettings(size=128, views="0,15:-10", texture=False, up="+z", background=0.25)

@@ -28,6 +28,14 @@ def test_cache_hits_keys_and_shards(tmp_path):
     assert a.dtype == np.uint8 and a.shape == (3, 3, 32, 32) and a.max() > 0
     assert np.array_equal(c.get(paths[0]), a) and (c.stats.hits, c.stats.misses) == (1, 1)
     assert c.report()["hit_rate"] == 0.5 and c.size_bytes() > 3 * 3 * 32 * 32
+    cold = RenderCache(tmp_path / "cold", s)  # warmed, then read: one render and one read of each, no hit
+    cold.warm(paths)
+    assert [cold.get(p).shape for p in paths] and (cold.stats.hits, cold.stats.misses) == (0, len(paths))
+    assert np.array_equal(cold.get(paths[0]), a) and (cold.stats.hits, cold.stats.misses) == (1, len(paths))
+    ranks = [RenderCache(tmp_path / "cold2", s) for _ in range(2)]  # two ranks warm their shares of one folder
+    for r, c_r in enumerate(ranks):  # rank 0 first: it found every entry missing, rendered half
+        c_r.warm(paths, rank=r, world=2)
+    assert [ranks[0].get(p).shape for p in paths] and ranks[0].stats.hits == 0  # rank 1's share is no hit either
     # other settings, other key; a changed texture beside the scan, other key
     assert RenderCache(tmp_path / "c", RenderSettings(size=40)).entry(paths[0]) != c.entry(paths[0])
     # scoring's extra pitches are not rendered for training: the same entries

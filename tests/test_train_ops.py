@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -322,6 +323,30 @@ def test_torchrun_does_not_rerun_a_failure_the_same_options_meet_again(tiny, tmp
     assert out.count("not retried: the same options would fail the same way") == 2, out[-4000:]
     st = runfolder.read_status(run)
     assert st.status is runfolder.Status.FAILED and st.reason == "ConfigError" and "no full batch" in st.message
+
+
+def test_two_ranks_say_an_error_every_rank_meets_once(tiny, tmp_path):
+    """torchrun with two gloo ranks: a bad --data and a truncated scan in one rank's share each fail both ranks, and
+    the terminal gets one ``error:`` line (it got one per rank)."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny, data)
+    bad = next(data.rglob("*_SA03WH_F3D.wrl"))
+    bad.write_bytes(bad.read_bytes()[:300])
+    run, cache = tmp_path / "run", tmp_path / "cache"
+
+    def errors(*args: str) -> list[str]:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "-m", "affectvlm.train", *args]
+        p = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+        assert p.returncode != 0
+        return [line for line in p.stderr.splitlines() if "error: " in line and "ChildFailedError" not in line]
+
+    said = errors(*_args(tmp_path / "missing", run, cache))
+    assert len(said) == 1 and said[0].startswith("error: ") and "missing: dataset root does not exist" in said[0], said
+    said = errors(*_args(data, run, cache))
+    assert len(said) == 1 and said[0].startswith("error: ") and bad.name in said[0], said
+    st = runfolder.read_status(run)
+    assert st.status is runfolder.Status.FAILED and bad.name in st.message
 
 
 @pytest.mark.slow

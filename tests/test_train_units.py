@@ -291,6 +291,9 @@ def test_resume_without_out_and_a_read_only_run_folder_are_one_line(tmp_path, mo
 
     with pytest.raises(ConfigError, match="--resume needs --out"):
         resolve_config(["--data", "d", "--resume"])
+    with pytest.raises(ConfigError, match=r"--resume: no run to continue in .*nosuch \(no config.yaml there\); give "
+                                          "--data to start one"):  # it said '--data is required'
+        resolve_config(["--out", str(tmp_path / "nosuch"), "--resume"])
     import errno
 
     from affectvlm import runfolder
@@ -356,7 +359,7 @@ def _share(rank: int, world: int, store: str, out: str) -> None:
     mine = InputError("scans/F0003_SA04WH_F3D.wrl", "truncated VRML") if rank == 1 else None
     got = share_failure(mine, DistInfo(True, rank, world, rank, "gloo", "cpu"))
     with open(f"{out}.{rank}", "w") as f:
-        f.write(f"{type(got).__name__}|{getattr(got, 'source', '')}|{got}")
+        f.write(f"{type(got).__name__}|{getattr(got, 'source', '')}|{got}|{getattr(got, 'shared', False)}")
     dist.destroy_process_group()
 
 
@@ -366,4 +369,4 @@ def test_a_bad_scan_in_rank_1s_share_is_every_ranks_failure(tmp_path):
 
     mp.spawn(_share, args=(2, str(tmp_path / "store"), str(tmp_path / "out")), nprocs=2, join=True)
     got = [(tmp_path / f"out.{r}").read_text() for r in range(2)]
-    assert got[0] == got[1] == "InputError|scans/F0003_SA04WH_F3D.wrl|scans/F0003_SA04WH_F3D.wrl: truncated VRML"
+    assert got[0] == got[1] == "InputError|scans/F0003_SA04WH_F3D.wrl|scans/F0003_SA04WH_F3D.wrl: truncated VRML|True"

@@ -123,10 +123,14 @@ def _weld(v: np.ndarray, f: np.ndarray, colors: np.ndarray | None, meta: dict[st
     uniq, first, inverse = np.unique(v, axis=0, return_index=True, return_inverse=True)
     if len(uniq) == len(v):
         return v, f, colors, meta
+    order = np.argsort(first)  # the kept vertices in the file's order (each point's first corner), not sorted
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    keep = first[order]
     if colors is not None and np.asarray(colors).shape[:1] == (len(v),):
-        colors = np.asarray(colors)[first]
+        colors = np.asarray(colors)[keep]
     meta = {**(meta or {}), "welded_vertices": int(len(v) - len(uniq))}
-    return uniq, inverse.reshape(-1)[f], colors, meta
+    return v[keep], rank[inverse.reshape(-1)][f], colors, meta
 
 
 def check_face(mesh: Mesh, limits: Limits | None = None) -> Mesh:

@@ -199,12 +199,35 @@ def _gltf_images(data: bytes, file_type: str, resolve: Resolve | None) -> list[t
         return []
 
 
+def companion_name(name: str) -> str:
+    """A companion file's name as asked for, without an MTL map's options (``-s 1 1 1 -o 0 0 0 skin.png``)."""
+    return name.split()[-1] if name.startswith("-") and len(name.split()) > 1 else name
+
+
+def companion_paths(name: str) -> tuple[PurePosixPath | None, str]:
+    """Where to look for a companion file a mesh names, relative to the mesh's folder: its path when that is a sub-path
+    that stays inside (``textures/skin.png``; None for a bare name, an absolute name, a drive, ``..``), and its base
+    name, looked for beside the mesh (a url pointing elsewhere is reduced to that; "" when there is none)."""
+    p = PurePosixPath(companion_name(name).replace("\\", "/"))
+    inside = not (p.is_absolute() or not p.parts or ":" in p.parts[0] or any(x in ("", ".", "..") for x in p.parts))
+    return (p if inside and len(p.parts) > 1 else None), ("" if p.name in ("", ".", "..") else p.name)
+
+
 def _dir_resolver(folder: Path, limits: Limits) -> Resolve:
-    """Files beside the mesh only: a url pointing elsewhere is reduced to its base name."""
+    """Files in the mesh's folder: a relative url inside it (``textures/skin.png``), else its base name beside the
+    mesh (a url pointing elsewhere is reduced to that)."""
+    root = folder.resolve()
 
     def resolve(name: str) -> bytes | None:
-        base = PurePosixPath(name.replace("\\", "/")).name
-        if not base or base in (".", ".."):
+        sub, base = companion_paths(name)
+        if sub is not None:
+            p = folder.joinpath(*sub.parts)
+            try:
+                if p.is_file() and p.resolve().is_relative_to(root) and p.stat().st_size <= limits.max_file_bytes:
+                    return p.read_bytes()
+            except OSError:
+                pass
+        if not base:
             return None
         p = folder / base
         try:
@@ -294,15 +317,18 @@ def _precheck_off(data: bytes, source: str, limits: Limits) -> None:
 
 
 def _precheck_stl(data: bytes, source: str, limits: Limits) -> None:
-    if data.lstrip()[:5].lower() == b"solid" and b"facet" in data[:4096]:
-        if b"endsolid" not in data[-4096:]:
+    n = struct.unpack_from("<I", data, 80)[0] if len(data) >= 84 else 0  # a binary STL's triangle count
+    if len(data) >= 84 and 84 + 50 * n == len(data):
+        check_counts(0, n, limits, source)  # binary, whatever its header says
+        return
+    if data.lstrip()[:5].lower() == b"solid" and b"facet" in data[:4096].lower():  # ASCII, in either case
+        if b"endsolid" not in data[-4096:].lower():
             raise InputError(source, "truncated ASCII STL: no closing 'endsolid'")
         return
     if data.lstrip()[:5].lower() == b"solid" and len(data) < 84:
         raise InputError(source, "ASCII STL without facets: no faces")
     if len(data) < 84:
         raise InputError(source, f"too short for an STL file ({len(data)} bytes)")
-    (n,) = struct.unpack_from("<I", data, 80)
     if n > limits.max_faces and 84 + 50 * n > 2 * len(data):  # garbage read as a count: not a binary STL at all
         raise InputError(source, f"not an STL file: read as binary STL its header declares {n} triangles, "
                                  f"{84 + 50 * n} bytes, in a file of {len(data)}")
@@ -318,8 +344,10 @@ def _precheck_text(data: bytes, source: str, what: str) -> None:
 
 
 # --------------------------------------------------------------------------- trimesh formats
-def _trimesh_resolver(resolve: Resolve | None, fetched: list[tuple[str, bytes]] | None = None):
-    """A trimesh resolver over ``resolve``; the name and first bytes of each file served go to ``fetched``."""
+def _trimesh_resolver(resolve: Resolve | None, fetched: list[tuple[str, bytes]] | None = None,
+                      missed: list[str] | None = None):
+    """A trimesh resolver over ``resolve``; the name and first bytes of each file served go to ``fetched``, the name
+    of each one asked for and not found to ``missed``."""
     import trimesh
 
     class _Res(trimesh.resolvers.Resolver):
@@ -329,6 +357,8 @@ def _trimesh_resolver(resolve: Resolve | None, fetched: list[tuple[str, bytes]] 
         def get(self, name: str) -> bytes:
             data = resolve(name) if resolve is not None else None
             if data is None:
+                if missed is not None:
+                    missed.append(name)
                 raise FileNotFoundError(name)
             if fetched is not None:
                 fetched.append((name, data[:1 << 16]))
@@ -358,6 +388,76 @@ def _image_array(img) -> np.ndarray | None:
 _OBJ_ZERO_INDEX = re.compile(rb"(?m)^[ \t]*f(?:[ \t]+\S+)*?[ \t]+0(?:/\S*)?(?=[ \t\r\n]|$)")
 
 
+_OBJ_FIELDS = {b"v": 3, b"vn": 3, b"vt": 1, b"f": 3}  # the fewest values a whole record of each kind has
+_OBJ_NUMBER = re.compile(rb"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|nan|inf(?:inity)?)", re.I)
+_OBJ_REF = re.compile(rb"[-+]?\d+(?:/[-+]?\d*){0,2}")
+
+
+def _obj_cut_short(data: bytes) -> str:
+    """Why the OBJ text ``data`` ends inside a record (a file cut short), or "": a last line, not ended by a line
+    end, whose vertex, normal, texture or face record lacks values or ends in a cut value (``1.5e``; a face corner
+    shaped unlike the line's first, ``1/1/1 ... 3/3/``). A file cut at a line's end reads as a shorter whole file."""
+    if not data or data.endswith((b"\n", b"\r")):
+        return ""
+    start = max(data.rfind(b"\n"), data.rfind(b"\r")) + 1
+    fields = data[start:].split(b"#", 1)[0].split()
+    if not fields or fields[0] not in _OBJ_FIELDS:
+        return ""
+    kind, values = fields[0], fields[1:]
+    if kind == b"f":
+        shape = [re.sub(rb"[-+]?\d+", b"0", v) for v in values]  # "0/0/0", "0//0", "0/0/" ...
+        whole = bool(values) and all(_OBJ_REF.fullmatch(v) for v in values) and shape[-1] == shape[0]
+    else:
+        whole = bool(values) and _OBJ_NUMBER.fullmatch(values[-1]) is not None
+    if whole and len(values) >= _OBJ_FIELDS[kind]:
+        return ""
+    line = max(data.count(b"\n", 0, start), data.count(b"\r", 0, start)) + 1
+    return f"line {line}: the file ends inside a '{kind.decode()}' record (cut short?)"
+
+
+_OBJ_CORNER = re.compile(rb"(-?\d+)/(-?\d+)")
+_OBJ_NEGATIVE = re.compile(rb"(?m)^[ \t]*f[ \t][^\n]*?(?<![\d.eE])-\d")
+
+
+def _obj_absolute(data: bytes) -> bytes:
+    """OBJ text with its relative (negative) face indices made absolute, counted where each face line stands: trimesh
+    counts them from the end of the file, so faces written between vertex blocks took the last block's vertices."""
+    counts = {b"v": 0, b"vt": 0, b"vn": 0}
+    out = []
+    for line in data.split(b"\n"):
+        head = line.split(None, 1)[0] if line.strip() else b""
+        if head in counts:
+            counts[head] += 1
+        elif head == b"f" and b"-" in line:
+            corners = []
+            for token in line.split()[1:]:
+                refs = token.split(b"/")
+                for k, kind in enumerate((b"v", b"vt", b"vn")[:len(refs)]):
+                    if refs[k].startswith(b"-") and refs[k][1:].isdigit():
+                        at = counts[kind] + 1 + int(refs[k])
+                        if at < 1:
+                            raise ValueError(f"face index {refs[k].decode()} refers before the first "
+                                             f"{'vertex' if kind == b'v' else kind.decode() + ' line'}")
+                        refs[k] = str(at).encode()
+                corners.append(b"/".join(refs))
+            line = b"f " + b" ".join(corners)
+        out.append(line)
+    return b"\n".join(out)
+
+
+def _obj_uv_split(data: bytes) -> bool:
+    """Whether an OBJ's faces index their texture coordinates apart from their vertices (``f 1/4 ...``: seams, per-face
+    UVs), where one coordinate per vertex cannot hold them; judged on its first 4 MB of face lines."""
+    start = m.start() if (m := re.search(rb"(?m)^[ \t]*f[ \t]", data)) else len(data)
+    return any(a != b for a, b in _OBJ_CORNER.findall(data, start, start + (1 << 22)))
+
+
+def _same_faces(a: Any, b: Any) -> bool:
+    """Whether two readings of one file hold the same faces in the same order (corner positions alike)."""
+    fa, fb = np.asarray(a.faces), np.asarray(b.faces)
+    return fa.shape == fb.shape and np.allclose(np.asarray(a.vertices)[fa], np.asarray(b.vertices)[fb], atol=1e-6)
+
+
 def _read_trimesh(data: bytes, ext: str, source: str, limits: Limits, resolve: Resolve | None, texture: bool) -> Mesh:
     import trimesh
 
@@ -371,9 +471,20 @@ def _read_trimesh(data: bytes, ext: str, source: str, limits: Limits, resolve: R
         _precheck_stl(data, source, limits)
     elif file_type == "obj":
         _precheck_text(data, source, "OBJ")
+        if b"\t" in data:  # whitespace in OBJ; trimesh drops a 'v\t0 0 0' line whole (then "no faces")
+            data = data.replace(b"\t", b" ")
+        if re.search(rb"(?m)^ +\S", data):  # and an indented line
+            data = re.sub(rb"(?m)^ +", b"", data)
+        if _OBJ_NEGATIVE.search(data):
+            try:
+                data = _obj_absolute(data)
+            except ValueError as e:
+                raise InputError(source, str(e)) from None
         if m := _OBJ_ZERO_INDEX.search(data):  # trimesh reads it as another vertex: every face silently wrong
             line = data.count(b"\n", 0, m.start()) + 1
             raise InputError(source, f"line {line}: OBJ vertex indices start at 1, not 0 (written 0-based?)")
+        if cut := _obj_cut_short(data):
+            raise InputError(source, cut)
         if not re.search(rb"^\s*f\s", data, re.M):
             raise InputError(source, "the OBJ file has no face ('f') lines: no faces" if
                              re.search(rb"^\s*v\s", data, re.M) else "not an OBJ file (no 'v'/'f' lines)")
@@ -383,12 +494,14 @@ def _read_trimesh(data: bytes, ext: str, source: str, limits: Limits, resolve: R
         raise InputError(source, "not a glTF JSON file")
     kwargs = {"process": False}
     fetched: list[tuple[str, bytes]] = []
+    missed: list[str] = []
     if file_type == "obj":
         kwargs.update(maintain_order=True, skip_materials=not texture)
     def load(served: list, **over: Any):
         with py_warnings.catch_warnings():  # numpy's "All-NaN slice" from trimesh's OBJ reader, on stderr
             py_warnings.simplefilter("ignore", RuntimeWarning)
-            return trimesh.load(io.BytesIO(data), file_type=file_type, resolver=_trimesh_resolver(resolve, served),
+            return trimesh.load(io.BytesIO(data), file_type=file_type,
+                                resolver=_trimesh_resolver(resolve, served, missed if served is fetched else None),
                                 force="mesh", **{**kwargs, **over})
 
     try:
@@ -398,20 +511,32 @@ def _read_trimesh(data: bytes, ext: str, source: str, limits: Limits, resolve: R
     except MemoryError:
         raise InputError(source, "file is too large to load into memory") from None
     except Exception as e:
+        if missed and file_type == "gltf":  # its buffers live in files of their own
+            raise InputError(source, f"cannot read as GLTF: {missed[0]!r}, a file it names, is not beside it") from None
         msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise InputError(source, f"cannot read as {file_type.upper()}: corrupt or truncated ({msg})") from None
     if isinstance(loaded, (list, tuple)):
         loaded = trimesh.util.concatenate([g for g in loaded if isinstance(g, trimesh.Trimesh)]) if loaded else None
     if not isinstance(loaded, trimesh.Trimesh):
         raise InputError(source, "the file holds no faces (a point cloud or an empty scene)")
-    if file_type == "obj" and getattr(loaded.visual, "uv", None) is None and re.search(rb"(?m)^vt\s", data):
-        # trimesh keeping the file's order drops the texture coordinates of polygon (quad) faces: read it again
-        try:
-            again = load([], maintain_order=False)
-        except Exception:
-            again = None
-        if isinstance(again, trimesh.Trimesh) and getattr(again.visual, "uv", None) is not None:
-            loaded = again
+    corner_uv: np.ndarray | None = None  # each face corner's own (u, v), where the per-vertex ones cannot hold them
+    drop_uv = False
+    if file_type == "obj" and re.search(rb"(?m)^vt\s", data):
+        split = _obj_uv_split(data)
+        if getattr(loaded.visual, "uv", None) is None or (split and texture):
+            # trimesh keeping the file's order drops the texture coordinates of polygon (quad) faces, and gives each
+            # vertex one of its corners' coordinates where faces index them apart (seams): read it again unordered
+            try:
+                again = load([], maintain_order=False)
+            except Exception:
+                again = None
+            if isinstance(again, trimesh.Trimesh) and getattr(again.visual, "uv", None) is not None:
+                if _same_faces(loaded, again):  # the file's vertex order, each corner's own coordinates
+                    corner_uv = np.asarray(again.visual.uv, np.float64)[np.asarray(again.faces)]
+                else:
+                    loaded = again
+        else:
+            drop_uv = split  # no texture asked for: no coordinates rather than wrong ones
     verts = np.asarray(loaded.vertices)
     faces = np.asarray(loaded.faces, dtype=np.int64)
     face_uv = tex = colors = None
@@ -440,10 +565,14 @@ def _read_trimesh(data: bytes, ext: str, source: str, limits: Limits, resolve: R
         vc = np.asarray(visual.vertex_colors)
         if vc.ndim == 2 and len(vc) == len(verts):
             colors = vc[:, :3]
+    if corner_uv is not None or drop_uv:  # also where the ordered reading found no material (kind is not texture)
+        face_uv = corner_uv
     if texture and tex is None and face_uv is not None and not warnings:  # say why the texture is missing
         images = _gltf_images(data, file_type, None) if file_type in ("glb", "gltf") else []
         images += [(n, h) for n, h in fetched  # companion files: an OBJ's map_Kd, a glTF's image uri
                    if Path(n).suffix.lower() in TEXTURE_EXTENSIONS or image_size(h) is not None]
+        if not images and missed:
+            warnings.append(f"{missed[0]!r} not found beside the file: loaded without texture")
         for name, head in images:
             size = image_size(head)
             too_big = _texture_too_big(size, limits)
@@ -492,6 +621,8 @@ def load_mesh_bytes(data: bytes, name: str, *, source: str | None = None, limits
     if not data.strip():
         raise InputError(source, "file is empty (only whitespace)")
     ext = Path(name).suffix.lower() if name else ""
+    if ext == ".wrz" or (name or "").lower().endswith((".wrl.gz", ".vrml.gz")):  # gzip-compressed VRML's names
+        ext = ".wrl"
     if data[:2] == b"\x1f\x8b" and ext in (".wrl", ".vrml"):  # VRML97 allows gzip-compressed files
         data = _gunzip(data, source, limits)
     if data.startswith(b"\xef\xbb\xbf") and ext != ".bnt":  # a UTF-8 byte-order mark (Windows editors) is not text
@@ -499,7 +630,8 @@ def load_mesh_bytes(data: bytes, name: str, *, source: str | None = None, limits
     kind = sniff(data[:65536])
     if kind is not None and kind.startswith("not:"):
         raise InputError(source, f"this is {kind[4:]}, not a 3D mesh" +
-                         (f" (despite the {ext} extension)" if ext else ""))
+                         (f" (despite the {ext} extension)" if ext in MESH_EXTENSIONS else
+                          " (a scan's texture? give the mesh file)" if ext in TEXTURE_EXTENSIONS else ""))
     if ext not in MESH_EXTENSIONS:
         if kind is None and _looks_like_obj(data[:65536]):
             kind, ext = "obj", ".obj"  # OBJ text under another name (BP4D's frames may have no extension)

@@ -26,10 +26,10 @@ from affectvlm.limits import Limits
 from affectvlm.mesh import Mesh, MeshSequence
 from affectvlm.io._common import get_limits
 from affectvlm.io.archive import SafeZip, is_zip
-from affectvlm.io.formats import MESH_EXTENSIONS, load_mesh, load_mesh_bytes
+from affectvlm.io.formats import MESH_EXTENSIONS, companion_paths, load_mesh, load_mesh_bytes
 
-__all__ = ["load_sequence", "is_sequence", "is_mesh_name", "looks_like_sequence", "frame_number", "sample_indices",
-           "member_dir", "member_groups"]
+__all__ = ["load_sequence", "is_sequence", "is_mesh_name", "is_mesh_file", "sniff_mesh", "looks_like_sequence",
+           "frame_number", "sample_indices", "member_dir", "member_groups"]
 
 _INT = re.compile(r"\d+")
 # static scans named by their dataset: never frames of a sequence, however alike their names
@@ -50,11 +50,35 @@ def is_mesh_name(name: str) -> bool:
             and "__MACOSX" not in p.parts)
 
 
+def sniff_mesh(path: str | os.PathLike) -> bool:
+    """True when a file's first bytes look like a mesh (VRML, OBJ, PLY, OFF, ASCII STL, GLB) whatever its name."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return False
+    head = head.lstrip(b"\xef\xbb\xbf").lstrip()  # a byte-order mark or blank lines before the header
+    if head.startswith(b"#VRML"):
+        return True
+    for line in head.splitlines():
+        s = line.strip()
+        if s.startswith((b"v ", b"f ", b"vt ", b"vn ", b"o ", b"g ", b"mtllib")):
+            return True
+    return head.startswith((b"ply", b"OFF", b"solid", b"glTF"))
+
+
+def is_mesh_file(path: str | os.PathLike) -> bool:
+    """A mesh file in a folder: by its extension (:func:`is_mesh_name`), or a frame named by its number alone
+    (``0001``: BP4D's frames may have no extension) whose content reads as a mesh."""
+    name = os.path.basename(os.fspath(path))
+    return is_mesh_name(name) or (name.isdigit() and sniff_mesh(path))
+
+
 def looks_like_sequence(names: Sequence[str]) -> bool:
     """True when 2+ mesh files differ only by the digits in their names (frames of one 4D scan), unless a dataset
     names them as static scans (BU-3DFE's ``F0001_HA03WH_F3D``, Bosphorus's ``bs000_E_ANGER_0``: a subject's four
     intensities, or several subjects' scans of one emotion)."""
-    meshes = [PurePosixPath(n.replace("\\", "/")) for n in names if is_mesh_name(n)]
+    meshes = [PurePosixPath(n.replace("\\", "/")) for n in names if is_mesh_name(n) or PurePosixPath(n).name.isdigit()]
     if len(meshes) < 2 or any(BU3DFE_SCAN_RE.match(p.stem) or BOSPHORUS_SCAN_RE.match(p.stem) for p in meshes):
         return False
     stems = {(str(p.parent), re.sub(r"\d+", "#", p.stem), p.suffix.lower()) for p in meshes}
@@ -94,8 +118,9 @@ def zip_resolver(z: SafeZip, member: str) -> Callable[[str], bytes | None]:
     folder = PurePosixPath(member.replace("\\", "/")).parent
 
     def resolve(name: str) -> bytes | None:
-        base = PurePosixPath(name.replace("\\", "/")).name
-        found = z.find(str(folder / base) if str(folder) != "." else base)
+        sub, base = companion_paths(name)
+        tries = [str(folder / p) if str(folder) != "." else str(p) for p in (sub, base) if p]
+        found = next((f for f in map(z.find, tries) if f), None)
         return z.read(found) if found else None
 
     return resolve
@@ -199,11 +224,14 @@ def load_sequence(src: str | os.PathLike | bytes | Sequence[str | os.PathLike], 
     source = name or str(path)
     if path.is_dir():
         try:
-            names = sorted(p.name for p in path.iterdir() if p.is_file() and is_mesh_name(p.name))
+            names = sorted(p.name for p in path.iterdir() if p.is_file() and is_mesh_file(p))
         except OSError as e:
             raise InputError(source, f"cannot list folder: {e.strerror or e}") from None
         if not names:
-            raise InputError(source, f"no frames: the folder holds no mesh files ({' '.join(MESH_EXTENSIONS)})")
+            subs = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+            hint = (f"; its sub-folders ({', '.join(subs[:3])}{' ...' if len(subs) > 3 else ''}) may each be one: give "
+                    "one of them, or the folder to `affectvlm predict`, which visits them" if subs else "")
+            raise InputError(source, f"no frames: the folder holds no mesh files ({' '.join(MESH_EXTENSIONS)}){hint}")
         order = _order(names, source)
         keep = sample_indices(len(order), every, n_frames)
         _check_count(len(keep), limits, source)

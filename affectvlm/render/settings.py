@@ -37,6 +37,9 @@ class View:
             if isinstance(val, bool) or not isinstance(val, (int, float)) or not math.isfinite(val):
                 raise ConfigError(f"view {name} must be a finite number of degrees, got {val!r}")
             object.__setattr__(self, name, float(val))
+        if abs(self.pitch) > 90:  # past straight above or below, the camera turns over: the face upside down
+            raise ConfigError(f"view pitch must be within -90..90 degrees (straight below to straight above the "
+                              f"face), got {self.pitch:g}")
 
     def rotation(self) -> np.ndarray:
         """3x3 rotation applied to canonical vertices (camera looks down -Z from +Z)."""
@@ -187,6 +190,11 @@ class RenderSettings:
                               f"got {self.max_vertices!r}")
         self.max_vertices = int(self.max_vertices)
         self.score_pitches = _score_pitches(self.score_pitches)
+        if over := [(v, p) for v in self.views for p in self.score_pitches if abs(v.pitch + p) > 90]:
+            raise ConfigError(f"view {over[0][0]} at the scoring pitch {over[0][1]:+g} would look from past straight "
+                              f"{'up' if over[0][0].pitch + over[0][1] > 0 else 'down'} (pitch "
+                              f"{over[0][0].pitch + over[0][1]:g}); keep each view's pitch plus score_pitches within "
+                              "-90..90")
         self.fill_holes = check_fill_holes(self.fill_holes)
         for name in ("texture", "canonical", "crop"):
             if not isinstance(getattr(self, name), bool):

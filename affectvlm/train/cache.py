@@ -115,6 +115,7 @@ class RenderCache:
         self.device = device
         self.batch = batch
         self.stats = CacheStats()
+        self._warmed: set[Path] = set()  # missing when warm() began (rendered by this or another rank): no hit
         sd = settings.to_dict() if hasattr(settings, "to_dict") else dict(settings)
         sd.pop("score_pitches", None)  # what is rendered is keyed below (``pitches``), not what the model names
         key = {"v": CACHE_VERSION, "settings": sd, "jitter": self.angle_jitter}
@@ -172,7 +173,10 @@ class RenderCache:
         if target.is_file():
             try:
                 arr = np.load(target, allow_pickle=False)
-                self.stats.hits += 1
+                if target in self._warmed:
+                    self._warmed.discard(target)
+                else:
+                    self.stats.hits += 1
                 return arr
             except (ValueError, OSError):  # a corrupt entry (disk full): re-render it
                 pass
@@ -186,7 +190,9 @@ class RenderCache:
 
     def warm(self, paths: Sequence[str], rank: int = 0, world: int = 1, progress=None) -> int:
         """Render this rank's share of the missing entries, in batches. Returns how many it rendered."""
-        todo = self.missing(paths)[rank::world]
+        missing = self.missing(paths)
+        self._warmed.update(self.entry(p) for p in missing)  # this rank's share and the others': none was on disk
+        todo = missing[rank::world]
         for i in range(0, len(todo), self.batch):
             chunk = todo[i:i + self.batch]
             for p, arr in zip(chunk, self._render(chunk)):

@@ -104,7 +104,8 @@ def broadcast_object(obj, info: DistInfo):
 
 def share_failure(error: AffectVLMError | None, info: DistInfo) -> AffectVLMError | None:
     """The failure of the lowest rank that failed a phase every rank runs, on every rank (None when none did):
-    all raise it, so a bad scan in rank 1's share is the run's reason, not rank 0's closed connection."""
+    all raise it, so a bad scan in rank 1's share is the run's reason, not rank 0's closed connection. The error
+    returned under a distributed run is marked ``shared``."""
     if not info.distributed:
         return error
     mine = None if error is None else (type(error).__name__, getattr(error, "source", None),
@@ -112,12 +113,14 @@ def share_failure(error: AffectVLMError | None, info: DistInfo) -> AffectVLMErro
     got: list = [None] * info.world_size
     dist.all_gather_object(got, mine)
     first = next((g for g in got if g is not None), None)
-    if first is None or first == mine:
+    if first is None:
         return error
-    name, source, problem, text = first
-    if name == "InputError":
-        return InputError(source, problem)
-    return ModelError(text) if name == "ModelError" else ConfigError(text)
+    if first != mine:
+        name, source, problem, text = first
+        error = (InputError(source, problem) if name == "InputError"
+                 else ModelError(text) if name == "ModelError" else ConfigError(text))
+    error.shared = True  # every rank raises it: one says it (train.main)
+    return error
 
 
 def cleanup(info: DistInfo) -> None:

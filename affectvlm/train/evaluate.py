@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
@@ -53,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--views", help='view angles, e.g. "-30,0,30" (default: the model\'s)')
     p.add_argument("--cache-dir", help=CACHE_HELP)
     p.add_argument("--batch-size", type=positive_int, default=32, help="scans scored at once (32)")
-    p.add_argument("--per-intensity", action="store_true", help="also report accuracy per intensity level")
+    p.add_argument("--per-intensity", action="store_true", help="report accuracy per intensity level (always done when the data has levels; kept for "
+                   "older scripts)")
     p.add_argument("--device", default="auto", help=f"{DEVICE_HELP} (auto)")
     p.add_argument("--prior", metavar="SPEC",
                    help="match the scored set's class balance before taking labels, as `affectvlm predict --prior` "
@@ -89,7 +91,8 @@ def resolve_model(spec: str) -> tuple[str, dict]:
 
 
 def run_eval(args: argparse.Namespace) -> dict:
-    from affectvlm.datasets import filter_samples, expand_frames, kfold_split, load_dataset, manifest_split
+    from affectvlm.datasets import (canonical_class, expand_frames, filter_samples, kfold_split, load_dataset,
+                                    manifest_split)
     from affectvlm.model import load_model
     from affectvlm.predict import render_settings
     from affectvlm.train.cache import RenderCache, default_cache_dir, set_frame_of
@@ -137,6 +140,10 @@ def run_eval(args: argparse.Namespace) -> dict:
             _, samples = kfold_split(samples, args.folds or base.folds,
                                      base.fold if args.fold is None else args.fold,
                                      base.split_seed if args.split_seed is None else args.split_seed)
+    # the chosen subjects' samples at the chosen levels whose label the model lacks (a typo, a class it has not)
+    known, chosen = {canonical_class(c) for c in classes}, {s.subject for s in samples}
+    left_out = dict(sorted(Counter(s.label for s in filter_samples(ds.samples, intensities=intens)
+                                   if s.label not in known and s.subject in chosen).items()))
     sequence_of = {f: str(s.path) for s in samples for f in (s.frame_paths or ())}  # frame file -> its sequence
     samples = expand_frames(samples, n_frames=base.frames_per_sequence)
     if not samples:
@@ -204,6 +211,10 @@ def run_eval(args: argparse.Namespace) -> dict:
     if cache.set_frame is not None:  # the frame its flagged scans facing that way took (affectvlm.setframe)
         sf = cache.set_frame
         out["set_frame"] = {"up": sf.up, "front": sf.front, "agree": sf.agree, "of": sf.of, "transductive": True}
+    if sequence_of:
+        out["sequences"] = sequence_accuracy(samples, y_true, probs, classes, sequence_of)
+    if left_out:
+        out["left_out_labels"] = left_out
     for attr in ("intensity", "family", "face_model"):
         per = per_group(samples, y_true, y_pred, attr)
         if per or (attr == "intensity" and args.per_intensity):
@@ -278,6 +289,29 @@ def _mean_embedding(model, picked: Sequence, cache, device) -> torch.Tensor | No
                               .div_(255).to(device) for i in range(0, len(keep), BATCH)))
 
 
+def sequence_accuracy(samples: Sequence, y_true: Sequence[int], probs: Sequence[Sequence[float]],
+                      classes: Sequence[str], sequence_of: dict[str, str]) -> dict:
+    """Each sequence's label from its scored frames (``sequence_of``: frame file -> sequence), their probabilities
+    pooled by ``peak``: ``{"n", "accuracy", "frames", "frames_each", "pooling"}``. The trainer's frames are a few from the
+    middle of each sequence; ``predict`` pools every frame (``contrast``), so the two can differ."""
+    from affectvlm.predict import pool_probabilities
+
+    groups: dict[str, list[int]] = {}
+    for k, smp in enumerate(samples):
+        if (seq := sequence_of.get(str(smp.path))) is not None:
+            groups.setdefault(seq, []).append(k)
+    right = sum(int(np.argmax(pool_probabilities([probs[k] for k in ks], classes, "peak"))) == y_true[ks[0]]
+                for ks in groups.values())
+    sizes = sorted({len(ks) for ks in groups.values()})
+    return {"n": len(groups), "accuracy": right / len(groups) if groups else 0.0,
+            "frames": sum(len(ks) for ks in groups.values()),
+            "frames_each": sizes[0] if len(sizes) == 1 else sizes, "pooling": "peak, over these frames only"}
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
+
+
 def per_group(samples: Sequence, y_true: Sequence[int], y_pred: Sequence[int], attr: str) -> dict[str, dict]:
     """Accuracy per value of a sample attribute (``intensity``, ``family``, ``face_model``), samples without one
     left out: ``{value: {"n": ..., "accuracy": ...}}``, sorted (numerically for intensities)."""
@@ -331,6 +365,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: --out {args.out}: is a folder; give the metrics file's name, e.g. {args.out}/metrics.json",
               file=sys.stderr)
         return 2
+    if Path(args.out).suffix.lower() != ".json":
+        print(f"error: --out {args.out}: the metrics are JSON; give a name ending in .json, e.g. metrics.json",
+              file=sys.stderr)
+        return 2
     try:
         res = run_eval(args)
     except AffectVLMError as e:
@@ -356,7 +394,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"--adapt {args.adapt}: " + ("adapted to the scored samples" if "adapted" in res else
                                           "scored with the trained statistics") + f" ({how['reason']})",
               file=sys.stderr)
-    print(f"accuracy {res['accuracy']:.4f}  macro-F1 {res['macro_f1']:.4f}  n={res['n']}  -> {out}, {png}")
+    if res.get("left_out_labels"):
+        said = ", ".join(f"{k!r} x{v}" for k, v in list(res["left_out_labels"].items())[:8])
+        left = sum(res["left_out_labels"].values())
+        print(f"warning: {_count(left, 'sample')} left out: {'its' if left == 1 else 'their'} label is not one of "
+              f"the model's classes ({said})", file=sys.stderr)
+    seqs = res.get("sequences")
+    n = f"n={res['n']}" + (f" ({_count(seqs['frames'], 'frame')} of {_count(seqs['n'], 'sequence')})" if seqs else "")
+    print(f"accuracy {res['accuracy']:.4f}  macro-F1 {res['macro_f1']:.4f}  {n}  -> {out}, {png}")
+    if seqs:
+        each = seqs["frames_each"]
+        each = f"{each[0]}-{each[-1]}" if isinstance(each, list) else each
+        print(f"sequences {seqs['accuracy']:.4f}  n={seqs['n']} (each from its {each} middle frames, peak-pooled; "
+              "predict pools every frame)")
     if res.get("landmarks"):
         lm = res["landmarks"]
         print(f"landmarks: mean {lm['mean']:.2f}, median {lm['median']:.2f}, p95 {lm['p95']:.2f} "

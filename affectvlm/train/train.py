@@ -35,7 +35,7 @@ import torch.nn as nn
 from affectvlm import runfolder
 from affectvlm.errors import AffectVLMError, ConfigError
 from affectvlm.runfolder import MetricKind, MetricRecord, RunFolder, Status, write_status
-from affectvlm.shard import launch_from_env
+from affectvlm.shard import error_line, launch_from_env
 from affectvlm.train import checkpointing
 from affectvlm.train.augment import AugmentConfig, augment_views, sample_prompts
 from affectvlm.trainconfig import TrainConfig, check_out_apart, parse_loss_weights, parse_report_to, resolve_config, save_config
@@ -685,7 +685,6 @@ def train(cfg: TrainConfig, info: DistInfo, stop: StopSignals | None = None) -> 
     train_s, val_s, test_s, classes = splits.train, splits.val, splits.test, splits.classes
     cidx = {c: i for i, c in enumerate(classes)}
     views = tuple(settings.views)
-    n_views = len(views)
 
     from affectvlm.train.cache import RenderCache, default_cache_dir, set_frame_of
 
@@ -1075,12 +1074,18 @@ def _disk_full(e: BaseException) -> bool:
     return False
 
 
+def _say_error(message: str, *, alike: bool = False) -> None:
+    """``error: message`` on stderr, as :func:`affectvlm.shard.error_line` says it under torchrun or SLURM."""
+    if (line := error_line(f"error: {message}", alike=alike)) is not None:
+        print(line, file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point for ``affectvlm train`` and ``python -m affectvlm.train`` (also under torchrun)."""
     try:
         cfg = resolve_config(argv)
         if final := _failed_for_good(Path(cfg.out)):
-            print(f"error: {final} (not retried: the same options would fail the same way)", file=sys.stderr)
+            _say_error(f"{final} (not retried: the same options would fail the same way)", alike=True)
             return 2
         refuse_existing_run(cfg)
         if cfg.data and not Path(cfg.data).exists():  # before the run folder is made: nothing left behind
@@ -1090,7 +1095,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cfg.dry_run:  # the checks a real run makes before its first write, nothing written or rendered
             from affectvlm.model import resolve_device
 
-            resolve_device(cfg.device)
+            try:
+                resolve_device(cfg.device)
+            except AffectVLMError as e:  # this rank's own (one GPU, two ranks): said with its rank
+                _say_error(str(e))
+                return 2
             check_writable(cfg.out)
             plan = plan_run(cfg)  # every rank checks the data the same way; one prints the plan
             launch = launch_from_env()
@@ -1099,14 +1108,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(json.dumps(plan.to_json(), indent=2))
             return 0
     except AffectVLMError as e:
-        print(f"error: {e}", file=sys.stderr)
+        _say_error(str(e), alike=True)
         return 2
     run_dir = Path(cfg.out)
     try:  # the rendezvous waits in C++, where Python's handlers never run: SIGTERM and Ctrl-C end it as they would
         with system_stop_signals():
             info = init_distributed_mode(cfg.device)
     except AffectVLMError as e:
-        print(f"error: {e}", file=sys.stderr)
+        _say_error(str(e))
         return 2
     stop = StopSignals().install()
     refused = None
@@ -1146,7 +1155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if info.is_main and not kept:
             run_dir.mkdir(parents=True, exist_ok=True)
             write_status(run_dir, Status.FAILED, message=str(e), reason=type(e).__name__)
-        print(f"error: {e}", file=sys.stderr)
+        _say_error(str(e), alike=getattr(e, "shared", False))
         return 2
     except Exception as e:  # noqa: BLE001 - the app needs the failure in status.json
         if _disk_full(e):  # safetensors and torch say so in their own types

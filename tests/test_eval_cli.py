@@ -1,0 +1,59 @@
+"""``affectvlm eval`` says what it scored: a 4D set's sequences beside its frames, labels it left out, and JSON only."""
+import json
+
+import pytest
+from meshgen import face_like_mesh
+
+from affectvlm.io.vrml import write_vrml
+from affectvlm.train.evaluate import main
+
+BASE = ["--model", "default", "--subset", "all", "--no-landmarks", "--views", "0"]
+
+
+def test_a_4d_set_is_scored_by_frames_and_by_sequence(tmp_path, capsys):
+    for s in ("F001", "M002"):
+        for emo, sign in (("Happy", 1.0), ("Sad", -1.0)):
+            for t in range(6):
+                write_vrml(tmp_path / "bu4" / s / emo / f"{t:03d}.wrl",
+                           face_like_mesh(16, smile=sign * min(t, 5 - t) / 2, seed=t, textured=False))
+    out = tmp_path / "m.json"
+    assert main([*BASE, "--data", str(tmp_path / "bu4"), "--layout", "bu4dfe", "--cache-dir", str(tmp_path / "c"),
+                 "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    seqs = res["sequences"]
+    assert seqs["n"] == 4 and res["n"] == 4 * seqs["frames_each"] and 0.0 <= seqs["accuracy"] <= 1.0
+    said = capsys.readouterr().out
+    assert f"n={res['n']} ({res['n']} frames of 4 sequences)" in said and "sequences " in said
+
+
+def test_labels_the_model_does_not_have_are_said_not_dropped_silently(tmp_path, capsys):
+    rows = []
+    for k, (label, smile) in enumerate([("happiness", 1.0), ("sadness", -1.0), ("foo", 0.5), ("happiness", 0.8)]):
+        write_vrml(tmp_path / f"s{k}.wrl", face_like_mesh(16, smile=smile, seed=k, textured=False))
+        rows.append(f"s{k}.wrl,{label},S{k % 2}")
+    (tmp_path / "m.csv").write_text("path,label,subject\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "m.json"
+    assert main([*BASE, "--data", str(tmp_path / "m.csv"), "--layout", "manifest", "--cache-dir", str(tmp_path / "c"),
+                 "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["n"] == 3 and res["left_out_labels"] == {"foo": 1} and "sequences" not in res
+    assert "1 sample left out: its label is not one of the model's classes ('foo' x1)" in capsys.readouterr().err
+    # counted among the scored subjects only: with S0 (foo's subject) held out of the scored fold, nothing is said
+    assert main([*BASE[:2], "--data", str(tmp_path / "m.csv"), "--layout", "manifest", "--no-landmarks", "--views",
+                 "0", "--cache-dir", str(tmp_path / "c"), "--out", str(out), "--subset", "test", "--folds", "2",
+                 "--fold", str(fold_without_s0(tmp_path / "m.csv"))]) == 0
+    assert "left_out_labels" not in json.loads(out.read_text()) and "left out" not in capsys.readouterr().err
+
+
+def fold_without_s0(manifest):
+    from affectvlm.datasets import kfold_split, load_dataset
+
+    samples = load_dataset(str(manifest), "manifest").samples
+    return next(f for f in range(2) if "S0" not in {s.subject for s in kfold_split(samples, 2, f, 0)[1]})
+
+
+@pytest.mark.parametrize("name", ["e.csv", "metrics"])
+def test_metrics_go_to_a_json_name_only(tmp_path, capsys, name):
+    assert main([*BASE, "--data", str(tmp_path), "--out", str(tmp_path / name)]) == 2
+    assert "the metrics are JSON; give a name ending in .json" in capsys.readouterr().err
+    assert not (tmp_path / name).exists()
