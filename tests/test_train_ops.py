@@ -93,6 +93,13 @@ def _at_levels_3_4(metrics: dict) -> float:
     return sum(g["n"] * g["accuracy"] for g in per) / sum(g["n"] for g in per)
 
 
+def _one_scan(metrics: dict) -> float:
+    """One scan's share of :func:`_at_levels_3_4`'s count. A one-epoch model leaves some scans on a near-tie that the
+    thread count or batch size can tip (eval in this process against the run's own scoring), so figures that should
+    agree may differ by one scan; reading a scan another way (the choice ignored) moves them by more."""
+    return 1.0 / sum(metrics["per_intensity"][k]["n"] for k in ("3", "4") if k in metrics["per_intensity"]) + 1e-9
+
+
 def _eval_reads_as_the_run(run: Path, cache: Path) -> None:
     """``affectvlm eval`` on the run folder gives the confusion matrix the run reported for its test subjects."""
     out = run.parent / f"{run.name}-eval.json"
@@ -162,7 +169,7 @@ def test_the_run_chooses_on_val_whether_predict_scores_against_the_neutral_scan(
             read = ev("--subset", subset, "--neutral", spec, out=tmp_path / f"ev-{subset}-{key}.json",
                       process=subset == "val" and key == "alone")
             # the choice counts the expressive scans at levels 3-4; the neutral scans are references
-            assert _at_levels_3_4(read) == pytest.approx(got[subset][key], abs=1e-6), (subset, key)
+            assert _at_levels_3_4(read) == pytest.approx(got[subset][key], abs=_one_scan(read)), (subset, key)
     # and whether predict --subject-mean auto scores each subject relative to its mean (9 scans of 5 classes each),
     # against how it scores without that, given the neutral choice; eval gives both figures
     sm = result["subject_mean"]
@@ -173,7 +180,7 @@ def test_the_run_chooses_on_val_whether_predict_scores_against_the_neutral_scan(
         for mode, key in (("auto", "subject_mean" if sm["chosen"] else "as_scored"), ("none", "as_scored")):
             got_sm = ev("--subset", subset, "--neutral", "auto", "--subject-mean", mode,
                         out=tmp_path / f"ev-{subset}-sm-{mode}.json")
-            assert _at_levels_3_4(got_sm) == pytest.approx(sm[subset][key], abs=1e-6), (subset, mode)
+            assert _at_levels_3_4(got_sm) == pytest.approx(sm[subset][key], abs=_one_scan(got_sm)), (subset, mode)
             assert ("subject_mean" in got_sm) == (mode == "auto" and sm["chosen"])
 
 
