@@ -215,32 +215,33 @@ def companion_paths(name: str) -> tuple[PurePosixPath | None, str]:
 
 def _dir_resolver(folder: Path, limits: Limits) -> Resolve:
     """Files in the mesh's folder: a relative url inside it (``textures/skin.png``), else its base name beside the
-    mesh (a url pointing elsewhere is reduced to that)."""
+    mesh (a url pointing elsewhere is reduced to that). A link that leads outside the folder is not followed."""
     root = folder.resolve()
+
+    def read(p: Path) -> bytes | None:
+        try:
+            if p.is_file() and p.resolve().is_relative_to(root) and p.stat().st_size <= limits.max_file_bytes:
+                return p.read_bytes()
+        except OSError:
+            pass
+        return None
 
     def resolve(name: str) -> bytes | None:
         sub, base = companion_paths(name)
-        if sub is not None:
-            p = folder.joinpath(*sub.parts)
-            try:
-                if p.is_file() and p.resolve().is_relative_to(root) and p.stat().st_size <= limits.max_file_bytes:
-                    return p.read_bytes()
-            except OSError:
-                pass
+        if sub is not None and (data := read(folder.joinpath(*sub.parts))) is not None:
+            return data
         if not base:
             return None
         p = folder / base
-        try:
-            if not p.is_file():  # a url written on Windows may differ in case from the file ('A.BMP', 'a.bmp')
+        if not p.is_file():  # a url written on Windows may differ in case from the file ('A.BMP', 'a.bmp')
+            try:
                 same = [e.path for e in os.scandir(folder) if e.name.lower() == base.lower() and e.is_file()]
-                if len(same) != 1:
-                    return None
-                p = Path(same[0])
-            if p.stat().st_size > limits.max_file_bytes:
+            except OSError:
                 return None
-            return p.read_bytes()
-        except OSError:
-            return None
+            if len(same) != 1:
+                return None
+            p = Path(same[0])
+        return read(p)
 
     return resolve
 
