@@ -24,6 +24,18 @@ def test_a_4d_set_is_scored_by_frames_and_by_sequence(tmp_path, capsys):
     assert seqs["n"] == 4 and res["n"] == 4 * seqs["frames_each"] and 0.0 <= seqs["accuracy"] <= 1.0
     said = capsys.readouterr().out
     assert f"n={res['n']} ({res['n']} frames of 4 sequences)" in said and "sequences " in said
+    assert seqs["frames_each"] < 6 and (seqs["pooling"], seqs["frames_scored"]) == ("peak", "middle")
+    # every frame, pooled as predict pools them (its default), or by the pooling asked for
+    for opts, pooling in (([], "contrast"), (["--pooling", "mean"], "mean")):
+        assert main([*BASE, "--data", str(tmp_path / "bu4"), "--layout", "bu4dfe", "--cache-dir", str(tmp_path / "c"),
+                     "--out", str(out), "--sequence-frames", "all", *opts]) == 0
+        res = json.loads(out.read_text())
+        assert res["n"] == 24 and res["sequences"]["frames_each"] == 6
+        assert (res["sequences"]["pooling"], res["sequences"]["frames_scored"]) == (pooling, "all")
+        assert "(each from its 6 frames, pooled by " + pooling in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main([*BASE, "--data", str(tmp_path / "bu4"), "--out", str(out), "--sequence-frames", "0"])
+    assert "give a whole number of frames >= 1, or all" in capsys.readouterr().err
 
 
 def test_labels_the_model_does_not_have_are_said_not_dropped_silently(tmp_path, capsys):

@@ -22,6 +22,7 @@ import torch
 from affectvlm.adapt import (ADAPT_MODES, BATCH, SpreadCheck, centre, declined, fused_mean, gathering_statistics, guard,
                              min_inputs, sample_inputs)
 from affectvlm.errors import AffectVLMError, ConfigError
+from affectvlm.predict import DEFAULT_POOLING, POOLINGS, pool_probabilities
 from affectvlm.prior import MIN_ROWS, match_rows, parse_prior
 from affectvlm.reference import check_pattern, match_neutral, resolve_neutral
 from affectvlm.subjects import centre_rows, neutral_rows, resolve_subject_mean, training_logits
@@ -77,6 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "(auto: BU-3DFE / Bosphorus names, following the checkpoint's subject_mean; --neutral auto "
                         "then leaves those subjects alone; none, the default: as the trainer's test figures; the "
                         "metrics record it)")
+    p.add_argument("--sequence-frames", type=_frames_spec, metavar="N|all",
+                   help="a 4D set's frames scored per sequence: N from the middle of each (default: a run's "
+                        "frames_per_sequence, else 5, as the trainer scores), or all of them, as `affectvlm predict` "
+                        "(the frame figures then count onset and offset frames under the sequence's label)")
+    p.add_argument("--pooling", choices=POOLINGS,
+                   help=f"how a sequence's frame probabilities make its label, as `affectvlm predict --pooling` "
+                        f"(default: {DEFAULT_POOLING}, predict's, with --sequence-frames all; peak over middle frames, "
+                        "which hold no calm frame to contrast with)")
     p.add_argument("--no-landmarks", action="store_true",
                    help="skip the landmark error against .bnd files beside the scans")
     return p
@@ -145,7 +154,11 @@ def run_eval(args: argparse.Namespace) -> dict:
     left_out = dict(sorted(Counter(s.label for s in filter_samples(ds.samples, intensities=intens)
                                    if s.label not in known and s.subject in chosen).items()))
     sequence_of = {f: str(s.path) for s in samples for f in (s.frame_paths or ())}  # frame file -> its sequence
-    samples = expand_frames(samples, n_frames=base.frames_per_sequence)
+    if args.sequence_frames == "all":
+        samples = expand_frames(samples, n_frames=max((len(s.frame_paths or ()) for s in samples), default=1),
+                                window=(0.0, 1.0))
+    else:
+        samples = expand_frames(samples, n_frames=args.sequence_frames or base.frames_per_sequence)
     if not samples:
         raise ConfigError(f"{data}: no samples to evaluate")
     check_pattern(args.neutral)
@@ -212,7 +225,9 @@ def run_eval(args: argparse.Namespace) -> dict:
         sf = cache.set_frame
         out["set_frame"] = {"up": sf.up, "front": sf.front, "agree": sf.agree, "of": sf.of, "transductive": True}
     if sequence_of:
-        out["sequences"] = sequence_accuracy(samples, y_true, probs, classes, sequence_of)
+        pooling = args.pooling or (DEFAULT_POOLING if args.sequence_frames == "all" else "peak")
+        out["sequences"] = sequence_accuracy(samples, y_true, probs, classes, sequence_of, pooling)
+        out["sequences"]["frames_scored"] = "all" if args.sequence_frames == "all" else "middle"
     if left_out:
         out["left_out_labels"] = left_out
     for attr in ("intensity", "family", "face_model"):
@@ -250,7 +265,6 @@ def adapt_check(mode: str, model, picked: Sequence, cache, device,
     need = min_inputs(mode, frames)
     if inputs < need:
         return SpreadCheck(False, inputs, f"{inputs} {kind}; it needs at least {need}")
-    from affectvlm.predict import pool_probabilities
 
     classes = list(model.classes)
     probs: list[np.ndarray] = []
@@ -290,22 +304,32 @@ def _mean_embedding(model, picked: Sequence, cache, device) -> torch.Tensor | No
 
 
 def sequence_accuracy(samples: Sequence, y_true: Sequence[int], probs: Sequence[Sequence[float]],
-                      classes: Sequence[str], sequence_of: dict[str, str]) -> dict:
+                      classes: Sequence[str], sequence_of: dict[str, str], pooling: str = DEFAULT_POOLING) -> dict:
     """Each sequence's label from its scored frames (``sequence_of``: frame file -> sequence), their probabilities
-    pooled by ``peak``: ``{"n", "accuracy", "frames", "frames_each", "pooling"}``. The trainer's frames are a few from the
-    middle of each sequence; ``predict`` pools every frame (``contrast``), so the two can differ."""
-    from affectvlm.predict import pool_probabilities
-
+    pooled as ``predict`` pools a sequence's (:func:`affectvlm.predict.pool_probabilities`):
+    ``{"n", "accuracy", "frames", "frames_each", "pooling"}``."""
     groups: dict[str, list[int]] = {}
     for k, smp in enumerate(samples):
         if (seq := sequence_of.get(str(smp.path))) is not None:
             groups.setdefault(seq, []).append(k)
-    right = sum(int(np.argmax(pool_probabilities([probs[k] for k in ks], classes, "peak"))) == y_true[ks[0]]
+    right = sum(int(np.argmax(pool_probabilities([probs[k] for k in ks], classes, pooling))) == y_true[ks[0]]
                 for ks in groups.values())
     sizes = sorted({len(ks) for ks in groups.values()})
     return {"n": len(groups), "accuracy": right / len(groups) if groups else 0.0,
             "frames": sum(len(ks) for ks in groups.values()),
-            "frames_each": sizes[0] if len(sizes) == 1 else sizes, "pooling": "peak, over these frames only"}
+            "frames_each": sizes[0] if len(sizes) == 1 else sizes, "pooling": pooling}
+
+
+def _frames_spec(text: str) -> int | str:
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of frames >= 1, or all")
+    return n
 
 
 def _count(n: int, what: str) -> str:
@@ -405,8 +429,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if seqs:
         each = seqs["frames_each"]
         each = f"{each[0]}-{each[-1]}" if isinstance(each, list) else each
-        print(f"sequences {seqs['accuracy']:.4f}  n={seqs['n']} (each from its {each} middle frames, peak-pooled; "
-              "predict pools every frame)")
+        which = "frames" if seqs["frames_scored"] == "all" else "middle frames"
+        print(f"sequences {seqs['accuracy']:.4f}  n={seqs['n']} (each from its {each} {which}, pooled by "
+              f"{seqs['pooling']}" + ("" if seqs["frames_scored"] == "all" else "; --sequence-frames all scores every "
+                                      "frame, as predict") + ")")
     if res.get("landmarks"):
         lm = res["landmarks"]
         print(f"landmarks: mean {lm['mean']:.2f}, median {lm['median']:.2f}, p95 {lm['p95']:.2f} "
