@@ -332,14 +332,17 @@ def test_an_objs_texture_in_a_sub_folder_is_found_and_one_outside_is_not(tmp_pat
     assert colour(item.load()) == (200, 30, 30)
     (tmp_path / "scan" / "m.mtl").unlink()
     assert "'m.mtl' not found beside the file" in load_mesh(tmp_path / "scan" / "a.obj").meta["warnings"][0]
-    # a link beside the mesh that leads out of its folder is not followed, by its own name or another case of it
-    (tmp_path / "scan" / "m.mtl").write_text("newmtl skin\nmap_Kd Skin.png\n")
-    (tmp_path / "scan" / "skin.png").symlink_to(tmp_path / "secret.png")
-    m = load_mesh(tmp_path / "scan" / "a.obj")
-    assert colour(m) is None and "'Skin.png' not found beside the file" in m.meta["warnings"][0]
-    (tmp_path / "scan" / "skin.png").unlink()
-    (tmp_path / "scan" / "skin.png").symlink_to(tmp_path / "scan" / "textures" / "skin.png")  # one inside is
-    assert colour(load_mesh(tmp_path / "scan" / "a.obj")) == (200, 30, 30)
+    # a dataset of file links (cp -rs, git-annex, DataLad: each file a link into a store) keeps its textures, beside
+    # the mesh and in its sub-folder, as its meshes are read through their links
+    (tmp_path / "scan" / "m.mtl").write_text("newmtl skin\nmap_Kd textures/skin.png\n")
+    for f in ("a.obj", "m.mtl", "textures/skin.png"):
+        (tmp_path / "farm" / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "farm" / f).symlink_to(tmp_path / "scan" / f)
+    assert colour(load_mesh(tmp_path / "farm" / "a.obj")) == (200, 30, 30)
+    (tmp_path / "farm" / "m.mtl").unlink()
+    (tmp_path / "farm" / "m.mtl").write_text("newmtl skin\nmap_Kd Skin.png\n")
+    (tmp_path / "farm" / "skin.png").symlink_to(tmp_path / "scan" / "textures" / "skin.png")
+    assert colour(load_mesh(tmp_path / "farm" / "a.obj")) == (200, 30, 30)
 
 
 def test_an_obj_with_tabs_after_its_keywords_reads_as_with_spaces(face):

@@ -215,12 +215,12 @@ def companion_paths(name: str) -> tuple[PurePosixPath | None, str]:
 
 def _dir_resolver(folder: Path, limits: Limits) -> Resolve:
     """Files in the mesh's folder: a relative url inside it (``textures/skin.png``), else its base name beside the
-    mesh (a url pointing elsewhere is reduced to that). A link that leads outside the folder is not followed."""
-    root = folder.resolve()
+    mesh (a url pointing elsewhere is reduced to that). Names are confined to the folder; links in it are followed,
+    as the mesh's own are (a dataset of file links: ``cp -rs``, git-annex, DataLad)."""
 
     def read(p: Path) -> bytes | None:
         try:
-            if p.is_file() and p.resolve().is_relative_to(root) and p.stat().st_size <= limits.max_file_bytes:
+            if p.is_file() and p.stat().st_size <= limits.max_file_bytes:
                 return p.read_bytes()
         except OSError:
             pass
