@@ -493,9 +493,9 @@ def filter_samples(samples: Sequence[Sample], *, intensities: Iterable[int] | No
 
 def expand_frames(samples: Sequence[Sample], *, n_frames: int = 5, window: tuple[float, float] = (0.3, 0.7)
                   ) -> list[Sample]:
-    """Replace each sequence by ``n_frames`` evenly spaced frame samples from the ``window`` fraction of the
-    sequence (default: the middle, where BU-4DFE's neutral-onset-apex-offset-neutral sequences peak).
-    Static samples pass through."""
+    """Replace each sequence by up to ``n_frames`` evenly spaced frame samples from the ``window`` fraction of the
+    sequence (default: the middle, where BU-4DFE's neutral-onset-apex-offset-neutral sequences peak; one frame is the
+    window's centre). Static samples pass through."""
     out = []
     for s in samples:
         if not s.frame_paths:
@@ -504,7 +504,8 @@ def expand_frames(samples: Sequence[Sample], *, n_frames: int = 5, window: tuple
         n = len(s.frame_paths)
         lo, hi = int(window[0] * (n - 1)), max(int(window[0] * (n - 1)), int(round(window[1] * (n - 1))))
         k = min(n_frames, hi - lo + 1)
-        idx = sorted({lo + round(i * (hi - lo) / max(k - 1, 1)) for i in range(k)})
+        mid = min(max(int(0.5 * (window[0] + window[1]) * (n - 1) + 0.5), lo), hi)
+        idx = [mid] if k == 1 else sorted({lo + round(i * (hi - lo) / (k - 1)) for i in range(k)})
         for i in idx:
             out.append(replace(s, path=s.frame_paths[i], frame_ids=(s.frame_ids[i],), frame_paths=None))
     return out

@@ -1,6 +1,7 @@
 """Dataset readers on tiny fake trees in the real layouts, and subject-independent splits."""
 import re
 import struct
+from dataclasses import replace
 
 import pytest
 
@@ -94,6 +95,12 @@ def test_bu4dfe_keeps_males_skips_tools(tmp_path):
     assert s.frame_ids == (0, 1, 2, 10) and s.frame_paths[-1].endswith("010.wrl")
     frames = expand_frames(ds.samples, n_frames=2, window=(0.0, 1.0))
     assert len(frames) == 8 and frames[0].path.endswith("000.wrl") and frames[1].path.endswith("010.wrl")
+    # one frame is the middle one, not the window's start (a neutral onset in a short sequence)
+    seq = replace(s, frame_ids=tuple(range(12)), frame_paths=tuple(f"{i:03d}.wrl" for i in range(12)))
+    assert [f.path for f in expand_frames([seq], n_frames=1)] == ["006.wrl"]
+    assert [f.path for f in expand_frames([seq], n_frames=1, window=(0.0, 1.0))] == ["006.wrl"]
+    assert [f.path for f in expand_frames([replace(seq, frame_ids=(0, 1, 2), frame_paths=("a", "b", "c"))],
+                                          n_frames=1)] == ["b"]
 
 
 def test_bp4d_task_mapping_and_header_sniffing(tmp_path):

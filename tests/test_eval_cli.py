@@ -5,7 +5,7 @@ import pytest
 from meshgen import face_like_mesh
 
 from affectvlm.io.vrml import write_vrml
-from affectvlm.train.evaluate import main
+from affectvlm.train.evaluate import main, sequence_accuracy
 
 BASE = ["--model", "default", "--subset", "all", "--no-landmarks", "--views", "0"]
 
@@ -69,3 +69,36 @@ def test_metrics_go_to_a_json_name_only(tmp_path, capsys, name):
     assert main([*BASE, "--data", str(tmp_path), "--out", str(tmp_path / name)]) == 2
     assert "the metrics are JSON; give a name ending in .json" in capsys.readouterr().err
     assert not (tmp_path / name).exists()
+
+
+def test_a_sequence_is_pooled_as_asked():
+    """A calm frame that rules out happiness less than surprise: contrast (predict's default) reads happiness, peak
+    (the expressive frames alone) surprise."""
+    from types import SimpleNamespace
+
+    classes = ["neutral", "happiness", "surprise"]
+    probs = [[0.8, 0.05, 0.15], [0.1, 0.4, 0.5], [0.1, 0.4, 0.5]]
+    frames = [SimpleNamespace(path=f"s/{i:03d}.wrl") for i in range(3)]
+    of = {f.path: "s" for f in frames}
+    assert sequence_accuracy(frames, [1, 1, 1], probs, classes, of, "contrast")["accuracy"] == 1.0
+    assert sequence_accuracy(frames, [1, 1, 1], probs, classes, of, "peak")["accuracy"] == 0.0
+    assert sequence_accuracy(frames, [2, 2, 2], probs, classes, of)["accuracy"] == 0.0  # predict's default
+
+
+def test_a_subjects_sequences_are_taken_relative_to_their_mean_as_predict_takes_them():
+    """Every sequence of subject F001 leans to surprise; --subject-mean auto (predict's default) takes that lean out
+    of the pooled sequences, as predict does, where the frames alone read three of four as surprise."""
+    from types import SimpleNamespace
+
+    classes = ["anger", "happiness", "sadness", "surprise"]
+    probs, frames, truth = [], [], []
+    for k, emo in enumerate(("Angry", "Happy", "Sad", "Surprise")):
+        p = [0.1, 0.1, 0.1, 0.7] if emo == "Surprise" else [0.3 if j == k else 0.15 for j in range(3)] + [0.4]
+        probs.append(p)
+        frames.append(SimpleNamespace(path=f"/x/F001/{emo}/000.wrl"))
+        truth.append(k)
+    of = {f.path: f.path.rsplit("/", 1)[0] for f in frames}
+    alone = sequence_accuracy(frames, truth, probs, classes, of, "peak", "none")
+    assert alone["accuracy"] == 0.25 and "subject_mean" not in alone
+    centred = sequence_accuracy(frames, truth, probs, classes, of, "peak", "auto")
+    assert centred["accuracy"] == 1.0 and centred["subject_mean"]["rescored"] == 4

@@ -170,6 +170,9 @@ def test_the_run_chooses_on_val_whether_predict_scores_against_the_neutral_scan(
                       process=subset == "val" and key == "alone")
             # the choice counts the expressive scans at levels 3-4; the neutral scans are references
             assert _at_levels_3_4(read) == pytest.approx(got[subset][key], abs=_one_scan(read)), (subset, key)
+            # the figures may coincide, so the scans read against their neutral scans are counted too
+            assert read.get("neutral_reference", {}).get("rescored", 0) == (got[subset]["rescored"] if spec != "none"
+                                                                          else 0), (subset, key)
     # and whether predict --subject-mean auto scores each subject relative to its mean (9 scans of 5 classes each),
     # against how it scores without that, given the neutral choice; eval gives both figures
     sm = result["subject_mean"]

@@ -79,9 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "then leaves those subjects alone; none, the default: as the trainer's test figures; the "
                         "metrics record it)")
     p.add_argument("--sequence-frames", type=_frames_spec, metavar="N|all",
-                   help="a 4D set's frames scored per sequence: N from the middle of each (default: a run's "
-                        "frames_per_sequence, else 5, as the trainer scores), or all of them, as `affectvlm predict` "
-                        "(the frame figures then count onset and offset frames under the sequence's label)")
+                   help="a 4D set's frames scored per sequence: up to N evenly spaced in the middle 30-70%% of each "
+                        "(default: a run's frames_per_sequence, else 5, as the trainer scores), or all of them, as "
+                        "`affectvlm predict` (the frame figures then count onset and offset frames under the "
+                        "sequence's label; --prior is matched over the frames, predict matches the sequences)")
     p.add_argument("--pooling", choices=POOLINGS,
                    help=f"how a sequence's frame probabilities make its label, as `affectvlm predict --pooling` "
                         f"(default: {DEFAULT_POOLING}, predict's, with --sequence-frames all; peak over middle frames, "
@@ -181,7 +182,7 @@ def run_eval(args: argparse.Namespace) -> dict:
     cache.warm([s.path for s in samples])
     cidx = {c: i for i, c in enumerate(classes)}
     picked = sample_inputs(samples)
-    check = adapt_check(args.adapt, model, picked, cache, device, sequence_of)
+    check = adapt_check(args.adapt, model, picked, cache, device, sequence_of, args.pooling or DEFAULT_POOLING)
     adapted = check is not None and check.ok
     if adapted:  # as predict --adapt: the statistics of up to SAMPLE samples, in its order and batches
         with gathering_statistics(model) as model:
@@ -226,7 +227,8 @@ def run_eval(args: argparse.Namespace) -> dict:
         out["set_frame"] = {"up": sf.up, "front": sf.front, "agree": sf.agree, "of": sf.of, "transductive": True}
     if sequence_of:
         pooling = args.pooling or (DEFAULT_POOLING if args.sequence_frames == "all" else "peak")
-        out["sequences"] = sequence_accuracy(samples, y_true, probs, classes, sequence_of, pooling)
+        out["sequences"] = sequence_accuracy(samples, y_true, probs, classes, sequence_of, pooling,
+                                             resolve_subject_mean(args.subject_mean, model)[0], training_logits(model))
         out["sequences"]["frames_scored"] = "all" if args.sequence_frames == "all" else "middle"
     if left_out:
         out["left_out_labels"] = left_out
@@ -244,14 +246,14 @@ def run_eval(args: argparse.Namespace) -> dict:
     return out
 
 
-def adapt_check(mode: str, model, picked: Sequence, cache, device,
-                sequence_of: dict[str, str] | None = None) -> SpreadCheck | None:
+def adapt_check(mode: str, model, picked: Sequence, cache, device, sequence_of: dict[str, str] | None = None,
+                pooling: str = DEFAULT_POOLING) -> SpreadCheck | None:
     """Whether ``--adapt MODE`` adapts ``model`` to the ``picked`` samples (their renders in ``cache``), as
     :func:`affectvlm.adapt.adapt_for` decides for predict: ``auto`` declines a checkpoint whose ``adapt_to_set`` is
     false, then judges the picked samples by their dataset's names, else by the model's reading of them as trained;
     None for ``none``. Each scan counts as an input; when every picked sample is a frame of a sequence
-    (``sequence_of``: frame file -> sequence), each sequence does, read from its picked frames pooled as predict
-    pools a sequence; :func:`affectvlm.adapt.min_inputs` says how many are enough."""
+    (``sequence_of``: frame file -> sequence), each sequence does, read from its picked frames pooled by ``pooling``
+    as predict pools a sequence; :func:`affectvlm.adapt.min_inputs` says how many are enough."""
     if mode == "none":
         return None
     early = declined(model, mode)
@@ -280,7 +282,7 @@ def adapt_check(mode: str, model, picked: Sequence, cache, device,
     for s, p in zip(picked, probs):
         by_sequence.setdefault(sequence_of[str(s.path)], []).append(p)
     return guard([{"file": seq, "frame": "sequence", "error": None,
-                   "label": classes[int(np.argmax(pool_probabilities(np.stack(ps), classes)))]}
+                   "label": classes[int(np.argmax(pool_probabilities(np.stack(ps), classes, pooling)))]}
                   for seq, ps in by_sequence.items()], "auto")
 
 
@@ -304,20 +306,29 @@ def _mean_embedding(model, picked: Sequence, cache, device) -> torch.Tensor | No
 
 
 def sequence_accuracy(samples: Sequence, y_true: Sequence[int], probs: Sequence[Sequence[float]],
-                      classes: Sequence[str], sequence_of: dict[str, str], pooling: str = DEFAULT_POOLING) -> dict:
+                      classes: Sequence[str], sequence_of: dict[str, str], pooling: str = DEFAULT_POOLING,
+                      subject_mean: str = "none", added: np.ndarray | None = None) -> dict:
     """Each sequence's label from its scored frames (``sequence_of``: frame file -> sequence), their probabilities
-    pooled as ``predict`` pools a sequence's (:func:`affectvlm.predict.pool_probabilities`):
-    ``{"n", "accuracy", "frames", "frames_each", "pooling"}``."""
+    pooled as ``predict`` pools a sequence (:func:`affectvlm.predict.pool_probabilities`) and, with ``subject_mean``
+    ``auto``, each BU-4DFE subject's sequences taken relative to their mean as predict does
+    (:func:`affectvlm.subjects.centre_rows`, ``added`` its training logits): ``{"n", "accuracy", "frames",
+    "frames_each", "pooling"}``, and ``"subject_mean"`` when it rescored any."""
     groups: dict[str, list[int]] = {}
     for k, smp in enumerate(samples):
         if (seq := sequence_of.get(str(smp.path))) is not None:
             groups.setdefault(seq, []).append(k)
-    right = sum(int(np.argmax(pool_probabilities([probs[k] for k in ks], classes, pooling))) == y_true[ks[0]]
-                for ks in groups.values())
+    rows = [{"file": seq, "frame": "sequence", "error": "",
+             **dict(zip(classes, pool_probabilities([probs[k] for k in ks], classes, pooling)))}
+            for seq, ks in groups.items()]
+    by_subject = centre_rows(rows, classes, added, subject_mean)
+    right = sum(int(np.argmax([r[c] for c in classes])) == y_true[ks[0]] for r, ks in zip(rows, groups.values()))
     sizes = sorted({len(ks) for ks in groups.values()})
-    return {"n": len(groups), "accuracy": right / len(groups) if groups else 0.0,
-            "frames": sum(len(ks) for ks in groups.values()),
-            "frames_each": sizes[0] if len(sizes) == 1 else sizes, "pooling": pooling}
+    out = {"n": len(groups), "accuracy": right / len(groups) if groups else 0.0,
+           "frames": sum(len(ks) for ks in groups.values()),
+           "frames_each": sizes[0] if len(sizes) == 1 else sizes, "pooling": pooling}
+    if by_subject.rescored:
+        out["subject_mean"] = {"rescored": by_subject.rescored, "subjects": by_subject.subjects, "transductive": True}
+    return out
 
 
 def _frames_spec(text: str) -> int | str:
@@ -429,10 +440,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if seqs:
         each = seqs["frames_each"]
         each = f"{each[0]}-{each[-1]}" if isinstance(each, list) else each
-        which = "frames" if seqs["frames_scored"] == "all" else "middle frames"
+        which = "frame" if seqs["frames_scored"] == "all" else "middle frame"
+        which += "" if each == 1 else "s"
+        centred = (f"; {seqs['subject_mean']['rescored']} relative to their subject's mean"
+                   if "subject_mean" in seqs else "")
         print(f"sequences {seqs['accuracy']:.4f}  n={seqs['n']} (each from its {each} {which}, pooled by "
-              f"{seqs['pooling']}" + ("" if seqs["frames_scored"] == "all" else "; --sequence-frames all scores every "
-                                      "frame, as predict") + ")")
+              f"{seqs['pooling']}{centred}" + ("" if seqs["frames_scored"] == "all" else "; --sequence-frames all "
+                                               "scores every frame, as predict") + ")")
     if res.get("landmarks"):
         lm = res["landmarks"]
         print(f"landmarks: mean {lm['mean']:.2f}, median {lm['median']:.2f}, p95 {lm['p95']:.2f} "
