@@ -82,6 +82,7 @@ class Sample:
     source_label: str = ""
     family: str | None = None  # manifest columns of synthetic corpora: expression family, face model
     face_model: str | None = None
+    sequence: str | None = None  # a frame's sequence (its ``path``), set by :func:`expand_frames`
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -507,7 +508,8 @@ def expand_frames(samples: Sequence[Sample], *, n_frames: int = 5, window: tuple
         mid = min(max(int(0.5 * (window[0] + window[1]) * (n - 1) + 0.5), lo), hi)
         idx = [mid] if k == 1 else sorted({lo + round(i * (hi - lo) / (k - 1)) for i in range(k)})
         for i in idx:
-            out.append(replace(s, path=s.frame_paths[i], frame_ids=(s.frame_ids[i],), frame_paths=None))
+            out.append(replace(s, path=s.frame_paths[i], frame_ids=(s.frame_ids[i],), frame_paths=None,
+                               sequence=s.path))
     return out
 
 

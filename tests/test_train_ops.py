@@ -543,8 +543,15 @@ def test_a_4d_run_chooses_on_its_validation_sequences_whether_predict_adapts(tmp
     args[args.index("bu3dfe")] = "bu4dfe"
     r = _train(args, timeout=400)
     assert r.returncode == 0, r.stderr[-2000:]
-    got = json.loads((tmp_path / "run" / "result.json").read_text())["adapt_to_set"]
-    assert got["val"]["sequences"] >= MIN_SEQUENCES and got["chosen"] == (got["val"]["adapted"] > got["val"]["trained"])
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    got = result["adapt_to_set"]
+    assert got["chosen"] == (got["val"]["adapted"] > got["val"]["trained"])
+    # the validation sequences are counted (and adapted to) as sequences, not as their scored frames
+    assert got["val"]["sequences"] == 2 * len(result["splits"]["subjects"]["val"]) >= MIN_SEQUENCES
+    # and the test figure reads each test sequence from its scored frames, beside the frames' own
+    seqs = result["test"]["sequences"]
+    assert seqs["n"] == 2 * len(result["splits"]["subjects"]["test"]) and seqs["frames"] == result["test"]["n"]
+    assert seqs["frames_each"] == 2 and "test sequences: accuracy" in r.stderr
     assert json.loads((tmp_path / "run" / "best" / "affectvlm.json").read_text())["adapt_to_set"] is got["chosen"]
     assert "adapted to the validation subjects' " in r.stderr and " sequences (predict --adapt auto)" in r.stderr
 

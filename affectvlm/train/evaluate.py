@@ -154,7 +154,6 @@ def run_eval(args: argparse.Namespace) -> dict:
     known, chosen = {canonical_class(c) for c in classes}, {s.subject for s in samples}
     left_out = dict(sorted(Counter(s.label for s in filter_samples(ds.samples, intensities=intens)
                                    if s.label not in known and s.subject in chosen).items()))
-    sequence_of = {f: str(s.path) for s in samples for f in (s.frame_paths or ())}  # frame file -> its sequence
     if args.sequence_frames == "all":
         samples = expand_frames(samples, n_frames=max((len(s.frame_paths or ()) for s in samples), default=1),
                                 window=(0.0, 1.0))
@@ -162,6 +161,7 @@ def run_eval(args: argparse.Namespace) -> dict:
         samples = expand_frames(samples, n_frames=args.sequence_frames or base.frames_per_sequence)
     if not samples:
         raise ConfigError(f"{data}: no samples to evaluate")
+    sequence_of = sequences_of(samples)
     check_pattern(args.neutral)
     prior = parse_prior(args.prior, classes) if args.prior else None
     if prior is None and args.prior_by != "set":
@@ -329,6 +329,11 @@ def sequence_accuracy(samples: Sequence, y_true: Sequence[int], probs: Sequence[
     if by_subject.rescored:
         out["subject_mean"] = {"rescored": by_subject.rescored, "subjects": by_subject.subjects, "transductive": True}
     return out
+
+
+def sequences_of(samples: Sequence) -> dict[str, str]:
+    """Frame file -> its sequence, for the frames :func:`affectvlm.datasets.expand_frames` made."""
+    return {str(s.path): str(s.sequence) for s in samples if getattr(s, "sequence", None) is not None}
 
 
 def _frames_spec(text: str) -> int | str:

@@ -877,6 +877,14 @@ def train(cfg: TrainConfig, info: DistInfo, stop: StopSignals | None = None) -> 
     # best/ as trained on the validation subjects, once, for both choices
     val_rows = scored_rows(best_model, val_loader, cache.scoring_index, device, info, cfg.amp) if val_loader else None
     test_rows = scored_rows(best_model, test_loader, cache.scoring_index, device, info, embedded=test_embedded)
+    if any(s.sequence is not None for s in test_s):  # a 4D set: each test sequence read from its scored frames
+        from affectvlm.train.evaluate import sequence_accuracy, sequences_of
+
+        test_eval["sequences"] = sequence_accuracy(test_s, [r[0] for r in test_rows], [r[1] for r in test_rows],
+                                                   classes, sequences_of(test_s), "peak")
+        if info.is_main:
+            log.info("test sequences: accuracy %.4f, n=%d (each from its middle frames, peak-pooled)",
+                     test_eval["sequences"]["accuracy"], test_eval["sequences"]["n"])
     neutral = choose_neutral_reference(val_rows, val_s, test_rows, test_s, classes, info, best_dir)
     subject_mean = choose_subject_mean(best_model, val_rows, val_s, test_rows, test_s, classes, neutral, info,
                                        best_dir)
@@ -974,7 +982,7 @@ def choose_adaptation(model: nn.Module, val_loader, val_rows, val_s: Sequence, c
     from affectvlm import adapt as adapt_mod
 
     scans = sorted({s.path for s in val_s if s.frame_ids is None})
-    sequences = sorted({s.path for s in val_s if s.frame_ids is not None})
+    sequences = sorted({s.sequence for s in val_s if s.sequence is not None})  # adapted to as predict adapts
     inputs, kind = (scans, "scans") if scans else (sequences, "sequences")
     if val_rows is None or len(inputs) < adapt_mod.min_inputs("auto", sequences=not scans):
         return None
