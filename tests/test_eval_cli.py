@@ -102,3 +102,17 @@ def test_a_subjects_sequences_are_taken_relative_to_their_mean_as_predict_takes_
     assert alone["accuracy"] == 0.25 and "subject_mean" not in alone
     centred = sequence_accuracy(frames, truth, probs, classes, of, "peak", "auto")
     assert centred["accuracy"] == 1.0 and centred["subject_mean"]["rescored"] == 4
+
+
+def test_a_4d_set_adapted_to_is_also_centred_as_predict_centres_it(tmp_path):
+    """predict --adapt moves a set of sequences' mean embedding (their most expressive frames') onto the training
+    scans' mean; eval found no static scans to take that mean from and left a 4D set uncentred."""
+    for k in range(10):
+        for emo, sign in (("Happy", 1.0), ("Sad", -1.0)):
+            for t in range(3):
+                write_vrml(tmp_path / "bu4" / f"F{k + 1:03d}" / emo / f"{t:03d}.wrl",
+                           face_like_mesh(16, smile=sign * t / 2, seed=10 * k + t, textured=False))
+    out = tmp_path / "m.json"
+    assert main([*BASE, "--data", str(tmp_path / "bu4"), "--layout", "bu4dfe", "--cache-dir", str(tmp_path / "c"),
+                 "--out", str(out), "--sequence-frames", "all", "--adapt", "on"]) == 0
+    assert json.loads(out.read_text())["adapted"]["centred"] is True

@@ -189,7 +189,9 @@ def run_eval(args: argparse.Namespace) -> dict:
             for i in range(0, len(picked), BATCH):
                 model(torch.stack([torch.from_numpy(cache.get(s.path)) for s in picked[i:i + BATCH]]).float()
                       .div_(255).to(device))
-        centred = centre(model, _mean_embedding(model, picked, cache, device))
+        centred = centre(model, _peak_frames_mean(model, samples, cache, device, sequence_of)
+                         if sequence_of and all(s.sequence is not None for s in picked)
+                         else _mean_embedding(model, picked, cache, device))
     y_true, probs = [], []
     model.eval()
     with torch.no_grad():
@@ -303,6 +305,32 @@ def _mean_embedding(model, picked: Sequence, cache, device) -> torch.Tensor | No
             if full and s.frame_ids is None]
     return fused_mean(model, (torch.stack([torch.from_numpy(cache.get(s.path)) for s in keep[i:i + BATCH]]).float()
                               .div_(255).to(device) for i in range(0, len(keep), BATCH)))
+
+
+def _peak_frames_mean(model, samples: Sequence, cache, device, sequence_of: dict[str, str]) -> torch.Tensor | None:
+    """The adapted model's mean fused embedding over each sequence's most expressive frames among up to
+    ``SEQUENCE_FRAMES`` evenly spaced scored ones, from the cached renders (what ``adapt.peak_frames_mean`` gives
+    predict for a set of sequences); None without a neutral class."""
+    from affectvlm.adapt import SEQUENCE_FRAMES
+    from affectvlm.io.sequence import sample_indices
+    from affectvlm.predict import frame_expressiveness, peak_frames
+
+    classes = list(model.classes)
+    if "neutral" not in [c.lower() for c in classes]:
+        return None
+    groups: dict[str, list] = {}
+    for s in samples:
+        if (seq := sequence_of.get(str(s.path))) is not None:
+            groups.setdefault(seq, []).append(s)
+    peaks = []
+    with torch.no_grad():
+        for frames in groups.values():
+            take = [frames[i] for i in sample_indices(len(frames), 1, SEQUENCE_FRAMES)]
+            x = torch.stack([torch.from_numpy(cache.get(s.path)) for s in take]).float().div_(255).to(device)
+            fused = model.embed(x)[0].float()
+            probs = torch.softmax(model.logits_from_embedding(fused).float(), -1).cpu().numpy()
+            peaks.append(fused[torch.from_numpy(peak_frames(frame_expressiveness(probs, classes)))])
+    return torch.cat(peaks).mean(0).cpu() if peaks else None
 
 
 def sequence_accuracy(samples: Sequence, y_true: Sequence[int], probs: Sequence[Sequence[float]],
