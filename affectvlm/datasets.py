@@ -95,6 +95,7 @@ class Dataset:
     layout: str
     root: str
     skipped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what a user should hear: entries left out, and why
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -212,7 +213,16 @@ def _frames_in(folder: Path, sniff: bool) -> list[tuple[int, Path]]:
 
 def load_bu4dfe(root: str | os.PathLike) -> Dataset:
     r = _check_root(root, "bu4dfe")
-    samples, skipped = [], []
+    if _one_bu4dfe_subject(r):
+        raise InputError(str(r), _ONE_SUBJECT)
+    samples, skipped, notes = [], [], []
+    zipped = sorted(f.name for f in r.iterdir() if f.is_file() and f.suffix.lower() == ".zip"
+                    and _SUBJ4D_RE.match(f.stem))
+    if zipped:
+        skipped += [str(r / z) for z in zipped]
+        notes.append(f"{_listed(zipped)}: zipped subjects are not read here (predict reads them); unzip them beside "
+                     "the others to include them")
+    empty = []
     for subj in sorted(d for d in r.iterdir() if d.is_dir()):
         if not _SUBJ4D_RE.match(subj.name):
             skipped.append(str(subj))  # tool folders like BU_WrlViewer_V2
@@ -221,13 +231,33 @@ def load_bu4dfe(root: str | os.PathLike) -> Dataset:
             frames = _frames_in(expr, sniff=False)
             if not frames:
                 skipped.append(str(expr))
+                empty.append(f"{subj.name}/{expr.name}")
                 continue
             samples.append(Sample(
                 path=str(expr), label=canonical_class(expr.name), subject=subj.name.upper(),
                 sex="female" if subj.name[0].upper() == "F" else "male",
                 frame_ids=tuple(n for n, _ in frames), frame_paths=tuple(str(f) for _, f in frames),
                 source_label=expr.name))
-    return _finish(samples, "bu4dfe", r, skipped)
+    if empty:
+        notes.append(f"{_listed(empty)}: no frames (mesh files named by their number); left out")
+    return _finish(samples, "bu4dfe", r, skipped, notes)
+
+
+_ONE_SUBJECT = ("this is one BU-4DFE subject (expression folders of numbered frames); give the folder that holds the "
+                "subject folders, so that subjects, not frames, are split and scored")
+
+
+def _one_bu4dfe_subject(r: Path) -> bool:
+    """A BU-4DFE subject folder (``F001``) whose sub-folders hold numbered frames: read as a dataset of its own, its
+    frames would be taken for scans of subjects named by their numbers."""
+    if not _SUBJ4D_RE.match(r.name):
+        return False
+    subs = sorted(d for d in r.iterdir() if d.is_dir() and not d.name.startswith("."))[:_MAX_SUBFOLDERS]
+    return any(_frames_in(d, sniff=False) for d in subs)
+
+
+def _listed(names: Sequence[str], most: int = 4) -> str:
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 def load_bp4d(root: str | os.PathLike, tasks: Sequence[str] | None = None) -> Dataset:
@@ -296,6 +326,8 @@ def _guess_subject(stem: str, subject_regex: str | None) -> str:
 
 def load_folders(root: str | os.PathLike, subject_regex: str | None = None) -> Dataset:
     r = _check_root(root, "folders")
+    if _one_bu4dfe_subject(r):
+        raise InputError(str(r), _ONE_SUBJECT)
     samples, skipped = [], []
     for cdir in sorted(d for d in r.iterdir() if d.is_dir() and not d.name.startswith((".", "__MACOSX"))):
         for p in sorted(cdir.rglob("*")):
@@ -383,11 +415,12 @@ def _manifest_sample(csv_path: Path, i: int, raw: dict, within: Sequence[Path] |
         source_label=label, family=_opt(row, "family") or None, face_model=_opt(row, "face_model") or None)
 
 
-def _finish(samples: list[Sample], layout: str, root: Path, skipped: list[str]) -> Dataset:
+def _finish(samples: list[Sample], layout: str, root: Path, skipped: list[str],
+            notes: list[str] | None = None) -> Dataset:
     if not samples:
-        raise InputError(str(root), f"no samples found for layout {layout!r}")
+        raise InputError(str(root), f"no samples found for layout {layout!r}" + (f" ({notes[0]})" if notes else ""))
     return Dataset(samples=samples, classes=order_classes(s.label for s in samples), layout=layout,
-                   root=str(root), skipped=skipped)
+                   root=str(root), skipped=skipped, notes=list(notes or ()))
 
 
 def load_dataset(root: str | os.PathLike, layout: str, *, within: Sequence[str | os.PathLike] | None = None,

@@ -349,3 +349,33 @@ def test_bp4d_frames_that_start_with_a_blank_line_are_frames(tmp_path):
         (d / f"{i:04d}.wrl").write_text("\n\n#VRML V2.0 utf8\n")
     s = load_dataset(tmp_path, "bp4d").samples
     assert len(s) == 1 and s[0].frame_ids == (0, 1, 2)
+
+
+def test_one_bu4dfe_subject_given_as_the_dataset_is_refused_not_split_by_frame(tmp_path):
+    """F001/ alone was read by the folders layout, its frame numbers taken for subjects: frames of one sequence
+    landed in train and test."""
+    for emo in ("Happy", "Sad"):
+        for i in range(3):
+            (tmp_path / "F001" / emo).mkdir(parents=True, exist_ok=True)
+            (tmp_path / "F001" / emo / f"{i:03d}.wrl").write_text("#VRML V2.0 utf8\n")
+    for layout in ("auto", "folders", "bu4dfe"):
+        with pytest.raises(InputError, match="this is one BU-4DFE subject"):
+            load_dataset(tmp_path / "F001", layout)
+    assert len(load_dataset(tmp_path, "auto").samples) == 2
+
+
+def test_a_bu4dfe_tree_says_what_it_leaves_out(tmp_path):
+    """A zipped subject and an expression folder without frames were left out without a word."""
+    import zipfile
+
+    for subj, emos in (("F001", ("Happy", "Sad")), ("F002", ("Happy", "Fear"))):
+        for emo in emos:
+            (tmp_path / subj / emo).mkdir(parents=True)
+            if (subj, emo) != ("F002", "Fear"):
+                (tmp_path / subj / emo / "000.wrl").write_text("#VRML V2.0 utf8\n")
+    with zipfile.ZipFile(tmp_path / "M001.zip", "w") as z:
+        z.writestr("Happy/000.wrl", "#VRML V2.0 utf8\n")
+    ds = load_dataset(tmp_path, "bu4dfe")
+    assert len(ds.samples) == 3
+    assert any(n.startswith("M001.zip: zipped subjects are not read here") for n in ds.notes), ds.notes
+    assert any(n.startswith("F002/Fear: no frames") for n in ds.notes), ds.notes

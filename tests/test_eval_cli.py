@@ -16,13 +16,16 @@ def test_a_4d_set_is_scored_by_frames_and_by_sequence(tmp_path, capsys):
             for t in range(6):
                 write_vrml(tmp_path / "bu4" / s / emo / f"{t:03d}.wrl",
                            face_like_mesh(16, smile=sign * min(t, 5 - t) / 2, seed=t, textured=False))
+    (tmp_path / "bu4" / "F001" / "Fear").mkdir()  # left out, and said
     out = tmp_path / "m.json"
     assert main([*BASE, "--data", str(tmp_path / "bu4"), "--layout", "bu4dfe", "--cache-dir", str(tmp_path / "c"),
                  "--out", str(out)]) == 0
     res = json.loads(out.read_text())
     seqs = res["sequences"]
     assert seqs["n"] == 4 and res["n"] == 4 * seqs["frames_each"] and 0.0 <= seqs["accuracy"] <= 1.0
-    said = capsys.readouterr().out
+    said = capsys.readouterr()
+    assert "warning: F001/Fear: no frames" in said.err
+    said = said.out
     assert f"n={res['n']} ({res['n']} frames of 4 sequences)" in said and "sequences " in said
     assert seqs["frames_each"] < 6 and (seqs["pooling"], seqs["frames_scored"]) == ("peak", "middle")
     # every frame, pooled as predict pools them (its default), or by the pooling asked for

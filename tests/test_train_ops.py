@@ -713,3 +713,24 @@ def test_srun_ranks_all_stop_when_rank_0_refuses_the_run_folder(tiny, tmp_path):
         assert "in use" in errs[0] and errs[1].strip() == "", errs  # said once, by rank 0
     finally:
         runfolder.unlock_run_dir(run)
+
+
+def test_a_dry_run_says_what_the_data_leaves_out(tmp_path, capsys):
+    """A zipped BU-4DFE subject was left out of training without a word (the plan counted one subject fewer)."""
+    import zipfile
+
+    from affectvlm.train.train import main
+
+    for k in range(8):
+        for emo in ("Happy", "Sad"):
+            (tmp_path / "data" / f"F{k + 1:03d}" / emo).mkdir(parents=True)
+            for t in range(2):
+                (tmp_path / "data" / f"F{k + 1:03d}" / emo / f"{t:03d}.wrl").write_text("#VRML V2.0 utf8\n")
+    with zipfile.ZipFile(tmp_path / "data" / "M001.zip", "w") as z:
+        z.writestr("Happy/000.wrl", "#VRML V2.0 utf8\n")
+    args = _args(tmp_path / "data", tmp_path / "run", tmp_path / "cache")
+    args[args.index("bu3dfe")] = "bu4dfe"
+    capsys.readouterr()
+    assert main([*args, "--batch-size", "2", "--dry-run"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert [n.split(":")[0] for n in plan["data_notes"]] == ["M001.zip"]

@@ -122,6 +122,8 @@ def run_eval(args: argparse.Namespace) -> dict:
     intens = args.intensities or base.intensities
     subset = args.subset or ("test" if run_cfg else "all")
     ds = load_dataset(data, layout)
+    for note in ds.notes:
+        print(f"warning: {note}", file=sys.stderr)
     model = load_model(spec, device=device, cache=False)
     classes = list(model.classes)
     samples = filter_samples(ds.samples, intensities=intens, classes=classes)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from affectvlm.errors import ConfigError
 from affectvlm.runfolder import SplitsRecord
@@ -17,6 +17,7 @@ class Splits:
     test: list
     classes: list[str]
     source: str = ""
+    notes: list[str] = field(default_factory=list)  # the reader's: entries of the data left out, and why
 
     def subjects(self) -> dict[str, list[str]]:
         return {k: sorted({s.subject for s in getattr(self, k)}) for k in ("train", "val", "test")}
@@ -90,4 +91,4 @@ def build_splits(cfg: TrainConfig) -> Splits:
     classes = [canonical_class(c) for c in classes]
     if not train or not test:
         raise ConfigError(f"{cfg.data}: the split leaves {len(train)} training and {len(test)} test samples")
-    return Splits(train, val, test, classes, f"{ds.layout} layout; {source}")
+    return Splits(train, val, test, classes, f"{ds.layout} layout; {source}", list(ds.notes))

@@ -645,7 +645,7 @@ class RunPlan:
         """``affectvlm train --dry-run``'s report."""
         return {"dry_run": True, "out": self.cfg.out, "model": self.cfg.model, "splits": self.splits.record().to_json(),
                 "render": self.settings.to_dict(), "input_size": self.model.image_size[0], "epochs": self.cfg.epochs,
-                "batch_size": self.cfg.batch_size, "plan": self.describe()}
+                "batch_size": self.cfg.batch_size, "plan": self.describe(), "data_notes": self.splits.notes}
 
 
 def plan_run(cfg: TrainConfig) -> RunPlan:
@@ -682,6 +682,8 @@ def train(cfg: TrainConfig, info: DistInfo, stop: StopSignals | None = None) -> 
     device = info.device
     plan = plan_run(cfg)
     splits, model, settings, prompts = plan.splits, plan.model, plan.settings, plan.prompts
+    for note in splits.notes if info.is_main else ():
+        log.warning("data: %s", note)
     train_s, val_s, test_s, classes = splits.train, splits.val, splits.test, splits.classes
     cidx = {c: i for i, c in enumerate(classes)}
     views = tuple(settings.views)
