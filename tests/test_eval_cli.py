@@ -119,3 +119,17 @@ def test_a_4d_set_adapted_to_is_also_centred_as_predict_centres_it(tmp_path):
     assert main([*BASE, "--data", str(tmp_path / "bu4"), "--layout", "bu4dfe", "--cache-dir", str(tmp_path / "c"),
                  "--out", str(out), "--sequence-frames", "all", "--adapt", "on"]) == 0
     assert json.loads(out.read_text())["adapted"]["centred"] is True
+
+
+def test_rendering_shows_progress_on_a_terminal(tmp_path, capsys, monkeypatch):
+    """eval rendered a whole 4D set (minutes) without a word; predict shows a bar."""
+    import sys
+
+    for t in range(4):
+        write_vrml(tmp_path / "d" / "F001" / "Happy" / f"{t:03d}.wrl", face_like_mesh(16, smile=t / 4, textured=False))
+        write_vrml(tmp_path / "d" / "F001" / "Sad" / f"{t:03d}.wrl", face_like_mesh(16, smile=-t / 4, textured=False))
+    for opts, shown in (([], True), (["--no-progress"], False)):
+        monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+        assert main([*BASE, "--data", str(tmp_path / "d"), "--layout", "bu4dfe", "--out", str(tmp_path / "m.json"),
+                     "--cache-dir", str(tmp_path / f"c{len(opts)}"), *opts]) == 0
+        assert ("rendering: 100%" in capsys.readouterr().err) is shown, opts

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -151,6 +152,7 @@ def test_the_run_chooses_on_val_whether_predict_scores_against_the_neutral_scan(
     # each epoch's record also reads the validation subjects at levels 3-4 (one epoch: best/ as it was scored)
     assert epochs(tmp_path / "run")[-1]["val_accuracy_intensity_3_4"] == pytest.approx(got["val"]["alone"], abs=1e-6)
     assert "val acc" in r.stderr and "(intensities 3-4: " in r.stderr
+    assert re.search(r"val acc \d\.\d{4} \(", r.stderr), r.stderr[-1500:]  # not 0.16666666666666666
     from affectvlm.train.evaluate import main as evaluate
 
     def ev(*opts: str, out: Path, process: bool = False) -> dict:

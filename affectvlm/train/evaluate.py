@@ -87,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"how a sequence's frame probabilities make its label, as `affectvlm predict --pooling` "
                         f"(default: {DEFAULT_POOLING}, predict's, with --sequence-frames all; peak over middle frames, "
                         "which hold no calm frame to contrast with)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar while the samples are rendered")
     p.add_argument("--no-landmarks", action="store_true",
                    help="skip the landmark error against .bnd files beside the scans")
     return p
@@ -181,7 +182,12 @@ def run_eval(args: argparse.Namespace) -> dict:
         print(f"face frame of the data: {cache.set_frame.text()}; a flagged scan facing its front but read another "
               "way up takes its up (as predict)", file=sys.stderr)
     t0 = time.perf_counter()
-    cache.warm([s.path for s in samples])
+    from tqdm import tqdm
+
+    paths = [s.path for s in samples]
+    with tqdm(total=len(cache.missing(paths)), disable=args.no_progress or not sys.stderr.isatty(), file=sys.stderr,
+              unit="scan", desc="rendering") as bar:
+        cache.warm(paths, progress=bar.update)
     cidx = {c: i for i, c in enumerate(classes)}
     picked = sample_inputs(samples)
     check = adapt_check(args.adapt, model, picked, cache, device, sequence_of, args.pooling or DEFAULT_POOLING)

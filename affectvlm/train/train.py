@@ -846,7 +846,8 @@ def train(cfg: TrainConfig, info: DistInfo, stop: StopSignals | None = None) -> 
                 write_status(run_dir, Status.RUNNING, epoch=epoch + 1, epochs=cfg.epochs, step=progress.step,
                              best_acc=progress.best_acc)
                 log.info("epoch %d/%d: loss %.4f, spread %.3f, val acc %s%s, %.1f samples/s", epoch + 1, cfg.epochs,
-                         rec.get("loss", float("nan")), rec.get("spread", float("nan")), rec.get("val_accuracy"),
+                         rec.get("loss", float("nan")), rec.get("spread", float("nan")),
+                         "none" if rec.get("val_accuracy") is None else f"{rec['val_accuracy']:.4f}",
                          f" (intensities 3-4: {rec['val_accuracy_intensity_3_4']:.4f})"
                          if "val_accuracy_intensity_3_4" in rec else "", rec["samples_per_s"])
             progress.best_acc = float(_bcast_float(progress.best_acc, info))
