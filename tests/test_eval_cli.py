@@ -116,9 +116,10 @@ def test_a_4d_set_adapted_to_is_also_centred_as_predict_centres_it(tmp_path):
                 write_vrml(tmp_path / "bu4" / f"F{k + 1:03d}" / emo / f"{t:03d}.wrl",
                            face_like_mesh(16, smile=sign * t / 2, seed=10 * k + t, textured=False))
     out = tmp_path / "m.json"
-    assert main([*BASE, "--data", str(tmp_path / "bu4"), "--layout", "bu4dfe", "--cache-dir", str(tmp_path / "c"),
+    assert main([*BASE, "--data", str(tmp_path / "bu4"), "--cache-dir", str(tmp_path / "c"),  # the layout found
                  "--out", str(out), "--sequence-frames", "all", "--adapt", "on"]) == 0
-    assert json.loads(out.read_text())["adapted"]["centred"] is True
+    res = json.loads(out.read_text())
+    assert res["adapted"]["centred"] is True and res["layout"] == "bu4dfe"
 
 
 def test_rendering_shows_progress_on_a_terminal(tmp_path, capsys, monkeypatch):

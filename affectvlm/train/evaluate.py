@@ -226,7 +226,7 @@ def run_eval(args: argparse.Namespace) -> dict:
         out["neutral_reference"] = {"spec": args.neutral, "rescored": ref.rescored, "subjects": ref.subjects,
                                     "transductive": True}
     if adapted:
-        out["adapted"] = {"samples": len(samples), "centred": centred, "mode": args.adapt, "reason": check.reason,
+        out["adapted"] = {"samples": len(picked), "centred": centred, "mode": args.adapt, "reason": check.reason,
                           "transductive": True}
     elif check is not None:
         out["adapt_declined"] = {"mode": args.adapt, "reason": check.reason}
@@ -249,7 +249,7 @@ def run_eval(args: argparse.Namespace) -> dict:
     lm = landmark_error(samples, settings) if not args.no_landmarks else None
     if lm is not None:
         out["landmarks"] = lm
-    out.update({"model": spec, "views": [str(v) for v in settings.views], "data": str(data), "layout": layout,
+    out.update({"model": spec, "views": [str(v) for v in settings.views], "data": str(data), "layout": ds.layout,
                 "subset": subset,
                 "n_subjects": len({s.subject for s in samples}), "seconds": round(time.perf_counter() - t0, 2),
                 "cache": cache.report()})
