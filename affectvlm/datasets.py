@@ -216,18 +216,19 @@ def load_bu4dfe(root: str | os.PathLike) -> Dataset:
     if _one_bu4dfe_subject(r):
         raise InputError(str(r), _ONE_SUBJECT)
     samples, skipped, notes = [], [], []
+    folders = {d.name.lower() for d in r.iterdir() if d.is_dir()}
     zipped = sorted(f.name for f in r.iterdir() if f.is_file() and f.suffix.lower() == ".zip"
-                    and _SUBJ4D_RE.match(f.stem))
+                    and f.stem.lower() not in folders)  # a zip beside its unzipped folder: the folder is read
     if zipped:
         skipped += [str(r / z) for z in zipped]
-        notes.append(f"{_listed(zipped)}: zipped subjects are not read here (predict reads them); unzip them beside "
-                     "the others to include them")
+        notes.append(f"{_listed(zipped)}: zips are not read here (predict reads a zipped subject); unzip them beside "
+                     "the subject folders to include them")
     empty = []
     for subj in sorted(d for d in r.iterdir() if d.is_dir()):
         if not _SUBJ4D_RE.match(subj.name):
             skipped.append(str(subj))  # tool folders like BU_WrlViewer_V2
             continue
-        for expr in sorted(d for d in subj.iterdir() if d.is_dir()):
+        for expr in sorted(d for d in subj.iterdir() if d.is_dir() and not d.name.startswith((".", "__MACOSX"))):
             frames = _frames_in(expr, sniff=False)
             if not frames:
                 skipped.append(str(expr))
@@ -243,7 +244,7 @@ def load_bu4dfe(root: str | os.PathLike) -> Dataset:
     return _finish(samples, "bu4dfe", r, skipped, notes)
 
 
-_ONE_SUBJECT = ("this is one BU-4DFE subject (expression folders of numbered frames); give the folder that holds the "
+_ONE_SUBJECT = ("this is one 4D subject (BU-4DFE / BP4D: folders of numbered frames); give the folder that holds the "
                 "subject folders, so that subjects, not frames, are split and scored")
 
 
@@ -334,7 +335,12 @@ def load_folders(root: str | os.PathLike, subject_regex: str | None = None) -> D
             if _visible_mesh(p, r) and _is_scan(p):  # not hidden files nor macOS zip litter
                 samples.append(Sample(path=str(p), label=canonical_class(cdir.name),
                                       subject=_guess_subject(p.stem, subject_regex), source_label=cdir.name))
-    return _finish(samples, "folders", r, skipped)
+    notes = []
+    if not subject_regex and samples and all(Path(s.path).stem.isdigit() for s in samples):
+        notes.append(f"every file is named by a number alone ({Path(samples[0].path).name} ...): each is read as a "
+                     "scan of a subject of that number; if they are frames of 4D sequences, give the folder that holds "
+                     "the subject folders (--layout bu4dfe or bp4d)")
+    return _finish(samples, "folders", r, skipped, notes)
 
 
 def _opt(row: dict, key: str) -> str | None:
@@ -406,6 +412,9 @@ def _manifest_sample(csv_path: Path, i: int, raw: dict, within: Sequence[Path] |
     frame_ids = frame_paths = None
     if p.is_dir():
         frames = _frames_in(p, sniff=False)
+        if not frames:
+            raise InputError(str(csv_path), f"line {i}: {shown}: a sequence folder without frames (mesh files named "
+                                            "by their number)")
         frame_ids = tuple(n for n, _ in frames)
         frame_paths = tuple(str(f) for _, f in frames)
     return Sample(
@@ -468,8 +477,10 @@ def detect_layout(root: str | os.PathLike) -> str:
         inner = _layout_in(sub, look=_MAX_LOOK // _MAX_SUBFOLDERS)
         if inner and inner != "folders":  # two-letter names (a cache's "fe") look like emotion folders
             raise InputError(str(root), f"no dataset here, but {sub} holds a {inner} tree: pass --data {sub}")
+    zips = sorted(f.name for f in r.iterdir() if f.is_file() and f.suffix.lower() == ".zip")
     raise InputError(str(root), "cannot tell the dataset's layout (no BU-3DFE, BU-4DFE, BP4D or Bosphorus names, no "
-                                "manifest.csv, no folders named after emotions); name it with --layout")
+                                "manifest.csv, no folders named after emotions); name it with --layout" +
+                     (f"; zips are not read as datasets ({_listed(zips)}): unzip them" if zips else ""))
 
 
 def _layout_in(r: Path, look: int = _MAX_LOOK) -> str | None:
@@ -554,7 +565,7 @@ def subject_folds(subjects: Iterable[str], k: int = 10, seed: int = 0) -> dict[s
     if k < 2:
         raise ConfigError(f"folds must be >= 2 (got {k})")
     if len(subs) < k:
-        raise ConfigError(f"{len(subs)} subjects cannot fill {k} folds; use fewer folds")
+        raise ConfigError(f"{len(subs)} subjects cannot fill {k} folds; use fewer folds (--folds)")
     # sha256 of (seed, subject) gives a platform-independent permutation
     order = sorted(subs, key=lambda s: hashlib.sha256(f"{seed}:{s}".encode()).hexdigest())
     return {s: i % k for i, s in enumerate(order)}

@@ -359,7 +359,7 @@ def test_one_bu4dfe_subject_given_as_the_dataset_is_refused_not_split_by_frame(t
             (tmp_path / "F001" / emo).mkdir(parents=True, exist_ok=True)
             (tmp_path / "F001" / emo / f"{i:03d}.wrl").write_text("#VRML V2.0 utf8\n")
     for layout in ("auto", "folders", "bu4dfe"):
-        with pytest.raises(InputError, match="this is one BU-4DFE subject"):
+        with pytest.raises(InputError, match="this is one 4D subject"):
             load_dataset(tmp_path / "F001", layout)
     assert len(load_dataset(tmp_path, "auto").samples) == 2
 
@@ -377,5 +377,45 @@ def test_a_bu4dfe_tree_says_what_it_leaves_out(tmp_path):
         z.writestr("Happy/000.wrl", "#VRML V2.0 utf8\n")
     ds = load_dataset(tmp_path, "bu4dfe")
     assert len(ds.samples) == 3
-    assert any(n.startswith("M001.zip: zipped subjects are not read here") for n in ds.notes), ds.notes
+    assert any(n.startswith("M001.zip: zips are not read here") for n in ds.notes), ds.notes
     assert any(n.startswith("F002/Fear: no frames") for n in ds.notes), ds.notes
+
+
+def test_zips_and_number_named_files_are_said(tmp_path):
+    """A tree of zipped subjects only said 'cannot tell the dataset's layout'; a zip beside its own unzipped folder was
+    said to be left out; files named by numbers alone in the folders layout became subjects without a word; a
+    manifest row naming an empty folder ended in a traceback."""
+    import zipfile
+
+    (tmp_path / "z").mkdir()
+    with zipfile.ZipFile(tmp_path / "z" / "F001.zip", "w") as z:
+        z.writestr("Happy/000.wrl", "#VRML V2.0 utf8\n")
+    with pytest.raises(InputError, match=r"zips are not read as datasets \(F001.zip\): unzip them"):
+        load_dataset(tmp_path / "z", "auto")
+    for emo in ("Happy", "Sad"):
+        (tmp_path / "z" / "F001" / emo).mkdir(parents=True)
+        (tmp_path / "z" / "F001" / emo / "000.wrl").write_text("#VRML V2.0 utf8\n")
+    (tmp_path / "z" / "F001" / "__MACOSX").mkdir()
+    assert load_dataset(tmp_path / "z", "bu4dfe").notes == []  # the folder beside the zip is read
+    for emo in ("happy", "sad"):
+        (tmp_path / "f" / "F001_unzipped" / emo).mkdir(parents=True)
+        for i in range(3):
+            (tmp_path / "f" / "F001_unzipped" / emo / f"{i:03d}.wrl").write_text("#VRML V2.0 utf8\n")
+    ds = load_dataset(tmp_path / "f" / "F001_unzipped", "folders")
+    assert len(ds.notes) == 1 and "every file is named by a number alone" in ds.notes[0]
+    (tmp_path / "m" / "empty").mkdir(parents=True)
+    (tmp_path / "m" / "manifest.csv").write_text("path,label,subject\nempty,happiness,S1\n")
+    with pytest.raises(InputError, match="line 2: empty: a sequence folder without frames"):
+        load_dataset(tmp_path / "m", "manifest")
+
+
+def test_the_training_page_shows_what_the_data_leaves_out(tmp_path):
+    from affectvlm.app.trainform import summarise_dataset
+
+    for subj in ("F001", "F002"):
+        for emo in ("Happy", "Sad"):
+            (tmp_path / subj / emo).mkdir(parents=True)
+            (tmp_path / subj / emo / "000.wrl").write_text("#VRML V2.0 utf8\n")
+    (tmp_path / "M001.zip").write_bytes(b"PK\x05\x06" + bytes(18))
+    assert any(w.startswith("M001.zip: zips are not read here") for w in summarise_dataset(str(tmp_path), "bu4dfe")[
+        "warnings"])

@@ -65,7 +65,8 @@ def summarise_dataset(root: str, layout: str, roots: Sequence[Path] | None = Non
     """``affectvlm.datasets.summarise`` of a dataset root, plus how many files were ``skipped``; with ``roots``, every
     scan it names must lie inside them (a manifest's rows, a linked class folder)."""
     ds = datasets.load_dataset(root, layout, within=roots)
-    return {**datasets.summarise(ds.samples), "skipped": len(ds.skipped)}
+    summary = datasets.summarise(ds.samples)
+    return {**summary, "warnings": [*summary.get("warnings", []), *ds.notes], "skipped": len(ds.skipped)}
 
 
 def check_dataset(root_text: str, layout: str, roots: Sequence[Path],

@@ -190,7 +190,8 @@ def run_eval(args: argparse.Namespace) -> dict:
         cache.warm(paths, progress=bar.update)
     cidx = {c: i for i, c in enumerate(classes)}
     picked = sample_inputs(samples)
-    check = adapt_check(args.adapt, model, picked, cache, device, sequence_of, args.pooling or DEFAULT_POOLING)
+    pooling = args.pooling or (DEFAULT_POOLING if args.sequence_frames == "all" else "peak")
+    check = adapt_check(args.adapt, model, picked, cache, device, sequence_of, pooling)
     adapted = check is not None and check.ok
     if adapted:  # as predict --adapt: the statistics of up to SAMPLE samples, in its order and batches
         with gathering_statistics(model) as model:
@@ -236,7 +237,6 @@ def run_eval(args: argparse.Namespace) -> dict:
         sf = cache.set_frame
         out["set_frame"] = {"up": sf.up, "front": sf.front, "agree": sf.agree, "of": sf.of, "transductive": True}
     if sequence_of:
-        pooling = args.pooling or (DEFAULT_POOLING if args.sequence_frames == "all" else "peak")
         out["sequences"] = sequence_accuracy(samples, y_true, probs, classes, sequence_of, pooling,
                                              resolve_subject_mean(args.subject_mean, model)[0], training_logits(model))
         out["sequences"]["frames_scored"] = "all" if args.sequence_frames == "all" else "middle"
