@@ -105,6 +105,12 @@ def test_a_subjects_sequences_are_taken_relative_to_their_mean_as_predict_takes_
     assert alone["accuracy"] == 0.25 and "subject_mean" not in alone
     centred = sequence_accuracy(frames, truth, probs, classes, of, "peak", "auto")
     assert centred["accuracy"] == 1.0 and centred["subject_mean"]["rescored"] == 4
+    # each sequence's own reading, and the sequences' confusion matrix (rows: true class)
+    assert [(x["sequence"], x["label"], x["predicted"]) for x in alone["labels"]] == [
+        ("/x/F001/Angry", "anger", "surprise"), ("/x/F001/Happy", "happiness", "surprise"),
+        ("/x/F001/Sad", "sadness", "surprise"), ("/x/F001/Surprise", "surprise", "surprise")]
+    assert [row[3] for row in alone["confusion_matrix"]] == [1, 1, 1, 1] and alone["macro_f1"] == pytest.approx(0.1)
+    assert centred["confusion_matrix"] == [[int(i == j) for j in range(4)] for i in range(4)]
 
 
 def test_a_4d_set_adapted_to_is_also_centred_as_predict_centres_it(tmp_path):

@@ -347,8 +347,9 @@ def sequence_accuracy(samples: Sequence, y_true: Sequence[int], probs: Sequence[
     """Each sequence's label from its scored frames (``sequence_of``: frame file -> sequence), their probabilities
     pooled as ``predict`` pools a sequence (:func:`affectvlm.predict.pool_probabilities`) and, with ``subject_mean``
     ``auto``, each BU-4DFE subject's sequences taken relative to their mean as predict does
-    (:func:`affectvlm.subjects.centre_rows`, ``added`` its training logits): ``{"n", "accuracy", "frames",
-    "frames_each", "pooling"}``, and ``"subject_mean"`` when it rescored any."""
+    (:func:`affectvlm.subjects.centre_rows`, ``added`` its training logits): the sequences' ``n``, ``accuracy``,
+    ``macro_f1``, ``per_class_accuracy`` and ``confusion_matrix`` (rows: true class), each sequence's ``labels``,
+    the scored ``frames`` (``frames_each``), the ``pooling``, and ``"subject_mean"`` when it rescored any."""
     groups: dict[str, list[int]] = {}
     for k, smp in enumerate(samples):
         if (seq := sequence_of.get(str(smp.path))) is not None:
@@ -357,11 +358,16 @@ def sequence_accuracy(samples: Sequence, y_true: Sequence[int], probs: Sequence[
              **dict(zip(classes, pool_probabilities([probs[k] for k in ks], classes, pooling)))}
             for seq, ks in groups.items()]
     by_subject = centre_rows(rows, classes, added, subject_mean)
-    right = sum(int(np.argmax([r[c] for c in classes])) == y_true[ks[0]] for r, ks in zip(rows, groups.values()))
+    truth = [y_true[ks[0]] for ks in groups.values()]
+    said = [int(np.argmax([r[c] for c in classes])) for r in rows]
     sizes = sorted({len(ks) for ks in groups.values()})
-    out = {"n": len(groups), "accuracy": right / len(groups) if groups else 0.0,
+    metrics = classification_metrics(truth, said, classes)
+    out = {"n": len(groups), "accuracy": metrics["accuracy"] if groups else 0.0, "macro_f1": metrics["macro_f1"],
            "frames": sum(len(ks) for ks in groups.values()),
-           "frames_each": sizes[0] if len(sizes) == 1 else sizes, "pooling": pooling}
+           "frames_each": sizes[0] if len(sizes) == 1 else sizes, "pooling": pooling,
+           "per_class_accuracy": metrics["per_class_accuracy"], "confusion_matrix": metrics["confusion_matrix"],
+           "labels": [{"sequence": r["file"], "label": classes[t], "predicted": classes[k], "frames": len(ks)}
+                      for r, t, k, ks in zip(rows, truth, said, groups.values())]}
     if by_subject.rescored:
         out["subject_mean"] = {"rescored": by_subject.rescored, "subjects": by_subject.subjects, "transductive": True}
     return out
