@@ -127,20 +127,23 @@ def _counted(rows: Sequence[Row]) -> list[str]:
 def spread_check(rows: Sequence[Row], *, min_rows: int = MIN_ROWS, spread: bool = True) -> SpreadCheck:
     """Whether ``rows`` (scored without adaptation) are many and, with ``spread``, varied enough for
     :func:`adapt_model` (see the module doc)."""
-    labels = _counted(rows)
+    counted = _counted_rows(rows)
+    labels = [r["label"] for r in counted]
     n = len(labels)
+    kinds = {r.get("frame") == "sequence" for r in counted}
+    what = "sequences" if kinds == {True} else "scans" if kinds == {False} else "scans and sequences"
     if n < min_rows:
-        return SpreadCheck(False, n, f"{n} scored scans or sequences; it needs at least {min_rows}")
+        return SpreadCheck(False, n, f"{n} scored {what}; it needs at least {min_rows}")
     if not spread:
-        return SpreadCheck(True, n, f"{n} scans or sequences")
+        return SpreadCheck(True, n, f"{n} {what}")
     counts = Counter(labels)
     top, top_n = counts.most_common(1)[0]
     common = sum(1 for c in counts.values() if c >= MIN_SHARE * n)
     wide = sum(1 for c in counts.values() if c >= WIDE_SHARE * n)
     if top_n <= MAX_SHARE * n and common >= MIN_CLASSES:
-        return SpreadCheck(True, n, f"{n} scans or sequences, {common} expressions each over {100 * MIN_SHARE:.0f} %")
+        return SpreadCheck(True, n, f"{n} {what}, {common} expressions each over {100 * MIN_SHARE:.0f} %")
     if top_n <= WIDE_MAX_SHARE * n and wide >= WIDE_CLASSES:
-        return SpreadCheck(True, n, f"{n} scans or sequences, {wide} expressions each over {100 * WIDE_SHARE:.0f} %")
+        return SpreadCheck(True, n, f"{n} {what}, {wide} expressions each over {100 * WIDE_SHARE:.0f} %")
     if top_n > MAX_SHARE * n:
         return SpreadCheck(False, n, f"{100 * top_n / n:.0f} % of them read {top}: a set of mostly one expression",
                            on_spread=True)

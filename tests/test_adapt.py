@@ -63,7 +63,11 @@ def _counts(**n):
 def test_spread_check_takes_a_thin_spread_over_five_expressions():
     # a varied set read with a lean: 3 expressions over 10 %, but 5 over 5 % and none over half
     lean = spread_check(_counts(happiness=45, fear=25, surprise=14, sadness=8, disgust=6, anger=2))
-    assert lean.ok and "5 expressions each over 5 %" in lean.reason
+    assert lean.ok and "5 expressions each over 5 %" in lean.reason and lean.reason.startswith("100 scans, ")
+    # the reason names what it counted (it said "scans or sequences" of a set it knew to be sequences)
+    seqs = [{**r, "frame": "sequence"} for r in _counts(happiness=10, fear=10, surprise=10, sadness=10)]
+    assert spread_check(seqs, min_rows=20).reason.startswith("40 sequences, ")
+    assert spread_check(seqs[:30] + _counts(anger=10), min_rows=20).reason.startswith("40 scans and sequences, ")
     # the same lean with half the set on one expression is declined, and so are 3 expressions read cleanly
     half = spread_check(_counts(happiness=55, fear=20, surprise=11, sadness=7, disgust=5, anger=2))
     assert not half.ok and half.on_spread and "55 % of them read happiness" in half.reason
