@@ -63,7 +63,8 @@ def split_samples(samples, cfg: TrainConfig) -> tuple[list, list, list, str]:
         val = [s for s in train if s.subject in carved]
         train = [s for s in train if s.subject not in carved]
         if carved:
-            source += f"; val = {len(carved)} training subjects (val_fraction {cfg.val_fraction})"
+            source += (f"; val = {len(carved)} training subject{'' if len(carved) == 1 else 's'} "
+                       f"(val_fraction {cfg.val_fraction})")
     else:
         source += "; val from the manifest"
     check_disjoint({"train": train, "val": val, "test": test})
