@@ -554,6 +554,7 @@ def test_a_4d_run_chooses_on_its_validation_sequences_whether_predict_adapts(tmp
     seqs = result["test"]["sequences"]
     assert seqs["n"] == 2 * len(result["splits"]["subjects"]["test"]) and seqs["frames"] == result["test"]["n"]
     assert seqs["frames_each"] == 2 and "test sequences: accuracy" in r.stderr
+    assert f"adapting best/ to the validation subjects' {got['val']['sequences']} sequences" in r.stderr  # not silent
     assert json.loads((tmp_path / "run" / "best" / "affectvlm.json").read_text())["adapt_to_set"] is got["chosen"]
     assert "adapted to the validation subjects' " in r.stderr and " sequences (predict --adapt auto)" in r.stderr
 

@@ -992,6 +992,9 @@ def choose_adaptation(model: nn.Module, val_loader, val_rows, val_s: Sequence, c
         return None
     strong = at_protocol_levels(val_s)
     trained = rows_accuracy([val_rows[k] for k in strong] if strong else val_rows)
+    if info.is_main:
+        log.info("adapting best/ to the validation subjects' %d %s, to choose whether predict --adapt auto adapts "
+                 "(renders up to %d of them again)...", len(inputs), kind, adapt_mod.SAMPLE)
     adapted = adapt_mod.adapt_model(model, inputs)
     if not adapted.layers:
         return None
