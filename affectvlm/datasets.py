@@ -216,15 +216,16 @@ def load_bu4dfe(root: str | os.PathLike) -> Dataset:
     if _one_bu4dfe_subject(r):
         raise InputError(str(r), _ONE_SUBJECT)
     samples, skipped, notes = [], [], []
-    folders = {d.name.lower() for d in r.iterdir() if d.is_dir()}
-    zipped = sorted(f.name for f in r.iterdir() if f.is_file() and f.suffix.lower() == ".zip"
-                    and f.stem.lower() not in folders)  # a zip beside its unzipped folder: the folder is read
+    entries = sorted(r.iterdir())
+    folders = {d.name.lower() for d in entries if d.is_dir()}
+    zipped = [f.name for f in entries if f.is_file() and f.suffix.lower() == ".zip"
+              and f.stem.lower() not in folders]  # a zip beside its unzipped folder: the folder is read
     if zipped:
         skipped += [str(r / z) for z in zipped]
         notes.append(f"{_listed(zipped)}: zips are not read here (predict reads a zipped subject); unzip them beside "
                      "the subject folders to include them")
     empty = []
-    for subj in sorted(d for d in r.iterdir() if d.is_dir()):
+    for subj in (d for d in entries if d.is_dir()):
         if not _SUBJ4D_RE.match(subj.name):
             skipped.append(str(subj))  # tool folders like BU_WrlViewer_V2
             continue

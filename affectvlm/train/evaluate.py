@@ -157,7 +157,8 @@ def run_eval(args: argparse.Namespace) -> dict:
     known, chosen = {canonical_class(c) for c in classes}, {s.subject for s in samples}
     left_out = dict(sorted(Counter(s.label for s in filter_samples(ds.samples, intensities=intens)
                                    if s.label not in known and s.subject in chosen).items()))
-    if args.sequence_frames == "all":
+    every_frame = args.sequence_frames == "all"
+    if every_frame:
         samples = expand_frames(samples, n_frames=max((len(s.frame_paths or ()) for s in samples), default=1),
                                 window=(0.0, 1.0))
     else:
@@ -190,14 +191,13 @@ def run_eval(args: argparse.Namespace) -> dict:
         cache.warm(paths, progress=bar.update)
     cidx = {c: i for i, c in enumerate(classes)}
     picked = sample_inputs(samples)
-    pooling = args.pooling or (DEFAULT_POOLING if args.sequence_frames == "all" else "peak")
+    pooling = args.pooling or (DEFAULT_POOLING if every_frame else "peak")
     check = adapt_check(args.adapt, model, picked, cache, device, sequence_of, pooling)
     adapted = check is not None and check.ok
     if adapted:  # as predict --adapt: the statistics of up to SAMPLE samples, in its order and batches
         with gathering_statistics(model) as model:
             for i in range(0, len(picked), BATCH):
-                model(torch.stack([torch.from_numpy(cache.get(s.path)) for s in picked[i:i + BATCH]]).float()
-                      .div_(255).to(device))
+                model(_renders(cache, picked[i:i + BATCH], device))
         centred = centre(model, _peak_frames_mean(model, samples, cache, device, sequence_of)
                          if sequence_of and all(s.sequence is not None for s in picked)
                          else _mean_embedding(model, picked, cache, device))
@@ -206,8 +206,7 @@ def run_eval(args: argparse.Namespace) -> dict:
     with torch.no_grad():
         for i in range(0, len(samples), args.batch_size):
             chunk = samples[i:i + args.batch_size]
-            x = torch.stack([torch.from_numpy(cache.get(s.path)) for s in chunk]).float().div_(255)
-            probs += torch.softmax(model(x.to(device)).float(), -1).cpu().tolist()
+            probs += torch.softmax(model(_renders(cache, chunk, device)).float(), -1).cpu().tolist()
             y_true += [cidx[s.label] for s in chunk]
     # the rows predict would give, referenced and matched as predict --neutral / --prior do
     rows = [{"file": str(s.path), "frame": "", "error": "", **dict(zip(classes, p))} for s, p in zip(samples, probs)]
@@ -238,8 +237,8 @@ def run_eval(args: argparse.Namespace) -> dict:
         out["set_frame"] = {"up": sf.up, "front": sf.front, "agree": sf.agree, "of": sf.of, "transductive": True}
     if sequence_of:
         out["sequences"] = sequence_accuracy(samples, y_true, probs, classes, sequence_of, pooling,
-                                             resolve_subject_mean(args.subject_mean, model)[0], training_logits(model))
-        out["sequences"]["frames_scored"] = "all" if args.sequence_frames == "all" else "middle"
+                                             resolve_subject_mean(args.subject_mean, model)[0], training_logits(model),
+                                             "all" if every_frame else "middle")
     if left_out:
         out["left_out_labels"] = left_out
     for attr in ("intensity", "family", "face_model"):
@@ -283,8 +282,7 @@ def adapt_check(mode: str, model, picked: Sequence, cache, device, sequence_of: 
     model.eval()
     with torch.no_grad():
         for i in range(0, len(picked), BATCH):
-            x = torch.stack([torch.from_numpy(cache.get(s.path)) for s in picked[i:i + BATCH]]).float().div_(255)
-            probs += list(torch.softmax(model(x.to(device)).float(), -1).cpu().numpy())
+            probs += list(torch.softmax(model(_renders(cache, picked[i:i + BATCH], device)).float(), -1).cpu().numpy())
     if not frames:
         return guard([{"file": str(s.path), "frame": "", "error": None, "label": classes[int(np.argmax(p))]}
                       for s, p in zip(picked, probs)], "auto")
@@ -311,8 +309,12 @@ def _mean_embedding(model, picked: Sequence, cache, device) -> torch.Tensor | No
 
     keep = [s for s, full in zip(picked, full_expressions([str(s.path) for s in picked]))
             if full and s.frame_ids is None]
-    return fused_mean(model, (torch.stack([torch.from_numpy(cache.get(s.path)) for s in keep[i:i + BATCH]]).float()
-                              .div_(255).to(device) for i in range(0, len(keep), BATCH)))
+    return fused_mean(model, (_renders(cache, keep[i:i + BATCH], device) for i in range(0, len(keep), BATCH)))
+
+
+def _renders(cache, samples: Sequence, device) -> torch.Tensor:
+    """The samples' cached renders as one (B, V, 3, H, W) batch in [0, 1] on ``device``."""
+    return torch.stack([torch.from_numpy(cache.get(s.path)) for s in samples]).float().div_(255).to(device)
 
 
 def _peak_frames_mean(model, samples: Sequence, cache, device, sequence_of: dict[str, str]) -> torch.Tensor | None:
@@ -334,8 +336,7 @@ def _peak_frames_mean(model, samples: Sequence, cache, device, sequence_of: dict
     with torch.no_grad():
         for frames in groups.values():
             take = [frames[i] for i in sample_indices(len(frames), 1, SEQUENCE_FRAMES)]
-            x = torch.stack([torch.from_numpy(cache.get(s.path)) for s in take]).float().div_(255).to(device)
-            fused = model.embed(x)[0].float()
+            fused = model.embed(_renders(cache, take, device))[0].float()
             probs = torch.softmax(model.logits_from_embedding(fused).float(), -1).cpu().numpy()
             peaks.append(fused[torch.from_numpy(peak_frames(frame_expressiveness(probs, classes)))])
     return torch.cat(peaks).mean(0).cpu() if peaks else None
@@ -343,13 +344,15 @@ def _peak_frames_mean(model, samples: Sequence, cache, device, sequence_of: dict
 
 def sequence_accuracy(samples: Sequence, y_true: Sequence[int], probs: Sequence[Sequence[float]],
                       classes: Sequence[str], sequence_of: dict[str, str], pooling: str = DEFAULT_POOLING,
-                      subject_mean: str = "none", added: np.ndarray | None = None) -> dict:
+                      subject_mean: str = "none", added: np.ndarray | None = None,
+                      frames_scored: str = "middle") -> dict:
     """Each sequence's label from its scored frames (``sequence_of``: frame file -> sequence), their probabilities
     pooled as ``predict`` pools a sequence (:func:`affectvlm.predict.pool_probabilities`) and, with ``subject_mean``
     ``auto``, each BU-4DFE subject's sequences taken relative to their mean as predict does
     (:func:`affectvlm.subjects.centre_rows`, ``added`` its training logits): the sequences' ``n``, ``accuracy``,
     ``macro_f1``, ``per_class_accuracy`` and ``confusion_matrix`` (rows: true class), each sequence's ``labels``,
-    the scored ``frames`` (``frames_each``), the ``pooling``, and ``"subject_mean"`` when it rescored any."""
+    the scored ``frames`` (``frames_each``; ``frames_scored``: ``middle`` or ``all`` of each sequence's), the
+    ``pooling``, and ``"subject_mean"`` when it rescored any."""
     groups: dict[str, list[int]] = {}
     for k, smp in enumerate(samples):
         if (seq := sequence_of.get(str(smp.path))) is not None:
@@ -362,9 +365,9 @@ def sequence_accuracy(samples: Sequence, y_true: Sequence[int], probs: Sequence[
     said = [int(np.argmax([r[c] for c in classes])) for r in rows]
     sizes = sorted({len(ks) for ks in groups.values()})
     metrics = classification_metrics(truth, said, classes)
-    out = {"n": len(groups), "accuracy": metrics["accuracy"] if groups else 0.0, "macro_f1": metrics["macro_f1"],
+    out = {"n": len(groups), "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
            "frames": sum(len(ks) for ks in groups.values()),
-           "frames_each": sizes[0] if len(sizes) == 1 else sizes, "pooling": pooling,
+           "frames_each": sizes[0] if len(sizes) == 1 else sizes, "frames_scored": frames_scored, "pooling": pooling,
            "per_class_accuracy": metrics["per_class_accuracy"], "confusion_matrix": metrics["confusion_matrix"],
            "labels": [{"sequence": r["file"], "label": classes[t], "predicted": classes[k], "frames": len(ks)}
                       for r, t, k, ks in zip(rows, truth, said, groups.values())]}
@@ -375,7 +378,7 @@ def sequence_accuracy(samples: Sequence, y_true: Sequence[int], probs: Sequence[
 
 def sequences_of(samples: Sequence) -> dict[str, str]:
     """Frame file -> its sequence, for the frames :func:`affectvlm.datasets.expand_frames` made."""
-    return {str(s.path): str(s.sequence) for s in samples if getattr(s, "sequence", None) is not None}
+    return {str(s.path): str(s.sequence) for s in samples if s.sequence is not None}
 
 
 def _frames_spec(text: str) -> int | str:

@@ -885,7 +885,6 @@ def train(cfg: TrainConfig, info: DistInfo, stop: StopSignals | None = None) -> 
 
         test_eval["sequences"] = sequence_accuracy(test_s, [r[0] for r in test_rows], [r[1] for r in test_rows],
                                                    classes, sequences_of(test_s), "peak")
-        test_eval["sequences"]["frames_scored"] = "middle"
         if info.is_main:
             log.info("test sequences: accuracy %.4f, n=%d (each from its middle frames, peak-pooled)",
                      test_eval["sequences"]["accuracy"], test_eval["sequences"]["n"])
